@@ -1,0 +1,87 @@
+// qpoold's configuration: a validated, immutable snapshot built from YAML and command-line flags.
+//
+// Every key, its default and its unit is listed once, here, next to its field; config/qpool.yaml
+// is the commented example of the same keys. Durations are written in YAML as "250ms", "1s",
+// "2m"; sizes as integers in bytes or with a binary suffix ("64KiB", "1MiB").
+//
+// Thread-safety: a Config is immutable once built; share it as std::shared_ptr<const Config>.
+#ifndef QPOOL_DAEMON_CONFIG_CONFIG_H_
+#define QPOOL_DAEMON_CONFIG_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+
+namespace qpool::config {
+
+// One upstream Qdrant node, "host:port" in config.
+struct NodeAddress {
+  std::string host;  // a name or an IPv4/IPv6 literal (written "[::1]:6334" in config)
+  uint16_t port = 0;
+  std::string ToString() const;  // "host:port", the name used in logs and metrics
+};
+
+// YAML section `server`: the downstream (app-facing) side.
+struct ServerConfig {
+  // server.listen: address the apps connect to. Default "127.0.0.1:6334" (Qdrant's gRPC port).
+  NodeAddress listen{"127.0.0.1", 6334};
+  // server.max_client_connections: app connections held at once; one more is answered with a
+  // GOAWAY and closed, and counted. Default 10000.
+  uint32_t max_client_connections = 10000;
+  // server.max_concurrent_streams: SETTINGS_MAX_CONCURRENT_STREAMS advertised to each app
+  // connection (calls in flight per app connection). Default 1000.
+  uint32_t max_concurrent_streams = 1000;
+  // server.stream_window: HTTP/2 flow-control window per stream, both sides, bytes. It bounds what
+  // qpoold buffers for one call in each direction. Default 1MiB.
+  uint32_t stream_window = 1 << 20;
+  // server.workers: I/O threads; each owns a share of the app connections and of the upstream
+  // pool. Must not exceed upstream.max_connections. Default 1.
+  uint32_t workers = 1;
+  // server.drain_timeout: after SIGTERM/SIGINT, how long in-flight calls may take to finish.
+  // Default 30s.
+  absl::Duration drain_timeout = absl::Seconds(30);
+};
+
+// YAML section `upstream`: the Qdrant nodes and the pool of connections to each.
+struct UpstreamConfig {
+  // upstream.nodes: Qdrant gRPC endpoints, "host:port". At least one is required (no default).
+  std::vector<NodeAddress> nodes;
+  // upstream.min_connections: connections per node kept open even when idle. Default 1.
+  uint32_t min_connections = 1;
+  // upstream.max_connections: hard bound on connections per node, whatever the load. Default 4.
+  uint32_t max_connections = 4;
+  // upstream.max_streams_per_connection: calls in flight on one connection; the peer's
+  // SETTINGS_MAX_CONCURRENT_STREAMS lowers it further. Default 100.
+  uint32_t max_streams_per_connection = 100;
+  // upstream.max_pending: calls that may wait for a free stream at once (per qpoold); one more is
+  // answered RESOURCE_EXHAUSTED. Default 1024.
+  uint32_t max_pending = 1024;
+  // upstream.acquire_timeout: longest wait for a free stream before UNAVAILABLE. Default 1s.
+  absl::Duration acquire_timeout = absl::Seconds(1);
+  // upstream.connect_timeout: TCP connect plus HTTP/2 SETTINGS exchange. Default 2s.
+  absl::Duration connect_timeout = absl::Seconds(2);
+  // upstream.connect_backoff_base / connect_backoff_max: after a failed connect, the next attempt
+  // waits a random time in [0, min(max, base * 2^failures)] (full jitter). Defaults 100ms / 5s.
+  absl::Duration connect_backoff_base = absl::Milliseconds(100);
+  absl::Duration connect_backoff_max = absl::Seconds(5);
+};
+
+// YAML section `log`.
+struct LogConfig {
+  // log.level: trace, debug, info, warn, error, off. Default info.
+  std::string level = "info";
+  // log.format: text or json (one JSON object per line). Default text.
+  std::string format = "text";
+};
+
+struct Config {
+  ServerConfig server;
+  UpstreamConfig upstream;
+  LogConfig log;
+};
+
+}  // namespace qpool::config
+
+#endif  // QPOOL_DAEMON_CONFIG_CONFIG_H_

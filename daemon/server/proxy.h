@@ -1,0 +1,48 @@
+// The qpoold proxy: the downstream listener, the I/O workers, and each worker's share of the
+// upstream pool. main.cc creates one; integration tests create one in-process on port 0.
+//
+//   auto proxy = qpool::server::Proxy::Create(config);   // validates, allocates, binds nothing
+//   QPOOL_RETURN_IF_ERROR((*proxy)->Start());            // binds, starts the worker threads
+//   uint16_t port = (*proxy)->port();                    // the bound port (listen port 0 works)
+//   (*proxy)->Shutdown();                                // graceful drain, then stop
+//
+// Thread-safety: Start, Shutdown and ShutdownNow are called from one controlling thread (main's, or
+// the test's), never from a worker. port() and IsDraining() may be called from any thread.
+#ifndef QPOOL_DAEMON_SERVER_PROXY_H_
+#define QPOOL_DAEMON_SERVER_PROXY_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "daemon/config/config.h"
+
+namespace qpool::server {
+
+class Proxy {
+ public:
+  // kInvalidArgument when the config fails config::Validate().
+  static absl::StatusOr<std::unique_ptr<Proxy>> Create(
+      std::shared_ptr<const config::Config> config);
+
+  virtual ~Proxy() = default;
+
+  // Binds the listener and starts the workers. kUnavailable when the address cannot be bound.
+  virtual absl::Status Start() = 0;
+
+  // The port the listener is bound to; 0 before Start().
+  virtual uint16_t port() const = 0;
+
+  // Graceful stop: closes the listener, sends GOAWAY to every app connection, lets in-flight calls
+  // finish for up to server.drain_timeout, then closes everything and joins the workers. Blocks.
+  // Returns OK when every call finished in time, kDeadlineExceeded when some were cut off.
+  virtual absl::Status Shutdown() = 0;
+
+  // Immediate stop: closes every connection and joins the workers. Idempotent; the destructor
+  // calls it.
+  virtual void ShutdownNow() = 0;
+};
+
+}  // namespace qpool::server
+
+#endif  // QPOOL_DAEMON_SERVER_PROXY_H_
