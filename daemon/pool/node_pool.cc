@@ -1,0 +1,379 @@
+#include "daemon/pool/node_pool.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+
+namespace qpool::pool {
+namespace {
+
+std::string FormatDuration(Duration d) { return absl::FormatDuration(absl::FromChrono(d)); }
+
+}  // namespace
+
+const char* ConnectionStateName(ConnectionState state) {
+  switch (state) {
+    case ConnectionState::kConnecting:
+      return "connecting";
+    case ConnectionState::kReady:
+      return "ready";
+    case ConnectionState::kBusy:
+      return "busy";
+    case ConnectionState::kDraining:
+      return "draining";
+  }
+  return "unknown";
+}
+
+NodePool::NodePool(NodePoolOptions options, PendingBudget& budget, ConnectionFactory& factory,
+                   EventLoop& loop, Random& random, PoolObserver* observer)
+    : options_(std::move(options)),
+      budget_(budget),
+      factory_(factory),
+      loop_(loop),
+      random_(random),
+      observer_(observer),
+      acquire_timer_(loop.CreateTimer()),
+      backoff_timer_(loop.CreateTimer()) {}
+
+NodePool::~NodePool() {
+  shut_down_ = true;
+  acquire_timer_->Cancel();
+  backoff_timer_->Cancel();
+  for (StreamWaiter* waiter : waiters_) waiter->queued_ = false;
+  budget_.used -= static_cast<uint32_t>(waiters_.size());
+  waiters_.clear();
+  // Abort() reports synchronously and then never again; collect first since reports edit lists.
+  std::vector<std::shared_ptr<PoolConnection>> conns;
+  for (SlotList* list : {&connecting_, &ready_, &busy_, &draining_}) {
+    for (Slot& slot : *list) conns.push_back(slot.conn);
+  }
+  for (auto& conn : conns) conn->Abort();
+}
+
+void NodePool::Start() { Service(); }
+
+NodePool::AcquireResult NodePool::Acquire(StreamWaiter& waiter) {
+  if (shut_down_) {
+    return {AcquireOutcome::kFailed, nullptr,
+            absl::UnavailableError("qpool is shutting down and takes no new calls")};
+  }
+  if (!ready_.empty()) {
+    auto it = ready_.begin();
+    it->streams++;
+    PoolConnection* conn = it->conn.get();
+    Rebalance(ready_, it);
+    if (observer_) observer_->OnStreamAcquired(Duration::zero());
+    return {AcquireOutcome::kReady, conn, absl::OkStatus()};
+  }
+  if (!usable()) {
+    return {AcquireOutcome::kFailed, nullptr,
+            absl::UnavailableError(absl::StrCat(
+                "qpool: cannot connect to upstream node ", options_.node_name, " (",
+                consecutive_connect_failures_, " attempts failed, retrying with backoff): ",
+                last_connect_error_.message()))};
+  }
+  if (budget_.used >= budget_.limit) {
+    if (observer_) observer_->OnQueueOverflow();
+    return {AcquireOutcome::kFailed, nullptr,
+            absl::ResourceExhaustedError(absl::StrCat(
+                "qpool: ", budget_.used,
+                " calls already wait for a free upstream stream, the limit set by "
+                "upstream.max_pending (",
+                budget_.limit, ")"))};
+  }
+  Enqueue(waiter);
+  // No connection is ready, so Service() can only open connections and arm the timer: it cannot
+  // call the waiter back from inside Acquire.
+  Service();
+  return {AcquireOutcome::kQueued, nullptr, absl::OkStatus()};
+}
+
+void NodePool::CancelWait(StreamWaiter& waiter) {
+  if (!waiter.queued_) return;
+  waiters_.erase(waiter.queue_pos_);
+  waiter.queued_ = false;
+  budget_.used--;
+  // The acquire timer may now point at a waiter that is gone; OnAcquireTimer re-arms for the new
+  // head, so leaving it armed is harmless.
+}
+
+void NodePool::ReleaseUnused(PoolConnection* conn) { OnStreamClosed(conn); }
+
+void NodePool::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  backoff_timer_->Cancel();
+  FailAllWaiters(absl::UnavailableError("qpool is shutting down and takes no new calls"));
+  std::vector<std::shared_ptr<PoolConnection>> to_abort;
+  std::vector<std::shared_ptr<PoolConnection>> to_drain;
+  for (Slot& slot : connecting_) to_abort.push_back(slot.conn);
+  for (SlotList* list : {&ready_, &busy_}) {
+    while (!list->empty()) {
+      to_drain.push_back(list->front().conn);
+      Transition(*list, list->begin(), ConnectionState::kDraining);
+    }
+  }
+  for (auto& conn : to_abort) conn->Abort();
+  for (auto& conn : to_drain) conn->Drain();
+}
+
+bool NodePool::usable() const { return !(in_backoff_ && ready_.empty() && busy_.empty()); }
+
+NodePoolStats NodePool::stats() const {
+  NodePoolStats stats;
+  stats.connecting = static_cast<uint32_t>(connecting_.size());
+  stats.ready = static_cast<uint32_t>(ready_.size());
+  stats.busy = static_cast<uint32_t>(busy_.size());
+  stats.draining = static_cast<uint32_t>(draining_.size());
+  for (const SlotList* list : {&ready_, &busy_, &draining_}) {
+    for (const Slot& slot : *list) stats.streams_in_flight += slot.streams;
+  }
+  stats.waiting = static_cast<uint32_t>(waiters_.size());
+  stats.consecutive_connect_failures = consecutive_connect_failures_;
+  return stats;
+}
+
+ConnectionState NodePool::StateOf(const PoolConnection* conn) const {
+  for (const SlotList* list : {&connecting_, &ready_, &busy_, &draining_}) {
+    for (const Slot& slot : *list) {
+      if (slot.conn.get() == conn) return slot.state;
+    }
+  }
+  return ConnectionState::kDraining;
+}
+
+// --- Connection events ---------------------------------------------------------------------
+
+void NodePool::OnConnected(PoolConnection* conn, uint32_t peer_max_streams) {
+  SlotList* list;
+  SlotList::iterator it;
+  if (!Find(conn, list, it)) return;
+  consecutive_connect_failures_ = 0;
+  last_connect_error_ = absl::OkStatus();
+  it->peer_max_streams = peer_max_streams;
+  if (list != &connecting_) return;  // drained while connecting: stays draining
+  it = Transition(*list, it, ConnectionState::kReady);
+  Rebalance(ready_, it);
+  Service();
+}
+
+void NodePool::OnPeerMaxStreams(PoolConnection* conn, uint32_t peer_max_streams) {
+  SlotList* list;
+  SlotList::iterator it;
+  if (!Find(conn, list, it)) return;
+  it->peer_max_streams = peer_max_streams;
+  if (list == &ready_ || list == &busy_) {
+    Rebalance(*list, it);
+    Service();
+  }
+}
+
+void NodePool::OnConnectFailed(PoolConnection* conn, const absl::Status& reason) {
+  SlotList* list;
+  SlotList::iterator it;
+  if (!Find(conn, list, it)) return;
+  RemoveSlot(*list, it, reason);
+  if (shut_down_) return;
+  consecutive_connect_failures_++;
+  last_connect_error_ = reason;
+  if (observer_) observer_->OnConnectFailed(reason);
+  in_backoff_ = true;
+  backoff_timer_->Arm(NextBackoff(), [this] { OnBackoffTimer(); });
+  Service();
+}
+
+void NodePool::OnGoAway(PoolConnection* conn) {
+  SlotList* list;
+  SlotList::iterator it;
+  if (!Find(conn, list, it) || list == &draining_) return;
+  Transition(*list, it, ConnectionState::kDraining);
+  Service();
+}
+
+void NodePool::OnStreamClosed(PoolConnection* conn) {
+  SlotList* list;
+  SlotList::iterator it;
+  if (!Find(conn, list, it) || it->streams == 0) return;
+  it->streams--;
+  if (list == &ready_ || list == &busy_) {
+    Rebalance(*list, it);
+    Service();
+  }
+}
+
+void NodePool::OnClosed(PoolConnection* conn, const absl::Status& reason) {
+  SlotList* list;
+  SlotList::iterator it;
+  if (!Find(conn, list, it)) return;
+  RemoveSlot(*list, it, reason);
+  if (observer_) observer_->OnConnectionClosed(reason);
+  if (!shut_down_) Service();
+}
+
+// --- Internals -------------------------------------------------------------------------------
+
+NodePool::SlotList& NodePool::ListFor(ConnectionState state) {
+  switch (state) {
+    case ConnectionState::kConnecting:
+      return connecting_;
+    case ConnectionState::kReady:
+      return ready_;
+    case ConnectionState::kBusy:
+      return busy_;
+    case ConnectionState::kDraining:
+      return draining_;
+  }
+  return draining_;
+}
+
+bool NodePool::Find(const PoolConnection* conn, SlotList*& list, SlotList::iterator& it) {
+  // Pools are small (max_connections <= 1024, typically 4): a scan beats a map here.
+  for (SlotList* candidate : {&ready_, &busy_, &connecting_, &draining_}) {
+    for (auto i = candidate->begin(); i != candidate->end(); ++i) {
+      if (i->conn.get() == conn) {
+        list = candidate;
+        it = i;
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+NodePool::SlotList::iterator NodePool::Transition(SlotList& from_list, SlotList::iterator it,
+                                                  ConnectionState to) {
+  const ConnectionState from = it->state;
+  SlotList& to_list = ListFor(to);
+  it->state = to;
+  // Ready connections fill in order (front first), so new ones go to the back.
+  to_list.splice(to_list.end(), from_list, it);
+  if (observer_ && from != to) observer_->OnConnectionState(&from, &to);
+  return it;
+}
+
+void NodePool::Rebalance(SlotList& list, SlotList::iterator it) {
+  const bool full = it->streams >= it->StreamCap(options_.max_streams_per_connection);
+  if (full && it->state == ConnectionState::kReady) {
+    Transition(list, it, ConnectionState::kBusy);
+  } else if (!full && it->state == ConnectionState::kBusy) {
+    Transition(list, it, ConnectionState::kReady);
+  }
+}
+
+void NodePool::RemoveSlot(SlotList& list, SlotList::iterator it, const absl::Status& reason) {
+  const ConnectionState from = it->state;
+  list.erase(it);
+  if (observer_) observer_->OnConnectionState(&from, nullptr);
+}
+
+uint32_t NodePool::TotalConnections() const {
+  return static_cast<uint32_t>(connecting_.size() + ready_.size() + busy_.size() +
+                               draining_.size());
+}
+
+uint32_t NodePool::ConnectingCapacity() const {
+  return static_cast<uint32_t>(connecting_.size()) * options_.max_streams_per_connection;
+}
+
+void NodePool::Service() {
+  if (servicing_) return;
+  servicing_ = true;
+  // Hand free slots to waiters, oldest first.
+  while (!waiters_.empty() && !ready_.empty()) {
+    StreamWaiter* waiter = Dequeue();
+    auto it = ready_.begin();
+    it->streams++;
+    PoolConnection* conn = it->conn.get();
+    Rebalance(ready_, it);
+    if (observer_) observer_->OnStreamAcquired(loop_.Now() - waiter->queued_at_);
+    waiter->OnStreamReady(conn);  // may re-enter Acquire/CancelWait: lists stay consistent
+  }
+  // Open connections for what waits beyond the capacity already on its way, and up to the floor.
+  if (!shut_down_ && !in_backoff_) {
+    while (TotalConnections() < options_.max_connections &&
+           (waiters_.size() > ConnectingCapacity() ||
+            connecting_.size() + ready_.size() + busy_.size() < options_.min_connections)) {
+      OpenConnection();
+    }
+  }
+  if (!waiters_.empty() && !usable()) {
+    FailAllWaiters(absl::UnavailableError(
+        absl::StrCat("qpool: cannot connect to upstream node ", options_.node_name, ": ",
+                     last_connect_error_.message())));
+  }
+  ArmAcquireTimer();
+  servicing_ = false;
+}
+
+void NodePool::OpenConnection() {
+  Slot slot;
+  slot.conn = factory_.Connect(*this);
+  slot.state = ConnectionState::kConnecting;
+  connecting_.push_back(std::move(slot));
+  const ConnectionState to = ConnectionState::kConnecting;
+  if (observer_) observer_->OnConnectionState(nullptr, &to);
+}
+
+void NodePool::Enqueue(StreamWaiter& waiter) {
+  waiter.queued_ = true;
+  waiter.queued_at_ = loop_.Now();
+  waiter.queue_pos_ = waiters_.insert(waiters_.end(), &waiter);
+  budget_.used++;
+}
+
+StreamWaiter* NodePool::Dequeue() {
+  StreamWaiter* waiter = waiters_.front();
+  waiters_.pop_front();
+  waiter->queued_ = false;
+  budget_.used--;
+  return waiter;
+}
+
+void NodePool::FailAllWaiters(const absl::Status& status) {
+  while (!waiters_.empty()) Dequeue()->OnAcquireFailed(status);
+  acquire_timer_->Cancel();
+}
+
+void NodePool::ArmAcquireTimer() {
+  if (waiters_.empty()) {
+    acquire_timer_->Cancel();
+    return;
+  }
+  const MonoTime deadline = waiters_.front()->queued_at_ + options_.acquire_timeout;
+  const Duration delay = std::max(Duration::zero(), deadline - loop_.Now());
+  acquire_timer_->Arm(delay, [this] { OnAcquireTimer(); });
+}
+
+void NodePool::OnAcquireTimer() {
+  const MonoTime now = loop_.Now();
+  while (!waiters_.empty() && waiters_.front()->queued_at_ + options_.acquire_timeout <= now) {
+    StreamWaiter* waiter = Dequeue();
+    if (observer_) observer_->OnAcquireTimeout();
+    waiter->OnAcquireFailed(absl::UnavailableError(absl::StrCat(
+        "qpool: no stream to upstream node ", options_.node_name, " became free within ",
+        FormatDuration(options_.acquire_timeout), " (upstream.acquire_timeout); ",
+        TotalConnections(), " of ", options_.max_connections,
+        " connections open (upstream.max_connections)")));
+  }
+  ArmAcquireTimer();
+}
+
+void NodePool::OnBackoffTimer() {
+  in_backoff_ = false;
+  Service();
+}
+
+Duration NodePool::NextBackoff() {
+  // Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): a uniform draw in
+  // [0, min(max, base * 2^(failures - 1))].
+  const uint32_t exponent = std::min<uint32_t>(consecutive_connect_failures_ - 1, 20);
+  Duration ceiling = options_.connect_backoff_base * (int64_t{1} << exponent);
+  ceiling = std::min(ceiling, options_.connect_backoff_max);
+  return std::chrono::duration_cast<Duration>(ceiling * random_.Uniform01());
+}
+
+}  // namespace qpool::pool

@@ -1,0 +1,252 @@
+// A bounded pool of HTTP/2 connections to one Qdrant node, as seen by one I/O worker.
+//
+// Callers (calls on their way upstream) ask for a stream slot. The pool hands out a slot on a ready
+// connection with spare stream capacity, opens a new connection when every open one is at its cap
+// and the node is below its bound, or queues the caller in a bounded FIFO for at most
+// `acquire_timeout`. Connections move through one transition function between four lists, as
+// Envoy's and PgBouncer's pools do:
+//
+//   connecting --SETTINGS--> ready <--stream released / stream taken--> busy
+//        |                     |                                          |
+//        | connect failed      +---------- GOAWAY / Close() --------------+--> draining --> (gone)
+//        v                                                                      (last stream ends)
+//      (gone, backoff)
+//
+// The pool never holds more than `max_connections` connections in any state, draining ones
+// included: the bound is on TCP connections to the node, whatever the load.
+//
+// The pool knows nothing of sockets or HTTP/2: connections come from a ConnectionFactory and report
+// back through PoolConnectionEvents, so unit tests drive it with fake connections and a fake clock.
+//
+// Thread-safety: none. A NodePool belongs to one I/O worker and is used only on its thread.
+// Callbacks (StreamWaiter, observer) are invoked synchronously from the pool's methods, never while
+// the pool is in an inconsistent state; they may call back into the pool.
+#ifndef QPOOL_DAEMON_POOL_NODE_POOL_H_
+#define QPOOL_DAEMON_POOL_NODE_POOL_H_
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "daemon/common/event_loop.h"
+
+namespace qpool::pool {
+
+// One pooled connection, as the pool drives it. Implemented by the HTTP/2 upstream connection
+// and by unit tests' fakes.
+class PoolConnection {
+ public:
+  virtual ~PoolConnection() = default;
+  // Stop taking new streams; close once the last in-flight stream ends (HTTP/2 GOAWAY). The
+  // connection later reports OnClosed. Idempotent.
+  virtual void Drain() = 0;
+  // Close now, failing whatever is in flight. Before returning, the connection reports
+  // OnConnectFailed (if it was still connecting) or OnClosed, and then nothing more. Idempotent.
+  virtual void Abort() = 0;
+};
+
+// What a connection reports to its pool. Every connection reports exactly one of OnConnectFailed
+// (before it was ready) or OnClosed (after), once; after that it makes no further calls.
+class PoolConnectionEvents {
+ public:
+  virtual ~PoolConnectionEvents() = default;
+  // The HTTP/2 handshake finished; `peer_max_streams` is the peer's
+  // SETTINGS_MAX_CONCURRENT_STREAMS (UINT32_MAX when it set none).
+  virtual void OnConnected(PoolConnection* conn, uint32_t peer_max_streams) = 0;
+  // The peer changed SETTINGS_MAX_CONCURRENT_STREAMS later on.
+  virtual void OnPeerMaxStreams(PoolConnection* conn, uint32_t peer_max_streams) = 0;
+  virtual void OnConnectFailed(PoolConnection* conn, const absl::Status& reason) = 0;
+  // The peer sent GOAWAY: no new streams; in-flight ones may finish.
+  virtual void OnGoAway(PoolConnection* conn) = 0;
+  // A stream that the pool handed out has ended (any way).
+  virtual void OnStreamClosed(PoolConnection* conn) = 0;
+  // The connection is gone. `reason` is OK for a drain that finished.
+  virtual void OnClosed(PoolConnection* conn, const absl::Status& reason) = 0;
+};
+
+// Opens connections. The returned connection is "connecting" and reports through `events`, never
+// from inside Connect itself (a failure to even start is reported on a later turn of the loop).
+class ConnectionFactory {
+ public:
+  virtual ~ConnectionFactory() = default;
+  virtual std::shared_ptr<PoolConnection> Connect(PoolConnectionEvents& events) = 0;
+};
+
+// A caller waiting for a stream slot. Exactly one of the two callbacks runs, once, unless the
+// caller cancels first (NodePool::CancelWait).
+class StreamWaiter {
+ public:
+  virtual ~StreamWaiter() = default;
+  // A slot on `conn` is reserved for the caller, who must open its stream now, and release the
+  // slot through the connection's OnStreamClosed (or NodePool::ReleaseUnused if it cannot).
+  virtual void OnStreamReady(PoolConnection* conn) = 0;
+  // No slot could be had: kUnavailable (acquire_timeout, no connection possible) or
+  // kResourceExhausted. The message names the limit and its config key.
+  virtual void OnAcquireFailed(const absl::Status& status) = 0;
+
+ private:
+  friend class NodePool;
+  bool queued_ = false;
+  MonoTime queued_at_{};
+  std::list<StreamWaiter*>::iterator queue_pos_;
+};
+
+enum class ConnectionState { kConnecting, kReady, kBusy, kDraining };
+const char* ConnectionStateName(ConnectionState state);
+
+// Metric hooks; every method has an empty default. Invoked on the worker's thread.
+class PoolObserver {
+ public:
+  virtual ~PoolObserver() = default;
+  // `from` is empty for a new connection, `to` empty for one that is gone.
+  virtual void OnConnectionState(const ConnectionState* from, const ConnectionState* to) {}
+  virtual void OnConnectFailed(const absl::Status& reason) {}
+  virtual void OnConnectionClosed(const absl::Status& reason) {}
+  virtual void OnStreamAcquired(Duration waited) {}
+  virtual void OnQueueOverflow() {}
+  virtual void OnAcquireTimeout() {}
+};
+
+// Calls waiting for a stream across all of one worker's node pools: `upstream.max_pending` is a
+// bound per qpoold, shared by its pools.
+struct PendingBudget {
+  uint32_t limit = 0;
+  uint32_t used = 0;
+};
+
+struct NodePoolOptions {
+  std::string node_name;               // "host:port", for messages
+  uint32_t min_connections = 1;        // this worker's share of upstream.min_connections
+  uint32_t max_connections = 4;        // this worker's share of upstream.max_connections
+  uint32_t max_streams_per_connection = 100;
+  Duration acquire_timeout = std::chrono::seconds(1);
+  Duration connect_backoff_base = std::chrono::milliseconds(100);
+  Duration connect_backoff_max = std::chrono::seconds(5);
+};
+
+// A snapshot for status pages and tests.
+struct NodePoolStats {
+  uint32_t connecting = 0;
+  uint32_t ready = 0;
+  uint32_t busy = 0;
+  uint32_t draining = 0;
+  uint32_t streams_in_flight = 0;
+  uint32_t waiting = 0;
+  uint32_t consecutive_connect_failures = 0;
+  uint32_t total() const { return connecting + ready + busy + draining; }
+};
+
+class NodePool : private PoolConnectionEvents {
+ public:
+  // `budget`, `factory`, `loop`, `random` and `observer` must outlive the pool. `observer` may be
+  // null.
+  NodePool(NodePoolOptions options, PendingBudget& budget, ConnectionFactory& factory,
+           EventLoop& loop, Random& random, PoolObserver* observer);
+  ~NodePool() override;
+
+  NodePool(const NodePool&) = delete;
+  NodePool& operator=(const NodePool&) = delete;
+
+  // Opens `min_connections` connections.
+  void Start();
+
+  enum class AcquireOutcome { kReady, kQueued, kFailed };
+  struct AcquireResult {
+    AcquireOutcome outcome;
+    PoolConnection* connection = nullptr;  // kReady: a slot on it is reserved for the caller
+    absl::Status status;                   // kFailed: why
+  };
+  // Reserves a stream slot now (kReady), queues `waiter` (kQueued: one of its callbacks runs
+  // later), or fails now (kFailed: queue full, or the node cannot be reached). Never calls the
+  // waiter from inside Acquire.
+  AcquireResult Acquire(StreamWaiter& waiter);
+
+  // Removes a queued waiter; no callback runs. No-op if it is not queued.
+  void CancelWait(StreamWaiter& waiter);
+
+  // Returns a slot the caller got but could not use (its stream never opened).
+  void ReleaseUnused(PoolConnection* conn);
+
+  // Drains every connection and fails every waiter with kUnavailable. No new connection opens.
+  void Shutdown();
+
+  // False while the node cannot be reached: a connect failed and no connection is up. Routers
+  // prefer nodes that are usable.
+  bool usable() const;
+
+  NodePoolStats stats() const;
+  const NodePoolOptions& options() const { return options_; }
+
+  // The slot's state, for tests; kDraining for an unknown connection.
+  ConnectionState StateOf(const PoolConnection* conn) const;
+
+ private:
+  struct Slot {
+    std::shared_ptr<PoolConnection> conn;
+    ConnectionState state = ConnectionState::kConnecting;
+    uint32_t streams = 0;                 // reserved or open
+    uint32_t peer_max_streams = UINT32_MAX;
+    uint32_t StreamCap(uint32_t configured) const {
+      return peer_max_streams < configured ? peer_max_streams : configured;
+    }
+  };
+  using SlotList = std::list<Slot>;
+
+  // PoolConnectionEvents.
+  void OnConnected(PoolConnection* conn, uint32_t peer_max_streams) override;
+  void OnPeerMaxStreams(PoolConnection* conn, uint32_t peer_max_streams) override;
+  void OnConnectFailed(PoolConnection* conn, const absl::Status& reason) override;
+  void OnGoAway(PoolConnection* conn) override;
+  void OnStreamClosed(PoolConnection* conn) override;
+  void OnClosed(PoolConnection* conn, const absl::Status& reason) override;
+
+  SlotList& ListFor(ConnectionState state);
+  // Finds a connection's slot and the list holding it; false if unknown.
+  bool Find(const PoolConnection* conn, SlotList*& list, SlotList::iterator& it);
+  // The one transition function: moves the slot to `to`'s list and tells the observer.
+  SlotList::iterator Transition(SlotList& from_list, SlotList::iterator it, ConnectionState to);
+  // Moves a slot between ready and busy after its stream count or cap changed.
+  void Rebalance(SlotList& list, SlotList::iterator it);
+  void RemoveSlot(SlotList& list, SlotList::iterator it, const absl::Status& reason);
+
+  // Hands free slots to waiters, opens connections if waiters or min_connections need them, and
+  // fails waiters when nothing can serve them.
+  void Service();
+  void OpenConnection();
+  uint32_t TotalConnections() const;
+  uint32_t ConnectingCapacity() const;
+  void Enqueue(StreamWaiter& waiter);
+  StreamWaiter* Dequeue();
+  void FailAllWaiters(const absl::Status& status);
+  void ArmAcquireTimer();
+  void OnAcquireTimer();
+  void OnBackoffTimer();
+  Duration NextBackoff();
+
+  const NodePoolOptions options_;
+  PendingBudget& budget_;
+  ConnectionFactory& factory_;
+  EventLoop& loop_;
+  Random& random_;
+  PoolObserver* const observer_;
+
+  SlotList connecting_;  // enters on OpenConnection; leaves on OnConnected / OnConnectFailed
+  SlotList ready_;       // handshake done and streams < cap: can take a stream now
+  SlotList busy_;        // streams == cap; back to ready when a stream ends
+  SlotList draining_;    // GOAWAY received or Drain() sent: in-flight streams finish, no new ones
+  std::list<StreamWaiter*> waiters_;  // FIFO; all share acquire_timeout, so the head expires first
+
+  std::unique_ptr<Timer> acquire_timer_;
+  std::unique_ptr<Timer> backoff_timer_;
+  bool in_backoff_ = false;
+  uint32_t consecutive_connect_failures_ = 0;
+  absl::Status last_connect_error_;
+  bool shut_down_ = false;
+  bool servicing_ = false;  // guards Service() against re-entry from waiter callbacks
+};
+
+}  // namespace qpool::pool
+
+#endif  // QPOOL_DAEMON_POOL_NODE_POOL_H_

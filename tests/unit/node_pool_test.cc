@@ -1,0 +1,660 @@
+// Pool accounting with fake connections and a fake clock: acquire, stream caps, queueing, queue
+// overflow, acquire timeout, GOAWAY drain, connect backoff, shutdown.
+#include "daemon/pool/node_pool.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/unit/fake_event_loop.h"
+
+namespace qpool::pool {
+namespace {
+
+using ::qpool::testing::FakeEventLoop;
+using ::qpool::testing::FakeRandom;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using namespace std::chrono_literals;
+
+// A connection that does nothing by itself: the test drives its events. Drain() and Abort() are
+// recorded; Abort() reports synchronously, as the PoolConnection contract requires.
+class FakeConnection : public PoolConnection {
+ public:
+  explicit FakeConnection(PoolConnectionEvents& events) : events_(events) {}
+
+  void Drain() override { drain_calls_++; }
+  void Abort() override {
+    abort_calls_++;
+    if (finished_) return;
+    finished_ = true;
+    if (connected_) {
+      events_.OnClosed(this, absl::CancelledError("aborted"));
+    } else {
+      events_.OnConnectFailed(this, absl::CancelledError("aborted"));
+    }
+  }
+
+  // What the HTTP/2 connection would report.
+  void Connect(uint32_t peer_max_streams = UINT32_MAX) {
+    connected_ = true;
+    events_.OnConnected(this, peer_max_streams);
+  }
+  void FailConnect(absl::Status reason = absl::UnavailableError("connection refused")) {
+    finished_ = true;
+    events_.OnConnectFailed(this, reason);
+  }
+  void PeerMaxStreams(uint32_t peer_max_streams) {
+    events_.OnPeerMaxStreams(this, peer_max_streams);
+  }
+  void GoAway() { events_.OnGoAway(this); }
+  void StreamClosed() { events_.OnStreamClosed(this); }
+  void Close(absl::Status reason = absl::OkStatus()) {
+    finished_ = true;
+    events_.OnClosed(this, reason);
+  }
+
+  PoolConnectionEvents& events() { return events_; }
+  int drain_calls() const { return drain_calls_; }
+  int abort_calls() const { return abort_calls_; }
+
+ private:
+  PoolConnectionEvents& events_;
+  bool connected_ = false;
+  bool finished_ = false;
+  int drain_calls_ = 0;
+  int abort_calls_ = 0;
+};
+
+// Records every connection it makes, in order, with the events sink it was given.
+class FakeConnectionFactory : public ConnectionFactory {
+ public:
+  std::shared_ptr<PoolConnection> Connect(PoolConnectionEvents& events) override {
+    auto conn = std::make_shared<FakeConnection>(events);
+    made_.push_back(conn);
+    return conn;
+  }
+
+  size_t made() const { return made_.size(); }
+  FakeConnection& conn(size_t i) { return *made_.at(i); }
+
+ private:
+  std::vector<std::shared_ptr<FakeConnection>> made_;
+};
+
+// Records which callback ran, and appends its id to a shared log so tests can check order.
+class RecordingWaiter : public StreamWaiter {
+ public:
+  explicit RecordingWaiter(int id = 0, std::vector<int>* log = nullptr) : id_(id), log_(log) {}
+
+  void OnStreamReady(PoolConnection* conn) override {
+    ready_on_.push_back(conn);
+    if (log_) log_->push_back(id_);
+  }
+  void OnAcquireFailed(const absl::Status& status) override {
+    failures_.push_back(status);
+    if (log_) log_->push_back(id_);
+  }
+
+  int calls() const { return static_cast<int>(ready_on_.size() + failures_.size()); }
+  const std::vector<PoolConnection*>& ready_on() const { return ready_on_; }
+  const std::vector<absl::Status>& failures() const { return failures_; }
+
+ private:
+  int id_;
+  std::vector<int>* log_;
+  std::vector<PoolConnection*> ready_on_;
+  std::vector<absl::Status> failures_;
+};
+
+class NodePoolTest : public ::testing::Test {
+ protected:
+  static NodePoolOptions DefaultOptions() {
+    NodePoolOptions options;
+    options.node_name = "qdrant-0:6334";
+    options.min_connections = 1;
+    options.max_connections = 3;
+    options.max_streams_per_connection = 2;
+    options.acquire_timeout = 1s;
+    options.connect_backoff_base = 100ms;
+    options.connect_backoff_max = 1s;
+    return options;
+  }
+
+  NodePool& MakePool(NodePoolOptions options = DefaultOptions()) {
+    pool_ =
+        std::make_unique<NodePool>(std::move(options), budget_, factory_, loop_, random_, nullptr);
+    return *pool_;
+  }
+
+  // A started pool whose first connection is ready.
+  NodePool& MakeReadyPool(NodePoolOptions options = DefaultOptions(),
+                          uint32_t peer_max_streams = UINT32_MAX) {
+    NodePool& pool = MakePool(std::move(options));
+    pool.Start();
+    factory_.conn(0).Connect(peer_max_streams);
+    return pool;
+  }
+
+  // Acquires and expects an immediate slot; returns the connection it is on.
+  PoolConnection* AcquireNow(NodePool& pool) {
+    RecordingWaiter waiter;
+    NodePool::AcquireResult result = pool.Acquire(waiter);
+    EXPECT_EQ(result.outcome, NodePool::AcquireOutcome::kReady) << result.status;
+    return result.connection;
+  }
+
+  FakeEventLoop loop_;
+  FakeRandom random_{1.0};
+  PendingBudget budget_{1024, 0};
+  FakeConnectionFactory factory_;
+  std::unique_ptr<NodePool> pool_;  // last: destroyed first, while its collaborators still live
+};
+
+TEST_F(NodePoolTest, StartOpensMinConnections) {
+  NodePoolOptions options = DefaultOptions();
+  options.min_connections = 2;
+  NodePool& pool = MakePool(options);
+  EXPECT_EQ(factory_.made(), 0u);
+
+  pool.Start();
+
+  EXPECT_EQ(factory_.made(), 2u);
+  EXPECT_EQ(pool.stats().connecting, 2u);
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kConnecting);
+}
+
+TEST_F(NodePoolTest, AcquireOnReadyConnectionIsImmediate) {
+  NodePool& pool = MakeReadyPool();
+  RecordingWaiter waiter;
+
+  NodePool::AcquireResult result = pool.Acquire(waiter);
+
+  EXPECT_EQ(result.outcome, NodePool::AcquireOutcome::kReady);
+  EXPECT_EQ(result.connection, &factory_.conn(0));
+  EXPECT_EQ(waiter.calls(), 0);  // the result is the answer; no callback
+  EXPECT_EQ(pool.stats().streams_in_flight, 1u);
+  EXPECT_EQ(budget_.used, 0u);
+}
+
+TEST_F(NodePoolTest, AcquireWaitsForAConnectingConnection) {
+  NodePool& pool = MakePool();
+  pool.Start();
+  RecordingWaiter waiter;
+
+  EXPECT_EQ(pool.Acquire(waiter).outcome, NodePool::AcquireOutcome::kQueued);
+  EXPECT_EQ(factory_.made(), 1u);  // the connecting one has room for it
+  factory_.conn(0).Connect();
+
+  EXPECT_THAT(waiter.ready_on(), ElementsAre(&factory_.conn(0)));
+  EXPECT_EQ(budget_.used, 0u);
+}
+
+TEST_F(NodePoolTest, StreamsFillOneConnectionToConfiguredCapBeforeANewOneOpens) {
+  NodePool& pool = MakeReadyPool(DefaultOptions(), /*peer_max_streams=*/100);  // cap is 2
+
+  EXPECT_EQ(AcquireNow(pool), &factory_.conn(0));
+  EXPECT_EQ(factory_.made(), 1u);
+  EXPECT_EQ(AcquireNow(pool), &factory_.conn(0));
+  EXPECT_EQ(factory_.made(), 1u);
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kBusy);
+
+  RecordingWaiter third;
+  EXPECT_EQ(pool.Acquire(third).outcome, NodePool::AcquireOutcome::kQueued);
+  EXPECT_EQ(factory_.made(), 2u);
+}
+
+TEST_F(NodePoolTest, StreamsFillOneConnectionToPeerMaxStreamsWhenLowerThanConfiguredCap) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_streams_per_connection = 100;
+  NodePool& pool = MakeReadyPool(options, /*peer_max_streams=*/3);
+
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(AcquireNow(pool), &factory_.conn(0));
+  EXPECT_EQ(factory_.made(), 1u);
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kBusy);
+
+  RecordingWaiter fourth;
+  EXPECT_EQ(pool.Acquire(fourth).outcome, NodePool::AcquireOutcome::kQueued);
+  EXPECT_EQ(factory_.made(), 2u);
+}
+
+TEST_F(NodePoolTest, NewConnectionOpensOnlyWhenEveryOpenOneIsAtItsCap) {
+  NodePoolOptions options = DefaultOptions();
+  options.min_connections = 2;
+  NodePool& pool = MakePool(options);
+  pool.Start();
+  factory_.conn(0).Connect();
+  factory_.conn(1).Connect();
+
+  for (int i = 0; i < 3; ++i) AcquireNow(pool);
+  EXPECT_EQ(factory_.made(), 2u);  // conn(1) still has a free stream
+  AcquireNow(pool);
+  EXPECT_EQ(factory_.made(), 2u);  // both at cap, nobody waits yet
+
+  RecordingWaiter waiter;
+  EXPECT_EQ(pool.Acquire(waiter).outcome, NodePool::AcquireOutcome::kQueued);
+  EXPECT_EQ(factory_.made(), 3u);
+}
+
+TEST_F(NodePoolTest, NeverMoreThanMaxConnectionsWhateverTheNumberOfWaiters) {
+  NodePool& pool = MakeReadyPool();  // max 3, 2 streams each
+  std::vector<std::unique_ptr<RecordingWaiter>> waiters;
+  for (int i = 0; i < 200; ++i) {
+    waiters.push_back(std::make_unique<RecordingWaiter>());
+    pool.Acquire(*waiters.back());
+    EXPECT_LE(factory_.made(), 3u);
+  }
+  for (size_t i = 1; i < factory_.made(); ++i) factory_.conn(i).Connect();
+
+  EXPECT_EQ(factory_.made(), 3u);
+  EXPECT_EQ(pool.stats().total(), 3u);
+  EXPECT_EQ(pool.stats().streams_in_flight, 6u);
+}
+
+TEST_F(NodePoolTest, DrainingConnectionsCountTowardsMaxConnections) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 2;
+  options.max_streams_per_connection = 1;
+  NodePool& pool = MakeReadyPool(options);
+  AcquireNow(pool);
+  factory_.conn(0).GoAway();  // in-flight stream keeps it open, draining
+  ASSERT_EQ(factory_.made(), 2u);
+  factory_.conn(1).Connect();
+  AcquireNow(pool);
+
+  RecordingWaiter waiter;
+  EXPECT_EQ(pool.Acquire(waiter).outcome, NodePool::AcquireOutcome::kQueued);
+  EXPECT_EQ(factory_.made(), 2u);  // 1 draining + 1 busy = max
+
+  factory_.conn(0).StreamClosed();
+  factory_.conn(0).Close();
+  EXPECT_EQ(factory_.made(), 3u);  // the draining one is gone: room for one more
+  EXPECT_EQ(pool.stats().total(), 2u);
+}
+
+TEST_F(NodePoolTest, WaitersAreServedFifoWhenAStreamIsReleased) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  options.max_streams_per_connection = 1;
+  NodePool& pool = MakeReadyPool(options);
+  AcquireNow(pool);
+  std::vector<int> order;
+  RecordingWaiter w1(1, &order), w2(2, &order), w3(3, &order);
+  pool.Acquire(w1);
+  pool.Acquire(w2);
+  pool.Acquire(w3);
+  EXPECT_TRUE(order.empty());
+
+  factory_.conn(0).StreamClosed();
+  EXPECT_THAT(order, ElementsAre(1));
+  factory_.conn(0).StreamClosed();
+  EXPECT_THAT(order, ElementsAre(1, 2));
+  factory_.conn(0).StreamClosed();
+  EXPECT_THAT(order, ElementsAre(1, 2, 3));
+  EXPECT_THAT(w3.ready_on(), ElementsAre(&factory_.conn(0)));
+  EXPECT_EQ(budget_.used, 0u);
+}
+
+TEST_F(NodePoolTest, ReleaseUnusedReturnsTheSlotToTheNextWaiter) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  options.max_streams_per_connection = 1;
+  NodePool& pool = MakeReadyPool(options);
+  PoolConnection* conn = AcquireNow(pool);
+  RecordingWaiter waiter;
+  pool.Acquire(waiter);
+
+  pool.ReleaseUnused(conn);
+
+  EXPECT_THAT(waiter.ready_on(), ElementsAre(conn));
+}
+
+TEST_F(NodePoolTest, QueueOverflowGivesResourceExhaustedNamingMaxPending) {
+  budget_.limit = 2;
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  NodePool& pool = MakePool(options);
+  pool.Start();
+  RecordingWaiter w1, w2, w3;
+  pool.Acquire(w1);
+  pool.Acquire(w2);
+
+  NodePool::AcquireResult result = pool.Acquire(w3);
+
+  EXPECT_EQ(result.outcome, NodePool::AcquireOutcome::kFailed);
+  EXPECT_EQ(result.status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(result.status.message()), HasSubstr("upstream.max_pending"));
+  EXPECT_EQ(w3.calls(), 0);
+  EXPECT_EQ(pool.stats().waiting, 2u);
+}
+
+TEST_F(NodePoolTest, PendingBudgetIsSharedByNodePools) {
+  budget_.limit = 2;
+  NodePool& pool_a = MakePool();
+  pool_a.Start();
+  FakeConnectionFactory factory_b;
+  NodePoolOptions options_b = DefaultOptions();
+  options_b.node_name = "qdrant-1:6334";
+  NodePool pool_b(options_b, budget_, factory_b, loop_, random_, nullptr);
+  pool_b.Start();
+  RecordingWaiter a1, a2, b1;
+  pool_a.Acquire(a1);
+  pool_a.Acquire(a2);
+
+  NodePool::AcquireResult result = pool_b.Acquire(b1);
+  EXPECT_EQ(result.outcome, NodePool::AcquireOutcome::kFailed);
+  EXPECT_EQ(result.status.code(), absl::StatusCode::kResourceExhausted);
+
+  pool_a.CancelWait(a1);
+  EXPECT_EQ(pool_b.Acquire(b1).outcome, NodePool::AcquireOutcome::kQueued);
+  EXPECT_EQ(budget_.used, 2u);
+}
+
+TEST_F(NodePoolTest, AcquireTimeoutGivesUnavailableExactlyAtTheTimeout) {
+  NodePool& pool = MakePool();
+  pool.Start();
+  RecordingWaiter waiter;
+  pool.Acquire(waiter);
+
+  loop_.Advance(1s - 1ns);
+  EXPECT_EQ(waiter.calls(), 0);
+  loop_.Advance(1ns);
+
+  ASSERT_EQ(waiter.failures().size(), 1u);
+  EXPECT_EQ(waiter.failures()[0].code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(waiter.failures()[0].message()), HasSubstr("upstream.acquire_timeout"));
+  EXPECT_EQ(budget_.used, 0u);
+  EXPECT_EQ(pool.stats().waiting, 0u);
+}
+
+TEST_F(NodePoolTest, EachWaiterTimesOutAtItsOwnDeadline) {
+  NodePool& pool = MakePool();
+  pool.Start();
+  RecordingWaiter early, late;
+  pool.Acquire(early);
+  loop_.Advance(400ms);
+  pool.Acquire(late);
+
+  loop_.Advance(600ms);
+  EXPECT_EQ(early.failures().size(), 1u);
+  EXPECT_EQ(late.calls(), 0);
+  loop_.Advance(400ms - 1ns);
+  EXPECT_EQ(late.calls(), 0);
+  loop_.Advance(1ns);
+  EXPECT_EQ(late.failures().size(), 1u);
+}
+
+TEST_F(NodePoolTest, CancelWaitRemovesTheWaiterWithNoCallbackAndFreesBudget) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  options.max_streams_per_connection = 1;
+  NodePool& pool = MakeReadyPool(options);
+  AcquireNow(pool);
+  RecordingWaiter cancelled, next;
+  pool.Acquire(cancelled);
+  pool.Acquire(next);
+  ASSERT_EQ(budget_.used, 2u);
+
+  pool.CancelWait(cancelled);
+  pool.CancelWait(cancelled);  // no-op once it is not queued
+
+  EXPECT_EQ(budget_.used, 1u);
+  EXPECT_EQ(pool.stats().waiting, 1u);
+  factory_.conn(0).StreamClosed();
+  EXPECT_EQ(next.ready_on().size(), 1u);
+  loop_.Advance(5s);
+  EXPECT_EQ(cancelled.calls(), 0);
+}
+
+TEST_F(NodePoolTest, GoAwayMovesTheConnectionToDraining) {
+  NodePool& pool = MakeReadyPool();
+  AcquireNow(pool);
+
+  factory_.conn(0).GoAway();
+
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kDraining);
+  EXPECT_EQ(pool.stats().draining, 1u);
+  EXPECT_EQ(pool.stats().streams_in_flight, 1u);  // the in-flight stream finishes there
+}
+
+TEST_F(NodePoolTest, NoNewStreamsGoToADrainingConnection) {
+  NodePool& pool = MakeReadyPool();
+  factory_.conn(0).GoAway();  // has a free stream, but is draining
+  RecordingWaiter waiter;
+
+  EXPECT_EQ(pool.Acquire(waiter).outcome, NodePool::AcquireOutcome::kQueued);
+  ASSERT_EQ(factory_.made(), 2u);
+  factory_.conn(1).Connect();
+
+  EXPECT_THAT(waiter.ready_on(), ElementsAre(&factory_.conn(1)));
+}
+
+TEST_F(NodePoolTest, StreamReleasedOnADrainingConnectionDoesNotMakeItReady) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  NodePool& pool = MakeReadyPool(options);
+  AcquireNow(pool);
+  AcquireNow(pool);
+  factory_.conn(0).GoAway();
+  RecordingWaiter waiter;
+  pool.Acquire(waiter);
+
+  factory_.conn(0).StreamClosed();
+
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kDraining);
+  EXPECT_EQ(waiter.calls(), 0);
+  EXPECT_EQ(pool.stats().streams_in_flight, 1u);
+}
+
+TEST_F(NodePoolTest, GoAwayOpensAReplacementWhenUnderTheBound) {
+  NodePool& pool = MakeReadyPool();
+  AcquireNow(pool);
+
+  factory_.conn(0).GoAway();
+
+  EXPECT_EQ(factory_.made(), 2u);
+  EXPECT_EQ(pool.StateOf(&factory_.conn(1)), ConnectionState::kConnecting);
+}
+
+TEST_F(NodePoolTest, GoAwayAtTheBoundOpensTheReplacementOnlyOnceTheDrainedOneCloses) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  NodePool& pool = MakeReadyPool(options);
+  AcquireNow(pool);
+
+  factory_.conn(0).GoAway();
+  EXPECT_EQ(factory_.made(), 1u);
+  factory_.conn(0).StreamClosed();
+  factory_.conn(0).Close();
+
+  EXPECT_EQ(factory_.made(), 2u);
+  EXPECT_EQ(pool.stats().total(), 1u);
+}
+
+TEST_F(NodePoolTest, ConnectFailureFailsWaitersWithUnavailableWhenNoConnectionIsUp) {
+  NodePool& pool = MakePool();
+  pool.Start();
+  RecordingWaiter waiter;
+  pool.Acquire(waiter);
+
+  factory_.conn(0).FailConnect(absl::UnavailableError("connection refused"));
+
+  ASSERT_EQ(waiter.failures().size(), 1u);
+  EXPECT_EQ(waiter.failures()[0].code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(waiter.failures()[0].message()), HasSubstr("qdrant-0:6334"));
+  EXPECT_THAT(std::string(waiter.failures()[0].message()), HasSubstr("connection refused"));
+  EXPECT_EQ(budget_.used, 0u);
+  EXPECT_FALSE(pool.usable());
+}
+
+TEST_F(NodePoolTest, ConnectFailureKeepsWaitersWhenAConnectionIsUp) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_streams_per_connection = 1;
+  NodePool& pool = MakeReadyPool(options);
+  AcquireNow(pool);
+  RecordingWaiter waiter;
+  pool.Acquire(waiter);
+  ASSERT_EQ(factory_.made(), 2u);
+
+  factory_.conn(1).FailConnect();
+
+  EXPECT_EQ(waiter.calls(), 0);
+  EXPECT_TRUE(pool.usable());
+  factory_.conn(0).StreamClosed();
+  EXPECT_THAT(waiter.ready_on(), ElementsAre(&factory_.conn(0)));
+}
+
+TEST_F(NodePoolTest, ConnectBackoffDoublesUpToTheMaxWithFullJitterAtItsCeiling) {
+  random_.set(1.0);             // the top of the jitter range: the backoff ceiling itself
+  NodePool& pool = MakePool();  // base 100ms, max 1s
+  pool.Start();
+  const std::vector<Duration> expected = {100ms, 200ms, 400ms, 800ms, 1s, 1s};
+  for (size_t i = 0; i < expected.size(); ++i) {
+    ASSERT_EQ(factory_.made(), i + 1);
+    factory_.conn(i).FailConnect();
+    EXPECT_EQ(loop_.NextTimerIn(), expected[i]) << "failure " << i + 1;
+    EXPECT_EQ(pool.stats().consecutive_connect_failures, i + 1);
+    loop_.Advance(expected[i]);
+  }
+}
+
+TEST_F(NodePoolTest, ConnectBackoffIsAUniformDrawBelowTheCeiling) {
+  random_.set(0.5);
+  NodePool& pool = MakePool();
+  pool.Start();
+  const std::vector<Duration> expected = {50ms, 100ms, 200ms, 400ms, 500ms};
+  for (size_t i = 0; i < expected.size(); ++i) {
+    ASSERT_EQ(factory_.made(), i + 1);
+    factory_.conn(i).FailConnect();
+    EXPECT_EQ(loop_.NextTimerIn(), expected[i]) << "failure " << i + 1;
+    loop_.Advance(expected[i]);
+  }
+}
+
+TEST_F(NodePoolTest, ReconnectsAfterTheBackoff) {
+  NodePool& pool = MakePool();
+  pool.Start();
+  factory_.conn(0).FailConnect();
+
+  loop_.Advance(100ms - 1ns);
+  EXPECT_EQ(factory_.made(), 1u);
+  loop_.Advance(1ns);
+  ASSERT_EQ(factory_.made(), 2u);
+  factory_.conn(1).Connect();
+
+  EXPECT_TRUE(pool.usable());
+  EXPECT_EQ(AcquireNow(pool), &factory_.conn(1));
+}
+
+TEST_F(NodePoolTest, AcquireDuringBackoffFailsFast) {
+  NodePool& pool = MakePool();
+  pool.Start();
+  factory_.conn(0).FailConnect(absl::UnavailableError("connection refused"));
+  RecordingWaiter waiter;
+
+  NodePool::AcquireResult result = pool.Acquire(waiter);
+
+  EXPECT_EQ(result.outcome, NodePool::AcquireOutcome::kFailed);
+  EXPECT_EQ(result.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(result.status.message()), HasSubstr("connection refused"));
+  EXPECT_EQ(waiter.calls(), 0);
+  EXPECT_EQ(budget_.used, 0u);
+  EXPECT_EQ(factory_.made(), 1u);  // no connection attempt during the backoff
+}
+
+TEST_F(NodePoolTest, SuccessfulConnectResetsTheBackoff) {
+  NodePool& pool = MakePool();
+  pool.Start();
+  factory_.conn(0).FailConnect();
+  loop_.Advance(100ms);
+  factory_.conn(1).FailConnect();
+  EXPECT_EQ(loop_.NextTimerIn(), 200ms);
+  loop_.Advance(200ms);
+
+  factory_.conn(2).Connect();
+  EXPECT_EQ(pool.stats().consecutive_connect_failures, 0u);
+  factory_.conn(2).Close(absl::UnavailableError("connection reset"));
+  ASSERT_EQ(factory_.made(), 4u);  // min_connections reopens at once
+  factory_.conn(3).FailConnect();
+
+  EXPECT_EQ(loop_.NextTimerIn(), 100ms);  // back to the base, not 400ms
+}
+
+TEST_F(NodePoolTest, ShutdownFailsWaitersAndDrainsConnections) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_streams_per_connection = 1;
+  NodePool& pool = MakeReadyPool(options);
+  AcquireNow(pool);
+  RecordingWaiter waiter;
+  pool.Acquire(waiter);
+  ASSERT_EQ(factory_.made(), 2u);  // conn(1) is connecting for the waiter
+
+  pool.Shutdown();
+
+  ASSERT_EQ(waiter.failures().size(), 1u);
+  EXPECT_EQ(waiter.failures()[0].code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(budget_.used, 0u);
+  EXPECT_EQ(factory_.conn(0).drain_calls(), 1);
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kDraining);
+  EXPECT_EQ(factory_.conn(1).abort_calls(), 1);  // nothing in flight on a connecting one
+  RecordingWaiter late;
+  EXPECT_EQ(pool.Acquire(late).outcome, NodePool::AcquireOutcome::kFailed);
+
+  factory_.conn(0).StreamClosed();
+  factory_.conn(0).Close();
+  EXPECT_EQ(pool.stats().total(), 0u);
+  EXPECT_EQ(factory_.made(), 2u);  // no new connection after shutdown
+}
+
+TEST_F(NodePoolTest, PeerLoweringMaxStreamsMovesTheConnectionToBusy) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_streams_per_connection = 10;
+  NodePool& pool = MakeReadyPool(options, /*peer_max_streams=*/10);
+  AcquireNow(pool);
+  AcquireNow(pool);
+
+  factory_.conn(0).PeerMaxStreams(2);
+
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kBusy);
+  RecordingWaiter waiter;
+  EXPECT_EQ(pool.Acquire(waiter).outcome, NodePool::AcquireOutcome::kQueued);
+}
+
+TEST_F(NodePoolTest, PeerRaisingMaxStreamsServesWaiters) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  options.max_streams_per_connection = 10;
+  NodePool& pool = MakeReadyPool(options, /*peer_max_streams=*/1);
+  AcquireNow(pool);
+  RecordingWaiter waiter;
+  pool.Acquire(waiter);
+
+  factory_.conn(0).PeerMaxStreams(5);
+
+  EXPECT_THAT(waiter.ready_on(), ElementsAre(&factory_.conn(0)));
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kReady);
+}
+
+TEST_F(NodePoolTest, DestructorAbortsConnections) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_streams_per_connection = 1;
+  NodePool& pool = MakeReadyPool(options);
+  AcquireNow(pool);
+  RecordingWaiter waiter;
+  pool.Acquire(waiter);
+  ASSERT_EQ(factory_.made(), 2u);
+
+  pool_.reset();
+
+  EXPECT_EQ(factory_.conn(0).abort_calls(), 1);
+  EXPECT_EQ(factory_.conn(1).abort_calls(), 1);
+  EXPECT_EQ(budget_.used, 0u);
+  EXPECT_EQ(waiter.calls(), 0);
+}
+
+}  // namespace
+}  // namespace qpool::pool
