@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "daemon/config/config.h"
@@ -27,21 +28,24 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path);
 // one node, ...). kInvalidArgument naming the keys.
 absl::Status Validate(const Config& config);
 
+// Every config key as "section.key", in config.h's order (for docs and drift tests).
+std::vector<std::string> ConfigKeyNames();
+
 // Parses "host:port" or "[v6]:port"; kInvalidArgument otherwise.
 absl::StatusOr<NodeAddress> ParseNodeAddress(std::string_view text);
 
 // What the command line asked for. Flags override the file's values.
 struct CommandLine {
-  std::optional<std::string> config_path;  // --config FILE
-  bool check_config = false;               // --check-config
-  bool version = false;                    // --version
-  bool help = false;                       // --help
-  std::optional<std::string> log_level;    // --log-level
-  std::optional<std::string> log_format;   // --log-format text|json
-  std::optional<std::string> listen;       // --listen ADDR
-  std::optional<std::string> upstream;     // --upstream HOST:PORT[,HOST:PORT...]
-  std::optional<uint32_t> max_connections; // --max-connections N (per node)
-  std::optional<uint32_t> workers;         // --workers N
+  std::optional<std::string> config_path;   // --config FILE
+  bool check_config = false;                // --check-config
+  bool version = false;                     // --version
+  bool help = false;                        // --help
+  std::optional<std::string> log_level;     // --log-level
+  std::optional<std::string> log_format;    // --log-format text|json
+  std::optional<std::string> listen;        // --listen ADDR
+  std::optional<std::string> upstream;      // --upstream HOST:PORT[,HOST:PORT...]
+  std::optional<uint32_t> max_connections;  // --max-connections N (per node)
+  std::optional<uint32_t> workers;          // --workers N
 };
 
 // Parses argv (both "--flag value" and "--flag=value"). kInvalidArgument for an unknown flag, a

@@ -1,0 +1,203 @@
+#include "daemon/common/logging.h"
+
+#include <time.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/formatter.h"
+#include "spdlog/sinks/stdout_sinks.h"
+#include "spdlog/spdlog.h"
+
+namespace qpool {
+namespace {
+
+constexpr const char* kLoggerName = "qpoold";
+
+// The names the config uses (log.level), not spdlog's ("warning").
+std::string_view LevelName(spdlog::level::level_enum level) {
+  switch (level) {
+    case spdlog::level::trace:
+      return "trace";
+    case spdlog::level::debug:
+      return "debug";
+    case spdlog::level::info:
+      return "info";
+    case spdlog::level::warn:
+      return "warn";
+    case spdlog::level::err:
+      return "error";
+    case spdlog::level::critical:
+      return "critical";
+    default:
+      return "off";
+  }
+}
+
+// "2026-11-27T03:20:56.123Z" (UTC, milliseconds).
+void AppendTimestamp(spdlog::log_clock::time_point time, spdlog::memory_buf_t& dest) {
+  const auto since_epoch = time.time_since_epoch();
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
+  const auto millis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch - seconds).count();
+  const time_t t = static_cast<time_t>(seconds.count());
+  struct tm utc;
+  gmtime_r(&t, &utc);
+  fmt::format_to(std::back_inserter(dest), "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.{:03d}Z",
+                 utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min,
+                 utc.tm_sec, static_cast<int>(millis));
+}
+
+void Append(std::string_view text, spdlog::memory_buf_t& dest) {
+  dest.append(text.data(), text.data() + text.size());
+}
+
+// Length of the valid UTF-8 sequence at the start of `text`, or 0 when it is not valid.
+size_t Utf8SequenceLength(std::string_view text) {
+  const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[i]); };
+  const auto continuation = [&](size_t i) { return i < text.size() && (byte(i) & 0xC0) == 0x80; };
+  const unsigned char lead = byte(0);
+  if (lead < 0x80) return 1;
+  if (lead >= 0xC2 && lead <= 0xDF) return continuation(1) ? 2 : 0;
+  if (lead >= 0xE0 && lead <= 0xEF) {
+    if (!continuation(1) || !continuation(2)) return 0;
+    if (lead == 0xE0 && byte(1) < 0xA0) return 0;   // overlong
+    if (lead == 0xED && byte(1) >= 0xA0) return 0;  // UTF-16 surrogate
+    return 3;
+  }
+  if (lead >= 0xF0 && lead <= 0xF4) {
+    if (!continuation(1) || !continuation(2) || !continuation(3)) return 0;
+    if (lead == 0xF0 && byte(1) < 0x90) return 0;   // overlong
+    if (lead == 0xF4 && byte(1) >= 0x90) return 0;  // above U+10FFFF
+    return 4;
+  }
+  return 0;
+}
+
+// Appends `text` as the inside of a JSON string (RFC 8259): quotes, backslashes and control
+// characters escaped; bytes that are not valid UTF-8 become U+FFFD so every line stays valid JSON.
+void AppendJsonEscaped(std::string_view text, spdlog::memory_buf_t& dest) {
+  size_t i = 0;
+  while (i < text.size()) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    switch (c) {
+      case '"':
+        Append("\\\"", dest);
+        break;
+      case '\\':
+        Append("\\\\", dest);
+        break;
+      case '\b':
+        Append("\\b", dest);
+        break;
+      case '\f':
+        Append("\\f", dest);
+        break;
+      case '\n':
+        Append("\\n", dest);
+        break;
+      case '\r':
+        Append("\\r", dest);
+        break;
+      case '\t':
+        Append("\\t", dest);
+        break;
+      default:
+        if (c < 0x20 || c == 0x7F) {
+          fmt::format_to(std::back_inserter(dest), "\\u{:04x}", c);
+        } else if (c >= 0x80) {
+          const size_t length = Utf8SequenceLength(text.substr(i));
+          if (length == 0) {
+            Append("\\ufffd", dest);
+          } else {
+            Append(text.substr(i, length), dest);
+            i += length;
+            continue;
+          }
+        } else {
+          dest.push_back(static_cast<char>(c));
+        }
+    }
+    ++i;
+  }
+}
+
+// `2026-11-27T03:20:56.123Z info qpoold listening on 127.0.0.1:6334`
+class TextFormatter : public spdlog::formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    AppendTimestamp(msg.time, dest);
+    dest.push_back(' ');
+    Append(LevelName(msg.level), dest);
+    dest.push_back(' ');
+    Append(std::string_view(msg.logger_name.data(), msg.logger_name.size()), dest);
+    dest.push_back(' ');
+    Append(std::string_view(msg.payload.data(), msg.payload.size()), dest);
+    dest.push_back('\n');
+  }
+  std::unique_ptr<spdlog::formatter> clone() const override {
+    return std::make_unique<TextFormatter>();
+  }
+};
+
+// {"ts":"2026-11-27T03:20:56.123Z","level":"info","msg":"listening on 127.0.0.1:6334"}
+class JsonFormatter : public spdlog::formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    Append("{\"ts\":\"", dest);
+    AppendTimestamp(msg.time, dest);
+    Append("\",\"level\":\"", dest);
+    Append(LevelName(msg.level), dest);
+    Append("\",\"msg\":\"", dest);
+    AppendJsonEscaped(std::string_view(msg.payload.data(), msg.payload.size()), dest);
+    Append("\"}\n", dest);
+  }
+  std::unique_ptr<spdlog::formatter> clone() const override {
+    return std::make_unique<JsonFormatter>();
+  }
+};
+
+}  // namespace
+
+absl::Status SetupLogging(std::string_view level, std::string_view format) {
+  spdlog::level::level_enum spdlog_level;
+  if (level == "trace") {
+    spdlog_level = spdlog::level::trace;
+  } else if (level == "debug") {
+    spdlog_level = spdlog::level::debug;
+  } else if (level == "info") {
+    spdlog_level = spdlog::level::info;
+  } else if (level == "warn") {
+    spdlog_level = spdlog::level::warn;
+  } else if (level == "error") {
+    spdlog_level = spdlog::level::err;
+  } else if (level == "off") {
+    spdlog_level = spdlog::level::off;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("log level must be one of trace, debug, info, warn, error, off, got \"",
+                     absl::string_view(level.data(), level.size()), "\""));
+  }
+  std::unique_ptr<spdlog::formatter> formatter;
+  if (format == "text") {
+    formatter = std::make_unique<TextFormatter>();
+  } else if (format == "json") {
+    formatter = std::make_unique<JsonFormatter>();
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("log format must be text or json, got \"",
+                                                   absl::string_view(format.data(), format.size()),
+                                                   "\""));
+  }
+  // The stderr sink writes each line with one fwrite and flushes it, so lines from different
+  // threads never interleave and nothing is lost on _Exit.
+  auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  sink->set_formatter(std::move(formatter));
+  auto logger = std::make_shared<spdlog::logger>(kLoggerName, std::move(sink));
+  logger->set_level(spdlog_level);
+  spdlog::set_default_logger(std::move(logger));
+  return absl::OkStatus();
+}
+
+}  // namespace qpool

@@ -1,0 +1,785 @@
+// The config loader. Every key lives in one table, kKeys() below: its name, how its YAML value is
+// parsed, and the single-key check (range, format) that both the parser and Validate() apply, so a
+// limit is written once whether the value came from the file or from a flag.
+#include "daemon/config/loader.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "daemon/common/status.h"
+#include "yaml-cpp/yaml.h"
+
+namespace qpool::config {
+namespace {
+
+constexpr int64_t kNoUpperBound = std::numeric_limits<uint32_t>::max();
+constexpr int64_t kMaxInt31 = std::numeric_limits<int32_t>::max();
+
+// A value the parser refuses: where (the offending node's position) and why.
+struct Problem {
+  YAML::Mark mark;
+  std::string reason;
+};
+
+// A Validate() failure: the key at fault and why; the caller adds where the key came from.
+struct Violation {
+  std::string key;
+  std::string reason;
+};
+
+using Reason = std::optional<std::string>;  // nullopt when the value is fine
+
+// One config key. `parse` reads the YAML value into the config (type and format errors);
+// `check` applies the key's own limits to the value now in the config (range errors). Cross-key
+// rules live in ValidateConfig().
+struct Key {
+  absl::string_view name;  // "section.key"
+  std::function<std::optional<Problem>(const YAML::Node&, Config&)> parse;
+  std::function<Reason(const Config&)> check;
+};
+
+std::string_view StdView(absl::string_view text) { return {text.data(), text.size()}; }
+
+absl::string_view SectionOf(absl::string_view key) { return key.substr(0, key.find('.')); }
+absl::string_view LeafOf(absl::string_view key) { return key.substr(key.find('.') + 1); }
+
+std::string KindOf(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Null:
+      return "nothing";
+    case YAML::NodeType::Scalar:
+      return absl::StrCat("\"", node.Scalar(), "\"");
+    default:
+      return "an undefined value";
+  }
+}
+
+std::optional<Problem> ProblemAt(const YAML::Node& node, std::string reason) {
+  return Problem{node.Mark(), std::move(reason)};
+}
+
+// --- value kinds ---------------------------------------------------------------------------
+
+Reason RangeReason(int64_t value, int64_t min, int64_t max) {
+  if (value >= min && value <= max) return std::nullopt;
+  if (max >= kNoUpperBound) return absl::StrCat("must be at least ", min, ", got ", value);
+  return absl::StrCat("must be between ", min, " and ", max, ", got ", value);
+}
+
+// A plain (unquoted) YAML integer.
+Reason ParseInteger(const YAML::Node& node, int64_t& out) {
+  if (!node.IsScalar()) return absl::StrCat("expected an integer, got ", KindOf(node));
+  if (node.Tag() == "!")
+    return absl::StrCat("expected an integer, got the quoted string ", KindOf(node));
+  if (!absl::SimpleAtoi(node.Scalar(), &out)) {
+    return absl::StrCat("expected an integer, got ", KindOf(node));
+  }
+  return std::nullopt;
+}
+
+// Bytes: an integer, or an integer with a binary suffix ("64KiB", "1MiB", "1GiB").
+Reason ParseSize(const YAML::Node& node, int64_t& out) {
+  constexpr absl::string_view kHint =
+      "expected a size in bytes such as 65536, \"64KiB\" or \"1MiB\"";
+  if (!node.IsScalar()) return absl::StrCat(kHint, ", got ", KindOf(node));
+  absl::string_view text = absl::StripAsciiWhitespace(node.Scalar());
+  int64_t multiplier = 1;
+  for (const auto& [suffix, factor] :
+       {std::pair<absl::string_view, int64_t>{"KiB", int64_t{1} << 10},
+        {"MiB", int64_t{1} << 20},
+        {"GiB", int64_t{1} << 30}}) {
+    if (absl::ConsumeSuffix(&text, suffix)) {
+      multiplier = factor;
+      break;
+    }
+  }
+  text = absl::StripTrailingAsciiWhitespace(text);
+  int64_t number = 0;
+  if (!absl::SimpleAtoi(text, &number) || text.empty() || !absl::ascii_isdigit(text.back())) {
+    return absl::StrCat(kHint, ", got ", KindOf(node));
+  }
+  if (number < 0) return absl::StrCat("must not be negative, got ", node.Scalar());
+  if (number > (int64_t{1} << 40) / multiplier) return absl::StrCat("too large: ", node.Scalar());
+  out = number * multiplier;
+  return std::nullopt;
+}
+
+Reason DurationReason(absl::Duration value, bool allow_zero) {
+  if (value == absl::InfiniteDuration()) return std::string("must be finite");
+  if (value < absl::ZeroDuration()) {
+    return absl::StrCat("must not be negative, got ", absl::FormatDuration(value));
+  }
+  if (value == absl::ZeroDuration() && !allow_zero) return std::string("must be greater than 0");
+  return std::nullopt;
+}
+
+Reason ParseDurationValue(const YAML::Node& node, absl::Duration& out) {
+  constexpr absl::string_view kHint = "expected a duration such as \"250ms\", \"1s\" or \"2m\"";
+  if (!node.IsScalar()) return absl::StrCat(kHint, ", got ", KindOf(node));
+  if (!absl::ParseDuration(std::string(absl::StripAsciiWhitespace(node.Scalar())), &out)) {
+    return absl::StrCat(kHint, ", got ", KindOf(node));
+  }
+  return std::nullopt;
+}
+
+Reason OneOfReason(absl::string_view value, const std::vector<absl::string_view>& allowed) {
+  if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) return std::nullopt;
+  return absl::StrCat("must be one of ", absl::StrJoin(allowed, ", "), ", got \"", value, "\"");
+}
+
+// --- key builders --------------------------------------------------------------------------
+// `field` is a generic lambda `[](auto& c) -> auto& { return c.section.key; }` so that the same
+// accessor reads a const Config and writes a mutable one.
+
+template <typename Field>
+Key IntegerKey(absl::string_view name, Field field, int64_t min, int64_t max) {
+  return Key{name,
+             [=](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+               int64_t value = 0;
+               if (Reason reason = ParseInteger(node, value)) return ProblemAt(node, *reason);
+               if (Reason reason = RangeReason(value, min, max)) return ProblemAt(node, *reason);
+               field(config) = static_cast<uint32_t>(value);
+               return std::nullopt;
+             },
+             [=](const Config& config) { return RangeReason(field(config), min, max); }};
+}
+
+template <typename Field>
+Key SizeKey(absl::string_view name, Field field, int64_t min, int64_t max) {
+  return Key{name,
+             [=](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+               int64_t value = 0;
+               if (Reason reason = ParseSize(node, value)) return ProblemAt(node, *reason);
+               if (Reason reason = RangeReason(value, min, max)) return ProblemAt(node, *reason);
+               field(config) = static_cast<uint32_t>(value);
+               return std::nullopt;
+             },
+             [=](const Config& config) { return RangeReason(field(config), min, max); }};
+}
+
+template <typename Field>
+Key DurationKey(absl::string_view name, Field field, bool allow_zero) {
+  return Key{name,
+             [=](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+               absl::Duration value;
+               if (Reason reason = ParseDurationValue(node, value)) return ProblemAt(node, *reason);
+               if (Reason reason = DurationReason(value, allow_zero)) {
+                 return ProblemAt(node, *reason);
+               }
+               field(config) = value;
+               return std::nullopt;
+             },
+             [=](const Config& config) { return DurationReason(field(config), allow_zero); }};
+}
+
+template <typename Field>
+Key OneOfKey(absl::string_view name, Field field, std::vector<absl::string_view> allowed) {
+  return Key{name,
+             [=](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+               if (!node.IsScalar()) {
+                 return ProblemAt(
+                     node, absl::StrCat("must be one of ", absl::StrJoin(allowed, ", "), ", got ",
+                                        KindOf(node)));
+               }
+               if (Reason reason = OneOfReason(node.Scalar(), allowed)) {
+                 return ProblemAt(node, *reason);
+               }
+               field(config) = node.Scalar();
+               return std::nullopt;
+             },
+             [=](const Config& config) { return OneOfReason(field(config), allowed); }};
+}
+
+Key ListenKey() {
+  return Key{"server.listen",
+             [](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+               if (!node.IsScalar()) {
+                 return ProblemAt(node, absl::StrCat("expected \"HOST:PORT\", got ", KindOf(node)));
+               }
+               absl::StatusOr<NodeAddress> address = ParseNodeAddress(node.Scalar());
+               if (!address.ok()) return ProblemAt(node, std::string(address.status().message()));
+               config.server.listen = *std::move(address);
+               return std::nullopt;
+             },
+             [](const Config&) -> Reason { return std::nullopt; }};
+}
+
+Reason NodesReason(const std::vector<NodeAddress>& nodes) {
+  if (nodes.empty()) {
+    return std::string(
+        "at least one Qdrant node is required: pass --upstream HOST:PORT[,HOST:PORT...] or set "
+        "upstream.nodes in a config file (--config FILE)");
+  }
+  std::set<std::string> seen;
+  for (const NodeAddress& node : nodes) {
+    if (node.port == 0)
+      return absl::StrCat("port must be between 1 and 65535 in ", node.ToString());
+    if (!seen.insert(node.ToString()).second) {
+      return absl::StrCat("duplicate node ", node.ToString());
+    }
+  }
+  return std::nullopt;
+}
+
+Key NodesKey() {
+  return Key{
+      "upstream.nodes",
+      [](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+        if (!node.IsSequence()) {
+          return ProblemAt(node, absl::StrCat("expected a list such as [\"10.0.0.1:6334\"], got ",
+                                              KindOf(node)));
+        }
+        std::vector<NodeAddress> nodes;
+        for (const YAML::Node& item : node) {
+          if (!item.IsScalar()) {
+            return ProblemAt(item, absl::StrCat("expected \"HOST:PORT\", got ", KindOf(item)));
+          }
+          absl::StatusOr<NodeAddress> address = ParseNodeAddress(item.Scalar());
+          if (!address.ok()) return ProblemAt(item, std::string(address.status().message()));
+          nodes.push_back(*std::move(address));
+          // Checked per item so that the message points at the offending line.
+          if (Reason reason = NodesReason(nodes)) return ProblemAt(item, *reason);
+        }
+        config.upstream.nodes = std::move(nodes);
+        return std::nullopt;
+      },
+      [](const Config& config) { return NodesReason(config.upstream.nodes); }};
+}
+
+// The one table of keys, in config.h's order. Defaults live in config.h; units and ranges here.
+const std::vector<Key>& Keys() {
+  static const std::vector<Key>* const keys = new std::vector<Key>{
+      ListenKey(),
+      IntegerKey(
+          "server.max_client_connections",
+          [](auto& c) -> auto& { return c.server.max_client_connections; }, 1, kNoUpperBound),
+      IntegerKey(
+          "server.max_concurrent_streams",
+          [](auto& c) -> auto& { return c.server.max_concurrent_streams; }, 1, kMaxInt31),
+      SizeKey(
+          "server.stream_window", [](auto& c) -> auto& { return c.server.stream_window; }, 65535,
+          kMaxInt31),
+      IntegerKey(
+          "server.workers", [](auto& c) -> auto& { return c.server.workers; }, 1, 64),
+      DurationKey(
+          "server.drain_timeout", [](auto& c) -> auto& { return c.server.drain_timeout; },
+          /*allow_zero=*/true),
+      NodesKey(),
+      IntegerKey(
+          "upstream.min_connections", [](auto& c) -> auto& { return c.upstream.min_connections; },
+          0, 1024),
+      IntegerKey(
+          "upstream.max_connections", [](auto& c) -> auto& { return c.upstream.max_connections; },
+          1, 1024),
+      IntegerKey(
+          "upstream.max_streams_per_connection",
+          [](auto& c) -> auto& { return c.upstream.max_streams_per_connection; }, 1, kMaxInt31),
+      IntegerKey(
+          "upstream.max_pending", [](auto& c) -> auto& { return c.upstream.max_pending; }, 0,
+          kNoUpperBound),
+      DurationKey(
+          "upstream.acquire_timeout", [](auto& c) -> auto& { return c.upstream.acquire_timeout; },
+          /*allow_zero=*/false),
+      DurationKey(
+          "upstream.connect_timeout", [](auto& c) -> auto& { return c.upstream.connect_timeout; },
+          /*allow_zero=*/false),
+      DurationKey(
+          "upstream.connect_backoff_base",
+          [](auto& c) -> auto& { return c.upstream.connect_backoff_base; }, /*allow_zero=*/false),
+      DurationKey(
+          "upstream.connect_backoff_max",
+          [](auto& c) -> auto& { return c.upstream.connect_backoff_max; }, /*allow_zero=*/false),
+      OneOfKey("log.level", [](auto& c) -> auto& { return c.log.level; },
+               {"trace", "debug", "info", "warn", "error", "off"}),
+      OneOfKey("log.format", [](auto& c) -> auto& { return c.log.format; }, {"text", "json"}),
+  };
+  return *keys;
+}
+
+const Key* FindKey(absl::string_view name) {
+  for (const Key& key : Keys()) {
+    if (key.name == name) return &key;
+  }
+  return nullptr;
+}
+
+bool IsSection(absl::string_view name) {
+  for (const Key& key : Keys()) {
+    if (SectionOf(key.name) == name) return true;
+  }
+  return false;
+}
+
+// --- suggestions ---------------------------------------------------------------------------
+
+size_t EditDistance(absl::string_view a, absl::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// The closest of `candidates` (name, distance) when it is close enough to be a typo.
+std::string DidYouMean(absl::string_view wanted,
+                       const std::vector<std::pair<std::string, size_t>>& candidates) {
+  const size_t threshold = std::max<size_t>(1, std::min<size_t>(3, wanted.size() / 3));
+  const std::pair<std::string, size_t>* best = nullptr;
+  for (const auto& candidate : candidates) {
+    if (best == nullptr || candidate.second < best->second) best = &candidate;
+  }
+  if (best == nullptr || best->second > threshold) return "";
+  return absl::StrCat(" (did you mean ", best->first, "?)");
+}
+
+// `section` is empty for a top-level key. A key from another section costs one more edit, so
+// "server.max_connections" suggests "upstream.max_connections".
+std::string SuggestKey(absl::string_view section, absl::string_view leaf) {
+  std::vector<std::pair<std::string, size_t>> candidates;
+  std::set<absl::string_view> sections;
+  for (const Key& key : Keys()) {
+    size_t distance = EditDistance(leaf, LeafOf(key.name));
+    if (SectionOf(key.name) != section) ++distance;
+    candidates.emplace_back(std::string(key.name), distance);
+    sections.insert(SectionOf(key.name));
+  }
+  if (section.empty()) {
+    for (absl::string_view name : sections) {
+      candidates.emplace_back(std::string(name), EditDistance(leaf, name));
+    }
+  }
+  return DidYouMean(leaf, candidates);
+}
+
+// --- YAML walk -----------------------------------------------------------------------------
+
+// Line of each key the file set, for messages about cross-key rules.
+using KeyLines = std::map<std::string, int, std::less<>>;
+
+std::string Where(absl::string_view source, const YAML::Mark& mark) {
+  if (mark.is_null()) return std::string(source);
+  return absl::StrCat(source, ":", mark.line + 1);
+}
+
+absl::Status Refuse(absl::string_view source, const YAML::Mark& mark, absl::string_view key,
+                    absl::string_view reason) {
+  if (key.empty())
+    return absl::InvalidArgumentError(absl::StrCat(Where(source, mark), ": ", reason));
+  return absl::InvalidArgumentError(absl::StrCat(Where(source, mark), ": ", key, ": ", reason));
+}
+
+absl::Status WalkSection(const YAML::Node& section_node, absl::string_view section,
+                         absl::string_view source, Config& config, KeyLines& lines) {
+  std::set<std::string> seen;
+  for (const auto& entry : section_node) {
+    const YAML::Node& key_node = entry.first;
+    const YAML::Node& value = entry.second;
+    if (!key_node.IsScalar()) {
+      return Refuse(source, key_node.Mark(), section, "keys must be plain names");
+    }
+    const std::string name = absl::StrCat(section, ".", key_node.Scalar());
+    if (!seen.insert(name).second) return Refuse(source, key_node.Mark(), name, "duplicate key");
+    const Key* key = FindKey(name);
+    if (key == nullptr) {
+      return Refuse(source, key_node.Mark(), name,
+                    absl::StrCat("unknown key", SuggestKey(section, key_node.Scalar())));
+    }
+    if (value.IsNull()) return Refuse(source, key_node.Mark(), name, "missing value");
+    if (std::optional<Problem> problem = key->parse(value, config)) {
+      return Refuse(source, problem->mark, name, problem->reason);
+    }
+    lines[name] = key_node.Mark().line + 1;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WalkDocument(const YAML::Node& root, absl::string_view source, Config& config,
+                          KeyLines& lines) {
+  if (root.IsNull()) return absl::OkStatus();  // an empty file: every default
+  if (!root.IsMap()) {
+    return Refuse(
+        source, root.Mark(), "",
+        absl::StrCat("expected a map of sections (server, upstream, log), got ", KindOf(root)));
+  }
+  std::set<std::string> seen;
+  for (const auto& entry : root) {
+    const YAML::Node& key_node = entry.first;
+    const YAML::Node& value = entry.second;
+    if (!key_node.IsScalar())
+      return Refuse(source, key_node.Mark(), "", "keys must be plain names");
+    const std::string& section = key_node.Scalar();
+    if (!seen.insert(section).second) {
+      return Refuse(source, key_node.Mark(), section, "duplicate section");
+    }
+    if (!IsSection(section)) {
+      return Refuse(source, key_node.Mark(), section,
+                    absl::StrCat("unknown key", SuggestKey("", section)));
+    }
+    if (value.IsNull()) continue;  // "server:" with nothing under it
+    if (!value.IsMap()) {
+      return Refuse(source, value.Mark(), section,
+                    absl::StrCat("expected a map of keys, got ", KindOf(value)));
+    }
+    QPOOL_RETURN_IF_ERROR(WalkSection(value, section, source, config, lines));
+  }
+  return absl::OkStatus();
+}
+
+// Parses into `config` (which holds the defaults), recording the line of each key set.
+absl::Status ParseInto(absl::string_view yaml_text, absl::string_view source, Config& config,
+                       KeyLines& lines) {
+  // yaml-cpp reports errors by throwing; nothing past this function sees an exception.
+  try {
+    YAML::Node root = YAML::Load(std::string(yaml_text));
+    return WalkDocument(root, source, config, lines);
+  } catch (const YAML::Exception& e) {
+    return Refuse(source, e.mark, "", absl::StrCat("invalid YAML: ", e.msg));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", e.what()));
+  }
+}
+
+absl::Status LoadInto(const std::string& path, Config& config, KeyLines& lines) {
+  struct stat info;
+  if (::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot read ", path, ": is a directory"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int error = errno;
+    const std::string message = absl::StrCat("cannot read ", path, ": ", std::strerror(error));
+    if (error == ENOENT) return absl::NotFoundError(message);
+    if (error == EACCES || error == EPERM) return absl::PermissionDeniedError(message);
+    return absl::UnavailableError(message);
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return absl::UnavailableError(absl::StrCat("cannot read ", path));
+  return ParseInto(text.str(), path, config, lines);
+}
+
+std::optional<Violation> FindViolation(const Config& config) {
+  for (const Key& key : Keys()) {
+    if (Reason reason = key.check(config)) return Violation{std::string(key.name), *reason};
+  }
+  const UpstreamConfig& upstream = config.upstream;
+  if (upstream.min_connections > upstream.max_connections) {
+    return Violation{"upstream.min_connections",
+                     absl::StrCat("must not exceed upstream.max_connections (",
+                                  upstream.min_connections, " > ", upstream.max_connections, ")")};
+  }
+  if (config.server.workers > upstream.max_connections) {
+    return Violation{
+        "server.workers",
+        absl::StrCat("must not exceed upstream.max_connections (", config.server.workers, " > ",
+                     upstream.max_connections, "): each worker owns a share of the pool")};
+  }
+  if (upstream.connect_backoff_base > upstream.connect_backoff_max) {
+    return Violation{"upstream.connect_backoff_base",
+                     absl::StrCat("must not exceed upstream.connect_backoff_max (",
+                                  absl::FormatDuration(upstream.connect_backoff_base), " > ",
+                                  absl::FormatDuration(upstream.connect_backoff_max), ")")};
+  }
+  return std::nullopt;
+}
+
+// --- command line --------------------------------------------------------------------------
+
+struct Flag {
+  absl::string_view name;        // "--config"
+  absl::string_view value_name;  // "FILE"; empty for a switch
+  absl::string_view help;
+  std::function<absl::Status(absl::string_view value, CommandLine&)> set;
+};
+
+absl::StatusOr<uint32_t> ParseFlagNumber(absl::string_view value) {
+  uint32_t number = 0;
+  if (!absl::SimpleAtoi(value, &number)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected a non-negative integer, got \"", value, "\""));
+  }
+  return number;
+}
+
+const std::vector<Flag>& Flags() {
+  static const std::vector<Flag>* const flags = new std::vector<Flag>{
+      {"--config", "FILE", "read the YAML config FILE (flags override its values)",
+       [](absl::string_view v, CommandLine& c) {
+         c.config_path = std::string(v);
+         return absl::OkStatus();
+       }},
+      {"--check-config", "", "validate the configuration, print the result and exit 0 or 1",
+       [](absl::string_view, CommandLine& c) {
+         c.check_config = true;
+         return absl::OkStatus();
+       }},
+      {"--listen", "ADDR", "address the apps connect to (server.listen), e.g. 127.0.0.1:6334",
+       [](absl::string_view v, CommandLine& c) {
+         c.listen = std::string(v);
+         return absl::OkStatus();
+       }},
+      {"--upstream", "HOST:PORT[,HOST:PORT...]", "the Qdrant gRPC nodes (upstream.nodes)",
+       [](absl::string_view v, CommandLine& c) {
+         c.upstream = std::string(v);
+         return absl::OkStatus();
+       }},
+      {"--max-connections", "N", "connections per Qdrant node (upstream.max_connections)",
+       [](absl::string_view v, CommandLine& c) -> absl::Status {
+         QPOOL_ASSIGN_OR_RETURN(c.max_connections, ParseFlagNumber(v));
+         return absl::OkStatus();
+       }},
+      {"--workers", "N", "I/O threads (server.workers)",
+       [](absl::string_view v, CommandLine& c) -> absl::Status {
+         QPOOL_ASSIGN_OR_RETURN(c.workers, ParseFlagNumber(v));
+         return absl::OkStatus();
+       }},
+      {"--log-level", "LEVEL", "trace, debug, info, warn, error or off (log.level)",
+       [](absl::string_view v, CommandLine& c) {
+         c.log_level = std::string(v);
+         return absl::OkStatus();
+       }},
+      {"--log-format", "FORMAT", "text or json (log.format)",
+       [](absl::string_view v, CommandLine& c) {
+         c.log_format = std::string(v);
+         return absl::OkStatus();
+       }},
+      {"--version", "", "print the version and exit",
+       [](absl::string_view, CommandLine& c) {
+         c.version = true;
+         return absl::OkStatus();
+       }},
+      {"--help", "", "print this help and exit",
+       [](absl::string_view, CommandLine& c) {
+         c.help = true;
+         return absl::OkStatus();
+       }},
+  };
+  return *flags;
+}
+
+}  // namespace
+
+std::vector<std::string> ConfigKeyNames() {
+  std::vector<std::string> names;
+  for (const Key& key : Keys()) names.emplace_back(key.name);
+  return names;
+}
+
+absl::StatusOr<NodeAddress> ParseNodeAddress(std::string_view std_text) {
+  // Abseil 20220623 on Debian has its own absl::string_view, distinct from std::string_view.
+  const absl::string_view text(std_text.data(), std_text.size());
+  auto refuse = [text](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected HOST:PORT or [IPV6]:PORT, got \"", text, "\": ", why));
+  };
+  absl::string_view host;
+  absl::string_view port;
+  if (absl::StartsWith(text, "[")) {
+    const size_t close = text.find(']');
+    if (close == absl::string_view::npos) return refuse("missing ']'");
+    host = text.substr(1, close - 1);
+    absl::string_view rest = text.substr(close + 1);
+    if (!absl::ConsumePrefix(&rest, ":")) return refuse("missing :PORT");
+    port = rest;
+    const bool v6_chars = std::all_of(host.begin(), host.end(), [](char c) {
+      return absl::ascii_isxdigit(c) || c == ':' || c == '.' || c == '%';
+    });
+    if (host.find(':') == absl::string_view::npos || !v6_chars) {
+      return refuse("brackets hold an IPv6 address");
+    }
+  } else {
+    const size_t colon = text.rfind(':');
+    if (colon == absl::string_view::npos) return refuse("missing :PORT");
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (host.find(':') != absl::string_view::npos) {
+      return refuse("write an IPv6 address in brackets, e.g. [::1]:6334");
+    }
+    const bool name_chars = std::all_of(host.begin(), host.end(), [](char c) {
+      return absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_';
+    });
+    if (!name_chars) return refuse("invalid character in host");
+  }
+  if (host.empty()) return refuse("missing host");
+  uint32_t port_number = 0;
+  const bool digits = !port.empty() && port.size() <= 5 &&
+                      std::all_of(port.begin(), port.end(), absl::ascii_isdigit);
+  if (!digits || !absl::SimpleAtoi(port, &port_number) || port_number > 65535) {
+    return refuse("port must be a number between 0 and 65535");
+  }
+  return NodeAddress{std::string(host), static_cast<uint16_t>(port_number)};
+}
+
+absl::StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view source_name) {
+  Config config;
+  KeyLines lines;
+  QPOOL_RETURN_IF_ERROR(ParseInto(absl::string_view(yaml_text.data(), yaml_text.size()),
+                                  absl::string_view(source_name.data(), source_name.size()), config,
+                                  lines));
+  return config;
+}
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+  Config config;
+  KeyLines lines;
+  QPOOL_RETURN_IF_ERROR(LoadInto(path, config, lines));
+  return config;
+}
+
+absl::Status Validate(const Config& config) {
+  if (std::optional<Violation> violation = FindViolation(config)) {
+    return absl::InvalidArgumentError(absl::StrCat(violation->key, ": ", violation->reason));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) {
+  CommandLine command_line;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (!absl::StartsWith(arg, "--")) {
+      return absl::InvalidArgumentError(absl::StrCat("unexpected argument \"", arg, "\""));
+    }
+    absl::string_view name = arg;
+    std::optional<absl::string_view> value;
+    if (size_t equals = arg.find('='); equals != absl::string_view::npos) {
+      name = arg.substr(0, equals);
+      value = arg.substr(equals + 1);
+    }
+    const Flag* flag = nullptr;
+    for (const Flag& candidate : Flags()) {
+      if (candidate.name == name) flag = &candidate;
+    }
+    if (flag == nullptr) {
+      std::vector<std::pair<std::string, size_t>> candidates;
+      for (const Flag& candidate : Flags()) {
+        candidates.emplace_back(std::string(candidate.name), EditDistance(name, candidate.name));
+      }
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag ", name, DidYouMean(name, candidates)));
+    }
+    if (flag->value_name.empty()) {
+      if (value) return absl::InvalidArgumentError(absl::StrCat(name, ": takes no value"));
+    } else if (!value) {
+      if (i + 1 >= argc) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(name, ": missing value (", name, " ", flag->value_name, ")"));
+      }
+      value = argv[++i];
+    }
+    if (absl::Status status = flag->set(value.value_or(""), command_line); !status.ok()) {
+      return Annotate(status, StdView(name));
+    }
+  }
+  return command_line;
+}
+
+std::string UsageText() {
+  std::string text =
+      "Usage: qpoold [--config FILE] [flags]\n"
+      "A connection-pooling sidecar for Qdrant: apps send their gRPC calls to qpoold, which\n"
+      "multiplexes them onto a bounded pool of HTTP/2 connections to the Qdrant nodes.\n"
+      "Flags override the config file, which overrides the built-in defaults.\n\nFlags:\n";
+  for (const Flag& flag : Flags()) {
+    std::string usage = std::string(flag.name);
+    if (!flag.value_name.empty()) absl::StrAppend(&usage, " ", flag.value_name);
+    if (usage.size() < 34) usage.resize(34, ' ');
+    absl::StrAppend(&text, "  ", usage, " ", flag.help, "\n");
+  }
+  absl::StrAppend(&text,
+                  "\nExample:\n  qpoold --upstream 127.0.0.1:6335 --listen 127.0.0.1:6334\n");
+  return text;
+}
+
+absl::StatusOr<Config> BuildConfig(const CommandLine& command_line) {
+  Config config;
+  KeyLines lines;
+  if (command_line.config_path) {
+    QPOOL_RETURN_IF_ERROR(LoadInto(*command_line.config_path, config, lines));
+  }
+  // Which keys a flag set, and which flag, for messages.
+  std::map<std::string, std::string, std::less<>> set_by_flag;
+  if (command_line.listen) {
+    absl::StatusOr<NodeAddress> address = ParseNodeAddress(*command_line.listen);
+    if (!address.ok()) return Annotate(address.status(), "--listen");
+    config.server.listen = *std::move(address);
+    set_by_flag["server.listen"] = "--listen";
+  }
+  if (command_line.upstream) {
+    std::vector<NodeAddress> nodes;
+    for (absl::string_view item : absl::StrSplit(*command_line.upstream, ',')) {
+      item = absl::StripAsciiWhitespace(item);
+      if (item.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--upstream: empty entry in \"", *command_line.upstream, "\""));
+      }
+      absl::StatusOr<NodeAddress> address = ParseNodeAddress(StdView(item));
+      if (!address.ok()) return Annotate(address.status(), "--upstream");
+      nodes.push_back(*std::move(address));
+    }
+    config.upstream.nodes = std::move(nodes);
+    set_by_flag["upstream.nodes"] = "--upstream";
+  }
+  if (command_line.max_connections) {
+    config.upstream.max_connections = *command_line.max_connections;
+    set_by_flag["upstream.max_connections"] = "--max-connections";
+  }
+  if (command_line.workers) {
+    config.server.workers = *command_line.workers;
+    set_by_flag["server.workers"] = "--workers";
+  }
+  if (command_line.log_level) {
+    config.log.level = *command_line.log_level;
+    set_by_flag["log.level"] = "--log-level";
+  }
+  if (command_line.log_format) {
+    config.log.format = *command_line.log_format;
+    set_by_flag["log.format"] = "--log-format";
+  }
+  if (std::optional<Violation> violation = FindViolation(config)) {
+    // Name where the offending value came from: the flag, the file's line, or the defaults.
+    std::string origin;
+    if (auto flag = set_by_flag.find(violation->key); flag != set_by_flag.end()) {
+      origin = flag->second;
+    } else if (auto line = lines.find(violation->key); line != lines.end()) {
+      origin = absl::StrCat(*command_line.config_path, ":", line->second);
+    } else if (command_line.config_path) {
+      origin = *command_line.config_path;
+    }
+    std::string message = absl::StrCat(violation->key, ": ", violation->reason);
+    if (!origin.empty()) message = absl::StrCat(origin, ": ", message);
+    return absl::InvalidArgumentError(message);
+  }
+  return config;
+}
+
+}  // namespace qpool::config

@@ -1,0 +1,603 @@
+#include "daemon/config/config.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "daemon/config/loader.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace qpool::config {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+// Field-by-field comparison; a new key in config.h needs a line here, in the loader's table and
+// in config/qpool.yaml (ExampleFileMentionsEveryKey catches the last two).
+void ExpectSameSettings(const Config& actual, const Config& expected) {
+  EXPECT_EQ(actual.server.listen.ToString(), expected.server.listen.ToString());
+  EXPECT_EQ(actual.server.max_client_connections, expected.server.max_client_connections);
+  EXPECT_EQ(actual.server.max_concurrent_streams, expected.server.max_concurrent_streams);
+  EXPECT_EQ(actual.server.stream_window, expected.server.stream_window);
+  EXPECT_EQ(actual.server.workers, expected.server.workers);
+  EXPECT_EQ(actual.server.drain_timeout, expected.server.drain_timeout);
+  EXPECT_EQ(actual.upstream.min_connections, expected.upstream.min_connections);
+  EXPECT_EQ(actual.upstream.max_connections, expected.upstream.max_connections);
+  EXPECT_EQ(actual.upstream.max_streams_per_connection,
+            expected.upstream.max_streams_per_connection);
+  EXPECT_EQ(actual.upstream.max_pending, expected.upstream.max_pending);
+  EXPECT_EQ(actual.upstream.acquire_timeout, expected.upstream.acquire_timeout);
+  EXPECT_EQ(actual.upstream.connect_timeout, expected.upstream.connect_timeout);
+  EXPECT_EQ(actual.upstream.connect_backoff_base, expected.upstream.connect_backoff_base);
+  EXPECT_EQ(actual.upstream.connect_backoff_max, expected.upstream.connect_backoff_max);
+  EXPECT_EQ(actual.log.level, expected.log.level);
+  EXPECT_EQ(actual.log.format, expected.log.format);
+}
+
+std::vector<std::string> NodeNames(const Config& config) {
+  std::vector<std::string> names;
+  for (const NodeAddress& node : config.upstream.nodes) names.push_back(node.ToString());
+  return names;
+}
+
+// The message of a ParseConfig failure on `yaml` read as "test.yaml".
+std::string ParseError(const std::string& yaml) {
+  absl::StatusOr<Config> config = ParseConfig(yaml, "test.yaml");
+  EXPECT_FALSE(config.ok()) << "expected an error for:\n" << yaml;
+  if (config.ok()) return "";
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  return std::string(config.status().message());
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  EXPECT_TRUE(in.good()) << path;
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// A file under the test's temp dir holding `text`.
+std::string WriteTempFile(const std::string& name, const std::string& text) {
+  const std::string path = testing::TempDir() + "/" + std::to_string(getpid()) + "_" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+absl::StatusOr<CommandLine> Parse(std::vector<const char*> args) {
+  args.insert(args.begin(), "qpoold");
+  return ParseCommandLine(static_cast<int>(args.size()), args.data());
+}
+
+// --- YAML ----------------------------------------------------------------------------------
+
+TEST(ConfigTest, EmptyFileGivesDefaults) {
+  absl::StatusOr<Config> config = ParseConfig("", "test.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ExpectSameSettings(*config, Config{});
+  EXPECT_TRUE(config->upstream.nodes.empty());
+}
+
+TEST(ConfigTest, DefaultsAreTheDocumentedOnes) {
+  const Config config;
+  EXPECT_EQ(config.server.listen.ToString(), "127.0.0.1:6334");
+  EXPECT_EQ(config.server.max_client_connections, 10000u);
+  EXPECT_EQ(config.server.max_concurrent_streams, 1000u);
+  EXPECT_EQ(config.server.stream_window, 1u << 20);
+  EXPECT_EQ(config.server.workers, 1u);
+  EXPECT_EQ(config.server.drain_timeout, absl::Seconds(30));
+  EXPECT_EQ(config.upstream.min_connections, 1u);
+  EXPECT_EQ(config.upstream.max_connections, 4u);
+  EXPECT_EQ(config.upstream.max_streams_per_connection, 100u);
+  EXPECT_EQ(config.upstream.max_pending, 1024u);
+  EXPECT_EQ(config.upstream.acquire_timeout, absl::Seconds(1));
+  EXPECT_EQ(config.upstream.connect_timeout, absl::Seconds(2));
+  EXPECT_EQ(config.upstream.connect_backoff_base, absl::Milliseconds(100));
+  EXPECT_EQ(config.upstream.connect_backoff_max, absl::Seconds(5));
+  EXPECT_EQ(config.log.level, "info");
+  EXPECT_EQ(config.log.format, "text");
+}
+
+TEST(ConfigTest, EveryKeyParses) {
+  absl::StatusOr<Config> config = ParseConfig(R"(
+server:
+  listen: "[::1]:7000"
+  max_client_connections: 50
+  max_concurrent_streams: 20
+  stream_window: 64KiB
+  workers: 2
+  drain_timeout: 2m
+upstream:
+  nodes: ["10.0.0.1:6334", "qdrant-2:6334"]
+  min_connections: 2
+  max_connections: 8
+  max_streams_per_connection: 10
+  max_pending: 0
+  acquire_timeout: 250ms
+  connect_timeout: 3s
+  connect_backoff_base: 50ms
+  connect_backoff_max: 1m
+log:
+  level: debug
+  format: json
+)",
+                                              "test.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->server.listen.host, "::1");
+  EXPECT_EQ(config->server.listen.port, 7000);
+  EXPECT_EQ(config->server.max_client_connections, 50u);
+  EXPECT_EQ(config->server.max_concurrent_streams, 20u);
+  EXPECT_EQ(config->server.stream_window, 65536u);
+  EXPECT_EQ(config->server.workers, 2u);
+  EXPECT_EQ(config->server.drain_timeout, absl::Minutes(2));
+  EXPECT_THAT(NodeNames(*config), testing::ElementsAre("10.0.0.1:6334", "qdrant-2:6334"));
+  EXPECT_EQ(config->upstream.min_connections, 2u);
+  EXPECT_EQ(config->upstream.max_connections, 8u);
+  EXPECT_EQ(config->upstream.max_streams_per_connection, 10u);
+  EXPECT_EQ(config->upstream.max_pending, 0u);
+  EXPECT_EQ(config->upstream.acquire_timeout, absl::Milliseconds(250));
+  EXPECT_EQ(config->upstream.connect_timeout, absl::Seconds(3));
+  EXPECT_EQ(config->upstream.connect_backoff_base, absl::Milliseconds(50));
+  EXPECT_EQ(config->upstream.connect_backoff_max, absl::Minutes(1));
+  EXPECT_EQ(config->log.level, "debug");
+  EXPECT_EQ(config->log.format, "json");
+  EXPECT_TRUE(Validate(*config).ok()) << Validate(*config);
+}
+
+TEST(ConfigTest, EmptySectionKeepsDefaults) {
+  absl::StatusOr<Config> config = ParseConfig("server:\nlog:\n", "test.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ExpectSameSettings(*config, Config{});
+}
+
+TEST(ConfigTest, UnknownKeyNamesLineAndSuggestion) {
+  EXPECT_EQ(ParseError("server:\n  workers: 1\n  listn: 127.0.0.1:1\n"),
+            "test.yaml:3: server.listn: unknown key (did you mean server.listen?)");
+}
+
+TEST(ConfigTest, UnknownKeySuggestsTheKeyInAnotherSection) {
+  EXPECT_EQ(ParseError("server:\n  max_connections: 2\n"),
+            "test.yaml:2: server.max_connections: unknown key (did you mean "
+            "upstream.max_connections?)");
+}
+
+TEST(ConfigTest, UnknownSectionSuggestsSection) {
+  EXPECT_EQ(ParseError("sever:\n  workers: 1\n"),
+            "test.yaml:1: sever: unknown key (did you mean server?)");
+}
+
+TEST(ConfigTest, UnknownKeyFarFromEveryKeyHasNoSuggestion) {
+  EXPECT_EQ(ParseError("log:\n  colour_scheme: dark\n"),
+            "test.yaml:2: log.colour_scheme: unknown key");
+}
+
+TEST(ConfigTest, WrongTypeIsRefused) {
+  EXPECT_EQ(ParseError("upstream:\n  max_connections: [1, 2]\n"),
+            "test.yaml:2: upstream.max_connections: expected an integer, got a list");
+  EXPECT_EQ(ParseError("upstream:\n  max_connections: lots\n"),
+            "test.yaml:2: upstream.max_connections: expected an integer, got \"lots\"");
+  EXPECT_EQ(ParseError("upstream:\n  nodes: \"127.0.0.1:6334\"\n"),
+            "test.yaml:2: upstream.nodes: expected a list such as [\"10.0.0.1:6334\"], got "
+            "\"127.0.0.1:6334\"");
+  EXPECT_EQ(ParseError("server: 5\n"), "test.yaml:1: server: expected a map of keys, got \"5\"");
+}
+
+TEST(ConfigTest, QuotedNumberIsRefused) {
+  EXPECT_THAT(ParseError("server:\n  workers: \"2\"\n"),
+              StartsWith("test.yaml:2: server.workers: expected an integer, got the quoted"));
+}
+
+TEST(ConfigTest, MissingValueIsRefused) {
+  EXPECT_EQ(ParseError("server:\n  workers:\n"), "test.yaml:2: server.workers: missing value");
+}
+
+TEST(ConfigTest, BadDurationIsRefused) {
+  EXPECT_EQ(ParseError("upstream:\n  acquire_timeout: 5\n"),
+            "test.yaml:2: upstream.acquire_timeout: expected a duration such as \"250ms\", "
+            "\"1s\" or \"2m\", got \"5\"");
+  EXPECT_THAT(ParseError("upstream:\n  acquire_timeout: 1 sec\n"),
+              HasSubstr("expected a duration"));
+}
+
+TEST(ConfigTest, NegativeDurationIsRefused) {
+  EXPECT_EQ(ParseError("server:\n  drain_timeout: -1s\n"),
+            "test.yaml:2: server.drain_timeout: must not be negative, got -1s");
+}
+
+TEST(ConfigTest, ZeroTimeoutIsRefusedWhereMeaningless) {
+  EXPECT_EQ(ParseError("upstream:\n  acquire_timeout: 0s\n"),
+            "test.yaml:2: upstream.acquire_timeout: must be greater than 0");
+  EXPECT_EQ(ParseError("upstream:\n  connect_backoff_base: 0ms\n"),
+            "test.yaml:2: upstream.connect_backoff_base: must be greater than 0");
+}
+
+TEST(ConfigTest, ZeroDrainTimeoutIsAllowed) {
+  absl::StatusOr<Config> config = ParseConfig("server:\n  drain_timeout: 0s\n", "test.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->server.drain_timeout, absl::ZeroDuration());
+}
+
+TEST(ConfigTest, InfiniteDurationIsRefused) {
+  EXPECT_EQ(ParseError("server:\n  drain_timeout: inf\n"),
+            "test.yaml:2: server.drain_timeout: must be finite");
+}
+
+TEST(ConfigTest, SizeAcceptsBytesAndBinarySuffixes) {
+  for (const auto& [text, bytes] : std::vector<std::pair<std::string, uint32_t>>{
+           {"65535", 65535}, {"64KiB", 65536}, {"1MiB", 1 << 20}, {"1 GiB", 1 << 30}}) {
+    absl::StatusOr<Config> config =
+        ParseConfig("server:\n  stream_window: " + text + "\n", "test.yaml");
+    ASSERT_TRUE(config.ok()) << text << ": " << config.status();
+    EXPECT_EQ(config->server.stream_window, bytes) << text;
+  }
+}
+
+TEST(ConfigTest, BadSizeIsRefused) {
+  EXPECT_EQ(ParseError("server:\n  stream_window: 64KB\n"),
+            "test.yaml:2: server.stream_window: expected a size in bytes such as 65536, "
+            "\"64KiB\" or \"1MiB\", got \"64KB\"");
+  EXPECT_THAT(ParseError("server:\n  stream_window: MiB\n"), HasSubstr("expected a size"));
+  EXPECT_THAT(ParseError("server:\n  stream_window: 1.5MiB\n"), HasSubstr("expected a size"));
+}
+
+TEST(ConfigTest, OutOfRangeIsRefused) {
+  EXPECT_EQ(ParseError("upstream:\n  max_connections: 0\n"),
+            "test.yaml:2: upstream.max_connections: must be between 1 and 1024, got 0");
+  EXPECT_EQ(ParseError("upstream:\n  max_connections: 5000\n"),
+            "test.yaml:2: upstream.max_connections: must be between 1 and 1024, got 5000");
+  EXPECT_EQ(ParseError("server:\n  stream_window: 1000\n"),
+            "test.yaml:2: server.stream_window: must be between 65535 and 2147483647, got 1000");
+  EXPECT_EQ(ParseError("server:\n  stream_window: 2GiB\n"),
+            "test.yaml:2: server.stream_window: must be between 65535 and 2147483647, got "
+            "2147483648");
+  EXPECT_EQ(ParseError("server:\n  workers: 65\n"),
+            "test.yaml:2: server.workers: must be between 1 and 64, got 65");
+  EXPECT_EQ(ParseError("server:\n  max_client_connections: 0\n"),
+            "test.yaml:2: server.max_client_connections: must be at least 1, got 0");
+  EXPECT_EQ(ParseError("upstream:\n  max_pending: -1\n"),
+            "test.yaml:2: upstream.max_pending: must be at least 0, got -1");
+  EXPECT_EQ(ParseError("upstream:\n  max_streams_per_connection: 0\n"),
+            "test.yaml:2: upstream.max_streams_per_connection: must be between 1 and 2147483647, "
+            "got 0");
+}
+
+TEST(ConfigTest, BadEnumIsRefused) {
+  EXPECT_EQ(ParseError("log:\n  level: loud\n"),
+            "test.yaml:2: log.level: must be one of trace, debug, info, warn, error, off, got "
+            "\"loud\"");
+  EXPECT_EQ(ParseError("log:\n  format: xml\n"),
+            "test.yaml:2: log.format: must be one of text, json, got \"xml\"");
+}
+
+TEST(ConfigTest, DuplicateKeyIsRefused) {
+  EXPECT_EQ(ParseError("server:\n  workers: 1\n  workers: 2\n"),
+            "test.yaml:3: server.workers: duplicate key");
+}
+
+TEST(ConfigTest, DuplicateNodeIsRefusedAtItsLine) {
+  EXPECT_EQ(ParseError("upstream:\n  nodes:\n    - 10.0.0.1:6334\n    - 10.0.0.1:6334\n"),
+            "test.yaml:4: upstream.nodes: duplicate node 10.0.0.1:6334");
+}
+
+TEST(ConfigTest, BadNodeIsRefusedAtItsLine) {
+  EXPECT_EQ(ParseError("upstream:\n  nodes:\n    - 10.0.0.1:6334\n    - 10.0.0.2\n"),
+            "test.yaml:4: upstream.nodes: expected HOST:PORT or [IPV6]:PORT, got \"10.0.0.2\": "
+            "missing :PORT");
+  EXPECT_THAT(ParseError("upstream:\n  nodes: [\"10.0.0.1:0\"]\n"),
+              HasSubstr("port must be between 1 and 65535"));
+}
+
+TEST(ConfigTest, YamlSyntaxErrorHasLine) {
+  EXPECT_THAT(ParseError("server:\n  workers: 1\n  listen: [oops\n"), StartsWith("test.yaml:"));
+  EXPECT_THAT(ParseError("server:\n  workers: 1\n  listen: [oops\n"), HasSubstr("invalid YAML"));
+}
+
+TEST(ConfigTest, TopLevelMustBeAMap) {
+  EXPECT_EQ(ParseError("- server\n"),
+            "test.yaml:1: expected a map of sections (server, upstream, log), got a list");
+}
+
+TEST(ConfigTest, MissingFileIsNotFound) {
+  absl::StatusOr<Config> config = LoadConfigFile("/nonexistent/qpool.yaml");
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(config.status().message()), HasSubstr("/nonexistent/qpool.yaml"));
+}
+
+TEST(ConfigTest, FileErrorsNameThePath) {
+  const std::string path = WriteTempFile("bad.yaml", "upstream:\n  max_connections: 0\n");
+  absl::StatusOr<Config> config = LoadConfigFile(path);
+  EXPECT_EQ(std::string(config.status().message()),
+            path + ":2: upstream.max_connections: must be between 1 and 1024, got 0");
+}
+
+// --- Validate: rules across keys -----------------------------------------------------------
+
+Config ValidConfig() {
+  Config config;
+  config.upstream.nodes.push_back(NodeAddress{"127.0.0.1", 6335});
+  return config;
+}
+
+TEST(ValidateTest, DefaultsWithOneNodeAreValid) { EXPECT_TRUE(Validate(ValidConfig()).ok()); }
+
+TEST(ValidateTest, RequiresANode) {
+  absl::Status status = Validate(Config{});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()),
+              StartsWith("upstream.nodes: at least one Qdrant node"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("--upstream"));
+}
+
+TEST(ValidateTest, MinConnectionsMustNotExceedMax) {
+  Config config = ValidConfig();
+  config.upstream.min_connections = 5;
+  EXPECT_EQ(std::string(Validate(config).message()),
+            "upstream.min_connections: must not exceed upstream.max_connections (5 > 4)");
+}
+
+TEST(ValidateTest, WorkersMustNotExceedMaxConnections) {
+  Config config = ValidConfig();
+  config.server.workers = 8;
+  EXPECT_THAT(std::string(Validate(config).message()),
+              StartsWith("server.workers: must not exceed upstream.max_connections (8 > 4)"));
+}
+
+TEST(ValidateTest, BackoffBaseMustNotExceedMax) {
+  Config config = ValidConfig();
+  config.upstream.connect_backoff_base = absl::Seconds(10);
+  EXPECT_EQ(std::string(Validate(config).message()),
+            "upstream.connect_backoff_base: must not exceed upstream.connect_backoff_max (10s > "
+            "5s)");
+}
+
+TEST(ValidateTest, AppliesSingleKeyLimitsToo) {
+  Config config = ValidConfig();
+  config.server.stream_window = 100;
+  EXPECT_EQ(std::string(Validate(config).message()),
+            "server.stream_window: must be between 65535 and 2147483647, got 100");
+}
+
+TEST(ValidateTest, DuplicateNodesAreRefused) {
+  Config config = ValidConfig();
+  config.upstream.nodes.push_back(NodeAddress{"127.0.0.1", 6335});
+  EXPECT_EQ(std::string(Validate(config).message()),
+            "upstream.nodes: duplicate node 127.0.0.1:6335");
+}
+
+TEST(ValidateTest, CrossKeyErrorFromFileNamesTheLine) {
+  const std::string path = WriteTempFile(
+      "workers.yaml", "upstream:\n  nodes: [\"127.0.0.1:6335\"]\nserver:\n  workers: 8\n");
+  CommandLine command_line;
+  command_line.config_path = path;
+  absl::StatusOr<Config> config = BuildConfig(command_line);
+  EXPECT_THAT(std::string(config.status().message()),
+              StartsWith(path + ":4: server.workers: must not exceed upstream.max_connections"));
+}
+
+// --- addresses -----------------------------------------------------------------------------
+
+TEST(NodeAddressTest, ParsesHostAndPort) {
+  absl::StatusOr<NodeAddress> address = ParseNodeAddress("qdrant.local:6334");
+  ASSERT_TRUE(address.ok()) << address.status();
+  EXPECT_EQ(address->host, "qdrant.local");
+  EXPECT_EQ(address->port, 6334);
+}
+
+TEST(NodeAddressTest, ParsesBracketedIpv6) {
+  absl::StatusOr<NodeAddress> address = ParseNodeAddress("[::1]:6334");
+  ASSERT_TRUE(address.ok()) << address.status();
+  EXPECT_EQ(address->host, "::1");
+  EXPECT_EQ(address->port, 6334);
+  EXPECT_EQ(address->ToString(), "[::1]:6334");
+}
+
+TEST(NodeAddressTest, RefusesMalformedAddresses) {
+  EXPECT_THAT(std::string(ParseNodeAddress("::1:6334").status().message()),
+              HasSubstr("in brackets"));
+  EXPECT_THAT(std::string(ParseNodeAddress("localhost").status().message()),
+              HasSubstr("missing :PORT"));
+  EXPECT_THAT(std::string(ParseNodeAddress(":6334").status().message()), HasSubstr("missing host"));
+  EXPECT_THAT(std::string(ParseNodeAddress("localhost:65536").status().message()),
+              HasSubstr("port"));
+  EXPECT_THAT(std::string(ParseNodeAddress("localhost:http").status().message()),
+              HasSubstr("port"));
+  EXPECT_THAT(std::string(ParseNodeAddress("[::1:6334").status().message()),
+              HasSubstr("missing ']'"));
+  EXPECT_THAT(std::string(ParseNodeAddress("[qdrant]:6334").status().message()), HasSubstr("IPv6"));
+  EXPECT_THAT(std::string(ParseNodeAddress("bad host:6334").status().message()), HasSubstr("host"));
+}
+
+// --- command line --------------------------------------------------------------------------
+
+TEST(CommandLineTest, FlagTakesTheNextArgumentAsValue) {
+  absl::StatusOr<CommandLine> command_line =
+      Parse({"--config", "q.yaml", "--workers", "2", "--check-config"});
+  ASSERT_TRUE(command_line.ok()) << command_line.status();
+  EXPECT_EQ(command_line->config_path, "q.yaml");
+  EXPECT_EQ(command_line->workers, 2u);
+  EXPECT_TRUE(command_line->check_config);
+  EXPECT_FALSE(command_line->version);
+}
+
+TEST(CommandLineTest, FlagEqualsValue) {
+  absl::StatusOr<CommandLine> command_line =
+      Parse({"--max-connections=7", "--log-format=json", "--upstream=a:1,b:2", "--log-level=debug",
+             "--listen=0.0.0.0:0"});
+  ASSERT_TRUE(command_line.ok()) << command_line.status();
+  EXPECT_EQ(command_line->max_connections, 7u);
+  EXPECT_EQ(command_line->log_format, "json");
+  EXPECT_EQ(command_line->upstream, "a:1,b:2");
+  EXPECT_EQ(command_line->log_level, "debug");
+  EXPECT_EQ(command_line->listen, "0.0.0.0:0");
+}
+
+TEST(CommandLineTest, SwitchesParse) {
+  absl::StatusOr<CommandLine> command_line = Parse({"--version", "--help"});
+  ASSERT_TRUE(command_line.ok()) << command_line.status();
+  EXPECT_TRUE(command_line->version);
+  EXPECT_TRUE(command_line->help);
+}
+
+TEST(CommandLineTest, UnknownFlagIsRefusedWithSuggestion) {
+  EXPECT_EQ(std::string(Parse({"--worker", "2"}).status().message()),
+            "unknown flag --worker (did you mean --workers?)");
+  EXPECT_EQ(std::string(Parse({"--frobnicate"}).status().message()), "unknown flag --frobnicate");
+}
+
+TEST(CommandLineTest, MissingValueNamesTheFlag) {
+  EXPECT_EQ(std::string(Parse({"--config"}).status().message()),
+            "--config: missing value (--config FILE)");
+}
+
+TEST(CommandLineTest, SwitchWithValueIsRefused) {
+  EXPECT_EQ(std::string(Parse({"--check-config=yes"}).status().message()),
+            "--check-config: takes no value");
+}
+
+TEST(CommandLineTest, MalformedNumberNamesTheFlag) {
+  EXPECT_EQ(std::string(Parse({"--workers", "two"}).status().message()),
+            "--workers: expected a non-negative integer, got \"two\"");
+  EXPECT_THAT(std::string(Parse({"--max-connections=-1"}).status().message()),
+              StartsWith("--max-connections: "));
+}
+
+TEST(CommandLineTest, PositionalArgumentIsRefused) {
+  EXPECT_EQ(std::string(Parse({"qpool.yaml"}).status().message()),
+            "unexpected argument \"qpool.yaml\"");
+}
+
+TEST(CommandLineTest, UsageTextListsEveryFlag) {
+  const std::string usage = UsageText();
+  for (const char* flag :
+       {"--config", "--check-config", "--version", "--help", "--log-level", "--log-format",
+        "--listen", "--upstream", "--max-connections", "--workers"}) {
+    EXPECT_THAT(usage, HasSubstr(flag));
+  }
+}
+
+// --- BuildConfig: flags > file > defaults --------------------------------------------------
+
+TEST(BuildConfigTest, FlagsAloneRunOnDefaults) {
+  absl::StatusOr<CommandLine> command_line = Parse({"--upstream", "127.0.0.1:6335"});
+  ASSERT_TRUE(command_line.ok());
+  absl::StatusOr<Config> config = BuildConfig(*command_line);
+  ASSERT_TRUE(config.ok()) << config.status();
+  ExpectSameSettings(*config, Config{});
+  EXPECT_THAT(NodeNames(*config), testing::ElementsAre("127.0.0.1:6335"));
+}
+
+TEST(BuildConfigTest, NoUpstreamAnywhereSaysWhereToSetIt) {
+  absl::StatusOr<Config> config = BuildConfig(CommandLine{});
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(config.status().message()), HasSubstr("--upstream"));
+  EXPECT_THAT(std::string(config.status().message()), HasSubstr("upstream.nodes"));
+}
+
+TEST(BuildConfigTest, FlagsOverrideFile) {
+  const std::string path = WriteTempFile("override.yaml", R"(
+server:
+  listen: 127.0.0.1:7000
+  workers: 2
+upstream:
+  nodes: ["10.0.0.1:6334"]
+  max_connections: 2
+  max_pending: 5
+log:
+  level: warn
+  format: text
+)");
+  absl::StatusOr<CommandLine> command_line = Parse(
+      {"--config", path.c_str(), "--listen", "[::1]:0", "--upstream", "[::1]:6334, 10.0.0.2:6334",
+       "--max-connections", "16", "--workers=4", "--log-level", "debug", "--log-format", "json"});
+  ASSERT_TRUE(command_line.ok()) << command_line.status();
+  absl::StatusOr<Config> config = BuildConfig(*command_line);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->server.listen.ToString(), "[::1]:0");
+  EXPECT_THAT(NodeNames(*config), testing::ElementsAre("[::1]:6334", "10.0.0.2:6334"));
+  EXPECT_EQ(config->upstream.max_connections, 16u);
+  EXPECT_EQ(config->server.workers, 4u);
+  EXPECT_EQ(config->log.level, "debug");
+  EXPECT_EQ(config->log.format, "json");
+  EXPECT_EQ(config->upstream.max_pending, 5u);  // from the file, no flag
+}
+
+TEST(BuildConfigTest, UpstreamFlagParsesAList) {
+  absl::StatusOr<CommandLine> command_line =
+      Parse({"--upstream", "10.0.0.1:6334,[::1]:6334,qdrant:6334"});
+  ASSERT_TRUE(command_line.ok());
+  absl::StatusOr<Config> config = BuildConfig(*command_line);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_THAT(NodeNames(*config),
+              testing::ElementsAre("10.0.0.1:6334", "[::1]:6334", "qdrant:6334"));
+}
+
+TEST(BuildConfigTest, BadUpstreamFlagNamesTheFlag) {
+  CommandLine command_line;
+  command_line.upstream = "10.0.0.1:6334,,10.0.0.2:6334";
+  EXPECT_THAT(std::string(BuildConfig(command_line).status().message()),
+              StartsWith("--upstream: empty entry"));
+  command_line.upstream = "10.0.0.1";
+  EXPECT_THAT(std::string(BuildConfig(command_line).status().message()),
+              StartsWith("--upstream: expected"));
+  command_line.upstream = "10.0.0.1:1,10.0.0.1:1";
+  EXPECT_EQ(std::string(BuildConfig(command_line).status().message()),
+            "--upstream: upstream.nodes: duplicate node 10.0.0.1:1");
+}
+
+TEST(BuildConfigTest, OutOfRangeFlagNamesTheFlag) {
+  absl::StatusOr<CommandLine> command_line =
+      Parse({"--upstream", "127.0.0.1:6335", "--max-connections", "0"});
+  ASSERT_TRUE(command_line.ok());
+  EXPECT_EQ(std::string(BuildConfig(*command_line).status().message()),
+            "--max-connections: upstream.max_connections: must be between 1 and 1024, got 0");
+}
+
+TEST(BuildConfigTest, BadLogLevelFlagNamesTheFlag) {
+  absl::StatusOr<CommandLine> command_line =
+      Parse({"--upstream", "127.0.0.1:6335", "--log-level", "loud"});
+  ASSERT_TRUE(command_line.ok());
+  EXPECT_THAT(std::string(BuildConfig(*command_line).status().message()),
+              StartsWith("--log-level: log.level: must be one of"));
+}
+
+TEST(BuildConfigTest, BadListenFlagNamesTheFlag) {
+  absl::StatusOr<CommandLine> command_line =
+      Parse({"--upstream", "127.0.0.1:6335", "--listen", "localhost"});
+  ASSERT_TRUE(command_line.ok());
+  EXPECT_THAT(std::string(BuildConfig(*command_line).status().message()),
+              StartsWith("--listen: expected"));
+}
+
+// --- the example file and the docs never drift from the code -------------------------------
+
+TEST(ExampleConfigTest, ExampleFileEqualsDefaults) {
+  absl::StatusOr<Config> config = LoadConfigFile(QPOOL_SOURCE_DIR "/config/qpool.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ExpectSameSettings(*config, Config{});
+  EXPECT_THAT(NodeNames(*config), testing::ElementsAre("127.0.0.1:6335"));
+  EXPECT_TRUE(Validate(*config).ok()) << Validate(*config);
+}
+
+TEST(ExampleConfigTest, ExampleFileMentionsEveryKey) {
+  const std::string example = ReadFile(QPOOL_SOURCE_DIR "/config/qpool.yaml");
+  for (const std::string& key : ConfigKeyNames()) {
+    const std::string section = key.substr(0, key.find('.'));
+    const std::string leaf = key.substr(key.find('.') + 1);
+    EXPECT_THAT(example, HasSubstr("\n" + section + ":\n")) << key;
+    EXPECT_THAT(example, HasSubstr("\n  " + leaf + ": ")) << key;
+  }
+}
+
+TEST(ExampleConfigTest, DocsDescribeEveryKey) {
+  const std::string docs = ReadFile(QPOOL_SOURCE_DIR "/docs/configuration.md");
+  for (const std::string& key : ConfigKeyNames()) {
+    EXPECT_THAT(docs, HasSubstr("`" + key + "`")) << key;
+  }
+}
+
+}  // namespace
+}  // namespace qpool::config
