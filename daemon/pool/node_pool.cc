@@ -61,7 +61,9 @@ NodePool::AcquireResult NodePool::Acquire(StreamWaiter& waiter) {
     return {AcquireOutcome::kFailed, nullptr,
             absl::UnavailableError("qpool is shutting down and takes no new calls")};
   }
-  if (!ready_.empty()) {
+  // Older waiters come first. A free slot and a waiter coexist only while Service() hands slots
+  // out and a waiter's callback acquires again; Service() then serves the queue in order.
+  if (!ready_.empty() && waiters_.empty()) {
     auto it = ready_.begin();
     it->streams++;
     PoolConnection* conn = it->conn.get();
@@ -86,7 +88,8 @@ NodePool::AcquireResult NodePool::Acquire(StreamWaiter& waiter) {
                 budget_.limit, ")"))};
   }
   Enqueue(waiter);
-  // No connection is ready, so Service() can only open connections and arm the timer: it cannot
+  // Either no connection is ready, so Service() can only open connections and arm the timer, or
+  // Service() is already running further up the stack and returns at once: either way it cannot
   // call the waiter back from inside Acquire.
   Service();
   return {AcquireOutcome::kQueued, nullptr, absl::OkStatus()};

@@ -3,6 +3,7 @@
 #include "daemon/pool/node_pool.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -637,6 +638,85 @@ TEST_F(NodePoolTest, PeerRaisingMaxStreamsServesWaiters) {
 
   EXPECT_THAT(waiter.ready_on(), ElementsAre(&factory_.conn(0)));
   EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kReady);
+}
+
+// A waiter whose callback runs `then` once, to exercise callbacks that call back into the pool.
+class ReentrantWaiter : public RecordingWaiter {
+ public:
+  using RecordingWaiter::RecordingWaiter;
+  void OnStreamReady(PoolConnection* conn) override {
+    RecordingWaiter::OnStreamReady(conn);
+    RunThen();
+  }
+  void OnAcquireFailed(const absl::Status& status) override {
+    RecordingWaiter::OnAcquireFailed(status);
+    RunThen();
+  }
+  std::function<void()> then;
+
+ private:
+  void RunThen() {
+    if (!then) return;
+    auto fn = std::move(then);
+    then = nullptr;
+    fn();
+  }
+};
+
+TEST_F(NodePoolTest, WaiterMayReleaseItsSlotFromItsCallback) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  options.max_streams_per_connection = 1;
+  NodePool& pool = MakeReadyPool(options);
+  AcquireNow(pool);
+  std::vector<int> order;
+  ReentrantWaiter first(1, &order);
+  RecordingWaiter second(2, &order);
+  first.then = [&] { pool.ReleaseUnused(first.ready_on().back()); };
+  pool.Acquire(first);
+  pool.Acquire(second);
+
+  factory_.conn(0).StreamClosed();
+
+  EXPECT_THAT(order, ElementsAre(1, 2));
+  EXPECT_EQ(pool.stats().streams_in_flight, 1u);
+  EXPECT_EQ(budget_.used, 0u);
+}
+
+TEST_F(NodePoolTest, AcquireFromAWaiterCallbackDoesNotOvertakeOlderWaiters) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  options.max_streams_per_connection = 10;
+  NodePool& pool = MakeReadyPool(options, /*peer_max_streams=*/1);
+  AcquireNow(pool);
+  std::vector<int> order;
+  ReentrantWaiter first(1, &order);
+  RecordingWaiter second(2, &order), newcomer(3, &order);
+  first.then = [&] { pool.Acquire(newcomer); };
+  pool.Acquire(first);
+  pool.Acquire(second);
+
+  factory_.conn(0).PeerMaxStreams(3);  // two slots free at once
+
+  EXPECT_THAT(order, ElementsAre(1, 2));  // `second` waited longer than `newcomer`
+  EXPECT_EQ(newcomer.calls(), 0);
+  EXPECT_EQ(pool.stats().waiting, 1u);
+}
+
+TEST_F(NodePoolTest, WaiterMayAcquireAgainFromItsTimeoutCallback) {
+  NodePool& pool = MakePool();
+  pool.Start();
+  ReentrantWaiter waiter;
+  waiter.then = [&] { EXPECT_EQ(pool.Acquire(waiter).outcome, NodePool::AcquireOutcome::kQueued); };
+  pool.Acquire(waiter);
+
+  loop_.Advance(1s);
+  EXPECT_EQ(waiter.failures().size(), 1u);
+  EXPECT_EQ(budget_.used, 1u);
+  loop_.Advance(1s);
+
+  EXPECT_EQ(waiter.failures().size(), 2u);
+  EXPECT_EQ(budget_.used, 0u);
 }
 
 TEST_F(NodePoolTest, DestructorAbortsConnections) {
