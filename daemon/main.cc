@@ -119,8 +119,8 @@ int Run(int argc, char** argv) {
     return 1;
   }
   const qpool::config::NodeAddress bound{config->server.listen.host, (*proxy)->port()};
-  spdlog::info("qpoold {} listening on {} (upstream: {})", QPOOL_VERSION, bound.ToString(),
-               Upstreams(*config));
+  spdlog::info("listening on {} (upstream: {}), version {}", bound.ToString(), Upstreams(*config),
+               QPOOL_VERSION);
 
   const pthread_t main_thread = pthread_self();
   std::thread shutdown_thread;
