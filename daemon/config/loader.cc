@@ -712,7 +712,7 @@ std::string UsageText() {
   for (const Flag& flag : Flags()) {
     std::string usage = std::string(flag.name);
     if (!flag.value_name.empty()) absl::StrAppend(&usage, " ", flag.value_name);
-    if (usage.size() < 34) usage.resize(34, ' ');
+    if (usage.size() < 36) usage.resize(36, ' ');
     absl::StrAppend(&text, "  ", usage, " ", flag.help, "\n");
   }
   absl::StrAppend(&text,
