@@ -690,7 +690,8 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
     if (flag->value_name.empty()) {
       if (value) return absl::InvalidArgumentError(absl::StrCat(name, ": takes no value"));
     } else if (!value) {
-      if (i + 1 >= argc) {
+      // "--config --check-config" is a forgotten value, not a file named "--check-config".
+      if (i + 1 >= argc || absl::StartsWith(argv[i + 1], "--")) {
         return absl::InvalidArgumentError(
             absl::StrCat(name, ": missing value (", name, " ", flag->value_name, ")"));
       }

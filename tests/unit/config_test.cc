@@ -61,12 +61,19 @@ std::string ReadFile(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-// A file under the test's temp dir holding `text`.
-std::string WriteTempFile(const std::string& name, const std::string& text) {
-  const std::string path = testing::TempDir() + "/" + std::to_string(getpid()) + "_" + name;
-  std::ofstream(path) << text;
-  return path;
-}
+// A file under the test's temp dir holding `text`, removed when the object goes.
+class TempFile {
+ public:
+  TempFile(const std::string& name, const std::string& text)
+      : path_(testing::TempDir() + "/" + std::to_string(getpid()) + "_" + name) {
+    std::ofstream(path_) << text;
+  }
+  ~TempFile() { std::remove(path_.c_str()); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
 
 absl::StatusOr<CommandLine> Parse(std::vector<const char*> args) {
   args.insert(args.begin(), "qpoold");
@@ -308,10 +315,10 @@ TEST(ConfigTest, MissingFileIsNotFound) {
 }
 
 TEST(ConfigTest, FileErrorsNameThePath) {
-  const std::string path = WriteTempFile("bad.yaml", "upstream:\n  max_connections: 0\n");
-  absl::StatusOr<Config> config = LoadConfigFile(path);
+  const TempFile file("bad.yaml", "upstream:\n  max_connections: 0\n");
+  absl::StatusOr<Config> config = LoadConfigFile(file.path());
   EXPECT_EQ(std::string(config.status().message()),
-            path + ":2: upstream.max_connections: must be between 1 and 1024, got 0");
+            file.path() + ":2: upstream.max_connections: must be between 1 and 1024, got 0");
 }
 
 // --- Validate: rules across keys -----------------------------------------------------------
@@ -369,13 +376,14 @@ TEST(ValidateTest, DuplicateNodesAreRefused) {
 }
 
 TEST(ValidateTest, CrossKeyErrorFromFileNamesTheLine) {
-  const std::string path = WriteTempFile(
-      "workers.yaml", "upstream:\n  nodes: [\"127.0.0.1:6335\"]\nserver:\n  workers: 8\n");
+  const TempFile file("workers.yaml",
+                      "upstream:\n  nodes: [\"127.0.0.1:6335\"]\nserver:\n  workers: 8\n");
   CommandLine command_line;
-  command_line.config_path = path;
+  command_line.config_path = file.path();
   absl::StatusOr<Config> config = BuildConfig(command_line);
-  EXPECT_THAT(std::string(config.status().message()),
-              StartsWith(path + ":4: server.workers: must not exceed upstream.max_connections"));
+  EXPECT_THAT(
+      std::string(config.status().message()),
+      StartsWith(file.path() + ":4: server.workers: must not exceed upstream.max_connections"));
 }
 
 // --- addresses -----------------------------------------------------------------------------
@@ -453,6 +461,11 @@ TEST(CommandLineTest, MissingValueNamesTheFlag) {
             "--config: missing value (--config FILE)");
 }
 
+TEST(CommandLineTest, FlagAsValueIsAMissingValue) {
+  EXPECT_EQ(std::string(Parse({"--config", "--check-config"}).status().message()),
+            "--config: missing value (--config FILE)");
+}
+
 TEST(CommandLineTest, SwitchWithValueIsRefused) {
   EXPECT_EQ(std::string(Parse({"--check-config=yes"}).status().message()),
             "--check-config: takes no value");
@@ -498,7 +511,7 @@ TEST(BuildConfigTest, NoUpstreamAnywhereSaysWhereToSetIt) {
 }
 
 TEST(BuildConfigTest, FlagsOverrideFile) {
-  const std::string path = WriteTempFile("override.yaml", R"(
+  const TempFile file("override.yaml", R"(
 server:
   listen: 127.0.0.1:7000
   workers: 2
@@ -510,9 +523,10 @@ log:
   level: warn
   format: text
 )");
-  absl::StatusOr<CommandLine> command_line = Parse(
-      {"--config", path.c_str(), "--listen", "[::1]:0", "--upstream", "[::1]:6334, 10.0.0.2:6334",
-       "--max-connections", "16", "--workers=4", "--log-level", "debug", "--log-format", "json"});
+  absl::StatusOr<CommandLine> command_line =
+      Parse({"--config", file.path().c_str(), "--listen", "[::1]:0", "--upstream",
+             "[::1]:6334, 10.0.0.2:6334", "--max-connections", "16", "--workers=4", "--log-level",
+             "debug", "--log-format", "json"});
   ASSERT_TRUE(command_line.ok()) << command_line.status();
   absl::StatusOr<Config> config = BuildConfig(*command_line);
   ASSERT_TRUE(config.ok()) << config.status();
