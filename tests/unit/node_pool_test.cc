@@ -389,6 +389,23 @@ TEST_F(NodePoolTest, EachWaiterTimesOutAtItsOwnDeadline) {
   EXPECT_EQ(late.failures().size(), 1u);
 }
 
+TEST_F(NodePoolTest, CancellingTheOldestWaiterKeepsTheNextOnesDeadline) {
+  NodePool& pool = MakePool();
+  pool.Start();
+  RecordingWaiter cancelled, next;
+  pool.Acquire(cancelled);
+  loop_.Advance(400ms);
+  pool.Acquire(next);
+
+  pool.CancelWait(cancelled);
+  loop_.Advance(1s - 1ns);  // 1.4s after the first, 1s - 1ns after `next`
+  EXPECT_EQ(next.calls(), 0);
+  loop_.Advance(1ns);
+
+  EXPECT_EQ(next.failures().size(), 1u);
+  EXPECT_EQ(cancelled.calls(), 0);
+}
+
 TEST_F(NodePoolTest, CancelWaitRemovesTheWaiterWithNoCallbackAndFreesBudget) {
   NodePoolOptions options = DefaultOptions();
   options.max_connections = 1;
@@ -602,6 +619,8 @@ TEST_F(NodePoolTest, ShutdownFailsWaitersAndDrainsConnections) {
   EXPECT_EQ(factory_.conn(0).drain_calls(), 1);
   EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kDraining);
   EXPECT_EQ(factory_.conn(1).abort_calls(), 1);  // nothing in flight on a connecting one
+  EXPECT_EQ(pool.stats().consecutive_connect_failures, 0u);  // an abort is no connect failure
+  EXPECT_EQ(loop_.NextTimerIn(), Duration::max());           // and arms no backoff
   RecordingWaiter late;
   EXPECT_EQ(pool.Acquire(late).outcome, NodePool::AcquireOutcome::kFailed);
 
