@@ -1,0 +1,311 @@
+#include "daemon/server/call.h"
+
+#include "absl/strings/str_cat.h"
+#include "daemon/server/downstream_session.h"
+#include "daemon/server/grpc_wire.h"
+#include "daemon/server/upstream_connection.h"
+#include "daemon/server/worker.h"
+#include "spdlog/spdlog.h"
+
+namespace qpool::server {
+namespace {
+
+nghttp2_nv MakeNv(const std::string& name, const std::string& value) {
+  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
+                    value.size(), NGHTTP2_NV_FLAG_NONE};
+}
+
+std::vector<nghttp2_nv> MakeNvs(const HeaderList& headers) {
+  std::vector<nghttp2_nv> nva;
+  nva.reserve(headers.size());
+  for (const auto& [name, value] : headers) nva.push_back(MakeNv(name, value));
+  return nva;
+}
+
+// Connection-specific headers are illegal in HTTP/2 (RFC 9113 8.2.2); nghttp2 already refuses
+// them on receipt, so only `te` needs a look: anything but "trailers" must not be forwarded.
+bool ForwardableRequestHeader(std::string_view name, std::string_view value) {
+  return !(name == "te" && value != "trailers");
+}
+
+}  // namespace
+
+Call::Call(DownstreamSession& downstream, int32_t stream_id)
+    : downstream_(downstream), downstream_id_(stream_id) {}
+
+Call::~Call() {
+  // The session deletes a call only after OnDownstreamClosed, which let go of everything.
+}
+
+// --- Downstream events -------------------------------------------------------------------------
+
+void Call::OnRequestHeader(std::string_view name, std::string_view value) {
+  if (request_headers_done_) return;  // request trailers: gRPC has none; dropped
+  if (!ForwardableRequestHeader(name, value)) return;
+  if (name == "grpc-timeout") {
+    if (std::optional<Duration> timeout = ParseGrpcTimeout(value)) {
+      deadline_ = downstream_.worker().loop().Now() + *timeout;
+    }
+  }
+  request_headers_.emplace_back(name, value);
+}
+
+void Call::OnRequestHeadersEnd() {
+  request_headers_done_ = true;
+  Worker& worker = downstream_.worker();
+  worker.counters().calls_started.fetch_add(1, std::memory_order_relaxed);
+  if (deadline_) {
+    deadline_timer_ = worker.loop().CreateTimer();
+    deadline_timer_->Arm(*deadline_ - worker.loop().Now(), [this] { OnDeadline(); });
+  }
+  pool::NodePool& pool = worker.PickPool();
+  pool::NodePool::AcquireResult result = pool.Acquire(*this);
+  switch (result.outcome) {
+    case pool::NodePool::AcquireOutcome::kReady:
+      pool_ = &pool;
+      StartUpstream(*static_cast<UpstreamConnection*>(result.connection));
+      break;
+    case pool::NodePool::AcquireOutcome::kQueued:
+      pool_ = &pool;
+      break;
+    case pool::NodePool::AcquireOutcome::kFailed:
+      FinishLocally(result.status);
+      break;
+  }
+}
+
+void Call::OnRequestData(const uint8_t* data, size_t len) {
+  if (discard_request_) {
+    downstream_.ConsumeRequestData(*this, len);
+    return;
+  }
+  request_body_.Append(data, len);
+  ResumeUpstream();
+}
+
+void Call::OnRequestEnd() {
+  request_ended_ = true;
+  ResumeUpstream();
+}
+
+void Call::OnDownstreamClosed(uint32_t h2_error_code) {
+  downstream_closed_ = true;
+  finished_ = true;
+  if (deadline_timer_) deadline_timer_->Cancel();
+  if (pool_ != nullptr && upstream_ == nullptr) pool_->CancelWait(*this);
+  // An app's RST_STREAM (or lost connection) cancels the upstream stream; a normal close after
+  // the full answer finds the upstream stream closed already.
+  ReleaseUpstream(NGHTTP2_CANCEL);
+}
+
+ssize_t Call::ReadResponseBody(uint8_t* buf, size_t length, uint32_t* data_flags) {
+  const size_t n = response_body_.Read(buf, length);
+  if (n > 0 && upstream_ != nullptr) upstream_->ConsumeResponseData(upstream_id_, n);
+  if (response_body_.empty()) {
+    if (response_ended_) {
+      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+      if (!trailers_.empty()) {
+        *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        std::vector<nghttp2_nv> nva = MakeNvs(trailers_);
+        downstream_.SubmitTrailers(*this, nva.data(), nva.size());
+      }
+    } else if (n == 0) {
+      return NGHTTP2_ERR_DEFERRED;
+    }
+  }
+  return static_cast<ssize_t>(n);
+}
+
+// --- Upstream events ---------------------------------------------------------------------------
+
+void Call::OnResponseHeader(bool trailers, std::string_view name, std::string_view value) {
+  if (finished_) return;
+  (trailers ? trailers_ : response_headers_).emplace_back(name, value);
+}
+
+void Call::OnResponseHeadersEnd(bool end_stream) {
+  if (finished_) return;
+  if (end_stream) {
+    // Trailers-only: one HEADERS frame with the status; forward it as it is.
+    finished_ = true;
+    response_started_ = true;
+    response_ended_ = true;
+    std::vector<nghttp2_nv> nva = MakeNvs(response_headers_);
+    downstream_.SubmitResponse(*this, nva.data(), nva.size(), /*has_body=*/false);
+    return;
+  }
+  response_started_ = true;
+  std::vector<nghttp2_nv> nva = MakeNvs(response_headers_);
+  downstream_.SubmitResponse(*this, nva.data(), nva.size(), /*has_body=*/true);
+  response_headers_.clear();
+}
+
+void Call::OnResponseTrailersEnd() {
+  if (finished_) return;
+  finished_ = true;
+  response_ended_ = true;
+  ResumeDownstream();
+}
+
+void Call::OnResponseData(const uint8_t* data, size_t len) {
+  if (finished_) {
+    if (upstream_ != nullptr) upstream_->ConsumeResponseData(upstream_id_, len);
+    return;
+  }
+  response_body_.Append(data, len);
+  ResumeDownstream();
+}
+
+void Call::OnResponseEnd() {
+  // DATA with END_STREAM and no trailers: not gRPC, but pass it on as the end of the response.
+  if (finished_) return;
+  finished_ = true;
+  response_ended_ = true;
+  ResumeDownstream();
+}
+
+void Call::OnUpstreamClosed(uint32_t h2_error_code, bool connection_lost) {
+  const std::string node = upstream_ != nullptr ? upstream_->node_name() : "";
+  upstream_ = nullptr;
+  upstream_ref_.reset();
+  upstream_id_ = -1;
+  pool_ = nullptr;
+  // Nothing more goes upstream: acknowledge and drop what the app still sends.
+  discard_request_ = true;
+  if (!request_body_.empty() && !downstream_closed_) {
+    downstream_.ConsumeRequestData(*this, request_body_.size());
+    request_body_.Clear();
+  }
+  if (finished_) return;
+  if (connection_lost) {
+    FinishLocally(absl::UnavailableError(
+        absl::StrCat("qpool: connection to upstream node ", node, " lost before the answer")));
+  } else if (h2_error_code == NGHTTP2_REFUSED_STREAM) {
+    FinishLocally(absl::UnavailableError(
+        absl::StrCat("qpool: upstream node ", node, " refused the stream (not processed)")));
+  } else {
+    // The upstream reset the stream (CANCEL, INTERNAL_ERROR, ...): pass the reset on, as the app
+    // would have seen it talking to Qdrant directly.
+    finished_ = true;
+    downstream_.ResetStream(*this, h2_error_code);
+  }
+}
+
+ssize_t Call::ReadRequestBody(uint8_t* buf, size_t length, uint32_t* data_flags) {
+  const size_t n = request_body_.Read(buf, length);
+  if (n > 0) downstream_.ConsumeRequestData(*this, n);
+  if (request_body_.empty()) {
+    if (request_ended_) {
+      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    } else if (n == 0) {
+      return NGHTTP2_ERR_DEFERRED;
+    }
+  }
+  return static_cast<ssize_t>(n);
+}
+
+// --- Pool --------------------------------------------------------------------------------------
+
+void Call::OnStreamReady(pool::PoolConnection* conn) {
+  StartUpstream(*static_cast<UpstreamConnection*>(conn));
+}
+
+void Call::OnAcquireFailed(const absl::Status& status) {
+  pool_ = nullptr;
+  FinishLocally(status);
+}
+
+// --- Internals ---------------------------------------------------------------------------------
+
+void Call::StartUpstream(UpstreamConnection& upstream) {
+  // Headers as received, with grpc-timeout lowered by the time spent in qpoold so far.
+  std::string remaining;
+  std::vector<nghttp2_nv> nva;
+  nva.reserve(request_headers_.size());
+  for (const auto& [name, value] : request_headers_) {
+    if (name == "grpc-timeout" && deadline_) {
+      remaining = FormatGrpcTimeout(*deadline_ - downstream_.worker().loop().Now());
+      nva.push_back(MakeNv(name, remaining));
+    } else {
+      nva.push_back(MakeNv(name, value));
+    }
+  }
+  const bool has_body = !(request_ended_ && request_body_.empty());
+  const int32_t stream_id = upstream.SubmitRequest(*this, nva.data(), nva.size(), has_body);
+  if (stream_id < 0) {
+    pool_->ReleaseUnused(&upstream);
+    pool_ = nullptr;
+    FinishLocally(absl::UnavailableError(absl::StrCat("qpool: cannot open a stream to upstream node ",
+                                                      upstream.node_name(), ": ",
+                                                      nghttp2_strerror(stream_id))));
+    return;
+  }
+  upstream_ = &upstream;
+  upstream_ref_ = upstream.shared_from_this();
+  upstream_id_ = stream_id;
+  request_headers_.clear();
+  request_headers_.shrink_to_fit();
+  upstream.ScheduleFlush();
+}
+
+void Call::ReleaseUpstream(uint32_t h2_error_code) {
+  if (upstream_ == nullptr) return;
+  upstream_->ResetStream(upstream_id_, h2_error_code);
+  upstream_ = nullptr;
+  upstream_ref_.reset();
+  upstream_id_ = -1;
+  pool_ = nullptr;
+}
+
+void Call::FinishLocally(const absl::Status& status) {
+  if (downstream_closed_) return;
+  finished_ = true;
+  discard_request_ = true;
+  // Bytes the app sent that never went upstream: acknowledge them so the connection window stays
+  // open for the app's other calls.
+  if (!request_body_.empty()) {
+    downstream_.ConsumeRequestData(*this, request_body_.size());
+    request_body_.Clear();
+  }
+  downstream_.worker().counters().local_replies.fetch_add(1, std::memory_order_relaxed);
+  SPDLOG_DEBUG("stream {} answered by qpoold: {}", downstream_id_, status.ToString());
+  const std::string code = std::to_string(GrpcCode(status));
+  const std::string message = PercentEncodeGrpcMessage(status.message());
+  if (!response_started_) {
+    response_started_ = true;
+    response_ended_ = true;
+    static const std::string kStatus = ":status", k200 = "200", kContentType = "content-type",
+                             kGrpc = "application/grpc", kGrpcStatus = "grpc-status",
+                             kGrpcMessage = "grpc-message";
+    const nghttp2_nv nva[] = {MakeNv(kStatus, k200), MakeNv(kContentType, kGrpc),
+                              MakeNv(kGrpcStatus, code), MakeNv(kGrpcMessage, message)};
+    downstream_.SubmitResponse(*this, nva, 4, /*has_body=*/false);
+    return;
+  }
+  // Headers went out already: end with trailers after whatever data is queued.
+  response_ended_ = true;
+  trailers_ = {{"grpc-status", code}, {"grpc-message", message}};
+  ResumeDownstream();
+}
+
+void Call::OnDeadline() {
+  if (finished_) return;
+  if (pool_ != nullptr && upstream_ == nullptr) {
+    pool_->CancelWait(*this);
+    pool_ = nullptr;
+  }
+  ReleaseUpstream(NGHTTP2_CANCEL);
+  FinishLocally(absl::DeadlineExceededError("qpool: deadline exceeded (grpc-timeout)"));
+}
+
+void Call::ResumeDownstream() {
+  if (downstream_closed_ || !response_started_) return;
+  downstream_.ResumeResponseData(*this);
+}
+
+void Call::ResumeUpstream() {
+  if (upstream_ != nullptr) upstream_->ResumeRequestData(upstream_id_);
+}
+
+}  // namespace qpool::server

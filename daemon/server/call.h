@@ -1,0 +1,122 @@
+// One gRPC call on its way through qpoold: an app's HTTP/2 stream (downstream) joined to a stream
+// on a pooled Qdrant connection (upstream).
+//
+// The life of a call:
+//   1. request HEADERS arrive downstream: the call records them and its deadline (grpc-timeout);
+//   2. it asks a node pool for a stream slot, now or after waiting in the pool's queue;
+//   3. it opens the upstream stream with the same headers (grpc-timeout lowered by the time spent
+//      waiting) and pipes the request body across as the app sends it;
+//   4. response HEADERS, DATA and trailers flow back the same way, unchanged;
+//   5. it ends when the downstream stream closes; the upstream stream is cancelled if still open.
+// qpoold answers by itself (a trailers-only response) only when no upstream answer can be had:
+// pool limits, unreachable node, deadline, or an upstream connection lost before the answer.
+//
+// Flow control is end to end: bytes received on one side are acknowledged to their sender
+// (WINDOW_UPDATE, per stream) only when the other side's data source has taken them, so a slow
+// reader slows its writer and a call never buffers more than one stream window per direction.
+//
+// Ownership: the DownstreamSession owns its calls (created on request HEADERS, deleted when the
+// downstream stream closes). The upstream side refers to the call through nghttp2 stream user
+// data, which the call clears when it lets go of the upstream stream.
+// Thread-safety: none; a call lives on one worker's thread.
+#ifndef QPOOL_DAEMON_SERVER_CALL_H_
+#define QPOOL_DAEMON_SERVER_CALL_H_
+
+#include <nghttp2/nghttp2.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "daemon/common/event_loop.h"
+#include "daemon/pool/node_pool.h"
+#include "daemon/server/byte_queue.h"
+
+namespace qpool::server {
+
+class DownstreamSession;
+class UpstreamConnection;
+
+// Header name/value pairs as received, in order (pseudo-headers first, as HTTP/2 requires).
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
+class Call : public pool::StreamWaiter {
+ public:
+  Call(DownstreamSession& downstream, int32_t stream_id);
+  ~Call() override;
+
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+
+  // Downstream events (from DownstreamSession's nghttp2 callbacks). -------------------------------
+  void OnRequestHeader(std::string_view name, std::string_view value);
+  void OnRequestHeadersEnd();
+  void OnRequestData(const uint8_t* data, size_t len);
+  void OnRequestEnd();
+  // The downstream stream closed (finished, reset by the app, or its connection went away).
+  void OnDownstreamClosed(uint32_t h2_error_code);
+  // The downstream response data source.
+  ssize_t ReadResponseBody(uint8_t* buf, size_t length, uint32_t* data_flags);
+
+  // Upstream events (from UpstreamConnection's nghttp2 callbacks). --------------------------------
+  void OnResponseHeader(bool trailers, std::string_view name, std::string_view value);
+  void OnResponseHeadersEnd(bool end_stream);
+  void OnResponseTrailersEnd();
+  void OnResponseData(const uint8_t* data, size_t len);
+  void OnResponseEnd();
+  // The upstream stream closed. `connection_lost` when its connection went away underneath it.
+  void OnUpstreamClosed(uint32_t h2_error_code, bool connection_lost);
+  // The upstream request data source.
+  ssize_t ReadRequestBody(uint8_t* buf, size_t length, uint32_t* data_flags);
+
+  // pool::StreamWaiter.
+  void OnStreamReady(pool::PoolConnection* conn) override;
+  void OnAcquireFailed(const absl::Status& status) override;
+
+  int32_t downstream_stream_id() const { return downstream_id_; }
+
+ private:
+  void StartUpstream(UpstreamConnection& upstream);
+  // Lets go of the upstream stream, resetting it with `h2_error_code` if it is still open.
+  void ReleaseUpstream(uint32_t h2_error_code);
+  // Answers the app with `status` and no upstream answer: trailers-only if no response headers
+  // went out yet, else trailers after the data already queued.
+  void FinishLocally(const absl::Status& status);
+  void OnDeadline();
+  void ResumeDownstream();
+  void ResumeUpstream();
+
+  DownstreamSession& downstream_;
+  const int32_t downstream_id_;
+  bool downstream_closed_ = false;
+
+  // Upstream side; null until a stream is open, and again after it closed or was let go.
+  pool::NodePool* pool_ = nullptr;  // set while queued or attached
+  UpstreamConnection* upstream_ = nullptr;
+  std::shared_ptr<void> upstream_ref_;  // keeps the connection alive while attached
+  int32_t upstream_id_ = -1;
+
+  HeaderList request_headers_;
+  bool request_headers_done_ = false;
+  ByteQueue request_body_;
+  bool request_ended_ = false;
+  bool discard_request_ = false;  // answered already: request bytes are acknowledged and dropped
+
+  std::optional<MonoTime> deadline_;
+  std::unique_ptr<Timer> deadline_timer_;
+
+  HeaderList response_headers_;
+  HeaderList trailers_;
+  ByteQueue response_body_;
+  bool response_started_ = false;  // response HEADERS submitted downstream
+  bool response_ended_ = false;    // nothing more will be added to response_body_ / trailers_
+  bool finished_ = false;          // the answer to the app is settled (upstream or local)
+};
+
+}  // namespace qpool::server
+
+#endif  // QPOOL_DAEMON_SERVER_CALL_H_

@@ -1,0 +1,243 @@
+#include "daemon/server/downstream_session.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/server/call.h"
+#include "daemon/server/worker.h"
+#include "spdlog/spdlog.h"
+
+namespace qpool::server {
+
+using boost::asio::ip::tcp;
+
+namespace {
+
+DownstreamSession* Self(void* user_data) { return static_cast<DownstreamSession*>(user_data); }
+
+Call* CallOf(nghttp2_session* session, int32_t stream_id) {
+  return static_cast<Call*>(nghttp2_session_get_stream_user_data(session, stream_id));
+}
+
+// See UpstreamConnection: connection-level window acknowledged at once, stream windows held back.
+constexpr int32_t kConnectionWindow = (1 << 30);
+constexpr uint8_t kDrainPingPayload[8] = {'q', 'p', 'd', 'r', 'a', 'i', 'n', '!'};
+
+}  // namespace
+
+DownstreamSession::DownstreamSession(Worker& worker, tcp::socket socket)
+    : H2Transport(worker, std::move(socket)) {
+  boost::system::error_code ec;
+  const tcp::endpoint endpoint = socket_.remote_endpoint(ec);
+  peer_ = ec ? "unknown" : absl::StrCat(endpoint.address().to_string(), ":", endpoint.port());
+}
+
+DownstreamSession::~DownstreamSession() = default;
+
+bool DownstreamSession::CreateSession() {
+  nghttp2_option* option;
+  nghttp2_option_new(&option);
+  nghttp2_option_set_no_auto_window_update(option, 1);
+  const int rv = nghttp2_session_server_new2(&session_, Callbacks(), this, option);
+  nghttp2_option_del(option);
+  if (rv != 0) {
+    CloseTransport(absl::InternalError(nghttp2_strerror(rv)));
+    return false;
+  }
+  const config::ServerConfig& server = worker().config().server;
+  const nghttp2_settings_entry settings[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, server.max_concurrent_streams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, server.stream_window},
+  };
+  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, 2);
+  nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, kConnectionWindow);
+  return true;
+}
+
+void DownstreamSession::Start() {
+  if (!CreateSession()) return;
+  StartReading();
+  Flush();
+}
+
+void DownstreamSession::Refuse(const std::string& reason) {
+  if (!CreateSession()) return;
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, 0, NGHTTP2_REFUSED_STREAM,
+                        reinterpret_cast<const uint8_t*>(reason.data()), reason.size());
+  draining_ = true;
+  final_goaway_sent_ = true;
+  StartReading();
+  Flush();
+}
+
+void DownstreamSession::BeginDrain() {
+  if (draining_ || closed()) return;
+  draining_ = true;
+  // Two-step GOAWAY (RFC 9113 6.8): announce, wait one round trip, then name the last stream, so
+  // no call the app sent in the meantime is lost.
+  nghttp2_submit_shutdown_notice(session_);
+  nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, kDrainPingPayload);
+  ScheduleFlush();
+}
+
+void DownstreamSession::Abort() { CloseTransport(absl::CancelledError("closed by qpoold")); }
+
+int DownstreamSession::SubmitResponse(Call& call, const nghttp2_nv* nva, size_t nvlen,
+                                      bool has_body) {
+  if (closed()) return NGHTTP2_ERR_INVALID_STATE;
+  nghttp2_data_provider provider{};
+  provider.read_callback = &DownstreamSession::ReadResponseCallback;
+  const int rv = nghttp2_submit_response(session_, call.downstream_stream_id(), nva, nvlen,
+                                         has_body ? &provider : nullptr);
+  ScheduleFlush();
+  return rv;
+}
+
+int DownstreamSession::SubmitTrailers(Call& call, const nghttp2_nv* nva, size_t nvlen) {
+  if (closed()) return NGHTTP2_ERR_INVALID_STATE;
+  return nghttp2_submit_trailer(session_, call.downstream_stream_id(), nva, nvlen);
+}
+
+void DownstreamSession::ResumeResponseData(Call& call) {
+  if (closed()) return;
+  nghttp2_session_resume_data(session_, call.downstream_stream_id());
+  ScheduleFlush();
+}
+
+void DownstreamSession::ResetStream(Call& call, uint32_t h2_error_code) {
+  if (closed()) return;
+  nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, call.downstream_stream_id(),
+                            h2_error_code);
+  ScheduleFlush();
+}
+
+void DownstreamSession::ConsumeRequestData(Call& call, size_t n) {
+  if (closed()) return;
+  nghttp2_session_consume_stream(session_, call.downstream_stream_id(), n);
+  ScheduleFlush();
+}
+
+void DownstreamSession::OnProtocolError(int nghttp2_error) {
+  worker().counters().downstream_protocol_errors.fetch_add(1, std::memory_order_relaxed);
+  SPDLOG_DEBUG("client {}: closing: HTTP/2 protocol error: {}", peer_,
+               nghttp2_strerror(nghttp2_error));
+  H2Transport::OnProtocolError(nghttp2_error);
+}
+
+void DownstreamSession::OnTransportClosed(const absl::Status& reason) {
+  // nghttp2 will not report these streams' ends any more: end the calls here.
+  auto calls = std::move(calls_);
+  calls_.clear();
+  for (auto& [id, call] : calls) call->OnDownstreamClosed(NGHTTP2_CANCEL);
+  calls.clear();
+  worker().OnSessionClosed(this);
+}
+
+// --- nghttp2 callbacks -------------------------------------------------------------------------
+
+nghttp2_session_callbacks* DownstreamSession::Callbacks() {
+  static nghttp2_session_callbacks* callbacks = [] {
+    nghttp2_session_callbacks* cbs;
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, &OnBeginHeadersCallback);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, &OnHeaderCallback);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, &OnFrameRecvCallback);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, &OnDataChunkRecvCallback);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &OnStreamCloseCallback);
+    return cbs;
+  }();
+  return callbacks;
+}
+
+int DownstreamSession::OnBeginHeadersCallback(nghttp2_session* session,
+                                              const nghttp2_frame* frame, void* user_data) {
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  DownstreamSession* self = Self(user_data);
+  auto call = std::make_unique<Call>(*self, frame->hd.stream_id);
+  nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, call.get());
+  self->calls_.emplace(frame->hd.stream_id, std::move(call));
+  return 0;
+}
+
+int DownstreamSession::OnHeaderCallback(nghttp2_session* session, const nghttp2_frame* frame,
+                                        const uint8_t* name, size_t namelen, const uint8_t* value,
+                                        size_t valuelen, uint8_t, void*) {
+  if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+  Call* call = CallOf(session, frame->hd.stream_id);
+  if (call == nullptr) return 0;
+  call->OnRequestHeader(std::string_view(reinterpret_cast<const char*>(name), namelen),
+                        std::string_view(reinterpret_cast<const char*>(value), valuelen));
+  return 0;
+}
+
+int DownstreamSession::OnFrameRecvCallback(nghttp2_session* session, const nghttp2_frame* frame,
+                                           void* user_data) {
+  DownstreamSession* self = Self(user_data);
+  switch (frame->hd.type) {
+    case NGHTTP2_HEADERS: {
+      Call* call = CallOf(session, frame->hd.stream_id);
+      if (call == nullptr) break;
+      if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) call->OnRequestHeadersEnd();
+      // OnRequestHeadersEnd may have answered and the app reset since: look the call up again.
+      call = CallOf(session, frame->hd.stream_id);
+      if (call != nullptr && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) call->OnRequestEnd();
+      break;
+    }
+    case NGHTTP2_DATA: {
+      if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) break;
+      Call* call = CallOf(session, frame->hd.stream_id);
+      if (call != nullptr) call->OnRequestEnd();
+      break;
+    }
+    case NGHTTP2_PING:
+      if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && self->draining_ && !self->final_goaway_sent_ &&
+          std::equal(std::begin(kDrainPingPayload), std::end(kDrainPingPayload),
+                     frame->ping.opaque_data)) {
+        self->final_goaway_sent_ = true;
+        nghttp2_submit_goaway(session, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(session), NGHTTP2_NO_ERROR,
+                              nullptr, 0);
+        self->ScheduleFlush();
+      }
+      break;
+    default:
+      break;
+  }
+  return 0;
+}
+
+int DownstreamSession::OnDataChunkRecvCallback(nghttp2_session* session, uint8_t,
+                                               int32_t stream_id, const uint8_t* data, size_t len,
+                                               void*) {
+  nghttp2_session_consume_connection(session, len);
+  Call* call = CallOf(session, stream_id);
+  if (call == nullptr) {
+    nghttp2_session_consume_stream(session, stream_id, len);
+    return 0;
+  }
+  call->OnRequestData(data, len);
+  return 0;
+}
+
+int DownstreamSession::OnStreamCloseCallback(nghttp2_session* session, int32_t stream_id,
+                                             uint32_t error_code, void* user_data) {
+  DownstreamSession* self = Self(user_data);
+  auto it = self->calls_.find(stream_id);
+  if (it == self->calls_.end()) return 0;
+  std::unique_ptr<Call> call = std::move(it->second);
+  self->calls_.erase(it);
+  nghttp2_session_set_stream_user_data(session, stream_id, nullptr);
+  call->OnDownstreamClosed(error_code);
+  return 0;
+}
+
+ssize_t DownstreamSession::ReadResponseCallback(nghttp2_session* session, int32_t stream_id,
+                                                uint8_t* buf, size_t length,
+                                                uint32_t* data_flags, nghttp2_data_source*,
+                                                void*) {
+  Call* call = CallOf(session, stream_id);
+  if (call == nullptr) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  return call->ReadResponseBody(buf, length, data_flags);
+}
+
+}  // namespace qpool::server

@@ -1,0 +1,154 @@
+#include "daemon/server/h2_transport.h"
+
+#include <boost/asio/post.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/server/worker.h"
+
+namespace qpool::server {
+
+using boost::asio::ip::tcp;
+
+H2Transport::H2Transport(Worker& worker, tcp::socket socket)
+    : socket_(std::move(socket)), worker_(worker) {}
+
+H2Transport::~H2Transport() {
+  if (session_ != nullptr) nghttp2_session_del(session_);
+}
+
+void H2Transport::ScheduleFlush() {
+  if (flush_posted_ || closed_) return;
+  flush_posted_ = true;
+  boost::asio::post(worker_.io(), [self = shared_from_this()] {
+    self->flush_posted_ = false;
+    self->Flush();
+  });
+}
+
+void H2Transport::StartReading() {
+  boost::system::error_code ec;
+  socket_.non_blocking(true, ec);
+  socket_.set_option(tcp::no_delay(true), ec);
+  WaitReadable();
+}
+
+void H2Transport::WaitReadable() {
+  if (reading_ || closed_) return;
+  reading_ = true;
+  socket_.async_wait(tcp::socket::wait_read,
+                     [self = shared_from_this()](const boost::system::error_code& ec) {
+                       self->reading_ = false;
+                       self->OnReadable(ec);
+                     });
+}
+
+void H2Transport::OnReadable(const boost::system::error_code& ec) {
+  if (closed_) return;
+  if (ec) {
+    CloseTransport(absl::UnavailableError(absl::StrCat("wait for read: ", ec.message())));
+    return;
+  }
+  std::vector<uint8_t>& buffer = worker_.read_buffer();
+  // A few reads per wake-up at most, so one busy connection cannot starve the others.
+  for (int i = 0; i < 4; ++i) {
+    boost::system::error_code read_ec;
+    const size_t n = socket_.read_some(boost::asio::buffer(buffer), read_ec);
+    if (read_ec == boost::asio::error::would_block) break;
+    if (read_ec) {
+      CloseTransport(read_ec == boost::asio::error::eof
+                         ? absl::UnavailableError("peer closed the connection")
+                         : absl::UnavailableError(absl::StrCat("read: ", read_ec.message())));
+      return;
+    }
+    const ssize_t rv = nghttp2_session_mem_recv(session_, buffer.data(), n);
+    if (closed_) return;  // a callback closed us
+    if (rv < 0) {
+      OnProtocolError(static_cast<int>(rv));
+      return;
+    }
+    if (n < buffer.size()) break;
+  }
+  Flush();
+  WaitReadable();
+}
+
+void H2Transport::OnProtocolError(int nghttp2_error) {
+  // nghttp2 may have queued a GOAWAY for the peer; try to send it before closing.
+  Flush();
+  CloseTransport(absl::InvalidArgumentError(
+      absl::StrCat("HTTP/2 protocol error: ", nghttp2_strerror(nghttp2_error))));
+}
+
+void H2Transport::Flush() {
+  if (closed_ || waiting_writable_ || session_ == nullptr) return;
+  for (;;) {
+    // Gather what nghttp2 wants to send into one buffer, up to the batch limit.
+    while (out_.size() - out_offset_ < kMaxWriteBatch) {
+      const uint8_t* data = nullptr;
+      const ssize_t n = nghttp2_session_mem_send(session_, &data);
+      if (closed_) return;  // a data source callback closed us
+      if (n < 0) {
+        CloseTransport(
+            absl::InternalError(absl::StrCat("nghttp2 send: ", nghttp2_strerror(int(n)))));
+        return;
+      }
+      if (n == 0) break;
+      out_.insert(out_.end(), data, data + n);
+    }
+    if (out_offset_ == out_.size()) break;
+    if (!WriteSome()) return;
+    if (out_offset_ < out_.size()) {
+      WaitWritable();
+      return;
+    }
+  }
+  if (out_.capacity() > kMaxWriteBatch * 2) std::vector<uint8_t>().swap(out_);
+  if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) {
+    CloseTransport(absl::OkStatus());
+  }
+}
+
+bool H2Transport::WriteSome() {
+  boost::system::error_code ec;
+  const size_t n = socket_.write_some(
+      boost::asio::buffer(out_.data() + out_offset_, out_.size() - out_offset_), ec);
+  if (ec && ec != boost::asio::error::would_block) {
+    CloseTransport(absl::UnavailableError(absl::StrCat("write: ", ec.message())));
+    return false;
+  }
+  out_offset_ += n;
+  if (out_offset_ == out_.size()) {
+    out_.clear();
+    out_offset_ = 0;
+  }
+  return true;
+}
+
+void H2Transport::WaitWritable() {
+  waiting_writable_ = true;
+  socket_.async_wait(tcp::socket::wait_write,
+                     [self = shared_from_this()](const boost::system::error_code& ec) {
+                       self->OnWritable(ec);
+                     });
+}
+
+void H2Transport::OnWritable(const boost::system::error_code& ec) {
+  waiting_writable_ = false;
+  if (closed_) return;
+  if (ec) {
+    CloseTransport(absl::UnavailableError(absl::StrCat("wait for write: ", ec.message())));
+    return;
+  }
+  Flush();
+}
+
+void H2Transport::CloseTransport(const absl::Status& reason) {
+  if (closed_) return;
+  closed_ = true;
+  boost::system::error_code ignored;
+  socket_.shutdown(tcp::socket::shutdown_both, ignored);
+  socket_.close(ignored);
+  OnTransportClosed(reason);
+}
+
+}  // namespace qpool::server

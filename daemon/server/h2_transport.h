@@ -1,0 +1,85 @@
+// One TCP connection carrying one nghttp2 session: the shared I/O half of the app-facing
+// DownstreamSession and the Qdrant-facing UpstreamConnection.
+//
+// Reading: the transport waits for readability, then reads with non-blocking read_some into the
+// worker's shared read buffer and feeds nghttp2_session_mem_recv(); an idle connection therefore
+// owns no read buffer. Writing: whatever nghttp2_session_mem_send() produces in one turn of the
+// loop is gathered into one buffer (at most kMaxWriteBatch) and written with one syscall; the rest
+// waits until the socket is writable again, so a slow peer makes nghttp2 hold back rather than
+// qpoold buffer without bound.
+//
+// Never call Flush() from inside an nghttp2 callback: callbacks call ScheduleFlush(), which runs
+// Flush() once, after the current event.
+//
+// Lifetime: owned by shared_ptr; pending I/O holds a reference. CloseTransport() closes the socket,
+// reports OnTransportClosed() once, and leaves the nghttp2 session untouched until destruction.
+// Thread-safety: none; a transport lives on one worker's thread.
+#ifndef QPOOL_DAEMON_SERVER_H2_TRANSPORT_H_
+#define QPOOL_DAEMON_SERVER_H2_TRANSPORT_H_
+
+#include <nghttp2/nghttp2.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace qpool::server {
+
+class Worker;
+
+class H2Transport : public std::enable_shared_from_this<H2Transport> {
+ public:
+  static constexpr size_t kMaxWriteBatch = 64 * 1024;
+
+  H2Transport(Worker& worker, boost::asio::ip::tcp::socket socket);
+  virtual ~H2Transport();
+
+  H2Transport(const H2Transport&) = delete;
+  H2Transport& operator=(const H2Transport&) = delete;
+
+  // Runs Flush() after the current event, once however often it is called.
+  void ScheduleFlush();
+
+  bool closed() const { return closed_; }
+  nghttp2_session* session() const { return session_; }
+  Worker& worker() const { return worker_; }
+
+ protected:
+  // Starts the read loop; the subclass has created session_ first.
+  void StartReading();
+  // Sends what nghttp2 has queued; closes the transport when nghttp2 wants neither to read nor to
+  // write any more (GOAWAY exchanged and no streams left).
+  void Flush();
+  // Idempotent. Reports OnTransportClosed(reason) once.
+  void CloseTransport(const absl::Status& reason);
+
+  // Called once, from CloseTransport.
+  virtual void OnTransportClosed(const absl::Status& reason) = 0;
+  // nghttp2_session_mem_recv() failed: the peer broke the protocol. The default closes.
+  virtual void OnProtocolError(int nghttp2_error);
+
+  boost::asio::ip::tcp::socket socket_;
+  nghttp2_session* session_ = nullptr;
+
+ private:
+  void WaitReadable();
+  void OnReadable(const boost::system::error_code& ec);
+  void WaitWritable();
+  void OnWritable(const boost::system::error_code& ec);
+  // Writes out_ from out_offset_ without blocking; false when the socket failed (closed then).
+  bool WriteSome();
+
+  Worker& worker_;
+  std::vector<uint8_t> out_;
+  size_t out_offset_ = 0;
+  bool flush_posted_ = false;
+  bool waiting_writable_ = false;
+  bool reading_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace qpool::server
+
+#endif  // QPOOL_DAEMON_SERVER_H2_TRANSPORT_H_

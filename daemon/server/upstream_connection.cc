@@ -1,0 +1,294 @@
+#include "daemon/server/upstream_connection.h"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/post.hpp>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/server/call.h"
+#include "daemon/server/worker.h"
+#include "spdlog/spdlog.h"
+
+namespace qpool::server {
+
+using boost::asio::ip::tcp;
+
+namespace {
+
+UpstreamConnection* Self(void* user_data) { return static_cast<UpstreamConnection*>(user_data); }
+
+Call* CallOf(nghttp2_session* session, int32_t stream_id) {
+  return static_cast<Call*>(nghttp2_session_get_stream_user_data(session, stream_id));
+}
+
+// Connection-level flow control: qpoold acknowledges received bytes on the connection at once and
+// holds back per stream, so one slow call never stalls the others sharing the connection.
+constexpr int32_t kConnectionWindow = (1 << 30);
+
+}  // namespace
+
+UpstreamConnection::UpstreamConnection(Worker& worker, const config::NodeAddress& node,
+                                       pool::PoolConnectionEvents& events)
+    : H2Transport(worker, tcp::socket(worker.io())),
+      node_(node),
+      node_name_(node.ToString()),
+      events_(&events),
+      resolver_(worker.io()),
+      connect_timer_(worker.io()) {}
+
+UpstreamConnection::~UpstreamConnection() = default;
+
+void UpstreamConnection::Connect() {
+  const config::UpstreamConfig& options = worker().config().upstream;
+  connect_timer_.expires_after(absl::ToChronoNanoseconds(options.connect_timeout));
+  auto self = std::static_pointer_cast<UpstreamConnection>(shared_from_this());
+  connect_timer_.async_wait([self](const boost::system::error_code& ec) {
+    if (!ec) self->OnConnectTimeout();
+  });
+  resolver_.async_resolve(
+      node_.host, std::to_string(node_.port),
+      [self](const boost::system::error_code& ec, tcp::resolver::results_type results) {
+        if (self->events_ == nullptr) return;
+        if (ec) {
+          self->FailConnect(absl::UnavailableError(
+              absl::StrCat("resolve ", self->node_.host, ": ", ec.message())));
+          return;
+        }
+        boost::asio::async_connect(
+            self->socket_, results,
+            [self](const boost::system::error_code& ec, const tcp::endpoint&) {
+              self->OnTcpConnected(ec);
+            });
+      });
+}
+
+void UpstreamConnection::OnTcpConnected(const boost::system::error_code& ec) {
+  if (events_ == nullptr || closed()) return;
+  if (ec) {
+    FailConnect(absl::UnavailableError(absl::StrCat("connect: ", ec.message())));
+    return;
+  }
+  nghttp2_option* option;
+  nghttp2_option_new(&option);
+  nghttp2_option_set_no_auto_window_update(option, 1);
+  nghttp2_session_client_new2(&session_, Callbacks(), this, option);
+  nghttp2_option_del(option);
+  const config::Config& config = worker().config();
+  const nghttp2_settings_entry settings[] = {
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, config.server.stream_window},
+  };
+  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, 2);
+  nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, kConnectionWindow);
+  StartReading();
+  Flush();
+}
+
+void UpstreamConnection::OnConnectTimeout() {
+  if (handshake_done_ || events_ == nullptr) return;
+  FailConnect(absl::UnavailableError(absl::StrCat(
+      "connect timed out after ",
+      absl::FormatDuration(worker().config().upstream.connect_timeout),
+      " (upstream.connect_timeout)")));
+}
+
+void UpstreamConnection::FailConnect(const absl::Status& reason) {
+  // CloseTransport reports through OnTransportClosed, which sees the handshake unfinished.
+  if (closed()) return;
+  CloseTransport(reason);
+}
+
+int32_t UpstreamConnection::SubmitRequest(Call& call, const nghttp2_nv* nva, size_t nvlen,
+                                          bool has_body) {
+  if (closed() || draining_) return NGHTTP2_ERR_INVALID_STATE;
+  nghttp2_data_provider provider{};
+  provider.read_callback = &UpstreamConnection::ReadRequestCallback;
+  const int32_t stream_id =
+      nghttp2_submit_request(session_, nullptr, nva, nvlen, has_body ? &provider : nullptr, &call);
+  if (stream_id > 0) calls_.insert(&call);
+  return stream_id;
+}
+
+void UpstreamConnection::ResetStream(int32_t stream_id, uint32_t h2_error_code) {
+  Call* call = CallOf(session_, stream_id);
+  if (call != nullptr) calls_.erase(call);
+  if (closed()) return;
+  nghttp2_session_set_stream_user_data(session_, stream_id, nullptr);
+  nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, h2_error_code);
+  ScheduleFlush();
+}
+
+void UpstreamConnection::ResumeRequestData(int32_t stream_id) {
+  if (closed()) return;
+  nghttp2_session_resume_data(session_, stream_id);
+  ScheduleFlush();
+}
+
+void UpstreamConnection::ConsumeResponseData(int32_t stream_id, size_t n) {
+  if (closed()) return;
+  nghttp2_session_consume_stream(session_, stream_id, n);
+  ScheduleFlush();
+}
+
+void UpstreamConnection::Drain() {
+  if (draining_ || closed()) return;
+  draining_ = true;
+  if (!handshake_done_) {
+    Abort();
+    return;
+  }
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, nullptr, 0);
+  ScheduleFlush();
+  CheckDrained();
+}
+
+void UpstreamConnection::Abort() {
+  CloseTransport(absl::CancelledError("closed by qpoold"));
+}
+
+void UpstreamConnection::CheckDrained() {
+  // Streams reset by their calls may still be open in nghttp2; nobody waits for them.
+  if (!draining_ || !calls_.empty() || close_posted_ || closed()) return;
+  close_posted_ = true;
+  // Close on a later turn: this may run inside an nghttp2 callback, and the GOAWAY should go out.
+  boost::asio::post(worker().io(), [self = shared_from_this(), this] {
+    Flush();
+    CloseTransport(absl::OkStatus());
+  });
+}
+
+void UpstreamConnection::OnTransportClosed(const absl::Status& reason) {
+  boost::system::error_code ignored;
+  connect_timer_.cancel();
+  resolver_.cancel();
+  // Calls still riding here lose their upstream stream.
+  std::vector<Call*> calls(calls_.begin(), calls_.end());
+  calls_.clear();
+  for (Call* call : calls) call->OnUpstreamClosed(NGHTTP2_INTERNAL_ERROR, /*connection_lost=*/true);
+  pool::PoolConnectionEvents* events = events_;
+  events_ = nullptr;
+  if (events == nullptr) return;
+  if (!handshake_done_) {
+    SPDLOG_WARN("upstream {}: connect failed: {}", node_name_, std::string(reason.message()));
+    events->OnConnectFailed(this, reason);
+  } else {
+    if (!reason.ok()) SPDLOG_INFO("upstream {}: connection closed: {}", node_name_, std::string(reason.message()));
+    events->OnClosed(this, reason);
+  }
+}
+
+// --- nghttp2 callbacks -------------------------------------------------------------------------
+
+nghttp2_session_callbacks* UpstreamConnection::Callbacks() {
+  static nghttp2_session_callbacks* callbacks = [] {
+    nghttp2_session_callbacks* cbs;
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, &OnHeaderCallback);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, &OnFrameRecvCallback);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, &OnDataChunkRecvCallback);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &OnStreamCloseCallback);
+    return cbs;
+  }();
+  return callbacks;
+}
+
+int UpstreamConnection::OnHeaderCallback(nghttp2_session* session, const nghttp2_frame* frame,
+                                         const uint8_t* name, size_t namelen,
+                                         const uint8_t* value, size_t valuelen, uint8_t,
+                                         void* user_data) {
+  if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+  Call* call = CallOf(session, frame->hd.stream_id);
+  if (call == nullptr) return 0;
+  call->OnResponseHeader(frame->headers.cat == NGHTTP2_HCAT_HEADERS,
+                         std::string_view(reinterpret_cast<const char*>(name), namelen),
+                         std::string_view(reinterpret_cast<const char*>(value), valuelen));
+  return 0;
+}
+
+int UpstreamConnection::OnFrameRecvCallback(nghttp2_session* session, const nghttp2_frame* frame,
+                                            void* user_data) {
+  UpstreamConnection* self = Self(user_data);
+  switch (frame->hd.type) {
+    case NGHTTP2_SETTINGS: {
+      if (frame->hd.flags & NGHTTP2_FLAG_ACK) break;
+      const uint32_t max_streams =
+          nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+      if (!self->handshake_done_) {
+        self->handshake_done_ = true;
+        self->connect_timer_.cancel();
+        SPDLOG_DEBUG("upstream {}: connected (peer max streams {})", self->node_name_,
+                     max_streams);
+        if (self->events_ != nullptr) self->events_->OnConnected(self, max_streams);
+      } else if (self->events_ != nullptr) {
+        self->events_->OnPeerMaxStreams(self, max_streams);
+      }
+      break;
+    }
+    case NGHTTP2_GOAWAY:
+      SPDLOG_INFO("upstream {}: GOAWAY (last stream {}, error {})", self->node_name_,
+                  frame->goaway.last_stream_id, frame->goaway.error_code);
+      self->draining_ = true;
+      if (self->events_ != nullptr) self->events_->OnGoAway(self);
+      self->CheckDrained();
+      break;
+    case NGHTTP2_HEADERS: {
+      Call* call = CallOf(session, frame->hd.stream_id);
+      if (call == nullptr) break;
+      const bool end_stream = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+      if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE) {
+        call->OnResponseHeadersEnd(end_stream);
+      } else if (frame->headers.cat == NGHTTP2_HCAT_HEADERS && end_stream) {
+        call->OnResponseTrailersEnd();
+      }
+      break;
+    }
+    case NGHTTP2_DATA: {
+      if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) break;
+      Call* call = CallOf(session, frame->hd.stream_id);
+      if (call != nullptr) call->OnResponseEnd();
+      break;
+    }
+    default:
+      break;
+  }
+  return 0;
+}
+
+int UpstreamConnection::OnDataChunkRecvCallback(nghttp2_session* session, uint8_t,
+                                                int32_t stream_id, const uint8_t* data, size_t len,
+                                                void* user_data) {
+  nghttp2_session_consume_connection(session, len);
+  Call* call = CallOf(session, stream_id);
+  if (call == nullptr) {
+    // The call let go of this stream (a reset is on its way): nothing holds the bytes.
+    nghttp2_session_consume_stream(session, stream_id, len);
+    return 0;
+  }
+  call->OnResponseData(data, len);
+  return 0;
+}
+
+int UpstreamConnection::OnStreamCloseCallback(nghttp2_session* session, int32_t stream_id,
+                                              uint32_t error_code, void* user_data) {
+  UpstreamConnection* self = Self(user_data);
+  Call* call = CallOf(session, stream_id);
+  if (call != nullptr) {
+    self->calls_.erase(call);
+    nghttp2_session_set_stream_user_data(session, stream_id, nullptr);
+    call->OnUpstreamClosed(error_code, /*connection_lost=*/false);
+  }
+  if (self->events_ != nullptr) self->events_->OnStreamClosed(self);
+  self->CheckDrained();
+  return 0;
+}
+
+ssize_t UpstreamConnection::ReadRequestCallback(nghttp2_session* session, int32_t stream_id,
+                                                uint8_t* buf, size_t length,
+                                                uint32_t* data_flags, nghttp2_data_source*,
+                                                void*) {
+  Call* call = CallOf(session, stream_id);
+  if (call == nullptr) return NGHTTP2_ERR_DEFERRED;  // being reset
+  return call->ReadRequestBody(buf, length, data_flags);
+}
+
+}  // namespace qpool::server

@@ -1,0 +1,183 @@
+#include "daemon/server/worker.h"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/server/downstream_session.h"
+#include "daemon/server/upstream_connection.h"
+#include "spdlog/spdlog.h"
+
+namespace qpool::server {
+namespace {
+
+class AsioTimer : public Timer {
+ public:
+  explicit AsioTimer(boost::asio::io_context& io) : timer_(io) {}
+  ~AsioTimer() override { Cancel(); }
+
+  void Arm(Duration after, std::function<void()> callback) override {
+    Cancel();
+    state_->armed = true;
+    state_->callback = std::move(callback);
+    timer_.expires_after(after);
+    // The handler holds the state, not the timer: a completion that raced with Cancel(), a later
+    // Arm() or the timer's destruction sees another generation and does nothing.
+    timer_.async_wait([state = state_, generation = state_->generation](
+                          const boost::system::error_code& ec) {
+      if (ec || generation != state->generation || !state->armed) return;
+      state->armed = false;
+      auto callback = std::move(state->callback);
+      callback();
+    });
+  }
+  void Cancel() override {
+    if (!state_->armed) return;
+    state_->armed = false;
+    state_->generation++;
+    state_->callback = nullptr;
+    timer_.cancel();
+  }
+  bool armed() const override { return state_->armed; }
+
+ private:
+  struct State {
+    bool armed = false;
+    uint64_t generation = 0;
+    std::function<void()> callback;
+  };
+  boost::asio::steady_timer timer_;
+  std::shared_ptr<State> state_ = std::make_shared<State>();
+};
+
+// A worker's share of a per-node bound: `total` split over `count` workers, remainders first.
+uint32_t ShareOf(uint32_t total, uint32_t index, uint32_t count) {
+  return total / count + (index < total % count ? 1 : 0);
+}
+
+}  // namespace
+
+std::unique_ptr<Timer> AsioEventLoop::CreateTimer() { return std::make_unique<AsioTimer>(io_); }
+
+void AsioEventLoop::Post(std::function<void()> fn) { boost::asio::post(io_, std::move(fn)); }
+
+// Makes UpstreamConnections to one node for one worker's pool.
+class Worker::UpstreamFactory : public pool::ConnectionFactory {
+ public:
+  UpstreamFactory(Worker& worker, config::NodeAddress node)
+      : worker_(worker), node_(std::move(node)) {}
+
+  std::shared_ptr<pool::PoolConnection> Connect(pool::PoolConnectionEvents& events) override {
+    auto conn = std::make_shared<UpstreamConnection>(worker_, node_, events);
+    conn->Connect();
+    return conn;
+  }
+
+ private:
+  Worker& worker_;
+  const config::NodeAddress node_;
+};
+
+Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uint32_t count,
+               ProxyCounters& counters)
+    : config_(std::move(config)),
+      index_(index),
+      counters_(counters),
+      loop_(io_),
+      read_buffer_(64 * 1024) {
+  const config::UpstreamConfig& upstream = config_->upstream;
+  pending_budget_.limit = ShareOf(upstream.max_pending, index, count);
+  for (const config::NodeAddress& node : upstream.nodes) {
+    factories_.push_back(std::make_unique<UpstreamFactory>(*this, node));
+    pool::NodePoolOptions options;
+    options.node_name = node.ToString();
+    options.min_connections = ShareOf(upstream.min_connections, index, count);
+    options.max_connections = ShareOf(upstream.max_connections, index, count);
+    options.max_streams_per_connection = upstream.max_streams_per_connection;
+    options.acquire_timeout = absl::ToChronoNanoseconds(upstream.acquire_timeout);
+    options.connect_backoff_base = absl::ToChronoNanoseconds(upstream.connect_backoff_base);
+    options.connect_backoff_max = absl::ToChronoNanoseconds(upstream.connect_backoff_max);
+    pools_.push_back(std::make_unique<pool::NodePool>(
+        std::move(options), pending_budget_, *factories_.back(), loop_, random_, nullptr));
+  }
+}
+
+Worker::~Worker() { Stop(); }
+
+void Worker::Start() {
+  running_ = true;
+  Post([this] {
+    for (auto& pool : pools_) pool->Start();
+  });
+  thread_ = std::thread([this] {
+    auto guard = boost::asio::make_work_guard(io_);
+    io_.run();
+  });
+}
+
+void Worker::Post(std::function<void()> fn) { boost::asio::post(io_, std::move(fn)); }
+
+void Worker::Adopt(boost::asio::ip::tcp::socket socket, bool refuse) {
+  auto session = std::make_shared<DownstreamSession>(*this, std::move(socket));
+  sessions_.emplace(session.get(), session);
+  counters_.downstream_open.fetch_add(1, std::memory_order_relaxed);
+  if (refuse) {
+    session->Refuse(absl::StrCat("qpool: server.max_client_connections (",
+                                 config_->server.max_client_connections, ") reached"));
+  } else if (draining_) {
+    session->Refuse("qpool: shutting down");
+  } else {
+    session->Start();
+  }
+}
+
+void Worker::BeginDrain(std::function<void()> on_idle) {
+  draining_ = true;
+  on_drained_ = std::move(on_idle);
+  std::vector<std::shared_ptr<DownstreamSession>> sessions;
+  for (auto& [ptr, session] : sessions_) sessions.push_back(session);
+  for (auto& session : sessions) session->BeginDrain();
+  CheckDrained();
+}
+
+pool::NodePool& Worker::PickPool() {
+  for (auto& pool : pools_) {
+    if (pool->usable()) return *pool;
+  }
+  return *pools_.front();
+}
+
+void Worker::OnSessionClosed(DownstreamSession* session) {
+  counters_.downstream_open.fetch_sub(1, std::memory_order_relaxed);
+  // Keep the session alive until the current event is done with it.
+  auto it = sessions_.find(session);
+  if (it == sessions_.end()) return;
+  std::shared_ptr<DownstreamSession> keep = std::move(it->second);
+  sessions_.erase(it);
+  Post([keep] {});
+  CheckDrained();
+}
+
+void Worker::CheckDrained() {
+  if (draining_ && sessions_.empty() && on_drained_) {
+    auto callback = std::move(on_drained_);
+    on_drained_ = nullptr;
+    callback();
+  }
+}
+
+void Worker::Stop() {
+  if (!running_.exchange(false)) return;
+  // Close everything on the worker's own thread, then let run() return.
+  Post([this] {
+    std::vector<std::shared_ptr<DownstreamSession>> sessions;
+    for (auto& [ptr, session] : sessions_) sessions.push_back(session);
+    for (auto& session : sessions) session->Abort();
+    for (auto& pool : pools_) pool->Shutdown();
+    pools_.clear();  // aborts what is still open
+    io_.stop();
+  });
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace qpool::server

@@ -1,0 +1,116 @@
+// An I/O worker: one thread running one io_context, owning a share of the app connections and its
+// own share of every node's pool. Everything a worker owns is touched only on its thread, so the
+// data path takes no locks; other threads reach a worker with Post().
+#ifndef QPOOL_DAEMON_SERVER_WORKER_H_
+#define QPOOL_DAEMON_SERVER_WORKER_H_
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "daemon/common/event_loop.h"
+#include "daemon/config/config.h"
+#include "daemon/pool/node_pool.h"
+
+namespace qpool::server {
+
+class DownstreamSession;
+
+// Counters shared by all workers; relaxed atomics, read by status and metrics.
+struct ProxyCounters {
+  std::atomic<uint64_t> downstream_accepted{0};
+  std::atomic<uint64_t> downstream_refused{0};         // over server.max_client_connections
+  std::atomic<uint64_t> downstream_protocol_errors{0};  // garbage, HTTP/1.1, bad preface
+  std::atomic<int64_t> downstream_open{0};
+  std::atomic<uint64_t> calls_started{0};
+  std::atomic<uint64_t> local_replies{0};  // answered by qpoold itself (limits, deadlines, errors)
+};
+
+// The EventLoop seam over Asio.
+class AsioEventLoop : public EventLoop {
+ public:
+  explicit AsioEventLoop(boost::asio::io_context& io) : io_(io) {}
+  MonoTime Now() const override { return MonoClock::now(); }
+  std::unique_ptr<Timer> CreateTimer() override;
+  void Post(std::function<void()> fn) override;
+
+ private:
+  boost::asio::io_context& io_;
+};
+
+class StdRandom : public Random {
+ public:
+  StdRandom() : engine_(std::random_device{}()) {}
+  double Uniform01() override { return std::uniform_real_distribution<double>(0, 1)(engine_); }
+
+ private:
+  std::mt19937_64 engine_;
+};
+
+class Worker {
+ public:
+  // `index` of `count` workers: the worker takes its share of each node's connection bounds.
+  Worker(std::shared_ptr<const config::Config> config, uint32_t index, uint32_t count,
+         ProxyCounters& counters);
+  ~Worker();
+
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Starts the thread. The pools open their min_connections.
+  void Start();
+  // Runs `fn` on the worker's thread.
+  void Post(std::function<void()> fn);
+
+  // Worker thread only. ------------------------------------------------------------------------
+  // Takes an accepted app connection (already bound to this worker's io_context).
+  void Adopt(boost::asio::ip::tcp::socket socket, bool refuse);
+  // Sends GOAWAY to every app connection; calls `on_idle` (on this thread) once none is left.
+  void BeginDrain(std::function<void()> on_idle);
+  // Picks a node pool for a new call: the first node that is usable, else the first node.
+  pool::NodePool& PickPool();
+  void OnSessionClosed(DownstreamSession* session);
+
+  // Stops everything and joins the thread. Call from outside the worker.
+  void Stop();
+
+  boost::asio::io_context& io() { return io_; }
+  EventLoop& loop() { return loop_; }
+  const config::Config& config() const { return *config_; }
+  ProxyCounters& counters() { return counters_; }
+  // A buffer for reads, shared by all of this worker's connections: a read is consumed by nghttp2
+  // before the next one starts.
+  std::vector<uint8_t>& read_buffer() { return read_buffer_; }
+  uint32_t index() const { return index_; }
+
+ private:
+  class UpstreamFactory;
+  void CheckDrained();
+
+  const std::shared_ptr<const config::Config> config_;
+  const uint32_t index_;
+  ProxyCounters& counters_;
+  boost::asio::io_context io_;
+  AsioEventLoop loop_;
+  StdRandom random_;
+  std::vector<uint8_t> read_buffer_;
+  pool::PendingBudget pending_budget_;
+  std::vector<std::unique_ptr<UpstreamFactory>> factories_;
+  std::vector<std::unique_ptr<pool::NodePool>> pools_;
+  std::unordered_map<DownstreamSession*, std::shared_ptr<DownstreamSession>> sessions_;
+  std::function<void()> on_drained_;
+  bool draining_ = false;
+  std::thread thread_;
+  std::atomic<bool> running_{false};
+};
+
+}  // namespace qpool::server
+
+#endif  // QPOOL_DAEMON_SERVER_WORKER_H_
