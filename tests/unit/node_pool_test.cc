@@ -149,6 +149,14 @@ class NodePoolTest : public ::testing::Test {
     return result.connection;
   }
 
+  // A waiter that lives as long as the fixture: a waiter still queued when the pool goes must
+  // outlive it (the destructor unlinks it), so tests' waiters are not locals.
+  RecordingWaiter& NewWaiter(int id = 0, std::vector<int>* log = nullptr) {
+    waiters_.push_back(std::make_unique<RecordingWaiter>(id, log));
+    return *waiters_.back();
+  }
+
+  std::vector<std::unique_ptr<RecordingWaiter>> waiters_;
   FakeEventLoop loop_;
   FakeRandom random_{1.0};
   PendingBudget budget_{1024, 0};
@@ -171,7 +179,7 @@ TEST_F(NodePoolTest, StartOpensMinConnections) {
 
 TEST_F(NodePoolTest, AcquireOnReadyConnectionIsImmediate) {
   NodePool& pool = MakeReadyPool();
-  RecordingWaiter waiter;
+  RecordingWaiter& waiter = NewWaiter();
 
   NodePool::AcquireResult result = pool.Acquire(waiter);
 
@@ -185,7 +193,7 @@ TEST_F(NodePoolTest, AcquireOnReadyConnectionIsImmediate) {
 TEST_F(NodePoolTest, AcquireWaitsForAConnectingConnection) {
   NodePool& pool = MakePool();
   pool.Start();
-  RecordingWaiter waiter;
+  RecordingWaiter& waiter = NewWaiter();
 
   EXPECT_EQ(pool.Acquire(waiter).outcome, NodePool::AcquireOutcome::kQueued);
   EXPECT_EQ(factory_.made(), 1u);  // the connecting one has room for it
@@ -204,7 +212,7 @@ TEST_F(NodePoolTest, StreamsFillOneConnectionToConfiguredCapBeforeANewOneOpens) 
   EXPECT_EQ(factory_.made(), 1u);
   EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kBusy);
 
-  RecordingWaiter third;
+  RecordingWaiter& third = NewWaiter();
   EXPECT_EQ(pool.Acquire(third).outcome, NodePool::AcquireOutcome::kQueued);
   EXPECT_EQ(factory_.made(), 2u);
 }
@@ -218,7 +226,7 @@ TEST_F(NodePoolTest, StreamsFillOneConnectionToPeerMaxStreamsWhenLowerThanConfig
   EXPECT_EQ(factory_.made(), 1u);
   EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kBusy);
 
-  RecordingWaiter fourth;
+  RecordingWaiter& fourth = NewWaiter();
   EXPECT_EQ(pool.Acquire(fourth).outcome, NodePool::AcquireOutcome::kQueued);
   EXPECT_EQ(factory_.made(), 2u);
 }
@@ -236,17 +244,15 @@ TEST_F(NodePoolTest, NewConnectionOpensOnlyWhenEveryOpenOneIsAtItsCap) {
   AcquireNow(pool);
   EXPECT_EQ(factory_.made(), 2u);  // both at cap, nobody waits yet
 
-  RecordingWaiter waiter;
+  RecordingWaiter& waiter = NewWaiter();
   EXPECT_EQ(pool.Acquire(waiter).outcome, NodePool::AcquireOutcome::kQueued);
   EXPECT_EQ(factory_.made(), 3u);
 }
 
 TEST_F(NodePoolTest, NeverMoreThanMaxConnectionsWhateverTheNumberOfWaiters) {
   NodePool& pool = MakeReadyPool();  // max 3, 2 streams each
-  std::vector<std::unique_ptr<RecordingWaiter>> waiters;
   for (int i = 0; i < 200; ++i) {
-    waiters.push_back(std::make_unique<RecordingWaiter>());
-    pool.Acquire(*waiters.back());
+    pool.Acquire(NewWaiter());
     EXPECT_LE(factory_.made(), 3u);
   }
   for (size_t i = 1; i < factory_.made(); ++i) factory_.conn(i).Connect();
@@ -267,7 +273,7 @@ TEST_F(NodePoolTest, DrainingConnectionsCountTowardsMaxConnections) {
   factory_.conn(1).Connect();
   AcquireNow(pool);
 
-  RecordingWaiter waiter;
+  RecordingWaiter& waiter = NewWaiter();
   EXPECT_EQ(pool.Acquire(waiter).outcome, NodePool::AcquireOutcome::kQueued);
   EXPECT_EQ(factory_.made(), 2u);  // 1 draining + 1 busy = max
 
@@ -284,7 +290,9 @@ TEST_F(NodePoolTest, WaitersAreServedFifoWhenAStreamIsReleased) {
   NodePool& pool = MakeReadyPool(options);
   AcquireNow(pool);
   std::vector<int> order;
-  RecordingWaiter w1(1, &order), w2(2, &order), w3(3, &order);
+  RecordingWaiter& w1 = NewWaiter(1, &order);
+  RecordingWaiter& w2 = NewWaiter(2, &order);
+  RecordingWaiter& w3 = NewWaiter(3, &order);
   pool.Acquire(w1);
   pool.Acquire(w2);
   pool.Acquire(w3);
@@ -306,7 +314,7 @@ TEST_F(NodePoolTest, ReleaseUnusedReturnsTheSlotToTheNextWaiter) {
   options.max_streams_per_connection = 1;
   NodePool& pool = MakeReadyPool(options);
   PoolConnection* conn = AcquireNow(pool);
-  RecordingWaiter waiter;
+  RecordingWaiter& waiter = NewWaiter();
   pool.Acquire(waiter);
 
   pool.ReleaseUnused(conn);
@@ -320,7 +328,9 @@ TEST_F(NodePoolTest, QueueOverflowGivesResourceExhaustedNamingMaxPending) {
   options.max_connections = 1;
   NodePool& pool = MakePool(options);
   pool.Start();
-  RecordingWaiter w1, w2, w3;
+  RecordingWaiter& w1 = NewWaiter();
+  RecordingWaiter& w2 = NewWaiter();
+  RecordingWaiter& w3 = NewWaiter();
   pool.Acquire(w1);
   pool.Acquire(w2);
 
@@ -342,7 +352,9 @@ TEST_F(NodePoolTest, PendingBudgetIsSharedByNodePools) {
   options_b.node_name = "qdrant-1:6334";
   NodePool pool_b(options_b, budget_, factory_b, loop_, random_, nullptr);
   pool_b.Start();
-  RecordingWaiter a1, a2, b1;
+  RecordingWaiter& a1 = NewWaiter();
+  RecordingWaiter& a2 = NewWaiter();
+  RecordingWaiter& b1 = NewWaiter();
   pool_a.Acquire(a1);
   pool_a.Acquire(a2);
 
@@ -358,7 +370,7 @@ TEST_F(NodePoolTest, PendingBudgetIsSharedByNodePools) {
 TEST_F(NodePoolTest, AcquireTimeoutGivesUnavailableExactlyAtTheTimeout) {
   NodePool& pool = MakePool();
   pool.Start();
-  RecordingWaiter waiter;
+  RecordingWaiter& waiter = NewWaiter();
   pool.Acquire(waiter);
 
   loop_.Advance(1s - 1ns);
@@ -375,7 +387,8 @@ TEST_F(NodePoolTest, AcquireTimeoutGivesUnavailableExactlyAtTheTimeout) {
 TEST_F(NodePoolTest, EachWaiterTimesOutAtItsOwnDeadline) {
   NodePool& pool = MakePool();
   pool.Start();
-  RecordingWaiter early, late;
+  RecordingWaiter& early = NewWaiter();
+  RecordingWaiter& late = NewWaiter();
   pool.Acquire(early);
   loop_.Advance(400ms);
   pool.Acquire(late);
@@ -392,7 +405,8 @@ TEST_F(NodePoolTest, EachWaiterTimesOutAtItsOwnDeadline) {
 TEST_F(NodePoolTest, CancellingTheOldestWaiterKeepsTheNextOnesDeadline) {
   NodePool& pool = MakePool();
   pool.Start();
-  RecordingWaiter cancelled, next;
+  RecordingWaiter& cancelled = NewWaiter();
+  RecordingWaiter& next = NewWaiter();
   pool.Acquire(cancelled);
   loop_.Advance(400ms);
   pool.Acquire(next);
@@ -412,7 +426,8 @@ TEST_F(NodePoolTest, CancelWaitRemovesTheWaiterWithNoCallbackAndFreesBudget) {
   options.max_streams_per_connection = 1;
   NodePool& pool = MakeReadyPool(options);
   AcquireNow(pool);
-  RecordingWaiter cancelled, next;
+  RecordingWaiter& cancelled = NewWaiter();
+  RecordingWaiter& next = NewWaiter();
   pool.Acquire(cancelled);
   pool.Acquire(next);
   ASSERT_EQ(budget_.used, 2u);
@@ -442,7 +457,7 @@ TEST_F(NodePoolTest, GoAwayMovesTheConnectionToDraining) {
 TEST_F(NodePoolTest, NoNewStreamsGoToADrainingConnection) {
   NodePool& pool = MakeReadyPool();
   factory_.conn(0).GoAway();  // has a free stream, but is draining
-  RecordingWaiter waiter;
+  RecordingWaiter& waiter = NewWaiter();
 
   EXPECT_EQ(pool.Acquire(waiter).outcome, NodePool::AcquireOutcome::kQueued);
   ASSERT_EQ(factory_.made(), 2u);
@@ -458,7 +473,7 @@ TEST_F(NodePoolTest, StreamReleasedOnADrainingConnectionDoesNotMakeItReady) {
   AcquireNow(pool);
   AcquireNow(pool);
   factory_.conn(0).GoAway();
-  RecordingWaiter waiter;
+  RecordingWaiter& waiter = NewWaiter();
   pool.Acquire(waiter);
 
   factory_.conn(0).StreamClosed();
@@ -496,7 +511,7 @@ TEST_F(NodePoolTest, GoAwayAtTheBoundOpensTheReplacementOnlyOnceTheDrainedOneClo
 TEST_F(NodePoolTest, ConnectFailureFailsWaitersWithUnavailableWhenNoConnectionIsUp) {
   NodePool& pool = MakePool();
   pool.Start();
-  RecordingWaiter waiter;
+  RecordingWaiter& waiter = NewWaiter();
   pool.Acquire(waiter);
 
   factory_.conn(0).FailConnect(absl::UnavailableError("connection refused"));
@@ -514,7 +529,7 @@ TEST_F(NodePoolTest, ConnectFailureKeepsWaitersWhenAConnectionIsUp) {
   options.max_streams_per_connection = 1;
   NodePool& pool = MakeReadyPool(options);
   AcquireNow(pool);
-  RecordingWaiter waiter;
+  RecordingWaiter& waiter = NewWaiter();
   pool.Acquire(waiter);
   ASSERT_EQ(factory_.made(), 2u);
 
@@ -572,7 +587,7 @@ TEST_F(NodePoolTest, AcquireDuringBackoffFailsFast) {
   NodePool& pool = MakePool();
   pool.Start();
   factory_.conn(0).FailConnect(absl::UnavailableError("connection refused"));
-  RecordingWaiter waiter;
+  RecordingWaiter& waiter = NewWaiter();
 
   NodePool::AcquireResult result = pool.Acquire(waiter);
 
@@ -607,7 +622,7 @@ TEST_F(NodePoolTest, ShutdownFailsWaitersAndDrainsConnections) {
   options.max_streams_per_connection = 1;
   NodePool& pool = MakeReadyPool(options);
   AcquireNow(pool);
-  RecordingWaiter waiter;
+  RecordingWaiter& waiter = NewWaiter();
   pool.Acquire(waiter);
   ASSERT_EQ(factory_.made(), 2u);  // conn(1) is connecting for the waiter
 
@@ -621,7 +636,7 @@ TEST_F(NodePoolTest, ShutdownFailsWaitersAndDrainsConnections) {
   EXPECT_EQ(factory_.conn(1).abort_calls(), 1);  // nothing in flight on a connecting one
   EXPECT_EQ(pool.stats().consecutive_connect_failures, 0u);  // an abort is no connect failure
   EXPECT_EQ(loop_.NextTimerIn(), Duration::max());           // and arms no backoff
-  RecordingWaiter late;
+  RecordingWaiter& late = NewWaiter();
   EXPECT_EQ(pool.Acquire(late).outcome, NodePool::AcquireOutcome::kFailed);
 
   factory_.conn(0).StreamClosed();
@@ -640,7 +655,7 @@ TEST_F(NodePoolTest, PeerLoweringMaxStreamsMovesTheConnectionToBusy) {
   factory_.conn(0).PeerMaxStreams(2);
 
   EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kBusy);
-  RecordingWaiter waiter;
+  RecordingWaiter& waiter = NewWaiter();
   EXPECT_EQ(pool.Acquire(waiter).outcome, NodePool::AcquireOutcome::kQueued);
 }
 
@@ -650,7 +665,7 @@ TEST_F(NodePoolTest, PeerRaisingMaxStreamsServesWaiters) {
   options.max_streams_per_connection = 10;
   NodePool& pool = MakeReadyPool(options, /*peer_max_streams=*/1);
   AcquireNow(pool);
-  RecordingWaiter waiter;
+  RecordingWaiter& waiter = NewWaiter();
   pool.Acquire(waiter);
 
   factory_.conn(0).PeerMaxStreams(5);
@@ -690,7 +705,7 @@ TEST_F(NodePoolTest, WaiterMayReleaseItsSlotFromItsCallback) {
   AcquireNow(pool);
   std::vector<int> order;
   ReentrantWaiter first(1, &order);
-  RecordingWaiter second(2, &order);
+  RecordingWaiter& second = NewWaiter(2, &order);
   first.then = [&] { pool.ReleaseUnused(first.ready_on().back()); };
   pool.Acquire(first);
   pool.Acquire(second);
@@ -710,7 +725,8 @@ TEST_F(NodePoolTest, AcquireFromAWaiterCallbackDoesNotOvertakeOlderWaiters) {
   AcquireNow(pool);
   std::vector<int> order;
   ReentrantWaiter first(1, &order);
-  RecordingWaiter second(2, &order), newcomer(3, &order);
+  RecordingWaiter& second = NewWaiter(2, &order);
+  RecordingWaiter& newcomer = NewWaiter(3, &order);
   first.then = [&] { pool.Acquire(newcomer); };
   pool.Acquire(first);
   pool.Acquire(second);
@@ -743,7 +759,7 @@ TEST_F(NodePoolTest, DestructorAbortsConnections) {
   options.max_streams_per_connection = 1;
   NodePool& pool = MakeReadyPool(options);
   AcquireNow(pool);
-  RecordingWaiter waiter;
+  RecordingWaiter& waiter = NewWaiter();
   pool.Acquire(waiter);
   ASSERT_EQ(factory_.made(), 2u);
 
