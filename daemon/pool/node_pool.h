@@ -75,7 +75,8 @@ class ConnectionFactory {
 };
 
 // A caller waiting for a stream slot. Exactly one of the two callbacks runs, once, unless the
-// caller cancels first (NodePool::CancelWait).
+// caller cancels first (NodePool::CancelWait). A queued waiter must stay alive until then, or
+// until the pool is destroyed (the destructor unlinks queued waiters without calling them).
 class StreamWaiter {
  public:
   virtual ~StreamWaiter() = default;
