@@ -1,0 +1,132 @@
+// qdrant-emulator: an in-memory, Qdrant-compatible gRPC server with fault injection, for qpool's
+// tests, demo and load tests. Flags, signals and wiring only; see docs/emulator.md.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "emulator/control_api.h"
+#include "emulator/control_http.h"
+#include "emulator/faults.h"
+#include "emulator/server.h"
+#include "emulator/storage.h"
+
+namespace {
+
+constexpr char kUsage[] = R"(usage: qdrant-emulator [flags]
+  --listen ADDR                  gRPC address (default 127.0.0.1:6334; port 0 = any free port)
+  --control-listen ADDR          control HTTP endpoint (default 127.0.0.1:0)
+  --port-file PATH               write "grpc=HOST:PORT control=HOST:PORT" there once bound
+  --version V                    version reported by HealthCheck (default 1.19.0)
+  --max-concurrent-streams N     HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (default 0 = unlimited)
+  --goaway-grace-ms N            time calls may run after GOAWAY (default 5000)
+  --faults JSON|@FILE            initial fault configuration (qpool.emulator.FaultConfig JSON)
+  --seed N                       seed of the fault dice (default 1)
+Prints "qdrant-emulator listening grpc=HOST:PORT control=HOST:PORT" on stdout when ready.
+Stops on SIGINT or SIGTERM.
+)";
+
+int Fail(const std::string& message) {
+  std::cerr << "qdrant-emulator: " << message << "\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::map<std::string, std::string> flags = {
+      {"listen", "127.0.0.1:6334"}, {"control-listen", "127.0.0.1:0"}, {"port-file", ""},
+      {"version", "1.19.0"},        {"max-concurrent-streams", "0"},   {"goaway-grace-ms", "5000"},
+      {"faults", ""},               {"seed", "1"}};
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (arg.rfind("--", 0) != 0) return Fail(absl::StrCat("unexpected argument ", arg, "\n", kUsage));
+    std::string name = arg.substr(2), value;
+    size_t eq = name.find('=');
+    if (eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      return Fail(absl::StrCat("flag --", name, " needs a value"));
+    }
+    if (flags.count(name) == 0) return Fail(absl::StrCat("unknown flag --", name, "\n", kUsage));
+    flags[name] = value;
+  }
+
+  qpool::emulator::ServerOptions options;
+  options.listen = flags["listen"];
+  options.handlers.version = flags["version"];
+  uint64_t seed;
+  int grace_ms;
+  if (!absl::SimpleAtoi(flags["max-concurrent-streams"], &options.max_concurrent_streams) ||
+      options.max_concurrent_streams < 0) {
+    return Fail("--max-concurrent-streams must be a number >= 0");
+  }
+  if (!absl::SimpleAtoi(flags["goaway-grace-ms"], &grace_ms) || grace_ms < 0) {
+    return Fail("--goaway-grace-ms must be a number >= 0");
+  }
+  options.goaway_grace = absl::Milliseconds(grace_ms);
+  if (!absl::SimpleAtoi(flags["seed"], &seed)) return Fail("--seed must be a number");
+
+  qpool::emulator::FaultInjector faults(seed);
+  if (std::string json = flags["faults"]; !json.empty()) {
+    if (json[0] == '@') {
+      std::ifstream file(json.substr(1));
+      if (!file) return Fail(absl::StrCat("cannot read ", json.substr(1)));
+      std::stringstream text;
+      text << file.rdbuf();
+      json = text.str();
+    }
+    if (absl::Status status = faults.SetConfigJson(json); !status.ok()) {
+      return Fail(absl::StrCat("--faults: ", status.message()));
+    }
+  }
+
+  // Signals are taken synchronously by sigwait below; block them before any thread starts.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  qpool::emulator::Storage storage;
+  auto server = qpool::emulator::EmulatorServer::Start(options, storage, faults);
+  if (!server.ok()) return Fail(std::string(server.status().message()));
+  auto control = qpool::emulator::ControlHttpServer::Start(
+      flags["control-listen"], qpool::emulator::MakeControlHandler(faults, **server));
+  if (!control.ok()) return Fail(std::string(control.status().message()));
+
+  std::string ports = absl::StrCat("grpc=", (*server)->address(), " control=", (*control)->address());
+  if (const std::string& path = flags["port-file"]; !path.empty()) {
+    std::string tmp = path + ".tmp";
+    {
+      std::ofstream file(tmp);
+      file << ports << "\n";
+      if (!file) return Fail(absl::StrCat("cannot write ", tmp));
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) return Fail(absl::StrCat("cannot write ", path));
+  }
+  std::cout << "qdrant-emulator listening " << ports << std::endl;
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  std::cerr << "qdrant-emulator: stopping on signal " << signal_number << "\n";
+  control->reset();
+  (*server)->Shutdown();
+  return 0;
+}

@@ -1,0 +1,65 @@
+// qdrant-emulator's gRPC front: Qdrant's Qdrant, Collections, Points (and, answering
+// UNIMPLEMENTED, Snapshots) services plus grpc.health.v1.Health on one TCP port, with fault
+// injection around every implemented method.
+//
+// The emulator accepts TCP connections itself and hands each socket to a gRPC C++ callback server
+// (grpc::AddInsecureChannelFromFd). Owning the sockets is what lets it close connections on
+// purpose: "goaway" moves new connections to a fresh gRPC server and shuts the old one down
+// (HTTP/2 GOAWAY, in-flight calls complete within a grace period); "abrupt" shuts the sockets down
+// (no GOAWAY; FIN then RST).
+//
+//   auto server = EmulatorServer::Start(options, storage, faults);
+//   std::cout << (*server)->address();
+//   (*server)->CloseConnections(CloseMode::kGoaway);
+//
+// Thread-safety: all public methods are thread-safe.
+#ifndef QPOOL_EMULATOR_SERVER_H_
+#define QPOOL_EMULATOR_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "emulator/faults.h"
+#include "emulator/handlers.h"
+#include "emulator/storage.h"
+
+namespace qpool::emulator {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:6334";  // HOST:PORT; port 0 picks a free port.
+  // HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS announced to clients; 0 = no limit (as Qdrant).
+  int max_concurrent_streams = 0;
+  // How long calls on a connection that got GOAWAY may still run before they are cancelled.
+  absl::Duration goaway_grace = absl::Seconds(5);
+  HandlerOptions handlers;
+};
+
+class EmulatorServer {
+ public:
+  // `storage` and `faults` must outlive the server.
+  static absl::StatusOr<std::unique_ptr<EmulatorServer>> Start(const ServerOptions& options,
+                                                               Storage& storage,
+                                                               FaultInjector& faults);
+  ~EmulatorServer();  // Shutdown().
+
+  const std::string& address() const;  // "127.0.0.1:PORT" as bound.
+
+  // Closes every open client connection now. kGoaway returns once GOAWAY has been sent.
+  void CloseConnections(CloseMode mode);
+  // Lets parked calls whose method no longer hangs (see FaultInjector) proceed.
+  void ReleaseParkedCalls();
+  // Answers parked calls UNAVAILABLE, stops accepting, shuts the gRPC servers down. Idempotent.
+  void Shutdown();
+
+  class Impl;
+
+ private:
+  explicit EmulatorServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace qpool::emulator
+
+#endif  // QPOOL_EMULATOR_SERVER_H_
