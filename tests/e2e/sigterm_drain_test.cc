@@ -11,11 +11,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -83,42 +85,31 @@ class SigtermDrainTest : public ::testing::Test {
 };
 
 TEST_F(SigtermDrainTest, SigtermDuringLoadFailsNoCallAndExitsZero) {
-  // Slow calls, spread over a few app connections, all in progress at the upstream.
   struct SlowCall {
     EchoRequest request;
     EchoResponse response;
     grpc::ClientContext ctx;
     grpc::Status status;
   };
-  std::vector<std::unique_ptr<TestService::Stub>> slow_stubs;
-  for (int i = 0; i < 4; ++i) slow_stubs.push_back(TestService::NewStub(OwnChannel(listen_port_)));
   std::vector<std::unique_ptr<SlowCall>> slow_calls;
   absl::Mutex mu;
   int slow_done = 0;
-  for (int i = 0; i < kSlowCalls; ++i) {
-    auto call = std::make_unique<SlowCall>();
-    call->request.set_sleep_ms(kSlowCallSleepMs);
-    call->request.set_payload(absl::StrCat("slow ", i));
-    call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
-    SlowCall* raw = call.get();
-    slow_calls.push_back(std::move(call));
-    slow_stubs[i % slow_stubs.size()]->async()->Unary(&raw->ctx, &raw->request, &raw->response,
-                                                      [raw, &mu, &slow_done](grpc::Status status) {
-                                                        absl::MutexLock lock(&mu);
-                                                        raw->status = std::move(status);
-                                                        ++slow_done;
-                                                      });
-  }
-  ASSERT_TRUE(
-      WaitFor([&] { return upstream_->stats().InProgress() == kSlowCalls; }, absl::Seconds(5)))
-      << upstream_->stats().InProgress() << " of " << kSlowCalls << " slow calls in progress";
-
-  // Fast calls racing the shutdown, each racer on its own app connection, until qpoold is gone.
   std::atomic<bool> stop_racers{false};
   absl::Mutex racer_mu;
   std::map<grpc::StatusCode, int> racer_codes;
   std::string racer_unexpected;
   std::vector<std::thread> racers;
+  // Whatever way the test ends, no racer or slow call outlives the state it uses.
+  auto stop_clients = absl::MakeCleanup([&] {
+    stop_racers = true;
+    for (auto& racer : racers) racer.join();
+    for (auto& call : slow_calls) call->ctx.TryCancel();
+    absl::MutexLock lock(&mu);
+    auto all_done = [&] { return slow_done == static_cast<int>(slow_calls.size()); };
+    mu.Await(absl::Condition(&all_done));
+  });
+
+  // Fast calls racing the shutdown, each racer on its own app connection, until qpoold is gone.
   for (int r = 0; r < kRacerThreads; ++r) {
     racers.emplace_back([&, r] {
       auto stub = TestService::NewStub(OwnChannel(listen_port_));
@@ -143,6 +134,38 @@ TEST_F(SigtermDrainTest, SigtermDuringLoadFailsNoCallAndExitsZero) {
       }
     });
   }
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        absl::MutexLock lock(&racer_mu);
+        return racer_codes[grpc::StatusCode::OK] >= 10 * kRacerThreads;
+      },
+      absl::Seconds(10)))
+      << "the racing calls do not get through before SIGTERM";
+
+  // Slow calls, spread over a few app connections, all in progress at the upstream.
+  std::vector<std::unique_ptr<TestService::Stub>> slow_stubs;
+  for (int i = 0; i < 4; ++i) slow_stubs.push_back(TestService::NewStub(OwnChannel(listen_port_)));
+  for (int i = 0; i < kSlowCalls; ++i) {
+    auto call = std::make_unique<SlowCall>();
+    call->request.set_sleep_ms(kSlowCallSleepMs);
+    call->request.set_payload(absl::StrCat("slow ", i));
+    call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+    SlowCall* raw = call.get();
+    slow_calls.push_back(std::move(call));
+    slow_stubs[i % slow_stubs.size()]->async()->Unary(&raw->ctx, &raw->request, &raw->response,
+                                                      [raw, &mu, &slow_done](grpc::Status status) {
+                                                        absl::MutexLock lock(&mu);
+                                                        raw->status = std::move(status);
+                                                        ++slow_done;
+                                                      });
+  }
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return upstream_->stats().CallsStarted() - upstream_->stats().CallsFinished() >= kSlowCalls;
+      },
+      absl::Seconds(5)))
+      << upstream_->stats().InProgress() << " calls in progress, want " << kSlowCalls
+      << " slow ones";
   {
     absl::MutexLock lock(&mu);
     ASSERT_EQ(slow_done, 0) << "slow calls ended before SIGTERM";
@@ -154,6 +177,7 @@ TEST_F(SigtermDrainTest, SigtermDuringLoadFailsNoCallAndExitsZero) {
   const absl::Duration exit_after = absl::Now() - signalled;
   stop_racers = true;
   for (auto& racer : racers) racer.join();
+  racers.clear();
 
   ASSERT_TRUE(exit_status.has_value()) << "qpoold still runs 15s after SIGTERM";
   EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0)
@@ -173,6 +197,8 @@ TEST_F(SigtermDrainTest, SigtermDuringLoadFailsNoCallAndExitsZero) {
   absl::MutexLock lock(&racer_mu);
   std::string codes;
   for (const auto& [code, count] : racer_codes) absl::StrAppend(&codes, " ", code, "x", count);
+  std::cout << "qpoold exited " << exit_after
+            << " after SIGTERM; racing calls by status code:" << codes << "\n";
   EXPECT_TRUE(racer_unexpected.empty())
       << "a racing call: " << racer_unexpected << "; codes:" << codes;
   // Nothing reached the upstream half-done: every call it started it finished, none cancelled,

@@ -2,6 +2,7 @@
 // The upstream itself counts the TCP connections the calls arrived on.
 #include <grpcpp/grpcpp.h>
 
+#include <iostream>
 #include <memory>
 #include <vector>
 
@@ -75,6 +76,10 @@ TEST_P(FanInTest, FiveHundredClientConnectionsShareTwoUpstreamConnections) {
                     << call->status.error_message();
     }
   }
+  std::cout << "fan-in " << RouteName({route(), 0}) << ": " << total << " calls, " << failed
+            << " failed; the upstream saw " << upstream_stats().DistinctPeers()
+            << " TCP connections and at most " << upstream_stats().MaxInProgress()
+            << " calls in progress at once\n";
   EXPECT_EQ(failed, 0) << "of " << total << " calls";
   EXPECT_EQ(upstream_stats().CallsStarted(), total);
   if (through_qpoold()) {
