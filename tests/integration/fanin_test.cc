@@ -78,12 +78,14 @@ TEST_P(FanInTest, FiveHundredClientConnectionsShareTwoUpstreamConnections) {
   }
   std::cout << "fan-in " << RouteName({route(), 0}) << ": " << total << " calls, " << failed
             << " failed; the upstream saw " << upstream_stats().DistinctPeers()
-            << " TCP connections and at most " << upstream_stats().MaxInProgress()
+            << " TCP connections and at most " << upstream_stats().MaxUnanswered()
             << " calls in progress at once\n";
   EXPECT_EQ(failed, 0) << "of " << total << " calls";
   EXPECT_EQ(upstream_stats().CallsStarted(), total);
   if (through_qpoold()) {
     EXPECT_LE(upstream_stats().DistinctPeers(), kMaxUpstreamConnections);
+    // upstream.max_streams_per_connection keeps its default of 100.
+    EXPECT_LE(upstream_stats().MaxUnanswered(), kMaxUpstreamConnections * 100);
   } else {
     // Validates the test: without qpoold every client channel is its own TCP connection.
     EXPECT_GE(upstream_stats().DistinctPeers(), kClientConnections);

@@ -396,6 +396,32 @@ TEST_P(PoolLimitsTest, AcquireTimeoutGivesUnavailableNamingAcquireTimeout) {
   EXPECT_TRUE(holder.status.ok()) << StatusText(holder.status);
 }
 
+TEST_P(PoolLimitsTest, StreamCapBoundsCallsInProgressAtUpstream) {
+  constexpr int kConnections = 2;
+  constexpr int kStreamsPerConnection = 3;
+  constexpr int kCalls = 30;
+  ASSERT_NO_FATAL_FAILURE(RestartRoute([](config::Config& config) {
+    config.upstream.max_connections = kConnections;
+    config.upstream.max_streams_per_connection = kStreamsPerConnection;
+    config.upstream.max_pending = 100;
+    config.upstream.acquire_timeout = absl::Seconds(10);
+  }));
+  std::vector<std::unique_ptr<AsyncCall>> calls;
+  for (int i = 0; i < kCalls; ++i) {
+    calls.push_back(std::make_unique<AsyncCall>());
+    calls.back()->Start(*stub_, 100, absl::Seconds(20));
+  }
+  for (auto& call : calls) {
+    ASSERT_TRUE(call->done.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  }
+
+  for (auto& call : calls) EXPECT_TRUE(call->status.ok()) << StatusText(call->status);
+  EXPECT_EQ(upstream_stats().CallsStarted(), kCalls);
+  EXPECT_LE(upstream_stats().MaxUnanswered(), kConnections * kStreamsPerConnection);
+  EXPECT_GE(upstream_stats().MaxUnanswered(), 2) << "the calls never ran in parallel";
+  EXPECT_LE(upstream_stats().DistinctPeers(), kConnections);
+}
+
 INSTANTIATE_TEST_SUITE_P(ThroughQpoold, PoolLimitsTest, ::testing::Values(Route::kThroughQpoold),
                          RouteName);
 

@@ -91,6 +91,10 @@ class CallState {
     for (auto& alarm : alarms_) alarm->Cancel();
   }
 
+  // Right before the reactor calls Finish: the call no longer holds a stream at the upstream's
+  // peer once the peer can see its end.
+  void Answered() { stats_->CallAnswered(); }
+
   // From the reactor's OnDone.
   void Done() { stats_->CallFinished(method_); }
 
@@ -115,14 +119,14 @@ class UnaryCall : public grpc::ServerUnaryReactor {
     if (request->compress_response()) ctx->set_compression_algorithm(GRPC_COMPRESS_GZIP);
     call_.SleepThen(request->sleep_ms(), [this, request, response](bool ok) {
       if (!ok) {
-        Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while sleeping"));
+        Answer(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while sleeping"));
         return;
       }
       FillPayload(*request, *response);
       response->set_deadline_remaining_ms(call_.deadline_ms());
       response->set_messages_received(1);
       response->set_payload_bytes_received(request->payload().size());
-      Finish(RequestedStatus(*request));
+      Answer(RequestedStatus(*request));
     });
   }
 
@@ -133,6 +137,12 @@ class UnaryCall : public grpc::ServerUnaryReactor {
   }
 
  private:
+  // Every reactor ends through here, exactly once.
+  void Answer(const grpc::Status& status) {
+    call_.Answered();
+    Finish(status);
+  }
+
   CallState call_;
 };
 
@@ -158,14 +168,14 @@ class ClientStreamCall : public grpc::ServerReadReactor<EchoRequest> {
     // The client half-closed (or the call died): answer after the first request's sleep.
     call_.SleepThen(first_.sleep_ms(), [this](bool ok) {
       if (!ok) {
-        Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while sleeping"));
+        Answer(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while sleeping"));
         return;
       }
       FillPayload(first_, *response_);
       response_->set_deadline_remaining_ms(call_.deadline_ms());
       response_->set_messages_received(messages_);
       response_->set_payload_bytes_received(bytes_);
-      Finish(RequestedStatus(first_));
+      Answer(RequestedStatus(first_));
     });
   }
 
@@ -176,6 +186,12 @@ class ClientStreamCall : public grpc::ServerReadReactor<EchoRequest> {
   }
 
  private:
+  // Every reactor ends through here, exactly once.
+  void Answer(const grpc::Status& status) {
+    call_.Answered();
+    Finish(status);
+  }
+
   CallState call_;
   EchoResponse* response_;
   EchoRequest request_;
@@ -193,7 +209,7 @@ class ServerStreamCall : public grpc::ServerWriteReactor<EchoResponse> {
     remaining_ = std::max(1, request->response_count());
     call_.SleepThen(request->sleep_ms(), [this](bool ok) {
       if (!ok) {
-        Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while sleeping"));
+        Answer(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while sleeping"));
         return;
       }
       WriteNext();
@@ -202,7 +218,7 @@ class ServerStreamCall : public grpc::ServerWriteReactor<EchoResponse> {
 
   void OnWriteDone(bool ok) override {
     if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
+      Answer(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
       return;
     }
     WriteNext();
@@ -215,9 +231,15 @@ class ServerStreamCall : public grpc::ServerWriteReactor<EchoResponse> {
   }
 
  private:
+  // Every reactor ends through here, exactly once.
+  void Answer(const grpc::Status& status) {
+    call_.Answered();
+    Finish(status);
+  }
+
   void WriteNext() {
     if (remaining_ == 0) {
-      Finish(RequestedStatus(*request_));
+      Answer(RequestedStatus(*request_));
       return;
     }
     --remaining_;
@@ -247,7 +269,7 @@ class BidiCall : public grpc::ServerBidiReactor<EchoRequest, EchoResponse> {
 
   void OnReadDone(bool ok) override {
     if (!ok) {
-      Finish(messages_ == 0 ? grpc::Status::OK : RequestedStatus(first_));
+      Answer(messages_ == 0 ? grpc::Status::OK : RequestedStatus(first_));
       return;
     }
     if (messages_ == 0) {
@@ -258,7 +280,7 @@ class BidiCall : public grpc::ServerBidiReactor<EchoRequest, EchoResponse> {
     bytes_ += request_.payload().size();
     call_.SleepThen(request_.sleep_ms(), [this](bool ok) {
       if (!ok) {
-        Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while sleeping"));
+        Answer(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while sleeping"));
         return;
       }
       response_.Clear();
@@ -273,7 +295,7 @@ class BidiCall : public grpc::ServerBidiReactor<EchoRequest, EchoResponse> {
 
   void OnWriteDone(bool ok) override {
     if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
+      Answer(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
       return;
     }
     StartRead(&request_);
@@ -286,6 +308,12 @@ class BidiCall : public grpc::ServerBidiReactor<EchoRequest, EchoResponse> {
   }
 
  private:
+  // Every reactor ends through here, exactly once.
+  void Answer(const grpc::Status& status) {
+    call_.Answered();
+    Finish(status);
+  }
+
   CallState call_;
   EchoRequest request_;
   EchoRequest first_;
@@ -359,9 +387,16 @@ void UpstreamStats::CallStarted(Method method, const std::string& peer,
   ++started_[static_cast<int>(method)];
   ++in_progress_;
   max_in_progress_ = std::max(max_in_progress_, in_progress_);
+  ++unanswered_;
+  max_unanswered_ = std::max(max_unanswered_, unanswered_);
   peers_.insert(peer);
   last_metadata_ = std::move(metadata);
   last_deadline_ = deadline;
+}
+
+void UpstreamStats::CallAnswered() {
+  absl::MutexLock lock(&mu_);
+  --unanswered_;
 }
 
 void UpstreamStats::CallCancelled() {
@@ -407,6 +442,16 @@ int64_t UpstreamStats::InProgress() const {
 int64_t UpstreamStats::MaxInProgress() const {
   absl::MutexLock lock(&mu_);
   return max_in_progress_;
+}
+
+int64_t UpstreamStats::Unanswered() const {
+  absl::MutexLock lock(&mu_);
+  return unanswered_;
+}
+
+int64_t UpstreamStats::MaxUnanswered() const {
+  absl::MutexLock lock(&mu_);
+  return max_unanswered_;
 }
 
 int64_t UpstreamStats::Cancellations() const {

@@ -46,6 +46,7 @@ class UpstreamStats {
   // Called by the reactors.
   void CallStarted(Method method, const std::string& peer,
                    std::multimap<std::string, std::string> metadata, absl::Duration deadline);
+  void CallAnswered();  // right before the reactor calls Finish()
   void CallCancelled();
   void CallFinished(Method method);
 
@@ -53,8 +54,14 @@ class UpstreamStats {
   int64_t CallsStarted(Method method) const;
   int64_t CallsFinished() const;
   int64_t CallsFinished(Method method) const;
+  // Calls started whose reactor is not done yet (OnDone runs a little after the answer is sent).
   int64_t InProgress() const;
   int64_t MaxInProgress() const;
+  // Calls started and not yet answered (Finish not called). A client (or qpoold) can only see a
+  // call end after it is answered, so the peak is exact for checking a concurrency bound, where
+  // InProgress() may briefly count a call the client already saw end.
+  int64_t Unanswered() const;
+  int64_t MaxUnanswered() const;
   int64_t Cancellations() const;
   // Distinct `peer()` strings ("ipv4:127.0.0.1:PORT"): one per client TCP connection seen.
   int64_t DistinctPeers() const;
@@ -70,6 +77,8 @@ class UpstreamStats {
   int64_t finished_[kMethodCount] ABSL_GUARDED_BY(mu_) = {};
   int64_t in_progress_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t max_in_progress_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t unanswered_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t max_unanswered_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t cancellations_ ABSL_GUARDED_BY(mu_) = 0;
   std::set<std::string> peers_ ABSL_GUARDED_BY(mu_);
   std::multimap<std::string, std::string> last_metadata_ ABSL_GUARDED_BY(mu_);
