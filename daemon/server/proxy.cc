@@ -23,6 +23,17 @@ class ProxyImpl : public Proxy {
 
   absl::Status Start() override;
   uint16_t port() const override { return port_.load(); }
+  ProxyStats stats() const override {
+    ProxyStats stats;
+    stats.downstream_accepted = counters_.downstream_accepted.load(std::memory_order_relaxed);
+    stats.downstream_refused = counters_.downstream_refused.load(std::memory_order_relaxed);
+    stats.downstream_protocol_errors =
+        counters_.downstream_protocol_errors.load(std::memory_order_relaxed);
+    stats.downstream_open = counters_.downstream_open.load(std::memory_order_relaxed);
+    stats.calls_started = counters_.calls_started.load(std::memory_order_relaxed);
+    stats.local_replies = counters_.local_replies.load(std::memory_order_relaxed);
+    return stats;
+  }
   absl::Status Shutdown() override;
   void ShutdownNow() override;
 

@@ -19,6 +19,16 @@
 
 namespace qpool::server {
 
+// Counters since start, for status pages, metrics and tests.
+struct ProxyStats {
+  uint64_t downstream_accepted = 0;
+  uint64_t downstream_refused = 0;         // over server.max_client_connections
+  uint64_t downstream_protocol_errors = 0;  // garbage, HTTP/1.1, a bad preface, broken HTTP/2
+  int64_t downstream_open = 0;
+  uint64_t calls_started = 0;
+  uint64_t local_replies = 0;  // answered by qpoold itself (limits, deadline, lost upstream)
+};
+
 class Proxy {
  public:
   // kInvalidArgument when the config fails config::Validate().
@@ -32,6 +42,9 @@ class Proxy {
 
   // The port the listener is bound to; 0 before Start().
   virtual uint16_t port() const = 0;
+
+  // A snapshot of the counters; any thread.
+  virtual ProxyStats stats() const = 0;
 
   // Graceful stop: closes the listener, sends GOAWAY to every app connection, lets in-flight calls
   // finish for up to server.drain_timeout, then closes everything and joins the workers. Blocks.

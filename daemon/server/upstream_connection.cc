@@ -169,10 +169,16 @@ void UpstreamConnection::OnTransportClosed(const absl::Status& reason) {
   events_ = nullptr;
   if (events == nullptr) return;
   if (!handshake_done_) {
-    SPDLOG_WARN("upstream {}: connect failed: {}", node_name_, std::string(reason.message()));
+    if (absl::IsCancelled(reason)) {
+      SPDLOG_DEBUG("upstream {}: connect abandoned: {}", node_name_, std::string(reason.message()));
+    } else {
+      SPDLOG_WARN("upstream {}: connect failed: {}", node_name_, std::string(reason.message()));
+    }
     events->OnConnectFailed(this, reason);
   } else {
-    if (!reason.ok()) SPDLOG_INFO("upstream {}: connection closed: {}", node_name_, std::string(reason.message()));
+    if (!reason.ok() && !absl::IsCancelled(reason)) {
+      SPDLOG_INFO("upstream {}: connection closed: {}", node_name_, std::string(reason.message()));
+    }
     events->OnClosed(this, reason);
   }
 }
