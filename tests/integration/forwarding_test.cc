@@ -377,7 +377,7 @@ TEST_P(PoolLimitsTest, AcquireTimeoutGivesUnavailableNamingAcquireTimeout) {
     config.upstream.acquire_timeout = absl::Milliseconds(300);
   }));
   AsyncCall holder;
-  holder.Start(*stub_, 3000, absl::Seconds(20));
+  holder.Start(*stub_, 1500, absl::Seconds(20));
   ASSERT_TRUE(WaitFor([&] { return upstream_stats().InProgress() == 1; }, absl::Seconds(5)));
 
   grpc::ClientContext ctx;
