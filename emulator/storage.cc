@@ -190,9 +190,10 @@ absl::Status Collection::Scroll(const qdrant::Filter* filter, const std::optiona
                                 google::protobuf::RepeatedPtrField<qdrant::RetrievedPoint>* out,
                                 std::optional<PointKey>* next) const {
   if (filter != nullptr) QPOOL_RETURN_IF_ERROR(ValidateFilter(*filter));
+  const std::optional<PointKey> start = offset;  // `offset` may alias `*next`.
   next->reset();
   absl::ReaderMutexLock lock(&mu_);
-  auto it = offset.has_value() ? slot_of_.lower_bound(*offset) : slot_of_.begin();
+  auto it = start.has_value() ? slot_of_.lower_bound(*start) : slot_of_.begin();
   for (; it != slot_of_.end(); ++it) {
     if (!SlotMatches(it->second, filter)) continue;
     if (static_cast<uint64_t>(out->size()) == limit) {
