@@ -1,6 +1,9 @@
-// A FIFO of bytes in fixed-size chunks: what a call holds of one direction's body between the
-// moment nghttp2 hands it over on one side and the moment the other side's data source takes it.
-// Its size is bounded by the HTTP/2 stream window, since windows open only as bytes leave.
+// A FIFO of bytes: what a call holds of one direction's body between the moment nghttp2 hands it
+// over on one side and the moment the other side's data source takes it. Its size is bounded by
+// the HTTP/2 stream window, since windows open only as bytes leave.
+//
+// Chunks are sized to what arrives (at least kMinChunk, at most kMaxChunk) and not zero-filled, so
+// a small gRPC message costs one small allocation and an empty queue costs none.
 // Thread-safety: none; one call, one worker thread.
 #ifndef QPOOL_DAEMON_SERVER_BYTE_QUEUE_H_
 #define QPOOL_DAEMON_SERVER_BYTE_QUEUE_H_
@@ -9,24 +12,28 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <deque>
-#include <memory>
+#include <new>
 
 namespace qpool::server {
 
 class ByteQueue {
  public:
-  static constexpr size_t kChunkSize = 16 * 1024;
+  static constexpr size_t kMinChunk = 1024;
+  static constexpr size_t kMaxChunk = 64 * 1024;
+
+  ByteQueue() = default;
+  ~ByteQueue() { Clear(); }
+  ByteQueue(const ByteQueue&) = delete;
+  ByteQueue& operator=(const ByteQueue&) = delete;
 
   void Append(const uint8_t* data, size_t len) {
     while (len > 0) {
-      if (chunks_.empty() || chunks_.back().end == kChunkSize) {
-        chunks_.push_back(Chunk{std::make_unique<uint8_t[]>(kChunkSize), 0, 0});
+      if (tail_ == nullptr || tail_->end == tail_->capacity) {
+        AddChunk(std::clamp(len, kMinChunk, kMaxChunk));
       }
-      Chunk& tail = chunks_.back();
-      const size_t n = std::min(len, kChunkSize - tail.end);
-      std::memcpy(tail.data.get() + tail.end, data, n);
-      tail.end += n;
+      const size_t n = std::min(len, tail_->capacity - tail_->end);
+      std::memcpy(tail_->data() + tail_->end, data, n);
+      tail_->end += n;
       data += n;
       len -= n;
       size_ += n;
@@ -36,20 +43,19 @@ class ByteQueue {
   // Moves up to `max` bytes into `out`; returns how many.
   size_t Read(uint8_t* out, size_t max) {
     size_t copied = 0;
-    while (copied < max && !chunks_.empty()) {
-      Chunk& head = chunks_.front();
-      const size_t n = std::min(max - copied, head.end - head.begin);
-      std::memcpy(out + copied, head.data.get() + head.begin, n);
-      head.begin += n;
+    while (copied < max && head_ != nullptr) {
+      const size_t n = std::min(max - copied, head_->end - head_->begin);
+      std::memcpy(out + copied, head_->data() + head_->begin, n);
+      head_->begin += n;
       copied += n;
-      if (head.begin == head.end) chunks_.pop_front();
+      if (head_->begin == head_->end) PopChunk();
     }
     size_ -= copied;
     return copied;
   }
 
   void Clear() {
-    chunks_.clear();
+    while (head_ != nullptr) PopChunk();
     size_ = 0;
   }
   size_t size() const { return size_; }
@@ -57,11 +63,33 @@ class ByteQueue {
 
  private:
   struct Chunk {
-    std::unique_ptr<uint8_t[]> data;
+    Chunk* next;
+    size_t capacity;
     size_t begin;
     size_t end;
+    uint8_t* data() { return reinterpret_cast<uint8_t*>(this + 1); }
   };
-  std::deque<Chunk> chunks_;
+
+  void AddChunk(size_t capacity) {
+    auto* chunk = static_cast<Chunk*>(::operator new(sizeof(Chunk) + capacity));
+    *chunk = Chunk{nullptr, capacity, 0, 0};
+    if (tail_ != nullptr) {
+      tail_->next = chunk;
+    } else {
+      head_ = chunk;
+    }
+    tail_ = chunk;
+  }
+
+  void PopChunk() {
+    Chunk* next = head_->next;
+    ::operator delete(head_);
+    head_ = next;
+    if (head_ == nullptr) tail_ = nullptr;
+  }
+
+  Chunk* head_ = nullptr;
+  Chunk* tail_ = nullptr;
   size_t size_ = 0;
 };
 

@@ -10,19 +10,6 @@
 namespace qpool::server {
 namespace {
 
-nghttp2_nv MakeNv(const std::string& name, const std::string& value) {
-  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
-                    value.size(), NGHTTP2_NV_FLAG_NONE};
-}
-
-std::vector<nghttp2_nv> MakeNvs(const HeaderList& headers) {
-  std::vector<nghttp2_nv> nva;
-  nva.reserve(headers.size());
-  for (const auto& [name, value] : headers) nva.push_back(MakeNv(name, value));
-  return nva;
-}
-
 // Connection-specific headers are illegal in HTTP/2 (RFC 9113 8.2.2); nghttp2 already refuses
 // them on receipt, so only `te` needs a look: anything but "trailers" must not be forwarded.
 bool ForwardableRequestHeader(std::string_view name, std::string_view value) {
@@ -48,7 +35,7 @@ void Call::OnRequestHeader(std::string_view name, std::string_view value) {
       deadline_ = downstream_.worker().loop().Now() + *timeout;
     }
   }
-  request_headers_.emplace_back(name, value);
+  request_headers_.Add(name, value);
 }
 
 void Call::OnRequestHeadersEnd() {
@@ -107,7 +94,7 @@ ssize_t Call::ReadResponseBody(uint8_t* buf, size_t length, uint32_t* data_flags
       *data_flags |= NGHTTP2_DATA_FLAG_EOF;
       if (!trailers_.empty()) {
         *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        std::vector<nghttp2_nv> nva = MakeNvs(trailers_);
+        NvArray nva = trailers_.ToNv();
         downstream_.SubmitTrailers(*this, nva.data(), nva.size());
       }
     } else if (n == 0) {
@@ -121,7 +108,7 @@ ssize_t Call::ReadResponseBody(uint8_t* buf, size_t length, uint32_t* data_flags
 
 void Call::OnResponseHeader(bool trailers, std::string_view name, std::string_view value) {
   if (finished_) return;
-  (trailers ? trailers_ : response_headers_).emplace_back(name, value);
+  (trailers ? trailers_ : response_headers_).Add(name, value);
 }
 
 void Call::OnResponseHeadersEnd(bool end_stream) {
@@ -131,14 +118,14 @@ void Call::OnResponseHeadersEnd(bool end_stream) {
     finished_ = true;
     response_started_ = true;
     response_ended_ = true;
-    std::vector<nghttp2_nv> nva = MakeNvs(response_headers_);
+    NvArray nva = response_headers_.ToNv();
     downstream_.SubmitResponse(*this, nva.data(), nva.size(), /*has_body=*/false);
     return;
   }
   response_started_ = true;
-  std::vector<nghttp2_nv> nva = MakeNvs(response_headers_);
+  NvArray nva = response_headers_.ToNv();
   downstream_.SubmitResponse(*this, nva.data(), nva.size(), /*has_body=*/true);
-  response_headers_.clear();
+  response_headers_.Clear();
 }
 
 void Call::OnResponseTrailersEnd() {
@@ -221,16 +208,15 @@ void Call::OnAcquireFailed(const absl::Status& status) {
 void Call::StartUpstream(UpstreamConnection& upstream) {
   // Headers as received, with grpc-timeout lowered by the time spent in qpoold so far.
   std::string remaining;
-  std::vector<nghttp2_nv> nva;
-  nva.reserve(request_headers_.size());
-  for (const auto& [name, value] : request_headers_) {
+  NvArray nva;
+  request_headers_.ForEach([&](std::string_view name, std::string_view value) {
     if (name == "grpc-timeout" && deadline_) {
       remaining = FormatGrpcTimeout(*deadline_ - downstream_.worker().loop().Now());
       nva.push_back(MakeNv(name, remaining));
     } else {
       nva.push_back(MakeNv(name, value));
     }
-  }
+  });
   const bool has_body = !(request_ended_ && request_body_.empty());
   const int32_t stream_id = upstream.SubmitRequest(*this, nva.data(), nva.size(), has_body);
   if (stream_id < 0) {
@@ -244,8 +230,7 @@ void Call::StartUpstream(UpstreamConnection& upstream) {
   upstream_ = &upstream;
   upstream_ref_ = upstream.shared_from_this();
   upstream_id_ = stream_id;
-  request_headers_.clear();
-  request_headers_.shrink_to_fit();
+  request_headers_.Clear();
   upstream.ScheduleFlush();
 }
 
@@ -275,17 +260,16 @@ void Call::FinishLocally(const absl::Status& status) {
   if (!response_started_) {
     response_started_ = true;
     response_ended_ = true;
-    static const std::string kStatus = ":status", k200 = "200", kContentType = "content-type",
-                             kGrpc = "application/grpc", kGrpcStatus = "grpc-status",
-                             kGrpcMessage = "grpc-message";
-    const nghttp2_nv nva[] = {MakeNv(kStatus, k200), MakeNv(kContentType, kGrpc),
-                              MakeNv(kGrpcStatus, code), MakeNv(kGrpcMessage, message)};
+    const nghttp2_nv nva[] = {MakeNv(":status", "200"), MakeNv("content-type", "application/grpc"),
+                              MakeNv("grpc-status", code), MakeNv("grpc-message", message)};
     downstream_.SubmitResponse(*this, nva, 4, /*has_body=*/false);
     return;
   }
   // Headers went out already: end with trailers after whatever data is queued.
   response_ended_ = true;
-  trailers_ = {{"grpc-status", code}, {"grpc-message", message}};
+  trailers_.Clear();
+  trailers_.Add("grpc-status", code);
+  trailers_.Add("grpc-message", message);
   ResumeDownstream();
 }
 

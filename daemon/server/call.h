@@ -24,25 +24,27 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include <boost/intrusive/list.hpp>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
-#include <utility>
-#include <vector>
 
 #include "absl/status/status.h"
 #include "daemon/common/event_loop.h"
 #include "daemon/pool/node_pool.h"
 #include "daemon/server/byte_queue.h"
+#include "daemon/server/header_block.h"
 
 namespace qpool::server {
 
 class DownstreamSession;
 class UpstreamConnection;
 
-// Header name/value pairs as received, in order (pseudo-headers first, as HTTP/2 requires).
-using HeaderList = std::vector<std::pair<std::string, std::string>>;
+// Links a call into its session's and its upstream connection's lists; a link removes itself when
+// the call is destroyed.
+using CallHook = boost::intrusive::list_member_hook<
+    boost::intrusive::link_mode<boost::intrusive::auto_unlink>>;
 
 class Call : public pool::StreamWaiter {
  public:
@@ -79,6 +81,9 @@ class Call : public pool::StreamWaiter {
 
   int32_t downstream_stream_id() const { return downstream_id_; }
 
+  CallHook downstream_hook;  // DownstreamSession's list of its calls
+  CallHook upstream_hook;    // UpstreamConnection's list of calls with a stream open there
+
  private:
   void StartUpstream(UpstreamConnection& upstream);
   // Lets go of the upstream stream, resetting it with `h2_error_code` if it is still open.
@@ -100,7 +105,7 @@ class Call : public pool::StreamWaiter {
   std::shared_ptr<void> upstream_ref_;  // keeps the connection alive while attached
   int32_t upstream_id_ = -1;
 
-  HeaderList request_headers_;
+  HeaderBlock request_headers_;
   bool request_headers_done_ = false;
   ByteQueue request_body_;
   bool request_ended_ = false;
@@ -109,13 +114,20 @@ class Call : public pool::StreamWaiter {
   std::optional<MonoTime> deadline_;
   std::unique_ptr<Timer> deadline_timer_;
 
-  HeaderList response_headers_;
-  HeaderList trailers_;
+  HeaderBlock response_headers_;
+  HeaderBlock trailers_;
   ByteQueue response_body_;
   bool response_started_ = false;  // response HEADERS submitted downstream
   bool response_ended_ = false;    // nothing more will be added to response_body_ / trailers_
   bool finished_ = false;          // the answer to the app is settled (upstream or local)
 };
+
+using DownstreamCallList = boost::intrusive::list<
+    Call, boost::intrusive::member_hook<Call, CallHook, &Call::downstream_hook>,
+    boost::intrusive::constant_time_size<false>>;
+using UpstreamCallList = boost::intrusive::list<
+    Call, boost::intrusive::member_hook<Call, CallHook, &Call::upstream_hook>,
+    boost::intrusive::constant_time_size<false>>;
 
 }  // namespace qpool::server
 

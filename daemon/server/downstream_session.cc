@@ -32,7 +32,10 @@ DownstreamSession::DownstreamSession(Worker& worker, tcp::socket socket)
   peer_ = ec ? "unknown" : absl::StrCat(endpoint.address().to_string(), ":", endpoint.port());
 }
 
-DownstreamSession::~DownstreamSession() = default;
+DownstreamSession::~DownstreamSession() {
+  // OnTransportClosed ended every call; a session that never started has none.
+  calls_.clear_and_dispose([](Call* call) { delete call; });
+}
 
 bool DownstreamSession::CreateSession() {
   nghttp2_option* option;
@@ -66,6 +69,7 @@ void DownstreamSession::Refuse(const std::string& reason) {
                         reinterpret_cast<const uint8_t*>(reason.data()), reason.size());
   draining_ = true;
   final_goaway_sent_ = true;
+  refused_ = true;
   StartReading();
   Flush();
 }
@@ -126,10 +130,12 @@ void DownstreamSession::OnProtocolError(int nghttp2_error) {
 
 void DownstreamSession::OnTransportClosed(const absl::Status& reason) {
   // nghttp2 will not report these streams' ends any more: end the calls here.
-  auto calls = std::move(calls_);
-  calls_.clear();
-  for (auto& [id, call] : calls) call->OnDownstreamClosed(NGHTTP2_CANCEL);
-  calls.clear();
+  while (!calls_.empty()) {
+    Call* call = &calls_.front();
+    calls_.pop_front();
+    call->OnDownstreamClosed(NGHTTP2_CANCEL);
+    delete call;
+  }
   worker().OnSessionClosed(this);
 }
 
@@ -144,6 +150,8 @@ nghttp2_session_callbacks* DownstreamSession::Callbacks() {
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, &OnFrameRecvCallback);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, &OnDataChunkRecvCallback);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &OnStreamCloseCallback);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, &OnFrameSendCallback);
+    nghttp2_session_callbacks_set_error_callback2(cbs, &ErrorCallback);
     return cbs;
   }();
   return callbacks;
@@ -153,9 +161,9 @@ int DownstreamSession::OnBeginHeadersCallback(nghttp2_session* session,
                                               const nghttp2_frame* frame, void* user_data) {
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   DownstreamSession* self = Self(user_data);
-  auto call = std::make_unique<Call>(*self, frame->hd.stream_id);
-  nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, call.get());
-  self->calls_.emplace(frame->hd.stream_id, std::move(call));
+  auto* call = new Call(*self, frame->hd.stream_id);
+  nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, call);
+  self->calls_.push_back(*call);
   return 0;
 }
 
@@ -221,13 +229,33 @@ int DownstreamSession::OnDataChunkRecvCallback(nghttp2_session* session, uint8_t
 
 int DownstreamSession::OnStreamCloseCallback(nghttp2_session* session, int32_t stream_id,
                                              uint32_t error_code, void* user_data) {
+  Call* call = CallOf(session, stream_id);
+  if (call == nullptr) return 0;
   DownstreamSession* self = Self(user_data);
-  auto it = self->calls_.find(stream_id);
-  if (it == self->calls_.end()) return 0;
-  std::unique_ptr<Call> call = std::move(it->second);
-  self->calls_.erase(it);
+  self->calls_.erase(self->calls_.iterator_to(*call));
   nghttp2_session_set_stream_user_data(session, stream_id, nullptr);
   call->OnDownstreamClosed(error_code);
+  delete call;
+  return 0;
+}
+
+int DownstreamSession::OnFrameSendCallback(nghttp2_session*, const nghttp2_frame* frame,
+                                           void* user_data) {
+  DownstreamSession* self = Self(user_data);
+  // nghttp2 answers a connection error (a broken frame, a bad header block, a flow-control
+  // violation) with a GOAWAY carrying the error code, then winds the connection down.
+  if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR &&
+      !self->refused_) {
+    self->worker().counters().downstream_protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    SPDLOG_DEBUG("client {}: closing: HTTP/2 connection error {}: {}", self->peer_,
+                 nghttp2_http2_strerror(frame->goaway.error_code), self->last_error_);
+  }
+  return 0;
+}
+
+int DownstreamSession::ErrorCallback(nghttp2_session*, int, const char* msg, size_t len,
+                                     void* user_data) {
+  Self(user_data)->last_error_.assign(msg, len);
   return 0;
 }
 

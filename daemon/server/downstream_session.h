@@ -6,13 +6,11 @@
 
 #include <memory>
 #include <string>
-#include <unordered_map>
 
+#include "daemon/server/call.h"
 #include "daemon/server/h2_transport.h"
 
 namespace qpool::server {
-
-class Call;
 
 class DownstreamSession : public H2Transport {
  public:
@@ -52,6 +50,8 @@ class DownstreamSession : public H2Transport {
   static int OnDataChunkRecvCallback(nghttp2_session*, uint8_t, int32_t, const uint8_t*, size_t,
                                      void*);
   static int OnStreamCloseCallback(nghttp2_session*, int32_t, uint32_t, void*);
+  static int OnFrameSendCallback(nghttp2_session*, const nghttp2_frame*, void*);
+  static int ErrorCallback(nghttp2_session*, int, const char*, size_t, void*);
   static ssize_t ReadResponseCallback(nghttp2_session*, int32_t, uint8_t*, size_t, uint32_t*,
                                       nghttp2_data_source*, void*);
 
@@ -60,9 +60,13 @@ class DownstreamSession : public H2Transport {
   void OnProtocolError(int nghttp2_error) override;
 
   std::string peer_;
-  std::unordered_map<int32_t, std::unique_ptr<Call>> calls_;
+  // The calls of this connection, owned here: created on request HEADERS, deleted when their
+  // stream closes (or the connection does). nghttp2's stream user data points at them too.
+  DownstreamCallList calls_;
   bool draining_ = false;
   bool final_goaway_sent_ = false;
+  bool refused_ = false;
+  std::string last_error_;  // nghttp2's words for the last protocol error, for the log
 };
 
 }  // namespace qpool::server

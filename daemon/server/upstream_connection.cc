@@ -105,13 +105,13 @@ int32_t UpstreamConnection::SubmitRequest(Call& call, const nghttp2_nv* nva, siz
   provider.read_callback = &UpstreamConnection::ReadRequestCallback;
   const int32_t stream_id =
       nghttp2_submit_request(session_, nullptr, nva, nvlen, has_body ? &provider : nullptr, &call);
-  if (stream_id > 0) calls_.insert(&call);
+  if (stream_id > 0) calls_.push_back(call);
   return stream_id;
 }
 
 void UpstreamConnection::ResetStream(int32_t stream_id, uint32_t h2_error_code) {
   Call* call = CallOf(session_, stream_id);
-  if (call != nullptr) calls_.erase(call);
+  if (call != nullptr) call->upstream_hook.unlink();
   if (closed()) return;
   nghttp2_session_set_stream_user_data(session_, stream_id, nullptr);
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, h2_error_code);
@@ -162,9 +162,11 @@ void UpstreamConnection::OnTransportClosed(const absl::Status& reason) {
   connect_timer_.cancel();
   resolver_.cancel();
   // Calls still riding here lose their upstream stream.
-  std::vector<Call*> calls(calls_.begin(), calls_.end());
-  calls_.clear();
-  for (Call* call : calls) call->OnUpstreamClosed(NGHTTP2_INTERNAL_ERROR, /*connection_lost=*/true);
+  while (!calls_.empty()) {
+    Call& call = calls_.front();
+    calls_.pop_front();
+    call.OnUpstreamClosed(NGHTTP2_INTERNAL_ERROR, /*connection_lost=*/true);
+  }
   pool::PoolConnectionEvents* events = events_;
   events_ = nullptr;
   if (events == nullptr) return;
@@ -279,7 +281,7 @@ int UpstreamConnection::OnStreamCloseCallback(nghttp2_session* session, int32_t 
   UpstreamConnection* self = Self(user_data);
   Call* call = CallOf(session, stream_id);
   if (call != nullptr) {
-    self->calls_.erase(call);
+    call->upstream_hook.unlink();
     nghttp2_session_set_stream_user_data(session, stream_id, nullptr);
     call->OnUpstreamClosed(error_code, /*connection_lost=*/false);
   }

@@ -9,15 +9,13 @@
 #include <boost/asio/steady_timer.hpp>
 #include <memory>
 #include <string>
-#include <unordered_set>
 
 #include "daemon/config/config.h"
 #include "daemon/pool/node_pool.h"
+#include "daemon/server/call.h"
 #include "daemon/server/h2_transport.h"
 
 namespace qpool::server {
-
-class Call;
 
 class UpstreamConnection : public H2Transport, public pool::PoolConnection {
  public:
@@ -71,7 +69,7 @@ class UpstreamConnection : public H2Transport, public pool::PoolConnection {
   bool handshake_done_ = false;
   bool draining_ = false;
   bool close_posted_ = false;
-  std::unordered_set<Call*> calls_;  // calls with an open stream here
+  UpstreamCallList calls_;  // calls with an open stream here
 };
 
 }  // namespace qpool::server

@@ -1,0 +1,74 @@
+// Header name/value pairs as received, in order (pseudo-headers first, as HTTP/2 requires), kept
+// in one buffer so a call's headers cost two allocations however many there are.
+// Thread-safety: none; one call, one worker thread.
+#ifndef QPOOL_DAEMON_SERVER_HEADER_BLOCK_H_
+#define QPOOL_DAEMON_SERVER_HEADER_BLOCK_H_
+
+#include <nghttp2/nghttp2.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/container/inlined_vector.h"
+
+namespace qpool::server {
+
+// nghttp2 header arrays: on the stack for the usual gRPC header count.
+using NvArray = absl::InlinedVector<nghttp2_nv, 16>;
+
+inline nghttp2_nv MakeNv(std::string_view name, std::string_view value) {
+  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
+                    value.size(), NGHTTP2_NV_FLAG_NONE};
+}
+
+class HeaderBlock {
+ public:
+  void Add(std::string_view name, std::string_view value) {
+    if (bytes_.empty()) bytes_.reserve(512);
+    const auto offset = static_cast<uint32_t>(bytes_.size());
+    bytes_.append(name).append(value);
+    entries_.push_back(Entry{offset, static_cast<uint32_t>(name.size()),
+                             static_cast<uint32_t>(value.size())});
+  }
+
+  size_t size() const { return entries_.size(); }
+  bool empty() const { return entries_.empty(); }
+
+  // Calls fn(name, value) for each header in order.
+  template <typename Fn>
+  void ForEach(Fn&& fn) const {
+    for (const Entry& e : entries_) {
+      fn(std::string_view(bytes_.data() + e.offset, e.name_len),
+         std::string_view(bytes_.data() + e.offset + e.name_len, e.value_len));
+    }
+  }
+
+  // nghttp2 entries pointing into this block; valid until the block changes.
+  NvArray ToNv() const {
+    NvArray nva;
+    ForEach([&nva](std::string_view name, std::string_view value) {
+      nva.push_back(MakeNv(name, value));
+    });
+    return nva;
+  }
+
+  void Clear() {
+    std::string().swap(bytes_);
+    entries_.clear();
+  }
+
+ private:
+  struct Entry {
+    uint32_t offset;
+    uint32_t name_len;
+    uint32_t value_len;
+  };
+  std::string bytes_;
+  absl::InlinedVector<Entry, 12> entries_;
+};
+
+}  // namespace qpool::server
+
+#endif  // QPOOL_DAEMON_SERVER_HEADER_BLOCK_H_

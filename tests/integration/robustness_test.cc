@@ -1,0 +1,160 @@
+// What a peer that is not a well-behaved gRPC client gets from qpoold: garbage, HTTP/1.1 and broken
+// prefaces lose their own connection (counted) while other apps keep working; connections over
+// server.max_client_connections are refused with a GOAWAY and counted.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "gtest/gtest.h"
+#include "tests/integration/route_fixture.h"
+#include "tests/support/test_util.h"
+
+namespace qpool::testing {
+namespace {
+
+constexpr char kClientPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+// An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+constexpr char kEmptySettings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
+
+// A raw TCP connection to qpoold, for sending what no gRPC library would.
+class RawConnection {
+ public:
+  explicit RawConnection(uint16_t port) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  }
+  ~RawConnection() { close(fd_); }
+
+  bool connected() const { return connected_; }
+  void Send(std::string_view bytes) {
+    ASSERT_EQ(send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(bytes.size()));
+  }
+  // Reads until the peer closes; false if it is still open after `timeout`.
+  bool ReadUntilClosed(absl::Duration timeout, std::string* received) {
+    const absl::Time deadline = absl::Now() + timeout;
+    char buf[4096];
+    while (absl::Now() < deadline) {
+      pollfd pfd{fd_, POLLIN, 0};
+      const int ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+      if (poll(&pfd, 1, ms < 1 ? 1 : ms) <= 0) continue;
+      const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) return true;  // EOF or reset: closed
+      received->append(buf, n);
+    }
+    return false;
+  }
+
+ private:
+  int fd_;
+  bool connected_ = false;
+};
+
+// The error code of the first GOAWAY frame in `bytes`, or -1 if there is none.
+int64_t GoAwayErrorCode(const std::string& bytes) {
+  size_t pos = 0;
+  while (pos + 9 <= bytes.size()) {
+    const auto* p = reinterpret_cast<const uint8_t*>(bytes.data() + pos);
+    const size_t length = (size_t{p[0]} << 16) | (size_t{p[1]} << 8) | p[2];
+    const uint8_t type = p[3];
+    if (pos + 9 + length > bytes.size()) break;
+    if (type == 7 && length >= 8) {
+      return (int64_t{p[13]} << 24) | (int64_t{p[14]} << 16) | (int64_t{p[15]} << 8) | p[16];
+    }
+    pos += 9 + length;
+  }
+  return -1;
+}
+
+class RobustnessTest : public RouteTest {
+ protected:
+  // A unary call through the route; the "nobody else notices" check.
+  grpc::Status CallOnce(TestService::Stub& stub) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    EchoRequest request;
+    request.set_payload("still here");
+    EchoResponse response;
+    return stub.Unary(&ctx, request, &response);
+  }
+
+  void ExpectConnectionDroppedAndOthersUnaffected(std::string_view bytes) {
+    // Another app, connected before the bad peer and after it.
+    auto other = TestService::NewStub(NewChannel(/*own_connection=*/true));
+    ASSERT_TRUE(CallOnce(*other).ok());
+    const uint64_t errors_before = proxy_->stats().downstream_protocol_errors;
+
+    RawConnection bad(proxy_->port());
+    ASSERT_TRUE(bad.connected());
+    bad.Send(bytes);
+    std::string received;
+    EXPECT_TRUE(bad.ReadUntilClosed(absl::Seconds(5), &received))
+        << "qpoold kept a connection that sent garbage";
+    EXPECT_TRUE(WaitFor(
+        [&] { return proxy_->stats().downstream_protocol_errors == errors_before + 1; },
+        absl::Seconds(5)));
+
+    EXPECT_TRUE(CallOnce(*other).ok());
+    EXPECT_TRUE(CallOnce(*stub_).ok());
+  }
+};
+
+TEST_P(RobustnessTest, HttpOneRequestLosesOnlyItsOwnConnection) {
+  ExpectConnectionDroppedAndOthersUnaffected("GET / HTTP/1.1\r\nHost: qpool\r\n\r\n");
+}
+
+TEST_P(RobustnessTest, GarbageLosesOnlyItsOwnConnection) {
+  std::string garbage;
+  for (int i = 0; i < 4096; ++i) garbage.push_back(static_cast<char>((i * 7919) & 0xFF));
+  ExpectConnectionDroppedAndOthersUnaffected(garbage);
+}
+
+TEST_P(RobustnessTest, MalformedPrefaceLosesOnlyItsOwnConnection) {
+  ExpectConnectionDroppedAndOthersUnaffected("PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n");
+}
+
+TEST_P(RobustnessTest, BrokenFrameAfterValidPrefaceLosesOnlyItsOwnConnection) {
+  // A valid preface, then a DATA frame on stream 0 (a connection error, RFC 9113 6.1).
+  std::string bytes = kClientPreface;
+  bytes.append(kEmptySettings, sizeof(kEmptySettings));
+  const char data_on_stream_zero[] = {0, 0, 4, 0, 0, 0, 0, 0, 0, 'o', 'o', 'p', 's'};
+  bytes.append(data_on_stream_zero, sizeof(data_on_stream_zero));
+  ExpectConnectionDroppedAndOthersUnaffected(bytes);
+}
+
+TEST_P(RobustnessTest, ConnectionOverMaxClientConnectionsIsRefusedWithGoAwayAndCounted) {
+  RestartRoute([](config::Config& config) { config.server.max_client_connections = 2; });
+  std::string preface = kClientPreface;
+  preface.append(kEmptySettings, sizeof(kEmptySettings));
+  RawConnection first(proxy_->port());
+  RawConnection second(proxy_->port());
+  first.Send(preface);
+  second.Send(preface);
+  ASSERT_TRUE(WaitFor([&] { return proxy_->stats().downstream_open == 2; }, absl::Seconds(5)));
+
+  RawConnection third(proxy_->port());
+  ASSERT_TRUE(third.connected());
+  third.Send(preface);
+  std::string received;
+  ASSERT_TRUE(third.ReadUntilClosed(absl::Seconds(5), &received));
+  EXPECT_EQ(GoAwayErrorCode(received), 7) << "expected GOAWAY(REFUSED_STREAM)";
+  EXPECT_NE(received.find("server.max_client_connections"), std::string::npos)
+      << "the GOAWAY debug data should name the limit";
+  EXPECT_EQ(proxy_->stats().downstream_refused, 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(ThroughQpoold, RobustnessTest, ::testing::Values(Route::kThroughQpoold),
+                         RouteName);
+
+}  // namespace
+}  // namespace qpool::testing
