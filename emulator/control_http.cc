@@ -35,11 +35,16 @@ bool ReadMore(int fd, std::string* buffer) {
 
 const char* Reason(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    default: return "Error";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    default:
+      return "Error";
   }
 }
 
@@ -56,7 +61,9 @@ absl::StatusOr<std::unique_ptr<ControlHttpServer>> ControlHttpServer::Start(
 }
 
 ControlHttpServer::ControlHttpServer(int listen_fd, int wake_fd, Handler handler)
-    : listen_fd_(listen_fd), wake_fd_(wake_fd), handler_(std::move(handler)),
+    : listen_fd_(listen_fd),
+      wake_fd_(wake_fd),
+      handler_(std::move(handler)),
       address_(LocalAddress(listen_fd)) {}
 
 ControlHttpServer::~ControlHttpServer() {
@@ -112,10 +119,10 @@ void ControlHttpServer::Serve(int fd) {
     request.body = buffer.substr(header_end + 4, content_length);
     response = handler_(request);
   }
-  std::string out = absl::StrCat("HTTP/1.1 ", response.status, " ", Reason(response.status),
-                                 "\r\nContent-Type: application/json\r\nContent-Length: ",
-                                 response.body.size(), "\r\nConnection: close\r\n\r\n",
-                                 response.body);
+  std::string out =
+      absl::StrCat("HTTP/1.1 ", response.status, " ", Reason(response.status),
+                   "\r\nContent-Type: application/json\r\nContent-Length: ", response.body.size(),
+                   "\r\nConnection: close\r\n\r\n", response.body);
   size_t sent = 0;
   while (sent < out.size()) {
     ssize_t n = send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);

@@ -11,11 +11,10 @@ namespace qpool::emulator {
 namespace {
 
 constexpr absl::string_view kCodeNames[] = {
-    "OK",           "CANCELLED",          "UNKNOWN",        "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED", "NOT_FOUND",     "ALREADY_EXISTS", "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-    "UNIMPLEMENTED", "INTERNAL",          "UNAVAILABLE",    "DATA_LOSS",
-    "UNAUTHENTICATED"};
+    "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+    "DATA_LOSS", "UNAUTHENTICATED"};
 
 std::string PrintJson(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions options;
@@ -43,7 +42,9 @@ absl::StatusOr<absl::StatusCode> ParseStatusCode(absl::string_view text) {
 absl::Status FaultInjector::SetConfig(const FaultConfig& config) {
   absl::flat_hash_map<std::string, Rule> rules;
   for (const auto& [method, faults] : config.methods()) {
-    auto field = [&](absl::string_view name) { return absl::StrCat("methods[\"", method, "\"].", name); };
+    auto field = [&](absl::string_view name) {
+      return absl::StrCat("methods[\"", method, "\"].", name);
+    };
     Rule rule;
     rule.latency = absl::Milliseconds(faults.latency_ms());
     rule.jitter = absl::Milliseconds(faults.jitter_ms());
@@ -54,17 +55,19 @@ absl::Status FaultInjector::SetConfig(const FaultConfig& config) {
     if (!faults.error_code().empty()) {
       absl::StatusOr<absl::StatusCode> code = ParseStatusCode(faults.error_code());
       if (!code.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(field("error_code"), ": ", code.status().message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat(field("error_code"), ": ", code.status().message()));
       }
       rule.error.code = *code;
     }
-    rule.error.message = faults.error_message().empty() ? "qdrant-emulator: injected fault"
-                                                        : faults.error_message();
+    rule.error.message =
+        faults.error_message().empty() ? "qdrant-emulator: injected fault" : faults.error_message();
     rule.error.retry_after_s = faults.retry_after_s();
     if (faults.error_phase() == "after") {
       rule.error.after_handler = true;
     } else if (!faults.error_phase().empty() && faults.error_phase() != "before") {
-      return absl::InvalidArgumentError(absl::StrCat(field("error_phase"), " must be \"before\" or \"after\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field("error_phase"), " must be \"before\" or \"after\""));
     }
     rule.hang = faults.hang();
     rules.emplace(method, std::move(rule));

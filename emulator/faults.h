@@ -33,14 +33,14 @@ enum class CloseMode { kNone, kGoaway, kAbrupt };
 struct InjectedError {
   absl::StatusCode code = absl::StatusCode::kUnavailable;
   std::string message;
-  uint32_t retry_after_s = 0;   // 0: no retry-after trailer.
-  bool after_handler = false;   // Run the handler first ("processed then failed").
+  uint32_t retry_after_s = 0;  // 0: no retry-after trailer.
+  bool after_handler = false;  // Run the handler first ("processed then failed").
 };
 
 // What to do with one call.
 struct CallPlan {
-  absl::Duration delay;                 // Before the handler runs.
-  bool hang = false;                    // Park until the hang is lifted.
+  absl::Duration delay;  // Before the handler runs.
+  bool hang = false;     // Park until the hang is lifted.
   std::optional<InjectedError> error;
   CloseMode close_after = CloseMode::kNone;  // Close connections once this call is handled.
 };

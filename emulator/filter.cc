@@ -202,8 +202,8 @@ bool ConditionMatches(const qdrant::Condition& condition, const PointKey& id,
 }  // namespace
 
 absl::Status ValidateFilter(const qdrant::Filter& filter) {
-  for (const auto* list : {&filter.must(), &filter.should(), &filter.must_not(),
-                           &filter.min_should().conditions()}) {
+  for (const auto* list :
+       {&filter.must(), &filter.should(), &filter.must_not(), &filter.min_should().conditions()}) {
     for (const qdrant::Condition& condition : *list) {
       QPOOL_RETURN_IF_ERROR(ValidateCondition(condition));
     }

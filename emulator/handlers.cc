@@ -23,7 +23,8 @@ absl::Status CheckVectorName(const std::string& name) {
 
 absl::Status CheckLimit(uint64_t limit) {
   if (limit > 0) return absl::OkStatus();
-  return absl::InvalidArgumentError("Validation error: limit: value 0 invalid, must be 1 or larger");
+  return absl::InvalidArgumentError(
+      "Validation error: limit: value 0 invalid, must be 1 or larger");
 }
 
 bool WantsVectors(bool has, const qdrant::WithVectorsSelector& selector) {
@@ -147,7 +148,8 @@ absl::Status Handlers::Get(const qdrant::GetPoints& request, qdrant::GetResponse
   return absl::OkStatus();
 }
 
-absl::Status Handlers::Count(const qdrant::CountPoints& request, qdrant::CountResponse* reply) const {
+absl::Status Handlers::Count(const qdrant::CountPoints& request,
+                             qdrant::CountResponse* reply) const {
   absl::Time start = absl::Now();
   QPOOL_ASSIGN_OR_RETURN(std::shared_ptr<Collection> collection,
                          storage_.GetCollection(request.collection_name()));
@@ -197,9 +199,8 @@ absl::Status Handlers::Query(const qdrant::QueryPoints& request,
     // No query: points in id order, as Qdrant answers a query without `query`.
     google::protobuf::RepeatedPtrField<qdrant::RetrievedPoint> points;
     std::optional<PointKey> next;
-    QPOOL_RETURN_IF_ERROR(
-        collection->Scroll(filter, std::nullopt, request.offset() + limit, projection, &points,
-                           &next));
+    QPOOL_RETURN_IF_ERROR(collection->Scroll(filter, std::nullopt, request.offset() + limit,
+                                             projection, &points, &next));
     for (int i = request.offset(); i < points.size(); ++i) {
       qdrant::ScoredPoint* point = reply->add_result();
       *point->mutable_id() = points[i].id();
@@ -216,9 +217,9 @@ absl::Status Handlers::Query(const qdrant::QueryPoints& request,
   SearchParams params;
   const qdrant::VectorInput& nearest = query.nearest();
   if (nearest.has_dense()) {
-    QPOOL_ASSIGN_OR_RETURN(params.vector, collection->PrepareQuery(std::vector<float>(
-                                              nearest.dense().data().begin(),
-                                              nearest.dense().data().end())));
+    QPOOL_ASSIGN_OR_RETURN(
+        params.vector, collection->PrepareQuery(std::vector<float>(nearest.dense().data().begin(),
+                                                                   nearest.dense().data().end())));
   } else if (nearest.has_id()) {
     QPOOL_ASSIGN_OR_RETURN(PointKey id, ToPointKey(nearest.id()));
     QPOOL_ASSIGN_OR_RETURN(params.vector, collection->VectorOf(id));

@@ -42,17 +42,22 @@ int Fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::map<std::string, std::string> flags = {
-      {"listen", "127.0.0.1:6334"}, {"control-listen", "127.0.0.1:0"}, {"port-file", ""},
-      {"version", "1.19.0"},        {"max-concurrent-streams", "0"},   {"goaway-grace-ms", "5000"},
-      {"faults", ""},               {"seed", "1"}};
+  std::map<std::string, std::string> flags = {{"listen", "127.0.0.1:6334"},
+                                              {"control-listen", "127.0.0.1:0"},
+                                              {"port-file", ""},
+                                              {"version", "1.19.0"},
+                                              {"max-concurrent-streams", "0"},
+                                              {"goaway-grace-ms", "5000"},
+                                              {"faults", ""},
+                                              {"seed", "1"}};
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
       std::cout << kUsage;
       return 0;
     }
-    if (arg.rfind("--", 0) != 0) return Fail(absl::StrCat("unexpected argument ", arg, "\n", kUsage));
+    if (arg.rfind("--", 0) != 0)
+      return Fail(absl::StrCat("unexpected argument ", arg, "\n", kUsage));
     std::string name = arg.substr(2), value;
     size_t eq = name.find('=');
     if (eq != std::string::npos) {
@@ -111,7 +116,8 @@ int main(int argc, char** argv) {
       flags["control-listen"], qpool::emulator::MakeControlHandler(faults, **server));
   if (!control.ok()) return Fail(std::string(control.status().message()));
 
-  std::string ports = absl::StrCat("grpc=", (*server)->address(), " control=", (*control)->address());
+  std::string ports =
+      absl::StrCat("grpc=", (*server)->address(), " control=", (*control)->address());
   if (const std::string& path = flags["port-file"]; !path.empty()) {
     std::string tmp = path + ".tmp";
     {
@@ -119,7 +125,8 @@ int main(int argc, char** argv) {
       file << ports << "\n";
       if (!file) return Fail(absl::StrCat("cannot write ", tmp));
     }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) return Fail(absl::StrCat("cannot write ", path));
+    if (std::rename(tmp.c_str(), path.c_str()) != 0)
+      return Fail(absl::StrCat("cannot write ", path));
   }
   std::cout << "qdrant-emulator listening " << ports << std::endl;
 

@@ -28,9 +28,9 @@ absl::StatusOr<PointKey> ToPointKey(const qdrant::PointId& id) {
       if (!valid) {
         return absl::InvalidArgumentError(absl::StrCat("Unable to parse UUID: ", id.uuid()));
       }
-      return PointKey{0, absl::StrCat(hex.substr(0, 8), "-", hex.substr(8, 4), "-",
-                                      hex.substr(12, 4), "-", hex.substr(16, 4), "-",
-                                      hex.substr(20))};
+      return PointKey{
+          0, absl::StrCat(hex.substr(0, 8), "-", hex.substr(8, 4), "-", hex.substr(12, 4), "-",
+                          hex.substr(16, 4), "-", hex.substr(20))};
     }
     default:
       return absl::InvalidArgumentError("Wrong input: point id has neither num nor uuid");

@@ -135,10 +135,9 @@ class Call final : public grpc::ServerUnaryReactor {
     }
     if (plan_.delay > absl::ZeroDuration()) {
       alarm_ = std::make_unique<grpc::Alarm>();
-      alarm_->Set(absl::ToChronoTime(absl::Now() + plan_.delay),
-                  [this, claimed = claimed_](bool) {
-                    if (!claimed->exchange(true)) Proceed();
-                  });
+      alarm_->Set(absl::ToChronoTime(absl::Now() + plan_.delay), [this, claimed = claimed_](bool) {
+        if (!claimed->exchange(true)) Proceed();
+      });
       return;
     }
     if (!claimed_->exchange(true)) Proceed();
@@ -168,7 +167,8 @@ class Call final : public grpc::ServerUnaryReactor {
 
   void FinishWith(const grpc::Status& status) { Finish(status); }
   void OnCancel() override {
-    if (!claimed_->exchange(true)) Finish(grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled"));
+    if (!claimed_->exchange(true))
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled"));
   }
   void OnDone() override { delete this; }
 
@@ -203,15 +203,14 @@ grpc::ServerUnaryReactor* EmulatorServer::Impl::Dispatch(grpc::CallbackServerCon
 namespace {
 
 // The services: each method forwards to a Handlers method through Impl::Dispatch.
-#define QPOOL_EMULATOR_METHOD(Service, Method, Request, Reply, HandlerFn, write)            \
-  grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* context,                    \
-                                   const qdrant::Request* request, qdrant::Reply* reply)    \
-      override {                                                                            \
-    return impl_->Dispatch(context, "qdrant." #Service "/" #Method,                         \
-                           (write) ? request->collection_name() : std::string(),            \
-                           [this, request, reply] {                                         \
-                             return impl_->handlers().HandlerFn(*request, reply);           \
-                           });                                                              \
+#define QPOOL_EMULATOR_METHOD(Service, Method, Request, Reply, HandlerFn, write)          \
+  grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* context,                  \
+                                   const qdrant::Request* request, qdrant::Reply* reply)  \
+      override {                                                                          \
+    return impl_->Dispatch(                                                               \
+        context, "qdrant." #Service "/" #Method,                                          \
+        (write) ? request->collection_name() : std::string(),                             \
+        [this, request, reply] { return impl_->handlers().HandlerFn(*request, reply); }); \
   }
 
 class QdrantService final : public qdrant::Qdrant::CallbackService {
@@ -220,10 +219,9 @@ class QdrantService final : public qdrant::Qdrant::CallbackService {
   grpc::ServerUnaryReactor* HealthCheck(grpc::CallbackServerContext* context,
                                         const qdrant::HealthCheckRequest* request,
                                         qdrant::HealthCheckReply* reply) override {
-    return impl_->Dispatch(context, "qdrant.Qdrant/HealthCheck", std::string(),
-                           [this, request, reply] {
-                             return impl_->handlers().HealthCheck(*request, reply);
-                           });
+    return impl_->Dispatch(
+        context, "qdrant.Qdrant/HealthCheck", std::string(),
+        [this, request, reply] { return impl_->handlers().HealthCheck(*request, reply); });
   }
 
  private:
@@ -236,10 +234,9 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* context,
                                   const grpc::health::v1::HealthCheckRequest* request,
                                   grpc::health::v1::HealthCheckResponse* reply) override {
-    return impl_->Dispatch(context, "grpc.health.v1.Health/Check", std::string(),
-                           [this, request, reply] {
-                             return impl_->handlers().HealthCheckV1(*request, reply);
-                           });
+    return impl_->Dispatch(
+        context, "grpc.health.v1.Health/Check", std::string(),
+        [this, request, reply] { return impl_->handlers().HealthCheckV1(*request, reply); });
   }
 
  private:
@@ -260,10 +257,9 @@ class CollectionsService final : public qdrant::Collections::CallbackService {
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
                                  const qdrant::ListCollectionsRequest* request,
                                  qdrant::ListCollectionsResponse* reply) override {
-    return impl_->Dispatch(context, "qdrant.Collections/List", std::string(),
-                           [this, request, reply] {
-                             return impl_->handlers().ListCollections(*request, reply);
-                           });
+    return impl_->Dispatch(
+        context, "qdrant.Collections/List", std::string(),
+        [this, request, reply] { return impl_->handlers().ListCollections(*request, reply); });
   }
 
  private:
@@ -292,8 +288,7 @@ class PointsService final : public qdrant::Points::CallbackService {
 // One gRPC server instance with its own service objects. A GOAWAY replaces the current generation
 // with a new one; the old one drains in the closer thread.
 struct EmulatorServer::Impl::Generation {
-  explicit Generation(Impl* impl)
-      : qdrant(impl), health(impl), collections(impl), points(impl) {}
+  explicit Generation(Impl* impl) : qdrant(impl), health(impl), collections(impl), points(impl) {}
   QdrantService qdrant;
   HealthService health;
   CollectionsService collections;
@@ -478,7 +473,8 @@ void EmulatorServer::Impl::Shutdown() {
   }
   for (Parked& p : parked) {
     if (!p.claimed->exchange(true)) {
-      p.call->FinishWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "qdrant-emulator is stopping"));
+      p.call->FinishWith(
+          grpc::Status(grpc::StatusCode::UNAVAILABLE, "qdrant-emulator is stopping"));
     }
   }
   uint64_t one = 1;

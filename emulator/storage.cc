@@ -169,9 +169,9 @@ void Collection::Project(size_t slot, const Projection& projection, Out* out) co
   }
 }
 
-absl::Status Collection::Get(const google::protobuf::RepeatedPtrField<qdrant::PointId>& ids,
-                             const Projection& projection,
-                             google::protobuf::RepeatedPtrField<qdrant::RetrievedPoint>* out) const {
+absl::Status Collection::Get(
+    const google::protobuf::RepeatedPtrField<qdrant::PointId>& ids, const Projection& projection,
+    google::protobuf::RepeatedPtrField<qdrant::RetrievedPoint>* out) const {
   std::vector<PointKey> keys;
   for (const qdrant::PointId& id : ids) {
     QPOOL_ASSIGN_OR_RETURN(PointKey key, ToPointKey(id));
@@ -218,16 +218,16 @@ absl::StatusOr<std::vector<float>> Collection::VectorOf(const PointKey& id) cons
   absl::ReaderMutexLock lock(&mu_);
   auto it = slot_of_.find(id);
   if (it == slot_of_.end()) {
-    return absl::NotFoundError(absl::StrCat("Not found: No point with id ",
-                                            id.is_uuid() ? id.uuid : absl::StrCat(id.num),
-                                            " found"));
+    return absl::NotFoundError(absl::StrCat(
+        "Not found: No point with id ", id.is_uuid() ? id.uuid : absl::StrCat(id.num), " found"));
   }
   return std::vector<float>(vectors_.begin() + it->second * dim_,
                             vectors_.begin() + (it->second + 1) * dim_);
 }
 
-absl::Status Collection::Search(const SearchParams& params, const Projection& projection,
-                                google::protobuf::RepeatedPtrField<qdrant::ScoredPoint>* out) const {
+absl::Status Collection::Search(
+    const SearchParams& params, const Projection& projection,
+    google::protobuf::RepeatedPtrField<qdrant::ScoredPoint>* out) const {
   if (params.vector.size() != dim_) return DimensionError(dim_, params.vector.size());
   if (params.filter != nullptr) QPOOL_RETURN_IF_ERROR(ValidateFilter(*params.filter));
   absl::ReaderMutexLock lock(&mu_);

@@ -42,12 +42,12 @@ struct Projection {
 };
 
 struct SearchParams {
-  std::vector<float> vector;                // Must have the collection's dimension.
-  const qdrant::Filter* filter = nullptr;   // Optional; must pass ValidateFilter.
+  std::vector<float> vector;               // Must have the collection's dimension.
+  const qdrant::Filter* filter = nullptr;  // Optional; must pass ValidateFilter.
   uint64_t limit = 10;
   uint64_t offset = 0;
-  std::optional<float> score_threshold;     // Similarity >= it, or distance <= it.
-  std::optional<PointKey> exclude;          // Point left out of the results (query by id).
+  std::optional<float> score_threshold;  // Similarity >= it, or distance <= it.
+  std::optional<PointKey> exclude;       // Point left out of the results (query by id).
 };
 
 // Similarity or distance between two vectors of the same size, for `distance`; Cosine expects
@@ -66,7 +66,8 @@ class Collection {
 
   // Inserts or overwrites every point, or none: kInvalidArgument when an id or a vector is bad
   // ("Wrong input: Vector dimension error: expected dim: 4, got 3"). Returns the operation id.
-  absl::StatusOr<uint64_t> Upsert(const google::protobuf::RepeatedPtrField<qdrant::PointStruct>& points)
+  absl::StatusOr<uint64_t> Upsert(
+      const google::protobuf::RepeatedPtrField<qdrant::PointStruct>& points)
       ABSL_LOCKS_EXCLUDED(mu_);
   // Deletes the named ids (missing ones are ignored) or every point matching the filter.
   absl::StatusOr<uint64_t> Delete(const qdrant::PointsSelector& selector) ABSL_LOCKS_EXCLUDED(mu_);

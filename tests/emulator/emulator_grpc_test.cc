@@ -53,8 +53,8 @@ std::pair<int, std::string> Http(const std::string& address, const std::string& 
     close(fd);
     return {0, ""};
   }
-  std::string request = absl::StrCat(method, " ", path, " HTTP/1.1\r\nHost: x\r\nContent-Length: ",
-                                     body.size(), "\r\n\r\n", body);
+  std::string request = absl::StrCat(
+      method, " ", path, " HTTP/1.1\r\nHost: x\r\nContent-Length: ", body.size(), "\r\n\r\n", body);
   (void)!send(fd, request.data(), request.size(), 0);
   std::string response;
   char buffer[4096];
@@ -214,7 +214,8 @@ TEST_F(EmulatorTest, PointsMethodsRoundTrip) {
 
   grpc::Status wrong_size = Upsert("p", 100, 1, /*dim=*/3);
   EXPECT_EQ(wrong_size.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(wrong_size.error_message(), "Wrong input: Vector dimension error: expected dim: 4, got 3");
+  EXPECT_EQ(wrong_size.error_message(),
+            "Wrong input: Vector dimension error: expected dim: 4, got 3");
 
   qdrant::GetPoints get;
   get.set_collection_name("p");
@@ -310,9 +311,9 @@ TEST_F(EmulatorTest, OtherMethodsAnswerUnimplemented) {
   EXPECT_EQ(points_->Recommend(Context().get(), qdrant::RecommendPoints(), &recommend).error_code(),
             grpc::StatusCode::UNIMPLEMENTED);
   qdrant::CollectionOperationResponse aliases;
-  EXPECT_EQ(collections_->UpdateAliases(Context().get(), qdrant::ChangeAliases(), &aliases)
-                .error_code(),
-            grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(
+      collections_->UpdateAliases(Context().get(), qdrant::ChangeAliases(), &aliases).error_code(),
+      grpc::StatusCode::UNIMPLEMENTED);
   qdrant::ListSnapshotsResponse snapshots;
   EXPECT_EQ(qdrant::Snapshots::NewStub(channel_)
                 ->List(Context().get(), qdrant::ListSnapshotsRequest(), &snapshots)
@@ -381,7 +382,8 @@ TEST_F(EmulatorTest, GoawayAfterNCallsMovesClientToANewConnection) {
   // with the old server's shutdown (see docs/emulator.md, "GOAWAY").
   ASSERT_TRUE(WaitFor([this] { return channel_->GetState(false) != GRPC_CHANNEL_READY; }));
   grpc::Status after = HealthCheck();
-  ASSERT_TRUE(after.ok()) << "the client reconnects after GOAWAY: " << after.error_code() << " " << after.error_message();
+  ASSERT_TRUE(after.ok()) << "the client reconnects after GOAWAY: " << after.error_code() << " "
+                          << after.error_message();
   EXPECT_EQ(faults_.counters().connections_accepted(), 2u);
   EXPECT_EQ(faults_.counters().calls().at("qdrant.Qdrant/HealthCheck"), 3u);
 }

@@ -61,7 +61,8 @@ TEST(FaultInjectorTest, ErrorRateIsRoughlyHonoured) {
 
 TEST(FaultInjectorTest, JitterStaysWithinBounds) {
   FaultInjector faults(1);
-  ASSERT_TRUE(faults.SetConfigJson(R"({"methods": {"*": {"latency_ms": 10, "jitter_ms": 5}}})").ok());
+  ASSERT_TRUE(
+      faults.SetConfigJson(R"({"methods": {"*": {"latency_ms": 10, "jitter_ms": 5}}})").ok());
   for (int i = 0; i < 100; ++i) {
     absl::Duration delay = faults.OnCall("m").delay;
     EXPECT_GE(delay, absl::Milliseconds(10));
@@ -74,8 +75,9 @@ TEST(FaultInjectorTest, CloseAfterEveryNthCall) {
   ASSERT_TRUE(faults.SetConfigJson(R"({"close_after_calls": 3, "close_mode": "abrupt"})").ok());
   std::vector<CloseMode> modes;
   for (int i = 0; i < 6; ++i) modes.push_back(faults.OnCall("m").close_after);
-  EXPECT_EQ(modes, (std::vector<CloseMode>{CloseMode::kNone, CloseMode::kNone, CloseMode::kAbrupt,
-                                           CloseMode::kNone, CloseMode::kNone, CloseMode::kAbrupt}));
+  EXPECT_EQ(modes,
+            (std::vector<CloseMode>{CloseMode::kNone, CloseMode::kNone, CloseMode::kAbrupt,
+                                    CloseMode::kNone, CloseMode::kNone, CloseMode::kAbrupt}));
 }
 
 TEST(FaultInjectorTest, HangRulesAndHangAll) {

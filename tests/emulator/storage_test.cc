@@ -54,10 +54,14 @@ double ReferenceScore(qdrant::Distance distance, const std::vector<float>& a,
     l1 += std::fabs(double{a[i]} - b[i]);
   }
   switch (distance) {
-    case qdrant::Cosine: return dot / std::sqrt(na * nb);
-    case qdrant::Dot: return dot;
-    case qdrant::Euclid: return std::sqrt(l2);
-    default: return l1;
+    case qdrant::Cosine:
+      return dot / std::sqrt(na * nb);
+    case qdrant::Dot:
+      return dot;
+    case qdrant::Euclid:
+      return std::sqrt(l2);
+    default:
+      return l1;
   }
 }
 
@@ -84,9 +88,8 @@ TEST_P(SearchMatchesReference, TopTenIdsAndScores) {
     reference.emplace_back(ReferenceScore(distance, query, vectors[i]), i);
   }
   bool similarity = distance == qdrant::Cosine || distance == qdrant::Dot;
-  std::sort(reference.begin(), reference.end(), [&](auto& a, auto& b) {
-    return similarity ? a.first > b.first : a.first < b.first;
-  });
+  std::sort(reference.begin(), reference.end(),
+            [&](auto& a, auto& b) { return similarity ? a.first > b.first : a.first < b.first; });
 
   SearchParams params;
   params.vector = *collection->PrepareQuery(query);
@@ -297,8 +300,9 @@ TEST(StorageTest, ExactSearchOver10kVectorsOf128DimsTakesFewMilliseconds) {
     google::protobuf::RepeatedPtrField<qdrant::ScoredPoint> out;
     auto start = std::chrono::steady_clock::now();
     ASSERT_TRUE(collection->Search(params, Projection{}, &out).ok());
-    best_ms = std::min(best_ms, std::chrono::duration<double, std::milli>(
-                                    std::chrono::steady_clock::now() - start).count());
+    best_ms = std::min(
+        best_ms, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                     .count());
     ASSERT_EQ(out.size(), 10);
   }
   std::cout << "search 10k x 128d, best of 5: " << best_ms << " ms\n";
