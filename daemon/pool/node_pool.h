@@ -177,6 +177,9 @@ class NodePool : private PoolConnectionEvents {
   // prefer nodes that are usable.
   bool usable() const;
 
+  // True when a connection to the node is up (ready or busy).
+  bool has_live_connection() const { return !ready_.empty() || !busy_.empty(); }
+
   NodePoolStats stats() const;
   const NodePoolOptions& options() const { return options_; }
 

@@ -9,6 +9,7 @@
 #define QPOOL_DAEMON_SERVER_BYTE_QUEUE_H_
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -21,12 +22,14 @@ class ByteQueue {
   static constexpr size_t kMinChunk = 1024;
   static constexpr size_t kMaxChunk = 64 * 1024;
 
-  ByteQueue() = default;
+  // `gauge`, when given, follows the bytes held (shared by many queues: a process-wide total).
+  explicit ByteQueue(std::atomic<int64_t>* gauge = nullptr) : gauge_(gauge) {}
   ~ByteQueue() { Clear(); }
   ByteQueue(const ByteQueue&) = delete;
   ByteQueue& operator=(const ByteQueue&) = delete;
 
   void Append(const uint8_t* data, size_t len) {
+    Track(static_cast<int64_t>(len));
     while (len > 0) {
       if (tail_ == nullptr || tail_->end == tail_->capacity) {
         AddChunk(std::clamp(len, kMinChunk, kMaxChunk));
@@ -51,11 +54,13 @@ class ByteQueue {
       if (head_->begin == head_->end) PopChunk();
     }
     size_ -= copied;
+    Track(-static_cast<int64_t>(copied));
     return copied;
   }
 
   void Clear() {
     while (head_ != nullptr) PopChunk();
+    Track(-static_cast<int64_t>(size_));
     size_ = 0;
   }
   size_t size() const { return size_; }
@@ -69,6 +74,10 @@ class ByteQueue {
     size_t end;
     uint8_t* data() { return reinterpret_cast<uint8_t*>(this + 1); }
   };
+
+  void Track(int64_t delta) {
+    if (gauge_ != nullptr && delta != 0) gauge_->fetch_add(delta, std::memory_order_relaxed);
+  }
 
   void AddChunk(size_t capacity) {
     auto* chunk = static_cast<Chunk*>(::operator new(sizeof(Chunk) + capacity));
@@ -88,6 +97,7 @@ class ByteQueue {
     if (head_ == nullptr) tail_ = nullptr;
   }
 
+  std::atomic<int64_t>* const gauge_;
   Chunk* head_ = nullptr;
   Chunk* tail_ = nullptr;
   size_t size_ = 0;

@@ -19,7 +19,10 @@ bool ForwardableRequestHeader(std::string_view name, std::string_view value) {
 }  // namespace
 
 Call::Call(DownstreamSession& downstream, int32_t stream_id)
-    : downstream_(downstream), downstream_id_(stream_id) {}
+    : downstream_(downstream),
+      downstream_id_(stream_id),
+      request_body_(&downstream.worker().counters().buffered_bytes),
+      response_body_(&downstream.worker().counters().buffered_bytes) {}
 
 Call::~Call() {
   // The session deletes a call only after OnDownstreamClosed, which let go of everything.

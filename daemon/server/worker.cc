@@ -141,6 +141,11 @@ void Worker::BeginDrain(std::function<void()> on_idle) {
 }
 
 pool::NodePool& Worker::PickPool() {
+  // First a node with a connection up, then one that may still connect, then the first node
+  // (which fails the call with the node's connect error). Balancing is the health issue's.
+  for (auto& pool : pools_) {
+    if (pool->has_live_connection()) return *pool;
+  }
   for (auto& pool : pools_) {
     if (pool->usable()) return *pool;
   }

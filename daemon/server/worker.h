@@ -31,6 +31,7 @@ struct ProxyCounters {
   std::atomic<int64_t> downstream_open{0};
   std::atomic<uint64_t> calls_started{0};
   std::atomic<uint64_t> local_replies{0};  // answered by qpoold itself (limits, deadlines, errors)
+  std::atomic<int64_t> buffered_bytes{0};   // message bytes held in calls, both directions
 };
 
 // The EventLoop seam over Asio.
@@ -74,7 +75,8 @@ class Worker {
   void Adopt(boost::asio::ip::tcp::socket socket, bool refuse);
   // Sends GOAWAY to every app connection; calls `on_idle` (on this thread) once none is left.
   void BeginDrain(std::function<void()> on_idle);
-  // Picks a node pool for a new call: the first node that is usable, else the first node.
+  // Picks a node pool for a new call: the first node with a connection up, else the first that
+  // may still connect, else the first node.
   pool::NodePool& PickPool();
   void OnSessionClosed(DownstreamSession* session);
 

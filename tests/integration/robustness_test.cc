@@ -7,7 +7,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -151,6 +155,94 @@ TEST_P(RobustnessTest, ConnectionOverMaxClientConnectionsIsRefusedWithGoAwayAndC
   EXPECT_NE(received.find("server.max_client_connections"), std::string::npos)
       << "the GOAWAY debug data should name the limit";
   EXPECT_EQ(proxy_->stats().downstream_refused, 1u);
+}
+
+TEST_P(RobustnessTest, SlowReaderDoesNotMakeQpooldBufferWithoutBound) {
+  constexpr uint32_t kWindow = 65535;  // the smallest server.stream_window
+  constexpr int kMessages = 64;
+  constexpr int kMessageSize = 1 << 20;  // 64 MiB in all: far more than any window on the way
+  RestartRoute([](config::Config& config) { config.server.stream_window = kWindow; });
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  EchoRequest request;
+  request.set_response_count(kMessages);
+  request.set_response_size(kMessageSize);
+  auto reader = stub_->ServerStream(&ctx, request);
+  EchoResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  EXPECT_EQ(response.payload(), PatternBytes(kMessageSize, 0));
+
+  // The app stops reading. Whatever the upstream pushes, qpoold may hold one stream window per
+  // direction (plus one chunk of slack); the rest must stay in the upstream's court.
+  int64_t most_buffered = 0;
+  const absl::Time until = absl::Now() + absl::Milliseconds(500);
+  while (absl::Now() < until) {
+    most_buffered = std::max(most_buffered, proxy_->stats().buffered_bytes);
+    absl::SleepFor(absl::Milliseconds(2));  // sampling, not synchronisation
+  }
+  EXPECT_GT(most_buffered, 0) << "the gauge never saw the stream's bytes";
+  EXPECT_LE(most_buffered, 2 * int64_t{kWindow} + 64 * 1024);
+  EXPECT_EQ(upstream_stats().CallsFinished(Method::kServerStream), 0)
+      << "backpressure should have reached the upstream";
+
+  // The app reads again: everything arrives, in order and intact.
+  for (int i = 1; i < kMessages; ++i) {
+    ASSERT_TRUE(reader->Read(&response)) << "message " << i;
+    ASSERT_EQ(response.index(), i);
+    ASSERT_EQ(response.payload().size(), static_cast<size_t>(kMessageSize));
+  }
+  EXPECT_FALSE(reader->Read(&response));
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(WaitFor([&] { return proxy_->stats().buffered_bytes == 0; }, absl::Seconds(5)));
+}
+
+TEST_P(RobustnessTest, TwoWorkersShareTheConnectionBound) {
+  RestartRoute([](config::Config& config) {
+    config.server.workers = 2;
+    config.upstream.max_connections = 2;
+    config.upstream.max_streams_per_connection = 4;
+  });
+  constexpr int kChannels = 40;
+  constexpr int kCallsPerChannel = 5;
+  std::vector<std::unique_ptr<TestService::Stub>> stubs;
+  for (int i = 0; i < kChannels; ++i) {
+    stubs.push_back(TestService::NewStub(NewChannel(/*own_connection=*/true)));
+  }
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (auto& stub : stubs) {
+    threads.emplace_back([&ok, &stub, this] {
+      for (int i = 0; i < kCallsPerChannel; ++i) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+        EchoRequest request;
+        request.set_sleep_ms(5);
+        request.set_payload("w");
+        EchoResponse response;
+        if (stub->Unary(&ctx, request, &response).ok()) ok++;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(ok.load(), kChannels * kCallsPerChannel);
+  EXPECT_LE(upstream_stats().DistinctPeers(), 2);
+  EXPECT_LE(upstream_stats().MaxUnanswered(), 2 * 4);
+}
+
+TEST_P(RobustnessTest, CallsGoToTheSecondNodeWhenTheFirstCannotBeReached) {
+  const uint16_t dead_port = PickFreePort();
+  RestartRoute([&](config::Config& config) {
+    config.upstream.nodes = {{"127.0.0.1", dead_port}, {"127.0.0.1", upstream_->port()}};
+  });
+  // Once the first node's connect has failed, calls go to the second, and keep going there after
+  // the first node's backoff ends (it has no connection up).
+  ASSERT_TRUE(WaitFor([&] { return CallOnce(*stub_).ok(); }, absl::Seconds(10)));
+  int failures = 0;
+  const absl::Time until = absl::Now() + absl::Seconds(1);  // spans several backoff periods
+  while (absl::Now() < until) {
+    if (!CallOnce(*stub_).ok()) failures++;
+  }
+  EXPECT_EQ(failures, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(ThroughQpoold, RobustnessTest, ::testing::Values(Route::kThroughQpoold),
