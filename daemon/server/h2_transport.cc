@@ -17,7 +17,8 @@ H2Transport::~H2Transport() {
 }
 
 void H2Transport::ScheduleFlush() {
-  if (flush_posted_ || closed_) return;
+  // While this transport handles a read, OnReadable() flushes it at the end anyway.
+  if (flush_posted_ || closed_ || in_read_) return;
   flush_posted_ = true;
   boost::asio::post(worker_.io(), [self = shared_from_this()] {
     self->flush_posted_ = false;
@@ -60,7 +61,9 @@ void H2Transport::OnReadable(const boost::system::error_code& ec) {
                          : absl::UnavailableError(absl::StrCat("read: ", read_ec.message())));
       return;
     }
+    in_read_ = true;
     const ssize_t rv = nghttp2_session_mem_recv(session_, buffer.data(), n);
+    in_read_ = false;
     if (closed_) return;  // a callback closed us
     if (rv < 0) {
       OnProtocolError(static_cast<int>(rv));

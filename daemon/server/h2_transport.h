@@ -75,6 +75,7 @@ class H2Transport : public std::enable_shared_from_this<H2Transport> {
   std::vector<uint8_t> out_;
   size_t out_offset_ = 0;
   bool flush_posted_ = false;
+  bool in_read_ = false;  // inside nghttp2_session_mem_recv: a Flush() follows
   bool waiting_writable_ = false;
   bool reading_ = false;
   bool closed_ = false;
