@@ -76,10 +76,20 @@ struct LogConfig {
   std::string format = "text";
 };
 
+// YAML section `admin`: the admin HTTP endpoint (/metrics, /livez, /readyz, /startupz, /pool).
+struct AdminConfig {
+  // admin.listen: address of the admin HTTP endpoint, separate from the data port. Default
+  // "127.0.0.1:6336": loopback only, next to Qdrant's 6333-6335 and clear of Prometheus
+  // (9090/9091/9093) and the OpenTelemetry exporter (9464). A Prometheus in another pod needs
+  // "0.0.0.0:6336" (deploy/monitoring/ sets it).
+  NodeAddress listen{"127.0.0.1", 6336};
+};
+
 struct Config {
   ServerConfig server;
   UpstreamConfig upstream;
   LogConfig log;
+  AdminConfig admin;
 };
 
 }  // namespace qpool::config

@@ -212,15 +212,17 @@ Key OneOfKey(absl::string_view name, Field field, std::vector<absl::string_view>
              [=](const Config& config) { return OneOfReason(field(config), allowed); }};
 }
 
-Key ListenKey() {
-  return Key{"server.listen",
-             [](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+// An address key ("HOST:PORT"); `field` as for the builders above.
+template <typename Field>
+Key AddressKey(absl::string_view name, Field field) {
+  return Key{name,
+             [=](const YAML::Node& node, Config& config) -> std::optional<Problem> {
                if (!node.IsScalar()) {
                  return ProblemAt(node, absl::StrCat("expected \"HOST:PORT\", got ", KindOf(node)));
                }
                absl::StatusOr<NodeAddress> address = ParseNodeAddress(node.Scalar());
                if (!address.ok()) return ProblemAt(node, std::string(address.status().message()));
-               config.server.listen = *std::move(address);
+               field(config) = *std::move(address);
                return std::nullopt;
              },
              [](const Config&) -> Reason { return std::nullopt; }};
@@ -271,7 +273,7 @@ Key NodesKey() {
 // The one table of keys, in config.h's order. Defaults live in config.h; units and ranges here.
 const std::vector<Key>& Keys() {
   static const std::vector<Key>* const keys = new std::vector<Key>{
-      ListenKey(),
+      AddressKey("server.listen", [](auto& c) -> auto& { return c.server.listen; }),
       IntegerKey(
           "server.max_client_connections",
           [](auto& c) -> auto& { return c.server.max_client_connections; }, 1, kNoUpperBound),
@@ -314,6 +316,7 @@ const std::vector<Key>& Keys() {
       OneOfKey("log.level", [](auto& c) -> auto& { return c.log.level; },
                {"trace", "debug", "info", "warn", "error", "off"}),
       OneOfKey("log.format", [](auto& c) -> auto& { return c.log.format; }, {"text", "json"}),
+      AddressKey("admin.listen", [](auto& c) -> auto& { return c.admin.listen; }),
   };
   return *keys;
 }
@@ -547,6 +550,13 @@ const std::vector<Flag>& Flags() {
          c.listen = std::string(v);
          return absl::OkStatus();
        }},
+      {"--admin-listen", "ADDR",
+       "address of the admin HTTP endpoint: /metrics, /livez, /readyz, /startupz, /pool "
+       "(admin.listen), e.g. 127.0.0.1:6336",
+       [](absl::string_view v, CommandLine& c) {
+         c.admin_listen = std::string(v);
+         return absl::OkStatus();
+       }},
       {"--upstream", "HOST:PORT[,HOST:PORT...]", "the Qdrant gRPC nodes (upstream.nodes)",
        [](absl::string_view v, CommandLine& c) {
          c.upstream = std::string(v);
@@ -734,6 +744,12 @@ absl::StatusOr<Config> BuildConfig(const CommandLine& command_line) {
     if (!address.ok()) return Annotate(address.status(), "--listen");
     config.server.listen = *std::move(address);
     set_by_flag["server.listen"] = "--listen";
+  }
+  if (command_line.admin_listen) {
+    absl::StatusOr<NodeAddress> address = ParseNodeAddress(*command_line.admin_listen);
+    if (!address.ok()) return Annotate(address.status(), "--admin-listen");
+    config.admin.listen = *std::move(address);
+    set_by_flag["admin.listen"] = "--admin-listen";
   }
   if (command_line.upstream) {
     std::vector<NodeAddress> nodes;

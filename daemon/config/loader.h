@@ -43,6 +43,7 @@ struct CommandLine {
   std::optional<std::string> log_level;     // --log-level
   std::optional<std::string> log_format;    // --log-format text|json
   std::optional<std::string> listen;        // --listen ADDR
+  std::optional<std::string> admin_listen;  // --admin-listen ADDR
   std::optional<std::string> upstream;      // --upstream HOST:PORT[,HOST:PORT...]
   std::optional<uint32_t> max_connections;  // --max-connections N (per node)
   std::optional<uint32_t> workers;          // --workers N
