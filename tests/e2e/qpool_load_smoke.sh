@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Smoke test of the load tool (issue 7): the built qpool-load drives the built qpoold in front of
+# the built qdrant-emulator for a few seconds. Asserts: zero errors and non-zero throughput, the
+# JSON parses, every call qpool-load says it sent is one the emulator counted (GET /counters), and
+# a non-OK grpc-status is counted by its code.
+# Usage: qpool_load_smoke.sh QPOOL_LOAD QPOOLD EMULATOR WORKDIR
+set -euo pipefail
+LOAD=$1 QPOOLD=$2 EMULATOR=$3 WORK=$4
+rm -rf "$WORK" && mkdir -p "$WORK"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+fail() { echo "FAILED: $*" >&2; exit 1; }
+
+# Waits up to 10 s for a line matching $2 in file $1 and prints the first capture of sed regex $3.
+wait_for_line() {
+  for _ in $(seq 1 200); do
+    if grep -qE "$2" "$1" 2>/dev/null; then sed -nE "s/$3/\1/p" "$1" | head -1; return 0; fi
+    sleep 0.05
+  done
+  echo "timed out waiting for '$2' in $1:" >&2; cat "$1" >&2; return 1
+}
+
+"$EMULATOR" --listen 127.0.0.1:0 --control-listen 127.0.0.1:0 >"$WORK/emulator.out" 2>&1 &
+pids+=($!)
+EMU=$(wait_for_line "$WORK/emulator.out" 'listening grpc=' '.*grpc=([0-9.:]+).*')
+CTL=$(wait_for_line "$WORK/emulator.out" 'listening grpc=' '.*control=([0-9.:]+).*')
+
+"$QPOOLD" --listen 127.0.0.1:0 --upstream "$EMU" --max-connections 2 \
+  2>"$WORK/qpoold.log" &
+pids+=($!)
+QP=$(wait_for_line "$WORK/qpoold.log" 'listening on' '.*listening on ([0-9.:]+).*')
+
+counter() { curl -sf --max-time 5 "http://$CTL/counters" | jq -r "$1"; }
+field() { jq -r "$2" "$1"; }
+
+# 1. HealthCheck, closed loop, 4 connections x 4 in flight, 0.3 s warm-up + 2 s.
+timeout 60 "$LOAD" --target "$QP" --method health --connections 4 --inflight 4 --warmup 0.3 \
+  --duration 2 --max-time 30 --json "$WORK/health.json" | tee "$WORK/health.txt"
+jq -e . "$WORK/health.json" >/dev/null || fail "health.json does not parse"
+[[ $(field "$WORK/health.json" .errors) == 0 ]] || fail "health: errors $(field "$WORK/health.json" .measured.errors_by_code)"
+[[ $(field "$WORK/health.json" .timed_out) == false ]] || fail "health: run hit --max-time"
+jq -e '.throughput_rps > 0 and .measured.ok > 0 and .measured.ok == .measured.sent' \
+  "$WORK/health.json" >/dev/null || fail "health: no throughput or unanswered calls"
+sent=$(field "$WORK/health.json" .calls_sent_total)
+seen=$(counter '.calls["qdrant.Qdrant/HealthCheck"] // 0')
+[[ $sent == "$seen" ]] || fail "health: qpool-load sent $sent calls, the emulator counted $seen"
+
+# 2. Search with a 768-d vector, open loop 300 calls/s for 1 s, after the tool's own setup.
+timeout 60 "$LOAD" --target "$QP" --method search --dim 768 --points 200 --connections 2 \
+  --rate 300 --warmup 0.2 --duration 1 --max-time 30 --json "$WORK/search.json" | tee "$WORK/search.txt"
+jq -e '.errors == 0 and .throughput_rps > 0 and .measured.ok == .measured.sent and .timed_out == false' \
+  "$WORK/search.json" >/dev/null || fail "search: $(cat "$WORK/search.json")"
+sent=$(field "$WORK/search.json" .calls_sent_total)
+seen=$(counter '.calls["qdrant.Points/Search"] // 0')
+[[ $sent == "$seen" ]] || fail "search: qpool-load sent $sent calls, the emulator counted $seen"
+setup=$(field "$WORK/search.json" '.setup_calls["qdrant.Points/Upsert"]')
+seen=$(counter '.calls["qdrant.Points/Upsert"] // 0')
+[[ $setup == "$seen" ]] || fail "search setup: $setup upserts sent, the emulator counted $seen"
+
+# 3. A non-OK grpc-status is an error, counted under its code.
+curl -sf --max-time 5 -X PUT "http://$CTL/faults" \
+  -d '{"methods":{"HealthCheck":{"error_rate":1,"error_code":"UNAVAILABLE"}}}' >/dev/null
+timeout 60 "$LOAD" --target "$QP" --method health --warmup 0 --count 50 --max-time 30 \
+  --json "$WORK/faults.json" --quiet
+jq -e '.errors == 50 and .measured.errors_by_code.UNAVAILABLE == 50 and .measured.ok == 0' \
+  "$WORK/faults.json" >/dev/null || fail "injected UNAVAILABLE not counted: $(cat "$WORK/faults.json")"
+
+echo "ok: $(field "$WORK/health.json" .throughput_rps) HealthCheck calls/s through qpoold, no errors; counts match the emulator's"
