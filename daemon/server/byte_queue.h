@@ -19,8 +19,10 @@ namespace qpool::server {
 
 class ByteQueue {
  public:
-  static constexpr size_t kMinChunk = 1024;
-  static constexpr size_t kMaxChunk = 64 * 1024;
+  // Chunk sizes include the chunk header: a minimum chunk is 1 KiB in all, which glibc serves
+  // from its per-thread cache.
+  static constexpr size_t kMinChunk = 1024 - 32;
+  static constexpr size_t kMaxChunk = 64 * 1024 - 32;
 
   // `gauge`, when given, follows the bytes held (shared by many queues: a process-wide total).
   explicit ByteQueue(std::atomic<int64_t>* gauge = nullptr) : gauge_(gauge) {}
@@ -74,6 +76,7 @@ class ByteQueue {
     size_t end;
     uint8_t* data() { return reinterpret_cast<uint8_t*>(this + 1); }
   };
+  static_assert(sizeof(Chunk) == 32);
 
   void Track(int64_t delta) {
     if (gauge_ != nullptr && delta != 0) gauge_->fetch_add(delta, std::memory_order_relaxed);

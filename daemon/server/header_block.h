@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/container/inlined_vector.h"
 
@@ -67,6 +68,55 @@ class HeaderBlock {
   };
   std::string bytes_;
   absl::InlinedVector<Entry, 12> entries_;
+};
+
+// Headers as nghttp2 decoded them, held by reference (nghttp2_rcbuf) instead of copied: the
+// cheap way to forward a header block from one session to another. The references belong to the
+// session that decoded them and must be released (Clear) before that session is deleted.
+class HeaderRefs {
+ public:
+  HeaderRefs() = default;
+  ~HeaderRefs() { Clear(); }
+  HeaderRefs(const HeaderRefs&) = delete;
+  HeaderRefs& operator=(const HeaderRefs&) = delete;
+
+  void Add(nghttp2_rcbuf* name, nghttp2_rcbuf* value) {
+    nghttp2_rcbuf_incref(name);
+    nghttp2_rcbuf_incref(value);
+    refs_.push_back({name, value});
+  }
+
+  bool empty() const { return refs_.empty(); }
+
+  // Calls fn(name, value) for each header in order.
+  template <typename Fn>
+  void ForEach(Fn&& fn) const {
+    for (const auto& [name, value] : refs_) fn(View(name), View(value));
+  }
+
+  NvArray ToNv() const {
+    NvArray nva;
+    ForEach([&nva](std::string_view name, std::string_view value) {
+      nva.push_back(MakeNv(name, value));
+    });
+    return nva;
+  }
+
+  void Clear() {
+    for (const auto& [name, value] : refs_) {
+      nghttp2_rcbuf_decref(name);
+      nghttp2_rcbuf_decref(value);
+    }
+    refs_.clear();
+  }
+
+  static std::string_view View(nghttp2_rcbuf* buf) {
+    const nghttp2_vec vec = nghttp2_rcbuf_get_buf(buf);
+    return std::string_view(reinterpret_cast<const char*>(vec.base), vec.len);
+  }
+
+ private:
+  absl::InlinedVector<std::pair<nghttp2_rcbuf*, nghttp2_rcbuf*>, 12> refs_;
 };
 
 }  // namespace qpool::server
