@@ -23,6 +23,7 @@
 #include "daemon/common/logging.h"
 #include "daemon/config/config.h"
 #include "daemon/config/loader.h"
+#include "daemon/metrics/admin_server.h"
 #include "daemon/server/proxy.h"
 #include "spdlog/spdlog.h"
 
@@ -114,12 +115,37 @@ int Run(int argc, char** argv) {
     spdlog::critical("cannot create the proxy: {}", proxy.status().ToString());
     return 1;
   }
+  // The admin endpoint comes up first, so that /startupz and /readyz answer 503 while the proxy
+  // starts; it goes down last, after the drain, so /readyz says "draining" meanwhile.
+  qpool::metrics::AdminServerOptions admin_options;
+  admin_options.host = config->admin.listen.host;
+  admin_options.port = config->admin.listen.port;
+  admin_options.version = QPOOL_VERSION;
+  absl::StatusOr<std::unique_ptr<qpool::metrics::AdminServer>> admin =
+      qpool::metrics::AdminServer::Start(admin_options, **proxy);
+  if (!admin.ok()) {
+    // An admin.listen that was set is a promise to the operator: fail. The default may be taken
+    // by another qpoold on the same host (a developer's, a test's): warn and run without it.
+    const qpool::config::NodeAddress default_admin = qpool::config::AdminConfig().listen;
+    const bool is_default = config->admin.listen.host == default_admin.host &&
+                            config->admin.listen.port == default_admin.port;
+    if (!is_default) {
+      spdlog::critical("cannot start the admin endpoint: {}", admin.status().ToString());
+      return 1;
+    }
+    spdlog::warn("no admin endpoint (/metrics, /readyz, ...): {}; set admin.listen or "
+                 "--admin-listen to choose another address",
+                 std::string(admin.status().message()));
+  }
   if (absl::Status status = (*proxy)->Start(); !status.ok()) {
     spdlog::critical("cannot start: {}", status.ToString());
     return 1;
   }
   const qpool::config::NodeAddress bound{config->server.listen.host, (*proxy)->port()};
-  spdlog::info("listening on {} (upstream: {}), version {}", bound.ToString(), Upstreams(*config),
+  const qpool::config::NodeAddress admin_bound{config->admin.listen.host,
+                                               admin.ok() ? (*admin)->port() : uint16_t{0}};
+  spdlog::info("listening on {} (upstream: {}), admin on {}, version {}", bound.ToString(),
+               Upstreams(*config), admin.ok() ? "http://" + admin_bound.ToString() + "/" : "none",
                QPOOL_VERSION);
 
   const pthread_t main_thread = pthread_self();
@@ -157,6 +183,7 @@ int Run(int argc, char** argv) {
   } else {
     spdlog::warn("stopped: some calls were cut off: {}", shutdown_status.ToString());
   }
+  if (admin.ok()) (*admin)->Stop();
   proxy->reset();
   spdlog::default_logger()->flush();
   return 0;

@@ -16,6 +16,22 @@ bool ForwardableRequestHeader(std::string_view name, std::string_view value) {
   return !(name == "te" && value != "trailers");
 }
 
+// The grpc-status in a header block (HeaderBlock or HeaderRefs), or -1.
+template <typename Block>
+int GrpcStatusIn(const Block& block) {
+  int code = -1;
+  block.ForEach([&code](std::string_view name, std::string_view value) {
+    if (name != "grpc-status") return;
+    int parsed = 0;
+    for (char c : value) {
+      if (c < '0' || c > '9' || parsed > 1000) return;
+      parsed = parsed * 10 + (c - '0');
+    }
+    if (!value.empty()) code = parsed;
+  });
+  return code;
+}
+
 }  // namespace
 
 Call::Call(DownstreamSession& downstream, int32_t stream_id)
@@ -33,6 +49,7 @@ Call::~Call() {
 void Call::OnRequestHeader(std::string_view name, std::string_view value) {
   if (request_headers_done_) return;  // request trailers: gRPC has none; dropped
   if (!ForwardableRequestHeader(name, value)) return;
+  if (name == ":path") method_class_ = metrics::ClassifyPath(value);
   if (name == "grpc-timeout") {
     if (std::optional<Duration> timeout = ParseGrpcTimeout(value)) {
       deadline_ = downstream_.worker().loop().Now() + *timeout;
@@ -45,6 +62,7 @@ void Call::OnRequestHeadersEnd() {
   request_headers_done_ = true;
   Worker& worker = downstream_.worker();
   worker.counters().calls_started.fetch_add(1, std::memory_order_relaxed);
+  started_at_ = worker.loop().Now();
   if (deadline_) {
     deadline_timer_ = worker.loop().CreateTimer();
     deadline_timer_->Arm(*deadline_ - worker.loop().Now(), [this] { OnDeadline(); });
@@ -66,6 +84,7 @@ void Call::OnRequestHeadersEnd() {
 }
 
 void Call::OnRequestData(const uint8_t* data, size_t len) {
+  downstream_.worker().metrics().AddRequestBytes(len);
   if (discard_request_) {
     downstream_.ConsumeRequestData(*this, len);
     return;
@@ -87,6 +106,7 @@ void Call::OnDownstreamClosed(uint32_t h2_error_code) {
   // An app's RST_STREAM (or lost connection) cancels the upstream stream; a normal close after
   // the full answer finds the upstream stream closed already.
   ReleaseUpstream(NGHTTP2_CANCEL);
+  RecordCallEnd();
 }
 
 ssize_t Call::ReadResponseBody(uint8_t* buf, size_t length, uint32_t* data_flags) {
@@ -118,6 +138,7 @@ void Call::OnResponseHeadersEnd(bool end_stream) {
   if (finished_) return;
   if (end_stream) {
     // Trailers-only: one HEADERS frame with the status; forward it as it is.
+    grpc_code_ = GrpcStatusIn(response_headers_);
     finished_ = true;
     response_started_ = true;
     response_ended_ = true;
@@ -133,12 +154,14 @@ void Call::OnResponseHeadersEnd(bool end_stream) {
 
 void Call::OnResponseTrailersEnd() {
   if (finished_) return;
+  grpc_code_ = GrpcStatusIn(trailers_);
   finished_ = true;
   response_ended_ = true;
   ResumeDownstream();
 }
 
 void Call::OnResponseData(const uint8_t* data, size_t len) {
+  downstream_.worker().metrics().AddResponseBytes(len);
   if (finished_) {
     if (upstream_ != nullptr) upstream_->ConsumeResponseData(upstream_id_, len);
     return;
@@ -156,6 +179,7 @@ void Call::OnResponseEnd() {
 }
 
 void Call::OnUpstreamClosed(uint32_t h2_error_code, bool connection_lost) {
+  EndAttempt();
   const std::string node = upstream_ != nullptr ? upstream_->node_name() : "";
   upstream_ = nullptr;
   upstream_ref_.reset();
@@ -233,12 +257,15 @@ void Call::StartUpstream(UpstreamConnection& upstream) {
   upstream_ = &upstream;
   upstream_ref_ = upstream.shared_from_this();
   upstream_id_ = stream_id;
+  attempt_started_at_ = downstream_.worker().loop().Now();
+  attempt_node_ = downstream_.worker().NodeMetricsOf(pool_);
   request_headers_.Clear();
   upstream.ScheduleFlush();
 }
 
 void Call::ReleaseUpstream(uint32_t h2_error_code) {
   if (upstream_ == nullptr) return;
+  EndAttempt();
   upstream_->ResetStream(upstream_id_, h2_error_code);
   upstream_ = nullptr;
   upstream_ref_.reset();
@@ -257,6 +284,7 @@ void Call::FinishLocally(const absl::Status& status) {
     request_body_.Clear();
   }
   downstream_.worker().counters().local_replies.fetch_add(1, std::memory_order_relaxed);
+  grpc_code_ = GrpcCode(status);
   SPDLOG_DEBUG("stream {} answered by qpoold: {}", downstream_id_, status.ToString());
   const std::string code = std::to_string(GrpcCode(status));
   const std::string message = PercentEncodeGrpcMessage(status.message());
@@ -293,6 +321,18 @@ void Call::ResumeDownstream() {
 
 void Call::ResumeUpstream() {
   if (upstream_ != nullptr) upstream_->ResumeRequestData(upstream_id_);
+}
+
+void Call::EndAttempt() {
+  if (attempt_node_ == nullptr) return;
+  attempt_node_->attempt_duration.Observe(downstream_.worker().loop().Now() - attempt_started_at_);
+  attempt_node_ = nullptr;
+}
+
+void Call::RecordCallEnd() {
+  if (!request_headers_done_) return;  // never became a call
+  downstream_.worker().metrics().RecordCall(method_class_, grpc_code_,
+                                            downstream_.worker().loop().Now() - started_at_);
 }
 
 }  // namespace qpool::server

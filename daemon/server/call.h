@@ -32,6 +32,7 @@
 
 #include "absl/status/status.h"
 #include "daemon/common/event_loop.h"
+#include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/node_pool.h"
 #include "daemon/server/byte_queue.h"
 #include "daemon/server/header_block.h"
@@ -94,6 +95,9 @@ class Call : public pool::StreamWaiter {
   void OnDeadline();
   void ResumeDownstream();
   void ResumeUpstream();
+  // Metrics (docs/metrics.md): the end of an upstream attempt, and of the call.
+  void EndAttempt();
+  void RecordCallEnd();
 
   DownstreamSession& downstream_;
   const int32_t downstream_id_;
@@ -113,6 +117,13 @@ class Call : public pool::StreamWaiter {
 
   std::optional<MonoTime> deadline_;
   std::unique_ptr<Timer> deadline_timer_;
+
+  // Metrics: what the call records when it ends (a few relaxed counter updates, no locks).
+  metrics::MethodClass method_class_ = metrics::MethodClass::kOther;  // from :path
+  int grpc_code_ = -1;      // the final grpc-status, upstream's or qpoold's; -1: none (reset)
+  MonoTime started_at_{};   // request headers complete
+  MonoTime attempt_started_at_{};
+  metrics::NodeMetrics* attempt_node_ = nullptr;  // set while an upstream stream is open
 
   HeaderBlock response_headers_;
   HeaderBlock trailers_;

@@ -4,9 +4,11 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "daemon/config/loader.h"
 #include "daemon/server/worker.h"
 #include "spdlog/spdlog.h"
@@ -16,9 +18,26 @@ namespace {
 
 using boost::asio::ip::tcp;
 
+// Where a worker's answer to the admin thread lands. Shared with the posted handler, so an answer
+// that comes after the admin thread gave up touches nothing freed.
+struct Rendezvous {
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t answered = 0;                                                   // guarded by mu
+  std::vector<std::optional<std::vector<metrics::NodePoolGauges>>> pools;  // guarded by mu
+};
+
 class ProxyImpl : public Proxy {
  public:
-  explicit ProxyImpl(std::shared_ptr<const config::Config> config) : config_(std::move(config)) {}
+  explicit ProxyImpl(std::shared_ptr<const config::Config> config) : config_(std::move(config)) {
+    for (uint32_t i = 0; i < config_->server.workers; ++i) {
+      worker_metrics_.push_back(
+          std::make_unique<metrics::WorkerMetrics>(config_->upstream.nodes.size()));
+    }
+    for (const config::NodeAddress& node : config_->upstream.nodes) {
+      node_names_.push_back(node.ToString());
+    }
+  }
   ~ProxyImpl() override { ShutdownNow(); }
 
   absl::Status Start() override;
@@ -38,12 +57,32 @@ class ProxyImpl : public Proxy {
   absl::Status Shutdown() override;
   void ShutdownNow() override;
 
+  // metrics::AdminBackend.
+  bool Started() const override { return running_.load(std::memory_order_acquire); }
+  std::string NotReadyReason() const override;
+  bool Live(absl::Duration timeout) override;
+  metrics::ScrapeInput Scrape(absl::Duration timeout) override;
+
  private:
+  // Runs `fn(worker index, worker)` on every worker's thread and waits up to `timeout` for all to
+  // answer; returns the rendezvous (answers so far). `fn` fills rendezvous->pools[i] under mu.
+  std::shared_ptr<Rendezvous> AskWorkers(
+      absl::Duration timeout,
+      std::function<void(Rendezvous&, size_t, Worker&)> fn);
+
   void Accept();
   void OnAccepted(Worker& target, const boost::system::error_code& ec, tcp::socket socket);
 
   const std::shared_ptr<const config::Config> config_;
   ProxyCounters counters_;
+  // One per worker, written only by its worker; they outlive the workers (admin reads them).
+  std::vector<std::unique_ptr<metrics::WorkerMetrics>> worker_metrics_;
+  std::vector<std::string> node_names_;
+  std::atomic<bool> running_{false};   // workers started, not yet stopped
+  std::atomic<bool> draining_{false};  // Shutdown() began
+  // Guards workers_ against the admin thread while Start() fills it and ShutdownNow() clears it;
+  // held only to post, never while waiting.
+  mutable std::mutex workers_mu_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<tcp::acceptor> acceptor_;  // lives on workers_[0]'s thread
   size_t next_worker_ = 0;
@@ -60,8 +99,12 @@ absl::Status ProxyImpl::Start() {
   if (started_) return absl::FailedPreconditionError("Start() called twice");
   started_ = true;
   const uint32_t count = config_->server.workers;
-  for (uint32_t i = 0; i < count; ++i) {
-    workers_.push_back(std::make_unique<Worker>(config_, i, count, counters_));
+  {
+    std::lock_guard<std::mutex> lock(workers_mu_);
+    for (uint32_t i = 0; i < count; ++i) {
+      workers_.push_back(
+          std::make_unique<Worker>(config_, i, count, counters_, *worker_metrics_[i]));
+    }
   }
   const config::NodeAddress& listen = config_->server.listen;
   boost::system::error_code ec;
@@ -84,6 +127,7 @@ absl::Status ProxyImpl::Start() {
   acceptor_ = std::move(acceptor);
   for (auto& worker : workers_) worker->Start();
   workers_[0]->Post([this] { Accept(); });
+  running_.store(true, std::memory_order_release);
   return absl::OkStatus();
 }
 
@@ -122,6 +166,7 @@ void ProxyImpl::OnAccepted(Worker& target, const boost::system::error_code& ec,
 
 absl::Status ProxyImpl::Shutdown() {
   if (!started_ || stopped_) return absl::OkStatus();
+  draining_.store(true, std::memory_order_relaxed);
   SPDLOG_INFO("draining: no new connections; waiting up to {} for calls in flight",
               absl::FormatDuration(config_->server.drain_timeout));
   workers_[0]->Post([this] {
@@ -155,6 +200,7 @@ absl::Status ProxyImpl::Shutdown() {
 void ProxyImpl::ShutdownNow() {
   if (!started_ || stopped_) return;
   stopped_ = true;
+  running_.store(false, std::memory_order_release);
   if (!workers_.empty()) {
     workers_[0]->Post([this] {
       boost::system::error_code ignored;
@@ -163,7 +209,74 @@ void ProxyImpl::ShutdownNow() {
   }
   for (auto& worker : workers_) worker->Stop();
   acceptor_.reset();
+  std::lock_guard<std::mutex> lock(workers_mu_);
   workers_.clear();
+}
+
+std::string ProxyImpl::NotReadyReason() const {
+  if (!running_.load(std::memory_order_acquire)) return draining_ ? "stopped" : "starting";
+  if (draining_.load(std::memory_order_relaxed)) return "draining";
+  for (const auto& worker : worker_metrics_) {
+    for (size_t n = 0; n < worker->node_count(); ++n) {
+      if (worker->node(n).usable.load(std::memory_order_relaxed)) return "";
+    }
+  }
+  return absl::StrCat("no usable upstream node: none of ", absl::StrJoin(node_names_, ", "),
+                      " has a connection up, and the last connect to each failed");
+}
+
+std::shared_ptr<Rendezvous> ProxyImpl::AskWorkers(
+    absl::Duration timeout, std::function<void(Rendezvous&, size_t, Worker&)> fn) {
+  auto rendezvous = std::make_shared<Rendezvous>();
+  size_t asked = 0;
+  {
+    std::lock_guard<std::mutex> lock(workers_mu_);
+    rendezvous->pools.resize(workers_.size());
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      Worker* worker = workers_[i].get();
+      worker->Post([rendezvous, fn, i, worker] {
+        std::lock_guard<std::mutex> lock(rendezvous->mu);
+        fn(*rendezvous, i, *worker);
+        rendezvous->answered++;
+        rendezvous->cv.notify_all();
+      });
+      asked++;
+    }
+  }
+  std::unique_lock<std::mutex> lock(rendezvous->mu);
+  rendezvous->cv.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+                          [&] { return rendezvous->answered == asked; });
+  return rendezvous;
+}
+
+bool ProxyImpl::Live(absl::Duration timeout) {
+  if (!running_.load(std::memory_order_acquire)) return true;  // the admin thread answers
+  auto rendezvous = AskWorkers(timeout, [](Rendezvous&, size_t, Worker&) {});
+  std::lock_guard<std::mutex> lock(rendezvous->mu);
+  return rendezvous->answered == rendezvous->pools.size();
+}
+
+metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
+  metrics::ScrapeInput input;
+  input.node_names = node_names_;
+  for (const auto& worker : worker_metrics_) input.workers.push_back(worker.get());
+  const ProxyStats s = stats();
+  input.downstream = {s.downstream_accepted, s.downstream_refused, s.downstream_protocol_errors,
+                      s.downstream_open,     s.calls_started,      s.local_replies,
+                      s.buffered_bytes};
+  input.started = running_.load(std::memory_order_acquire);
+  input.draining = draining_.load(std::memory_order_relaxed);
+  input.ready = NotReadyReason().empty();
+  if (input.started) {
+    // Gauges are read where they live, on each worker's thread; the counters above need no
+    // worker.
+    auto rendezvous = AskWorkers(timeout, [](Rendezvous& r, size_t i, Worker& worker) {
+      r.pools[i] = worker.PoolGauges();
+    });
+    std::lock_guard<std::mutex> lock(rendezvous->mu);
+    input.pools = rendezvous->pools;
+  }
+  return input;
 }
 
 }  // namespace

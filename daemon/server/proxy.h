@@ -6,8 +6,13 @@
 //   uint16_t port = (*proxy)->port();                    // the bound port (listen port 0 works)
 //   (*proxy)->Shutdown();                                // graceful drain, then stop
 //
+// The proxy is also what the admin endpoint observes (metrics::AdminBackend): readiness, liveness
+// and a scrape of every worker's counters and pool gauges.
+//
 // Thread-safety: Start, Shutdown and ShutdownNow are called from one controlling thread (main's, or
-// the test's), never from a worker. port() and IsDraining() may be called from any thread.
+// the test's), never from a worker. port(), stats() and the AdminBackend methods may be called
+// from any thread; the AdminBackend methods never block a worker (they post to it and wait, with
+// a timeout, on their own thread).
 #ifndef QPOOL_DAEMON_SERVER_PROXY_H_
 #define QPOOL_DAEMON_SERVER_PROXY_H_
 
@@ -16,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "daemon/config/config.h"
+#include "daemon/metrics/admin_server.h"
 
 namespace qpool::server {
 
@@ -30,13 +36,13 @@ struct ProxyStats {
   int64_t buffered_bytes = 0;  // message bytes held in calls right now, both directions
 };
 
-class Proxy {
+class Proxy : public metrics::AdminBackend {
  public:
   // kInvalidArgument when the config fails config::Validate().
   static absl::StatusOr<std::unique_ptr<Proxy>> Create(
       std::shared_ptr<const config::Config> config);
 
-  virtual ~Proxy() = default;
+  ~Proxy() override = default;
 
   // Binds the listener and starts the workers. kUnavailable when the address cannot be bound.
   virtual absl::Status Start() = 0;

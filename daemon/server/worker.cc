@@ -79,15 +79,21 @@ class Worker::UpstreamFactory : public pool::ConnectionFactory {
 };
 
 Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uint32_t count,
-               ProxyCounters& counters)
+               ProxyCounters& counters, metrics::WorkerMetrics& metrics)
     : config_(std::move(config)),
       index_(index),
       counters_(counters),
+      metrics_(metrics),
       loop_(io_),
       read_buffer_(64 * 1024) {
   const config::UpstreamConfig& upstream = config_->upstream;
   pending_budget_.limit = ShareOf(upstream.max_pending, index, count);
   for (const config::NodeAddress& node : upstream.nodes) {
+    const size_t node_index = pools_.size();
+    // Readiness is re-evaluated on a later turn of the loop, once the pool is done with the event.
+    observers_.push_back(std::make_unique<metrics::PoolMetricsObserver>(
+        metrics_.node(node_index), loop_,
+        [this, node_index] { loop_.Post([this, node_index] { UpdateUsable(node_index); }); }));
     factories_.push_back(std::make_unique<UpstreamFactory>(*this, node));
     pool::NodePoolOptions options;
     options.node_name = node.ToString();
@@ -98,7 +104,8 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
     options.connect_backoff_base = absl::ToChronoNanoseconds(upstream.connect_backoff_base);
     options.connect_backoff_max = absl::ToChronoNanoseconds(upstream.connect_backoff_max);
     pools_.push_back(std::make_unique<pool::NodePool>(
-        std::move(options), pending_budget_, *factories_.back(), loop_, random_, nullptr));
+        std::move(options), pending_budget_, *factories_.back(), loop_, random_,
+        observers_.back().get()));
   }
 }
 
@@ -140,6 +147,42 @@ void Worker::BeginDrain(std::function<void()> on_idle) {
   CheckDrained();
 }
 
+metrics::NodeMetrics* Worker::NodeMetricsOf(const pool::NodePool* pool) {
+  for (size_t i = 0; i < pools_.size(); ++i) {
+    if (pools_[i].get() == pool) return &metrics_.node(i);
+  }
+  return nullptr;
+}
+
+std::vector<metrics::NodePoolGauges> Worker::PoolGauges() const {
+  std::vector<metrics::NodePoolGauges> gauges;
+  for (const auto& pool : pools_) {
+    const pool::NodePoolStats stats = pool->stats();
+    metrics::NodePoolGauges g;
+    g.connecting = stats.connecting;
+    g.ready = stats.ready;
+    g.busy = stats.busy;
+    g.draining = stats.draining;
+    g.streams_in_flight = stats.streams_in_flight;
+    g.waiting = stats.waiting;
+    g.consecutive_connect_failures = stats.consecutive_connect_failures;
+    g.usable = metrics_.node(gauges.size()).usable.load(std::memory_order_relaxed);
+    gauges.push_back(g);
+  }
+  return gauges;
+}
+
+void Worker::UpdateUsable(size_t node) {
+  if (node >= pools_.size()) return;  // stopping
+  const pool::NodePool& pool = *pools_[node];
+  // A node counts as usable while it has a connection up, or may still connect: no connect has
+  // failed since the last success (so a node in backoff between failed attempts stays unusable
+  // rather than flapping with every attempt).
+  const bool usable = pool.has_live_connection() ||
+                      (pool.usable() && pool.stats().consecutive_connect_failures == 0);
+  metrics_.node(node).usable.store(usable, std::memory_order_relaxed);
+}
+
 pool::NodePool& Worker::PickPool() {
   // First a node with a connection up, then one that may still connect, then the first node
   // (which fails the call with the node's connect error). Balancing is the health issue's.
@@ -178,6 +221,7 @@ void Worker::Stop() {
     std::vector<std::shared_ptr<DownstreamSession>> sessions;
     for (auto& [ptr, session] : sessions_) sessions.push_back(session);
     for (auto& session : sessions) session->Abort();
+    for (auto& observer : observers_) observer->BeginShutdown();
     for (auto& pool : pools_) pool->Shutdown();
     pools_.clear();  // aborts what is still open
     io_.stop();

@@ -17,6 +17,8 @@
 
 #include "daemon/common/event_loop.h"
 #include "daemon/config/config.h"
+#include "daemon/metrics/scrape.h"
+#include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/node_pool.h"
 
 namespace qpool::server {
@@ -58,8 +60,9 @@ class StdRandom : public Random {
 class Worker {
  public:
   // `index` of `count` workers: the worker takes its share of each node's connection bounds.
+  // `metrics` (this worker's counters, written only on its thread) must outlive the worker.
   Worker(std::shared_ptr<const config::Config> config, uint32_t index, uint32_t count,
-         ProxyCounters& counters);
+         ProxyCounters& counters, metrics::WorkerMetrics& metrics);
   ~Worker();
 
   Worker(const Worker&) = delete;
@@ -87,6 +90,11 @@ class Worker {
   EventLoop& loop() { return loop_; }
   const config::Config& config() const { return *config_; }
   ProxyCounters& counters() { return counters_; }
+  metrics::WorkerMetrics& metrics() { return metrics_; }
+  // The counters of the node `pool` serves; null for a pool not of this worker.
+  metrics::NodeMetrics* NodeMetricsOf(const pool::NodePool* pool);
+  // Worker thread: each node pool's gauges now, in config order.
+  std::vector<metrics::NodePoolGauges> PoolGauges() const;
   // A buffer for reads, shared by all of this worker's connections: a read is consumed by nghttp2
   // before the next one starts.
   std::vector<uint8_t>& read_buffer() { return read_buffer_; }
@@ -95,16 +103,21 @@ class Worker {
  private:
   class UpstreamFactory;
   void CheckDrained();
+  // Re-evaluates node `node`'s readiness mirror (NodeMetrics::usable).
+  void UpdateUsable(size_t node);
 
   const std::shared_ptr<const config::Config> config_;
   const uint32_t index_;
   ProxyCounters& counters_;
+  metrics::WorkerMetrics& metrics_;
   boost::asio::io_context io_;
   AsioEventLoop loop_;
   StdRandom random_;
   std::vector<uint8_t> read_buffer_;
   pool::PendingBudget pending_budget_;
   std::vector<std::unique_ptr<UpstreamFactory>> factories_;
+  // Declared before pools_: a pool reports to its observer until it is destroyed.
+  std::vector<std::unique_ptr<metrics::PoolMetricsObserver>> observers_;
   std::vector<std::unique_ptr<pool::NodePool>> pools_;
   std::unordered_map<DownstreamSession*, std::shared_ptr<DownstreamSession>> sessions_;
   std::function<void()> on_drained_;

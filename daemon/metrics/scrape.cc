@@ -1,0 +1,383 @@
+#include "daemon/metrics/scrape.h"
+
+#include <sstream>
+#include <utility>
+
+#include "prometheus/client_metric.h"
+#include "prometheus/metric_type.h"
+
+namespace qpool::metrics {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+using Labels = std::vector<ClientMetric::Label>;
+
+MetricFamily Family(std::string name, std::string help, MetricType type) {
+  MetricFamily family;
+  family.name = std::move(name);
+  family.help = std::move(help);
+  family.type = type;
+  return family;
+}
+
+void AddCounter(MetricFamily& family, Labels labels, double value) {
+  ClientMetric metric;
+  metric.label = std::move(labels);
+  metric.counter.value = value;
+  family.metric.push_back(std::move(metric));
+}
+
+void AddGauge(MetricFamily& family, Labels labels, double value) {
+  ClientMetric metric;
+  metric.label = std::move(labels);
+  metric.gauge.value = value;
+  family.metric.push_back(std::move(metric));
+}
+
+// Adds one histogram series: the sum over `parts` (same bounds), made cumulative.
+void AddHistogram(MetricFamily& family, Labels labels,
+                  const std::vector<const DurationHistogram*>& parts) {
+  ClientMetric metric;
+  metric.label = std::move(labels);
+  if (parts.empty()) return;
+  const BucketBounds& bounds = parts.front()->bounds();
+  uint64_t cumulative = 0;
+  double sum = 0;
+  for (const DurationHistogram* part : parts) sum += part->SumSeconds();
+  for (size_t i = 0; i <= bounds.size(); ++i) {
+    for (const DurationHistogram* part : parts) cumulative += part->BucketCount(i);
+    ClientMetric::Bucket bucket;
+    bucket.upper_bound = i < bounds.size() ? bounds[i] : std::numeric_limits<double>::infinity();
+    bucket.cumulative_count = cumulative;
+    metric.histogram.bucket.push_back(bucket);
+  }
+  metric.histogram.sample_count = cumulative;
+  metric.histogram.sample_sum = sum;
+  family.metric.push_back(std::move(metric));
+}
+
+template <typename Fn>
+uint64_t SumWorkers(const ScrapeInput& input, Fn fn) {
+  uint64_t total = 0;
+  for (const WorkerMetrics* worker : input.workers) total += fn(*worker);
+  return total;
+}
+
+template <typename Fn>
+std::vector<const DurationHistogram*> Parts(const ScrapeInput& input, Fn fn) {
+  std::vector<const DurationHistogram*> parts;
+  for (const WorkerMetrics* worker : input.workers) parts.push_back(&fn(*worker));
+  return parts;
+}
+
+// Pool gauges for node `n`, summed over the workers that answered.
+NodePoolGauges NodeTotals(const ScrapeInput& input, size_t n, uint32_t* answered) {
+  NodePoolGauges total;
+  total.usable = false;
+  *answered = 0;
+  for (const auto& worker : input.pools) {
+    if (!worker || n >= worker->size()) continue;
+    const NodePoolGauges& g = (*worker)[n];
+    (*answered)++;
+    total.connecting += g.connecting;
+    total.ready += g.ready;
+    total.busy += g.busy;
+    total.draining += g.draining;
+    total.streams_in_flight += g.streams_in_flight;
+    total.waiting += g.waiting;
+    total.consecutive_connect_failures =
+        std::max(total.consecutive_connect_failures, g.consecutive_connect_failures);
+    total.usable = total.usable || g.usable;
+  }
+  return total;
+}
+
+std::string JsonString(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+void GaugesJson(std::ostringstream& out, const NodePoolGauges& g) {
+  out << "\"connections\":{\"connecting\":" << g.connecting << ",\"ready\":" << g.ready
+      << ",\"busy\":" << g.busy << ",\"draining\":" << g.draining
+      << "},\"streams_in_flight\":" << g.streams_in_flight << ",\"calls_waiting\":" << g.waiting
+      << ",\"consecutive_connect_failures\":" << g.consecutive_connect_failures
+      << ",\"usable\":" << (g.usable ? "true" : "false");
+}
+
+}  // namespace
+
+std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
+  std::vector<MetricFamily> out;
+  const size_t nodes = input.node_names.size();
+  auto node_label = [&](size_t n) { return Labels{{"node", input.node_names[n]}}; };
+
+  // --- downstream (apps) ---
+  {
+    auto f = Family("qpool_downstream_connections", "App connections open now.", MetricType::Gauge);
+    AddGauge(f, {}, static_cast<double>(input.downstream.open));
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_downstream_connections_accepted_total",
+                    "App connections accepted since start.", MetricType::Counter);
+    AddCounter(f, {}, static_cast<double>(input.downstream.accepted));
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_downstream_connections_refused_total",
+                    "App connections refused because server.max_client_connections was reached.",
+                    MetricType::Counter);
+    AddCounter(f, {}, static_cast<double>(input.downstream.refused));
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_downstream_protocol_errors_total",
+                    "App connections closed for bad input: garbage, HTTP/1.1, a bad preface or "
+                    "broken HTTP/2.",
+                    MetricType::Counter);
+    AddCounter(f, {}, static_cast<double>(input.downstream.protocol_errors));
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_calls_started_total", "Calls whose request headers arrived.",
+                    MetricType::Counter);
+    AddCounter(f, {}, static_cast<double>(input.downstream.calls_started));
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_calls_total",
+                    "Calls finished, by method class and gRPC status (RESET: ended by RST_STREAM "
+                    "or a lost connection, with no status).",
+                    MetricType::Counter);
+    for (size_t c = 0; c < kMethodClassCount; ++c) {
+      const auto klass = static_cast<MethodClass>(c);
+      for (size_t slot = 0; slot < kCodeSlots; ++slot) {
+        const uint64_t value =
+            SumWorkers(input, [&](const WorkerMetrics& w) { return w.calls(klass, slot); });
+        if (value == 0 && slot != 0) continue;  // OK always; other codes once they happen
+        AddCounter(f, {{"class", MethodClassName(klass)}, {"code", CodeSlotName(slot)}},
+                   static_cast<double>(value));
+      }
+    }
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_local_replies_total",
+                    "Calls answered by qpoold itself (pool limits, unreachable node, deadline, "
+                    "upstream connection lost).",
+                    MetricType::Counter);
+    AddCounter(f, {}, static_cast<double>(input.downstream.local_replies));
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_call_duration_seconds",
+                    "Call duration in qpoold, request headers to the end of the app's stream, by "
+                    "method class.",
+                    MetricType::Histogram);
+    for (size_t c = 0; c < kMethodClassCount; ++c) {
+      const auto klass = static_cast<MethodClass>(c);
+      AddHistogram(f, {{"class", MethodClassName(klass)}},
+                   Parts(input, [&](const WorkerMetrics& w) -> const DurationHistogram& {
+                     return w.call_duration(klass);
+                   }));
+    }
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_request_bytes_total",
+                    "gRPC message bytes (HTTP/2 DATA payload) received from apps.",
+                    MetricType::Counter);
+    AddCounter(f, {}, static_cast<double>(SumWorkers(
+                          input, [](const WorkerMetrics& w) { return w.request_bytes(); })));
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_response_bytes_total",
+                    "gRPC message bytes (HTTP/2 DATA payload) received from upstream for apps.",
+                    MetricType::Counter);
+    AddCounter(f, {}, static_cast<double>(SumWorkers(
+                          input, [](const WorkerMetrics& w) { return w.response_bytes(); })));
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_buffered_bytes",
+                    "gRPC message bytes held in calls now, both directions.", MetricType::Gauge);
+    AddGauge(f, {}, static_cast<double>(input.downstream.buffered_bytes));
+    out.push_back(std::move(f));
+  }
+
+  // --- upstream pool, per node ---
+  auto node_counter = [&](const char* name, const char* help, auto get) {
+    auto f = Family(name, help, MetricType::Counter);
+    for (size_t n = 0; n < nodes; ++n) {
+      AddCounter(f, node_label(n), static_cast<double>(SumWorkers(input, [&](const WorkerMetrics& w) {
+                   return get(w.node(n));
+                 })));
+    }
+    out.push_back(std::move(f));
+  };
+  auto node_histogram = [&](const char* name, const char* help, auto get) {
+    auto f = Family(name, help, MetricType::Histogram);
+    for (size_t n = 0; n < nodes; ++n) {
+      AddHistogram(f, node_label(n),
+                   Parts(input, [&](const WorkerMetrics& w) -> const DurationHistogram& {
+                     return get(w.node(n));
+                   }));
+    }
+    out.push_back(std::move(f));
+  };
+  {
+    auto f = Family("qpool_upstream_connections",
+                    "Upstream connections now, by node and state (connecting, ready, busy, "
+                    "draining).",
+                    MetricType::Gauge);
+    auto streams = Family("qpool_upstream_streams_in_flight",
+                          "Upstream streams reserved or open now, by node.", MetricType::Gauge);
+    auto waiting = Family("qpool_calls_waiting",
+                          "Calls waiting for a free upstream stream now, by node.",
+                          MetricType::Gauge);
+    auto usable = Family("qpool_upstream_node_usable",
+                         "1 when the node has a live connection or may still connect (no connect "
+                         "failed since the last success), else 0.",
+                         MetricType::Gauge);
+    for (size_t n = 0; n < nodes; ++n) {
+      uint32_t answered = 0;
+      const NodePoolGauges g = NodeTotals(input, n, &answered);
+      if (answered == 0) continue;
+      const std::string& node = input.node_names[n];
+      AddGauge(f, {{"node", node}, {"state", "connecting"}}, g.connecting);
+      AddGauge(f, {{"node", node}, {"state", "ready"}}, g.ready);
+      AddGauge(f, {{"node", node}, {"state", "busy"}}, g.busy);
+      AddGauge(f, {{"node", node}, {"state", "draining"}}, g.draining);
+      AddGauge(streams, node_label(n), g.streams_in_flight);
+      AddGauge(waiting, node_label(n), g.waiting);
+    }
+    for (size_t n = 0; n < nodes; ++n) {
+      bool any = false;
+      for (const WorkerMetrics* w : input.workers) {
+        any = any || w->node(n).usable.load(std::memory_order_relaxed);
+      }
+      AddGauge(usable, node_label(n), any ? 1 : 0);
+    }
+    out.push_back(std::move(f));
+    out.push_back(std::move(streams));
+    out.push_back(std::move(waiting));
+    out.push_back(std::move(usable));
+  }
+  node_counter("qpool_upstream_connects_total",
+               "Upstream connections that finished the HTTP/2 handshake, by node.",
+               [](const NodeMetrics& m) { return m.connects.Get(); });
+  node_counter("qpool_upstream_connect_failures_total",
+               "Upstream connects that failed or timed out (upstream.connect_timeout), by node.",
+               [](const NodeMetrics& m) { return m.connect_failures.Get(); });
+  {
+    auto f = Family("qpool_upstream_disconnects_total",
+                    "Upstream connections gone after they were up, by node and reason (goaway: "
+                    "drained after the node's GOAWAY; error: lost or broken; shutdown: qpoold "
+                    "stopping).",
+                    MetricType::Counter);
+    for (size_t n = 0; n < nodes; ++n) {
+      for (size_t r = 0; r < kDisconnectReasonCount; ++r) {
+        const uint64_t value = SumWorkers(
+            input, [&](const WorkerMetrics& w) { return w.node(n).disconnects[r].Get(); });
+        AddCounter(f,
+                   {{"node", input.node_names[n]},
+                    {"reason", DisconnectReasonName(static_cast<DisconnectReason>(r))}},
+                   static_cast<double>(value));
+      }
+    }
+    out.push_back(std::move(f));
+  }
+  node_histogram("qpool_upstream_connect_duration_seconds",
+                 "Time from connect start to the node's HTTP/2 SETTINGS, by node.",
+                 [](const NodeMetrics& m) -> const DurationHistogram& { return m.connect_duration; });
+  node_histogram("qpool_pool_wait_duration_seconds",
+                 "Time calls waited for a free upstream stream (0 when one was free), by node.",
+                 [](const NodeMetrics& m) -> const DurationHistogram& { return m.wait_duration; });
+  node_counter("qpool_pool_queue_overflows_total",
+               "Calls refused with RESOURCE_EXHAUSTED because upstream.max_pending calls already "
+               "waited, by node.",
+               [](const NodeMetrics& m) { return m.queue_overflows.Get(); });
+  node_counter("qpool_pool_acquire_timeouts_total",
+               "Calls that waited upstream.acquire_timeout for a stream and got UNAVAILABLE, by "
+               "node.",
+               [](const NodeMetrics& m) { return m.acquire_timeouts.Get(); });
+  node_histogram("qpool_upstream_attempt_duration_seconds",
+                 "Upstream stream lifetime, opened to closed, by node.",
+                 [](const NodeMetrics& m) -> const DurationHistogram& { return m.attempt_duration; });
+
+  // --- process state ---
+  {
+    auto f = Family("qpool_ready", "1 when /readyz answers 200.", MetricType::Gauge);
+    AddGauge(f, {}, input.ready ? 1 : 0);
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_draining", "1 after SIGTERM/SIGINT, while calls drain.",
+                    MetricType::Gauge);
+    AddGauge(f, {}, input.draining ? 1 : 0);
+    out.push_back(std::move(f));
+  }
+  {
+    uint32_t missing = 0;
+    for (const auto& worker : input.pools) missing += worker ? 0 : 1;
+    auto f = Family("qpool_scrape_workers_unanswered",
+                    "I/O workers that did not report pool gauges within the scrape's wait.",
+                    MetricType::Gauge);
+    AddGauge(f, {}, missing);
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+MetricFamily BuildInfoFamily(const std::string& version) {
+  auto f = Family("qpool_build_info", "qpoold's version; the value is always 1.",
+                  MetricType::Gauge);
+  AddGauge(f, {{"version", version}}, 1);
+  return f;
+}
+
+std::string PoolJson(const ScrapeInput& input) {
+  std::ostringstream out;
+  out << "{\"ready\":" << (input.ready ? "true" : "false")
+      << ",\"draining\":" << (input.draining ? "true" : "false") << ",\"nodes\":[";
+  for (size_t n = 0; n < input.node_names.size(); ++n) {
+    if (n > 0) out << ",";
+    uint32_t answered = 0;
+    const NodePoolGauges total = NodeTotals(input, n, &answered);
+    out << "{\"node\":" << JsonString(input.node_names[n]) << ",";
+    GaugesJson(out, total);
+    out << ",\"workers\":[";
+    for (size_t w = 0; w < input.pools.size(); ++w) {
+      if (w > 0) out << ",";
+      out << "{\"worker\":" << w;
+      if (input.pools[w] && n < input.pools[w]->size()) {
+        out << ",";
+        GaugesJson(out, (*input.pools[w])[n]);
+      } else {
+        out << ",\"answered\":false";
+      }
+      out << "}";
+    }
+    out << "]}";
+  }
+  out << "]}\n";
+  return out.str();
+}
+
+}  // namespace qpool::metrics

@@ -1,0 +1,68 @@
+// A scrape: what the proxy hands the admin endpoint, and the metric families and /pool JSON built
+// from it. The proxy fills a ScrapeInput on the admin thread (counters read with relaxed loads;
+// pool gauges from a snapshot each worker takes on its own thread); the functions here format it.
+//
+//   ScrapeInput input = backend.Scrape(absl::Milliseconds(250));
+//   std::vector<prometheus::MetricFamily> families = BuildFamilies(input);
+//   std::string json = PoolJson(input);
+//
+// Metric names and meanings are listed in docs/metrics.md; keep the two in sync.
+#ifndef QPOOL_DAEMON_METRICS_SCRAPE_H_
+#define QPOOL_DAEMON_METRICS_SCRAPE_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/metrics/worker_metrics.h"
+#include "prometheus/metric_family.h"
+
+namespace qpool::metrics {
+
+// The downstream counters (server::ProxyStats, copied here to keep this library below the server).
+struct DownstreamCounts {
+  uint64_t accepted = 0;
+  uint64_t refused = 0;
+  uint64_t protocol_errors = 0;
+  int64_t open = 0;
+  uint64_t calls_started = 0;
+  uint64_t local_replies = 0;
+  int64_t buffered_bytes = 0;
+};
+
+// One worker's pool for one node, as the worker saw it when asked.
+struct NodePoolGauges {
+  uint32_t connecting = 0;
+  uint32_t ready = 0;
+  uint32_t busy = 0;
+  uint32_t draining = 0;
+  uint32_t streams_in_flight = 0;
+  uint32_t waiting = 0;
+  uint32_t consecutive_connect_failures = 0;
+  bool usable = true;
+};
+
+struct ScrapeInput {
+  std::vector<std::string> node_names;          // config order: the `node` label values
+  std::vector<const WorkerMetrics*> workers;    // every worker's counters
+  DownstreamCounts downstream;
+  // [worker][node] pool gauges; a worker that did not answer in time is nullopt.
+  std::vector<std::optional<std::vector<NodePoolGauges>>> pools;
+  bool started = false;
+  bool draining = false;
+  bool ready = false;
+};
+
+// Every qpool_* family of the scrape, with HELP and TYPE, in a stable order.
+std::vector<prometheus::MetricFamily> BuildFamilies(const ScrapeInput& input);
+
+// qpool_build_info{version} 1.
+prometheus::MetricFamily BuildInfoFamily(const std::string& version);
+
+// /pool: per node, totals and per worker, like PgBouncer's SHOW POOLS.
+std::string PoolJson(const ScrapeInput& input);
+
+}  // namespace qpool::metrics
+
+#endif  // QPOOL_DAEMON_METRICS_SCRAPE_H_

@@ -1,0 +1,70 @@
+#include "daemon/metrics/worker_metrics.h"
+
+namespace qpool::metrics {
+
+const char* DisconnectReasonName(DisconnectReason reason) {
+  switch (reason) {
+    case DisconnectReason::kGoaway:
+      return "goaway";
+    case DisconnectReason::kError:
+      return "error";
+    case DisconnectReason::kShutdown:
+      return "shutdown";
+  }
+  return "error";
+}
+
+const char* CodeSlotName(size_t slot) {
+  static constexpr const char* kNames[kCodeSlots] = {
+      "OK",        "CANCELLED",         "UNKNOWN",        "INVALID_ARGUMENT",
+      "DEADLINE_EXCEEDED", "NOT_FOUND",  "ALREADY_EXISTS", "PERMISSION_DENIED",
+      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+      "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED", "RESET"};
+  return slot < kCodeSlots ? kNames[slot] : "RESET";
+}
+
+WorkerMetrics::WorkerMetrics(size_t node_count) {
+  for (size_t i = 0; i < node_count; ++i) nodes_.push_back(std::make_unique<NodeMetrics>());
+}
+
+void PoolMetricsObserver::OnConnectionState(const pool::ConnectionState* from,
+                                            const pool::ConnectionState* to) {
+  using pool::ConnectionState;
+  if (from == nullptr) {
+    connecting_since_.push_back(loop_.Now());
+  } else if (*from == ConnectionState::kConnecting && !connecting_since_.empty()) {
+    const MonoTime started = connecting_since_.front();
+    connecting_since_.pop_front();
+    if (to != nullptr && *to == ConnectionState::kReady) {
+      metrics_.connects.Add();
+      metrics_.connect_duration.Observe(loop_.Now() - started);
+    } else if (to != nullptr && *to == ConnectionState::kBusy) {
+      metrics_.connects.Add();  // a peer that allows no stream at all
+      metrics_.connect_duration.Observe(loop_.Now() - started);
+    }
+  }
+  // ready <-> busy changes nothing a router cares about; everything else may.
+  const bool ready_busy = from != nullptr && to != nullptr &&
+                          (*from == ConnectionState::kReady || *from == ConnectionState::kBusy) &&
+                          (*to == ConnectionState::kReady || *to == ConnectionState::kBusy);
+  if (!ready_busy && on_change_) on_change_();
+}
+
+void PoolMetricsObserver::OnConnectFailed(const absl::Status& reason) {
+  metrics_.connect_failures.Add();
+  if (on_change_) on_change_();
+}
+
+void PoolMetricsObserver::OnConnectionClosed(const absl::Status& reason) {
+  // OK is a drain that finished: qpoold's own at shutdown, otherwise the peer's GOAWAY.
+  DisconnectReason why = DisconnectReason::kError;
+  if (shutting_down_) {
+    why = DisconnectReason::kShutdown;
+  } else if (reason.ok()) {
+    why = DisconnectReason::kGoaway;
+  }
+  metrics_.disconnects[static_cast<size_t>(why)].Add();
+  if (on_change_) on_change_();
+}
+
+}  // namespace qpool::metrics

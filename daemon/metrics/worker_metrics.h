@@ -1,0 +1,128 @@
+// What one I/O worker counts, per node and per call, for /metrics. The worker thread writes
+// (RelaxedCounter: no locks, no read-modify-write); the admin thread reads and sums over workers at
+// scrape time. The objects live in the Proxy, so they outlive the workers that write them.
+//
+//   WorkerMetrics& m = worker.metrics();
+//   m.RecordCall(MethodClass::kRead, /*grpc_code=*/0, call_duration);   // at a call's end
+//   m.node(0).attempt_duration.Observe(attempt);                          // at an attempt's end
+//   PoolMetricsObserver observer(m.node(0), loop, on_change);             // passed to NodePool
+#ifndef QPOOL_DAEMON_METRICS_WORKER_METRICS_H_
+#define QPOOL_DAEMON_METRICS_WORKER_METRICS_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "daemon/common/event_loop.h"
+#include "daemon/metrics/counters.h"
+#include "daemon/metrics/method_class.h"
+#include "daemon/pool/node_pool.h"
+
+namespace qpool::metrics {
+
+// Why an upstream connection went away after it was up. `idle` and `recycled` come with the
+// recycling issue and are not counted yet.
+enum class DisconnectReason : uint8_t { kGoaway = 0, kError = 1, kShutdown = 2 };
+inline constexpr size_t kDisconnectReasonCount = 3;
+const char* DisconnectReasonName(DisconnectReason reason);  // "goaway", "error", "shutdown"
+
+// gRPC status codes 0..16, and one more slot for calls that ended with no status at all (a
+// RST_STREAM from either side, or the app's connection lost).
+inline constexpr size_t kGrpcCodeCount = 17;
+inline constexpr size_t kNoStatusSlot = kGrpcCodeCount;
+inline constexpr size_t kCodeSlots = kGrpcCodeCount + 1;
+// "OK", "CANCELLED", ... "UNAUTHENTICATED"; "RESET" for kNoStatusSlot.
+const char* CodeSlotName(size_t slot);
+
+// One worker's counters for one upstream node.
+struct NodeMetrics {
+  RelaxedCounter connects;          // connections that finished the HTTP/2 handshake
+  RelaxedCounter connect_failures;  // connects that failed or timed out
+  std::array<RelaxedCounter, kDisconnectReasonCount> disconnects;
+  DurationHistogram connect_duration{WaitBounds()};  // connect start -> peer SETTINGS
+  DurationHistogram wait_duration{WaitBounds()};     // per stream acquired; 0 when not queued
+  RelaxedCounter queue_overflows;                    // upstream.max_pending reached
+  RelaxedCounter acquire_timeouts;                   // upstream.acquire_timeout passed
+  DurationHistogram attempt_duration{CallDurationBounds()};  // upstream stream open -> closed
+  // Readiness mirror, written by the worker after connection events, read by /readyz: true while
+  // the node has a live connection, or may still connect (no connect failed since the last
+  // success).
+  std::atomic<bool> usable{true};
+};
+
+class WorkerMetrics {
+ public:
+  explicit WorkerMetrics(size_t node_count);
+
+  // Worker thread: one finished call. `grpc_code` < 0 or > 16 for "no status" (reset).
+  void RecordCall(MethodClass method_class, int grpc_code, std::chrono::nanoseconds duration) {
+    const size_t klass = static_cast<size_t>(method_class);
+    const size_t slot = grpc_code >= 0 && grpc_code < static_cast<int>(kGrpcCodeCount)
+                            ? static_cast<size_t>(grpc_code)
+                            : kNoStatusSlot;
+    calls_[klass][slot].Add();
+    call_duration_[klass].Observe(duration);
+  }
+  void AddRequestBytes(uint64_t n) { request_bytes_.Add(n); }
+  void AddResponseBytes(uint64_t n) { response_bytes_.Add(n); }
+
+  NodeMetrics& node(size_t i) { return *nodes_[i]; }
+  const NodeMetrics& node(size_t i) const { return *nodes_[i]; }
+  size_t node_count() const { return nodes_.size(); }
+
+  // Any thread.
+  uint64_t calls(MethodClass method_class, size_t slot) const {
+    return calls_[static_cast<size_t>(method_class)][slot].Get();
+  }
+  const DurationHistogram& call_duration(MethodClass method_class) const {
+    return call_duration_[static_cast<size_t>(method_class)];
+  }
+  uint64_t request_bytes() const { return request_bytes_.Get(); }
+  uint64_t response_bytes() const { return response_bytes_.Get(); }
+
+ private:
+  std::array<std::array<RelaxedCounter, kCodeSlots>, kMethodClassCount> calls_;
+  std::array<DurationHistogram, kMethodClassCount> call_duration_;
+  RelaxedCounter request_bytes_;   // gRPC message bytes (DATA payload) from apps
+  RelaxedCounter response_bytes_;  // gRPC message bytes (DATA payload) from upstream, to apps
+  std::vector<std::unique_ptr<NodeMetrics>> nodes_;
+};
+
+// The pool's metric hooks for one node of one worker. `on_change` runs (synchronously, on the
+// worker thread) after an event that may change the node's readiness; the worker re-evaluates on
+// a later turn of its loop, when the pool is done with the event.
+//
+// Connect latency pairs starts and ends in order (the hooks do not name the connection): exact
+// when one connect per node and worker is in flight at a time, as it is except under bursts; the
+// sum over a burst stays exact.
+class PoolMetricsObserver : public pool::PoolObserver {
+ public:
+  PoolMetricsObserver(NodeMetrics& metrics, EventLoop& loop, std::function<void()> on_change)
+      : metrics_(metrics), loop_(loop), on_change_(std::move(on_change)) {}
+
+  // Connections closed from now on count as "shutdown", not "goaway". Worker thread.
+  void BeginShutdown() { shutting_down_ = true; }
+
+  void OnConnectionState(const pool::ConnectionState* from,
+                         const pool::ConnectionState* to) override;
+  void OnConnectFailed(const absl::Status& reason) override;
+  void OnConnectionClosed(const absl::Status& reason) override;
+  void OnStreamAcquired(Duration waited) override { metrics_.wait_duration.Observe(waited); }
+  void OnQueueOverflow() override { metrics_.queue_overflows.Add(); }
+  void OnAcquireTimeout() override { metrics_.acquire_timeouts.Add(); }
+
+ private:
+  NodeMetrics& metrics_;
+  EventLoop& loop_;
+  std::function<void()> on_change_;
+  std::deque<MonoTime> connecting_since_;
+  bool shutting_down_ = false;
+};
+
+}  // namespace qpool::metrics
+
+#endif  // QPOOL_DAEMON_METRICS_WORKER_METRICS_H_
