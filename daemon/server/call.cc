@@ -46,8 +46,10 @@ Call::~Call() {
 
 // --- Downstream events -------------------------------------------------------------------------
 
-void Call::OnRequestHeader(std::string_view name, std::string_view value) {
+void Call::OnRequestHeader(nghttp2_rcbuf* name_buf, nghttp2_rcbuf* value_buf) {
   if (request_headers_done_) return;  // request trailers: gRPC has none; dropped
+  const std::string_view name = HeaderRefs::View(name_buf);
+  const std::string_view value = HeaderRefs::View(value_buf);
   if (!ForwardableRequestHeader(name, value)) return;
   if (name == ":path") method_class_ = metrics::ClassifyPath(value);
   if (name == "grpc-timeout") {
@@ -55,7 +57,7 @@ void Call::OnRequestHeader(std::string_view name, std::string_view value) {
       deadline_ = downstream_.worker().loop().Now() + *timeout;
     }
   }
-  request_headers_.Add(name, value);
+  request_headers_.Add(name_buf, value_buf);
 }
 
 void Call::OnRequestHeadersEnd() {
@@ -129,9 +131,13 @@ ssize_t Call::ReadResponseBody(uint8_t* buf, size_t length, uint32_t* data_flags
 
 // --- Upstream events ---------------------------------------------------------------------------
 
-void Call::OnResponseHeader(bool trailers, std::string_view name, std::string_view value) {
+void Call::OnResponseHeader(bool trailers, nghttp2_rcbuf* name, nghttp2_rcbuf* value) {
   if (finished_) return;
-  (trailers ? trailers_ : response_headers_).Add(name, value);
+  if (trailers) {
+    trailers_.Add(HeaderRefs::View(name), HeaderRefs::View(value));
+  } else {
+    response_headers_.Add(name, value);
+  }
 }
 
 void Call::OnResponseHeadersEnd(bool end_stream) {
@@ -144,6 +150,7 @@ void Call::OnResponseHeadersEnd(bool end_stream) {
     response_ended_ = true;
     NvArray nva = response_headers_.ToNv();
     downstream_.SubmitResponse(*this, nva.data(), nva.size(), /*has_body=*/false);
+    response_headers_.Clear();
     return;
   }
   response_started_ = true;
@@ -181,6 +188,7 @@ void Call::OnResponseEnd() {
 void Call::OnUpstreamClosed(uint32_t h2_error_code, bool connection_lost) {
   EndAttempt();
   const std::string node = upstream_ != nullptr ? upstream_->node_name() : "";
+  response_headers_.Clear();  // references into the upstream session
   upstream_ = nullptr;
   upstream_ref_.reset();
   upstream_id_ = -1;
@@ -264,6 +272,7 @@ void Call::StartUpstream(UpstreamConnection& upstream) {
 }
 
 void Call::ReleaseUpstream(uint32_t h2_error_code) {
+  response_headers_.Clear();  // references into the upstream session
   if (upstream_ == nullptr) return;
   EndAttempt();
   upstream_->ResetStream(upstream_id_, h2_error_code);

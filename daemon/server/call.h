@@ -56,7 +56,8 @@ class Call : public pool::StreamWaiter {
   Call& operator=(const Call&) = delete;
 
   // Downstream events (from DownstreamSession's nghttp2 callbacks). -------------------------------
-  void OnRequestHeader(std::string_view name, std::string_view value);
+  // `name` and `value` belong to the downstream session; the call keeps references.
+  void OnRequestHeader(nghttp2_rcbuf* name, nghttp2_rcbuf* value);
   void OnRequestHeadersEnd();
   void OnRequestData(const uint8_t* data, size_t len);
   void OnRequestEnd();
@@ -66,7 +67,9 @@ class Call : public pool::StreamWaiter {
   ssize_t ReadResponseBody(uint8_t* buf, size_t length, uint32_t* data_flags);
 
   // Upstream events (from UpstreamConnection's nghttp2 callbacks). --------------------------------
-  void OnResponseHeader(bool trailers, std::string_view name, std::string_view value);
+  // `name` and `value` belong to the upstream session; the call keeps references until the
+  // header block is forwarded (trailers, which wait for the body, are copied).
+  void OnResponseHeader(bool trailers, nghttp2_rcbuf* name, nghttp2_rcbuf* value);
   void OnResponseHeadersEnd(bool end_stream);
   void OnResponseTrailersEnd();
   void OnResponseData(const uint8_t* data, size_t len);
@@ -109,7 +112,7 @@ class Call : public pool::StreamWaiter {
   std::shared_ptr<void> upstream_ref_;  // keeps the connection alive while attached
   int32_t upstream_id_ = -1;
 
-  HeaderBlock request_headers_;
+  HeaderRefs request_headers_;
   bool request_headers_done_ = false;
   ByteQueue request_body_;
   bool request_ended_ = false;
@@ -125,7 +128,7 @@ class Call : public pool::StreamWaiter {
   MonoTime attempt_started_at_{};
   metrics::NodeMetrics* attempt_node_ = nullptr;  // set while an upstream stream is open
 
-  HeaderBlock response_headers_;
+  HeaderRefs response_headers_;
   HeaderBlock trailers_;
   ByteQueue response_body_;
   bool response_started_ = false;  // response HEADERS submitted downstream

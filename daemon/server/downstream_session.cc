@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/server/call.h"
+#include "daemon/server/small_alloc.h"
 #include "daemon/server/worker.h"
 #include "spdlog/spdlog.h"
 
@@ -41,7 +42,8 @@ bool DownstreamSession::CreateSession() {
   nghttp2_option* option;
   nghttp2_option_new(&option);
   nghttp2_option_set_no_auto_window_update(option, 1);
-  const int rv = nghttp2_session_server_new2(&session_, Callbacks(), this, option);
+  const int rv =
+      nghttp2_session_server_new3(&session_, Callbacks(), this, option, Nghttp2SmallAlloc());
   nghttp2_option_del(option);
   if (rv != 0) {
     CloseTransport(absl::InternalError(nghttp2_strerror(rv)));
@@ -146,7 +148,7 @@ nghttp2_session_callbacks* DownstreamSession::Callbacks() {
     nghttp2_session_callbacks* cbs;
     nghttp2_session_callbacks_new(&cbs);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, &OnBeginHeadersCallback);
-    nghttp2_session_callbacks_set_on_header_callback(cbs, &OnHeaderCallback);
+    nghttp2_session_callbacks_set_on_header_callback2(cbs, &OnHeaderCallback);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, &OnFrameRecvCallback);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, &OnDataChunkRecvCallback);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &OnStreamCloseCallback);
@@ -168,13 +170,12 @@ int DownstreamSession::OnBeginHeadersCallback(nghttp2_session* session,
 }
 
 int DownstreamSession::OnHeaderCallback(nghttp2_session* session, const nghttp2_frame* frame,
-                                        const uint8_t* name, size_t namelen, const uint8_t* value,
-                                        size_t valuelen, uint8_t, void*) {
+                                        nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t,
+                                        void*) {
   if (frame->hd.type != NGHTTP2_HEADERS) return 0;
   Call* call = CallOf(session, frame->hd.stream_id);
   if (call == nullptr) return 0;
-  call->OnRequestHeader(std::string_view(reinterpret_cast<const char*>(name), namelen),
-                        std::string_view(reinterpret_cast<const char*>(value), valuelen));
+  call->OnRequestHeader(name, value);
   return 0;
 }
 

@@ -44,8 +44,8 @@ class DownstreamSession : public H2Transport {
  private:
   static nghttp2_session_callbacks* Callbacks();
   static int OnBeginHeadersCallback(nghttp2_session*, const nghttp2_frame*, void*);
-  static int OnHeaderCallback(nghttp2_session*, const nghttp2_frame*, const uint8_t*, size_t,
-                              const uint8_t*, size_t, uint8_t, void*);
+  static int OnHeaderCallback(nghttp2_session*, const nghttp2_frame*, nghttp2_rcbuf*,
+                              nghttp2_rcbuf*, uint8_t, void*);
   static int OnFrameRecvCallback(nghttp2_session*, const nghttp2_frame*, void*);
   static int OnDataChunkRecvCallback(nghttp2_session*, uint8_t, int32_t, const uint8_t*, size_t,
                                      void*);

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/server/call.h"
+#include "daemon/server/small_alloc.h"
 #include "daemon/server/worker.h"
 #include "spdlog/spdlog.h"
 
@@ -71,7 +72,10 @@ void UpstreamConnection::OnTcpConnected(const boost::system::error_code& ec) {
   nghttp2_option* option;
   nghttp2_option_new(&option);
   nghttp2_option_set_no_auto_window_update(option, 1);
-  nghttp2_session_client_new2(&session_, Callbacks(), this, option);
+  // The app's request was validated on the way in (the downstream session checks HTTP messaging);
+  // what Qdrant answers is passed on as it is, so checking each response header again buys nothing.
+  nghttp2_option_set_no_http_messaging(option, 1);
+  nghttp2_session_client_new3(&session_, Callbacks(), this, option, Nghttp2SmallAlloc());
   nghttp2_option_del(option);
   const config::Config& config = worker().config();
   const nghttp2_settings_entry settings[] = {
@@ -191,7 +195,7 @@ nghttp2_session_callbacks* UpstreamConnection::Callbacks() {
   static nghttp2_session_callbacks* callbacks = [] {
     nghttp2_session_callbacks* cbs;
     nghttp2_session_callbacks_new(&cbs);
-    nghttp2_session_callbacks_set_on_header_callback(cbs, &OnHeaderCallback);
+    nghttp2_session_callbacks_set_on_header_callback2(cbs, &OnHeaderCallback);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, &OnFrameRecvCallback);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, &OnDataChunkRecvCallback);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &OnStreamCloseCallback);
@@ -201,15 +205,12 @@ nghttp2_session_callbacks* UpstreamConnection::Callbacks() {
 }
 
 int UpstreamConnection::OnHeaderCallback(nghttp2_session* session, const nghttp2_frame* frame,
-                                         const uint8_t* name, size_t namelen,
-                                         const uint8_t* value, size_t valuelen, uint8_t,
-                                         void* user_data) {
+                                         nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t,
+                                         void*) {
   if (frame->hd.type != NGHTTP2_HEADERS) return 0;
   Call* call = CallOf(session, frame->hd.stream_id);
   if (call == nullptr) return 0;
-  call->OnResponseHeader(frame->headers.cat == NGHTTP2_HCAT_HEADERS,
-                         std::string_view(reinterpret_cast<const char*>(name), namelen),
-                         std::string_view(reinterpret_cast<const char*>(value), valuelen));
+  call->OnResponseHeader(frame->headers.cat == NGHTTP2_HCAT_HEADERS, name, value);
   return 0;
 }
 

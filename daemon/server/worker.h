@@ -110,7 +110,7 @@ class Worker {
   const uint32_t index_;
   ProxyCounters& counters_;
   metrics::WorkerMetrics& metrics_;
-  boost::asio::io_context io_;
+  boost::asio::io_context io_{1};  // run by one thread: its own posts skip the queue lock
   AsioEventLoop loop_;
   StdRandom random_;
   std::vector<uint8_t> read_buffer_;

@@ -1,0 +1,186 @@
+#include "daemon/retry/method_class.h"
+
+#include <zlib.h>
+
+#include <cstdint>
+#include <optional>
+
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
+
+namespace qpool::retry {
+namespace {
+
+using google::protobuf::io::CodedInputStream;
+using google::protobuf::internal::WireFormatLite;
+
+constexpr char kPoints[] = "/qdrant.Points/";
+constexpr char kCollections[] = "/qdrant.Collections/";
+constexpr char kSnapshots[] = "/qdrant.Snapshots/";
+
+// Inflates a gzip (or zlib) stream; nullopt when it is corrupt or inflates past `limit`.
+std::optional<std::string> Inflate(std::string_view compressed, size_t limit) {
+  z_stream stream{};
+  if (inflateInit2(&stream, 15 + 32) != Z_OK) return std::nullopt;  // 32: gzip or zlib header
+  std::string out;
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
+  stream.avail_in = static_cast<uInt>(compressed.size());
+  int rv = Z_OK;
+  while (rv == Z_OK) {
+    if (out.size() >= limit) break;
+    const size_t chunk = std::min<size_t>(64 * 1024, limit - out.size());
+    const size_t offset = out.size();
+    out.resize(offset + chunk);
+    stream.next_out = reinterpret_cast<Bytef*>(out.data() + offset);
+    stream.avail_out = static_cast<uInt>(chunk);
+    rv = inflate(&stream, Z_NO_FLUSH);
+    out.resize(offset + chunk - stream.avail_out);
+    if (rv == Z_BUF_ERROR && stream.avail_in == 0) break;  // truncated input
+  }
+  inflateEnd(&stream);
+  if (rv != Z_STREAM_END) return std::nullopt;
+  return out;
+}
+
+enum class Selector { kAbsent, kIds, kFilter, kUnreadable };
+
+// Reads a PointsSelector: oneof { PointsIdsList points = 1; Filter filter = 2; }.
+Selector ReadPointsSelector(std::string_view bytes) {
+  CodedInputStream input(reinterpret_cast<const uint8_t*>(bytes.data()),
+                         static_cast<int>(bytes.size()));
+  Selector selector = Selector::kAbsent;
+  while (uint32_t tag = input.ReadTag()) {
+    const int field = WireFormatLite::GetTagFieldNumber(tag);
+    if (field == 1) selector = Selector::kIds;
+    if (field == 2) selector = Selector::kFilter;
+    if (!WireFormatLite::SkipField(&input, tag)) return Selector::kUnreadable;
+  }
+  return input.ConsumedEntireMessage() ? selector : Selector::kUnreadable;
+}
+
+}  // namespace
+
+const char* RetryClassName(RetryClass retry_class) {
+  switch (retry_class) {
+    case RetryClass::kRead:
+      return "read";
+    case RetryClass::kIdScopedWrite:
+      return "id_scoped_write";
+    case RetryClass::kFilterScopedWrite:
+      return "filter_scoped_write";
+    case RetryClass::kNeverRepeat:
+      return "never";
+  }
+  return "never";
+}
+
+MethodClassifier::MethodClassifier() {
+  auto fixed = [this](const std::string& prefix, std::initializer_list<const char*> methods,
+                      RetryClass retry_class) {
+    for (const char* method : methods) fixed_[prefix + method] = retry_class;
+  };
+  fixed(kPoints,
+        {"Search", "SearchBatch", "SearchGroups", "Query", "QueryBatch", "QueryGroups",
+         "Recommend", "RecommendBatch", "RecommendGroups", "Discover", "DiscoverBatch", "Get",
+         "Scroll", "Count", "Facet", "SearchMatrixPairs", "SearchMatrixOffsets"},
+        RetryClass::kRead);
+  fixed(kCollections,
+        {"Get", "List", "CollectionExists", "ListCollectionAliases", "ListAliases",
+         "CollectionClusterInfo", "ListShardKeys"},
+        RetryClass::kRead);
+  fixed(kSnapshots, {"List", "ListFull"}, RetryClass::kRead);
+  fixed("/qdrant.Qdrant/", {"HealthCheck"}, RetryClass::kRead);
+  fixed("/grpc.health.v1.Health/", {"Check"}, RetryClass::kRead);
+  fixed(kPoints, {"UpdateBatch"}, RetryClass::kFilterScopedWrite);
+  // Everything else, collection and snapshot changes included, is never repeated: no entry needed,
+  // Classify() falls back to kNeverRepeat.
+
+  // Field numbers from Qdrant's points.proto (DeletePoints.points = 3, SetPayloadPoints and
+  // DeletePayloadPoints .points_selector = 5, ClearPayloadPoints.points = 3,
+  // DeletePointVectors.points_selector = 3; UpsertPoints.update_filter = 6 makes an upsert
+  // conditional, and UpdatePointVectors is treated alike).
+  by_selector_[std::string(kPoints) + "Upsert"] = {0, 6, false};
+  by_selector_[std::string(kPoints) + "UpdateVectors"] = {0, 6, false};
+  by_selector_[std::string(kPoints) + "Delete"] = {3, 0, true};
+  by_selector_[std::string(kPoints) + "SetPayload"] = {5, 0, true};
+  by_selector_[std::string(kPoints) + "OverwritePayload"] = {5, 0, true};
+  by_selector_[std::string(kPoints) + "DeletePayload"] = {5, 0, true};
+  by_selector_[std::string(kPoints) + "ClearPayload"] = {3, 0, true};
+  by_selector_[std::string(kPoints) + "DeleteVectors"] = {3, 0, true};
+}
+
+void MethodClassifier::Override(std::string path, RetryClass retry_class) {
+  by_selector_.erase(path);
+  fixed_[std::move(path)] = retry_class;
+}
+
+namespace {
+// Debian's Abseil has its own string_view type, which its hash maps look up by.
+absl::string_view Key(std::string_view path) { return absl::string_view(path.data(), path.size()); }
+}  // namespace
+
+bool MethodClassifier::NeedsFirstMessage(std::string_view path) const {
+  return !fixed_.contains(Key(path)) && by_selector_.contains(Key(path));
+}
+
+RetryClass MethodClassifier::Classify(std::string_view path, std::string_view first_message,
+                                      std::string_view grpc_encoding) const {
+  if (auto it = fixed_.find(Key(path)); it != fixed_.end()) return it->second;
+  auto it = by_selector_.find(Key(path));
+  if (it == by_selector_.end()) return RetryClass::kNeverRepeat;
+  const SelectorField& rule = it->second;
+
+  // The gRPC frame: compressed flag, big-endian length, message.
+  if (first_message.size() < 5) return RetryClass::kFilterScopedWrite;
+  const auto* header = reinterpret_cast<const uint8_t*>(first_message.data());
+  const size_t length = (size_t{header[1]} << 24) | (size_t{header[2]} << 16) |
+                        (size_t{header[3]} << 8) | header[4];
+  if (first_message.size() < 5 + length) return RetryClass::kFilterScopedWrite;
+  std::string_view message = first_message.substr(5, length);
+  std::optional<std::string> inflated;
+  if (header[0] != 0) {
+    if (grpc_encoding != "gzip" && grpc_encoding != "deflate") {
+      return RetryClass::kFilterScopedWrite;
+    }
+    inflated = Inflate(message, kMaxInflatedBytes);
+    if (!inflated) return RetryClass::kFilterScopedWrite;
+    message = *inflated;
+  }
+
+  CodedInputStream input(reinterpret_cast<const uint8_t*>(message.data()),
+                         static_cast<int>(message.size()));
+  Selector selector = Selector::kAbsent;
+  bool conditional = false;
+  while (uint32_t tag = input.ReadTag()) {
+    const int field = WireFormatLite::GetTagFieldNumber(tag);
+    if (rule.conditional_field != 0 && field == rule.conditional_field) conditional = true;
+    if (rule.selector_field != 0 && field == rule.selector_field &&
+        WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+      std::string bytes;
+      uint32_t size;
+      if (!input.ReadVarint32(&size) || !input.ReadString(&bytes, static_cast<int>(size))) {
+        return RetryClass::kFilterScopedWrite;
+      }
+      selector = ReadPointsSelector(bytes);
+      continue;
+    }
+    if (!WireFormatLite::SkipField(&input, tag)) return RetryClass::kFilterScopedWrite;
+  }
+  if (!input.ConsumedEntireMessage()) return RetryClass::kFilterScopedWrite;
+
+  if (conditional) return RetryClass::kFilterScopedWrite;
+  if (rule.selector_field == 0) return RetryClass::kIdScopedWrite;
+  switch (selector) {
+    case Selector::kIds:
+      return RetryClass::kIdScopedWrite;
+    case Selector::kAbsent:
+      return rule.absent_selector_is_filter ? RetryClass::kFilterScopedWrite
+                                            : RetryClass::kIdScopedWrite;
+    case Selector::kFilter:
+    case Selector::kUnreadable:
+      return RetryClass::kFilterScopedWrite;
+  }
+  return RetryClass::kFilterScopedWrite;
+}
+
+}  // namespace qpool::retry
