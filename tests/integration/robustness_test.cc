@@ -245,6 +245,35 @@ TEST_P(RobustnessTest, CallsGoToTheSecondNodeWhenTheFirstCannotBeReached) {
   EXPECT_EQ(failures, 0);
 }
 
+TEST_P(RobustnessTest, UpstreamGoAwayReplacesConnectionsWithoutFailingCalls) {
+  // An upstream that sends GOAWAY to every connection after 300 ms, as Qdrant does when it
+  // restarts or a load balancer recycles it: connections turn over under load, and no call fails.
+  auto aging = TestUpstream::Start(0, absl::Milliseconds(300));
+  ASSERT_TRUE(aging.ok()) << aging.status();
+  RestartRoute([](config::Config& config) { config.upstream.max_connections = 2; },
+               (*aging)->port());
+  std::atomic<int> ok{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  const absl::Time until = absl::Now() + absl::Milliseconds(1500);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      while (absl::Now() < until) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+        EchoRequest request;
+        request.set_sleep_ms(20);
+        EchoResponse response;
+        (stub_->Unary(&ctx, request, &response).ok() ? ok : failed)++;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GT(ok.load(), 40);
+  EXPECT_GE((*aging)->stats().DistinctPeers(), 3) << "the connections never turned over";
+}
+
 INSTANTIATE_TEST_SUITE_P(ThroughQpoold, RobustnessTest, ::testing::Values(Route::kThroughQpoold),
                          RouteName);
 

@@ -349,7 +349,8 @@ class TestUpstream::Service : public TestService::CallbackService {
   std::shared_ptr<UpstreamStats> stats_;
 };
 
-absl::StatusOr<std::unique_ptr<TestUpstream>> TestUpstream::Start(uint16_t port) {
+absl::StatusOr<std::unique_ptr<TestUpstream>> TestUpstream::Start(
+    uint16_t port, absl::Duration max_connection_age) {
   std::unique_ptr<TestUpstream> upstream(new TestUpstream());
   upstream->stats_ = std::make_shared<UpstreamStats>();
   upstream->service_ = std::make_unique<Service>(upstream->stats_);
@@ -360,6 +361,11 @@ absl::StatusOr<std::unique_ptr<TestUpstream>> TestUpstream::Start(uint16_t port)
   builder.RegisterService(upstream->service_.get());
   builder.SetMaxReceiveMessageSize(-1);
   builder.SetMaxSendMessageSize(-1);
+  if (max_connection_age != absl::InfiniteDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               static_cast<int>(absl::ToInt64Milliseconds(max_connection_age)));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 10000);
+  }
   upstream->server_ = builder.BuildAndStart();
   if (upstream->server_ == nullptr || bound_port == 0) {
     return absl::UnavailableError(absl::StrCat("test upstream: cannot bind 127.0.0.1:", port));

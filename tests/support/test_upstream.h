@@ -88,7 +88,10 @@ class UpstreamStats {
 class TestUpstream {
  public:
   // Binds 127.0.0.1:0 (or `port` when not 0) and starts serving. Message sizes are unlimited.
-  static absl::StatusOr<std::unique_ptr<TestUpstream>> Start(uint16_t port = 0);
+  // With a finite `max_connection_age`, the server sends GOAWAY to each connection that old (gRPC's
+  // graceful two-step GOAWAY) and lets its calls finish.
+  static absl::StatusOr<std::unique_ptr<TestUpstream>> Start(
+      uint16_t port = 0, absl::Duration max_connection_age = absl::InfiniteDuration());
 
   ~TestUpstream();  // Shutdown(absl::ZeroDuration())
 
