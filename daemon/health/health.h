@@ -1,0 +1,92 @@
+// Node health decisions, kept apart from sockets and threads so they are tested with a fake clock:
+//  - ProbeTracker: active checks (any tier) flip a node unhealthy after `unhealthy_threshold`
+//    consecutive failures and healthy again after `healthy_threshold` consecutive successes.
+//  - OutlierDetector: passive ejection from live traffic, as Envoy's outlier detection does.
+//    `consecutive_failures` connect failures, resets or UNAVAILABLE answers in a row eject a node
+//    for base_ejection_time x (times ejected), at most max_ejection_time, +-10% jitter; at most
+//    max_ejection_percent of the nodes are out at once (at least one may be); when no node is left
+//    to route to, every node is eligible again (panic mode), rather than failing everything.
+//  - PickPowerOfTwo: of two distinct random eligible nodes, the one with the lower load.
+//  - Jittered: an interval spread by +-jitter, so probes from many sidecars do not align.
+//
+// Thread-safety: none; each object belongs to the thread that owns the health schedule.
+#ifndef QPOOL_DAEMON_HEALTH_HEALTH_H_
+#define QPOOL_DAEMON_HEALTH_HEALTH_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "daemon/common/event_loop.h"
+
+namespace qpool::health {
+
+class ProbeTracker {
+ public:
+  // A node starts healthy: it is in the config, and connect failures show up at once anyway.
+  ProbeTracker(uint32_t unhealthy_threshold, uint32_t healthy_threshold)
+      : unhealthy_threshold_(unhealthy_threshold), healthy_threshold_(healthy_threshold) {}
+
+  // Records one probe result; true when the node's health changed.
+  bool OnProbeResult(bool success);
+  bool healthy() const { return healthy_; }
+
+ private:
+  const uint32_t unhealthy_threshold_;
+  const uint32_t healthy_threshold_;
+  bool healthy_ = true;
+  uint32_t consecutive_failures_ = 0;
+  uint32_t consecutive_successes_ = 0;
+};
+
+struct OutlierOptions {
+  uint32_t consecutive_failures = 5;                        // health.passive.consecutive_failures
+  Duration base_ejection_time = std::chrono::seconds(10);   // health.passive.base_ejection_time
+  Duration max_ejection_time = std::chrono::seconds(300);   // health.passive.max_ejection_time
+  uint32_t max_ejection_percent = 50;                       // health.passive.max_ejection_percent
+  double jitter = 0.1;                                      // +-10% on each ejection time
+};
+
+class OutlierDetector {
+ public:
+  OutlierDetector(size_t nodes, OutlierOptions options, Random& random);
+
+  void OnSuccess(size_t node);
+  // A connect failure, a reset or an UNAVAILABLE answer. True when it ejected the node.
+  bool OnFailure(size_t node, MonoTime now);
+
+  bool IsEjected(size_t node, MonoTime now) const;
+  // When the node's current ejection ends (meaningless when it is not ejected).
+  MonoTime EjectedUntil(size_t node) const { return nodes_[node].ejected_until; }
+  uint32_t times_ejected(size_t node) const { return nodes_[node].times_ejected; }
+
+  // The nodes calls may go to: those `usable` (healthy by active checks, may be null for all)
+  // and not ejected. When that leaves none, all nodes (panic mode: `panic` is set).
+  std::vector<size_t> Eligible(MonoTime now, const std::vector<bool>* usable, bool* panic) const;
+
+ private:
+  struct Node {
+    uint32_t consecutive_failures = 0;
+    uint32_t times_ejected = 0;
+    MonoTime ejected_until{};
+  };
+  size_t EjectedCount(MonoTime now) const;
+  size_t MaxEjected() const;
+
+  OutlierOptions options_;
+  Random& random_;
+  std::vector<Node> nodes_;
+};
+
+// Of two distinct random members of `eligible` (indices into `load`), the one with the lower
+// load; the only member when there is one. `eligible` must not be empty.
+size_t PickPowerOfTwo(const std::vector<size_t>& eligible,
+                      const std::function<double(size_t)>& load, Random& random);
+
+// `interval` x (1 + jitter x u), u uniform in [-1, 1).
+Duration Jittered(Duration interval, double jitter, Random& random);
+
+}  // namespace qpool::health
+
+#endif  // QPOOL_DAEMON_HEALTH_HEALTH_H_
