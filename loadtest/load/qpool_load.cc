@@ -69,6 +69,8 @@ struct Options {
   double duration_s = 0;               // measured seconds (this or count)
   uint64_t count = 0;                  // measured calls (this or duration)
   double max_time_s = 300;             // hard bound on the whole run, connects included
+  double connect_timeout_s = 60;       // connects still pending then count as failed
+  int max_connecting = 256;            // connects in flight at once (a listener's backlog is finite)
   int idle_connections = 0;            // extra connections opened and held idle during the run
   int dim = 0;                         // vector size (search default 768, upsert default 384)
   int batch = 64;                      // upsert: points per call
@@ -90,6 +92,8 @@ void Usage(std::ostream& out) {
          "  --warmup S                      warm-up seconds, not measured (1)\n"
          "  --duration S | --count N        measured seconds, or measured calls (default 5 s)\n"
          "  --max-time S                    hard bound on the whole run (300)\n"
+         "  --connect-timeout S             give up on connects still pending after S (60)\n"
+         "  --max-connecting N              connects in flight at once (256)\n"
          "  --idle-connections N            extra connections held idle during the run (0)\n"
          "  --dim N                         vector size (search 768, upsert 384)\n"
          "  --batch N                       upsert: points per call (64)\n"
@@ -163,6 +167,11 @@ bool ParseOptions(int argc, char** argv, Options& o, std::string& error) {
       o.count = static_cast<uint64_t>(d);
     } else if (a == "--max-time") {
       if (!num(v, 0.1, 86400, "--max-time", o.max_time_s)) return false;
+    } else if (a == "--connect-timeout") {
+      if (!num(v, 0.1, 3600, "--connect-timeout", o.connect_timeout_s)) return false;
+    } else if (a == "--max-connecting") {
+      if (!num(v, 1, 100000, "--max-connecting", d)) return false;
+      o.max_connecting = static_cast<int>(d);
     } else if (a == "--idle-connections") {
       if (!num(v, 0, 1000000, "--idle-connections", d)) return false;
       o.idle_connections = static_cast<int>(d);
@@ -371,16 +380,23 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
 class Runner {
  public:
-  Runner(const Options& o, asio::io_context& io) : o_(o), io_(io), hard_stop_(io), tick_(io) {}
+  Runner(const Options& o, asio::io_context& io)
+      : o_(o), io_(io), hard_stop_(io), tick_(io), connect_deadline_(io) {}
 
   int Run();
 
   // From connections.
   void OnConnected(Connection& c, bool ok, const std::string& why);
   void OnCallDone(Call* call, const char* failure);
+  void OnConnectionLost(Connection& c, const std::string& why) {
+    (c.idle() ? idle_lost_ : active_lost_)++;
+    lost_reasons_[why]++;
+  }
   std::array<uint8_t, 64 * 1024>& read_buffer() { return read_buffer_; }
 
  private:
+  void StartConnects();
+  void EndConnectPhase();
   void BeginSetup();
   void IssueSetup();
   void BeginLoad();
@@ -396,15 +412,22 @@ class Runner {
   asio::io_context& io_;
   asio::steady_timer hard_stop_;
   asio::steady_timer tick_;
+  asio::steady_timer connect_deadline_;
   tcp::endpoint endpoint_;
   std::string authority_;
   std::array<uint8_t, 64 * 1024> read_buffer_;
   std::vector<std::shared_ptr<Connection>> active_;
   std::vector<std::shared_ptr<Connection>> idle_;
-  int connects_pending_ = 0;
+  int connects_pending_ = 0;         // started or not yet started, not yet ready or failed
+  size_t next_to_start_ = 0;         // index over active_ then idle_
+  int connecting_ = 0;               // started, not yet ready or failed
+  bool connect_phase_over_ = false;
   int active_ready_ = 0;
   int idle_ready_ = 0;
   std::map<std::string, uint64_t> connect_errors_;
+  int idle_lost_ = 0;    // idle connections closed after their SETTINGS exchange
+  int active_lost_ = 0;
+  std::map<std::string, uint64_t> lost_reasons_;
 
   std::vector<Request> setup_requests_;
   size_t setup_next_ = 0;
@@ -626,6 +649,7 @@ void Connection::Fail(const std::string& why) {
   boost::system::error_code ignored;
   socket_.close(ignored);
   if (!ready_) runner_.OnConnected(*this, false, why);
+  else runner_.OnConnectionLost(*this, why);
   while (calls_) {
     Call* c = calls_;
     Unlink(c);
@@ -700,23 +724,56 @@ int Runner::Run() {
   for (int i = 0; i < o_.idle_connections; ++i) {
     idle_.push_back(std::make_shared<Connection>(*this, io_, true));
   }
-  for (auto& c : active_) c->Start(endpoint_);
-  for (auto& c : idle_) c->Start(endpoint_);
+  connect_deadline_.expires_after(
+      std::chrono::milliseconds(static_cast<int64_t>(o_.connect_timeout_s * 1000)));
+  connect_deadline_.async_wait([this](const boost::system::error_code& e) {
+    if (e || connect_phase_over_ || finished_) return;
+    if (connects_pending_ > 0) connect_errors_["connect timeout"] += connects_pending_;
+    EndConnectPhase();
+  });
+  StartConnects();
   io_.run();
   Report();
   if (!fatal_.empty()) return 1;
   return 0;
 }
 
+// Connects in waves of at most --max-connecting, so a listener's accept queue is not overrun.
+void Runner::StartConnects() {
+  const size_t total = active_.size() + idle_.size();
+  while (connecting_ < o_.max_connecting && next_to_start_ < total) {
+    const size_t i = next_to_start_++;
+    Connection& c = i < active_.size() ? *active_[i] : *idle_[i - active_.size()];
+    ++connecting_;
+    c.Start(endpoint_);
+  }
+}
+
 void Runner::OnConnected(Connection& c, bool ok, const std::string& why) {
   if (finished_) return;
+  if (connect_phase_over_) {
+    if (ok) (c.idle() ? idle_ready_ : active_ready_)++;
+    return;
+  }
   --connects_pending_;
+  --connecting_;
   if (ok) {
     (c.idle() ? idle_ready_ : active_ready_)++;
   } else {
     connect_errors_[why]++;
   }
-  if (connects_pending_ > 0 || loading_ || setup_next_ > 0) return;
+  if (connects_pending_ > 0) {
+    // From inside a callback of another session: start the next connects from the event loop.
+    asio::post(io_, [this] { StartConnects(); });
+    return;
+  }
+  EndConnectPhase();
+}
+
+void Runner::EndConnectPhase() {
+  if (connect_phase_over_) return;
+  connect_phase_over_ = true;
+  connect_deadline_.cancel();
   if (active_ready_ == 0) {
     fatal_ = "no active connection could be set up (" +
              (connect_errors_.empty() ? std::string("?") : connect_errors_.begin()->first) + ")";
@@ -943,6 +1000,13 @@ void Runner::Report() {
     js << (first ? "" : ",") << "\"" << JsonEscape(k) << "\":" << v;
     first = false;
   }
+  js << "},\"connections_lost\":" << active_lost_ << ",\"idle_connections_lost\":" << idle_lost_
+     << ",\"lost_reasons\":{";
+  first = true;
+  for (const auto& [k, v] : lost_reasons_) {
+    js << (first ? "" : ",") << "\"" << JsonEscape(k) << "\":" << v;
+    first = false;
+  }
   js << "},\"setup_calls\":{";
   first = true;
   for (const auto& [k, v] : setup_calls_) {
@@ -989,8 +1053,10 @@ void Runner::Report() {
           << "\n";
     if (!fatal_.empty()) table << "FATAL: " << fatal_ << "\n";
     if (o_.idle_connections) {
-      table << "idle connections held: " << idle_ready_ << " of " << o_.idle_connections << "\n";
+      table << "idle connections held: " << idle_ready_ << " of " << o_.idle_connections
+            << ", lost during the run: " << idle_lost_ << "\n";
     }
+    for (const auto& [k, v] : lost_reasons_) table << "  connection lost (" << k << "): " << v << "\n";
     std::snprintf(line, sizeof line,
                   "%-10s %10s %10s %10s %12s\n", "phase", "sent", "ok", "errors", "calls/s");
     table << line;
