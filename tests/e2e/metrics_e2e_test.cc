@@ -70,6 +70,8 @@ std::string UrlEncode(const std::string& text) {
 
 class MetricsE2eTest : public ::testing::Test {
  protected:
+  virtual int workers() const { return 1; }
+
   void SetUp() override {
     std::string dir = ::testing::TempDir() + "/qpoold_metrics_XXXXXX";
     ASSERT_NE(mkdtemp(dir.data()), nullptr) << std::strerror(errno);
@@ -83,7 +85,8 @@ class MetricsE2eTest : public ::testing::Test {
     auto qpoold = Subprocess::Spawn(
         {QPOOLD_PATH, "--listen", absl::StrCat("127.0.0.1:", listen_port_), "--admin-listen",
          absl::StrCat("127.0.0.1:", admin_port_), "--upstream",
-         absl::StrCat("127.0.0.1:", emulator_port_), "--max-connections", "2"},
+         absl::StrCat("127.0.0.1:", emulator_port_), "--max-connections", "2", "--workers",
+         absl::StrCat(workers())},
         log_path_);
     ASSERT_TRUE(qpoold.ok()) << qpoold.status();
     qpoold_ = std::move(*qpoold);
@@ -138,8 +141,8 @@ class MetricsE2eTest : public ::testing::Test {
     seen_[absl::StrCat(klass, "/", CodeName(status.error_code()))]++;
   }
 
-  void HealthChecks(int n) {
-    auto stub = qdrant::Qdrant::NewStub(channel_);
+  void HealthChecks(int n, std::shared_ptr<grpc::Channel> channel = nullptr) {
+    auto stub = qdrant::Qdrant::NewStub(channel != nullptr ? channel : channel_);
     for (int i = 0; i < n; ++i) {
       grpc::ClientContext ctx;
       qdrant::HealthCheckReply reply;
@@ -313,6 +316,44 @@ TEST_F(MetricsE2eTest, PrometheusServerScrapesTheCallsMade) {
   // The target is up and healthy in Prometheus's eyes.
   HttpReply up = HttpGet(prometheus_port, "/api/v1/query?query=" + UrlEncode("up{job=\"qpoold\"}"));
   EXPECT_NE(up.body.find(",\"1\"]"), std::string::npos) << up.body;
+}
+
+class MetricsE2eTwoWorkersTest : public MetricsE2eTest {
+ protected:
+  int workers() const override { return 2; }
+};
+
+TEST_F(MetricsE2eTwoWorkersTest, CountsSumOverWorkersAndPoolListsBoth) {
+  // Four app connections of their own: accepted round-robin, so both workers carry calls.
+  for (int c = 0; c < 4; ++c) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    HealthChecks(10, grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", listen_port_),
+                                               grpc::InsecureChannelCredentials(), args));
+  }
+  ASSERT_EQ(seen_["read/OK"], 40);
+  Samples samples;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        samples = Scrape();
+        return samples["qpool_call_duration_seconds_count{class=\"read\"}"] == 40;
+      },
+      absl::Seconds(10)));
+  EXPECT_EQ(samples["qpool_calls_total{class=\"read\",code=\"OK\"}"], 40);
+  EXPECT_EQ(samples["qpool_scrape_workers_unanswered"], 0);
+  const std::string node = absl::StrCat("127.0.0.1:", emulator_port_);
+  double connections = 0;
+  for (const char* state : {"connecting", "ready", "busy", "draining"}) {
+    connections += samples[absl::StrCat("qpool_upstream_connections{node=\"", node,
+                                        "\",state=\"", state, "\"}")];
+  }
+  EXPECT_GE(connections, 1);
+  EXPECT_LE(connections, 2);  // --max-connections 2, shared by the two workers
+  HttpReply pool = Get("/pool");
+  EXPECT_NE(pool.body.find("\"worker\":0,"), std::string::npos) << pool.body;
+  EXPECT_NE(pool.body.find("\"worker\":1,"), std::string::npos) << pool.body;
+  EXPECT_EQ(pool.body.find("\"answered\":false"), std::string::npos) << pool.body;
+  EXPECT_EQ(Get("/livez").status, 200);
 }
 
 }  // namespace
