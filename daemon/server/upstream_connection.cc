@@ -81,8 +81,9 @@ void UpstreamConnection::OnTcpConnected(const boost::system::error_code& ec) {
   const nghttp2_settings_entry settings[] = {
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, config.server.stream_window},
+      {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},  // see DownstreamSession
   };
-  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, 2);
+  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, 3);
   nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, kConnectionWindow);
   StartReading();
   Flush();
