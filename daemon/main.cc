@@ -133,9 +133,10 @@ int Run(int argc, char** argv) {
       spdlog::critical("cannot start the admin endpoint: {}", admin.status().ToString());
       return 1;
     }
-    spdlog::warn("no admin endpoint (/metrics, /readyz, ...): {}; set admin.listen or "
-                 "--admin-listen to choose another address",
-                 std::string(admin.status().message()));
+    spdlog::warn(
+        "no admin endpoint (/metrics, /readyz, ...): {}; set admin.listen or "
+        "--admin-listen to choose another address",
+        std::string(admin.status().message()));
   }
   if (absl::Status status = (*proxy)->Start(); !status.ok()) {
     spdlog::critical("cannot start: {}", status.ToString());

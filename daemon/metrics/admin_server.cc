@@ -95,10 +95,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void Read() {
     request_ = {};
     stream_.expires_after(kIdleTimeout);
-    http::async_read(stream_, buffer_, request_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) {
-                       self->OnRead(ec);
-                     });
+    http::async_read(
+        stream_, buffer_, request_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
   }
 
   void OnRead(beast::error_code ec) {
@@ -107,8 +106,8 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     Reply reply = Route(request_, peer_, backend_, options_);
-    auto response = std::make_shared<http::response<http::string_body>>(reply.status,
-                                                                       request_.version());
+    auto response =
+        std::make_shared<http::response<http::string_body>>(reply.status, request_.version());
     response->set(http::field::server, "qpoold");
     response->set(http::field::content_type, reply.content_type);
     response->keep_alive(request_.keep_alive());
@@ -156,8 +155,7 @@ class AdminServerImpl : public AdminServer {
     if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) {
       return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.host, ":",
-                                                 options_.port, " (admin.listen): ",
-                                                 ec.message()));
+                                                 options_.port, " (admin.listen): ", ec.message()));
     }
     port_ = acceptor_.local_endpoint().port();
     Accept();
@@ -211,7 +209,7 @@ std::string RenderMetrics(AdminBackend& backend, const AdminServerOptions& optio
 }
 
 absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const AdminServerOptions& options,
-                                                                 AdminBackend& backend) {
+                                                                AdminBackend& backend) {
   auto server = std::make_unique<AdminServerImpl>(options, backend);
   if (absl::Status status = server->Bind(); !status.ok()) return status;
   return std::unique_ptr<AdminServer>(std::move(server));

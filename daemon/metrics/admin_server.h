@@ -43,9 +43,9 @@ class AdminBackend {
 };
 
 struct AdminServerOptions {
-  std::string host = "127.0.0.1";  // an IP literal
-  uint16_t port = 6336;            // 0 picks a free port
-  std::string version;             // qpool_build_info{version}
+  std::string host = "127.0.0.1";                           // an IP literal
+  uint16_t port = 6336;                                     // 0 picks a free port
+  std::string version;                                      // qpool_build_info{version}
   absl::Duration worker_timeout = absl::Milliseconds(250);  // for Live() and Scrape()
 };
 

@@ -17,7 +17,8 @@ const BucketBounds& WaitBounds() {
 }
 
 DurationHistogram::DurationHistogram(const BucketBounds& bounds)
-    : bounds_(&bounds), bound_count_(bounds.size() < kMaxBuckets ? bounds.size() : kMaxBuckets - 1) {
+    : bounds_(&bounds),
+      bound_count_(bounds.size() < kMaxBuckets ? bounds.size() : kMaxBuckets - 1) {
   for (size_t i = 0; i < bound_count_; ++i) {
     bounds_ns_[i] = static_cast<int64_t>(std::llround(bounds[i] * 1e9));
   }

@@ -15,8 +15,8 @@ namespace {
 using prometheus::MetricFamily;
 using prometheus::MetricType;
 
-void AddFamily(std::vector<MetricFamily>& out, const char* name, const char* help,
-               MetricType type, double value) {
+void AddFamily(std::vector<MetricFamily>& out, const char* name, const char* help, MetricType type,
+               double value) {
   MetricFamily family;
   family.name = name;
   family.help = help;
@@ -75,14 +75,15 @@ std::vector<MetricFamily> CollectProcessMetrics(const std::string& proc_dir) {
         const double start_ticks = std::stod(f[22 - 3]);
         const double vsize = std::stod(f[23 - 3]);
         const double rss_pages = std::stod(f[24 - 3]);
-        AddFamily(out, "process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
-                  MetricType::Counter, (utime + stime) / ticks);
+        AddFamily(out, "process_cpu_seconds_total",
+                  "Total user and system CPU time spent in seconds.", MetricType::Counter,
+                  (utime + stime) / ticks);
         AddFamily(out, "process_resident_memory_bytes", "Resident memory size in bytes.",
                   MetricType::Gauge, rss_pages * page_size);
         AddFamily(out, "process_virtual_memory_bytes", "Virtual memory size in bytes.",
                   MetricType::Gauge, vsize);
-        AddFamily(out, "process_threads", "Number of OS threads in the process.",
-                  MetricType::Gauge, threads);
+        AddFamily(out, "process_threads", "Number of OS threads in the process.", MetricType::Gauge,
+                  threads);
         double boot = 0;
         if (BootTime(boot)) {
           AddFamily(out, "process_start_time_seconds",

@@ -199,19 +199,21 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
     out.push_back(std::move(f));
   }
   {
-    auto f = Family("qpool_request_bytes_total",
-                    "gRPC message bytes (HTTP/2 DATA payload) received from apps.",
-                    MetricType::Counter);
-    AddCounter(f, {}, static_cast<double>(SumWorkers(
-                          input, [](const WorkerMetrics& w) { return w.request_bytes(); })));
+    auto f =
+        Family("qpool_request_bytes_total",
+               "gRPC message bytes (HTTP/2 DATA payload) received from apps.", MetricType::Counter);
+    AddCounter(f, {}, static_cast<double>(SumWorkers(input, [](const WorkerMetrics& w) {
+                 return w.request_bytes();
+               })));
     out.push_back(std::move(f));
   }
   {
     auto f = Family("qpool_response_bytes_total",
                     "gRPC message bytes (HTTP/2 DATA payload) received from upstream for apps.",
                     MetricType::Counter);
-    AddCounter(f, {}, static_cast<double>(SumWorkers(
-                          input, [](const WorkerMetrics& w) { return w.response_bytes(); })));
+    AddCounter(f, {}, static_cast<double>(SumWorkers(input, [](const WorkerMetrics& w) {
+                 return w.response_bytes();
+               })));
     out.push_back(std::move(f));
   }
   {
@@ -225,9 +227,9 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
   auto node_counter = [&](const char* name, const char* help, auto get) {
     auto f = Family(name, help, MetricType::Counter);
     for (size_t n = 0; n < nodes; ++n) {
-      AddCounter(f, node_label(n), static_cast<double>(SumWorkers(input, [&](const WorkerMetrics& w) {
-                   return get(w.node(n));
-                 })));
+      AddCounter(f, node_label(n),
+                 static_cast<double>(
+                     SumWorkers(input, [&](const WorkerMetrics& w) { return get(w.node(n)); })));
     }
     out.push_back(std::move(f));
   };
@@ -248,9 +250,9 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
                     MetricType::Gauge);
     auto streams = Family("qpool_upstream_streams_in_flight",
                           "Upstream streams reserved or open now, by node.", MetricType::Gauge);
-    auto waiting = Family("qpool_calls_waiting",
-                          "Calls waiting for a free upstream stream now, by node.",
-                          MetricType::Gauge);
+    auto waiting =
+        Family("qpool_calls_waiting", "Calls waiting for a free upstream stream now, by node.",
+               MetricType::Gauge);
     auto usable = Family("qpool_upstream_node_usable",
                          "1 when the node has a live connection or may still connect (no connect "
                          "failed since the last success), else 0.",
@@ -303,9 +305,10 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
     }
     out.push_back(std::move(f));
   }
-  node_histogram("qpool_upstream_connect_duration_seconds",
-                 "Time from connect start to the node's HTTP/2 SETTINGS, by node.",
-                 [](const NodeMetrics& m) -> const DurationHistogram& { return m.connect_duration; });
+  node_histogram(
+      "qpool_upstream_connect_duration_seconds",
+      "Time from connect start to the node's HTTP/2 SETTINGS, by node.",
+      [](const NodeMetrics& m) -> const DurationHistogram& { return m.connect_duration; });
   node_histogram("qpool_pool_wait_duration_seconds",
                  "Time calls waited for a free upstream stream (0 when one was free), by node.",
                  [](const NodeMetrics& m) -> const DurationHistogram& { return m.wait_duration; });
@@ -317,9 +320,10 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
                "Calls that waited upstream.acquire_timeout for a stream and got UNAVAILABLE, by "
                "node.",
                [](const NodeMetrics& m) { return m.acquire_timeouts.Get(); });
-  node_histogram("qpool_upstream_attempt_duration_seconds",
-                 "Upstream stream lifetime, opened to closed, by node.",
-                 [](const NodeMetrics& m) -> const DurationHistogram& { return m.attempt_duration; });
+  node_histogram(
+      "qpool_upstream_attempt_duration_seconds",
+      "Upstream stream lifetime, opened to closed, by node.",
+      [](const NodeMetrics& m) -> const DurationHistogram& { return m.attempt_duration; });
 
   // --- process state ---
   {
@@ -328,8 +332,8 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
     out.push_back(std::move(f));
   }
   {
-    auto f = Family("qpool_draining", "1 after SIGTERM/SIGINT, while calls drain.",
-                    MetricType::Gauge);
+    auto f =
+        Family("qpool_draining", "1 after SIGTERM/SIGINT, while calls drain.", MetricType::Gauge);
     AddGauge(f, {}, input.draining ? 1 : 0);
     out.push_back(std::move(f));
   }
@@ -346,8 +350,8 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
 }
 
 MetricFamily BuildInfoFamily(const std::string& version) {
-  auto f = Family("qpool_build_info", "qpoold's version; the value is always 1.",
-                  MetricType::Gauge);
+  auto f =
+      Family("qpool_build_info", "qpoold's version; the value is always 1.", MetricType::Gauge);
   AddGauge(f, {{"version", version}}, 1);
   return f;
 }

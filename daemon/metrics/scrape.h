@@ -44,8 +44,8 @@ struct NodePoolGauges {
 };
 
 struct ScrapeInput {
-  std::vector<std::string> node_names;          // config order: the `node` label values
-  std::vector<const WorkerMetrics*> workers;    // every worker's counters
+  std::vector<std::string> node_names;        // config order: the `node` label values
+  std::vector<const WorkerMetrics*> workers;  // every worker's counters
   DownstreamCounts downstream;
   // [worker][node] pool gauges; a worker that did not answer in time is nullopt.
   std::vector<std::optional<std::vector<NodePoolGauges>>> pools;

@@ -15,11 +15,24 @@ const char* DisconnectReasonName(DisconnectReason reason) {
 }
 
 const char* CodeSlotName(size_t slot) {
-  static constexpr const char* kNames[kCodeSlots] = {
-      "OK",        "CANCELLED",         "UNKNOWN",        "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED", "NOT_FOUND",  "ALREADY_EXISTS", "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED", "RESET"};
+  static constexpr const char* kNames[kCodeSlots] = {"OK",
+                                                     "CANCELLED",
+                                                     "UNKNOWN",
+                                                     "INVALID_ARGUMENT",
+                                                     "DEADLINE_EXCEEDED",
+                                                     "NOT_FOUND",
+                                                     "ALREADY_EXISTS",
+                                                     "PERMISSION_DENIED",
+                                                     "RESOURCE_EXHAUSTED",
+                                                     "FAILED_PRECONDITION",
+                                                     "ABORTED",
+                                                     "OUT_OF_RANGE",
+                                                     "UNIMPLEMENTED",
+                                                     "INTERNAL",
+                                                     "UNAVAILABLE",
+                                                     "DATA_LOSS",
+                                                     "UNAUTHENTICATED",
+                                                     "RESET"};
   return slot < kCodeSlots ? kNames[slot] : "RESET";
 }
 

@@ -23,7 +23,7 @@ using boost::asio::ip::tcp;
 struct Rendezvous {
   std::mutex mu;
   std::condition_variable cv;
-  size_t answered = 0;                                                   // guarded by mu
+  size_t answered = 0;                                                     // guarded by mu
   std::vector<std::optional<std::vector<metrics::NodePoolGauges>>> pools;  // guarded by mu
 };
 
@@ -66,9 +66,8 @@ class ProxyImpl : public Proxy {
  private:
   // Runs `fn(worker index, worker)` on every worker's thread and waits up to `timeout` for all to
   // answer; returns the rendezvous (answers so far). `fn` fills rendezvous->pools[i] under mu.
-  std::shared_ptr<Rendezvous> AskWorkers(
-      absl::Duration timeout,
-      std::function<void(Rendezvous&, size_t, Worker&)> fn);
+  std::shared_ptr<Rendezvous> AskWorkers(absl::Duration timeout,
+                                         std::function<void(Rendezvous&, size_t, Worker&)> fn);
 
   void Accept();
   void OnAccepted(Worker& target, const boost::system::error_code& ec, tcp::socket socket);
@@ -134,10 +133,10 @@ absl::Status ProxyImpl::Start() {
 void ProxyImpl::Accept() {
   Worker& target = *workers_[next_worker_];
   next_worker_ = (next_worker_ + 1) % workers_.size();
-  acceptor_->async_accept(target.io(), [this, &target](const boost::system::error_code& ec,
-                                                       tcp::socket socket) {
-    OnAccepted(target, ec, std::move(socket));
-  });
+  acceptor_->async_accept(target.io(),
+                          [this, &target](const boost::system::error_code& ec, tcp::socket socket) {
+                            OnAccepted(target, ec, std::move(socket));
+                          });
 }
 
 void ProxyImpl::OnAccepted(Worker& target, const boost::system::error_code& ec,
@@ -157,9 +156,8 @@ void ProxyImpl::OnAccepted(Worker& target, const boost::system::error_code& ec,
     }
     // The socket belongs to the target worker's io_context; hand it over on that thread.
     auto shared_socket = std::make_shared<tcp::socket>(std::move(socket));
-    target.Post([&target, shared_socket, refuse] {
-      target.Adopt(std::move(*shared_socket), refuse);
-    });
+    target.Post(
+        [&target, shared_socket, refuse] { target.Adopt(std::move(*shared_socket), refuse); });
   }
   Accept();
 }
@@ -270,9 +268,8 @@ metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
   if (input.started) {
     // Gauges are read where they live, on each worker's thread; the counters above need no
     // worker.
-    auto rendezvous = AskWorkers(timeout, [](Rendezvous& r, size_t i, Worker& worker) {
-      r.pools[i] = worker.PoolGauges();
-    });
+    auto rendezvous = AskWorkers(
+        timeout, [](Rendezvous& r, size_t i, Worker& worker) { r.pools[i] = worker.PoolGauges(); });
     std::lock_guard<std::mutex> lock(rendezvous->mu);
     input.pools = rendezvous->pools;
   }
@@ -281,8 +278,7 @@ metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Proxy>> Proxy::Create(
-    std::shared_ptr<const config::Config> config) {
+absl::StatusOr<std::unique_ptr<Proxy>> Proxy::Create(std::shared_ptr<const config::Config> config) {
   if (config == nullptr) return absl::InvalidArgumentError("no config");
   if (absl::Status status = config::Validate(*config); !status.ok()) return status;
   return std::unique_ptr<Proxy>(new ProxyImpl(std::move(config)));

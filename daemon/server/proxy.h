@@ -28,7 +28,7 @@ namespace qpool::server {
 // Counters since start, for status pages, metrics and tests.
 struct ProxyStats {
   uint64_t downstream_accepted = 0;
-  uint64_t downstream_refused = 0;         // over server.max_client_connections
+  uint64_t downstream_refused = 0;          // over server.max_client_connections
   uint64_t downstream_protocol_errors = 0;  // garbage, HTTP/1.1, a bad preface, broken HTTP/2
   int64_t downstream_open = 0;
   uint64_t calls_started = 0;

@@ -46,11 +46,23 @@ Samples ParseSamples(const std::string& text) {
 }
 
 const char* CodeName(grpc::StatusCode code) {
-  static const char* const kNames[] = {
-      "OK",        "CANCELLED",          "UNKNOWN",        "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED", "NOT_FOUND",   "ALREADY_EXISTS", "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  static const char* const kNames[] = {"OK",
+                                       "CANCELLED",
+                                       "UNKNOWN",
+                                       "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND",
+                                       "ALREADY_EXISTS",
+                                       "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION",
+                                       "ABORTED",
+                                       "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED",
+                                       "INTERNAL",
+                                       "UNAVAILABLE",
+                                       "DATA_LOSS",
+                                       "UNAUTHENTICATED"};
   return kNames[static_cast<int>(code)];
 }
 
@@ -82,12 +94,12 @@ class MetricsE2eTest : public ::testing::Test {
     ASSERT_NE(emulator_port_, 0);
     ASSERT_NO_FATAL_FAILURE(StartEmulator());
     log_path_ = dir_ + "/qpoold.log";
-    auto qpoold = Subprocess::Spawn(
-        {QPOOLD_PATH, "--listen", absl::StrCat("127.0.0.1:", listen_port_), "--admin-listen",
-         absl::StrCat("127.0.0.1:", admin_port_), "--upstream",
-         absl::StrCat("127.0.0.1:", emulator_port_), "--max-connections", "2", "--workers",
-         absl::StrCat(workers())},
-        log_path_);
+    auto qpoold =
+        Subprocess::Spawn({QPOOLD_PATH, "--listen", absl::StrCat("127.0.0.1:", listen_port_),
+                           "--admin-listen", absl::StrCat("127.0.0.1:", admin_port_), "--upstream",
+                           absl::StrCat("127.0.0.1:", emulator_port_), "--max-connections", "2",
+                           "--workers", absl::StrCat(workers())},
+                          log_path_);
     ASSERT_TRUE(qpoold.ok()) << qpoold.status();
     qpoold_ = std::move(*qpoold);
     ASSERT_TRUE(WaitFor(
@@ -116,10 +128,10 @@ class MetricsE2eTest : public ::testing::Test {
   }
 
   void StartEmulator() {
-    auto emulator = Subprocess::Spawn({QDRANT_EMULATOR_PATH, "--listen",
-                                       absl::StrCat("127.0.0.1:", emulator_port_),
-                                       "--control-listen", "127.0.0.1:0"},
-                                      dir_ + "/emulator.log");
+    auto emulator = Subprocess::Spawn(
+        {QDRANT_EMULATOR_PATH, "--listen", absl::StrCat("127.0.0.1:", emulator_port_),
+         "--control-listen", "127.0.0.1:0"},
+        dir_ + "/emulator.log");
     ASSERT_TRUE(emulator.ok()) << emulator.status();
     emulator_ = std::move(*emulator);
     ASSERT_TRUE(WaitFor([&] { return CanConnect(emulator_port_); }, absl::Seconds(15)))
@@ -197,8 +209,8 @@ TEST_F(MetricsE2eTest, ScrapeCountsEqualTheCallsMadeAndPassesPromtool) {
         samples = Scrape();
         double ended = 0;
         for (const char* klass : {"read", "write", "admin", "other"}) {
-          ended += samples[absl::StrCat("qpool_call_duration_seconds_count{class=\"", klass,
-                                        "\"}")];
+          ended +=
+              samples[absl::StrCat("qpool_call_duration_seconds_count{class=\"", klass, "\"}")];
         }
         return ended == total;
       },
@@ -206,8 +218,7 @@ TEST_F(MetricsE2eTest, ScrapeCountsEqualTheCallsMadeAndPassesPromtool) {
   for (const auto& [key, count] : seen_) {
     const std::string klass = key.substr(0, key.find('/'));
     const std::string code = key.substr(key.find('/') + 1);
-    EXPECT_EQ(samples[absl::StrCat("qpool_calls_total{class=\"", klass, "\",code=\"", code,
-                                   "\"}")],
+    EXPECT_EQ(samples[absl::StrCat("qpool_calls_total{class=\"", klass, "\",code=\"", code, "\"}")],
               count)
         << key;
   }
@@ -344,8 +355,8 @@ TEST_F(MetricsE2eTwoWorkersTest, CountsSumOverWorkersAndPoolListsBoth) {
   const std::string node = absl::StrCat("127.0.0.1:", emulator_port_);
   double connections = 0;
   for (const char* state : {"connecting", "ready", "busy", "draining"}) {
-    connections += samples[absl::StrCat("qpool_upstream_connections{node=\"", node,
-                                        "\",state=\"", state, "\"}")];
+    connections += samples[absl::StrCat("qpool_upstream_connections{node=\"", node, "\",state=\"",
+                                        state, "\"}")];
   }
   EXPECT_GE(connections, 1);
   EXPECT_LE(connections, 2);  // --max-connections 2, shared by the two workers

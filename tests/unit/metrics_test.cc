@@ -63,10 +63,10 @@ TEST(MethodClassTest, AnythingElseIsOther) {
 
 TEST(DurationHistogramTest, ObservationLandsInTheFirstBucketAtOrAboveIt) {
   DurationHistogram histogram(CallDurationBounds());  // 0.0005, 0.001, ...
-  histogram.Observe(500us);    // == first bound: first bucket
-  histogram.Observe(700us);    // second bucket
-  histogram.Observe(1000s);    // +Inf
-  histogram.Observe(-5ms);     // clamped to 0: first bucket
+  histogram.Observe(500us);                           // == first bound: first bucket
+  histogram.Observe(700us);                           // second bucket
+  histogram.Observe(1000s);                           // +Inf
+  histogram.Observe(-5ms);                            // clamped to 0: first bucket
   EXPECT_EQ(histogram.BucketCount(0), 2u);
   EXPECT_EQ(histogram.BucketCount(1), 1u);
   EXPECT_EQ(histogram.BucketCount(CallDurationBounds().size()), 1u);
@@ -78,8 +78,8 @@ TEST(WorkerMetricsTest, RecordCallCountsByClassAndCode) {
   metrics.RecordCall(MethodClass::kRead, 0, 2ms);
   metrics.RecordCall(MethodClass::kRead, 0, 2ms);
   metrics.RecordCall(MethodClass::kWrite, 14, 3ms);
-  metrics.RecordCall(MethodClass::kAdmin, -1, 1ms);   // reset: no status
-  metrics.RecordCall(MethodClass::kOther, 99, 1ms);   // not a gRPC code: counted as no status
+  metrics.RecordCall(MethodClass::kAdmin, -1, 1ms);  // reset: no status
+  metrics.RecordCall(MethodClass::kOther, 99, 1ms);  // not a gRPC code: counted as no status
   EXPECT_EQ(metrics.calls(MethodClass::kRead, 0), 2u);
   EXPECT_EQ(metrics.calls(MethodClass::kWrite, 14), 1u);
   EXPECT_EQ(metrics.calls(MethodClass::kAdmin, kNoStatusSlot), 1u);
@@ -158,8 +158,8 @@ class Waiter : public pool::StreamWaiter {
 
 class PoolMetricsTest : public ::testing::Test {
  protected:
-  void MakePool(uint32_t min_connections = 1, uint32_t max_connections = 1,
-                uint32_t streams = 1, uint32_t max_pending = 10) {
+  void MakePool(uint32_t min_connections = 1, uint32_t max_connections = 1, uint32_t streams = 1,
+                uint32_t max_pending = 10) {
     pool::NodePoolOptions options;
     options.node_name = "qdrant-0:6334";
     options.min_connections = min_connections;

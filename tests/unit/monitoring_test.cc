@@ -73,8 +73,8 @@ TEST(MonitoringTest, PrometheusRuleHoldsTheRulesFileGroups) {
 
 TEST(MonitoringTest, RulesAndDashboardQueryOnlyExportedMetrics) {
   const std::set<std::string> exported = ExportedFamilies();
-  for (const char* file : {"/deploy/monitoring/prometheus-rules.yaml",
-                           "/deploy/monitoring/grafana-dashboard.json"}) {
+  for (const char* file :
+       {"/deploy/monitoring/prometheus-rules.yaml", "/deploy/monitoring/grafana-dashboard.json"}) {
     for (const std::string& metric : MetricsUsedIn(ReadFile(kDir + file))) {
       EXPECT_EQ(exported.count(metric), 1u) << file << " uses " << metric;
     }
