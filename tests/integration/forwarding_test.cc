@@ -207,11 +207,14 @@ TEST_P(ForwardingTest, DeadlinePropagatesToUpstream) {
   grpc::Status status = stub_->Unary(&ctx, EchoRequest(), &response);
 
   ASSERT_TRUE(status.ok()) << StatusText(status);
+  // gRPC's server reads its clock from a per-batch cache, so it may see a deadline up to a few
+  // ms later than the client set it; 50 ms covers that and still fails a deadline that grew.
+  const absl::Duration slack = absl::Milliseconds(50);
   absl::Duration seen = upstream_stats().LastDeadline();
-  EXPECT_LE(seen, absl::Seconds(2)) << "the upstream saw " << seen;
+  EXPECT_LE(seen, absl::Seconds(2) + slack) << "the upstream saw " << seen;
   EXPECT_GE(seen, absl::Milliseconds(1500)) << "the upstream saw " << seen;
   EXPECT_GE(response.deadline_remaining_ms(), 1500);
-  EXPECT_LE(response.deadline_remaining_ms(), 2000);
+  EXPECT_LE(response.deadline_remaining_ms(), 2050);
 }
 
 TEST_P(ForwardingTest, ClientCancelReachesUpstream) {
