@@ -66,6 +66,7 @@ NodePool::AcquireResult NodePool::Acquire(StreamWaiter& waiter) {
   if (!ready_.empty() && waiters_.empty()) {
     auto it = ready_.begin();
     it->streams++;
+    streams_in_flight_++;
     PoolConnection* conn = it->conn.get();
     Rebalance(ready_, it);
     if (observer_) observer_->OnStreamAcquired(Duration::zero());
@@ -202,6 +203,7 @@ void NodePool::OnStreamClosed(PoolConnection* conn) {
   SlotList::iterator it;
   if (!Find(conn, list, it) || it->streams == 0) return;
   it->streams--;
+  streams_in_flight_--;
   if (list == &ready_ || list == &busy_) {
     Rebalance(*list, it);
     Service();
@@ -269,6 +271,7 @@ void NodePool::Rebalance(SlotList& list, SlotList::iterator it) {
 
 void NodePool::RemoveSlot(SlotList& list, SlotList::iterator it, const absl::Status& reason) {
   const ConnectionState from = it->state;
+  streams_in_flight_ -= it->streams;
   list.erase(it);
   if (observer_) observer_->OnConnectionState(&from, nullptr);
 }
@@ -290,6 +293,7 @@ void NodePool::Service() {
     StreamWaiter* waiter = Dequeue();
     auto it = ready_.begin();
     it->streams++;
+    streams_in_flight_++;
     PoolConnection* conn = it->conn.get();
     Rebalance(ready_, it);
     if (observer_) observer_->OnStreamAcquired(loop_.Now() - waiter->queued_at_);

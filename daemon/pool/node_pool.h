@@ -180,6 +180,9 @@ class NodePool : private PoolConnectionEvents {
   // True when a connection to the node is up (ready or busy).
   bool has_live_connection() const { return !ready_.empty() || !busy_.empty(); }
 
+  // Calls on this node now: streams in flight plus calls waiting for one. The balancer's load score.
+  uint32_t load() const { return streams_in_flight_ + static_cast<uint32_t>(waiters_.size()); }
+
   NodePoolStats stats() const;
   const NodePoolOptions& options() const { return options_; }
 
@@ -246,6 +249,7 @@ class NodePool : private PoolConnectionEvents {
   std::unique_ptr<Timer> backoff_timer_;
   bool in_backoff_ = false;
   uint32_t consecutive_connect_failures_ = 0;
+  uint32_t streams_in_flight_ = 0;  // the sum of Slot::streams over all lists
   absl::Status last_connect_error_;
   bool shut_down_ = false;
   bool servicing_ = false;  // guards Service() against re-entry from waiter callbacks

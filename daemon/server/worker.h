@@ -78,8 +78,8 @@ class Worker {
   void Adopt(boost::asio::ip::tcp::socket socket, bool refuse);
   // Sends GOAWAY to every app connection; calls `on_idle` (on this thread) once none is left.
   void BeginDrain(std::function<void()> on_idle);
-  // Picks a node pool for a new call: the first node with a connection up, else the first that
-  // may still connect, else the first node.
+  // Picks a node pool for a new call: of the nodes with a connection up, the less loaded of two
+  // picked at random; else the first that may still connect; else the first node.
   pool::NodePool& PickPool();
   void OnSessionClosed(DownstreamSession* session);
 
@@ -119,6 +119,7 @@ class Worker {
   // Declared before pools_: a pool reports to its observer until it is destroyed.
   std::vector<std::unique_ptr<metrics::PoolMetricsObserver>> observers_;
   std::vector<std::unique_ptr<pool::NodePool>> pools_;
+  std::vector<size_t> live_nodes_;  // PickPool's scratch space, kept to avoid an allocation per call
   std::unordered_map<DownstreamSession*, std::shared_ptr<DownstreamSession>> sessions_;
   std::function<void()> on_drained_;
   bool draining_ = false;

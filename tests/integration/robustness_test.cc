@@ -274,6 +274,67 @@ TEST_P(RobustnessTest, UpstreamGoAwayReplacesConnectionsWithoutFailingCalls) {
   EXPECT_GE((*aging)->stats().DistinctPeers(), 3) << "the connections never turned over";
 }
 
+// Runs `threads` x `calls` unary calls (5 ms at the upstream each); returns how many failed.
+int RunCalls(TestService::Stub& stub, int threads, int calls) {
+  std::atomic<int> failed{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&] {
+      for (int i = 0; i < calls; ++i) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+        EchoRequest request;
+        request.set_sleep_ms(5);
+        EchoResponse response;
+        if (!stub.Unary(&ctx, request, &response).ok()) failed++;
+      }
+    });
+  }
+  for (auto& worker : workers) worker.join();
+  return failed.load();
+}
+
+TEST_P(RobustnessTest, CallsSpreadOverTwoLiveNodes) {
+  auto second = TestUpstream::Start();
+  ASSERT_TRUE(second.ok()) << second.status();
+  RestartRoute([&](config::Config& config) {
+    config.upstream.nodes = {{"127.0.0.1", upstream_->port()}, {"127.0.0.1", (*second)->port()}};
+  });
+  // Both nodes connect at start (min_connections); wait until both have served a probe call.
+  ASSERT_TRUE(WaitFor([&] { return CallOnce(*stub_).ok() &&
+                                   upstream_stats().CallsStarted() > 0 &&
+                                   (*second)->stats().CallsStarted() > 0; },
+                      absl::Seconds(10)));
+  const int64_t first_before = upstream_stats().CallsStarted();
+  const int64_t second_before = (*second)->stats().CallsStarted();
+  EXPECT_EQ(RunCalls(*stub_, 8, 25), 0);
+  const int64_t first = upstream_stats().CallsStarted() - first_before;
+  const int64_t second_calls = (*second)->stats().CallsStarted() - second_before;
+  EXPECT_EQ(first + second_calls, 200);
+  EXPECT_GE(first, 40) << "node 1 got " << first << " of 200";
+  EXPECT_GE(second_calls, 40) << "node 2 got " << second_calls << " of 200";
+}
+
+TEST_P(RobustnessTest, TrafficReturnsToANodeThatComesBack) {
+  const uint16_t late_port = PickFreePort();
+  RestartRoute([&](config::Config& config) {
+    config.upstream.nodes = {{"127.0.0.1", upstream_->port()}, {"127.0.0.1", late_port}};
+    config.upstream.connect_backoff_max = absl::Milliseconds(200);
+  });
+  ASSERT_TRUE(WaitFor([&] { return CallOnce(*stub_).ok(); }, absl::Seconds(10)));
+  EXPECT_EQ(RunCalls(*stub_, 4, 10), 0) << "calls fail while the second node is down";
+
+  auto late = TestUpstream::Start(late_port);
+  ASSERT_TRUE(late.ok()) << late.status();
+  // qpoold reconnects within its backoff (at most 200 ms here) and sends the second node a share.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        RunCalls(*stub_, 4, 5);
+        return (*late)->stats().CallsStarted() > 0;
+      },
+      absl::Seconds(10)));
+}
+
 INSTANTIATE_TEST_SUITE_P(ThroughQpoold, RobustnessTest, ::testing::Values(Route::kThroughQpoold),
                          RouteName);
 
