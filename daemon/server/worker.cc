@@ -1,0 +1,242 @@
+#include "daemon/server/worker.h"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/health/health.h"
+#include "daemon/server/downstream_session.h"
+#include "daemon/server/upstream_connection.h"
+#include "spdlog/spdlog.h"
+
+namespace qpool::server {
+namespace {
+
+class AsioTimer : public Timer {
+ public:
+  explicit AsioTimer(boost::asio::io_context& io) : timer_(io) {}
+  ~AsioTimer() override { Cancel(); }
+
+  void Arm(Duration after, std::function<void()> callback) override {
+    Cancel();
+    state_->armed = true;
+    state_->callback = std::move(callback);
+    timer_.expires_after(after);
+    // The handler holds the state, not the timer: a completion that raced with Cancel(), a later
+    // Arm() or the timer's destruction sees another generation and does nothing.
+    timer_.async_wait([state = state_, generation = state_->generation](
+                          const boost::system::error_code& ec) {
+      if (ec || generation != state->generation || !state->armed) return;
+      state->armed = false;
+      auto callback = std::move(state->callback);
+      callback();
+    });
+  }
+  void Cancel() override {
+    if (!state_->armed) return;
+    state_->armed = false;
+    state_->generation++;
+    state_->callback = nullptr;
+    timer_.cancel();
+  }
+  bool armed() const override { return state_->armed; }
+
+ private:
+  struct State {
+    bool armed = false;
+    uint64_t generation = 0;
+    std::function<void()> callback;
+  };
+  boost::asio::steady_timer timer_;
+  std::shared_ptr<State> state_ = std::make_shared<State>();
+};
+
+// A worker's share of a per-node bound: `total` split over `count` workers, remainders first.
+uint32_t ShareOf(uint32_t total, uint32_t index, uint32_t count) {
+  return total / count + (index < total % count ? 1 : 0);
+}
+
+}  // namespace
+
+std::unique_ptr<Timer> AsioEventLoop::CreateTimer() { return std::make_unique<AsioTimer>(io_); }
+
+void AsioEventLoop::Post(std::function<void()> fn) { boost::asio::post(io_, std::move(fn)); }
+
+// Makes UpstreamConnections to one node for one worker's pool.
+class Worker::UpstreamFactory : public pool::ConnectionFactory {
+ public:
+  UpstreamFactory(Worker& worker, config::NodeAddress node)
+      : worker_(worker), node_(std::move(node)) {}
+
+  std::shared_ptr<pool::PoolConnection> Connect(pool::PoolConnectionEvents& events) override {
+    auto conn = std::make_shared<UpstreamConnection>(worker_, node_, events);
+    conn->Connect();
+    return conn;
+  }
+
+ private:
+  Worker& worker_;
+  const config::NodeAddress node_;
+};
+
+Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uint32_t count,
+               ProxyCounters& counters, metrics::WorkerMetrics& metrics)
+    : config_(std::move(config)),
+      index_(index),
+      counters_(counters),
+      metrics_(metrics),
+      loop_(io_),
+      read_buffer_(64 * 1024) {
+  const config::UpstreamConfig& upstream = config_->upstream;
+  pending_budget_.limit = ShareOf(upstream.max_pending, index, count);
+  for (const config::NodeAddress& node : upstream.nodes) {
+    const size_t node_index = pools_.size();
+    // Readiness is re-evaluated on a later turn of the loop, once the pool is done with the event.
+    observers_.push_back(std::make_unique<metrics::PoolMetricsObserver>(
+        metrics_.node(node_index), loop_,
+        [this, node_index] { loop_.Post([this, node_index] { UpdateUsable(node_index); }); }));
+    factories_.push_back(std::make_unique<UpstreamFactory>(*this, node));
+    pool::NodePoolOptions options;
+    options.node_name = node.ToString();
+    options.min_connections = ShareOf(upstream.min_connections, index, count);
+    options.max_connections = ShareOf(upstream.max_connections, index, count);
+    options.max_streams_per_connection = upstream.max_streams_per_connection;
+    options.acquire_timeout = absl::ToChronoNanoseconds(upstream.acquire_timeout);
+    options.connect_backoff_base = absl::ToChronoNanoseconds(upstream.connect_backoff_base);
+    options.connect_backoff_max = absl::ToChronoNanoseconds(upstream.connect_backoff_max);
+    pools_.push_back(std::make_unique<pool::NodePool>(
+        std::move(options), pending_budget_, *factories_.back(), loop_, random_,
+        observers_.back().get()));
+  }
+}
+
+Worker::~Worker() { Stop(); }
+
+void Worker::Start() {
+  running_ = true;
+  Post([this] {
+    for (auto& pool : pools_) pool->Start();
+  });
+  thread_ = std::thread([this] {
+    auto guard = boost::asio::make_work_guard(io_);
+    io_.run();
+  });
+}
+
+void Worker::Post(std::function<void()> fn) { boost::asio::post(io_, std::move(fn)); }
+
+void Worker::Adopt(boost::asio::ip::tcp::socket socket, bool refuse) {
+  auto session = std::make_shared<DownstreamSession>(*this, std::move(socket));
+  sessions_.emplace(session.get(), session);
+  counters_.downstream_open.fetch_add(1, std::memory_order_relaxed);
+  if (refuse) {
+    session->Refuse(absl::StrCat("qpool: server.max_client_connections (",
+                                 config_->server.max_client_connections, ") reached"));
+  } else if (draining_) {
+    session->Refuse("qpool: shutting down");
+  } else {
+    session->Start();
+  }
+}
+
+void Worker::BeginDrain(std::function<void()> on_idle) {
+  draining_ = true;
+  on_drained_ = std::move(on_idle);
+  std::vector<std::shared_ptr<DownstreamSession>> sessions;
+  for (auto& [ptr, session] : sessions_) sessions.push_back(session);
+  for (auto& session : sessions) session->BeginDrain();
+  CheckDrained();
+}
+
+metrics::NodeMetrics* Worker::NodeMetricsOf(const pool::NodePool* pool) {
+  for (size_t i = 0; i < pools_.size(); ++i) {
+    if (pools_[i].get() == pool) return &metrics_.node(i);
+  }
+  return nullptr;
+}
+
+std::vector<metrics::NodePoolGauges> Worker::PoolGauges() const {
+  std::vector<metrics::NodePoolGauges> gauges;
+  for (const auto& pool : pools_) {
+    const pool::NodePoolStats stats = pool->stats();
+    metrics::NodePoolGauges g;
+    g.connecting = stats.connecting;
+    g.ready = stats.ready;
+    g.busy = stats.busy;
+    g.draining = stats.draining;
+    g.streams_in_flight = stats.streams_in_flight;
+    g.waiting = stats.waiting;
+    g.consecutive_connect_failures = stats.consecutive_connect_failures;
+    g.usable = metrics_.node(gauges.size()).usable.load(std::memory_order_relaxed);
+    gauges.push_back(g);
+  }
+  return gauges;
+}
+
+void Worker::UpdateUsable(size_t node) {
+  if (node >= pools_.size()) return;  // stopping
+  const pool::NodePool& pool = *pools_[node];
+  // A node counts as usable while it has a connection up, or may still connect: no connect has
+  // failed since the last success (so a node in backoff between failed attempts stays unusable
+  // rather than flapping with every attempt).
+  const bool usable = pool.has_live_connection() ||
+                      (pool.usable() && pool.stats().consecutive_connect_failures == 0);
+  metrics_.node(node).usable.store(usable, std::memory_order_relaxed);
+}
+
+pool::NodePool& Worker::PickPool() {
+  if (pools_.size() == 1) return *pools_.front();
+  // Power of two choices over the nodes with a connection up, by calls in flight or waiting
+  // (docs/architecture.md, "Balancing"); else the first node that may still connect; else the
+  // first node, which fails the call with the node's connect error.
+  live_nodes_.clear();
+  for (size_t i = 0; i < pools_.size(); ++i) {
+    if (pools_[i]->has_live_connection()) live_nodes_.push_back(i);
+  }
+  if (!live_nodes_.empty()) {
+    const size_t node = health::PickPowerOfTwo(
+        live_nodes_, [this](size_t i) { return static_cast<double>(pools_[i]->load()); },
+        random_);
+    return *pools_[node];
+  }
+  for (auto& pool : pools_) {
+    if (pool->usable()) return *pool;
+  }
+  return *pools_.front();
+}
+
+void Worker::OnSessionClosed(DownstreamSession* session) {
+  counters_.downstream_open.fetch_sub(1, std::memory_order_relaxed);
+  // Keep the session alive until the current event is done with it.
+  auto it = sessions_.find(session);
+  if (it == sessions_.end()) return;
+  std::shared_ptr<DownstreamSession> keep = std::move(it->second);
+  sessions_.erase(it);
+  Post([keep] {});
+  CheckDrained();
+}
+
+void Worker::CheckDrained() {
+  if (draining_ && sessions_.empty() && on_drained_) {
+    auto callback = std::move(on_drained_);
+    on_drained_ = nullptr;
+    callback();
+  }
+}
+
+void Worker::Stop() {
+  if (!running_.exchange(false)) return;
+  // Close everything on the worker's own thread, then let run() return.
+  Post([this] {
+    std::vector<std::shared_ptr<DownstreamSession>> sessions;
+    for (auto& [ptr, session] : sessions_) sessions.push_back(session);
+    for (auto& session : sessions) session->Abort();
+    for (auto& observer : observers_) observer->BeginShutdown();
+    for (auto& pool : pools_) pool->Shutdown();
+    pools_.clear();  // aborts what is still open
+    io_.stop();
+  });
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace qpool::server
