@@ -18,8 +18,8 @@ namespace qpool::load {
 
 class LatencyHistogram {
  public:
-  static constexpr int kSubBits = 5;                  // 32 sub-buckets per power of two
-  static constexpr int kExact = 2 << kSubBits;        // values below 64 have a bucket each
+  static constexpr int kSubBits = 5;            // 32 sub-buckets per power of two
+  static constexpr int kExact = 2 << kSubBits;  // values below 64 have a bucket each
   static constexpr int kBuckets = kExact + (64 - kSubBits - 1) * (1 << kSubBits);
 
   void Record(uint64_t ns) {

@@ -1,7 +1,7 @@
 // qpool-load: a gRPC load generator for Qdrant endpoints (qpoold, a proxy, or Qdrant itself), on
 // nghttp2's client side and Boost.Asio, one event-loop thread. It is deliberately not built on the
-// gRPC library, so that on a 2-core machine the load tool costs a few µs per call and leaves the CPU
-// to what is measured.
+// gRPC library, so that on a 2-core machine the load tool costs a few µs per call and leaves the
+// CPU to what is measured.
 //
 //   qpool-load --target 127.0.0.1:6334 --connections 10 --inflight 10 --duration 5 --json out.json
 //   qpool-load --target 127.0.0.1:6334 --method search --dim 768 --rate 2000 --duration 10
@@ -59,28 +59,28 @@ int64_t NowNs() {
 enum class Method { kHealth, kSearch, kUpsert };
 
 struct Options {
-  std::string target;                  // HOST:PORT, an IP literal (required)
-  bool allow_non_loopback = false;     // refuse non-loopback targets unless set
+  std::string target;               // HOST:PORT, an IP literal (required)
+  bool allow_non_loopback = false;  // refuse non-loopback targets unless set
   Method method = Method::kHealth;
-  int connections = 1;                 // active connections
-  int inflight = 1;                    // closed loop: calls outstanding per connection
-  double rate = 0;                     // open loop: calls per second over all connections (0 = closed)
-  double warmup_s = 1.0;               // warm-up seconds (not in the results)
-  double duration_s = 0;               // measured seconds (this or count)
-  uint64_t count = 0;                  // measured calls (this or duration)
-  double max_time_s = 300;             // hard bound on the whole run, connects included
-  double connect_timeout_s = 60;       // connects still pending then count as failed
-  int max_connecting = 256;            // connects in flight at once (a listener's backlog is finite)
-  int idle_connections = 0;            // extra connections opened and held idle during the run
-  int dim = 0;                         // vector size (search default 768, upsert default 384)
-  int batch = 64;                      // upsert: points per call
-  int points = 256;                    // search: points the setup inserts
-  int limit = 10;                      // search: results per call
-  std::string collection;              // default qpool_load_<method>_<dim>
-  bool setup = true;                   // create the collection (search, upsert) before the load
-  uint64_t max_outstanding = 100000;   // open loop: calls due beyond this are dropped and counted
-  std::string json_path;               // write JSON here ("-" = stdout, then the table to stderr)
-  bool quiet = false;                  // no table
+  int connections = 1;            // active connections
+  int inflight = 1;               // closed loop: calls outstanding per connection
+  double rate = 0;                // open loop: calls per second over all connections (0 = closed)
+  double warmup_s = 1.0;          // warm-up seconds (not in the results)
+  double duration_s = 0;          // measured seconds (this or count)
+  uint64_t count = 0;             // measured calls (this or duration)
+  double max_time_s = 300;        // hard bound on the whole run, connects included
+  double connect_timeout_s = 60;  // connects still pending then count as failed
+  int max_connecting = 256;       // connects in flight at once (a listener's backlog is finite)
+  int idle_connections = 0;       // extra connections opened and held idle during the run
+  int dim = 0;                    // vector size (search default 768, upsert default 384)
+  int batch = 64;                 // upsert: points per call
+  int points = 256;               // search: points the setup inserts
+  int limit = 10;                 // search: results per call
+  std::string collection;         // default qpool_load_<method>_<dim>
+  bool setup = true;              // create the collection (search, upsert) before the load
+  uint64_t max_outstanding = 100000;  // open loop: calls due beyond this are dropped and counted
+  std::string json_path;              // write JSON here ("-" = stdout, then the table to stderr)
+  bool quiet = false;                 // no table
 };
 
 void Usage(std::ostream& out) {
@@ -145,10 +145,14 @@ bool ParseOptions(int argc, char** argv, Options& o, std::string& error) {
       o.target = v;
     } else if (a == "--method") {
       const std::string m = v;
-      if (m == "health") o.method = Method::kHealth;
-      else if (m == "search") o.method = Method::kSearch;
-      else if (m == "upsert") o.method = Method::kUpsert;
-      else return error = "--method: health, search or upsert, not '" + m + "'", false;
+      if (m == "health")
+        o.method = Method::kHealth;
+      else if (m == "search")
+        o.method = Method::kSearch;
+      else if (m == "upsert")
+        o.method = Method::kUpsert;
+      else
+        return error = "--method: health, search or upsert, not '" + m + "'", false;
     } else if (a == "--connections") {
       if (!num(v, 1, 200000, "--connections", d)) return false;
       o.connections = static_cast<int>(d);
@@ -285,18 +289,31 @@ std::vector<Request> LoadRequests(const Options& o, std::mt19937& rng) {
       }
       break;
     case Method::kUpsert:
-      for (int i = 0; i < 16; ++i) out.push_back(UpsertRequest(o, rng, uint64_t(i) * o.batch, o.batch));
+      for (int i = 0; i < 16; ++i)
+        out.push_back(UpsertRequest(o, rng, uint64_t(i) * o.batch, o.batch));
       break;
   }
   return out;
 }
 
 const char* GrpcCodeName(int code) {
-  static const char* const kNames[] = {
-      "OK",        "CANCELLED",         "UNKNOWN",        "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
-      "NOT_FOUND", "ALREADY_EXISTS",    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-      "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",   "UNIMPLEMENTED",      "INTERNAL",
-      "UNAVAILABLE", "DATA_LOSS",       "UNAUTHENTICATED"};
+  static const char* const kNames[] = {"OK",
+                                       "CANCELLED",
+                                       "UNKNOWN",
+                                       "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND",
+                                       "ALREADY_EXISTS",
+                                       "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION",
+                                       "ABORTED",
+                                       "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED",
+                                       "INTERNAL",
+                                       "UNAVAILABLE",
+                                       "DATA_LOSS",
+                                       "UNAUTHENTICATED"};
   return code >= 0 && code <= 16 ? kNames[code] : nullptr;
 }
 
@@ -304,10 +321,10 @@ const char* GrpcCodeName(int code) {
 // Results
 
 struct PhaseStats {
-  uint64_t sent = 0;                          // calls written to a connection
-  uint64_t ok = 0;                            // answered grpc-status 0
-  std::map<std::string, uint64_t> errors;     // everything else, by code or kind
-  LatencyHistogram latency;                   // ok and failed answers alike
+  uint64_t sent = 0;                       // calls written to a connection
+  uint64_t ok = 0;                         // answered grpc-status 0
+  std::map<std::string, uint64_t> errors;  // everything else, by code or kind
+  LatencyHistogram latency;                // ok and failed answers alike
   uint64_t errors_total() const {
     uint64_t n = 0;
     for (const auto& [k, v] : errors) n += v;
@@ -326,12 +343,12 @@ enum class CallKind { kSetup, kWarmup, kMeasured };
 struct Call {
   Connection* conn = nullptr;
   const Request* request = nullptr;
-  size_t offset = 0;          // request body bytes handed to nghttp2
-  int64_t start_ns = 0;       // send time (closed loop) or intended send time (open loop)
+  size_t offset = 0;     // request body bytes handed to nghttp2
+  int64_t start_ns = 0;  // send time (closed loop) or intended send time (open loop)
   int grpc_status = -1;
   int http_status = 0;
   CallKind kind = CallKind::kMeasured;
-  Call* prev = nullptr;       // the connection's list of calls in flight
+  Call* prev = nullptr;  // the connection's list of calls in flight
   Call* next = nullptr;
 };
 
@@ -372,7 +389,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const bool idle_;
   nghttp2_session* session_ = nullptr;
   bool alive_ = false;
-  bool ready_ = false;    // peer SETTINGS received
+  bool ready_ = false;  // peer SETTINGS received
   bool writing_ = false;
   std::vector<uint8_t> out_;
   Call* calls_ = nullptr;  // head of the calls in flight
@@ -418,14 +435,14 @@ class Runner {
   std::array<uint8_t, 64 * 1024> read_buffer_;
   std::vector<std::shared_ptr<Connection>> active_;
   std::vector<std::shared_ptr<Connection>> idle_;
-  int connects_pending_ = 0;         // started or not yet started, not yet ready or failed
-  size_t next_to_start_ = 0;         // index over active_ then idle_
-  int connecting_ = 0;               // started, not yet ready or failed
+  int connects_pending_ = 0;  // started or not yet started, not yet ready or failed
+  size_t next_to_start_ = 0;  // index over active_ then idle_
+  int connecting_ = 0;        // started, not yet ready or failed
   bool connect_phase_over_ = false;
   int active_ready_ = 0;
   int idle_ready_ = 0;
   std::map<std::string, uint64_t> connect_errors_;
-  int idle_lost_ = 0;    // idle connections closed after their SETTINGS exchange
+  int idle_lost_ = 0;  // idle connections closed after their SETTINGS exchange
   int active_lost_ = 0;
   std::map<std::string, uint64_t> lost_reasons_;
 
@@ -442,10 +459,10 @@ class Runner {
   std::string fatal_;
   int64_t load_start_ns_ = 0;
   int64_t measure_start_ns_ = 0;
-  int64_t measure_end_ns_ = 0;       // duration mode: no measured call starts after this
+  int64_t measure_end_ns_ = 0;  // duration mode: no measured call starts after this
   int64_t last_measured_done_ns_ = 0;
-  uint64_t outstanding_ = 0;         // load calls in flight
-  uint64_t dropped_ = 0;             // open loop: due but over --max-outstanding
+  uint64_t outstanding_ = 0;  // load calls in flight
+  uint64_t dropped_ = 0;      // open loop: due but over --max-outstanding
   uint64_t open_loop_index_ = 0;
   size_t next_conn_ = 0;
   PhaseStats warmup_;
@@ -548,9 +565,9 @@ bool Connection::Submit(Call* call, const std::string& authority) {
   static const std::string kPost = "POST", kHttp = "http", kGrpc = "application/grpc",
                            kTrailers = "trailers", kAgent = "qpool-load/0.1";
   const nghttp2_nv headers[] = {
-      nv(":method", kPost),          nv(":scheme", kHttp),
-      nv(":authority", authority),   nv(":path", call->request->path),
-      nv("content-type", kGrpc),     nv("te", kTrailers),
+      nv(":method", kPost),        nv(":scheme", kHttp),
+      nv(":authority", authority), nv(":path", call->request->path),
+      nv("content-type", kGrpc),   nv("te", kTrailers),
       nv("user-agent", kAgent),
   };
   nghttp2_data_provider body;
@@ -593,7 +610,9 @@ int Connection::OnHeader(nghttp2_session* s, const nghttp2_frame* frame, const u
   if (frame->hd.type != NGHTTP2_HEADERS) return 0;
   auto* c = static_cast<Call*>(nghttp2_session_get_stream_user_data(s, frame->hd.stream_id));
   if (!c) return 0;
-  auto is = [&](const char* n) { return namelen == std::strlen(n) && !std::memcmp(name, n, namelen); };
+  auto is = [&](const char* n) {
+    return namelen == std::strlen(n) && !std::memcmp(name, n, namelen);
+  };
   auto to_int = [&] {
     int v = 0;
     for (size_t i = 0; i < valuelen && i < 9; ++i) {
@@ -602,8 +621,10 @@ int Connection::OnHeader(nghttp2_session* s, const nghttp2_frame* frame, const u
     }
     return valuelen ? v : -2;
   };
-  if (is("grpc-status")) c->grpc_status = to_int();
-  else if (is(":status")) c->http_status = to_int();
+  if (is("grpc-status"))
+    c->grpc_status = to_int();
+  else if (is(":status"))
+    c->http_status = to_int();
   return 0;
 }
 
@@ -637,8 +658,10 @@ void Connection::Link(Call* c) {
 }
 
 void Connection::Unlink(Call* c) {
-  if (c->prev) c->prev->next = c->next;
-  else calls_ = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    calls_ = c->next;
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = nullptr;
 }
@@ -648,15 +671,16 @@ void Connection::Fail(const std::string& why) {
   alive_ = false;
   boost::system::error_code ignored;
   socket_.close(ignored);
-  if (!ready_) runner_.OnConnected(*this, false, why);
-  else runner_.OnConnectionLost(*this, why);
+  if (!ready_)
+    runner_.OnConnected(*this, false, why);
+  else
+    runner_.OnConnectionLost(*this, why);
   while (calls_) {
     Call* c = calls_;
     Unlink(c);
     runner_.OnCallDone(c, "CONNECTION_LOST");
   }
 }
-
 
 // --- Runner ---
 
@@ -680,7 +704,8 @@ int Runner::Run() {
     return 2;
   }
   std::string host = o_.target.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   boost::system::error_code ec;
   const auto addr = asio::ip::make_address(host, ec);
   const int port = std::atoi(o_.target.c_str() + colon + 1);
@@ -689,7 +714,8 @@ int Runner::Run() {
     return 2;
   }
   if (!addr.is_loopback() && !o_.allow_non_loopback) {
-    std::cerr << "qpool-load: " << host << " is not a loopback address; pass --allow-non-loopback\n";
+    std::cerr << "qpool-load: " << host
+              << " is not a loopback address; pass --allow-non-loopback\n";
     return 2;
   }
   endpoint_ = tcp::endpoint(addr, static_cast<uint16_t>(port));
@@ -819,8 +845,8 @@ void Runner::BeginLoad() {
   loading_ = true;
   load_start_ns_ = NowNs();
   measure_start_ns_ = load_start_ns_ + static_cast<int64_t>(o_.warmup_s * 1e9);
-  measure_end_ns_ = o_.duration_s > 0 ? measure_start_ns_ + static_cast<int64_t>(o_.duration_s * 1e9)
-                                      : INT64_MAX;
+  measure_end_ns_ =
+      o_.duration_s > 0 ? measure_start_ns_ + static_cast<int64_t>(o_.duration_s * 1e9) : INT64_MAX;
   if (o_.rate > 0) {
     OpenLoopTick();
     return;
@@ -909,7 +935,8 @@ void Runner::OnCallDone(Call* call, const char* failure) {
   Connection* conn = call->conn;
   const CallKind kind = call->kind;
   std::string code;
-  if (failure) code = failure;
+  if (failure)
+    code = failure;
   else if (call->grpc_status != 0) {
     const char* name = GrpcCodeName(call->grpc_status);
     code = name ? name : "GRPC_STATUS_" + std::to_string(call->grpc_status);
@@ -932,8 +959,10 @@ void Runner::OnCallDone(Call* call, const char* failure) {
   }
   PhaseStats& stats = kind == CallKind::kWarmup ? warmup_ : measured_;
   stats.latency.Record(static_cast<uint64_t>(std::max<int64_t>(0, now - call->start_ns)));
-  if (code.empty()) stats.ok++;
-  else stats.errors[code]++;
+  if (code.empty())
+    stats.ok++;
+  else
+    stats.errors[code]++;
   if (kind == CallKind::kMeasured) last_measured_done_ns_ = now;
   --outstanding_;
   FreeCall(call);
@@ -980,20 +1009,22 @@ void Runner::Report() {
   if (unfinished) measured_.errors["UNFINISHED_AT_MAX_TIME"] += unfinished;
   const auto& h = measured_.latency;
   auto us = [](uint64_t ns) { return ns / 1000.0; };
-  const char* method =
-      o_.method == Method::kHealth ? "health" : o_.method == Method::kSearch ? "search" : "upsert";
+  const char* method = o_.method == Method::kHealth   ? "health"
+                       : o_.method == Method::kSearch ? "search"
+                                                      : "upsert";
 
   std::ostringstream js;
   js.setf(std::ios::fixed);
   js.precision(3);
   js << "{\"tool\":\"qpool-load\",\"target\":\"" << JsonEscape(o_.target) << "\",\"method\":\""
      << method << "\",\"path\":\"" << (requests_.empty() ? "" : requests_[0].path)
-     << "\",\"mode\":\"" << (o_.rate > 0 ? "open" : "closed") << "\",\"connections\":"
-     << o_.connections << ",\"inflight\":" << o_.inflight << ",\"rate\":" << o_.rate
-     << ",\"dim\":" << (o_.method == Method::kHealth ? 0 : o_.dim)
+     << "\",\"mode\":\"" << (o_.rate > 0 ? "open" : "closed")
+     << "\",\"connections\":" << o_.connections << ",\"inflight\":" << o_.inflight
+     << ",\"rate\":" << o_.rate << ",\"dim\":" << (o_.method == Method::kHealth ? 0 : o_.dim)
      << ",\"batch\":" << (o_.method == Method::kUpsert ? o_.batch : 0)
      << ",\"request_bytes\":" << (requests_.empty() ? 0 : requests_[0].body.size())
-     << ",\"connections_ready\":" << active_ready_ << ",\"idle_connections\":" << o_.idle_connections
+     << ",\"connections_ready\":" << active_ready_
+     << ",\"idle_connections\":" << o_.idle_connections
      << ",\"idle_connections_ready\":" << idle_ready_ << ",\"connect_errors\":{";
   bool first = true;
   for (const auto& [k, v] : connect_errors_) {
@@ -1056,9 +1087,10 @@ void Runner::Report() {
       table << "idle connections held: " << idle_ready_ << " of " << o_.idle_connections
             << ", lost during the run: " << idle_lost_ << "\n";
     }
-    for (const auto& [k, v] : lost_reasons_) table << "  connection lost (" << k << "): " << v << "\n";
-    std::snprintf(line, sizeof line,
-                  "%-10s %10s %10s %10s %12s\n", "phase", "sent", "ok", "errors", "calls/s");
+    for (const auto& [k, v] : lost_reasons_)
+      table << "  connection lost (" << k << "): " << v << "\n";
+    std::snprintf(line, sizeof line, "%-10s %10s %10s %10s %12s\n", "phase", "sent", "ok", "errors",
+                  "calls/s");
     table << line;
     std::snprintf(line, sizeof line, "%-10s %10llu %10llu %10llu %12s\n", "warm-up",
                   (unsigned long long)warmup_.sent, (unsigned long long)warmup_.ok,
@@ -1075,7 +1107,8 @@ void Runner::Report() {
                   us(h.Percentile(95)), us(h.Percentile(99)), us(h.Percentile(99.9)), us(h.max()));
     table << line;
     for (const auto& [k, v] : measured_.errors) table << "  error " << k << ": " << v << "\n";
-    for (const auto& [k, v] : connect_errors_) table << "  connect error " << k << ": " << v << "\n";
+    for (const auto& [k, v] : connect_errors_)
+      table << "  connect error " << k << ": " << v << "\n";
     // Coarse histogram: powers of two in µs.
     std::map<int, uint64_t> coarse;
     for (const auto& [upper, n] : h.Buckets()) {
