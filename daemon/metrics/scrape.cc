@@ -254,8 +254,8 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
         Family("qpool_calls_waiting", "Calls waiting for a free upstream stream now, by node.",
                MetricType::Gauge);
     auto usable = Family("qpool_upstream_node_usable",
-                         "1 when the node has a live connection or may still connect (no connect "
-                         "failed since the last success), else 0.",
+                         "1 when some worker has a connection to the node up, or none has seen a "
+                         "connect fail since its last success; else 0.",
                          MetricType::Gauge);
     for (size_t n = 0; n < nodes; ++n) {
       uint32_t answered = 0;
@@ -270,11 +270,7 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
       AddGauge(waiting, node_label(n), g.waiting);
     }
     for (size_t n = 0; n < nodes; ++n) {
-      bool any = false;
-      for (const WorkerMetrics* w : input.workers) {
-        any = any || w->node(n).usable.load(std::memory_order_relaxed);
-      }
-      AddGauge(usable, node_label(n), any ? 1 : 0);
+      AddGauge(usable, node_label(n), NodeUsable(input.workers, n) ? 1 : 0);
     }
     out.push_back(std::move(f));
     out.push_back(std::move(streams));

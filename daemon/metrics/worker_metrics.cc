@@ -40,6 +40,15 @@ WorkerMetrics::WorkerMetrics(size_t node_count) {
   for (size_t i = 0; i < node_count; ++i) nodes_.push_back(std::make_unique<NodeMetrics>());
 }
 
+bool NodeUsable(const std::vector<const WorkerMetrics*>& workers, size_t node) {
+  bool failing = false;
+  for (const WorkerMetrics* worker : workers) {
+    if (worker->node(node).live.load(std::memory_order_relaxed)) return true;
+    failing = failing || worker->node(node).failing.load(std::memory_order_relaxed);
+  }
+  return !failing;
+}
+
 void PoolMetricsObserver::OnConnectionState(const pool::ConnectionState* from,
                                             const pool::ConnectionState* to) {
   using pool::ConnectionState;

@@ -48,10 +48,16 @@ struct NodeMetrics {
   RelaxedCounter queue_overflows;                    // upstream.max_pending reached
   RelaxedCounter acquire_timeouts;                   // upstream.acquire_timeout passed
   DurationHistogram attempt_duration{CallDurationBounds()};  // upstream stream open -> closed
-  // Readiness mirror, written by the worker after connection events, read by /readyz: true while
-  // the node has a live connection, or may still connect (no connect failed since the last
-  // success).
-  std::atomic<bool> usable{true};
+  // Readiness mirrors, written by the worker after connection events, read by /readyz.
+  // live: this worker has a connection to the node up (ready or busy).
+  // failing: no connection up, and this worker's last connect to the node failed.
+  // A worker that never tried (its share of min_connections is 0, no traffic) is neither.
+  std::atomic<bool> live{false};
+  std::atomic<bool> failing{false};
+  // This worker's view: up, or may still connect.
+  bool UsableHere() const {
+    return live.load(std::memory_order_relaxed) || !failing.load(std::memory_order_relaxed);
+  }
 };
 
 class WorkerMetrics {
@@ -91,6 +97,11 @@ class WorkerMetrics {
   RelaxedCounter response_bytes_;  // gRPC message bytes (DATA payload) from upstream, to apps
   std::vector<std::unique_ptr<NodeMetrics>> nodes_;
 };
+
+// The node is usable when some worker has a connection to it up, or when no worker has seen a
+// connect fail since its last success (it may still connect): one worker's failure outweighs the
+// other workers' not having tried. Any thread.
+bool NodeUsable(const std::vector<const WorkerMetrics*>& workers, size_t node);
 
 // The pool's metric hooks for one node of one worker. `on_change` runs (synchronously, on the
 // worker thread) after an event that may change the node's readiness; the worker re-evaluates on

@@ -214,10 +214,10 @@ void ProxyImpl::ShutdownNow() {
 std::string ProxyImpl::NotReadyReason() const {
   if (!running_.load(std::memory_order_acquire)) return draining_ ? "stopped" : "starting";
   if (draining_.load(std::memory_order_relaxed)) return "draining";
-  for (const auto& worker : worker_metrics_) {
-    for (size_t n = 0; n < worker->node_count(); ++n) {
-      if (worker->node(n).usable.load(std::memory_order_relaxed)) return "";
-    }
+  std::vector<const metrics::WorkerMetrics*> workers;
+  for (const auto& worker : worker_metrics_) workers.push_back(worker.get());
+  for (size_t n = 0; n < node_names_.size(); ++n) {
+    if (metrics::NodeUsable(workers, n)) return "";
   }
   return absl::StrCat("no usable upstream node: none of ", absl::StrJoin(node_names_, ", "),
                       " has a connection up, and the last connect to each failed");

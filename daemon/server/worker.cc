@@ -167,7 +167,7 @@ std::vector<metrics::NodePoolGauges> Worker::PoolGauges() const {
     g.streams_in_flight = stats.streams_in_flight;
     g.waiting = stats.waiting;
     g.consecutive_connect_failures = stats.consecutive_connect_failures;
-    g.usable = metrics_.node(gauges.size()).usable.load(std::memory_order_relaxed);
+    g.usable = metrics_.node(gauges.size()).UsableHere();
     gauges.push_back(g);
   }
   return gauges;
@@ -176,12 +176,12 @@ std::vector<metrics::NodePoolGauges> Worker::PoolGauges() const {
 void Worker::UpdateUsable(size_t node) {
   if (node >= pools_.size()) return;  // stopping
   const pool::NodePool& pool = *pools_[node];
-  // A node counts as usable while it has a connection up, or may still connect: no connect has
-  // failed since the last success (so a node in backoff between failed attempts stays unusable
-  // rather than flapping with every attempt).
-  const bool usable = pool.has_live_connection() ||
-                      (pool.usable() && pool.stats().consecutive_connect_failures == 0);
-  metrics_.node(node).usable.store(usable, std::memory_order_relaxed);
+  // See NodeMetrics::live / failing: a node in backoff between failed attempts stays "failing"
+  // rather than flapping with every attempt.
+  const bool live = pool.has_live_connection();
+  metrics_.node(node).live.store(live, std::memory_order_relaxed);
+  metrics_.node(node).failing.store(!live && pool.stats().consecutive_connect_failures > 0,
+                                    std::memory_order_relaxed);
 }
 
 pool::NodePool& Worker::PickPool() {

@@ -367,5 +367,18 @@ TEST_F(MetricsE2eTwoWorkersTest, CountsSumOverWorkersAndPoolListsBoth) {
   EXPECT_EQ(Get("/livez").status, 200);
 }
 
+// With two workers and min_connections 1, only worker 0 keeps a connection; worker 1 never tries.
+// Its silence must not keep /readyz at 200 when worker 0 sees the node go.
+TEST_F(MetricsE2eTwoWorkersTest, ReadyzFlipsWhenOnlyOneWorkerTriesTheNode) {
+  EXPECT_EQ(Get("/readyz").status, 200);
+  emulator_->Kill();
+  EXPECT_TRUE(WaitFor([&] { return Get("/readyz").status == 503; }, absl::Seconds(15),
+                      absl::Milliseconds(50)));
+  ASSERT_NO_FATAL_FAILURE(StartEmulator());
+  EXPECT_TRUE(WaitFor([&] { return Get("/readyz").status == 200; }, absl::Seconds(20),
+                      absl::Milliseconds(50)));
+  EXPECT_EQ(Get("/livez").status, 200);
+}
+
 }  // namespace
 }  // namespace qpool::testing

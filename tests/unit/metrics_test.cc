@@ -90,6 +90,19 @@ TEST(WorkerMetricsTest, RecordCallCountsByClassAndCode) {
   EXPECT_STREQ(CodeSlotName(kNoStatusSlot), "RESET");
 }
 
+TEST(WorkerMetricsTest, NodeUsableWhenAnyWorkerIsUpOrNoneFailed) {
+  WorkerMetrics w0(1), w1(1);
+  const std::vector<const WorkerMetrics*> workers = {&w0, &w1};
+  EXPECT_TRUE(NodeUsable(workers, 0));  // nobody tried yet
+  w0.node(0).failing = true;            // w1 never tries (its min_connections share is 0)
+  EXPECT_FALSE(NodeUsable(workers, 0));
+  w1.node(0).live = true;
+  EXPECT_TRUE(NodeUsable(workers, 0));
+  w1.node(0).live = false;
+  w0.node(0).failing = false;
+  EXPECT_TRUE(NodeUsable(workers, 0));
+}
+
 TEST(WorkerMetricsTest, BytesCount) {
   WorkerMetrics metrics(0);
   metrics.AddRequestBytes(10);
