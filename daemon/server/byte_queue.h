@@ -60,6 +60,19 @@ class ByteQueue {
     return copied;
   }
 
+  // Moves every byte of `front` ahead of this queue's bytes; `front` ends empty.
+  void PrependFrom(ByteQueue& front) {
+    if (front.head_ == nullptr) return;
+    front.tail_->next = head_;
+    if (tail_ == nullptr) tail_ = front.tail_;
+    head_ = front.head_;
+    size_ += front.size_;
+    Track(static_cast<int64_t>(front.size_));
+    front.Track(-static_cast<int64_t>(front.size_));
+    front.head_ = front.tail_ = nullptr;
+    front.size_ = 0;
+  }
+
   void Clear() {
     while (head_ != nullptr) PopChunk();
     Track(-static_cast<int64_t>(size_));

@@ -38,6 +38,7 @@ Call::Call(DownstreamSession& downstream, int32_t stream_id)
     : downstream_(downstream),
       downstream_id_(stream_id),
       request_body_(&downstream.worker().counters().buffered_bytes),
+      replay_(&downstream.worker().counters().buffered_bytes),
       response_body_(&downstream.worker().counters().buffered_bytes) {}
 
 Call::~Call() {
@@ -142,6 +143,7 @@ void Call::OnResponseHeader(bool trailers, nghttp2_rcbuf* name, nghttp2_rcbuf* v
 
 void Call::OnResponseHeadersEnd(bool end_stream) {
   if (finished_) return;
+  Commit();
   if (end_stream) {
     // Trailers-only: one HEADERS frame with the status; forward it as it is.
     grpc_code_ = GrpcStatusIn(response_headers_);
@@ -193,10 +195,15 @@ void Call::OnUpstreamClosed(uint32_t h2_error_code, bool connection_lost) {
   upstream_ref_.reset();
   upstream_id_ = -1;
   pool_ = nullptr;
+  if (!finished_ && !connection_lost && h2_error_code == NGHTTP2_REFUSED_STREAM &&
+      ReplayRefused()) {
+    return;
+  }
   // Nothing more goes upstream: acknowledge and drop what the app still sends.
   discard_request_ = true;
+  replay_.Clear();
   if (!request_body_.empty() && !downstream_closed_) {
-    downstream_.ConsumeRequestData(*this, request_body_.size());
+    AcknowledgeRequestBytes(request_body_.size());
     request_body_.Clear();
   }
   if (finished_) return;
@@ -216,7 +223,17 @@ void Call::OnUpstreamClosed(uint32_t h2_error_code, bool connection_lost) {
 
 ssize_t Call::ReadRequestBody(uint8_t* buf, size_t length, uint32_t* data_flags) {
   const size_t n = request_body_.Read(buf, length);
-  if (n > 0) downstream_.ConsumeRequestData(*this, n);
+  if (n > 0) {
+    AcknowledgeRequestBytes(n);
+    if (replayable_) {
+      if (replay_.size() + n > kMaxReplayBytes) {
+        replayable_ = false;
+        replay_.Clear();
+      } else {
+        replay_.Append(buf, n);
+      }
+    }
+  }
   if (request_body_.empty()) {
     if (request_ended_) {
       *data_flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -267,8 +284,46 @@ void Call::StartUpstream(UpstreamConnection& upstream) {
   upstream_id_ = stream_id;
   attempt_started_at_ = downstream_.worker().loop().Now();
   attempt_node_ = downstream_.worker().NodeMetricsOf(pool_);
-  request_headers_.Clear();
+  attempts_++;
   upstream.ScheduleFlush();
+}
+
+bool Call::ReplayRefused() {
+  if (!replayable_ || downstream_closed_ || attempts_ >= kMaxAttempts) return false;
+  // The refused attempt's bytes go back in front of what the app has sent since; the app already
+  // got window credit for them.
+  acknowledged_ahead_ += replay_.size();
+  request_body_.PrependFrom(replay_);
+  downstream_.worker().counters().transparent_retries.fetch_add(1, std::memory_order_relaxed);
+  SPDLOG_DEBUG("stream {}: refused upstream, sending it again (attempt {})", downstream_id_,
+               attempts_ + 1);
+  pool::NodePool& pool = downstream_.worker().PickPool();
+  pool::NodePool::AcquireResult result = pool.Acquire(*this);
+  switch (result.outcome) {
+    case pool::NodePool::AcquireOutcome::kReady:
+      pool_ = &pool;
+      StartUpstream(*static_cast<UpstreamConnection*>(result.connection));
+      break;
+    case pool::NodePool::AcquireOutcome::kQueued:
+      pool_ = &pool;
+      break;
+    case pool::NodePool::AcquireOutcome::kFailed:
+      FinishLocally(result.status);
+      break;
+  }
+  return true;
+}
+
+void Call::Commit() {
+  replayable_ = false;
+  replay_.Clear();
+  request_headers_.Clear();
+}
+
+void Call::AcknowledgeRequestBytes(size_t n) {
+  const size_t already = std::min(n, acknowledged_ahead_);
+  acknowledged_ahead_ -= already;
+  if (n > already && !downstream_closed_) downstream_.ConsumeRequestData(*this, n - already);
 }
 
 void Call::ReleaseUpstream(uint32_t h2_error_code) {
@@ -288,8 +343,9 @@ void Call::FinishLocally(const absl::Status& status) {
   discard_request_ = true;
   // Bytes the app sent that never went upstream: acknowledge them so the connection window stays
   // open for the app's other calls.
+  replay_.Clear();
   if (!request_body_.empty()) {
-    downstream_.ConsumeRequestData(*this, request_body_.size());
+    AcknowledgeRequestBytes(request_body_.size());
     request_body_.Clear();
   }
   downstream_.worker().counters().local_replies.fetch_add(1, std::memory_order_relaxed);

@@ -90,6 +90,14 @@ class Call : public pool::StreamWaiter {
 
  private:
   void StartUpstream(UpstreamConnection& upstream);
+  // After Qdrant refused the stream (REFUSED_STREAM, or above a GOAWAY's last stream id: it never
+  // processed the request), sends the request again from the replay copy, on another connection.
+  // False when the call cannot be replayed (committed, too large, attempts used up).
+  bool ReplayRefused();
+  // The first response headers commit the call to its upstream attempt: the replay copy goes.
+  void Commit();
+  // Lets the app send `n` more bytes: bytes qpoold took from it and will not send (again).
+  void AcknowledgeRequestBytes(size_t n);
   // Lets go of the upstream stream, resetting it with `h2_error_code` if it is still open.
   void ReleaseUpstream(uint32_t h2_error_code);
   // Answers the app with `status` and no upstream answer: trailers-only if no response headers
@@ -117,6 +125,15 @@ class Call : public pool::StreamWaiter {
   ByteQueue request_body_;
   bool request_ended_ = false;
   bool discard_request_ = false;  // answered already: request bytes are acknowledged and dropped
+
+  // Transparent replay: a copy of the request bytes sent upstream, kept until the first response
+  // headers (the commit point), at most kMaxReplayBytes.
+  static constexpr size_t kMaxReplayBytes = 4 << 20;
+  static constexpr uint32_t kMaxAttempts = 3;
+  ByteQueue replay_;
+  bool replayable_ = true;
+  uint32_t attempts_ = 0;
+  size_t acknowledged_ahead_ = 0;  // bytes at the front of request_body_ the app got credit for
 
   std::optional<MonoTime> deadline_;
   std::unique_ptr<Timer> deadline_timer_;

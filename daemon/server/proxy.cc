@@ -51,6 +51,7 @@ class ProxyImpl : public Proxy {
     stats.downstream_open = counters_.downstream_open.load(std::memory_order_relaxed);
     stats.calls_started = counters_.calls_started.load(std::memory_order_relaxed);
     stats.local_replies = counters_.local_replies.load(std::memory_order_relaxed);
+    stats.transparent_retries = counters_.transparent_retries.load(std::memory_order_relaxed);
     stats.buffered_bytes = counters_.buffered_bytes.load(std::memory_order_relaxed);
     return stats;
   }

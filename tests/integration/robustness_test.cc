@@ -9,11 +9,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
+#include <nghttp2/nghttp2.h>
 
 #include "gtest/gtest.h"
 #include "tests/integration/route_fixture.h"
@@ -333,6 +336,155 @@ TEST_P(RobustnessTest, TrafficReturnsToANodeThatComesBack) {
         return (*late)->stats().CallsStarted() > 0;
       },
       absl::Seconds(10)));
+}
+
+// A bare HTTP/2 upstream (nghttp2, one thread, one connection at a time) that refuses the first
+// `refuse` streams with RST_STREAM(REFUSED_STREAM), as a server does for streams it never
+// processed, and answers later ones with an empty OK gRPC response. Counts what it refused and
+// answered, and the request bytes of each answered call.
+class RefusingUpstream {
+ public:
+  explicit RefusingUpstream(int refuse) : refuse_(refuse) {
+    listener_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    listen(listener_, 16);
+    socklen_t len = sizeof(addr);
+    getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~RefusingUpstream() {
+    stop_ = true;
+    thread_.join();
+    close(listener_);
+  }
+  uint16_t port() const { return port_; }
+  int refused() const { return refused_; }
+  int answered() const { return answered_; }
+  size_t last_request_bytes() const { return last_request_bytes_; }
+
+ private:
+  struct Stream {
+    size_t bytes = 0;
+  };
+
+  void Serve() {
+    while (!stop_) {
+      pollfd pfd{listener_, POLLIN, 0};
+      if (poll(&pfd, 1, 20) <= 0) continue;
+      const int fd = accept(listener_, nullptr, nullptr);
+      if (fd >= 0) ServeConnection(fd);
+    }
+  }
+
+  void ServeConnection(int fd) {
+    nghttp2_session_callbacks* callbacks;
+    nghttp2_session_callbacks_new(&callbacks);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(
+        callbacks, [](nghttp2_session* session, const nghttp2_frame* frame, void* self) {
+          return static_cast<RefusingUpstream*>(self)->OnFrame(session, frame);
+        });
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
+        callbacks, [](nghttp2_session*, uint8_t, int32_t id, const uint8_t*, size_t len,
+                      void* self) {
+          static_cast<RefusingUpstream*>(self)->streams_[id].bytes += len;
+          return 0;
+        });
+    nghttp2_session* session;
+    nghttp2_session_server_new(&session, callbacks, this);
+    nghttp2_session_callbacks_del(callbacks);
+    nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, nullptr, 0);
+    uint8_t buf[16384];
+    while (!stop_) {
+      const uint8_t* out;
+      ssize_t n;
+      while ((n = nghttp2_session_mem_send(session, &out)) > 0) send(fd, out, n, MSG_NOSIGNAL);
+      pollfd pfd{fd, POLLIN, 0};
+      if (poll(&pfd, 1, 20) <= 0) continue;
+      const ssize_t got = recv(fd, buf, sizeof(buf), 0);
+      if (got <= 0 || nghttp2_session_mem_recv(session, buf, got) < 0) break;
+    }
+    nghttp2_session_del(session);
+    close(fd);
+  }
+
+  int OnFrame(nghttp2_session* session, const nghttp2_frame* frame) {
+    const bool end_stream = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) || !end_stream) {
+      return 0;
+    }
+    const int32_t id = frame->hd.stream_id;
+    if (refused_ < refuse_) {
+      refused_++;
+      nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
+      return 0;
+    }
+    answered_++;
+    last_request_bytes_ = streams_[id].bytes;
+    // HEADERS, one empty message, trailers with grpc-status 0.
+    const nghttp2_nv headers[] = {MakeHeader(":status", "200"),
+                                  MakeHeader("content-type", "application/grpc")};
+    nghttp2_data_provider body{};
+    body.read_callback = [](nghttp2_session* session, int32_t id, uint8_t* buf, size_t,
+                            uint32_t* flags, nghttp2_data_source*, void*) -> ssize_t {
+      std::memset(buf, 0, 5);  // an empty gRPC message: not compressed, length 0
+      *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      const nghttp2_nv trailers[] = {MakeHeader("grpc-status", "0")};
+      nghttp2_submit_trailer(session, id, trailers, 1);
+      return 5;
+    };
+    nghttp2_submit_response(session, id, headers, 2, &body);
+    return 0;
+  }
+
+  static nghttp2_nv MakeHeader(const char* name, const char* value) {
+    return {reinterpret_cast<uint8_t*>(const_cast<char*>(name)),
+            reinterpret_cast<uint8_t*>(const_cast<char*>(value)), strlen(name), strlen(value),
+            NGHTTP2_NV_FLAG_NONE};
+  }
+
+  const int refuse_;
+  int listener_;
+  uint16_t port_ = 0;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> refused_{0};
+  std::atomic<int> answered_{0};
+  std::atomic<size_t> last_request_bytes_{0};
+  std::map<int32_t, Stream> streams_;  // the server thread's only
+};
+
+TEST_P(RobustnessTest, RefusedStreamIsSentAgainWithItsWholeRequest) {
+  RefusingUpstream refusing(/*refuse=*/2);
+  RestartRoute([](config::Config& config) { config.upstream.max_connections = 1; },
+               refusing.port());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  EchoRequest request;
+  request.set_payload(std::string(100 * 1024, 'r'));  // several DATA frames
+  EchoResponse response;
+  const grpc::Status status = stub_->Unary(&ctx, request, &response);
+  EXPECT_TRUE(status.ok()) << status.error_code() << " " << status.error_message();
+  EXPECT_EQ(refusing.refused(), 2);
+  EXPECT_EQ(refusing.answered(), 1);
+  EXPECT_EQ(refusing.last_request_bytes(), 5 + request.ByteSizeLong())
+      << "the replayed request lost or doubled bytes";
+  EXPECT_EQ(proxy_->stats().transparent_retries, 2u);
+}
+
+TEST_P(RobustnessTest, RefusedStreamGivesUpAfterMaxAttempts) {
+  RefusingUpstream refusing(/*refuse=*/100);
+  RestartRoute([](config::Config& config) { config.upstream.max_connections = 1; },
+               refusing.port());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  EchoResponse response;
+  const grpc::Status status = stub_->Unary(&ctx, EchoRequest(), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(refusing.refused(), 3) << "three attempts in all";
 }
 
 INSTANTIATE_TEST_SUITE_P(ThroughQpoold, RobustnessTest, ::testing::Values(Route::kThroughQpoold),
