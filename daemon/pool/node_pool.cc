@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "spdlog/spdlog.h"
 
 namespace qpool::pool {
 namespace {
@@ -156,6 +157,10 @@ void NodePool::OnConnected(PoolConnection* conn, uint32_t peer_max_streams) {
   SlotList* list;
   SlotList::iterator it;
   if (!Find(conn, list, it)) return;
+  if (consecutive_connect_failures_ > 0) {
+    SPDLOG_INFO("upstream {}: connected after {} failed attempts", options_.node_name,
+                consecutive_connect_failures_);
+  }
   consecutive_connect_failures_ = 0;
   last_connect_error_ = absl::OkStatus();
   it->peer_max_streams = peer_max_streams;
@@ -184,6 +189,11 @@ void NodePool::OnConnectFailed(PoolConnection* conn, const absl::Status& reason)
   if (shut_down_) return;
   consecutive_connect_failures_++;
   last_connect_error_ = reason;
+  // Log the 1st, 2nd, 4th, 8th ... failure in a row: a node that stays down does not flood the log.
+  if ((consecutive_connect_failures_ & (consecutive_connect_failures_ - 1)) == 0) {
+    SPDLOG_WARN("upstream {}: connect failed ({} in a row): {}", options_.node_name,
+                consecutive_connect_failures_, std::string(reason.message()));
+  }
   if (observer_) observer_->OnConnectFailed(reason);
   in_backoff_ = true;
   backoff_timer_->Arm(NextBackoff(), [this] { OnBackoffTimer(); });

@@ -176,11 +176,8 @@ void UpstreamConnection::OnTransportClosed(const absl::Status& reason) {
   events_ = nullptr;
   if (events == nullptr) return;
   if (!handshake_done_) {
-    if (absl::IsCancelled(reason)) {
-      SPDLOG_DEBUG("upstream {}: connect abandoned: {}", node_name_, std::string(reason.message()));
-    } else {
-      SPDLOG_WARN("upstream {}: connect failed: {}", node_name_, std::string(reason.message()));
-    }
+    // The pool logs connect failures, rate-limited (NodePool::OnConnectFailed).
+    SPDLOG_DEBUG("upstream {}: connect failed: {}", node_name_, std::string(reason.message()));
     events->OnConnectFailed(this, reason);
   } else {
     if (!reason.ok() && !absl::IsCancelled(reason)) {
