@@ -185,6 +185,14 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
     out.push_back(std::move(f));
   }
   {
+    auto f = Family("qpool_transparent_retries_total",
+                    "Requests Qdrant refused unprocessed (REFUSED_STREAM, or above a GOAWAY's last "
+                    "stream) that qpoold sent again.",
+                    MetricType::Counter);
+    AddCounter(f, {}, static_cast<double>(input.downstream.transparent_retries));
+    out.push_back(std::move(f));
+  }
+  {
     auto f = Family("qpool_call_duration_seconds",
                     "Call duration in qpoold, request headers to the end of the app's stream, by "
                     "method class.",

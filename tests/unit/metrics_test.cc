@@ -315,6 +315,7 @@ TEST(ScrapeTest, SumsWorkersAndNamesEveryFamily) {
   input.workers = {&w0, &w1};
   input.downstream.accepted = 7;
   input.downstream.open = 3;
+  input.downstream.transparent_retries = 4;
   NodePoolGauges g;
   g.ready = 1;
   g.busy = 2;
@@ -335,6 +336,7 @@ TEST(ScrapeTest, SumsWorkersAndNamesEveryFamily) {
   EXPECT_EQ(samples["qpool_request_bytes_total"], 101);
   EXPECT_EQ(samples["qpool_downstream_connections_accepted_total"], 7);
   EXPECT_EQ(samples["qpool_downstream_connections"], 3);
+  EXPECT_EQ(samples["qpool_transparent_retries_total"], 4);
   EXPECT_EQ(samples["qpool_upstream_connections{node=\"a:1\",state=\"busy\"}"], 2);
   EXPECT_EQ(samples["qpool_upstream_streams_in_flight{node=\"b:2\"}"], 5);
   EXPECT_EQ(samples["qpool_scrape_workers_unanswered"], 1);
