@@ -70,7 +70,11 @@ void Call::OnRequestHeadersEnd() {
     deadline_timer_ = worker.loop().CreateTimer();
     deadline_timer_->Arm(*deadline_ - worker.loop().Now(), [this] { OnDeadline(); });
   }
-  pool::NodePool& pool = worker.PickPool();
+  AcquireStream();
+}
+
+void Call::AcquireStream() {
+  pool::NodePool& pool = downstream_.worker().PickPool();
   pool::NodePool::AcquireResult result = pool.Acquire(*this);
   switch (result.outcome) {
     case pool::NodePool::AcquireOutcome::kReady:
@@ -78,7 +82,7 @@ void Call::OnRequestHeadersEnd() {
       StartUpstream(*static_cast<UpstreamConnection*>(result.connection));
       break;
     case pool::NodePool::AcquireOutcome::kQueued:
-      pool_ = &pool;
+      pool_ = &pool;  // OnStreamReady or OnAcquireFailed follows
       break;
     case pool::NodePool::AcquireOutcome::kFailed:
       FinishLocally(result.status);
@@ -297,20 +301,7 @@ bool Call::ReplayRefused() {
   downstream_.worker().counters().transparent_retries.fetch_add(1, std::memory_order_relaxed);
   SPDLOG_DEBUG("stream {}: refused upstream, sending it again (attempt {})", downstream_id_,
                attempts_ + 1);
-  pool::NodePool& pool = downstream_.worker().PickPool();
-  pool::NodePool::AcquireResult result = pool.Acquire(*this);
-  switch (result.outcome) {
-    case pool::NodePool::AcquireOutcome::kReady:
-      pool_ = &pool;
-      StartUpstream(*static_cast<UpstreamConnection*>(result.connection));
-      break;
-    case pool::NodePool::AcquireOutcome::kQueued:
-      pool_ = &pool;
-      break;
-    case pool::NodePool::AcquireOutcome::kFailed:
-      FinishLocally(result.status);
-      break;
-  }
+  AcquireStream();
   return true;
 }
 

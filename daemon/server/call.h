@@ -89,6 +89,9 @@ class Call : public pool::StreamWaiter {
   CallHook upstream_hook;    // UpstreamConnection's list of calls with a stream open there
 
  private:
+  // Asks the balancer for a node and its pool for a stream: starts the upstream stream now, waits
+  // in the pool's queue, or answers the app with the pool's refusal.
+  void AcquireStream();
   void StartUpstream(UpstreamConnection& upstream);
   // After Qdrant refused the stream (REFUSED_STREAM, or above a GOAWAY's last stream id: it never
   // processed the request), sends the request again from the replay copy, on another connection.
