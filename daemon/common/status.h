@@ -7,12 +7,11 @@
 #include "absl/status/statusor.h"
 
 // Returns from the current function when `expr` (an absl::Status) is not OK.
-#define QPOOL_RETURN_IF_ERROR(expr)                  \
-  do {                                               \
-    if (::absl::Status _qpool_status = (expr);       \
-        !_qpool_status.ok()) {                       \
-      return _qpool_status;                          \
-    }                                                \
+#define QPOOL_RETURN_IF_ERROR(expr)                                   \
+  do {                                                                \
+    if (::absl::Status _qpool_status = (expr); !_qpool_status.ok()) { \
+      return _qpool_status;                                           \
+    }                                                                 \
   } while (0)
 
 #define QPOOL_STATUS_CONCAT_INNER_(a, b) a##b

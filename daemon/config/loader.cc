@@ -273,7 +273,8 @@ Key NodesKey() {
 // The one table of keys, in config.h's order. Defaults live in config.h; units and ranges here.
 const std::vector<Key>& Keys() {
   static const std::vector<Key>* const keys = new std::vector<Key>{
-      AddressKey("server.listen", [](auto& c) -> auto& { return c.server.listen; }),
+      AddressKey(
+          "server.listen", [](auto& c) -> auto& { return c.server.listen; }),
       IntegerKey(
           "server.max_client_connections",
           [](auto& c) -> auto& { return c.server.max_client_connections; }, 1, kNoUpperBound),
@@ -316,7 +317,8 @@ const std::vector<Key>& Keys() {
       OneOfKey("log.level", [](auto& c) -> auto& { return c.log.level; },
                {"trace", "debug", "info", "warn", "error", "off"}),
       OneOfKey("log.format", [](auto& c) -> auto& { return c.log.format; }, {"text", "json"}),
-      AddressKey("admin.listen", [](auto& c) -> auto& { return c.admin.listen; }),
+      AddressKey(
+          "admin.listen", [](auto& c) -> auto& { return c.admin.listen; }),
   };
   return *keys;
 }

@@ -36,8 +36,8 @@ bool OutlierDetector::OnFailure(size_t node, MonoTime now) {
   if (EjectedCount(now) >= MaxEjected()) return false;  // max_ejection_percent
   n.consecutive_failures = 0;
   n.times_ejected++;
-  const Duration base = std::min(options_.base_ejection_time * n.times_ejected,
-                                 options_.max_ejection_time);
+  const Duration base =
+      std::min(options_.base_ejection_time * n.times_ejected, options_.max_ejection_time);
   n.ejected_until = now + Jittered(base, options_.jitter, random_);
   return true;
 }

@@ -41,11 +41,11 @@ class ProbeTracker {
 };
 
 struct OutlierOptions {
-  uint32_t consecutive_failures = 5;                        // health.passive.consecutive_failures
-  Duration base_ejection_time = std::chrono::seconds(10);   // health.passive.base_ejection_time
-  Duration max_ejection_time = std::chrono::seconds(300);   // health.passive.max_ejection_time
-  uint32_t max_ejection_percent = 50;                       // health.passive.max_ejection_percent
-  double jitter = 0.1;                                      // +-10% on each ejection time
+  uint32_t consecutive_failures = 5;                       // health.passive.consecutive_failures
+  Duration base_ejection_time = std::chrono::seconds(10);  // health.passive.base_ejection_time
+  Duration max_ejection_time = std::chrono::seconds(300);  // health.passive.max_ejection_time
+  uint32_t max_ejection_percent = 50;                      // health.passive.max_ejection_percent
+  double jitter = 0.1;                                     // +-10% on each ejection time
 };
 
 class OutlierDetector {

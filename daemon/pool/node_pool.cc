@@ -77,17 +77,17 @@ NodePool::AcquireResult NodePool::Acquire(StreamWaiter& waiter) {
     return {AcquireOutcome::kFailed, nullptr,
             absl::UnavailableError(absl::StrCat(
                 "qpool: cannot connect to upstream node ", options_.node_name, " (",
-                consecutive_connect_failures_, " attempts failed, retrying with backoff): ",
-                last_connect_error_.message()))};
+                consecutive_connect_failures_,
+                " attempts failed, retrying with backoff): ", last_connect_error_.message()))};
   }
   if (budget_.used >= budget_.limit) {
     if (observer_) observer_->OnQueueOverflow();
     return {AcquireOutcome::kFailed, nullptr,
-            absl::ResourceExhaustedError(absl::StrCat(
-                "qpool: ", budget_.used,
-                " calls already wait for a free upstream stream, the limit set by "
-                "upstream.max_pending (",
-                budget_.limit, ")"))};
+            absl::ResourceExhaustedError(
+                absl::StrCat("qpool: ", budget_.used,
+                             " calls already wait for a free upstream stream, the limit set by "
+                             "upstream.max_pending (",
+                             budget_.limit, ")"))};
   }
   Enqueue(waiter);
   // Either no connection is ready, so Service() can only open connections and arm the timer, or
@@ -318,9 +318,9 @@ void NodePool::Service() {
     }
   }
   if (!waiters_.empty() && !usable()) {
-    FailAllWaiters(absl::UnavailableError(
-        absl::StrCat("qpool: cannot connect to upstream node ", options_.node_name, ": ",
-                     last_connect_error_.message())));
+    FailAllWaiters(absl::UnavailableError(absl::StrCat("qpool: cannot connect to upstream node ",
+                                                       options_.node_name, ": ",
+                                                       last_connect_error_.message())));
   }
   ArmAcquireTimer();
   servicing_ = false;
@@ -370,11 +370,11 @@ void NodePool::OnAcquireTimer() {
   while (!waiters_.empty() && waiters_.front()->queued_at_ + options_.acquire_timeout <= now) {
     StreamWaiter* waiter = Dequeue();
     if (observer_) observer_->OnAcquireTimeout();
-    waiter->OnAcquireFailed(absl::UnavailableError(absl::StrCat(
-        "qpool: no stream to upstream node ", options_.node_name, " became free within ",
-        FormatDuration(options_.acquire_timeout), " (upstream.acquire_timeout); ",
-        TotalConnections(), " of ", options_.max_connections,
-        " connections open (upstream.max_connections)")));
+    waiter->OnAcquireFailed(absl::UnavailableError(
+        absl::StrCat("qpool: no stream to upstream node ", options_.node_name,
+                     " became free within ", FormatDuration(options_.acquire_timeout),
+                     " (upstream.acquire_timeout); ", TotalConnections(), " of ",
+                     options_.max_connections, " connections open (upstream.max_connections)")));
   }
   ArmAcquireTimer();
 }

@@ -118,9 +118,9 @@ struct PendingBudget {
 };
 
 struct NodePoolOptions {
-  std::string node_name;               // "host:port", for messages
-  uint32_t min_connections = 1;        // this worker's share of upstream.min_connections
-  uint32_t max_connections = 4;        // this worker's share of upstream.max_connections
+  std::string node_name;         // "host:port", for messages
+  uint32_t min_connections = 1;  // this worker's share of upstream.min_connections
+  uint32_t max_connections = 4;  // this worker's share of upstream.max_connections
   uint32_t max_streams_per_connection = 100;
   Duration acquire_timeout = std::chrono::seconds(1);
   Duration connect_backoff_base = std::chrono::milliseconds(100);
@@ -180,7 +180,8 @@ class NodePool : private PoolConnectionEvents {
   // True when a connection to the node is up (ready or busy).
   bool has_live_connection() const { return !ready_.empty() || !busy_.empty(); }
 
-  // Calls on this node now: streams in flight plus calls waiting for one. The balancer's load score.
+  // Calls on this node now: streams in flight plus calls waiting for one. The balancer's load
+  // score.
   uint32_t load() const { return streams_in_flight_ + static_cast<uint32_t>(waiters_.size()); }
 
   NodePoolStats stats() const;
@@ -193,7 +194,7 @@ class NodePool : private PoolConnectionEvents {
   struct Slot {
     std::shared_ptr<PoolConnection> conn;
     ConnectionState state = ConnectionState::kConnecting;
-    uint32_t streams = 0;                 // reserved or open
+    uint32_t streams = 0;  // reserved or open
     uint32_t peer_max_streams = UINT32_MAX;
     uint32_t StreamCap(uint32_t configured) const {
       return peer_max_streams < configured ? peer_max_streams : configured;

@@ -11,8 +11,8 @@
 namespace qpool::retry {
 namespace {
 
-using google::protobuf::io::CodedInputStream;
 using google::protobuf::internal::WireFormatLite;
+using google::protobuf::io::CodedInputStream;
 
 constexpr char kPoints[] = "/qdrant.Points/";
 constexpr char kCollections[] = "/qdrant.Collections/";
@@ -80,9 +80,9 @@ MethodClassifier::MethodClassifier() {
     for (const char* method : methods) fixed_[prefix + method] = retry_class;
   };
   fixed(kPoints,
-        {"Search", "SearchBatch", "SearchGroups", "Query", "QueryBatch", "QueryGroups",
-         "Recommend", "RecommendBatch", "RecommendGroups", "Discover", "DiscoverBatch", "Get",
-         "Scroll", "Count", "Facet", "SearchMatrixPairs", "SearchMatrixOffsets"},
+        {"Search", "SearchBatch", "SearchGroups", "Query", "QueryBatch", "QueryGroups", "Recommend",
+         "RecommendBatch", "RecommendGroups", "Discover", "DiscoverBatch", "Get", "Scroll", "Count",
+         "Facet", "SearchMatrixPairs", "SearchMatrixOffsets"},
         RetryClass::kRead);
   fixed(kCollections,
         {"Get", "List", "CollectionExists", "ListCollectionAliases", "ListAliases",
@@ -133,8 +133,8 @@ RetryClass MethodClassifier::Classify(std::string_view path, std::string_view fi
   // The gRPC frame: compressed flag, big-endian length, message.
   if (first_message.size() < 5) return RetryClass::kFilterScopedWrite;
   const auto* header = reinterpret_cast<const uint8_t*>(first_message.data());
-  const size_t length = (size_t{header[1]} << 24) | (size_t{header[2]} << 16) |
-                        (size_t{header[3]} << 8) | header[4];
+  const size_t length =
+      (size_t{header[1]} << 24) | (size_t{header[2]} << 16) | (size_t{header[3]} << 8) | header[4];
   if (first_message.size() < 5 + length) return RetryClass::kFilterScopedWrite;
   std::string_view message = first_message.substr(5, length);
   std::optional<std::string> inflated;

@@ -5,16 +5,17 @@
 //                        SearchMatrix*, Collections Get/List/CollectionExists/alias and shard-key
 //                        listings/CollectionClusterInfo, HealthCheck, Snapshots List*: repeatable.
 //   id-scoped write      Upsert; Delete, SetPayload, OverwritePayload, DeletePayload, ClearPayload,
-//                        DeleteVectors whose points selector names ids; UpdateVectors (it names ids):
-//                        repeating them leaves the same end state.
+//                        DeleteVectors whose points selector names ids; UpdateVectors (it names
+//                        ids): repeating them leaves the same end state.
 //   filter-scoped write  the same calls with a filter selector (or none), a conditional Upsert or
-//                        UpdateVectors (update_filter), UpdateBatch: a repeat may touch other points.
+//                        UpdateVectors (update_filter), UpdateBatch: a repeat may touch other
+//                        points.
 //   never repeat         collection create/update/delete, aliases, snapshots, shard keys, cluster
 //                        setup, field indexes, and anything unknown.
 //
-// The request is read, never changed: a gzip-compressed message is inflated for the inspection only.
-// A request that cannot be read (truncated, corrupt, over the inspection limit) is treated as a
-// filter-scoped write, the safe side.
+// The request is read, never changed: a gzip-compressed message is inflated for the inspection
+// only. A request that cannot be read (truncated, corrupt, over the inspection limit) is treated as
+// a filter-scoped write, the safe side.
 //
 // Thread-safety: a MethodClassifier is immutable after construction; share it freely.
 #ifndef QPOOL_DAEMON_RETRY_METHOD_CLASS_H_
@@ -57,8 +58,8 @@ class MethodClassifier {
  private:
   // How a selector-dependent method names its points.
   struct SelectorField {
-    int selector_field = 0;         // field number of the PointsSelector; 0: ids by construction
-    int conditional_field = 0;      // a field that makes the write conditional (update_filter)
+    int selector_field = 0;     // field number of the PointsSelector; 0: ids by construction
+    int conditional_field = 0;  // a field that makes the write conditional (update_filter)
     bool absent_selector_is_filter = true;
   };
   absl::flat_hash_map<std::string, RetryClass> fixed_;

@@ -71,9 +71,9 @@ RetryDecision RetryPolicy::Decide(RetryClass retry_class, uint32_t attempts_made
   }
   if (deadline) {
     // Start only if the retry could run at least as long as the failed attempt did.
-    const Duration needed = decision.delay + (decision.reason == RetryReason::kTransparent
-                                                  ? Duration::zero()
-                                                  : outcome.took);
+    const Duration needed =
+        decision.delay +
+        (decision.reason == RetryReason::kTransparent ? Duration::zero() : outcome.took);
     if (now + needed >= *deadline) {
       decision.why_not = "deadline";
       return decision;

@@ -23,26 +23,26 @@
 namespace qpool::retry {
 
 struct RetryPolicyOptions {
-  uint32_t max_attempts = 3;                          // retry.max_attempts, first one included
+  uint32_t max_attempts = 3;                              // retry.max_attempts, first one included
   Duration backoff_base = std::chrono::milliseconds(25);  // retry.backoff_base
   Duration backoff_max = std::chrono::seconds(1);         // retry.backoff_max
-  bool retry_unavailable = true;                      // retry.on: unavailable
-  bool retry_resource_exhausted_with_pushback = true;  // retry.on: resource_exhausted
-  bool retry_per_try_timeout = true;                  // retry.on: per_try_timeout (reads)
+  bool retry_unavailable = true;                          // retry.on: unavailable
+  bool retry_resource_exhausted_with_pushback = true;     // retry.on: resource_exhausted
+  bool retry_per_try_timeout = true;                      // retry.on: per_try_timeout (reads)
 };
 
 // What happened to one attempt.
 struct AttemptOutcome {
-  int grpc_code = 0;                   // the attempt's grpc-status (0 OK)
+  int grpc_code = 0;                    // the attempt's grpc-status (0 OK)
   bool never_reached_upstream = false;  // connect failure, REFUSED_STREAM, above GOAWAY's last id
-  bool per_try_timeout = false;        // qpool's own per-try timer ended the attempt
-  std::optional<Duration> pushback;    // retry-after / grpc-retry-pushback-ms from Qdrant
-  Duration took{};                     // how long the attempt ran
+  bool per_try_timeout = false;         // qpool's own per-try timer ended the attempt
+  std::optional<Duration> pushback;     // retry-after / grpc-retry-pushback-ms from Qdrant
+  Duration took{};                      // how long the attempt ran
 };
 
 enum class RetryReason {
-  kNone,            // no retry
-  kTransparent,     // never reached Qdrant
+  kNone,         // no retry
+  kTransparent,  // never reached Qdrant
   kUnavailable,
   kResourceExhausted,
   kPerTryTimeout,
@@ -80,21 +80,23 @@ class RetryPolicy {
 // Storm control: how many retries may run, per node and per process.
 //  - A token bucket per node, as gRPC's retryThrottling: it starts full (max_tokens); each failed
 //    attempt takes 1, each success gives back token_ratio; retries are allowed only while more than
-//    half the tokens remain. Under a total outage the bucket drains and retries stop, so a dead node
-//    sees at most ~max_tokens/2 extra attempts, not max_attempts x the traffic.
+//    half the tokens remain. Under a total outage the bucket drains and retries stop, so a dead
+//    node sees at most ~max_tokens/2 extra attempts, not max_attempts x the traffic.
 //  - Retries in flight at once: at most max(min_concurrent, ratio x active calls).
 // Thread-safety: none; one per worker (and node), used on its thread.
 class RetryBudget {
  public:
   struct Options {
-    double max_tokens = 100;           // retry.budget.max_tokens
-    double token_ratio = 0.1;          // retry.budget.token_ratio
-    uint32_t min_concurrent = 3;       // retry.budget.min_retries_in_flight
-    double concurrent_ratio = 0.2;     // retry.budget.retries_in_flight_ratio
+    double max_tokens = 100;        // retry.budget.max_tokens
+    double token_ratio = 0.1;       // retry.budget.token_ratio
+    uint32_t min_concurrent = 3;    // retry.budget.min_retries_in_flight
+    double concurrent_ratio = 0.2;  // retry.budget.retries_in_flight_ratio
   };
   explicit RetryBudget(Options options) : options_(options), tokens_(options.max_tokens) {}
 
-  void OnAttemptSucceeded() { tokens_ = std::min(options_.max_tokens, tokens_ + options_.token_ratio); }
+  void OnAttemptSucceeded() {
+    tokens_ = std::min(options_.max_tokens, tokens_ + options_.token_ratio);
+  }
   void OnAttemptFailed() { tokens_ = std::max(0.0, tokens_ - 1); }
 
   // True when a retry may start now with `active_calls` calls in flight; the caller then calls

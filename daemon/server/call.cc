@@ -278,9 +278,9 @@ void Call::StartUpstream(UpstreamConnection& upstream) {
   if (stream_id < 0) {
     pool_->ReleaseUnused(&upstream);
     pool_ = nullptr;
-    FinishLocally(absl::UnavailableError(absl::StrCat("qpool: cannot open a stream to upstream node ",
-                                                      upstream.node_name(), ": ",
-                                                      nghttp2_strerror(stream_id))));
+    FinishLocally(absl::UnavailableError(
+        absl::StrCat("qpool: cannot open a stream to upstream node ", upstream.node_name(), ": ",
+                     nghttp2_strerror(stream_id))));
     return;
   }
   upstream_ = &upstream;

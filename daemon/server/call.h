@@ -44,8 +44,8 @@ class UpstreamConnection;
 
 // Links a call into its session's and its upstream connection's lists; a link removes itself when
 // the call is destroyed.
-using CallHook = boost::intrusive::list_member_hook<
-    boost::intrusive::link_mode<boost::intrusive::auto_unlink>>;
+using CallHook =
+    boost::intrusive::list_member_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>>;
 
 class Call : public pool::StreamWaiter {
  public:
@@ -143,8 +143,8 @@ class Call : public pool::StreamWaiter {
 
   // Metrics: what the call records when it ends (a few relaxed counter updates, no locks).
   metrics::MethodClass method_class_ = metrics::MethodClass::kOther;  // from :path
-  int grpc_code_ = -1;      // the final grpc-status, upstream's or qpoold's; -1: none (reset)
-  MonoTime started_at_{};   // request headers complete
+  int grpc_code_ = -1;     // the final grpc-status, upstream's or qpoold's; -1: none (reset)
+  MonoTime started_at_{};  // request headers complete
   MonoTime attempt_started_at_{};
   metrics::NodeMetrics* attempt_node_ = nullptr;  // set while an upstream stream is open
 
@@ -156,12 +156,14 @@ class Call : public pool::StreamWaiter {
   bool finished_ = false;          // the answer to the app is settled (upstream or local)
 };
 
-using DownstreamCallList = boost::intrusive::list<
-    Call, boost::intrusive::member_hook<Call, CallHook, &Call::downstream_hook>,
-    boost::intrusive::constant_time_size<false>>;
-using UpstreamCallList = boost::intrusive::list<
-    Call, boost::intrusive::member_hook<Call, CallHook, &Call::upstream_hook>,
-    boost::intrusive::constant_time_size<false>>;
+using DownstreamCallList =
+    boost::intrusive::list<Call,
+                           boost::intrusive::member_hook<Call, CallHook, &Call::downstream_hook>,
+                           boost::intrusive::constant_time_size<false>>;
+using UpstreamCallList =
+    boost::intrusive::list<Call,
+                           boost::intrusive::member_hook<Call, CallHook, &Call::upstream_hook>,
+                           boost::intrusive::constant_time_size<false>>;
 
 }  // namespace qpool::server
 

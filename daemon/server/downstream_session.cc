@@ -162,8 +162,8 @@ nghttp2_session_callbacks* DownstreamSession::Callbacks() {
   return callbacks;
 }
 
-int DownstreamSession::OnBeginHeadersCallback(nghttp2_session* session,
-                                              const nghttp2_frame* frame, void* user_data) {
+int DownstreamSession::OnBeginHeadersCallback(nghttp2_session* session, const nghttp2_frame* frame,
+                                              void* user_data) {
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   DownstreamSession* self = Self(user_data);
   auto* call = new Call(*self, frame->hd.stream_id);
@@ -173,8 +173,7 @@ int DownstreamSession::OnBeginHeadersCallback(nghttp2_session* session,
 }
 
 int DownstreamSession::OnHeaderCallback(nghttp2_session* session, const nghttp2_frame* frame,
-                                        nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t,
-                                        void*) {
+                                        nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t, void*) {
   if (frame->hd.type != NGHTTP2_HEADERS) return 0;
   Call* call = CallOf(session, frame->hd.stream_id);
   if (call == nullptr) return 0;
@@ -218,9 +217,8 @@ int DownstreamSession::OnFrameRecvCallback(nghttp2_session* session, const nghtt
   return 0;
 }
 
-int DownstreamSession::OnDataChunkRecvCallback(nghttp2_session* session, uint8_t,
-                                               int32_t stream_id, const uint8_t* data, size_t len,
-                                               void*) {
+int DownstreamSession::OnDataChunkRecvCallback(nghttp2_session* session, uint8_t, int32_t stream_id,
+                                               const uint8_t* data, size_t len, void*) {
   nghttp2_session_consume_connection(session, len);
   Call* call = CallOf(session, stream_id);
   if (call == nullptr) {
@@ -264,9 +262,8 @@ int DownstreamSession::ErrorCallback(nghttp2_session*, int, const char* msg, siz
 }
 
 ssize_t DownstreamSession::ReadResponseCallback(nghttp2_session* session, int32_t stream_id,
-                                                uint8_t* buf, size_t length,
-                                                uint32_t* data_flags, nghttp2_data_source*,
-                                                void*) {
+                                                uint8_t* buf, size_t length, uint32_t* data_flags,
+                                                nghttp2_data_source*, void*) {
   Call* call = CallOf(session, stream_id);
   if (call == nullptr) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   return call->ReadResponseBody(buf, length, data_flags);

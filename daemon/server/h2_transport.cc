@@ -129,10 +129,9 @@ bool H2Transport::WriteSome() {
 
 void H2Transport::WaitWritable() {
   waiting_writable_ = true;
-  socket_.async_wait(tcp::socket::wait_write,
-                     [self = shared_from_this()](const boost::system::error_code& ec) {
-                       self->OnWritable(ec);
-                     });
+  socket_.async_wait(
+      tcp::socket::wait_write,
+      [self = shared_from_this()](const boost::system::error_code& ec) { self->OnWritable(ec); });
 }
 
 void H2Transport::OnWritable(const boost::system::error_code& ec) {

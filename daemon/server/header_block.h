@@ -30,8 +30,8 @@ class HeaderBlock {
     if (bytes_.empty()) bytes_.reserve(512);
     const auto offset = static_cast<uint32_t>(bytes_.size());
     bytes_.append(name).append(value);
-    entries_.push_back(Entry{offset, static_cast<uint32_t>(name.size()),
-                             static_cast<uint32_t>(value.size())});
+    entries_.push_back(
+        Entry{offset, static_cast<uint32_t>(name.size()), static_cast<uint32_t>(value.size())});
   }
 
   size_t size() const { return entries_.size(); }

@@ -32,9 +32,9 @@ struct ProxyStats {
   uint64_t downstream_protocol_errors = 0;  // garbage, HTTP/1.1, a bad preface, broken HTTP/2
   int64_t downstream_open = 0;
   uint64_t calls_started = 0;
-  uint64_t local_replies = 0;  // answered by qpoold itself (limits, deadline, lost upstream)
+  uint64_t local_replies = 0;        // answered by qpoold itself (limits, deadline, lost upstream)
   uint64_t transparent_retries = 0;  // refused by Qdrant unprocessed, and sent again
-  int64_t buffered_bytes = 0;  // message bytes held in calls right now, both directions
+  int64_t buffered_bytes = 0;        // message bytes held in calls right now, both directions
 };
 
 class Proxy : public metrics::AdminBackend {

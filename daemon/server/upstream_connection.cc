@@ -55,11 +55,9 @@ void UpstreamConnection::Connect() {
               absl::StrCat("resolve ", self->node_.host, ": ", ec.message())));
           return;
         }
-        boost::asio::async_connect(
-            self->socket_, results,
-            [self](const boost::system::error_code& ec, const tcp::endpoint&) {
-              self->OnTcpConnected(ec);
-            });
+        boost::asio::async_connect(self->socket_, results,
+                                   [self](const boost::system::error_code& ec,
+                                          const tcp::endpoint&) { self->OnTcpConnected(ec); });
       });
 }
 
@@ -92,8 +90,7 @@ void UpstreamConnection::OnTcpConnected(const boost::system::error_code& ec) {
 void UpstreamConnection::OnConnectTimeout() {
   if (handshake_done_ || events_ == nullptr) return;
   FailConnect(absl::UnavailableError(absl::StrCat(
-      "connect timed out after ",
-      absl::FormatDuration(worker().config().upstream.connect_timeout),
+      "connect timed out after ", absl::FormatDuration(worker().config().upstream.connect_timeout),
       " (upstream.connect_timeout)")));
 }
 
@@ -147,9 +144,7 @@ void UpstreamConnection::Drain() {
   CheckDrained();
 }
 
-void UpstreamConnection::Abort() {
-  CloseTransport(absl::CancelledError("closed by qpoold"));
-}
+void UpstreamConnection::Abort() { CloseTransport(absl::CancelledError("closed by qpoold")); }
 
 void UpstreamConnection::CheckDrained() {
   // Streams reset by their calls may still be open in nghttp2; nobody waits for them.
@@ -223,8 +218,7 @@ int UpstreamConnection::OnFrameRecvCallback(nghttp2_session* session, const nght
       if (!self->handshake_done_) {
         self->handshake_done_ = true;
         self->connect_timer_.cancel();
-        SPDLOG_DEBUG("upstream {}: connected (peer max streams {})", self->node_name_,
-                     max_streams);
+        SPDLOG_DEBUG("upstream {}: connected (peer max streams {})", self->node_name_, max_streams);
         if (self->events_ != nullptr) self->events_->OnConnected(self, max_streams);
       } else if (self->events_ != nullptr) {
         self->events_->OnPeerMaxStreams(self, max_streams);
@@ -290,9 +284,8 @@ int UpstreamConnection::OnStreamCloseCallback(nghttp2_session* session, int32_t 
 }
 
 ssize_t UpstreamConnection::ReadRequestCallback(nghttp2_session* session, int32_t stream_id,
-                                                uint8_t* buf, size_t length,
-                                                uint32_t* data_flags, nghttp2_data_source*,
-                                                void*) {
+                                                uint8_t* buf, size_t length, uint32_t* data_flags,
+                                                nghttp2_data_source*, void*) {
   Call* call = CallOf(session, stream_id);
   if (call == nullptr) return NGHTTP2_ERR_DEFERRED;  // being reset
   return call->ReadRequestBody(buf, length, data_flags);

@@ -24,13 +24,13 @@ class AsioTimer : public Timer {
     timer_.expires_after(after);
     // The handler holds the state, not the timer: a completion that raced with Cancel(), a later
     // Arm() or the timer's destruction sees another generation and does nothing.
-    timer_.async_wait([state = state_, generation = state_->generation](
-                          const boost::system::error_code& ec) {
-      if (ec || generation != state->generation || !state->armed) return;
-      state->armed = false;
-      auto callback = std::move(state->callback);
-      callback();
-    });
+    timer_.async_wait(
+        [state = state_, generation = state_->generation](const boost::system::error_code& ec) {
+          if (ec || generation != state->generation || !state->armed) return;
+          state->armed = false;
+          auto callback = std::move(state->callback);
+          callback();
+        });
   }
   void Cancel() override {
     if (!state_->armed) return;
@@ -104,9 +104,9 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
     options.acquire_timeout = absl::ToChronoNanoseconds(upstream.acquire_timeout);
     options.connect_backoff_base = absl::ToChronoNanoseconds(upstream.connect_backoff_base);
     options.connect_backoff_max = absl::ToChronoNanoseconds(upstream.connect_backoff_max);
-    pools_.push_back(std::make_unique<pool::NodePool>(
-        std::move(options), pending_budget_, *factories_.back(), loop_, random_,
-        observers_.back().get()));
+    pools_.push_back(std::make_unique<pool::NodePool>(std::move(options), pending_budget_,
+                                                      *factories_.back(), loop_, random_,
+                                                      observers_.back().get()));
   }
 }
 
@@ -195,8 +195,7 @@ pool::NodePool& Worker::PickPool() {
   }
   if (!live_nodes_.empty()) {
     const size_t node = health::PickPowerOfTwo(
-        live_nodes_, [this](size_t i) { return static_cast<double>(pools_[i]->load()); },
-        random_);
+        live_nodes_, [this](size_t i) { return static_cast<double>(pools_[i]->load()); }, random_);
     return *pools_[node];
   }
   for (auto& pool : pools_) {

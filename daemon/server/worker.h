@@ -28,12 +28,12 @@ class DownstreamSession;
 // Counters shared by all workers; relaxed atomics, read by status and metrics.
 struct ProxyCounters {
   std::atomic<uint64_t> downstream_accepted{0};
-  std::atomic<uint64_t> downstream_refused{0};         // over server.max_client_connections
+  std::atomic<uint64_t> downstream_refused{0};          // over server.max_client_connections
   std::atomic<uint64_t> downstream_protocol_errors{0};  // garbage, HTTP/1.1, bad preface
   std::atomic<int64_t> downstream_open{0};
   std::atomic<uint64_t> calls_started{0};
   std::atomic<uint64_t> local_replies{0};  // answered by qpoold itself (limits, deadlines, errors)
-  std::atomic<int64_t> buffered_bytes{0};   // message bytes held in calls, both directions
+  std::atomic<int64_t> buffered_bytes{0};  // message bytes held in calls, both directions
   std::atomic<uint64_t> transparent_retries{0};  // refused by Qdrant unprocessed, sent again
 };
 
@@ -120,7 +120,8 @@ class Worker {
   // Declared before pools_: a pool reports to its observer until it is destroyed.
   std::vector<std::unique_ptr<metrics::PoolMetricsObserver>> observers_;
   std::vector<std::unique_ptr<pool::NodePool>> pools_;
-  std::vector<size_t> live_nodes_;  // PickPool's scratch space, kept to avoid an allocation per call
+  std::vector<size_t>
+      live_nodes_;  // PickPool's scratch space, kept to avoid an allocation per call
   std::unordered_map<DownstreamSession*, std::shared_ptr<DownstreamSession>> sessions_;
   std::function<void()> on_drained_;
   bool draining_ = false;

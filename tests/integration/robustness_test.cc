@@ -2,7 +2,9 @@
 // prefaces lose their own connection (counted) while other apps keep working; connections over
 // server.max_client_connections are refused with a GOAWAY and counted.
 #include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
+#include <nghttp2/nghttp2.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -14,9 +16,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
-#include <nghttp2/nghttp2.h>
 
 #include "gtest/gtest.h"
 #include "tests/integration/route_fixture.h"
@@ -107,9 +106,9 @@ class RobustnessTest : public RouteTest {
     std::string received;
     EXPECT_TRUE(bad.ReadUntilClosed(absl::Seconds(5), &received))
         << "qpoold kept a connection that sent garbage";
-    EXPECT_TRUE(WaitFor(
-        [&] { return proxy_->stats().downstream_protocol_errors == errors_before + 1; },
-        absl::Seconds(5)));
+    EXPECT_TRUE(
+        WaitFor([&] { return proxy_->stats().downstream_protocol_errors == errors_before + 1; },
+                absl::Seconds(5)));
 
     EXPECT_TRUE(CallOnce(*other).ok());
     EXPECT_TRUE(CallOnce(*stub_).ok());
@@ -304,10 +303,12 @@ TEST_P(RobustnessTest, CallsSpreadOverTwoLiveNodes) {
     config.upstream.nodes = {{"127.0.0.1", upstream_->port()}, {"127.0.0.1", (*second)->port()}};
   });
   // Both nodes connect at start (min_connections); wait until both have served a probe call.
-  ASSERT_TRUE(WaitFor([&] { return CallOnce(*stub_).ok() &&
-                                   upstream_stats().CallsStarted() > 0 &&
-                                   (*second)->stats().CallsStarted() > 0; },
-                      absl::Seconds(10)));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return CallOnce(*stub_).ok() && upstream_stats().CallsStarted() > 0 &&
+               (*second)->stats().CallsStarted() > 0;
+      },
+      absl::Seconds(10)));
   const int64_t first_before = upstream_stats().CallsStarted();
   const int64_t second_before = (*second)->stats().CallsStarted();
   EXPECT_EQ(RunCalls(*stub_, 8, 25), 0);
@@ -388,8 +389,8 @@ class RefusingUpstream {
           return static_cast<RefusingUpstream*>(self)->OnFrame(session, frame);
         });
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
-        callbacks, [](nghttp2_session*, uint8_t, int32_t id, const uint8_t*, size_t len,
-                      void* self) {
+        callbacks,
+        [](nghttp2_session*, uint8_t, int32_t id, const uint8_t*, size_t len, void* self) {
           static_cast<RefusingUpstream*>(self)->streams_[id].bytes += len;
           return 0;
         });

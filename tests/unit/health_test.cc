@@ -155,7 +155,9 @@ TEST(PowerOfTwoTest, EqualLoadsSpreadOverBothNodes) {
   std::map<size_t, int> picks;
   SequenceRandom random({0.1, 0.7, 0.9, 0.2, 0.5, 0.5});
   // Equal loads: the first draw wins the tie, so picks follow the first draws.
-  for (int i = 0; i < 6; ++i) picks[PickPowerOfTwo(eligible, [](size_t) { return 1.0; }, random)]++;
+  for (int i = 0; i < 6; ++i)
+    picks[PickPowerOfTwo(
+        eligible, [](size_t) { return 1.0; }, random)]++;
   EXPECT_EQ(picks[0] + picks[1], 6);
   EXPECT_GT(picks[0], 0);
   EXPECT_GT(picks[1], 0);
@@ -163,7 +165,9 @@ TEST(PowerOfTwoTest, EqualLoadsSpreadOverBothNodes) {
 
 TEST(PowerOfTwoTest, OneEligibleNodeIsPicked) {
   testing::FakeRandom random(0.3);
-  EXPECT_EQ(PickPowerOfTwo({7}, [](size_t) { return 0.0; }, random), 7u);
+  EXPECT_EQ(PickPowerOfTwo(
+                {7}, [](size_t) { return 0.0; }, random),
+            7u);
 }
 
 TEST(JitterTest, StaysWithinTheBounds) {

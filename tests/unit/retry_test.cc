@@ -70,11 +70,11 @@ std::string SetPayloadRequest(const std::string& selector) {
 
 TEST(MethodClassTest, ReadsAreReadsWhateverTheBody) {
   MethodClassifier classifier;
-  for (const char* path : {"/qdrant.Points/Search", "/qdrant.Points/Query",
-                           "/qdrant.Points/QueryBatch", "/qdrant.Points/Scroll",
-                           "/qdrant.Points/Count", "/qdrant.Collections/List",
-                           "/qdrant.Collections/CollectionExists", "/qdrant.Qdrant/HealthCheck",
-                           "/grpc.health.v1.Health/Check", "/qdrant.Snapshots/List"}) {
+  for (const char* path :
+       {"/qdrant.Points/Search", "/qdrant.Points/Query", "/qdrant.Points/QueryBatch",
+        "/qdrant.Points/Scroll", "/qdrant.Points/Count", "/qdrant.Collections/List",
+        "/qdrant.Collections/CollectionExists", "/qdrant.Qdrant/HealthCheck",
+        "/grpc.health.v1.Health/Check", "/qdrant.Snapshots/List"}) {
     EXPECT_FALSE(classifier.NeedsFirstMessage(path)) << path;
     EXPECT_EQ(classifier.Classify(path, "", ""), RetryClass::kRead) << path;
   }
@@ -116,9 +116,9 @@ TEST(MethodClassTest, DeleteByIdsIsIdScopedAndByFilterIsFilterScoped) {
 
 TEST(MethodClassTest, SetPayloadReadsItsSelectorPastThePayload) {
   MethodClassifier classifier;
-  EXPECT_EQ(classifier.Classify("/qdrant.Points/SetPayload",
-                                Frame(SetPayloadRequest(IdsSelector())), ""),
-            RetryClass::kIdScopedWrite);
+  EXPECT_EQ(
+      classifier.Classify("/qdrant.Points/SetPayload", Frame(SetPayloadRequest(IdsSelector())), ""),
+      RetryClass::kIdScopedWrite);
   EXPECT_EQ(classifier.Classify("/qdrant.Points/OverwritePayload",
                                 Frame(SetPayloadRequest(FilterSelector())), ""),
             RetryClass::kFilterScopedWrite);
@@ -283,8 +283,8 @@ TEST(RetryBudgetTest, RetriesInFlightAreCappedAtTheLargerOfThreeAndTwentyPercent
     ASSERT_TRUE(budget.MayRetry(1));
     budget.RetryStarted();
   }
-  EXPECT_FALSE(budget.MayRetry(1));    // max(3, 0.2) = 3
-  EXPECT_TRUE(budget.MayRetry(100));   // max(3, 20) = 20
+  EXPECT_FALSE(budget.MayRetry(1));   // max(3, 0.2) = 3
+  EXPECT_TRUE(budget.MayRetry(100));  // max(3, 20) = 20
   for (int i = 3; i < 20; ++i) budget.RetryStarted();
   EXPECT_FALSE(budget.MayRetry(100));
   budget.RetryEnded();
