@@ -90,6 +90,7 @@ NodePoolGauges NodeTotals(const ScrapeInput& input, size_t n, uint32_t* answered
     total.consecutive_connect_failures =
         std::max(total.consecutive_connect_failures, g.consecutive_connect_failures);
     total.usable = total.usable || g.usable;
+    total.longest_wait_seconds = std::max(total.longest_wait_seconds, g.longest_wait_seconds);
   }
   return total;
 }
@@ -116,7 +117,17 @@ void GaugesJson(std::ostringstream& out, const NodePoolGauges& g) {
       << ",\"busy\":" << g.busy << ",\"draining\":" << g.draining
       << "},\"streams_in_flight\":" << g.streams_in_flight << ",\"calls_waiting\":" << g.waiting
       << ",\"consecutive_connect_failures\":" << g.consecutive_connect_failures
-      << ",\"usable\":" << (g.usable ? "true" : "false");
+      << ",\"usable\":" << (g.usable ? "true" : "false")
+      << ",\"longest_wait_seconds\":" << g.longest_wait_seconds;
+  if (!g.connections.empty()) {
+    out << ",\"connection_list\":[";
+    for (size_t i = 0; i < g.connections.size(); ++i) {
+      const NodePoolGauges::Connection& c = g.connections[i];
+      out << (i > 0 ? "," : "") << "{\"state\":\"" << c.state << "\",\"streams\":" << c.streams
+          << ",\"stream_cap\":" << c.stream_cap << "}";
+    }
+    out << "]";
+  }
 }
 
 }  // namespace

@@ -42,6 +42,13 @@ struct NodePoolGauges {
   uint32_t waiting = 0;
   uint32_t consecutive_connect_failures = 0;
   bool usable = true;
+  double longest_wait_seconds = 0;  // the oldest waiting call's wait so far
+  struct Connection {
+    const char* state = "";  // connecting, ready, busy, draining
+    uint32_t streams = 0;
+    uint32_t stream_cap = 0;
+  };
+  std::vector<Connection> connections;  // per worker only; empty in node totals
 };
 
 struct ScrapeInput {

@@ -142,6 +142,22 @@ NodePoolStats NodePool::stats() const {
   return stats;
 }
 
+std::vector<NodePool::ConnectionInfo> NodePool::Connections() const {
+  std::vector<ConnectionInfo> rows;
+  for (const SlotList* list : {&connecting_, &ready_, &busy_, &draining_}) {
+    for (const Slot& slot : *list) {
+      rows.push_back(
+          {slot.state, slot.streams, slot.StreamCap(options_.max_streams_per_connection)});
+    }
+  }
+  return rows;
+}
+
+Duration NodePool::LongestWait() const {
+  if (waiters_.empty()) return Duration::zero();
+  return loop_.Now() - waiters_.front()->queued_at_;
+}
+
 ConnectionState NodePool::StateOf(const PoolConnection* conn) const {
   for (const SlotList* list : {&connecting_, &ready_, &busy_, &draining_}) {
     for (const Slot& slot : *list) {

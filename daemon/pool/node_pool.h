@@ -28,6 +28,7 @@
 #include <list>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "daemon/common/event_loop.h"
@@ -186,6 +187,17 @@ class NodePool : private PoolConnectionEvents {
 
   NodePoolStats stats() const;
   const NodePoolOptions& options() const { return options_; }
+
+  // One row per connection, oldest first within each state: for status pages.
+  struct ConnectionInfo {
+    ConnectionState state;
+    uint32_t streams;     // in flight (or reserved)
+    uint32_t stream_cap;  // min(max_streams_per_connection, the peer's limit)
+  };
+  std::vector<ConnectionInfo> Connections() const;
+
+  // How long the oldest waiting call has waited; zero when none waits.
+  Duration LongestWait() const;
 
   // The slot's state, for tests; kDraining for an unknown connection.
   ConnectionState StateOf(const PoolConnection* conn) const;

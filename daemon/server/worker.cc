@@ -168,6 +168,10 @@ std::vector<metrics::NodePoolGauges> Worker::PoolGauges() const {
     g.waiting = stats.waiting;
     g.consecutive_connect_failures = stats.consecutive_connect_failures;
     g.usable = metrics_.node(gauges.size()).UsableHere();
+    g.longest_wait_seconds = std::chrono::duration<double>(pool->LongestWait()).count();
+    for (const pool::NodePool::ConnectionInfo& c : pool->Connections()) {
+      g.connections.push_back({pool::ConnectionStateName(c.state), c.streams, c.stream_cap});
+    }
     gauges.push_back(g);
   }
   return gauges;

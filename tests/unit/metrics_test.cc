@@ -373,6 +373,21 @@ TEST(ScrapeTest, PoolJsonListsNodesAndWorkers) {
   EXPECT_THAT(json, HasSubstr("{\"ready\":true"));
 }
 
+TEST(ScrapeTest, PoolJsonShowsLongestWaitAndEachConnection) {
+  WorkerMetrics w0(1);
+  ScrapeInput input;
+  input.node_names = {"qdrant-0:6334"};
+  input.workers = {&w0};
+  NodePoolGauges g;
+  g.longest_wait_seconds = 0.25;
+  g.connections = {{"busy", 100, 100}, {"draining", 3, 100}};
+  input.pools = {std::vector<NodePoolGauges>{g}};
+  const std::string json = PoolJson(input);
+  EXPECT_THAT(json, HasSubstr("\"longest_wait_seconds\":0.25"));
+  EXPECT_THAT(json, HasSubstr("{\"state\":\"busy\",\"streams\":100,\"stream_cap\":100}"));
+  EXPECT_THAT(json, HasSubstr("{\"state\":\"draining\",\"streams\":3,\"stream_cap\":100}"));
+}
+
 TEST(ProcessMetricsTest, ReadsProcSelf) {
   auto samples = ParseSamples(Serialize(CollectProcessMetrics()));
   EXPECT_GT(samples["process_open_fds"], 2);

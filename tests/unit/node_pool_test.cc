@@ -773,3 +773,37 @@ TEST_F(NodePoolTest, DestructorAbortsConnections) {
 
 }  // namespace
 }  // namespace qpool::pool
+
+namespace qpool::pool {
+namespace {
+
+TEST_F(NodePoolTest, LongestWaitIsTheOldestWaitersWaitSoFar) {
+  NodePool& pool = MakePool();
+  pool.Start();
+  EXPECT_EQ(pool.LongestWait(), Duration::zero());
+  RecordingWaiter& first = NewWaiter();
+  RecordingWaiter& second = NewWaiter();
+  pool.Acquire(first);
+  loop_.Advance(300ms);
+  pool.Acquire(second);
+  loop_.Advance(200ms);
+  EXPECT_EQ(pool.LongestWait(), Duration(500ms));
+  pool.CancelWait(first);
+  EXPECT_EQ(pool.LongestWait(), Duration(200ms));
+}
+
+TEST_F(NodePoolTest, ConnectionsListsEachConnectionWithStateStreamsAndCap) {
+  NodePool& pool = MakeReadyPool(DefaultOptions(), /*peer_max_streams=*/1);
+  AcquireNow(pool);  // the first connection is now at its cap (peer allows 1)
+  RecordingWaiter& waiter = NewWaiter();
+  pool.Acquire(waiter);  // opens a second connection
+  const std::vector<NodePool::ConnectionInfo> rows = pool.Connections();
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].state, ConnectionState::kConnecting);
+  EXPECT_EQ(rows[1].state, ConnectionState::kBusy);
+  EXPECT_EQ(rows[1].streams, 1u);
+  EXPECT_EQ(rows[1].stream_cap, 1u);
+}
+
+}  // namespace
+}  // namespace qpool::pool
