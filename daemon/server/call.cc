@@ -38,7 +38,7 @@ Call::Call(DownstreamSession& downstream, int32_t stream_id)
     : downstream_(downstream),
       downstream_id_(stream_id),
       request_body_(&downstream.worker().counters().buffered_bytes),
-      replay_(&downstream.worker().counters().buffered_bytes),
+      replay_(&downstream.worker().counters().replay_bytes),
       response_body_(&downstream.worker().counters().buffered_bytes) {}
 
 Call::~Call() {
@@ -230,7 +230,10 @@ ssize_t Call::ReadRequestBody(uint8_t* buf, size_t length, uint32_t* data_flags)
   if (n > 0) {
     AcknowledgeRequestBytes(n);
     if (replayable_) {
-      if (replay_.size() + n > kMaxReplayBytes) {
+      const int64_t total =
+          downstream_.worker().counters().replay_bytes.load(std::memory_order_relaxed);
+      if (replay_.size() + n > kMaxReplayBytes ||
+          total + static_cast<int64_t>(n) > kMaxReplayBytesTotal) {
         replayable_ = false;
         replay_.Clear();
       } else {

@@ -130,8 +130,10 @@ class Call : public pool::StreamWaiter {
   bool discard_request_ = false;  // answered already: request bytes are acknowledged and dropped
 
   // Transparent replay: a copy of the request bytes sent upstream, kept until the first response
-  // headers (the commit point), at most kMaxReplayBytes.
+  // headers (the commit point), at most kMaxReplayBytes per call and kMaxReplayBytesTotal for all
+  // calls of the process together; a call over either limit goes on without a copy.
   static constexpr size_t kMaxReplayBytes = 4 << 20;
+  static constexpr int64_t kMaxReplayBytesTotal = 64 << 20;
   static constexpr uint32_t kMaxAttempts = 3;
   ByteQueue replay_;
   bool replayable_ = true;

@@ -52,6 +52,7 @@ class ProxyImpl : public Proxy {
     stats.calls_started = counters_.calls_started.load(std::memory_order_relaxed);
     stats.local_replies = counters_.local_replies.load(std::memory_order_relaxed);
     stats.transparent_retries = counters_.transparent_retries.load(std::memory_order_relaxed);
+    stats.replay_bytes = counters_.replay_bytes.load(std::memory_order_relaxed);
     stats.buffered_bytes = counters_.buffered_bytes.load(std::memory_order_relaxed);
     return stats;
   }

@@ -35,6 +35,7 @@ struct ProxyCounters {
   std::atomic<uint64_t> local_replies{0};  // answered by qpoold itself (limits, deadlines, errors)
   std::atomic<int64_t> buffered_bytes{0};  // message bytes held in calls, both directions
   std::atomic<uint64_t> transparent_retries{0};  // refused by Qdrant unprocessed, sent again
+  std::atomic<int64_t> replay_bytes{0};  // request copies kept for transparent replay, all calls
 };
 
 // The EventLoop seam over Asio.

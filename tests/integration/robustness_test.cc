@@ -474,6 +474,9 @@ TEST_P(RobustnessTest, RefusedStreamIsSentAgainWithItsWholeRequest) {
   EXPECT_EQ(refusing.last_request_bytes(), 5 + request.ByteSizeLong())
       << "the replayed request lost or doubled bytes";
   EXPECT_EQ(proxy_->stats().transparent_retries, 2u);
+  // The copy is dropped once the answer began: nothing stays held.
+  EXPECT_TRUE(WaitFor([&] { return proxy_->stats().replay_bytes == 0; }, absl::Seconds(5)));
+  EXPECT_TRUE(WaitFor([&] { return proxy_->stats().buffered_bytes == 0; }, absl::Seconds(5)));
 }
 
 TEST_P(RobustnessTest, RefusedStreamGivesUpAfterMaxAttempts) {
