@@ -5,16 +5,11 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "daemon/common/grpc_code.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace qpool::emulator {
 namespace {
-
-constexpr absl::string_view kCodeNames[] = {
-    "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
-    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
-    "DATA_LOSS", "UNAUTHENTICATED"};
 
 std::string PrintJson(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions options;
@@ -34,7 +29,7 @@ absl::StatusOr<absl::StatusCode> ParseStatusCode(absl::string_view text) {
   }
   std::string upper = absl::AsciiStrToUpper(text);
   for (int i = 1; i <= 16; ++i) {
-    if (upper == kCodeNames[i]) return static_cast<absl::StatusCode>(i);
+    if (upper == GrpcCodeName(i)) return static_cast<absl::StatusCode>(i);
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown gRPC status code \"", text, "\""));
 }

@@ -1,5 +1,7 @@
 #include "daemon/metrics/worker_metrics.h"
 
+#include "daemon/common/grpc_code.h"
+
 namespace qpool::metrics {
 
 const char* DisconnectReasonName(DisconnectReason reason) {
@@ -15,25 +17,9 @@ const char* DisconnectReasonName(DisconnectReason reason) {
 }
 
 const char* CodeSlotName(size_t slot) {
-  static constexpr const char* kNames[kCodeSlots] = {"OK",
-                                                     "CANCELLED",
-                                                     "UNKNOWN",
-                                                     "INVALID_ARGUMENT",
-                                                     "DEADLINE_EXCEEDED",
-                                                     "NOT_FOUND",
-                                                     "ALREADY_EXISTS",
-                                                     "PERMISSION_DENIED",
-                                                     "RESOURCE_EXHAUSTED",
-                                                     "FAILED_PRECONDITION",
-                                                     "ABORTED",
-                                                     "OUT_OF_RANGE",
-                                                     "UNIMPLEMENTED",
-                                                     "INTERNAL",
-                                                     "UNAVAILABLE",
-                                                     "DATA_LOSS",
-                                                     "UNAUTHENTICATED",
-                                                     "RESET"};
-  return slot < kCodeSlots ? kNames[slot] : "RESET";
+  // Slots 0-16 are the gRPC codes; kNoStatusSlot is a stream that ended without a status.
+  const char* name = slot < kNoStatusSlot ? GrpcCodeName(static_cast<int>(slot)) : nullptr;
+  return name != nullptr ? name : "RESET";
 }
 
 WorkerMetrics::WorkerMetrics(size_t node_count) {

@@ -36,6 +36,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/common/grpc_code.h"
 #include "histogram.h"
 #include "qdrant/collections.pb.h"
 #include "qdrant/points.pb.h"
@@ -296,26 +297,6 @@ std::vector<Request> LoadRequests(const Options& o, std::mt19937& rng) {
   return out;
 }
 
-const char* GrpcCodeName(int code) {
-  static const char* const kNames[] = {"OK",
-                                       "CANCELLED",
-                                       "UNKNOWN",
-                                       "INVALID_ARGUMENT",
-                                       "DEADLINE_EXCEEDED",
-                                       "NOT_FOUND",
-                                       "ALREADY_EXISTS",
-                                       "PERMISSION_DENIED",
-                                       "RESOURCE_EXHAUSTED",
-                                       "FAILED_PRECONDITION",
-                                       "ABORTED",
-                                       "OUT_OF_RANGE",
-                                       "UNIMPLEMENTED",
-                                       "INTERNAL",
-                                       "UNAVAILABLE",
-                                       "DATA_LOSS",
-                                       "UNAUTHENTICATED"};
-  return code >= 0 && code <= 16 ? kNames[code] : nullptr;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Results
@@ -938,7 +919,7 @@ void Runner::OnCallDone(Call* call, const char* failure) {
   if (failure)
     code = failure;
   else if (call->grpc_status != 0) {
-    const char* name = GrpcCodeName(call->grpc_status);
+    const char* name = qpool::GrpcCodeName(call->grpc_status);
     code = name ? name : "GRPC_STATUS_" + std::to_string(call->grpc_status);
   }
   if (kind == CallKind::kSetup) {

@@ -21,6 +21,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "daemon/common/grpc_code.h"
 #include "gtest/gtest.h"
 #include "qdrant/collections_service.grpc.pb.h"
 #include "qdrant/points_service.grpc.pb.h"
@@ -45,26 +46,6 @@ Samples ParseSamples(const std::string& text) {
   return samples;
 }
 
-const char* CodeName(grpc::StatusCode code) {
-  static const char* const kNames[] = {"OK",
-                                       "CANCELLED",
-                                       "UNKNOWN",
-                                       "INVALID_ARGUMENT",
-                                       "DEADLINE_EXCEEDED",
-                                       "NOT_FOUND",
-                                       "ALREADY_EXISTS",
-                                       "PERMISSION_DENIED",
-                                       "RESOURCE_EXHAUSTED",
-                                       "FAILED_PRECONDITION",
-                                       "ABORTED",
-                                       "OUT_OF_RANGE",
-                                       "UNIMPLEMENTED",
-                                       "INTERNAL",
-                                       "UNAVAILABLE",
-                                       "DATA_LOSS",
-                                       "UNAUTHENTICATED"};
-  return kNames[static_cast<int>(code)];
-}
 
 std::string UrlEncode(const std::string& text) {
   std::string out;
@@ -150,7 +131,7 @@ class MetricsE2eTest : public ::testing::Test {
   // Counts what the client saw, as "class/CODE".
   std::map<std::string, int> seen_;
   void Count(const char* klass, const grpc::Status& status) {
-    seen_[absl::StrCat(klass, "/", CodeName(status.error_code()))]++;
+    seen_[absl::StrCat(klass, "/", GrpcCodeName(static_cast<int>(status.error_code())))]++;
   }
 
   void HealthChecks(int n, std::shared_ptr<grpc::Channel> channel = nullptr) {
