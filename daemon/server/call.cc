@@ -109,9 +109,8 @@ void Call::OnDownstreamClosed(uint32_t h2_error_code) {
   downstream_closed_ = true;
   finished_ = true;
   if (deadline_timer_) deadline_timer_->Cancel();
-  if (pool_ != nullptr && upstream_ == nullptr) pool_->CancelWait(*this);
-  // An app's RST_STREAM (or lost connection) cancels the upstream stream; a normal close after
-  // the full answer finds the upstream stream closed already.
+  // An app's RST_STREAM (or lost connection) cancels the upstream stream or the wait for one; a
+  // normal close after the full answer finds the upstream stream closed already.
   ReleaseUpstream(NGHTTP2_CANCEL);
   RecordCallEnd();
 }
@@ -194,22 +193,12 @@ void Call::OnResponseEnd() {
 void Call::OnUpstreamClosed(uint32_t h2_error_code, bool connection_lost) {
   EndAttempt();
   const std::string node = upstream_ != nullptr ? upstream_->node_name() : "";
-  response_headers_.Clear();  // references into the upstream session
-  upstream_ = nullptr;
-  upstream_ref_.reset();
-  upstream_id_ = -1;
-  pool_ = nullptr;
+  DetachUpstream();
   if (!finished_ && !connection_lost && h2_error_code == NGHTTP2_REFUSED_STREAM &&
       ReplayRefused()) {
     return;
   }
-  // Nothing more goes upstream: acknowledge and drop what the app still sends.
-  discard_request_ = true;
-  replay_.Clear();
-  if (!request_body_.empty() && !downstream_closed_) {
-    AcknowledgeRequestBytes(request_body_.size());
-    request_body_.Clear();
-  }
+  DropRequest();
   if (finished_) return;
   if (connection_lost) {
     FinishLocally(absl::UnavailableError(
@@ -321,31 +310,40 @@ void Call::AcknowledgeRequestBytes(size_t n) {
 }
 
 void Call::ReleaseUpstream(uint32_t h2_error_code) {
+  if (upstream_ != nullptr) {
+    EndAttempt();
+    upstream_->ResetStream(upstream_id_, h2_error_code);
+  } else if (pool_ != nullptr) {
+    pool_->CancelWait(*this);  // still queued for a stream
+  }
+  DetachUpstream();
+}
+
+void Call::DetachUpstream() {
   response_headers_.Clear();  // references into the upstream session
-  if (upstream_ == nullptr) return;
-  EndAttempt();
-  upstream_->ResetStream(upstream_id_, h2_error_code);
   upstream_ = nullptr;
   upstream_ref_.reset();
   upstream_id_ = -1;
   pool_ = nullptr;
 }
 
-void Call::FinishLocally(const absl::Status& status) {
-  if (downstream_closed_) return;
-  finished_ = true;
+void Call::DropRequest() {
   discard_request_ = true;
-  // Bytes the app sent that never went upstream: acknowledge them so the connection window stays
-  // open for the app's other calls.
   replay_.Clear();
   if (!request_body_.empty()) {
     AcknowledgeRequestBytes(request_body_.size());
     request_body_.Clear();
   }
+}
+
+void Call::FinishLocally(const absl::Status& status) {
+  if (downstream_closed_) return;
+  finished_ = true;
+  DropRequest();
   downstream_.worker().counters().local_replies.fetch_add(1, std::memory_order_relaxed);
   grpc_code_ = GrpcCode(status);
   SPDLOG_DEBUG("stream {} answered by qpoold: {}", downstream_id_, status.ToString());
-  const std::string code = std::to_string(GrpcCode(status));
+  const std::string code = std::to_string(grpc_code_);
   const std::string message = PercentEncodeGrpcMessage(status.message());
   if (!response_started_) {
     response_started_ = true;
@@ -365,10 +363,6 @@ void Call::FinishLocally(const absl::Status& status) {
 
 void Call::OnDeadline() {
   if (finished_) return;
-  if (pool_ != nullptr && upstream_ == nullptr) {
-    pool_->CancelWait(*this);
-    pool_ = nullptr;
-  }
   ReleaseUpstream(NGHTTP2_CANCEL);
   FinishLocally(absl::DeadlineExceededError("qpool: deadline exceeded (grpc-timeout)"));
 }

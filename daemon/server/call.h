@@ -101,8 +101,14 @@ class Call : public pool::StreamWaiter {
   void Commit();
   // Lets the app send `n` more bytes: bytes qpoold took from it and will not send (again).
   void AcknowledgeRequestBytes(size_t n);
-  // Lets go of the upstream stream, resetting it with `h2_error_code` if it is still open.
+  // Lets go of the upstream side: resets the stream with `h2_error_code` if it is open, or leaves
+  // the pool's queue if the call still waits for a stream.
   void ReleaseUpstream(uint32_t h2_error_code);
+  // Forgets the upstream stream (already closed, or just reset) and the pool it came from.
+  void DetachUpstream();
+  // Nothing more goes upstream: drops the request bytes held and the replay copy, and lets the app
+  // send more (the window stays open for its other calls); later bytes are dropped on arrival.
+  void DropRequest();
   // Answers the app with `status` and no upstream answer: trailers-only if no response headers
   // went out yet, else trailers after the data already queued.
   void FinishLocally(const absl::Status& status);
