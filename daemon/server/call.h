@@ -164,6 +164,11 @@ class Call : public pool::StreamWaiter {
   bool finished_ = false;          // the answer to the app is settled (upstream or local)
 };
 
+// The call a session's stream belongs to: nghttp2's stream user data, on both sides.
+inline Call* CallOf(nghttp2_session* session, int32_t stream_id) {
+  return static_cast<Call*>(nghttp2_session_get_stream_user_data(session, stream_id));
+}
+
 using DownstreamCallList =
     boost::intrusive::list<Call,
                            boost::intrusive::member_hook<Call, CallHook, &Call::downstream_hook>,

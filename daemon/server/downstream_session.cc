@@ -16,12 +16,6 @@ namespace {
 
 DownstreamSession* Self(void* user_data) { return static_cast<DownstreamSession*>(user_data); }
 
-Call* CallOf(nghttp2_session* session, int32_t stream_id) {
-  return static_cast<Call*>(nghttp2_session_get_stream_user_data(session, stream_id));
-}
-
-// See UpstreamConnection: connection-level window acknowledged at once, stream windows held back.
-constexpr int32_t kConnectionWindow = (1 << 30);
 constexpr uint8_t kDrainPingPayload[8] = {'q', 'p', 'd', 'r', 'a', 'i', 'n', '!'};
 
 }  // namespace
@@ -39,9 +33,7 @@ DownstreamSession::~DownstreamSession() {
 }
 
 bool DownstreamSession::CreateSession() {
-  nghttp2_option* option;
-  nghttp2_option_new(&option);
-  nghttp2_option_set_no_auto_window_update(option, 1);
+  nghttp2_option* option = NewSessionOption();
   const int rv =
       nghttp2_session_server_new3(&session_, Callbacks(), this, option, Nghttp2SmallAlloc());
   nghttp2_option_del(option);
@@ -58,7 +50,7 @@ bool DownstreamSession::CreateSession() {
       {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
   };
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, 3);
-  nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, kConnectionWindow);
+  OpenConnectionWindow();
   return true;
 }
 
@@ -219,13 +211,9 @@ int DownstreamSession::OnFrameRecvCallback(nghttp2_session* session, const nghtt
 
 int DownstreamSession::OnDataChunkRecvCallback(nghttp2_session* session, uint8_t, int32_t stream_id,
                                                const uint8_t* data, size_t len, void*) {
-  nghttp2_session_consume_connection(session, len);
-  Call* call = CallOf(session, stream_id);
-  if (call == nullptr) {
-    nghttp2_session_consume_stream(session, stream_id, len);
-    return 0;
+  if (auto* call = static_cast<Call*>(TakeDataChunk(session, stream_id, len))) {
+    call->OnRequestData(data, len);
   }
-  call->OnRequestData(data, len);
   return 0;
 }
 

@@ -16,6 +16,25 @@ H2Transport::~H2Transport() {
   if (session_ != nullptr) nghttp2_session_del(session_);
 }
 
+nghttp2_option* H2Transport::NewSessionOption() {
+  nghttp2_option* option;
+  nghttp2_option_new(&option);
+  nghttp2_option_set_no_auto_window_update(option, 1);
+  return option;
+}
+
+void H2Transport::OpenConnectionWindow() {
+  constexpr int32_t kConnectionWindow = 1 << 30;
+  nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, kConnectionWindow);
+}
+
+void* H2Transport::TakeDataChunk(nghttp2_session* session, int32_t stream_id, size_t len) {
+  nghttp2_session_consume_connection(session, len);
+  void* holder = nghttp2_session_get_stream_user_data(session, stream_id);
+  if (holder == nullptr) nghttp2_session_consume_stream(session, stream_id, len);
+  return holder;
+}
+
 void H2Transport::ScheduleFlush() {
   // While this transport handles a read, OnReadable() flushes it at the end anyway.
   if (flush_posted_ || closed_ || in_read_) return;

@@ -55,6 +55,17 @@ class H2Transport : public std::enable_shared_from_this<H2Transport> {
   // Idempotent. Reports OnTransportClosed(reason) once.
   void CloseTransport(const absl::Status& reason);
 
+  // nghttp2 options both sides share: no automatic WINDOW_UPDATE, since calls acknowledge bytes as
+  // they pass them on. The caller deletes the option after creating its session.
+  static nghttp2_option* NewSessionOption();
+  // Connection-level flow control: received bytes are acknowledged on the connection at once (a
+  // 1 GiB window) and held back per stream until the other side takes them, so one slow call never
+  // stalls the others sharing the connection. Call once session_ exists.
+  void OpenConnectionWindow();
+  // For the DATA chunk callbacks: acknowledges `len` bytes on the connection, and on the stream too
+  // when no call holds it (the call let go; a reset is on its way). Returns the stream's user data.
+  static void* TakeDataChunk(nghttp2_session* session, int32_t stream_id, size_t len);
+
   // Called once, from CloseTransport.
   virtual void OnTransportClosed(const absl::Status& reason) = 0;
   // nghttp2_session_mem_recv() failed: the peer broke the protocol. The default closes.

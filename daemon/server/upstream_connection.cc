@@ -18,14 +18,6 @@ namespace {
 
 UpstreamConnection* Self(void* user_data) { return static_cast<UpstreamConnection*>(user_data); }
 
-Call* CallOf(nghttp2_session* session, int32_t stream_id) {
-  return static_cast<Call*>(nghttp2_session_get_stream_user_data(session, stream_id));
-}
-
-// Connection-level flow control: qpoold acknowledges received bytes on the connection at once and
-// holds back per stream, so one slow call never stalls the others sharing the connection.
-constexpr int32_t kConnectionWindow = (1 << 30);
-
 }  // namespace
 
 UpstreamConnection::UpstreamConnection(Worker& worker, const config::NodeAddress& node,
@@ -67,9 +59,7 @@ void UpstreamConnection::OnTcpConnected(const boost::system::error_code& ec) {
     FailConnect(absl::UnavailableError(absl::StrCat("connect: ", ec.message())));
     return;
   }
-  nghttp2_option* option;
-  nghttp2_option_new(&option);
-  nghttp2_option_set_no_auto_window_update(option, 1);
+  nghttp2_option* option = NewSessionOption();
   // The app's request was validated on the way in (the downstream session checks HTTP messaging);
   // what Qdrant answers is passed on as it is, so checking each response header again buys nothing.
   nghttp2_option_set_no_http_messaging(option, 1);
@@ -82,7 +72,7 @@ void UpstreamConnection::OnTcpConnected(const boost::system::error_code& ec) {
       {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},  // see DownstreamSession
   };
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, 3);
-  nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, kConnectionWindow);
+  OpenConnectionWindow();
   StartReading();
   Flush();
 }
@@ -258,14 +248,9 @@ int UpstreamConnection::OnFrameRecvCallback(nghttp2_session* session, const nght
 int UpstreamConnection::OnDataChunkRecvCallback(nghttp2_session* session, uint8_t,
                                                 int32_t stream_id, const uint8_t* data, size_t len,
                                                 void* user_data) {
-  nghttp2_session_consume_connection(session, len);
-  Call* call = CallOf(session, stream_id);
-  if (call == nullptr) {
-    // The call let go of this stream (a reset is on its way): nothing holds the bytes.
-    nghttp2_session_consume_stream(session, stream_id, len);
-    return 0;
+  if (auto* call = static_cast<Call*>(TakeDataChunk(session, stream_id, len))) {
+    call->OnResponseData(data, len);
   }
-  call->OnResponseData(data, len);
   return 0;
 }
 
