@@ -6,29 +6,10 @@ set -euo pipefail
 QPOOLD=$1 EMULATOR=$2 WORK=$3
 JS_DIR="$(cd "$(dirname "$0")/../emulator/js" && pwd)"
 mkdir -p "$WORK"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+source "$(dirname "$0")/lib.sh"
 
-# Waits up to 10 s for a line matching $2 in file $1 and prints the first capture of sed regex $3.
-wait_for_line() {
-  for _ in $(seq 1 200); do
-    if grep -qE "$2" "$1" 2>/dev/null; then sed -nE "s/$3/\1/p" "$1" | head -1; return 0; fi
-    sleep 0.05
-  done
-  echo "timed out waiting for '$2' in $1:" >&2; cat "$1" >&2; return 1
-}
-
-"$EMULATOR" --listen 127.0.0.1:0 --control-listen 127.0.0.1:0 >"$WORK/emulator.out" 2>&1 &
-pids+=($!)
-EMU=$(wait_for_line "$WORK/emulator.out" 'listening grpc=' '.*grpc=([0-9.:]+).*')
-
-"$QPOOLD" --listen 127.0.0.1:0 --upstream "$EMU" --max-connections 2 2>"$WORK/qpoold.log" &
-pids+=($!)
-QP=$(wait_for_line "$WORK/qpoold.log" 'listening on' '.*listening on ([0-9.:]+).*')
+start_emulator "$EMULATOR"
+start_qpoold "$QPOOLD" --upstream "$EMU" --max-connections 2
 
 node "$JS_DIR/run.mjs" --target "$EMU" --out "$WORK/direct.json"
 node "$JS_DIR/run.mjs" --target "$QP" --out "$WORK/through_qpoold.json"

@@ -7,32 +7,11 @@
 set -euo pipefail
 LOAD=$1 QPOOLD=$2 EMULATOR=$3 WORK=$4
 rm -rf "$WORK" && mkdir -p "$WORK"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+source "$(dirname "$0")/lib.sh"
 fail() { echo "FAILED: $*" >&2; exit 1; }
 
-# Waits up to 10 s for a line matching $2 in file $1 and prints the first capture of sed regex $3.
-wait_for_line() {
-  for _ in $(seq 1 200); do
-    if grep -qE "$2" "$1" 2>/dev/null; then sed -nE "s/$3/\1/p" "$1" | head -1; return 0; fi
-    sleep 0.05
-  done
-  echo "timed out waiting for '$2' in $1:" >&2; cat "$1" >&2; return 1
-}
-
-"$EMULATOR" --listen 127.0.0.1:0 --control-listen 127.0.0.1:0 >"$WORK/emulator.out" 2>&1 &
-pids+=($!)
-EMU=$(wait_for_line "$WORK/emulator.out" 'listening grpc=' '.*grpc=([0-9.:]+).*')
-CTL=$(wait_for_line "$WORK/emulator.out" 'listening grpc=' '.*control=([0-9.:]+).*')
-
-"$QPOOLD" --listen 127.0.0.1:0 --upstream "$EMU" --max-connections 2 \
-  2>"$WORK/qpoold.log" &
-pids+=($!)
-QP=$(wait_for_line "$WORK/qpoold.log" 'listening on' '.*listening on ([0-9.:]+).*')
+start_emulator "$EMULATOR"
+start_qpoold "$QPOOLD" --upstream "$EMU" --max-connections 2
 
 counter() { curl -sf --max-time 5 "http://$CTL/counters" | jq -r "$1"; }
 field() { jq -r "$2" "$1"; }

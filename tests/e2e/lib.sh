@@ -1,0 +1,36 @@
+# Shared by the e2e shell tests: start the built qdrant-emulator and qpoold on ports chosen at run
+# time (port 0), read those ports from their output, and stop everything started here on exit.
+# Usage: source "$(dirname "$0")/lib.sh"; WORK must be set.
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+# Waits up to 10 s for a line matching $2 in file $1 and prints the first capture of sed regex $3.
+wait_for_line() {
+  for _ in $(seq 1 200); do
+    if grep -qE "$2" "$1" 2>/dev/null; then sed -nE "s/$3/\1/p" "$1" | head -1; return 0; fi
+    sleep 0.05
+  done
+  echo "timed out waiting for '$2' in $1:" >&2; cat "$1" >&2; return 1
+}
+
+# start_emulator EMULATOR_BINARY: sets EMU (gRPC address) and CTL (control endpoint address).
+start_emulator() {
+  "$1" --listen 127.0.0.1:0 --control-listen 127.0.0.1:0 >"$WORK/emulator.out" 2>&1 &
+  pids+=($!)
+  EMU=$(wait_for_line "$WORK/emulator.out" 'listening grpc=' '.*grpc=([0-9.:]+).*')
+  CTL=$(wait_for_line "$WORK/emulator.out" 'listening grpc=' '.*control=([0-9.:]+).*')
+}
+
+# start_qpoold QPOOLD_BINARY [FLAGS...]: listens on a free port, logs to $WORK/qpoold.log; sets QP.
+start_qpoold() {
+  local binary=$1
+  shift
+  "$binary" --listen 127.0.0.1:0 "$@" 2>"$WORK/qpoold.log" &
+  pids+=($!)
+  QP=$(wait_for_line "$WORK/qpoold.log" 'listening on' '.*listening on ([0-9.:]+).*')
+}
