@@ -43,11 +43,9 @@ void PoolMetricsObserver::OnConnectionState(const pool::ConnectionState* from,
   } else if (*from == ConnectionState::kConnecting && !connecting_since_.empty()) {
     const MonoTime started = connecting_since_.front();
     connecting_since_.pop_front();
-    if (to != nullptr && *to == ConnectionState::kReady) {
+    // Connected: to ready, or straight to busy when the peer allows no stream at all.
+    if (to != nullptr && (*to == ConnectionState::kReady || *to == ConnectionState::kBusy)) {
       metrics_.connects.Add();
-      metrics_.connect_duration.Observe(loop_.Now() - started);
-    } else if (to != nullptr && *to == ConnectionState::kBusy) {
-      metrics_.connects.Add();  // a peer that allows no stream at all
       metrics_.connect_duration.Observe(loop_.Now() - started);
     }
   }
