@@ -9,6 +9,7 @@
 #define QPOOL_DAEMON_CONFIG_CONFIG_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,49 @@ struct UpstreamConfig {
   absl::Duration connect_backoff_max = absl::Seconds(5);
 };
 
+// YAML section `retry`: which failed calls qpoold sends again, how often and how soon
+// (docs/retries.md). A request Qdrant provably never processed (REFUSED_STREAM, above a GOAWAY's
+// last stream id, no connection to the node) is replayed whatever these say, within the replay
+// buffer and the caller's deadline.
+struct RetryConfig {
+  // retry.enabled: policy retries (the request reached Qdrant and failed with a retryable status)
+  // for reads and id-scoped writes. Default true.
+  bool enabled = true;
+  // retry.max_attempts: attempts per call, the first included. Default 3. 1 to 10.
+  uint32_t max_attempts = 3;
+  // retry.backoff_base / retry.backoff_max: before retry n the call waits a random time in
+  // [0, min(backoff_max, backoff_base * 2^(n-1))] (full jitter). Defaults 25ms / 1s.
+  absl::Duration backoff_base = absl::Milliseconds(25);
+  absl::Duration backoff_max = absl::Seconds(1);
+  // retry.on: which failures are retried: unavailable (UNAVAILABLE, or the connection lost before
+  // the answer), resource_exhausted (only when Qdrant sent retry-after or grpc-retry-pushback-ms;
+  // the retry waits that long), per_try_timeout (reads only, needs retry.per_try_timeout).
+  // Default all three.
+  std::vector<std::string> on = {"unavailable", "resource_exhausted", "per_try_timeout"};
+  // retry.per_try_timeout: a read attempt without an answer after this long is cancelled and
+  // retried. Default 0: off (the caller's deadline is the only limit).
+  absl::Duration per_try_timeout = absl::ZeroDuration();
+  // retry.replay_buffer_per_call / retry.replay_buffer_total: a copy of each request is kept
+  // until the first response headers, for a retry; a call whose request would take more than
+  // the per-call limit, or push all calls' copies past the total, goes on without one (no retry,
+  // counted). Defaults 4MiB / 64MiB. 0 turns replay off.
+  uint32_t replay_buffer_per_call = 4 << 20;
+  uint32_t replay_buffer_total = 64 << 20;
+  // retry.budget_max_tokens / retry.budget_token_ratio: per node, gRPC's retryThrottling: each
+  // failed attempt takes a token, each success gives back token_ratio, and retries stop while
+  // half the tokens or fewer remain. Defaults 100 / 0.1.
+  uint32_t budget_max_tokens = 100;
+  double budget_token_ratio = 0.1;
+  // retry.min_retries_in_flight / retry.retries_in_flight_percent: retries running at once, at
+  // most max(min_retries_in_flight, percent of calls in flight). Defaults 3 / 20.
+  uint32_t min_retries_in_flight = 3;
+  uint32_t retries_in_flight_percent = 20;
+  // retry.methods: overrides of the built-in method classes, by gRPC path:
+  //   "/qdrant.Points/Delete": never
+  // Classes: read, id_scoped_write, filter_scoped_write, never. Default none.
+  std::map<std::string, std::string> methods;
+};
+
 // YAML section `log`.
 struct LogConfig {
   // log.level: trace, debug, info, warn, error, off. Default info.
@@ -88,6 +132,7 @@ struct AdminConfig {
 struct Config {
   ServerConfig server;
   UpstreamConfig upstream;
+  RetryConfig retry;
   LogConfig log;
   AdminConfig admin;
 };

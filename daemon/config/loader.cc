@@ -212,6 +212,130 @@ Key OneOfKey(absl::string_view name, Field field, std::vector<absl::string_view>
              [=](const Config& config) { return OneOfReason(field(config), allowed); }};
 }
 
+template <typename Field>
+Key BoolKey(absl::string_view name, Field field) {
+  return Key{name,
+             [=](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+               const std::string text = node.IsScalar() ? node.Scalar() : "";
+               if (node.IsScalar() && node.Tag() != "!" && (text == "true" || text == "false")) {
+                 field(config) = text == "true";
+                 return std::nullopt;
+               }
+               return ProblemAt(node, absl::StrCat("expected true or false, got ", KindOf(node)));
+             },
+             [](const Config&) -> Reason { return std::nullopt; }};
+}
+
+Reason FractionReason(double value, bool allow_zero) {
+  if (value > 0 && value <= 1) return std::nullopt;
+  if (value == 0 && allow_zero) return std::nullopt;
+  return absl::StrCat("must be ", allow_zero ? "between 0" : "above 0", " and at most 1, got ",
+                      value);
+}
+
+// A number in (0, 1] ("0.1").
+template <typename Field>
+Key FractionKey(absl::string_view name, Field field) {
+  return Key{
+      name,
+      [=](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+        double value = 0;
+        if (!node.IsScalar() || node.Tag() == "!" || !absl::SimpleAtod(node.Scalar(), &value)) {
+          return ProblemAt(node, absl::StrCat("expected a number such as 0.1, got ", KindOf(node)));
+        }
+        if (Reason reason = FractionReason(value, false)) return ProblemAt(node, *reason);
+        field(config) = value;
+        return std::nullopt;
+      },
+      [=](const Config& config) { return FractionReason(field(config), false); }};
+}
+
+Reason SubsetReason(const std::vector<std::string>& values,
+                    const std::vector<absl::string_view>& allowed) {
+  for (const std::string& value : values) {
+    if (Reason reason = OneOfReason(value, allowed)) return reason;
+  }
+  return std::nullopt;
+}
+
+// A list of names from `allowed` ("[unavailable, resource_exhausted]"); may be empty.
+template <typename Field>
+Key NameListKey(absl::string_view name, Field field, std::vector<absl::string_view> allowed) {
+  return Key{name,
+             [=](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+               const std::string hint =
+                   absl::StrCat("expected a list of ", absl::StrJoin(allowed, ", "));
+               if (!node.IsSequence()) {
+                 return ProblemAt(node, absl::StrCat(hint, ", got ", KindOf(node)));
+               }
+               std::vector<std::string> values;
+               for (const YAML::Node& item : node) {
+                 if (!item.IsScalar()) {
+                   return ProblemAt(item, absl::StrCat(hint, ", got ", KindOf(item)));
+                 }
+                 if (Reason reason = OneOfReason(item.Scalar(), allowed)) {
+                   return ProblemAt(item, *reason);
+                 }
+                 values.push_back(item.Scalar());
+               }
+               field(config) = std::move(values);
+               return std::nullopt;
+             },
+             [=](const Config& config) { return SubsetReason(field(config), allowed); }};
+}
+
+constexpr std::initializer_list<absl::string_view> kRetryClasses = {"read", "id_scoped_write",
+                                                                    "filter_scoped_write", "never"};
+
+Reason MethodPathReason(absl::string_view path) {
+  // "/package.Service/Method": what gRPC puts in :path.
+  const bool shaped = absl::StartsWith(path, "/") && path.size() > 3 &&
+                      path.find('/', 1) != absl::string_view::npos &&
+                      path.find('/', 1) != path.size() - 1 && path.find('/', 1) > 1;
+  if (shaped) return std::nullopt;
+  return absl::StrCat("expected a gRPC method path such as \"/qdrant.Points/Search\", got \"", path,
+                      "\"");
+}
+
+Reason MethodMapReason(const std::map<std::string, std::string>& methods) {
+  for (const auto& [path, retry_class] : methods) {
+    if (Reason reason = MethodPathReason(path)) return reason;
+    if (Reason reason = OneOfReason(retry_class, kRetryClasses)) {
+      return absl::StrCat(path, ": ", *reason);
+    }
+  }
+  return std::nullopt;
+}
+
+Key MethodClassesKey() {
+  return Key{"retry.methods",
+             [](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+               if (!node.IsMap()) {
+                 return ProblemAt(node,
+                                  absl::StrCat("expected a map such as {\"/qdrant.Points/Delete\": "
+                                               "never}, got ",
+                                               KindOf(node)));
+               }
+               std::map<std::string, std::string> methods;
+               for (const auto& entry : node) {
+                 if (!entry.first.IsScalar() || !entry.second.IsScalar()) {
+                   return ProblemAt(entry.first, "expected \"/package.Service/Method\": CLASS");
+                 }
+                 const std::string& path = entry.first.Scalar();
+                 if (Reason reason = MethodPathReason(path)) return ProblemAt(entry.first, *reason);
+                 if (Reason reason = OneOfReason(entry.second.Scalar(), kRetryClasses)) {
+                   return ProblemAt(entry.second, absl::StrCat(path, ": ", *reason));
+                 }
+                 if (!methods.emplace(path, entry.second.Scalar()).second) {
+                   return ProblemAt(entry.first, absl::StrCat("duplicate method ", path));
+                 }
+               }
+               config.retry.methods = std::move(methods);
+               return std::nullopt;
+             },
+             [](const Config& config) { return MethodMapReason(config.retry.methods); }};
+}
+
 // An address key ("HOST:PORT"); `field` as for the builders above.
 template <typename Field>
 Key AddressKey(absl::string_view name, Field field) {
@@ -314,6 +438,39 @@ const std::vector<Key>& Keys() {
       DurationKey(
           "upstream.connect_backoff_max",
           [](auto& c) -> auto& { return c.upstream.connect_backoff_max; }, /*allow_zero=*/false),
+      BoolKey(
+          "retry.enabled", [](auto& c) -> auto& { return c.retry.enabled; }),
+      IntegerKey(
+          "retry.max_attempts", [](auto& c) -> auto& { return c.retry.max_attempts; }, 1, 10),
+      DurationKey(
+          "retry.backoff_base", [](auto& c) -> auto& { return c.retry.backoff_base; },
+          /*allow_zero=*/false),
+      DurationKey(
+          "retry.backoff_max", [](auto& c) -> auto& { return c.retry.backoff_max; },
+          /*allow_zero=*/false),
+      NameListKey("retry.on", [](auto& c) -> auto& { return c.retry.on; },
+                  {"unavailable", "resource_exhausted", "per_try_timeout"}),
+      DurationKey(
+          "retry.per_try_timeout", [](auto& c) -> auto& { return c.retry.per_try_timeout; },
+          /*allow_zero=*/true),
+      SizeKey(
+          "retry.replay_buffer_per_call",
+          [](auto& c) -> auto& { return c.retry.replay_buffer_per_call; }, 0, kMaxInt31),
+      SizeKey(
+          "retry.replay_buffer_total", [](auto& c) -> auto& { return c.retry.replay_buffer_total; },
+          0, kMaxInt31),
+      IntegerKey(
+          "retry.budget_max_tokens", [](auto& c) -> auto& { return c.retry.budget_max_tokens; }, 1,
+          1000),
+      FractionKey(
+          "retry.budget_token_ratio", [](auto& c) -> auto& { return c.retry.budget_token_ratio; }),
+      IntegerKey(
+          "retry.min_retries_in_flight",
+          [](auto& c) -> auto& { return c.retry.min_retries_in_flight; }, 0, kNoUpperBound),
+      IntegerKey(
+          "retry.retries_in_flight_percent",
+          [](auto& c) -> auto& { return c.retry.retries_in_flight_percent; }, 0, 100),
+      MethodClassesKey(),
       OneOfKey("log.level", [](auto& c) -> auto& { return c.log.level; },
                {"trace", "debug", "info", "warn", "error", "off"}),
       OneOfKey("log.format", [](auto& c) -> auto& { return c.log.format; }, {"text", "json"}),
@@ -513,6 +670,19 @@ std::optional<Violation> FindViolation(const Config& config) {
                      absl::StrCat("must not exceed upstream.connect_backoff_max (",
                                   absl::FormatDuration(upstream.connect_backoff_base), " > ",
                                   absl::FormatDuration(upstream.connect_backoff_max), ")")};
+  }
+  const RetryConfig& retry = config.retry;
+  if (retry.backoff_base > retry.backoff_max) {
+    return Violation{"retry.backoff_base",
+                     absl::StrCat("must not exceed retry.backoff_max (",
+                                  absl::FormatDuration(retry.backoff_base), " > ",
+                                  absl::FormatDuration(retry.backoff_max), ")")};
+  }
+  if (retry.replay_buffer_per_call > retry.replay_buffer_total) {
+    return Violation{
+        "retry.replay_buffer_per_call",
+        absl::StrCat("must not exceed retry.replay_buffer_total (", retry.replay_buffer_per_call,
+                     " > ", retry.replay_buffer_total, ")")};
   }
   return std::nullopt;
 }

@@ -204,6 +204,78 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
     out.push_back(std::move(f));
   }
   {
+    auto f = Family("qpool_retries_total",
+                    "Attempts qpoold started again, by retry class and reason (transparent: Qdrant "
+                    "never processed the request; unavailable, resource_exhausted, "
+                    "per_try_timeout: policy retries).",
+                    MetricType::Counter);
+    for (size_t c = 0; c < kRetryClassCount; ++c) {
+      const auto klass = static_cast<retry::RetryClass>(c);
+      for (size_t r = 1; r < kRetryReasonCount; ++r) {
+        const auto reason = static_cast<retry::RetryReason>(r);
+        const uint64_t value =
+            SumWorkers(input, [&](const WorkerMetrics& w) { return w.retries(klass, reason); });
+        const bool policy_class =
+            klass == retry::RetryClass::kRead || klass == retry::RetryClass::kIdScopedWrite;
+        // Every series a class can have is shown from the start; others once they happen.
+        if (value == 0 && !policy_class && reason != retry::RetryReason::kTransparent) continue;
+        AddCounter(
+            f,
+            {{"class", retry::RetryClassName(klass)}, {"reason", retry::RetryReasonName(reason)}},
+            static_cast<double>(value));
+      }
+    }
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_retries_refused_total",
+                    "Retryable failures passed on to the app without a retry, by the limit that "
+                    "said no: max_attempts, deadline (the caller's grpc-timeout), budget (the "
+                    "node's retry tokens), in_flight (retries running at once).",
+                    MetricType::Counter);
+    for (size_t r = 0; r < kRetryRefusalCount; ++r) {
+      const auto refusal = static_cast<RetryRefusal>(r);
+      AddCounter(f, {{"reason", RetryRefusalName(refusal)}},
+                 static_cast<double>(SumWorkers(
+                     input, [&](const WorkerMetrics& w) { return w.retries_refused(refusal); })));
+    }
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_replay_buffer_refusals_total",
+                    "Calls forwarded without a replay copy (so never retried) because the request "
+                    "passed retry.replay_buffer_per_call or retry.replay_buffer_total.",
+                    MetricType::Counter);
+    for (size_t l = 0; l < kReplayLimitCount; ++l) {
+      const auto limit = static_cast<ReplayLimit>(l);
+      AddCounter(f, {{"limit", ReplayLimitName(limit)}},
+                 static_cast<double>(SumWorkers(
+                     input, [&](const WorkerMetrics& w) { return w.replay_refusals(limit); })));
+    }
+    out.push_back(std::move(f));
+  }
+  {
+    auto f =
+        Family("qpool_replay_buffer_bytes",
+               "Request bytes held now as replay copies, all calls together.", MetricType::Gauge);
+    AddGauge(f, {}, static_cast<double>(input.downstream.replay_bytes));
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_retry_budget_tokens",
+                    "Retry tokens left per node, summed over workers (each worker has a bucket of "
+                    "retry.budget_max_tokens); retries stop while a bucket is at half or less.",
+                    MetricType::Gauge);
+    for (size_t n = 0; n < nodes; ++n) {
+      double tokens = 0;
+      for (const WorkerMetrics* w : input.workers) {
+        tokens += w->node(n).retry_tokens.load(std::memory_order_relaxed);
+      }
+      AddGauge(f, node_label(n), tokens);
+    }
+    out.push_back(std::move(f));
+  }
+  {
     auto f = Family("qpool_call_duration_seconds",
                     "Call duration in qpoold, request headers to the end of the app's stream, by "
                     "method class.",

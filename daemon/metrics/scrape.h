@@ -30,6 +30,7 @@ struct DownstreamCounts {
   uint64_t local_replies = 0;
   int64_t buffered_bytes = 0;
   uint64_t transparent_retries = 0;
+  int64_t replay_bytes = 0;
 };
 
 // One worker's pool for one node, as the worker saw it when asked.

@@ -16,6 +16,24 @@ const char* DisconnectReasonName(DisconnectReason reason) {
   return "error";
 }
 
+const char* RetryRefusalName(RetryRefusal refusal) {
+  switch (refusal) {
+    case RetryRefusal::kMaxAttempts:
+      return "max_attempts";
+    case RetryRefusal::kDeadline:
+      return "deadline";
+    case RetryRefusal::kBudget:
+      return "budget";
+    case RetryRefusal::kInFlight:
+      return "in_flight";
+  }
+  return "max_attempts";
+}
+
+const char* ReplayLimitName(ReplayLimit limit) {
+  return limit == ReplayLimit::kPerCall ? "per_call" : "total";
+}
+
 const char* CodeSlotName(size_t slot) {
   // Slots 0-16 are the gRPC codes; kNoStatusSlot is a stream that ended without a status.
   const char* name = slot < kNoStatusSlot ? GrpcCodeName(static_cast<int>(slot)) : nullptr;

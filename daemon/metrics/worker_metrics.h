@@ -21,6 +21,8 @@
 #include "daemon/metrics/counters.h"
 #include "daemon/metrics/method_class.h"
 #include "daemon/pool/node_pool.h"
+#include "daemon/retry/method_class.h"
+#include "daemon/retry/retry_policy.h"
 
 namespace qpool::metrics {
 
@@ -29,6 +31,20 @@ namespace qpool::metrics {
 enum class DisconnectReason : uint8_t { kGoaway = 0, kError = 1, kShutdown = 2 };
 inline constexpr size_t kDisconnectReasonCount = 3;
 const char* DisconnectReasonName(DisconnectReason reason);  // "goaway", "error", "shutdown"
+
+// Why a retryable failure was not retried (docs/retries.md): qpool_retries_refused_total{reason}.
+enum class RetryRefusal : uint8_t { kMaxAttempts = 0, kDeadline = 1, kBudget = 2, kInFlight = 3 };
+inline constexpr size_t kRetryRefusalCount = 4;
+// "max_attempts", "deadline", "budget", "in_flight".
+const char* RetryRefusalName(RetryRefusal refusal);
+
+// Which replay-buffer limit kept a request from being copied: per call or all calls together.
+enum class ReplayLimit : uint8_t { kPerCall = 0, kTotal = 1 };
+inline constexpr size_t kReplayLimitCount = 2;
+const char* ReplayLimitName(ReplayLimit limit);  // "per_call", "total"
+
+inline constexpr size_t kRetryClassCount = 4;   // retry::RetryClass
+inline constexpr size_t kRetryReasonCount = 5;  // retry::RetryReason, kNone included (unused)
 
 // gRPC status codes 0..16, and one more slot for calls that ended with no status at all (a
 // RST_STREAM from either side, or the app's connection lost).
@@ -48,6 +64,8 @@ struct NodeMetrics {
   RelaxedCounter queue_overflows;                    // upstream.max_pending reached
   RelaxedCounter acquire_timeouts;                   // upstream.acquire_timeout passed
   DurationHistogram attempt_duration{CallDurationBounds()};  // upstream stream open -> closed
+  // This worker's retry budget for the node (tokens left), mirrored after each change.
+  std::atomic<double> retry_tokens{0};
   // Readiness mirrors, written by the worker after connection events, read by /readyz.
   // live: this worker has a connection to the node up (ready or busy).
   // failing: no connection up, and this worker's last connect to the node failed.
@@ -73,6 +91,16 @@ class WorkerMetrics {
     calls_[klass][slot].Add();
     call_duration_[klass].Observe(duration);
   }
+  // Worker thread: a retry started, a retryable failure not retried, a request not copied.
+  void RecordRetry(retry::RetryClass retry_class, retry::RetryReason reason) {
+    retries_[static_cast<size_t>(retry_class)][static_cast<size_t>(reason)].Add();
+  }
+  void RecordRetryRefused(RetryRefusal refusal) {
+    retries_refused_[static_cast<size_t>(refusal)].Add();
+  }
+  void RecordReplayRefused(ReplayLimit limit) {
+    replay_refusals_[static_cast<size_t>(limit)].Add();
+  }
   void AddRequestBytes(uint64_t n) { request_bytes_.Add(n); }
   void AddResponseBytes(uint64_t n) { response_bytes_.Add(n); }
 
@@ -87,12 +115,24 @@ class WorkerMetrics {
   const DurationHistogram& call_duration(MethodClass method_class) const {
     return call_duration_[static_cast<size_t>(method_class)];
   }
+  uint64_t retries(retry::RetryClass retry_class, retry::RetryReason reason) const {
+    return retries_[static_cast<size_t>(retry_class)][static_cast<size_t>(reason)].Get();
+  }
+  uint64_t retries_refused(RetryRefusal refusal) const {
+    return retries_refused_[static_cast<size_t>(refusal)].Get();
+  }
+  uint64_t replay_refusals(ReplayLimit limit) const {
+    return replay_refusals_[static_cast<size_t>(limit)].Get();
+  }
   uint64_t request_bytes() const { return request_bytes_.Get(); }
   uint64_t response_bytes() const { return response_bytes_.Get(); }
 
  private:
   std::array<std::array<RelaxedCounter, kCodeSlots>, kMethodClassCount> calls_;
   std::array<DurationHistogram, kMethodClassCount> call_duration_;
+  std::array<std::array<RelaxedCounter, kRetryReasonCount>, kRetryClassCount> retries_;
+  std::array<RelaxedCounter, kRetryRefusalCount> retries_refused_;
+  std::array<RelaxedCounter, kReplayLimitCount> replay_refusals_;
   RelaxedCounter request_bytes_;   // gRPC message bytes (DATA payload) from apps
   RelaxedCounter response_bytes_;  // gRPC message bytes (DATA payload) from upstream, to apps
   std::vector<std::unique_ptr<NodeMetrics>> nodes_;

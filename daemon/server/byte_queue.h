@@ -60,6 +60,19 @@ class ByteQueue {
     return copied;
   }
 
+  // Appends up to `max` bytes from the front to `out`, leaving the queue as it is; returns how
+  // many.
+  template <typename String>
+  size_t CopyPrefix(size_t max, String& out) const {
+    size_t copied = 0;
+    for (const Chunk* chunk = head_; chunk != nullptr && copied < max; chunk = chunk->next) {
+      const size_t n = std::min(max - copied, chunk->end - chunk->begin);
+      out.append(reinterpret_cast<const char*>(chunk->data() + chunk->begin), n);
+      copied += n;
+    }
+    return copied;
+  }
+
   // Moves every byte of `front` ahead of this queue's bytes; `front` ends empty.
   void PrependFrom(ByteQueue& front) {
     if (front.head_ == nullptr) return;
@@ -88,6 +101,7 @@ class ByteQueue {
     size_t begin;
     size_t end;
     uint8_t* data() { return reinterpret_cast<uint8_t*>(this + 1); }
+    const uint8_t* data() const { return reinterpret_cast<const uint8_t*>(this + 1); }
   };
   static_assert(sizeof(Chunk) == 32);
 

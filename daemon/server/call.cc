@@ -32,6 +32,53 @@ int GrpcStatusIn(const Block& block) {
   return code;
 }
 
+// How long Qdrant asked the caller to wait before trying again: `grpc-retry-pushback-ms` (gRPC's
+// A6; a negative value means "do not retry") or `retry-after` in seconds (Qdrant's rate limiter).
+// nullopt when it said nothing, or said not to retry.
+std::optional<Duration> PushbackIn(const HeaderRefs& block) {
+  auto number = [](std::string_view text, int64_t& out) {
+    if (text.empty() || text.size() > 12) return false;
+    out = 0;
+    for (char c : text) {
+      if (c < '0' || c > '9') return false;
+      out = out * 10 + (c - '0');
+    }
+    return true;
+  };
+  int64_t value = 0;
+  if (number(block.Find("grpc-retry-pushback-ms"), value)) {
+    return std::chrono::milliseconds(value);
+  }
+  if (!block.Find("grpc-retry-pushback-ms").empty()) return std::nullopt;  // negative: no retry
+  if (number(block.Find("retry-after"), value)) return std::chrono::seconds(value);
+  return std::nullopt;
+}
+
+// UNAVAILABLE, or RESOURCE_EXHAUSTED with a pushback: the statuses a policy retry may follow.
+bool RetryableStatus(int code, const std::optional<Duration>& pushback) {
+  return code == 14 || (code == 8 && pushback.has_value());
+}
+
+// The first gRPC message of a request (5-byte prefix and body), from the bytes sent (`sent`) and
+// not sent yet (`unsent`). False when the call does not hold all of it yet (or it is larger than
+// the classifier would inflate: then `out` holds what there is, which the classifier treats as
+// unreadable).
+bool FirstMessage(const ByteQueue& sent, const ByteQueue& unsent, std::string& out) {
+  std::string head;
+  sent.CopyPrefix(5, head);
+  if (head.size() < 5) unsent.CopyPrefix(5 - head.size(), head);
+  if (head.size() < 5) return false;
+  const size_t length = (static_cast<size_t>(static_cast<uint8_t>(head[1])) << 24) |
+                        (static_cast<size_t>(static_cast<uint8_t>(head[2])) << 16) |
+                        (static_cast<size_t>(static_cast<uint8_t>(head[3])) << 8) |
+                        static_cast<size_t>(static_cast<uint8_t>(head[4]));
+  const size_t want = 5 + std::min(length, retry::MethodClassifier::kMaxInflatedBytes);
+  out.reserve(want);
+  const size_t from_sent = sent.CopyPrefix(want, out);
+  if (from_sent < want) unsent.CopyPrefix(want - from_sent, out);
+  return out.size() == want;
+}
+
 }  // namespace
 
 Call::Call(DownstreamSession& downstream, int32_t stream_id)
@@ -65,6 +112,7 @@ void Call::OnRequestHeadersEnd() {
   request_headers_done_ = true;
   Worker& worker = downstream_.worker();
   worker.counters().calls_started.fetch_add(1, std::memory_order_relaxed);
+  worker.retry().active_calls++;
   started_at_ = worker.loop().Now();
   if (deadline_) {
     deadline_timer_ = worker.loop().CreateTimer();
@@ -85,7 +133,11 @@ void Call::AcquireStream() {
       pool_ = &pool;  // OnStreamReady or OnAcquireFailed follows
       break;
     case pool::NodePool::AcquireOutcome::kFailed:
-      FinishLocally(result.status);
+      if (result.status.code() == absl::StatusCode::kUnavailable && !pool.usable()) {
+        OnNodeUnreachable(result.status);
+      } else {
+        FinishLocally(result.status);
+      }
       break;
   }
 }
@@ -109,6 +161,10 @@ void Call::OnDownstreamClosed(uint32_t h2_error_code) {
   downstream_closed_ = true;
   finished_ = true;
   if (deadline_timer_) deadline_timer_->Cancel();
+  if (retry_timer_) retry_timer_->Cancel();
+  EndRetryInFlight();
+  held_answer_.Clear();
+  if (request_headers_done_) downstream_.worker().retry().active_calls--;
   // An app's RST_STREAM (or lost connection) cancels the upstream stream or the wait for one; a
   // normal close after the full answer finds the upstream stream closed already.
   ReleaseUpstream(NGHTTP2_CANCEL);
@@ -146,6 +202,27 @@ void Call::OnResponseHeader(bool trailers, nghttp2_rcbuf* name, nghttp2_rcbuf* v
 
 void Call::OnResponseHeadersEnd(bool end_stream) {
   if (finished_) return;
+  const int node = downstream_.worker().NodeIndexOf(pool_);
+  if (end_stream && replayable_) {
+    const int code = GrpcStatusIn(response_headers_);
+    std::optional<Duration> pushback = PushbackIn(response_headers_);
+    if (RetryableStatus(code, pushback)) {
+      // A whole answer with a status worth retrying: hold it while the call decides.
+      held_answer_.TakeFrom(response_headers_);
+      held_outcome_ = retry::AttemptOutcome{};
+      held_outcome_.grpc_code = code;
+      held_outcome_.pushback = pushback;
+      held_outcome_.took = downstream_.worker().loop().Now() - attempt_started_at_;
+      if (!(request_ended_ && request_body_.empty())) {
+        // Qdrant answered before the whole request went out: stop sending it.
+        ReleaseUpstream(NGHTTP2_CANCEL);
+        OnAttemptFailed(held_outcome_, node, absl::OkStatus());
+      }
+      // Otherwise the stream closes next, and OnUpstreamClosed decides.
+      return;
+    }
+  }
+  RecordAttemptResult(node, /*failed=*/false);
   Commit();
   if (end_stream) {
     // Trailers-only: one HEADERS frame with the status; forward it as it is.
@@ -192,23 +269,39 @@ void Call::OnResponseEnd() {
 
 void Call::OnUpstreamClosed(uint32_t h2_error_code, bool connection_lost) {
   EndAttempt();
-  const std::string node = upstream_ != nullptr ? upstream_->node_name() : "";
+  const std::string node_name = upstream_ != nullptr ? upstream_->node_name() : "";
+  const int node = downstream_.worker().NodeIndexOf(pool_);
+  const Duration took = downstream_.worker().loop().Now() - attempt_started_at_;
   DetachUpstream();
-  if (!finished_ && !connection_lost && h2_error_code == NGHTTP2_REFUSED_STREAM &&
-      ReplayRefused()) {
+  if (!held_answer_.empty()) {
+    OnAttemptFailed(held_outcome_, node, absl::OkStatus());
     return;
   }
-  DropRequest();
-  if (finished_) return;
-  if (connection_lost) {
+  if (finished_) {
+    DropRequest();
+    return;
+  }
+  retry::AttemptOutcome outcome;
+  outcome.took = took;
+  if (!connection_lost && h2_error_code == NGHTTP2_REFUSED_STREAM) {
+    outcome.never_reached_upstream = true;
+    OnAttemptFailed(outcome, node,
+                    absl::UnavailableError(absl::StrCat("qpool: upstream node ", node_name,
+                                                        " refused the stream (not processed)")));
+  } else if (connection_lost && !response_started_) {
+    // Qdrant may have processed the request: a policy retry, as for UNAVAILABLE.
+    outcome.grpc_code = static_cast<int>(absl::StatusCode::kUnavailable);
+    OnAttemptFailed(outcome, node,
+                    absl::UnavailableError(absl::StrCat("qpool: connection to upstream node ",
+                                                        node_name, " lost before the answer")));
+  } else if (connection_lost) {
+    DropRequest();
     FinishLocally(absl::UnavailableError(
-        absl::StrCat("qpool: connection to upstream node ", node, " lost before the answer")));
-  } else if (h2_error_code == NGHTTP2_REFUSED_STREAM) {
-    FinishLocally(absl::UnavailableError(
-        absl::StrCat("qpool: upstream node ", node, " refused the stream (not processed)")));
+        absl::StrCat("qpool: connection to upstream node ", node_name, " lost before the answer")));
   } else {
     // The upstream reset the stream (CANCEL, INTERNAL_ERROR, ...): pass the reset on, as the app
     // would have seen it talking to Qdrant directly.
+    DropRequest();
     finished_ = true;
     downstream_.ResetStream(*this, h2_error_code);
   }
@@ -219,12 +312,17 @@ ssize_t Call::ReadRequestBody(uint8_t* buf, size_t length, uint32_t* data_flags)
   if (n > 0) {
     AcknowledgeRequestBytes(n);
     if (replayable_) {
-      const int64_t total =
-          downstream_.worker().counters().replay_bytes.load(std::memory_order_relaxed);
-      if (replay_.size() + n > kMaxReplayBytes ||
-          total + static_cast<int64_t>(n) > kMaxReplayBytesTotal) {
+      Worker& worker = downstream_.worker();
+      const RetryContext& retry = worker.retry();
+      const int64_t total = worker.counters().replay_bytes.load(std::memory_order_relaxed);
+      if (replay_.size() + n > retry.replay_per_call) {
         replayable_ = false;
         replay_.Clear();
+        worker.metrics().RecordReplayRefused(metrics::ReplayLimit::kPerCall);
+      } else if (total + static_cast<int64_t>(n) > retry.replay_total) {
+        replayable_ = false;
+        replay_.Clear();
+        worker.metrics().RecordReplayRefused(metrics::ReplayLimit::kTotal);
       } else {
         replay_.Append(buf, n);
       }
@@ -247,8 +345,14 @@ void Call::OnStreamReady(pool::PoolConnection* conn) {
 }
 
 void Call::OnAcquireFailed(const absl::Status& status) {
+  const bool unreachable =
+      status.code() == absl::StatusCode::kUnavailable && pool_ != nullptr && !pool_->usable();
   pool_ = nullptr;
-  FinishLocally(status);
+  if (unreachable) {
+    OnNodeUnreachable(status);
+  } else {
+    FinishLocally(status);
+  }
 }
 
 // --- Internals ---------------------------------------------------------------------------------
@@ -281,23 +385,163 @@ void Call::StartUpstream(UpstreamConnection& upstream) {
   attempt_started_at_ = downstream_.worker().loop().Now();
   attempt_node_ = downstream_.worker().NodeMetricsOf(pool_);
   attempts_++;
+  const RetryContext& retry = downstream_.worker().retry();
+  if (retry.per_try_timeout > Duration::zero() && replayable_ && retry.policy_retries &&
+      RetryClassOfCall() == retry::RetryClass::kRead) {
+    if (!retry_timer_) retry_timer_ = downstream_.worker().loop().CreateTimer();
+    retry_timer_->Arm(retry.per_try_timeout, [this] { OnPerTryTimeout(); });
+  }
   upstream.ScheduleFlush();
 }
 
-bool Call::ReplayRefused() {
-  if (!replayable_ || downstream_closed_ || attempts_ >= kMaxAttempts) return false;
-  // The refused attempt's bytes go back in front of what the app has sent since; the app already
+void Call::OnAttemptFailed(const retry::AttemptOutcome& outcome, int node,
+                           const absl::Status& final_status) {
+  Worker& worker = downstream_.worker();
+  RetryContext& retry = worker.retry();
+  EndRetryInFlight();
+  if (!outcome.never_reached_upstream) RecordAttemptResult(node, /*failed=*/true);
+
+  bool retried = false;
+  if (!downstream_closed_ && replayable_ && node >= 0 &&
+      (outcome.never_reached_upstream || retry.policy_retries)) {
+    const retry::RetryClass retry_class = RetryClassOfCall();
+    const retry::RetryDecision decision = retry.policy.Decide(
+        retry_class, attempts_, outcome, worker.loop().Now(), deadline_, worker.random());
+    retry::RetryBudget& budget = retry.budgets[static_cast<size_t>(node)];
+    if (decision.retry && decision.reason != retry::RetryReason::kTransparent &&
+        !budget.MayRetry(retry.active_calls)) {
+      // Storm control: the node's tokens, or the retries already running, say no.
+      const bool tokens_left =
+          budget.tokens() > static_cast<double>(worker.config().retry.budget_max_tokens) / 2;
+      worker.metrics().RecordRetryRefused(tokens_left ? metrics::RetryRefusal::kInFlight
+                                                      : metrics::RetryRefusal::kBudget);
+    } else if (decision.retry) {
+      if (decision.reason != retry::RetryReason::kTransparent) {
+        budget.RetryStarted();
+        retry_node_ = node;
+      } else {
+        worker.counters().transparent_retries.fetch_add(1, std::memory_order_relaxed);
+      }
+      worker.metrics().RecordRetry(retry_class, decision.reason);
+      SPDLOG_DEBUG("stream {}: attempt {} failed ({}), retrying in {} us", downstream_id_,
+                   attempts_, retry::RetryReasonName(decision.reason),
+                   std::chrono::duration_cast<std::chrono::microseconds>(decision.delay).count());
+      ScheduleRetry(decision.delay);
+      retried = true;
+    } else if (decision.why_not == std::string_view("deadline")) {
+      worker.metrics().RecordRetryRefused(metrics::RetryRefusal::kDeadline);
+    } else if (decision.why_not == std::string_view("max_attempts")) {
+      worker.metrics().RecordRetryRefused(metrics::RetryRefusal::kMaxAttempts);
+    }
+  }
+  if (retried) {
+    held_answer_.Clear();
+    return;
+  }
+  DropRequest();
+  if (held_answer_.empty()) {
+    FinishLocally(final_status);
+    return;
+  }
+  // Pass Qdrant's own answer on, as it was.
+  Commit();
+  grpc_code_ = held_outcome_.grpc_code;
+  finished_ = true;
+  response_started_ = true;
+  response_ended_ = true;
+  NvArray nva = held_answer_.ToNv();
+  downstream_.SubmitResponse(*this, nva.data(), nva.size(), /*has_body=*/false);
+  held_answer_.Clear();
+}
+
+void Call::ScheduleRetry(Duration delay) {
+  // The failed attempt's bytes go back in front of what the app has sent since; the app already
   // got window credit for them.
   acknowledged_ahead_ += replay_.size();
   request_body_.PrependFrom(replay_);
-  downstream_.worker().counters().transparent_retries.fetch_add(1, std::memory_order_relaxed);
-  SPDLOG_DEBUG("stream {}: refused upstream, sending it again (attempt {})", downstream_id_,
-               attempts_ + 1);
-  AcquireStream();
-  return true;
+  if (delay <= Duration::zero()) {
+    AcquireStream();
+    return;
+  }
+  if (!retry_timer_) retry_timer_ = downstream_.worker().loop().CreateTimer();
+  retry_timer_->Arm(delay, [this] { AcquireStream(); });
+}
+
+void Call::OnNodeUnreachable(const absl::Status& status) {
+  Worker& worker = downstream_.worker();
+  const retry::RetryPolicy& policy = worker.retry().policy;
+  // Nothing was sent: any method may go again. Without a deadline, max_attempts picks bound the
+  // wait; with one, the deadline does (the node may come back, or another one take the call).
+  // At least 1 ms: the retry runs from the timer, never from inside this call's own Acquire.
+  const Duration delay = std::max<Duration>(policy.Backoff(++unreachable_tries_, worker.random()),
+                                            std::chrono::milliseconds(1));
+  const bool in_time = deadline_ ? worker.loop().Now() + delay < *deadline_
+                                 : unreachable_tries_ < policy.options().max_attempts;
+  if (downstream_closed_ || !in_time) {
+    const auto waited =
+        std::chrono::duration_cast<std::chrono::milliseconds>(worker.loop().Now() - started_at_);
+    FinishLocally(absl::Status(
+        status.code(),
+        absl::StrCat(status.message(), "; tried ", unreachable_tries_,
+                     unreachable_tries_ == 1 ? " time" : " times", " over ", waited.count(), " ms",
+                     deadline_ ? ", until the deadline" : " (retry.max_attempts)")));
+    return;
+  }
+  worker.metrics().RecordRetry(RetryClassOfCall(), retry::RetryReason::kTransparent);
+  worker.counters().transparent_retries.fetch_add(1, std::memory_order_relaxed);
+  ScheduleRetry(delay);
+}
+
+retry::RetryClass Call::RetryClassOfCall() {
+  if (retry_class_) return *retry_class_;
+  const std::string_view path = request_headers_.Find(":path");
+  const retry::MethodClassifier& classifier = downstream_.worker().retry().classifier;
+  std::string first_message;
+  // A class read from part of a message is the safe one (filter-scoped) and not kept: the rest of
+  // the message may still come.
+  const bool settled = !classifier.NeedsFirstMessage(path) ||
+                       FirstMessage(replay_, request_body_, first_message) || request_ended_;
+  const retry::RetryClass retry_class =
+      classifier.Classify(path, first_message, request_headers_.Find("grpc-encoding"));
+  if (settled) retry_class_ = retry_class;
+  return retry_class;
+}
+
+void Call::RecordAttemptResult(int node, bool failed) {
+  if (node < 0) return;
+  Worker& worker = downstream_.worker();
+  retry::RetryBudget& budget = worker.retry().budgets[static_cast<size_t>(node)];
+  if (failed) {
+    budget.OnAttemptFailed();
+  } else {
+    budget.OnAttemptSucceeded();
+  }
+  worker.metrics()
+      .node(static_cast<size_t>(node))
+      .retry_tokens.store(budget.tokens(), std::memory_order_relaxed);
+}
+
+void Call::EndRetryInFlight() {
+  if (retry_node_ < 0) return;
+  downstream_.worker().retry().budgets[static_cast<size_t>(retry_node_)].RetryEnded();
+  retry_node_ = -1;
+}
+
+void Call::OnPerTryTimeout() {
+  if (finished_ || upstream_ == nullptr) return;
+  const int node = downstream_.worker().NodeIndexOf(pool_);
+  retry::AttemptOutcome outcome;
+  outcome.grpc_code = static_cast<int>(absl::StatusCode::kDeadlineExceeded);
+  outcome.per_try_timeout = true;
+  outcome.took = downstream_.worker().loop().Now() - attempt_started_at_;
+  ReleaseUpstream(NGHTTP2_CANCEL);
+  OnAttemptFailed(outcome, node,
+                  absl::DeadlineExceededError(
+                      "qpool: no answer within retry.per_try_timeout, and no retry allowed"));
 }
 
 void Call::Commit() {
+  if (retry_timer_) retry_timer_->Cancel();  // the per-try timeout
   replayable_ = false;
   replay_.Clear();
   request_headers_.Clear();
@@ -363,6 +607,8 @@ void Call::FinishLocally(const absl::Status& status) {
 
 void Call::OnDeadline() {
   if (finished_) return;
+  if (retry_timer_) retry_timer_->Cancel();
+  held_answer_.Clear();
   ReleaseUpstream(NGHTTP2_CANCEL);
   FinishLocally(absl::DeadlineExceededError("qpool: deadline exceeded (grpc-timeout)"));
 }

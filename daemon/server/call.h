@@ -5,9 +5,16 @@
 //   1. request HEADERS arrive downstream: the call records them and its deadline (grpc-timeout);
 //   2. it asks a node pool for a stream slot, now or after waiting in the pool's queue;
 //   3. it opens the upstream stream with the same headers (grpc-timeout lowered by the time spent
-//      waiting) and pipes the request body across as the app sends it;
-//   4. response HEADERS, DATA and trailers flow back the same way, unchanged;
+//      in qpoold so far) and pipes the request body across as the app sends it, keeping a copy
+//      (the replay buffer) until the commit point;
+//   4. the first response HEADERS that are not a whole answer commit the call to its attempt:
+//      the copy goes, and headers, DATA and trailers flow back unchanged;
 //   5. it ends when the downstream stream closes; the upstream stream is cancelled if still open.
+// An attempt that fails before the commit point may be tried again (docs/retries.md): at once
+// when Qdrant provably never processed it (refused stream, GOAWAY, node unreachable); after a
+// jittered backoff when it failed with a retryable status (UNAVAILABLE, RESOURCE_EXHAUSTED with
+// a pushback, a per-try timeout) and the method is safe to repeat (retry::MethodClassifier),
+// within max_attempts, the caller's deadline and the node's retry budget.
 // qpoold answers by itself (a trailers-only response) only when no upstream answer can be had:
 // pool limits, unreachable node, deadline, or an upstream connection lost before the answer.
 //
@@ -34,6 +41,7 @@
 #include "daemon/common/event_loop.h"
 #include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/node_pool.h"
+#include "daemon/retry/retry_policy.h"
 #include "daemon/server/byte_queue.h"
 #include "daemon/server/header_block.h"
 
@@ -93,10 +101,25 @@ class Call : public pool::StreamWaiter {
   // in the pool's queue, or answers the app with the pool's refusal.
   void AcquireStream();
   void StartUpstream(UpstreamConnection& upstream);
-  // After Qdrant refused the stream (REFUSED_STREAM, or above a GOAWAY's last stream id: it never
-  // processed the request), sends the request again from the replay copy, on another connection.
-  // False when the call cannot be replayed (committed, too large, attempts used up).
-  bool ReplayRefused();
+  // Retries (docs/retries.md). --------------------------------------------------------------------
+  // The attempt in `pool`'s node failed without an answer passed on (the upstream side is already
+  // let go): tries again, or answers the app with `held_answer_` (a trailers-only answer from
+  // Qdrant) if there is one, else with `final_status`.
+  void OnAttemptFailed(const retry::AttemptOutcome& outcome, int node,
+                       const absl::Status& final_status);
+  // Sends the request again (from the replay copy) after `delay`.
+  void ScheduleRetry(Duration delay);
+  // The pool could not reach its node: the request never left qpoold. Tries again on a node that
+  // may be up (another one, or this one after a backoff), within max_attempts or, when the caller
+  // set one, the deadline.
+  void OnNodeUnreachable(const absl::Status& status);
+  // The method's retry class; selector-dependent writes are read from the replay copy.
+  retry::RetryClass RetryClassOfCall();
+  // A finished attempt tells its node's retry budget how it went.
+  void RecordAttemptResult(int node, bool failed);
+  // The retry now in flight (if any) has ended.
+  void EndRetryInFlight();
+  void OnPerTryTimeout();
   // The first response headers commit the call to its upstream attempt: the replay copy goes.
   void Commit();
   // Lets the app send `n` more bytes: bytes qpoold took from it and will not send (again).
@@ -135,16 +158,22 @@ class Call : public pool::StreamWaiter {
   bool request_ended_ = false;
   bool discard_request_ = false;  // answered already: request bytes are acknowledged and dropped
 
-  // Transparent replay: a copy of the request bytes sent upstream, kept until the first response
-  // headers (the commit point), at most kMaxReplayBytes per call and kMaxReplayBytesTotal for all
-  // calls of the process together; a call over either limit goes on without a copy.
-  static constexpr size_t kMaxReplayBytes = 4 << 20;
-  static constexpr int64_t kMaxReplayBytesTotal = 64 << 20;
-  static constexpr uint32_t kMaxAttempts = 3;
+  // The replay buffer: a copy of the request bytes sent upstream, kept until the commit point, at
+  // most retry.replay_buffer_per_call per call and retry.replay_buffer_total for all calls of the
+  // process together; a call over either limit goes on without a copy, and without retries.
   ByteQueue replay_;
   bool replayable_ = true;
-  uint32_t attempts_ = 0;
-  size_t acknowledged_ahead_ = 0;  // bytes at the front of request_body_ the app got credit for
+  uint32_t attempts_ = 0;           // upstream streams opened
+  uint32_t unreachable_tries_ = 0;  // picks of a node that could not be reached
+  size_t acknowledged_ahead_ = 0;   // bytes at the front of request_body_ the app got credit for
+  std::optional<retry::RetryClass> retry_class_;  // decided at the first failure that needs it
+  // Backoff before the next attempt, or the per-try timeout of the current one (never both).
+  std::unique_ptr<Timer> retry_timer_;
+  int retry_node_ = -1;  // the node whose budget counts this call's retry in flight; -1: none
+  // A trailers-only answer from Qdrant with a retryable status, held while the call decides
+  // whether to retry or to pass it on; and what it said.
+  HeaderRefs held_answer_;
+  retry::AttemptOutcome held_outcome_;
 
   std::optional<MonoTime> deadline_;
   std::unique_ptr<Timer> deadline_timer_;

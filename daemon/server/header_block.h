@@ -88,10 +88,24 @@ class HeaderRefs {
 
   bool empty() const { return refs_.empty(); }
 
+  // Takes over `other`'s references (this block's own are released first); `other` ends empty.
+  void TakeFrom(HeaderRefs& other) {
+    Clear();
+    refs_.swap(other.refs_);
+  }
+
   // Calls fn(name, value) for each header in order.
   template <typename Fn>
   void ForEach(Fn&& fn) const {
     for (const auto& [name, value] : refs_) fn(View(name), View(value));
+  }
+
+  // The value of the first header called `name`; empty when there is none.
+  std::string_view Find(std::string_view name) const {
+    for (const auto& [n, value] : refs_) {
+      if (View(n) == name) return View(value);
+    }
+    return {};
   }
 
   NvArray ToNv() const {

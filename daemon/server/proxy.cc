@@ -263,7 +263,7 @@ metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
   const ProxyStats s = stats();
   input.downstream = {s.downstream_accepted, s.downstream_refused, s.downstream_protocol_errors,
                       s.downstream_open,     s.calls_started,      s.local_replies,
-                      s.buffered_bytes,      s.transparent_retries};
+                      s.buffered_bytes,      s.transparent_retries, s.replay_bytes};
   input.started = running_.load(std::memory_order_acquire);
   input.draining = draining_.load(std::memory_order_relaxed);
   input.ready = NotReadyReason().empty();

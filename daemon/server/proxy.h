@@ -34,7 +34,7 @@ struct ProxyStats {
   uint64_t calls_started = 0;
   uint64_t local_replies = 0;        // answered by qpoold itself (limits, deadline, lost upstream)
   uint64_t transparent_retries = 0;  // refused by Qdrant unprocessed, and sent again
-  int64_t replay_bytes = 0;          // request copies kept for transparent replay right now
+  int64_t replay_bytes = 0;          // request copies kept for retries right now
   int64_t buffered_bytes = 0;        // message bytes held in calls right now, both directions
 };
 

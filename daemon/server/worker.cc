@@ -79,6 +79,44 @@ class Worker::UpstreamFactory : public pool::ConnectionFactory {
   const config::NodeAddress node_;
 };
 
+namespace {
+
+retry::RetryPolicyOptions PolicyOptions(const config::RetryConfig& config) {
+  auto on = [&config](std::string_view name) {
+    return std::find(config.on.begin(), config.on.end(), name) != config.on.end();
+  };
+  retry::RetryPolicyOptions options;
+  options.max_attempts = config.max_attempts;
+  options.backoff_base = absl::ToChronoNanoseconds(config.backoff_base);
+  options.backoff_max = absl::ToChronoNanoseconds(config.backoff_max);
+  options.retry_unavailable = on("unavailable");
+  options.retry_resource_exhausted_with_pushback = on("resource_exhausted");
+  options.retry_per_try_timeout = on("per_try_timeout");
+  return options;
+}
+
+retry::RetryClass RetryClassNamed(const std::string& name) {
+  if (name == "read") return retry::RetryClass::kRead;
+  if (name == "id_scoped_write") return retry::RetryClass::kIdScopedWrite;
+  if (name == "filter_scoped_write") return retry::RetryClass::kFilterScopedWrite;
+  return retry::RetryClass::kNeverRepeat;  // "never"; the loader admits nothing else
+}
+
+}  // namespace
+
+RetryContext::RetryContext(const config::RetryConfig& config, size_t nodes)
+    : policy(PolicyOptions(config)),
+      budgets(nodes, retry::RetryBudget(retry::RetryBudget::Options{
+                         static_cast<double>(config.budget_max_tokens), config.budget_token_ratio,
+                         config.min_retries_in_flight,
+                         static_cast<double>(config.retries_in_flight_percent) / 100.0})),
+      policy_retries(config.enabled),
+      per_try_timeout(absl::ToChronoNanoseconds(config.per_try_timeout)),
+      replay_per_call(config.replay_buffer_per_call),
+      replay_total(config.replay_buffer_total) {
+  for (const auto& [path, name] : config.methods) classifier.Override(path, RetryClassNamed(name));
+}
+
 Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uint32_t count,
                ProxyCounters& counters, metrics::WorkerMetrics& metrics)
     : config_(std::move(config)),
@@ -86,6 +124,7 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
       counters_(counters),
       metrics_(metrics),
       loop_(io_),
+      retry_(config_->retry, config_->upstream.nodes.size()),
       read_buffer_(64 * 1024) {
   const config::UpstreamConfig& upstream = config_->upstream;
   pending_budget_.limit = ShareOf(upstream.max_pending, index, count);
@@ -149,10 +188,15 @@ void Worker::BeginDrain(std::function<void()> on_idle) {
 }
 
 metrics::NodeMetrics* Worker::NodeMetricsOf(const pool::NodePool* pool) {
+  const int node = NodeIndexOf(pool);
+  return node < 0 ? nullptr : &metrics_.node(static_cast<size_t>(node));
+}
+
+int Worker::NodeIndexOf(const pool::NodePool* pool) const {
   for (size_t i = 0; i < pools_.size(); ++i) {
-    if (pools_[i].get() == pool) return &metrics_.node(i);
+    if (pools_[i].get() == pool) return static_cast<int>(i);
   }
-  return nullptr;
+  return -1;
 }
 
 std::vector<metrics::NodePoolGauges> Worker::PoolGauges() const {

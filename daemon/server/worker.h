@@ -20,6 +20,8 @@
 #include "daemon/metrics/scrape.h"
 #include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/node_pool.h"
+#include "daemon/retry/method_class.h"
+#include "daemon/retry/retry_policy.h"
 
 namespace qpool::server {
 
@@ -59,6 +61,21 @@ class StdRandom : public Random {
   std::mt19937_64 engine_;
 };
 
+// What a worker's calls consult when an attempt fails (docs/retries.md): the policy, the method
+// classes, and one retry budget per node. Worker thread only.
+struct RetryContext {
+  explicit RetryContext(const config::RetryConfig& config, size_t nodes);
+
+  retry::RetryPolicy policy;
+  retry::MethodClassifier classifier;
+  std::vector<retry::RetryBudget> budgets;  // per node, config order
+  bool policy_retries = true;               // retry.enabled
+  Duration per_try_timeout{};               // zero: off
+  size_t replay_per_call = 0;               // retry.replay_buffer_per_call
+  int64_t replay_total = 0;                 // retry.replay_buffer_total
+  uint64_t active_calls = 0;                // this worker's calls from request headers to close
+};
+
 class Worker {
  public:
   // `index` of `count` workers: the worker takes its share of each node's connection bounds.
@@ -95,6 +112,10 @@ class Worker {
   metrics::WorkerMetrics& metrics() { return metrics_; }
   // The counters of the node `pool` serves; null for a pool not of this worker.
   metrics::NodeMetrics* NodeMetricsOf(const pool::NodePool* pool);
+  // The index (config order) of the node `pool` serves; -1 for a pool not of this worker.
+  int NodeIndexOf(const pool::NodePool* pool) const;
+  RetryContext& retry() { return retry_; }
+  Random& random() { return random_; }
   // Worker thread: each node pool's gauges now, in config order.
   std::vector<metrics::NodePoolGauges> PoolGauges() const;
   // A buffer for reads, shared by all of this worker's connections: a read is consumed by nghttp2
@@ -115,6 +136,7 @@ class Worker {
   boost::asio::io_context io_{1};  // run by one thread: its own posts skip the queue lock
   AsioEventLoop loop_;
   StdRandom random_;
+  RetryContext retry_;
   std::vector<uint8_t> read_buffer_;
   pool::PendingBudget pending_budget_;
   std::vector<std::unique_ptr<UpstreamFactory>> factories_;

@@ -309,8 +309,7 @@ TEST_P(ForwardingTest, UpstreamNotListeningGivesUnavailableQuickly) {
   ASSERT_NO_FATAL_FAILURE(RestartRoute(
       [](config::Config& config) { config.upstream.connect_timeout = absl::Seconds(1); },
       dead_port));
-  grpc::ClientContext ctx;
-  SetDeadline(ctx, absl::Seconds(10));
+  grpc::ClientContext ctx;  // no deadline: qpoold tries max_attempts times, a few backoffs apart
   EchoResponse response;
   const absl::Time start = absl::Now();
 
@@ -318,6 +317,33 @@ TEST_P(ForwardingTest, UpstreamNotListeningGivesUnavailableQuickly) {
 
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << StatusText(status);
   EXPECT_LE(absl::Now() - start, absl::Seconds(3));
+}
+
+TEST_P(ForwardingTest, UpstreamNotListeningIsRetriedUntilTheDeadline) {
+  const uint16_t dead_port = PickFreePort();
+  ASSERT_NE(dead_port, 0);
+  ASSERT_NO_FATAL_FAILURE(RestartRoute(
+      [](config::Config& config) { config.upstream.connect_timeout = absl::Seconds(1); },
+      dead_port));
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, absl::Seconds(2));
+  EchoResponse response;
+  const absl::Time start = absl::Now();
+
+  grpc::Status status = stub_->Unary(&ctx, EchoRequest(), &response);
+
+  // The request never left qpoold, so it waits for a node within the caller's deadline, and
+  // answers before it: no later than the deadline, and not much earlier than the last backoff
+  // (at most retry.backoff_max, 1 s) before it.
+  const absl::Duration took = absl::Now() - start;
+  if (through_qpoold()) {
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << StatusText(status);
+    EXPECT_THAT(status.error_message(), HasSubstr("tried"));
+    EXPECT_GE(took, absl::Milliseconds(900));
+  } else {
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << StatusText(status);
+  }
+  EXPECT_LE(took, absl::Milliseconds(2500));
 }
 
 INSTANTIATE_TEST_SUITE_P(Routes, ForwardingTest, AllRoutes(), RouteName);

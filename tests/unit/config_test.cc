@@ -36,6 +36,19 @@ void ExpectSameSettings(const Config& actual, const Config& expected) {
   EXPECT_EQ(actual.upstream.connect_timeout, expected.upstream.connect_timeout);
   EXPECT_EQ(actual.upstream.connect_backoff_base, expected.upstream.connect_backoff_base);
   EXPECT_EQ(actual.upstream.connect_backoff_max, expected.upstream.connect_backoff_max);
+  EXPECT_EQ(actual.retry.enabled, expected.retry.enabled);
+  EXPECT_EQ(actual.retry.max_attempts, expected.retry.max_attempts);
+  EXPECT_EQ(actual.retry.backoff_base, expected.retry.backoff_base);
+  EXPECT_EQ(actual.retry.backoff_max, expected.retry.backoff_max);
+  EXPECT_EQ(actual.retry.on, expected.retry.on);
+  EXPECT_EQ(actual.retry.per_try_timeout, expected.retry.per_try_timeout);
+  EXPECT_EQ(actual.retry.replay_buffer_per_call, expected.retry.replay_buffer_per_call);
+  EXPECT_EQ(actual.retry.replay_buffer_total, expected.retry.replay_buffer_total);
+  EXPECT_EQ(actual.retry.budget_max_tokens, expected.retry.budget_max_tokens);
+  EXPECT_EQ(actual.retry.budget_token_ratio, expected.retry.budget_token_ratio);
+  EXPECT_EQ(actual.retry.min_retries_in_flight, expected.retry.min_retries_in_flight);
+  EXPECT_EQ(actual.retry.retries_in_flight_percent, expected.retry.retries_in_flight_percent);
+  EXPECT_EQ(actual.retry.methods, expected.retry.methods);
   EXPECT_EQ(actual.log.level, expected.log.level);
   EXPECT_EQ(actual.log.format, expected.log.format);
 }
@@ -587,6 +600,72 @@ TEST(BuildConfigTest, BadListenFlagNamesTheFlag) {
 }
 
 // --- the example file and the docs never drift from the code -------------------------------
+
+TEST(RetryConfigTest, ParsesEveryRetryKey) {
+  absl::StatusOr<Config> config = ParseConfig(R"(
+retry:
+  enabled: false
+  max_attempts: 5
+  backoff_base: 10ms
+  backoff_max: 2s
+  on: [unavailable]
+  per_try_timeout: 300ms
+  replay_buffer_per_call: 1MiB
+  replay_buffer_total: 8MiB
+  budget_max_tokens: 10
+  budget_token_ratio: 0.5
+  min_retries_in_flight: 7
+  retries_in_flight_percent: 50
+  methods: {"/qdrant.Points/Search": never, "/my.Service/Get": read}
+)",
+                                              "test.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  const RetryConfig& retry = config->retry;
+  EXPECT_FALSE(retry.enabled);
+  EXPECT_EQ(retry.max_attempts, 5u);
+  EXPECT_EQ(retry.backoff_base, absl::Milliseconds(10));
+  EXPECT_EQ(retry.backoff_max, absl::Seconds(2));
+  EXPECT_EQ(retry.on, std::vector<std::string>{"unavailable"});
+  EXPECT_EQ(retry.per_try_timeout, absl::Milliseconds(300));
+  EXPECT_EQ(retry.replay_buffer_per_call, 1u << 20);
+  EXPECT_EQ(retry.replay_buffer_total, 8u << 20);
+  EXPECT_EQ(retry.budget_max_tokens, 10u);
+  EXPECT_EQ(retry.budget_token_ratio, 0.5);
+  EXPECT_EQ(retry.min_retries_in_flight, 7u);
+  EXPECT_EQ(retry.retries_in_flight_percent, 50u);
+  EXPECT_EQ(retry.methods.at("/qdrant.Points/Search"), "never");
+  EXPECT_EQ(retry.methods.at("/my.Service/Get"), "read");
+}
+
+TEST(RetryConfigTest, RefusesBadRetryValues) {
+  EXPECT_EQ(ParseError("retry:\n  enabled: yes\n"),
+            "test.yaml:2: retry.enabled: expected true or false, got \"yes\"");
+  EXPECT_EQ(ParseError("retry:\n  max_attempts: 0\n"),
+            "test.yaml:2: retry.max_attempts: must be between 1 and 10, got 0");
+  EXPECT_EQ(ParseError("retry:\n  on: [unavailable, internal]\n"),
+            "test.yaml:2: retry.on: must be one of unavailable, resource_exhausted, "
+            "per_try_timeout, got \"internal\"");
+  EXPECT_EQ(ParseError("retry:\n  budget_token_ratio: 0\n"),
+            "test.yaml:2: retry.budget_token_ratio: must be above 0 and at most 1, got 0");
+  EXPECT_EQ(ParseError("retry:\n  budget_token_ratio: lots\n"),
+            "test.yaml:2: retry.budget_token_ratio: expected a number such as 0.1, got \"lots\"");
+  EXPECT_EQ(ParseError("retry:\n  methods: {Search: never}\n"),
+            "test.yaml:2: retry.methods: expected a gRPC method path such as "
+            "\"/qdrant.Points/Search\", got \"Search\"");
+  EXPECT_EQ(ParseError("retry:\n  methods: {\"/qdrant.Points/Search\": sometimes}\n"),
+            "test.yaml:2: retry.methods: /qdrant.Points/Search: must be one of read, "
+            "id_scoped_write, filter_scoped_write, never, got \"sometimes\"");
+  Config config;
+  config.upstream.nodes = {{"127.0.0.1", 6335}};
+  config.retry.backoff_base = absl::Seconds(2);
+  EXPECT_EQ(Validate(config).message(),
+            "retry.backoff_base: must not exceed retry.backoff_max (2s > 1s)");
+  config.retry.backoff_base = absl::Milliseconds(25);
+  config.retry.replay_buffer_per_call = 128 << 20;
+  EXPECT_EQ(Validate(config).message(),
+            "retry.replay_buffer_per_call: must not exceed retry.replay_buffer_total (134217728 > "
+            "67108864)");
+}
 
 TEST(ExampleConfigTest, ExampleFileEqualsDefaults) {
   absl::StatusOr<Config> config = LoadConfigFile(QPOOL_SOURCE_DIR "/config/qpool.yaml");
