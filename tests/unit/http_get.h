@@ -1,7 +1,9 @@
-// A blocking HTTP/1.1 GET for tests of the admin endpoint (Boost.Beast), with a deadline.
+// Blocking HTTP/1.1 requests for tests of the admin endpoint and the emulator's control endpoint
+// (Boost.Beast), with a deadline.
 //
 //   HttpReply reply = HttpGet(port, "/readyz");   // reply.status 0 when nothing answered
 //   EXPECT_EQ(reply.status, 200);
+//   HttpRequest(control_port, "PUT", "/faults", R"({"methods":{"Search":{"error_rate":1}}})");
 #ifndef QPOOL_TESTS_UNIT_HTTP_GET_H_
 #define QPOOL_TESTS_UNIT_HTTP_GET_H_
 
@@ -22,8 +24,9 @@ struct HttpReply {
   std::string content_type;
 };
 
-inline HttpReply HttpGet(uint16_t port, const std::string& target,
-                         std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+inline HttpReply HttpRequest(uint16_t port, const std::string& method, const std::string& target,
+                             const std::string& body = "",
+                             std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
   namespace beast = boost::beast;
   namespace http = beast::http;
   boost::asio::io_context io;
@@ -34,8 +37,13 @@ inline HttpReply HttpGet(uint16_t port, const std::string& target,
   stream.connect(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), port),
                  ec);
   if (ec) return reply;
-  http::request<http::empty_body> request(http::verb::get, target, 11);
+  http::request<http::string_body> request(http::string_to_verb(method), target, 11);
   request.set(http::field::host, "127.0.0.1");
+  if (!body.empty()) {
+    request.set(http::field::content_type, "application/json");
+    request.body() = body;
+    request.prepare_payload();
+  }
   http::write(stream, request, ec);
   if (ec) return reply;
   beast::flat_buffer buffer;
@@ -47,6 +55,11 @@ inline HttpReply HttpGet(uint16_t port, const std::string& target,
   reply.content_type = std::string(response[http::field::content_type]);
   stream.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both, ec);
   return reply;
+}
+
+inline HttpReply HttpGet(uint16_t port, const std::string& target,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+  return HttpRequest(port, "GET", target, "", timeout);
 }
 
 }  // namespace qpool::testing
