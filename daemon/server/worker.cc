@@ -234,7 +234,6 @@ void Worker::Stop() {
     std::vector<std::shared_ptr<DownstreamSession>> sessions;
     for (auto& [ptr, session] : sessions_) sessions.push_back(session);
     for (auto& session : sessions) session->Abort();
-    for (auto& observer : observers_) observer->BeginShutdown();
     for (auto& pool : pools_) pool->Shutdown();
     pools_.clear();  // aborts what is still open
     io_.stop();
