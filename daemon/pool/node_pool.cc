@@ -511,8 +511,8 @@ void NodePool::OnMaintenanceTimer() {
       it = next;
     }
   }
-  // Idle: newest first (streams fill the oldest ready connection first, so the newest are the
-  // ones load left behind), and never below min_connections.
+  // Idle: from the back of each list (streams fill the ready list from the front, so the back is
+  // where load leaves connections idle), and never below min_connections.
   if (options_.idle_timeout > Duration::zero()) {
     uint32_t live = LiveConnections();
     for (SlotList* list : {&ready_, &busy_}) {
