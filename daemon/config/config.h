@@ -67,6 +67,16 @@ struct UpstreamConfig {
   // waits a random time in [0, min(max, base * 2^failures)] (full jitter). Defaults 100ms / 5s.
   absl::Duration connect_backoff_base = absl::Milliseconds(100);
   absl::Duration connect_backoff_max = absl::Seconds(5);
+  // upstream.max_connection_age: a connection older than this, +-10% jitter per connection, is
+  // recycled: drained (its in-flight calls finish) and replaced when needed. 0 turns it off.
+  // Default 30m.
+  absl::Duration max_connection_age = absl::Minutes(30);
+  // upstream.max_requests_per_connection: a connection that has carried this many calls is
+  // recycled the same way. 0 means unlimited. Default 0.
+  uint32_t max_requests_per_connection = 0;
+  // upstream.idle_timeout: a connection with no call in flight for this long is closed (drained)
+  // while the node has more than min_connections. 0 turns it off. Default 5m.
+  absl::Duration idle_timeout = absl::Minutes(5);
 };
 
 // YAML section `retry`: which failed calls qpoold sends again, how often and how soon

@@ -438,6 +438,16 @@ const std::vector<Key>& Keys() {
       DurationKey(
           "upstream.connect_backoff_max",
           [](auto& c) -> auto& { return c.upstream.connect_backoff_max; }, /*allow_zero=*/false),
+      DurationKey(
+          "upstream.max_connection_age",
+          [](auto& c) -> auto& { return c.upstream.max_connection_age; }, /*allow_zero=*/true),
+      IntegerKey(
+          "upstream.max_requests_per_connection",
+          [](auto& c) -> auto& { return c.upstream.max_requests_per_connection; }, 0,
+          kNoUpperBound),
+      DurationKey(
+          "upstream.idle_timeout", [](auto& c) -> auto& { return c.upstream.idle_timeout; },
+          /*allow_zero=*/true),
       BoolKey(
           "retry.enabled", [](auto& c) -> auto& { return c.retry.enabled; }),
       IntegerKey(

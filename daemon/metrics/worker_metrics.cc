@@ -12,6 +12,10 @@ const char* DisconnectReasonName(DisconnectReason reason) {
       return "error";
     case DisconnectReason::kShutdown:
       return "shutdown";
+    case DisconnectReason::kRecycled:
+      return "recycled";
+    case DisconnectReason::kIdle:
+      return "idle";
   }
   return "error";
 }
@@ -79,13 +83,24 @@ void PoolMetricsObserver::OnConnectFailed(const absl::Status& reason) {
   if (on_change_) on_change_();
 }
 
-void PoolMetricsObserver::OnConnectionClosed(const absl::Status& reason) {
-  // OK is a drain that finished: qpoold's own at shutdown, otherwise the peer's GOAWAY.
+void PoolMetricsObserver::OnConnectionClosed(pool::CloseReason reason, const absl::Status& status) {
   DisconnectReason why = DisconnectReason::kError;
-  if (shutting_down_) {
-    why = DisconnectReason::kShutdown;
-  } else if (reason.ok()) {
-    why = DisconnectReason::kGoaway;
+  switch (reason) {
+    case pool::CloseReason::kGoAway:
+      why = DisconnectReason::kGoaway;
+      break;
+    case pool::CloseReason::kError:
+      why = DisconnectReason::kError;
+      break;
+    case pool::CloseReason::kShutdown:
+      why = DisconnectReason::kShutdown;
+      break;
+    case pool::CloseReason::kRecycled:
+      why = DisconnectReason::kRecycled;
+      break;
+    case pool::CloseReason::kIdle:
+      why = DisconnectReason::kIdle;
+      break;
   }
   metrics_.disconnects[static_cast<size_t>(why)].Add();
   if (on_change_) on_change_();

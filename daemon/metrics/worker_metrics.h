@@ -26,11 +26,18 @@
 
 namespace qpool::metrics {
 
-// Why an upstream connection went away after it was up. `idle` and `recycled` come with the
-// recycling issue and are not counted yet.
-enum class DisconnectReason : uint8_t { kGoaway = 0, kError = 1, kShutdown = 2 };
-inline constexpr size_t kDisconnectReasonCount = 3;
-const char* DisconnectReasonName(DisconnectReason reason);  // "goaway", "error", "shutdown"
+// Why an upstream connection went away after it was up: the `reason` label of
+// qpool_upstream_disconnects_total (pool::CloseReason, as the pool classified it).
+enum class DisconnectReason : uint8_t {
+  kGoaway = 0,
+  kError = 1,
+  kShutdown = 2,
+  kRecycled = 3,
+  kIdle = 4
+};
+inline constexpr size_t kDisconnectReasonCount = 5;
+// "goaway", "error", "shutdown", "recycled", "idle"
+const char* DisconnectReasonName(DisconnectReason reason);
 
 // Why a retryable failure was not retried (docs/retries.md): qpool_retries_refused_total{reason}.
 enum class RetryRefusal : uint8_t { kMaxAttempts = 0, kDeadline = 1, kBudget = 2, kInFlight = 3 };
@@ -155,13 +162,10 @@ class PoolMetricsObserver : public pool::PoolObserver {
   PoolMetricsObserver(NodeMetrics& metrics, EventLoop& loop, std::function<void()> on_change)
       : metrics_(metrics), loop_(loop), on_change_(std::move(on_change)) {}
 
-  // Connections closed from now on count as "shutdown", not "goaway". Worker thread.
-  void BeginShutdown() { shutting_down_ = true; }
-
   void OnConnectionState(const pool::ConnectionState* from,
                          const pool::ConnectionState* to) override;
   void OnConnectFailed(const absl::Status& reason) override;
-  void OnConnectionClosed(const absl::Status& reason) override;
+  void OnConnectionClosed(pool::CloseReason reason, const absl::Status& status) override;
   void OnStreamAcquired(Duration waited) override { metrics_.wait_duration.Observe(waited); }
   void OnQueueOverflow() override { metrics_.queue_overflows.Add(); }
   void OnAcquireTimeout() override { metrics_.acquire_timeouts.Add(); }
@@ -171,7 +175,6 @@ class PoolMetricsObserver : public pool::PoolObserver {
   EventLoop& loop_;
   std::function<void()> on_change_;
   std::deque<MonoTime> connecting_since_;
-  bool shutting_down_ = false;
 };
 
 }  // namespace qpool::metrics

@@ -13,6 +13,21 @@ namespace {
 
 std::string FormatDuration(Duration d) { return absl::FormatDuration(absl::FromChrono(d)); }
 
+// Deadlines past this are as good as never; it keeps Now() + d and d x 1.1 from overflowing when a
+// config sets a huge duration.
+constexpr Duration kLongestDeadline = std::chrono::hours(24 * 365 * 100);
+
+MonoTime DeadlineAfter(MonoTime now, Duration after) {
+  return now + std::min(after, kLongestDeadline);
+}
+
+// `age` x (1 + kConnectionAgeJitter x u), u uniform in [-1, 1): the formula of health::Jittered,
+// written here so that the pool does not depend on the health module.
+Duration JitteredAge(Duration age, Random& random) {
+  const double factor = 1.0 + kConnectionAgeJitter * (2.0 * random.Uniform01() - 1.0);
+  return std::chrono::duration_cast<Duration>(std::min(age, kLongestDeadline) * factor);
+}
+
 }  // namespace
 
 const char* ConnectionStateName(ConnectionState state) {
@@ -29,6 +44,22 @@ const char* ConnectionStateName(ConnectionState state) {
   return "unknown";
 }
 
+const char* CloseReasonName(CloseReason reason) {
+  switch (reason) {
+    case CloseReason::kGoAway:
+      return "goaway";
+    case CloseReason::kError:
+      return "error";
+    case CloseReason::kShutdown:
+      return "shutdown";
+    case CloseReason::kRecycled:
+      return "recycled";
+    case CloseReason::kIdle:
+      return "idle";
+  }
+  return "error";
+}
+
 NodePool::NodePool(NodePoolOptions options, PendingBudget& budget, ConnectionFactory& factory,
                    EventLoop& loop, Random& random, PoolObserver* observer)
     : options_(std::move(options)),
@@ -38,12 +69,14 @@ NodePool::NodePool(NodePoolOptions options, PendingBudget& budget, ConnectionFac
       random_(random),
       observer_(observer),
       acquire_timer_(loop.CreateTimer()),
-      backoff_timer_(loop.CreateTimer()) {}
+      backoff_timer_(loop.CreateTimer()),
+      maintenance_timer_(loop.CreateTimer()) {}
 
 NodePool::~NodePool() {
   shut_down_ = true;
   acquire_timer_->Cancel();
   backoff_timer_->Cancel();
+  maintenance_timer_->Cancel();
   for (StreamWaiter* waiter : waiters_) waiter->queued_ = false;
   budget_.used -= static_cast<uint32_t>(waiters_.size());
   waiters_.clear();
@@ -65,12 +98,12 @@ NodePool::AcquireResult NodePool::Acquire(StreamWaiter& waiter) {
   // Older waiters come first. A free slot and a waiter coexist only while Service() hands slots
   // out and a waiter's callback acquires again; Service() then serves the queue in order.
   if (!ready_.empty() && waiters_.empty()) {
-    auto it = ready_.begin();
-    it->streams++;
-    streams_in_flight_++;
-    PoolConnection* conn = it->conn.get();
-    Rebalance(ready_, it);
+    const size_t draining = draining_.size();
+    PoolConnection* conn = TakeStream(ready_.begin());
     if (observer_) observer_->OnStreamAcquired(Duration::zero());
+    // That stream was the connection's last (max_requests_per_connection): open its replacement.
+    // No waiter is queued, so Service() cannot call one back from inside Acquire.
+    if (draining_.size() != draining) Service();
     return {AcquireOutcome::kReady, conn, absl::OkStatus()};
   }
   if (!usable()) {
@@ -112,6 +145,8 @@ void NodePool::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   backoff_timer_->Cancel();
+  maintenance_timer_->Cancel();
+  maintenance_at_ = MonoTime::max();
   FailAllWaiters(absl::UnavailableError("qpool is shutting down and takes no new calls"));
   std::vector<std::shared_ptr<PoolConnection>> to_abort;
   std::vector<std::shared_ptr<PoolConnection>> to_drain;
@@ -181,8 +216,18 @@ void NodePool::OnConnected(PoolConnection* conn, uint32_t peer_max_streams) {
   last_connect_error_ = absl::OkStatus();
   it->peer_max_streams = peer_max_streams;
   if (list != &connecting_) return;  // drained while connecting: stays draining
+  const MonoTime now = loop_.Now();
+  it->idle_since = now;
+  if (options_.max_connection_age > Duration::zero()) {
+    it->recycle_at = DeadlineAfter(now, JitteredAge(options_.max_connection_age, random_));
+    ScheduleMaintenance(it->recycle_at);
+  }
   it = Transition(*list, it, ConnectionState::kReady);
   Rebalance(ready_, it);
+  // Its idle deadline, when it would put the pool above the floor (OnMaintenanceTimer rechecks).
+  if (options_.idle_timeout > Duration::zero() && LiveConnections() > options_.min_connections) {
+    ScheduleMaintenance(DeadlineAfter(now, options_.idle_timeout));
+  }
   Service();
 }
 
@@ -231,6 +276,14 @@ void NodePool::OnStreamClosed(PoolConnection* conn) {
   it->streams--;
   streams_in_flight_--;
   if (list == &ready_ || list == &busy_) {
+    if (it->streams == 0 && options_.idle_timeout > Duration::zero()) {
+      it->idle_since = loop_.Now();
+      // Only above the floor can idleness close it; a connection opened later arms its own
+      // deadline, and the scan then looks at every idle connection.
+      if (LiveConnections() > options_.min_connections) {
+        ScheduleMaintenance(DeadlineAfter(it->idle_since, options_.idle_timeout));
+      }
+    }
     Rebalance(*list, it);
     Service();
   }
@@ -240,8 +293,15 @@ void NodePool::OnClosed(PoolConnection* conn, const absl::Status& reason) {
   SlotList* list;
   SlotList::iterator it;
   if (!Find(conn, list, it)) return;
+  CloseReason why =
+      it->state == ConnectionState::kDraining ? it->drain_reason : CloseReason::kGoAway;
+  if (shut_down_) {
+    why = CloseReason::kShutdown;
+  } else if (!reason.ok()) {
+    why = CloseReason::kError;
+  }
   RemoveSlot(*list, it, reason);
-  if (observer_) observer_->OnConnectionClosed(reason);
+  if (observer_) observer_->OnConnectionClosed(why, reason);
   if (!shut_down_) Service();
 }
 
@@ -273,6 +333,38 @@ bool NodePool::Find(const PoolConnection* conn, SlotList*& list, SlotList::itera
     }
   }
   return false;
+}
+
+PoolConnection* NodePool::TakeStream(SlotList::iterator it) {
+  it->streams++;
+  it->streams_handed_out++;
+  streams_in_flight_++;
+  PoolConnection* conn = it->conn.get();
+  if (options_.max_requests_per_connection > 0 &&
+      it->streams_handed_out >= options_.max_requests_per_connection) {
+    Recycle(ready_, it, CloseReason::kRecycled);
+  } else {
+    Rebalance(ready_, it);
+  }
+  return conn;
+}
+
+void NodePool::Recycle(SlotList& list, SlotList::iterator it, CloseReason reason) {
+  SPDLOG_DEBUG("upstream {}: recycling a connection ({}, {} streams handed out, {} in flight)",
+               options_.node_name, CloseReasonName(reason), it->streams_handed_out, it->streams);
+  it->drain_reason = reason;
+  std::shared_ptr<PoolConnection> conn = it->conn;
+  Transition(list, it, ConnectionState::kDraining);
+  // Drain() on a later turn: the stream just handed out (max_requests_per_connection) is only
+  // reserved; its caller opens it when the pool returns. A connection drained with no stream open
+  // closes at once, and after our GOAWAY it would not take the caller's stream. The slot is
+  // draining already, so no other stream goes to it meanwhile. The lambda owns the connection:
+  // the pool may be gone when it runs (Drain() after Abort() is a no-op).
+  loop_.Post([conn = std::move(conn)] { conn->Drain(); });
+}
+
+uint32_t NodePool::LiveConnections() const {
+  return static_cast<uint32_t>(connecting_.size() + ready_.size() + busy_.size());
 }
 
 NodePool::SlotList::iterator NodePool::Transition(SlotList& from_list, SlotList::iterator it,
@@ -308,7 +400,12 @@ uint32_t NodePool::TotalConnections() const {
 }
 
 uint32_t NodePool::ConnectingCapacity() const {
-  return static_cast<uint32_t>(connecting_.size()) * options_.max_streams_per_connection;
+  // A connection recycled after max_requests_per_connection streams takes no more than that.
+  uint32_t per_connection = options_.max_streams_per_connection;
+  if (options_.max_requests_per_connection > 0) {
+    per_connection = std::min(per_connection, options_.max_requests_per_connection);
+  }
+  return static_cast<uint32_t>(connecting_.size()) * per_connection;
 }
 
 void NodePool::Service() {
@@ -317,19 +414,15 @@ void NodePool::Service() {
   // Hand free slots to waiters, oldest first.
   while (!waiters_.empty() && !ready_.empty()) {
     StreamWaiter* waiter = Dequeue();
-    auto it = ready_.begin();
-    it->streams++;
-    streams_in_flight_++;
-    PoolConnection* conn = it->conn.get();
-    Rebalance(ready_, it);
+    PoolConnection* conn = TakeStream(ready_.begin());
     if (observer_) observer_->OnStreamAcquired(loop_.Now() - waiter->queued_at_);
     waiter->OnStreamReady(conn);  // may re-enter Acquire/CancelWait: lists stay consistent
   }
   // Open connections for what waits beyond the capacity already on its way, and up to the floor.
   if (!shut_down_ && !in_backoff_) {
-    while (TotalConnections() < options_.max_connections &&
-           (waiters_.size() > ConnectingCapacity() ||
-            connecting_.size() + ready_.size() + busy_.size() < options_.min_connections)) {
+    while (
+        TotalConnections() < options_.max_connections &&
+        (waiters_.size() > ConnectingCapacity() || LiveConnections() < options_.min_connections)) {
       OpenConnection();
     }
   }
@@ -398,6 +491,57 @@ void NodePool::OnAcquireTimer() {
 void NodePool::OnBackoffTimer() {
   in_backoff_ = false;
   Service();
+}
+
+void NodePool::ScheduleMaintenance(MonoTime at) {
+  if (shut_down_ || at >= maintenance_at_) return;
+  maintenance_at_ = at;
+  maintenance_timer_->Arm(std::max(Duration::zero(), at - loop_.Now()),
+                          [this] { OnMaintenanceTimer(); });
+}
+
+void NodePool::OnMaintenanceTimer() {
+  maintenance_at_ = MonoTime::max();
+  const MonoTime now = loop_.Now();
+  // Age: ready and busy connections alike; a busy one's streams finish while it drains.
+  for (SlotList* list : {&ready_, &busy_}) {
+    for (auto it = list->begin(); it != list->end();) {
+      auto next = std::next(it);  // Recycle moves `it` to draining_
+      if (it->recycle_at <= now) Recycle(*list, it, CloseReason::kRecycled);
+      it = next;
+    }
+  }
+  // Idle: from the back of each list (streams fill the ready list from the front, so the back is
+  // where load leaves connections idle), and never below min_connections.
+  if (options_.idle_timeout > Duration::zero()) {
+    uint32_t live = LiveConnections();
+    for (SlotList* list : {&ready_, &busy_}) {
+      for (auto it = list->end(); it != list->begin() && live > options_.min_connections;) {
+        auto candidate = std::prev(it);
+        const bool idle = candidate->streams == 0 &&
+                          DeadlineAfter(candidate->idle_since, options_.idle_timeout) <= now;
+        if (idle) {
+          Recycle(*list, candidate, CloseReason::kIdle);  // `it` stays valid
+          live--;
+        } else {
+          it = candidate;
+        }
+      }
+    }
+  }
+  Service();  // replacements, for min_connections or waiting calls
+  // The next deadline: every age; idle ones only while above the floor.
+  MonoTime next = MonoTime::max();
+  const bool above_floor = LiveConnections() > options_.min_connections;
+  for (SlotList* list : {&ready_, &busy_}) {
+    for (const Slot& slot : *list) {
+      next = std::min(next, slot.recycle_at);
+      if (above_floor && slot.streams == 0 && options_.idle_timeout > Duration::zero()) {
+        next = std::min(next, DeadlineAfter(slot.idle_since, options_.idle_timeout));
+      }
+    }
+  }
+  if (next != MonoTime::max()) ScheduleMaintenance(next);
 }
 
 Duration NodePool::NextBackoff() {

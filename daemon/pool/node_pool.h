@@ -8,12 +8,20 @@
 //
 //   connecting --SETTINGS--> ready <--stream released / stream taken--> busy
 //        |                     |                                          |
-//        | connect failed      +---------- GOAWAY / Close() --------------+--> draining --> (gone)
+//        | connect failed      +-- GOAWAY / Shutdown() / recycled / idle -+--> draining --> (gone)
 //        v                                                                      (last stream ends)
 //      (gone, backoff)
 //
 // The pool never holds more than `max_connections` connections in any state, draining ones
 // included: the bound is on TCP connections to the node, whatever the load.
+//
+// Recycling: the pool itself drains a connection that reached its age (`max_connection_age`, with
+// +-10% jitter), that was handed its `max_requests_per_connection`-th stream, or that sat with no
+// stream for `idle_timeout` while more than `min_connections` are up. A recycled connection drains
+// (GOAWAY; its in-flight streams finish) and a replacement opens if min_connections or waiting
+// calls need one and the bound allows it. At the bound (say max_connections 1) the replacement
+// opens only once the drained connection has closed: meanwhile new calls wait in the queue, for
+// at most acquire_timeout as always, and are served by the replacement.
 //
 // The pool knows nothing of sockets or HTTP/2: connections come from a ConnectionFactory and report
 // back through PoolConnectionEvents, so unit tests drive it with fake connections and a fake clock.
@@ -98,6 +106,16 @@ class StreamWaiter {
 enum class ConnectionState { kConnecting, kReady, kBusy, kDraining };
 const char* ConnectionStateName(ConnectionState state);
 
+// Why a connection that was up has gone, as the pool saw it.
+enum class CloseReason {
+  kGoAway,    // drained after the peer's GOAWAY (or closed cleanly by the peer)
+  kError,     // lost, reset or broken: the connection reported a non-OK status
+  kShutdown,  // closed after Shutdown(), or by the pool's destructor
+  kRecycled,  // drained by the pool at max_connection_age or max_requests_per_connection
+  kIdle,      // drained by the pool after idle_timeout with no stream
+};
+const char* CloseReasonName(CloseReason reason);  // "goaway", "error", ... "idle"
+
 // Metric hooks; every method has an empty default. Invoked on the worker's thread.
 class PoolObserver {
  public:
@@ -105,7 +123,9 @@ class PoolObserver {
   // `from` is empty for a new connection, `to` empty for one that is gone.
   virtual void OnConnectionState(const ConnectionState* from, const ConnectionState* to) {}
   virtual void OnConnectFailed(const absl::Status& reason) {}
-  virtual void OnConnectionClosed(const absl::Status& reason) {}
+  // A connection that was up is gone: `reason` as the pool classifies it, `status` as the
+  // connection reported it (OK for a drain that finished).
+  virtual void OnConnectionClosed(CloseReason reason, const absl::Status& status) {}
   virtual void OnStreamAcquired(Duration waited) {}
   virtual void OnQueueOverflow() {}
   virtual void OnAcquireTimeout() {}
@@ -126,7 +146,21 @@ struct NodePoolOptions {
   Duration acquire_timeout = std::chrono::seconds(1);
   Duration connect_backoff_base = std::chrono::milliseconds(100);
   Duration connect_backoff_max = std::chrono::seconds(5);
+  // upstream.max_connection_age: a connection up this long, times (1 + u x kConnectionAgeJitter)
+  // for u uniform in [-1, 1) drawn once per connection, is recycled. Counted from the end of the
+  // HTTP/2 handshake. Zero: never.
+  Duration max_connection_age = std::chrono::minutes(30);
+  // upstream.max_requests_per_connection: a connection is recycled right after it was handed its
+  // this-many-th stream. Zero: no limit.
+  uint32_t max_requests_per_connection = 0;
+  // upstream.idle_timeout: a connection with no stream for this long is drained while more than
+  // min_connections connections are up (connecting, ready or busy). Zero: never.
+  Duration idle_timeout = std::chrono::minutes(5);
 };
+
+// The spread of max_connection_age: each connection's age limit is within +-10% of it, so the
+// connections opened together at start-up (or after a node restart) do not all recycle at once.
+inline constexpr double kConnectionAgeJitter = 0.1;
 
 // A snapshot for status pages and tests.
 struct NodePoolStats {
@@ -208,6 +242,10 @@ class NodePool : private PoolConnectionEvents {
     ConnectionState state = ConnectionState::kConnecting;
     uint32_t streams = 0;  // reserved or open
     uint32_t peer_max_streams = UINT32_MAX;
+    uint64_t streams_handed_out = 0;        // over the connection's life, for max_requests
+    MonoTime recycle_at = MonoTime::max();  // max_connection_age deadline; max() when off
+    MonoTime idle_since{};                  // when `streams` last dropped to 0 (or it connected)
+    CloseReason drain_reason = CloseReason::kGoAway;  // why it is draining, once it is
     uint32_t StreamCap(uint32_t configured) const {
       return peer_max_streams < configured ? peer_max_streams : configured;
     }
@@ -229,6 +267,14 @@ class NodePool : private PoolConnectionEvents {
   SlotList::iterator Transition(SlotList& from_list, SlotList::iterator it, ConnectionState to);
   // Moves a slot between ready and busy after its stream count or cap changed.
   void Rebalance(SlotList& list, SlotList::iterator it);
+  // Reserves a stream on the ready connection `it`; recycles the connection when that was its
+  // max_requests_per_connection-th. Returns the connection.
+  PoolConnection* TakeStream(SlotList::iterator it);
+  // Moves a ready or busy slot to draining for `reason` and drains its connection on a later turn
+  // of the loop (see the definition for why later).
+  void Recycle(SlotList& list, SlotList::iterator it, CloseReason reason);
+  // Connections that are up or on their way: what min_connections and idle_timeout count.
+  uint32_t LiveConnections() const;
   void RemoveSlot(SlotList& list, SlotList::iterator it, const absl::Status& reason);
 
   // Hands free slots to waiters, opens connections if waiters or min_connections need them, and
@@ -244,6 +290,10 @@ class NodePool : private PoolConnectionEvents {
   void OnAcquireTimer();
   void OnBackoffTimer();
   Duration NextBackoff();
+  // Recycling: makes sure the maintenance timer fires no later than `at`.
+  void ScheduleMaintenance(MonoTime at);
+  // Drains connections past their age or idle deadline, then re-arms for the next deadline.
+  void OnMaintenanceTimer();
 
   const NodePoolOptions options_;
   PendingBudget& budget_;
@@ -260,6 +310,12 @@ class NodePool : private PoolConnectionEvents {
 
   std::unique_ptr<Timer> acquire_timer_;
   std::unique_ptr<Timer> backoff_timer_;
+  // One timer per pool for age and idle deadlines (PgBouncer's janitor, but armed for the next
+  // deadline instead of ticking): a pool has few connections, so a scan when it fires is cheap,
+  // and the data path only compares one time point when a connection goes idle, instead of
+  // arming and cancelling a timer per connection on every stream. max() when not armed.
+  std::unique_ptr<Timer> maintenance_timer_;
+  MonoTime maintenance_at_ = MonoTime::max();
   bool in_backoff_ = false;
   uint32_t consecutive_connect_failures_ = 0;
   uint32_t streams_in_flight_ = 0;  // the sum of Slot::streams over all lists

@@ -129,8 +129,10 @@ void UpstreamConnection::Drain() {
     Abort();
     return;
   }
-  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, nullptr, 0);
-  ScheduleFlush();
+  // The pool sends no new stream here from now on; the GOAWAY waits for the last stream to end
+  // (CheckDrained). A client's GOAWAY only refuses server push, so sending it early gains nothing,
+  // and h2-based servers (Qdrant's tonic/hyper) before hyperium/h2#886 reset every open stream
+  // when a client sends GOAWAY(last_stream_id 0): the calls a drain means to let finish.
   CheckDrained();
 }
 
@@ -140,8 +142,10 @@ void UpstreamConnection::CheckDrained() {
   // Streams reset by their calls may still be open in nghttp2; nobody waits for them.
   if (!draining_ || !calls_.empty() || close_posted_ || closed()) return;
   close_posted_ = true;
-  // Close on a later turn: this may run inside an nghttp2 callback, and the GOAWAY should go out.
+  // Close on a later turn: this may run inside an nghttp2 callback. GOAWAY, then close.
   boost::asio::post(worker().io(), [self = shared_from_this(), this] {
+    if (closed()) return;
+    nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, nullptr, 0);
     Flush();
     CloseTransport(absl::OkStatus());
   });

@@ -143,6 +143,9 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
     options.acquire_timeout = absl::ToChronoNanoseconds(upstream.acquire_timeout);
     options.connect_backoff_base = absl::ToChronoNanoseconds(upstream.connect_backoff_base);
     options.connect_backoff_max = absl::ToChronoNanoseconds(upstream.connect_backoff_max);
+    options.max_connection_age = absl::ToChronoNanoseconds(upstream.max_connection_age);
+    options.max_requests_per_connection = upstream.max_requests_per_connection;
+    options.idle_timeout = absl::ToChronoNanoseconds(upstream.idle_timeout);
     pools_.push_back(std::make_unique<pool::NodePool>(std::move(options), pending_budget_,
                                                       *factories_.back(), loop_, random_,
                                                       observers_.back().get()));
@@ -278,7 +281,6 @@ void Worker::Stop() {
     std::vector<std::shared_ptr<DownstreamSession>> sessions;
     for (auto& [ptr, session] : sessions_) sessions.push_back(session);
     for (auto& session : sessions) session->Abort();
-    for (auto& observer : observers_) observer->BeginShutdown();
     for (auto& pool : pools_) pool->Shutdown();
     pools_.clear();  // aborts what is still open
     io_.stop();

@@ -36,6 +36,10 @@ void ExpectSameSettings(const Config& actual, const Config& expected) {
   EXPECT_EQ(actual.upstream.connect_timeout, expected.upstream.connect_timeout);
   EXPECT_EQ(actual.upstream.connect_backoff_base, expected.upstream.connect_backoff_base);
   EXPECT_EQ(actual.upstream.connect_backoff_max, expected.upstream.connect_backoff_max);
+  EXPECT_EQ(actual.upstream.max_connection_age, expected.upstream.max_connection_age);
+  EXPECT_EQ(actual.upstream.max_requests_per_connection,
+            expected.upstream.max_requests_per_connection);
+  EXPECT_EQ(actual.upstream.idle_timeout, expected.upstream.idle_timeout);
   EXPECT_EQ(actual.retry.enabled, expected.retry.enabled);
   EXPECT_EQ(actual.retry.max_attempts, expected.retry.max_attempts);
   EXPECT_EQ(actual.retry.backoff_base, expected.retry.backoff_base);
@@ -118,6 +122,9 @@ TEST(ConfigTest, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(config.upstream.connect_timeout, absl::Seconds(2));
   EXPECT_EQ(config.upstream.connect_backoff_base, absl::Milliseconds(100));
   EXPECT_EQ(config.upstream.connect_backoff_max, absl::Seconds(5));
+  EXPECT_EQ(config.upstream.max_connection_age, absl::Minutes(30));
+  EXPECT_EQ(config.upstream.max_requests_per_connection, 0u);
+  EXPECT_EQ(config.upstream.idle_timeout, absl::Minutes(5));
   EXPECT_EQ(config.log.level, "info");
   EXPECT_EQ(config.log.format, "text");
 }
@@ -141,6 +148,9 @@ upstream:
   connect_timeout: 3s
   connect_backoff_base: 50ms
   connect_backoff_max: 1m
+  max_connection_age: 1s
+  max_requests_per_connection: 1000
+  idle_timeout: 250ms
 log:
   level: debug
   format: json
@@ -163,6 +173,9 @@ log:
   EXPECT_EQ(config->upstream.connect_timeout, absl::Seconds(3));
   EXPECT_EQ(config->upstream.connect_backoff_base, absl::Milliseconds(50));
   EXPECT_EQ(config->upstream.connect_backoff_max, absl::Minutes(1));
+  EXPECT_EQ(config->upstream.max_connection_age, absl::Seconds(1));
+  EXPECT_EQ(config->upstream.max_requests_per_connection, 1000u);
+  EXPECT_EQ(config->upstream.idle_timeout, absl::Milliseconds(250));
   EXPECT_EQ(config->log.level, "debug");
   EXPECT_EQ(config->log.format, "json");
   EXPECT_TRUE(Validate(*config).ok()) << Validate(*config);
@@ -239,6 +252,27 @@ TEST(ConfigTest, ZeroDrainTimeoutIsAllowed) {
   absl::StatusOr<Config> config = ParseConfig("server:\n  drain_timeout: 0s\n", "test.yaml");
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->server.drain_timeout, absl::ZeroDuration());
+}
+
+TEST(ConfigTest, ZeroTurnsRecyclingOff) {
+  absl::StatusOr<Config> config = ParseConfig(
+      "upstream:\n  max_connection_age: 0s\n  max_requests_per_connection: 0\n  idle_timeout: 0\n",
+      "test.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->upstream.max_connection_age, absl::ZeroDuration());
+  EXPECT_EQ(config->upstream.max_requests_per_connection, 0u);
+  EXPECT_EQ(config->upstream.idle_timeout, absl::ZeroDuration());
+}
+
+TEST(ConfigTest, NegativeRecyclingLimitsAreRefused) {
+  EXPECT_EQ(ParseError("upstream:\n  max_connection_age: -1s\n"),
+            "test.yaml:2: upstream.max_connection_age: must not be negative, got -1s");
+  EXPECT_EQ(ParseError("upstream:\n  idle_timeout: -250ms\n"),
+            "test.yaml:2: upstream.idle_timeout: must not be negative, got -250ms");
+  EXPECT_EQ(ParseError("upstream:\n  max_requests_per_connection: -1\n"),
+            "test.yaml:2: upstream.max_requests_per_connection: must be at least 0, got -1");
+  EXPECT_EQ(ParseError("upstream:\n  max_connection_age: inf\n"),
+            "test.yaml:2: upstream.max_connection_age: must be finite");
 }
 
 TEST(ConfigTest, InfiniteDurationIsRefused) {
@@ -372,6 +406,13 @@ TEST(ValidateTest, BackoffBaseMustNotExceedMax) {
   EXPECT_EQ(std::string(Validate(config).message()),
             "upstream.connect_backoff_base: must not exceed upstream.connect_backoff_max (10s > "
             "5s)");
+}
+
+TEST(ValidateTest, RefusesANegativeRecyclingDuration) {
+  Config config = ValidConfig();
+  config.upstream.idle_timeout = absl::Seconds(-1);
+  EXPECT_EQ(std::string(Validate(config).message()),
+            "upstream.idle_timeout: must not be negative, got -1s");
 }
 
 TEST(ValidateTest, AppliesSingleKeyLimitsToo) {

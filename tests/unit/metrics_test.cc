@@ -231,12 +231,48 @@ TEST_F(PoolMetricsTest, DisconnectReasons) {
 
   ASSERT_EQ(factory_.made(), 3u);
   factory_.conn(2).Connect();
-  observer_->BeginShutdown();
   pool_->Shutdown();
   factory_.conn(2).Close(absl::OkStatus());
   EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kShutdown)].Get(), 1u);
   EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kError)].Get(), 1u);
   EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kGoaway)].Get(), 1u);
+  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kRecycled)].Get(), 0u);
+  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kIdle)].Get(), 0u);
+}
+
+TEST_F(PoolMetricsTest, RecycledAndIdleDisconnectsAreCountedAsSuch) {
+  pool::NodePoolOptions options;
+  options.min_connections = 1;
+  options.max_connections = 2;
+  options.max_streams_per_connection = 1;
+  options.max_connection_age = 10min;
+  options.idle_timeout = 1min;
+  observer_ = std::make_unique<PoolMetricsObserver>(metrics_, loop_, [this] { changes_++; });
+  pool_ =
+      std::make_unique<pool::NodePool>(options, budget_, factory_, loop_, random_, observer_.get());
+  budget_.limit = 10;
+  pool_->Start();
+  factory_.conn(0).Connect();
+  Waiter first;
+  Waiter second;
+  ASSERT_EQ(pool_->Acquire(first).outcome, pool::NodePool::AcquireOutcome::kReady);
+  ASSERT_EQ(pool_->Acquire(second).outcome, pool::NodePool::AcquireOutcome::kQueued);
+  factory_.conn(1).Connect();  // a second connection, above min_connections
+  factory_.conn(0).StreamClosed();
+  factory_.conn(1).StreamClosed();
+
+  loop_.Advance(1min);  // both idle; one is above the floor
+  ASSERT_EQ(pool_->stats().draining, 1u);
+  factory_.conn(1).Close(absl::OkStatus());
+  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kIdle)].Get(), 1u);
+
+  loop_.Advance(10min);  // FakeRandom's 0.5 draws no jitter: conn(0) reaches its age
+  ASSERT_EQ(pool_->stats().draining, 1u);
+  factory_.conn(0).Close(absl::OkStatus());
+  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kRecycled)].Get(), 1u);
+  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kGoaway)].Get(), 0u);
+  EXPECT_EQ(DisconnectReasonName(DisconnectReason::kRecycled), std::string("recycled"));
+  EXPECT_EQ(DisconnectReasonName(DisconnectReason::kIdle), std::string("idle"));
 }
 
 TEST_F(PoolMetricsTest, WaitTimeIsZeroWhenAStreamIsFreeAndTheQueueTimeOtherwise) {

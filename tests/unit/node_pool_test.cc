@@ -1,10 +1,12 @@
 // Pool accounting with fake connections and a fake clock: acquire, stream caps, queueing, queue
-// overflow, acquire timeout, GOAWAY drain, connect backoff, shutdown.
+// overflow, acquire timeout, GOAWAY drain, connect backoff, shutdown, recycling (age, requests,
+// idle) and close reasons.
 #include "daemon/pool/node_pool.h"
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -112,6 +114,25 @@ class RecordingWaiter : public StreamWaiter {
   std::vector<absl::Status> failures_;
 };
 
+// Records the close reasons the pool reports.
+class RecordingObserver : public PoolObserver {
+ public:
+  void OnConnectionClosed(CloseReason reason, const absl::Status& status) override {
+    closed.push_back(reason);
+  }
+  std::vector<CloseReason> closed;
+};
+
+// A seeded pseudo-random source: many different draws, the same in every run.
+class SeededRandom : public Random {
+ public:
+  explicit SeededRandom(uint64_t seed) : engine_(seed) {}
+  double Uniform01() override { return std::uniform_real_distribution<double>(0, 1)(engine_); }
+
+ private:
+  std::mt19937_64 engine_;
+};
+
 class NodePoolTest : public ::testing::Test {
  protected:
   static NodePoolOptions DefaultOptions() {
@@ -123,12 +144,16 @@ class NodePoolTest : public ::testing::Test {
     options.acquire_timeout = 1s;
     options.connect_backoff_base = 100ms;
     options.connect_backoff_max = 1s;
+    // Recycling off unless a test turns it on.
+    options.max_connection_age = Duration::zero();
+    options.max_requests_per_connection = 0;
+    options.idle_timeout = Duration::zero();
     return options;
   }
 
-  NodePool& MakePool(NodePoolOptions options = DefaultOptions()) {
-    pool_ =
-        std::make_unique<NodePool>(std::move(options), budget_, factory_, loop_, random_, nullptr);
+  NodePool& MakePool(NodePoolOptions options = DefaultOptions(), Random* random = nullptr) {
+    pool_ = std::make_unique<NodePool>(std::move(options), budget_, factory_, loop_,
+                                       random != nullptr ? *random : random_, &observer_);
     return *pool_;
   }
 
@@ -157,8 +182,11 @@ class NodePoolTest : public ::testing::Test {
   }
 
   std::vector<std::unique_ptr<RecordingWaiter>> waiters_;
+  RecordingObserver observer_;
   FakeEventLoop loop_;
   FakeRandom random_{1.0};
+  FakeRandom no_jitter_{0.5};  // u = 0: each connection's age limit is max_connection_age exactly
+  SeededRandom seeded_{20261127};
   PendingBudget budget_{1024, 0};
   FakeConnectionFactory factory_;
   std::unique_ptr<NodePool> pool_;  // last: destroyed first, while its collaborators still live
@@ -803,6 +831,290 @@ TEST_F(NodePoolTest, ConnectionsListsEachConnectionWithStateStreamsAndCap) {
   EXPECT_EQ(rows[1].state, ConnectionState::kBusy);
   EXPECT_EQ(rows[1].streams, 1u);
   EXPECT_EQ(rows[1].stream_cap, 1u);
+}
+
+}  // namespace
+}  // namespace qpool::pool
+
+// --- Recycling -------------------------------------------------------------------------------
+
+namespace qpool::pool {
+namespace {
+
+class RecyclingTest : public NodePoolTest {
+ protected:
+  // DefaultOptions() with max_connection_age on.
+  static NodePoolOptions AgeOptions(Duration age) {
+    NodePoolOptions options = DefaultOptions();
+    options.max_connection_age = age;
+    return options;
+  }
+};
+
+TEST_F(RecyclingTest, AgeLimitsStayWithinTenPercentOfMaxConnectionAge) {
+  NodePoolOptions options = AgeOptions(100s);
+  options.max_connections = 1;
+  NodePool& pool = MakePool(options, &seeded_);
+  pool.Start();
+  Duration shortest = Duration::max();
+  Duration longest = Duration::zero();
+  constexpr int kConnections = 200;
+  for (int i = 0; i < kConnections; ++i) {
+    ASSERT_EQ(factory_.made(), static_cast<size_t>(i + 1));
+    FakeConnection& conn = factory_.conn(i);
+    conn.Connect();
+    // The maintenance timer is the only one armed: it fires at this connection's age limit.
+    const Duration age = loop_.NextTimerIn();
+    shortest = std::min(shortest, age);
+    longest = std::max(longest, age);
+    EXPECT_GE(age, Duration(90s)) << "connection " << i;
+    EXPECT_LT(age, Duration(110s)) << "connection " << i;
+    loop_.Advance(age);
+    ASSERT_EQ(pool.StateOf(&conn), ConnectionState::kDraining) << "connection " << i;
+    ASSERT_EQ(conn.drain_calls(), 1);
+    conn.Close();  // the drain finished; the replacement opens
+  }
+  // Spread over the range, not one fixed factor.
+  EXPECT_LT(shortest, Duration(92s));
+  EXPECT_GT(longest, Duration(108s));
+}
+
+TEST_F(RecyclingTest, ConnectionAtItsAgeDrainsAndAReplacementOpens) {
+  NodePool& pool = MakePool(AgeOptions(10min), &no_jitter_);
+  pool.Start();
+  factory_.conn(0).Connect();
+
+  loop_.Advance(10min - 1ms);
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kReady);
+  EXPECT_EQ(factory_.conn(0).drain_calls(), 0);
+  EXPECT_EQ(factory_.made(), 1u);
+
+  loop_.Advance(1ms);
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kDraining);
+  EXPECT_EQ(factory_.conn(0).drain_calls(), 1);
+  EXPECT_EQ(factory_.conn(0).abort_calls(), 0);
+  ASSERT_EQ(factory_.made(), 2u);  // min_connections 1: the replacement
+  EXPECT_EQ(pool.StateOf(&factory_.conn(1)), ConnectionState::kConnecting);
+  factory_.conn(1).Connect();
+  EXPECT_EQ(AcquireNow(pool), &factory_.conn(1));
+
+  factory_.conn(0).Close();
+  EXPECT_THAT(observer_.closed, ElementsAre(CloseReason::kRecycled));
+}
+
+TEST_F(RecyclingTest, BusyConnectionAtItsAgeDrainsWithoutFailingItsStreams) {
+  NodePool& pool = MakePool(AgeOptions(10min), &no_jitter_);
+  pool.Start();
+  factory_.conn(0).Connect();
+  AcquireNow(pool);
+  AcquireNow(pool);
+  ASSERT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kBusy);
+
+  loop_.Advance(10min);
+
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kDraining);
+  EXPECT_EQ(factory_.conn(0).drain_calls(), 1);  // GOAWAY once they end; never an abort
+  EXPECT_EQ(factory_.conn(0).abort_calls(), 0);
+  EXPECT_EQ(pool.stats().streams_in_flight, 2u);
+  // The two streams finish on the draining connection; new calls go to the replacement.
+  ASSERT_EQ(factory_.made(), 2u);
+  factory_.conn(1).Connect();
+  EXPECT_EQ(AcquireNow(pool), &factory_.conn(1));
+  factory_.conn(0).StreamClosed();
+  factory_.conn(0).StreamClosed();
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kDraining);
+  EXPECT_EQ(pool.stats().streams_in_flight, 1u);
+  EXPECT_EQ(factory_.conn(0).abort_calls(), 0);
+  factory_.conn(0).Close();
+  EXPECT_THAT(observer_.closed, ElementsAre(CloseReason::kRecycled));
+}
+
+TEST_F(RecyclingTest, AtMaxConnectionsOneQueuedCallsWaitForTheReplacement) {
+  NodePoolOptions options = AgeOptions(10min);
+  options.max_connections = 1;
+  NodePool& pool = MakePool(options, &no_jitter_);
+  pool.Start();
+  factory_.conn(0).Connect();
+  AcquireNow(pool);  // in flight while the connection reaches its age
+  loop_.Advance(10min);
+  ASSERT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kDraining);
+  EXPECT_EQ(factory_.made(), 1u);  // at the bound: no replacement while it drains
+
+  RecordingWaiter& waiter = NewWaiter();
+  EXPECT_EQ(pool.Acquire(waiter).outcome, NodePool::AcquireOutcome::kQueued);
+  loop_.Advance(900ms);  // within acquire_timeout (1s)
+  EXPECT_EQ(waiter.calls(), 0);
+
+  factory_.conn(0).StreamClosed();  // the in-flight call ends; the drained connection closes
+  factory_.conn(0).Close();
+  ASSERT_EQ(factory_.made(), 2u);
+  factory_.conn(1).Connect();
+
+  EXPECT_THAT(waiter.ready_on(), ElementsAre(&factory_.conn(1)));
+  EXPECT_TRUE(waiter.failures().empty());
+  EXPECT_LE(pool.stats().total(), 1u);
+}
+
+TEST_F(RecyclingTest, AtMaxConnectionsOneQueuedCallsTimeOutAfterAcquireTimeoutAsUsual) {
+  NodePoolOptions options = AgeOptions(10min);
+  options.max_connections = 1;
+  NodePool& pool = MakePool(options, &no_jitter_);
+  pool.Start();
+  factory_.conn(0).Connect();
+  AcquireNow(pool);  // a long call keeps the drained connection open
+  loop_.Advance(10min);
+  RecordingWaiter& waiter = NewWaiter();
+  ASSERT_EQ(pool.Acquire(waiter).outcome, NodePool::AcquireOutcome::kQueued);
+
+  loop_.Advance(1s);
+
+  ASSERT_EQ(waiter.failures().size(), 1u);
+  EXPECT_EQ(waiter.failures()[0].code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(waiter.failures()[0].message()), HasSubstr("upstream.acquire_timeout"));
+  EXPECT_EQ(pool.stats().streams_in_flight, 1u);  // the long call is still in flight
+}
+
+TEST_F(RecyclingTest, MaxRequestsDrainsRightAfterTheNthStreamIsHandedOut) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_streams_per_connection = 10;
+  options.max_requests_per_connection = 3;
+  NodePool& pool = MakeReadyPool(options);
+  EXPECT_EQ(AcquireNow(pool), &factory_.conn(0));
+  EXPECT_EQ(AcquireNow(pool), &factory_.conn(0));
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kReady);
+
+  EXPECT_EQ(AcquireNow(pool), &factory_.conn(0));  // the third is still handed out
+
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kDraining);
+  // Drain() waits for a later turn of the loop, so the caller opens its stream first.
+  EXPECT_EQ(factory_.conn(0).drain_calls(), 0);
+  loop_.RunPosted();
+  EXPECT_EQ(factory_.conn(0).drain_calls(), 1);
+  EXPECT_EQ(pool.stats().streams_in_flight, 3u);
+  ASSERT_EQ(factory_.made(), 2u);  // the replacement
+  factory_.conn(1).Connect();
+  EXPECT_EQ(AcquireNow(pool), &factory_.conn(1));
+  for (int i = 0; i < 3; ++i) factory_.conn(0).StreamClosed();
+  factory_.conn(0).Close();
+  EXPECT_THAT(observer_.closed, ElementsAre(CloseReason::kRecycled));
+}
+
+TEST_F(RecyclingTest, MaxRequestsCountsStreamsHandedToWaiters) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_streams_per_connection = 10;
+  options.max_requests_per_connection = 1;
+  NodePool& pool = MakePool(options);
+  pool.Start();
+  RecordingWaiter& first = NewWaiter();
+  RecordingWaiter& second = NewWaiter();
+  pool.Acquire(first);
+  pool.Acquire(second);
+  ASSERT_EQ(factory_.made(), 2u);  // a connecting connection takes at most 1 stream here
+
+  factory_.conn(0).Connect();
+
+  EXPECT_THAT(first.ready_on(), ElementsAre(&factory_.conn(0)));
+  EXPECT_EQ(second.calls(), 0);  // conn(0) took its one stream and drains
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kDraining);
+  factory_.conn(1).Connect();
+  EXPECT_THAT(second.ready_on(), ElementsAre(&factory_.conn(1)));
+}
+
+TEST_F(RecyclingTest, IdleTimeoutClosesOnlyConnectionsAboveMinConnections) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_streams_per_connection = 1;
+  options.idle_timeout = 5min;
+  NodePool& pool = MakeReadyPool(options);
+  AcquireNow(pool);
+  RecordingWaiter& a = NewWaiter();
+  RecordingWaiter& b = NewWaiter();
+  pool.Acquire(a);
+  factory_.conn(1).Connect();
+  pool.Acquire(b);
+  factory_.conn(2).Connect();
+  ASSERT_EQ(pool.stats().busy, 3u);
+  loop_.Advance(10min);  // busy connections are not idle, however long
+  EXPECT_EQ(pool.stats().draining, 0u);
+  for (size_t i = 0; i < 3; ++i) factory_.conn(i).StreamClosed();
+
+  loop_.Advance(5min - 1ms);
+  EXPECT_EQ(pool.stats().draining, 0u);
+  loop_.Advance(1ms);
+
+  EXPECT_EQ(pool.stats().draining, 2u);  // 3 up, min_connections 1
+  EXPECT_EQ(pool.stats().ready, 1u);
+  int drained = 0;
+  for (size_t i = 0; i < 3; ++i) {
+    drained += factory_.conn(i).drain_calls();
+    if (pool.StateOf(&factory_.conn(i)) == ConnectionState::kDraining) factory_.conn(i).Close();
+  }
+  EXPECT_EQ(drained, 2);
+  EXPECT_THAT(observer_.closed, ElementsAre(CloseReason::kIdle, CloseReason::kIdle));
+  loop_.Advance(1h);  // the last one stays: it is the floor
+  EXPECT_EQ(pool.stats().ready, 1u);
+  EXPECT_EQ(pool.stats().draining, 0u);
+  EXPECT_EQ(factory_.made(), 3u);
+}
+
+TEST_F(RecyclingTest, IdlePeriodRestartsWhenTheConnectionCarriesAStream) {
+  NodePoolOptions options = DefaultOptions();
+  options.min_connections = 0;
+  options.idle_timeout = 5min;
+  NodePool& pool = MakePool(options);
+  RecordingWaiter& waiter = NewWaiter();
+  pool.Acquire(waiter);  // min_connections 0: the first call opens the connection
+  factory_.conn(0).Connect();
+  factory_.conn(0).StreamClosed();  // idle from now
+  loop_.Advance(4min);
+  AcquireNow(pool);
+  factory_.conn(0).StreamClosed();  // idle again, from 4min
+
+  loop_.Advance(5min - 1ms);  // 9min: 5min after the first idle start, not after the last
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kReady);
+  loop_.Advance(1ms);
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kDraining);
+  EXPECT_EQ(factory_.made(), 1u);  // min_connections 0: no replacement
+}
+
+TEST_F(RecyclingTest, ZeroTurnsRecyclingOff) {
+  NodePool& pool = MakeReadyPool();  // DefaultOptions(): age, requests and idle all 0
+  for (int i = 0; i < 1000; ++i) {
+    AcquireNow(pool);
+    factory_.conn(0).StreamClosed();
+  }
+  loop_.Advance(24h);
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kReady);
+  EXPECT_EQ(factory_.conn(0).drain_calls(), 0);
+  EXPECT_EQ(loop_.NextTimerIn(), Duration::max());
+}
+
+TEST_F(RecyclingTest, ShutdownStopsTheMaintenanceTimer) {
+  NodePoolOptions options = AgeOptions(10min);
+  options.idle_timeout = 5min;
+  NodePool& pool = MakeReadyPool(options);
+  ASSERT_NE(loop_.NextTimerIn(), Duration::max());
+  pool.Shutdown();
+  EXPECT_EQ(loop_.NextTimerIn(), Duration::max());
+  factory_.conn(0).Close();
+  EXPECT_THAT(observer_.closed, ElementsAre(CloseReason::kShutdown));
+}
+
+TEST_F(RecyclingTest, CloseReasonsReachTheObserver) {
+  NodePool& pool = MakeReadyPool();
+  factory_.conn(0).GoAway();
+  factory_.conn(0).Close();  // the drain after the peer's GOAWAY finished
+  ASSERT_EQ(factory_.made(), 2u);
+  factory_.conn(1).Connect();
+  factory_.conn(1).Close(absl::UnavailableError("connection reset by peer"));
+  ASSERT_EQ(factory_.made(), 3u);
+  factory_.conn(2).Connect();
+  pool.Shutdown();
+  factory_.conn(2).Close();
+
+  EXPECT_THAT(observer_.closed,
+              ElementsAre(CloseReason::kGoAway, CloseReason::kError, CloseReason::kShutdown));
+  EXPECT_STREQ(CloseReasonName(CloseReason::kRecycled), "recycled");
+  EXPECT_STREQ(CloseReasonName(CloseReason::kIdle), "idle");
 }
 
 }  // namespace
