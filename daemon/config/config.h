@@ -101,6 +101,10 @@ struct RetryConfig {
   // retry.per_try_timeout: a read attempt without an answer after this long is cancelled and
   // retried. Default 0: off (the caller's deadline is the only limit).
   absl::Duration per_try_timeout = absl::ZeroDuration();
+  // retry.hedge_delay: a read with no answer after this long gets a second attempt on another
+  // node (hedged read); the first answer wins and the other attempt is cancelled. Needs two nodes
+  // or more, and counts against the retry budget. Default 0: off.
+  absl::Duration hedge_delay = absl::ZeroDuration();
   // retry.replay_buffer_per_call / retry.replay_buffer_total: a copy of each request is kept
   // until the first response headers, for a retry; a call whose request would take more than
   // the per-call limit, or push all calls' copies past the total, goes on without one (no retry,

@@ -463,6 +463,9 @@ const std::vector<Key>& Keys() {
       DurationKey(
           "retry.per_try_timeout", [](auto& c) -> auto& { return c.retry.per_try_timeout; },
           /*allow_zero=*/true),
+      DurationKey(
+          "retry.hedge_delay", [](auto& c) -> auto& { return c.retry.hedge_delay; },
+          /*allow_zero=*/true),
       SizeKey(
           "retry.replay_buffer_per_call",
           [](auto& c) -> auto& { return c.retry.replay_buffer_per_call; }, 0, kMaxInt31),

@@ -255,6 +255,26 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
     out.push_back(std::move(f));
   }
   {
+    auto f = Family("qpool_hedges_total",
+                    "Hedged reads: second attempts started on another node after "
+                    "retry.hedge_delay without an answer.",
+                    MetricType::Counter);
+    AddCounter(
+        f, {},
+        static_cast<double>(SumWorkers(input, [](const WorkerMetrics& w) { return w.hedges(); })));
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_hedges_won_total",
+                    "Hedges that became the call's attempt: their answer came first, or the first "
+                    "attempt failed meanwhile; the other attempt was cancelled.",
+                    MetricType::Counter);
+    AddCounter(f, {}, static_cast<double>(SumWorkers(input, [](const WorkerMetrics& w) {
+                 return w.hedges_won();
+               })));
+    out.push_back(std::move(f));
+  }
+  {
     auto f =
         Family("qpool_replay_buffer_bytes",
                "Request bytes held now as replay copies, all calls together.", MetricType::Gauge);

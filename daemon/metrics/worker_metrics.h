@@ -105,6 +105,8 @@ class WorkerMetrics {
   void RecordRetryRefused(RetryRefusal refusal) {
     retries_refused_[static_cast<size_t>(refusal)].Add();
   }
+  // A hedge started (won false), or a hedge answered first (won true).
+  void RecordHedge(bool won) { (won ? hedges_won_ : hedges_).Add(); }
   void RecordReplayRefused(ReplayLimit limit) {
     replay_refusals_[static_cast<size_t>(limit)].Add();
   }
@@ -128,6 +130,8 @@ class WorkerMetrics {
   uint64_t retries_refused(RetryRefusal refusal) const {
     return retries_refused_[static_cast<size_t>(refusal)].Get();
   }
+  uint64_t hedges() const { return hedges_.Get(); }
+  uint64_t hedges_won() const { return hedges_won_.Get(); }
   uint64_t replay_refusals(ReplayLimit limit) const {
     return replay_refusals_[static_cast<size_t>(limit)].Get();
   }
@@ -140,6 +144,8 @@ class WorkerMetrics {
   std::array<std::array<RelaxedCounter, kRetryReasonCount>, kRetryClassCount> retries_;
   std::array<RelaxedCounter, kRetryRefusalCount> retries_refused_;
   std::array<RelaxedCounter, kReplayLimitCount> replay_refusals_;
+  RelaxedCounter hedges_;
+  RelaxedCounter hedges_won_;
   RelaxedCounter request_bytes_;   // gRPC message bytes (DATA payload) from apps
   RelaxedCounter response_bytes_;  // gRPC message bytes (DATA payload) from upstream, to apps
   std::vector<std::unique_ptr<NodeMetrics>> nodes_;

@@ -123,14 +123,15 @@ void Call::OnRequestHeadersEnd() {
 
 void Call::AcquireStream() {
   pool::NodePool& pool = downstream_.worker().PickPool();
-  pool::NodePool::AcquireResult result = pool.Acquire(*this);
+  UpstreamStream& s = *attempt_;
+  pool::NodePool::AcquireResult result = pool.Acquire(s);
   switch (result.outcome) {
     case pool::NodePool::AcquireOutcome::kReady:
-      pool_ = &pool;
-      StartUpstream(*static_cast<UpstreamConnection*>(result.connection));
+      s.pool = &pool;
+      StartUpstream(s, *static_cast<UpstreamConnection*>(result.connection));
       break;
     case pool::NodePool::AcquireOutcome::kQueued:
-      pool_ = &pool;  // OnStreamReady or OnAcquireFailed follows
+      s.pool = &pool;  // OnStreamReady or OnAcquireFailed follows
       break;
     case pool::NodePool::AcquireOutcome::kFailed:
       if (result.status.code() == absl::StatusCode::kUnavailable && !pool.usable()) {
@@ -163,6 +164,7 @@ void Call::OnDownstreamClosed(uint32_t h2_error_code) {
   if (deadline_timer_) deadline_timer_->Cancel();
   if (retry_timer_) retry_timer_->Cancel();
   EndRetryInFlight();
+  DropHedge();
   held_answer_.Clear();
   if (request_headers_done_) downstream_.worker().retry().active_calls--;
   // An app's RST_STREAM (or lost connection) cancels the upstream stream or the wait for one; a
@@ -173,7 +175,7 @@ void Call::OnDownstreamClosed(uint32_t h2_error_code) {
 
 ssize_t Call::ReadResponseBody(uint8_t* buf, size_t length, uint32_t* data_flags) {
   const size_t n = response_body_.Read(buf, length);
-  if (n > 0 && upstream_ != nullptr) upstream_->ConsumeResponseData(upstream_id_, n);
+  if (n > 0 && attempt_->attached()) attempt_->connection->ConsumeResponseData(attempt_->id, n);
   if (response_body_.empty()) {
     if (response_ended_) {
       *data_flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -191,88 +193,115 @@ ssize_t Call::ReadResponseBody(uint8_t* buf, size_t length, uint32_t* data_flags
 
 // --- Upstream events ---------------------------------------------------------------------------
 
-void Call::OnResponseHeader(bool trailers, nghttp2_rcbuf* name, nghttp2_rcbuf* value) {
+void Call::OnResponseHeader(UpstreamStream& s, bool trailers, nghttp2_rcbuf* name,
+                            nghttp2_rcbuf* value) {
   if (finished_) return;
-  if (trailers) {
+  if (!trailers) {
+    s.response_headers.Add(name, value);
+  } else if (&s == attempt_) {  // a hedge is promoted or gone by its first headers' end
     trailers_.Add(HeaderRefs::View(name), HeaderRefs::View(value));
-  } else {
-    response_headers_.Add(name, value);
   }
 }
 
-void Call::OnResponseHeadersEnd(bool end_stream) {
+void Call::OnResponseHeadersEnd(UpstreamStream& s, bool end_stream) {
   if (finished_) return;
-  const int node = downstream_.worker().NodeIndexOf(pool_);
-  if (end_stream && replayable_) {
-    const int code = GrpcStatusIn(response_headers_);
-    std::optional<Duration> pushback = PushbackIn(response_headers_);
-    if (RetryableStatus(code, pushback)) {
-      // A whole answer with a status worth retrying: hold it while the call decides.
-      held_answer_.TakeFrom(response_headers_);
-      held_outcome_ = retry::AttemptOutcome{};
-      held_outcome_.grpc_code = code;
-      held_outcome_.pushback = pushback;
-      held_outcome_.took = downstream_.worker().loop().Now() - attempt_started_at_;
-      if (!(request_ended_ && request_body_.empty())) {
-        // Qdrant answered before the whole request went out: stop sending it.
-        ReleaseUpstream(NGHTTP2_CANCEL);
-        OnAttemptFailed(held_outcome_, node, absl::OkStatus());
-      }
-      // Otherwise the stream closes next, and OnUpstreamClosed decides.
+  Worker& worker = downstream_.worker();
+  const int code = end_stream ? GrpcStatusIn(s.response_headers) : -1;
+  const std::optional<Duration> pushback =
+      end_stream ? PushbackIn(s.response_headers) : std::nullopt;
+  if (&s == hedge_) {
+    if (end_stream && RetryableStatus(code, pushback)) {
+      // The hedge failed; the attempt may still answer.
+      RecordAttemptResult(worker.NodeIndexOf(s.pool), /*failed=*/true);
+      DropHedge();
       return;
     }
+    PromoteHedge();  // the hedge answered first: it is the call's attempt from here on
+  } else if (hedge_ != nullptr && hedge_->attached() && end_stream &&
+             RetryableStatus(code, pushback)) {
+    // The attempt failed while a hedge runs: the hedge is the call's attempt from here on.
+    RecordAttemptResult(worker.NodeIndexOf(s.pool), /*failed=*/true);
+    PromoteHedge();
+    return;
+  }
+  const int node = worker.NodeIndexOf(attempt_->pool);
+  HeaderRefs& headers = attempt_->response_headers;
+  if (end_stream && replayable_ && RetryableStatus(code, pushback)) {
+    // A whole answer with a status worth retrying: hold it while the call decides.
+    held_answer_.TakeFrom(headers);
+    held_outcome_ = retry::AttemptOutcome{};
+    held_outcome_.grpc_code = code;
+    held_outcome_.pushback = pushback;
+    held_outcome_.took = worker.loop().Now() - attempt_->started_at;
+    if (!(request_ended_ && request_body_.empty())) {
+      // Qdrant answered before the whole request went out: stop sending it.
+      ReleaseUpstream(NGHTTP2_CANCEL);
+      OnAttemptFailed(held_outcome_, node, absl::OkStatus());
+    }
+    // Otherwise the stream closes next, and OnUpstreamClosed decides.
+    return;
   }
   RecordAttemptResult(node, /*failed=*/false);
   Commit();
+  response_started_ = true;
+  NvArray nva = headers.ToNv();
   if (end_stream) {
     // Trailers-only: one HEADERS frame with the status; forward it as it is.
-    grpc_code_ = GrpcStatusIn(response_headers_);
+    grpc_code_ = code;
     finished_ = true;
-    response_started_ = true;
     response_ended_ = true;
-    NvArray nva = response_headers_.ToNv();
-    downstream_.SubmitResponse(*this, nva.data(), nva.size(), /*has_body=*/false);
-    response_headers_.Clear();
-    return;
   }
-  response_started_ = true;
-  NvArray nva = response_headers_.ToNv();
-  downstream_.SubmitResponse(*this, nva.data(), nva.size(), /*has_body=*/true);
-  response_headers_.Clear();
+  downstream_.SubmitResponse(*this, nva.data(), nva.size(), /*has_body=*/!end_stream);
+  headers.Clear();
 }
 
-void Call::OnResponseTrailersEnd() {
-  if (finished_) return;
+void Call::OnResponseTrailersEnd(UpstreamStream& s) {
+  if (finished_ || &s != attempt_) return;
   grpc_code_ = GrpcStatusIn(trailers_);
   finished_ = true;
   response_ended_ = true;
   ResumeDownstream();
 }
 
-void Call::OnResponseData(const uint8_t* data, size_t len) {
+void Call::OnResponseData(UpstreamStream& s, const uint8_t* data, size_t len) {
   downstream_.worker().metrics().AddResponseBytes(len);
-  if (finished_) {
-    if (upstream_ != nullptr) upstream_->ConsumeResponseData(upstream_id_, len);
+  if (finished_ || &s != attempt_) {
+    if (s.attached()) s.connection->ConsumeResponseData(s.id, len);
     return;
   }
   response_body_.Append(data, len);
   ResumeDownstream();
 }
 
-void Call::OnResponseEnd() {
+void Call::OnResponseEnd(UpstreamStream& s) {
   // DATA with END_STREAM and no trailers: not gRPC, but pass it on as the end of the response.
-  if (finished_) return;
+  if (finished_ || &s != attempt_) return;
   finished_ = true;
   response_ended_ = true;
   ResumeDownstream();
 }
 
-void Call::OnUpstreamClosed(uint32_t h2_error_code, bool connection_lost) {
-  EndAttempt();
-  const std::string node_name = upstream_ != nullptr ? upstream_->node_name() : "";
-  const int node = downstream_.worker().NodeIndexOf(pool_);
-  const Duration took = downstream_.worker().loop().Now() - attempt_started_at_;
-  DetachUpstream();
+void Call::OnUpstreamClosed(UpstreamStream& s, uint32_t h2_error_code, bool connection_lost) {
+  EndAttempt(s);
+  if (&s == hedge_) {
+    // The hedge ended without an answer (or after a failed one): the attempt goes on alone.
+    if (connection_lost) RecordAttemptResult(downstream_.worker().NodeIndexOf(s.pool), true);
+    DetachStream(s);
+    DropHedge();
+    return;
+  }
+  const std::string node_name = s.attached() ? s.connection->node_name() : "";
+  const int node = downstream_.worker().NodeIndexOf(s.pool);
+  const Duration took = downstream_.worker().loop().Now() - s.started_at;
+  DetachStream(s);
+  if (hedge_ != nullptr && hedge_->attached() && !finished_ && held_answer_.empty() &&
+      !response_started_) {
+    // The attempt failed while a hedge runs: the hedge is the call's attempt from here on.
+    if (connection_lost) RecordAttemptResult(node, /*failed=*/true);
+    PromoteHedge();
+    return;
+  }
+  DropHedge();
   if (!held_answer_.empty()) {
     OnAttemptFailed(held_outcome_, node, absl::OkStatus());
     return;
@@ -307,7 +336,14 @@ void Call::OnUpstreamClosed(uint32_t h2_error_code, bool connection_lost) {
   }
 }
 
-ssize_t Call::ReadRequestBody(uint8_t* buf, size_t length, uint32_t* data_flags) {
+ssize_t Call::ReadRequestBody(UpstreamStream& s, uint8_t* buf, size_t length,
+                              uint32_t* data_flags) {
+  if (s.reads_hedge_copy) {
+    // The hedge's own copy of a request the app finished sending; nothing to acknowledge.
+    const size_t n = hedge_body_.Read(buf, length);
+    if (hedge_body_.empty()) *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return static_cast<ssize_t>(n);
+  }
   const size_t n = request_body_.Read(buf, length);
   if (n > 0) {
     AcknowledgeRequestBytes(n);
@@ -340,14 +376,24 @@ ssize_t Call::ReadRequestBody(uint8_t* buf, size_t length, uint32_t* data_flags)
 
 // --- Pool --------------------------------------------------------------------------------------
 
-void Call::OnStreamReady(pool::PoolConnection* conn) {
-  StartUpstream(*static_cast<UpstreamConnection*>(conn));
+void UpstreamStream::OnStreamReady(pool::PoolConnection* conn) { call.OnStreamReady(*this, conn); }
+
+void UpstreamStream::OnAcquireFailed(const absl::Status& status) {
+  call.OnAcquireFailed(*this, status);
 }
 
-void Call::OnAcquireFailed(const absl::Status& status) {
+void Call::OnStreamReady(UpstreamStream& s, pool::PoolConnection* conn) {
+  StartUpstream(s, *static_cast<UpstreamConnection*>(conn));
+}
+
+void Call::OnAcquireFailed(UpstreamStream& s, const absl::Status& status) {
   const bool unreachable =
-      status.code() == absl::StatusCode::kUnavailable && pool_ != nullptr && !pool_->usable();
-  pool_ = nullptr;
+      status.code() == absl::StatusCode::kUnavailable && s.pool != nullptr && !s.pool->usable();
+  s.pool = nullptr;
+  if (&s == hedge_) {
+    DropHedge();  // no stream for the hedge: the attempt goes on alone
+    return;
+  }
   if (unreachable) {
     OnNodeUnreachable(status);
   } else {
@@ -357,41 +403,56 @@ void Call::OnAcquireFailed(const absl::Status& status) {
 
 // --- Internals ---------------------------------------------------------------------------------
 
-void Call::StartUpstream(UpstreamConnection& upstream) {
+void Call::StartUpstream(UpstreamStream& s, UpstreamConnection& upstream) {
+  Worker& worker = downstream_.worker();
   // Headers as received, with grpc-timeout lowered by the time spent in qpoold so far.
   std::string remaining;
   NvArray nva;
   request_headers_.ForEach([&](std::string_view name, std::string_view value) {
     if (name == "grpc-timeout" && deadline_) {
-      remaining = FormatGrpcTimeout(*deadline_ - downstream_.worker().loop().Now());
+      remaining = FormatGrpcTimeout(*deadline_ - worker.loop().Now());
       nva.push_back(MakeNv(name, remaining));
     } else {
       nva.push_back(MakeNv(name, value));
     }
   });
-  const bool has_body = !(request_ended_ && request_body_.empty());
-  const int32_t stream_id = upstream.SubmitRequest(*this, nva.data(), nva.size(), has_body);
+  const bool has_body =
+      s.reads_hedge_copy ? !hedge_body_.empty() : !(request_ended_ && request_body_.empty());
+  const int32_t stream_id = upstream.SubmitRequest(s, nva.data(), nva.size(), has_body);
   if (stream_id < 0) {
-    pool_->ReleaseUnused(&upstream);
-    pool_ = nullptr;
+    s.pool->ReleaseUnused(&upstream);
+    s.pool = nullptr;
+    if (&s == hedge_) {
+      DropHedge();
+      return;
+    }
     FinishLocally(absl::UnavailableError(
         absl::StrCat("qpool: cannot open a stream to upstream node ", upstream.node_name(), ": ",
                      nghttp2_strerror(stream_id))));
     return;
   }
-  upstream_ = &upstream;
-  upstream_ref_ = upstream.shared_from_this();
-  upstream_id_ = stream_id;
-  attempt_started_at_ = downstream_.worker().loop().Now();
-  attempt_node_ = downstream_.worker().NodeMetricsOf(pool_);
+  s.connection = &upstream;
+  s.connection_ref = upstream.shared_from_this();
+  s.id = stream_id;
+  s.started_at = worker.loop().Now();
+  s.node_metrics = worker.NodeMetricsOf(s.pool);
+  upstream.ScheduleFlush();
+  if (&s == hedge_) return;
   attempts_++;
-  const RetryContext& retry = downstream_.worker().retry();
-  if (retry.per_try_timeout > Duration::zero() && replayable_ && retry.policy_retries &&
-      RetryClassOfCall() == retry::RetryClass::kRead) {
-    if (!retry_timer_) retry_timer_ = downstream_.worker().loop().CreateTimer();
+  const RetryContext& retry = worker.retry();
+  const bool read =
+      retry.policy_retries && replayable_ &&
+      (retry.per_try_timeout > Duration::zero() || retry.hedge_delay > Duration::zero()) &&
+      RetryClassOfCall() == retry::RetryClass::kRead;
+  if (read && retry.per_try_timeout > Duration::zero()) {
+    if (!retry_timer_) retry_timer_ = worker.loop().CreateTimer();
     retry_timer_->Arm(retry.per_try_timeout, [this] { OnPerTryTimeout(); });
   }
-  upstream.ScheduleFlush();
+  if (read && attempts_ == 1 && retry.hedge_delay > Duration::zero() &&
+      worker.config().upstream.nodes.size() > 1) {
+    if (!hedge_timer_) hedge_timer_ = worker.loop().CreateTimer();
+    hedge_timer_->Arm(retry.hedge_delay, [this] { OnHedgeDelay(); });
+  }
 }
 
 void Call::OnAttemptFailed(const retry::AttemptOutcome& outcome, int node,
@@ -528,12 +589,16 @@ void Call::EndRetryInFlight() {
 }
 
 void Call::OnPerTryTimeout() {
-  if (finished_ || upstream_ == nullptr) return;
-  const int node = downstream_.worker().NodeIndexOf(pool_);
+  if (finished_ || !attempt_->attached()) return;
+  if (hedge_ != nullptr && hedge_->attached()) {
+    PromoteHedge();  // the timed-out attempt goes; the hedge already races it
+    return;
+  }
+  const int node = downstream_.worker().NodeIndexOf(attempt_->pool);
   retry::AttemptOutcome outcome;
   outcome.grpc_code = static_cast<int>(absl::StatusCode::kDeadlineExceeded);
   outcome.per_try_timeout = true;
-  outcome.took = downstream_.worker().loop().Now() - attempt_started_at_;
+  outcome.took = downstream_.worker().loop().Now() - attempt_->started_at;
   ReleaseUpstream(NGHTTP2_CANCEL);
   OnAttemptFailed(outcome, node,
                   absl::DeadlineExceededError(
@@ -542,6 +607,7 @@ void Call::OnPerTryTimeout() {
 
 void Call::Commit() {
   if (retry_timer_) retry_timer_->Cancel();  // the per-try timeout
+  DropHedge();
   replayable_ = false;
   replay_.Clear();
   request_headers_.Clear();
@@ -553,22 +619,97 @@ void Call::AcknowledgeRequestBytes(size_t n) {
   if (n > already && !downstream_closed_) downstream_.ConsumeRequestData(*this, n - already);
 }
 
-void Call::ReleaseUpstream(uint32_t h2_error_code) {
-  if (upstream_ != nullptr) {
-    EndAttempt();
-    upstream_->ResetStream(upstream_id_, h2_error_code);
-  } else if (pool_ != nullptr) {
-    pool_->CancelWait(*this);  // still queued for a stream
+void Call::ReleaseUpstream(uint32_t h2_error_code) { ReleaseStream(*attempt_, h2_error_code); }
+
+void Call::ReleaseStream(UpstreamStream& s, uint32_t h2_error_code) {
+  if (s.attached()) {
+    EndAttempt(s);
+    s.connection->ResetStream(s.id, h2_error_code);
+  } else if (s.pool != nullptr) {
+    s.pool->CancelWait(s);  // still queued for a stream
   }
-  DetachUpstream();
+  DetachStream(s);
 }
 
-void Call::DetachUpstream() {
-  response_headers_.Clear();  // references into the upstream session
-  upstream_ = nullptr;
-  upstream_ref_.reset();
-  upstream_id_ = -1;
-  pool_ = nullptr;
+void Call::DetachStream(UpstreamStream& s) {
+  s.response_headers.Clear();  // references into the upstream session
+  s.hook.unlink();
+  s.connection = nullptr;
+  s.connection_ref.reset();
+  s.id = -1;
+  s.pool = nullptr;
+  s.node_metrics = nullptr;
+}
+
+void Call::OnHedgeDelay() {
+  Worker& worker = downstream_.worker();
+  RetryContext& retry = worker.retry();
+  // Only a read whose attempt is out with the whole request, with no answer yet.
+  if (finished_ || hedge_ != nullptr || !attempt_->attached() || !held_answer_.empty() ||
+      response_started_ || !replayable_ || !request_ended_ || !request_body_.empty()) {
+    return;
+  }
+  const int node = worker.NodeIndexOf(attempt_->pool);
+  pool::NodePool* pool = worker.PickPoolOtherThan(attempt_->pool);
+  if (node < 0 || pool == nullptr) return;
+  retry::RetryBudget& budget = retry.budgets[static_cast<size_t>(node)];
+  if (!budget.MayRetry(retry.active_calls)) {
+    const bool tokens_left =
+        budget.tokens() > static_cast<double>(worker.config().retry.budget_max_tokens) / 2;
+    worker.metrics().RecordRetryRefused(tokens_left ? metrics::RetryRefusal::kInFlight
+                                                    : metrics::RetryRefusal::kBudget);
+    return;
+  }
+  budget.RetryStarted();
+  hedge_node_ = node;
+  worker.metrics().RecordHedge(/*won=*/false);
+  UpstreamStream& s = spare();
+  hedge_ = &s;
+  s.reads_hedge_copy = true;
+  hedge_body_.Clear();
+  std::string copy;
+  replay_.CopyPrefix(replay_.size(), copy);
+  hedge_body_.Append(reinterpret_cast<const uint8_t*>(copy.data()), copy.size());
+  pool::NodePool::AcquireResult result = pool->Acquire(s);
+  switch (result.outcome) {
+    case pool::NodePool::AcquireOutcome::kReady:
+      s.pool = pool;
+      StartUpstream(s, *static_cast<UpstreamConnection*>(result.connection));
+      break;
+    case pool::NodePool::AcquireOutcome::kQueued:
+      s.pool = pool;
+      break;
+    case pool::NodePool::AcquireOutcome::kFailed:
+      DropHedge();
+      break;
+  }
+}
+
+void Call::PromoteHedge() {
+  UpstreamStream* loser = attempt_;
+  attempt_ = hedge_;
+  hedge_ = nullptr;
+  ReleaseStream(*loser, NGHTTP2_CANCEL);
+  loser->reads_hedge_copy = false;
+  if (hedge_node_ >= 0) {
+    downstream_.worker().retry().budgets[static_cast<size_t>(hedge_node_)].RetryEnded();
+    hedge_node_ = -1;
+  }
+  downstream_.worker().metrics().RecordHedge(/*won=*/true);
+}
+
+void Call::DropHedge() {
+  if (hedge_timer_) hedge_timer_->Cancel();
+  if (hedge_ == nullptr) return;
+  UpstreamStream& s = *hedge_;
+  hedge_ = nullptr;
+  ReleaseStream(s, NGHTTP2_CANCEL);
+  s.reads_hedge_copy = false;
+  hedge_body_.Clear();
+  if (hedge_node_ >= 0) {
+    downstream_.worker().retry().budgets[static_cast<size_t>(hedge_node_)].RetryEnded();
+    hedge_node_ = -1;
+  }
 }
 
 void Call::DropRequest() {
@@ -583,6 +724,7 @@ void Call::DropRequest() {
 void Call::FinishLocally(const absl::Status& status) {
   if (downstream_closed_) return;
   finished_ = true;
+  DropHedge();
   DropRequest();
   downstream_.worker().counters().local_replies.fetch_add(1, std::memory_order_relaxed);
   grpc_code_ = GrpcCode(status);
@@ -608,6 +750,7 @@ void Call::FinishLocally(const absl::Status& status) {
 void Call::OnDeadline() {
   if (finished_) return;
   if (retry_timer_) retry_timer_->Cancel();
+  DropHedge();
   held_answer_.Clear();
   ReleaseUpstream(NGHTTP2_CANCEL);
   FinishLocally(absl::DeadlineExceededError("qpool: deadline exceeded (grpc-timeout)"));
@@ -619,13 +762,15 @@ void Call::ResumeDownstream() {
 }
 
 void Call::ResumeUpstream() {
-  if (upstream_ != nullptr) upstream_->ResumeRequestData(upstream_id_);
+  if (attempt_->attached() && !attempt_->reads_hedge_copy) {
+    attempt_->connection->ResumeRequestData(attempt_->id);
+  }
 }
 
-void Call::EndAttempt() {
-  if (attempt_node_ == nullptr) return;
-  attempt_node_->attempt_duration.Observe(downstream_.worker().loop().Now() - attempt_started_at_);
-  attempt_node_ = nullptr;
+void Call::EndAttempt(UpstreamStream& s) {
+  if (s.node_metrics == nullptr) return;
+  s.node_metrics->attempt_duration.Observe(downstream_.worker().loop().Now() - s.started_at);
+  s.node_metrics = nullptr;
 }
 
 void Call::RecordCallEnd() {

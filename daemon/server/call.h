@@ -22,9 +22,14 @@
 // (WINDOW_UPDATE, per stream) only when the other side's data source has taken them, so a slow
 // reader slows its writer and a call never buffers more than one stream window per direction.
 //
+// A read may also be hedged (retry.hedge_delay, off by default): when its attempt has no answer
+// after the delay, a second attempt races it on another node; the first response headers win and
+// the other attempt is cancelled.
+//
 // Ownership: the DownstreamSession owns its calls (created on request HEADERS, deleted when the
-// downstream stream closes). The upstream side refers to the call through nghttp2 stream user
-// data, which the call clears when it lets go of the upstream stream.
+// downstream stream closes). A call owns its two UpstreamStreams (the attempt, and a hedge); the
+// upstream side refers to them through nghttp2 stream user data, which the call clears when it
+// lets go of a stream.
 // Thread-safety: none; a call lives on one worker's thread.
 #ifndef QPOOL_DAEMON_SERVER_CALL_H_
 #define QPOOL_DAEMON_SERVER_CALL_H_
@@ -50,15 +55,40 @@ namespace qpool::server {
 class DownstreamSession;
 class UpstreamConnection;
 
-// Links a call into its session's and its upstream connection's lists; a link removes itself when
-// the call is destroyed.
+// Links a call into its session's list, and an upstream stream into its connection's; a link
+// removes itself when its owner is destroyed.
 using CallHook =
     boost::intrusive::list_member_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>>;
 
-class Call : public pool::StreamWaiter {
+class Call;
+
+// One upstream attempt of a call: its place in a pool's queue, then its stream on a pooled
+// connection. The connection's events name the UpstreamStream they are for (it is the stream's
+// nghttp2 user data), so a call can tell its attempt from a hedge racing it.
+struct UpstreamStream : public pool::StreamWaiter {
+  explicit UpstreamStream(Call& owner) : call(owner) {}
+  void OnStreamReady(pool::PoolConnection* conn) override;
+  void OnAcquireFailed(const absl::Status& status) override;
+  bool attached() const { return connection != nullptr; }
+
+  Call& call;
+  pool::NodePool* pool = nullptr;            // set while queued or attached
+  UpstreamConnection* connection = nullptr;  // set while its stream is open
+  std::shared_ptr<void> connection_ref;      // keeps the connection alive while attached
+  int32_t id = -1;
+  MonoTime started_at{};
+  metrics::NodeMetrics* node_metrics = nullptr;  // set while attached
+  // Where the stream's request bytes come from: the call's request body (copied into the replay
+  // buffer as they go), or a hedge's own copy of the whole request.
+  bool reads_hedge_copy = false;
+  HeaderRefs response_headers;  // references into the upstream session until forwarded
+  CallHook hook;                // UpstreamConnection's list of streams open there
+};
+
+class Call {
  public:
   Call(DownstreamSession& downstream, int32_t stream_id);
-  ~Call() override;
+  ~Call();
 
   Call(const Call&) = delete;
   Call& operator=(const Call&) = delete;
@@ -74,33 +104,34 @@ class Call : public pool::StreamWaiter {
   // The downstream response data source.
   ssize_t ReadResponseBody(uint8_t* buf, size_t length, uint32_t* data_flags);
 
-  // Upstream events (from UpstreamConnection's nghttp2 callbacks). --------------------------------
+  // Upstream events (from UpstreamConnection's nghttp2 callbacks), for stream `s` of this call.
   // `name` and `value` belong to the upstream session; the call keeps references until the
   // header block is forwarded (trailers, which wait for the body, are copied).
-  void OnResponseHeader(bool trailers, nghttp2_rcbuf* name, nghttp2_rcbuf* value);
-  void OnResponseHeadersEnd(bool end_stream);
-  void OnResponseTrailersEnd();
-  void OnResponseData(const uint8_t* data, size_t len);
-  void OnResponseEnd();
+  void OnResponseHeader(UpstreamStream& s, bool trailers, nghttp2_rcbuf* name,
+                        nghttp2_rcbuf* value);
+  void OnResponseHeadersEnd(UpstreamStream& s, bool end_stream);
+  void OnResponseTrailersEnd(UpstreamStream& s);
+  void OnResponseData(UpstreamStream& s, const uint8_t* data, size_t len);
+  void OnResponseEnd(UpstreamStream& s);
   // The upstream stream closed. `connection_lost` when its connection went away underneath it.
-  void OnUpstreamClosed(uint32_t h2_error_code, bool connection_lost);
+  void OnUpstreamClosed(UpstreamStream& s, uint32_t h2_error_code, bool connection_lost);
   // The upstream request data source.
-  ssize_t ReadRequestBody(uint8_t* buf, size_t length, uint32_t* data_flags);
+  ssize_t ReadRequestBody(UpstreamStream& s, uint8_t* buf, size_t length, uint32_t* data_flags);
 
-  // pool::StreamWaiter.
-  void OnStreamReady(pool::PoolConnection* conn) override;
-  void OnAcquireFailed(const absl::Status& status) override;
+  // From the pool, through UpstreamStream (pool::StreamWaiter).
+  void OnStreamReady(UpstreamStream& s, pool::PoolConnection* conn);
+  void OnAcquireFailed(UpstreamStream& s, const absl::Status& status);
 
   int32_t downstream_stream_id() const { return downstream_id_; }
 
   CallHook downstream_hook;  // DownstreamSession's list of its calls
-  CallHook upstream_hook;    // UpstreamConnection's list of calls with a stream open there
 
  private:
   // Asks the balancer for a node and its pool for a stream: starts the upstream stream now, waits
   // in the pool's queue, or answers the app with the pool's refusal.
   void AcquireStream();
-  void StartUpstream(UpstreamConnection& upstream);
+  // Opens stream `s` on `upstream` (a slot there is reserved for it).
+  void StartUpstream(UpstreamStream& s, UpstreamConnection& upstream);
   // Retries (docs/retries.md). --------------------------------------------------------------------
   // The attempt in `pool`'s node failed without an answer passed on (the upstream side is already
   // let go): tries again, or answers the app with `held_answer_` (a trailers-only answer from
@@ -120,15 +151,24 @@ class Call : public pool::StreamWaiter {
   // The retry now in flight (if any) has ended.
   void EndRetryInFlight();
   void OnPerTryTimeout();
+  // Hedged reads: after retry.hedge_delay without an answer, a second attempt on another node.
+  void OnHedgeDelay();
+  // The hedge answered first (or the attempt failed while the hedge runs): the attempt is
+  // cancelled and the hedge becomes the call's attempt.
+  void PromoteHedge();
+  // Cancels the hedge, if any (its stream, or its wait in a pool's queue).
+  void DropHedge();
   // The first response headers commit the call to its upstream attempt: the replay copy goes.
   void Commit();
   // Lets the app send `n` more bytes: bytes qpoold took from it and will not send (again).
   void AcknowledgeRequestBytes(size_t n);
-  // Lets go of the upstream side: resets the stream with `h2_error_code` if it is open, or leaves
-  // the pool's queue if the call still waits for a stream.
+  // Lets go of the attempt's upstream side: resets the stream with `h2_error_code` if it is open,
+  // or leaves the pool's queue if it still waits for a stream.
   void ReleaseUpstream(uint32_t h2_error_code);
-  // Forgets the upstream stream (already closed, or just reset) and the pool it came from.
-  void DetachUpstream();
+  // The same for stream `s`, the attempt's or the hedge's.
+  void ReleaseStream(UpstreamStream& s, uint32_t h2_error_code);
+  // Forgets stream `s` (already closed, or just reset) and the pool it came from.
+  void DetachStream(UpstreamStream& s);
   // Nothing more goes upstream: drops the request bytes held and the replay copy, and lets the app
   // send more (the window stays open for its other calls); later bytes are dropped on arrival.
   void DropRequest();
@@ -138,19 +178,24 @@ class Call : public pool::StreamWaiter {
   void OnDeadline();
   void ResumeDownstream();
   void ResumeUpstream();
-  // Metrics (docs/metrics.md): the end of an upstream attempt, and of the call.
-  void EndAttempt();
+  // Metrics (docs/metrics.md): the end of an upstream stream, and of the call.
+  void EndAttempt(UpstreamStream& s);
   void RecordCallEnd();
 
   DownstreamSession& downstream_;
   const int32_t downstream_id_;
   bool downstream_closed_ = false;
 
-  // Upstream side; null until a stream is open, and again after it closed or was let go.
-  pool::NodePool* pool_ = nullptr;  // set while queued or attached
-  UpstreamConnection* upstream_ = nullptr;
-  std::shared_ptr<void> upstream_ref_;  // keeps the connection alive while attached
-  int32_t upstream_id_ = -1;
+  // Upstream side: `attempt_` is the current attempt (queued, attached, or neither between
+  // attempts); `hedge_`, when set, is the other stream object, racing it.
+  UpstreamStream stream_a_{*this};
+  UpstreamStream stream_b_{*this};
+  UpstreamStream* attempt_ = &stream_a_;
+  UpstreamStream* hedge_ = nullptr;
+  UpstreamStream& spare() { return attempt_ == &stream_a_ ? stream_b_ : stream_a_; }
+  ByteQueue hedge_body_;  // the hedge's copy of the request, read by its stream
+  std::unique_ptr<Timer> hedge_timer_;
+  int hedge_node_ = -1;  // the node whose budget counts the hedge in flight; -1: none
 
   HeaderRefs request_headers_;
   bool request_headers_done_ = false;
@@ -182,10 +227,7 @@ class Call : public pool::StreamWaiter {
   metrics::MethodClass method_class_ = metrics::MethodClass::kOther;  // from :path
   int grpc_code_ = -1;     // the final grpc-status, upstream's or qpoold's; -1: none (reset)
   MonoTime started_at_{};  // request headers complete
-  MonoTime attempt_started_at_{};
-  metrics::NodeMetrics* attempt_node_ = nullptr;  // set while an upstream stream is open
 
-  HeaderRefs response_headers_;
   HeaderBlock trailers_;
   ByteQueue response_body_;
   bool response_started_ = false;  // response HEADERS submitted downstream
@@ -193,19 +235,23 @@ class Call : public pool::StreamWaiter {
   bool finished_ = false;          // the answer to the app is settled (upstream or local)
 };
 
-// The call a session's stream belongs to: nghttp2's stream user data, on both sides.
+// The call a downstream session's stream belongs to: nghttp2's stream user data.
 inline Call* CallOf(nghttp2_session* session, int32_t stream_id) {
   return static_cast<Call*>(nghttp2_session_get_stream_user_data(session, stream_id));
+}
+
+// The call's stream an upstream session's stream is: nghttp2's stream user data.
+inline UpstreamStream* UpstreamStreamOf(nghttp2_session* session, int32_t stream_id) {
+  return static_cast<UpstreamStream*>(nghttp2_session_get_stream_user_data(session, stream_id));
 }
 
 using DownstreamCallList =
     boost::intrusive::list<Call,
                            boost::intrusive::member_hook<Call, CallHook, &Call::downstream_hook>,
                            boost::intrusive::constant_time_size<false>>;
-using UpstreamCallList =
-    boost::intrusive::list<Call,
-                           boost::intrusive::member_hook<Call, CallHook, &Call::upstream_hook>,
-                           boost::intrusive::constant_time_size<false>>;
+using UpstreamStreamList = boost::intrusive::list<
+    UpstreamStream, boost::intrusive::member_hook<UpstreamStream, CallHook, &UpstreamStream::hook>,
+    boost::intrusive::constant_time_size<false>>;
 
 }  // namespace qpool::server
 

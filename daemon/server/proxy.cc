@@ -261,8 +261,8 @@ metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
   input.node_names = node_names_;
   for (const auto& worker : worker_metrics_) input.workers.push_back(worker.get());
   const ProxyStats s = stats();
-  input.downstream = {s.downstream_accepted, s.downstream_refused, s.downstream_protocol_errors,
-                      s.downstream_open,     s.calls_started,      s.local_replies,
+  input.downstream = {s.downstream_accepted, s.downstream_refused,  s.downstream_protocol_errors,
+                      s.downstream_open,     s.calls_started,       s.local_replies,
                       s.buffered_bytes,      s.transparent_retries, s.replay_bytes};
   input.started = running_.load(std::memory_order_acquire);
   input.draining = draining_.load(std::memory_order_relaxed);

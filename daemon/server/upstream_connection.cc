@@ -90,20 +90,20 @@ void UpstreamConnection::FailConnect(const absl::Status& reason) {
   CloseTransport(reason);
 }
 
-int32_t UpstreamConnection::SubmitRequest(Call& call, const nghttp2_nv* nva, size_t nvlen,
-                                          bool has_body) {
+int32_t UpstreamConnection::SubmitRequest(UpstreamStream& stream, const nghttp2_nv* nva,
+                                          size_t nvlen, bool has_body) {
   if (closed() || draining_) return NGHTTP2_ERR_INVALID_STATE;
   nghttp2_data_provider provider{};
   provider.read_callback = &UpstreamConnection::ReadRequestCallback;
-  const int32_t stream_id =
-      nghttp2_submit_request(session_, nullptr, nva, nvlen, has_body ? &provider : nullptr, &call);
-  if (stream_id > 0) calls_.push_back(call);
+  const int32_t stream_id = nghttp2_submit_request(session_, nullptr, nva, nvlen,
+                                                   has_body ? &provider : nullptr, &stream);
+  if (stream_id > 0) streams_.push_back(stream);
   return stream_id;
 }
 
 void UpstreamConnection::ResetStream(int32_t stream_id, uint32_t h2_error_code) {
-  Call* call = CallOf(session_, stream_id);
-  if (call != nullptr) call->upstream_hook.unlink();
+  UpstreamStream* stream = UpstreamStreamOf(session_, stream_id);
+  if (stream != nullptr) stream->hook.unlink();
   if (closed()) return;
   nghttp2_session_set_stream_user_data(session_, stream_id, nullptr);
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, h2_error_code);
@@ -140,7 +140,7 @@ void UpstreamConnection::Abort() { CloseTransport(absl::CancelledError("closed b
 
 void UpstreamConnection::CheckDrained() {
   // Streams reset by their calls may still be open in nghttp2; nobody waits for them.
-  if (!draining_ || !calls_.empty() || close_posted_ || closed()) return;
+  if (!draining_ || !streams_.empty() || close_posted_ || closed()) return;
   close_posted_ = true;
   // Close on a later turn: this may run inside an nghttp2 callback. GOAWAY, then close.
   boost::asio::post(worker().io(), [self = shared_from_this(), this] {
@@ -156,10 +156,10 @@ void UpstreamConnection::OnTransportClosed(const absl::Status& reason) {
   connect_timer_.cancel();
   resolver_.cancel();
   // Calls still riding here lose their upstream stream.
-  while (!calls_.empty()) {
-    Call& call = calls_.front();
-    calls_.pop_front();
-    call.OnUpstreamClosed(NGHTTP2_INTERNAL_ERROR, /*connection_lost=*/true);
+  while (!streams_.empty()) {
+    UpstreamStream& stream = streams_.front();
+    streams_.pop_front();
+    stream.call.OnUpstreamClosed(stream, NGHTTP2_INTERNAL_ERROR, /*connection_lost=*/true);
   }
   pool::PoolConnectionEvents* events = events_;
   events_ = nullptr;
@@ -195,9 +195,9 @@ int UpstreamConnection::OnHeaderCallback(nghttp2_session* session, const nghttp2
                                          nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t,
                                          void*) {
   if (frame->hd.type != NGHTTP2_HEADERS) return 0;
-  Call* call = CallOf(session, frame->hd.stream_id);
-  if (call == nullptr) return 0;
-  call->OnResponseHeader(frame->headers.cat == NGHTTP2_HCAT_HEADERS, name, value);
+  UpstreamStream* stream = UpstreamStreamOf(session, frame->hd.stream_id);
+  if (stream == nullptr) return 0;
+  stream->call.OnResponseHeader(*stream, frame->headers.cat == NGHTTP2_HCAT_HEADERS, name, value);
   return 0;
 }
 
@@ -227,20 +227,20 @@ int UpstreamConnection::OnFrameRecvCallback(nghttp2_session* session, const nght
       self->CheckDrained();
       break;
     case NGHTTP2_HEADERS: {
-      Call* call = CallOf(session, frame->hd.stream_id);
-      if (call == nullptr) break;
+      UpstreamStream* stream = UpstreamStreamOf(session, frame->hd.stream_id);
+      if (stream == nullptr) break;
       const bool end_stream = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
       if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE) {
-        call->OnResponseHeadersEnd(end_stream);
+        stream->call.OnResponseHeadersEnd(*stream, end_stream);
       } else if (frame->headers.cat == NGHTTP2_HCAT_HEADERS && end_stream) {
-        call->OnResponseTrailersEnd();
+        stream->call.OnResponseTrailersEnd(*stream);
       }
       break;
     }
     case NGHTTP2_DATA: {
       if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) break;
-      Call* call = CallOf(session, frame->hd.stream_id);
-      if (call != nullptr) call->OnResponseEnd();
+      UpstreamStream* stream = UpstreamStreamOf(session, frame->hd.stream_id);
+      if (stream != nullptr) stream->call.OnResponseEnd(*stream);
       break;
     }
     default:
@@ -252,8 +252,8 @@ int UpstreamConnection::OnFrameRecvCallback(nghttp2_session* session, const nght
 int UpstreamConnection::OnDataChunkRecvCallback(nghttp2_session* session, uint8_t,
                                                 int32_t stream_id, const uint8_t* data, size_t len,
                                                 void* user_data) {
-  if (auto* call = static_cast<Call*>(TakeDataChunk(session, stream_id, len))) {
-    call->OnResponseData(data, len);
+  if (auto* stream = static_cast<UpstreamStream*>(TakeDataChunk(session, stream_id, len))) {
+    stream->call.OnResponseData(*stream, data, len);
   }
   return 0;
 }
@@ -261,11 +261,11 @@ int UpstreamConnection::OnDataChunkRecvCallback(nghttp2_session* session, uint8_
 int UpstreamConnection::OnStreamCloseCallback(nghttp2_session* session, int32_t stream_id,
                                               uint32_t error_code, void* user_data) {
   UpstreamConnection* self = Self(user_data);
-  Call* call = CallOf(session, stream_id);
-  if (call != nullptr) {
-    call->upstream_hook.unlink();
+  UpstreamStream* stream = UpstreamStreamOf(session, stream_id);
+  if (stream != nullptr) {
+    stream->hook.unlink();
     nghttp2_session_set_stream_user_data(session, stream_id, nullptr);
-    call->OnUpstreamClosed(error_code, /*connection_lost=*/false);
+    stream->call.OnUpstreamClosed(*stream, error_code, /*connection_lost=*/false);
   }
   if (self->events_ != nullptr) self->events_->OnStreamClosed(self);
   self->CheckDrained();
@@ -275,9 +275,9 @@ int UpstreamConnection::OnStreamCloseCallback(nghttp2_session* session, int32_t 
 ssize_t UpstreamConnection::ReadRequestCallback(nghttp2_session* session, int32_t stream_id,
                                                 uint8_t* buf, size_t length, uint32_t* data_flags,
                                                 nghttp2_data_source*, void*) {
-  Call* call = CallOf(session, stream_id);
-  if (call == nullptr) return NGHTTP2_ERR_DEFERRED;  // being reset
-  return call->ReadRequestBody(buf, length, data_flags);
+  UpstreamStream* stream = UpstreamStreamOf(session, stream_id);
+  if (stream == nullptr) return NGHTTP2_ERR_DEFERRED;  // being reset
+  return stream->call.ReadRequestBody(*stream, buf, length, data_flags);
 }
 
 }  // namespace qpool::server

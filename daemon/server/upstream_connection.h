@@ -27,11 +27,11 @@ class UpstreamConnection : public H2Transport, public pool::PoolConnection {
   // later, never from inside Connect.
   void Connect();
 
-  // Opens a stream for `call` with request headers `nva`. With `has_body` the body is pulled from
-  // the call's data source; otherwise the HEADERS frame ends the stream. Returns the stream id, or
-  // a negative nghttp2 error.
-  int32_t SubmitRequest(Call& call, const nghttp2_nv* nva, size_t nvlen, bool has_body);
-  // Cancels a stream and forgets its call; no further events reach the call.
+  // Opens `stream` (a call's attempt) with request headers `nva`. With `has_body` the body is
+  // pulled from the call's data source; otherwise the HEADERS frame ends the stream. Returns the
+  // stream id, or a negative nghttp2 error.
+  int32_t SubmitRequest(UpstreamStream& stream, const nghttp2_nv* nva, size_t nvlen, bool has_body);
+  // Cancels a stream and forgets its call's UpstreamStream; no further events reach the call.
   void ResetStream(int32_t stream_id, uint32_t h2_error_code);
   // The call has more request body (or its end) for the stream.
   void ResumeRequestData(int32_t stream_id);
@@ -69,7 +69,7 @@ class UpstreamConnection : public H2Transport, public pool::PoolConnection {
   bool handshake_done_ = false;
   bool draining_ = false;
   bool close_posted_ = false;
-  UpstreamCallList calls_;  // calls with an open stream here
+  UpstreamStreamList streams_;  // calls' streams open here
 };
 
 }  // namespace qpool::server

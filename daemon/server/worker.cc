@@ -112,6 +112,7 @@ RetryContext::RetryContext(const config::RetryConfig& config, size_t nodes)
                          static_cast<double>(config.retries_in_flight_percent) / 100.0})),
       policy_retries(config.enabled),
       per_try_timeout(absl::ToChronoNanoseconds(config.per_try_timeout)),
+      hedge_delay(absl::ToChronoNanoseconds(config.hedge_delay)),
       replay_per_call(config.replay_buffer_per_call),
       replay_total(config.replay_buffer_total) {
   for (const auto& [path, name] : config.methods) classifier.Override(path, RetryClassNamed(name));
@@ -253,6 +254,15 @@ pool::NodePool& Worker::PickPool() {
     if (pool->usable()) return *pool;
   }
   return *pools_.front();
+}
+
+pool::NodePool* Worker::PickPoolOtherThan(const pool::NodePool* except) {
+  pool::NodePool* best = nullptr;
+  for (auto& pool : pools_) {
+    if (pool.get() == except || !pool->has_live_connection()) continue;
+    if (best == nullptr || pool->load() < best->load()) best = pool.get();
+  }
+  return best;
 }
 
 void Worker::OnSessionClosed(DownstreamSession* session) {

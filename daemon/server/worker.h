@@ -71,6 +71,7 @@ struct RetryContext {
   std::vector<retry::RetryBudget> budgets;  // per node, config order
   bool policy_retries = true;               // retry.enabled
   Duration per_try_timeout{};               // zero: off
+  Duration hedge_delay{};                   // zero: no hedged reads
   size_t replay_per_call = 0;               // retry.replay_buffer_per_call
   int64_t replay_total = 0;                 // retry.replay_buffer_total
   uint64_t active_calls = 0;                // this worker's calls from request headers to close
@@ -100,6 +101,9 @@ class Worker {
   // Picks a node pool for a new call: of the nodes with a connection up, the less loaded of two
   // picked at random; else the first that may still connect; else the first node.
   pool::NodePool& PickPool();
+  // A node pool other than `except` for a hedge: the least loaded of those with a connection up;
+  // null when there is none.
+  pool::NodePool* PickPoolOtherThan(const pool::NodePool* except);
   void OnSessionClosed(DownstreamSession* session);
 
   // Stops everything and joins the thread. Call from outside the worker.

@@ -478,6 +478,38 @@ TEST_F(RetryE2eTest, NodeKilledUnderLoadFailsNoReadOrIdScopedWrite) {
             0);
 }
 
+// Hedged reads: node B answers Search after 2 s, node A at once. With hedge_delay 50ms a Search
+// whose attempt went to B gets a second attempt on A, which answers first; B's is cancelled. So
+// no call takes anywhere near B's 2 s, while some attempts did go to B.
+TEST_F(RetryE2eTest, HedgedReadsAnswerFromTheFastNode) {
+  Emulator& a = StartEmulator();
+  Emulator& b = StartEmulator();
+  ASSERT_NO_FATAL_FAILURE(CreateCollection(a.Channel()));
+  ASSERT_NO_FATAL_FAILURE(CreateCollection(b.Channel()));
+  ASSERT_NO_FATAL_FAILURE(b.SetFaults(R"({"methods":{"Search":{"latency_ms":2000}}})"));
+  ASSERT_NO_FATAL_FAILURE(StartQpoold("  hedge_delay: 50ms\n"));
+  constexpr int kCalls = 40;
+  std::atomic<int64_t> slowest_ms{0};
+
+  const int failed = RunCalls(kCalls, 4, [&](int) {
+    const absl::Time start = absl::Now();
+    grpc::Status status = Search();
+    const int64_t took = absl::ToInt64Milliseconds(absl::Now() - start);
+    int64_t seen = slowest_ms.load();
+    while (took > seen && !slowest_ms.compare_exchange_weak(seen, took)) {
+    }
+    return status;
+  });
+
+  EXPECT_EQ(failed, 0) << (failures_.empty() ? "" : failures_.front());
+  EXPECT_GT(b.Calls("qdrant.Points/Search"), 0u);  // some attempts did go to the slow node
+  EXPECT_LT(slowest_ms.load(), 1500);              // and none of their calls waited for it
+  const double hedges = Metric("qpool_hedges_total");
+  EXPECT_GE(hedges, b.Calls("qdrant.Points/Search"));
+  EXPECT_GT(Metric("qpool_hedges_won_total"), 0);
+  EXPECT_EQ(a.Calls("qdrant.Points/Search") + b.Calls("qdrant.Points/Search"), kCalls + hedges);
+}
+
 // The only node is down for 2 s: reads issued meanwhile, with 5 s deadlines, wait for it (the
 // request never left qpoold) and succeed once it is back.
 TEST_F(RetryE2eTest, ReadsDuringATwoSecondOutageSucceedAfterTheNodeReturns) {

@@ -46,6 +46,7 @@ void ExpectSameSettings(const Config& actual, const Config& expected) {
   EXPECT_EQ(actual.retry.backoff_max, expected.retry.backoff_max);
   EXPECT_EQ(actual.retry.on, expected.retry.on);
   EXPECT_EQ(actual.retry.per_try_timeout, expected.retry.per_try_timeout);
+  EXPECT_EQ(actual.retry.hedge_delay, expected.retry.hedge_delay);
   EXPECT_EQ(actual.retry.replay_buffer_per_call, expected.retry.replay_buffer_per_call);
   EXPECT_EQ(actual.retry.replay_buffer_total, expected.retry.replay_buffer_total);
   EXPECT_EQ(actual.retry.budget_max_tokens, expected.retry.budget_max_tokens);
@@ -651,6 +652,7 @@ retry:
   backoff_max: 2s
   on: [unavailable]
   per_try_timeout: 300ms
+  hedge_delay: 50ms
   replay_buffer_per_call: 1MiB
   replay_buffer_total: 8MiB
   budget_max_tokens: 10
@@ -668,6 +670,7 @@ retry:
   EXPECT_EQ(retry.backoff_max, absl::Seconds(2));
   EXPECT_EQ(retry.on, std::vector<std::string>{"unavailable"});
   EXPECT_EQ(retry.per_try_timeout, absl::Milliseconds(300));
+  EXPECT_EQ(retry.hedge_delay, absl::Milliseconds(50));
   EXPECT_EQ(retry.replay_buffer_per_call, 1u << 20);
   EXPECT_EQ(retry.replay_buffer_total, 8u << 20);
   EXPECT_EQ(retry.budget_max_tokens, 10u);
