@@ -478,6 +478,50 @@ TEST_F(RetryE2eTest, NodeKilledUnderLoadFailsNoReadOrIdScopedWrite) {
             0);
 }
 
+// RESOURCE_EXHAUSTED with `retry-after: 1` (Qdrant's rate limiter): the retry waits the second
+// Qdrant asked for, and no retry starts that could not finish before the caller's deadline.
+TEST_F(RetryE2eTest, ResourceExhaustedWaitsForRetryAfterWithinTheDeadline) {
+  Emulator& emulator = StartEmulator();
+  ASSERT_NO_FATAL_FAILURE(CreateCollection(emulator.Channel()));
+  ASSERT_NO_FATAL_FAILURE(StartQpoold(""));
+  ASSERT_NO_FATAL_FAILURE(emulator.ResetCounters());
+  ASSERT_NO_FATAL_FAILURE(emulator.SetFaults(
+      R"({"methods":{"Search":{"error_rate":1,"error_code":"RESOURCE_EXHAUSTED","retry_after_s":1}}})"));
+  const absl::Time start = absl::Now();
+
+  grpc::Status status = Search(/*deadline=*/absl::Milliseconds(1500));
+
+  // Attempt 1 at 0 s; attempt 2 after the 1 s wait; a third would start at 2 s, past 1.5 s.
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(emulator.Calls("qdrant.Points/Search"), 2u);
+  EXPECT_GE(took, absl::Seconds(1));
+  EXPECT_LT(took, absl::Milliseconds(1500));
+  EXPECT_EQ(Metric(R"(qpool_retries_total{class="read",reason="resource_exhausted"})"), 1);
+  EXPECT_EQ(Metric(R"(qpool_retries_refused_total{reason="deadline"})"), 1);
+}
+
+// retry.per_try_timeout: while the node parks every call, each read attempt is cancelled after
+// 200 ms and tried again; once the node answers again, the call succeeds within its deadline.
+TEST_F(RetryE2eTest, PerTryTimeoutRetriesAReadThatGetsNoAnswer) {
+  Emulator& emulator = StartEmulator();
+  ASSERT_NO_FATAL_FAILURE(CreateCollection(emulator.Channel()));
+  ASSERT_NO_FATAL_FAILURE(StartQpoold("  per_try_timeout: 200ms\n  max_attempts: 5\n"));
+  ASSERT_NO_FATAL_FAILURE(emulator.ResetCounters());
+  ASSERT_NO_FATAL_FAILURE(emulator.SetFaults(R"({"methods":{"Search":{"hang":true}}})"));
+  std::thread unhang([&] {
+    // Once two attempts have been parked (the first one timed out), the node answers again.
+    WaitFor([&] { return emulator.Calls("qdrant.Points/Search") >= 2; }, absl::Seconds(5));
+    emulator.SetFaults("{}");
+  });
+
+  grpc::Status status = Search(/*deadline=*/absl::Seconds(5));
+  unhang.join();
+
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_GE(Metric(R"(qpool_retries_total{class="read",reason="per_try_timeout"})"), 1);
+}
+
 // Hedged reads: node B answers Search after 2 s, node A at once. With hedge_delay 50ms a Search
 // whose attempt went to B gets a second attempt on A, which answers first; B's is cancelled. So
 // no call takes anywhere near B's 2 s, while some attempts did go to B.
