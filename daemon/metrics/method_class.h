@@ -1,5 +1,5 @@
-// Method classes: a bounded label for calls, decided from the gRPC :path by a small table (the
-// classes of /work/shared/QDRANT.md "Method classes", folded to four values for metrics).
+// Method classes: a bounded label for calls, decided from the gRPC :path by qpool's one table of
+// Qdrant methods (daemon/common/qdrant_methods.h), folded to four values for metrics.
 //
 //   ClassifyPath("/qdrant.Points/Search")            -> MethodClass::kRead
 //   ClassifyPath("/qdrant.Points/Upsert")            -> MethodClass::kWrite

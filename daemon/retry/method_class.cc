@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 
+#include "daemon/common/qdrant_methods.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/wire_format_lite.h"
 
@@ -13,10 +14,6 @@ namespace {
 
 using google::protobuf::internal::WireFormatLite;
 using google::protobuf::io::CodedInputStream;
-
-constexpr char kPoints[] = "/qdrant.Points/";
-constexpr char kCollections[] = "/qdrant.Collections/";
-constexpr char kSnapshots[] = "/qdrant.Snapshots/";
 
 // Inflates a gzip (or zlib) stream; nullopt when it is corrupt or inflates past `limit`.
 std::optional<std::string> Inflate(std::string_view compressed, size_t limit) {
@@ -75,38 +72,23 @@ const char* RetryClassName(RetryClass retry_class) {
 }
 
 MethodClassifier::MethodClassifier() {
-  auto fixed = [this](const std::string& prefix, std::initializer_list<const char*> methods,
-                      RetryClass retry_class) {
-    for (const char* method : methods) fixed_[prefix + method] = retry_class;
-  };
-  fixed(kPoints,
-        {"Search", "SearchBatch", "SearchGroups", "Query", "QueryBatch", "QueryGroups", "Recommend",
-         "RecommendBatch", "RecommendGroups", "Discover", "DiscoverBatch", "Get", "Scroll", "Count",
-         "Facet", "SearchMatrixPairs", "SearchMatrixOffsets"},
-        RetryClass::kRead);
-  fixed(kCollections,
-        {"Get", "List", "CollectionExists", "ListCollectionAliases", "ListAliases",
-         "CollectionClusterInfo", "ListShardKeys"},
-        RetryClass::kRead);
-  fixed(kSnapshots, {"List", "ListFull"}, RetryClass::kRead);
-  fixed("/qdrant.Qdrant/", {"HealthCheck"}, RetryClass::kRead);
-  fixed("/grpc.health.v1.Health/", {"Check"}, RetryClass::kRead);
-  fixed(kPoints, {"UpdateBatch"}, RetryClass::kFilterScopedWrite);
-  // Everything else, collection and snapshot changes included, is never repeated: no entry needed,
-  // Classify() falls back to kNeverRepeat.
-
-  // Field numbers from Qdrant's points.proto (DeletePoints.points = 3, SetPayloadPoints and
-  // DeletePayloadPoints .points_selector = 5, ClearPayloadPoints.points = 3,
-  // DeletePointVectors.points_selector = 3; UpsertPoints.update_filter = 6 makes an upsert
-  // conditional, and UpdatePointVectors is treated alike).
-  by_selector_[std::string(kPoints) + "Upsert"] = {0, 6, false};
-  by_selector_[std::string(kPoints) + "UpdateVectors"] = {0, 6, false};
-  by_selector_[std::string(kPoints) + "Delete"] = {3, 0, true};
-  by_selector_[std::string(kPoints) + "SetPayload"] = {5, 0, true};
-  by_selector_[std::string(kPoints) + "OverwritePayload"] = {5, 0, true};
-  by_selector_[std::string(kPoints) + "DeletePayload"] = {5, 0, true};
-  by_selector_[std::string(kPoints) + "ClearPayload"] = {3, 0, true};
-  by_selector_[std::string(kPoints) + "DeleteVectors"] = {3, 0, true};
+  for (const QdrantMethod& method : QdrantMethods()) {
+    std::string path = "/";
+    path.append(method.service).append("/").append(method.method);
+    switch (method.kind) {
+      case MethodKind::kRead:
+        fixed_[path] = RetryClass::kRead;
+        break;
+      case MethodKind::kFilterWrite:
+        fixed_[path] = RetryClass::kFilterScopedWrite;
+        break;
+      case MethodKind::kSelectorWrite:
+        by_selector_[path] = method.selector;
+        break;
+      case MethodKind::kAdmin:
+        break;  // not in either map: Classify() answers kNeverRepeat, as for unknown methods
+    }
+  }
 }
 
 void MethodClassifier::Override(std::string path, RetryClass retry_class) {
@@ -128,7 +110,7 @@ RetryClass MethodClassifier::Classify(std::string_view path, std::string_view fi
   if (auto it = fixed_.find(Key(path)); it != fixed_.end()) return it->second;
   auto it = by_selector_.find(Key(path));
   if (it == by_selector_.end()) return RetryClass::kNeverRepeat;
-  const SelectorField& rule = it->second;
+  const SelectorRule& rule = it->second;
 
   // The gRPC frame: compressed flag, big-endian length, message.
   if (first_message.size() < 5) return RetryClass::kFilterScopedWrite;

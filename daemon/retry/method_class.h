@@ -1,5 +1,6 @@
-// Which Qdrant calls qpool may send again, decided from the method and, for writes whose effect
-// depends on how they name their points, from the request itself.
+// Which Qdrant calls qpool may send again, decided from the method (qpool's one table of Qdrant
+// methods, daemon/common/qdrant_methods.h) and, for writes whose effect depends on how they name
+// their points, from the request itself.
 //
 //   read                 Search*, Query*, Recommend*, Discover*, Get, Scroll, Count, Facet,
 //                        SearchMatrix*, Collections Get/List/CollectionExists/alias and shard-key
@@ -26,6 +27,7 @@
 #include <string_view>
 
 #include "absl/container/flat_hash_map.h"
+#include "daemon/common/qdrant_methods.h"
 
 namespace qpool::retry {
 
@@ -56,14 +58,8 @@ class MethodClassifier {
   static constexpr size_t kMaxInflatedBytes = 4 << 20;
 
  private:
-  // How a selector-dependent method names its points.
-  struct SelectorField {
-    int selector_field = 0;     // field number of the PointsSelector; 0: ids by construction
-    int conditional_field = 0;  // a field that makes the write conditional (update_filter)
-    bool absent_selector_is_filter = true;
-  };
   absl::flat_hash_map<std::string, RetryClass> fixed_;
-  absl::flat_hash_map<std::string, SelectorField> by_selector_;
+  absl::flat_hash_map<std::string, SelectorRule> by_selector_;
 };
 
 }  // namespace qpool::retry

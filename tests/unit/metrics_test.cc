@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/common/qdrant_methods.h"
 #include "daemon/metrics/admin_server.h"
 #include "daemon/metrics/counters.h"
 #include "daemon/metrics/method_class.h"
@@ -19,6 +20,7 @@
 #include "daemon/metrics/scrape.h"
 #include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/node_pool.h"
+#include "daemon/retry/method_class.h"
 #include "prometheus/text_serializer.h"
 #include "tests/unit/fake_event_loop.h"
 #include "tests/unit/http_get.h"
@@ -47,6 +49,32 @@ TEST(MethodClassTest, QdrantMethodsFallIntoTheirClass) {
   EXPECT_EQ(ClassifyPath("/qdrant.Collections/Create"), MethodClass::kAdmin);
   EXPECT_EQ(ClassifyPath("/qdrant.Snapshots/CreateFull"), MethodClass::kAdmin);
   EXPECT_EQ(ClassifyPath("/qdrant.Snapshots/ListFull"), MethodClass::kRead);
+}
+
+// The metrics label and the retry class come from one table, so they cannot disagree: a read is
+// a read for both, an admin call is never repeated, a write is an id- or filter-scoped write.
+TEST(MethodClassTest, MetricsLabelsAndRetryClassesAgreeOnEveryMethod) {
+  const retry::MethodClassifier classifier;
+  ASSERT_GT(QdrantMethods().size(), 40u);
+  for (const QdrantMethod& method : QdrantMethods()) {
+    const std::string path = "/" + std::string(method.service) + "/" + std::string(method.method);
+    const retry::RetryClass retry_class = classifier.Classify(path, "", "");
+    switch (ClassifyPath(path)) {
+      case MethodClass::kRead:
+        EXPECT_EQ(retry_class, retry::RetryClass::kRead) << path;
+        break;
+      case MethodClass::kWrite:
+        // Without a readable request a selector-dependent write is filter-scoped (the safe side).
+        EXPECT_EQ(retry_class, retry::RetryClass::kFilterScopedWrite) << path;
+        break;
+      case MethodClass::kAdmin:
+        EXPECT_EQ(retry_class, retry::RetryClass::kNeverRepeat) << path;
+        break;
+      case MethodClass::kOther:
+        ADD_FAILURE() << path << " is in the table but classified other";
+        break;
+    }
+  }
 }
 
 TEST(MethodClassTest, AnythingElseIsOther) {
