@@ -340,12 +340,15 @@ TEST_P(RobustnessTest, TrafficReturnsToANodeThatComesBack) {
 }
 
 // A bare HTTP/2 upstream (nghttp2, one thread, one connection at a time) that refuses the first
-// `refuse` streams with RST_STREAM(REFUSED_STREAM), as a server does for streams it never
-// processed, and answers later ones with an empty OK gRPC response. Counts what it refused and
-// answered, and the request bytes of each answered call.
+// `refuse` streams, once it has their whole request, as a server does for streams it never
+// processed: with RST_STREAM(REFUSED_STREAM), or with `how` kGoAway by a GOAWAY whose last stream
+// id is below the stream (a server shutting down). It answers later streams with an empty OK
+// gRPC response. Counts what it refused and answered, and the request bytes of each answered call.
 class RefusingUpstream {
  public:
-  explicit RefusingUpstream(int refuse) : refuse_(refuse) {
+  enum class How { kRefusedStream, kGoAway };
+  explicit RefusingUpstream(int refuse, How how = How::kRefusedStream)
+      : refuse_(refuse), how_(how) {
     listener_ = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -382,6 +385,7 @@ class RefusingUpstream {
   }
 
   void ServeConnection(int fd) {
+    streams_.clear();  // stream ids start again on each connection
     nghttp2_session_callbacks* callbacks;
     nghttp2_session_callbacks_new(&callbacks);
     nghttp2_session_callbacks_set_on_frame_recv_callback(
@@ -420,7 +424,12 @@ class RefusingUpstream {
     const int32_t id = frame->hd.stream_id;
     if (refused_ < refuse_) {
       refused_++;
-      nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
+      if (how_ == How::kGoAway) {
+        nghttp2_submit_goaway(session, NGHTTP2_FLAG_NONE, std::max(0, id - 2), NGHTTP2_NO_ERROR,
+                              nullptr, 0);
+      } else {
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
+      }
       return 0;
     }
     answered_++;
@@ -448,6 +457,7 @@ class RefusingUpstream {
   }
 
   const int refuse_;
+  const How how_;
   int listener_;
   uint16_t port_ = 0;
   std::thread thread_;
@@ -489,6 +499,47 @@ TEST_P(RobustnessTest, RefusedStreamGivesUpAfterMaxAttempts) {
   const grpc::Status status = stub_->Unary(&ctx, EchoRequest(), &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(refusing.refused(), 3) << "three attempts in all";
+}
+
+// Issue "Retry middleware": a 3 MiB upsert-sized request caught by a GOAWAY (its stream above the
+// last stream id: never processed) is sent again whole on a new connection; a 5 MiB one passes
+// retry.replay_buffer_per_call (4 MiB), so it went without a copy: it fails, and says so in
+// qpool_replay_buffer_refusals_total{limit="per_call"}.
+TEST_P(RobustnessTest, GoAwayReplaysAThreeMebibyteRequestButNotAFiveMebibyteOne) {
+  auto per_call_refusals = [&] {
+    metrics::ScrapeInput input = proxy_->Scrape(absl::Seconds(1));
+    uint64_t total = 0;
+    for (const metrics::WorkerMetrics* worker : input.workers) {
+      total += worker->replay_refusals(metrics::ReplayLimit::kPerCall);
+    }
+    return total;
+  };
+  for (const size_t size : {size_t{3} << 20, size_t{5} << 20}) {
+    SCOPED_TRACE(size);
+    RefusingUpstream refusing(/*refuse=*/1, RefusingUpstream::How::kGoAway);
+    RestartRoute([](config::Config& config) { config.upstream.max_connections = 1; },
+                 refusing.port());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    EchoRequest request;
+    request.set_payload(std::string(size, 'u'));
+    EchoResponse response;
+
+    const grpc::Status status = stub_->Unary(&ctx, request, &response);
+
+    EXPECT_EQ(refusing.refused(), 1);
+    if (size < (4u << 20)) {
+      EXPECT_TRUE(status.ok()) << status.error_code() << " " << status.error_message();
+      EXPECT_EQ(refusing.answered(), 1);
+      EXPECT_EQ(refusing.last_request_bytes(), 5 + request.ByteSizeLong());
+      EXPECT_EQ(per_call_refusals(), 0u);
+    } else {
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+      EXPECT_EQ(refusing.answered(), 0);
+      EXPECT_EQ(per_call_refusals(), 1u);
+    }
+    EXPECT_TRUE(WaitFor([&] { return proxy_->stats().replay_bytes == 0; }, absl::Seconds(5)));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(ThroughQpoold, RobustnessTest, ::testing::Values(Route::kThroughQpoold),
