@@ -459,6 +459,7 @@ void Call::OnAttemptFailed(const retry::AttemptOutcome& outcome, int node,
                            const absl::Status& final_status) {
   Worker& worker = downstream_.worker();
   RetryContext& retry = worker.retry();
+  DropHedge();  // a hedge still waiting for a stream would race the retry
   EndRetryInFlight();
   if (!outcome.never_reached_upstream) RecordAttemptResult(node, /*failed=*/true);
 
@@ -632,6 +633,11 @@ void Call::ReleaseStream(UpstreamStream& s, uint32_t h2_error_code) {
 }
 
 void Call::DetachStream(UpstreamStream& s) {
+  if (s.reads_hedge_copy) {
+    // The next attempt on this object, if any, reads the call's request again.
+    s.reads_hedge_copy = false;
+    hedge_body_.Clear();
+  }
   s.response_headers.Clear();  // references into the upstream session
   s.hook.unlink();
   s.connection = nullptr;
@@ -690,7 +696,6 @@ void Call::PromoteHedge() {
   attempt_ = hedge_;
   hedge_ = nullptr;
   ReleaseStream(*loser, NGHTTP2_CANCEL);
-  loser->reads_hedge_copy = false;
   if (hedge_node_ >= 0) {
     downstream_.worker().retry().budgets[static_cast<size_t>(hedge_node_)].RetryEnded();
     hedge_node_ = -1;
@@ -704,8 +709,6 @@ void Call::DropHedge() {
   UpstreamStream& s = *hedge_;
   hedge_ = nullptr;
   ReleaseStream(s, NGHTTP2_CANCEL);
-  s.reads_hedge_copy = false;
-  hedge_body_.Clear();
   if (hedge_node_ >= 0) {
     downstream_.worker().retry().budgets[static_cast<size_t>(hedge_node_)].RetryEnded();
     hedge_node_ = -1;
