@@ -1,5 +1,7 @@
 #include "daemon/server/worker.h"
 
+#include <malloc.h>
+
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -273,7 +275,20 @@ void Worker::OnSessionClosed(DownstreamSession* session) {
   std::shared_ptr<DownstreamSession> keep = std::move(it->second);
   sessions_.erase(it);
   Post([keep] {});
+  MaybeTrimMemory();
   CheckDrained();
+}
+
+void Worker::MaybeTrimMemory() {
+  // After a crowd of app connections leaves (a deploy, a load test), glibc keeps the freed memory
+  // in its arenas, and the sidecar's RSS stays at its peak. Once this worker holds half the
+  // connections it held at its peak (of at least kTrimPeak), give the free pages back.
+  constexpr size_t kTrimPeak = 256;
+  peak_sessions_ = std::max(peak_sessions_, sessions_.size());
+  if (peak_sessions_ < kTrimPeak || sessions_.size() > peak_sessions_ / 2) return;
+  peak_sessions_ = sessions_.size();
+  // On a later turn, once the closed sessions themselves are freed.
+  Post([] { malloc_trim(0); });
 }
 
 void Worker::CheckDrained() {

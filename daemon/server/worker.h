@@ -130,6 +130,8 @@ class Worker {
  private:
   class UpstreamFactory;
   void CheckDrained();
+  // Returns free heap memory to the OS after many app connections closed.
+  void MaybeTrimMemory();
   // Re-evaluates node `node`'s readiness mirror (NodeMetrics::usable).
   void UpdateUsable(size_t node);
 
@@ -151,6 +153,7 @@ class Worker {
       live_nodes_;  // PickPool's scratch space, kept to avoid an allocation per call
   std::unordered_map<DownstreamSession*, std::shared_ptr<DownstreamSession>> sessions_;
   std::function<void()> on_drained_;
+  size_t peak_sessions_ = 0;  // most app connections held since the last trim
   bool draining_ = false;
   std::thread thread_;
   std::atomic<bool> running_{false};
