@@ -48,6 +48,10 @@ struct NodeMetrics {
   RelaxedCounter queue_overflows;                    // upstream.max_pending reached
   RelaxedCounter acquire_timeouts;                   // upstream.acquire_timeout passed
   DurationHistogram attempt_duration{CallDurationBounds()};  // upstream stream open -> closed
+  // Health: the fast tier (HTTP/2 PING on idle connections) and passive ejection.
+  RelaxedCounter pings_ok;      // PING acknowledged within health.fast_timeout
+  RelaxedCounter pings_failed;  // not acknowledged: the connection was closed and replaced
+  RelaxedCounter ejections;     // this worker's OutlierDetector ejected the node
   // Readiness mirrors, written by the worker after connection events, read by /readyz.
   // live: this worker has a connection to the node up (ready or busy).
   // failing: no connection up, and this worker's last connect to the node failed.
@@ -74,6 +78,10 @@ class WorkerMetrics {
     call_duration_[klass].Observe(duration);
   }
   void AddRequestBytes(uint64_t n) { request_bytes_.Add(n); }
+  // A call routed in panic mode: no node was both healthy and not ejected, so all were eligible.
+  void AddPanicRoute() { panic_routes_.Add(); }
+  // Round trip of an acknowledged health PING (fast tier).
+  void ObservePing(std::chrono::nanoseconds took) { ping_duration_.Observe(took); }
   void AddResponseBytes(uint64_t n) { response_bytes_.Add(n); }
 
   NodeMetrics& node(size_t i) { return *nodes_[i]; }
@@ -89,12 +97,16 @@ class WorkerMetrics {
   }
   uint64_t request_bytes() const { return request_bytes_.Get(); }
   uint64_t response_bytes() const { return response_bytes_.Get(); }
+  uint64_t panic_routes() const { return panic_routes_.Get(); }
+  const DurationHistogram& ping_duration() const { return ping_duration_; }
 
  private:
   std::array<std::array<RelaxedCounter, kCodeSlots>, kMethodClassCount> calls_;
   std::array<DurationHistogram, kMethodClassCount> call_duration_;
   RelaxedCounter request_bytes_;   // gRPC message bytes (DATA payload) from apps
   RelaxedCounter response_bytes_;  // gRPC message bytes (DATA payload) from upstream, to apps
+  RelaxedCounter panic_routes_;
+  DurationHistogram ping_duration_{CallDurationBounds()};
   std::vector<std::unique_ptr<NodeMetrics>> nodes_;
 };
 

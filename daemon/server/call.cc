@@ -191,6 +191,13 @@ void Call::OnResponseEnd() {
 }
 
 void Call::OnUpstreamClosed(uint32_t h2_error_code, bool connection_lost) {
+  // Passive health: a lost connection, a reset or UNAVAILABLE counts against the node; a refusal
+  // (REFUSED_STREAM, GOAWAY: never processed) says nothing about it; any other answer is a success.
+  if (pool_ != nullptr && h2_error_code != NGHTTP2_REFUSED_STREAM) {
+    downstream_.worker().OnAttemptEnd(*pool_, connection_lost ||
+                                                  h2_error_code != NGHTTP2_NO_ERROR ||
+                                                  grpc_code_ == 14 /* UNAVAILABLE */);
+  }
   EndAttempt();
   const std::string node = upstream_ != nullptr ? upstream_->node_name() : "";
   DetachUpstream();

@@ -17,6 +17,9 @@
 
 #include "daemon/common/event_loop.h"
 #include "daemon/config/config.h"
+#include "daemon/health/health.h"
+#include "daemon/health/health_scheduler.h"
+#include "daemon/metrics/health_metrics.h"
 #include "daemon/metrics/scrape.h"
 #include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/node_pool.h"
@@ -24,6 +27,8 @@
 namespace qpool::server {
 
 class DownstreamSession;
+class HealthProbe;
+struct ProbeSpec;
 
 // Counters shared by all workers; relaxed atomics, read by status and metrics.
 struct ProxyCounters {
@@ -63,8 +68,11 @@ class Worker {
  public:
   // `index` of `count` workers: the worker takes its share of each node's connection bounds.
   // `metrics` (this worker's counters, written only on its thread) must outlive the worker.
+  // `health` (the control thread's published node health; null: every node counts as healthy)
+  // must outlive the worker too.
   Worker(std::shared_ptr<const config::Config> config, uint32_t index, uint32_t count,
-         ProxyCounters& counters, metrics::WorkerMetrics& metrics);
+         ProxyCounters& counters, metrics::WorkerMetrics& metrics,
+         const metrics::HealthMetrics* health = nullptr);
   ~Worker();
 
   Worker(const Worker&) = delete;
@@ -80,9 +88,23 @@ class Worker {
   void Adopt(boost::asio::ip::tcp::socket socket, bool refuse);
   // Sends GOAWAY to every app connection; calls `on_idle` (on this thread) once none is left.
   void BeginDrain(std::function<void()> on_idle);
-  // Picks a node pool for a new call: of the nodes with a connection up, the less loaded of two
-  // picked at random; else the first that may still connect; else the first node.
+  // Picks a node pool for a new call (health::NodeRouter): among the nodes healthy by active
+  // checks and not ejected by passive ones (all of them in panic mode, counted), those with a
+  // connection up, else those that may still connect; of two picked at random, the less loaded.
   pool::NodePool& PickPool();
+  // Passive health: an upstream attempt on `pool`'s node ended; `failed` for a reset, a lost
+  // connection or UNAVAILABLE (connect failures are counted by the pool's observer).
+  void OnAttemptEnd(const pool::NodePool& pool, bool failed);
+  // Health, medium and deep tiers: probes node `node` on this worker's pool for it; `done` runs
+  // once, on this thread.
+  void StartProbe(size_t node, const ProbeSpec& spec, Duration timeout,
+                  std::function<void(health::ProbeResult)> done);
+  // A probe reported; it is deleted on a later turn.
+  void OnProbeDone(HealthProbe* probe);
+  // Health, fast tier: the PING interval for idle connections to `node` (zero: no PINGs), and
+  // its back-off after a GOAWAY too_many_pings (doubles, up to 32x health.fast_interval).
+  Duration PingInterval(size_t node) const { return ping_interval_[node]; }
+  void BackOffPings(size_t node);
   void OnSessionClosed(DownstreamSession* session);
 
   // Stops everything and joins the thread. Call from outside the worker.
@@ -104,7 +126,9 @@ class Worker {
 
  private:
   class UpstreamFactory;
+  class NodeObserver;
   void CheckDrained();
+  void OnNodeFailure(size_t node);
   // Re-evaluates node `node`'s readiness mirror (NodeMetrics::usable).
   void UpdateUsable(size_t node);
 
@@ -121,8 +145,12 @@ class Worker {
   // Declared before pools_: a pool reports to its observer until it is destroyed.
   std::vector<std::unique_ptr<metrics::PoolMetricsObserver>> observers_;
   std::vector<std::unique_ptr<pool::NodePool>> pools_;
-  std::vector<size_t>
-      live_nodes_;  // PickPool's scratch space, kept to avoid an allocation per call
+  const metrics::HealthMetrics* const health_;
+  health::NodeRouter router_;
+  std::vector<Duration> ping_interval_;  // per node
+  // Probes in flight, and those finished this turn (deleted on the next).
+  std::unordered_map<HealthProbe*, std::unique_ptr<HealthProbe>> probes_;
+  std::vector<std::unique_ptr<HealthProbe>> finished_probes_;
   std::unordered_map<DownstreamSession*, std::shared_ptr<DownstreamSession>> sessions_;
   std::function<void()> on_drained_;
   bool draining_ = false;
