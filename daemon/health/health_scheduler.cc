@@ -119,7 +119,14 @@ void HealthScheduler::Finish(size_t node, Tier tier, const ProbeResult& result, 
   slot.in_flight = false;
   slot.generation++;  // a result after a timeout is dropped
   sink_.OnCheck(node, tier, result, took);
-  if (n.tracker.OnProbeResult(result.success)) sink_.OnHealthChanged(node, n.tracker.healthy());
+  if (slot.tracker.OnProbeResult(result.success)) {
+    bool healthy = true;
+    for (const Slot& s : n.slots) healthy = healthy && s.tracker.healthy();
+    if (healthy != n.healthy) {
+      n.healthy = healthy;
+      sink_.OnHealthChanged(node, healthy);
+    }
+  }
   if (slot.due && !stopped_) StartProbe(node, tier);
 }
 

@@ -1,6 +1,8 @@
 // The active health schedule: per node, a medium probe every `medium.interval` and a deep probe
-// every `deep.interval` (each spread by +-jitter), with a timeout each; their results feed one
-// ProbeTracker per node, whose verdict is published through HealthSink.
+// every `deep.interval` (each spread by +-jitter), with a timeout each. Each tier's results feed
+// its own ProbeTracker per node (a passing HealthCheck must not mask a failing read); the node is
+// healthy while every enabled tier's tracker says so, and changes are published through
+// HealthSink.
 //
 // The scheduler decides *when* and *what it means*; a ProbeRunner does the probing (in qpoold: it
 // posts the probe to the I/O worker that owns a pool for the node, and the worker posts the result
@@ -95,11 +97,13 @@ class HealthScheduler {
   // Cancels every timer; results of probes in flight are dropped when they come.
   void Stop();
 
-  bool healthy(size_t node) const { return nodes_[node].tracker.healthy(); }
+  bool healthy(size_t node) const { return nodes_[node].healthy; }
 
  private:
   struct Slot {  // one tier of one node
+    explicit Slot(uint32_t unhealthy, uint32_t healthy) : tracker(unhealthy, healthy) {}
     TierSchedule schedule;
+    ProbeTracker tracker;
     std::unique_ptr<Timer> next;     // the next probe start
     std::unique_ptr<Timer> timeout;  // the probe in flight's timeout
     bool in_flight = false;
@@ -108,9 +112,10 @@ class HealthScheduler {
     MonoTime started_at{};
   };
   struct Node {
-    explicit Node(uint32_t unhealthy, uint32_t healthy) : tracker(unhealthy, healthy) {}
-    ProbeTracker tracker;
+    explicit Node(uint32_t unhealthy, uint32_t healthy)
+        : slots{Slot(unhealthy, healthy), Slot(unhealthy, healthy), Slot(unhealthy, healthy)} {}
     std::array<Slot, kTierCount> slots;
+    bool healthy = true;  // every tier's tracker healthy
   };
 
   void StartProbe(size_t node, Tier tier);

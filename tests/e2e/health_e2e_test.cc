@@ -125,12 +125,11 @@ class HealthE2eTest : public ::testing::Test {
                                << "health:\n"
                                << "  medium_interval: " << kInterval << "ms\n"
                                << "  medium_timeout: " << kTimeout << "ms\n"
-                               << "  deep_interval: 1s\n"
-                               << "  deep_timeout: 500ms\n"
                                << "  fast_interval: 300ms\n"
                                << "  fast_timeout: 200ms\n"
                                << "  base_ejection_time: 1s\n"
-                               << "  max_ejection_time: 2s\n";
+                               << "  max_ejection_time: 2s\n"
+                               << ExtraHealthConfig();
     log_path_ = dir_ + "/qpoold.log";
     auto qpoold = Subprocess::Spawn({QPOOLD_PATH, "--config", config_path}, log_path_);
     ASSERT_TRUE(qpoold.ok()) << qpoold.status();
@@ -158,6 +157,11 @@ class HealthE2eTest : public ::testing::Test {
       if (!qpoold_->WaitForExit(absl::Seconds(10))) qpoold_->Kill();
     }
     for (Emulator& emulator : emulators_) emulator.process.reset();  // SIGKILL
+  }
+
+  // More `health:` keys, two spaces in, one per line.
+  virtual std::string ExtraHealthConfig() const {
+    return "  deep_interval: 1s\n  deep_timeout: 500ms\n";
   }
 
   void StartEmulator(int i) {
@@ -363,6 +367,73 @@ TEST_F(HealthE2eTest, KilledNodeUnderSteadyLoadOnlyInFlightCallsFailAndTrafficRe
   for (int i = 0; i < 40; ++i) ASSERT_TRUE(Exists().ok());
   EXPECT_GT(CallsOf(emulators_[0], kExists) - before0, 0);
   EXPECT_GT(CallsOf(emulators_[1], kExists) - before1, 0);
+  // Refused reconnects while it was down ejected it (health.consecutive_failures).
+  EXPECT_GE(Scrape()[absl::StrCat("qpool_upstream_ejections_total{node=\"", Node(0), "\"}")], 1);
+}
+
+TEST_F(HealthE2eTest, UnavailableAnswersEjectTheNodeAfterConsecutiveFailures) {
+  // Node 0 answers every CollectionExists UNAVAILABLE (its health checks still pass).
+  const std::string faults =
+      "{\"methods\":{\"CollectionExists\":{\"error_rate\":1,\"error_code\":\"UNAVAILABLE\"}}}";
+  namespace http = boost::beast::http;
+  {
+    boost::asio::io_context io;
+    boost::beast::tcp_stream stream(io);
+    boost::beast::error_code ec;
+    stream.connect({boost::asio::ip::make_address("127.0.0.1"), emulators_[0].control_port}, ec);
+    ASSERT_FALSE(ec) << ec.message();
+    http::request<http::string_body> request(http::verb::put, "/faults", 11);
+    request.set(http::field::host, "127.0.0.1");
+    request.body() = faults;
+    request.prepare_payload();
+    http::write(stream, request, ec);
+    boost::beast::flat_buffer buffer;
+    http::response<http::string_body> response;
+    http::read(stream, buffer, response, ec);
+    ASSERT_EQ(response.result_int(), 200u) << response.body();
+  }
+  int unavailable = 0;
+  for (int i = 0; i < 100; ++i) {
+    grpc::Status status = Exists();
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE) unavailable++;
+  }
+  // Five in a row eject node 0 for base_ejection_time (1s); the rest go to node 1.
+  EXPECT_GE(unavailable, 5);
+  EXPECT_LE(unavailable, 10);
+  Samples s = Scrape();
+  EXPECT_GE(s[absl::StrCat("qpool_upstream_ejections_total{node=\"", Node(0), "\"}")], 1);
+  EXPECT_EQ(s[absl::StrCat("qpool_upstream_ejections_total{node=\"", Node(1), "\"}")], 0);
+  EXPECT_EQ(s["qpool_upstream_panic_total"], 0);
+  EXPECT_TRUE(Healthy(0)) << "passive ejection leaves the active verdict alone";
+}
+
+// The deep tier asking for a collection that does not exist marks both nodes unhealthy; the calls
+// still go through (panic mode, counted).
+class HealthDeepCollectionE2eTest : public HealthE2eTest {
+ protected:
+  std::string ExtraHealthConfig() const override {
+    return "  deep_collection: no_such_collection\n  deep_interval: 200ms\n"
+           "  deep_timeout: 100ms\n  medium_method: grpc\n";
+  }
+};
+
+TEST_F(HealthDeepCollectionE2eTest, MissingCollectionMakesNodesUnhealthyAndCallsPanicRoute) {
+  // SetUp waited for both nodes healthy, which they are until 3 deep checks failed.
+  ASSERT_TRUE(WaitFor([&] { return Unhealthy(0) && Unhealthy(1); }, absl::Seconds(10),
+                      absl::Milliseconds(20)));
+  EXPECT_EQ(HttpGet(admin_port_, "/readyz").status, 503);
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(Exists().ok()) << i;
+  Samples s = Scrape();
+  EXPECT_GE(s["qpool_upstream_panic_total"], 10);
+  EXPECT_GE(s[absl::StrCat("qpool_health_checks_total{node=\"", Node(0),
+                           "\",tier=\"deep\",result=\"failure\"}")],
+            3);
+  // medium_method: grpc answers SERVING, and reports no version.
+  EXPECT_GE(s[absl::StrCat("qpool_health_checks_total{node=\"", Node(0),
+                           "\",tier=\"medium\",result=\"success\"}")],
+            1);
+  EXPECT_GE(CallsOf(emulators_[0], "grpc.health.v1.Health/Check"), 1);
+  EXPECT_GE(CallsOf(emulators_[0], "qdrant.Collections/CollectionExists"), 3);
 }
 
 }  // namespace

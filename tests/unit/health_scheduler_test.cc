@@ -213,6 +213,25 @@ TEST(HealthSchedulerTest, DeepTierRunsOnItsOwnIntervalAndFeedsTheSameThreshold) 
   EXPECT_FALSE(scheduler.healthy(0));
 }
 
+TEST(HealthSchedulerTest, APassingMediumTierDoesNotMaskAFailingDeepTier) {
+  FakeEventLoop loop;
+  FakeRandom random(0.5);
+  FakeRunner runner(loop);
+  RecordingSink sink;
+  SchedulerOptions options = MediumOnly(1);
+  options.deep = {true, 200ms, 100ms};
+  HealthScheduler scheduler(options, loop, random, runner, sink);
+  scheduler.Start();
+  for (int step = 0; step < 100; ++step) {
+    loop.Advance(10ms);
+    for (size_t i = 0; i < runner.probes.size(); ++i) {
+      if (runner.probes[i].done) runner.Answer(i, runner.probes[i].tier == Tier::kMedium);
+    }
+  }
+  EXPECT_FALSE(scheduler.healthy(0));
+  ASSERT_EQ(sink.changes.size(), 1u);
+}
+
 TEST(HealthSchedulerTest, StopCancelsEverything) {
   FakeEventLoop loop;
   FakeRandom random(0.5);
