@@ -1,5 +1,7 @@
 #include "daemon/server/worker.h"
 
+#include <pthread.h>
+
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -155,6 +157,8 @@ void Worker::Start() {
     for (auto& pool : pools_) pool->Start();
   });
   thread_ = std::thread([this] {
+    // "qpool-io-0", ...: for top -H, perf and /proc/<pid>/task/<tid>/ (at most 15 characters).
+    pthread_setname_np(pthread_self(), absl::StrCat("qpool-io-", index_).substr(0, 15).c_str());
     auto guard = boost::asio::make_work_guard(io_);
     io_.run();
   });
