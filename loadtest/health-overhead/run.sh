@@ -60,6 +60,7 @@ YAML
   wait_for_line "$WORK/qpoold.log" 'listening on' '.*listening on ([0-9.:]+).*' >/dev/null
   sleep 1
   local h0 w0 h1 w1
+  curl -s "127.0.0.1:$admin/metrics" >"$WORK/metrics-$label-start.txt"
   h0=$(thread_cpu $qpid qpool-health)
   w0=$(thread_cpu $qpid 'qpool-io-*')
   sleep "$DURATION"
@@ -68,9 +69,9 @@ YAML
   curl -s "127.0.0.1:$admin/metrics" >"$WORK/metrics-$label.txt"
   kill "$qpid"; wait "$qpid" 2>/dev/null || true
   echo "== $label: ${DURATION}s idle, 3 nodes"
-  python3 - "$h0" "$h1" "$w0" "$w1" "$DURATION" "$WORK/metrics-$label.txt" <<'PY'
+  python3 - "$h0" "$h1" "$w0" "$w1" "$DURATION" "$WORK/metrics-$label.txt" "$WORK/metrics-$label-start.txt" <<'PY'
 import sys, re
-h0, h1, w0, w1, dur, path = sys.argv[1:7]
+h0, h1, w0, w1, dur, path, start_path = sys.argv[1:8]
 dur = float(dur)
 def delta(a, b):
     a = list(map(int, a.split())); b = list(map(int, b.split()))
@@ -79,11 +80,29 @@ for name, a, b in (("qpool-health thread", h0, h1), ("I/O worker thread(s) qpool
     ns, ticks = delta(a, b)
     print(f"{name}: {ns*1e3:.2f} ms CPU (schedstat), {ticks*1e3:.0f} ms (stat ticks) = {100*ns/dur:.4f}% of one core")
 text = open(path).read()
+start = open(start_path).read()
+def value(t, pattern):
+    m = re.search(pattern, t)
+    return float(m.group(1)) if m else 0.0
+# Checks made during the measured window only (end minus start), so start-up connects are out.
 for tier in ("fast", "medium", "deep"):
-    s = re.search(r'qpool_health_check_duration_seconds_sum\{tier="%s"\} (\S+)' % tier, text)
-    c = re.search(r'qpool_health_check_duration_seconds_count\{tier="%s"\} (\S+)' % tier, text)
-    if s and c and float(c.group(1)) > 0:
-        print(f"{tier}: {int(float(c.group(1)))} checks, mean {1e3*float(s.group(1))/float(c.group(1)):.3f} ms")
+    sp = r'qpool_health_check_duration_seconds_sum\{tier="%s"\} (\S+)' % tier
+    cp = r'qpool_health_check_duration_seconds_count\{tier="%s"\} (\S+)' % tier
+    n = value(text, cp) - value(start, cp)
+    if n <= 0:
+        continue
+    total = value(text, sp) - value(start, sp)
+    buckets = []
+    for m in re.finditer(r'qpool_health_check_duration_seconds_bucket\{tier="%s",le="([^"]+)"\} (\S+)' % tier, text):
+        le = m.group(1)
+        b0 = value(start, r'qpool_health_check_duration_seconds_bucket\{tier="%s",le="%s"\} (\S+)' % (tier, re.escape(le)))
+        buckets.append((le, float(m.group(2)) - b0))
+    def quantile(q):
+        for le, c in buckets:
+            if c >= q * n:
+                return le
+        return "+Inf"
+    print(f"{tier}: {int(n)} checks, mean {1e3*total/n:.3f} ms, p50 <= {quantile(0.5)} s, p99 <= {quantile(0.99)} s, max bucket <= {quantile(1.0)} s")
 for line in text.splitlines():
     if line.startswith("qpool_health_checks_total") and 'result="failure"' in line and not line.endswith(" 0"):
         print("FAILURES:", line)
