@@ -7,7 +7,8 @@
 #  - the mean time of one check per tier, from qpool_health_check_duration_seconds.
 # Run 1 uses the default intervals (fast 10s, medium 5s, deep 30s). With medium probes every 5s
 # a connection is never idle for 10s, so the fast tier sends no PING at the defaults; run 2
-# (medium and deep off, fast_interval 200ms) measures a PING round trip instead.
+# (medium and deep off, fast_interval 200ms) measures a PING round trip instead; run 3 (medium
+# every 100ms, deep every 200ms) collects enough checks for percentiles of one check's time.
 # Usage: loadtest/health-overhead/run.sh QPOOLD EMULATOR [DURATION_SECONDS]
 set -euo pipefail
 QPOOLD=$1
@@ -114,3 +115,7 @@ run ping "  medium_enabled: false
   deep_enabled: false
   fast_interval: 200ms
   fast_timeout: 1s"
+run many "  medium_interval: 100ms
+  medium_timeout: 100ms
+  deep_interval: 200ms
+  deep_timeout: 200ms"
