@@ -134,8 +134,21 @@ class HealthE2eTest : public ::testing::Test {
     auto qpoold = Subprocess::Spawn({QPOOLD_PATH, "--config", config_path}, log_path_);
     ASSERT_TRUE(qpoold.ok()) << qpoold.status();
     qpoold_ = std::move(*qpoold);
-    ASSERT_TRUE(WaitFor([&] { return CanConnect(listen_port_) && Healthy(0) && Healthy(1); },
-                        absl::Seconds(15)))
+    // Nodes start out healthy; wait until each has answered a health check, so that its pooled
+    // connection is up before a test breaks the node.
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          if (!CanConnect(listen_port_)) return false;
+          Samples samples = Scrape();
+          for (int i = 0; i < 2; ++i) {
+            if (samples[absl::StrCat("qpool_health_checks_total{node=\"", Node(i),
+                                     "\",tier=\"medium\",result=\"success\"}")] < 1) {
+              return false;
+            }
+          }
+          return true;
+        },
+        absl::Seconds(15), absl::Milliseconds(20)))
         << ReadFileOrEmpty(log_path_);
     channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", listen_port_),
                                    grpc::InsecureChannelCredentials());
