@@ -357,10 +357,10 @@ TEST_F(HealthE2eTest, KilledNodeUnderSteadyLoadOnlyInFlightCallsFailAndTrafficRe
   for (auto& thread : threads) thread.join();
   EXPECT_GT(ok.load(), 100);
   // Only calls already sent when the node died may fail: each started before the kill (or within
-  // the moment qpoold needs to see the connection go), at most one per load thread.
+  // the 100 ms qpoold may need to see the connection go), at most one per load thread.
   EXPECT_LE(failures.size(), static_cast<size_t>(kThreads));
   for (const auto& [started, message] : failures) {
-    EXPECT_LT(started - kill_ns.load(), 50'000'000) << message;
+    EXPECT_LT(started - kill_ns.load(), 100'000'000) << message;
   }
   std::cerr << ok.load() << " calls OK, " << failures.size() << " failed at the kill\n";
 
