@@ -143,12 +143,67 @@ struct AdminConfig {
   NodeAddress listen{"127.0.0.1", 6336};
 };
 
+// YAML section `health`: active probes in three tiers, node health thresholds, and passive
+// ejection from live traffic (docs/architecture.md, "Health"). Keys are flat (`fast_interval`,
+// not `fast: {interval}`), one row each in the loader's table.
+struct HealthConfig {
+  // health.enabled: master switch; false turns off every probe tier and passive ejection (calls
+  // then go to any node with a connection up, as without health checking). Default true.
+  bool enabled = true;
+  // health.jitter_percent: each probe interval is spread uniformly by +-this percent, so probes
+  // of many sidecars do not align. Default 10. 0 to 50.
+  uint32_t jitter_percent = 10;
+  // health.unhealthy_threshold: consecutive failed medium/deep probes that mark a node unhealthy
+  // (no new calls go there unless every node is out). Default 3. At least 1.
+  uint32_t unhealthy_threshold = 3;
+  // health.healthy_threshold: consecutive successful probes that bring it back. Default 2.
+  uint32_t healthy_threshold = 2;
+  // health.fast_enabled / fast_interval / fast_timeout: HTTP/2 PING on every pooled connection
+  // that received no frame for fast_interval; a PING not acknowledged within fast_timeout closes
+  // the connection (the pool replaces it). Runs on the I/O workers. Defaults true, 10s, 1s.
+  bool fast_enabled = true;
+  absl::Duration fast_interval = absl::Seconds(10);
+  absl::Duration fast_timeout = absl::Seconds(1);
+  // health.medium_enabled / medium_interval / medium_timeout: one health call per node on the
+  // pool's own connections. Defaults true, 5s, 1s.
+  bool medium_enabled = true;
+  absl::Duration medium_interval = absl::Seconds(5);
+  absl::Duration medium_timeout = absl::Seconds(1);
+  // health.medium_method: "qdrant" (/qdrant.Qdrant/HealthCheck: grpc-status OK; its version is
+  // exported as qpool_upstream_info) or "grpc" (/grpc.health.v1.Health/Check: SERVING).
+  // Default qdrant.
+  std::string medium_method = "qdrant";
+  // health.deep_enabled / deep_interval / deep_timeout: a read probe per node: List collections,
+  // or CollectionExists(deep_collection) == true when deep_collection is set. Defaults true, 30s,
+  // 2s.
+  bool deep_enabled = true;
+  absl::Duration deep_interval = absl::Seconds(30);
+  absl::Duration deep_timeout = absl::Seconds(2);
+  // health.deep_collection: collection the deep probe asks about; empty lists collections.
+  // Default "" (empty).
+  std::string deep_collection;
+  // health.passive_enabled: eject nodes on live-traffic failures. Default true.
+  bool passive_enabled = true;
+  // health.consecutive_failures: connect failures, upstream resets, lost connections or
+  // UNAVAILABLE answers in a row (per I/O worker) that eject a node. Default 5. At least 1.
+  uint32_t consecutive_failures = 5;
+  // health.base_ejection_time / max_ejection_time: an ejection lasts base x (times ejected), at
+  // most max, +-jitter_percent. Defaults 10s and 300s.
+  absl::Duration base_ejection_time = absl::Seconds(10);
+  absl::Duration max_ejection_time = absl::Seconds(300);
+  // health.max_ejection_percent: at most this percent of the nodes are ejected at once (at least
+  // one may be). When no node is left healthy and not ejected, calls go to every node (panic
+  // mode, counted in qpool_upstream_panic_total). Default 50. 0 to 100.
+  uint32_t max_ejection_percent = 50;
+};
+
 struct Config {
   ServerConfig server;
   UpstreamConfig upstream;
   RetryConfig retry;
   LogConfig log;
   AdminConfig admin;
+  HealthConfig health;
 };
 
 }  // namespace qpool::config

@@ -336,6 +336,34 @@ Key MethodClassesKey() {
              [](const Config& config) { return MethodMapReason(config.retry.methods); }};
 }
 
+// A free-form string key, checked by `check` (which returns why a value is refused).
+template <typename Field>
+Key StringKey(absl::string_view name, Field field,
+              std::function<Reason(const std::string&)> check) {
+  return Key{name,
+             [=](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+               if (!node.IsScalar()) {
+                 return ProblemAt(node, absl::StrCat("expected a string, got ", KindOf(node)));
+               }
+               if (Reason reason = check(node.Scalar())) return ProblemAt(node, *reason);
+               field(config) = node.Scalar();
+               return std::nullopt;
+             },
+             [=](const Config& config) { return check(field(config)); }};
+}
+
+// A Qdrant collection name as a probe may send it: empty (none), or up to 255 printable ASCII
+// characters without '/' (Qdrant refuses such names anyway).
+Reason CollectionNameReason(const std::string& name) {
+  if (name.size() > 255) return std::string("must be at most 255 characters");
+  for (char c : name) {
+    if (c < 0x20 || c > 0x7e || c == '/') {
+      return absl::StrCat("invalid character in collection name \"", name, "\"");
+    }
+  }
+  return std::nullopt;
+}
+
 // An address key ("HOST:PORT"); `field` as for the builders above.
 template <typename Field>
 Key AddressKey(absl::string_view name, Field field) {
@@ -489,6 +517,59 @@ const std::vector<Key>& Keys() {
       OneOfKey("log.format", [](auto& c) -> auto& { return c.log.format; }, {"text", "json"}),
       AddressKey(
           "admin.listen", [](auto& c) -> auto& { return c.admin.listen; }),
+      BoolKey(
+          "health.enabled", [](auto& c) -> auto& { return c.health.enabled; }),
+      IntegerKey(
+          "health.jitter_percent", [](auto& c) -> auto& { return c.health.jitter_percent; }, 0, 50),
+      IntegerKey(
+          "health.unhealthy_threshold",
+          [](auto& c) -> auto& { return c.health.unhealthy_threshold; }, 1, 1000),
+      IntegerKey(
+          "health.healthy_threshold", [](auto& c) -> auto& { return c.health.healthy_threshold; },
+          1, 1000),
+      BoolKey(
+          "health.fast_enabled", [](auto& c) -> auto& { return c.health.fast_enabled; }),
+      DurationKey(
+          "health.fast_interval", [](auto& c) -> auto& { return c.health.fast_interval; },
+          /*allow_zero=*/false),
+      DurationKey(
+          "health.fast_timeout", [](auto& c) -> auto& { return c.health.fast_timeout; },
+          /*allow_zero=*/false),
+      BoolKey(
+          "health.medium_enabled", [](auto& c) -> auto& { return c.health.medium_enabled; }),
+      DurationKey(
+          "health.medium_interval", [](auto& c) -> auto& { return c.health.medium_interval; },
+          /*allow_zero=*/false),
+      DurationKey(
+          "health.medium_timeout", [](auto& c) -> auto& { return c.health.medium_timeout; },
+          /*allow_zero=*/false),
+      OneOfKey("health.medium_method", [](auto& c) -> auto& { return c.health.medium_method; },
+               {"qdrant", "grpc"}),
+      BoolKey(
+          "health.deep_enabled", [](auto& c) -> auto& { return c.health.deep_enabled; }),
+      DurationKey(
+          "health.deep_interval", [](auto& c) -> auto& { return c.health.deep_interval; },
+          /*allow_zero=*/false),
+      DurationKey(
+          "health.deep_timeout", [](auto& c) -> auto& { return c.health.deep_timeout; },
+          /*allow_zero=*/false),
+      StringKey(
+          "health.deep_collection", [](auto& c) -> auto& { return c.health.deep_collection; },
+          CollectionNameReason),
+      BoolKey(
+          "health.passive_enabled", [](auto& c) -> auto& { return c.health.passive_enabled; }),
+      IntegerKey(
+          "health.consecutive_failures",
+          [](auto& c) -> auto& { return c.health.consecutive_failures; }, 1, 1000),
+      DurationKey(
+          "health.base_ejection_time", [](auto& c) -> auto& { return c.health.base_ejection_time; },
+          /*allow_zero=*/false),
+      DurationKey(
+          "health.max_ejection_time", [](auto& c) -> auto& { return c.health.max_ejection_time; },
+          /*allow_zero=*/false),
+      IntegerKey(
+          "health.max_ejection_percent",
+          [](auto& c) -> auto& { return c.health.max_ejection_percent; }, 0, 100),
   };
   return *keys;
 }
@@ -696,6 +777,30 @@ std::optional<Violation> FindViolation(const Config& config) {
         "retry.replay_buffer_per_call",
         absl::StrCat("must not exceed retry.replay_buffer_total (", retry.replay_buffer_per_call,
                      " > ", retry.replay_buffer_total, ")")};
+  }
+  const HealthConfig& health = config.health;
+  const struct {
+    const char* timeout_key;
+    const char* interval_key;
+    absl::Duration timeout;
+    absl::Duration interval;
+  } tiers[] = {
+      {"health.medium_timeout", "health.medium_interval", health.medium_timeout,
+       health.medium_interval},
+      {"health.deep_timeout", "health.deep_interval", health.deep_timeout, health.deep_interval},
+  };
+  for (const auto& tier : tiers) {
+    if (tier.timeout > tier.interval) {
+      return Violation{tier.timeout_key, absl::StrCat("must not exceed ", tier.interval_key, " (",
+                                                      absl::FormatDuration(tier.timeout), " > ",
+                                                      absl::FormatDuration(tier.interval), ")")};
+    }
+  }
+  if (health.base_ejection_time > health.max_ejection_time) {
+    return Violation{"health.base_ejection_time",
+                     absl::StrCat("must not exceed health.max_ejection_time (",
+                                  absl::FormatDuration(health.base_ejection_time), " > ",
+                                  absl::FormatDuration(health.max_ejection_time), ")")};
   }
   return std::nullopt;
 }

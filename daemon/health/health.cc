@@ -61,14 +61,20 @@ size_t OutlierDetector::MaxEjected() const {
 std::vector<size_t> OutlierDetector::Eligible(MonoTime now, const std::vector<bool>* usable,
                                               bool* panic) const {
   std::vector<size_t> eligible;
-  for (size_t i = 0; i < nodes_.size(); ++i) {
-    if ((usable == nullptr || (*usable)[i]) && !IsEjected(i, now)) eligible.push_back(i);
-  }
-  *panic = eligible.empty();
-  if (*panic) {
-    for (size_t i = 0; i < nodes_.size(); ++i) eligible.push_back(i);
-  }
+  Eligible(now, usable, panic, &eligible);
   return eligible;
+}
+
+void OutlierDetector::Eligible(MonoTime now, const std::vector<bool>* usable, bool* panic,
+                               std::vector<size_t>* out) const {
+  out->clear();
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    if ((usable == nullptr || (*usable)[i]) && !IsEjected(i, now)) out->push_back(i);
+  }
+  *panic = out->empty();
+  if (*panic) {
+    for (size_t i = 0; i < nodes_.size(); ++i) out->push_back(i);
+  }
 }
 
 size_t PickPowerOfTwo(const std::vector<size_t>& eligible,
@@ -82,6 +88,56 @@ size_t PickPowerOfTwo(const std::vector<size_t>& eligible,
   const size_t a = eligible[first];
   const size_t b = eligible[second];
   return load(b) < load(a) ? b : a;
+}
+
+NodeRouter::NodeRouter(size_t nodes, OutlierOptions options, bool passive, Random& random)
+    : passive_(passive),
+      random_(random),
+      outlier_(nodes, options, random),
+      states_(nodes),
+      healthy_(nodes) {
+  eligible_.reserve(nodes);
+  candidates_.reserve(nodes);
+}
+
+size_t NodeRouter::Pick(MonoTime now, bool* panic) {
+  const size_t n = states_.size();
+  for (size_t i = 0; i < n; ++i) healthy_[i] = states_[i].healthy;
+  if (passive_) {
+    outlier_.Eligible(now, &healthy_, panic, &eligible_);
+  } else {
+    eligible_.clear();
+    for (size_t i = 0; i < n; ++i) {
+      if (healthy_[i]) eligible_.push_back(i);
+    }
+    *panic = eligible_.empty();
+    if (*panic) {
+      for (size_t i = 0; i < n; ++i) eligible_.push_back(i);
+    }
+  }
+  // Prefer a connection that is up, then a node that may still connect; else any eligible node,
+  // whose pool then answers with its connect error.
+  candidates_.clear();
+  for (size_t i : eligible_) {
+    if (states_[i].live) candidates_.push_back(i);
+  }
+  if (candidates_.empty()) {
+    for (size_t i : eligible_) {
+      if (states_[i].usable) candidates_.push_back(i);
+    }
+  }
+  const std::vector<size_t>& from = candidates_.empty() ? eligible_ : candidates_;
+  return PickPowerOfTwo(
+      from, [this](size_t i) { return static_cast<double>(states_[i].load); }, random_);
+}
+
+bool NodeRouter::OnAttemptEnd(size_t node, bool failed, MonoTime now) {
+  if (!passive_) return false;
+  if (!failed) {
+    outlier_.OnSuccess(node);
+    return false;
+  }
+  return outlier_.OnFailure(node, now);
 }
 
 Duration Jittered(Duration interval, double jitter, Random& random) {

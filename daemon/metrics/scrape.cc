@@ -432,6 +432,85 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
       "Upstream stream lifetime, opened to closed, by node.",
       [](const NodeMetrics& m) -> const DurationHistogram& { return m.attempt_duration; });
 
+  // --- health (docs/architecture.md, "Health") ---
+  {
+    auto f = Family("qpool_upstream_healthy",
+                    "1 while the node passes its active health checks (medium and deep tiers, "
+                    "health.unhealthy_threshold / healthy_threshold); 0 after it failed them.",
+                    MetricType::Gauge);
+    if (input.health != nullptr) {
+      for (size_t n = 0; n < nodes; ++n) AddGauge(f, node_label(n), input.health->healthy(n));
+    }
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_health_checks_total",
+                    "Health checks finished, by node, tier (fast: HTTP/2 PING on an idle "
+                    "connection; medium: health call; deep: read probe) and result (success, "
+                    "failure; a timeout is a failure).",
+                    MetricType::Counter);
+    for (size_t n = 0; n < nodes; ++n) {
+      const std::string& node = input.node_names[n];
+      for (bool success : {true, false}) {
+        const char* result = success ? "success" : "failure";
+        AddCounter(f, {{"node", node}, {"tier", "fast"}, {"result", result}},
+                   static_cast<double>(SumWorkers(input, [&](const WorkerMetrics& w) {
+                     return success ? w.node(n).pings_ok.Get() : w.node(n).pings_failed.Get();
+                   })));
+        if (input.health == nullptr) continue;
+        AddCounter(f, {{"node", node}, {"tier", "medium"}, {"result", result}},
+                   static_cast<double>(input.health->checks(n, kMediumTier, success)));
+        AddCounter(f, {{"node", node}, {"tier", "deep"}, {"result", result}},
+                   static_cast<double>(input.health->checks(n, kDeepTier, success)));
+      }
+    }
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_health_check_duration_seconds",
+                    "Time of one health check, by tier: PING to its ack (fast), or stream "
+                    "acquire to the answer (medium, deep); timeouts count their timeout.",
+                    MetricType::Histogram);
+    AddHistogram(f, {{"tier", "fast"}},
+                 Parts(input, [](const WorkerMetrics& w) -> const DurationHistogram& {
+                   return w.ping_duration();
+                 }));
+    if (input.health != nullptr) {
+      AddHistogram(f, {{"tier", "medium"}}, {&input.health->check_duration(kMediumTier)});
+      AddHistogram(f, {{"tier", "deep"}}, {&input.health->check_duration(kDeepTier)});
+    }
+    out.push_back(std::move(f));
+  }
+  node_counter("qpool_upstream_ejections_total",
+               "Times a node was ejected by passive health checking (health.consecutive_failures "
+               "failures in a row on one I/O worker), by node.",
+               [](const NodeMetrics& m) { return m.ejections.Get(); });
+  {
+    auto f = Family("qpool_upstream_panic_total",
+                    "Calls routed in panic mode: no node was both healthy and not ejected, so "
+                    "every node was eligible.",
+                    MetricType::Counter);
+    AddCounter(f, {}, static_cast<double>(SumWorkers(input, [](const WorkerMetrics& w) {
+                 return w.panic_routes();
+               })));
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_upstream_info",
+                    "The version each node reported in its last qdrant.Qdrant/HealthCheck answer; "
+                    "the value is always 1.",
+                    MetricType::Gauge);
+    if (input.health != nullptr) {
+      for (size_t n = 0; n < nodes; ++n) {
+        const std::string version = input.health->version(n);
+        if (!version.empty()) {
+          AddGauge(f, {{"node", input.node_names[n]}, {"version", version}}, 1);
+        }
+      }
+    }
+    out.push_back(std::move(f));
+  }
+
   // --- process state ---
   {
     auto f = Family("qpool_ready", "1 when /readyz answers 200.", MetricType::Gauge);

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/metrics/health_metrics.h"
 #include "daemon/metrics/worker_metrics.h"
 #include "prometheus/metric_family.h"
 
@@ -55,6 +56,7 @@ struct NodePoolGauges {
 struct ScrapeInput {
   std::vector<std::string> node_names;        // config order: the `node` label values
   std::vector<const WorkerMetrics*> workers;  // every worker's counters
+  const HealthMetrics* health = nullptr;      // null: health families carry no samples
   DownstreamCounts downstream;
   // [worker][node] pool gauges; a worker that did not answer in time is nullopt.
   std::vector<std::optional<std::vector<NodePoolGauges>>> pools;

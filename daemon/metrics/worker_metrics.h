@@ -73,6 +73,10 @@ struct NodeMetrics {
   DurationHistogram attempt_duration{CallDurationBounds()};  // upstream stream open -> closed
   // This worker's retry budget for the node (tokens left), mirrored after each change.
   std::atomic<double> retry_tokens{0};
+  // Health: the fast tier (HTTP/2 PING on idle connections) and passive ejection.
+  RelaxedCounter pings_ok;      // PING acknowledged within health.fast_timeout
+  RelaxedCounter pings_failed;  // not acknowledged: the connection was closed and replaced
+  RelaxedCounter ejections;     // this worker's OutlierDetector ejected the node
   // Readiness mirrors, written by the worker after connection events, read by /readyz.
   // live: this worker has a connection to the node up (ready or busy).
   // failing: no connection up, and this worker's last connect to the node failed.
@@ -111,6 +115,10 @@ class WorkerMetrics {
     replay_refusals_[static_cast<size_t>(limit)].Add();
   }
   void AddRequestBytes(uint64_t n) { request_bytes_.Add(n); }
+  // A call routed in panic mode: no node was both healthy and not ejected, so all were eligible.
+  void AddPanicRoute() { panic_routes_.Add(); }
+  // Round trip of an acknowledged health PING (fast tier).
+  void ObservePing(std::chrono::nanoseconds took) { ping_duration_.Observe(took); }
   void AddResponseBytes(uint64_t n) { response_bytes_.Add(n); }
 
   NodeMetrics& node(size_t i) { return *nodes_[i]; }
@@ -137,6 +145,8 @@ class WorkerMetrics {
   }
   uint64_t request_bytes() const { return request_bytes_.Get(); }
   uint64_t response_bytes() const { return response_bytes_.Get(); }
+  uint64_t panic_routes() const { return panic_routes_.Get(); }
+  const DurationHistogram& ping_duration() const { return ping_duration_; }
 
  private:
   std::array<std::array<RelaxedCounter, kCodeSlots>, kMethodClassCount> calls_;
@@ -148,6 +158,8 @@ class WorkerMetrics {
   RelaxedCounter hedges_won_;
   RelaxedCounter request_bytes_;   // gRPC message bytes (DATA payload) from apps
   RelaxedCounter response_bytes_;  // gRPC message bytes (DATA payload) from upstream, to apps
+  RelaxedCounter panic_routes_;
+  DurationHistogram ping_duration_{CallDurationBounds()};
   std::vector<std::unique_ptr<NodeMetrics>> nodes_;
 };
 

@@ -122,19 +122,25 @@ void Call::OnRequestHeadersEnd() {
 }
 
 void Call::AcquireStream() {
-  pool::NodePool& pool = downstream_.worker().PickPool();
+  Worker& worker = downstream_.worker();
+  pool::NodePool* pool = &worker.PickPool();
+  if (pool == failed_pool_) {
+    // A retry goes to another node when there is one to go to.
+    if (pool::NodePool* other = worker.PickPoolOtherThan(failed_pool_)) pool = other;
+  }
   UpstreamStream& s = *attempt_;
-  pool::NodePool::AcquireResult result = pool.Acquire(s);
+  pool::NodePool::AcquireResult result = pool->Acquire(s);
   switch (result.outcome) {
     case pool::NodePool::AcquireOutcome::kReady:
-      s.pool = &pool;
+      s.pool = pool;
       StartUpstream(s, *static_cast<UpstreamConnection*>(result.connection));
       break;
     case pool::NodePool::AcquireOutcome::kQueued:
-      s.pool = &pool;  // OnStreamReady or OnAcquireFailed follows
+      s.pool = pool;  // OnStreamReady or OnAcquireFailed follows
       break;
     case pool::NodePool::AcquireOutcome::kFailed:
-      if (result.status.code() == absl::StatusCode::kUnavailable && !pool.usable()) {
+      if (result.status.code() == absl::StatusCode::kUnavailable && !pool->usable()) {
+        failed_pool_ = pool;
         OnNodeUnreachable(result.status);
       } else {
         FinishLocally(result.status);
@@ -212,7 +218,7 @@ void Call::OnResponseHeadersEnd(UpstreamStream& s, bool end_stream) {
   if (&s == hedge_) {
     if (end_stream && RetryableStatus(code, pushback)) {
       // The hedge failed; the attempt may still answer.
-      RecordAttemptResult(worker.NodeIndexOf(s.pool), /*failed=*/true);
+      RecordAttemptResult(worker.NodeIndexOf(s.pool), /*failed=*/true, /*node_fault=*/code == 14);
       DropHedge();
       return;
     }
@@ -220,7 +226,7 @@ void Call::OnResponseHeadersEnd(UpstreamStream& s, bool end_stream) {
   } else if (hedge_ != nullptr && hedge_->attached() && end_stream &&
              RetryableStatus(code, pushback)) {
     // The attempt failed while a hedge runs: the hedge is the call's attempt from here on.
-    RecordAttemptResult(worker.NodeIndexOf(s.pool), /*failed=*/true);
+    RecordAttemptResult(worker.NodeIndexOf(s.pool), /*failed=*/true, /*node_fault=*/code == 14);
     PromoteHedge();
     return;
   }
@@ -241,7 +247,7 @@ void Call::OnResponseHeadersEnd(UpstreamStream& s, bool end_stream) {
     // Otherwise the stream closes next, and OnUpstreamClosed decides.
     return;
   }
-  RecordAttemptResult(node, /*failed=*/false);
+  RecordAttemptResult(node, /*failed=*/false, /*node_fault=*/false);
   Commit();
   response_started_ = true;
   NvArray nva = headers.ToNv();
@@ -285,7 +291,10 @@ void Call::OnUpstreamClosed(UpstreamStream& s, uint32_t h2_error_code, bool conn
   EndAttempt(s);
   if (&s == hedge_) {
     // The hedge ended without an answer (or after a failed one): the attempt goes on alone.
-    if (connection_lost) RecordAttemptResult(downstream_.worker().NodeIndexOf(s.pool), true);
+    if (connection_lost) {
+      RecordAttemptResult(downstream_.worker().NodeIndexOf(s.pool), /*failed=*/true,
+                          /*node_fault=*/true);
+    }
     DetachStream(s);
     DropHedge();
     return;
@@ -297,7 +306,7 @@ void Call::OnUpstreamClosed(UpstreamStream& s, uint32_t h2_error_code, bool conn
   if (hedge_ != nullptr && hedge_->attached() && !finished_ && held_answer_.empty() &&
       !response_started_) {
     // The attempt failed while a hedge runs: the hedge is the call's attempt from here on.
-    if (connection_lost) RecordAttemptResult(node, /*failed=*/true);
+    if (connection_lost) RecordAttemptResult(node, /*failed=*/true, /*node_fault=*/true);
     PromoteHedge();
     return;
   }
@@ -330,6 +339,7 @@ void Call::OnUpstreamClosed(UpstreamStream& s, uint32_t h2_error_code, bool conn
   } else {
     // The upstream reset the stream (CANCEL, INTERNAL_ERROR, ...): pass the reset on, as the app
     // would have seen it talking to Qdrant directly.
+    RecordAttemptResult(node, /*failed=*/true, /*node_fault=*/h2_error_code != NGHTTP2_NO_ERROR);
     DropRequest();
     finished_ = true;
     downstream_.ResetStream(*this, h2_error_code);
@@ -389,6 +399,7 @@ void Call::OnStreamReady(UpstreamStream& s, pool::PoolConnection* conn) {
 void Call::OnAcquireFailed(UpstreamStream& s, const absl::Status& status) {
   const bool unreachable =
       status.code() == absl::StatusCode::kUnavailable && s.pool != nullptr && !s.pool->usable();
+  if (unreachable) failed_pool_ = s.pool;
   s.pool = nullptr;
   if (&s == hedge_) {
     DropHedge();  // no stream for the hedge: the attempt goes on alone
@@ -459,9 +470,14 @@ void Call::OnAttemptFailed(const retry::AttemptOutcome& outcome, int node,
                            const absl::Status& final_status) {
   Worker& worker = downstream_.worker();
   RetryContext& retry = worker.retry();
+  failed_pool_ = node >= 0 ? worker.PoolOf(static_cast<size_t>(node)) : nullptr;
   DropHedge();  // a hedge still waiting for a stream would race the retry
   EndRetryInFlight();
-  if (!outcome.never_reached_upstream) RecordAttemptResult(node, /*failed=*/true);
+  if (!outcome.never_reached_upstream) {
+    // Passive health counts UNAVAILABLE and lost connections against the node, not its rate
+    // limiter's RESOURCE_EXHAUSTED or qpoold's own per-try timeout.
+    RecordAttemptResult(node, /*failed=*/true, /*node_fault=*/outcome.grpc_code == 14);
+  }
 
   bool retried = false;
   if (!downstream_closed_ && replayable_ && node >= 0 &&
@@ -569,9 +585,10 @@ retry::RetryClass Call::RetryClassOfCall() {
   return retry_class;
 }
 
-void Call::RecordAttemptResult(int node, bool failed) {
+void Call::RecordAttemptResult(int node, bool failed, bool node_fault) {
   if (node < 0) return;
   Worker& worker = downstream_.worker();
+  worker.OnAttemptEnd(static_cast<size_t>(node), node_fault);
   retry::RetryBudget& budget = worker.retry().budgets[static_cast<size_t>(node)];
   if (failed) {
     budget.OnAttemptFailed();

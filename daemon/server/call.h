@@ -146,8 +146,9 @@ class Call {
   void OnNodeUnreachable(const absl::Status& status);
   // The method's retry class; selector-dependent writes are read from the replay copy.
   retry::RetryClass RetryClassOfCall();
-  // A finished attempt tells its node's retry budget how it went.
-  void RecordAttemptResult(int node, bool failed);
+  // A finished attempt tells its node's retry budget (`failed`: a retryable failure) and passive
+  // health (`node_fault`: UNAVAILABLE, a lost connection or a reset) how it went.
+  void RecordAttemptResult(int node, bool failed, bool node_fault);
   // The retry now in flight (if any) has ended.
   void EndRetryInFlight();
   void OnPerTryTimeout();
@@ -212,6 +213,7 @@ class Call {
   uint32_t unreachable_tries_ = 0;  // picks of a node that could not be reached
   size_t acknowledged_ahead_ = 0;   // bytes at the front of request_body_ the app got credit for
   std::optional<retry::RetryClass> retry_class_;  // decided at the first failure that needs it
+  pool::NodePool* failed_pool_ = nullptr;  // the last attempt's node: a retry prefers another
   // Backoff before the next attempt, or the per-try timeout of the current one (never both).
   std::unique_ptr<Timer> retry_timer_;
   int retry_node_ = -1;  // the node whose budget counts this call's retry in flight; -1: none

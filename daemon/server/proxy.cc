@@ -10,6 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "daemon/config/loader.h"
+#include "daemon/metrics/health_metrics.h"
+#include "daemon/server/health_checker.h"
 #include "daemon/server/worker.h"
 #include "spdlog/spdlog.h"
 
@@ -29,7 +31,8 @@ struct Rendezvous {
 
 class ProxyImpl : public Proxy {
  public:
-  explicit ProxyImpl(std::shared_ptr<const config::Config> config) : config_(std::move(config)) {
+  explicit ProxyImpl(std::shared_ptr<const config::Config> config)
+      : config_(std::move(config)), health_metrics_(config_->upstream.nodes.size()) {
     for (uint32_t i = 0; i < config_->server.workers; ++i) {
       worker_metrics_.push_back(
           std::make_unique<metrics::WorkerMetrics>(config_->upstream.nodes.size()));
@@ -78,6 +81,8 @@ class ProxyImpl : public Proxy {
   ProxyCounters counters_;
   // One per worker, written only by its worker; they outlive the workers (admin reads them).
   std::vector<std::unique_ptr<metrics::WorkerMetrics>> worker_metrics_;
+  // Written by the health thread; read by the workers and the admin thread. Outlives both.
+  metrics::HealthMetrics health_metrics_;
   std::vector<std::string> node_names_;
   std::atomic<bool> running_{false};   // workers started, not yet stopped
   std::atomic<bool> draining_{false};  // Shutdown() began
@@ -85,6 +90,9 @@ class ProxyImpl : public Proxy {
   // held only to post, never while waiting.
   mutable std::mutex workers_mu_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  // Stopped before the workers stop and freed after them (ShutdownNow): workers post probe
+  // results to its io_context.
+  std::unique_ptr<HealthChecker> health_checker_;
   std::unique_ptr<tcp::acceptor> acceptor_;  // lives on workers_[0]'s thread
   size_t next_worker_ = 0;
   std::atomic<uint16_t> port_{0};
@@ -103,8 +111,8 @@ absl::Status ProxyImpl::Start() {
   {
     std::lock_guard<std::mutex> lock(workers_mu_);
     for (uint32_t i = 0; i < count; ++i) {
-      workers_.push_back(
-          std::make_unique<Worker>(config_, i, count, counters_, *worker_metrics_[i]));
+      workers_.push_back(std::make_unique<Worker>(config_, i, count, counters_, *worker_metrics_[i],
+                                                  &health_metrics_));
     }
   }
   const config::NodeAddress& listen = config_->server.listen;
@@ -127,6 +135,10 @@ absl::Status ProxyImpl::Start() {
   port_ = acceptor->local_endpoint().port();
   acceptor_ = std::move(acceptor);
   for (auto& worker : workers_) worker->Start();
+  std::vector<Worker*> workers;
+  for (auto& worker : workers_) workers.push_back(worker.get());
+  health_checker_ = std::make_unique<HealthChecker>(*config_, health_metrics_, std::move(workers));
+  health_checker_->Start();
   workers_[0]->Post([this] { Accept(); });
   running_.store(true, std::memory_order_release);
   return absl::OkStatus();
@@ -207,10 +219,16 @@ void ProxyImpl::ShutdownNow() {
       acceptor_->close(ignored);
     });
   }
+  // The health thread stops first (it posts probes to the workers); it is freed only after the
+  // workers are gone, since they may still post results to its io_context.
+  if (health_checker_ != nullptr) health_checker_->Stop();
   for (auto& worker : workers_) worker->Stop();
   acceptor_.reset();
-  std::lock_guard<std::mutex> lock(workers_mu_);
-  workers_.clear();
+  {
+    std::lock_guard<std::mutex> lock(workers_mu_);
+    workers_.clear();
+  }
+  health_checker_.reset();
 }
 
 std::string ProxyImpl::NotReadyReason() const {
@@ -219,10 +237,11 @@ std::string ProxyImpl::NotReadyReason() const {
   std::vector<const metrics::WorkerMetrics*> workers;
   for (const auto& worker : worker_metrics_) workers.push_back(worker.get());
   for (size_t n = 0; n < node_names_.size(); ++n) {
-    if (metrics::NodeUsable(workers, n)) return "";
+    if (metrics::NodeUsable(workers, n) && health_metrics_.healthy(n)) return "";
   }
   return absl::StrCat("no usable upstream node: none of ", absl::StrJoin(node_names_, ", "),
-                      " has a connection up, and the last connect to each failed");
+                      " is both healthy (health checks) and reachable (a connection up, or the "
+                      "last connect did not fail)");
 }
 
 std::shared_ptr<Rendezvous> ProxyImpl::AskWorkers(
@@ -260,6 +279,7 @@ metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
   metrics::ScrapeInput input;
   input.node_names = node_names_;
   for (const auto& worker : worker_metrics_) input.workers.push_back(worker.get());
+  input.health = &health_metrics_;
   const ProxyStats s = stats();
   input.downstream = {s.downstream_accepted, s.downstream_refused,  s.downstream_protocol_errors,
                       s.downstream_open,     s.calls_started,       s.local_replies,

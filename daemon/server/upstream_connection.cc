@@ -1,7 +1,9 @@
 #include "daemon/server/upstream_connection.h"
 
+#include <algorithm>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/post.hpp>
+#include <cstring>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -21,13 +23,15 @@ UpstreamConnection* Self(void* user_data) { return static_cast<UpstreamConnectio
 }  // namespace
 
 UpstreamConnection::UpstreamConnection(Worker& worker, const config::NodeAddress& node,
-                                       pool::PoolConnectionEvents& events)
+                                       size_t node_index, pool::PoolConnectionEvents& events)
     : H2Transport(worker, tcp::socket(worker.io())),
       node_(node),
       node_name_(node.ToString()),
+      node_index_(node_index),
       events_(&events),
       resolver_(worker.io()),
-      connect_timer_(worker.io()) {}
+      connect_timer_(worker.io()),
+      ping_timer_(worker.io()) {}
 
 UpstreamConnection::~UpstreamConnection() = default;
 
@@ -101,6 +105,94 @@ int32_t UpstreamConnection::SubmitRequest(UpstreamStream& stream, const nghttp2_
   return stream_id;
 }
 
+int32_t UpstreamConnection::SubmitProbe(ProbeStream& probe, const nghttp2_nv* nva, size_t nvlen) {
+  if (closed() || draining_) return NGHTTP2_ERR_INVALID_STATE;
+  nghttp2_data_provider provider{};
+  provider.source.ptr = &probe;
+  provider.read_callback = &UpstreamConnection::ReadProbeCallback;
+  // No stream user data: the callbacks find no Call there and look the probe up by stream id.
+  const int32_t stream_id =
+      nghttp2_submit_request(session_, nullptr, nva, nvlen, &provider, nullptr);
+  if (stream_id > 0) {
+    probes_.emplace_back(stream_id, &probe);
+    ScheduleFlush();
+  }
+  return stream_id;
+}
+
+void UpstreamConnection::ResetProbe(int32_t stream_id) {
+  if (TakeProbe(stream_id) == nullptr || closed()) return;
+  nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL);
+  ScheduleFlush();
+}
+
+ProbeStream* UpstreamConnection::ProbeOf(int32_t stream_id) const {
+  for (const auto& [id, probe] : probes_) {
+    if (id == stream_id) return probe;
+  }
+  return nullptr;
+}
+
+ProbeStream* UpstreamConnection::TakeProbe(int32_t stream_id) {
+  for (auto it = probes_.begin(); it != probes_.end(); ++it) {
+    if (it->first == stream_id) {
+      ProbeStream* probe = it->second;
+      probes_.erase(it);
+      return probe;
+    }
+  }
+  return nullptr;
+}
+
+// --- Fast tier: PING on idle connections ---------------------------------------------------------
+
+void UpstreamConnection::ArmPingTimer(Duration after) {
+  frame_seen_ = false;
+  ping_timer_.expires_after(after);
+  std::weak_ptr<H2Transport> weak = weak_from_this();
+  ping_timer_.async_wait([weak](const boost::system::error_code& ec) {
+    if (ec) return;
+    if (auto self = weak.lock()) static_cast<UpstreamConnection*>(self.get())->OnPingTimer();
+  });
+}
+
+void UpstreamConnection::OnPingTimer() {
+  if (closed()) return;
+  Worker& w = worker();
+  if (ping_outstanding_) {
+    ping_outstanding_ = false;
+    w.metrics().node(node_index_).pings_failed.Add();
+    const std::string why =
+        absl::StrCat("no PING ack within ", absl::FormatDuration(w.config().health.fast_timeout),
+                     " (health.fast_timeout): connection closed, the pool replaces it");
+    SPDLOG_WARN("upstream {}: {}", node_name_, why);
+    CloseTransport(absl::UnavailableError(why));
+    return;
+  }
+  const Duration interval = w.PingInterval(node_index_);
+  if (frame_seen_) {
+    ArmPingTimer(interval);  // not idle: look again one interval later
+    return;
+  }
+  if (nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr) != 0) {
+    ArmPingTimer(interval);
+    return;
+  }
+  ping_outstanding_ = true;
+  ping_sent_at_ = w.loop().Now();
+  ScheduleFlush();
+  ArmPingTimer(absl::ToChronoNanoseconds(w.config().health.fast_timeout));
+}
+
+void UpstreamConnection::OnPingAck() {
+  if (!ping_outstanding_) return;  // not ours (nghttp2 acks the peer's PINGs itself)
+  ping_outstanding_ = false;
+  Worker& w = worker();
+  w.metrics().node(node_index_).pings_ok.Add();
+  w.metrics().ObservePing(w.loop().Now() - ping_sent_at_);
+  ArmPingTimer(w.PingInterval(node_index_));
+}
+
 void UpstreamConnection::ResetStream(int32_t stream_id, uint32_t h2_error_code) {
   UpstreamStream* stream = UpstreamStreamOf(session_, stream_id);
   if (stream != nullptr) stream->hook.unlink();
@@ -140,7 +232,7 @@ void UpstreamConnection::Abort() { CloseTransport(absl::CancelledError("closed b
 
 void UpstreamConnection::CheckDrained() {
   // Streams reset by their calls may still be open in nghttp2; nobody waits for them.
-  if (!draining_ || !streams_.empty() || close_posted_ || closed()) return;
+  if (!draining_ || !streams_.empty() || !probes_.empty() || close_posted_ || closed()) return;
   close_posted_ = true;
   // Close on a later turn: this may run inside an nghttp2 callback. GOAWAY, then close.
   boost::asio::post(worker().io(), [self = shared_from_this(), this] {
@@ -154,7 +246,12 @@ void UpstreamConnection::CheckDrained() {
 void UpstreamConnection::OnTransportClosed(const absl::Status& reason) {
   boost::system::error_code ignored;
   connect_timer_.cancel();
+  ping_timer_.cancel();
   resolver_.cancel();
+  // Probes riding here fail; each may release its probe object, so take the list first.
+  std::vector<std::pair<int32_t, ProbeStream*>> probes = std::move(probes_);
+  probes_.clear();
+  for (auto& [id, probe] : probes) probe->OnProbeClosed(NGHTTP2_INTERNAL_ERROR, true);
   // Calls still riding here lose their upstream stream.
   while (!streams_.empty()) {
     UpstreamStream& stream = streams_.front();
@@ -193,10 +290,15 @@ nghttp2_session_callbacks* UpstreamConnection::Callbacks() {
 
 int UpstreamConnection::OnHeaderCallback(nghttp2_session* session, const nghttp2_frame* frame,
                                          nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t,
-                                         void*) {
+                                         void* user_data) {
   if (frame->hd.type != NGHTTP2_HEADERS) return 0;
   UpstreamStream* stream = UpstreamStreamOf(session, frame->hd.stream_id);
-  if (stream == nullptr) return 0;
+  if (stream == nullptr) {
+    if (ProbeStream* probe = Self(user_data)->ProbeOf(frame->hd.stream_id)) {
+      probe->OnProbeHeader(HeaderRefs::View(name), HeaderRefs::View(value));
+    }
+    return 0;
+  }
   stream->call.OnResponseHeader(*stream, frame->headers.cat == NGHTTP2_HCAT_HEADERS, name, value);
   return 0;
 }
@@ -204,7 +306,11 @@ int UpstreamConnection::OnHeaderCallback(nghttp2_session* session, const nghttp2
 int UpstreamConnection::OnFrameRecvCallback(nghttp2_session* session, const nghttp2_frame* frame,
                                             void* user_data) {
   UpstreamConnection* self = Self(user_data);
+  self->frame_seen_ = true;
   switch (frame->hd.type) {
+    case NGHTTP2_PING:
+      if (frame->hd.flags & NGHTTP2_FLAG_ACK) self->OnPingAck();
+      break;
     case NGHTTP2_SETTINGS: {
       if (frame->hd.flags & NGHTTP2_FLAG_ACK) break;
       const uint32_t max_streams =
@@ -213,6 +319,8 @@ int UpstreamConnection::OnFrameRecvCallback(nghttp2_session* session, const nght
         self->handshake_done_ = true;
         self->connect_timer_.cancel();
         SPDLOG_DEBUG("upstream {}: connected (peer max streams {})", self->node_name_, max_streams);
+        const Duration ping_interval = self->worker().PingInterval(self->node_index_);
+        if (ping_interval > Duration::zero()) self->ArmPingTimer(ping_interval);
         if (self->events_ != nullptr) self->events_->OnConnected(self, max_streams);
       } else if (self->events_ != nullptr) {
         self->events_->OnPeerMaxStreams(self, max_streams);
@@ -222,6 +330,12 @@ int UpstreamConnection::OnFrameRecvCallback(nghttp2_session* session, const nght
     case NGHTTP2_GOAWAY:
       SPDLOG_INFO("upstream {}: GOAWAY (last stream {}, error {})", self->node_name_,
                   frame->goaway.last_stream_id, frame->goaway.error_code);
+      if (frame->goaway.error_code == NGHTTP2_ENHANCE_YOUR_CALM &&
+          std::string_view(reinterpret_cast<const char*>(frame->goaway.opaque_data),
+                           frame->goaway.opaque_data_len)
+                  .find("too_many_pings") != std::string_view::npos) {
+        self->worker().BackOffPings(self->node_index_);
+      }
       self->draining_ = true;
       if (self->events_ != nullptr) self->events_->OnGoAway(self);
       self->CheckDrained();
@@ -254,6 +368,8 @@ int UpstreamConnection::OnDataChunkRecvCallback(nghttp2_session* session, uint8_
                                                 void* user_data) {
   if (auto* stream = static_cast<UpstreamStream*>(TakeDataChunk(session, stream_id, len))) {
     stream->call.OnResponseData(*stream, data, len);
+  } else if (ProbeStream* probe = Self(user_data)->ProbeOf(stream_id)) {
+    probe->OnProbeData(data, len);
   }
   return 0;
 }
@@ -266,6 +382,8 @@ int UpstreamConnection::OnStreamCloseCallback(nghttp2_session* session, int32_t 
     stream->hook.unlink();
     nghttp2_session_set_stream_user_data(session, stream_id, nullptr);
     stream->call.OnUpstreamClosed(*stream, error_code, /*connection_lost=*/false);
+  } else if (ProbeStream* probe = self->TakeProbe(stream_id)) {
+    probe->OnProbeClosed(error_code, /*connection_lost=*/false);
   }
   if (self->events_ != nullptr) self->events_->OnStreamClosed(self);
   self->CheckDrained();
@@ -278,6 +396,17 @@ ssize_t UpstreamConnection::ReadRequestCallback(nghttp2_session* session, int32_
   UpstreamStream* stream = UpstreamStreamOf(session, stream_id);
   if (stream == nullptr) return NGHTTP2_ERR_DEFERRED;  // being reset
   return stream->call.ReadRequestBody(*stream, buf, length, data_flags);
+}
+
+ssize_t UpstreamConnection::ReadProbeCallback(nghttp2_session*, int32_t, uint8_t* buf,
+                                              size_t length, uint32_t* data_flags,
+                                              nghttp2_data_source* source, void*) {
+  auto* probe = static_cast<ProbeStream*>(source->ptr);
+  const size_t n = std::min(length, probe->request_body.size() - probe->request_sent);
+  std::memcpy(buf, probe->request_body.data() + probe->request_sent, n);
+  probe->request_sent += n;
+  if (probe->request_sent == probe->request_body.size()) *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+  return static_cast<ssize_t>(n);
 }
 
 }  // namespace qpool::server

@@ -1,6 +1,7 @@
 #include "daemon/server/worker.h"
 
 #include <malloc.h>
+#include <pthread.h>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -8,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "daemon/health/health.h"
 #include "daemon/server/downstream_session.h"
+#include "daemon/server/health_probe.h"
 #include "daemon/server/upstream_connection.h"
 #include "spdlog/spdlog.h"
 
@@ -58,6 +60,16 @@ uint32_t ShareOf(uint32_t total, uint32_t index, uint32_t count) {
   return total / count + (index < total % count ? 1 : 0);
 }
 
+health::OutlierOptions OutlierOptionsOf(const config::HealthConfig& health) {
+  health::OutlierOptions options;
+  options.consecutive_failures = health.consecutive_failures;
+  options.base_ejection_time = absl::ToChronoNanoseconds(health.base_ejection_time);
+  options.max_ejection_time = absl::ToChronoNanoseconds(health.max_ejection_time);
+  options.max_ejection_percent = health.max_ejection_percent;
+  options.jitter = health.jitter_percent / 100.0;
+  return options;
+}
+
 }  // namespace
 
 std::unique_ptr<Timer> AsioEventLoop::CreateTimer() { return std::make_unique<AsioTimer>(io_); }
@@ -67,11 +79,11 @@ void AsioEventLoop::Post(std::function<void()> fn) { boost::asio::post(io_, std:
 // Makes UpstreamConnections to one node for one worker's pool.
 class Worker::UpstreamFactory : public pool::ConnectionFactory {
  public:
-  UpstreamFactory(Worker& worker, config::NodeAddress node)
-      : worker_(worker), node_(std::move(node)) {}
+  UpstreamFactory(Worker& worker, config::NodeAddress node, size_t node_index)
+      : worker_(worker), node_(std::move(node)), node_index_(node_index) {}
 
   std::shared_ptr<pool::PoolConnection> Connect(pool::PoolConnectionEvents& events) override {
-    auto conn = std::make_shared<UpstreamConnection>(worker_, node_, events);
+    auto conn = std::make_shared<UpstreamConnection>(worker_, node_, node_index_, events);
     conn->Connect();
     return conn;
   }
@@ -79,6 +91,24 @@ class Worker::UpstreamFactory : public pool::ConnectionFactory {
  private:
   Worker& worker_;
   const config::NodeAddress node_;
+  const size_t node_index_;
+};
+
+// The pool's metrics observer, which also tells passive health about connect failures.
+class Worker::NodeObserver : public metrics::PoolMetricsObserver {
+ public:
+  NodeObserver(Worker& worker, size_t node, std::function<void()> on_change)
+      : PoolMetricsObserver(worker.metrics_.node(node), worker.loop_, std::move(on_change)),
+        worker_(worker),
+        node_(node) {}
+  void OnConnectFailed(const absl::Status& reason) override {
+    PoolMetricsObserver::OnConnectFailed(reason);
+    worker_.OnNodeFailure(node_);
+  }
+
+ private:
+  Worker& worker_;
+  const size_t node_;
 };
 
 namespace {
@@ -121,23 +151,31 @@ RetryContext::RetryContext(const config::RetryConfig& config, size_t nodes)
 }
 
 Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uint32_t count,
-               ProxyCounters& counters, metrics::WorkerMetrics& metrics)
+               ProxyCounters& counters, metrics::WorkerMetrics& metrics,
+               const metrics::HealthMetrics* health)
     : config_(std::move(config)),
       index_(index),
       counters_(counters),
       metrics_(metrics),
       loop_(io_),
       retry_(config_->retry, config_->upstream.nodes.size()),
-      read_buffer_(64 * 1024) {
+      read_buffer_(64 * 1024),
+      health_(health),
+      router_(config_->upstream.nodes.size(), OutlierOptionsOf(config_->health),
+              config_->health.enabled && config_->health.passive_enabled, random_),
+      ping_interval_(config_->upstream.nodes.size(),
+                     config_->health.enabled && config_->health.fast_enabled
+                         ? absl::ToChronoNanoseconds(config_->health.fast_interval)
+                         : Duration::zero()) {
   const config::UpstreamConfig& upstream = config_->upstream;
   pending_budget_.limit = ShareOf(upstream.max_pending, index, count);
   for (const config::NodeAddress& node : upstream.nodes) {
     const size_t node_index = pools_.size();
     // Readiness is re-evaluated on a later turn of the loop, once the pool is done with the event.
-    observers_.push_back(std::make_unique<metrics::PoolMetricsObserver>(
-        metrics_.node(node_index), loop_,
-        [this, node_index] { loop_.Post([this, node_index] { UpdateUsable(node_index); }); }));
-    factories_.push_back(std::make_unique<UpstreamFactory>(*this, node));
+    observers_.push_back(std::make_unique<NodeObserver>(*this, node_index, [this, node_index] {
+      loop_.Post([this, node_index] { UpdateUsable(node_index); });
+    }));
+    factories_.push_back(std::make_unique<UpstreamFactory>(*this, node, node_index));
     pool::NodePoolOptions options;
     options.node_name = node.ToString();
     options.min_connections = ShareOf(upstream.min_connections, index, count);
@@ -163,6 +201,8 @@ void Worker::Start() {
     for (auto& pool : pools_) pool->Start();
   });
   thread_ = std::thread([this] {
+    // "qpool-io-0", ...: for top -H, perf and /proc/<pid>/task/<tid>/ (at most 15 characters).
+    pthread_setname_np(pthread_self(), absl::StrCat("qpool-io-", index_).substr(0, 15).c_str());
     auto guard = boost::asio::make_work_guard(io_);
     io_.run();
   });
@@ -240,29 +280,85 @@ void Worker::UpdateUsable(size_t node) {
 
 pool::NodePool& Worker::PickPool() {
   if (pools_.size() == 1) return *pools_.front();
-  // Power of two choices over the nodes with a connection up, by calls in flight or waiting
-  // (docs/architecture.md, "Balancing"); else the first node that may still connect; else the
-  // first node, which fails the call with the node's connect error.
-  live_nodes_.clear();
+  // docs/architecture.md, "Balancing": health first, then a connection up, then power of two
+  // choices on streams in flight plus calls waiting.
   for (size_t i = 0; i < pools_.size(); ++i) {
-    if (pools_[i]->has_live_connection()) live_nodes_.push_back(i);
+    health::NodeRouter::NodeState& state = router_.node(i);
+    state.healthy = health_ == nullptr || health_->healthy(i);
+    state.live = pools_[i]->has_live_connection();
+    state.usable = pools_[i]->usable();
+    state.load = pools_[i]->load();
   }
-  if (!live_nodes_.empty()) {
-    const size_t node = health::PickPowerOfTwo(
-        live_nodes_, [this](size_t i) { return static_cast<double>(pools_[i]->load()); }, random_);
-    return *pools_[node];
+  bool panic = false;
+  const size_t node = router_.Pick(loop_.Now(), &panic);
+  if (panic) metrics_.AddPanicRoute();
+  return *pools_[node];
+}
+
+void Worker::OnAttemptEnd(size_t node, bool failed) {
+  if (node >= pools_.size()) return;
+  if (failed) {
+    OnNodeFailure(node);
+  } else {
+    router_.OnAttemptEnd(node, false, loop_.Now());
   }
-  for (auto& pool : pools_) {
-    if (pool->usable()) return *pool;
+}
+
+void Worker::OnNodeFailure(size_t node) {
+  if (node >= router_.size() || pools_.size() < 2) return;  // one node: nowhere else to go
+  if (router_.OnAttemptEnd(node, true, loop_.Now())) {
+    metrics_.node(node).ejections.Add();
+    SPDLOG_WARN("upstream {}: ejected after {} failures in a row (health.consecutive_failures)",
+                config_->upstream.nodes[node].ToString(), config_->health.consecutive_failures);
   }
-  return *pools_.front();
+}
+
+void Worker::StartProbe(size_t node, const ProbeSpec& spec, Duration timeout,
+                        std::function<void(health::ProbeResult)> done) {
+  if (node >= pools_.size()) {  // stopping
+    health::ProbeResult result;
+    result.detail = "qpoold is stopping";
+    done(result);
+    return;
+  }
+  auto probe =
+      std::make_unique<HealthProbe>(*this, *pools_[node], config_->upstream.nodes[node].ToString(),
+                                    spec, timeout, std::move(done));
+  HealthProbe* raw = probe.get();
+  probes_.emplace(raw, std::move(probe));
+  raw->Start();
+}
+
+void Worker::OnProbeDone(HealthProbe* probe) {
+  auto it = probes_.find(probe);
+  if (it == probes_.end()) return;
+  if (finished_probes_.empty()) {
+    Post([this] { finished_probes_.clear(); });
+  }
+  finished_probes_.push_back(std::move(it->second));
+  probes_.erase(it);
+}
+
+void Worker::BackOffPings(size_t node) {
+  if (node >= ping_interval_.size() || ping_interval_[node] == Duration::zero()) return;
+  const Duration ceiling = absl::ToChronoNanoseconds(config_->health.fast_interval) * 32;
+  const Duration next = std::min(ping_interval_[node] * 2, ceiling);
+  if (next != ping_interval_[node]) {
+    SPDLOG_WARN("upstream {}: GOAWAY too_many_pings; health PING interval now {}",
+                config_->upstream.nodes[node].ToString(),
+                absl::FormatDuration(absl::FromChrono(next)));
+  }
+  ping_interval_[node] = next;
 }
 
 pool::NodePool* Worker::PickPoolOtherThan(const pool::NodePool* except) {
   pool::NodePool* best = nullptr;
-  for (auto& pool : pools_) {
-    if (pool.get() == except || !pool->has_live_connection()) continue;
-    if (best == nullptr || pool->load() < best->load()) best = pool.get();
+  const MonoTime now = loop_.Now();
+  for (size_t i = 0; i < pools_.size(); ++i) {
+    pool::NodePool* pool = pools_[i].get();
+    if (pool == except || !pool->has_live_connection()) continue;
+    if ((health_ != nullptr && !health_->healthy(i)) || router_.IsEjected(i, now)) continue;
+    if (best == nullptr || pool->load() < best->load()) best = pool;
   }
   return best;
 }
@@ -307,7 +403,9 @@ void Worker::Stop() {
     for (auto& [ptr, session] : sessions_) sessions.push_back(session);
     for (auto& session : sessions) session->Abort();
     for (auto& pool : pools_) pool->Shutdown();
-    pools_.clear();  // aborts what is still open
+    pools_.clear();   // aborts what is still open
+    probes_.clear();  // after their pools: a pool forgets its queued waiters on destruction
+    finished_probes_.clear();
     io_.stop();
   });
   if (thread_.joinable()) thread_.join();

@@ -17,6 +17,9 @@
 
 #include "daemon/common/event_loop.h"
 #include "daemon/config/config.h"
+#include "daemon/health/health.h"
+#include "daemon/health/health_scheduler.h"
+#include "daemon/metrics/health_metrics.h"
 #include "daemon/metrics/scrape.h"
 #include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/node_pool.h"
@@ -26,6 +29,8 @@
 namespace qpool::server {
 
 class DownstreamSession;
+class HealthProbe;
+struct ProbeSpec;
 
 // Counters shared by all workers; relaxed atomics, read by status and metrics.
 struct ProxyCounters {
@@ -81,8 +86,11 @@ class Worker {
  public:
   // `index` of `count` workers: the worker takes its share of each node's connection bounds.
   // `metrics` (this worker's counters, written only on its thread) must outlive the worker.
+  // `health` (the control thread's published node health; null: every node counts as healthy)
+  // must outlive the worker too.
   Worker(std::shared_ptr<const config::Config> config, uint32_t index, uint32_t count,
-         ProxyCounters& counters, metrics::WorkerMetrics& metrics);
+         ProxyCounters& counters, metrics::WorkerMetrics& metrics,
+         const metrics::HealthMetrics* health = nullptr);
   ~Worker();
 
   Worker(const Worker&) = delete;
@@ -98,12 +106,26 @@ class Worker {
   void Adopt(boost::asio::ip::tcp::socket socket, bool refuse);
   // Sends GOAWAY to every app connection; calls `on_idle` (on this thread) once none is left.
   void BeginDrain(std::function<void()> on_idle);
-  // Picks a node pool for a new call: of the nodes with a connection up, the less loaded of two
-  // picked at random; else the first that may still connect; else the first node.
+  // Picks a node pool for a new call (health::NodeRouter): among the nodes healthy by active
+  // checks and not ejected by passive ones (all of them in panic mode, counted), those with a
+  // connection up, else those that may still connect; of two picked at random, the less loaded.
   pool::NodePool& PickPool();
-  // A node pool other than `except` for a hedge: the least loaded of those with a connection up;
-  // null when there is none.
+  // A node pool other than `except` for a hedge: the least loaded of the healthy, not ejected
+  // nodes with a connection up; null when there is none.
   pool::NodePool* PickPoolOtherThan(const pool::NodePool* except);
+  // Passive health: an upstream attempt on node `node` ended; `failed` for a reset, a lost
+  // connection or UNAVAILABLE (connect failures are counted by the pool's observer).
+  void OnAttemptEnd(size_t node, bool failed);
+  // Health, medium and deep tiers: probes node `node` on this worker's pool for it; `done` runs
+  // once, on this thread.
+  void StartProbe(size_t node, const ProbeSpec& spec, Duration timeout,
+                  std::function<void(health::ProbeResult)> done);
+  // A probe reported; it is deleted on a later turn.
+  void OnProbeDone(HealthProbe* probe);
+  // Health, fast tier: the PING interval for idle connections to `node` (zero: no PINGs), and
+  // its back-off after a GOAWAY too_many_pings (doubles, up to 32x health.fast_interval).
+  Duration PingInterval(size_t node) const { return ping_interval_[node]; }
+  void BackOffPings(size_t node);
   void OnSessionClosed(DownstreamSession* session);
 
   // Stops everything and joins the thread. Call from outside the worker.
@@ -118,6 +140,8 @@ class Worker {
   metrics::NodeMetrics* NodeMetricsOf(const pool::NodePool* pool);
   // The index (config order) of the node `pool` serves; -1 for a pool not of this worker.
   int NodeIndexOf(const pool::NodePool* pool) const;
+  // The pool of node `node` (config order).
+  pool::NodePool* PoolOf(size_t node) { return pools_[node].get(); }
   RetryContext& retry() { return retry_; }
   Random& random() { return random_; }
   // Worker thread: each node pool's gauges now, in config order.
@@ -129,9 +153,11 @@ class Worker {
 
  private:
   class UpstreamFactory;
+  class NodeObserver;
   void CheckDrained();
   // Returns free heap memory to the OS after many app connections closed.
   void MaybeTrimMemory();
+  void OnNodeFailure(size_t node);
   // Re-evaluates node `node`'s readiness mirror (NodeMetrics::usable).
   void UpdateUsable(size_t node);
 
@@ -149,8 +175,12 @@ class Worker {
   // Declared before pools_: a pool reports to its observer until it is destroyed.
   std::vector<std::unique_ptr<metrics::PoolMetricsObserver>> observers_;
   std::vector<std::unique_ptr<pool::NodePool>> pools_;
-  std::vector<size_t>
-      live_nodes_;  // PickPool's scratch space, kept to avoid an allocation per call
+  const metrics::HealthMetrics* const health_;
+  health::NodeRouter router_;
+  std::vector<Duration> ping_interval_;  // per node
+  // Probes in flight, and those finished this turn (deleted on the next).
+  std::unordered_map<HealthProbe*, std::unique_ptr<HealthProbe>> probes_;
+  std::vector<std::unique_ptr<HealthProbe>> finished_probes_;
   std::unordered_map<DownstreamSession*, std::shared_ptr<DownstreamSession>> sessions_;
   std::function<void()> on_drained_;
   size_t peak_sessions_ = 0;  // most app connections held since the last trim

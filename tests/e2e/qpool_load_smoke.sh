@@ -11,7 +11,10 @@ source "$(dirname "$0")/lib.sh"
 fail() { echo "FAILED: $*" >&2; exit 1; }
 
 start_emulator "$EMULATOR"
-start_qpoold "$QPOOLD" --upstream "$EMU" --max-connections 2
+# The emulator's call counts are compared with the tool's below: qpoold's own health probes ask
+# grpc.health.v1.Health/Check (and Collections/List), never a method the tool calls.
+printf 'health:\n  medium_method: grpc\n' >"$WORK/qpool.yaml"
+start_qpoold "$QPOOLD" --config "$WORK/qpool.yaml" --upstream "$EMU" --max-connections 2
 
 counter() { curl -sf --max-time 5 "http://$CTL/counters" | jq -r "$1"; }
 field() { jq -r "$2" "$1"; }

@@ -56,6 +56,28 @@ void ExpectSameSettings(const Config& actual, const Config& expected) {
   EXPECT_EQ(actual.retry.methods, expected.retry.methods);
   EXPECT_EQ(actual.log.level, expected.log.level);
   EXPECT_EQ(actual.log.format, expected.log.format);
+  const HealthConfig& a = actual.health;
+  const HealthConfig& e = expected.health;
+  EXPECT_EQ(a.enabled, e.enabled);
+  EXPECT_EQ(a.jitter_percent, e.jitter_percent);
+  EXPECT_EQ(a.unhealthy_threshold, e.unhealthy_threshold);
+  EXPECT_EQ(a.healthy_threshold, e.healthy_threshold);
+  EXPECT_EQ(a.fast_enabled, e.fast_enabled);
+  EXPECT_EQ(a.fast_interval, e.fast_interval);
+  EXPECT_EQ(a.fast_timeout, e.fast_timeout);
+  EXPECT_EQ(a.medium_enabled, e.medium_enabled);
+  EXPECT_EQ(a.medium_interval, e.medium_interval);
+  EXPECT_EQ(a.medium_timeout, e.medium_timeout);
+  EXPECT_EQ(a.medium_method, e.medium_method);
+  EXPECT_EQ(a.deep_enabled, e.deep_enabled);
+  EXPECT_EQ(a.deep_interval, e.deep_interval);
+  EXPECT_EQ(a.deep_timeout, e.deep_timeout);
+  EXPECT_EQ(a.deep_collection, e.deep_collection);
+  EXPECT_EQ(a.passive_enabled, e.passive_enabled);
+  EXPECT_EQ(a.consecutive_failures, e.consecutive_failures);
+  EXPECT_EQ(a.base_ejection_time, e.base_ejection_time);
+  EXPECT_EQ(a.max_ejection_time, e.max_ejection_time);
+  EXPECT_EQ(a.max_ejection_percent, e.max_ejection_percent);
 }
 
 std::vector<std::string> NodeNames(const Config& config) {
@@ -414,6 +436,83 @@ TEST(ValidateTest, RefusesANegativeRecyclingDuration) {
   config.upstream.idle_timeout = absl::Seconds(-1);
   EXPECT_EQ(std::string(Validate(config).message()),
             "upstream.idle_timeout: must not be negative, got -1s");
+}
+
+TEST(ConfigTest, HealthKeysParse) {
+  absl::StatusOr<Config> config = ParseConfig(R"(
+health:
+  enabled: false
+  jitter_percent: 20
+  unhealthy_threshold: 4
+  healthy_threshold: 1
+  fast_enabled: false
+  fast_interval: 2s
+  fast_timeout: 300ms
+  medium_enabled: true
+  medium_interval: 200ms
+  medium_timeout: 100ms
+  medium_method: grpc
+  deep_enabled: false
+  deep_interval: 1m
+  deep_timeout: 5s
+  deep_collection: docs
+  passive_enabled: false
+  consecutive_failures: 7
+  base_ejection_time: 1s
+  max_ejection_time: 20s
+  max_ejection_percent: 100
+)",
+                                              "test.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  const HealthConfig& h = config->health;
+  EXPECT_FALSE(h.enabled);
+  EXPECT_EQ(h.jitter_percent, 20u);
+  EXPECT_EQ(h.unhealthy_threshold, 4u);
+  EXPECT_EQ(h.healthy_threshold, 1u);
+  EXPECT_FALSE(h.fast_enabled);
+  EXPECT_EQ(h.fast_interval, absl::Seconds(2));
+  EXPECT_EQ(h.fast_timeout, absl::Milliseconds(300));
+  EXPECT_TRUE(h.medium_enabled);
+  EXPECT_EQ(h.medium_interval, absl::Milliseconds(200));
+  EXPECT_EQ(h.medium_timeout, absl::Milliseconds(100));
+  EXPECT_EQ(h.medium_method, "grpc");
+  EXPECT_FALSE(h.deep_enabled);
+  EXPECT_EQ(h.deep_interval, absl::Minutes(1));
+  EXPECT_EQ(h.deep_timeout, absl::Seconds(5));
+  EXPECT_EQ(h.deep_collection, "docs");
+  EXPECT_FALSE(h.passive_enabled);
+  EXPECT_EQ(h.consecutive_failures, 7u);
+  EXPECT_EQ(h.base_ejection_time, absl::Seconds(1));
+  EXPECT_EQ(h.max_ejection_time, absl::Seconds(20));
+  EXPECT_EQ(h.max_ejection_percent, 100u);
+}
+
+TEST(ConfigTest, HealthBadValuesAreRefused) {
+  EXPECT_EQ(std::string(ParseConfig("health:\n  enabled: maybe\n", "t.yaml").status().message()),
+            "t.yaml:2: health.enabled: expected true or false, got \"maybe\"");
+  EXPECT_EQ(
+      std::string(ParseConfig("health:\n  medium_method: http\n", "t.yaml").status().message()),
+      "t.yaml:2: health.medium_method: must be one of qdrant, grpc, got \"http\"");
+  EXPECT_EQ(
+      std::string(ParseConfig("health:\n  jitter_percent: 60\n", "t.yaml").status().message()),
+      "t.yaml:2: health.jitter_percent: must be between 0 and 50, got 60");
+  EXPECT_EQ(std::string(
+                ParseConfig("health:\n  deep_collection: \"a/b\"\n", "t.yaml").status().message()),
+            "t.yaml:2: health.deep_collection: invalid character in collection name \"a/b\"");
+}
+
+TEST(ValidateTest, ProbeTimeoutMustNotExceedItsInterval) {
+  Config config = ValidConfig();
+  config.health.medium_timeout = absl::Seconds(6);
+  EXPECT_EQ(std::string(Validate(config).message()),
+            "health.medium_timeout: must not exceed health.medium_interval (6s > 5s)");
+}
+
+TEST(ValidateTest, BaseEjectionTimeMustNotExceedMax) {
+  Config config = ValidConfig();
+  config.health.base_ejection_time = absl::Seconds(400);
+  EXPECT_EQ(std::string(Validate(config).message()),
+            "health.base_ejection_time: must not exceed health.max_ejection_time (6m40s > 5m)");
 }
 
 TEST(ValidateTest, AppliesSingleKeyLimitsToo) {
