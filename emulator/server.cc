@@ -157,12 +157,16 @@ class Call final : public grpc::ServerUnaryReactor {
       Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection closed by qdrant-emulator"));
       return;
     }
+    // Finish() may run OnDone, which deletes this call, on another thread at once: nothing of
+    // `this` is touched after it.
+    EmulatorServer::Impl* const impl = impl_;
+    const bool goaway_after = plan_.close_after == CloseMode::kGoaway;
     if (plan_.error.has_value()) {
       FinishInjected();
     } else {
       Finish(ToGrpc(status));
     }
-    if (plan_.close_after == CloseMode::kGoaway) impl_->RequestGoaway();
+    if (goaway_after) impl->RequestGoaway();
   }
 
   void FinishWith(const grpc::Status& status) { Finish(status); }

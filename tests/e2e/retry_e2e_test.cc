@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -166,6 +167,7 @@ class RetryE2eTest : public ::testing::Test {
       if (!qpoold_->WaitForExit(absl::Seconds(10))) qpoold_->Kill();
     }
     emulators_.clear();  // SIGKILL
+    if (!HasFailure()) std::filesystem::remove_all(dir_);  // kept for a look when a test failed
   }
 
   Emulator& StartEmulator() {
