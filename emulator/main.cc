@@ -30,6 +30,8 @@ constexpr char kUsage[] = R"(usage: qdrant-emulator [flags]
   --goaway-grace-ms N            time calls may run after GOAWAY (default 5000)
   --faults JSON|@FILE            initial fault configuration (qpool.emulator.FaultConfig JSON)
   --seed N                       seed of the fault dice (default 1)
+  --api-key KEY                  require metadata api-key: KEY on every call but HealthCheck
+                                 (UNAUTHENTICATED otherwise, as Qdrant's service.api_key)
 Prints "qdrant-emulator listening grpc=HOST:PORT control=HOST:PORT" on stdout when ready.
 Stops on SIGINT or SIGTERM.
 )";
@@ -49,7 +51,8 @@ int main(int argc, char** argv) {
                                               {"max-concurrent-streams", "0"},
                                               {"goaway-grace-ms", "5000"},
                                               {"faults", ""},
-                                              {"seed", "1"}};
+                                              {"seed", "1"},
+                                              {"api-key", ""}};
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -75,6 +78,7 @@ int main(int argc, char** argv) {
   qpool::emulator::ServerOptions options;
   options.listen = flags["listen"];
   options.handlers.version = flags["version"];
+  options.api_key = flags["api-key"];
   uint64_t seed;
   int grace_ms;
   if (!absl::SimpleAtoi(flags["max-concurrent-streams"], &options.max_concurrent_streams) ||

@@ -195,10 +195,27 @@ class Call final : public grpc::ServerUnaryReactor {
   std::unique_ptr<grpc::Alarm> alarm_;
 };
 
+// A call refused before it runs: answered at once, never counted.
+class Refused final : public grpc::ServerUnaryReactor {
+ public:
+  explicit Refused(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
 grpc::ServerUnaryReactor* EmulatorServer::Impl::Dispatch(grpc::CallbackServerContext* context,
                                                          const char* method,
                                                          std::string write_collection,
                                                          std::function<absl::Status()> handler) {
+  if (!options_.api_key.empty() && std::string_view(method) != "qdrant.Qdrant/HealthCheck") {
+    const auto& metadata = context->client_metadata();
+    auto key = metadata.find("api-key");
+    if (key == metadata.end() ||
+        std::string_view(key->second.data(), key->second.size()) != options_.api_key) {
+      // Qdrant's words for a missing or wrong key.
+      return new Refused(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                      "Must provide an API key or an Authorization bearer token"));
+    }
+  }
   auto* call = new Call(this, context, method, std::move(write_collection), std::move(handler));
   call->Start();
   return call;

@@ -33,6 +33,9 @@ struct ServerOptions {
   int max_concurrent_streams = 0;
   // How long calls on a connection that got GOAWAY may still run before they are cancelled.
   absl::Duration goaway_grace = absl::Seconds(5);
+  // When set, every call but the two health checks needs metadata `api-key` equal to it, else
+  // UNAUTHENTICATED, as Qdrant with service.api_key does. Empty: no authentication.
+  std::string api_key;
   HandlerOptions handlers;
 };
 

@@ -182,6 +182,11 @@ struct HealthConfig {
   // health.deep_collection: collection the deep probe asks about; empty lists collections.
   // Default "" (empty).
   std::string deep_collection;
+  // health.api_key_env: the environment variable holding the Qdrant API key qpoold's own probes
+  // send (metadata `api-key`); the deep read needs it when Qdrant has service.api_key set, the
+  // two health methods do not. Apps' calls carry their own key, forwarded as sent. Default ""
+  // (no key). Read at start; an unset variable is logged as a warning.
+  std::string api_key_env;
   // health.passive_enabled: eject nodes on live-traffic failures. Default true.
   bool passive_enabled = true;
   // health.consecutive_failures: connect failures, upstream resets, lost connections or

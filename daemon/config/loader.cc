@@ -364,6 +364,18 @@ Reason CollectionNameReason(const std::string& name) {
   return std::nullopt;
 }
 
+// The name of an environment variable: empty (none), or letters, digits and '_', not starting
+// with a digit.
+Reason EnvVarNameReason(const std::string& name) {
+  if (name.empty()) return std::nullopt;
+  const bool valid = !absl::ascii_isdigit(name[0]) &&
+                     std::all_of(name.begin(), name.end(),
+                                 [](char c) { return absl::ascii_isalnum(c) || c == '_'; });
+  if (valid) return std::nullopt;
+  return absl::StrCat("expected an environment variable name such as QDRANT_API_KEY, got \"", name,
+                      "\"");
+}
+
 // An address key ("HOST:PORT"); `field` as for the builders above.
 template <typename Field>
 Key AddressKey(absl::string_view name, Field field) {
@@ -556,6 +568,9 @@ const std::vector<Key>& Keys() {
       StringKey(
           "health.deep_collection", [](auto& c) -> auto& { return c.health.deep_collection; },
           CollectionNameReason),
+      StringKey(
+          "health.api_key_env", [](auto& c) -> auto& { return c.health.api_key_env; },
+          EnvVarNameReason),
       BoolKey(
           "health.passive_enabled", [](auto& c) -> auto& { return c.health.passive_enabled; }),
       IntegerKey(

@@ -6,6 +6,7 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
+#include <cstdlib>
 
 #include "spdlog/spdlog.h"
 
@@ -25,6 +26,18 @@ HealthChecker::HealthChecker(const config::Config& config, metrics::HealthMetric
       loop_(io_) {
   for (const config::NodeAddress& node : config.upstream.nodes) {
     node_names_.push_back(node.ToString());
+  }
+  if (const std::string& name = config.health.api_key_env; !name.empty()) {
+    const char* key = std::getenv(name.c_str());
+    if (key == nullptr || *key == '\0') {
+      SPDLOG_WARN(
+          "health.api_key_env names {}, which is not set: health probes go without an "
+          "API key",
+          name);
+    } else {
+      medium_spec_.api_key = key;
+      deep_spec_.api_key = key;
+    }
   }
   const config::HealthConfig& h = config.health;
   health::SchedulerOptions options;

@@ -126,8 +126,14 @@ health::ProbeResult JudgeProbeAnswer(const ProbeSpec& spec, int grpc_status,
                                      std::string_view grpc_message, std::string_view body) {
   if (grpc_status < 0) return Failed(absl::StrCat(spec.description, ": no grpc-status"));
   if (grpc_status != 0) {
-    return Failed(absl::StrCat(spec.description, ": grpc-status ", grpc_status, " ",
-                               absl::string_view(grpc_message.data(), grpc_message.size())));
+    // UNAUTHENTICATED / PERMISSION_DENIED: Qdrant wants an API key for this read.
+    const bool auth = grpc_status == 16 || grpc_status == 7;
+    return Failed(absl::StrCat(
+        spec.description, ": grpc-status ", grpc_status, " ",
+        absl::string_view(grpc_message.data(), grpc_message.size()),
+        auth ? (spec.api_key.empty() ? " (Qdrant needs an API key: set health.api_key_env)"
+                                     : " (the key from health.api_key_env was refused)")
+             : ""));
   }
   health::ProbeResult ok;
   ok.success = true;
@@ -230,7 +236,7 @@ void HealthProbe::OnAcquireFailed(const absl::Status& status) {
 
 void HealthProbe::Submit(UpstreamConnection& conn) {
   const std::string timeout = FormatGrpcTimeout(timeout_);
-  const nghttp2_nv nva[] = {
+  nghttp2_nv nva[] = {
       MakeNv(":method", "POST"),
       MakeNv(":scheme", "http"),
       MakeNv(":path", spec_.path),
@@ -239,8 +245,11 @@ void HealthProbe::Submit(UpstreamConnection& conn) {
       MakeNv("te", "trailers"),
       MakeNv("grpc-timeout", timeout),
       MakeNv("user-agent", "qpoold-health/" QPOOL_VERSION),
+      MakeNv("api-key", spec_.api_key),
   };
-  const int32_t stream_id = conn.SubmitProbe(*this, nva, sizeof(nva) / sizeof(nva[0]));
+  size_t count = sizeof(nva) / sizeof(nva[0]);
+  if (spec_.api_key.empty()) count--;  // the last one
+  const int32_t stream_id = conn.SubmitProbe(*this, nva, count);
   if (stream_id < 0) {
     pool_.ReleaseUnused(&conn);
     Finish(Failed(absl::StrCat("cannot open a stream: ", nghttp2_strerror(stream_id))));

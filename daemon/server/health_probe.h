@@ -39,6 +39,7 @@ struct ProbeSpec {
   std::string message;  // the request message, serialized (without the gRPC frame prefix)
   Check check = Check::kStatusOk;
   std::string description;  // for messages: "collection docs"
+  std::string api_key;      // sent as metadata `api-key` when not empty
 
   static ProbeSpec QdrantHealthCheck();
   static ProbeSpec GrpcHealthCheck();

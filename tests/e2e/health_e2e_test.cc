@@ -177,12 +177,16 @@ class HealthE2eTest : public ::testing::Test {
     return "  deep_interval: 1s\n  deep_timeout: 500ms\n";
   }
 
+  // More emulator flags.
+  virtual std::vector<std::string> EmulatorFlags() const { return {}; }
+
   void StartEmulator(int i) {
     Emulator& emulator = emulators_[i];
-    auto process = Subprocess::Spawn(
-        {QDRANT_EMULATOR_PATH, "--listen", absl::StrCat("127.0.0.1:", emulator.port),
-         "--control-listen", "127.0.0.1:0"},
-        absl::StrCat(dir_, "/emulator", i, ".log"));
+    std::vector<std::string> argv = {QDRANT_EMULATOR_PATH, "--listen",
+                                     absl::StrCat("127.0.0.1:", emulator.port), "--control-listen",
+                                     "127.0.0.1:0"};
+    for (const std::string& flag : EmulatorFlags()) argv.push_back(flag);
+    auto process = Subprocess::Spawn(argv, absl::StrCat(dir_, "/emulator", i, ".log"));
     ASSERT_TRUE(process.ok()) << process.status();
     emulator.process = std::move(*process);
     absl::StatusOr<std::string> line = emulator.process->ReadStdoutLine(absl::Seconds(15));
@@ -450,6 +454,81 @@ TEST_F(HealthDeepCollectionE2eTest, MissingCollectionMakesNodesUnhealthyAndCalls
             1);
   EXPECT_GE(CallsOf(emulators_[0], "grpc.health.v1.Health/Check"), 1);
   EXPECT_GE(CallsOf(emulators_[0], "qdrant.Collections/CollectionExists"), 3);
+}
+
+// Qdrant with an API key (service.api_key): its health method needs none, its reads do. The
+// deep probe sends the key from the variable health.api_key_env names, so the nodes stay healthy;
+// apps' calls carry their own key through qpoold untouched.
+constexpr char kApiKeyVariable[] = "QPOOL_E2E_QDRANT_API_KEY";
+
+class HealthApiKeyE2eTest : public HealthE2eTest {
+ protected:
+  void SetUp() override {
+    ::setenv(kApiKeyVariable, "s3cret", 1);  // qpoold inherits it
+    HealthE2eTest::SetUp();
+  }
+  void TearDown() override {
+    HealthE2eTest::TearDown();
+    ::unsetenv(kApiKeyVariable);
+  }
+  std::vector<std::string> EmulatorFlags() const override { return {"--api-key", "s3cret"}; }
+  std::string ExtraHealthConfig() const override {
+    return absl::StrCat(
+        "  deep_interval: 300ms\n  deep_timeout: 200ms\n  api_key_env: ", kApiKeyVariable, "\n");
+  }
+};
+
+TEST_F(HealthApiKeyE2eTest, DeepProbeSendsTheKeyAndAppsSendTheirOwn) {
+  // Two deep probes per node pass: the key went with them.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        Samples s = Scrape();
+        for (int i = 0; i < 2; ++i) {
+          if (s[absl::StrCat("qpool_health_checks_total{node=\"", Node(i),
+                             "\",tier=\"deep\",result=\"success\"}")] < 2) {
+            return false;
+          }
+        }
+        return true;
+      },
+      absl::Seconds(10), absl::Milliseconds(20)));
+  Samples s = Scrape();
+  EXPECT_EQ(s[absl::StrCat("qpool_health_checks_total{node=\"", Node(0),
+                           "\",tier=\"deep\",result=\"failure\"}")],
+            0);
+  EXPECT_TRUE(Healthy(0));
+  EXPECT_TRUE(Healthy(1));
+  // An app's call without a key is refused by Qdrant, not by qpoold; with the key it goes through.
+  EXPECT_EQ(Exists().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("api-key", "s3cret");
+  qdrant::CollectionExistsRequest request;
+  request.set_collection_name("health_e2e");
+  qdrant::CollectionExistsResponse reply;
+  EXPECT_TRUE(stub_->CollectionExists(&ctx, request, &reply).ok());
+}
+
+// The same Qdrant, and qpoold not given the key: the deep read fails UNAUTHENTICATED, every node
+// turns unhealthy, /readyz says 503, and the log says what to set.
+class HealthMissingApiKeyE2eTest : public HealthApiKeyE2eTest {
+ protected:
+  void SetUp() override { HealthE2eTest::SetUp(); }
+  void TearDown() override { HealthE2eTest::TearDown(); }
+  std::string ExtraHealthConfig() const override {
+    return "  deep_interval: 300ms\n  deep_timeout: 200ms\n";
+  }
+};
+
+TEST_F(HealthMissingApiKeyE2eTest, DeepProbeWithoutTheKeyMarksNodesUnhealthyAndSaysWhy) {
+  ASSERT_TRUE(WaitFor([&] { return Unhealthy(0) && Unhealthy(1); }, absl::Seconds(10),
+                      absl::Milliseconds(20)));
+  EXPECT_EQ(HttpGet(admin_port_, "/readyz").status, 503);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return ReadFileOrEmpty(log_path_).find("set health.api_key_env") != std::string::npos;
+      },
+      absl::Seconds(5)))
+      << ReadFileOrEmpty(log_path_);
 }
 
 }  // namespace

@@ -73,6 +73,7 @@ void ExpectSameSettings(const Config& actual, const Config& expected) {
   EXPECT_EQ(a.deep_interval, e.deep_interval);
   EXPECT_EQ(a.deep_timeout, e.deep_timeout);
   EXPECT_EQ(a.deep_collection, e.deep_collection);
+  EXPECT_EQ(a.api_key_env, e.api_key_env);
   EXPECT_EQ(a.passive_enabled, e.passive_enabled);
   EXPECT_EQ(a.consecutive_failures, e.consecutive_failures);
   EXPECT_EQ(a.base_ejection_time, e.base_ejection_time);
@@ -456,6 +457,7 @@ health:
   deep_interval: 1m
   deep_timeout: 5s
   deep_collection: docs
+  api_key_env: QDRANT_API_KEY
   passive_enabled: false
   consecutive_failures: 7
   base_ejection_time: 1s
@@ -480,6 +482,7 @@ health:
   EXPECT_EQ(h.deep_interval, absl::Minutes(1));
   EXPECT_EQ(h.deep_timeout, absl::Seconds(5));
   EXPECT_EQ(h.deep_collection, "docs");
+  EXPECT_EQ(h.api_key_env, "QDRANT_API_KEY");
   EXPECT_FALSE(h.passive_enabled);
   EXPECT_EQ(h.consecutive_failures, 7u);
   EXPECT_EQ(h.base_ejection_time, absl::Seconds(1));
@@ -499,6 +502,10 @@ TEST(ConfigTest, HealthBadValuesAreRefused) {
   EXPECT_EQ(std::string(
                 ParseConfig("health:\n  deep_collection: \"a/b\"\n", "t.yaml").status().message()),
             "t.yaml:2: health.deep_collection: invalid character in collection name \"a/b\"");
+  EXPECT_EQ(
+      std::string(ParseConfig("health:\n  api_key_env: \"1KEY\"\n", "t.yaml").status().message()),
+      "t.yaml:2: health.api_key_env: expected an environment variable name such as "
+      "QDRANT_API_KEY, got \"1KEY\"");
 }
 
 TEST(ValidateTest, ProbeTimeoutMustNotExceedItsInterval) {
