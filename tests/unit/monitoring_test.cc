@@ -104,7 +104,7 @@ TEST(MonitoringTest, EveryAlertHasARunbook) {
                 "docs/operations.md#" + anchor);
     }
   }
-  EXPECT_EQ(alerts, 7);
+  EXPECT_EQ(alerts, 8);
 }
 
 }  // namespace
