@@ -96,15 +96,18 @@ health::ProbeResult Failed(std::string detail) {
 }  // namespace
 
 ProbeSpec ProbeSpec::QdrantHealthCheck() {
-  return {"/qdrant.Qdrant/HealthCheck", "", Check::kQdrantHealth, "qdrant.Qdrant/HealthCheck"};
+  return {"/qdrant.Qdrant/HealthCheck", "", Check::kQdrantHealth, "qdrant.Qdrant/HealthCheck",
+          /*api_key=*/""};
 }
 
 ProbeSpec ProbeSpec::GrpcHealthCheck() {
-  return {"/grpc.health.v1.Health/Check", "", Check::kGrpcHealth, "grpc.health.v1.Health/Check"};
+  return {"/grpc.health.v1.Health/Check", "", Check::kGrpcHealth, "grpc.health.v1.Health/Check",
+          /*api_key=*/""};
 }
 
 ProbeSpec ProbeSpec::ListCollections() {
-  return {"/qdrant.Collections/List", "", Check::kStatusOk, "qdrant.Collections/List"};
+  return {"/qdrant.Collections/List", "", Check::kStatusOk, "qdrant.Collections/List",
+          /*api_key=*/""};
 }
 
 ProbeSpec ProbeSpec::CollectionExists(const std::string& collection) {
@@ -119,7 +122,7 @@ ProbeSpec ProbeSpec::CollectionExists(const std::string& collection) {
   message += static_cast<char>(len);
   message += collection;
   return {"/qdrant.Collections/CollectionExists", message, Check::kCollectionExists,
-          absl::StrCat("qdrant.Collections/CollectionExists(", collection, ")")};
+          absl::StrCat("qdrant.Collections/CollectionExists(", collection, ")"), /*api_key=*/""};
 }
 
 health::ProbeResult JudgeProbeAnswer(const ProbeSpec& spec, int grpc_status,
