@@ -166,7 +166,7 @@ class RetryE2eTest : public ::testing::Test {
       (void)qpoold_->Signal(SIGTERM);
       if (!qpoold_->WaitForExit(absl::Seconds(10))) qpoold_->Kill();
     }
-    emulators_.clear();  // SIGKILL
+    emulators_.clear();                                    // SIGKILL
     if (!HasFailure()) std::filesystem::remove_all(dir_);  // kept for a look when a test failed
   }
 
@@ -289,6 +289,8 @@ TEST_F(RetryE2eTest, ThirtyPercentUnavailableSearchesSucceedWithAnOpenBudget) {
 
   EXPECT_LE(failed, kCalls / 1000) << (failures_.empty() ? "" : failures_.front());
   const double attempts = emulator.Calls("qdrant.Points/Search");
+  std::cout << "30% UNAVAILABLE, open budget: " << kCalls - failed << " of " << kCalls
+            << " succeeded, attempts / calls " << attempts / kCalls << "\n";
   EXPECT_GE(attempts / kCalls, 1.30);  // the faults did fire and were retried
   EXPECT_LE(attempts / kCalls, 1.50);
   EXPECT_GT(Metric(R"(qpool_retries_total{class="read",reason="unavailable"})"),
@@ -310,6 +312,8 @@ TEST_F(RetryE2eTest, ThirtyPercentUnavailableWithTheDefaultBudgetAmplifiesAtMost
   const int failed = RunCalls(kCalls, 8, [&](int) { return Search(); });
 
   const double attempts = emulator.Calls("qdrant.Points/Search");
+  std::cout << "30% UNAVAILABLE, default budget: " << kCalls - failed << " of " << kCalls
+            << " succeeded, attempts / calls " << attempts / kCalls << "\n";
   EXPECT_LE(attempts / kCalls, 1.25);
   EXPECT_GT(attempts, kCalls);  // some retries ran while tokens lasted
   EXPECT_GT(failed, 0);
@@ -331,6 +335,7 @@ TEST_F(RetryE2eTest, TotalFailureIsCappedByTheBudget) {
 
   EXPECT_EQ(failed, kCalls);
   const double attempts = emulator.Calls("qdrant.Points/Search");
+  std::cout << "100% UNAVAILABLE: attempts / calls " << attempts / kCalls << "\n";
   EXPECT_LE(attempts / kCalls, 1.25);
   // After the first ~50 failures no call waits for a backoff: refused by the budget.
   EXPECT_GE(Metric(R"(qpool_retries_refused_total{reason="budget"})"), kCalls - 100);
