@@ -197,8 +197,8 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
   }
   {
     auto f = Family("qpool_transparent_retries_total",
-                    "Requests Qdrant refused unprocessed (REFUSED_STREAM, or above a GOAWAY's last "
-                    "stream) that qpoold sent again.",
+                    "Requests sent again that Qdrant never processed: refused (REFUSED_STREAM, "
+                    "above a GOAWAY's last stream id) or not sent (node unreachable).",
                     MetricType::Counter);
     AddCounter(f, {}, static_cast<double>(input.downstream.transparent_retries));
     out.push_back(std::move(f));
