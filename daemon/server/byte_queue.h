@@ -73,6 +73,13 @@ class ByteQueue {
     return copied;
   }
 
+  // Appends a copy of every byte of `other`, which stays as it is.
+  void AppendCopyOf(const ByteQueue& other) {
+    for (const Chunk* chunk = other.head_; chunk != nullptr; chunk = chunk->next) {
+      Append(chunk->data() + chunk->begin, chunk->end - chunk->begin);
+    }
+  }
+
   // Moves every byte of `front` ahead of this queue's bytes; `front` ends empty.
   void PrependFrom(ByteQueue& front) {
     if (front.head_ == nullptr) return;

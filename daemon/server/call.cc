@@ -128,25 +128,24 @@ void Call::AcquireStream() {
     // A retry goes to another node when there is one to go to.
     if (pool::NodePool* other = worker.PickPoolOtherThan(failed_pool_)) pool = other;
   }
-  UpstreamStream& s = *attempt_;
-  pool::NodePool::AcquireResult result = pool->Acquire(s);
-  switch (result.outcome) {
-    case pool::NodePool::AcquireOutcome::kReady:
-      s.pool = pool;
-      StartUpstream(s, *static_cast<UpstreamConnection*>(result.connection));
-      break;
-    case pool::NodePool::AcquireOutcome::kQueued:
-      s.pool = pool;  // OnStreamReady or OnAcquireFailed follows
-      break;
-    case pool::NodePool::AcquireOutcome::kFailed:
-      if (result.status.code() == absl::StatusCode::kUnavailable && !pool->usable()) {
-        failed_pool_ = pool;
-        OnNodeUnreachable(result.status);
-      } else {
-        FinishLocally(result.status);
-      }
-      break;
+  const absl::Status refused = AcquireOn(*attempt_, *pool);
+  if (refused.ok()) return;
+  if (refused.code() == absl::StatusCode::kUnavailable && !pool->usable()) {
+    failed_pool_ = pool;
+    OnNodeUnreachable(refused);
+  } else {
+    FinishLocally(refused);
   }
+}
+
+absl::Status Call::AcquireOn(UpstreamStream& s, pool::NodePool& pool) {
+  pool::NodePool::AcquireResult result = pool.Acquire(s);
+  if (result.outcome == pool::NodePool::AcquireOutcome::kFailed) return result.status;
+  s.pool = &pool;  // when queued, OnStreamReady or OnAcquireFailed follows
+  if (result.outcome == pool::NodePool::AcquireOutcome::kReady) {
+    StartUpstream(s, *static_cast<UpstreamConnection*>(result.connection));
+  }
+  return absl::OkStatus();
 }
 
 void Call::OnRequestData(const uint8_t* data, size_t len) {
@@ -690,22 +689,8 @@ void Call::OnHedgeDelay() {
   hedge_ = &s;
   s.reads_hedge_copy = true;
   hedge_body_.Clear();
-  std::string copy;
-  replay_.CopyPrefix(replay_.size(), copy);
-  hedge_body_.Append(reinterpret_cast<const uint8_t*>(copy.data()), copy.size());
-  pool::NodePool::AcquireResult result = pool->Acquire(s);
-  switch (result.outcome) {
-    case pool::NodePool::AcquireOutcome::kReady:
-      s.pool = pool;
-      StartUpstream(s, *static_cast<UpstreamConnection*>(result.connection));
-      break;
-    case pool::NodePool::AcquireOutcome::kQueued:
-      s.pool = pool;
-      break;
-    case pool::NodePool::AcquireOutcome::kFailed:
-      DropHedge();
-      break;
-  }
+  hedge_body_.AppendCopyOf(replay_);
+  if (!AcquireOn(s, *pool).ok()) DropHedge();
 }
 
 void Call::PromoteHedge() {

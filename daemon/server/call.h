@@ -130,6 +130,9 @@ class Call {
   // Asks the balancer for a node and its pool for a stream: starts the upstream stream now, waits
   // in the pool's queue, or answers the app with the pool's refusal.
   void AcquireStream();
+  // Asks `pool` for a stream slot for `s`: opens the stream now, or leaves `s` queued there.
+  // Returns the pool's refusal, or OK.
+  absl::Status AcquireOn(UpstreamStream& s, pool::NodePool& pool);
   // Opens stream `s` on `upstream` (a slot there is reserved for it).
   void StartUpstream(UpstreamStream& s, UpstreamConnection& upstream);
   // Retries (docs/retries.md). --------------------------------------------------------------------
