@@ -12,11 +12,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <boost/asio/connect.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -34,52 +29,12 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "qdrant/collections_service.grpc.pb.h"
+#include "tests/support/prometheus_text.h"
 #include "tests/support/test_util.h"
 #include "tests/unit/http_get.h"
 
 namespace qpool::testing {
 namespace {
-
-using Samples = std::map<std::string, double>;
-
-Samples ParseSamples(const std::string& text) {
-  Samples samples;
-  std::istringstream lines(text);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    const size_t space = line.rfind(' ');
-    samples[line.substr(0, space)] = std::stod(line.substr(space + 1));
-  }
-  return samples;
-}
-
-// A blocking HTTP/1.1 request with a body, for the emulator's control endpoint.
-HttpReply HttpRequest(uint16_t port, boost::beast::http::verb verb, const std::string& target) {
-  namespace beast = boost::beast;
-  namespace http = beast::http;
-  boost::asio::io_context io;
-  beast::tcp_stream stream(io);
-  HttpReply reply;
-  stream.expires_after(std::chrono::seconds(5));
-  beast::error_code ec;
-  stream.connect(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), port),
-                 ec);
-  if (ec) return reply;
-  http::request<http::string_body> request(verb, target, 11);
-  request.set(http::field::host, "127.0.0.1");
-  request.body() = "{}";
-  request.prepare_payload();
-  http::write(stream, request, ec);
-  if (ec) return reply;
-  beast::flat_buffer buffer;
-  http::response<http::string_body> response;
-  http::read(stream, buffer, response, ec);
-  if (ec) return reply;
-  reply.status = static_cast<int>(response.result_int());
-  reply.body = response.body();
-  return reply;
-}
 
 // One emulator on a fixed gRPC port (so that it can be restarted there) and a free control port.
 struct Emulator {
@@ -235,8 +190,7 @@ class HealthE2eTest : public ::testing::Test {
 };
 
 TEST_F(HealthE2eTest, HungNodeTurnsUnhealthyCallsGoToTheOtherAndItComesBack) {
-  ASSERT_EQ(HttpRequest(emulators_[0].control_port, boost::beast::http::verb::post, "/hang").status,
-            200);
+  ASSERT_EQ(HttpRequest(emulators_[0].control_port, "POST", "/hang").status, 200);
   const absl::Time hung_at = absl::Now();
   ASSERT_TRUE(WaitFor([&] { return Unhealthy(0); }, absl::Seconds(10), absl::Milliseconds(10)));
   const absl::Duration detect = absl::Now() - hung_at;
@@ -256,9 +210,7 @@ TEST_F(HealthE2eTest, HungNodeTurnsUnhealthyCallsGoToTheOtherAndItComesBack) {
   EXPECT_EQ(CallsOf(emulators_[1], kExists) - before, 20);
   EXPECT_EQ(HttpGet(admin_port_, "/readyz").status, 200);  // node 1 is healthy
 
-  ASSERT_EQ(
-      HttpRequest(emulators_[0].control_port, boost::beast::http::verb::post, "/resume").status,
-      200);
+  ASSERT_EQ(HttpRequest(emulators_[0].control_port, "POST", "/resume").status, 200);
   const absl::Time resumed_at = absl::Now();
   ASSERT_TRUE(WaitFor([&] { return Healthy(0); }, absl::Seconds(10), absl::Milliseconds(10)));
   const absl::Duration recover = absl::Now() - resumed_at;
@@ -283,8 +235,7 @@ TEST_F(HealthE2eTest, HungNodeTurnsUnhealthyCallsGoToTheOtherAndItComesBack) {
 
 TEST_F(HealthE2eTest, ReadyzIs503WhenNoNodeIsHealthy) {
   for (Emulator& emulator : emulators_) {
-    ASSERT_EQ(HttpRequest(emulator.control_port, boost::beast::http::verb::post, "/hang").status,
-              200);
+    ASSERT_EQ(HttpRequest(emulator.control_port, "POST", "/hang").status, 200);
   }
   ASSERT_TRUE(WaitFor([&] { return HttpGet(admin_port_, "/readyz").status == 503; },
                       absl::Seconds(10), absl::Milliseconds(20)));
@@ -293,7 +244,7 @@ TEST_F(HealthE2eTest, ReadyzIs503WhenNoNodeIsHealthy) {
   EXPECT_TRUE(Unhealthy(0));
   EXPECT_TRUE(Unhealthy(1));
   for (Emulator& emulator : emulators_) {
-    HttpRequest(emulator.control_port, boost::beast::http::verb::post, "/resume");
+    HttpRequest(emulator.control_port, "POST", "/resume");
   }
   EXPECT_TRUE(WaitFor([&] { return HttpGet(admin_port_, "/readyz").status == 200; },
                       absl::Seconds(10), absl::Milliseconds(20)));
@@ -392,23 +343,8 @@ TEST_F(HealthE2eTest, UnavailableAnswersEjectTheNodeAfterConsecutiveFailures) {
   // Node 0 answers every CollectionExists UNAVAILABLE (its health checks still pass).
   const std::string faults =
       "{\"methods\":{\"CollectionExists\":{\"error_rate\":1,\"error_code\":\"UNAVAILABLE\"}}}";
-  namespace http = boost::beast::http;
-  {
-    boost::asio::io_context io;
-    boost::beast::tcp_stream stream(io);
-    boost::beast::error_code ec;
-    stream.connect({boost::asio::ip::make_address("127.0.0.1"), emulators_[0].control_port}, ec);
-    ASSERT_FALSE(ec) << ec.message();
-    http::request<http::string_body> request(http::verb::put, "/faults", 11);
-    request.set(http::field::host, "127.0.0.1");
-    request.body() = faults;
-    request.prepare_payload();
-    http::write(stream, request, ec);
-    boost::beast::flat_buffer buffer;
-    http::response<http::string_body> response;
-    http::read(stream, buffer, response, ec);
-    ASSERT_EQ(response.result_int(), 200u) << response.body();
-  }
+  const HttpReply reply = HttpRequest(emulators_[0].control_port, "PUT", "/faults", faults);
+  ASSERT_EQ(reply.status, 200) << reply.body;
   const int before = CallsOf(emulators_[0], kExists);
   int failed = 0;
   for (int i = 0; i < 100; ++i) {

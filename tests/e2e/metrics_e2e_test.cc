@@ -26,25 +26,12 @@
 #include "qdrant/collections_service.grpc.pb.h"
 #include "qdrant/points_service.grpc.pb.h"
 #include "qdrant/qdrant.grpc.pb.h"
+#include "tests/support/prometheus_text.h"
 #include "tests/support/test_util.h"
 #include "tests/unit/http_get.h"
 
 namespace qpool::testing {
 namespace {
-
-using Samples = std::map<std::string, double>;
-
-Samples ParseSamples(const std::string& text) {
-  Samples samples;
-  std::istringstream lines(text);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    const size_t space = line.rfind(' ');
-    samples[line.substr(0, space)] = std::stod(line.substr(space + 1));
-  }
-  return samples;
-}
 
 std::string UrlEncode(const std::string& text) {
   std::string out;

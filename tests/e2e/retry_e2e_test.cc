@@ -29,6 +29,7 @@
 #include "qdrant/emulator_control.pb.h"
 #include "qdrant/points_service.grpc.pb.h"
 #include "qdrant/qdrant.grpc.pb.h"
+#include "tests/support/prometheus_text.h"
 #include "tests/support/test_util.h"
 #include "tests/unit/http_get.h"
 
@@ -212,12 +213,7 @@ class RetryE2eTest : public ::testing::Test {
   // The value of one sample of qpoold's /metrics ("name{labels}"), 0 when absent.
   double Metric(const std::string& sample) {
     last_scrape_ = HttpGet(admin_port_, "/metrics").body;
-    std::istringstream lines(last_scrape_);
-    std::string line;
-    while (std::getline(lines, line)) {
-      if (line.rfind(sample + " ", 0) == 0) return std::stod(line.substr(sample.size() + 1));
-    }
-    return 0;
+    return ParseSamples(last_scrape_)[sample];
   }
 
   static std::string RetryLines(const std::string& scrape) {

@@ -22,6 +22,7 @@
 #include "daemon/pool/node_pool.h"
 #include "daemon/retry/method_class.h"
 #include "prometheus/text_serializer.h"
+#include "tests/support/prometheus_text.h"
 #include "tests/unit/fake_event_loop.h"
 #include "tests/unit/http_get.h"
 
@@ -345,18 +346,7 @@ TEST_F(PoolMetricsTest, AcquireTimeoutCounts) {
 
 // --- scrape formatting -------------------------------------------------------------------------
 
-// name{labels} -> value, from the text format.
-std::map<std::string, double> ParseSamples(const std::string& text) {
-  std::map<std::string, double> samples;
-  std::istringstream lines(text);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    const size_t space = line.rfind(' ');
-    samples[line.substr(0, space)] = std::stod(line.substr(space + 1));
-  }
-  return samples;
-}
+using ::qpool::testing::ParseSamples;
 
 std::string Serialize(const std::vector<prometheus::MetricFamily>& families) {
   std::ostringstream out;
