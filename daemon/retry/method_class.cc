@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 
+#include "daemon/common/grpc_frame.h"
 #include "daemon/common/qdrant_methods.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/wire_format_lite.h"
@@ -113,14 +114,14 @@ RetryClass MethodClassifier::Classify(std::string_view path, std::string_view fi
   const SelectorRule& rule = it->second;
 
   // The gRPC frame: compressed flag, big-endian length, message.
-  if (first_message.size() < 5) return RetryClass::kFilterScopedWrite;
-  const auto* header = reinterpret_cast<const uint8_t*>(first_message.data());
-  const size_t length =
-      (size_t{header[1]} << 24) | (size_t{header[2]} << 16) | (size_t{header[3]} << 8) | header[4];
-  if (first_message.size() < 5 + length) return RetryClass::kFilterScopedWrite;
-  std::string_view message = first_message.substr(5, length);
+  if (first_message.size() < kGrpcFramePrefixBytes) return RetryClass::kFilterScopedWrite;
+  const size_t length = GrpcFrameLength(first_message);
+  if (first_message.size() - kGrpcFramePrefixBytes < length) {
+    return RetryClass::kFilterScopedWrite;
+  }
+  std::string_view message = first_message.substr(kGrpcFramePrefixBytes, length);
   std::optional<std::string> inflated;
-  if (header[0] != 0) {
+  if (first_message[0] != 0) {
     if (grpc_encoding != "gzip" && grpc_encoding != "deflate") {
       return RetryClass::kFilterScopedWrite;
     }

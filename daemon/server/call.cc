@@ -1,6 +1,7 @@
 #include "daemon/server/call.h"
 
 #include "absl/strings/str_cat.h"
+#include "daemon/common/grpc_frame.h"
 #include "daemon/server/downstream_session.h"
 #include "daemon/server/grpc_wire.h"
 #include "daemon/server/upstream_connection.h"
@@ -65,14 +66,13 @@ bool RetryableStatus(int code, const std::optional<Duration>& pushback) {
 // unreadable).
 bool FirstMessage(const ByteQueue& sent, const ByteQueue& unsent, std::string& out) {
   std::string head;
-  sent.CopyPrefix(5, head);
-  if (head.size() < 5) unsent.CopyPrefix(5 - head.size(), head);
-  if (head.size() < 5) return false;
-  const size_t length = (static_cast<size_t>(static_cast<uint8_t>(head[1])) << 24) |
-                        (static_cast<size_t>(static_cast<uint8_t>(head[2])) << 16) |
-                        (static_cast<size_t>(static_cast<uint8_t>(head[3])) << 8) |
-                        static_cast<size_t>(static_cast<uint8_t>(head[4]));
-  const size_t want = 5 + std::min(length, retry::MethodClassifier::kMaxInflatedBytes);
+  sent.CopyPrefix(kGrpcFramePrefixBytes, head);
+  if (head.size() < kGrpcFramePrefixBytes) {
+    unsent.CopyPrefix(kGrpcFramePrefixBytes - head.size(), head);
+  }
+  if (head.size() < kGrpcFramePrefixBytes) return false;
+  const size_t want = kGrpcFramePrefixBytes +
+                      std::min(GrpcFrameLength(head), retry::MethodClassifier::kMaxInflatedBytes);
   out.reserve(want);
   const size_t from_sent = sent.CopyPrefix(want, out);
   if (from_sent < want) unsent.CopyPrefix(want - from_sent, out);

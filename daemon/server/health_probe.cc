@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "daemon/common/grpc_frame.h"
 #include "daemon/server/grpc_wire.h"
 #include "daemon/server/header_block.h"
 #include "daemon/server/worker.h"
@@ -77,16 +78,6 @@ class ProtoReader {
   bool ok_ = true;
 };
 
-std::string Framed(const std::string& message) {
-  std::string framed(5, '\0');
-  const uint32_t len = static_cast<uint32_t>(message.size());
-  framed[1] = static_cast<char>(len >> 24);
-  framed[2] = static_cast<char>(len >> 16);
-  framed[3] = static_cast<char>(len >> 8);
-  framed[4] = static_cast<char>(len);
-  return framed + message;
-}
-
 health::ProbeResult Failed(std::string detail) {
   health::ProbeResult result;
   result.detail = std::move(detail);
@@ -142,15 +133,14 @@ health::ProbeResult JudgeProbeAnswer(const ProbeSpec& spec, int grpc_status,
   ok.success = true;
   if (spec.check == ProbeSpec::Check::kStatusOk) return ok;
   // One gRPC message: flag byte, 4-byte length, the message. Probes advertise no compression.
-  if (body.size() < 5 || body[0] != 0) {
+  if (body.size() < kGrpcFramePrefixBytes || body[0] != 0) {
     return Failed(absl::StrCat(spec.description, ": no uncompressed reply message"));
   }
-  const uint32_t len = (uint32_t{static_cast<uint8_t>(body[1])} << 24) |
-                       (uint32_t{static_cast<uint8_t>(body[2])} << 16) |
-                       (uint32_t{static_cast<uint8_t>(body[3])} << 8) |
-                       uint32_t{static_cast<uint8_t>(body[4])};
-  if (body.size() - 5 < len) return Failed(absl::StrCat(spec.description, ": truncated reply"));
-  ProtoReader reader(body.substr(5, len));
+  const size_t len = GrpcFrameLength(body);
+  if (body.size() - kGrpcFramePrefixBytes < len) {
+    return Failed(absl::StrCat(spec.description, ": truncated reply"));
+  }
+  ProtoReader reader(body.substr(kGrpcFramePrefixBytes, len));
   uint32_t field;
   uint64_t varint;
   std::string_view bytes;
@@ -205,7 +195,7 @@ HealthProbe::HealthProbe(Worker& worker, pool::NodePool& pool, std::string autho
       timeout_(timeout),
       done_(std::move(done)),
       timer_(worker.loop().CreateTimer()) {
-  request_body = Framed(spec_.message);
+  request_body = GrpcFrame(spec_.message);
 }
 
 HealthProbe::~HealthProbe() {

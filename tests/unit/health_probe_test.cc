@@ -3,6 +3,7 @@
 // CollectionExistsResponse.result.exists). Replies are built with the generated classes.
 #include "daemon/server/health_probe.h"
 
+#include "daemon/common/grpc_frame.h"
 #include "gtest/gtest.h"
 #include "qdrant/collections.pb.h"
 #include "qdrant/health.pb.h"
@@ -12,14 +13,7 @@ namespace qpool::server {
 namespace {
 
 std::string Framed(const google::protobuf::MessageLite& message) {
-  const std::string bytes = message.SerializeAsString();
-  std::string framed(5, '\0');
-  const uint32_t len = static_cast<uint32_t>(bytes.size());
-  framed[1] = static_cast<char>(len >> 24);
-  framed[2] = static_cast<char>(len >> 16);
-  framed[3] = static_cast<char>(len >> 8);
-  framed[4] = static_cast<char>(len);
-  return framed + bytes;
+  return GrpcFrame(message.SerializeAsString());
 }
 
 TEST(ProbeJudgeTest, QdrantHealthCheckReportsTheVersion) {

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "daemon/common/grpc_frame.h"
 #include "daemon/retry/method_class.h"
 #include "daemon/retry/retry_policy.h"
 #include "google/protobuf/io/coded_stream.h"
@@ -34,18 +35,6 @@ std::string Field(int field, const std::string& bytes) {
 std::string IdsSelector() { return Field(1, Field(1, std::string("\x08\x07", 2))); }
 std::string FilterSelector() { return Field(2, Field(1, "must")); }
 const std::string kCollection = Field(1, "docs");
-
-// A gRPC frame around `message`.
-std::string Frame(const std::string& message, bool compressed = false) {
-  std::string frame(5, '\0');
-  frame[0] = compressed ? 1 : 0;
-  const uint32_t n = static_cast<uint32_t>(message.size());
-  frame[1] = static_cast<char>(n >> 24);
-  frame[2] = static_cast<char>(n >> 16);
-  frame[3] = static_cast<char>(n >> 8);
-  frame[4] = static_cast<char>(n);
-  return frame + message;
-}
 
 std::string Gzip(const std::string& data) {
   z_stream stream{};
@@ -94,64 +83,67 @@ TEST(MethodClassTest, CollectionChangesSnapshotsAndUnknownMethodsAreNeverRepeate
 TEST(MethodClassTest, UpsertIsAnIdScopedWrite) {
   MethodClassifier classifier;
   ASSERT_TRUE(classifier.NeedsFirstMessage("/qdrant.Points/Upsert"));
-  EXPECT_EQ(classifier.Classify("/qdrant.Points/Upsert", Frame(kCollection + Field(3, "pt")), ""),
-            RetryClass::kIdScopedWrite);
+  EXPECT_EQ(
+      classifier.Classify("/qdrant.Points/Upsert", GrpcFrame(kCollection + Field(3, "pt")), ""),
+      RetryClass::kIdScopedWrite);
 }
 
 TEST(MethodClassTest, ConditionalUpsertIsAFilterScopedWrite) {
   MethodClassifier classifier;
   const std::string request = kCollection + Field(3, "pt") + Field(6, Field(1, "cond"));
-  EXPECT_EQ(classifier.Classify("/qdrant.Points/Upsert", Frame(request), ""),
+  EXPECT_EQ(classifier.Classify("/qdrant.Points/Upsert", GrpcFrame(request), ""),
             RetryClass::kFilterScopedWrite);
 }
 
 TEST(MethodClassTest, DeleteByIdsIsIdScopedAndByFilterIsFilterScoped) {
   MethodClassifier classifier;
-  EXPECT_EQ(classifier.Classify("/qdrant.Points/Delete", Frame(DeleteRequest(IdsSelector())), ""),
-            RetryClass::kIdScopedWrite);
   EXPECT_EQ(
-      classifier.Classify("/qdrant.Points/Delete", Frame(DeleteRequest(FilterSelector())), ""),
+      classifier.Classify("/qdrant.Points/Delete", GrpcFrame(DeleteRequest(IdsSelector())), ""),
+      RetryClass::kIdScopedWrite);
+  EXPECT_EQ(
+      classifier.Classify("/qdrant.Points/Delete", GrpcFrame(DeleteRequest(FilterSelector())), ""),
       RetryClass::kFilterScopedWrite);
 }
 
 TEST(MethodClassTest, SetPayloadReadsItsSelectorPastThePayload) {
   MethodClassifier classifier;
-  EXPECT_EQ(
-      classifier.Classify("/qdrant.Points/SetPayload", Frame(SetPayloadRequest(IdsSelector())), ""),
-      RetryClass::kIdScopedWrite);
+  EXPECT_EQ(classifier.Classify("/qdrant.Points/SetPayload",
+                                GrpcFrame(SetPayloadRequest(IdsSelector())), ""),
+            RetryClass::kIdScopedWrite);
   EXPECT_EQ(classifier.Classify("/qdrant.Points/OverwritePayload",
-                                Frame(SetPayloadRequest(FilterSelector())), ""),
+                                GrpcFrame(SetPayloadRequest(FilterSelector())), ""),
             RetryClass::kFilterScopedWrite);
 }
 
 TEST(MethodClassTest, MissingSelectorIsTreatedAsAFilter) {
   MethodClassifier classifier;
-  EXPECT_EQ(classifier.Classify("/qdrant.Points/ClearPayload", Frame(kCollection), ""),
+  EXPECT_EQ(classifier.Classify("/qdrant.Points/ClearPayload", GrpcFrame(kCollection), ""),
             RetryClass::kFilterScopedWrite);
 }
 
 TEST(MethodClassTest, GzipRequestsAreInflatedForInspection) {
   MethodClassifier classifier;
   EXPECT_EQ(classifier.Classify("/qdrant.Points/Delete",
-                                Frame(Gzip(DeleteRequest(IdsSelector())), true), "gzip"),
+                                GrpcFrame(Gzip(DeleteRequest(IdsSelector())), true), "gzip"),
             RetryClass::kIdScopedWrite);
   EXPECT_EQ(classifier.Classify("/qdrant.Points/Delete",
-                                Frame(Gzip(DeleteRequest(FilterSelector())), true), "gzip"),
+                                GrpcFrame(Gzip(DeleteRequest(FilterSelector())), true), "gzip"),
             RetryClass::kFilterScopedWrite);
 }
 
 TEST(MethodClassTest, UnreadableRequestsAreTreatedAsFilterScoped) {
   MethodClassifier classifier;
-  const std::string good = Frame(DeleteRequest(IdsSelector()));
+  const std::string good = GrpcFrame(DeleteRequest(IdsSelector()));
   // Truncated frame, corrupt gzip, compressed with an encoding qpool does not know, garbage.
   EXPECT_EQ(classifier.Classify("/qdrant.Points/Delete", good.substr(0, good.size() - 1), ""),
             RetryClass::kFilterScopedWrite);
-  EXPECT_EQ(classifier.Classify("/qdrant.Points/Delete", Frame("not gzip at all", true), "gzip"),
-            RetryClass::kFilterScopedWrite);
+  EXPECT_EQ(
+      classifier.Classify("/qdrant.Points/Delete", GrpcFrame("not gzip at all", true), "gzip"),
+      RetryClass::kFilterScopedWrite);
   EXPECT_EQ(classifier.Classify("/qdrant.Points/Delete",
-                                Frame(Gzip(DeleteRequest(IdsSelector())), true), "snappy"),
+                                GrpcFrame(Gzip(DeleteRequest(IdsSelector())), true), "snappy"),
             RetryClass::kFilterScopedWrite);
-  EXPECT_EQ(classifier.Classify("/qdrant.Points/Delete", Frame("\xff\xff\xff\xff"), ""),
+  EXPECT_EQ(classifier.Classify("/qdrant.Points/Delete", GrpcFrame("\xff\xff\xff\xff"), ""),
             RetryClass::kFilterScopedWrite);
 }
 
@@ -160,8 +152,9 @@ TEST(MethodClassTest, OverrideWins) {
   classifier.Override("/qdrant.Points/Delete", RetryClass::kNeverRepeat);
   classifier.Override("/qdrant.Collections/Create", RetryClass::kRead);
   EXPECT_FALSE(classifier.NeedsFirstMessage("/qdrant.Points/Delete"));
-  EXPECT_EQ(classifier.Classify("/qdrant.Points/Delete", Frame(DeleteRequest(IdsSelector())), ""),
-            RetryClass::kNeverRepeat);
+  EXPECT_EQ(
+      classifier.Classify("/qdrant.Points/Delete", GrpcFrame(DeleteRequest(IdsSelector())), ""),
+      RetryClass::kNeverRepeat);
   EXPECT_EQ(classifier.Classify("/qdrant.Collections/Create", "", ""), RetryClass::kRead);
 }
 
