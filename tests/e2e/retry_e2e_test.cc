@@ -210,6 +210,16 @@ class RetryE2eTest : public ::testing::Test {
                                    grpc::InsecureChannelCredentials());
   }
 
+  // The usual start of a one-node test: the test collection on `emulator`, qpoold in front of it
+  // with `retry_yaml`, the emulator's counters zeroed, then `faults` switched on.
+  void StartWithFaults(Emulator& emulator, const std::string& retry_yaml,
+                       const std::string& faults) {
+    ASSERT_NO_FATAL_FAILURE(CreateCollection(emulator.Channel()));
+    ASSERT_NO_FATAL_FAILURE(StartQpoold(retry_yaml));
+    ASSERT_NO_FATAL_FAILURE(emulator.ResetCounters());
+    ASSERT_NO_FATAL_FAILURE(emulator.SetFaults(faults));
+  }
+
   // The value of one sample of qpoold's /metrics ("name{labels}"), 0 when absent.
   double Metric(const std::string& sample) {
     last_scrape_ = HttpGet(admin_port_, "/metrics").body;
@@ -273,11 +283,8 @@ class RetryE2eTest : public ::testing::Test {
 // succeed, at what any retrying client must pay: attempts / calls near 1 / (1 - 0.3) = 1.43.
 TEST_F(RetryE2eTest, ThirtyPercentUnavailableSearchesSucceedWithAnOpenBudget) {
   Emulator& emulator = StartEmulator();
-  ASSERT_NO_FATAL_FAILURE(CreateCollection(emulator.Channel()));
-  ASSERT_NO_FATAL_FAILURE(
-      StartQpoold("  max_attempts: 7\n  budget_token_ratio: 1\n  min_retries_in_flight: 64\n"));
-  ASSERT_NO_FATAL_FAILURE(emulator.ResetCounters());
-  ASSERT_NO_FATAL_FAILURE(emulator.SetFaults(
+  ASSERT_NO_FATAL_FAILURE(StartWithFaults(
+      emulator, "  max_attempts: 7\n  budget_token_ratio: 1\n  min_retries_in_flight: 64\n",
       R"({"methods":{"Search":{"error_rate":0.3,"error_code":"UNAVAILABLE"}}})"));
   constexpr int kCalls = 10000;
 
@@ -298,11 +305,8 @@ TEST_F(RetryE2eTest, ThirtyPercentUnavailableSearchesSucceedWithAnOpenBudget) {
 // below 1.25; qpoold says so in qpool_retries_refused_total{reason="budget"}.
 TEST_F(RetryE2eTest, ThirtyPercentUnavailableWithTheDefaultBudgetAmplifiesAtMostAQuarter) {
   Emulator& emulator = StartEmulator();
-  ASSERT_NO_FATAL_FAILURE(CreateCollection(emulator.Channel()));
-  ASSERT_NO_FATAL_FAILURE(StartQpoold(""));
-  ASSERT_NO_FATAL_FAILURE(emulator.ResetCounters());
-  ASSERT_NO_FATAL_FAILURE(emulator.SetFaults(
-      R"({"methods":{"Search":{"error_rate":0.3,"error_code":"UNAVAILABLE"}}})"));
+  ASSERT_NO_FATAL_FAILURE(StartWithFaults(
+      emulator, "", R"({"methods":{"Search":{"error_rate":0.3,"error_code":"UNAVAILABLE"}}})"));
   constexpr int kCalls = 2000;
 
   const int failed = RunCalls(kCalls, 8, [&](int) { return Search(); });
@@ -320,11 +324,8 @@ TEST_F(RetryE2eTest, ThirtyPercentUnavailableWithTheDefaultBudgetAmplifiesAtMost
 // on at once instead of after backoffs.
 TEST_F(RetryE2eTest, TotalFailureIsCappedByTheBudget) {
   Emulator& emulator = StartEmulator();
-  ASSERT_NO_FATAL_FAILURE(CreateCollection(emulator.Channel()));
-  ASSERT_NO_FATAL_FAILURE(StartQpoold(""));
-  ASSERT_NO_FATAL_FAILURE(emulator.ResetCounters());
-  ASSERT_NO_FATAL_FAILURE(
-      emulator.SetFaults(R"({"methods":{"Search":{"error_rate":1,"error_code":"UNAVAILABLE"}}})"));
+  ASSERT_NO_FATAL_FAILURE(StartWithFaults(
+      emulator, "", R"({"methods":{"Search":{"error_rate":1,"error_code":"UNAVAILABLE"}}})"));
   constexpr int kCalls = 1000;
 
   const int failed = RunCalls(kCalls, 4, [&](int) { return Search(); });
@@ -369,10 +370,8 @@ class DeleteRetryTest : public RetryE2eTest, public ::testing::WithParamInterfac
 TEST_P(DeleteRetryTest, ByIdsIsRetriedByFilterIsNot) {
   const bool gzip = GetParam();
   Emulator& emulator = StartEmulator();
-  ASSERT_NO_FATAL_FAILURE(CreateCollection(emulator.Channel()));
-  ASSERT_NO_FATAL_FAILURE(StartQpoold(""));
-  ASSERT_NO_FATAL_FAILURE(emulator.ResetCounters());
-  ASSERT_NO_FATAL_FAILURE(emulator.SetFaults(
+  ASSERT_NO_FATAL_FAILURE(StartWithFaults(
+      emulator, "",
       R"({"methods":{"qdrant.Points/Delete":{"error_rate":1,"error_code":"UNAVAILABLE","error_phase":"after"}}})"));
   auto points = qdrant::Points::NewStub(channel_);
   auto remove = [&](const qdrant::DeletePoints& request) {
@@ -410,11 +409,8 @@ INSTANTIATE_TEST_SUITE_P(Encodings, DeleteRetryTest, ::testing::Bool(),
 // 5 MiB one is forwarded without a copy, never retried, and counted.
 TEST_F(RetryE2eTest, ThreeMebibyteUpsertIsRetriedFiveIsNotAndCounted) {
   Emulator& emulator = StartEmulator();
-  ASSERT_NO_FATAL_FAILURE(CreateCollection(emulator.Channel()));
-  ASSERT_NO_FATAL_FAILURE(StartQpoold(""));
-  ASSERT_NO_FATAL_FAILURE(emulator.ResetCounters());
-  ASSERT_NO_FATAL_FAILURE(
-      emulator.SetFaults(R"({"methods":{"Upsert":{"error_rate":1,"error_code":"UNAVAILABLE"}}})"));
+  ASSERT_NO_FATAL_FAILURE(StartWithFaults(
+      emulator, "", R"({"methods":{"Upsert":{"error_rate":1,"error_code":"UNAVAILABLE"}}})"));
   auto points = qdrant::Points::NewStub(channel_);
   auto upsert = [&](size_t bytes) {
     // A point of 1024 floats is ~4.1 KB on the wire.
@@ -485,10 +481,8 @@ TEST_F(RetryE2eTest, NodeKilledUnderLoadFailsNoReadOrIdScopedWrite) {
 // Qdrant asked for, and no retry starts that could not finish before the caller's deadline.
 TEST_F(RetryE2eTest, ResourceExhaustedWaitsForRetryAfterWithinTheDeadline) {
   Emulator& emulator = StartEmulator();
-  ASSERT_NO_FATAL_FAILURE(CreateCollection(emulator.Channel()));
-  ASSERT_NO_FATAL_FAILURE(StartQpoold(""));
-  ASSERT_NO_FATAL_FAILURE(emulator.ResetCounters());
-  ASSERT_NO_FATAL_FAILURE(emulator.SetFaults(
+  ASSERT_NO_FATAL_FAILURE(StartWithFaults(
+      emulator, "",
       R"({"methods":{"Search":{"error_rate":1,"error_code":"RESOURCE_EXHAUSTED","retry_after_s":1}}})"));
   const absl::Time start = absl::Now();
 
@@ -508,10 +502,8 @@ TEST_F(RetryE2eTest, ResourceExhaustedWaitsForRetryAfterWithinTheDeadline) {
 // 200 ms and tried again; once the node answers again, the call succeeds within its deadline.
 TEST_F(RetryE2eTest, PerTryTimeoutRetriesAReadThatGetsNoAnswer) {
   Emulator& emulator = StartEmulator();
-  ASSERT_NO_FATAL_FAILURE(CreateCollection(emulator.Channel()));
-  ASSERT_NO_FATAL_FAILURE(StartQpoold("  per_try_timeout: 200ms\n  max_attempts: 5\n"));
-  ASSERT_NO_FATAL_FAILURE(emulator.ResetCounters());
-  ASSERT_NO_FATAL_FAILURE(emulator.SetFaults(R"({"methods":{"Search":{"hang":true}}})"));
+  ASSERT_NO_FATAL_FAILURE(StartWithFaults(emulator, "  per_try_timeout: 200ms\n  max_attempts: 5\n",
+                                          R"({"methods":{"Search":{"hang":true}}})"));
   std::thread unhang([&] {
     // Once two attempts have been parked (the first one timed out), the node answers again.
     WaitFor([&] { return emulator.Calls("qdrant.Points/Search") >= 2; }, absl::Seconds(5));
