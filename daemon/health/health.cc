@@ -131,6 +131,16 @@ size_t NodeRouter::Pick(MonoTime now, bool* panic) {
       from, [this](size_t i) { return static_cast<double>(states_[i].load); }, random_);
 }
 
+std::optional<size_t> NodeRouter::PickOtherThan(size_t except, MonoTime now) const {
+  std::optional<size_t> best;
+  for (size_t i = 0; i < states_.size(); ++i) {
+    const NodeState& state = states_[i];
+    if (i == except || !state.healthy || !state.live || outlier_.IsEjected(i, now)) continue;
+    if (!best || state.load < states_[*best].load) best = i;
+  }
+  return best;
+}
+
 bool NodeRouter::OnAttemptEnd(size_t node, bool failed, MonoTime now) {
   if (!passive_) return false;
   if (!failed) {

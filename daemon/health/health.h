@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "daemon/common/event_loop.h"
@@ -114,6 +115,10 @@ class NodeRouter {
 
   // The node for a new call; `panic` is set when no node was healthy and not ejected.
   size_t Pick(MonoTime now, bool* panic);
+  // For a hedge or a retry that should leave `except`: the least loaded node other than it that
+  // is healthy, not ejected and has a connection up; nullopt when there is none (no panic mode:
+  // only a real alternative will do).
+  std::optional<size_t> PickOtherThan(size_t except, MonoTime now) const;
   // An upstream attempt on `node` ended: `failed` for a connect failure, a reset, a lost
   // connection or UNAVAILABLE. True when this failure ejected the node.
   bool OnAttemptEnd(size_t node, bool failed, MonoTime now);

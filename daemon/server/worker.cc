@@ -278,10 +278,7 @@ void Worker::UpdateUsable(size_t node) {
                                     std::memory_order_relaxed);
 }
 
-pool::NodePool& Worker::PickPool() {
-  if (pools_.size() == 1) return *pools_.front();
-  // docs/architecture.md, "Balancing": health first, then a connection up, then power of two
-  // choices on streams in flight plus calls waiting.
+void Worker::RefreshRouter() {
   for (size_t i = 0; i < pools_.size(); ++i) {
     health::NodeRouter::NodeState& state = router_.node(i);
     state.healthy = health_ == nullptr || health_->healthy(i);
@@ -289,6 +286,13 @@ pool::NodePool& Worker::PickPool() {
     state.usable = pools_[i]->usable();
     state.load = pools_[i]->load();
   }
+}
+
+pool::NodePool& Worker::PickPool() {
+  if (pools_.size() == 1) return *pools_.front();
+  // docs/architecture.md, "Balancing": health first, then a connection up, then power of two
+  // choices on streams in flight plus calls waiting.
+  RefreshRouter();
   bool panic = false;
   const size_t node = router_.Pick(loop_.Now(), &panic);
   if (panic) metrics_.AddPanicRoute();
@@ -352,15 +356,12 @@ void Worker::BackOffPings(size_t node) {
 }
 
 pool::NodePool* Worker::PickPoolOtherThan(const pool::NodePool* except) {
-  pool::NodePool* best = nullptr;
-  const MonoTime now = loop_.Now();
-  for (size_t i = 0; i < pools_.size(); ++i) {
-    pool::NodePool* pool = pools_[i].get();
-    if (pool == except || !pool->has_live_connection()) continue;
-    if ((health_ != nullptr && !health_->healthy(i)) || router_.IsEjected(i, now)) continue;
-    if (best == nullptr || pool->load() < best->load()) best = pool;
-  }
-  return best;
+  const int except_node = NodeIndexOf(except);
+  if (except_node < 0) return nullptr;
+  RefreshRouter();
+  const std::optional<size_t> node =
+      router_.PickOtherThan(static_cast<size_t>(except_node), loop_.Now());
+  return node ? pools_[*node].get() : nullptr;
 }
 
 void Worker::OnSessionClosed(DownstreamSession* session) {

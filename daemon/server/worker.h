@@ -155,6 +155,8 @@ class Worker {
   class UpstreamFactory;
   class NodeObserver;
   void CheckDrained();
+  // Sets the router's view of each node (health, connection up, load) from the pools, now.
+  void RefreshRouter();
   // Returns free heap memory to the OS after many app connections closed.
   void MaybeTrimMemory();
   void OnNodeFailure(size_t node);

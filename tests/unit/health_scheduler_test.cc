@@ -300,6 +300,27 @@ TEST(NodeRouterTest, NeverPicksAnEjectedNodeUntilItsEjectionEnds) {
   EXPECT_GT(picks[0], 0);
 }
 
+// A hedge or a retry wants a real alternative: the least loaded other node that is healthy, not
+// ejected and connected, or none at all (no panic fallback).
+TEST(NodeRouterTest, PickOtherThanTakesTheLeastLoadedEligibleOtherNodeOrNone) {
+  SweepRandom random;
+  NodeRouter router(4, TwoFailures(), true, random);
+  AllLive(router);
+  router.node(1).load = 5;
+  router.node(2).load = 2;
+  router.node(3).load = 9;
+  const MonoTime t0{std::chrono::seconds(100)};
+  EXPECT_EQ(router.PickOtherThan(0, t0), std::optional<size_t>(2));
+  EXPECT_EQ(router.PickOtherThan(2, t0), std::optional<size_t>(0));  // load 0
+  router.node(0).healthy = false;
+  EXPECT_EQ(router.PickOtherThan(2, t0), std::optional<size_t>(1));
+  router.node(1).live = false;
+  EXPECT_EQ(router.PickOtherThan(2, t0), std::optional<size_t>(3));
+  router.OnAttemptEnd(3, true, t0);
+  router.OnAttemptEnd(3, true, t0);  // ejected
+  EXPECT_EQ(router.PickOtherThan(2, t0 + 1s), std::nullopt);
+}
+
 TEST(NodeRouterTest, PanicModeRoutesToAllWhenNoNodeIsLeft) {
   SweepRandom random;
   NodeRouter router(2, TwoFailures(), true, random);
