@@ -216,7 +216,9 @@ class Routes {
     request.set_wait(wait);
     if (const Json& ids = Field(body_, "points"); ids.is_array()) {
       auto* list = request.mutable_points()->mutable_points()->mutable_ids();
-      for (const Json& id : ids) QPOOL_ASSIGN_OR_RETURN(*list->Add(), PointIdFromJson(id));
+      for (const Json& id : ids) {
+        QPOOL_ASSIGN_OR_RETURN(*list->Add(), PointIdFromJson(id));
+      }
     } else if (const Json& filter = Field(body_, "filter"); filter.is_object()) {
       QPOOL_RETURN_IF_ERROR(FilterFromJson(filter, request.mutable_points()->mutable_filter()));
     } else {
@@ -232,7 +234,9 @@ class Routes {
     request.set_collection_name(name);
     const Json& ids = Field(body_, "ids");
     if (!ids.is_array()) return FormatError("ids: expected a list of point ids");
-    for (const Json& id : ids) QPOOL_ASSIGN_OR_RETURN(*request.add_ids(), PointIdFromJson(id));
+    for (const Json& id : ids) {
+      QPOOL_ASSIGN_OR_RETURN(*request.add_ids(), PointIdFromJson(id));
+    }
     QPOOL_RETURN_IF_ERROR(
         ReadProjection(body_, request.mutable_with_payload(), request.mutable_with_vectors()));
     qdrant::GetResponse reply;

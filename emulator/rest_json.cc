@@ -196,7 +196,8 @@ absl::Status ConditionsFromJson(const Json& json, absl::string_view field,
 }
 
 Json VectorOutputToJson(const qdrant::VectorOutput& vector) {
-  const auto& data = vector.has_dense() ? vector.dense().data() : vector.data();
+  // The store answers with `dense` only (the deprecated `data` is never set on output).
+  const auto& data = vector.dense().data();
   return Json(std::vector<float>(data.begin(), data.end()));
 }
 
@@ -446,7 +447,9 @@ absl::Status VectorsConfigFromJson(const Json& json, qdrant::VectorsConfig* out)
   if (json.is_object() && json.contains("size")) return params(json, out->mutable_params());
   if (!json.is_object()) return Expected("vectors", "vector params or named vector params", json);
   auto& map = *out->mutable_params_map()->mutable_map();
-  for (const auto& [name, value] : json.items()) QPOOL_RETURN_IF_ERROR(params(value, &map[name]));
+  for (const auto& [name, value] : json.items()) {
+    QPOOL_RETURN_IF_ERROR(params(value, &map[name]));
+  }
   return absl::OkStatus();
 }
 
