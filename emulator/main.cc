@@ -28,6 +28,8 @@ constexpr char kUsage[] = R"(usage: qdrant-emulator [flags]
   --rest-listen ADDR             Qdrant's REST API (HTTP/1.1 + JSON) on ADDR; default off
                                  (port 0 = any free port)
   --rest-idle-timeout-ms N       close REST keep-alive connections idle N ms (default 0 = never)
+  --rest-gzip-answers true|false gzip REST answers when Accept-Encoding allows, as Qdrant
+                                 (default true)
   --port-file PATH               write "grpc=HOST:PORT control=HOST:PORT [rest=HOST:PORT]" there
                                  once bound
   --version V                    version reported by HealthCheck (default 1.19.0)
@@ -56,6 +58,7 @@ int main(int argc, char** argv) {
                                               {"control-listen", "127.0.0.1:0"},
                                               {"rest-listen", ""},
                                               {"rest-idle-timeout-ms", "0"},
+                                              {"rest-gzip-answers", "true"},
                                               {"port-file", ""},
                                               {"version", "1.19.0"},
                                               {"max-concurrent-streams", "0"},
@@ -108,6 +111,9 @@ int main(int argc, char** argv) {
     return Fail("--rest-idle-timeout-ms must be a number >= 0");
   }
   rest_options.idle_timeout = absl::Milliseconds(rest_idle_ms);
+  if (!absl::SimpleAtob(flags["rest-gzip-answers"], &rest_options.gzip_answers)) {
+    return Fail("--rest-gzip-answers must be true or false");
+  }
 
   qpool::emulator::FaultInjector faults(seed);
   if (std::string json = flags["faults"]; !json.empty()) {

@@ -23,7 +23,9 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "emulator/net.h"
 #include "emulator/rest_api.h"
@@ -70,6 +72,43 @@ absl::StatusOr<std::string> Inflate(const std::string& compressed, size_t limit)
   }
   inflateEnd(&zs);
   return out;
+}
+
+// Whether an Accept-Encoding value allows gzip: "gzip" or "*" listed without q=0.
+bool AcceptsGzip(absl::string_view accept_encoding) {
+  for (absl::string_view item : absl::StrSplit(accept_encoding, ',')) {
+    std::vector<absl::string_view> parts = absl::StrSplit(item, ';');
+    absl::string_view coding = absl::StripAsciiWhitespace(parts[0]);
+    if (!absl::EqualsIgnoreCase(coding, "gzip") && coding != "*") continue;
+    bool refused = false;
+    for (size_t i = 1; i < parts.size(); ++i) {
+      absl::string_view param = absl::StripAsciiWhitespace(parts[i]);
+      if (absl::ConsumePrefix(&param, "q=")) {
+        double q = 1;
+        refused = absl::SimpleAtod(param, &q) && q <= 0;
+      }
+    }
+    if (!refused) return true;
+  }
+  return false;
+}
+
+// gzip of `text` (zlib's default level).
+std::string Gzip(const std::string& text) {
+  z_stream zs{};
+  if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
+      Z_OK) {
+    return "";
+  }
+  std::string out(deflateBound(&zs, text.size()), '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
+  zs.avail_in = static_cast<uInt>(text.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  int rc = deflate(&zs, Z_FINISH);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  return rc == Z_STREAM_END ? out : "";
 }
 
 }  // namespace
@@ -301,6 +340,10 @@ class RestSession : public std::enable_shared_from_this<RestSession> {
     parser_.reset();
     keep_alive_ = request.keep_alive();
     version_ = request.version();
+    auto accept_encoding = request.find(http::field::accept_encoding);
+    gzip_answer_ = server_.options().gzip_answers && accept_encoding != request.end() &&
+                   AcceptsGzip(absl::string_view(accept_encoding->value().data(),
+                                                 accept_encoding->value().size()));
     std::string body = std::move(request.body());
     if (auto encoding = request.find(http::field::content_encoding); encoding != request.end()) {
       std::string name = absl::AsciiStrToLower(absl::StripAsciiWhitespace(
@@ -377,6 +420,14 @@ class RestSession : public std::enable_shared_from_this<RestSession> {
     response->set(http::field::content_type, reply.content_type);
     if (reply.retry_after_s > 0)
       response->set(http::field::retry_after, std::to_string(reply.retry_after_s));
+    if (server_.options().gzip_answers) response->set(http::field::vary, "accept-encoding");
+    if (gzip_answer_ && !reply.body.empty()) {
+      if (std::string compressed = Gzip(reply.body); !compressed.empty()) {
+        response->set(http::field::content_encoding, "gzip");
+        reply.body = std::move(compressed);
+      }
+    }
+    gzip_answer_ = false;
     response->body() = std::move(reply.body);
     const bool keep_alive = keep_alive_ && !close_after_answer_ && !server_.stopping();
     response->keep_alive(keep_alive);
@@ -430,6 +481,7 @@ class RestSession : public std::enable_shared_from_this<RestSession> {
   bool idle_ = true;  // Waiting for (the headers of) the next request.
   bool close_after_answer_ = false;
   bool closed_ = false;
+  bool gzip_answer_ = false;  // The request accepts a gzip answer (and gzip_answers is on).
   std::array<char, 4096> drain_;
 };
 

@@ -2,7 +2,8 @@
 // the same Storage as the gRPC front, with the same fault injection and call accounting.
 //
 // HTTP with Boost.Beast: keep-alive, pipelining, Content-Length and chunked request bodies,
-// `Expect: 100-continue`, gzip or deflate `Content-Encoding` request bodies. Limits: 64 KiB of
+// `Expect: 100-continue`, gzip or deflate `Content-Encoding` request bodies, gzip answers when
+// Accept-Encoding allows (RestServerOptions::gzip_answers). Limits: 64 KiB of
 // headers (431 beyond), `max_body_bytes` of body, before or after inflating (413 beyond); bytes
 // that are not HTTP/1.x (garbage, an HTTP/2 preface, TLS) get a 400 and the connection closes.
 //
@@ -42,6 +43,9 @@ struct RestServerOptions {
   size_t max_body_bytes = 32u << 20;
   // A keep-alive connection idle this long between requests is closed; zero: never.
   absl::Duration idle_timeout = absl::ZeroDuration();
+  // Answers are gzip-compressed when the request's Accept-Encoding allows gzip, as Qdrant's
+  // `Compress` middleware does (with `Vary: accept-encoding`); off: always identity.
+  bool gzip_answers = true;
 };
 
 class RestServer {

@@ -5,7 +5,6 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/read_until.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -59,6 +58,7 @@ uint16_t PortOf(const std::string& address) {
 struct Answer {
   int status = 0;  // 0: no answer (the connection closed or failed)
   std::string body;
+  std::string content_encoding;
   std::string retry_after;
   bool keep_alive = false;
   Json json() const { return Json::parse(body, nullptr, false); }
@@ -106,19 +106,25 @@ class Client {
     answer.status = static_cast<int>(response.result_int());
     answer.body = response.body();
     answer.retry_after = std::string(response[http::field::retry_after]);
+    answer.content_encoding = std::string(response[http::field::content_encoding]);
     answer.keep_alive = response.keep_alive();
     return answer;
   }
 
   // Reads up to and including "\r\n\r\n" (an interim 100 Continue).
   std::string ReadHead() {
-    beast::error_code ec;
-    stream_.expires_after(kIoTimeout);
-    size_t n = asio::read_until(stream_, buffer_, "\r\n\r\n", ec);
-    if (ec) return "";
-    std::string head = beast::buffers_to_string(buffer_.data()).substr(0, n);
-    buffer_.consume(n);
-    return head;
+    for (;;) {
+      std::string data = beast::buffers_to_string(buffer_.data());
+      if (size_t end = data.find("\r\n\r\n"); end != std::string::npos) {
+        buffer_.consume(end + 4);
+        return data.substr(0, end + 4);
+      }
+      beast::error_code ec;
+      stream_.expires_after(kIoTimeout);
+      size_t n = stream_.read_some(buffer_.prepare(4096), ec);
+      if (ec) return "";
+      buffer_.commit(n);
+    }
   }
 
   // Whether the server has closed the connection (EOF or reset) within the timeout.
@@ -284,6 +290,42 @@ TEST_F(EmulatorRestTest, GzipRequestBodyIsInflated) {
   EXPECT_EQ(brotli.status, 415);
 }
 
+std::string Gunzip(const std::string& compressed) {
+  z_stream zs{};
+  EXPECT_EQ(inflateInit2(&zs, 15 + 16), Z_OK);
+  std::string out(1 << 20, '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
+  zs.avail_in = compressed.size();
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = out.size();
+  EXPECT_EQ(inflate(&zs, Z_FINISH), Z_STREAM_END);
+  out.resize(zs.total_out);
+  inflateEnd(&zs);
+  return out;
+}
+
+TEST_F(EmulatorRestTest, AnswersAreGzippedWhenTheClientAcceptsGzip) {
+  CreateCollection();
+  Client client(rest_->address());
+  std::string body = R"({"limit":10,"with_payload":true})";
+  Answer plain = client.Send(http::verb::post, "/collections/c/points/scroll", body);
+  EXPECT_TRUE(plain.content_encoding.empty());
+  Answer gzipped = client.Send(http::verb::post, "/collections/c/points/scroll", body,
+                               {{"Accept-Encoding", "deflate, gzip;q=0.5"}});
+  EXPECT_EQ(gzipped.content_encoding, "gzip");
+  Json json = Json::parse(Gunzip(gzipped.body));
+  EXPECT_EQ(json["result"], Json::parse(plain.body)["result"]);
+  Answer refused = client.Send(http::verb::post, "/collections/c/points/scroll", body,
+                               {{"Accept-Encoding", "gzip;q=0, identity"}});
+  EXPECT_TRUE(refused.content_encoding.empty());
+  RestServerOptions options;
+  options.gzip_answers = false;
+  StartRest(options);
+  Client off(rest_->address());
+  EXPECT_TRUE(off.Send(http::verb::get, "/collections", "", {{"Accept-Encoding", "gzip"}})
+                  .content_encoding.empty());
+}
+
 TEST_F(EmulatorRestTest, ExpectContinueGetsAnInterimAnswer) {
   ASSERT_EQ(Once(http::verb::put, "/collections/c", kCreate).status, 200);
   Client client(rest_->address());
@@ -409,9 +451,13 @@ TEST_F(EmulatorRestTest, OversizeBodyIs413AndClosesTheConnection) {
 
 TEST_F(EmulatorRestTest, OversizeHeadersAre431) {
   Client client(rest_->address());
-  Answer answer =
-      client.Send(http::verb::get, "/collections", "", {{"X-Big", std::string(70 << 10, 'x')}});
-  EXPECT_EQ(answer.status, 431);
+  std::string request = "GET /collections HTTP/1.1\r\nHost: x\r\n";
+  for (int i = 0; i < 10; ++i) {
+    absl::StrAppend(&request, "X-Big-", i, ": ", std::string(8 << 10, 'x'), "\r\n");
+  }
+  client.Write(request + "\r\n");  // 80 KiB of headers; the limit is 64 KiB.
+  EXPECT_EQ(client.Read().status, 431);
+  EXPECT_TRUE(client.ClosedByPeer());
 }
 
 TEST_F(EmulatorRestTest, GarbageAndHttp2PrefaceCostOnlyThatConnection) {
