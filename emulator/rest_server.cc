@@ -221,7 +221,7 @@ class RestSession : public std::enable_shared_from_this<RestSession> {
   void Start() { ReadHeader(); }
 
   const std::string& method() const { return call_->method; }
-  bool idle() const { return idle_; }
+  bool closed() const { return closed_; }
 
   // Runs the parked or delayed call. Call on the I/O thread.
   void Proceed() {
@@ -497,9 +497,13 @@ void RestServer::Impl::Accept() {
 }
 
 void RestServer::Impl::CloseAbruptly() {
-  std::vector<RestSession*> sessions(sessions_.begin(), sessions_.end());
-  for (RestSession* session : sessions) session->Abort();
-  faults_.CountAbruptCloses(sessions.size());
+  std::vector<RestSession*> open;
+  for (RestSession* session : sessions_) {
+    if (!session->closed()) open.push_back(session);
+  }
+  // Counted first: a peer that sees its reset may read the counters at once.
+  faults_.CountAbruptCloses(open.size());
+  for (RestSession* session : open) session->Abort();
 }
 
 void RestServer::Impl::CloseGracefully() {
