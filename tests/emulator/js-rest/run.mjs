@@ -4,8 +4,11 @@
 // that a run against qdrant-emulator and a run through qpoold can be compared byte for byte.
 // Exits non-zero when an expectation fails. Uses only Node 18 APIs.
 //
-//   node run.mjs --url http://127.0.0.1:6333 [--out answers.json]
-//   node run.mjs --emulator build/dev/bin/qdrant-emulator [--out answers.json]  (starts, stops it)
+//   node run.mjs --url http://127.0.0.1:6333 [--out answers.json] [--api-key KEY]
+//   node run.mjs --emulator build/dev/bin/qdrant-emulator [--out answers.json] [--api-key KEY]
+//     (starts the emulator, with --api-key KEY when given, and stops it)
+// With --api-key the client sends header `api-key: KEY` (over plain HTTP), and the scenario also
+// checks that a client without the key is refused 401.
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -27,9 +30,10 @@ function parseArgs(argv) {
 
 // Starts the emulator with its REST port on a free port; resolves with { child, url } once it
 // printed its ports.
-function startEmulator(path) {
-  const child = spawn(path, ['--listen', '127.0.0.1:0', '--control-listen', '127.0.0.1:0',
-                             '--rest-listen', '127.0.0.1:0'], {
+function startEmulator(path, apiKey) {
+  const flags = ['--listen', '127.0.0.1:0', '--control-listen', '127.0.0.1:0', '--rest-listen', '127.0.0.1:0'];
+  if (apiKey) flags.push('--api-key', apiKey);
+  const child = spawn(path, flags, {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   return new Promise((resolve, reject) => {
@@ -85,7 +89,7 @@ async function main() {
   let emulator = null;
   let url = args.url;
   if (args.emulator) {
-    emulator = await startEmulator(args.emulator);
+    emulator = await startEmulator(args.emulator, args['api-key']);
     url = emulator.url;
   }
   const failures = [];
@@ -96,7 +100,8 @@ async function main() {
   const answers = {};
   try {
     // The constructor checks the server's version with GET / (checkCompatibility defaults on).
-    const client = new QdrantClient({ url, timeout: 30_000, checkCompatibility: true });
+    const auth = args['api-key'] ? { apiKey: args['api-key'], https: false } : {};
+    const client = new QdrantClient({ url, timeout: 30_000, checkCompatibility: true, ...auth });
 
     answers.version = await client.versionInfo();
     delete answers.version.commit;  // Differs between servers by design; the version must match.
@@ -193,6 +198,12 @@ async function main() {
     await error('errorLimitZero', () => client.query(COLLECTION, { query, limit: 0 }));
     expect(answers.errorLimitZero?.status === 422, 'limit 0: 422');
 
+    if (args['api-key']) {
+      const keyless = new QdrantClient({ url, timeout: 30_000, checkCompatibility: false });
+      await error('errorNoApiKey', () => keyless.getCollections());
+      expect(answers.errorNoApiKey?.status === 401, 'no api key: 401');
+    }
+
     answers.deleteCollection = await client.deleteCollection(COLLECTION);
     expect(answers.deleteCollection === true, 'delete collection');
     answers.existsAfterDelete = await client.collectionExists(COLLECTION);
@@ -200,6 +211,7 @@ async function main() {
     // The constructor's version check runs in the background; it has long finished by now (every
     // call above went over the same keep-alive pool after it), but judge only after one more turn.
     await new Promise((resolve) => setImmediate(resolve));
+    // (With an api key the client also warns that it goes over plain HTTP; that one is expected.)
     expect(!warnings.some((w) => /incompatible|Failed to obtain server version/.test(w)),
            'client version check passes');
   } catch (e) {
