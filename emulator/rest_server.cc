@@ -135,7 +135,10 @@ class RestServer::Impl {
       return absl::InternalError(absl::StrCat("REST listener: ", assign_error_.message()));
     }
     Accept();
-    thread_ = std::thread([this] { ioc_.run(); });
+    thread_ = std::thread([this] {
+      ioc_.run();
+      loop_done_ = true;  // Read after join(): sessions destroyed with ioc_ see it.
+    });
     return absl::OkStatus();
   }
 
@@ -162,7 +165,7 @@ class RestServer::Impl {
   void Register(RestSession* session) { sessions_.insert(session); }
   void Unregister(RestSession* session) {
     sessions_.erase(session);
-    if (stopping_ && sessions_.empty()) ioc_.stop();
+    if (stopping_ && sessions_.empty() && !loop_done_) ioc_.stop();
   }
   void Park(std::shared_ptr<RestSession> session) { parked_.push_back(std::move(session)); }
   void CloseAbruptly();
@@ -171,21 +174,24 @@ class RestServer::Impl {
  private:
   void Accept();
   void ReleaseParked(bool stopping);
-  // Runs `fn` on the I/O thread and waits for it (at once when the thread has stopped).
+  // Runs `fn` on the I/O thread and waits for it; does nothing once the loop has stopped (the
+  // server is shutting down).
   template <typename Fn>
   void RunOnIoThread(Fn fn) {
-    if (!thread_.joinable() || std::this_thread::get_id() == thread_.get_id()) {
-      if (!thread_.joinable()) return;
+    if (!thread_.joinable()) return;
+    if (std::this_thread::get_id() == thread_.get_id()) {
       fn();
       return;
     }
-    std::promise<void> done;
-    std::future<void> finished = done.get_future();
-    asio::post(ioc_, [&] {
+    auto done = std::make_shared<std::promise<void>>();
+    std::future<void> finished = done->get_future();
+    asio::post(ioc_, [fn = std::move(fn), done] {
       fn();
-      done.set_value();
+      done->set_value();
     });
-    finished.wait();
+    while (finished.wait_for(std::chrono::milliseconds(100)) == std::future_status::timeout) {
+      if (ioc_.stopped()) return;
+    }
   }
 
   const RestServerOptions options_;
@@ -199,6 +205,7 @@ class RestServer::Impl {
   std::unordered_set<RestSession*> sessions_;
   std::vector<std::shared_ptr<RestSession>> parked_;
   bool stopping_ = false;
+  bool loop_done_ = false;  // Written by the I/O thread as it leaves run().
   asio::io_context ioc_;
   tcp::acceptor acceptor_;
   std::thread thread_;
@@ -488,10 +495,16 @@ class RestSession : public std::enable_shared_from_this<RestSession> {
 void RestServer::Impl::Accept() {
   acceptor_.async_accept([this](beast::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || stopping_) return;
-    if (!ec) {
-      socket.set_option(tcp::no_delay(true), ec);
-      std::make_shared<RestSession>(*this, std::move(socket))->Start();
+    if (ec) {
+      // Out of file descriptors or the like: try again shortly rather than spin.
+      auto timer = std::make_shared<asio::steady_timer>(ioc_, std::chrono::milliseconds(50));
+      timer->async_wait([this, timer](beast::error_code) {
+        if (!stopping_) Accept();
+      });
+      return;
     }
+    socket.set_option(tcp::no_delay(true), ec);
+    std::make_shared<RestSession>(*this, std::move(socket))->Start();
     Accept();
   });
 }
