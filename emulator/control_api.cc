@@ -18,8 +18,17 @@ HttpResponse Ok() { return HttpResponse{200, R"({"ok":true})"}; }
 
 }  // namespace
 
-ControlHttpServer::Handler MakeControlHandler(FaultInjector& faults, EmulatorServer& server) {
-  return [&faults, &server](const HttpRequest& request) -> HttpResponse {
+ControlHttpServer::Handler MakeControlHandler(FaultInjector& faults, EmulatorServer& server,
+                                              RestServer* rest) {
+  auto release = [&server, rest] {
+    server.ReleaseParkedCalls();
+    if (rest != nullptr) rest->ReleaseParkedCalls();
+  };
+  auto close = [&server, rest](CloseMode mode) {
+    server.CloseConnections(mode);
+    if (rest != nullptr) rest->CloseConnections(mode);
+  };
+  return [&faults, release, close](const HttpRequest& request) -> HttpResponse {
     const std::string& path = request.path;
     bool get = request.method == "GET";
     bool post = request.method == "POST";
@@ -33,7 +42,7 @@ ControlHttpServer::Handler MakeControlHandler(FaultInjector& faults, EmulatorSer
     if (path == "/faults" && (post || request.method == "PUT")) {
       absl::Status status = faults.SetConfigJson(request.body.empty() ? "{}" : request.body);
       if (!status.ok()) return Error(400, status.message());
-      server.ReleaseParkedCalls();  // Calls parked by a rule that is gone now proceed.
+      release();  // Calls parked by a rule that is gone now proceed.
       return HttpResponse{200, faults.ConfigJson()};
     }
     if (path == "/hang" && post) {
@@ -42,14 +51,14 @@ ControlHttpServer::Handler MakeControlHandler(FaultInjector& faults, EmulatorSer
     }
     if (path == "/resume" && post) {
       faults.SetHangAll(false);
-      server.ReleaseParkedCalls();
+      release();
       return Ok();
     }
     if (path == "/connections/close" && post) {
       if (request.query.empty() || request.query == "mode=goaway") {
-        server.CloseConnections(CloseMode::kGoaway);
+        close(CloseMode::kGoaway);
       } else if (request.query == "mode=abrupt") {
-        server.CloseConnections(CloseMode::kAbrupt);
+        close(CloseMode::kAbrupt);
       } else {
         return Error(400, "mode must be goaway or abrupt");
       }

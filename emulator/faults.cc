@@ -176,9 +176,29 @@ void FaultInjector::CountConnection() {
   counters_.set_connections_accepted(counters_.connections_accepted() + 1);
 }
 
+void FaultInjector::CountRestConnectionOpened() {
+  absl::MutexLock lock(&mu_);
+  ++rest_connections_open_;
+  counters_.set_rest_connections_accepted(counters_.rest_connections_accepted() + 1);
+  if (rest_connections_open_ > counters_.rest_connections_peak()) {
+    counters_.set_rest_connections_peak(rest_connections_open_);
+  }
+}
+
+void FaultInjector::CountRestConnectionClosed() {
+  absl::MutexLock lock(&mu_);
+  if (rest_connections_open_ > 0) --rest_connections_open_;
+}
+
+void FaultInjector::CountRestRequest() {
+  absl::MutexLock lock(&mu_);
+  counters_.set_rest_requests(counters_.rest_requests() + 1);
+}
+
 Counters FaultInjector::counters() const {
   absl::ReaderMutexLock lock(&mu_);
   Counters counters = counters_;
+  counters.set_rest_connections_open(rest_connections_open_);
   for (const auto& [method, calls] : calls_) (*counters.mutable_calls())[method] = calls;
   return counters;
 }
@@ -189,6 +209,7 @@ void FaultInjector::ResetCounters() {
   absl::MutexLock lock(&mu_);
   counters_.Clear();
   calls_.clear();
+  counters_.set_rest_connections_peak(rest_connections_open_);
 }
 
 }  // namespace qpool::emulator

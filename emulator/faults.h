@@ -69,6 +69,10 @@ class FaultInjector {
   void CountGoaway() ABSL_LOCKS_EXCLUDED(mu_);
   void CountAbruptCloses(uint64_t connections) ABSL_LOCKS_EXCLUDED(mu_);
   void CountConnection() ABSL_LOCKS_EXCLUDED(mu_);
+  // REST port accounting: a connection accepted / closed, a request read.
+  void CountRestConnectionOpened() ABSL_LOCKS_EXCLUDED(mu_);
+  void CountRestConnectionClosed() ABSL_LOCKS_EXCLUDED(mu_);
+  void CountRestRequest() ABSL_LOCKS_EXCLUDED(mu_);
 
   Counters counters() const ABSL_LOCKS_EXCLUDED(mu_);
   std::string CountersJson() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -94,6 +98,7 @@ class FaultInjector {
   uint64_t calls_since_close_ ABSL_GUARDED_BY(mu_) = 0;
   Counters counters_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, uint64_t> calls_ ABSL_GUARDED_BY(mu_);
+  uint32_t rest_connections_open_ ABSL_GUARDED_BY(mu_) = 0;  // Not zeroed by ResetCounters.
 };
 
 // "UNAVAILABLE", "unavailable", "14" -> kUnavailable; kInvalidArgument for anything else.

@@ -1,5 +1,5 @@
-// qdrant-emulator: an in-memory, Qdrant-compatible gRPC server with fault injection, for qpool's
-// tests, demo and load tests. Flags, signals and wiring only; see docs/emulator.md.
+// qdrant-emulator: an in-memory, Qdrant-compatible gRPC (and REST) server with fault injection, for
+// qpool's tests, demo and load tests. Flags, signals and wiring only; see docs/emulator.md.
 #include <signal.h>
 #include <unistd.h>
 
@@ -16,6 +16,7 @@
 #include "emulator/control_api.h"
 #include "emulator/control_http.h"
 #include "emulator/faults.h"
+#include "emulator/rest_server.h"
 #include "emulator/server.h"
 #include "emulator/storage.h"
 
@@ -24,15 +25,24 @@ namespace {
 constexpr char kUsage[] = R"(usage: qdrant-emulator [flags]
   --listen ADDR                  gRPC address (default 127.0.0.1:6334; port 0 = any free port)
   --control-listen ADDR          control HTTP endpoint (default 127.0.0.1:0)
-  --port-file PATH               write "grpc=HOST:PORT control=HOST:PORT" there once bound
+  --rest-listen ADDR             Qdrant's REST API (HTTP/1.1 + JSON) on ADDR; default off
+                                 (port 0 = any free port)
+  --rest-idle-timeout-ms N       close REST keep-alive connections idle N ms (default 0 = never)
+  --rest-gzip-answers true|false gzip REST answers when Accept-Encoding allows, as Qdrant
+                                 (default true)
+  --port-file PATH               write "grpc=HOST:PORT control=HOST:PORT [rest=HOST:PORT]" there
+                                 once bound
   --version V                    version reported by HealthCheck (default 1.19.0)
   --max-concurrent-streams N     HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (default 0 = unlimited)
   --goaway-grace-ms N            time calls may run after GOAWAY (default 5000)
   --faults JSON|@FILE            initial fault configuration (qpool.emulator.FaultConfig JSON)
   --seed N                       seed of the fault dice (default 1)
   --api-key KEY                  require metadata api-key: KEY on every call but HealthCheck
-                                 (UNAUTHENTICATED otherwise, as Qdrant's service.api_key)
-Prints "qdrant-emulator listening grpc=HOST:PORT control=HOST:PORT" on stdout when ready.
+                                 (UNAUTHENTICATED otherwise, as Qdrant's service.api_key); on
+                                 REST, header api-key or Authorization: Bearer on every route
+                                 but GET /, /healthz, /livez, /readyz (401 otherwise)
+Prints "qdrant-emulator listening grpc=HOST:PORT control=HOST:PORT [rest=HOST:PORT]" on stdout
+when ready.
 Stops on SIGINT or SIGTERM.
 )";
 
@@ -46,6 +56,9 @@ int Fail(const std::string& message) {
 int main(int argc, char** argv) {
   std::map<std::string, std::string> flags = {{"listen", "127.0.0.1:6334"},
                                               {"control-listen", "127.0.0.1:0"},
+                                              {"rest-listen", ""},
+                                              {"rest-idle-timeout-ms", "0"},
+                                              {"rest-gzip-answers", "true"},
                                               {"port-file", ""},
                                               {"version", "1.19.0"},
                                               {"max-concurrent-streams", "0"},
@@ -90,6 +103,17 @@ int main(int argc, char** argv) {
   }
   options.goaway_grace = absl::Milliseconds(grace_ms);
   if (!absl::SimpleAtoi(flags["seed"], &seed)) return Fail("--seed must be a number");
+  qpool::emulator::RestServerOptions rest_options;
+  rest_options.listen = flags["rest-listen"];
+  rest_options.api_key = options.api_key;
+  int rest_idle_ms;
+  if (!absl::SimpleAtoi(flags["rest-idle-timeout-ms"], &rest_idle_ms) || rest_idle_ms < 0) {
+    return Fail("--rest-idle-timeout-ms must be a number >= 0");
+  }
+  rest_options.idle_timeout = absl::Milliseconds(rest_idle_ms);
+  if (!absl::SimpleAtob(flags["rest-gzip-answers"], &rest_options.gzip_answers)) {
+    return Fail("--rest-gzip-answers must be true or false");
+  }
 
   qpool::emulator::FaultInjector faults(seed);
   if (std::string json = flags["faults"]; !json.empty()) {
@@ -116,12 +140,23 @@ int main(int argc, char** argv) {
   qpool::emulator::Storage storage;
   auto server = qpool::emulator::EmulatorServer::Start(options, storage, faults);
   if (!server.ok()) return Fail(std::string(server.status().message()));
+  std::unique_ptr<qpool::emulator::RestServer> rest;
+  if (!rest_options.listen.empty()) {
+    auto started =
+        qpool::emulator::RestServer::Start(rest_options, storage, options.handlers, faults);
+    if (!started.ok()) {
+      return Fail(absl::StrCat("--rest-listen: ", started.status().message()));
+    }
+    rest = *std::move(started);
+  }
   auto control = qpool::emulator::ControlHttpServer::Start(
-      flags["control-listen"], qpool::emulator::MakeControlHandler(faults, **server));
+      flags["control-listen"], qpool::emulator::MakeControlHandler(faults, **server, rest.get()));
   if (!control.ok()) return Fail(std::string(control.status().message()));
 
+  // The REST address goes last so that readers of "grpc=... control=..." keep working.
   std::string ports =
       absl::StrCat("grpc=", (*server)->address(), " control=", (*control)->address());
+  if (rest != nullptr) absl::StrAppend(&ports, " rest=", rest->address());
   if (const std::string& path = flags["port-file"]; !path.empty()) {
     std::string tmp = path + ".tmp";
     {
@@ -138,6 +173,7 @@ int main(int argc, char** argv) {
   sigwait(&stop_signals, &signal_number);
   std::cerr << "qdrant-emulator: stopping on signal " << signal_number << "\n";
   control->reset();
+  if (rest != nullptr) rest->Shutdown();
   (*server)->Shutdown();
   return 0;
 }

@@ -26,6 +26,17 @@ start_emulator() {
   CTL=$(wait_for_line "$WORK/emulator.out" 'listening grpc=' '.*control=([0-9.:]+).*')
 }
 
+# start_emulator_rest EMULATOR_BINARY: as start_emulator, with the REST port on too; also sets
+# REST (its HOST:PORT; the base URL is http://$REST).
+start_emulator_rest() {
+  "$1" --listen 127.0.0.1:0 --control-listen 127.0.0.1:0 --rest-listen 127.0.0.1:0 \
+    >"$WORK/emulator.out" 2>&1 &
+  pids+=($!)
+  EMU=$(wait_for_line "$WORK/emulator.out" 'listening grpc=' '.*grpc=([0-9.:]+).*')
+  CTL=$(wait_for_line "$WORK/emulator.out" 'listening grpc=' '.*control=([0-9.:]+).*')
+  REST=$(wait_for_line "$WORK/emulator.out" 'listening grpc=' '.*rest=([0-9.:]+).*')
+}
+
 # start_qpoold QPOOLD_BINARY [FLAGS...]: listens on a free port, logs to $WORK/qpoold.log; sets QP.
 start_qpoold() {
   local binary=$1

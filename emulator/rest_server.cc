@@ -1,0 +1,581 @@
+#include "emulator/rest_server.h"
+
+#include <sys/socket.h>
+#include <zlib.h>
+
+#include <array>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "emulator/net.h"
+#include "emulator/rest_api.h"
+
+namespace qpool::emulator {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+constexpr size_t kMaxHeaderBytes = 64 << 10;
+constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+// Inflates a gzip or zlib ("deflate") body; kInvalidArgument when it is corrupt, kOutOfRange when
+// it inflates beyond `limit` bytes.
+absl::StatusOr<std::string> Inflate(const std::string& compressed, size_t limit) {
+  z_stream zs{};
+  if (inflateInit2(&zs, 15 + 32) != Z_OK) return absl::InternalError("zlib inflateInit2 failed");
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
+  zs.avail_in = static_cast<uInt>(compressed.size());
+  std::string out;
+  char chunk[16384];
+  int rc = Z_OK;
+  while (rc != Z_STREAM_END) {
+    zs.next_out = reinterpret_cast<Bytef*>(chunk);
+    zs.avail_out = sizeof(chunk);
+    rc = inflate(&zs, Z_NO_FLUSH);
+    if (rc != Z_OK && rc != Z_STREAM_END) {
+      std::string why = zs.msg != nullptr ? zs.msg : "truncated stream";
+      inflateEnd(&zs);
+      return absl::InvalidArgumentError(absl::StrCat("cannot inflate the request body: ", why));
+    }
+    out.append(chunk, sizeof(chunk) - zs.avail_out);
+    if (out.size() > limit) {
+      inflateEnd(&zs);
+      return absl::OutOfRangeError("inflated request body too large");
+    }
+    if (rc == Z_OK && zs.avail_in == 0 && zs.avail_out != 0) {
+      inflateEnd(&zs);
+      return absl::InvalidArgumentError("cannot inflate the request body: truncated stream");
+    }
+  }
+  inflateEnd(&zs);
+  return out;
+}
+
+// Whether an Accept-Encoding value allows gzip: "gzip" or "*" listed without q=0.
+bool AcceptsGzip(absl::string_view accept_encoding) {
+  for (absl::string_view item : absl::StrSplit(accept_encoding, ',')) {
+    std::vector<absl::string_view> parts = absl::StrSplit(item, ';');
+    absl::string_view coding = absl::StripAsciiWhitespace(parts[0]);
+    if (!absl::EqualsIgnoreCase(coding, "gzip") && coding != "*") continue;
+    bool refused = false;
+    for (size_t i = 1; i < parts.size(); ++i) {
+      absl::string_view param = absl::StripAsciiWhitespace(parts[i]);
+      if (absl::ConsumePrefix(&param, "q=")) {
+        double q = 1;
+        refused = absl::SimpleAtod(param, &q) && q <= 0;
+      }
+    }
+    if (!refused) return true;
+  }
+  return false;
+}
+
+// gzip of `text` (zlib's default level).
+std::string Gzip(const std::string& text) {
+  z_stream zs{};
+  if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
+      Z_OK) {
+    return "";
+  }
+  std::string out(deflateBound(&zs, text.size()), '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
+  zs.avail_in = static_cast<uInt>(text.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  int rc = deflate(&zs, Z_FINISH);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  return rc == Z_STREAM_END ? out : "";
+}
+
+}  // namespace
+
+class RestSession;
+
+class RestServer::Impl {
+ public:
+  Impl(const RestServerOptions& options, Storage& storage, const HandlerOptions& handler_options,
+       FaultInjector& faults, int listen_fd)
+      : options_(options),
+        handlers_(storage, handler_options),
+        api_(handlers_),
+        faults_(faults),
+        address_(LocalAddress(listen_fd)),
+        acceptor_(ioc_) {
+    boost::system::error_code ec;
+    acceptor_.assign(tcp::v4(), listen_fd, ec);
+    assign_error_ = ec;
+  }
+
+  absl::Status Start() {
+    if (assign_error_) {
+      return absl::InternalError(absl::StrCat("REST listener: ", assign_error_.message()));
+    }
+    Accept();
+    thread_ = std::thread([this] {
+      ioc_.run();
+      loop_done_ = true;  // Read after join(): sessions destroyed with ioc_ see it.
+    });
+    return absl::OkStatus();
+  }
+
+  void CloseConnections(CloseMode mode) {
+    RunOnIoThread([this, mode] {
+      if (mode == CloseMode::kAbrupt) {
+        CloseAbruptly();
+      } else if (mode == CloseMode::kGoaway) {
+        CloseGracefully();
+      }
+    });
+  }
+  void ReleaseParkedCalls() {
+    RunOnIoThread([this] { ReleaseParked(/*stopping=*/false); });
+  }
+  void Shutdown();
+  const std::string& address() const { return address_; }
+
+  // I/O-thread side, used by sessions.
+  const RestServerOptions& options() const { return options_; }
+  const RestApi& api() const { return api_; }
+  FaultInjector& faults() { return faults_; }
+  bool stopping() const { return stopping_; }
+  void Register(RestSession* session) { sessions_.insert(session); }
+  void Unregister(RestSession* session) {
+    sessions_.erase(session);
+    if (stopping_ && sessions_.empty() && !loop_done_) ioc_.stop();
+  }
+  void Park(std::shared_ptr<RestSession> session) { parked_.push_back(std::move(session)); }
+  void CloseAbruptly();
+  void CloseGracefully();
+
+ private:
+  void Accept();
+  void ReleaseParked(bool stopping);
+  // Runs `fn` on the I/O thread and waits for it; does nothing once the loop has stopped (the
+  // server is shutting down).
+  template <typename Fn>
+  void RunOnIoThread(Fn fn) {
+    if (!thread_.joinable()) return;
+    if (std::this_thread::get_id() == thread_.get_id()) {
+      fn();
+      return;
+    }
+    auto done = std::make_shared<std::promise<void>>();
+    std::future<void> finished = done->get_future();
+    asio::post(ioc_, [fn = std::move(fn), done] {
+      fn();
+      done->set_value();
+    });
+    while (finished.wait_for(std::chrono::milliseconds(100)) == std::future_status::timeout) {
+      if (ioc_.stopped()) return;
+    }
+  }
+
+  const RestServerOptions options_;
+  const Handlers handlers_;
+  const RestApi api_;
+  FaultInjector& faults_;
+  const std::string address_;
+  boost::system::error_code assign_error_;
+  // I/O thread only. Declared before ioc_: destroying ioc_ destroys pending handlers, whose
+  // sessions unregister themselves here.
+  std::unordered_set<RestSession*> sessions_;
+  std::vector<std::shared_ptr<RestSession>> parked_;
+  bool stopping_ = false;
+  bool loop_done_ = false;  // Written by the I/O thread as it leaves run().
+  asio::io_context ioc_;
+  tcp::acceptor acceptor_;
+  std::thread thread_;
+  std::once_flag shutdown_once_;
+};
+
+// One client connection: reads requests one at a time, answers each in order.
+class RestSession : public std::enable_shared_from_this<RestSession> {
+ public:
+  RestSession(RestServer::Impl& server, tcp::socket socket)
+      : server_(server), stream_(std::move(socket)), timer_(stream_.get_executor()) {
+    server_.faults().CountRestConnectionOpened();
+    server_.Register(this);
+  }
+  ~RestSession() {
+    server_.Unregister(this);
+    server_.faults().CountRestConnectionClosed();
+  }
+
+  void Start() { ReadHeader(); }
+
+  const std::string& method() const { return call_->method; }
+  bool closed() const { return closed_; }
+
+  // Runs the parked or delayed call. Call on the I/O thread.
+  void Proceed() {
+    if (closed_) return;
+    const CallPlan& plan = plan_;
+    RestReply reply;
+    if (plan.error.has_value() && !plan.error->after_handler) {
+      Reply(InjectedReply());
+      return;
+    }
+    reply = call_->run();
+    if (reply.status == 200 && !call_->write_collection.empty()) {
+      server_.faults().CountWrite(call_->write_collection);
+    }
+    if (plan.close_after == CloseMode::kAbrupt) {
+      server_.CloseAbruptly();  // Processed; the connection drops instead of the answer.
+      return;
+    }
+    if (plan.error.has_value()) reply = InjectedReply();
+    if (plan.close_after == CloseMode::kGoaway) {
+      close_after_answer_ = true;
+      server_.CloseGracefully();
+    }
+    Reply(std::move(reply));
+  }
+
+  // Answers a parked call 503 (the server is stopping).
+  void RefuseStopping() {
+    close_after_answer_ = true;
+    Reply(RestApi::Error(503, "qdrant-emulator is stopping"));
+  }
+
+  // Goaway: closes now when idle, else after the answer being prepared.
+  void CloseGracefully() {
+    if (idle_) {
+      Close();
+    } else {
+      close_after_answer_ = true;
+    }
+  }
+
+  // Resets the connection (RST, no answer).
+  void Abort() {
+    if (closed_) return;
+    linger reset{1, 0};
+    setsockopt(stream_.socket().native_handle(), SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+    Close();
+  }
+
+ private:
+  void ReadHeader() {
+    if (server_.stopping()) return Close();
+    idle_ = true;
+    parser_.emplace();
+    parser_->header_limit(kMaxHeaderBytes);
+    parser_->body_limit(server_.options().max_body_bytes);
+    if (server_.options().idle_timeout > absl::ZeroDuration()) {
+      stream_.expires_after(absl::ToChronoMilliseconds(server_.options().idle_timeout));
+    } else {
+      stream_.expires_never();
+    }
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
+  }
+
+  void OnHeader(beast::error_code ec) {
+    if (ec) return OnReadError(ec);
+    idle_ = false;
+    stream_.expires_never();
+    const auto& request = parser_->get();
+    auto expect = request.find(http::field::expect);
+    if (expect != request.end() && beast::iequals(expect->value(), "100-continue") &&
+        !parser_->is_done()) {
+      asio::async_write(stream_, asio::buffer(kContinue, sizeof(kContinue) - 1),
+                        [self = shared_from_this()](beast::error_code ec, size_t) {
+                          if (ec) return self->Close();
+                          self->ReadBody();
+                        });
+      return;
+    }
+    ReadBody();
+  }
+
+  void ReadBody() {
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       if (ec) return self->OnReadError(ec);
+                       self->Handle();
+                     });
+  }
+
+  void OnReadError(beast::error_code ec) {
+    if (ec == http::error::end_of_stream || ec == asio::error::operation_aborted ||
+        ec == beast::error::timeout || ec == asio::error::connection_reset || closed_) {
+      return Close();
+    }
+    idle_ = false;
+    keep_alive_ = false;
+    version_ = 11;
+    if (ec == http::error::header_limit) {
+      return Reply(RestApi::Error(431, "Request header fields too large"));
+    }
+    if (ec == http::error::body_limit) {
+      return Reply(RestApi::Error(
+          413, absl::StrCat("Payload too large: the body exceeds ",
+                            server_.options().max_body_bytes, " bytes (max_request_size_mb)")));
+    }
+    if (ec == http::error::partial_message || ec == asio::error::eof) return Close();
+    Reply(RestApi::Error(400, absl::StrCat("Bad request: ", ec.message())));
+  }
+
+  void Handle() {
+    server_.faults().CountRestRequest();
+    http::request<http::string_body> request = parser_->release();
+    parser_.reset();
+    keep_alive_ = request.keep_alive();
+    version_ = request.version();
+    auto accept_encoding = request.find(http::field::accept_encoding);
+    gzip_answer_ = server_.options().gzip_answers && accept_encoding != request.end() &&
+                   AcceptsGzip(absl::string_view(accept_encoding->value().data(),
+                                                 accept_encoding->value().size()));
+    std::string body = std::move(request.body());
+    if (auto encoding = request.find(http::field::content_encoding); encoding != request.end()) {
+      std::string name = absl::AsciiStrToLower(absl::StripAsciiWhitespace(
+          absl::string_view(encoding->value().data(), encoding->value().size())));
+      if (name == "gzip" || name == "x-gzip" || name == "deflate") {
+        absl::StatusOr<std::string> inflated = Inflate(body, server_.options().max_body_bytes);
+        if (!inflated.ok()) {
+          if (inflated.status().code() == absl::StatusCode::kOutOfRange) {
+            keep_alive_ = false;
+            return Reply(RestApi::Error(
+                413,
+                absl::StrCat("Payload too large: the inflated body exceeds ",
+                             server_.options().max_body_bytes, " bytes (max_request_size_mb)")));
+          }
+          return Reply(RestApi::Error(400, inflated.status().message()));
+        }
+        body = *std::move(inflated);
+      } else if (name != "identity" && !name.empty()) {
+        return Reply(
+            RestApi::Error(415, absl::StrCat("Unsupported Content-Encoding `", name,
+                                             "`: qdrant-emulator inflates gzip and deflate")));
+      }
+    }
+    const absl::string_view method(request.method_string().data(), request.method_string().size());
+    const absl::string_view target(request.target().data(), request.target().size());
+    call_ = server_.api().Resolve(method, target, std::move(body));
+    if (!call_.has_value()) return Reply(RestApi::NoRoute(method, target));
+    if (!call_->public_route && !Authorized(request)) {
+      // Qdrant's words; refused requests are not counted as calls, as on the gRPC port.
+      return Reply(RestApi::Error(401, "Must provide an API key or an Authorization bearer token"));
+    }
+    plan_ = server_.faults().OnCall(call_->method);
+    if (plan_.hang) {
+      server_.Park(shared_from_this());
+      return;
+    }
+    if (plan_.delay > absl::ZeroDuration()) {
+      timer_.expires_after(absl::ToChronoMicroseconds(plan_.delay));
+      timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+        if (!ec) self->Proceed();
+      });
+      return;
+    }
+    Proceed();
+  }
+
+  bool Authorized(const http::request<http::string_body>& request) const {
+    const std::string& key = server_.options().api_key;
+    if (key.empty()) return true;
+    if (auto it = request.find("api-key");
+        it != request.end() && absl::string_view(it->value().data(), it->value().size()) == key) {
+      return true;
+    }
+    if (auto it = request.find(http::field::authorization); it != request.end()) {
+      absl::string_view value(it->value().data(), it->value().size());
+      return absl::ConsumePrefix(&value, "Bearer ") && value == key;
+    }
+    return false;
+  }
+
+  RestReply InjectedReply() {
+    server_.faults().CountInjectedError();
+    const InjectedError& error = *plan_.error;
+    RestReply reply = RestApi::FromStatus(absl::Status(error.code, error.message));
+    reply.retry_after_s = error.retry_after_s;
+    return reply;
+  }
+
+  void Reply(RestReply reply) {
+    if (closed_) return;
+    auto response = std::make_shared<http::response<http::string_body>>(
+        static_cast<http::status>(reply.status), version_);
+    response->set(http::field::server, "qdrant-emulator");
+    response->set(http::field::content_type, reply.content_type);
+    if (reply.retry_after_s > 0)
+      response->set(http::field::retry_after, std::to_string(reply.retry_after_s));
+    if (server_.options().gzip_answers) response->set(http::field::vary, "accept-encoding");
+    if (gzip_answer_ && !reply.body.empty()) {
+      if (std::string compressed = Gzip(reply.body); !compressed.empty()) {
+        response->set(http::field::content_encoding, "gzip");
+        reply.body = std::move(compressed);
+      }
+    }
+    gzip_answer_ = false;
+    response->body() = std::move(reply.body);
+    const bool keep_alive = keep_alive_ && !close_after_answer_ && !server_.stopping();
+    response->keep_alive(keep_alive);
+    response->prepare_payload();
+    http::async_write(
+        stream_, *response,
+        [self = shared_from_this(), response, keep_alive](beast::error_code ec, size_t) {
+          if (ec || !keep_alive) return self->Close();
+          self->call_.reset();
+          self->ReadHeader();
+        });
+  }
+
+  // After a last answer: FIN now, then read and discard what the peer still sends (the rest of a
+  // refused body) for up to a second, so that closing with unread bytes does not RST the answer
+  // away before the peer read it.
+  void LingeringClose() {
+    if (closed_) return;
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.expires_after(std::chrono::seconds(1));
+    Drain();
+  }
+
+  void Drain() {
+    stream_.async_read_some(asio::buffer(drain_),
+                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                              if (ec || self->closed_) return self->Close();
+                              self->Drain();
+                            });
+  }
+
+  void Close() {
+    if (closed_) return;
+    closed_ = true;
+    timer_.cancel();
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.socket().close(ignored);
+  }
+
+  RestServer::Impl& server_;
+  beast::tcp_stream stream_;
+  asio::steady_timer timer_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<RestCall> call_;
+  CallPlan plan_;
+  unsigned version_ = 11;
+  bool keep_alive_ = true;
+  bool idle_ = true;  // Waiting for (the headers of) the next request.
+  bool close_after_answer_ = false;
+  bool closed_ = false;
+  bool gzip_answer_ = false;  // The request accepts a gzip answer (and gzip_answers is on).
+  std::array<char, 4096> drain_;
+};
+
+void RestServer::Impl::Accept() {
+  acceptor_.async_accept([this](beast::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || stopping_) return;
+    if (ec) {
+      // Out of file descriptors or the like: try again shortly rather than spin.
+      auto timer = std::make_shared<asio::steady_timer>(ioc_, std::chrono::milliseconds(50));
+      timer->async_wait([this, timer](beast::error_code) {
+        if (!stopping_) Accept();
+      });
+      return;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    std::make_shared<RestSession>(*this, std::move(socket))->Start();
+    Accept();
+  });
+}
+
+void RestServer::Impl::CloseAbruptly() {
+  std::vector<RestSession*> open;
+  for (RestSession* session : sessions_) {
+    if (!session->closed()) open.push_back(session);
+  }
+  // Counted first: a peer that sees its reset may read the counters at once.
+  faults_.CountAbruptCloses(open.size());
+  for (RestSession* session : open) session->Abort();
+}
+
+void RestServer::Impl::CloseGracefully() {
+  std::vector<RestSession*> sessions(sessions_.begin(), sessions_.end());
+  for (RestSession* session : sessions) session->CloseGracefully();
+}
+
+void RestServer::Impl::ReleaseParked(bool stopping) {
+  std::vector<std::shared_ptr<RestSession>> parked = std::move(parked_);
+  parked_.clear();
+  for (std::shared_ptr<RestSession>& session : parked) {
+    if (stopping) {
+      session->RefuseStopping();
+    } else if (faults_.ShouldHang(session->method())) {
+      parked_.push_back(std::move(session));
+    } else {
+      session->Proceed();
+    }
+  }
+}
+
+void RestServer::Impl::Shutdown() {
+  std::call_once(shutdown_once_, [this] {
+    if (!thread_.joinable()) return;
+    asio::post(ioc_, [this] {
+      stopping_ = true;
+      beast::error_code ignored;
+      acceptor_.close(ignored);
+      ReleaseParked(/*stopping=*/true);  // Answered 503, then closed.
+      CloseGracefully();                 // Idle ones now, busy ones after their answer.
+      if (sessions_.empty()) {
+        ioc_.stop();
+        return;
+      }
+      // The last session to go stops the loop (Unregister); a peer that does not read its answer
+      // holds it up for two seconds at most.
+      auto timer = std::make_shared<asio::steady_timer>(ioc_, std::chrono::seconds(2));
+      timer->async_wait([this, timer](beast::error_code) { ioc_.stop(); });
+    });
+    thread_.join();
+  });
+}
+
+absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(const RestServerOptions& options,
+                                                              Storage& storage,
+                                                              const HandlerOptions& handlers,
+                                                              FaultInjector& faults) {
+  absl::StatusOr<int> fd = ListenTcp(options.listen);
+  if (!fd.ok()) return fd.status();
+  auto impl = std::make_unique<Impl>(options, storage, handlers, faults, *fd);
+  if (absl::Status status = impl->Start(); !status.ok()) return status;
+  return std::unique_ptr<RestServer>(new RestServer(std::move(impl)));
+}
+
+RestServer::RestServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+RestServer::~RestServer() { Shutdown(); }
+const std::string& RestServer::address() const { return impl_->address(); }
+void RestServer::CloseConnections(CloseMode mode) { impl_->CloseConnections(mode); }
+void RestServer::ReleaseParkedCalls() { impl_->ReleaseParkedCalls(); }
+void RestServer::Shutdown() { impl_->Shutdown(); }
+
+}  // namespace qpool::emulator
