@@ -14,11 +14,15 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
@@ -66,6 +70,17 @@ std::string Upstreams(const qpool::config::Config& config) {
                        [](std::string* out, const qpool::config::NodeAddress& node) {
                          out->append(node.ToString());
                        });
+}
+
+// The --config file's bytes, or nullopt when it cannot be read (config.watch_interval compares
+// them between polls).
+std::optional<std::string> ReadConfigFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return std::nullopt;
+  return text.str();
 }
 
 // SIGHUP: builds the config again from the same sources and applies what can change live. Any
@@ -183,6 +198,9 @@ int Run(int argc, char** argv) {
   }
 
   const std::string source = command_line->config_path.value_or("flags");
+  // Read before the config is built from it: a change in between shows as a change later.
+  std::optional<std::string> watched_file;
+  if (command_line->config_path) watched_file = ReadConfigFile(*command_line->config_path);
   absl::StatusOr<qpool::config::Config> built = qpool::config::BuildConfig(*command_line);
   if (command_line->print_config) {
     if (!built.ok()) {
@@ -307,7 +325,27 @@ int Run(int argc, char** argv) {
   };
   for (;;) {
     int signal_number = 0;
-    if (int error = sigwait(&signals, &signal_number); error != 0) {
+    const absl::Duration watch = config->config.watch_interval;
+    if (watch > absl::ZeroDuration() && command_line->config_path && !shutdown_thread.joinable()) {
+      // config.watch_interval: wait for a signal at most that long, then look at the file.
+      const timespec timeout = absl::ToTimespec(watch);
+      signal_number = sigtimedwait(&signals, nullptr, &timeout);
+      if (signal_number < 0 && errno == EINTR) continue;
+      if (signal_number < 0 && errno == EAGAIN) {
+        std::optional<std::string> now = ReadConfigFile(*command_line->config_path);
+        if (now != watched_file) {
+          // Once per change: a broken file is one failed reload, not one per poll.
+          watched_file = std::move(now);
+          spdlog::info("{} changed (config.watch_interval): reloading", source);
+          Reload(*command_line, config, **proxy, reloads);
+        }
+        continue;
+      }
+      if (signal_number < 0) {
+        spdlog::critical("sigtimedwait failed: {}", std::strerror(errno));
+        std::_Exit(1);
+      }
+    } else if (int error = sigwait(&signals, &signal_number); error != 0) {
       spdlog::critical("sigwait failed: {}", std::strerror(error));
       std::_Exit(1);
     }
@@ -325,6 +363,7 @@ int Run(int argc, char** argv) {
         spdlog::warn("SIGHUP: stopping, config reload ignored");
       } else {
         spdlog::info("SIGHUP: reloading the config from {}", source);
+        if (command_line->config_path) watched_file = ReadConfigFile(*command_line->config_path);
         Reload(*command_line, config, **proxy, reloads);
       }
       continue;

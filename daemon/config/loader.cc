@@ -378,13 +378,13 @@ Key MethodClassesKey() {
              },
              [](const Config& config) { return MethodMapReason(config.retry.methods); },
              [](const Config& config) {
-               return absl::StrCat(
-                   "{", absl::StrJoin(config.retry.methods, ", ",
-                                      [](std::string* out, const auto& entry) {
-                                        absl::StrAppend(out, Quoted(entry.first), ": ",
-                                                        entry.second);
-                                      }),
-                   "}");
+               return absl::StrCat("{",
+                                   absl::StrJoin(config.retry.methods, ", ",
+                                                 [](std::string* out, const auto& entry) {
+                                                   absl::StrAppend(out, Quoted(entry.first), ": ",
+                                                                   entry.second);
+                                                 }),
+                                   "}");
              },
              Shape::kMap};
 }
@@ -655,6 +655,9 @@ const std::vector<Key>& Keys() {
       IntegerKey(
           "health.max_ejection_percent",
           [](auto& c) -> auto& { return c.health.max_ejection_percent; }, 0, 100),
+      DurationKey(
+          "config.watch_interval", [](auto& c) -> auto& { return c.config.watch_interval; },
+          /*allow_zero=*/true),
   };
   return *keys;
 }
@@ -978,7 +981,6 @@ const std::vector<Flag>& Flags() {
   return *flags;
 }
 
-
 // --- environment ---------------------------------------------------------------------------
 
 constexpr absl::string_view kEnvPrefix = "QPOOL_";
@@ -1057,11 +1059,10 @@ absl::Status ApplyEnvironment(const Environment& env, Config& config,
     }
     if (IsKubernetesServiceVariable(variable) || name == config.health.api_key_env) continue;
     for (auto& candidate : known) candidate.second = EditDistance(variable, candidate.first);
-    return absl::InvalidArgumentError(
-        absl::StrCat("environment variable ", variable, ": not a qpoold setting",
-                     DidYouMean(variable, known),
-                     "; qpoold reads QPOOL_<SECTION>_<KEY> for each key in "
-                     "docs/configuration.md"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "environment variable ", variable, ": not a qpoold setting", DidYouMean(variable, known),
+        "; qpoold reads QPOOL_<SECTION>_<KEY> for each key in "
+        "docs/configuration.md"));
   }
   return absl::OkStatus();
 }
@@ -1253,9 +1254,10 @@ std::string DescribeChange(const Config& before, const Config& after, std::strin
 bool ReloadableKey(std::string_view key) {
   // What qpoold applies while it runs (main.cc's reload); every other key needs a restart.
   static constexpr absl::string_view kLive[] = {"log.level", "log.format", "server.drain_delay",
-                                                "admin.readiness_includes_upstream"};
-  return std::find(std::begin(kLive), std::end(kLive),
-                   absl::string_view(key.data(), key.size())) != std::end(kLive);
+                                                "admin.readiness_includes_upstream",
+                                                "config.watch_interval"};
+  return std::find(std::begin(kLive), std::end(kLive), absl::string_view(key.data(), key.size())) !=
+         std::end(kLive);
 }
 
 absl::StatusOr<Config> BuildConfig(const CommandLine& command_line) {

@@ -90,7 +90,8 @@ std::vector<std::string> ChangedKeys(const Config& before, const Config& after);
 std::string DescribeChange(const Config& before, const Config& after, std::string_view key);
 
 // True for keys a running qpoold applies on reload (SIGHUP): log.level, log.format,
-// server.drain_delay, admin.readiness_includes_upstream. Others need a restart.
+// server.drain_delay, admin.readiness_includes_upstream, config.watch_interval. Others need a
+// restart.
 bool ReloadableKey(std::string_view key);
 
 }  // namespace qpool::config

@@ -235,7 +235,8 @@ std::string RenderMetrics(AdminBackend& backend, const AdminServerOptions& optio
       BuildFamilies(backend.Scrape(options.worker_timeout));
   families.push_back(BuildInfoFamily(options.version));
   if (options.reloads != nullptr) {
-    for (auto& family : BuildReloadFamilies(*options.reloads)) families.push_back(std::move(family));
+    for (auto& family : BuildReloadFamilies(*options.reloads))
+      families.push_back(std::move(family));
   }
   for (auto& family : CollectProcessMetrics()) families.push_back(std::move(family));
   std::ostringstream out;

@@ -54,7 +54,8 @@ absl::StatusOr<Url> ParseUrl(absl::string_view url) {
   uint32_t port_number = 0;
   if (out.host.empty() || !absl::SimpleAtoi(port, &port_number) || port_number == 0 ||
       port_number > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("expected http://HOST:PORT/PATH, got \"", url, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected http://HOST:PORT/PATH, got \"", url, "\""));
   }
   out.port = std::string(port);
   return out;

@@ -182,9 +182,7 @@ class LifecycleTest : public ::testing::Test {
     ASSERT_TRUE(qpoold.ok()) << qpoold.status();
     qpoold_ = std::move(*qpoold);
     ASSERT_TRUE(WaitFor(
-        [&] {
-          return Exited() || (CanConnect(listen_port_) && Get("/startupz").status == 200);
-        },
+        [&] { return Exited() || (CanConnect(listen_port_) && Get("/startupz").status == 200); },
         absl::Seconds(15)));
     ASSERT_FALSE(Exited()) << "qpoold exited at start-up";
   }
@@ -237,8 +235,8 @@ TEST_F(LifecycleTest, ReadyzIs503WhileTheOnlyNodeIsDownWhenItIncludesUpstream) {
   node_ = absl::StrCat("127.0.0.1:", dead_port);
   extra_admin_ = "  readiness_includes_upstream: true\n";
   ASSERT_NO_FATAL_FAILURE(StartQpoold());
-  ASSERT_TRUE(
-      WaitFor([&] { return Get("/readyz").status == 503; }, absl::Seconds(10), absl::Milliseconds(50)));
+  ASSERT_TRUE(WaitFor([&] { return Get("/readyz").status == 503; }, absl::Seconds(10),
+                      absl::Milliseconds(50)));
   EXPECT_NE(Get("/readyz").body.find("no usable upstream node"), std::string::npos);
   EXPECT_EQ(Get("/livez").status, 200);
 }
@@ -316,14 +314,14 @@ TEST_F(LifecycleTest, SighupAppliesANewLogLevelWhileCallsRun) {
 
   WriteConfig(ConfigText("log:\n  level: debug\n"));
   ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
-  ASSERT_TRUE(WaitFor([&] { return Reloads("success") == 1; }, absl::Seconds(5),
-                      absl::Milliseconds(20)));
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("success") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
   EXPECT_EQ(Reloads("failure"), 0);
   EXPECT_NE(ReadFileOrEmpty(log_path_).find("log.level: \"info\" -> \"debug\""), std::string::npos);
   ASSERT_NO_FATAL_FAILURE(SendGarbage(listen_port_));
-  EXPECT_TRUE(WaitFor(
-      [&] { return ReadFileOrEmpty(log_path_).find(kDebugLine) != std::string::npos; },
-      absl::Seconds(5), absl::Milliseconds(20)))
+  EXPECT_TRUE(
+      WaitFor([&] { return ReadFileOrEmpty(log_path_).find(kDebugLine) != std::string::npos; },
+              absl::Seconds(5), absl::Milliseconds(20)))
       << "no debug line after the reload to log.level debug";
   const double last = Scrape()["qpool_config_last_reload_success_timestamp_seconds"];
   EXPECT_NEAR(last, absl::ToUnixSeconds(absl::Now()), 30);
@@ -340,15 +338,15 @@ TEST_F(LifecycleTest, ABrokenFileKeepsTheRunningConfigAndCountsAFailure) {
   BoundedLoad load(listen_port_, 4, 5000);
   WriteConfig(ConfigText("log:\n  level: [debug\n"));  // not YAML
   ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
-  ASSERT_TRUE(WaitFor([&] { return Reloads("failure") == 1; }, absl::Seconds(5),
-                      absl::Milliseconds(20)));
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("failure") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
   EXPECT_EQ(Reloads("success"), 0);
   EXPECT_NE(ReadFileOrEmpty(log_path_).find("config reload failed"), std::string::npos);
   // An invalid value is refused the same way, naming the key.
   WriteConfig(ConfigText("upstream_typo: 1\n"));
   ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
-  ASSERT_TRUE(WaitFor([&] { return Reloads("failure") == 2; }, absl::Seconds(5),
-                      absl::Milliseconds(20)));
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("failure") == 2; }, absl::Seconds(5), absl::Milliseconds(20)));
   EXPECT_NE(ReadFileOrEmpty(log_path_).find("upstream_typo"), std::string::npos);
   // Still at info: a protocol error is not logged.
   ASSERT_NO_FATAL_FAILURE(SendGarbage(listen_port_));
@@ -370,8 +368,8 @@ TEST_F(LifecycleTest, AListenChangeIsRefusedNamingTheKey) {
   // A listen change next to a live one: the whole reload is refused, the level included.
   WriteConfig(ConfigText("log:\n  level: debug\n", other_port));
   ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
-  ASSERT_TRUE(WaitFor([&] { return Reloads("failure") == 1; }, absl::Seconds(5),
-                      absl::Milliseconds(20)));
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("failure") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
   const std::string log = ReadFileOrEmpty(log_path_);
   EXPECT_NE(log.find("config reload refused"), std::string::npos);
   EXPECT_NE(log.find("server.listen cannot change while qpoold runs (needs a restart)"),
@@ -393,11 +391,11 @@ TEST_F(LifecycleTest, SighupWithoutAConfigFileReloadsTheFlagsAndKeepsRunning) {
       log_path_);
   ASSERT_TRUE(qpoold.ok()) << qpoold.status();
   qpoold_ = std::move(*qpoold);
-  ASSERT_TRUE(WaitFor([&] { return Exited() || Get("/startupz").status == 200; },
-                      absl::Seconds(15)));
+  ASSERT_TRUE(
+      WaitFor([&] { return Exited() || Get("/startupz").status == 200; }, absl::Seconds(15)));
   ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
-  ASSERT_TRUE(WaitFor([&] { return Reloads("success") == 1; }, absl::Seconds(5),
-                      absl::Milliseconds(20)));
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("success") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
   EXPECT_FALSE(Exited());
   auto stub = TestService::NewStub(OwnChannel(listen_port_));
   EXPECT_TRUE(Echo(*stub, "after").ok());
@@ -428,6 +426,28 @@ TEST_F(LifecycleTest, HealthcheckSubcommandFollowsReadyz) {
   EXPECT_EQ(RunHealthcheck({"--url", absl::StrCat("http://127.0.0.1:", PickFreePort(), "/")}), 1);
   EXPECT_EQ(RunHealthcheck({"--url", "https://127.0.0.1/"}), 1);
   EXPECT_EQ(RunHealthcheck({"--bogus"}), 2);
+}
+
+TEST_F(LifecycleTest, AWatchedFileIsReloadedWhenItChangesOncePerChange) {
+  ASSERT_NO_FATAL_FAILURE(StartUpstream());
+  const std::string watched = "config:\n  watch_interval: 100ms\n";
+  ASSERT_NO_FATAL_FAILURE(StartQpoold("log:\n  level: info\n" + watched));
+  BoundedLoad load(listen_port_, 2, 5000);
+  WriteConfig(ConfigText("log:\n  level: debug\n" + watched));  // no SIGHUP
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("success") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
+  EXPECT_NE(ReadFileOrEmpty(log_path_).find("log.level: \"info\" -> \"debug\""), std::string::npos);
+  // A broken file: one failed reload for the change, however many polls see it.
+  WriteConfig(ConfigText("log:\n  level: [debug\n" + watched));
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("failure") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
+  const absl::Time polls_until = absl::Now() + absl::Milliseconds(500);  // about 5 polls
+  while (absl::Now() < polls_until) absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(Reloads("failure"), 1);
+  EXPECT_EQ(Reloads("success"), 1);
+  ASSERT_TRUE(WaitFor([&] { return load.ok() >= 100; }, absl::Seconds(20)));
+  load.Stop();
+  EXPECT_EQ(load.failed(), 0) << load.first_failure();
 }
 
 }  // namespace

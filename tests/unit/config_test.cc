@@ -29,6 +29,7 @@ void ExpectSameSettings(const Config& actual, const Config& expected) {
   EXPECT_EQ(actual.server.drain_timeout, expected.server.drain_timeout);
   EXPECT_EQ(actual.server.drain_delay, expected.server.drain_delay);
   EXPECT_EQ(actual.admin.readiness_includes_upstream, expected.admin.readiness_includes_upstream);
+  EXPECT_EQ(actual.config.watch_interval, expected.config.watch_interval);
   EXPECT_EQ(actual.upstream.min_connections, expected.upstream.min_connections);
   EXPECT_EQ(actual.upstream.max_connections, expected.upstream.max_connections);
   EXPECT_EQ(actual.upstream.max_streams_per_connection,
@@ -930,7 +931,8 @@ TEST(EnvironmentTest, ABadValueNamesTheVariableAndTheKey) {
             "1024, got 0");
   config = BuildConfig(command_line, {{"QPOOL_SERVER_DRAIN_DELAY", "5"}});
   ASSERT_FALSE(config.ok());
-  EXPECT_THAT(std::string(config.status().message()), StartsWith("QPOOL_SERVER_DRAIN_DELAY (server.drain_delay)"));
+  EXPECT_THAT(std::string(config.status().message()),
+              StartsWith("QPOOL_SERVER_DRAIN_DELAY (server.drain_delay)"));
 }
 
 TEST(EnvironmentTest, ACrossKeyViolationNamesTheVariable) {
@@ -938,7 +940,8 @@ TEST(EnvironmentTest, ACrossKeyViolationNamesTheVariable) {
   command_line.upstream = "127.0.0.1:6335";
   absl::StatusOr<Config> config = BuildConfig(command_line, {{"QPOOL_SERVER_WORKERS", "8"}});
   ASSERT_FALSE(config.ok());
-  EXPECT_THAT(std::string(config.status().message()), StartsWith("QPOOL_SERVER_WORKERS: server.workers"));
+  EXPECT_THAT(std::string(config.status().message()),
+              StartsWith("QPOOL_SERVER_WORKERS: server.workers"));
 }
 
 TEST(EnvironmentTest, AnUnknownQpoolVariableIsAnErrorThatNamesIt) {
@@ -1016,6 +1019,7 @@ TEST(ReloadTest, ChangedKeysNamesWhatDiffersAndWhichCanChangeLive) {
   EXPECT_TRUE(ReloadableKey("log.format"));
   EXPECT_TRUE(ReloadableKey("server.drain_delay"));
   EXPECT_TRUE(ReloadableKey("admin.readiness_includes_upstream"));
+  EXPECT_TRUE(ReloadableKey("config.watch_interval"));
   EXPECT_FALSE(ReloadableKey("server.listen"));
   EXPECT_FALSE(ReloadableKey("server.workers"));
   EXPECT_FALSE(ReloadableKey("upstream.nodes"));

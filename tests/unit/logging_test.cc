@@ -34,9 +34,8 @@ TEST(LoggingTest, TextLineHasTimestampLevelNameAndMessage) {
 TEST(LoggingTest, JsonLineHasTimeSeverityMessageAndFields) {
   const std::string line = LoggedBy("info", "json", [] { spdlog::warn("pool {} full", 3); });
   EXPECT_TRUE(std::regex_match(
-      line,
-      std::regex(R"(\{"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z","severity":"WARNING",)"
-                 R"("msg":"pool 3 full","logger":"qpoold","thread":\d+\}\n)")))
+      line, std::regex(R"(\{"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z","severity":"WARNING",)"
+                       R"("msg":"pool 3 full","logger":"qpoold","thread":\d+\}\n)")))
       << line;
 }
 
@@ -60,8 +59,9 @@ TEST(LoggingTest, JsonSeverityUsesCloudLoggingNames) {
 TEST(LoggingTest, JsonCarriesTheSourceLocationOfMacroLines) {
   const std::string line = LoggedBy("info", "json", [] { SPDLOG_INFO("from a macro"); });
   EXPECT_TRUE(std::regex_search(
-      line, std::regex(R"("msg":"from a macro",.*"logging\.googleapis\.com/sourceLocation":)"
-                       R"(\{"file":"tests/unit/logging_test\.cc","line":\d+,"function":"[^"]+"\}\}\n$)")))
+      line,
+      std::regex(R"("msg":"from a macro",.*"logging\.googleapis\.com/sourceLocation":)"
+                 R"(\{"file":"tests/unit/logging_test\.cc","line":\d+,"function":"[^"]+"\}\}\n$)")))
       << line;
 }
 
@@ -86,8 +86,9 @@ TEST(LoggingTest, JsonEscapesQuotesBackslashesNewlinesAndControlChars) {
   const std::string line = LoggedBy("info", "json", [] {
     spdlog::error("say \"hi\" to C:\\qpool\nsecond line\ttab\r\x01\x1f\b\f end");
   });
-  EXPECT_THAT(line, HasSubstr(R"("severity":"ERROR","msg":"say \"hi\" to C:\\qpool\nsecond line\ttab)"
-                              R"(\r\u0001\u001f\b\f end",)"));
+  EXPECT_THAT(line,
+              HasSubstr(R"("severity":"ERROR","msg":"say \"hi\" to C:\\qpool\nsecond line\ttab)"
+                        R"(\r\u0001\u001f\b\f end",)"));
   EXPECT_EQ(line.find('\n'), line.size() - 1) << "one line per message: " << line;
 }
 

@@ -99,9 +99,8 @@ bool Selects(const YAML::Node& target, const YAML::Node& resource) {
   if (target["kind"] && target["kind"].as<std::string>() != resource["kind"].as<std::string>()) {
     return false;
   }
-  if (target["name"] &&
-      !std::regex_match(resource["metadata"]["name"].as<std::string>(),
-                        std::regex(target["name"].as<std::string>()))) {
+  if (target["name"] && !std::regex_match(resource["metadata"]["name"].as<std::string>(),
+                                          std::regex(target["name"].as<std::string>()))) {
     return false;
   }
   return true;
@@ -266,9 +265,9 @@ std::vector<std::string> RestrictedViolations(const YAML::Node& spec) {
   for (const char* host : {"hostNetwork", "hostPID", "hostIPC"}) {
     if (spec[host] && spec[host].as<bool>()) out.push_back(std::string("pod: ") + host);
   }
-  const std::set<std::string> allowed_volumes = {
-      "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-      "projected", "secret"};
+  const std::set<std::string> allowed_volumes = {"configMap", "csi",       "downwardAPI",
+                                                 "emptyDir",  "ephemeral", "persistentVolumeClaim",
+                                                 "projected", "secret"};
   for (const auto& volume : spec["volumes"]) {
     for (const auto& field : volume) {
       const std::string key = field.first.as<std::string>();
@@ -277,15 +276,17 @@ std::vector<std::string> RestrictedViolations(const YAML::Node& spec) {
       }
     }
   }
-  const bool pod_seccomp = pod_context && pod_context["seccompProfile"] &&
-                           (pod_context["seccompProfile"]["type"].as<std::string>() ==
-                                "RuntimeDefault" ||
-                            pod_context["seccompProfile"]["type"].as<std::string>() == "Localhost");
+  const bool pod_seccomp =
+      pod_context && pod_context["seccompProfile"] &&
+      (pod_context["seccompProfile"]["type"].as<std::string>() == "RuntimeDefault" ||
+       pod_context["seccompProfile"]["type"].as<std::string>() == "Localhost");
   for (const char* list : {"initContainers", "containers"}) {
     for (const auto& container : spec[list]) {
       const std::string who = container["name"].as<std::string>();
       const YAML::Node context = container["securityContext"];
-      auto flag = [&](const char* key) { return context && context[key] && context[key].as<bool>(); };
+      auto flag = [&](const char* key) {
+        return context && context[key] && context[key].as<bool>();
+      };
       if (flag("privileged")) out.push_back(who + ": privileged");
       if (!context || !context["allowPrivilegeEscalation"] ||
           context["allowPrivilegeEscalation"].as<bool>()) {
@@ -305,9 +306,8 @@ std::vector<std::string> RestrictedViolations(const YAML::Node& spec) {
           }
         }
       }
-      const bool non_root = context && context["runAsNonRoot"]
-                                ? context["runAsNonRoot"].as<bool>()
-                                : pod_bool("runAsNonRoot");
+      const bool non_root = context && context["runAsNonRoot"] ? context["runAsNonRoot"].as<bool>()
+                                                               : pod_bool("runAsNonRoot");
       if (!non_root) out.push_back(who + ": runAsNonRoot must be true");
       if (context && context["runAsUser"] && context["runAsUser"].as<int64_t>() == 0) {
         out.push_back(who + ": runAsUser 0");
@@ -334,7 +334,8 @@ TEST(PackagingTest, TheRenderedPodMeetsPodSecurityRestricted) {
 TEST(PackagingTest, TheRestrictedCheckCatchesWhatTheIssueFound) {
   // The sidecar as it was before issue 15: no seccompProfile. The check must refuse it.
   YAML::Node spec = YAML::Clone(RenderExample()[0]["spec"]["template"]["spec"]);
-  for (auto container : spec["initContainers"]) container["securityContext"].remove("seccompProfile");
+  for (auto container : spec["initContainers"])
+    container["securityContext"].remove("seccompProfile");
   EXPECT_THAT(RestrictedViolations(spec),
               Contains("qpool: seccompProfile must be RuntimeDefault or Localhost"));
   YAML::Node escalating = YAML::Clone(RenderExample()[0]["spec"]["template"]["spec"]);
@@ -348,8 +349,9 @@ TEST(PackagingTest, TheChangelogsLatestReleaseIsCmakesVersion) {
   EXPECT_EQ(changelog.find("## Unreleased"), changelog.find("\n## ") + 1)
       << "## Unreleased must be the first section";
   std::smatch release;
-  ASSERT_TRUE(std::regex_search(changelog, release,
-                                std::regex("\n## ([0-9]+\\.[0-9]+\\.[0-9]+) - ([0-9]{4}-[0-9]{2}-[0-9]{2})\n")))
+  ASSERT_TRUE(std::regex_search(
+      changelog, release,
+      std::regex("\n## ([0-9]+\\.[0-9]+\\.[0-9]+) - ([0-9]{4}-[0-9]{2}-[0-9]{2})\n")))
       << "no release section \"## X.Y.Z - YYYY-MM-DD\"";
   EXPECT_EQ(release[1].str(), QPOOL_VERSION);
 }
