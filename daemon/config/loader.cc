@@ -986,14 +986,19 @@ const std::vector<Flag>& Flags() {
 constexpr absl::string_view kEnvPrefix = "QPOOL_";
 
 // Kubernetes injects "docker link" variables for every Service in the namespace: a Service named
-// "qpool" gives QPOOL_SERVICE_HOST, QPOOL_SERVICE_PORT, QPOOL_PORT, QPOOL_PORT_6334_TCP_ADDR, ...
-// They are not meant for qpoold, so they are neither applied nor refused.
-bool IsKubernetesServiceVariable(absl::string_view name) {
+// "qpool" gives QPOOL_SERVICE_HOST, QPOOL_SERVICE_PORT, QPOOL_SERVICE_PORT_<NAME>,
+// QPOOL_PORT=tcp://..., QPOOL_PORT_6334_TCP=tcp://..., QPOOL_PORT_6334_TCP_ADDR, ...
+// They are not meant for qpoold, so they are neither applied nor refused. The shapes are matched
+// closely (a _PORT variable must hold a tcp://, udp:// or sctp:// URL) so that a typo such as
+// QPOOL_SERVER_LISTEN_PORT=6334 is still refused.
+bool IsKubernetesServiceVariable(absl::string_view name, absl::string_view value) {
+  const bool url = absl::StartsWith(value, "tcp://") || absl::StartsWith(value, "udp://") ||
+                   absl::StartsWith(value, "sctp://");
   if (absl::EndsWith(name, "_SERVICE_HOST") || absl::EndsWith(name, "_SERVICE_PORT") ||
-      absl::EndsWith(name, "_PORT")) {
+      absl::StrContains(name, "_SERVICE_PORT_")) {
     return true;
   }
-  if (absl::StrContains(name, "_SERVICE_PORT_")) return true;  // named service ports
+  if (absl::EndsWith(name, "_PORT")) return url;
   // ..._PORT_<number>_<TCP|UDP|SCTP>[_PROTO|_PORT|_ADDR]
   const size_t port = name.rfind("_PORT_");
   if (port == absl::string_view::npos) return false;
@@ -1003,7 +1008,8 @@ bool IsKubernetesServiceVariable(absl::string_view name) {
     return false;
   }
   if (parts[1] != "TCP" && parts[1] != "UDP" && parts[1] != "SCTP") return false;
-  return parts.size() == 2 || parts[2] == "PROTO" || parts[2] == "PORT" || parts[2] == "ADDR";
+  if (parts.size() == 2) return url;
+  return parts[2] == "PROTO" || parts[2] == "PORT" || parts[2] == "ADDR";
 }
 
 // The YAML node an environment value stands for: for scalar keys the text itself ("4", "250ms",
@@ -1057,7 +1063,7 @@ absl::Status ApplyEnvironment(const Environment& env, Config& config,
                     [&](const auto& candidate) { return candidate.first == variable; })) {
       continue;
     }
-    if (IsKubernetesServiceVariable(variable) || name == config.health.api_key_env) continue;
+    if (IsKubernetesServiceVariable(variable, value) || name == config.health.api_key_env) continue;
     for (auto& candidate : known) candidate.second = EditDistance(variable, candidate.first);
     return absl::InvalidArgumentError(absl::StrCat(
         "environment variable ", variable, ": not a qpoold setting", DidYouMean(variable, known),

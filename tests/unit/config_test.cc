@@ -969,6 +969,10 @@ TEST(EnvironmentTest, KubernetesServiceLinksAndTheApiKeyVariableAreLeftAlone) {
   absl::StatusOr<Config> config = BuildConfig(command_line, env);
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->health.api_key_env, "QPOOL_QDRANT_KEY");
+  // A look-alike that is not a service link is still a typo.
+  config = BuildConfig(command_line, {{"QPOOL_SERVER_LISTEN_PORT", "6334"}});
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(std::string(config.status().message()), HasSubstr("QPOOL_SERVER_LISTEN_PORT"));
 }
 
 TEST(PrintConfigTest, PrintsEveryKeyAndLoadsBackToTheSameConfig) {
