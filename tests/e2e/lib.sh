@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # EMU, CTL, REST, QP are set for the scripts sourcing this
 # Shared by the e2e shell tests: start the built qdrant-emulator and qpoold on ports chosen at run
 # time (port 0), read those ports from their output, and stop everything started here on exit.
 # Usage: source "$(dirname "$0")/lib.sh"; WORK must be set.
@@ -23,9 +23,7 @@ wait_for_line() {
 start_emulator() {
   "$1" --listen 127.0.0.1:0 --control-listen 127.0.0.1:0 >"$WORK/emulator.out" 2>&1 &
   pids+=($!)
-  # shellcheck disable=SC2034  # EMU and CTL are for the scripts that source this file
   EMU=$(wait_for_line "$WORK/emulator.out" 'listening grpc=' '.*grpc=([0-9.:]+).*')
-  # shellcheck disable=SC2034
   CTL=$(wait_for_line "$WORK/emulator.out" 'listening grpc=' '.*control=([0-9.:]+).*')
 }
 
@@ -46,6 +44,5 @@ start_qpoold() {
   shift
   "$binary" --listen 127.0.0.1:0 "$@" 2>"$WORK/qpoold.log" &
   pids+=($!)
-  # shellcheck disable=SC2034  # QP is for the scripts that source this file
   QP=$(wait_for_line "$WORK/qpoold.log" 'listening on' '.*listening on ([0-9.:]+).*')
 }
