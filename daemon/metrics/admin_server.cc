@@ -56,6 +56,13 @@ Reply Route(const http::request<http::string_body>& request, const tcp::endpoint
       reply.body = "only from a loopback address\n";
       SPDLOG_WARN("admin: POST /quitquitquit from {} refused: not a loopback address",
                   peer.address().to_string());
+    } else if (request.find(http::field::origin) != request.end()) {
+      // A web page open in a browser on the same host can POST to 127.0.0.1 without a CORS
+      // preflight; browsers mark such requests with Origin, which curl and apps do not send.
+      reply.status = http::status::forbidden;
+      reply.body = "not from a browser (Origin header)\n";
+      SPDLOG_WARN("admin: POST /quitquitquit with Origin {} refused",
+                  std::string(request[http::field::origin]));
     } else {
       SPDLOG_INFO("admin: POST /quitquitquit from {}: draining", peer.address().to_string());
       options.on_quit();

@@ -15,7 +15,8 @@
 //   (*admin)->Stop();                   // also done by the destructor
 //
 // Every endpoint but /quitquitquit only reads state; /quitquitquit answers 403 to any peer that is
-// not a loopback address (127.0.0.0/8, ::1, or ::ffff:127.x.x.x on a dual-stack listener).
+// not a loopback address (127.0.0.0/8, ::1, or ::ffff:127.x.x.x on a dual-stack listener), and to
+// a request with an Origin header (a browser's cross-site POST from a page on the same host).
 // An IPv6 wildcard host ("::") listens dual-stack (IPV6_V6ONLY off), so "[::]:6336" serves IPv4
 // and IPv6 clients alike.
 // Thread-safety: Start/Stop from one controlling thread. The backend is called on the admin

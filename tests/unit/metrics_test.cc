@@ -587,5 +587,32 @@ TEST(ReloadMetricsTest, CountsByResultAndKeepsTheLastSuccessTime) {
   EXPECT_EQ(samples["qpool_config_last_reload_success_timestamp_seconds"], 2000);
 }
 
+// A POST carrying Origin, as a browser sends for a page's cross-site request: refused.
+TEST(AdminQuitTest, ABrowsersCrossSitePostIsRefused) {
+  namespace beast = boost::beast;
+  namespace http = beast::http;
+  FakeBackend backend;
+  std::atomic<int> quits{0};
+  AdminServerOptions options;
+  options.port = 0;
+  options.on_quit = [&quits] { quits.fetch_add(1); };
+  auto server = AdminServer::Start(options, backend);
+  ASSERT_TRUE(server.ok()) << server.status();
+  boost::asio::io_context io;
+  beast::tcp_stream stream(io);
+  stream.expires_after(std::chrono::seconds(5));
+  stream.connect(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"),
+                                                (*server)->port()));
+  http::request<http::empty_body> request(http::verb::post, "/quitquitquit", 11);
+  request.set(http::field::host, "127.0.0.1");
+  request.set(http::field::origin, "https://evil.example");
+  http::write(stream, request);
+  beast::flat_buffer buffer;
+  http::response<http::string_body> response;
+  http::read(stream, buffer, response);
+  EXPECT_EQ(response.result_int(), 403u);
+  EXPECT_EQ(quits.load(), 0);
+}
+
 }  // namespace
 }  // namespace qpool::metrics
