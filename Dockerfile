@@ -5,7 +5,9 @@
 #
 # As a Kubernetes sidecar (deploy/kubernetes/), qpoold listens on 127.0.0.1:6334 inside the pod,
 # where the app reaches it, and serves its admin endpoint (/metrics, /livez, /readyz, /startupz)
-# on the pod's address for the kubelet and Prometheus.
+# on the pod's address for the kubelet and Prometheus. The image's HEALTHCHECK runs
+# `qpoold healthcheck` against /readyz on 127.0.0.1:6336 (the default admin address; an admin
+# address on "[::]" or "0.0.0.0" answers there too): the image has no curl.
 FROM debian:12-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -30,7 +32,10 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages
 COPY --from=build /out/qpoold /usr/local/bin/qpoold
 COPY config/qpool.yaml /etc/qpool/qpool.example.yaml
+COPY LICENSE /usr/share/doc/qpool/LICENSE
 # An unprivileged user; qpoold needs no capabilities (its ports are above 1024).
 USER 65532:65532
 EXPOSE 6334 6336
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["/usr/local/bin/qpoold", "healthcheck", "--url", "http://127.0.0.1:6336/readyz", "--timeout", "2s"]
 ENTRYPOINT ["/usr/local/bin/qpoold"]

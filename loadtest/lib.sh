@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by loadtest/cpu-per-call and loadtest/instructions-per-call: a work dir, free ports,
 # waiting for a listener, an empty gRPC request body, and stopping by pid whatever was started.
 # Usage: source loadtest/lib.sh from the repository root   (sets WORK, EMPTY_GRPC; fill `pids` with what you start)

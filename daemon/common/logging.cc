@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "spdlog/formatter.h"
 #include "spdlog/sinks/stdout_sinks.h"
@@ -36,18 +37,43 @@ std::string_view LevelName(spdlog::level::level_enum level) {
   }
 }
 
-// "2026-11-27T03:20:56.123Z" (UTC, milliseconds).
-void AppendTimestamp(spdlog::log_clock::time_point time, spdlog::memory_buf_t& dest) {
+// Cloud Logging's severity names (LogSeverity): trace and debug are DEBUG, warn is WARNING.
+std::string_view SeverityName(spdlog::level::level_enum level) {
+  switch (level) {
+    case spdlog::level::trace:
+    case spdlog::level::debug:
+      return "DEBUG";
+    case spdlog::level::info:
+      return "INFO";
+    case spdlog::level::warn:
+      return "WARNING";
+    case spdlog::level::err:
+      return "ERROR";
+    case spdlog::level::critical:
+      return "CRITICAL";
+    default:
+      return "DEFAULT";
+  }
+}
+
+// RFC 3339 in UTC with `digits` (3 or 6) of the second's fraction: "2026-11-27T03:20:56.123Z".
+void AppendTimestamp(spdlog::log_clock::time_point time, spdlog::memory_buf_t& dest,
+                     int digits = 3) {
   const auto since_epoch = time.time_since_epoch();
   const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
-  const auto millis =
-      std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch - seconds).count();
+  const auto micros =
+      std::chrono::duration_cast<std::chrono::microseconds>(since_epoch - seconds).count();
   const time_t t = static_cast<time_t>(seconds.count());
   struct tm utc;
   gmtime_r(&t, &utc);
-  fmt::format_to(std::back_inserter(dest), "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.{:03d}Z",
+  fmt::format_to(std::back_inserter(dest), "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.",
                  utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min,
-                 utc.tm_sec, static_cast<int>(millis));
+                 utc.tm_sec);
+  if (digits == 6) {
+    fmt::format_to(std::back_inserter(dest), "{:06d}Z", static_cast<int>(micros));
+  } else {
+    fmt::format_to(std::back_inserter(dest), "{:03d}Z", static_cast<int>(micros / 1000));
+  }
 }
 
 void Append(std::string_view text, spdlog::memory_buf_t& dest) {
@@ -142,61 +168,110 @@ class TextFormatter : public spdlog::formatter {
   }
 };
 
-// {"ts":"2026-11-27T03:20:56.123Z","level":"info","msg":"listening on 127.0.0.1:6334"}
+// One JSON object per line, in the shape Cloud Logging (and most log pipelines) read from a
+// container's stderr:
+//   {"time":"2026-11-27T03:20:56.123456Z","severity":"INFO","msg":"listening on 127.0.0.1:6334",
+//    "logger":"qpoold","thread":1234,
+//    "logging.googleapis.com/sourceLocation":{"file":"daemon/server/proxy.cc","line":174,
+//    "function":"Shutdown"}}
+// `time` is RFC 3339 UTC with microseconds; `severity` is DEBUG, INFO, WARNING, ERROR or CRITICAL;
+// `thread` is the OS thread id; the source location is there for lines logged with the SPDLOG_*
+// macros (which know it).
 class JsonFormatter : public spdlog::formatter {
  public:
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
-    Append("{\"ts\":\"", dest);
-    AppendTimestamp(msg.time, dest);
-    Append("\",\"level\":\"", dest);
-    Append(LevelName(msg.level), dest);
+    Append("{\"time\":\"", dest);
+    AppendTimestamp(msg.time, dest, 6);
+    Append("\",\"severity\":\"", dest);
+    Append(SeverityName(msg.level), dest);
     Append("\",\"msg\":\"", dest);
     AppendJsonEscaped(std::string_view(msg.payload.data(), msg.payload.size()), dest);
-    Append("\"}\n", dest);
+    Append("\",\"logger\":\"", dest);
+    AppendJsonEscaped(std::string_view(msg.logger_name.data(), msg.logger_name.size()), dest);
+    fmt::format_to(std::back_inserter(dest), "\",\"thread\":{}", msg.thread_id);
+    if (!msg.source.empty()) {
+      Append(",\"logging.googleapis.com/sourceLocation\":{\"file\":\"", dest);
+      // __FILE__ as the build saw it, absolute ("/src/daemon/server/proxy.cc") or relative to
+      // the build directory ("../../daemon/..."): written from the repository root.
+      std::string_view file = msg.source.filename;
+      constexpr std::string_view kRoot = QPOOL_SOURCE_ROOT;
+      if (file.substr(0, kRoot.size()) == kRoot) file.remove_prefix(kRoot.size());
+      while (file.substr(0, 3) == "../" || file.substr(0, 2) == "./") {
+        file.remove_prefix(file[0] == '.' && file[1] == '.' ? 3 : 2);
+      }
+      AppendJsonEscaped(file, dest);
+      fmt::format_to(std::back_inserter(dest), "\",\"line\":{}", msg.source.line);
+      if (msg.source.funcname != nullptr && msg.source.funcname[0] != '\0') {
+        Append(",\"function\":\"", dest);
+        AppendJsonEscaped(msg.source.funcname, dest);
+        dest.push_back('"');
+      }
+      dest.push_back('}');
+    }
+    Append("}\n", dest);
   }
   std::unique_ptr<spdlog::formatter> clone() const override {
     return std::make_unique<JsonFormatter>();
   }
 };
 
+// The sink SetupLogging installed, for SetLogFormat; set once, before other threads log.
+std::shared_ptr<spdlog::sinks::stderr_sink_mt>& InstalledSink() {
+  static auto* sink = new std::shared_ptr<spdlog::sinks::stderr_sink_mt>();
+  return *sink;
+}
+
+absl::StatusOr<spdlog::level::level_enum> ParseLevel(std::string_view level) {
+  if (level == "trace") return spdlog::level::trace;
+  if (level == "debug") return spdlog::level::debug;
+  if (level == "info") return spdlog::level::info;
+  if (level == "warn") return spdlog::level::warn;
+  if (level == "error") return spdlog::level::err;
+  if (level == "off") return spdlog::level::off;
+  return absl::InvalidArgumentError(
+      absl::StrCat("log level must be one of trace, debug, info, warn, error, off, got \"",
+                   absl::string_view(level.data(), level.size()), "\""));
+}
+
+absl::StatusOr<std::unique_ptr<spdlog::formatter>> MakeFormatter(std::string_view format) {
+  if (format == "text") return std::unique_ptr<spdlog::formatter>(new TextFormatter());
+  if (format == "json") return std::unique_ptr<spdlog::formatter>(new JsonFormatter());
+  return absl::InvalidArgumentError(absl::StrCat("log format must be text or json, got \"",
+                                                 absl::string_view(format.data(), format.size()),
+                                                 "\""));
+}
+
 }  // namespace
 
 absl::Status SetupLogging(std::string_view level, std::string_view format) {
-  spdlog::level::level_enum spdlog_level;
-  if (level == "trace") {
-    spdlog_level = spdlog::level::trace;
-  } else if (level == "debug") {
-    spdlog_level = spdlog::level::debug;
-  } else if (level == "info") {
-    spdlog_level = spdlog::level::info;
-  } else if (level == "warn") {
-    spdlog_level = spdlog::level::warn;
-  } else if (level == "error") {
-    spdlog_level = spdlog::level::err;
-  } else if (level == "off") {
-    spdlog_level = spdlog::level::off;
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("log level must be one of trace, debug, info, warn, error, off, got \"",
-                     absl::string_view(level.data(), level.size()), "\""));
-  }
-  std::unique_ptr<spdlog::formatter> formatter;
-  if (format == "text") {
-    formatter = std::make_unique<TextFormatter>();
-  } else if (format == "json") {
-    formatter = std::make_unique<JsonFormatter>();
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat("log format must be text or json, got \"",
-                                                   absl::string_view(format.data(), format.size()),
-                                                   "\""));
-  }
+  absl::StatusOr<spdlog::level::level_enum> spdlog_level = ParseLevel(level);
+  if (!spdlog_level.ok()) return spdlog_level.status();
+  absl::StatusOr<std::unique_ptr<spdlog::formatter>> formatter = MakeFormatter(format);
+  if (!formatter.ok()) return formatter.status();
   // The stderr sink writes each line with one fwrite and flushes it, so lines from different
   // threads never interleave and nothing is lost on _Exit.
   auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
-  sink->set_formatter(std::move(formatter));
-  auto logger = std::make_shared<spdlog::logger>(kLoggerName, std::move(sink));
-  logger->set_level(spdlog_level);
+  sink->set_formatter(*std::move(formatter));
+  auto logger = std::make_shared<spdlog::logger>(kLoggerName, sink);
+  logger->set_level(*spdlog_level);
   spdlog::set_default_logger(std::move(logger));
+  InstalledSink() = std::move(sink);
+  return absl::OkStatus();
+}
+
+absl::Status SetLogLevel(std::string_view level) {
+  absl::StatusOr<spdlog::level::level_enum> spdlog_level = ParseLevel(level);
+  if (!spdlog_level.ok()) return spdlog_level.status();
+  if (InstalledSink() == nullptr) return absl::FailedPreconditionError("logging is not set up");
+  spdlog::default_logger()->set_level(*spdlog_level);  // an atomic store in spdlog
+  return absl::OkStatus();
+}
+
+absl::Status SetLogFormat(std::string_view format) {
+  absl::StatusOr<std::unique_ptr<spdlog::formatter>> formatter = MakeFormatter(format);
+  if (!formatter.ok()) return formatter.status();
+  if (InstalledSink() == nullptr) return absl::FailedPreconditionError("logging is not set up");
+  InstalledSink()->set_formatter(*std::move(formatter));  // under the sink's own mutex
   return absl::OkStatus();
 }
 

@@ -43,6 +43,12 @@ struct ServerConfig {
   // server.drain_timeout: after SIGTERM/SIGINT, how long in-flight calls may take to finish.
   // Default 30s.
   absl::Duration drain_timeout = absl::Seconds(30);
+  // server.drain_delay: after SIGTERM/SIGINT (or POST /quitquitquit), keep serving normally for
+  // this long before the drain starts; /readyz answers 503 from the signal on, so Kubernetes stops
+  // sending new traffic meanwhile. For qpool in `containers:` (classic sidecar), where the app and
+  // qpool get SIGTERM together and the app's last calls still need qpool. Counts against the
+  // pod's terminationGracePeriodSeconds with drain_timeout. Default 0 (drain at once).
+  absl::Duration drain_delay = absl::ZeroDuration();
 };
 
 // YAML section `upstream`: the Qdrant nodes and the pool of connections to each.
@@ -139,8 +145,13 @@ struct AdminConfig {
   // admin.listen: address of the admin HTTP endpoint, separate from the data port. Default
   // "127.0.0.1:6336": loopback only, next to Qdrant's 6333-6335 and clear of Prometheus
   // (9090/9091/9093) and the OpenTelemetry exporter (9464). A Prometheus in another pod needs
-  // "0.0.0.0:6336" (deploy/monitoring/ sets it).
+  // "[::]:6336" (dual-stack: IPv4 and IPv6; deploy/kubernetes/example sets it) or "0.0.0.0:6336".
   NodeAddress listen{"127.0.0.1", 6336};
+  // admin.readiness_includes_upstream: when true, /readyz also answers 503 while no upstream node
+  // is both usable and healthy. Default false: /readyz means "qpoold can serve" (started,
+  // listening, not draining), so a Qdrant outage does not take every app pod out of its Service at
+  // once (docs/operations.md, "Readiness").
+  bool readiness_includes_upstream = false;
 };
 
 // YAML section `health`: active probes in three tiers, node health thresholds, and passive
@@ -202,6 +213,14 @@ struct HealthConfig {
   uint32_t max_ejection_percent = 50;
 };
 
+// YAML section `config`: how qpoold follows its own configuration file.
+struct ConfigFileConfig {
+  // config.watch_interval: when above 0, qpoold reads the --config file this often and reloads
+  // (as on SIGHUP) when its content changed, e.g. after the kubelet updated a mounted ConfigMap.
+  // Default 0: off (reload with SIGHUP). Changes live on reload.
+  absl::Duration watch_interval = absl::ZeroDuration();
+};
+
 struct Config {
   ServerConfig server;
   UpstreamConfig upstream;
@@ -209,6 +228,7 @@ struct Config {
   LogConfig log;
   AdminConfig admin;
   HealthConfig health;
+  ConfigFileConfig config;
 };
 
 }  // namespace qpool::config

@@ -4,6 +4,7 @@
 #include "daemon/config/loader.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -50,11 +51,39 @@ using Reason = std::optional<std::string>;  // nullopt when the value is fine
 // One config key. `parse` reads the YAML value into the config (type and format errors);
 // `check` applies the key's own limits to the value now in the config (range errors). Cross-key
 // rules live in ValidateConfig().
+// `print` writes the value back as YAML (flow style), for --print-config and for telling what a
+// reload changed. `shape` says how an environment variable's text is read; `secret` keys are
+// never printed (--print-config shows them redacted).
+enum class Shape {
+  kScalar,  // the text as is: "4", "250ms", "[::1]:6334"
+  kList,    // "a,b" or a YAML flow list "[a, b]"
+  kMap,     // a YAML flow map "{a: b}"
+};
 struct Key {
   absl::string_view name;  // "section.key"
   std::function<std::optional<Problem>(const YAML::Node&, Config&)> parse;
   std::function<Reason(const Config&)> check;
+  std::function<std::string(const Config&)> print;
+  Shape shape = Shape::kScalar;
+  bool secret = false;
 };
+
+// A YAML double-quoted scalar.
+std::string Quoted(absl::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      absl::StrAppend(&out, "\\x", absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('"');
+  return out;
+}
 
 std::string_view StdView(absl::string_view text) { return {text.data(), text.size()}; }
 
@@ -163,7 +192,8 @@ Key IntegerKey(absl::string_view name, Field field, int64_t min, int64_t max) {
                field(config) = static_cast<uint32_t>(value);
                return std::nullopt;
              },
-             [=](const Config& config) { return RangeReason(field(config), min, max); }};
+             [=](const Config& config) { return RangeReason(field(config), min, max); },
+             [=](const Config& config) { return absl::StrCat(field(config)); }};
 }
 
 template <typename Field>
@@ -176,7 +206,8 @@ Key SizeKey(absl::string_view name, Field field, int64_t min, int64_t max) {
                field(config) = static_cast<uint32_t>(value);
                return std::nullopt;
              },
-             [=](const Config& config) { return RangeReason(field(config), min, max); }};
+             [=](const Config& config) { return RangeReason(field(config), min, max); },
+             [=](const Config& config) { return absl::StrCat(field(config)); }};
 }
 
 template <typename Field>
@@ -191,7 +222,12 @@ Key DurationKey(absl::string_view name, Field field, bool allow_zero) {
                field(config) = value;
                return std::nullopt;
              },
-             [=](const Config& config) { return DurationReason(field(config), allow_zero); }};
+             [=](const Config& config) { return DurationReason(field(config), allow_zero); },
+             [=](const Config& config) {
+               // "0s" rather than FormatDuration's bare "0", which a duration key refuses.
+               if (field(config) == absl::ZeroDuration()) return std::string("\"0s\"");
+               return Quoted(absl::FormatDuration(field(config)));
+             }};
 }
 
 template <typename Field>
@@ -209,7 +245,8 @@ Key OneOfKey(absl::string_view name, Field field, std::vector<absl::string_view>
                field(config) = node.Scalar();
                return std::nullopt;
              },
-             [=](const Config& config) { return OneOfReason(field(config), allowed); }};
+             [=](const Config& config) { return OneOfReason(field(config), allowed); },
+             [=](const Config& config) { return Quoted(field(config)); }};
 }
 
 template <typename Field>
@@ -223,7 +260,8 @@ Key BoolKey(absl::string_view name, Field field) {
                }
                return ProblemAt(node, absl::StrCat("expected true or false, got ", KindOf(node)));
              },
-             [](const Config&) -> Reason { return std::nullopt; }};
+             [](const Config&) -> Reason { return std::nullopt; },
+             [=](const Config& config) { return std::string(field(config) ? "true" : "false"); }};
 }
 
 Reason FractionReason(double value, bool allow_zero) {
@@ -247,7 +285,8 @@ Key FractionKey(absl::string_view name, Field field) {
         field(config) = value;
         return std::nullopt;
       },
-      [=](const Config& config) { return FractionReason(field(config), false); }};
+      [=](const Config& config) { return FractionReason(field(config), false); },
+      [=](const Config& config) { return absl::StrCat(field(config)); }};
 }
 
 Reason SubsetReason(const std::vector<std::string>& values,
@@ -281,7 +320,11 @@ Key NameListKey(absl::string_view name, Field field, std::vector<absl::string_vi
                field(config) = std::move(values);
                return std::nullopt;
              },
-             [=](const Config& config) { return SubsetReason(field(config), allowed); }};
+             [=](const Config& config) { return SubsetReason(field(config), allowed); },
+             [=](const Config& config) {
+               return absl::StrCat("[", absl::StrJoin(field(config), ", "), "]");
+             },
+             Shape::kList};
 }
 
 constexpr std::initializer_list<absl::string_view> kRetryClasses = {"read", "id_scoped_write",
@@ -333,7 +376,17 @@ Key MethodClassesKey() {
                config.retry.methods = std::move(methods);
                return std::nullopt;
              },
-             [](const Config& config) { return MethodMapReason(config.retry.methods); }};
+             [](const Config& config) { return MethodMapReason(config.retry.methods); },
+             [](const Config& config) {
+               return absl::StrCat("{",
+                                   absl::StrJoin(config.retry.methods, ", ",
+                                                 [](std::string* out, const auto& entry) {
+                                                   absl::StrAppend(out, Quoted(entry.first), ": ",
+                                                                   entry.second);
+                                                 }),
+                                   "}");
+             },
+             Shape::kMap};
 }
 
 // A free-form string key, checked by `check` (which returns why a value is refused).
@@ -349,7 +402,8 @@ Key StringKey(absl::string_view name, Field field,
                field(config) = node.Scalar();
                return std::nullopt;
              },
-             [=](const Config& config) { return check(field(config)); }};
+             [=](const Config& config) { return check(field(config)); },
+             [=](const Config& config) { return Quoted(field(config)); }};
 }
 
 // A Qdrant collection name as a probe may send it: empty (none), or up to 255 printable ASCII
@@ -389,7 +443,8 @@ Key AddressKey(absl::string_view name, Field field) {
                field(config) = *std::move(address);
                return std::nullopt;
              },
-             [](const Config&) -> Reason { return std::nullopt; }};
+             [](const Config&) -> Reason { return std::nullopt; },
+             [=](const Config& config) { return Quoted(field(config).ToString()); }};
 }
 
 Reason NodesReason(const std::vector<NodeAddress>& nodes) {
@@ -431,7 +486,16 @@ Key NodesKey() {
         config.upstream.nodes = std::move(nodes);
         return std::nullopt;
       },
-      [](const Config& config) { return NodesReason(config.upstream.nodes); }};
+      [](const Config& config) { return NodesReason(config.upstream.nodes); },
+      [](const Config& config) {
+        return absl::StrCat("[",
+                            absl::StrJoin(config.upstream.nodes, ", ",
+                                          [](std::string* out, const NodeAddress& node) {
+                                            out->append(Quoted(node.ToString()));
+                                          }),
+                            "]");
+      },
+      Shape::kList};
 }
 
 // The one table of keys, in config.h's order. Defaults live in config.h; units and ranges here.
@@ -452,6 +516,9 @@ const std::vector<Key>& Keys() {
           "server.workers", [](auto& c) -> auto& { return c.server.workers; }, 1, 64),
       DurationKey(
           "server.drain_timeout", [](auto& c) -> auto& { return c.server.drain_timeout; },
+          /*allow_zero=*/true),
+      DurationKey(
+          "server.drain_delay", [](auto& c) -> auto& { return c.server.drain_delay; },
           /*allow_zero=*/true),
       NodesKey(),
       IntegerKey(
@@ -530,6 +597,9 @@ const std::vector<Key>& Keys() {
       AddressKey(
           "admin.listen", [](auto& c) -> auto& { return c.admin.listen; }),
       BoolKey(
+          "admin.readiness_includes_upstream",
+          [](auto& c) -> auto& { return c.admin.readiness_includes_upstream; }),
+      BoolKey(
           "health.enabled", [](auto& c) -> auto& { return c.health.enabled; }),
       IntegerKey(
           "health.jitter_percent", [](auto& c) -> auto& { return c.health.jitter_percent; }, 0, 50),
@@ -585,6 +655,9 @@ const std::vector<Key>& Keys() {
       IntegerKey(
           "health.max_ejection_percent",
           [](auto& c) -> auto& { return c.health.max_ejection_percent; }, 0, 100),
+      DurationKey(
+          "config.watch_interval", [](auto& c) -> auto& { return c.config.watch_interval; },
+          /*allow_zero=*/true),
   };
   return *keys;
 }
@@ -850,6 +923,13 @@ const std::vector<Flag>& Flags() {
          c.check_config = true;
          return absl::OkStatus();
        }},
+      {"--print-config", "",
+       "print the effective configuration (defaults < file < QPOOL_* environment < flags) as "
+       "YAML, secrets redacted, and exit",
+       [](absl::string_view, CommandLine& c) {
+         c.print_config = true;
+         return absl::OkStatus();
+       }},
       {"--listen", "ADDR", "address the apps connect to (server.listen), e.g. 127.0.0.1:6334",
        [](absl::string_view v, CommandLine& c) {
          c.listen = std::string(v);
@@ -899,6 +979,98 @@ const std::vector<Flag>& Flags() {
        }},
   };
   return *flags;
+}
+
+// --- environment ---------------------------------------------------------------------------
+
+constexpr absl::string_view kEnvPrefix = "QPOOL_";
+
+// Kubernetes injects "docker link" variables for every Service in the namespace: a Service named
+// "qpool" gives QPOOL_SERVICE_HOST, QPOOL_SERVICE_PORT, QPOOL_SERVICE_PORT_<NAME>,
+// QPOOL_PORT=tcp://..., QPOOL_PORT_6334_TCP=tcp://..., QPOOL_PORT_6334_TCP_ADDR, ...
+// They are not meant for qpoold, so they are neither applied nor refused. The shapes are matched
+// closely (a _PORT variable must hold a tcp://, udp:// or sctp:// URL) so that a typo such as
+// QPOOL_SERVER_LISTEN_PORT=6334 is still refused.
+bool IsKubernetesServiceVariable(absl::string_view name, absl::string_view value) {
+  const bool url = absl::StartsWith(value, "tcp://") || absl::StartsWith(value, "udp://") ||
+                   absl::StartsWith(value, "sctp://");
+  if (absl::EndsWith(name, "_SERVICE_HOST") || absl::EndsWith(name, "_SERVICE_PORT") ||
+      absl::StrContains(name, "_SERVICE_PORT_")) {
+    return true;
+  }
+  if (absl::EndsWith(name, "_PORT")) return url;
+  // ..._PORT_<number>_<TCP|UDP|SCTP>[_PROTO|_PORT|_ADDR]
+  const size_t port = name.rfind("_PORT_");
+  if (port == absl::string_view::npos) return false;
+  std::vector<absl::string_view> parts = absl::StrSplit(name.substr(port + 6), '_');
+  if (parts.size() < 2 || parts.size() > 3) return false;
+  if (parts[0].empty() || !std::all_of(parts[0].begin(), parts[0].end(), absl::ascii_isdigit)) {
+    return false;
+  }
+  if (parts[1] != "TCP" && parts[1] != "UDP" && parts[1] != "SCTP") return false;
+  if (parts.size() == 2) return url;
+  return parts[2] == "PROTO" || parts[2] == "PORT" || parts[2] == "ADDR";
+}
+
+// The YAML node an environment value stands for: for scalar keys the text itself ("4", "250ms",
+// "[::1]:6334"); for list keys "a,b" or "[a, b]"; for map keys a YAML flow map.
+absl::StatusOr<YAML::Node> EnvValueNode(const Key& key, const std::string& value) {
+  if (key.shape == Shape::kScalar) return YAML::Node(value);
+  const absl::string_view text = absl::StripAsciiWhitespace(value);
+  if (key.shape == Shape::kList && !absl::StartsWith(text, "[")) {
+    YAML::Node list(YAML::NodeType::Sequence);
+    if (text.empty()) return list;
+    for (absl::string_view item : absl::StrSplit(text, ',')) {
+      list.push_back(std::string(absl::StripAsciiWhitespace(item)));
+    }
+    return list;
+  }
+  try {
+    return YAML::Load(std::string(text));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid YAML value: ", e.msg));
+  }
+}
+
+// Applies every QPOOL_SECTION_KEY variable of `env` to `config`, recording which variable set
+// which key. Unknown QPOOL_* variables are refused (a typo must not pass silently), except
+// Kubernetes service links and the variable health.api_key_env names.
+absl::Status ApplyEnvironment(const Environment& env, Config& config,
+                              std::map<std::string, std::string, std::less<>>& set_by) {
+  std::vector<std::pair<std::string, size_t>> known;
+  for (const Key& key : Keys()) {
+    const std::string variable = EnvVarName(StdView(key.name));
+    known.emplace_back(variable, 0);
+    auto it = env.find(variable);
+    if (it == env.end()) continue;
+    absl::StatusOr<YAML::Node> node = EnvValueNode(key, it->second);
+    std::optional<Problem> problem;
+    if (node.ok()) {
+      problem = key.parse(*node, config);
+    } else {
+      problem = Problem{YAML::Mark::null_mark(), std::string(node.status().message())};
+    }
+    if (problem) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(variable, " (", key.name, "): ", problem->reason));
+    }
+    set_by[std::string(key.name)] = variable;
+  }
+  for (const auto& [name, value] : env) {
+    const absl::string_view variable = name;
+    if (!absl::StartsWith(variable, kEnvPrefix)) continue;
+    if (std::any_of(known.begin(), known.end(),
+                    [&](const auto& candidate) { return candidate.first == variable; })) {
+      continue;
+    }
+    if (IsKubernetesServiceVariable(variable, value) || name == config.health.api_key_env) continue;
+    for (auto& candidate : known) candidate.second = EditDistance(variable, candidate.first);
+    return absl::InvalidArgumentError(absl::StrCat(
+        "environment variable ", variable, ": not a qpoold setting", DidYouMean(variable, known),
+        "; qpoold reads QPOOL_<SECTION>_<KEY> for each key in "
+        "docs/configuration.md"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -1022,9 +1194,12 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv) 
 std::string UsageText() {
   std::string text =
       "Usage: qpoold [--config FILE] [flags]\n"
+      "       qpoold healthcheck [--url http://127.0.0.1:6336/readyz] [--timeout 2s]\n"
       "A connection-pooling sidecar for Qdrant: apps send their gRPC calls to qpoold, which\n"
       "multiplexes them onto a bounded pool of HTTP/2 connections to the Qdrant nodes.\n"
-      "Flags override the config file, which overrides the built-in defaults.\n\nFlags:\n";
+      "Flags override QPOOL_<SECTION>_<KEY> environment variables (QPOOL_UPSTREAM_MAX_CONNECTIONS\n"
+      "for upstream.max_connections), which override the config file, which overrides the\n"
+      "built-in defaults. SIGHUP reloads the configuration.\n\nFlags:\n";
   for (const Flag& flag : Flags()) {
     std::string usage = std::string(flag.name);
     if (!flag.value_name.empty()) absl::StrAppend(&usage, " ", flag.value_name);
@@ -1036,14 +1211,75 @@ std::string UsageText() {
   return text;
 }
 
+std::string EnvVarName(std::string_view key) {
+  std::string name = absl::StrCat(kEnvPrefix, absl::string_view(key.data(), key.size()));
+  for (char& c : name) c = c == '.' ? '_' : absl::ascii_toupper(c);
+  return name;
+}
+
+Environment ProcessEnvironment() {
+  Environment env;
+  for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+    const absl::string_view text = *entry;
+    const size_t equals = text.find('=');
+    if (equals == absl::string_view::npos) continue;
+    env.emplace(std::string(text.substr(0, equals)), std::string(text.substr(equals + 1)));
+  }
+  return env;
+}
+
+std::string PrintConfig(const Config& config) {
+  std::string out = absl::StrCat("# qpoold ", "effective configuration (--print-config)\n");
+  absl::string_view section;
+  for (const Key& key : Keys()) {
+    if (SectionOf(key.name) != section) {
+      section = SectionOf(key.name);
+      absl::StrAppend(&out, section, ":\n");
+    }
+    absl::StrAppend(&out, "  ", LeafOf(key.name), ": ",
+                    key.secret ? std::string("\"<redacted>\"") : key.print(config), "\n");
+  }
+  return out;
+}
+
+std::vector<std::string> ChangedKeys(const Config& before, const Config& after) {
+  std::vector<std::string> changed;
+  for (const Key& key : Keys()) {
+    if (key.print(before) != key.print(after)) changed.emplace_back(key.name);
+  }
+  return changed;
+}
+
+std::string DescribeChange(const Config& before, const Config& after, std::string_view key_name) {
+  const Key* key = FindKey(absl::string_view(key_name.data(), key_name.size()));
+  if (key == nullptr) return std::string(key_name);
+  if (key->secret) return absl::StrCat(key->name, " (changed)");
+  return absl::StrCat(key->name, ": ", key->print(before), " -> ", key->print(after));
+}
+
+bool ReloadableKey(std::string_view key) {
+  // What qpoold applies while it runs (main.cc's reload); every other key needs a restart.
+  static constexpr absl::string_view kLive[] = {"log.level", "log.format", "server.drain_delay",
+                                                "admin.readiness_includes_upstream",
+                                                "config.watch_interval"};
+  return std::find(std::begin(kLive), std::end(kLive), absl::string_view(key.data(), key.size())) !=
+         std::end(kLive);
+}
+
 absl::StatusOr<Config> BuildConfig(const CommandLine& command_line) {
+  return BuildConfig(command_line, ProcessEnvironment());
+}
+
+absl::StatusOr<Config> BuildConfig(const CommandLine& command_line, const Environment& env) {
   Config config;
   KeyLines lines;
   if (command_line.config_path) {
     QPOOL_RETURN_IF_ERROR(LoadInto(*command_line.config_path, config, lines));
   }
-  // Which keys a flag set, and which flag, for messages.
+  // Which keys an environment variable or a flag set, and which, for messages. Flags come last,
+  // so they win.
   std::map<std::string, std::string, std::less<>> set_by_flag;
+  QPOOL_RETURN_IF_ERROR(ApplyEnvironment(env, config, set_by_flag));
   if (command_line.listen) {
     absl::StatusOr<NodeAddress> address = ParseNodeAddress(*command_line.listen);
     if (!address.ok()) return Annotate(address.status(), "--listen");

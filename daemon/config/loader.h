@@ -7,6 +7,7 @@
 #ifndef QPOOL_DAEMON_CONFIG_LOADER_H_
 #define QPOOL_DAEMON_CONFIG_LOADER_H_
 
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -40,6 +41,7 @@ struct CommandLine {
   bool check_config = false;                // --check-config
   bool version = false;                     // --version
   bool help = false;                        // --help
+  bool print_config = false;                // --print-config
   std::optional<std::string> log_level;     // --log-level
   std::optional<std::string> log_format;    // --log-format text|json
   std::optional<std::string> listen;        // --listen ADDR
@@ -56,9 +58,41 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, const char* const* argv);
 // The usage text printed by --help.
 std::string UsageText();
 
-// Loads the file named by --config (if any; defaults otherwise), applies the flag overrides, then
-// validates. Messages name the file/line/key or the flag at fault.
+// Environment variables, name -> value.
+using Environment = std::map<std::string, std::string>;
+
+// The process's environment (environ).
+Environment ProcessEnvironment();
+
+// The variable that overrides `key`: "upstream.max_connections" ->
+// "QPOOL_UPSTREAM_MAX_CONNECTIONS". Derived from the key table; there is no second list.
+std::string EnvVarName(std::string_view key);
+
+// Loads the file named by --config (if any; defaults otherwise), applies QPOOL_<SECTION>_<KEY>
+// variables from `env`, then the flags, then validates: flags > environment > file > defaults.
+// A variable's value is read as a YAML value of the key's type ("4", "250ms", "true"); list keys
+// also take "a,b". An unknown QPOOL_* variable fails, naming it, except Kubernetes service links
+// (QPOOL_SERVICE_HOST, QPOOL_PORT_6334_TCP, ...) and the variable health.api_key_env names.
+// Messages name the file/line/key, the variable or the flag at fault.
+absl::StatusOr<Config> BuildConfig(const CommandLine& command_line, const Environment& env);
+// The same with ProcessEnvironment().
 absl::StatusOr<Config> BuildConfig(const CommandLine& command_line);
+
+// The configuration as YAML, every key in config.h's order, loadable again by ParseConfig; keys
+// marked secret print as "<redacted>" (health.api_key_env is a variable's name and prints; the
+// key it names is never in a Config).
+std::string PrintConfig(const Config& config);
+
+// Keys whose values differ, as "section.key", in config.h's order.
+std::vector<std::string> ChangedKeys(const Config& before, const Config& after);
+
+// "log.level: \"info\" -> \"debug\"" (secret keys: "<key> (changed)").
+std::string DescribeChange(const Config& before, const Config& after, std::string_view key);
+
+// True for keys a running qpoold applies on reload (SIGHUP): log.level, log.format,
+// server.drain_delay, admin.readiness_includes_upstream, config.watch_interval. Others need a
+// restart.
+bool ReloadableKey(std::string_view key);
 
 }  // namespace qpool::config
 

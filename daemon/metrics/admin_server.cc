@@ -2,6 +2,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -27,21 +28,54 @@ struct Reply {
   http::status status = http::status::ok;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
+  std::string allow;  // the Allow header of a 405
 };
 
-Reply Route(const http::request<http::empty_body>& request, const tcp::endpoint& peer,
+// A loopback peer: 127.0.0.0/8, ::1, or an IPv4 loopback address mapped into IPv6 (what a
+// dual-stack "[::]" listener sees for a client of 127.0.0.1).
+bool IsLoopbackPeer(const asio::ip::address& address) {
+  if (address.is_loopback()) return true;
+  if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).is_loopback();
+  }
+  return false;
+}
+
+Reply Route(const http::request<http::string_body>& request, const tcp::endpoint& peer,
             AdminBackend& backend, const AdminServerOptions& options) {
   const beast::string_view target = request.target();
   const beast::string_view path = target.substr(0, target.find('?'));
   Reply reply;
+  if (path == "/quitquitquit" && options.on_quit) {
+    if (request.method() != http::verb::post) {
+      reply.status = http::status::method_not_allowed;
+      reply.allow = "POST";
+      reply.body = "only POST\n";
+    } else if (!IsLoopbackPeer(peer.address())) {
+      reply.status = http::status::forbidden;
+      reply.body = "only from a loopback address\n";
+      SPDLOG_WARN("admin: POST /quitquitquit from {} refused: not a loopback address",
+                  peer.address().to_string());
+    } else if (request.find(http::field::origin) != request.end()) {
+      // A web page open in a browser on the same host can POST to 127.0.0.1 without a CORS
+      // preflight; browsers mark such requests with Origin, which curl and apps do not send.
+      reply.status = http::status::forbidden;
+      reply.body = "not from a browser (Origin header)\n";
+      SPDLOG_WARN("admin: POST /quitquitquit with Origin {} refused",
+                  std::string(request[http::field::origin]));
+    } else {
+      SPDLOG_INFO("admin: POST /quitquitquit from {}: draining", peer.address().to_string());
+      options.on_quit();
+      reply.body = "draining\n";
+    }
+    return reply;
+  }
   if (request.method() != http::verb::get && request.method() != http::verb::head) {
     reply.status = http::status::method_not_allowed;
+    reply.allow = "GET, HEAD";
     reply.body = "only GET\n";
     return reply;
   }
-  // Endpoints that change state (none yet) would check peer.address().is_loopback() here and
-  // answer 403 to anyone else.
-  (void)peer;
   if (path == "/metrics") {
     reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
     reply.body = RenderMetrics(backend, options);
@@ -71,7 +105,7 @@ Reply Route(const http::request<http::empty_body>& request, const tcp::endpoint&
     reply.content_type = "application/json";
     reply.body = PoolJson(backend.Scrape(options.worker_timeout));
   } else if (path == "/") {
-    reply.body = "qpoold admin: /metrics /livez /readyz /startupz /pool\n";
+    reply.body = "qpoold admin: /metrics /livez /readyz /startupz /pool, POST /quitquitquit\n";
   } else {
     reply.status = http::status::not_found;
     reply.body = "not found; try /metrics /livez /readyz /startupz /pool\n";
@@ -110,6 +144,7 @@ class Session : public std::enable_shared_from_this<Session> {
         std::make_shared<http::response<http::string_body>>(reply.status, request_.version());
     response->set(http::field::server, "qpoold");
     response->set(http::field::content_type, reply.content_type);
+    if (!reply.allow.empty()) response->set(http::field::allow, reply.allow);
     response->keep_alive(request_.keep_alive());
     if (request_.method() == http::verb::head) {
       response->content_length(reply.body.size());
@@ -129,7 +164,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
-  http::request<http::empty_body> request_;
+  http::request<http::string_body> request_;  // a body is read (default limit) and ignored
   tcp::endpoint peer_;
   AdminBackend& backend_;
   const AdminServerOptions& options_;
@@ -151,6 +186,10 @@ class AdminServerImpl : public AdminServer {
     const tcp::endpoint endpoint(address, options_.port);
     acceptor_.open(endpoint.protocol(), ec);
     if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
+    // "[::]" serves IPv4 clients too (as v4-mapped addresses), whatever net.ipv6.bindv6only says.
+    if (!ec && address.is_v6() && address.is_unspecified()) {
+      acceptor_.set_option(asio::ip::v6_only(false), ec);
+    }
     if (!ec) acceptor_.bind(endpoint, ec);
     if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) {
@@ -202,6 +241,10 @@ std::string RenderMetrics(AdminBackend& backend, const AdminServerOptions& optio
   std::vector<prometheus::MetricFamily> families =
       BuildFamilies(backend.Scrape(options.worker_timeout));
   families.push_back(BuildInfoFamily(options.version));
+  if (options.reloads != nullptr) {
+    for (auto& family : BuildReloadFamilies(*options.reloads))
+      families.push_back(std::move(family));
+  }
   for (auto& family : CollectProcessMetrics()) families.push_back(std::move(family));
   std::ostringstream out;
   prometheus::TextSerializer().Serialize(out, families);

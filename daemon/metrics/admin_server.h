@@ -6,24 +6,32 @@
 //   GET /readyz    200 when started, not draining, and some upstream node is usable; else 503
 //   GET /startupz  200 once the config is loaded and the listeners are bound; else 503
 //   GET /pool      JSON: per node (and per worker) connections by state, streams, calls waiting
+//   POST /quitquitquit  loopback peers only (else 403): starts the same drain as SIGTERM
+//                       (options.on_quit); 200 at once, qpoold exits 0 once drained. Other
+//                       methods: 405.
 //
 //   auto admin = AdminServer::Start("127.0.0.1", 6336, backend, QPOOL_VERSION);
 //   uint16_t port = (*admin)->port();   // the bound port (0 in config picks one)
 //   (*admin)->Stop();                   // also done by the destructor
 //
-// Every endpoint reads state; none changes it. An endpoint that does (later: drain, quit) is
-// registered with loopback_only and refused (403) to any other peer.
+// Every endpoint but /quitquitquit only reads state; /quitquitquit answers 403 to any peer that is
+// not a loopback address (127.0.0.0/8, ::1, or ::ffff:127.x.x.x on a dual-stack listener), and to
+// a request with an Origin header (a browser's cross-site POST from a page on the same host).
+// An IPv6 wildcard host ("::") listens dual-stack (IPV6_V6ONLY off), so "[::]:6336" serves IPv4
+// and IPv6 clients alike.
 // Thread-safety: Start/Stop from one controlling thread. The backend is called on the admin
 // thread only, one request at a time, and must not block longer than the timeouts it is given.
 #ifndef QPOOL_DAEMON_METRICS_ADMIN_SERVER_H_
 #define QPOOL_DAEMON_METRICS_ADMIN_SERVER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "daemon/metrics/reload_metrics.h"
 #include "daemon/metrics/scrape.h"
 
 namespace qpool::metrics {
@@ -47,6 +55,11 @@ struct AdminServerOptions {
   uint16_t port = 6336;                                     // 0 picks a free port
   std::string version;                                      // qpool_build_info{version}
   absl::Duration worker_timeout = absl::Milliseconds(250);  // for Live() and Scrape()
+  // Called on the admin thread by POST /quitquitquit from a loopback peer; must not block. Unset:
+  // /quitquitquit answers 404.
+  std::function<void()> on_quit;
+  // When set, /metrics adds qpool_config_reloads_total and its timestamp. Must outlive the server.
+  const ConfigReloadMetrics* reloads = nullptr;
 };
 
 class AdminServer {

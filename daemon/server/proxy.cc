@@ -32,7 +32,9 @@ struct Rendezvous {
 class ProxyImpl : public Proxy {
  public:
   explicit ProxyImpl(std::shared_ptr<const config::Config> config)
-      : config_(std::move(config)), health_metrics_(config_->upstream.nodes.size()) {
+      : config_(std::move(config)),
+        health_metrics_(config_->upstream.nodes.size()),
+        readiness_includes_upstream_(config_->admin.readiness_includes_upstream) {
     for (uint32_t i = 0; i < config_->server.workers; ++i) {
       worker_metrics_.push_back(
           std::make_unique<metrics::WorkerMetrics>(config_->upstream.nodes.size()));
@@ -61,6 +63,10 @@ class ProxyImpl : public Proxy {
   }
   absl::Status Shutdown() override;
   void ShutdownNow() override;
+  void MarkDraining() override { draining_.store(true, std::memory_order_relaxed); }
+  void SetReadinessIncludesUpstream(bool include) override {
+    readiness_includes_upstream_.store(include, std::memory_order_relaxed);
+  }
 
   // metrics::AdminBackend.
   bool Started() const override { return running_.load(std::memory_order_acquire); }
@@ -85,7 +91,8 @@ class ProxyImpl : public Proxy {
   metrics::HealthMetrics health_metrics_;
   std::vector<std::string> node_names_;
   std::atomic<bool> running_{false};   // workers started, not yet stopped
-  std::atomic<bool> draining_{false};  // Shutdown() began
+  std::atomic<bool> draining_{false};  // MarkDraining() or Shutdown() began
+  std::atomic<bool> readiness_includes_upstream_;
   // Guards workers_ against the admin thread while Start() fills it and ShutdownNow() clears it;
   // held only to post, never while waiting.
   mutable std::mutex workers_mu_;
@@ -234,6 +241,9 @@ void ProxyImpl::ShutdownNow() {
 std::string ProxyImpl::NotReadyReason() const {
   if (!running_.load(std::memory_order_acquire)) return draining_ ? "stopped" : "starting";
   if (draining_.load(std::memory_order_relaxed)) return "draining";
+  // By default readiness means "qpoold can serve": a Qdrant outage must not take every app pod
+  // behind qpool out of its Service at once (docs/operations.md, "Readiness").
+  if (!readiness_includes_upstream_.load(std::memory_order_relaxed)) return "";
   std::vector<const metrics::WorkerMetrics*> workers;
   for (const auto& worker : worker_metrics_) workers.push_back(worker.get());
   for (size_t n = 0; n < node_names_.size(); ++n) {

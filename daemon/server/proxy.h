@@ -63,6 +63,14 @@ class Proxy : public metrics::AdminBackend {
   // Immediate stop: closes every connection and joins the workers. Idempotent; the destructor
   // calls it.
   virtual void ShutdownNow() = 0;
+
+  // The start of server.drain_delay: /readyz answers 503 ("draining") from now on, while the
+  // listener, the app connections and their calls carry on as before. Shutdown() does the rest.
+  // Any thread; idempotent.
+  virtual void MarkDraining() = 0;
+
+  // admin.readiness_includes_upstream, changeable at run time (config reload). Any thread.
+  virtual void SetReadinessIncludesUpstream(bool include) = 0;
 };
 
 }  // namespace qpool::server

@@ -15,6 +15,7 @@ QPOOLD=$1
 EMULATOR=$2
 DURATION=${3:-60}
 WORK=$(mktemp -d)
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/../../tests/e2e/lib.sh"
 
 start_emulator_n() {  # sets EMU_n
@@ -31,6 +32,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 thread_cpu() {  # pid name -> "schedstat_ns ticks" summed over threads whose comm matches name
   local pid=$1 name=$2 ns=0 ticks=0
   for task in /proc/"$pid"/task/*; do
+    # shellcheck disable=SC2053  # $name is a glob on purpose ('qpool-io-*')
     if [[ "$(cat "$task/comm")" == $name ]]; then
       ns=$((ns + $(cut -d' ' -f1 "$task/schedstat")))
       # fields 14 and 15 of stat (utime, stime); comm may hold spaces, so count from the ')'.
@@ -57,7 +59,7 @@ $extra
 YAML
   "$QPOOLD" --config "$WORK/qpool.yaml" --listen 127.0.0.1:0 --log-level info 2>"$WORK/qpoold.log" &
   local qpid=$!
-  pids+=($qpid)
+  pids+=("$qpid")
   wait_for_line "$WORK/qpoold.log" 'listening on' '.*listening on ([0-9.:]+).*' >/dev/null
   sleep 1
   local h0 w0 h1 w1

@@ -71,7 +71,10 @@ class HealthE2eTest : public ::testing::Test {
     std::ofstream(config_path) << "server:\n"
                                << "  listen: \"127.0.0.1:" << listen_port_ << "\"\n"
                                << "admin:\n"
-                               << "  listen: \"127.0.0.1:" << admin_port_ << "\"\n"
+                               << "  listen: \"127.0.0.1:" << admin_port_
+                               << "\"\n"
+                               // These tests watch /readyz follow the nodes' health.
+                               << "  readiness_includes_upstream: true\n"
                                << "upstream:\n"
                                << "  nodes: [\"127.0.0.1:" << emulators_[0].port
                                << "\", \"127.0.0.1:" << emulators_[1].port << "\"]\n"

@@ -6,6 +6,7 @@ set -euo pipefail
 QPOOLD=$1 EMULATOR=$2 WORK=$3
 JS_DIR="$(cd "$(dirname "$0")/../emulator/js" && pwd)"
 mkdir -p "$WORK"
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 start_emulator "$EMULATOR"

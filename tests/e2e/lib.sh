@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # EMU, CTL, REST, QP are set for the scripts sourcing this
 # Shared by the e2e shell tests: start the built qdrant-emulator and qpoold on ports chosen at run
 # time (port 0), read those ports from their output, and stop everything started here on exit.
 # Usage: source "$(dirname "$0")/lib.sh"; WORK must be set.

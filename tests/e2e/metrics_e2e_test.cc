@@ -61,6 +61,9 @@ class MetricsE2eTest : public ::testing::Test {
     ASSERT_NE(emulator_port_, 0);
     ASSERT_NO_FATAL_FAILURE(StartEmulator());
     log_path_ = dir_ + "/qpoold.log";
+    // These tests watch /readyz follow the only node; qpoold reads the setting from its
+    // environment (QPOOL_<SECTION>_<KEY>), which the child inherits.
+    ASSERT_EQ(setenv("QPOOL_ADMIN_READINESS_INCLUDES_UPSTREAM", "true", 1), 0);
     auto qpoold =
         Subprocess::Spawn({QPOOLD_PATH, "--listen", absl::StrCat("127.0.0.1:", listen_port_),
                            "--admin-listen", absl::StrCat("127.0.0.1:", admin_port_), "--upstream",

@@ -7,6 +7,7 @@
 set -euo pipefail
 LOAD=$1 QPOOLD=$2 EMULATOR=$3 WORK=$4
 rm -rf "$WORK" && mkdir -p "$WORK"
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 fail() { echo "FAILED: $*" >&2; exit 1; }
 

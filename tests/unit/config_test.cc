@@ -27,6 +27,9 @@ void ExpectSameSettings(const Config& actual, const Config& expected) {
   EXPECT_EQ(actual.server.stream_window, expected.server.stream_window);
   EXPECT_EQ(actual.server.workers, expected.server.workers);
   EXPECT_EQ(actual.server.drain_timeout, expected.server.drain_timeout);
+  EXPECT_EQ(actual.server.drain_delay, expected.server.drain_delay);
+  EXPECT_EQ(actual.admin.readiness_includes_upstream, expected.admin.readiness_includes_upstream);
+  EXPECT_EQ(actual.config.watch_interval, expected.config.watch_interval);
   EXPECT_EQ(actual.upstream.min_connections, expected.upstream.min_connections);
   EXPECT_EQ(actual.upstream.max_connections, expected.upstream.max_connections);
   EXPECT_EQ(actual.upstream.max_streams_per_connection,
@@ -138,6 +141,8 @@ TEST(ConfigTest, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(config.server.stream_window, 1u << 20);
   EXPECT_EQ(config.server.workers, 1u);
   EXPECT_EQ(config.server.drain_timeout, absl::Seconds(30));
+  EXPECT_EQ(config.server.drain_delay, absl::ZeroDuration());
+  EXPECT_FALSE(config.admin.readiness_includes_upstream);
   EXPECT_EQ(config.upstream.min_connections, 1u);
   EXPECT_EQ(config.upstream.max_connections, 4u);
   EXPECT_EQ(config.upstream.max_streams_per_connection, 100u);
@@ -840,6 +845,189 @@ TEST(ExampleConfigTest, DocsDescribeEveryKey) {
   for (const std::string& key : ConfigKeyNames()) {
     EXPECT_THAT(docs, HasSubstr("`" + key + "`")) << key;
   }
+}
+
+// --- environment overrides, --print-config, reload diff ------------------------------------
+
+// A config file written at run time, removed by the destructor.
+class TempConfigFile {
+ public:
+  explicit TempConfigFile(const std::string& text) {
+    std::string path = ::testing::TempDir() + "/qpool_env_XXXXXX";
+    const int fd = mkstemp(path.data());
+    EXPECT_GE(fd, 0);
+    close(fd);
+    std::ofstream(path) << text;
+    path_ = path;
+  }
+  ~TempConfigFile() { unlink(path_.c_str()); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+TEST(EnvironmentTest, VariableNamesDeriveFromTheKeyTable) {
+  EXPECT_EQ(EnvVarName("upstream.max_connections"), "QPOOL_UPSTREAM_MAX_CONNECTIONS");
+  EXPECT_EQ(EnvVarName("admin.readiness_includes_upstream"),
+            "QPOOL_ADMIN_READINESS_INCLUDES_UPSTREAM");
+  // Every key can be set from the environment: its own variable, at a value that round-trips.
+  const Config defaults;
+  for (const std::string& key : ConfigKeyNames()) {
+    CommandLine command_line;
+    command_line.upstream = "127.0.0.1:6335";
+    Environment env;
+    // The printed default, read back through the variable: same config.
+    const std::string printed = PrintConfig(defaults);
+    const size_t leaf_at = printed.find("\n  " + key.substr(key.find('.') + 1) + ": ");
+    ASSERT_NE(leaf_at, std::string::npos) << key;
+    const size_t value_at = printed.find(": ", leaf_at) + 2;
+    std::string value = printed.substr(value_at, printed.find('\n', value_at) - value_at);
+    if (value.size() >= 2 && value.front() == '"') value = value.substr(1, value.size() - 2);
+    if (key == "upstream.nodes") value = "127.0.0.1:6335";
+    env[EnvVarName(key)] = value;
+    absl::StatusOr<Config> config = BuildConfig(command_line, env);
+    EXPECT_TRUE(config.ok()) << key << " from " << EnvVarName(key) << "=" << value << ": "
+                             << config.status();
+  }
+}
+
+TEST(EnvironmentTest, FlagsBeatEnvironmentWhichBeatsTheFileWhichBeatsDefaults) {
+  TempConfigFile file(
+      "upstream:\n  nodes: [\"10.0.0.1:6334\"]\n  max_connections: 8\n  max_pending: 10\n"
+      "log:\n  level: warn\n");
+  CommandLine command_line;
+  command_line.config_path = file.path();
+  command_line.max_connections = 16;
+  Environment env = {{"QPOOL_UPSTREAM_MAX_CONNECTIONS", "12"},
+                     {"QPOOL_UPSTREAM_MAX_PENDING", "20"},
+                     {"QPOOL_UPSTREAM_NODES", "10.0.0.2:6334, [::1]:6334"},
+                     {"QPOOL_SERVER_LISTEN", "[::1]:7000"},
+                     {"QPOOL_SERVER_DRAIN_DELAY", "5s"},
+                     {"QPOOL_ADMIN_READINESS_INCLUDES_UPSTREAM", "true"},
+                     {"QPOOL_RETRY_ON", "[unavailable]"},
+                     {"PATH", "/usr/bin"}};
+  absl::StatusOr<Config> config = BuildConfig(command_line, env);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->upstream.max_connections, 16u);  // flag over variable over file
+  EXPECT_EQ(config->upstream.max_pending, 20u);      // variable over file
+  EXPECT_EQ(config->log.level, "warn");              // file over default
+  EXPECT_EQ(config->upstream.min_connections, 1u);   // default
+  EXPECT_THAT(NodeNames(*config), testing::ElementsAre("10.0.0.2:6334", "[::1]:6334"));
+  EXPECT_EQ(config->server.listen.ToString(), "[::1]:7000");
+  EXPECT_EQ(config->server.drain_delay, absl::Seconds(5));
+  EXPECT_TRUE(config->admin.readiness_includes_upstream);
+  EXPECT_THAT(config->retry.on, testing::ElementsAre("unavailable"));
+}
+
+TEST(EnvironmentTest, ABadValueNamesTheVariableAndTheKey) {
+  CommandLine command_line;
+  command_line.upstream = "127.0.0.1:6335";
+  absl::StatusOr<Config> config =
+      BuildConfig(command_line, {{"QPOOL_UPSTREAM_MAX_CONNECTIONS", "0"}});
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(std::string(config.status().message()),
+            "QPOOL_UPSTREAM_MAX_CONNECTIONS (upstream.max_connections): must be between 1 and "
+            "1024, got 0");
+  config = BuildConfig(command_line, {{"QPOOL_SERVER_DRAIN_DELAY", "5"}});
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(std::string(config.status().message()),
+              StartsWith("QPOOL_SERVER_DRAIN_DELAY (server.drain_delay)"));
+}
+
+TEST(EnvironmentTest, ACrossKeyViolationNamesTheVariable) {
+  CommandLine command_line;
+  command_line.upstream = "127.0.0.1:6335";
+  absl::StatusOr<Config> config = BuildConfig(command_line, {{"QPOOL_SERVER_WORKERS", "8"}});
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(std::string(config.status().message()),
+              StartsWith("QPOOL_SERVER_WORKERS: server.workers"));
+}
+
+TEST(EnvironmentTest, AnUnknownQpoolVariableIsAnErrorThatNamesIt) {
+  CommandLine command_line;
+  command_line.upstream = "127.0.0.1:6335";
+  absl::StatusOr<Config> config =
+      BuildConfig(command_line, {{"QPOOL_UPSTREAM_MAX_CONECTIONS", "8"}});
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(std::string(config.status().message()),
+              HasSubstr("environment variable QPOOL_UPSTREAM_MAX_CONECTIONS: not a qpoold setting "
+                        "(did you mean QPOOL_UPSTREAM_MAX_CONNECTIONS?)"));
+}
+
+TEST(EnvironmentTest, KubernetesServiceLinksAndTheApiKeyVariableAreLeftAlone) {
+  CommandLine command_line;
+  command_line.upstream = "127.0.0.1:6335";
+  Environment env = {{"QPOOL_SERVICE_HOST", "10.0.0.9"},
+                     {"QPOOL_SERVICE_PORT", "6334"},
+                     {"QPOOL_SERVICE_PORT_GRPC", "6334"},
+                     {"QPOOL_PORT", "tcp://10.0.0.9:6334"},
+                     {"QPOOL_PORT_6334_TCP", "tcp://10.0.0.9:6334"},
+                     {"QPOOL_PORT_6334_TCP_ADDR", "10.0.0.9"},
+                     {"QPOOL_HEALTH_API_KEY_ENV", "QPOOL_QDRANT_KEY"},
+                     {"QPOOL_QDRANT_KEY", "s3cret"}};
+  absl::StatusOr<Config> config = BuildConfig(command_line, env);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->health.api_key_env, "QPOOL_QDRANT_KEY");
+  // A look-alike that is not a service link is still a typo.
+  config = BuildConfig(command_line, {{"QPOOL_SERVER_LISTEN_PORT", "6334"}});
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(std::string(config.status().message()), HasSubstr("QPOOL_SERVER_LISTEN_PORT"));
+}
+
+TEST(PrintConfigTest, PrintsEveryKeyAndLoadsBackToTheSameConfig) {
+  CommandLine command_line;
+  command_line.upstream = "10.0.0.1:6334,[::1]:6334";
+  Environment env = {{"QPOOL_RETRY_METHODS", "{\"/qdrant.Points/Delete\": never}"},
+                     {"QPOOL_UPSTREAM_ACQUIRE_TIMEOUT", "1500ms"},
+                     {"QPOOL_RETRY_BUDGET_TOKEN_RATIO", "0.25"},
+                     {"QPOOL_HEALTH_DEEP_COLLECTION", "my \"quoted\" \\ name"}};
+  absl::StatusOr<Config> config = BuildConfig(command_line, env);
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::string printed = PrintConfig(*config);
+  for (const std::string& key : ConfigKeyNames()) {
+    EXPECT_THAT(printed, HasSubstr("\n  " + key.substr(key.find('.') + 1) + ": ")) << key;
+  }
+  absl::StatusOr<Config> again = ParseConfig(printed, "printed");
+  ASSERT_TRUE(again.ok()) << again.status() << "\n" << printed;
+  ExpectSameSettings(*again, *config);
+  EXPECT_THAT(NodeNames(*again), testing::ElementsAre("10.0.0.1:6334", "[::1]:6334"));
+  EXPECT_EQ(again->health.deep_collection, "my \"quoted\" \\ name");
+  EXPECT_TRUE(ChangedKeys(*config, *again).empty());
+}
+
+TEST(PrintConfigTest, TheApiKeyVariableIsNamedButItsValueNeverPrinted) {
+  CommandLine command_line;
+  command_line.upstream = "127.0.0.1:6335";
+  Environment env = {{"QPOOL_HEALTH_API_KEY_ENV", "QDRANT_API_KEY"},
+                     {"QDRANT_API_KEY", "very-secret-key-value"}};
+  absl::StatusOr<Config> config = BuildConfig(command_line, env);
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::string printed = PrintConfig(*config);
+  EXPECT_THAT(printed, HasSubstr("api_key_env: \"QDRANT_API_KEY\""));
+  EXPECT_EQ(printed.find("very-secret-key-value"), std::string::npos);
+}
+
+TEST(ReloadTest, ChangedKeysNamesWhatDiffersAndWhichCanChangeLive) {
+  Config before;
+  before.upstream.nodes = {{"127.0.0.1", 6335}};
+  Config after = before;
+  EXPECT_TRUE(ChangedKeys(before, after).empty());
+  after.log.level = "debug";
+  after.server.listen.port = 7000;
+  after.upstream.nodes.push_back({"127.0.0.2", 6335});
+  EXPECT_THAT(ChangedKeys(before, after),
+              testing::ElementsAre("server.listen", "upstream.nodes", "log.level"));
+  EXPECT_EQ(DescribeChange(before, after, "log.level"), "log.level: \"info\" -> \"debug\"");
+  EXPECT_TRUE(ReloadableKey("log.level"));
+  EXPECT_TRUE(ReloadableKey("log.format"));
+  EXPECT_TRUE(ReloadableKey("server.drain_delay"));
+  EXPECT_TRUE(ReloadableKey("admin.readiness_includes_upstream"));
+  EXPECT_TRUE(ReloadableKey("config.watch_interval"));
+  EXPECT_FALSE(ReloadableKey("server.listen"));
+  EXPECT_FALSE(ReloadableKey("server.workers"));
+  EXPECT_FALSE(ReloadableKey("upstream.nodes"));
+  EXPECT_FALSE(ReloadableKey("upstream.max_connections"));
 }
 
 }  // namespace

@@ -31,27 +31,71 @@ TEST(LoggingTest, TextLineHasTimestampLevelNameAndMessage) {
       << line;
 }
 
-TEST(LoggingTest, JsonLineHasTimestampLevelAndMessage) {
+TEST(LoggingTest, JsonLineHasTimeSeverityMessageAndFields) {
   const std::string line = LoggedBy("info", "json", [] { spdlog::warn("pool {} full", 3); });
   EXPECT_TRUE(std::regex_match(
-      line, std::regex(R"(\{"ts":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z","level":"warn",)"
-                       R"("msg":"pool 3 full"\}\n)")))
+      line, std::regex(R"(\{"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z","severity":"WARNING",)"
+                       R"("msg":"pool 3 full","logger":"qpoold","thread":\d+\}\n)")))
       << line;
+}
+
+TEST(LoggingTest, JsonSeverityUsesCloudLoggingNames) {
+  const std::string lines = LoggedBy("trace", "json", [] {
+    spdlog::trace("t");
+    spdlog::debug("d");
+    spdlog::info("i");
+    spdlog::warn("w");
+    spdlog::error("e");
+    spdlog::critical("c");
+  });
+  for (const char* expected :
+       {R"("severity":"DEBUG","msg":"t")", R"("severity":"DEBUG","msg":"d")",
+        R"("severity":"INFO","msg":"i")", R"("severity":"WARNING","msg":"w")",
+        R"("severity":"ERROR","msg":"e")", R"("severity":"CRITICAL","msg":"c")"}) {
+    EXPECT_THAT(lines, HasSubstr(expected));
+  }
+}
+
+TEST(LoggingTest, JsonCarriesTheSourceLocationOfMacroLines) {
+  const std::string line = LoggedBy("info", "json", [] { SPDLOG_INFO("from a macro"); });
+  EXPECT_TRUE(std::regex_search(
+      line,
+      std::regex(R"("msg":"from a macro",.*"logging\.googleapis\.com/sourceLocation":)"
+                 R"(\{"file":"tests/unit/logging_test\.cc","line":\d+,"function":"[^"]+"\}\}\n$)")))
+      << line;
+}
+
+TEST(LoggingTest, LevelAndFormatChangeWhileRunning) {
+  ASSERT_TRUE(SetupLogging("info", "text").ok());
+  testing::internal::CaptureStderr();
+  spdlog::debug("hidden");
+  ASSERT_TRUE(SetLogLevel("debug").ok());
+  spdlog::debug("shown");
+  ASSERT_TRUE(SetLogFormat("json").ok());
+  spdlog::info("as json");
+  EXPECT_EQ(SetLogLevel("loud").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SetLogFormat("xml").code(), absl::StatusCode::kInvalidArgument);
+  spdlog::default_logger()->flush();
+  const std::string output = testing::internal::GetCapturedStderr();
+  EXPECT_THAT(output, Not(HasSubstr("hidden")));
+  EXPECT_THAT(output, HasSubstr(" debug qpoold shown\n"));
+  EXPECT_THAT(output, HasSubstr(R"("severity":"INFO","msg":"as json")"));
 }
 
 TEST(LoggingTest, JsonEscapesQuotesBackslashesNewlinesAndControlChars) {
   const std::string line = LoggedBy("info", "json", [] {
     spdlog::error("say \"hi\" to C:\\qpool\nsecond line\ttab\r\x01\x1f\b\f end");
   });
-  EXPECT_THAT(line, HasSubstr(R"("level":"error","msg":"say \"hi\" to C:\\qpool\nsecond line\ttab)"
-                              R"(\r\u0001\u001f\b\f end"})"));
+  EXPECT_THAT(line,
+              HasSubstr(R"("severity":"ERROR","msg":"say \"hi\" to C:\\qpool\nsecond line\ttab)"
+                        R"(\r\u0001\u001f\b\f end",)"));
   EXPECT_EQ(line.find('\n'), line.size() - 1) << "one line per message: " << line;
 }
 
 TEST(LoggingTest, JsonKeepsUtf8AndReplacesInvalidBytes) {
   const std::string line =
       LoggedBy("info", "json", [] { spdlog::info("caf\xc3\xa9 \xff\xfe ok \xe2\x82"); });
-  EXPECT_THAT(line, HasSubstr("\"msg\":\"caf\xc3\xa9 \\ufffd\\ufffd ok \\ufffd\\ufffd\"}"));
+  EXPECT_THAT(line, HasSubstr("\"msg\":\"caf\xc3\xa9 \\ufffd\\ufffd ok \\ufffd\\ufffd\","));
 }
 
 TEST(LoggingTest, LevelFiltersLessSevereMessages) {

@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <regex>
@@ -527,6 +528,90 @@ TEST_F(AdminServerTest, PoolIsJsonAndUnknownPathsAre404) {
 TEST_F(AdminServerTest, StopClosesTheListener) {
   server_->Stop();
   EXPECT_EQ(testing::HttpGet(port_, "/livez").status, 0);
+}
+
+TEST(AdminQuitTest, PostFromLoopbackQuitsOtherMethodsAre405) {
+  FakeBackend backend;
+  std::atomic<int> quits{0};
+  AdminServerOptions options;
+  options.port = 0;
+  options.on_quit = [&quits] { quits.fetch_add(1); };
+  auto server = AdminServer::Start(options, backend);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const uint16_t port = (*server)->port();
+  EXPECT_EQ(testing::HttpGet(port, "/quitquitquit").status, 405);
+  EXPECT_EQ(testing::HttpRequest(port, "PUT", "/quitquitquit").status, 405);
+  EXPECT_EQ(testing::HttpRequest(port, "POST", "/metrics").status, 405);
+  EXPECT_EQ(quits.load(), 0);
+  const auto quit = testing::HttpRequest(port, "POST", "/quitquitquit");
+  EXPECT_EQ(quit.status, 200);
+  EXPECT_EQ(quits.load(), 1);
+  // A body is read and ignored.
+  EXPECT_EQ(testing::HttpRequest(port, "POST", "/quitquitquit", "{}").status, 200);
+  EXPECT_EQ(quits.load(), 2);
+}
+
+TEST(AdminQuitTest, WithoutAHandlerQuitIsNotFound) {
+  FakeBackend backend;
+  AdminServerOptions options;
+  options.port = 0;
+  auto server = AdminServer::Start(options, backend);
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_EQ(testing::HttpRequest((*server)->port(), "POST", "/quitquitquit").status, 405);
+  EXPECT_EQ(testing::HttpGet((*server)->port(), "/quitquitquit").status, 404);
+}
+
+TEST(AdminQuitTest, AnIpv6WildcardListenerServesIpv4Clients) {
+  FakeBackend backend;
+  AdminServerOptions options;
+  options.host = "::";
+  options.port = 0;
+  auto server = AdminServer::Start(options, backend);
+  if (!server.ok()) GTEST_SKIP() << "no IPv6 on this machine: " << server.status();
+  // HttpGet connects to 127.0.0.1: a v4-mapped peer on the dual-stack socket.
+  EXPECT_EQ(testing::HttpGet((*server)->port(), "/livez").status, 200);
+}
+
+TEST(ReloadMetricsTest, CountsByResultAndKeepsTheLastSuccessTime) {
+  ConfigReloadMetrics reloads;
+  reloads.RecordInitialLoad(absl::FromUnixSeconds(1000));
+  reloads.RecordFailure();
+  reloads.RecordSuccess(absl::FromUnixSeconds(2000));
+  reloads.RecordFailure();
+  FakeBackend backend;
+  AdminServerOptions options;
+  options.reloads = &reloads;
+  auto samples = ParseSamples(RenderMetrics(backend, options));
+  EXPECT_EQ(samples["qpool_config_reloads_total{result=\"success\"}"], 1);
+  EXPECT_EQ(samples["qpool_config_reloads_total{result=\"failure\"}"], 2);
+  EXPECT_EQ(samples["qpool_config_last_reload_success_timestamp_seconds"], 2000);
+}
+
+// A POST carrying Origin, as a browser sends for a page's cross-site request: refused.
+TEST(AdminQuitTest, ABrowsersCrossSitePostIsRefused) {
+  namespace beast = boost::beast;
+  namespace http = beast::http;
+  FakeBackend backend;
+  std::atomic<int> quits{0};
+  AdminServerOptions options;
+  options.port = 0;
+  options.on_quit = [&quits] { quits.fetch_add(1); };
+  auto server = AdminServer::Start(options, backend);
+  ASSERT_TRUE(server.ok()) << server.status();
+  boost::asio::io_context io;
+  beast::tcp_stream stream(io);
+  stream.expires_after(std::chrono::seconds(5));
+  stream.connect(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"),
+                                                (*server)->port()));
+  http::request<http::empty_body> request(http::verb::post, "/quitquitquit", 11);
+  request.set(http::field::host, "127.0.0.1");
+  request.set(http::field::origin, "https://evil.example");
+  http::write(stream, request);
+  beast::flat_buffer buffer;
+  http::response<http::string_body> response;
+  http::read(stream, buffer, response);
+  EXPECT_EQ(response.result_int(), 403u);
+  EXPECT_EQ(quits.load(), 0);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "daemon/metrics/process_metrics.h"
+#include "daemon/metrics/reload_metrics.h"
 #include "daemon/metrics/scrape.h"
 #include "yaml-cpp/yaml.h"
 
@@ -39,6 +40,7 @@ std::set<std::string> ExportedFamilies() {
   std::set<std::string> names;
   for (const auto& family : BuildFamilies(input)) names.insert(family.name);
   names.insert(BuildInfoFamily("x").name);
+  for (const auto& family : BuildReloadFamilies(ConfigReloadMetrics())) names.insert(family.name);
   for (const auto& family : CollectProcessMetrics()) names.insert(family.name);
   return names;
 }
@@ -100,8 +102,10 @@ TEST(MonitoringTest, EveryAlertHasARunbook) {
       EXPECT_THAT(runbooks, HasSubstr("### " + name + "\n")) << name;
       std::string anchor = name;
       for (char& c : anchor) c = static_cast<char>(std::tolower(c));
+      // An absolute URL (Alertmanager and Grafana cannot resolve a repository path), with the
+      // anchor GitHub derives from the "### Name" heading.
       EXPECT_EQ(rule["annotations"]["runbook_url"].as<std::string>(),
-                "docs/operations.md#" + anchor);
+                "https://github.com/qpool/qpool/blob/main/docs/operations.md#" + anchor);
     }
   }
   EXPECT_EQ(alerts, 8);

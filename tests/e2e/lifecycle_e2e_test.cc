@@ -1,0 +1,454 @@
+// The built qpoold's life cycle as an operator drives it (issue 15): what /readyz means, the drain
+// delay after SIGTERM, POST /quitquitquit, and config reload on SIGHUP. qpoold runs in front of
+// the in-process test upstream (tests/support); its config is written at run time with free
+// loopback ports. Every load is bounded in calls and time.
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "testing/test_service.grpc.pb.h"
+#include "tests/support/prometheus_text.h"
+#include "tests/support/test_upstream.h"
+#include "tests/support/test_util.h"
+#include "tests/unit/http_get.h"
+
+namespace qpool::testing {
+namespace {
+
+std::shared_ptr<grpc::Channel> OwnChannel(uint16_t port) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
+                                   grpc::InsecureChannelCredentials(), args);
+}
+
+grpc::Status Echo(TestService::Stub& stub, const std::string& payload, int sleep_ms = 0,
+                  absl::Duration deadline = absl::Seconds(5)) {
+  EchoRequest request;
+  request.set_payload(payload);
+  request.set_sleep_ms(sleep_ms);
+  EchoResponse response;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+  grpc::Status status = stub.Unary(&ctx, request, &response);
+  if (status.ok() && response.payload() != payload) {
+    return grpc::Status(grpc::StatusCode::DATA_LOSS, "wrong payload: " + response.payload());
+  }
+  return status;
+}
+
+// Writes bytes that are not HTTP/2 to 127.0.0.1:`port`, so qpoold closes that connection with a
+// protocol error (logged at debug level) and counts it.
+void SendGarbage(uint16_t port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0)
+      << std::strerror(errno);
+  const std::string garbage = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  EXPECT_EQ(write(fd, garbage.data(), garbage.size()), static_cast<ssize_t>(garbage.size()));
+  char buffer[256];
+  // qpoold answers (a GOAWAY) and closes; read until it does, within the socket's default wait.
+  timeval timeout{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  while (read(fd, buffer, sizeof(buffer)) > 0) {
+  }
+  close(fd);
+}
+
+// Calls from `threads` app connections until Stop() or `max_calls` each; counts what failed.
+class BoundedLoad {
+ public:
+  BoundedLoad(uint16_t port, int threads, int max_calls) {
+    for (int t = 0; t < threads; ++t) {
+      threads_.emplace_back([this, port, t, max_calls] {
+        auto stub = TestService::NewStub(OwnChannel(port));
+        const absl::Time give_up = absl::Now() + absl::Seconds(60);
+        for (int i = 0; i < max_calls && !stop_.load() && absl::Now() < give_up; ++i) {
+          grpc::Status status = Echo(*stub, absl::StrCat("load ", t, " ", i));
+          absl::MutexLock lock(&mu_);
+          if (status.ok()) {
+            ++ok_;
+          } else {
+            ++failed_;
+            if (first_failure_.empty()) {
+              first_failure_ = absl::StrCat(status.error_code(), ": ", status.error_message());
+            }
+          }
+        }
+      });
+    }
+  }
+  ~BoundedLoad() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    for (auto& thread : threads_) thread.join();
+    threads_.clear();
+  }
+  int ok() {
+    absl::MutexLock lock(&mu_);
+    return ok_;
+  }
+  int failed() {
+    absl::MutexLock lock(&mu_);
+    return failed_;
+  }
+  std::string first_failure() {
+    absl::MutexLock lock(&mu_);
+    return first_failure_;
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+  absl::Mutex mu_;
+  int ok_ = 0;
+  int failed_ = 0;
+  std::string first_failure_;
+};
+
+// What a debug-level line looks like in the text format ("<time> debug qpoold <message>").
+constexpr char kDebugLine[] = " debug qpoold ";
+
+class LifecycleTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string dir = ::testing::TempDir() + "/qpoold_lifecycle_XXXXXX";
+    ASSERT_NE(mkdtemp(dir.data()), nullptr) << std::strerror(errno);
+    dir_ = dir;
+    config_path_ = dir_ + "/qpool.yaml";
+    log_path_ = dir_ + "/qpoold.log";
+    listen_port_ = PickFreePort();
+    admin_port_ = PickFreePort();
+    ASSERT_NE(listen_port_, 0);
+    ASSERT_NE(admin_port_, 0);
+  }
+
+  void TearDown() override {
+    if (HasFailure()) std::cerr << "qpoold's log:\n" << ReadFileOrEmpty(log_path_) << "\n";
+    if (qpoold_ != nullptr) qpoold_.reset();  // SIGKILLs it if it still runs
+    if (upstream_ != nullptr) upstream_->Shutdown(absl::ZeroDuration());
+  }
+
+  void StartUpstream() {
+    auto upstream = TestUpstream::Start();
+    ASSERT_TRUE(upstream.ok()) << upstream.status();
+    upstream_ = std::move(*upstream);
+    node_ = upstream_->address();
+  }
+
+  // The config file: the listeners, the node, and `extra` YAML sections.
+  std::string ConfigText(const std::string& extra, uint16_t listen_port = 0) const {
+    return absl::StrCat("server:\n  listen: \"127.0.0.1:", listen_port ? listen_port : listen_port_,
+                        "\"\n  drain_timeout: 10s\n", extra_server_,
+                        "admin:\n  listen: \"127.0.0.1:", admin_port_, "\"\n", extra_admin_,
+                        "upstream:\n  nodes: [\"", node_,
+                        "\"]\n  max_connections: 2\n  connect_timeout: 500ms\n"
+                        "  connect_backoff_max: 500ms\n",
+                        extra);
+  }
+
+  void WriteConfig(const std::string& text) {
+    std::ofstream out(config_path_, std::ios::trunc);
+    out << text;
+  }
+
+  void StartQpoold(const std::string& extra = "log:\n  level: info\n") {
+    WriteConfig(ConfigText(extra));
+    auto qpoold = Subprocess::Spawn({QPOOLD_PATH, "--config", config_path_}, log_path_);
+    ASSERT_TRUE(qpoold.ok()) << qpoold.status();
+    qpoold_ = std::move(*qpoold);
+    ASSERT_TRUE(WaitFor(
+        [&] { return Exited() || (CanConnect(listen_port_) && Get("/startupz").status == 200); },
+        absl::Seconds(15)));
+    ASSERT_FALSE(Exited()) << "qpoold exited at start-up";
+  }
+
+  bool Exited() { return qpoold_->WaitForExit(absl::ZeroDuration()).has_value(); }
+  HttpReply Get(const std::string& path) {
+    return HttpGet(admin_port_, path, std::chrono::seconds(2));
+  }
+  Samples Scrape() { return ParseSamples(Get("/metrics").body); }
+  double Reloads(const std::string& result) {
+    return Scrape()[absl::StrCat("qpool_config_reloads_total{result=\"", result, "\"}")];
+  }
+
+  std::string dir_;
+  std::string config_path_;
+  std::string log_path_;
+  std::string node_;
+  std::string extra_server_;
+  std::string extra_admin_;
+  uint16_t listen_port_ = 0;
+  uint16_t admin_port_ = 0;
+  std::unique_ptr<TestUpstream> upstream_;
+  std::unique_ptr<Subprocess> qpoold_;
+};
+
+// --- readiness --------------------------------------------------------------------------------
+
+TEST_F(LifecycleTest, ReadyzStays200WhileTheOnlyNodeIsDownByDefault) {
+  const uint16_t dead_port = PickFreePort();  // nothing listens there
+  node_ = absl::StrCat("127.0.0.1:", dead_port);
+  ASSERT_NO_FATAL_FAILURE(StartQpoold());
+  // The node is known unusable: its connects fail (min_connections opens one at start).
+  const std::string usable = absl::StrCat("qpool_upstream_node_usable{node=\"", node_, "\"}");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const Samples samples = Scrape();
+        auto it = samples.find(usable);
+        return it != samples.end() && it->second == 0;
+      },
+      absl::Seconds(10), absl::Milliseconds(50)));
+  auto stub = TestService::NewStub(OwnChannel(listen_port_));
+  EXPECT_EQ(Echo(*stub, "x").error_code(), grpc::StatusCode::UNAVAILABLE);
+  const HttpReply readyz = Get("/readyz");
+  EXPECT_EQ(readyz.status, 200) << readyz.body;
+  EXPECT_EQ(Scrape()["qpool_ready"], 1);
+}
+
+TEST_F(LifecycleTest, ReadyzIs503WhileTheOnlyNodeIsDownWhenItIncludesUpstream) {
+  const uint16_t dead_port = PickFreePort();
+  node_ = absl::StrCat("127.0.0.1:", dead_port);
+  extra_admin_ = "  readiness_includes_upstream: true\n";
+  ASSERT_NO_FATAL_FAILURE(StartQpoold());
+  ASSERT_TRUE(WaitFor([&] { return Get("/readyz").status == 503; }, absl::Seconds(10),
+                      absl::Milliseconds(50)));
+  EXPECT_NE(Get("/readyz").body.find("no usable upstream node"), std::string::npos);
+  EXPECT_EQ(Get("/livez").status, 200);
+}
+
+// --- drain delay and /quitquitquit ------------------------------------------------------------
+
+TEST_F(LifecycleTest, CallsStartedDuringTheDrainDelaySucceedAndReadyzIs503) {
+  ASSERT_NO_FATAL_FAILURE(StartUpstream());
+  extra_server_ = "  drain_delay: 2s\n";
+  ASSERT_NO_FATAL_FAILURE(StartQpoold());
+  EXPECT_EQ(Get("/readyz").status, 200);
+  auto stub = TestService::NewStub(OwnChannel(listen_port_));
+  ASSERT_TRUE(Echo(*stub, "before").ok());
+
+  ASSERT_TRUE(qpoold_->Signal(SIGTERM).ok());
+  const absl::Time signalled = absl::Now();
+  ASSERT_TRUE(WaitFor([&] { return Get("/readyz").status == 503; }, absl::Seconds(1),
+                      absl::Milliseconds(10)))
+      << "/readyz did not turn 503 at SIGTERM";
+  EXPECT_NE(Get("/readyz").body.find("draining"), std::string::npos);
+  // During the delay: calls on the open connection and on new connections go through.
+  int calls = 0;
+  while (absl::Now() - signalled < absl::Milliseconds(1500) && calls < 200) {
+    ASSERT_TRUE(Echo(*stub, absl::StrCat("during ", calls)).ok()) << "call " << calls;
+    auto fresh = TestService::NewStub(OwnChannel(listen_port_));
+    grpc::Status status = Echo(*fresh, absl::StrCat("fresh ", calls));
+    ASSERT_TRUE(status.ok()) << "call on a new connection " << calls << ": "
+                             << status.error_message();
+    ++calls;
+  }
+  EXPECT_GT(calls, 0);
+  EXPECT_FALSE(Exited());
+  std::optional<int> status = qpoold_->WaitForExit(absl::Seconds(15));
+  const absl::Duration exit_after = absl::Now() - signalled;
+  ASSERT_TRUE(status.has_value()) << "qpoold still runs 15s after SIGTERM";
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "wait status " << *status;
+  EXPECT_GE(exit_after, absl::Seconds(2)) << "qpoold exited before server.drain_delay was over";
+  std::cout << calls << " x 2 calls made during the 2s drain delay; exited " << exit_after
+            << " after SIGTERM\n";
+}
+
+TEST_F(LifecycleTest, QuitQuitQuitDrainsInFlightCallsAndExitsZero) {
+  ASSERT_NO_FATAL_FAILURE(StartUpstream());
+  ASSERT_NO_FATAL_FAILURE(StartQpoold());
+  EXPECT_EQ(Get("/quitquitquit").status, 405);  // GET changes nothing
+  EXPECT_EQ(HttpRequest(admin_port_, "PUT", "/quitquitquit").status, 405);
+  EXPECT_FALSE(Exited());
+  EXPECT_EQ(Get("/readyz").status, 200);
+
+  auto stub = TestService::NewStub(OwnChannel(listen_port_));
+  grpc::Status slow_status;
+  std::thread slow([&] { slow_status = Echo(*stub, "slow", /*sleep_ms=*/800); });
+  ASSERT_TRUE(WaitFor([&] { return upstream_->stats().InProgress() == 1; }, absl::Seconds(5)));
+  const HttpReply quit = HttpRequest(admin_port_, "POST", "/quitquitquit");
+  EXPECT_EQ(quit.status, 200) << quit.body;
+  std::optional<int> status = qpoold_->WaitForExit(absl::Seconds(15));
+  slow.join();
+  ASSERT_TRUE(status.has_value()) << "qpoold still runs 15s after /quitquitquit";
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "wait status " << *status;
+  EXPECT_TRUE(slow_status.ok()) << slow_status.error_code() << ": " << slow_status.error_message();
+  EXPECT_NE(ReadFileOrEmpty(log_path_).find("POST /quitquitquit"), std::string::npos);
+}
+
+// --- reload (SIGHUP) --------------------------------------------------------------------------
+
+TEST_F(LifecycleTest, SighupAppliesANewLogLevelWhileCallsRun) {
+  ASSERT_NO_FATAL_FAILURE(StartUpstream());
+  ASSERT_NO_FATAL_FAILURE(StartQpoold("log:\n  level: info\n"));
+  BoundedLoad load(listen_port_, 4, 5000);
+  // At info, a protocol error is counted but not logged.
+  ASSERT_NO_FATAL_FAILURE(SendGarbage(listen_port_));
+  ASSERT_TRUE(WaitFor([&] { return Scrape()["qpool_downstream_protocol_errors_total"] == 1; },
+                      absl::Seconds(5), absl::Milliseconds(20)));
+  EXPECT_EQ(ReadFileOrEmpty(log_path_).find(kDebugLine), std::string::npos);
+
+  WriteConfig(ConfigText("log:\n  level: debug\n"));
+  ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("success") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
+  EXPECT_EQ(Reloads("failure"), 0);
+  EXPECT_NE(ReadFileOrEmpty(log_path_).find("log.level: \"info\" -> \"debug\""), std::string::npos);
+  ASSERT_NO_FATAL_FAILURE(SendGarbage(listen_port_));
+  EXPECT_TRUE(
+      WaitFor([&] { return ReadFileOrEmpty(log_path_).find(kDebugLine) != std::string::npos; },
+              absl::Seconds(5), absl::Milliseconds(20)))
+      << "no debug line after the reload to log.level debug";
+  const double last = Scrape()["qpool_config_last_reload_success_timestamp_seconds"];
+  EXPECT_NEAR(last, absl::ToUnixSeconds(absl::Now()), 30);
+
+  ASSERT_TRUE(WaitFor([&] { return load.ok() >= 200; }, absl::Seconds(20)));
+  load.Stop();
+  EXPECT_EQ(load.failed(), 0) << load.first_failure();
+  EXPECT_FALSE(Exited());
+}
+
+TEST_F(LifecycleTest, ABrokenFileKeepsTheRunningConfigAndCountsAFailure) {
+  ASSERT_NO_FATAL_FAILURE(StartUpstream());
+  ASSERT_NO_FATAL_FAILURE(StartQpoold("log:\n  level: info\n"));
+  BoundedLoad load(listen_port_, 4, 5000);
+  WriteConfig(ConfigText("log:\n  level: [debug\n"));  // not YAML
+  ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("failure") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
+  EXPECT_EQ(Reloads("success"), 0);
+  EXPECT_NE(ReadFileOrEmpty(log_path_).find("config reload failed"), std::string::npos);
+  // An invalid value is refused the same way, naming the key.
+  WriteConfig(ConfigText("upstream_typo: 1\n"));
+  ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("failure") == 2; }, absl::Seconds(5), absl::Milliseconds(20)));
+  EXPECT_NE(ReadFileOrEmpty(log_path_).find("upstream_typo"), std::string::npos);
+  // Still at info: a protocol error is not logged.
+  ASSERT_NO_FATAL_FAILURE(SendGarbage(listen_port_));
+  ASSERT_TRUE(WaitFor([&] { return Scrape()["qpool_downstream_protocol_errors_total"] == 1; },
+                      absl::Seconds(5), absl::Milliseconds(20)));
+  EXPECT_EQ(ReadFileOrEmpty(log_path_).find(kDebugLine), std::string::npos);
+
+  ASSERT_TRUE(WaitFor([&] { return load.ok() >= 200; }, absl::Seconds(20)));
+  load.Stop();
+  EXPECT_EQ(load.failed(), 0) << load.first_failure();
+  EXPECT_FALSE(Exited());
+}
+
+TEST_F(LifecycleTest, AListenChangeIsRefusedNamingTheKey) {
+  ASSERT_NO_FATAL_FAILURE(StartUpstream());
+  ASSERT_NO_FATAL_FAILURE(StartQpoold("log:\n  level: info\n"));
+  BoundedLoad load(listen_port_, 4, 5000);
+  const uint16_t other_port = PickFreePort();
+  // A listen change next to a live one: the whole reload is refused, the level included.
+  WriteConfig(ConfigText("log:\n  level: debug\n", other_port));
+  ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("failure") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
+  const std::string log = ReadFileOrEmpty(log_path_);
+  EXPECT_NE(log.find("config reload refused"), std::string::npos);
+  EXPECT_NE(log.find("server.listen cannot change while qpoold runs (needs a restart)"),
+            std::string::npos);
+  EXPECT_FALSE(CanConnect(other_port));
+  EXPECT_TRUE(CanConnect(listen_port_));
+
+  ASSERT_TRUE(WaitFor([&] { return load.ok() >= 200; }, absl::Seconds(20)));
+  load.Stop();
+  EXPECT_EQ(load.failed(), 0) << load.first_failure();
+  EXPECT_FALSE(Exited());
+}
+
+TEST_F(LifecycleTest, SighupWithoutAConfigFileReloadsTheFlagsAndKeepsRunning) {
+  ASSERT_NO_FATAL_FAILURE(StartUpstream());
+  auto qpoold = Subprocess::Spawn(
+      {QPOOLD_PATH, "--listen", absl::StrCat("127.0.0.1:", listen_port_), "--admin-listen",
+       absl::StrCat("127.0.0.1:", admin_port_), "--upstream", node_},
+      log_path_);
+  ASSERT_TRUE(qpoold.ok()) << qpoold.status();
+  qpoold_ = std::move(*qpoold);
+  ASSERT_TRUE(
+      WaitFor([&] { return Exited() || Get("/startupz").status == 200; }, absl::Seconds(15)));
+  ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("success") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
+  EXPECT_FALSE(Exited());
+  auto stub = TestService::NewStub(OwnChannel(listen_port_));
+  EXPECT_TRUE(Echo(*stub, "after").ok());
+}
+
+// --- qpoold healthcheck (the image's HEALTHCHECK) ---------------------------------------------
+
+int RunHealthcheck(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {QPOOLD_PATH, "healthcheck"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto process = Subprocess::Spawn(argv);
+  if (!process.ok()) return -1;
+  std::optional<int> status = (*process)->WaitForExit(absl::Seconds(10));
+  if (!status || !WIFEXITED(*status)) return -1;
+  return WEXITSTATUS(*status);
+}
+
+TEST_F(LifecycleTest, HealthcheckSubcommandFollowsReadyz) {
+  ASSERT_NO_FATAL_FAILURE(StartUpstream());
+  extra_server_ = "  drain_delay: 3s\n";
+  ASSERT_NO_FATAL_FAILURE(StartQpoold());
+  const std::string url = absl::StrCat("http://127.0.0.1:", admin_port_, "/readyz");
+  EXPECT_EQ(RunHealthcheck({"--url", url}), 0);
+  EXPECT_EQ(RunHealthcheck({"--url=" + url, "--timeout=1s"}), 0);
+  ASSERT_TRUE(qpoold_->Signal(SIGTERM).ok());  // /readyz 503 through the drain delay
+  ASSERT_TRUE(WaitFor([&] { return Get("/readyz").status == 503; }, absl::Seconds(2)));
+  EXPECT_EQ(RunHealthcheck({"--url", url}), 1);
+  EXPECT_EQ(RunHealthcheck({"--url", absl::StrCat("http://127.0.0.1:", PickFreePort(), "/")}), 1);
+  EXPECT_EQ(RunHealthcheck({"--url", "https://127.0.0.1/"}), 1);
+  EXPECT_EQ(RunHealthcheck({"--bogus"}), 2);
+}
+
+TEST_F(LifecycleTest, AWatchedFileIsReloadedWhenItChangesOncePerChange) {
+  ASSERT_NO_FATAL_FAILURE(StartUpstream());
+  const std::string watched = "config:\n  watch_interval: 100ms\n";
+  ASSERT_NO_FATAL_FAILURE(StartQpoold("log:\n  level: info\n" + watched));
+  BoundedLoad load(listen_port_, 2, 5000);
+  WriteConfig(ConfigText("log:\n  level: debug\n" + watched));  // no SIGHUP
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("success") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
+  EXPECT_NE(ReadFileOrEmpty(log_path_).find("log.level: \"info\" -> \"debug\""), std::string::npos);
+  // A broken file: one failed reload for the change, however many polls see it.
+  WriteConfig(ConfigText("log:\n  level: [debug\n" + watched));
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("failure") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
+  const absl::Time polls_until = absl::Now() + absl::Milliseconds(500);  // about 5 polls
+  while (absl::Now() < polls_until) absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(Reloads("failure"), 1);
+  EXPECT_EQ(Reloads("success"), 1);
+  ASSERT_TRUE(WaitFor([&] { return load.ok() >= 100; }, absl::Seconds(20)));
+  load.Stop();
+  EXPECT_EQ(load.failed(), 0) << load.first_failure();
+}
+
+}  // namespace
+}  // namespace qpool::testing
