@@ -39,8 +39,8 @@ inline constexpr size_t kAbuseReasonCount = 7;
 
 inline constexpr std::string_view AbuseReasonName(AbuseReason reason) {
   constexpr std::array<std::string_view, kAbuseReasonCount> kNames = {
-      "rapid_reset",    "ping_flood",   "settings_flood",    "priority_flood",
-      "empty_frames",   "header_limit", "header_block_flood"};
+      "rapid_reset",  "ping_flood",   "settings_flood",    "priority_flood",
+      "empty_frames", "header_limit", "header_block_flood"};
   return kNames[static_cast<size_t>(reason)];
 }
 
@@ -84,8 +84,8 @@ class TokenBucket {
       const auto period = std::chrono::nanoseconds(std::chrono::seconds(1)) / spec_.per_second;
       const int64_t regained = (now - last_) / period;
       if (regained > 0) {
-        tokens_ = static_cast<uint32_t>(
-            std::min<int64_t>(spec_.burst, int64_t{tokens_} + regained));
+        tokens_ =
+            static_cast<uint32_t>(std::min<int64_t>(spec_.burst, int64_t{tokens_} + regained));
         last_ += regained * period;
       }
     }

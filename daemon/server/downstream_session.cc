@@ -65,11 +65,7 @@ bool DownstreamSession::CreateSession() {
   return true;
 }
 
-void DownstreamSession::Start() {
-  if (!CreateSession()) return;
-  StartReading();
-  Flush();
-}
+void DownstreamSession::Start() { StartReading(); }
 
 void DownstreamSession::Refuse(const std::string& reason) {
   if (!CreateSession()) return;
@@ -85,6 +81,10 @@ void DownstreamSession::Refuse(const std::string& reason) {
 void DownstreamSession::BeginDrain() {
   if (draining_ || closed()) return;
   draining_ = true;
+  if (session_ == nullptr) {  // the app has not spoken yet: nothing to wind down
+    CloseTransport(absl::OkStatus());
+    return;
+  }
   // Two-step GOAWAY (RFC 9113 6.8): announce, wait one round trip, then name the last stream, so
   // no call the app sent in the meantime is lost.
   nghttp2_submit_shutdown_notice(session_);
@@ -165,13 +165,16 @@ void DownstreamSession::OnTimeout(TimeoutAction action) {
   timed_out_ = true;
   if (action == TimeoutAction::kHandshakeTimeout) {
     counters.downstream_handshake_timeouts.fetch_add(1, std::memory_order_relaxed);
-    SPDLOG_DEBUG("client {}: closing: no HTTP/2 preface and SETTINGS within "
-                 "server.handshake_timeout",
-                 peer_);
+    SPDLOG_DEBUG(
+        "client {}: closing: no HTTP/2 preface and SETTINGS within "
+        "server.handshake_timeout",
+        peer_);
     static constexpr std::string_view kWhy = "qpool: server.handshake_timeout";
-    // Whatever arrived, a GOAWAY is the polite answer; a silent peer just loses the connection.
-    nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, 0, NGHTTP2_SETTINGS_TIMEOUT,
-                          reinterpret_cast<const uint8_t*>(kWhy.data()), kWhy.size());
+    // A peer that sent part of a preface is told why; a silent one just loses the connection.
+    if (session_ != nullptr) {
+      nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, 0, NGHTTP2_SETTINGS_TIMEOUT,
+                            reinterpret_cast<const uint8_t*>(kWhy.data()), kWhy.size());
+    }
     FlushAndClose(absl::DeadlineExceededError("server.handshake_timeout"));
   } else if (action == TimeoutAction::kIdleTimeout) {
     counters.downstream_idle_timeouts.fetch_add(1, std::memory_order_relaxed);
@@ -203,10 +206,9 @@ void DownstreamSession::CloseForAbuse(AbuseReason reason) {
   SPDLOG_DEBUG("client {}: closing: GOAWAY(ENHANCE_YOUR_CALM) {}", peer_, why);
   draining_ = true;
   final_goaway_sent_ = true;
-  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
-                        nghttp2_session_get_last_proc_stream_id(session_),
-                        NGHTTP2_ENHANCE_YOUR_CALM, reinterpret_cast<const uint8_t*>(why.data()),
-                        why.size());
+  nghttp2_submit_goaway(
+      session_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(session_),
+      NGHTTP2_ENHANCE_YOUR_CALM, reinterpret_cast<const uint8_t*>(why.data()), why.size());
   FlushAndClose(absl::ResourceExhaustedError(why));
 }
 
@@ -221,10 +223,8 @@ int DownstreamSession::OnHeaderOverLimit(nghttp2_session* session, const nghttp2
   if (over_limit_stream_ == stream_id) return 0;  // the rest of the block: decoded, not stored
   over_limit_stream_ = stream_id;
   over_limit_count_ = block_headers_ > max_headers_;
-  worker()
-      .counters()
-      .downstream_header_limit_rejections[over_limit_count_ ? 1 : 0]
-      .fetch_add(1, std::memory_order_relaxed);
+  worker().counters().downstream_header_limit_rejections[over_limit_count_ ? 1 : 0].fetch_add(
+      1, std::memory_order_relaxed);
   // The call lets go of what it stored (and of its upstream stream, for trailers).
   if (Call* call = CallOf(session, stream_id)) {
     calls_.erase(calls_.iterator_to(*call));
@@ -248,9 +248,9 @@ void DownstreamSession::AnswerOverLimit(const nghttp2_frame* frame) {
   }
   const std::string message = absl::StrCat(
       "qpool: request headers over ",
-      over_limit_count_ ? absl::StrCat("server.max_headers (", max_headers_, " fields)")
-                        : absl::StrCat("server.max_header_list_size (", max_header_list_size_,
-                                       " bytes)"));
+      over_limit_count_
+          ? absl::StrCat("server.max_headers (", max_headers_, " fields)")
+          : absl::StrCat("server.max_header_list_size (", max_header_list_size_, " bytes)"));
   const nghttp2_nv nva[] = {MakeNv(":status", "200"), MakeNv("content-type", "application/grpc"),
                             MakeNv("grpc-status", "8"),  // RESOURCE_EXHAUSTED
                             MakeNv("grpc-message", message)};
@@ -282,6 +282,7 @@ nghttp2_session_callbacks* DownstreamSession::Callbacks() {
   static nghttp2_session_callbacks* callbacks = [] {
     nghttp2_session_callbacks* cbs;
     nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, &OnBeginFrameCallback);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, &OnBeginHeadersCallback);
     nghttp2_session_callbacks_set_on_header_callback2(cbs, &OnHeaderCallback);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, &OnFrameRecvCallback);
@@ -300,6 +301,7 @@ int DownstreamSession::OnBeginHeadersCallback(nghttp2_session* session, const ng
   DownstreamSession* self = Self(user_data);
   self->block_bytes_ = 0;
   self->block_headers_ = 0;
+  self->over_limit_stream_ = 0;  // a block nghttp2 itself rejected left it set
   if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   self->stream_opened_ = true;
   auto* call = new Call(*self, frame->hd.stream_id);
@@ -388,15 +390,21 @@ int DownstreamSession::OnFrameRecvCallback(nghttp2_session* session, const nghtt
         return NGHTTP2_ERR_CALLBACK_FAILURE;
       }
       break;
-    case NGHTTP2_PRIORITY:
-      if (!self->Spend(self->priority_budget_, AbuseReason::kPriorityFlood)) {
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-      }
-      break;
     default:
       break;
   }
   return 0;
+}
+
+int DownstreamSession::OnBeginFrameCallback(nghttp2_session*, const nghttp2_frame_hd* hd,
+                                            void* user_data) {
+  // With RFC 7540 priorities off, nghttp2 drops PRIORITY frames without reporting them: they are
+  // counted here, as they begin.
+  if (hd->type != NGHTTP2_PRIORITY) return 0;
+  DownstreamSession* self = Self(user_data);
+  return self->Spend(self->priority_budget_, AbuseReason::kPriorityFlood)
+             ? 0
+             : NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
 int DownstreamSession::OnDataChunkRecvCallback(nghttp2_session* session, uint8_t, int32_t stream_id,

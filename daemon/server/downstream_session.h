@@ -32,7 +32,8 @@ class DownstreamSession : public H2Transport {
   DownstreamSession(Worker& worker, boost::asio::ip::tcp::socket socket);
   ~DownstreamSession() override;
 
-  // Sends the server preface and starts serving.
+  // Starts serving. The nghttp2 session (and the server preface) waits for the app's first
+  // bytes, so a connection that never speaks costs no more than its socket and this object.
   void Start();
   // Sends the server preface and a GOAWAY carrying `reason`, then closes: the answer to a
   // connection over server.max_client_connections.
@@ -56,7 +57,8 @@ class DownstreamSession : public H2Transport {
 
   const std::string& peer() const { return peer_; }
 
-  // For the worker's periodic sweep. ---------------------------------------------------------------
+  // For the worker's periodic sweep.
+  // ---------------------------------------------------------------
   enum class TimeoutAction { kNone, kHandshakeTimeout, kIdleTimeout };
   // What is due at `now`; acts on nothing, so the caller may walk its sessions while asking.
   TimeoutAction CheckTimeouts(MonoTime now);
@@ -67,6 +69,7 @@ class DownstreamSession : public H2Transport {
 
  private:
   static nghttp2_session_callbacks* Callbacks();
+  static int OnBeginFrameCallback(nghttp2_session*, const nghttp2_frame_hd*, void*);
   static int OnBeginHeadersCallback(nghttp2_session*, const nghttp2_frame*, void*);
   static int OnHeaderCallback(nghttp2_session*, const nghttp2_frame*, nghttp2_rcbuf*,
                               nghttp2_rcbuf*, uint8_t, void*);
@@ -80,6 +83,7 @@ class DownstreamSession : public H2Transport {
                                       nghttp2_data_source*, void*);
 
   bool CreateSession();
+  bool CreateSessionLate() override { return CreateSession(); }
   void OnTransportClosed(const absl::Status& reason) override;
   void OnProtocolError(int nghttp2_error) override;
 
@@ -127,9 +131,9 @@ class DownstreamSession : public H2Transport {
 
   // Timeouts (the worker's sweep).
   const MonoTime accepted_at_;
-  MonoTime idle_since_{};         // the sweep first saw no stream open; zero: not idle
-  bool handshake_done_ = false;   // the app's preface and first SETTINGS arrived
-  bool stream_opened_ = false;    // a stream opened since the last sweep
+  MonoTime idle_since_{};        // the sweep first saw no stream open; zero: not idle
+  bool handshake_done_ = false;  // the app's preface and first SETTINGS arrived
+  bool stream_opened_ = false;   // a stream opened since the last sweep
 };
 
 }  // namespace qpool::server

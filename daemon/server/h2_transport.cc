@@ -80,6 +80,7 @@ void H2Transport::OnReadable(const boost::system::error_code& ec) {
                          : absl::UnavailableError(absl::StrCat("read: ", read_ec.message())));
       return;
     }
+    if (session_ == nullptr && !CreateSessionLate()) return;
     in_read_ = true;
     const ssize_t rv = nghttp2_session_mem_recv(session_, buffer.data(), n);
     in_read_ = false;
@@ -96,6 +97,11 @@ void H2Transport::OnReadable(const boost::system::error_code& ec) {
   }
   Flush();
   WaitReadable();
+}
+
+bool H2Transport::CreateSessionLate() {
+  CloseTransport(absl::InternalError("bytes arrived before the HTTP/2 session existed"));
+  return false;
 }
 
 void H2Transport::OnProtocolError(int nghttp2_error) {

@@ -73,6 +73,10 @@ class H2Transport : public std::enable_shared_from_this<H2Transport> {
   // when no call holds it (the call let go; a reset is on its way). Returns the stream's user data.
   static void* TakeDataChunk(nghttp2_session* session, int32_t stream_id, size_t len);
 
+  // The first bytes arrived and session_ is still null: creates it (a subclass that creates its
+  // session late, once the peer has spoken). False when the transport closed instead; the default
+  // closes it.
+  virtual bool CreateSessionLate();
   // Called once, from CloseTransport.
   virtual void OnTransportClosed(const absl::Status& reason) = 0;
   // nghttp2_session_mem_recv() failed: the peer broke the protocol. The default closes.

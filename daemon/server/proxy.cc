@@ -306,8 +306,8 @@ metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
                       s.downstream_open,     s.calls_started,       s.local_replies,
                       s.buffered_bytes,      s.transparent_retries, s.replay_bytes};
   for (size_t i = 0; i < kAbuseReasonCount; ++i) {
-    input.downstream.abuse.emplace_back(
-        std::string(AbuseReasonName(static_cast<AbuseReason>(i))), s.downstream_abuse[i]);
+    input.downstream.abuse.emplace_back(std::string(AbuseReasonName(static_cast<AbuseReason>(i))),
+                                        s.downstream_abuse[i]);
   }
   input.downstream.header_list_size_rejections = s.header_list_size_rejections;
   input.downstream.header_count_rejections = s.header_count_rejections;

@@ -123,7 +123,7 @@ class UpstreamConnection : public H2Transport, public pool::PoolConnection {
   bool draining_ = false;
   bool close_posted_ = false;
   int32_t not_sent_stream_ = 0;  // the request HEADERS nghttp2 last refused to send; 0: none
-  UpstreamStreamList streams_;                            // calls' streams open here
+  UpstreamStreamList streams_;   // calls' streams open here
   std::vector<std::pair<int32_t, ProbeStream*>> probes_;  // health probes with a stream open here
 
   boost::asio::steady_timer ping_timer_;

@@ -1,9 +1,9 @@
 #include "daemon/server/worker.h"
 
 #include <malloc.h>
-#include <algorithm>
 #include <pthread.h>
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -204,7 +204,8 @@ void Worker::Start() {
     // between 50 ms and 1 s, so a timeout fires at most a period late and 10,000 connections cost
     // a few tens of microseconds a second.
     Duration shortest = Duration::max();
-    for (absl::Duration timeout : {config_->server.handshake_timeout, config_->server.idle_timeout}) {
+    for (absl::Duration timeout :
+         {config_->server.handshake_timeout, config_->server.idle_timeout}) {
       if (timeout > absl::ZeroDuration()) {
         shortest = std::min(shortest, absl::ToChronoNanoseconds(timeout));
       }
