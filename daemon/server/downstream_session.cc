@@ -4,6 +4,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/base/optimization.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/server/call.h"
 #include "daemon/server/small_alloc.h"
@@ -317,8 +318,8 @@ int DownstreamSession::OnHeaderCallback(nghttp2_session* session, const nghttp2_
   DownstreamSession* self = Self(user_data);
   // RFC 9113 6.5.2: a field counts its name and value octets plus 32.
   self->block_bytes_ += nghttp2_rcbuf_get_buf(name).len + nghttp2_rcbuf_get_buf(value).len + 32;
-  if (++self->block_headers_ > self->max_headers_ ||
-      self->block_bytes_ > self->max_header_list_size_) {
+  if (ABSL_PREDICT_FALSE(++self->block_headers_ > self->max_headers_ ||
+                         self->block_bytes_ > self->max_header_list_size_)) {
     return self->OnHeaderOverLimit(session, frame);
   }
   Call* call = CallOf(session, frame->hd.stream_id);

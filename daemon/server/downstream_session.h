@@ -21,6 +21,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/attributes.h"
 #include "daemon/server/abuse_budget.h"
 #include "daemon/server/call.h"
 #include "daemon/server/h2_transport.h"
@@ -89,7 +90,9 @@ class DownstreamSession : public H2Transport {
 
   // A header of the block being decoded went over a limit: stops storing, and the first time
   // for this block drops the stream's call; returns what the header callback returns.
-  int OnHeaderOverLimit(nghttp2_session* session, const nghttp2_frame* frame);
+  // Kept out of line: the header callback stays small on the happy path.
+  ABSL_ATTRIBUTE_NOINLINE int OnHeaderOverLimit(nghttp2_session* session,
+                                                const nghttp2_frame* frame);
   // The over-limit block `frame` ended: answers its stream (RESOURCE_EXHAUSTED, or a reset for
   // trailers).
   void AnswerOverLimit(const nghttp2_frame* frame);
