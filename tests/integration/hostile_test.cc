@@ -49,6 +49,11 @@ constexpr uint32_t kNoError = 0, kCancel = 8, kEnhanceYourCalm = 11;
 constexpr size_t kMaxFrame = 16384;  // SETTINGS_MAX_FRAME_SIZE qpoold leaves at its default
 constexpr char kUnaryPath[] = "/qpool.testing.TestService/Unary";
 
+int64_t Be32Value(std::string_view bytes) {
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  return (int64_t{p[0]} << 24) | (int64_t{p[1]} << 16) | (int64_t{p[2]} << 8) | p[3];
+}
+
 // One HTTP/2 frame.
 std::string Frame(uint8_t type, uint8_t flags, uint32_t stream_id, std::string_view payload) {
   std::string out;
@@ -195,6 +200,17 @@ class RawH2 {
   std::string GrpcStatus(uint32_t stream_id) { return Last(stream_id, "grpc-status"); }
   std::string GrpcMessage(uint32_t stream_id) { return Last(stream_id, "grpc-message"); }
   bool Ended(uint32_t stream_id) const { return ended_.count(stream_id) > 0; }
+  // The error code of the RST_STREAM qpoold sent for the stream; -1 if none.
+  int64_t ResetCode(uint32_t stream_id) const {
+    auto it = resets_.find(stream_id);
+    return it == resets_.end() ? -1 : it->second;
+  }
+  // A setting from qpoold's first SETTINGS frame; -1 if it was not there (or none came yet).
+  int64_t Setting(uint16_t id) const {
+    auto it = settings_.find(id);
+    return it == settings_.end() ? -1 : it->second;
+  }
+  bool settings_seen() const { return settings_seen_; }
 
  private:
   std::string Last(uint32_t stream_id, std::string_view name) {
@@ -239,7 +255,17 @@ class RawH2 {
       goaway_code_ = (int64_t{p[4]} << 24) | (int64_t{p[5]} << 16) | (int64_t{p[6]} << 8) | p[7];
       goaway_debug_ = std::string(payload.substr(8));
     }
-    if (type == kRstStream) ended_.insert(stream_id);
+    if (type == kRstStream && payload.size() == 4) {
+      ended_.insert(stream_id);
+      resets_[stream_id] = Be32Value(payload);
+    }
+    if (type == kSettings && !(flags & 0x1) && !settings_seen_) {
+      settings_seen_ = true;
+      for (size_t i = 0; i + 6 <= payload.size(); i += 6) {
+        const auto* p = reinterpret_cast<const uint8_t*>(payload.data() + i);
+        settings_[static_cast<uint16_t>((p[0] << 8) | p[1])] = Be32Value(payload.substr(i + 2, 4));
+      }
+    }
     if (type == kData && (flags & kEndStream)) ended_.insert(stream_id);
     if (type == kHeaders || type == kContinuation) {
       block_.append(payload);  // qpoold sends neither padding nor priority
@@ -287,6 +313,9 @@ class RawH2 {
   std::string goaway_debug_;
   std::map<uint32_t, std::vector<std::pair<std::string, std::string>>> headers_;
   std::set<uint32_t> ended_;
+  std::map<uint32_t, int64_t> resets_;
+  std::map<uint16_t, int64_t> settings_;
+  bool settings_seen_ = false;
 };
 
 // The test process's resident set (qpoold runs in it), bytes.
@@ -434,6 +463,32 @@ TEST_P(HostileTest, HeaderListOverTheLimitIsAnsweredResourceExhausted) {
   ASSERT_TRUE(app.Send(HeaderFrames(3, RequestBlock(), false) + EmptyMessage(3)));
   ASSERT_TRUE(app.ReadUntil([&] { return app.Ended(3); }, absl::Seconds(5)));
   EXPECT_EQ(app.GrpcStatus(3), "0");
+  EXPECT_FALSE(app.closed());
+  ExpectOthersUnaffected(/*attack_calls=*/1);
+}
+
+TEST_P(HostileTest, HeaderListLimitIsAdvertisedInSettings) {
+  RawH2 app(proxy_->port());
+  ASSERT_TRUE(app.Handshake());
+  ASSERT_TRUE(app.ReadUntil([&] { return app.settings_seen(); }, absl::Seconds(5)));
+  EXPECT_EQ(app.Setting(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE), 16 * 1024);
+  ExpectOthersUnaffected(/*attack_calls=*/0);
+}
+
+// Request trailers (gRPC sends none) over the limit: the call is under way, so the stream is
+// reset, and its upstream stream cancelled.
+TEST_P(HostileTest, TrailersOverTheLimitResetTheStream) {
+  RawH2 app(proxy_->port());
+  ASSERT_TRUE(app.Handshake());
+  std::string trailers;
+  HpackLiteral(trailers, "x-big-trailer", std::string(20 << 10, 't'));
+  ASSERT_TRUE(app.Send(HeaderFrames(1, RequestBlock(), false) +
+                       Frame(kData, 0, 1, std::string(5, '\0')) +
+                       HeaderFrames(1, trailers, /*end_stream=*/true)));
+  ASSERT_TRUE(app.ReadUntil([&] { return app.Ended(1); }, absl::Seconds(5)));
+  EXPECT_EQ(app.ResetCode(1), kEnhanceYourCalm);
+  EXPECT_EQ(proxy_->stats().header_list_size_rejections,
+            stats_before_.header_list_size_rejections + 1);
   EXPECT_FALSE(app.closed());
   ExpectOthersUnaffected(/*attack_calls=*/1);
 }
