@@ -49,6 +49,23 @@ struct ServerConfig {
   // qpool get SIGTERM together and the app's last calls still need qpool. Counts against the
   // pod's terminationGracePeriodSeconds with drain_timeout. Default 0 (drain at once).
   absl::Duration drain_delay = absl::ZeroDuration();
+  // server.max_header_list_size: the largest request header block qpoold takes from an app, in
+  // bytes as RFC 9113 counts them (name + value + 32 per header, after HPACK decoding). Advertised
+  // in SETTINGS_MAX_HEADER_LIST_SIZE and enforced while decoding: a stream over it is answered
+  // RESOURCE_EXHAUSTED (docs/security.md). Default 16KiB, the upper end of gRPC clients' own
+  // defaults (8 KiB..16 KiB); Qdrant clients send a few hundred bytes.
+  uint32_t max_header_list_size = 16 * 1024;
+  // server.max_headers: the most header fields one request header block may carry; a stream over
+  // it is answered RESOURCE_EXHAUSTED. Default 100.
+  uint32_t max_headers = 100;
+  // server.handshake_timeout: an app connection whose client preface and first SETTINGS frame
+  // have not both arrived this long after accept is closed, and counted. 0 turns it off.
+  // Default 10s.
+  absl::Duration handshake_timeout = absl::Seconds(10);
+  // server.idle_timeout: an app connection with no stream open for this long is closed with
+  // GOAWAY(NO_ERROR) (gRPC clients reconnect on their next call), and counted. 0 turns it off.
+  // Default 10m.
+  absl::Duration idle_timeout = absl::Minutes(10);
 };
 
 // YAML section `upstream`: the Qdrant nodes and the pool of connections to each.

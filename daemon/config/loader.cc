@@ -520,6 +520,17 @@ const std::vector<Key>& Keys() {
       DurationKey(
           "server.drain_delay", [](auto& c) -> auto& { return c.server.drain_delay; },
           /*allow_zero=*/true),
+      SizeKey(
+          "server.max_header_list_size",
+          [](auto& c) -> auto& { return c.server.max_header_list_size; }, 1024, 1 << 20),
+      IntegerKey(
+          "server.max_headers", [](auto& c) -> auto& { return c.server.max_headers; }, 8, 10000),
+      DurationKey(
+          "server.handshake_timeout", [](auto& c) -> auto& { return c.server.handshake_timeout; },
+          /*allow_zero=*/true),
+      DurationKey(
+          "server.idle_timeout", [](auto& c) -> auto& { return c.server.idle_timeout; },
+          /*allow_zero=*/true),
       NodesKey(),
       IntegerKey(
           "upstream.min_connections", [](auto& c) -> auto& { return c.upstream.min_connections; },

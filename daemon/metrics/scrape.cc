@@ -165,6 +165,37 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
     out.push_back(std::move(f));
   }
   {
+    auto f = Family("qpool_downstream_abuse_total",
+                    "App connections closed with GOAWAY(ENHANCE_YOUR_CALM), by the budget they "
+                    "overran (docs/security.md).",
+                    MetricType::Counter);
+    for (const auto& [reason, count] : input.downstream.abuse) {
+      AddCounter(f, {{"reason", reason}}, static_cast<double>(count));
+    }
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_downstream_header_limit_rejections_total",
+                    "Requests answered RESOURCE_EXHAUSTED because their headers were over "
+                    "server.max_header_list_size or server.max_headers.",
+                    MetricType::Counter);
+    AddCounter(f, {{"limit", "max_header_list_size"}},
+               static_cast<double>(input.downstream.header_list_size_rejections));
+    AddCounter(f, {{"limit", "max_headers"}},
+               static_cast<double>(input.downstream.header_count_rejections));
+    out.push_back(std::move(f));
+  }
+  {
+    auto f = Family("qpool_downstream_timeouts_total",
+                    "App connections closed by server.handshake_timeout (no preface and SETTINGS "
+                    "in time) or server.idle_timeout (no stream for that long).",
+                    MetricType::Counter);
+    AddCounter(f, {{"reason", "handshake"}},
+               static_cast<double>(input.downstream.handshake_timeouts));
+    AddCounter(f, {{"reason", "idle"}}, static_cast<double>(input.downstream.idle_timeouts));
+    out.push_back(std::move(f));
+  }
+  {
     auto f = Family("qpool_calls_started_total", "Calls whose request headers arrived.",
                     MetricType::Counter);
     AddCounter(f, {}, static_cast<double>(input.downstream.calls_started));

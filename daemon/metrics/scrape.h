@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "daemon/metrics/health_metrics.h"
@@ -32,6 +33,13 @@ struct DownstreamCounts {
   int64_t buffered_bytes = 0;
   uint64_t transparent_retries = 0;
   int64_t replay_bytes = 0;
+  // Hostile clients (docs/security.md): connections closed with GOAWAY(ENHANCE_YOUR_CALM), as
+  // (reason, count); streams answered RESOURCE_EXHAUSTED for header limits; timeouts.
+  std::vector<std::pair<std::string, uint64_t>> abuse;
+  uint64_t header_list_size_rejections = 0;
+  uint64_t header_count_rejections = 0;
+  uint64_t handshake_timeouts = 0;
+  uint64_t idle_timeouts = 0;
 };
 
 // One worker's pool for one node, as the worker saw it when asked.

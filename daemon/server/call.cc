@@ -320,7 +320,10 @@ void Call::OnUpstreamClosed(UpstreamStream& s, uint32_t h2_error_code, bool conn
   }
   retry::AttemptOutcome outcome;
   outcome.took = took;
-  if (!connection_lost && h2_error_code == NGHTTP2_REFUSED_STREAM) {
+  if (h2_error_code == kRequestNotSent) {  // refused by nghttp2 here, not by Qdrant: no replay
+    FinishLocally(absl::ResourceExhaustedError(
+        "qpool: request headers too large to send upstream (over 64 KiB encoded); not sent"));
+  } else if (!connection_lost && h2_error_code == NGHTTP2_REFUSED_STREAM) {
     outcome.never_reached_upstream = true;
     OnAttemptFailed(outcome, node,
                     absl::UnavailableError(absl::StrCat("qpool: upstream node ", node_name,

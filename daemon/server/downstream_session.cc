@@ -1,7 +1,10 @@
 #include "daemon/server/downstream_session.h"
 
+#include <iterator>
+#include <string_view>
 #include <vector>
 
+#include "absl/base/optimization.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/server/call.h"
 #include "daemon/server/small_alloc.h"
@@ -21,7 +24,10 @@ constexpr uint8_t kDrainPingPayload[8] = {'q', 'p', 'd', 'r', 'a', 'i', 'n', '!'
 }  // namespace
 
 DownstreamSession::DownstreamSession(Worker& worker, tcp::socket socket)
-    : H2Transport(worker, std::move(socket)) {
+    : H2Transport(worker, std::move(socket)),
+      max_header_list_size_(worker.config().server.max_header_list_size),
+      max_headers_(worker.config().server.max_headers),
+      accepted_at_(worker.loop().Now()) {
   boost::system::error_code ec;
   const tcp::endpoint endpoint = socket_.remote_endpoint(ec);
   peer_ = ec ? "unknown" : absl::StrCat(endpoint.address().to_string(), ":", endpoint.port());
@@ -34,6 +40,10 @@ DownstreamSession::~DownstreamSession() {
 
 bool DownstreamSession::CreateSession() {
   nghttp2_option* option = NewSessionOption();
+  // qpoold keeps its own reset budget (kResetBudget, counted and answered with
+  // ENHANCE_YOUR_CALM); nghttp2's (Debian's 1.52 carries the 1.57 one) stays as a backstop above.
+  nghttp2_option_set_stream_reset_rate_limit(option, 2 * kResetBudget.burst,
+                                             2 * kResetBudget.per_second);
   const int rv =
       nghttp2_session_server_new3(&session_, Callbacks(), this, option, Nghttp2SmallAlloc());
   nghttp2_option_del(option);
@@ -48,17 +58,15 @@ bool DownstreamSession::CreateSession() {
       // gRPC has no use for stream priorities; without RFC 7540's dependency tree nghttp2
       // schedules streams with less work (RFC 9218).
       {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
+      // Advisory (RFC 9113 6.5.2): qpoold enforces it while decoding.
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, server.max_header_list_size},
   };
-  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, 3);
+  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
   OpenConnectionWindow();
   return true;
 }
 
-void DownstreamSession::Start() {
-  if (!CreateSession()) return;
-  StartReading();
-  Flush();
-}
+void DownstreamSession::Start() { StartReading(); }
 
 void DownstreamSession::Refuse(const std::string& reason) {
   if (!CreateSession()) return;
@@ -74,6 +82,10 @@ void DownstreamSession::Refuse(const std::string& reason) {
 void DownstreamSession::BeginDrain() {
   if (draining_ || closed()) return;
   draining_ = true;
+  if (session_ == nullptr) {  // the app has not spoken yet: nothing to wind down
+    CloseTransport(absl::OkStatus());
+    return;
+  }
   // Two-step GOAWAY (RFC 9113 6.8): announce, wait one round trip, then name the last stream, so
   // no call the app sent in the meantime is lost.
   nghttp2_submit_shutdown_notice(session_);
@@ -118,6 +130,135 @@ void DownstreamSession::ConsumeRequestData(Call& call, size_t n) {
   ScheduleFlush();
 }
 
+void DownstreamSession::TrimIdle() {
+  if (calls_.empty()) TrimWriteBuffer();
+}
+
+DownstreamSession::TimeoutAction DownstreamSession::CheckTimeouts(MonoTime now) {
+  if (closed() || refused_) return TimeoutAction::kNone;
+  const config::ServerConfig& server = worker().config().server;
+  if (!handshake_done_) {
+    if (server.handshake_timeout > absl::ZeroDuration() &&
+        now - accepted_at_ >= absl::ToChronoNanoseconds(server.handshake_timeout)) {
+      return TimeoutAction::kHandshakeTimeout;
+    }
+    return TimeoutAction::kNone;
+  }
+  if (!calls_.empty() || stream_opened_ || draining_) {
+    stream_opened_ = false;
+    idle_since_ = MonoTime{};
+    return TimeoutAction::kNone;
+  }
+  if (idle_since_ == MonoTime{}) {
+    idle_since_ = now;
+    return TimeoutAction::kNone;
+  }
+  if (server.idle_timeout > absl::ZeroDuration() &&
+      now - idle_since_ >= absl::ToChronoNanoseconds(server.idle_timeout)) {
+    return TimeoutAction::kIdleTimeout;
+  }
+  return TimeoutAction::kNone;
+}
+
+void DownstreamSession::OnTimeout(TimeoutAction action) {
+  if (closed()) return;
+  ProxyCounters& counters = worker().counters();
+  timed_out_ = true;
+  if (action == TimeoutAction::kHandshakeTimeout) {
+    counters.downstream_handshake_timeouts.fetch_add(1, std::memory_order_relaxed);
+    SPDLOG_DEBUG(
+        "client {}: closing: no HTTP/2 preface and SETTINGS within "
+        "server.handshake_timeout",
+        peer_);
+    static constexpr std::string_view kWhy = "qpool: server.handshake_timeout";
+    // A peer that sent part of a preface is told why; a silent one just loses the connection.
+    if (session_ != nullptr) {
+      nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, 0, NGHTTP2_SETTINGS_TIMEOUT,
+                            reinterpret_cast<const uint8_t*>(kWhy.data()), kWhy.size());
+    }
+    FlushAndClose(absl::DeadlineExceededError("server.handshake_timeout"));
+  } else if (action == TimeoutAction::kIdleTimeout) {
+    counters.downstream_idle_timeouts.fetch_add(1, std::memory_order_relaxed);
+    SPDLOG_DEBUG("client {}: closing: no stream for server.idle_timeout", peer_);
+    // No stream is open: once the GOAWAY is out, nghttp2 wants nothing more and Flush() closes.
+    // A request racing it is above the GOAWAY's last stream id: the client sends it again.
+    static constexpr std::string_view kWhy = "qpool: server.idle_timeout";
+    draining_ = true;
+    final_goaway_sent_ = true;
+    nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(session_), NGHTTP2_NO_ERROR,
+                          reinterpret_cast<const uint8_t*>(kWhy.data()), kWhy.size());
+    FlushAndClose(absl::OkStatus());
+  }
+}
+
+bool DownstreamSession::Spend(TokenBucket& budget, AbuseReason reason) {
+  if (budget.Take(worker().loop().Now())) return true;
+  CloseForAbuse(reason);
+  return false;
+}
+
+void DownstreamSession::CloseForAbuse(AbuseReason reason) {
+  if (abusive_ || closed()) return;
+  abusive_ = true;
+  worker().counters().downstream_abuse[static_cast<size_t>(reason)].fetch_add(
+      1, std::memory_order_relaxed);
+  const std::string why = absl::StrCat("qpool: ", std::string(AbuseReasonName(reason)));
+  SPDLOG_DEBUG("client {}: closing: GOAWAY(ENHANCE_YOUR_CALM) {}", peer_, why);
+  draining_ = true;
+  final_goaway_sent_ = true;
+  nghttp2_submit_goaway(
+      session_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(session_),
+      NGHTTP2_ENHANCE_YOUR_CALM, reinterpret_cast<const uint8_t*>(why.data()), why.size());
+  FlushAndClose(absl::ResourceExhaustedError(why));
+}
+
+int DownstreamSession::OnHeaderOverLimit(nghttp2_session* session, const nghttp2_frame* frame) {
+  const int32_t stream_id = frame->hd.stream_id;
+  if (block_bytes_ > uint64_t{kHeaderBlockCloseFactor} * max_header_list_size_ ||
+      block_headers_ > kHeaderBlockCloseFactor * max_headers_) {
+    // Past this, decoding the rest to keep HPACK in step would cost what the peer decides.
+    CloseForAbuse(AbuseReason::kHeaderBlockFlood);
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  }
+  if (over_limit_stream_ == stream_id) return 0;  // the rest of the block: decoded, not stored
+  over_limit_stream_ = stream_id;
+  over_limit_count_ = block_headers_ > max_headers_;
+  worker().counters().downstream_header_limit_rejections[over_limit_count_ ? 1 : 0].fetch_add(
+      1, std::memory_order_relaxed);
+  // The call lets go of what it stored (and of its upstream stream, for trailers).
+  if (Call* call = CallOf(session, stream_id)) {
+    calls_.erase(calls_.iterator_to(*call));
+    nghttp2_session_set_stream_user_data(session, stream_id, nullptr);
+    call->OnDownstreamClosed(NGHTTP2_CANCEL);
+    delete call;
+  }
+  if (!Spend(header_limit_budget_, AbuseReason::kHeaderLimit)) {
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  }
+  return 0;
+}
+
+void DownstreamSession::AnswerOverLimit(const nghttp2_frame* frame) {
+  const int32_t stream_id = frame->hd.stream_id;
+  over_limit_stream_ = 0;
+  if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+    // Trailers: the call is gone and the answer may be under way; the stream ends here.
+    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_ENHANCE_YOUR_CALM);
+    return;
+  }
+  const std::string message = absl::StrCat(
+      "qpool: request headers over ",
+      over_limit_count_
+          ? absl::StrCat("server.max_headers (", max_headers_, " fields)")
+          : absl::StrCat("server.max_header_list_size (", max_header_list_size_, " bytes)"));
+  const nghttp2_nv nva[] = {MakeNv(":status", "200"), MakeNv("content-type", "application/grpc"),
+                            MakeNv("grpc-status", "8"),  // RESOURCE_EXHAUSTED
+                            MakeNv("grpc-message", message)};
+  nghttp2_submit_response(session_, stream_id, nva, std::size(nva), nullptr);
+  worker().counters().local_replies.fetch_add(1, std::memory_order_relaxed);
+}
+
 void DownstreamSession::OnProtocolError(int nghttp2_error) {
   worker().counters().downstream_protocol_errors.fetch_add(1, std::memory_order_relaxed);
   SPDLOG_DEBUG("client {}: closing: HTTP/2 protocol error: {}", peer_,
@@ -142,6 +283,7 @@ nghttp2_session_callbacks* DownstreamSession::Callbacks() {
   static nghttp2_session_callbacks* callbacks = [] {
     nghttp2_session_callbacks* cbs;
     nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, &OnBeginFrameCallback);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, &OnBeginHeadersCallback);
     nghttp2_session_callbacks_set_on_header_callback2(cbs, &OnHeaderCallback);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, &OnFrameRecvCallback);
@@ -156,8 +298,13 @@ nghttp2_session_callbacks* DownstreamSession::Callbacks() {
 
 int DownstreamSession::OnBeginHeadersCallback(nghttp2_session* session, const nghttp2_frame* frame,
                                               void* user_data) {
-  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  if (frame->hd.type != NGHTTP2_HEADERS) return 0;
   DownstreamSession* self = Self(user_data);
+  self->block_bytes_ = 0;
+  self->block_headers_ = 0;
+  self->over_limit_stream_ = 0;  // a block nghttp2 itself rejected left it set
+  if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  self->stream_opened_ = true;
   auto* call = new Call(*self, frame->hd.stream_id);
   nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, call);
   self->calls_.push_back(*call);
@@ -165,8 +312,16 @@ int DownstreamSession::OnBeginHeadersCallback(nghttp2_session* session, const ng
 }
 
 int DownstreamSession::OnHeaderCallback(nghttp2_session* session, const nghttp2_frame* frame,
-                                        nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t, void*) {
+                                        nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t,
+                                        void* user_data) {
   if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+  DownstreamSession* self = Self(user_data);
+  // RFC 9113 6.5.2: a field counts its name and value octets plus 32.
+  self->block_bytes_ += nghttp2_rcbuf_get_buf(name).len + nghttp2_rcbuf_get_buf(value).len + 32;
+  if (ABSL_PREDICT_FALSE(++self->block_headers_ > self->max_headers_ ||
+                         self->block_bytes_ > self->max_header_list_size_)) {
+    return self->OnHeaderOverLimit(session, frame);
+  }
   Call* call = CallOf(session, frame->hd.stream_id);
   if (call == nullptr) return 0;
   call->OnRequestHeader(name, value);
@@ -178,6 +333,10 @@ int DownstreamSession::OnFrameRecvCallback(nghttp2_session* session, const nghtt
   DownstreamSession* self = Self(user_data);
   switch (frame->hd.type) {
     case NGHTTP2_HEADERS: {
+      if (frame->hd.stream_id == self->over_limit_stream_) {
+        self->AnswerOverLimit(frame);
+        break;
+      }
       Call* call = CallOf(session, frame->hd.stream_id);
       if (call == nullptr) break;
       if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) call->OnRequestHeadersEnd();
@@ -187,13 +346,30 @@ int DownstreamSession::OnFrameRecvCallback(nghttp2_session* session, const nghtt
       break;
     }
     case NGHTTP2_DATA: {
-      if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) break;
+      if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        // A DATA frame with nothing in it (padding aside) that does not end the stream.
+        if (frame->hd.length == frame->data.padlen &&
+            !self->Spend(self->empty_frame_budget_, AbuseReason::kEmptyFrames)) {
+          return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        break;
+      }
       Call* call = CallOf(session, frame->hd.stream_id);
       if (call != nullptr) call->OnRequestEnd();
       break;
     }
     case NGHTTP2_PING:
-      if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && self->draining_ && !self->final_goaway_sent_ &&
+      if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+        // A PING after qpoold sent HEADERS or DATA is free (gRPC's BDP probes); keepalives and
+        // anything faster spend the budget.
+        if (self->sent_since_ping_) {
+          self->sent_since_ping_ = false;
+        } else if (!self->Spend(self->ping_budget_, AbuseReason::kPingFlood)) {
+          return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        break;
+      }
+      if (self->draining_ && !self->final_goaway_sent_ &&
           std::equal(std::begin(kDrainPingPayload), std::end(kDrainPingPayload),
                      frame->ping.opaque_data)) {
         self->final_goaway_sent_ = true;
@@ -203,10 +379,33 @@ int DownstreamSession::OnFrameRecvCallback(nghttp2_session* session, const nghtt
         self->ScheduleFlush();
       }
       break;
+    case NGHTTP2_SETTINGS:
+      if (frame->hd.flags & NGHTTP2_FLAG_ACK) break;
+      self->handshake_done_ = true;  // nghttp2 checked the preface before this frame
+      if (!self->Spend(self->settings_budget_, AbuseReason::kSettingsFlood)) {
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+      }
+      break;
+    case NGHTTP2_RST_STREAM:
+      if (!self->Spend(self->reset_budget_, AbuseReason::kRapidReset)) {
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+      }
+      break;
     default:
       break;
   }
   return 0;
+}
+
+int DownstreamSession::OnBeginFrameCallback(nghttp2_session*, const nghttp2_frame_hd* hd,
+                                            void* user_data) {
+  // With RFC 7540 priorities off, nghttp2 drops PRIORITY frames without reporting them: they are
+  // counted here, as they begin.
+  if (hd->type != NGHTTP2_PRIORITY) return 0;
+  DownstreamSession* self = Self(user_data);
+  return self->Spend(self->priority_budget_, AbuseReason::kPriorityFlood)
+             ? 0
+             : NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
 int DownstreamSession::OnDataChunkRecvCallback(nghttp2_session* session, uint8_t, int32_t stream_id,
@@ -232,10 +431,14 @@ int DownstreamSession::OnStreamCloseCallback(nghttp2_session* session, int32_t s
 int DownstreamSession::OnFrameSendCallback(nghttp2_session*, const nghttp2_frame* frame,
                                            void* user_data) {
   DownstreamSession* self = Self(user_data);
+  if (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) {
+    self->sent_since_ping_ = true;
+    return 0;
+  }
   // nghttp2 answers a connection error (a broken frame, a bad header block, a flow-control
   // violation) with a GOAWAY carrying the error code, then winds the connection down.
   if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR &&
-      !self->refused_) {
+      !self->refused_ && !self->abusive_ && !self->timed_out_) {
     self->worker().counters().downstream_protocol_errors.fetch_add(1, std::memory_order_relaxed);
     SPDLOG_DEBUG("client {}: closing: HTTP/2 connection error {}: {}", self->peer_,
                  nghttp2_http2_strerror(frame->goaway.error_code), self->last_error_);

@@ -1,5 +1,19 @@
 // One app connection: the HTTP/2 server side (cleartext, prior knowledge, as gRPC clients speak
 // it). It owns the calls the app opens on it.
+//
+// Defences against hostile clients (docs/security.md):
+//   - header limits: a request header block over server.max_header_list_size (RFC 9113 sizes) or
+//     server.max_headers is not stored past the limit and its stream is answered
+//     RESOURCE_EXHAUSTED once the block ends; a block over kHeaderBlockCloseFactor times either
+//     limit closes the connection then and there (an HPACK bomb costs a bounded decode);
+//   - abuse budgets (abuse_budget.h): resets, PINGs, SETTINGS, PRIORITY, empty DATA frames and
+//     over-limit header blocks beyond their budget close the connection with
+//     GOAWAY(ENHANCE_YOUR_CALM);
+//   - timeouts: the worker's sweep (CheckTimeouts) closes a connection whose preface and SETTINGS
+//     did not arrive within server.handshake_timeout, or that had no stream open for
+//     server.idle_timeout (GOAWAY(NO_ERROR)).
+// Each is counted (ProxyCounters). On the happy path they cost a few compares per header and per
+// frame, and no clock reads.
 // Thread-safety: none; lives on one worker's thread.
 #ifndef QPOOL_DAEMON_SERVER_DOWNSTREAM_SESSION_H_
 #define QPOOL_DAEMON_SERVER_DOWNSTREAM_SESSION_H_
@@ -7,6 +21,8 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/attributes.h"
+#include "daemon/server/abuse_budget.h"
 #include "daemon/server/call.h"
 #include "daemon/server/h2_transport.h"
 
@@ -17,7 +33,8 @@ class DownstreamSession : public H2Transport {
   DownstreamSession(Worker& worker, boost::asio::ip::tcp::socket socket);
   ~DownstreamSession() override;
 
-  // Sends the server preface and starts serving.
+  // Starts serving. The nghttp2 session (and the server preface) waits for the app's first
+  // bytes, so a connection that never speaks costs no more than its socket and this object.
   void Start();
   // Sends the server preface and a GOAWAY carrying `reason`, then closes: the answer to a
   // connection over server.max_client_connections.
@@ -41,8 +58,19 @@ class DownstreamSession : public H2Transport {
 
   const std::string& peer() const { return peer_; }
 
+  // For the worker's periodic sweep.
+  // ---------------------------------------------------------------
+  enum class TimeoutAction { kNone, kHandshakeTimeout, kIdleTimeout };
+  // What is due at `now`; acts on nothing, so the caller may walk its sessions while asking.
+  TimeoutAction CheckTimeouts(MonoTime now);
+  // Carries out what CheckTimeouts() returned: closes the connection, and counts it.
+  void OnTimeout(TimeoutAction action);
+  // The connection has nothing in flight: its write buffer's memory goes back to the allocator.
+  void TrimIdle();
+
  private:
   static nghttp2_session_callbacks* Callbacks();
+  static int OnBeginFrameCallback(nghttp2_session*, const nghttp2_frame_hd*, void*);
   static int OnBeginHeadersCallback(nghttp2_session*, const nghttp2_frame*, void*);
   static int OnHeaderCallback(nghttp2_session*, const nghttp2_frame*, nghttp2_rcbuf*,
                               nghttp2_rcbuf*, uint8_t, void*);
@@ -56,8 +84,23 @@ class DownstreamSession : public H2Transport {
                                       nghttp2_data_source*, void*);
 
   bool CreateSession();
+  bool CreateSessionLate() override { return CreateSession(); }
   void OnTransportClosed(const absl::Status& reason) override;
   void OnProtocolError(int nghttp2_error) override;
+
+  // A header of the block being decoded went over a limit: stops storing, and the first time
+  // for this block drops the stream's call; returns what the header callback returns.
+  // Kept out of line: the header callback stays small on the happy path.
+  ABSL_ATTRIBUTE_NOINLINE int OnHeaderOverLimit(nghttp2_session* session,
+                                                const nghttp2_frame* frame);
+  // The over-limit block `frame` ended: answers its stream (RESOURCE_EXHAUSTED, or a reset for
+  // trailers).
+  void AnswerOverLimit(const nghttp2_frame* frame);
+  // Takes one token from `budget`; when it is spent, closes the connection for `reason` and
+  // returns false.
+  bool Spend(TokenBucket& budget, AbuseReason reason);
+  // GOAWAY(ENHANCE_YOUR_CALM) naming `reason`, then closes; counted.
+  void CloseForAbuse(AbuseReason reason);
 
   std::string peer_;
   // The calls of this connection, owned here: created on request HEADERS, deleted when their
@@ -66,7 +109,34 @@ class DownstreamSession : public H2Transport {
   bool draining_ = false;
   bool final_goaway_sent_ = false;
   bool refused_ = false;
+  bool abusive_ = false;    // closing with GOAWAY(ENHANCE_YOUR_CALM)
+  bool timed_out_ = false;  // closing for server.handshake_timeout or server.idle_timeout
   std::string last_error_;  // nghttp2's words for the last protocol error, for the log
+
+  // Header limits (server.max_header_list_size, server.max_headers), and the header block being
+  // decoded: its size as RFC 9113 counts it and its field count. nghttp2 decodes one header block
+  // at a time, so one set serves every stream.
+  const uint32_t max_header_list_size_;
+  const uint32_t max_headers_;
+  uint64_t block_bytes_ = 0;
+  uint32_t block_headers_ = 0;
+  int32_t over_limit_stream_ = 0;  // the stream whose block went over a limit; 0: none
+  bool over_limit_count_ = false;  // it went over server.max_headers (else the size)
+
+  // Abuse budgets (abuse_budget.h).
+  TokenBucket reset_budget_{kResetBudget};
+  TokenBucket ping_budget_{kPingBudget};
+  TokenBucket settings_budget_{kSettingsBudget};
+  TokenBucket priority_budget_{kPriorityBudget};
+  TokenBucket empty_frame_budget_{kEmptyFrameBudget};
+  TokenBucket header_limit_budget_{kHeaderLimitBudget};
+  bool sent_since_ping_ = false;  // HEADERS or DATA went out since the app's last PING
+
+  // Timeouts (the worker's sweep).
+  const MonoTime accepted_at_;
+  MonoTime idle_since_{};        // the sweep first saw no stream open; zero: not idle
+  bool handshake_done_ = false;  // the app's preface and first SETTINGS arrived
+  bool stream_opened_ = false;   // a stream opened since the last sweep
 };
 
 }  // namespace qpool::server

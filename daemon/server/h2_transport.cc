@@ -80,10 +80,15 @@ void H2Transport::OnReadable(const boost::system::error_code& ec) {
                          : absl::UnavailableError(absl::StrCat("read: ", read_ec.message())));
       return;
     }
+    if (session_ == nullptr && !CreateSessionLate()) return;
     in_read_ = true;
     const ssize_t rv = nghttp2_session_mem_recv(session_, buffer.data(), n);
     in_read_ = false;
     if (closed_) return;  // a callback closed us
+    if (close_pending_) {
+      FlushAndClose(close_reason_);
+      return;
+    }
     if (rv < 0) {
       OnProtocolError(static_cast<int>(rv));
       return;
@@ -92,6 +97,11 @@ void H2Transport::OnReadable(const boost::system::error_code& ec) {
   }
   Flush();
   WaitReadable();
+}
+
+bool H2Transport::CreateSessionLate() {
+  CloseTransport(absl::InternalError("bytes arrived before the HTTP/2 session existed"));
+  return false;
 }
 
 void H2Transport::OnProtocolError(int nghttp2_error) {
@@ -161,6 +171,28 @@ void H2Transport::OnWritable(const boost::system::error_code& ec) {
     return;
   }
   Flush();
+}
+
+void H2Transport::FlushAndClose(const absl::Status& reason) {
+  if (closed_) return;
+  if (in_read_) {
+    close_pending_ = true;
+    close_reason_ = reason;
+    return;
+  }
+  // Gather what nghttp2 queued and write once; a peer that does not read loses the rest.
+  while (session_ != nullptr && out_.size() - out_offset_ < kMaxWriteBatch) {
+    const uint8_t* data = nullptr;
+    const ssize_t n = nghttp2_session_mem_send(session_, &data);
+    if (closed_ || n <= 0) break;
+    out_.insert(out_.end(), data, data + n);
+  }
+  if (!closed_ && out_offset_ < out_.size()) WriteSome();
+  CloseTransport(reason);
+}
+
+void H2Transport::TrimWriteBuffer() {
+  if (out_offset_ == out_.size() && out_.capacity() > 0) std::vector<uint8_t>().swap(out_);
 }
 
 void H2Transport::CloseTransport(const absl::Status& reason) {

@@ -54,6 +54,13 @@ class H2Transport : public std::enable_shared_from_this<H2Transport> {
   void Flush();
   // Idempotent. Reports OnTransportClosed(reason) once.
   void CloseTransport(const absl::Status& reason);
+  // Writes what nghttp2 has queued (a final GOAWAY) as far as the socket takes it now, without
+  // waiting for a peer that does not read, then closes. From inside an nghttp2 callback, input
+  // stops at once (return NGHTTP2_ERR_CALLBACK_FAILURE from the callback) and the rest happens
+  // when nghttp2 has returned.
+  void FlushAndClose(const absl::Status& reason);
+  // Frees the write buffer when nothing waits in it (an idle connection owns no buffer).
+  void TrimWriteBuffer();
 
   // nghttp2 options both sides share: no automatic WINDOW_UPDATE, since calls acknowledge bytes as
   // they pass them on. The caller deletes the option after creating its session.
@@ -66,6 +73,10 @@ class H2Transport : public std::enable_shared_from_this<H2Transport> {
   // when no call holds it (the call let go; a reset is on its way). Returns the stream's user data.
   static void* TakeDataChunk(nghttp2_session* session, int32_t stream_id, size_t len);
 
+  // The first bytes arrived and session_ is still null: creates it (a subclass that creates its
+  // session late, once the peer has spoken). False when the transport closed instead; the default
+  // closes it.
+  virtual bool CreateSessionLate();
   // Called once, from CloseTransport.
   virtual void OnTransportClosed(const absl::Status& reason) = 0;
   // nghttp2_session_mem_recv() failed: the peer broke the protocol. The default closes.
@@ -90,6 +101,8 @@ class H2Transport : public std::enable_shared_from_this<H2Transport> {
   bool waiting_writable_ = false;
   bool reading_ = false;
   bool closed_ = false;
+  bool close_pending_ = false;  // FlushAndClose() from inside nghttp2: done after mem_recv
+  absl::Status close_reason_;
 };
 
 }  // namespace qpool::server

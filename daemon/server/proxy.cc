@@ -59,6 +59,17 @@ class ProxyImpl : public Proxy {
     stats.transparent_retries = counters_.transparent_retries.load(std::memory_order_relaxed);
     stats.replay_bytes = counters_.replay_bytes.load(std::memory_order_relaxed);
     stats.buffered_bytes = counters_.buffered_bytes.load(std::memory_order_relaxed);
+    static_assert(std::tuple_size_v<decltype(stats.downstream_abuse)> == kAbuseReasonCount);
+    for (size_t i = 0; i < kAbuseReasonCount; ++i) {
+      stats.downstream_abuse[i] = counters_.downstream_abuse[i].load(std::memory_order_relaxed);
+    }
+    stats.header_list_size_rejections =
+        counters_.downstream_header_limit_rejections[0].load(std::memory_order_relaxed);
+    stats.header_count_rejections =
+        counters_.downstream_header_limit_rejections[1].load(std::memory_order_relaxed);
+    stats.handshake_timeouts =
+        counters_.downstream_handshake_timeouts.load(std::memory_order_relaxed);
+    stats.idle_timeouts = counters_.downstream_idle_timeouts.load(std::memory_order_relaxed);
     return stats;
   }
   absl::Status Shutdown() override;
@@ -294,6 +305,14 @@ metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
   input.downstream = {s.downstream_accepted, s.downstream_refused,  s.downstream_protocol_errors,
                       s.downstream_open,     s.calls_started,       s.local_replies,
                       s.buffered_bytes,      s.transparent_retries, s.replay_bytes};
+  for (size_t i = 0; i < kAbuseReasonCount; ++i) {
+    input.downstream.abuse.emplace_back(std::string(AbuseReasonName(static_cast<AbuseReason>(i))),
+                                        s.downstream_abuse[i]);
+  }
+  input.downstream.header_list_size_rejections = s.header_list_size_rejections;
+  input.downstream.header_count_rejections = s.header_count_rejections;
+  input.downstream.handshake_timeouts = s.handshake_timeouts;
+  input.downstream.idle_timeouts = s.idle_timeouts;
   input.started = running_.load(std::memory_order_acquire);
   input.draining = draining_.load(std::memory_order_relaxed);
   input.ready = NotReadyReason().empty();

@@ -16,6 +16,7 @@
 #ifndef QPOOL_DAEMON_SERVER_PROXY_H_
 #define QPOOL_DAEMON_SERVER_PROXY_H_
 
+#include <array>
 #include <cstdint>
 #include <memory>
 
@@ -36,6 +37,15 @@ struct ProxyStats {
   uint64_t transparent_retries = 0;  // refused by Qdrant unprocessed, and sent again
   int64_t replay_bytes = 0;          // request copies kept for retries right now
   int64_t buffered_bytes = 0;        // message bytes held in calls right now, both directions
+  // Hostile clients (docs/security.md). App connections closed with GOAWAY(ENHANCE_YOUR_CALM), by
+  // reason (AbuseReason order, names from AbuseReasonName()).
+  std::array<uint64_t, 7> downstream_abuse{};
+  // Streams answered RESOURCE_EXHAUSTED for request headers over server.max_header_list_size, and
+  // over server.max_headers.
+  uint64_t header_list_size_rejections = 0;
+  uint64_t header_count_rejections = 0;
+  uint64_t handshake_timeouts = 0;  // closed by server.handshake_timeout
+  uint64_t idle_timeouts = 0;       // closed by server.idle_timeout
 };
 
 class Proxy : public metrics::AdminBackend {

@@ -283,6 +283,7 @@ nghttp2_session_callbacks* UpstreamConnection::Callbacks() {
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, &OnFrameRecvCallback);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, &OnDataChunkRecvCallback);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, &OnStreamCloseCallback);
+    nghttp2_session_callbacks_set_on_frame_not_send_callback(cbs, &OnFrameNotSendCallback);
     return cbs;
   }();
   return callbacks;
@@ -374,9 +375,25 @@ int UpstreamConnection::OnDataChunkRecvCallback(nghttp2_session* session, uint8_
   return 0;
 }
 
+int UpstreamConnection::OnFrameNotSendCallback(nghttp2_session*, const nghttp2_frame* frame,
+                                               int lib_error_code, void* user_data) {
+  // nghttp2 closes the stream of a request it would not send next, as REFUSED_STREAM.
+  if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+    UpstreamConnection* self = Self(user_data);
+    self->not_sent_stream_ = frame->hd.stream_id;
+    SPDLOG_WARN("upstream {}: request on stream {} not sent: {}", self->node_name_,
+                frame->hd.stream_id, nghttp2_strerror(lib_error_code));
+  }
+  return 0;
+}
+
 int UpstreamConnection::OnStreamCloseCallback(nghttp2_session* session, int32_t stream_id,
                                               uint32_t error_code, void* user_data) {
   UpstreamConnection* self = Self(user_data);
+  if (stream_id == self->not_sent_stream_) {
+    self->not_sent_stream_ = 0;
+    if (error_code == NGHTTP2_REFUSED_STREAM) error_code = kRequestNotSent;
+  }
   UpstreamStream* stream = UpstreamStreamOf(session, stream_id);
   if (stream != nullptr) {
     stream->hook.unlink();

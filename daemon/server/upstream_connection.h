@@ -42,6 +42,13 @@ class ProbeStream {
   size_t request_sent = 0;
 };
 
+// What OnUpstreamClosed reports as the close code of a request the upstream session itself would
+// not send (nghttp2 refuses a header block over its 64 KiB send limit, and closes the stream as
+// REFUSED_STREAM "so that the application can send it again"): the request never left qpoold, but
+// Qdrant did not refuse it either, and sending it again would fail the same way. Outside the
+// HTTP/2 error code range.
+inline constexpr uint32_t kRequestNotSent = 0x7fff0001;
+
 class UpstreamConnection : public H2Transport, public pool::PoolConnection {
  public:
   // `node_index`: the node's position in upstream.nodes (for the worker's per-node state).
@@ -85,6 +92,7 @@ class UpstreamConnection : public H2Transport, public pool::PoolConnection {
   static int OnDataChunkRecvCallback(nghttp2_session*, uint8_t, int32_t, const uint8_t*, size_t,
                                      void*);
   static int OnStreamCloseCallback(nghttp2_session*, int32_t, uint32_t, void*);
+  static int OnFrameNotSendCallback(nghttp2_session*, const nghttp2_frame*, int, void*);
   static ssize_t ReadRequestCallback(nghttp2_session*, int32_t, uint8_t*, size_t, uint32_t*,
                                      nghttp2_data_source*, void*);
   static ssize_t ReadProbeCallback(nghttp2_session*, int32_t, uint8_t*, size_t, uint32_t*,
@@ -114,7 +122,8 @@ class UpstreamConnection : public H2Transport, public pool::PoolConnection {
   bool handshake_done_ = false;
   bool draining_ = false;
   bool close_posted_ = false;
-  UpstreamStreamList streams_;                            // calls' streams open here
+  int32_t not_sent_stream_ = 0;  // the request HEADERS nghttp2 last refused to send; 0: none
+  UpstreamStreamList streams_;   // calls' streams open here
   std::vector<std::pair<int32_t, ProbeStream*>> probes_;  // health probes with a stream open here
 
   boost::asio::steady_timer ping_timer_;

@@ -3,6 +3,7 @@
 #include <malloc.h>
 #include <pthread.h>
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -199,6 +200,22 @@ void Worker::Start() {
   running_ = true;
   Post([this] {
     for (auto& pool : pools_) pool->Start();
+    // The sweep looks at every app connection once a period: a quarter of the shorter timeout,
+    // between 50 ms and 1 s, so a timeout fires at most a period late; one timer per worker
+    // rather than one per connection, and nothing on the data path.
+    Duration shortest = Duration::max();
+    for (absl::Duration timeout :
+         {config_->server.handshake_timeout, config_->server.idle_timeout}) {
+      if (timeout > absl::ZeroDuration()) {
+        shortest = std::min(shortest, absl::ToChronoNanoseconds(timeout));
+      }
+    }
+    if (shortest != Duration::max()) {
+      sweep_period_ = std::clamp<Duration>(shortest / 4, std::chrono::milliseconds(50),
+                                           std::chrono::seconds(1));
+      sweep_timer_ = loop_.CreateTimer();
+      sweep_timer_->Arm(sweep_period_, [this] { SweepSessions(); });
+    }
   });
   thread_ = std::thread([this] {
     // "qpool-io-0", ...: for top -H, perf and /proc/<pid>/task/<tid>/ (at most 15 characters).
@@ -376,6 +393,22 @@ void Worker::OnSessionClosed(DownstreamSession* session) {
   CheckDrained();
 }
 
+void Worker::SweepSessions() {
+  const MonoTime now = loop_.Now();
+  // Decide first, act after: closing a session removes it from sessions_.
+  std::vector<std::pair<std::shared_ptr<DownstreamSession>, DownstreamSession::TimeoutAction>> due;
+  for (auto& [ptr, session] : sessions_) {
+    const DownstreamSession::TimeoutAction action = ptr->CheckTimeouts(now);
+    if (action != DownstreamSession::TimeoutAction::kNone) {
+      due.emplace_back(session, action);
+    } else {
+      ptr->TrimIdle();
+    }
+  }
+  for (auto& [session, action] : due) session->OnTimeout(action);
+  sweep_timer_->Arm(sweep_period_, [this] { SweepSessions(); });
+}
+
 void Worker::MaybeTrimMemory() {
   // After a crowd of app connections leaves (a deploy, a load test), glibc keeps the freed memory
   // in its arenas, and the sidecar's RSS stays at its peak. Once this worker holds half the
@@ -403,6 +436,7 @@ void Worker::Stop() {
     std::vector<std::shared_ptr<DownstreamSession>> sessions;
     for (auto& [ptr, session] : sessions_) sessions.push_back(session);
     for (auto& session : sessions) session->Abort();
+    if (sweep_timer_) sweep_timer_->Cancel();
     for (auto& pool : pools_) pool->Shutdown();
     pools_.clear();   // aborts what is still open
     probes_.clear();  // after their pools: a pool forgets its queued waiters on destruction

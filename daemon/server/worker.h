@@ -4,6 +4,7 @@
 #ifndef QPOOL_DAEMON_SERVER_WORKER_H_
 #define QPOOL_DAEMON_SERVER_WORKER_H_
 
+#include <array>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -25,6 +26,7 @@
 #include "daemon/pool/node_pool.h"
 #include "daemon/retry/method_class.h"
 #include "daemon/retry/retry_policy.h"
+#include "daemon/server/abuse_budget.h"
 
 namespace qpool::server {
 
@@ -43,6 +45,14 @@ struct ProxyCounters {
   std::atomic<int64_t> buffered_bytes{0};  // message bytes held in calls, both directions
   std::atomic<uint64_t> transparent_retries{0};  // refused by Qdrant unprocessed, sent again
   std::atomic<int64_t> replay_bytes{0};  // request copies kept for transparent replay, all calls
+  // Hostile clients (docs/security.md): connections closed with GOAWAY(ENHANCE_YOUR_CALM), by
+  // AbuseReason; streams answered RESOURCE_EXHAUSTED for [0] server.max_header_list_size,
+  // [1] server.max_headers; connections closed by server.handshake_timeout and
+  // server.idle_timeout.
+  std::array<std::atomic<uint64_t>, kAbuseReasonCount> downstream_abuse{};
+  std::array<std::atomic<uint64_t>, 2> downstream_header_limit_rejections{};
+  std::atomic<uint64_t> downstream_handshake_timeouts{0};
+  std::atomic<uint64_t> downstream_idle_timeouts{0};
 };
 
 // The EventLoop seam over Asio.
@@ -155,6 +165,9 @@ class Worker {
   class UpstreamFactory;
   class NodeObserver;
   void CheckDrained();
+  // Every sweep period: closes app connections past server.handshake_timeout or
+  // server.idle_timeout, and frees idle ones' write buffers.
+  void SweepSessions();
   // Sets the router's view of each node (health, connection up, load) from the pools, now.
   void RefreshRouter();
   // Returns free heap memory to the OS after many app connections closed.
@@ -185,6 +198,8 @@ class Worker {
   std::vector<std::unique_ptr<HealthProbe>> finished_probes_;
   std::unordered_map<DownstreamSession*, std::shared_ptr<DownstreamSession>> sessions_;
   std::function<void()> on_drained_;
+  std::unique_ptr<Timer> sweep_timer_;  // SweepSessions(); null when both timeouts are off
+  Duration sweep_period_{};
   size_t peak_sessions_ = 0;  // most app connections held since the last trim
   bool draining_ = false;
   std::thread thread_;

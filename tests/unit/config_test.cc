@@ -30,6 +30,10 @@ void ExpectSameSettings(const Config& actual, const Config& expected) {
   EXPECT_EQ(actual.server.drain_delay, expected.server.drain_delay);
   EXPECT_EQ(actual.admin.readiness_includes_upstream, expected.admin.readiness_includes_upstream);
   EXPECT_EQ(actual.config.watch_interval, expected.config.watch_interval);
+  EXPECT_EQ(actual.server.max_header_list_size, expected.server.max_header_list_size);
+  EXPECT_EQ(actual.server.max_headers, expected.server.max_headers);
+  EXPECT_EQ(actual.server.handshake_timeout, expected.server.handshake_timeout);
+  EXPECT_EQ(actual.server.idle_timeout, expected.server.idle_timeout);
   EXPECT_EQ(actual.upstream.min_connections, expected.upstream.min_connections);
   EXPECT_EQ(actual.upstream.max_connections, expected.upstream.max_connections);
   EXPECT_EQ(actual.upstream.max_streams_per_connection,
@@ -143,6 +147,10 @@ TEST(ConfigTest, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(config.server.drain_timeout, absl::Seconds(30));
   EXPECT_EQ(config.server.drain_delay, absl::ZeroDuration());
   EXPECT_FALSE(config.admin.readiness_includes_upstream);
+  EXPECT_EQ(config.server.max_header_list_size, 16u * 1024);
+  EXPECT_EQ(config.server.max_headers, 100u);
+  EXPECT_EQ(config.server.handshake_timeout, absl::Seconds(10));
+  EXPECT_EQ(config.server.idle_timeout, absl::Minutes(10));
   EXPECT_EQ(config.upstream.min_connections, 1u);
   EXPECT_EQ(config.upstream.max_connections, 4u);
   EXPECT_EQ(config.upstream.max_streams_per_connection, 100u);
@@ -167,6 +175,10 @@ server:
   stream_window: 64KiB
   workers: 2
   drain_timeout: 2m
+  max_header_list_size: 32KiB
+  max_headers: 64
+  handshake_timeout: 3s
+  idle_timeout: 0s
 upstream:
   nodes: ["10.0.0.1:6334", "qdrant-2:6334"]
   min_connections: 2
@@ -193,6 +205,10 @@ log:
   EXPECT_EQ(config->server.stream_window, 65536u);
   EXPECT_EQ(config->server.workers, 2u);
   EXPECT_EQ(config->server.drain_timeout, absl::Minutes(2));
+  EXPECT_EQ(config->server.max_header_list_size, 32u * 1024);
+  EXPECT_EQ(config->server.max_headers, 64u);
+  EXPECT_EQ(config->server.handshake_timeout, absl::Seconds(3));
+  EXPECT_EQ(config->server.idle_timeout, absl::ZeroDuration());
   EXPECT_THAT(NodeNames(*config), testing::ElementsAre("10.0.0.1:6334", "qdrant-2:6334"));
   EXPECT_EQ(config->upstream.min_connections, 2u);
   EXPECT_EQ(config->upstream.max_connections, 8u);
@@ -268,6 +284,10 @@ TEST(ConfigTest, BadDurationIsRefused) {
 TEST(ConfigTest, NegativeDurationIsRefused) {
   EXPECT_EQ(ParseError("server:\n  drain_timeout: -1s\n"),
             "test.yaml:2: server.drain_timeout: must not be negative, got -1s");
+  EXPECT_THAT(ParseError("server:\n  max_header_list_size: 100\n"),
+              StartsWith("test.yaml:2: server.max_header_list_size: "));
+  EXPECT_THAT(ParseError("server:\n  max_headers: 2\n"),
+              StartsWith("test.yaml:2: server.max_headers: "));
 }
 
 TEST(ConfigTest, ZeroTimeoutIsRefusedWhereMeaningless) {

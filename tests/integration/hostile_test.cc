@@ -1,0 +1,683 @@
+// Hostile HTTP/2 clients against an in-process qpoold (docs/security.md): HPACK bombs, header
+// floods, CONTINUATION floods, rapid reset, control-frame floods, empty DATA frames, silent and
+// idle connections, and a request too large for the upstream connection. Each test asserts what
+// qpoold answers the attacker (a RESOURCE_EXHAUSTED answer, or GOAWAY and a closed connection, and
+// the counter that says why), and that qpoold stays up, its memory stays bounded, a legitimate
+// gRPC client on another connection keeps getting answers all along, and the upstream sees no
+// more calls than the attacker sent (no amplification).
+//
+// The attacker speaks raw HTTP/2 over a plain socket: frames built by hand, header blocks in
+// HPACK literals (and one indexed reference, for the bomb), the server's header blocks decoded
+// with nghttp2's HPACK inflater. Every attack is bounded in bytes and time; loopback only.
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <nghttp2/nghttp2.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "daemon/server/abuse_budget.h"
+#include "gtest/gtest.h"
+#include "tests/integration/route_fixture.h"
+#include "tests/support/test_util.h"
+
+namespace qpool::testing {
+namespace {
+
+using server::AbuseReason;
+
+constexpr char kClientPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+constexpr uint8_t kData = 0, kHeaders = 1, kPriority = 2, kRstStream = 3, kSettings = 4, kPing = 6,
+                  kGoAway = 7, kContinuation = 9;
+constexpr uint8_t kEndStream = 0x1, kEndHeaders = 0x4;
+constexpr uint32_t kNoError = 0, kCancel = 8, kEnhanceYourCalm = 11;
+constexpr size_t kMaxFrame = 16384;  // SETTINGS_MAX_FRAME_SIZE qpoold leaves at its default
+constexpr char kUnaryPath[] = "/qpool.testing.TestService/Unary";
+
+int64_t Be32Value(std::string_view bytes) {
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  return (int64_t{p[0]} << 24) | (int64_t{p[1]} << 16) | (int64_t{p[2]} << 8) | p[3];
+}
+
+// One HTTP/2 frame.
+std::string Frame(uint8_t type, uint8_t flags, uint32_t stream_id, std::string_view payload) {
+  std::string out;
+  const size_t n = payload.size();
+  out.push_back(static_cast<char>(n >> 16));
+  out.push_back(static_cast<char>(n >> 8));
+  out.push_back(static_cast<char>(n));
+  out.push_back(static_cast<char>(type));
+  out.push_back(static_cast<char>(flags));
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>(stream_id >> shift));
+  out.append(payload);
+  return out;
+}
+
+std::string Be32(uint32_t v) {
+  return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+          static_cast<char>(v)};
+}
+
+// HPACK (RFC 7541 5.1) integer with an N-bit prefix; `first` holds the pattern bits above it.
+void HpackInt(std::string& out, uint8_t first, int prefix_bits, size_t value) {
+  const size_t max_prefix = (size_t{1} << prefix_bits) - 1;
+  if (value < max_prefix) {
+    out.push_back(static_cast<char>(first | value));
+    return;
+  }
+  out.push_back(static_cast<char>(first | max_prefix));
+  value -= max_prefix;
+  while (value >= 128) {
+    out.push_back(static_cast<char>((value & 0x7f) | 0x80));
+    value >>= 7;
+  }
+  out.push_back(static_cast<char>(value));
+}
+
+// A literal field with a new name, `indexed`: with incremental indexing (it enters the decoder's
+// dynamic table), else without indexing. No Huffman coding.
+void HpackLiteral(std::string& out, std::string_view name, std::string_view value,
+                  bool indexed = false) {
+  if (indexed) {
+    out.push_back(0x40);
+  } else {
+    out.push_back(0x00);
+  }
+  HpackInt(out, 0x00, 7, name.size());
+  out.append(name);
+  HpackInt(out, 0x00, 7, value.size());
+  out.append(value);
+}
+
+// The header block of a gRPC unary request to the test service, plus `extra` fields.
+std::string RequestBlock(const std::vector<std::pair<std::string, std::string>>& extra = {}) {
+  std::string block;
+  HpackLiteral(block, ":method", "POST");
+  HpackLiteral(block, ":scheme", "http");
+  HpackLiteral(block, ":path", kUnaryPath);
+  HpackLiteral(block, ":authority", "qpool-test");
+  HpackLiteral(block, "content-type", "application/grpc");
+  HpackLiteral(block, "te", "trailers");
+  for (const auto& [name, value] : extra) HpackLiteral(block, name, value);
+  return block;
+}
+
+// A header block as HEADERS plus as many CONTINUATION frames as it needs.
+std::string HeaderFrames(uint32_t stream_id, std::string_view block, bool end_stream) {
+  std::string out;
+  size_t pos = 0;
+  bool first = true;
+  do {
+    const std::string_view chunk = block.substr(pos, kMaxFrame);
+    pos += chunk.size();
+    const bool last = pos >= block.size();
+    const uint8_t flags = (last ? kEndHeaders : 0) | (first && end_stream ? kEndStream : 0);
+    out += Frame(first ? kHeaders : kContinuation, flags, stream_id, chunk);
+    first = false;
+  } while (pos < block.size());
+  return out;
+}
+
+// An empty gRPC message (EchoRequest with no fields) ending the stream.
+std::string EmptyMessage(uint32_t stream_id) {
+  return Frame(kData, kEndStream, stream_id, std::string(5, '\0'));
+}
+
+// A raw HTTP/2 client connection: sends bytes as given, reads and decodes what qpoold answers.
+class RawH2 {
+ public:
+  explicit RawH2(uint16_t port) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    nghttp2_hd_inflate_new(&inflater_);
+  }
+  ~RawH2() {
+    close(fd_);
+    nghttp2_hd_inflate_del(inflater_);
+  }
+
+  bool connected() const { return connected_; }
+
+  // Sends all of `bytes`; false once qpoold closed the connection (the rest is not sent).
+  bool Send(std::string_view bytes) {
+    while (!bytes.empty()) {
+      pollfd pfd{fd_, POLLOUT, 0};
+      if (poll(&pfd, 1, 5000) <= 0) return false;
+      const ssize_t n = send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      bytes.remove_prefix(static_cast<size_t>(n));
+      Drain();  // keep reading, so qpoold's answers never block it
+    }
+    return true;
+  }
+  bool Handshake() { return Send(std::string(kClientPreface) + Frame(kSettings, 0, 0, "")); }
+
+  // Reads and decodes until `done()` holds or qpoold closes; false at the timeout.
+  bool ReadUntil(const std::function<bool()>& done, absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (!done()) {
+      if (closed_) return done();
+      const absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) return false;
+      pollfd pfd{fd_, POLLIN, 0};
+      const int ms = static_cast<int>(absl::ToInt64Milliseconds(left));
+      if (poll(&pfd, 1, ms < 1 ? 1 : ms) > 0) Drain();
+    }
+    return true;
+  }
+  bool ReadUntilClosed(absl::Duration timeout) {
+    return ReadUntil([&] { return closed_; }, timeout);
+  }
+
+  bool closed() const { return closed_; }
+  // The error code of the first GOAWAY qpoold sent; -1 if none came.
+  int64_t goaway_code() const { return goaway_code_; }
+  const std::string& goaway_debug() const { return goaway_debug_; }
+  // The stream's response headers and trailers, decoded, in order.
+  const std::vector<std::pair<std::string, std::string>>& headers(uint32_t stream_id) {
+    return headers_[stream_id];
+  }
+  // The stream's grpc-status (the last one seen), or "" if none came yet.
+  std::string GrpcStatus(uint32_t stream_id) { return Last(stream_id, "grpc-status"); }
+  std::string GrpcMessage(uint32_t stream_id) { return Last(stream_id, "grpc-message"); }
+  bool Ended(uint32_t stream_id) const { return ended_.count(stream_id) > 0; }
+  // The error code of the RST_STREAM qpoold sent for the stream; -1 if none.
+  int64_t ResetCode(uint32_t stream_id) const {
+    auto it = resets_.find(stream_id);
+    return it == resets_.end() ? -1 : it->second;
+  }
+  // A setting from qpoold's first SETTINGS frame; -1 if it was not there (or none came yet).
+  int64_t Setting(uint16_t id) const {
+    auto it = settings_.find(id);
+    return it == settings_.end() ? -1 : it->second;
+  }
+  bool settings_seen() const { return settings_seen_; }
+
+ private:
+  std::string Last(uint32_t stream_id, std::string_view name) {
+    std::string value;
+    for (const auto& [n, v] : headers_[stream_id]) {
+      if (n == name) value = v;
+    }
+    return value;
+  }
+
+  // Reads what is there without blocking and decodes every whole frame.
+  void Drain() {
+    char buf[16384];
+    for (;;) {
+      const ssize_t n = recv(fd_, buf, sizeof(buf), MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        closed_ = true;
+        break;
+      }
+      if (n < 0) break;
+      in_.append(buf, static_cast<size_t>(n));
+    }
+    size_t pos = 0;
+    while (pos + 9 <= in_.size()) {
+      const auto* p = reinterpret_cast<const uint8_t*>(in_.data() + pos);
+      const size_t length = (size_t{p[0]} << 16) | (size_t{p[1]} << 8) | p[2];
+      if (pos + 9 + length > in_.size()) break;
+      const uint8_t type = p[3];
+      const uint8_t flags = p[4];
+      const uint32_t stream_id =
+          ((uint32_t{p[5]} << 24) | (uint32_t{p[6]} << 16) | (uint32_t{p[7]} << 8) | p[8]) &
+          0x7fffffff;
+      OnFrame(type, flags, stream_id, std::string_view(in_.data() + pos + 9, length));
+      pos += 9 + length;
+    }
+    in_.erase(0, pos);
+  }
+
+  void OnFrame(uint8_t type, uint8_t flags, uint32_t stream_id, std::string_view payload) {
+    if (type == kGoAway && payload.size() >= 8 && goaway_code_ < 0) {
+      const auto* p = reinterpret_cast<const uint8_t*>(payload.data());
+      goaway_code_ = (int64_t{p[4]} << 24) | (int64_t{p[5]} << 16) | (int64_t{p[6]} << 8) | p[7];
+      goaway_debug_ = std::string(payload.substr(8));
+    }
+    if (type == kRstStream && payload.size() == 4) {
+      ended_.insert(stream_id);
+      resets_[stream_id] = Be32Value(payload);
+    }
+    if (type == kSettings && !(flags & 0x1) && !settings_seen_) {
+      settings_seen_ = true;
+      for (size_t i = 0; i + 6 <= payload.size(); i += 6) {
+        const auto* p = reinterpret_cast<const uint8_t*>(payload.data() + i);
+        settings_[static_cast<uint16_t>((p[0] << 8) | p[1])] = Be32Value(payload.substr(i + 2, 4));
+      }
+    }
+    if (type == kData && (flags & kEndStream)) ended_.insert(stream_id);
+    if (type == kHeaders || type == kContinuation) {
+      block_.append(payload);  // qpoold sends neither padding nor priority
+      if (flags & kEndHeaders) {
+        Inflate(stream_id);
+        block_.clear();
+      }
+      if (type == kHeaders && (flags & kEndStream)) ended_.insert(stream_id);
+    }
+  }
+
+  void Inflate(uint32_t stream_id) {
+    const auto* in = reinterpret_cast<const uint8_t*>(block_.data());
+    size_t left = block_.size();
+    for (;;) {
+      nghttp2_nv nv;
+      int flags = 0;
+      const ssize_t n = nghttp2_hd_inflate_hd2(inflater_, &nv, &flags, in, left, 1);
+      if (n < 0) {
+        ADD_FAILURE() << "qpoold sent a header block the client cannot decode";
+        return;
+      }
+      in += n;
+      left -= static_cast<size_t>(n);
+      if (flags & NGHTTP2_HD_INFLATE_EMIT) {
+        headers_[stream_id].emplace_back(
+            std::string(reinterpret_cast<char*>(nv.name), nv.namelen),
+            std::string(reinterpret_cast<char*>(nv.value), nv.valuelen));
+      }
+      if (flags & NGHTTP2_HD_INFLATE_FINAL) {
+        nghttp2_hd_inflate_end_headers(inflater_);
+        return;
+      }
+      if ((flags & NGHTTP2_HD_INFLATE_EMIT) == 0 && left == 0) return;
+    }
+  }
+
+  int fd_;
+  bool connected_ = false;
+  bool closed_ = false;
+  nghttp2_hd_inflater* inflater_ = nullptr;
+  std::string in_;
+  std::string block_;
+  int64_t goaway_code_ = -1;
+  std::string goaway_debug_;
+  std::map<uint32_t, std::vector<std::pair<std::string, std::string>>> headers_;
+  std::set<uint32_t> ended_;
+  std::map<uint32_t, int64_t> resets_;
+  std::map<uint16_t, int64_t> settings_;
+  bool settings_seen_ = false;
+};
+
+// The test process's resident set (qpoold runs in it), bytes.
+int64_t RssBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  return -1;
+}
+
+// A well-behaved gRPC client on its own connection, calling in a loop until stopped: the "nobody
+// else notices" check.
+class LegitClient {
+ public:
+  explicit LegitClient(std::shared_ptr<grpc::Channel> channel)
+      : stub_(TestService::NewStub(std::move(channel))) {
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+        EchoRequest request;
+        request.set_payload("legit");
+        EchoResponse response;
+        (stub_->Unary(&ctx, request, &response).ok() ? ok_ : failed_)++;
+      }
+    });
+  }
+  ~LegitClient() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  int64_t ok() const { return ok_; }
+  int64_t failed() const { return failed_; }
+  int64_t calls() const { return ok_ + failed_; }
+
+ private:
+  std::unique_ptr<TestService::Stub> stub_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int64_t> ok_{0};
+  std::atomic<int64_t> failed_{0};
+  std::thread thread_;
+};
+
+constexpr int64_t kRssBound = 64ll << 20;  // docs/security.md: at most 64 MiB above idle
+
+class HostileTest : public RouteTest {
+ protected:
+  void SetUp() override {
+    RouteTest::SetUp();
+    if (HasFatalFailure()) return;
+    Begin();
+  }
+
+  // Starts the legitimate client and takes the baselines; the tests that restart the route call
+  // it again.
+  void Begin() {
+    legit_.reset();
+    legit_ = std::make_unique<LegitClient>(NewChannel(/*own_connection=*/true));
+    ASSERT_TRUE(WaitFor([&] { return legit_->ok() > 0; }, absl::Seconds(10)));
+    rss_before_ = RssBytes();
+    upstream_before_ = upstream_stats().CallsStarted();
+    legit_before_ = legit_->calls();
+    stats_before_ = proxy_->stats();
+  }
+
+  // The checks every attack ends with. `attack_calls`: calls the attacker sent that may reach
+  // the upstream (one each at most).
+  void ExpectOthersUnaffected(int64_t attack_calls) {
+    const int64_t legit_at_end = legit_->ok();
+    // The legitimate client keeps getting answers after the attack, too.
+    EXPECT_TRUE(WaitFor([&] { return legit_->ok() >= legit_at_end + 5; }, absl::Seconds(10)));
+    legit_->Stop();
+    EXPECT_EQ(legit_->failed(), 0) << "a legitimate client's calls failed during the attack";
+    const int64_t legit_calls = legit_->calls() - legit_before_;
+    EXPECT_LE(upstream_stats().CallsStarted() - upstream_before_, legit_calls + attack_calls)
+        << "the upstream saw more calls than were sent";
+    EXPECT_LT(RssBytes() - rss_before_, kRssBound);
+  }
+
+  uint64_t AbuseSince(AbuseReason reason) const {
+    const size_t i = static_cast<size_t>(reason);
+    return proxy_->stats().downstream_abuse[i] - stats_before_.downstream_abuse[i];
+  }
+
+  // Expects `conn` closed with GOAWAY(ENHANCE_YOUR_CALM) for `reason`, counted once.
+  void ExpectClosedForAbuse(RawH2& conn, AbuseReason reason) {
+    EXPECT_TRUE(conn.ReadUntilClosed(absl::Seconds(10))) << "qpoold kept the abusive connection";
+    EXPECT_EQ(conn.goaway_code(), kEnhanceYourCalm);
+    EXPECT_NE(conn.goaway_debug().find(std::string(server::AbuseReasonName(reason))),
+              std::string::npos)
+        << conn.goaway_debug();
+    EXPECT_TRUE(WaitFor([&] { return AbuseSince(reason) == 1; }, absl::Seconds(5)));
+  }
+
+  std::unique_ptr<LegitClient> legit_;
+  int64_t rss_before_ = 0;
+  int64_t upstream_before_ = 0;
+  int64_t legit_before_ = 0;
+  server::ProxyStats stats_before_;
+};
+
+// One 4,000-byte entry in the dynamic table, referenced 100,000 times with one byte each: 104 KB
+// on the wire that would decode to 400 MB. qpoold stops at 4x server.max_header_list_size.
+TEST_P(HostileTest, HpackBombClosesTheConnectionAfterABoundedDecode) {
+  std::string block = RequestBlock();
+  HpackLiteral(block, "x-bomb", std::string(4000, 'b'), /*indexed=*/true);
+  block.append(100000, static_cast<char>(0x80 | 62));  // indexed: the newest dynamic entry
+  RawH2 attacker(proxy_->port());
+  ASSERT_TRUE(attacker.Handshake());
+  const absl::Time start = absl::Now();
+  attacker.Send(HeaderFrames(1, block, /*end_stream=*/true));
+  ExpectClosedForAbuse(attacker, AbuseReason::kHeaderBlockFlood);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  ExpectOthersUnaffected(/*attack_calls=*/0);
+}
+
+// 25,000 tiny fields in one block (HEADERS and 6 CONTINUATIONs).
+TEST_P(HostileTest, HeaderFieldFloodClosesTheConnection) {
+  std::string block = RequestBlock();
+  for (int i = 0; i < 25000; ++i) HpackLiteral(block, "a", "b");
+  RawH2 attacker(proxy_->port());
+  ASSERT_TRUE(attacker.Handshake());
+  attacker.Send(HeaderFrames(1, block, /*end_stream=*/true));
+  ExpectClosedForAbuse(attacker, AbuseReason::kHeaderBlockFlood);
+  ExpectOthersUnaffected(/*attack_calls=*/0);
+}
+
+TEST_P(HostileTest, HeaderListOverTheLimitIsAnsweredResourceExhausted) {
+  RawH2 app(proxy_->port());
+  ASSERT_TRUE(app.Handshake());
+  // 20 KiB of metadata: over the 16 KiB default, under 4x it.
+  ASSERT_TRUE(app.Send(HeaderFrames(1, RequestBlock({{"x-big", std::string(20 << 10, 'm')}}),
+                                    /*end_stream=*/false) +
+                       EmptyMessage(1)));
+  ASSERT_TRUE(app.ReadUntil([&] { return app.Ended(1); }, absl::Seconds(5)));
+  EXPECT_EQ(app.GrpcStatus(1), "8");
+  EXPECT_NE(app.GrpcMessage(1).find("server.max_header_list_size"), std::string::npos)
+      << app.GrpcMessage(1);
+  EXPECT_EQ(proxy_->stats().header_list_size_rejections,
+            stats_before_.header_list_size_rejections + 1);
+  // The connection stays usable: the next request on it is answered by the upstream.
+  ASSERT_TRUE(app.Send(HeaderFrames(3, RequestBlock(), false) + EmptyMessage(3)));
+  ASSERT_TRUE(app.ReadUntil([&] { return app.Ended(3); }, absl::Seconds(5)));
+  EXPECT_EQ(app.GrpcStatus(3), "0");
+  EXPECT_FALSE(app.closed());
+  ExpectOthersUnaffected(/*attack_calls=*/1);
+}
+
+TEST_P(HostileTest, HeaderListLimitIsAdvertisedInSettings) {
+  RawH2 app(proxy_->port());
+  ASSERT_TRUE(app.Handshake());
+  ASSERT_TRUE(app.ReadUntil([&] { return app.settings_seen(); }, absl::Seconds(5)));
+  EXPECT_EQ(app.Setting(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE), 16 * 1024);
+  ExpectOthersUnaffected(/*attack_calls=*/0);
+}
+
+// Request trailers (gRPC sends none) over the limit: the call is under way, so the stream is
+// reset, and its upstream stream cancelled.
+TEST_P(HostileTest, TrailersOverTheLimitResetTheStream) {
+  RawH2 app(proxy_->port());
+  ASSERT_TRUE(app.Handshake());
+  std::string trailers;
+  HpackLiteral(trailers, "x-big-trailer", std::string(20 << 10, 't'));
+  ASSERT_TRUE(app.Send(HeaderFrames(1, RequestBlock(), false) +
+                       Frame(kData, 0, 1, std::string(5, '\0')) +
+                       HeaderFrames(1, trailers, /*end_stream=*/true)));
+  ASSERT_TRUE(app.ReadUntil([&] { return app.Ended(1); }, absl::Seconds(5)));
+  EXPECT_EQ(app.ResetCode(1), kEnhanceYourCalm);
+  EXPECT_EQ(proxy_->stats().header_list_size_rejections,
+            stats_before_.header_list_size_rejections + 1);
+  EXPECT_FALSE(app.closed());
+  ExpectOthersUnaffected(/*attack_calls=*/1);
+}
+
+TEST_P(HostileTest, TooManyHeadersAreAnsweredResourceExhausted) {
+  std::vector<std::pair<std::string, std::string>> extra;
+  for (int i = 0; i < 150; ++i) extra.emplace_back(absl::StrCat("x-h", i), "v");
+  RawH2 app(proxy_->port());
+  ASSERT_TRUE(app.Handshake());
+  ASSERT_TRUE(app.Send(HeaderFrames(1, RequestBlock(extra), true)));
+  ASSERT_TRUE(app.ReadUntil([&] { return app.Ended(1); }, absl::Seconds(5)));
+  EXPECT_EQ(app.GrpcStatus(1), "8");
+  EXPECT_NE(app.GrpcMessage(1).find("server.max_headers"), std::string::npos) << app.GrpcMessage(1);
+  EXPECT_EQ(proxy_->stats().header_count_rejections, stats_before_.header_count_rejections + 1);
+  ExpectOthersUnaffected(/*attack_calls=*/0);
+}
+
+TEST_P(HostileTest, RepeatedOverLimitRequestsCloseTheConnection) {
+  RawH2 attacker(proxy_->port());
+  ASSERT_TRUE(attacker.Handshake());
+  const std::string block = RequestBlock({{"x-big", std::string(20 << 10, 'm')}});
+  constexpr uint32_t kRequests = server::kHeaderLimitBudget.burst + 5;
+  for (uint32_t i = 0; i < kRequests; ++i) {
+    if (!attacker.Send(HeaderFrames(1 + 2 * i, block, true))) break;
+  }
+  ExpectClosedForAbuse(attacker, AbuseReason::kHeaderLimit);
+  EXPECT_EQ(attacker.GrpcStatus(1), "8");
+  ExpectOthersUnaffected(/*attack_calls=*/0);
+}
+
+// HEADERS without END_HEADERS, then CONTINUATION frames of small fields (CVE-2024-28182):
+// nghttp2 allows 8 CONTINUATIONs; the block limits stop it even sooner.
+TEST_P(HostileTest, ContinuationFloodLosesOnlyItsConnection) {
+  RawH2 attacker(proxy_->port());
+  ASSERT_TRUE(attacker.Handshake());
+  std::string frames = Frame(kHeaders, kEndStream, 1, RequestBlock());
+  std::string field;
+  HpackLiteral(field, "x-c", "v");
+  for (int i = 0; i < 5000; ++i) frames += Frame(kContinuation, 0, 1, field);
+  attacker.Send(frames);
+  EXPECT_TRUE(attacker.ReadUntilClosed(absl::Seconds(10)));
+  ExpectOthersUnaffected(/*attack_calls=*/0);
+}
+
+// HEADERS then RST_STREAM, over and over (CVE-2023-44487).
+TEST_P(HostileTest, RapidResetClosesTheConnection) {
+  RawH2 attacker(proxy_->port());
+  ASSERT_TRUE(attacker.Handshake());
+  const std::string block = RequestBlock();
+  constexpr uint32_t kStreams = 3 * server::kResetBudget.burst;
+  std::string batch;
+  for (uint32_t i = 0; i < kStreams; ++i) {
+    const uint32_t id = 1 + 2 * i;
+    batch += HeaderFrames(id, block, false) + Frame(kRstStream, 0, id, Be32(kCancel));
+    if (batch.size() > 64 * 1024 || i + 1 == kStreams) {
+      if (!attacker.Send(batch)) break;
+      batch.clear();
+    }
+  }
+  ExpectClosedForAbuse(attacker, AbuseReason::kRapidReset);
+  ExpectOthersUnaffected(/*attack_calls=*/server::kResetBudget.burst);
+}
+
+TEST_P(HostileTest, PingFloodClosesTheConnection) {
+  RawH2 attacker(proxy_->port());
+  ASSERT_TRUE(attacker.Handshake());
+  std::string frames;
+  for (int i = 0; i < 5000; ++i) frames += Frame(kPing, 0, 0, std::string(8, 'p'));
+  attacker.Send(frames);
+  ExpectClosedForAbuse(attacker, AbuseReason::kPingFlood);
+  ExpectOthersUnaffected(/*attack_calls=*/0);
+}
+
+// gRPC's BDP probes: a PING each time data arrived. They cost nothing, however many.
+TEST_P(HostileTest, PingsAfterResponsesAreNotAbuse) {
+  RawH2 app(proxy_->port());
+  ASSERT_TRUE(app.Handshake());
+  const uint32_t kCalls = server::kPingBudget.burst + 50;
+  for (uint32_t i = 0; i < kCalls; ++i) {
+    const uint32_t id = 1 + 2 * i;
+    ASSERT_TRUE(app.Send(HeaderFrames(id, RequestBlock(), false) + EmptyMessage(id)));
+    ASSERT_TRUE(app.ReadUntil([&] { return app.Ended(id); }, absl::Seconds(5)));
+    ASSERT_TRUE(app.Send(Frame(kPing, 0, 0, std::string(8, 'b'))));
+  }
+  // And a few keepalives on top, well within the budget.
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(app.Send(Frame(kPing, 0, 0, std::string(8, 'k'))));
+  EXPECT_FALSE(app.ReadUntilClosed(absl::Milliseconds(300)));
+  EXPECT_EQ(app.goaway_code(), -1);
+  EXPECT_EQ(AbuseSince(AbuseReason::kPingFlood), 0u);
+  ExpectOthersUnaffected(/*attack_calls=*/kCalls);
+}
+
+TEST_P(HostileTest, SettingsFloodClosesTheConnection) {
+  RawH2 attacker(proxy_->port());
+  ASSERT_TRUE(attacker.Handshake());
+  std::string frames;
+  for (int i = 0; i < 5000; ++i) frames += Frame(kSettings, 0, 0, "");
+  attacker.Send(frames);
+  ExpectClosedForAbuse(attacker, AbuseReason::kSettingsFlood);
+  ExpectOthersUnaffected(/*attack_calls=*/0);
+}
+
+TEST_P(HostileTest, PriorityFloodClosesTheConnection) {
+  RawH2 attacker(proxy_->port());
+  ASSERT_TRUE(attacker.Handshake());
+  std::string frames;
+  for (uint32_t i = 0; i < 5000; ++i) {
+    frames += Frame(kPriority, 0, 1 + 2 * i, Be32(0) + std::string(1, '\x10'));
+  }
+  attacker.Send(frames);
+  ExpectClosedForAbuse(attacker, AbuseReason::kPriorityFlood);
+  ExpectOthersUnaffected(/*attack_calls=*/0);
+}
+
+TEST_P(HostileTest, EmptyDataFloodClosesTheConnection) {
+  RawH2 attacker(proxy_->port());
+  ASSERT_TRUE(attacker.Handshake());
+  std::string frames = HeaderFrames(1, RequestBlock(), /*end_stream=*/false);
+  for (int i = 0; i < 5000; ++i) frames += Frame(kData, 0, 1, "");
+  attacker.Send(frames);
+  ExpectClosedForAbuse(attacker, AbuseReason::kEmptyFrames);
+  ExpectOthersUnaffected(/*attack_calls=*/1);
+}
+
+// Slowloris: connections that never finish the HTTP/2 handshake.
+TEST_P(HostileTest, UnfinishedHandshakesAreClosedAfterHandshakeTimeout) {
+  RestartRoute(
+      [](config::Config& config) { config.server.handshake_timeout = absl::Milliseconds(300); });
+  Begin();
+  RawH2 silent(proxy_->port());
+  RawH2 half_preface(proxy_->port());
+  RawH2 no_settings(proxy_->port());
+  RawH2 polite(proxy_->port());
+  ASSERT_TRUE(half_preface.Send(std::string(kClientPreface).substr(0, 10)));
+  ASSERT_TRUE(no_settings.Send(kClientPreface));
+  ASSERT_TRUE(polite.Handshake());
+  for (RawH2* conn : {&silent, &half_preface, &no_settings}) {
+    EXPECT_TRUE(conn->ReadUntilClosed(absl::Seconds(5)));
+  }
+  EXPECT_EQ(proxy_->stats().handshake_timeouts, stats_before_.handshake_timeouts + 3);
+  // A connection that finished its handshake is not touched by it.
+  EXPECT_FALSE(polite.ReadUntilClosed(absl::Milliseconds(500)));
+  ASSERT_TRUE(polite.Send(HeaderFrames(1, RequestBlock(), false) + EmptyMessage(1)));
+  ASSERT_TRUE(polite.ReadUntil([&] { return polite.Ended(1); }, absl::Seconds(5)));
+  EXPECT_EQ(polite.GrpcStatus(1), "0");
+  ExpectOthersUnaffected(/*attack_calls=*/1);
+}
+
+TEST_P(HostileTest, IdleConnectionIsClosedWithGoAwayNoError) {
+  RestartRoute(
+      [](config::Config& config) { config.server.idle_timeout = absl::Milliseconds(500); });
+  Begin();  // the legitimate client calls back to back: never idle
+  RawH2 idle(proxy_->port());
+  ASSERT_TRUE(idle.Handshake());
+  ASSERT_TRUE(idle.Send(HeaderFrames(1, RequestBlock(), false) + EmptyMessage(1)));
+  ASSERT_TRUE(idle.ReadUntil([&] { return idle.Ended(1); }, absl::Seconds(5)));
+  const absl::Time answered = absl::Now();
+  EXPECT_TRUE(idle.ReadUntilClosed(absl::Seconds(5)));
+  EXPECT_GE(absl::Now() - answered, absl::Milliseconds(400)) << "closed before the idle timeout";
+  EXPECT_EQ(idle.goaway_code(), kNoError);
+  EXPECT_GE(proxy_->stats().idle_timeouts, stats_before_.idle_timeouts + 1);
+  ExpectOthersUnaffected(/*attack_calls=*/1);
+  // A gRPC channel whose connection was closed idle reconnects on its next call.
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  EchoRequest request;
+  EchoResponse response;
+  EXPECT_TRUE(stub_->Unary(&ctx, request, &response).ok());
+}
+
+// A header block qpoold accepts (server.max_header_list_size raised) but its upstream HTTP/2
+// connection cannot send (nghttp2's 64 KiB limit): a local failure, never replayed as if Qdrant
+// had refused the stream.
+TEST_P(HostileTest, RequestTooLargeForTheUpstreamFailsWithoutReplay) {
+  RestartRoute([](config::Config& config) { config.server.max_header_list_size = 256 << 10; });
+  Begin();
+  RawH2 app(proxy_->port());
+  ASSERT_TRUE(app.Handshake());
+  const std::string half(50 << 10, 'm');
+  ASSERT_TRUE(app.Send(HeaderFrames(1, RequestBlock({{"x-big1", half}, {"x-big2", half}}), true)));
+  ASSERT_TRUE(app.ReadUntil([&] { return app.Ended(1); }, absl::Seconds(5)));
+  EXPECT_EQ(app.GrpcStatus(1), "8");
+  EXPECT_NE(app.GrpcMessage(1).find("too large to send upstream"), std::string::npos)
+      << app.GrpcMessage(1);
+  EXPECT_EQ(proxy_->stats().transparent_retries, stats_before_.transparent_retries);
+  ExpectOthersUnaffected(/*attack_calls=*/0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Routes, HostileTest, ::testing::Values(Route::kThroughQpoold), RouteName);
+
+}  // namespace
+}  // namespace qpool::testing
