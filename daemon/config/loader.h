@@ -47,6 +47,8 @@ struct CommandLine {
   std::optional<std::string> listen;        // --listen ADDR
   std::optional<std::string> admin_listen;  // --admin-listen ADDR
   std::optional<std::string> upstream;      // --upstream HOST:PORT[,HOST:PORT...]
+  std::optional<std::string> rest_listen;    // --rest-listen ADDR ("" turns REST off)
+  std::optional<std::string> rest_upstream;  // --rest-upstream HOST:PORT[,HOST:PORT...]
   std::optional<uint32_t> max_connections;  // --max-connections N (per node)
   std::optional<uint32_t> workers;          // --workers N
 };
