@@ -486,7 +486,14 @@ Key NodesKey() {
         config.upstream.nodes = std::move(nodes);
         return std::nullopt;
       },
-      [](const Config& config) { return NodesReason(config.upstream.nodes); },
+      [](const Config& config) -> Reason {
+        // REST-only: REST endpoints and rest.listen, and no gRPC node.
+        if (config.upstream.nodes.empty() && !config.upstream.rest_nodes.empty() &&
+            !config.rest.listen.host.empty()) {
+          return std::nullopt;
+        }
+        return NodesReason(config.upstream.nodes);
+      },
       [](const Config& config) {
         return absl::StrCat("[",
                             absl::StrJoin(config.upstream.nodes, ", ",
@@ -522,7 +529,7 @@ Key OptionalAddressKey(absl::string_view name, Field field) {
 Reason RestNodesReason(const Config& config) {
   const std::vector<NodeAddress>& rest_nodes = config.upstream.rest_nodes;
   if (rest_nodes.empty()) return std::nullopt;
-  if (rest_nodes.size() != config.upstream.nodes.size()) {
+  if (!config.upstream.nodes.empty() && rest_nodes.size() != config.upstream.nodes.size()) {
     return absl::StrCat("lists ", rest_nodes.size(), " REST endpoints for ",
                         config.upstream.nodes.size(),
                         " nodes in upstream.nodes: give one per node, in the same order");
@@ -1479,6 +1486,17 @@ absl::StatusOr<Config> BuildConfig(const CommandLine& command_line, const Enviro
     return absl::InvalidArgumentError(message);
   }
   return config;
+}
+
+size_t NodeCount(const Config& config) {
+  return config.upstream.nodes.empty() ? config.upstream.rest_nodes.size()
+                                       : config.upstream.nodes.size();
+}
+
+std::string NodeName(const Config& config, size_t i) {
+  if (i < config.upstream.nodes.size()) return config.upstream.nodes[i].ToString();
+  if (i < config.upstream.rest_nodes.size()) return config.upstream.rest_nodes[i].ToString();
+  return "?";
 }
 
 }  // namespace qpool::config

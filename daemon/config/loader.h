@@ -32,6 +32,14 @@ absl::Status Validate(const Config& config);
 // Every config key as "section.key", in config.h's order (for docs and drift tests).
 std::vector<std::string> ConfigKeyNames();
 
+// How many upstream nodes the pools serve: upstream.nodes, or in a REST-only setup (no gRPC nodes,
+// rest.listen on) upstream.rest_nodes. Per-node state (metrics, health, retry budgets, the
+// router) is sized by it.
+size_t NodeCount(const Config& config);
+// "host:port" of node `i` as logs name it: its gRPC endpoint, or its REST endpoint in a REST-only
+// setup.
+std::string NodeName(const Config& config, size_t i);
+
 // Parses "host:port" or "[v6]:port"; kInvalidArgument otherwise.
 absl::StatusOr<NodeAddress> ParseNodeAddress(std::string_view text);
 

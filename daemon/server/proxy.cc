@@ -34,11 +34,11 @@ class ProxyImpl : public Proxy {
  public:
   explicit ProxyImpl(std::shared_ptr<const config::Config> config)
       : config_(std::move(config)),
-        health_metrics_(config_->upstream.nodes.size()),
+        health_metrics_(config::NodeCount(*config_)),
         readiness_includes_upstream_(config_->admin.readiness_includes_upstream) {
     for (uint32_t i = 0; i < config_->server.workers; ++i) {
       worker_metrics_.push_back(
-          std::make_unique<metrics::WorkerMetrics>(config_->upstream.nodes.size()));
+          std::make_unique<metrics::WorkerMetrics>(config::NodeCount(*config_)));
     }
     for (const config::NodeAddress& node : config_->upstream.nodes) {
       node_names_.push_back(node.ToString());
@@ -138,22 +138,26 @@ absl::Status ProxyImpl::Start() {
   }
   const config::NodeAddress& listen = config_->server.listen;
   boost::system::error_code ec;
+  // REST-only (no gRPC node): no gRPC listener, port() stays 0.
+  const bool grpc = !config_->upstream.nodes.empty();
   const auto address = boost::asio::ip::make_address(listen.host, ec);
   if (ec) {
     return absl::InvalidArgumentError(
         absl::StrCat("server.listen: ", listen.host, " is not an IP address: ", ec.message()));
   }
   auto acceptor = std::make_unique<tcp::acceptor>(workers_[0]->io());
-  const tcp::endpoint endpoint(address, listen.port);
-  acceptor->open(endpoint.protocol(), ec);
-  if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor->bind(endpoint, ec);
-  if (!ec) acceptor->listen(boost::asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", listen.ToString(), ": ", ec.message()));
+  if (grpc) {
+    const tcp::endpoint endpoint(address, listen.port);
+    acceptor->open(endpoint.protocol(), ec);
+    if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) acceptor->bind(endpoint, ec);
+    if (!ec) acceptor->listen(boost::asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", listen.ToString(), ": ", ec.message()));
+    }
+    port_ = acceptor->local_endpoint().port();
   }
-  port_ = acceptor->local_endpoint().port();
   acceptor_ = std::move(acceptor);
   if (const config::NodeAddress& rest = config_->rest.listen; !rest.host.empty()) {
     const auto rest_address = boost::asio::ip::make_address(rest.host, ec);
@@ -179,7 +183,7 @@ absl::Status ProxyImpl::Start() {
   for (auto& worker : workers_) workers.push_back(worker.get());
   health_checker_ = std::make_unique<HealthChecker>(*config_, health_metrics_, std::move(workers));
   health_checker_->Start();
-  workers_[0]->Post([this] { Accept(); });
+  if (grpc) workers_[0]->Post([this] { Accept(); });
   if (rest_acceptor_ != nullptr) workers_[0]->Post([this] { AcceptRest(); });
   running_.store(true, std::memory_order_release);
   return absl::OkStatus();
@@ -313,6 +317,8 @@ std::string ProxyImpl::NotReadyReason() const {
   if (!readiness_includes_upstream_.load(std::memory_order_relaxed)) return "";
   std::vector<const metrics::WorkerMetrics*> workers;
   for (const auto& worker : worker_metrics_) workers.push_back(worker.get());
+  // REST-only (no gRPC node): no probes run and readiness follows the listener alone.
+  if (node_names_.empty()) return "";
   for (size_t n = 0; n < node_names_.size(); ++n) {
     if (metrics::NodeUsable(workers, n) && health_metrics_.healthy(n)) return "";
   }

@@ -7,6 +7,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/config/loader.h"
 #include "daemon/health/health.h"
 #include "daemon/server/downstream_session.h"
 #include "daemon/server/health_probe.h"
@@ -158,10 +159,10 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
       counters_(counters),
       metrics_(metrics),
       loop_(io_),
-      retry_(config_->retry, config_->upstream.nodes.size()),
+      retry_(config_->retry, config::NodeCount(*config_)),
       read_buffer_(64 * 1024),
       health_(health),
-      router_(config_->upstream.nodes.size(), OutlierOptionsOf(config_->health),
+      router_(config::NodeCount(*config_), OutlierOptionsOf(config_->health),
               config_->health.enabled && config_->health.passive_enabled, random_),
       ping_interval_(config_->upstream.nodes.size(),
                      config_->health.enabled && config_->health.fast_enabled
@@ -319,7 +320,7 @@ pool::NodePool& Worker::PickPool() {
 }
 
 void Worker::OnAttemptEnd(size_t node, bool failed) {
-  if (node >= pools_.size()) return;
+  if (node >= router_.size()) return;
   if (failed) {
     OnNodeFailure(node);
   } else {
@@ -328,11 +329,11 @@ void Worker::OnAttemptEnd(size_t node, bool failed) {
 }
 
 void Worker::OnNodeFailure(size_t node) {
-  if (node >= router_.size() || pools_.size() < 2) return;  // one node: nowhere else to go
+  if (node >= router_.size() || router_.size() < 2) return;  // one node: nowhere else to go
   if (router_.OnAttemptEnd(node, true, loop_.Now())) {
     metrics_.node(node).ejections.Add();
     SPDLOG_WARN("upstream {}: ejected after {} failures in a row (health.consecutive_failures)",
-                config_->upstream.nodes[node].ToString(), config_->health.consecutive_failures);
+                config::NodeName(*config_, node), config_->health.consecutive_failures);
   }
 }
 

@@ -139,6 +139,9 @@ std::string ErrorOf(const std::string& body) {
   return json["status"]["error"].get<std::string>();
 }
 
+double Sample(const std::vector<prometheus::MetricFamily>& families, const std::string& family,
+              const std::map<std::string, std::string>& labels);
+
 class RestForwardingTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -337,6 +340,53 @@ TEST_F(RestForwardingTest, RequestLostOnAReusedConnectionBeforeAnyAnswerIsReplay
   EXPECT_EQ(proxy_->stats().transparent_retries, 1u);
 }
 
+TEST_F(RestForwardingTest, RestOnlyWithoutGrpcNodes) {
+  StartProxy([](config::Config& c) { c.upstream.nodes.clear(); });
+  EXPECT_EQ(proxy_->port(), 0);  // no gRPC listener without a gRPC node
+  Client client(port_);
+  ASSERT_TRUE(client.Send(Request("GET", "/collections")));
+  const Reply reply = client.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.status, 200u);
+  EXPECT_EQ(reply.headers["x-seen-host"], absl::StrCat("127.0.0.1:", upstream_->port()));
+  EXPECT_EQ(proxy_->NotReadyReason(), "");
+}
+
+TEST_F(RestForwardingTest, ReadAnswered503IsRetriedByPolicy) {
+  Client client(port_);
+  upstream_->FailNextRequests(1, 503);
+  const std::string body = R"({"query":[0.1],"limit":1})";
+  ASSERT_TRUE(client.Send(Request("POST", "/collections/c/points/query", body)));
+  const Reply reply = client.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.status, 200u);
+  EXPECT_EQ(reply.body, body);
+  EXPECT_EQ(upstream_->failed_on_purpose(), 1);
+  EXPECT_EQ(upstream_->requests(), 2);
+}
+
+TEST_F(RestForwardingTest, IdDeleteIsRetriedFilterDeleteIsNot) {
+  Client client(port_);
+  upstream_->FailNextRequests(1, 503);
+  ASSERT_TRUE(client.Send(
+      Request("POST", "/collections/c/points/delete?wait=true", R"({"points":[1,2,3]})")));
+  Reply reply = client.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.status, 200u);
+  EXPECT_EQ(upstream_->requests(), 2);
+
+  // A filter delete reached Qdrant and failed: never sent again; Qdrant's own answer passes on.
+  upstream_->FailNextRequests(1, 503);
+  ASSERT_TRUE(client.Send(Request("POST", "/collections/c/points/delete?wait=true",
+                                  R"({"filter":{"must":[{"key":"k","match":{"value":1}}]}})")));
+  reply = client.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.status, 503u);
+  EXPECT_EQ(ErrorOf(reply.body), "failed on purpose");
+  EXPECT_EQ(upstream_->requests(), 3);
+  EXPECT_EQ(upstream_->failed_on_purpose(), 2);
+}
+
 TEST_F(RestForwardingTest, LimitsAnswered431And413WithTheirKeys) {
   StartProxy([](config::Config& c) {
     c.rest.max_header_bytes = 4096;
@@ -381,8 +431,9 @@ TEST_F(RestForwardingTest, GarbageAndHttp2CostOnlyTheirOwnConnection) {
   ASSERT_TRUE(good.Read().ok);
 
   Client garbage(port_);
-  ASSERT_TRUE(
-      garbage.Send(std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n", 27)));
+  // A TLS ClientHello's first bytes, then garbage.
+  constexpr char kTls[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n";
+  ASSERT_TRUE(garbage.Send(std::string(kTls, sizeof(kTls) - 1)));
   EXPECT_TRUE(garbage.ClosedWithin(absl::Seconds(5)));
 
   Client h2(port_);
@@ -452,7 +503,13 @@ TEST_F(RestForwardingTest, QueueFullIs429WithRetryAfter) {
   ASSERT_TRUE(WaitFor([&] { return upstream_->open_connections() == 1; }, absl::Seconds(5)));
   ASSERT_TRUE(waiting.Send(Request("GET", "/slow?ms=1")));
   // Queued once the first is on the connection; the third finds the queue full.
-  absl::SleepFor(absl::Milliseconds(100));  // not synchronisation: the order of two sends
+  const std::string node = absl::StrCat("127.0.0.1:", upstream_->port());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return Sample(metrics::BuildFamilies(proxy_->Scrape(absl::Seconds(5))),
+                      "qpool_rest_calls_waiting", {{"node", node}}) == 1;
+      },
+      absl::Seconds(10)));
   ASSERT_TRUE(refused.Send(Request("GET", "/collections")));
   const Reply reply = refused.Read();
   ASSERT_TRUE(reply.ok) << reply.error;
@@ -491,8 +548,20 @@ TEST_F(RestForwardingTest, CountedWithTheProtocolLabelAndShownInPool) {
   }
   ASSERT_TRUE(client.Send(Request("GET", "/status/404")));
   ASSERT_EQ(client.Read().status, 404u);
-  const metrics::ScrapeInput input = proxy_->Scrape(absl::Seconds(5));
-  const auto families = metrics::BuildFamilies(input);
+  // The answer's last byte reaches the client before qpoold's write completes and counts it.
+  const std::string node = absl::StrCat("127.0.0.1:", upstream_->port());
+  metrics::ScrapeInput input;
+  std::vector<prometheus::MetricFamily> families;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        input = proxy_->Scrape(absl::Seconds(5));
+        families = metrics::BuildFamilies(input);
+        return Sample(families, "qpool_calls_total",
+                      {{"protocol", "rest"}, {"class", "other"}, {"code", "404"}}) == 1 &&
+               Sample(families, "qpool_rest_upstream_connections",
+                      {{"node", node}, {"state", "ready"}}) == 1;
+      },
+      absl::Seconds(10)));
   EXPECT_EQ(Sample(families, "qpool_calls_total",
                    {{"protocol", "rest"}, {"class", "read"}, {"code", "200"}}),
             3);
@@ -500,7 +569,6 @@ TEST_F(RestForwardingTest, CountedWithTheProtocolLabelAndShownInPool) {
   EXPECT_EQ(Sample(families, "qpool_calls_total",
                    {{"protocol", "rest"}, {"class", "other"}, {"code", "404"}}),
             1);
-  const std::string node = absl::StrCat("127.0.0.1:", upstream_->port());
   EXPECT_EQ(
       Sample(families, "qpool_rest_upstream_connections", {{"node", node}, {"state", "ready"}}), 1);
   const std::string pool = metrics::PoolJson(input);

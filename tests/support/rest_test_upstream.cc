@@ -27,6 +27,10 @@ class RestTestUpstream::Impl {
   std::thread thread;
   uint16_t port = 0;
   std::atomic<int> close_next{0};
+  std::atomic<int> fail_next{0};
+  std::atomic<int> fail_status{503};
+  std::atomic<int> fail_retry_after{-1};
+  std::atomic<int64_t> failed{0};
   std::atomic<int64_t> accepted{0}, open{0}, max_open{0}, requests{0}, closed_unanswered{0},
       bytes{0};
   std::set<std::shared_ptr<tcp::socket>> sockets;  // io thread only
@@ -80,7 +84,17 @@ class RestTestUpstream::Impl {
         }
         return value;
       };
-      if (path == "/chunked") {
+      if (impl.fail_next.load() > 0) {
+        impl.fail_next--;
+        impl.failed++;
+        response.result(static_cast<unsigned>(impl.fail_status.load()));
+        if (impl.fail_retry_after.load() >= 0) {
+          response.set(http::field::retry_after, std::to_string(impl.fail_retry_after.load()));
+        }
+        response.set(http::field::content_type, "application/json");
+        response.body() = R"({"status":{"error":"failed on purpose"},"time":0.0})";
+        response.prepare_payload();
+      } else if (path == "/chunked") {
         std::string body(static_cast<size_t>(number("size")), 'a');
         for (size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>('a' + i % 26);
         response.result(200);
@@ -190,6 +204,12 @@ void RestTestUpstream::Stop() {
 
 uint16_t RestTestUpstream::port() const { return impl_->port; }
 void RestTestUpstream::CloseNextReusedRequests(int n) { impl_->close_next = n; }
+void RestTestUpstream::FailNextRequests(int n, int status, int retry_after_seconds) {
+  impl_->fail_status = status;
+  impl_->fail_retry_after = retry_after_seconds;
+  impl_->fail_next = n;
+}
+int64_t RestTestUpstream::failed_on_purpose() const { return impl_->failed.load(); }
 int64_t RestTestUpstream::connections_accepted() const { return impl_->accepted.load(); }
 int64_t RestTestUpstream::open_connections() const { return impl_->open.load(); }
 int64_t RestTestUpstream::max_open_connections() const { return impl_->max_open.load(); }

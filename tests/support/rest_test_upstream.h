@@ -39,12 +39,17 @@ class RestTestUpstream {
   // the connection closes as soon as their headers are read (a keep-alive close racing a request).
   void CloseNextReusedRequests(int n);
 
+  // The next `n` requests are answered `status` in Qdrant's error shape (with `Retry-After:
+  // retry_after_seconds` when that is not negative), whatever they asked for.
+  void FailNextRequests(int n, int status, int retry_after_seconds = -1);
+
   int64_t connections_accepted() const;
   int64_t open_connections() const;
   int64_t max_open_connections() const;
   int64_t requests() const;           // requests answered
   int64_t closed_unanswered() const;  // requests dropped by CloseNextReusedRequests
   int64_t bytes_received() const;     // request body bytes answered
+  int64_t failed_on_purpose() const;  // requests answered by FailNextRequests
 
   class Impl;
 

@@ -845,6 +845,17 @@ TEST(RestConfigTest, EmptyListenTurnsRestOffAndRestNodesMatchTheNodes) {
             "per node, in the same order");
 }
 
+TEST(RestConfigTest, RestOnlyNeedsRestNodesAndTheListener) {
+  Config config;
+  config.upstream.rest_nodes = {{"a", 6333}, {"b", 6333}};
+  EXPECT_TRUE(Validate(config).ok()) << Validate(config);
+  EXPECT_EQ(NodeCount(config), 2u);
+  EXPECT_EQ(NodeName(config, 1), "b:6333");
+  config.rest.listen = {};
+  EXPECT_THAT(std::string(Validate(config).message()),
+              HasSubstr("upstream.nodes: at least one Qdrant node is required"));
+}
+
 TEST(RestConfigTest, RestFlagsOverride) {
   const char* argv[] = {"qpoold",        "--upstream",    "a:6334,b:6334", "--rest-upstream",
                         "a:7333,b:7333", "--rest-listen", "127.0.0.1:0"};
