@@ -25,7 +25,7 @@ curl -sf -X POST "http://$CTL/counters/reset" >/dev/null
 printf 'rest:\n  max_connections: 2\n' >"$WORK/qpool.yaml"
 start_qpoold "$QPOOLD" --config "$WORK/qpool.yaml" --upstream "$EMU" --rest-upstream "$REST" \
   --max-connections 2
-QP_REST=$(wait_for_line "$WORK/qpoold.log" 'REST front door at' '.*REST front door at http://([0-9.:]+).*')
+QP_REST=$(wait_for_line "$WORK/qpoold.log" 'REST front door at' '.*REST front door at http:..([0-9.:]+).*')
 node "$JS_DIR/run.mjs" --url "http://$QP_REST" --out "$WORK/through_qpoold.json"
 
 if ! diff -u "$WORK/direct.json" "$WORK/through_qpoold.json"; then
