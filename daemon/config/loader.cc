@@ -508,22 +508,26 @@ Key NodesKey() {
 // An address key that may be "" (off): rest.listen.
 template <typename Field>
 Key OptionalAddressKey(absl::string_view name, Field field) {
-  return Key{name,
-             [=](const YAML::Node& node, Config& config) -> std::optional<Problem> {
-               if (!node.IsScalar()) {
-                 return ProblemAt(node, absl::StrCat("expected \"HOST:PORT\" or \"\" (off), got ",
-                                                     KindOf(node)));
-               }
-               if (node.Scalar().empty()) {
-                 field(config) = NodeAddress{};
-                 return std::nullopt;
-               }
-               absl::StatusOr<NodeAddress> address = ParseNodeAddress(node.Scalar());
-               if (!address.ok()) return ProblemAt(node, std::string(address.status().message()));
-               field(config) = *std::move(address);
-               return std::nullopt;
-             },
-             [](const Config&) -> Reason { return std::nullopt; }};
+  return Key{
+      name,
+      [=](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+        if (!node.IsScalar()) {
+          return ProblemAt(
+              node, absl::StrCat("expected \"HOST:PORT\" or \"\" (off), got ", KindOf(node)));
+        }
+        if (node.Scalar().empty()) {
+          field(config) = NodeAddress{};
+          return std::nullopt;
+        }
+        absl::StatusOr<NodeAddress> address = ParseNodeAddress(node.Scalar());
+        if (!address.ok()) return ProblemAt(node, std::string(address.status().message()));
+        field(config) = *std::move(address);
+        return std::nullopt;
+      },
+      [](const Config&) -> Reason { return std::nullopt; },
+      [=](const Config& config) {
+        return field(config).host.empty() ? std::string("\"\"") : Quoted(field(config).ToString());
+      }};
 }
 
 Reason RestNodesReason(const Config& config) {
@@ -566,7 +570,16 @@ Key RestNodesKey() {
         return std::nullopt;
       },
       // Checked against upstream.nodes in FindViolation, once both are known.
-      [](const Config&) -> Reason { return std::nullopt; }};
+      [](const Config&) -> Reason { return std::nullopt; },
+      [](const Config& config) {
+        return absl::StrCat("[",
+                            absl::StrJoin(config.upstream.rest_nodes, ", ",
+                                          [](std::string* out, const NodeAddress& node) {
+                                            out->append(Quoted(node.ToString()));
+                                          }),
+                            "]");
+      },
+      Shape::kList};
 }
 
 // The one table of keys, in config.h's order. Defaults live in config.h; units and ranges here.

@@ -45,20 +45,20 @@ absl::StatusOr<NodeAddress> ParseNodeAddress(std::string_view text);
 
 // What the command line asked for. Flags override the file's values.
 struct CommandLine {
-  std::optional<std::string> config_path;   // --config FILE
-  bool check_config = false;                // --check-config
-  bool version = false;                     // --version
-  bool help = false;                        // --help
-  bool print_config = false;                // --print-config
-  std::optional<std::string> log_level;     // --log-level
-  std::optional<std::string> log_format;    // --log-format text|json
-  std::optional<std::string> listen;        // --listen ADDR
-  std::optional<std::string> admin_listen;  // --admin-listen ADDR
-  std::optional<std::string> upstream;      // --upstream HOST:PORT[,HOST:PORT...]
+  std::optional<std::string> config_path;    // --config FILE
+  bool check_config = false;                 // --check-config
+  bool version = false;                      // --version
+  bool help = false;                         // --help
+  bool print_config = false;                 // --print-config
+  std::optional<std::string> log_level;      // --log-level
+  std::optional<std::string> log_format;     // --log-format text|json
+  std::optional<std::string> listen;         // --listen ADDR
+  std::optional<std::string> admin_listen;   // --admin-listen ADDR
+  std::optional<std::string> upstream;       // --upstream HOST:PORT[,HOST:PORT...]
   std::optional<std::string> rest_listen;    // --rest-listen ADDR ("" turns REST off)
   std::optional<std::string> rest_upstream;  // --rest-upstream HOST:PORT[,HOST:PORT...]
-  std::optional<uint32_t> max_connections;  // --max-connections N (per node)
-  std::optional<uint32_t> workers;          // --workers N
+  std::optional<uint32_t> max_connections;   // --max-connections N (per node)
+  std::optional<uint32_t> workers;           // --workers N
 };
 
 // Parses argv (both "--flag value" and "--flag=value"). kInvalidArgument for an unknown flag, a

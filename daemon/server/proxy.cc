@@ -101,8 +101,8 @@ class ProxyImpl : public Proxy {
   metrics::HealthMetrics health_metrics_;
   std::vector<std::string> node_names_;
   std::vector<std::string> rest_node_names_;  // empty when rest.listen is off
-  std::atomic<bool> running_{false};   // workers started, not yet stopped
-  std::atomic<bool> draining_{false};  // MarkDraining() or Shutdown() began
+  std::atomic<bool> running_{false};          // workers started, not yet stopped
+  std::atomic<bool> draining_{false};         // MarkDraining() or Shutdown() began
   std::atomic<bool> readiness_includes_upstream_;
   // Guards workers_ against the admin thread while Start() fills it and ShutdownNow() clears it;
   // held only to post, never while waiting.
