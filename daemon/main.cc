@@ -296,6 +296,10 @@ int Run(int argc, char** argv) {
   spdlog::info("listening on {} (upstream: {}), admin on {}, version {}", bound.ToString(),
                Upstreams(*config), admin.ok() ? "http://" + admin_bound.ToString() + "/" : "none",
                QPOOL_VERSION);
+  if ((*proxy)->rest_port() != 0) {
+    const qpool::config::NodeAddress rest_bound{config->rest.listen.host, (*proxy)->rest_port()};
+    spdlog::info("REST front door at http://{} (rest.listen)", rest_bound.ToString());
+  }
 
   std::thread shutdown_thread;
   std::atomic<bool> shutdown_done{false};

@@ -1,5 +1,6 @@
 #include "daemon/common/qdrant_methods.h"
 
+#include <algorithm>
 #include <array>
 
 namespace qpool {
@@ -76,7 +77,127 @@ constexpr std::array<QdrantMethod, 52> kMethods = {{
     Read("grpc.health.v1.Health", "List"),
 }};
 
+constexpr QdrantRestRoute Rest(std::string_view verb, std::string_view pattern,
+                               std::string_view grpc_method) {
+  return {verb, pattern, grpc_method, kAdmin};
+}
+constexpr QdrantRestRoute RestOnly(std::string_view verb, std::string_view pattern,
+                                   MethodKind kind) {
+  return {verb, pattern, "", kind};
+}
+
+// Qdrant 1.19's REST routes (/work/shared/QDRANT.md). Order matters only where two patterns match
+// the same path: the first wins (".../points/search" before ".../points/{id}" is not needed since
+// the verbs differ, but "/collections/aliases" comes before "/collections/{}").
+constexpr QdrantRestRoute kRestRoutes[] = {
+    RestOnly("GET", "/", kRead),
+    RestOnly("GET", "/healthz", kRead),
+    RestOnly("GET", "/livez", kRead),
+    RestOnly("GET", "/readyz", kRead),
+    RestOnly("GET", "/telemetry", kRead),
+    RestOnly("GET", "/metrics", kRead),
+    RestOnly("GET", "/cluster", kRead),
+    RestOnly("GET", "/issues", kRead),
+    RestOnly("DELETE", "/issues", kAdmin),
+    RestOnly("PUT", "/quotas", kAdmin),
+    Rest("GET", "/collections", "/qdrant.Collections/List"),
+    Rest("GET", "/aliases", "/qdrant.Collections/ListAliases"),
+    Rest("POST", "/collections/aliases", "/qdrant.Collections/UpdateAliases"),
+    Rest("GET", "/collections/{}", "/qdrant.Collections/Get"),
+    Rest("PUT", "/collections/{}", "/qdrant.Collections/Create"),
+    Rest("PATCH", "/collections/{}", "/qdrant.Collections/Update"),
+    Rest("DELETE", "/collections/{}", "/qdrant.Collections/Delete"),
+    Rest("GET", "/collections/{}/exists", "/qdrant.Collections/CollectionExists"),
+    Rest("GET", "/collections/{}/aliases", "/qdrant.Collections/ListCollectionAliases"),
+    Rest("GET", "/collections/{}/cluster", "/qdrant.Collections/CollectionClusterInfo"),
+    Rest("POST", "/collections/{}/cluster", "/qdrant.Collections/UpdateCollectionClusterSetup"),
+    Rest("GET", "/collections/{}/shards", "/qdrant.Collections/ListShardKeys"),
+    Rest("PUT", "/collections/{}/shards", "/qdrant.Collections/CreateShardKey"),
+    Rest("POST", "/collections/{}/shards/delete", "/qdrant.Collections/DeleteShardKey"),
+    Rest("PUT", "/collections/{}/index", "/qdrant.Points/CreateFieldIndex"),
+    Rest("DELETE", "/collections/{}/index/{}", "/qdrant.Points/DeleteFieldIndex"),
+    Rest("GET", "/collections/{}/snapshots", "/qdrant.Snapshots/List"),
+    Rest("POST", "/collections/{}/snapshots", "/qdrant.Snapshots/Create"),
+    Rest("DELETE", "/collections/{}/snapshots/{}", "/qdrant.Snapshots/Delete"),
+    Rest("GET", "/snapshots", "/qdrant.Snapshots/ListFull"),
+    Rest("POST", "/snapshots", "/qdrant.Snapshots/CreateFull"),
+    Rest("DELETE", "/snapshots/{}", "/qdrant.Snapshots/DeleteFull"),
+    Rest("GET", "/collections/{}/points/{}", "/qdrant.Points/Get"),
+    Rest("POST", "/collections/{}/points", "/qdrant.Points/Get"),
+    Rest("PUT", "/collections/{}/points", "/qdrant.Points/Upsert"),
+    Rest("POST", "/collections/{}/points/scroll", "/qdrant.Points/Scroll"),
+    Rest("POST", "/collections/{}/points/count", "/qdrant.Points/Count"),
+    Rest("POST", "/collections/{}/facet", "/qdrant.Points/Facet"),
+    Rest("POST", "/collections/{}/points/search", "/qdrant.Points/Search"),
+    Rest("POST", "/collections/{}/points/search/batch", "/qdrant.Points/SearchBatch"),
+    Rest("POST", "/collections/{}/points/search/groups", "/qdrant.Points/SearchGroups"),
+    Rest("POST", "/collections/{}/points/search/matrix/pairs", "/qdrant.Points/SearchMatrixPairs"),
+    Rest("POST", "/collections/{}/points/search/matrix/offsets",
+         "/qdrant.Points/SearchMatrixOffsets"),
+    Rest("POST", "/collections/{}/points/query", "/qdrant.Points/Query"),
+    Rest("POST", "/collections/{}/points/query/batch", "/qdrant.Points/QueryBatch"),
+    Rest("POST", "/collections/{}/points/query/groups", "/qdrant.Points/QueryGroups"),
+    Rest("POST", "/collections/{}/points/recommend", "/qdrant.Points/Recommend"),
+    Rest("POST", "/collections/{}/points/recommend/batch", "/qdrant.Points/RecommendBatch"),
+    Rest("POST", "/collections/{}/points/recommend/groups", "/qdrant.Points/RecommendGroups"),
+    Rest("POST", "/collections/{}/points/discover", "/qdrant.Points/Discover"),
+    Rest("POST", "/collections/{}/points/discover/batch", "/qdrant.Points/DiscoverBatch"),
+    Rest("POST", "/collections/{}/points/delete", "/qdrant.Points/Delete"),
+    Rest("PUT", "/collections/{}/points/vectors", "/qdrant.Points/UpdateVectors"),
+    Rest("POST", "/collections/{}/points/vectors/delete", "/qdrant.Points/DeleteVectors"),
+    Rest("POST", "/collections/{}/points/payload", "/qdrant.Points/SetPayload"),
+    Rest("PUT", "/collections/{}/points/payload", "/qdrant.Points/OverwritePayload"),
+    Rest("POST", "/collections/{}/points/payload/delete", "/qdrant.Points/DeletePayload"),
+    Rest("POST", "/collections/{}/points/payload/clear", "/qdrant.Points/ClearPayload"),
+    Rest("POST", "/collections/{}/points/batch", "/qdrant.Points/UpdateBatch"),
+    RestOnly("PUT", "/collections/{}/snapshots/recover", kAdmin),
+    RestOnly("POST", "/collections/{}/snapshots/upload", kAdmin),
+    RestOnly("POST", "/cluster/recover", kAdmin),
+    RestOnly("DELETE", "/cluster/peer/{}", kAdmin),
+};
+
+// True when `path` matches `pattern` segment by segment ("{}" matches any one non-empty segment).
+bool PathMatches(std::string_view pattern, std::string_view path) {
+  while (true) {
+    if (pattern.empty() || path.empty()) return pattern.empty() && path.empty();
+    if (pattern.front() != '/' || path.front() != '/') return false;
+    pattern.remove_prefix(1);
+    path.remove_prefix(1);
+    const size_t pattern_end = std::min(pattern.find('/'), pattern.size());
+    const size_t path_end = std::min(path.find('/'), path.size());
+    const std::string_view want = pattern.substr(0, pattern_end);
+    const std::string_view got = path.substr(0, path_end);
+    if (want == "{}") {
+      if (got.empty()) return false;
+    } else if (want != got) {
+      return false;
+    }
+    pattern.remove_prefix(pattern_end);
+    path.remove_prefix(path_end);
+  }
+}
+
 }  // namespace
+
+absl::Span<const QdrantRestRoute> QdrantRestRoutes() { return kRestRoutes; }
+
+const QdrantRestRoute* FindQdrantRestRoute(std::string_view verb, std::string_view path) {
+  // A trailing slash is the same route to actix ("/collections/" = "/collections").
+  if (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
+  for (const QdrantRestRoute& route : kRestRoutes) {
+    if (route.verb == verb && PathMatches(route.pattern, path)) return &route;
+  }
+  return nullptr;
+}
+
+const QdrantMethod* GrpcTwinOf(const QdrantRestRoute& route) {
+  return route.grpc_method.empty() ? nullptr : FindQdrantMethod(route.grpc_method);
+}
+
+MethodKind KindOf(const QdrantRestRoute& route) {
+  const QdrantMethod* twin = GrpcTwinOf(route);
+  return twin != nullptr ? twin->kind : route.kind;
+}
 
 absl::Span<const QdrantMethod> QdrantMethods() { return kMethods; }
 

@@ -41,6 +41,34 @@ struct QdrantMethod {
 // Every method qpool knows.
 absl::Span<const QdrantMethod> QdrantMethods();
 
+// A route of Qdrant's REST API and the gRPC method it is the REST form of: REST calls get their
+// metrics class and retry class from that method's row above, so both protocols are declared once.
+// A route with no gRPC twin (GET /, /healthz, /telemetry, ...) names none and carries its kind.
+//
+//   const QdrantRestRoute* r = FindQdrantRestRoute("POST", "/collections/c/points/delete");
+//   r->grpc_method == "/qdrant.Points/Delete"
+//
+// For a kSelectorWrite the JSON body names the points as the gRPC message does: "points": [ids]
+// (id-scoped) or "filter": {...} (filter-scoped); "update_filter" makes an upsert conditional.
+struct QdrantRestRoute {
+  std::string_view verb;         // "POST"
+  std::string_view pattern;      // "/collections/{}/points/delete"; "{}" matches one segment
+  std::string_view grpc_method;  // "/qdrant.Points/Delete" (a :path); empty: the route has no twin
+  MethodKind kind;               // used only when grpc_method is empty
+};
+
+absl::Span<const QdrantRestRoute> QdrantRestRoutes();
+
+// The route `verb` and `path` (no query string) match; null for a route qpool does not know. No
+// allocation.
+const QdrantRestRoute* FindQdrantRestRoute(std::string_view verb, std::string_view path);
+
+// The gRPC method a route is the REST form of; null when it has none.
+const QdrantMethod* GrpcTwinOf(const QdrantRestRoute& route);
+
+// The route's kind: its gRPC twin's, or its own.
+MethodKind KindOf(const QdrantRestRoute& route);
+
 // The method `path` ("/qdrant.Points/Search", as in :path) names; null when it is not a method of
 // the table (or not a method path at all). No allocation.
 const QdrantMethod* FindQdrantMethod(std::string_view path);

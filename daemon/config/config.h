@@ -100,6 +100,46 @@ struct UpstreamConfig {
   // upstream.idle_timeout: a connection with no call in flight for this long is closed (drained)
   // while the node has more than min_connections. 0 turns it off. Default 5m.
   absl::Duration idle_timeout = absl::Minutes(5);
+  // upstream.rest_nodes: Qdrant REST endpoints, "host:port", one per node of upstream.nodes and in
+  // the same order. Default: each gRPC node's host with port 6333.
+  std::vector<NodeAddress> rest_nodes;
+};
+
+// YAML section `rest`: the HTTP/1.1 front door for Qdrant's REST API (docs/architecture.md,
+// "REST"). Upstream REST connections use the pool's other keys (upstream.max_pending,
+// acquire_timeout, connect_timeout, connect_backoff_*, max_connection_age,
+// max_requests_per_connection) as the gRPC pool does.
+struct RestConfig {
+  // rest.listen: address REST apps connect to; an empty host ("") turns REST off. Default
+  // "127.0.0.1:6333" (Qdrant's REST port).
+  NodeAddress listen{"127.0.0.1", 6333};
+  // rest.max_connections: hard bound on REST connections per node. An HTTP/1.1 connection carries
+  // one request at a time, so this is also the node's REST concurrency. Default 16.
+  uint32_t max_connections = 16;
+  // rest.min_connections: REST connections per node kept open when idle. Default 0: Qdrant
+  // (actix-web) closes an idle keep-alive connection after 5s, so warm idle ones would churn.
+  uint32_t min_connections = 0;
+  // rest.idle_timeout: an upstream REST connection idle this long is closed by qpoold (while more
+  // than rest.min_connections are up). Default 4s: below actix-web's 5s keep-alive, so qpoold
+  // closes first and rarely sends a request into a connection the server is closing. 0: never.
+  absl::Duration idle_timeout = absl::Seconds(4);
+  // rest.request_timeout: the REST deadline: from the request's headers to the first byte of the
+  // answer's headers, queueing and retries included; past it qpoold answers 504. A request whose
+  // query asks Qdrant for a longer `timeout=N` (seconds) gets N+1s instead. 0: none. Default 60s.
+  absl::Duration request_timeout = absl::Seconds(60);
+  // rest.header_timeout: an app connection must deliver a request's headers within this long of
+  // their first byte, else it is closed (slowloris). Default 10s.
+  absl::Duration header_timeout = absl::Seconds(10);
+  // rest.keepalive_timeout: an idle app keep-alive connection (no request begun) is closed after
+  // this long. Default 60s.
+  absl::Duration keepalive_timeout = absl::Seconds(60);
+  // rest.max_header_bytes: request line plus headers, bytes; more is answered 431. Default 64KiB.
+  uint32_t max_header_bytes = 64 << 10;
+  // rest.max_headers: header fields per request; more is answered 431. Default 100.
+  uint32_t max_headers = 100;
+  // rest.max_body_bytes: request body, bytes (Qdrant's own max_request_size_mb is 32); more is
+  // answered 413. Default 32MiB.
+  uint32_t max_body_bytes = 32 << 20;
 };
 
 // YAML section `retry`: which failed calls qpoold sends again, how often and how soon
@@ -241,6 +281,7 @@ struct ConfigFileConfig {
 struct Config {
   ServerConfig server;
   UpstreamConfig upstream;
+  RestConfig rest;
   RetryConfig retry;
   LogConfig log;
   AdminConfig admin;

@@ -486,10 +486,94 @@ Key NodesKey() {
         config.upstream.nodes = std::move(nodes);
         return std::nullopt;
       },
-      [](const Config& config) { return NodesReason(config.upstream.nodes); },
+      [](const Config& config) -> Reason {
+        // REST-only: REST endpoints and rest.listen, and no gRPC node.
+        if (config.upstream.nodes.empty() && !config.upstream.rest_nodes.empty() &&
+            !config.rest.listen.host.empty()) {
+          return std::nullopt;
+        }
+        return NodesReason(config.upstream.nodes);
+      },
       [](const Config& config) {
         return absl::StrCat("[",
                             absl::StrJoin(config.upstream.nodes, ", ",
+                                          [](std::string* out, const NodeAddress& node) {
+                                            out->append(Quoted(node.ToString()));
+                                          }),
+                            "]");
+      },
+      Shape::kList};
+}
+
+// An address key that may be "" (off): rest.listen.
+template <typename Field>
+Key OptionalAddressKey(absl::string_view name, Field field) {
+  return Key{
+      name,
+      [=](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+        if (!node.IsScalar()) {
+          return ProblemAt(
+              node, absl::StrCat("expected \"HOST:PORT\" or \"\" (off), got ", KindOf(node)));
+        }
+        if (node.Scalar().empty()) {
+          field(config) = NodeAddress{};
+          return std::nullopt;
+        }
+        absl::StatusOr<NodeAddress> address = ParseNodeAddress(node.Scalar());
+        if (!address.ok()) return ProblemAt(node, std::string(address.status().message()));
+        field(config) = *std::move(address);
+        return std::nullopt;
+      },
+      [](const Config&) -> Reason { return std::nullopt; },
+      [=](const Config& config) {
+        return field(config).host.empty() ? std::string("\"\"") : Quoted(field(config).ToString());
+      }};
+}
+
+Reason RestNodesReason(const Config& config) {
+  const std::vector<NodeAddress>& rest_nodes = config.upstream.rest_nodes;
+  if (rest_nodes.empty()) return std::nullopt;
+  if (!config.upstream.nodes.empty() && rest_nodes.size() != config.upstream.nodes.size()) {
+    return absl::StrCat("lists ", rest_nodes.size(), " REST endpoints for ",
+                        config.upstream.nodes.size(),
+                        " nodes in upstream.nodes: give one per node, in the same order");
+  }
+  std::set<std::string> seen;
+  for (const NodeAddress& node : rest_nodes) {
+    if (node.port == 0)
+      return absl::StrCat("port must be between 1 and 65535 in ", node.ToString());
+    if (!seen.insert(node.ToString()).second) {
+      return absl::StrCat("duplicate node ", node.ToString());
+    }
+  }
+  return std::nullopt;
+}
+
+Key RestNodesKey() {
+  return Key{
+      "upstream.rest_nodes",
+      [](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+        if (!node.IsSequence()) {
+          return ProblemAt(node, absl::StrCat("expected a list such as [\"10.0.0.1:6333\"], got ",
+                                              KindOf(node)));
+        }
+        std::vector<NodeAddress> nodes;
+        for (const YAML::Node& item : node) {
+          if (!item.IsScalar()) {
+            return ProblemAt(item, absl::StrCat("expected \"HOST:PORT\", got ", KindOf(item)));
+          }
+          absl::StatusOr<NodeAddress> address = ParseNodeAddress(item.Scalar());
+          if (!address.ok()) return ProblemAt(item, std::string(address.status().message()));
+          nodes.push_back(*std::move(address));
+        }
+        config.upstream.rest_nodes = std::move(nodes);
+        return std::nullopt;
+      },
+      // Checked against upstream.nodes in FindViolation, once both are known.
+      [](const Config&) -> Reason { return std::nullopt; },
+      [](const Config& config) {
+        return absl::StrCat("[",
+                            absl::StrJoin(config.upstream.rest_nodes, ", ",
                                           [](std::string* out, const NodeAddress& node) {
                                             out->append(Quoted(node.ToString()));
                                           }),
@@ -566,6 +650,33 @@ const std::vector<Key>& Keys() {
       DurationKey(
           "upstream.idle_timeout", [](auto& c) -> auto& { return c.upstream.idle_timeout; },
           /*allow_zero=*/true),
+      RestNodesKey(),
+      OptionalAddressKey(
+          "rest.listen", [](auto& c) -> auto& { return c.rest.listen; }),
+      IntegerKey(
+          "rest.max_connections", [](auto& c) -> auto& { return c.rest.max_connections; }, 1, 1024),
+      IntegerKey(
+          "rest.min_connections", [](auto& c) -> auto& { return c.rest.min_connections; }, 0, 1024),
+      DurationKey(
+          "rest.idle_timeout", [](auto& c) -> auto& { return c.rest.idle_timeout; },
+          /*allow_zero=*/true),
+      DurationKey(
+          "rest.request_timeout", [](auto& c) -> auto& { return c.rest.request_timeout; },
+          /*allow_zero=*/true),
+      DurationKey(
+          "rest.header_timeout", [](auto& c) -> auto& { return c.rest.header_timeout; },
+          /*allow_zero=*/false),
+      DurationKey(
+          "rest.keepalive_timeout", [](auto& c) -> auto& { return c.rest.keepalive_timeout; },
+          /*allow_zero=*/false),
+      SizeKey(
+          "rest.max_header_bytes", [](auto& c) -> auto& { return c.rest.max_header_bytes; }, 1024,
+          16 << 20),
+      IntegerKey(
+          "rest.max_headers", [](auto& c) -> auto& { return c.rest.max_headers; }, 1, 10000),
+      SizeKey(
+          "rest.max_body_bytes", [](auto& c) -> auto& { return c.rest.max_body_bytes; }, 0,
+          kMaxInt31),
       BoolKey(
           "retry.enabled", [](auto& c) -> auto& { return c.retry.enabled; }),
       IntegerKey(
@@ -858,6 +969,19 @@ std::optional<Violation> FindViolation(const Config& config) {
         absl::StrCat("must not exceed upstream.max_connections (", config.server.workers, " > ",
                      upstream.max_connections, "): each worker owns a share of the pool")};
   }
+  if (Reason reason = RestNodesReason(config)) return Violation{"upstream.rest_nodes", *reason};
+  const RestConfig& rest = config.rest;
+  if (rest.min_connections > rest.max_connections) {
+    return Violation{"rest.min_connections",
+                     absl::StrCat("must not exceed rest.max_connections (", rest.min_connections,
+                                  " > ", rest.max_connections, ")")};
+  }
+  if (!rest.listen.host.empty() && config.server.workers > rest.max_connections) {
+    return Violation{
+        "server.workers",
+        absl::StrCat("must not exceed rest.max_connections (", config.server.workers, " > ",
+                     rest.max_connections, "): each worker owns a share of the REST pool")};
+  }
   if (upstream.connect_backoff_base > upstream.connect_backoff_max) {
     return Violation{"upstream.connect_backoff_base",
                      absl::StrCat("must not exceed upstream.connect_backoff_max (",
@@ -956,6 +1080,18 @@ const std::vector<Flag>& Flags() {
       {"--upstream", "HOST:PORT[,HOST:PORT...]", "the Qdrant gRPC nodes (upstream.nodes)",
        [](absl::string_view v, CommandLine& c) {
          c.upstream = std::string(v);
+         return absl::OkStatus();
+       }},
+      {"--rest-listen", "ADDR",
+       "address REST apps connect to (rest.listen), e.g. 127.0.0.1:6333; \"\" turns REST off",
+       [](absl::string_view v, CommandLine& c) {
+         c.rest_listen = std::string(v);
+         return absl::OkStatus();
+       }},
+      {"--rest-upstream", "HOST:PORT[,HOST:PORT...]",
+       "the Qdrant REST endpoints, one per --upstream node (upstream.rest_nodes)",
+       [](absl::string_view v, CommandLine& c) {
+         c.rest_upstream = std::string(v);
          return absl::OkStatus();
        }},
       {"--max-connections", "N", "connections per Qdrant node (upstream.max_connections)",
@@ -1318,6 +1454,31 @@ absl::StatusOr<Config> BuildConfig(const CommandLine& command_line, const Enviro
     config.upstream.nodes = std::move(nodes);
     set_by_flag["upstream.nodes"] = "--upstream";
   }
+  if (command_line.rest_listen) {
+    if (command_line.rest_listen->empty()) {
+      config.rest.listen = NodeAddress{};
+    } else {
+      absl::StatusOr<NodeAddress> address = ParseNodeAddress(*command_line.rest_listen);
+      if (!address.ok()) return Annotate(address.status(), "--rest-listen");
+      config.rest.listen = *std::move(address);
+    }
+    set_by_flag["rest.listen"] = "--rest-listen";
+  }
+  if (command_line.rest_upstream) {
+    std::vector<NodeAddress> nodes;
+    for (absl::string_view item : absl::StrSplit(*command_line.rest_upstream, ',')) {
+      item = absl::StripAsciiWhitespace(item);
+      if (item.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--rest-upstream: empty entry in \"", *command_line.rest_upstream, "\""));
+      }
+      absl::StatusOr<NodeAddress> address = ParseNodeAddress(StdView(item));
+      if (!address.ok()) return Annotate(address.status(), "--rest-upstream");
+      nodes.push_back(*std::move(address));
+    }
+    config.upstream.rest_nodes = std::move(nodes);
+    set_by_flag["upstream.rest_nodes"] = "--rest-upstream";
+  }
   if (command_line.max_connections) {
     config.upstream.max_connections = *command_line.max_connections;
     set_by_flag["upstream.max_connections"] = "--max-connections";
@@ -1349,6 +1510,17 @@ absl::StatusOr<Config> BuildConfig(const CommandLine& command_line, const Enviro
     return absl::InvalidArgumentError(message);
   }
   return config;
+}
+
+size_t NodeCount(const Config& config) {
+  return config.upstream.nodes.empty() ? config.upstream.rest_nodes.size()
+                                       : config.upstream.nodes.size();
+}
+
+std::string NodeName(const Config& config, size_t i) {
+  if (i < config.upstream.nodes.size()) return config.upstream.nodes[i].ToString();
+  if (i < config.upstream.rest_nodes.size()) return config.upstream.rest_nodes[i].ToString();
+  return "?";
 }
 
 }  // namespace qpool::config

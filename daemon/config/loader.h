@@ -32,23 +32,33 @@ absl::Status Validate(const Config& config);
 // Every config key as "section.key", in config.h's order (for docs and drift tests).
 std::vector<std::string> ConfigKeyNames();
 
+// How many upstream nodes the pools serve: upstream.nodes, or in a REST-only setup (no gRPC nodes,
+// rest.listen on) upstream.rest_nodes. Per-node state (metrics, health, retry budgets, the
+// router) is sized by it.
+size_t NodeCount(const Config& config);
+// "host:port" of node `i` as logs name it: its gRPC endpoint, or its REST endpoint in a REST-only
+// setup.
+std::string NodeName(const Config& config, size_t i);
+
 // Parses "host:port" or "[v6]:port"; kInvalidArgument otherwise.
 absl::StatusOr<NodeAddress> ParseNodeAddress(std::string_view text);
 
 // What the command line asked for. Flags override the file's values.
 struct CommandLine {
-  std::optional<std::string> config_path;   // --config FILE
-  bool check_config = false;                // --check-config
-  bool version = false;                     // --version
-  bool help = false;                        // --help
-  bool print_config = false;                // --print-config
-  std::optional<std::string> log_level;     // --log-level
-  std::optional<std::string> log_format;    // --log-format text|json
-  std::optional<std::string> listen;        // --listen ADDR
-  std::optional<std::string> admin_listen;  // --admin-listen ADDR
-  std::optional<std::string> upstream;      // --upstream HOST:PORT[,HOST:PORT...]
-  std::optional<uint32_t> max_connections;  // --max-connections N (per node)
-  std::optional<uint32_t> workers;          // --workers N
+  std::optional<std::string> config_path;    // --config FILE
+  bool check_config = false;                 // --check-config
+  bool version = false;                      // --version
+  bool help = false;                         // --help
+  bool print_config = false;                 // --print-config
+  std::optional<std::string> log_level;      // --log-level
+  std::optional<std::string> log_format;     // --log-format text|json
+  std::optional<std::string> listen;         // --listen ADDR
+  std::optional<std::string> admin_listen;   // --admin-listen ADDR
+  std::optional<std::string> upstream;       // --upstream HOST:PORT[,HOST:PORT...]
+  std::optional<std::string> rest_listen;    // --rest-listen ADDR ("" turns REST off)
+  std::optional<std::string> rest_upstream;  // --rest-upstream HOST:PORT[,HOST:PORT...]
+  std::optional<uint32_t> max_connections;   // --max-connections N (per node)
+  std::optional<uint32_t> workers;           // --workers N
 };
 
 // Parses argv (both "--flag value" and "--flag=value"). kInvalidArgument for an unknown flag, a

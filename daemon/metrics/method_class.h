@@ -14,6 +14,8 @@
 #include <cstddef>
 #include <string_view>
 
+#include "daemon/common/qdrant_methods.h"
+
 namespace qpool::metrics {
 
 enum class MethodClass : uint8_t { kRead = 0, kWrite = 1, kAdmin = 2, kOther = 3 };
@@ -24,6 +26,10 @@ const char* MethodClassName(MethodClass method_class);
 
 // The class of a gRPC method from its :path ("/package.Service/Method"). No allocation.
 MethodClass ClassifyPath(std::string_view path);
+
+// The class of a REST call from its route (daemon/common/qdrant_methods.h): its gRPC twin's, or
+// the route's own kind; kOther for an unknown route (null). Never from the raw path.
+MethodClass ClassifyRestRoute(const QdrantRestRoute* route);
 
 }  // namespace qpool::metrics
 

@@ -73,11 +73,13 @@ std::vector<const DurationHistogram*> Parts(const ScrapeInput& input, Fn fn) {
 }
 
 // Pool gauges for node `n`, summed over the workers that answered.
-NodePoolGauges NodeTotals(const ScrapeInput& input, size_t n, uint32_t* answered) {
+using WorkerPools = std::vector<std::optional<std::vector<NodePoolGauges>>>;
+
+NodePoolGauges PoolTotals(const WorkerPools& pools, size_t n, uint32_t* answered) {
   NodePoolGauges total;
   total.usable = false;
   *answered = 0;
-  for (const auto& worker : input.pools) {
+  for (const auto& worker : pools) {
     if (!worker || n >= worker->size()) continue;
     const NodePoolGauges& g = (*worker)[n];
     (*answered)++;
@@ -93,6 +95,10 @@ NodePoolGauges NodeTotals(const ScrapeInput& input, size_t n, uint32_t* answered
     total.longest_wait_seconds = std::max(total.longest_wait_seconds, g.longest_wait_seconds);
   }
   return total;
+}
+
+NodePoolGauges NodeTotals(const ScrapeInput& input, size_t n, uint32_t* answered) {
+  return PoolTotals(input.pools, n, answered);
 }
 
 std::string JsonString(const std::string& text) {
@@ -203,8 +209,9 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
   }
   {
     auto f = Family("qpool_calls_total",
-                    "Calls finished, by method class and gRPC status (RESET: ended by RST_STREAM "
-                    "or a lost connection, with no status).",
+                    "Calls finished, by protocol, method class and status: the gRPC status "
+                    "(RESET: ended by RST_STREAM or a lost connection, with no status) or the HTTP "
+                    "status of a REST call (none: no answer completed).",
                     MetricType::Counter);
     for (size_t c = 0; c < kMethodClassCount; ++c) {
       const auto klass = static_cast<MethodClass>(c);
@@ -212,7 +219,22 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
         const uint64_t value =
             SumWorkers(input, [&](const WorkerMetrics& w) { return w.calls(klass, slot); });
         if (value == 0 && slot != 0) continue;  // OK always; other codes once they happen
-        AddCounter(f, {{"class", MethodClassName(klass)}, {"code", CodeSlotName(slot)}},
+        AddCounter(
+            f,
+            {{"protocol", "grpc"}, {"class", MethodClassName(klass)}, {"code", CodeSlotName(slot)}},
+            static_cast<double>(value));
+      }
+    }
+    for (size_t c = 0; c < kMethodClassCount; ++c) {
+      const auto klass = static_cast<MethodClass>(c);
+      for (size_t slot = 0; slot < kHttpStatusSlots; ++slot) {
+        const uint64_t value =
+            SumWorkers(input, [&](const WorkerMetrics& w) { return w.rest_calls(klass, slot); });
+        if (value == 0) continue;  // REST series appear once they happen
+        AddCounter(f,
+                   {{"protocol", "rest"},
+                    {"class", MethodClassName(klass)},
+                    {"code", HttpStatusSlotName(slot)}},
                    static_cast<double>(value));
       }
     }
@@ -328,15 +350,24 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
   }
   {
     auto f = Family("qpool_call_duration_seconds",
-                    "Call duration in qpoold, request headers to the end of the app's stream, by "
-                    "method class.",
+                    "Call duration in qpoold, request headers to the end of the answer, by "
+                    "protocol and method class.",
                     MetricType::Histogram);
     for (size_t c = 0; c < kMethodClassCount; ++c) {
       const auto klass = static_cast<MethodClass>(c);
-      AddHistogram(f, {{"class", MethodClassName(klass)}},
+      AddHistogram(f, {{"protocol", "grpc"}, {"class", MethodClassName(klass)}},
                    Parts(input, [&](const WorkerMetrics& w) -> const DurationHistogram& {
                      return w.call_duration(klass);
                    }));
+    }
+    if (!input.rest_node_names.empty()) {
+      for (size_t c = 0; c < kMethodClassCount; ++c) {
+        const auto klass = static_cast<MethodClass>(c);
+        AddHistogram(f, {{"protocol", "rest"}, {"class", MethodClassName(klass)}},
+                     Parts(input, [&](const WorkerMetrics& w) -> const DurationHistogram& {
+                       return w.rest_call_duration(klass);
+                     }));
+      }
     }
     out.push_back(std::move(f));
   }
@@ -413,6 +444,29 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
     }
     for (size_t n = 0; n < nodes; ++n) {
       AddGauge(usable, node_label(n), NodeUsable(input.workers, n) ? 1 : 0);
+    }
+    if (!input.rest_node_names.empty()) {
+      auto rest = Family("qpool_rest_upstream_connections",
+                         "Upstream REST connections now, by node (its REST endpoint) and state "
+                         "(connecting, ready, busy, draining); busy ones carry a request.",
+                         MetricType::Gauge);
+      auto rest_waiting = Family("qpool_rest_calls_waiting",
+                                 "REST requests waiting for a free upstream connection now, by "
+                                 "node.",
+                                 MetricType::Gauge);
+      for (size_t n = 0; n < input.rest_node_names.size(); ++n) {
+        uint32_t answered = 0;
+        const NodePoolGauges g = PoolTotals(input.rest_pools, n, &answered);
+        if (answered == 0) continue;
+        const std::string& node = input.rest_node_names[n];
+        AddGauge(rest, {{"node", node}, {"state", "connecting"}}, g.connecting);
+        AddGauge(rest, {{"node", node}, {"state", "ready"}}, g.ready);
+        AddGauge(rest, {{"node", node}, {"state", "busy"}}, g.busy);
+        AddGauge(rest, {{"node", node}, {"state", "draining"}}, g.draining);
+        AddGauge(rest_waiting, {{"node", node}}, g.waiting);
+      }
+      out.push_back(std::move(rest));
+      out.push_back(std::move(rest_waiting));
     }
     out.push_back(std::move(f));
     out.push_back(std::move(streams));
@@ -573,23 +627,25 @@ MetricFamily BuildInfoFamily(const std::string& version) {
   return f;
 }
 
-std::string PoolJson(const ScrapeInput& input) {
-  std::ostringstream out;
-  out << "{\"ready\":" << (input.ready ? "true" : "false")
-      << ",\"draining\":" << (input.draining ? "true" : "false") << ",\"nodes\":[";
-  for (size_t n = 0; n < input.node_names.size(); ++n) {
+namespace {
+
+// One "nodes" array of /pool: per node, totals and per worker.
+void NodesJson(std::ostringstream& out, const std::vector<std::string>& names,
+               const WorkerPools& pools) {
+  out << "[";
+  for (size_t n = 0; n < names.size(); ++n) {
     if (n > 0) out << ",";
     uint32_t answered = 0;
-    const NodePoolGauges total = NodeTotals(input, n, &answered);
-    out << "{\"node\":" << JsonString(input.node_names[n]) << ",";
+    const NodePoolGauges total = PoolTotals(pools, n, &answered);
+    out << "{\"node\":" << JsonString(names[n]) << ",";
     GaugesJson(out, total);
     out << ",\"workers\":[";
-    for (size_t w = 0; w < input.pools.size(); ++w) {
+    for (size_t w = 0; w < pools.size(); ++w) {
       if (w > 0) out << ",";
       out << "{\"worker\":" << w;
-      if (input.pools[w] && n < input.pools[w]->size()) {
+      if (pools[w] && n < pools[w]->size()) {
         out << ",";
-        GaugesJson(out, (*input.pools[w])[n]);
+        GaugesJson(out, (*pools[w])[n]);
       } else {
         out << ",\"answered\":false";
       }
@@ -597,7 +653,20 @@ std::string PoolJson(const ScrapeInput& input) {
     }
     out << "]}";
   }
-  out << "]}\n";
+  out << "]";
+}
+
+}  // namespace
+
+std::string PoolJson(const ScrapeInput& input) {
+  std::ostringstream out;
+  out << "{\"ready\":" << (input.ready ? "true" : "false")
+      << ",\"draining\":" << (input.draining ? "true" : "false") << ",\"nodes\":";
+  NodesJson(out, input.node_names, input.pools);
+  // REST pools (rest.listen): the same shape, by REST endpoint; [] when REST is off.
+  out << ",\"rest_nodes\":";
+  NodesJson(out, input.rest_node_names, input.rest_pools);
+  out << "}\n";
   return out.str();
 }
 

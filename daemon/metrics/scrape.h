@@ -68,6 +68,10 @@ struct ScrapeInput {
   DownstreamCounts downstream;
   // [worker][node] pool gauges; a worker that did not answer in time is nullopt.
   std::vector<std::optional<std::vector<NodePoolGauges>>> pools;
+  // REST (rest.listen): each node's REST endpoint, and [worker][node] REST pool gauges; empty
+  // when REST is off.
+  std::vector<std::string> rest_node_names;
+  std::vector<std::optional<std::vector<NodePoolGauges>>> rest_pools;
   bool started = false;
   bool draining = false;
   bool ready = false;

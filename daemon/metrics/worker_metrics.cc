@@ -4,6 +4,11 @@
 
 namespace qpool::metrics {
 
+std::string HttpStatusSlotName(size_t slot) {
+  if (slot >= kNoHttpStatusSlot) return "none";
+  return std::to_string(slot + kMinHttpStatus);
+}
+
 const char* DisconnectReasonName(DisconnectReason reason) {
   switch (reason) {
     case DisconnectReason::kGoaway:

@@ -15,6 +15,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "daemon/common/event_loop.h"
@@ -61,6 +62,14 @@ inline constexpr size_t kCodeSlots = kGrpcCodeCount + 1;
 // "OK", "CANCELLED", ... "UNAUTHENTICATED"; "RESET" for kNoStatusSlot.
 const char* CodeSlotName(size_t slot);
 
+// REST calls: HTTP statuses 100..599, and one more slot for a request that ended with no status
+// (the app's or Qdrant's connection lost mid-answer).
+inline constexpr int kMinHttpStatus = 100;
+inline constexpr size_t kHttpStatusSlots = 500 + 1;
+inline constexpr size_t kNoHttpStatusSlot = 500;
+// "200", "503", ...; "none" for kNoHttpStatusSlot.
+std::string HttpStatusSlotName(size_t slot);
+
 // One worker's counters for one upstream node.
 struct NodeMetrics {
   RelaxedCounter connects;          // connections that finished the HTTP/2 handshake
@@ -102,6 +111,15 @@ class WorkerMetrics {
     calls_[klass][slot].Add();
     call_duration_[klass].Observe(duration);
   }
+  // Worker thread: one finished REST call. `http_status` outside 100..599 counts as "none".
+  void RecordRestCall(MethodClass method_class, unsigned http_status,
+                      std::chrono::nanoseconds duration) {
+    const size_t klass = static_cast<size_t>(method_class);
+    const size_t slot =
+        http_status >= 100 && http_status < 600 ? http_status - kMinHttpStatus : kNoHttpStatusSlot;
+    rest_calls_[klass][slot].Add();
+    rest_call_duration_[klass].Observe(duration);
+  }
   // Worker thread: a retry started, a retryable failure not retried, a request not copied.
   void RecordRetry(retry::RetryClass retry_class, retry::RetryReason reason) {
     retries_[static_cast<size_t>(retry_class)][static_cast<size_t>(reason)].Add();
@@ -132,6 +150,12 @@ class WorkerMetrics {
   const DurationHistogram& call_duration(MethodClass method_class) const {
     return call_duration_[static_cast<size_t>(method_class)];
   }
+  uint64_t rest_calls(MethodClass method_class, size_t slot) const {
+    return rest_calls_[static_cast<size_t>(method_class)][slot].Get();
+  }
+  const DurationHistogram& rest_call_duration(MethodClass method_class) const {
+    return rest_call_duration_[static_cast<size_t>(method_class)];
+  }
   uint64_t retries(retry::RetryClass retry_class, retry::RetryReason reason) const {
     return retries_[static_cast<size_t>(retry_class)][static_cast<size_t>(reason)].Get();
   }
@@ -151,6 +175,8 @@ class WorkerMetrics {
  private:
   std::array<std::array<RelaxedCounter, kCodeSlots>, kMethodClassCount> calls_;
   std::array<DurationHistogram, kMethodClassCount> call_duration_;
+  std::array<std::array<RelaxedCounter, kHttpStatusSlots>, kMethodClassCount> rest_calls_;
+  std::array<DurationHistogram, kMethodClassCount> rest_call_duration_;
   std::array<std::array<RelaxedCounter, kRetryReasonCount>, kRetryClassCount> retries_;
   std::array<RelaxedCounter, kRetryRefusalCount> retries_refused_;
   std::array<RelaxedCounter, kReplayLimitCount> replay_refusals_;

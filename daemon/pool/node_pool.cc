@@ -479,11 +479,11 @@ void NodePool::OnAcquireTimer() {
   while (!waiters_.empty() && waiters_.front()->queued_at_ + options_.acquire_timeout <= now) {
     StreamWaiter* waiter = Dequeue();
     if (observer_) observer_->OnAcquireTimeout();
-    waiter->OnAcquireFailed(absl::UnavailableError(
-        absl::StrCat("qpool: no stream to upstream node ", options_.node_name,
-                     " became free within ", FormatDuration(options_.acquire_timeout),
-                     " (upstream.acquire_timeout); ", TotalConnections(), " of ",
-                     options_.max_connections, " connections open (upstream.max_connections)")));
+    waiter->OnAcquireFailed(absl::UnavailableError(absl::StrCat(
+        "qpool: no stream to upstream node ", options_.node_name, " became free within ",
+        FormatDuration(options_.acquire_timeout), " (upstream.acquire_timeout); ",
+        TotalConnections(), " of ", options_.max_connections, " connections open (",
+        options_.max_connections_key, ")")));
   }
   ArmAcquireTimer();
 }

@@ -142,6 +142,9 @@ struct NodePoolOptions {
   std::string node_name;         // "host:port", for messages
   uint32_t min_connections = 1;  // this worker's share of upstream.min_connections
   uint32_t max_connections = 4;  // this worker's share of upstream.max_connections
+  // The config key of max_connections, for messages: upstream.max_connections, or
+  // rest.max_connections for a REST pool.
+  std::string max_connections_key = "upstream.max_connections";
   uint32_t max_streams_per_connection = 100;
   Duration acquire_timeout = std::chrono::seconds(1);
   Duration connect_backoff_base = std::chrono::milliseconds(100);

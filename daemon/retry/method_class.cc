@@ -9,6 +9,7 @@
 #include "daemon/common/qdrant_methods.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/wire_format_lite.h"
+#include "nlohmann/json.hpp"
 
 namespace qpool::retry {
 namespace {
@@ -55,6 +56,55 @@ Selector ReadPointsSelector(std::string_view bytes) {
   }
   return input.ConsumedEntireMessage() ? selector : Selector::kUnreadable;
 }
+
+// Which of the keys a REST points write names its points by appear at the top level of a JSON
+// object. A SAX pass: nothing of the document is kept, however large (an upsert of many MiB).
+class TopLevelKeys : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  bool points = false;
+  bool filter = false;
+  bool update_filter = false;
+  bool object = false;  // the document is an object
+
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override {
+    if (depth_ == 0) object = true;
+    depth_++;
+    return true;
+  }
+  bool key(string_t& name) override {
+    if (depth_ == 1) {
+      if (name == "points") points = true;
+      if (name == "filter") filter = true;
+      if (name == "update_filter") update_filter = true;
+    }
+    return true;
+  }
+  bool end_object() override {
+    depth_--;
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    depth_++;
+    return true;
+  }
+  bool end_array() override {
+    depth_--;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;
+  }
+
+ private:
+  int depth_ = 0;
+};
 
 }  // namespace
 
@@ -164,6 +214,47 @@ RetryClass MethodClassifier::Classify(std::string_view path, std::string_view fi
       return RetryClass::kFilterScopedWrite;
   }
   return RetryClass::kFilterScopedWrite;
+}
+
+bool MethodClassifier::RestNeedsBody(const QdrantRestRoute* route) const {
+  return route != nullptr && !route->grpc_method.empty() && NeedsFirstMessage(route->grpc_method);
+}
+
+RetryClass MethodClassifier::ClassifyRest(const QdrantRestRoute* route, std::string_view body,
+                                          std::string_view content_encoding) const {
+  if (route == nullptr) return RetryClass::kNeverRepeat;
+  if (route->grpc_method.empty()) {
+    return route->kind == MethodKind::kRead ? RetryClass::kRead : RetryClass::kNeverRepeat;
+  }
+  const std::string_view path = route->grpc_method;
+  if (auto it = fixed_.find(Key(path)); it != fixed_.end()) return it->second;
+  auto it = by_selector_.find(Key(path));
+  if (it == by_selector_.end()) return RetryClass::kNeverRepeat;
+  const SelectorRule& rule = it->second;
+
+  std::optional<std::string> inflated;
+  if (!content_encoding.empty() && content_encoding != "identity") {
+    if (content_encoding != "gzip" && content_encoding != "deflate") {
+      return RetryClass::kFilterScopedWrite;
+    }
+    inflated = Inflate(body, kMaxInflatedBytes);
+    if (!inflated) return RetryClass::kFilterScopedWrite;
+    body = *inflated;
+  }
+  TopLevelKeys keys;
+  bool parsed = false;
+  try {
+    parsed = nlohmann::json::sax_parse(body.begin(), body.end(), &keys);
+  } catch (const std::exception&) {  // the library's edge: an unreadable body is a filter
+    parsed = false;
+  }
+  if (!parsed || !keys.object) return RetryClass::kFilterScopedWrite;
+  if (rule.conditional_field != 0 && keys.update_filter) return RetryClass::kFilterScopedWrite;
+  if (rule.selector_field == 0) return RetryClass::kIdScopedWrite;
+  if (keys.filter) return RetryClass::kFilterScopedWrite;
+  if (keys.points) return RetryClass::kIdScopedWrite;
+  return rule.absent_selector_is_filter ? RetryClass::kFilterScopedWrite
+                                        : RetryClass::kIdScopedWrite;
 }
 
 }  // namespace qpool::retry

@@ -53,6 +53,18 @@ class MethodClassifier {
   RetryClass Classify(std::string_view path, std::string_view first_message,
                       std::string_view grpc_encoding) const;
 
+  // REST (daemon/common/qdrant_methods.h, QdrantRestRoute): a route takes its gRPC twin's class,
+  // overrides included; a twin that depends on the request is decided from the JSON body's
+  // top-level keys ("points" = ids, "filter", "update_filter"). A route with no twin is read or
+  // never by its kind; an unknown route (null) is never.
+  //
+  // True when ClassifyRest() needs the request body.
+  bool RestNeedsBody(const QdrantRestRoute* route) const;
+  // `body` is the request body as sent; `content_encoding` its Content-Encoding ("" when absent;
+  // gzip and deflate are inflated for the inspection only). An unreadable body counts as a filter.
+  RetryClass ClassifyRest(const QdrantRestRoute* route, std::string_view body,
+                          std::string_view content_encoding) const;
+
   // How much of a compressed message is inflated for inspection at most; a larger message is
   // treated as unreadable. 4 MiB, the per-call replay buffer's default.
   static constexpr size_t kMaxInflatedBytes = 4 << 20;

@@ -25,28 +25,35 @@ using boost::asio::ip::tcp;
 struct Rendezvous {
   std::mutex mu;
   std::condition_variable cv;
-  size_t answered = 0;                                                     // guarded by mu
-  std::vector<std::optional<std::vector<metrics::NodePoolGauges>>> pools;  // guarded by mu
+  size_t answered = 0;                                                          // guarded by mu
+  std::vector<std::optional<std::vector<metrics::NodePoolGauges>>> pools;       // guarded by mu
+  std::vector<std::optional<std::vector<metrics::NodePoolGauges>>> rest_pools;  // guarded by mu
 };
 
 class ProxyImpl : public Proxy {
  public:
   explicit ProxyImpl(std::shared_ptr<const config::Config> config)
       : config_(std::move(config)),
-        health_metrics_(config_->upstream.nodes.size()),
+        health_metrics_(config::NodeCount(*config_)),
         readiness_includes_upstream_(config_->admin.readiness_includes_upstream) {
     for (uint32_t i = 0; i < config_->server.workers; ++i) {
       worker_metrics_.push_back(
-          std::make_unique<metrics::WorkerMetrics>(config_->upstream.nodes.size()));
+          std::make_unique<metrics::WorkerMetrics>(config::NodeCount(*config_)));
     }
     for (const config::NodeAddress& node : config_->upstream.nodes) {
       node_names_.push_back(node.ToString());
+    }
+    if (!config_->rest.listen.host.empty()) {
+      for (const config::NodeAddress& node : rest::RestNodesOf(*config_)) {
+        rest_node_names_.push_back(node.ToString());
+      }
     }
   }
   ~ProxyImpl() override { ShutdownNow(); }
 
   absl::Status Start() override;
   uint16_t port() const override { return port_.load(); }
+  uint16_t rest_port() const override { return rest_port_.load(); }
   ProxyStats stats() const override {
     ProxyStats stats;
     stats.downstream_accepted = counters_.downstream_accepted.load(std::memory_order_relaxed);
@@ -93,6 +100,9 @@ class ProxyImpl : public Proxy {
 
   void Accept();
   void OnAccepted(Worker& target, const boost::system::error_code& ec, tcp::socket socket);
+  // REST (rest.listen): the same round robin over the same workers.
+  void AcceptRest();
+  void OnRestAccepted(Worker& target, const boost::system::error_code& ec, tcp::socket socket);
 
   const std::shared_ptr<const config::Config> config_;
   ProxyCounters counters_;
@@ -101,8 +111,9 @@ class ProxyImpl : public Proxy {
   // Written by the health thread; read by the workers and the admin thread. Outlives both.
   metrics::HealthMetrics health_metrics_;
   std::vector<std::string> node_names_;
-  std::atomic<bool> running_{false};   // workers started, not yet stopped
-  std::atomic<bool> draining_{false};  // MarkDraining() or Shutdown() began
+  std::vector<std::string> rest_node_names_;  // empty when rest.listen is off
+  std::atomic<bool> running_{false};          // workers started, not yet stopped
+  std::atomic<bool> draining_{false};         // MarkDraining() or Shutdown() began
   std::atomic<bool> readiness_includes_upstream_;
   // Guards workers_ against the admin thread while Start() fills it and ShutdownNow() clears it;
   // held only to post, never while waiting.
@@ -114,6 +125,9 @@ class ProxyImpl : public Proxy {
   std::unique_ptr<tcp::acceptor> acceptor_;  // lives on workers_[0]'s thread
   size_t next_worker_ = 0;
   std::atomic<uint16_t> port_{0};
+  std::unique_ptr<tcp::acceptor> rest_acceptor_;  // lives on workers_[0]'s thread; null: off
+  size_t next_rest_worker_ = 0;
+  std::atomic<uint16_t> rest_port_{0};
   bool started_ = false;
   bool stopped_ = false;
 
@@ -135,29 +149,53 @@ absl::Status ProxyImpl::Start() {
   }
   const config::NodeAddress& listen = config_->server.listen;
   boost::system::error_code ec;
+  // REST-only (no gRPC node): no gRPC listener, port() stays 0.
+  const bool grpc = !config_->upstream.nodes.empty();
   const auto address = boost::asio::ip::make_address(listen.host, ec);
   if (ec) {
     return absl::InvalidArgumentError(
         absl::StrCat("server.listen: ", listen.host, " is not an IP address: ", ec.message()));
   }
   auto acceptor = std::make_unique<tcp::acceptor>(workers_[0]->io());
-  const tcp::endpoint endpoint(address, listen.port);
-  acceptor->open(endpoint.protocol(), ec);
-  if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor->bind(endpoint, ec);
-  if (!ec) acceptor->listen(boost::asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", listen.ToString(), ": ", ec.message()));
+  if (grpc) {
+    const tcp::endpoint endpoint(address, listen.port);
+    acceptor->open(endpoint.protocol(), ec);
+    if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) acceptor->bind(endpoint, ec);
+    if (!ec) acceptor->listen(boost::asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", listen.ToString(), ": ", ec.message()));
+    }
+    port_ = acceptor->local_endpoint().port();
   }
-  port_ = acceptor->local_endpoint().port();
   acceptor_ = std::move(acceptor);
+  if (const config::NodeAddress& rest = config_->rest.listen; !rest.host.empty()) {
+    const auto rest_address = boost::asio::ip::make_address(rest.host, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rest.listen: ", rest.host, " is not an IP address: ", ec.message()));
+    }
+    auto rest_acceptor = std::make_unique<tcp::acceptor>(workers_[0]->io());
+    const tcp::endpoint rest_endpoint(rest_address, rest.port);
+    rest_acceptor->open(rest_endpoint.protocol(), ec);
+    if (!ec) rest_acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) rest_acceptor->bind(rest_endpoint, ec);
+    if (!ec) rest_acceptor->listen(boost::asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", rest.ToString(), " (rest.listen): ", ec.message()));
+    }
+    rest_port_ = rest_acceptor->local_endpoint().port();
+    rest_acceptor_ = std::move(rest_acceptor);
+  }
   for (auto& worker : workers_) worker->Start();
   std::vector<Worker*> workers;
   for (auto& worker : workers_) workers.push_back(worker.get());
   health_checker_ = std::make_unique<HealthChecker>(*config_, health_metrics_, std::move(workers));
   health_checker_->Start();
-  workers_[0]->Post([this] { Accept(); });
+  if (grpc) workers_[0]->Post([this] { Accept(); });
+  if (rest_acceptor_ != nullptr) workers_[0]->Post([this] { AcceptRest(); });
   running_.store(true, std::memory_order_release);
   return absl::OkStatus();
 }
@@ -194,6 +232,36 @@ void ProxyImpl::OnAccepted(Worker& target, const boost::system::error_code& ec,
   Accept();
 }
 
+void ProxyImpl::AcceptRest() {
+  Worker& target = *workers_[next_rest_worker_];
+  next_rest_worker_ = (next_rest_worker_ + 1) % workers_.size();
+  rest_acceptor_->async_accept(
+      target.io(), [this, &target](const boost::system::error_code& ec, tcp::socket socket) {
+        OnRestAccepted(target, ec, std::move(socket));
+      });
+}
+
+void ProxyImpl::OnRestAccepted(Worker& target, const boost::system::error_code& ec,
+                               tcp::socket socket) {
+  if (ec == boost::asio::error::operation_aborted || !rest_acceptor_->is_open()) return;
+  if (ec) {
+    SPDLOG_WARN("REST accept failed: {}", ec.message());
+  } else {
+    // One bound on app connections, whichever protocol they speak.
+    const bool refuse = counters_.downstream_open.load(std::memory_order_relaxed) >=
+                        static_cast<int64_t>(config_->server.max_client_connections);
+    if (refuse) {
+      counters_.downstream_refused.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      counters_.downstream_accepted.fetch_add(1, std::memory_order_relaxed);
+    }
+    auto shared_socket = std::make_shared<tcp::socket>(std::move(socket));
+    target.Post(
+        [&target, shared_socket, refuse] { target.AdoptRest(std::move(*shared_socket), refuse); });
+  }
+  AcceptRest();
+}
+
 absl::Status ProxyImpl::Shutdown() {
   if (!started_ || stopped_) return absl::OkStatus();
   draining_.store(true, std::memory_order_relaxed);
@@ -202,6 +270,7 @@ absl::Status ProxyImpl::Shutdown() {
   workers_[0]->Post([this] {
     boost::system::error_code ignored;
     acceptor_->close(ignored);
+    if (rest_acceptor_ != nullptr) rest_acceptor_->close(ignored);
   });
   for (auto& worker : workers_) {
     Worker* w = worker.get();
@@ -235,6 +304,7 @@ void ProxyImpl::ShutdownNow() {
     workers_[0]->Post([this] {
       boost::system::error_code ignored;
       acceptor_->close(ignored);
+      if (rest_acceptor_ != nullptr) rest_acceptor_->close(ignored);
     });
   }
   // The health thread stops first (it posts probes to the workers); it is freed only after the
@@ -242,6 +312,7 @@ void ProxyImpl::ShutdownNow() {
   if (health_checker_ != nullptr) health_checker_->Stop();
   for (auto& worker : workers_) worker->Stop();
   acceptor_.reset();
+  rest_acceptor_.reset();
   {
     std::lock_guard<std::mutex> lock(workers_mu_);
     workers_.clear();
@@ -257,6 +328,8 @@ std::string ProxyImpl::NotReadyReason() const {
   if (!readiness_includes_upstream_.load(std::memory_order_relaxed)) return "";
   std::vector<const metrics::WorkerMetrics*> workers;
   for (const auto& worker : worker_metrics_) workers.push_back(worker.get());
+  // REST-only (no gRPC node): no probes run and readiness follows the listener alone.
+  if (node_names_.empty()) return "";
   for (size_t n = 0; n < node_names_.size(); ++n) {
     if (metrics::NodeUsable(workers, n) && health_metrics_.healthy(n)) return "";
   }
@@ -272,6 +345,7 @@ std::shared_ptr<Rendezvous> ProxyImpl::AskWorkers(
   {
     std::lock_guard<std::mutex> lock(workers_mu_);
     rendezvous->pools.resize(workers_.size());
+    rendezvous->rest_pools.resize(workers_.size());
     for (size_t i = 0; i < workers_.size(); ++i) {
       Worker* worker = workers_[i].get();
       worker->Post([rendezvous, fn, i, worker] {
@@ -299,6 +373,7 @@ bool ProxyImpl::Live(absl::Duration timeout) {
 metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
   metrics::ScrapeInput input;
   input.node_names = node_names_;
+  input.rest_node_names = rest_node_names_;
   for (const auto& worker : worker_metrics_) input.workers.push_back(worker.get());
   input.health = &health_metrics_;
   const ProxyStats s = stats();
@@ -319,10 +394,13 @@ metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
   if (input.started) {
     // Gauges are read where they live, on each worker's thread; the counters above need no
     // worker.
-    auto rendezvous = AskWorkers(
-        timeout, [](Rendezvous& r, size_t i, Worker& worker) { r.pools[i] = worker.PoolGauges(); });
+    auto rendezvous = AskWorkers(timeout, [](Rendezvous& r, size_t i, Worker& worker) {
+      r.pools[i] = worker.PoolGauges();
+      if (worker.rest() != nullptr) r.rest_pools[i] = worker.RestPoolGauges();
+    });
     std::lock_guard<std::mutex> lock(rendezvous->mu);
     input.pools = rendezvous->pools;
+    if (!input.rest_node_names.empty()) input.rest_pools = rendezvous->rest_pools;
   }
   return input;
 }

@@ -62,6 +62,9 @@ class Proxy : public metrics::AdminBackend {
   // The port the listener is bound to; 0 before Start().
   virtual uint16_t port() const = 0;
 
+  // The port the REST listener (rest.listen) is bound to; 0 before Start() or when REST is off.
+  virtual uint16_t rest_port() const = 0;
+
   // A snapshot of the counters; any thread.
   virtual ProxyStats stats() const = 0;
 

@@ -8,6 +8,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/config/loader.h"
 #include "daemon/health/health.h"
 #include "daemon/server/downstream_session.h"
 #include "daemon/server/health_probe.h"
@@ -159,15 +160,32 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
       counters_(counters),
       metrics_(metrics),
       loop_(io_),
-      retry_(config_->retry, config_->upstream.nodes.size()),
+      retry_(config_->retry, config::NodeCount(*config_)),
       read_buffer_(64 * 1024),
       health_(health),
-      router_(config_->upstream.nodes.size(), OutlierOptionsOf(config_->health),
+      router_(config::NodeCount(*config_), OutlierOptionsOf(config_->health),
               config_->health.enabled && config_->health.passive_enabled, random_),
       ping_interval_(config_->upstream.nodes.size(),
                      config_->health.enabled && config_->health.fast_enabled
                          ? absl::ToChronoNanoseconds(config_->health.fast_interval)
                          : Duration::zero()) {
+  if (!config_->rest.listen.host.empty()) {
+    rest::RestRetryContext rest_retry;
+    rest_retry.policy = &retry_.policy;
+    rest_retry.classifier = &retry_.classifier;
+    rest_retry.budgets = &retry_.budgets;
+    rest_retry.active_calls = &retry_.active_calls;
+    rest_retry.policy_retries = retry_.policy_retries;
+    rest_retry.replay_per_call = retry_.replay_per_call;
+    rest_retry.replay_total = retry_.replay_total;
+    rest_retry.replay_bytes = &counters_.replay_bytes;
+    rest_retry.transparent_retries = &counters_.transparent_retries;
+    rest_retry.local_replies = &counters_.local_replies;
+    rest_retry.protocol_errors = &counters_.downstream_protocol_errors;
+    // The REST pools share the gRPC pools' upstream.max_pending budget.
+    rest_ = std::make_unique<rest::RestWorker>(*config_, index, count, io_, loop_, random_,
+                                               pending_budget_, *this, rest_retry, metrics_);
+  }
   const config::UpstreamConfig& upstream = config_->upstream;
   pending_budget_.limit = ShareOf(upstream.max_pending, index, count);
   for (const config::NodeAddress& node : upstream.nodes) {
@@ -216,6 +234,7 @@ void Worker::Start() {
       sweep_timer_ = loop_.CreateTimer();
       sweep_timer_->Arm(sweep_period_, [this] { SweepSessions(); });
     }
+    if (rest_ != nullptr) rest_->Start();
   });
   thread_ = std::thread([this] {
     // "qpool-io-0", ...: for top -H, perf and /proc/<pid>/task/<tid>/ (at most 15 characters).
@@ -247,6 +266,7 @@ void Worker::BeginDrain(std::function<void()> on_idle) {
   std::vector<std::shared_ptr<DownstreamSession>> sessions;
   for (auto& [ptr, session] : sessions_) sessions.push_back(session);
   for (auto& session : sessions) session->BeginDrain();
+  if (rest_ != nullptr) rest_->BeginDrain();
   CheckDrained();
 }
 
@@ -317,7 +337,7 @@ pool::NodePool& Worker::PickPool() {
 }
 
 void Worker::OnAttemptEnd(size_t node, bool failed) {
-  if (node >= pools_.size()) return;
+  if (node >= router_.size()) return;
   if (failed) {
     OnNodeFailure(node);
   } else {
@@ -326,11 +346,11 @@ void Worker::OnAttemptEnd(size_t node, bool failed) {
 }
 
 void Worker::OnNodeFailure(size_t node) {
-  if (node >= router_.size() || pools_.size() < 2) return;  // one node: nowhere else to go
+  if (node >= router_.size() || router_.size() < 2) return;  // one node: nowhere else to go
   if (router_.OnAttemptEnd(node, true, loop_.Now())) {
     metrics_.node(node).ejections.Add();
     SPDLOG_WARN("upstream {}: ejected after {} failures in a row (health.consecutive_failures)",
-                config_->upstream.nodes[node].ToString(), config_->health.consecutive_failures);
+                config::NodeName(*config_, node), config_->health.consecutive_failures);
   }
 }
 
@@ -407,6 +427,50 @@ void Worker::SweepSessions() {
   }
   for (auto& [session, action] : due) session->OnTimeout(action);
   sweep_timer_->Arm(sweep_period_, [this] { SweepSessions(); });
+void Worker::AdoptRest(boost::asio::ip::tcp::socket socket, bool refuse) {
+  if (rest_ == nullptr || !running_) {
+    boost::system::error_code ignored;
+    socket.close(ignored);
+    return;
+  }
+  counters_.downstream_open.fetch_add(1, std::memory_order_relaxed);
+  rest_->Adopt(std::move(socket), refuse);
+}
+
+void Worker::OnRestSessionClosed() {
+  counters_.downstream_open.fetch_sub(1, std::memory_order_relaxed);
+  CheckDrained();
+}
+
+std::vector<metrics::NodePoolGauges> Worker::RestPoolGauges() const {
+  if (rest_ == nullptr) return {};
+  return rest_->PoolGauges();
+}
+
+void Worker::RefreshRouterFrom(const std::vector<pool::NodePool*>& pools) {
+  for (size_t i = 0; i < pools.size() && i < router_.size(); ++i) {
+    health::NodeRouter::NodeState& state = router_.node(i);
+    state.healthy = health_ == nullptr || health_->healthy(i);
+    state.live = pools[i]->has_live_connection();
+    state.usable = pools[i]->usable();
+    state.load = pools[i]->load();
+  }
+}
+
+size_t Worker::PickRestNode(const std::vector<pool::NodePool*>& pools) {
+  if (pools.size() == 1) return 0;
+  RefreshRouterFrom(pools);
+  bool panic = false;
+  const size_t node = router_.Pick(loop_.Now(), &panic);
+  if (panic) metrics_.AddPanicRoute();
+  return node;
+}
+
+std::optional<size_t> Worker::PickRestNodeOtherThan(size_t except,
+                                                    const std::vector<pool::NodePool*>& pools) {
+  if (except >= pools.size()) return std::nullopt;
+  RefreshRouterFrom(pools);
+  return router_.PickOtherThan(except, loop_.Now());
 }
 
 void Worker::MaybeTrimMemory() {
@@ -422,7 +486,7 @@ void Worker::MaybeTrimMemory() {
 }
 
 void Worker::CheckDrained() {
-  if (draining_ && sessions_.empty() && on_drained_) {
+  if (draining_ && sessions_.empty() && (rest_ == nullptr || rest_->idle()) && on_drained_) {
     auto callback = std::move(on_drained_);
     on_drained_ = nullptr;
     callback();
@@ -437,6 +501,7 @@ void Worker::Stop() {
     for (auto& [ptr, session] : sessions_) sessions.push_back(session);
     for (auto& session : sessions) session->Abort();
     if (sweep_timer_) sweep_timer_->Cancel();
+    if (rest_ != nullptr) rest_->Stop();
     for (auto& pool : pools_) pool->Shutdown();
     pools_.clear();   // aborts what is still open
     probes_.clear();  // after their pools: a pool forgets its queued waiters on destruction

@@ -24,6 +24,7 @@
 #include "daemon/metrics/scrape.h"
 #include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/node_pool.h"
+#include "daemon/rest/rest_worker.h"
 #include "daemon/retry/method_class.h"
 #include "daemon/retry/retry_policy.h"
 #include "daemon/server/abuse_budget.h"
@@ -92,7 +93,7 @@ struct RetryContext {
   uint64_t active_calls = 0;                // this worker's calls from request headers to close
 };
 
-class Worker {
+class Worker : public rest::RestHost {
  public:
   // `index` of `count` workers: the worker takes its share of each node's connection bounds.
   // `metrics` (this worker's counters, written only on its thread) must outlive the worker.
@@ -101,7 +102,7 @@ class Worker {
   Worker(std::shared_ptr<const config::Config> config, uint32_t index, uint32_t count,
          ProxyCounters& counters, metrics::WorkerMetrics& metrics,
          const metrics::HealthMetrics* health = nullptr);
-  ~Worker();
+  ~Worker() override;
 
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -138,6 +139,21 @@ class Worker {
   void BackOffPings(size_t node);
   void OnSessionClosed(DownstreamSession* session);
 
+  // REST (daemon/rest), worker thread only. ------------------------------------------------------
+  // Takes an accepted REST app connection; null rest() (rest.listen off) closes it.
+  void AdoptRest(boost::asio::ip::tcp::socket socket, bool refuse);
+  // This worker's REST side; null when rest.listen is off.
+  rest::RestWorker* rest() { return rest_.get(); }
+  // The REST pools' gauges now, in config order; empty when REST is off.
+  std::vector<metrics::NodePoolGauges> RestPoolGauges() const;
+  // rest::RestHost.
+  size_t PickRestNode(const std::vector<pool::NodePool*>& pools) override;
+  std::optional<size_t> PickRestNodeOtherThan(size_t except,
+                                              const std::vector<pool::NodePool*>& pools) override;
+  void OnRestAttemptEnd(size_t node, bool failed) override { OnAttemptEnd(node, failed); }
+  void OnRestSessionClosed() override;
+  void OnRestIdle() override { CheckDrained(); }
+
   // Stops everything and joins the thread. Call from outside the worker.
   void Stop();
 
@@ -170,6 +186,9 @@ class Worker {
   void SweepSessions();
   // Sets the router's view of each node (health, connection up, load) from the pools, now.
   void RefreshRouter();
+  // Sets the router's view of each node from `pools` (the REST pools), as RefreshRouter does from
+  // the gRPC ones.
+  void RefreshRouterFrom(const std::vector<pool::NodePool*>& pools);
   // Returns free heap memory to the OS after many app connections closed.
   void MaybeTrimMemory();
   void OnNodeFailure(size_t node);
@@ -200,6 +219,9 @@ class Worker {
   std::function<void()> on_drained_;
   std::unique_ptr<Timer> sweep_timer_;  // SweepSessions(); null when both timeouts are off
   Duration sweep_period_{};
+  // The REST side (null when rest.listen is off). Declared after everything it uses (the loop,
+  // the budgets, the router), so that it goes first.
+  std::unique_ptr<rest::RestWorker> rest_;
   size_t peak_sessions_ = 0;  // most app connections held since the last trim
   bool draining_ = false;
   std::thread thread_;

@@ -89,7 +89,8 @@ class HealthE2eTest : public ::testing::Test {
                                << "  max_ejection_time: 2s\n"
                                << ExtraHealthConfig();
     log_path_ = dir_ + "/qpoold.log";
-    auto qpoold = Subprocess::Spawn({QPOOLD_PATH, "--config", config_path}, log_path_);
+    auto qpoold = Subprocess::Spawn(
+        {QPOOLD_PATH, "--config", config_path, "--rest-listen", "127.0.0.1:0"}, log_path_);
     ASSERT_TRUE(qpoold.ok()) << qpoold.status();
     qpoold_ = std::move(*qpoold);
     // Nodes start out healthy; wait until each has answered a health check, so that its pooled

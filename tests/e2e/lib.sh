@@ -42,7 +42,7 @@ start_emulator_rest() {
 start_qpoold() {
   local binary=$1
   shift
-  "$binary" --listen 127.0.0.1:0 "$@" 2>"$WORK/qpoold.log" &
+  "$binary" --listen 127.0.0.1:0 --rest-listen 127.0.0.1:0 "$@" 2>"$WORK/qpoold.log" &
   pids+=($!)
   QP=$(wait_for_line "$WORK/qpoold.log" 'listening on' '.*listening on ([0-9.:]+).*')
 }

@@ -65,8 +65,9 @@ class MetricsE2eTest : public ::testing::Test {
     // environment (QPOOL_<SECTION>_<KEY>), which the child inherits.
     ASSERT_EQ(setenv("QPOOL_ADMIN_READINESS_INCLUDES_UPSTREAM", "true", 1), 0);
     auto qpoold =
-        Subprocess::Spawn({QPOOLD_PATH, "--listen", absl::StrCat("127.0.0.1:", listen_port_),
-                           "--admin-listen", absl::StrCat("127.0.0.1:", admin_port_), "--upstream",
+        Subprocess::Spawn({QPOOLD_PATH, "--rest-listen", "127.0.0.1:0", "--listen",
+                           absl::StrCat("127.0.0.1:", listen_port_), "--admin-listen",
+                           absl::StrCat("127.0.0.1:", admin_port_), "--upstream",
                            absl::StrCat("127.0.0.1:", emulator_port_), "--max-connections", "2",
                            "--workers", absl::StrCat(workers())},
                           log_path_);
@@ -179,8 +180,8 @@ TEST_F(MetricsE2eTest, ScrapeCountsEqualTheCallsMadeAndPassesPromtool) {
         samples = Scrape();
         double ended = 0;
         for (const char* klass : {"read", "write", "admin", "other"}) {
-          ended +=
-              samples[absl::StrCat("qpool_call_duration_seconds_count{class=\"", klass, "\"}")];
+          ended += samples[absl::StrCat(
+              "qpool_call_duration_seconds_count{protocol=\"grpc\",class=\"", klass, "\"}")];
         }
         return ended == total;
       },
@@ -188,17 +189,19 @@ TEST_F(MetricsE2eTest, ScrapeCountsEqualTheCallsMadeAndPassesPromtool) {
   for (const auto& [key, count] : seen_) {
     const std::string klass = key.substr(0, key.find('/'));
     const std::string code = key.substr(key.find('/') + 1);
-    EXPECT_EQ(samples[absl::StrCat("qpool_calls_total{class=\"", klass, "\",code=\"", code, "\"}")],
+    EXPECT_EQ(samples[absl::StrCat("qpool_calls_total{protocol=\"grpc\",class=\"", klass,
+                                   "\",code=\"", code, "\"}")],
               count)
         << key;
   }
   EXPECT_EQ(seen_["admin/OK"], 1) << "the emulator answered otherwise than expected";
   EXPECT_EQ(seen_["admin/ALREADY_EXISTS"], 1);
-  EXPECT_EQ(samples["qpool_calls_total{class=\"admin\",code=\"ALREADY_EXISTS\"}"], 1);
+  EXPECT_EQ(samples["qpool_calls_total{protocol=\"grpc\",class=\"admin\",code=\"ALREADY_EXISTS\"}"],
+            1);
   EXPECT_EQ(samples["qpool_calls_started_total"], total);
-  EXPECT_EQ(samples["qpool_call_duration_seconds_count{class=\"read\"}"], 47);
-  EXPECT_EQ(samples["qpool_call_duration_seconds_count{class=\"write\"}"], 5);
-  EXPECT_EQ(samples["qpool_call_duration_seconds_count{class=\"admin\"}"], 2);
+  EXPECT_EQ(samples["qpool_call_duration_seconds_count{protocol=\"grpc\",class=\"read\"}"], 47);
+  EXPECT_EQ(samples["qpool_call_duration_seconds_count{protocol=\"grpc\",class=\"write\"}"], 5);
+  EXPECT_EQ(samples["qpool_call_duration_seconds_count{protocol=\"grpc\",class=\"admin\"}"], 2);
   const std::string node = absl::StrCat("{node=\"127.0.0.1:", emulator_port_, "\"}");
   EXPECT_EQ(samples["qpool_upstream_attempt_duration_seconds_count" + node], total);
   // Health probes (medium, deep tiers) take streams from the pool too: each finished one counts
@@ -327,10 +330,10 @@ TEST_F(MetricsE2eTwoWorkersTest, CountsSumOverWorkersAndPoolListsBoth) {
   ASSERT_TRUE(WaitFor(
       [&] {
         samples = Scrape();
-        return samples["qpool_call_duration_seconds_count{class=\"read\"}"] == 40;
+        return samples["qpool_call_duration_seconds_count{protocol=\"grpc\",class=\"read\"}"] == 40;
       },
       absl::Seconds(10)));
-  EXPECT_EQ(samples["qpool_calls_total{class=\"read\",code=\"OK\"}"], 40);
+  EXPECT_EQ(samples["qpool_calls_total{protocol=\"grpc\",class=\"read\",code=\"OK\"}"], 40);
   EXPECT_EQ(samples["qpool_scrape_workers_unanswered"], 0);
   const std::string node = absl::StrCat("127.0.0.1:", emulator_port_);
   double connections = 0;

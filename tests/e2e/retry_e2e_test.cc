@@ -194,7 +194,9 @@ class RetryE2eTest : public ::testing::Test {
                                << "\"\nupstream:\n  nodes: [" << nodes << "]\n"
                                << upstream_yaml << "retry:\n"
                                << retry_yaml << "log:\n  level: warn\n";
-    auto qpoold = Subprocess::Spawn({QPOOLD_PATH, "--config", config_path}, dir_ + "/qpoold.log");
+    auto qpoold =
+        Subprocess::Spawn({QPOOLD_PATH, "--config", config_path, "--rest-listen", "127.0.0.1:0"},
+                          dir_ + "/qpoold.log");
     ASSERT_TRUE(qpoold.ok()) << qpoold.status();
     qpoold_ = std::move(*qpoold);
     ASSERT_TRUE(WaitFor(

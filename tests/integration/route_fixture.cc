@@ -26,6 +26,7 @@ void RouteTest::TearDown() {
 config::Config RouteTest::DefaultProxyConfig() const {
   config::Config config;
   config.server.listen = {"127.0.0.1", 0};
+  config.rest.listen = {};  // REST off: the REST tests bind their own port (rest_forwarding_test)
   config.server.drain_timeout = absl::Seconds(2);
   config.upstream.nodes = {{"127.0.0.1", upstream_ != nullptr ? upstream_->port() : uint16_t{0}}};
   config.upstream.min_connections = 1;

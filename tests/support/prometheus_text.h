@@ -2,7 +2,7 @@
 // key written exactly as qpoold writes it.
 //
 //   Samples samples = ParseSamples(HttpGet(admin_port, "/metrics").body);
-//   EXPECT_EQ(samples["qpool_calls_total{class=\"read\",code=\"OK\"}"], 40);
+//   EXPECT_EQ(samples["qpool_calls_total{protocol=\"grpc\",class=\"read\",code=\"OK\"}"], 40);
 //
 // Thread-safety: a pure function.
 #ifndef QPOOL_TESTS_SUPPORT_PROMETHEUS_TEXT_H_

@@ -47,6 +47,17 @@ void ExpectSameSettings(const Config& actual, const Config& expected) {
   EXPECT_EQ(actual.upstream.max_requests_per_connection,
             expected.upstream.max_requests_per_connection);
   EXPECT_EQ(actual.upstream.idle_timeout, expected.upstream.idle_timeout);
+  EXPECT_EQ(actual.upstream.rest_nodes.size(), expected.upstream.rest_nodes.size());
+  EXPECT_EQ(actual.rest.listen.ToString(), expected.rest.listen.ToString());
+  EXPECT_EQ(actual.rest.max_connections, expected.rest.max_connections);
+  EXPECT_EQ(actual.rest.min_connections, expected.rest.min_connections);
+  EXPECT_EQ(actual.rest.idle_timeout, expected.rest.idle_timeout);
+  EXPECT_EQ(actual.rest.request_timeout, expected.rest.request_timeout);
+  EXPECT_EQ(actual.rest.header_timeout, expected.rest.header_timeout);
+  EXPECT_EQ(actual.rest.keepalive_timeout, expected.rest.keepalive_timeout);
+  EXPECT_EQ(actual.rest.max_header_bytes, expected.rest.max_header_bytes);
+  EXPECT_EQ(actual.rest.max_headers, expected.rest.max_headers);
+  EXPECT_EQ(actual.rest.max_body_bytes, expected.rest.max_body_bytes);
   EXPECT_EQ(actual.retry.enabled, expected.retry.enabled);
   EXPECT_EQ(actual.retry.max_attempts, expected.retry.max_attempts);
   EXPECT_EQ(actual.retry.backoff_base, expected.retry.backoff_base);
@@ -840,6 +851,59 @@ TEST(RetryConfigTest, RefusesBadRetryValues) {
   EXPECT_EQ(Validate(config).message(),
             "retry.replay_buffer_per_call: must not exceed retry.replay_buffer_total (134217728 > "
             "67108864)");
+}
+
+TEST(RestConfigTest, EmptyListenTurnsRestOffAndRestNodesMatchTheNodes) {
+  absl::StatusOr<Config> config = ParseConfig(
+      "upstream:\n  nodes: [\"a:6334\", \"b:6334\"]\n  rest_nodes: [\"a:7333\"]\nrest:\n"
+      "  listen: \"\"\n",
+      "t.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->rest.listen.host.empty());
+  EXPECT_EQ(Validate(*config).message(),
+            "upstream.rest_nodes: lists 1 REST endpoints for 2 nodes in upstream.nodes: give one "
+            "per node, in the same order");
+}
+
+TEST(RestConfigTest, RestOnlyNeedsRestNodesAndTheListener) {
+  Config config;
+  config.upstream.rest_nodes = {{"a", 6333}, {"b", 6333}};
+  EXPECT_TRUE(Validate(config).ok()) << Validate(config);
+  EXPECT_EQ(NodeCount(config), 2u);
+  EXPECT_EQ(NodeName(config, 1), "b:6333");
+  config.rest.listen = {};
+  EXPECT_THAT(std::string(Validate(config).message()),
+              HasSubstr("upstream.nodes: at least one Qdrant node is required"));
+}
+
+TEST(RestConfigTest, RestFlagsOverride) {
+  const char* argv[] = {"qpoold",        "--upstream",    "a:6334,b:6334", "--rest-upstream",
+                        "a:7333,b:7333", "--rest-listen", "127.0.0.1:0"};
+  absl::StatusOr<CommandLine> command_line = ParseCommandLine(7, argv);
+  ASSERT_TRUE(command_line.ok()) << command_line.status();
+  absl::StatusOr<Config> config = BuildConfig(*command_line);
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->upstream.rest_nodes.size(), 2u);
+  EXPECT_EQ(config->upstream.rest_nodes[1].ToString(), "b:7333");
+  EXPECT_EQ(config->rest.listen.ToString(), "127.0.0.1:0");
+  const char* off[] = {"qpoold", "--upstream", "a:6334", "--rest-listen", ""};
+  command_line = ParseCommandLine(5, off);
+  ASSERT_TRUE(command_line.ok()) << command_line.status();
+  config = BuildConfig(*command_line);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->rest.listen.host.empty());
+}
+
+TEST(RestConfigTest, WorkersMayNotExceedRestMaxConnections) {
+  Config config;
+  config.upstream.nodes = {{"a", 6334}};
+  config.upstream.max_connections = 8;
+  config.server.workers = 4;
+  config.rest.max_connections = 2;
+  EXPECT_THAT(std::string(Validate(config).message()),
+              HasSubstr("server.workers: must not exceed rest.max_connections (4 > 2)"));
+  config.rest.listen = {};
+  EXPECT_TRUE(Validate(config).ok());
 }
 
 TEST(ExampleConfigTest, ExampleFileEqualsDefaults) {

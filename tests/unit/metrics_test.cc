@@ -378,13 +378,22 @@ TEST(ScrapeTest, SumsWorkersAndNamesEveryFamily) {
   input.pools = {std::vector<NodePoolGauges>{g, g}, std::nullopt};
   const std::string text = Serialize(BuildFamilies(input));
   auto samples = ParseSamples(text);
-  EXPECT_EQ(samples["qpool_calls_total{class=\"read\",code=\"OK\"}"], 2);
-  EXPECT_EQ(samples["qpool_calls_total{class=\"write\",code=\"RESOURCE_EXHAUSTED\"}"], 1);
-  EXPECT_EQ(samples.count("qpool_calls_total{class=\"write\",code=\"UNAVAILABLE\"}"), 0u);
-  EXPECT_EQ(samples["qpool_call_duration_seconds_count{class=\"read\"}"], 2);
-  EXPECT_EQ(samples["qpool_call_duration_seconds_bucket{class=\"read\",le=\"+Inf\"}"], 2);
-  EXPECT_EQ(samples["qpool_call_duration_seconds_bucket{class=\"read\",le=\"0.001\"}"], 1);
-  EXPECT_NEAR(samples["qpool_call_duration_seconds_sum{class=\"read\"}"], 0.004, 1e-9);
+  EXPECT_EQ(samples["qpool_calls_total{protocol=\"grpc\",class=\"read\",code=\"OK\"}"], 2);
+  EXPECT_EQ(
+      samples["qpool_calls_total{protocol=\"grpc\",class=\"write\",code=\"RESOURCE_EXHAUSTED\"}"],
+      1);
+  EXPECT_EQ(
+      samples.count("qpool_calls_total{protocol=\"grpc\",class=\"write\",code=\"UNAVAILABLE\"}"),
+      0u);
+  EXPECT_EQ(samples["qpool_call_duration_seconds_count{protocol=\"grpc\",class=\"read\"}"], 2);
+  EXPECT_EQ(
+      samples["qpool_call_duration_seconds_bucket{protocol=\"grpc\",class=\"read\",le=\"+Inf\"}"],
+      2);
+  EXPECT_EQ(
+      samples["qpool_call_duration_seconds_bucket{protocol=\"grpc\",class=\"read\",le=\"0.001\"}"],
+      1);
+  EXPECT_NEAR(samples["qpool_call_duration_seconds_sum{protocol=\"grpc\",class=\"read\"}"], 0.004,
+              1e-9);
   EXPECT_EQ(samples["qpool_upstream_connects_total{node=\"b:2\"}"], 2);
   EXPECT_EQ(samples["qpool_upstream_connects_total{node=\"a:1\"}"], 0);
   EXPECT_EQ(samples["qpool_pool_queue_overflows_total{node=\"a:1\"}"], 1);
@@ -513,7 +522,7 @@ TEST_F(AdminServerTest, MetricsServesTheTextFormatWithBuildAndProcessFamilies) {
   EXPECT_THAT(reply.content_type, HasSubstr("text/plain; version=0.0.4"));
   auto samples = ParseSamples(reply.body);
   EXPECT_EQ(samples["qpool_build_info{version=\"9.9.9\"}"], 1);
-  EXPECT_EQ(samples["qpool_calls_total{class=\"read\",code=\"OK\"}"], 1);
+  EXPECT_EQ(samples["qpool_calls_total{protocol=\"grpc\",class=\"read\",code=\"OK\"}"], 1);
   EXPECT_GT(samples["process_open_fds"], 0);
 }
 

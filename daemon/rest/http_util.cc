@@ -1,0 +1,64 @@
+#include "daemon/rest/http_util.h"
+
+#include <boost/beast/http/field.hpp>
+#include <boost/beast/http/rfc7230.hpp>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "nlohmann/json.hpp"
+
+namespace qpool::rest {
+
+namespace http = boost::beast::http;
+
+std::string ErrorBody(std::string_view message) {
+  // dump() with the replace handler: a message quoting invalid UTF-8 (a garbage request line)
+  // still gives a valid document.
+  nlohmann::json status;
+  status["error"] = std::string(message);
+  std::string body = R"({"status":)";
+  body += status.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  body += R"(,"time":0.0})";
+  return body;
+}
+
+void StripHopByHop(http::fields& fields) {
+  std::vector<std::string> named;
+  for (auto it = fields.find(http::field::connection);
+       it != fields.end() && it->name() == http::field::connection; ++it) {
+    for (auto token : http::token_list(it->value())) named.emplace_back(token);
+  }
+  for (const std::string& name : named) fields.erase(name);
+  for (http::field field :
+       {http::field::connection, http::field::keep_alive, http::field::te,
+        http::field::transfer_encoding, http::field::upgrade, http::field::proxy_connection,
+        http::field::proxy_authenticate, http::field::proxy_authorization}) {
+    fields.erase(field);
+  }
+}
+
+std::string_view PathOf(std::string_view target) {
+  return target.substr(0, std::min(target.find('?'), target.size()));
+}
+
+std::optional<Duration> QueryTimeout(std::string_view target) {
+  const size_t question = target.find('?');
+  if (question == std::string_view::npos) return std::nullopt;
+  std::string_view query = target.substr(question + 1);
+  while (!query.empty()) {
+    const size_t amp = std::min(query.find('&'), query.size());
+    const std::string_view pair = query.substr(0, amp);
+    query.remove_prefix(std::min(amp + 1, query.size()));
+    constexpr std::string_view kKey = "timeout=";
+    if (pair.substr(0, kKey.size()) != kKey) continue;
+    uint32_t seconds = 0;
+    const std::string_view value = pair.substr(kKey.size());
+    if (!absl::SimpleAtoi(absl::string_view(value.data(), value.size()), &seconds)) {
+      return std::nullopt;
+    }
+    return std::chrono::seconds(seconds);
+  }
+  return std::nullopt;
+}
+
+}  // namespace qpool::rest

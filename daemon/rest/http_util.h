@@ -1,0 +1,38 @@
+// HTTP/1.1 helpers of the REST front door: Qdrant's error document, hop-by-hop header removal
+// (RFC 9110, section 7.6.1) and the request deadline a REST call gets.
+//
+//   std::string body = ErrorBody("no upstream connection within upstream.acquire_timeout (1s)");
+//   // {"status":{"error":"no upstream connection ..."},"time":0.0}
+//   StripHopByHop(request.base());  // Connection and what it names, Keep-Alive, TE, ...
+//
+// Thread-safety: pure functions.
+#ifndef QPOOL_DAEMON_REST_HTTP_UTIL_H_
+#define QPOOL_DAEMON_REST_HTTP_UTIL_H_
+
+#include <boost/beast/http/fields.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "daemon/common/event_loop.h"
+
+namespace qpool::rest {
+
+// Qdrant's REST error shape, `message` JSON-escaped: {"status":{"error":"..."},"time":0.0}.
+std::string ErrorBody(std::string_view message);
+
+// Removes the hop-by-hop fields: Connection and every field it names, Keep-Alive, TE,
+// Transfer-Encoding, Upgrade, Proxy-Connection, Proxy-Authenticate, Proxy-Authorization. The
+// caller sets the framing (Content-Length or chunked) and keep-alive of the next hop itself.
+void StripHopByHop(boost::beast::http::fields& fields);
+
+// The `timeout` query parameter (whole seconds, as Qdrant reads it) of a request target
+// ("/collections/c/points/search?timeout=30" -> 30s); nullopt when absent or not a number.
+std::optional<Duration> QueryTimeout(std::string_view target);
+
+// The path of a request target, without the query string.
+std::string_view PathOf(std::string_view target);
+
+}  // namespace qpool::rest
+
+#endif  // QPOOL_DAEMON_REST_HTTP_UTIL_H_

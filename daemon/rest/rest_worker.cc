@@ -1,0 +1,153 @@
+#include "daemon/rest/rest_worker.h"
+
+#include "absl/strings/str_cat.h"
+#include "daemon/rest/session.h"
+#include "daemon/rest/upstream.h"
+#include "spdlog/spdlog.h"
+
+namespace qpool::rest {
+namespace {
+
+// A worker's share of a per-node bound: `total` split over `count` workers, remainders first.
+uint32_t ShareOf(uint32_t total, uint32_t index, uint32_t count) {
+  return total / count + (index < total % count ? 1 : 0);
+}
+
+}  // namespace
+
+std::vector<config::NodeAddress> RestNodesOf(const config::Config& config) {
+  if (!config.upstream.rest_nodes.empty()) return config.upstream.rest_nodes;
+  std::vector<config::NodeAddress> nodes;
+  for (const config::NodeAddress& node : config.upstream.nodes) {
+    nodes.push_back(config::NodeAddress{node.host, 6333});
+  }
+  return nodes;
+}
+
+// A REST pool's observer: passive health hears of connect failures, as for the gRPC pools.
+class RestWorker::PoolObserver : public pool::PoolObserver {
+ public:
+  PoolObserver(RestHost& host, size_t node) : host_(host), node_(node) {}
+  void OnConnectFailed(const absl::Status&) override { host_.OnRestAttemptEnd(node_, true); }
+
+ private:
+  RestHost& host_;
+  const size_t node_;
+};
+
+RestWorker::RestWorker(const config::Config& config, uint32_t index, uint32_t count,
+                       boost::asio::io_context& io, EventLoop& loop, Random& random,
+                       pool::PendingBudget& pending_budget, RestHost& host, RestRetryContext retry,
+                       metrics::WorkerMetrics& metrics)
+    : config_(config),
+      io_(io),
+      loop_(loop),
+      random_(random),
+      host_(host),
+      retry_(retry),
+      metrics_(metrics),
+      nodes_(RestNodesOf(config)) {
+  const config::RestConfig& rest = config.rest;
+  limits_.max_header_bytes = rest.max_header_bytes;
+  limits_.max_headers = rest.max_headers;
+  limits_.max_body_bytes = rest.max_body_bytes;
+  limits_.header_timeout = absl::ToChronoNanoseconds(rest.header_timeout);
+  limits_.keepalive_timeout = absl::ToChronoNanoseconds(rest.keepalive_timeout);
+  limits_.request_timeout = absl::ToChronoNanoseconds(rest.request_timeout);
+  const config::UpstreamConfig& upstream = config.upstream;
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    node_names_.push_back(nodes_[i].ToString());
+    factories_.push_back(std::make_unique<RestConnectionFactory>(
+        io, nodes_[i], absl::ToChronoNanoseconds(upstream.connect_timeout)));
+    observers_.push_back(std::make_unique<PoolObserver>(host, i));
+    pool::NodePoolOptions options;
+    options.node_name = node_names_.back();
+    options.min_connections = ShareOf(rest.min_connections, index, count);
+    options.max_connections = ShareOf(rest.max_connections, index, count);
+    options.max_connections_key = "rest.max_connections";
+    options.max_streams_per_connection = 1;  // HTTP/1.1: one request at a time
+    options.acquire_timeout = absl::ToChronoNanoseconds(upstream.acquire_timeout);
+    options.connect_backoff_base = absl::ToChronoNanoseconds(upstream.connect_backoff_base);
+    options.connect_backoff_max = absl::ToChronoNanoseconds(upstream.connect_backoff_max);
+    options.max_connection_age = absl::ToChronoNanoseconds(upstream.max_connection_age);
+    options.max_requests_per_connection = upstream.max_requests_per_connection;
+    options.idle_timeout = absl::ToChronoNanoseconds(rest.idle_timeout);
+    pools_.push_back(std::make_unique<pool::NodePool>(std::move(options), pending_budget,
+                                                      *factories_.back(), loop, random,
+                                                      observers_.back().get()));
+    pool_ptrs_.push_back(pools_.back().get());
+  }
+}
+
+RestWorker::~RestWorker() { Stop(); }
+
+void RestWorker::Start() {
+  for (auto& pool : pools_) pool->Start();
+}
+
+void RestWorker::Adopt(boost::asio::ip::tcp::socket socket, bool refuse) {
+  auto session = std::make_shared<RestSession>(*this, std::move(socket));
+  sessions_.emplace(session.get(), session);
+  if (refuse) {
+    session->Refuse(absl::StrCat("qpool: server.max_client_connections (",
+                                 config_.server.max_client_connections, ") reached"));
+  } else if (draining_ || stopped_) {
+    session->Refuse("qpool: shutting down");
+  } else {
+    session->Start();
+  }
+}
+
+void RestWorker::BeginDrain() {
+  draining_ = true;
+  std::vector<std::shared_ptr<RestSession>> sessions;
+  for (auto& [ptr, session] : sessions_) sessions.push_back(session);
+  for (auto& session : sessions) session->BeginDrain();
+  if (sessions_.empty()) host_.OnRestIdle();
+}
+
+void RestWorker::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  std::vector<std::shared_ptr<RestSession>> sessions;
+  for (auto& [ptr, session] : sessions_) sessions.push_back(session);
+  for (auto& session : sessions) session->Abort();
+  for (auto& pool : pools_) pool->Shutdown();
+  pool_ptrs_.clear();
+  pools_.clear();
+}
+
+void RestWorker::OnSessionClosed(RestSession* session) {
+  auto it = sessions_.find(session);
+  if (it == sessions_.end()) return;
+  // Keep the session alive until the current event is done with it.
+  std::shared_ptr<RestSession> keep = std::move(it->second);
+  sessions_.erase(it);
+  loop_.Post([keep] {});
+  host_.OnRestSessionClosed();
+  if (sessions_.empty() && draining_) host_.OnRestIdle();
+}
+
+std::vector<metrics::NodePoolGauges> RestWorker::PoolGauges() const {
+  std::vector<metrics::NodePoolGauges> gauges;
+  for (const auto& pool : pools_) {
+    const pool::NodePoolStats stats = pool->stats();
+    metrics::NodePoolGauges g;
+    g.connecting = stats.connecting;
+    g.ready = stats.ready;
+    g.busy = stats.busy;
+    g.draining = stats.draining;
+    g.streams_in_flight = stats.streams_in_flight;
+    g.waiting = stats.waiting;
+    g.consecutive_connect_failures = stats.consecutive_connect_failures;
+    g.usable = pool->usable();
+    g.longest_wait_seconds = std::chrono::duration<double>(pool->LongestWait()).count();
+    for (const pool::NodePool::ConnectionInfo& c : pool->Connections()) {
+      g.connections.push_back({pool::ConnectionStateName(c.state), c.streams, c.stream_cap});
+    }
+    gauges.push_back(g);
+  }
+  return gauges;
+}
+
+}  // namespace qpool::rest

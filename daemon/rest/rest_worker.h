@@ -1,0 +1,154 @@
+// One I/O worker's REST side: its share of each node's REST pool (a pool::NodePool of keep-alive
+// HTTP/1.1 connections, one request each), and the app REST connections (RestSession) it was
+// handed. It runs on the worker's io_context and thread, and asks the worker (RestHost) for what
+// both protocols share: the node router (health verdicts, ejection, balancing), passive health,
+// the retry budgets per node, and the process-wide counters.
+//
+//   RestWorker rest(config, index, count, io, loop, random, pending_budget, host);
+//   rest.Start();                      // on the worker's thread: pools open rest.min_connections
+//   rest.Adopt(std::move(socket));     // an accepted REST app connection
+//
+// Thread-safety: none; everything runs on the owning worker's thread.
+#ifndef QPOOL_DAEMON_REST_REST_WORKER_H_
+#define QPOOL_DAEMON_REST_REST_WORKER_H_
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "daemon/common/event_loop.h"
+#include "daemon/config/config.h"
+#include "daemon/metrics/scrape.h"
+#include "daemon/metrics/worker_metrics.h"
+#include "daemon/pool/node_pool.h"
+#include "daemon/retry/method_class.h"
+#include "daemon/retry/retry_policy.h"
+
+namespace qpool::rest {
+
+class RestSession;
+class RestConnectionFactory;
+
+// What the REST side shares with the gRPC side of its worker. Implemented by server::Worker.
+class RestHost {
+ public:
+  virtual ~RestHost() = default;
+  // The node for a new REST request: the worker's NodeRouter (health, ejection, connection up,
+  // power of two choices) over the REST pools' state.
+  virtual size_t PickRestNode(const std::vector<pool::NodePool*>& pools) = 0;
+  // For a retry: a healthy, not ejected node other than `except` with a connection up.
+  virtual std::optional<size_t> PickRestNodeOtherThan(
+      size_t except, const std::vector<pool::NodePool*>& pools) = 0;
+  // Passive health: an attempt on `node` ended; `failed` for a lost or refused connection or a
+  // 503 (connect failures too).
+  virtual void OnRestAttemptEnd(size_t node, bool failed) = 0;
+  // A REST app connection closed (the process-wide count of app connections).
+  virtual void OnRestSessionClosed() = 0;
+  // The REST side has no app connection left (drain bookkeeping).
+  virtual void OnRestIdle() = 0;
+};
+
+// What REST calls consult when an attempt fails (docs/retries.md), the worker's: one policy, one
+// classifier, one budget per node shared by both protocols.
+struct RestRetryContext {
+  const retry::RetryPolicy* policy = nullptr;
+  const retry::MethodClassifier* classifier = nullptr;
+  std::vector<retry::RetryBudget>* budgets = nullptr;  // per node
+  uint64_t* active_calls = nullptr;                    // the worker's calls in flight
+  bool policy_retries = true;                          // retry.enabled
+  size_t replay_per_call = 0;                          // retry.replay_buffer_per_call
+  int64_t replay_total = 0;                            // retry.replay_buffer_total
+  std::atomic<int64_t>* replay_bytes = nullptr;        // all calls' copies, process-wide
+  std::atomic<uint64_t>* transparent_retries = nullptr;
+  std::atomic<uint64_t>* local_replies = nullptr;
+  std::atomic<uint64_t>* protocol_errors = nullptr;
+};
+
+// The app-side limits of rest.* in the units the sessions use.
+struct RestLimits {
+  uint32_t max_header_bytes = 64 << 10;
+  uint32_t max_headers = 100;
+  uint64_t max_body_bytes = 32 << 20;
+  Duration header_timeout = std::chrono::seconds(10);
+  Duration keepalive_timeout = std::chrono::seconds(60);
+  Duration request_timeout = std::chrono::seconds(60);  // zero: none
+};
+
+class RestWorker {
+ public:
+  // `index` of `count` workers: the worker's share of rest.max_connections / min_connections.
+  // Everything passed must outlive the RestWorker.
+  RestWorker(const config::Config& config, uint32_t index, uint32_t count,
+             boost::asio::io_context& io, EventLoop& loop, Random& random,
+             pool::PendingBudget& pending_budget, RestHost& host, RestRetryContext retry,
+             metrics::WorkerMetrics& metrics);
+  ~RestWorker();
+
+  RestWorker(const RestWorker&) = delete;
+  RestWorker& operator=(const RestWorker&) = delete;
+
+  // Worker thread only. -------------------------------------------------------------------------
+  void Start();
+  // Takes an accepted REST app connection (bound to this worker's io_context). `refuse`: over
+  // server.max_client_connections: answered 503 and closed.
+  void Adopt(boost::asio::ip::tcp::socket socket, bool refuse);
+  // New requests are answered with Connection: close; idle connections close now.
+  void BeginDrain();
+  // Closes every app connection and the pools.
+  void Stop();
+  bool idle() const { return sessions_.empty(); }
+  bool draining() const { return draining_; }
+
+  pool::NodePool& pool(size_t node) { return *pools_[node]; }
+  const std::vector<pool::NodePool*>& pools() const { return pool_ptrs_; }
+  const config::NodeAddress& node(size_t i) const { return nodes_[i]; }
+  // "host:port" of node `i`'s REST endpoint, for Host and messages.
+  const std::string& node_name(size_t i) const { return node_names_[i]; }
+  const RestLimits& limits() const { return limits_; }
+  RestHost& host() { return host_; }
+  RestRetryContext& retry() { return retry_; }
+  EventLoop& loop() { return loop_; }
+  Random& random() { return random_; }
+  boost::asio::io_context& io() { return io_; }
+  metrics::WorkerMetrics& metrics() { return metrics_; }
+  const config::Config& config() const { return config_; }
+  // A session ended; it is freed on a later turn.
+  void OnSessionClosed(RestSession* session);
+  // The REST pools' gauges now, in node order.
+  std::vector<metrics::NodePoolGauges> PoolGauges() const;
+
+ private:
+  class PoolObserver;
+
+  const config::Config& config_;
+  boost::asio::io_context& io_;
+  EventLoop& loop_;
+  Random& random_;
+  RestHost& host_;
+  RestRetryContext retry_;
+  metrics::WorkerMetrics& metrics_;
+  RestLimits limits_;
+  std::vector<config::NodeAddress> nodes_;
+  std::vector<std::string> node_names_;
+  std::vector<std::unique_ptr<RestConnectionFactory>> factories_;
+  // Declared before pools_: a pool reports to its observer until it is destroyed.
+  std::vector<std::unique_ptr<PoolObserver>> observers_;
+  std::vector<std::unique_ptr<pool::NodePool>> pools_;
+  std::vector<pool::NodePool*> pool_ptrs_;
+  std::unordered_map<RestSession*, std::shared_ptr<RestSession>> sessions_;
+  bool draining_ = false;
+  bool stopped_ = false;
+};
+
+// Each REST node's endpoint: upstream.rest_nodes, or each gRPC node's host with port 6333.
+std::vector<config::NodeAddress> RestNodesOf(const config::Config& config);
+
+}  // namespace qpool::rest
+
+#endif  // QPOOL_DAEMON_REST_REST_WORKER_H_

@@ -1,0 +1,98 @@
+// A pooled HTTP/1.1 keep-alive connection to one Qdrant node's REST port. To the NodePool it is a
+// connection whose peer allows one stream: the pool hands it to one request at a time, and it
+// reports its life through PoolConnectionEvents like the HTTP/2 connections do.
+//
+// A request (RestSession) that got the slot calls BeginExchange(), writes its request and reads
+// the answer on socket() / buffer() itself (Beast), then EndExchange(reusable). Between
+// exchanges the connection watches its socket: readable while idle means the server closed it
+// (Qdrant's keep-alive timeout) or sent bytes nobody asked for, and the connection goes.
+//
+// Thread-safety: none; lives on one worker's thread.
+#ifndef QPOOL_DAEMON_REST_UPSTREAM_H_
+#define QPOOL_DAEMON_REST_UPSTREAM_H_
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "daemon/common/event_loop.h"
+#include "daemon/config/config.h"
+#include "daemon/pool/node_pool.h"
+
+namespace qpool::rest {
+
+class RestUpstreamConnection : public pool::PoolConnection,
+                               public std::enable_shared_from_this<RestUpstreamConnection> {
+ public:
+  RestUpstreamConnection(boost::asio::io_context& io, const config::NodeAddress& node,
+                         Duration connect_timeout, pool::PoolConnectionEvents& events);
+  ~RestUpstreamConnection() override;
+
+  // Resolves and connects; reports OnConnected (one stream) or OnConnectFailed later, never from
+  // inside Connect.
+  void Connect();
+
+  // A request took the connection's slot (NodePool::Acquire): the idle watch stops.
+  void BeginExchange();
+  // The request is done with the connection. `reusable`: the answer was read whole, the request
+  // sent whole, and both sides keep the connection alive; otherwise (or when draining) it closes.
+  // `failed`: the exchange broke (lost, reset, timed out), as opposed to a close either side
+  // asked for. Reports OnStreamClosed, or OnClosed when it closed.
+  void EndExchange(bool reusable, bool failed = false);
+
+  boost::asio::ip::tcp::socket& socket() { return socket_; }
+  boost::beast::flat_buffer& buffer() { return buffer_; }
+  // Exchanges begun on this connection, the current one included: above 1, the connection was
+  // reused, and a close before any byte of the answer means the server closed it idle.
+  uint64_t exchanges() const { return exchanges_; }
+  const std::string& node_name() const { return node_name_; }
+
+  // pool::PoolConnection.
+  void Drain() override;
+  void Abort() override;
+
+ private:
+  void OnResolved(const boost::system::error_code& ec,
+                  boost::asio::ip::tcp::resolver::results_type results);
+  void FailConnect(const absl::Status& reason);
+  void WatchIdle();
+  // Closes the socket and reports OnClosed(`reason`) (OnConnectFailed while still connecting).
+  void Close(const absl::Status& reason);
+
+  const std::string node_name_;
+  const config::NodeAddress node_;
+  const Duration connect_timeout_;
+  pool::PoolConnectionEvents* events_;  // null once the final event was reported
+  boost::asio::ip::tcp::resolver resolver_;
+  boost::asio::ip::tcp::socket socket_;
+  boost::asio::steady_timer connect_timer_;
+  boost::beast::flat_buffer buffer_;
+  bool connected_ = false;
+  bool in_exchange_ = false;
+  bool draining_ = false;
+  uint64_t exchanges_ = 0;
+  uint64_t watch_generation_ = 0;  // a stale idle-watch completion sees another generation
+};
+
+// Makes RestUpstreamConnections to one node's REST endpoint for one worker's REST pool.
+class RestConnectionFactory : public pool::ConnectionFactory {
+ public:
+  RestConnectionFactory(boost::asio::io_context& io, config::NodeAddress node,
+                        Duration connect_timeout)
+      : io_(io), node_(std::move(node)), connect_timeout_(connect_timeout) {}
+  std::shared_ptr<pool::PoolConnection> Connect(pool::PoolConnectionEvents& events) override;
+
+ private:
+  boost::asio::io_context& io_;
+  const config::NodeAddress node_;
+  const Duration connect_timeout_;
+};
+
+}  // namespace qpool::rest
+
+#endif  // QPOOL_DAEMON_REST_UPSTREAM_H_

@@ -1,0 +1,162 @@
+// The REST front door's pure parts: the one route table (daemon/common/qdrant_methods) and the
+// retry classes it gives REST calls (gzip bodies included), hop-by-hop header removal, Qdrant's
+// error shape, and the ?timeout= reading.
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <boost/beast/http/fields.hpp>
+#include <string>
+
+#include "daemon/common/qdrant_methods.h"
+#include "daemon/rest/http_util.h"
+#include "daemon/retry/method_class.h"
+#include "nlohmann/json.hpp"
+
+namespace qpool {
+namespace {
+
+using retry::RetryClass;
+
+std::string Gzip(const std::string& text) {
+  z_stream stream{};
+  deflateInit2(&stream, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+  std::string out(compressBound(static_cast<uLong>(text.size())) + 64, '\0');
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
+  stream.avail_in = static_cast<uInt>(text.size());
+  stream.next_out = reinterpret_cast<Bytef*>(out.data());
+  stream.avail_out = static_cast<uInt>(out.size());
+  deflate(&stream, Z_FINISH);
+  out.resize(out.size() - stream.avail_out);
+  deflateEnd(&stream);
+  return out;
+}
+
+RetryClass Classify(std::string_view verb, std::string_view path, const std::string& body = "",
+                    std::string_view encoding = "") {
+  static const retry::MethodClassifier classifier;
+  return classifier.ClassifyRest(FindQdrantRestRoute(verb, path), body, encoding);
+}
+
+TEST(RestRouteTest, RoutesMapToTheirGrpcTwin) {
+  const QdrantRestRoute* search = FindQdrantRestRoute("POST", "/collections/c/points/search");
+  ASSERT_NE(search, nullptr);
+  EXPECT_EQ(search->grpc_method, "/qdrant.Points/Search");
+  ASSERT_NE(GrpcTwinOf(*search), nullptr);
+  EXPECT_EQ(KindOf(*search), MethodKind::kRead);
+  EXPECT_EQ(KindOf(*FindQdrantRestRoute("PUT", "/collections/c")), MethodKind::kAdmin);
+  EXPECT_EQ(FindQdrantRestRoute("POST", "/collections/c/points/search/"), search);
+  // GET .../points/{id}: "search" is a point id there, as Qdrant routes it.
+  EXPECT_EQ(FindQdrantRestRoute("GET", "/collections/c/points/search")->grpc_method,
+            "/qdrant.Points/Get");
+  EXPECT_EQ(FindQdrantRestRoute("PATCH", "/collections/c/points/search"), nullptr);
+  EXPECT_EQ(FindQdrantRestRoute("GET", "/no/such/route"), nullptr);
+  EXPECT_EQ(FindQdrantRestRoute("GET", "/collections//exists"), nullptr);  // empty segment
+  EXPECT_EQ(FindQdrantRestRoute("GET", "/collections/aliases")->grpc_method,
+            "/qdrant.Collections/Get");  // a collection named "aliases", as Qdrant routes it
+}
+
+TEST(RestRouteTest, EveryNamedTwinIsInTheGrpcTable) {
+  for (const QdrantRestRoute& route : QdrantRestRoutes()) {
+    if (route.grpc_method.empty()) continue;
+    EXPECT_NE(GrpcTwinOf(route), nullptr) << route.verb << " " << route.pattern;
+  }
+}
+
+TEST(RestRetryClassTest, ReadsAndNeverRoutes) {
+  EXPECT_EQ(Classify("POST", "/collections/c/points/search"), RetryClass::kRead);
+  EXPECT_EQ(Classify("POST", "/collections/c/points/query"), RetryClass::kRead);
+  EXPECT_EQ(Classify("GET", "/"), RetryClass::kRead);
+  EXPECT_EQ(Classify("GET", "/collections/c/exists"), RetryClass::kRead);
+  EXPECT_EQ(Classify("PUT", "/collections/c"), RetryClass::kNeverRepeat);
+  EXPECT_EQ(Classify("DELETE", "/collections/c"), RetryClass::kNeverRepeat);
+  EXPECT_EQ(Classify("POST", "/collections/c/points/batch"), RetryClass::kFilterScopedWrite);
+  EXPECT_EQ(Classify("GET", "/not/qdrant"), RetryClass::kNeverRepeat);
+}
+
+TEST(RestRetryClassTest, DeleteByIdsIsIdScopedByFilterIsNot) {
+  EXPECT_EQ(Classify("POST", "/collections/c/points/delete", R"({"points":[1,2,3]})"),
+            RetryClass::kIdScopedWrite);
+  EXPECT_EQ(Classify("POST", "/collections/c/points/delete",
+                     R"({"filter":{"must":[{"key":"k","match":{"value":1}}]}})"),
+            RetryClass::kFilterScopedWrite);
+  // A nested "points" (inside the filter) does not make it id-scoped.
+  EXPECT_EQ(Classify("POST", "/collections/c/points/delete",
+                     R"({"filter":{"must":[{"has_id":[1]}],"points":[1]}})"),
+            RetryClass::kFilterScopedWrite);
+  EXPECT_EQ(Classify("POST", "/collections/c/points/delete", R"({})"),
+            RetryClass::kFilterScopedWrite);
+  EXPECT_EQ(Classify("POST", "/collections/c/points/delete", R"({"points":[1)"),
+            RetryClass::kFilterScopedWrite);  // unreadable: the safe side
+  EXPECT_EQ(
+      Classify("POST", "/collections/c/points/payload", R"({"payload":{"a":1},"points":[7]})"),
+      RetryClass::kIdScopedWrite);
+}
+
+TEST(RestRetryClassTest, UpsertIsIdScopedUnlessConditional) {
+  EXPECT_EQ(Classify("PUT", "/collections/c/points", R"({"points":[{"id":1,"vector":[1]}]})"),
+            RetryClass::kIdScopedWrite);
+  EXPECT_EQ(Classify("PUT", "/collections/c/points",
+                     R"({"points":[{"id":1,"vector":[1]}],"update_filter":{"must":[]}})"),
+            RetryClass::kFilterScopedWrite);
+}
+
+TEST(RestRetryClassTest, GzipBodiesAreInflatedForTheInspection) {
+  EXPECT_EQ(Classify("POST", "/collections/c/points/delete", Gzip(R"({"points":[1,2]})"), "gzip"),
+            RetryClass::kIdScopedWrite);
+  EXPECT_EQ(Classify("POST", "/collections/c/points/delete", Gzip(R"({"filter":{}})"), "gzip"),
+            RetryClass::kFilterScopedWrite);
+  EXPECT_EQ(Classify("POST", "/collections/c/points/delete", "not gzip", "gzip"),
+            RetryClass::kFilterScopedWrite);
+  EXPECT_EQ(Classify("POST", "/collections/c/points/delete", R"({"points":[1]})", "br"),
+            RetryClass::kFilterScopedWrite);  // cannot read it: the safe side
+}
+
+TEST(RestRetryClassTest, ConfigOverridesApplyToTheRestTwin) {
+  retry::MethodClassifier classifier;
+  classifier.Override("/qdrant.Points/Delete", RetryClass::kNeverRepeat);
+  EXPECT_EQ(classifier.ClassifyRest(FindQdrantRestRoute("POST", "/collections/c/points/delete"),
+                                    R"({"points":[1]})", ""),
+            RetryClass::kNeverRepeat);
+}
+
+TEST(RestHttpTest, StripHopByHopRemovesConnectionAndWhatItNames) {
+  boost::beast::http::fields fields;
+  fields.set("Connection", "keep-alive, X-Hop");
+  fields.insert("Connection", "Upgrade");
+  fields.set("X-Hop", "1");
+  fields.set("Keep-Alive", "timeout=5");
+  fields.set("TE", "trailers");
+  fields.set("Transfer-Encoding", "chunked");
+  fields.set("Upgrade", "h2c");
+  fields.set("Proxy-Connection", "keep-alive");
+  fields.set("Proxy-Authorization", "Basic x");
+  fields.set("api-key", "secret");
+  fields.set("Content-Encoding", "gzip");
+  rest::StripHopByHop(fields);
+  for (const char* gone : {"Connection", "X-Hop", "Keep-Alive", "TE", "Transfer-Encoding",
+                           "Upgrade", "Proxy-Connection", "Proxy-Authorization"}) {
+    EXPECT_EQ(fields.count(gone), 0u) << gone;
+  }
+  EXPECT_EQ(fields["api-key"], "secret");
+  EXPECT_EQ(fields["Content-Encoding"], "gzip");
+}
+
+TEST(RestHttpTest, ErrorBodyIsQdrantsShape) {
+  const std::string body = rest::ErrorBody("quote \" and \\ and \n");
+  const auto json = nlohmann::json::parse(body);
+  EXPECT_EQ(json["status"]["error"], "quote \" and \\ and \n");
+  EXPECT_EQ(json["time"], 0.0);
+  EXPECT_EQ(rest::ErrorBody("x"), R"({"status":{"error":"x"},"time":0.0})");
+}
+
+TEST(RestHttpTest, QueryTimeoutAndPath) {
+  EXPECT_EQ(rest::QueryTimeout("/c/points/search?timeout=30"), std::chrono::seconds(30));
+  EXPECT_EQ(rest::QueryTimeout("/c/points/search?wait=true&timeout=5"), std::chrono::seconds(5));
+  EXPECT_EQ(rest::QueryTimeout("/c/points/search?wait=true"), std::nullopt);
+  EXPECT_EQ(rest::QueryTimeout("/c/points/search?timeout=abc"), std::nullopt);
+  EXPECT_EQ(rest::PathOf("/a/b?x=1"), "/a/b");
+  EXPECT_EQ(rest::PathOf("/a/b"), "/a/b");
+}
+
+}  // namespace
+}  // namespace qpool
