@@ -427,6 +427,8 @@ void Worker::SweepSessions() {
   }
   for (auto& [session, action] : due) session->OnTimeout(action);
   sweep_timer_->Arm(sweep_period_, [this] { SweepSessions(); });
+}
+
 void Worker::AdoptRest(boost::asio::ip::tcp::socket socket, bool refuse) {
   if (rest_ == nullptr || !running_) {
     boost::system::error_code ignored;
