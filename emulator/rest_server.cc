@@ -425,8 +425,9 @@ class RestSession : public std::enable_shared_from_this<RestSession> {
         static_cast<http::status>(reply.status), version_);
     response->set(http::field::server, "qdrant-emulator");
     response->set(http::field::content_type, reply.content_type);
-    if (reply.retry_after_s > 0)
+    if (reply.retry_after_s > 0) {
       response->set(http::field::retry_after, std::to_string(reply.retry_after_s));
+    }
     if (server_.options().gzip_answers) response->set(http::field::vary, "accept-encoding");
     if (gzip_answer_ && !reply.body.empty()) {
       if (std::string compressed = Gzip(reply.body); !compressed.empty()) {
@@ -442,7 +443,11 @@ class RestSession : public std::enable_shared_from_this<RestSession> {
     http::async_write(
         stream_, *response,
         [self = shared_from_this(), response, keep_alive](beast::error_code ec, size_t) {
-          if (ec || !keep_alive) return self->Close();
+          if (ec) return self->Close();
+          // Connection: close was sent, or a goaway came while the answer was being written.
+          if (!keep_alive || self->close_after_answer_ || self->server_.stopping()) {
+            return self->LingeringClose();
+          }
           self->call_.reset();
           self->ReadHeader();
         });

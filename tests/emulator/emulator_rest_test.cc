@@ -64,13 +64,17 @@ struct Answer {
   Json json() const { return Json::parse(body, nullptr, false); }
 };
 
-// One keep-alive client connection to the REST port.
+// One keep-alive client connection to the REST port. Every operation is asynchronous and run to
+// completion on the client's own io_context, so that the stream's deadline (kIoTimeout) applies
+// (beast::tcp_stream's timeouts do not apply to its synchronous operations).
 class Client {
  public:
   explicit Client(const std::string& address) : stream_(io_) {
-    stream_.expires_after(kIoTimeout);
     beast::error_code ec;
-    stream_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), PortOf(address)), ec);
+    stream_.expires_after(kIoTimeout);
+    stream_.async_connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), PortOf(address)),
+                          [&](beast::error_code e) { ec = e; });
+    Run();
     EXPECT_FALSE(ec) << ec.message();
   }
 
@@ -84,23 +88,25 @@ class Client {
     request.prepare_payload();
     beast::error_code ec;
     stream_.expires_after(kIoTimeout);
-    http::write(stream_, request, ec);
+    http::async_write(stream_, request, [&](beast::error_code e, size_t) { ec = e; });
+    Run();
     if (ec) return {};
     return Read();
   }
 
   // Writes raw bytes (a hand-made request, or garbage).
   void Write(const std::string& bytes) {
-    beast::error_code ec;
     stream_.expires_after(kIoTimeout);
-    asio::write(stream_, asio::buffer(bytes), ec);
+    asio::async_write(stream_, asio::buffer(bytes), [](beast::error_code, size_t) {});
+    Run();
   }
 
   Answer Read() {
     http::response<http::string_body> response;
     beast::error_code ec;
     stream_.expires_after(kIoTimeout);
-    http::read(stream_, buffer_, response, ec);
+    http::async_read(stream_, buffer_, response, [&](beast::error_code e, size_t) { ec = e; });
+    Run();
     if (ec) return {};
     Answer answer;
     answer.status = static_cast<int>(response.result_int());
@@ -120,8 +126,13 @@ class Client {
         return data.substr(0, end + 4);
       }
       beast::error_code ec;
+      size_t n = 0;
       stream_.expires_after(kIoTimeout);
-      size_t n = stream_.read_some(buffer_.prepare(4096), ec);
+      stream_.async_read_some(buffer_.prepare(4096), [&](beast::error_code e, size_t bytes) {
+        ec = e;
+        n = bytes;
+      });
+      Run();
       if (ec) return "";
       buffer_.commit(n);
     }
@@ -132,11 +143,17 @@ class Client {
     char byte;
     beast::error_code ec;
     stream_.expires_after(kIoTimeout);
-    stream_.read_some(asio::buffer(&byte, 1), ec);
+    stream_.async_read_some(asio::buffer(&byte, 1), [&](beast::error_code e, size_t) { ec = e; });
+    Run();
     return ec == asio::error::eof || ec == asio::error::connection_reset;
   }
 
  private:
+  void Run() {
+    io_.restart();
+    io_.run();
+  }
+
   asio::io_context io_;
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
