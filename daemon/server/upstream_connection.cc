@@ -10,6 +10,7 @@
 #include "daemon/server/call.h"
 #include "daemon/server/small_alloc.h"
 #include "daemon/server/worker.h"
+#include "daemon/tls/client_tls.h"
 #include "spdlog/spdlog.h"
 
 namespace qpool::server {
@@ -63,6 +64,28 @@ void UpstreamConnection::OnTcpConnected(const boost::system::error_code& ec) {
     FailConnect(absl::UnavailableError(absl::StrCat("connect: ", ec.message())));
     return;
   }
+  if (std::shared_ptr<const tls::ClientContext> context = worker().TlsContextOf(node_index_)) {
+    absl::StatusOr<std::unique_ptr<tls::TlsEngine>> engine = context->NewEngine();
+    if (!engine.ok()) {
+      FailConnect(tls::WithFailureReason(absl::UnavailableError(engine.status().message()),
+                                         tls::FailureReason::kHandshake));
+      return;
+    }
+    StartTls(*std::move(engine));
+    return;
+  }
+  StartHttp2();
+}
+
+void UpstreamConnection::OnTlsHandshakeDone() {
+  metrics::NodeMetrics& m = worker().metrics().node(node_index_);
+  m.tls_handshakes.Add();
+  if (tls()->resumed()) m.tls_resumptions.Add();
+  if (!worker().TlsContextOf(node_index_)->verify()) m.tls_unverified_connects.Add();
+  StartHttp2();
+}
+
+void UpstreamConnection::StartHttp2() {
   nghttp2_option* option = NewSessionOption();
   // The app's request was validated on the way in (the downstream session checks HTTP messaging);
   // what Qdrant answers is passed on as it is, so checking each response header again buys nothing.

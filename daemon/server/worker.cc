@@ -11,6 +11,7 @@
 #include "daemon/server/downstream_session.h"
 #include "daemon/server/health_probe.h"
 #include "daemon/server/upstream_connection.h"
+#include "daemon/tls/context_store.h"
 #include "spdlog/spdlog.h"
 
 namespace qpool::server {
@@ -152,7 +153,7 @@ RetryContext::RetryContext(const config::RetryConfig& config, size_t nodes)
 
 Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uint32_t count,
                ProxyCounters& counters, metrics::WorkerMetrics& metrics,
-               const metrics::HealthMetrics* health)
+               const metrics::HealthMetrics* health, UpstreamSecrets secrets)
     : config_(std::move(config)),
       index_(index),
       counters_(counters),
@@ -161,12 +162,14 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
       retry_(config_->retry, config_->upstream.nodes.size()),
       read_buffer_(64 * 1024),
       health_(health),
+      secrets_(secrets),
       router_(config_->upstream.nodes.size(), OutlierOptionsOf(config_->health),
               config_->health.enabled && config_->health.passive_enabled, random_),
       ping_interval_(config_->upstream.nodes.size(),
                      config_->health.enabled && config_->health.fast_enabled
                          ? absl::ToChronoNanoseconds(config_->health.fast_interval)
                          : Duration::zero()) {
+  if (secrets_.keys != nullptr) key_cache_.emplace(*secrets_.keys);
   const config::UpstreamConfig& upstream = config_->upstream;
   pending_budget_.limit = ShareOf(upstream.max_pending, index, count);
   for (const config::NodeAddress& node : upstream.nodes) {
@@ -194,6 +197,10 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
 }
 
 Worker::~Worker() { Stop(); }
+
+std::shared_ptr<const tls::ClientContext> Worker::TlsContextOf(size_t node) const {
+  return secrets_.tls != nullptr ? secrets_.tls->Get(node) : nullptr;
+}
 
 void Worker::Start() {
   running_ = true;

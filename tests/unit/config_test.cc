@@ -43,6 +43,19 @@ void ExpectSameSettings(const Config& actual, const Config& expected) {
   EXPECT_EQ(actual.upstream.max_requests_per_connection,
             expected.upstream.max_requests_per_connection);
   EXPECT_EQ(actual.upstream.idle_timeout, expected.upstream.idle_timeout);
+  EXPECT_EQ(actual.upstream.tls.defaults.enabled, expected.upstream.tls.defaults.enabled);
+  EXPECT_EQ(actual.upstream.tls.defaults.ca_file, expected.upstream.tls.defaults.ca_file);
+  EXPECT_EQ(actual.upstream.tls.defaults.server_name, expected.upstream.tls.defaults.server_name);
+  EXPECT_EQ(actual.upstream.tls.defaults.verify, expected.upstream.tls.defaults.verify);
+  EXPECT_EQ(actual.upstream.tls.defaults.cert_file, expected.upstream.tls.defaults.cert_file);
+  EXPECT_EQ(actual.upstream.tls.defaults.key_file, expected.upstream.tls.defaults.key_file);
+  EXPECT_EQ(actual.upstream.tls.nodes.size(), expected.upstream.tls.nodes.size());
+  EXPECT_EQ(actual.upstream.api_key_file, expected.upstream.api_key_file);
+  EXPECT_EQ(actual.upstream.api_key_env, expected.upstream.api_key_env);
+  EXPECT_EQ(actual.upstream.api_key_mode, expected.upstream.api_key_mode);
+  EXPECT_EQ(actual.upstream.read_only_api_key_file, expected.upstream.read_only_api_key_file);
+  EXPECT_EQ(actual.upstream.read_only_api_key_env, expected.upstream.read_only_api_key_env);
+  EXPECT_EQ(actual.upstream.secrets_poll_interval, expected.upstream.secrets_poll_interval);
   EXPECT_EQ(actual.retry.enabled, expected.retry.enabled);
   EXPECT_EQ(actual.retry.max_attempts, expected.retry.max_attempts);
   EXPECT_EQ(actual.retry.backoff_base, expected.retry.backoff_base);
@@ -208,6 +221,89 @@ log:
   EXPECT_EQ(config->log.level, "debug");
   EXPECT_EQ(config->log.format, "json");
   EXPECT_TRUE(Validate(*config).ok()) << Validate(*config);
+}
+
+TEST(ConfigTest, UpstreamTlsAndKeysParseWithPerNodeOverrides) {
+  absl::StatusOr<Config> config = ParseConfig(R"(
+upstream:
+  nodes: ["qdrant-0:6334", "10.0.0.7:6334"]
+  tls:
+    enabled: true
+    ca_file: /etc/ca.crt
+    cert_file: /etc/client.crt
+    key_file: /etc/client.key
+    nodes:
+      "10.0.0.7:6334": {server_name: qdrant-1.internal, verify: false}
+  api_key_file: /etc/qpool/api-key
+  api_key_mode: override
+  read_only_api_key_env: QDRANT_READ_ONLY_KEY
+  secrets_poll_interval: 1s
+)",
+                                              "test.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_TRUE(Validate(*config).ok()) << Validate(*config);
+  const UpstreamConfig& u = config->upstream;
+  const TlsOptions first = u.tls.For("qdrant-0:6334");
+  EXPECT_TRUE(first.enabled);
+  EXPECT_EQ(first.ca_file, "/etc/ca.crt");
+  EXPECT_EQ(first.server_name, "");
+  EXPECT_TRUE(first.verify);
+  EXPECT_EQ(first.cert_file, "/etc/client.crt");
+  const TlsOptions second = u.tls.For("10.0.0.7:6334");
+  EXPECT_TRUE(second.enabled);  // inherited
+  EXPECT_EQ(second.ca_file, "/etc/ca.crt");
+  EXPECT_EQ(second.server_name, "qdrant-1.internal");
+  EXPECT_FALSE(second.verify);
+  EXPECT_EQ(u.api_key_file, "/etc/qpool/api-key");
+  EXPECT_EQ(u.api_key_mode, "override");
+  EXPECT_EQ(u.read_only_api_key_env, "QDRANT_READ_ONLY_KEY");
+  EXPECT_EQ(u.secrets_poll_interval, absl::Seconds(1));
+}
+
+TEST(ConfigTest, UpstreamTlsMistakesAreNamed) {
+  EXPECT_THAT(ParseError("upstream:
+  tls:
+    enabeld: true
+"),
+              HasSubstr("enabeld: unknown key (did you mean enabled?)"));
+  EXPECT_THAT(ParseError("upstream:
+  tls:
+    verify: yes
+"),
+              HasSubstr("verify: expected true or false"));
+  EXPECT_THAT(ParseError("upstream:
+  tls: true
+"), HasSubstr("expected a map"));
+  EXPECT_THAT(ParseError("upstream:
+  api_key_mode: always
+"),
+              HasSubstr("must be one of if_absent, override"));
+  absl::StatusOr<Config> half = ParseConfig(
+      "upstream:
+  nodes: [\"a:1\"]
+  tls:
+    cert_file: /c.pem
+", "test.yaml");
+  ASSERT_TRUE(half.ok());
+  EXPECT_THAT(std::string(Validate(*half).message()), HasSubstr("cert_file and key_file go together"));
+  absl::StatusOr<Config> stranger = ParseConfig(
+      "upstream:
+  nodes: [\"a:1\"]
+  tls:
+    nodes:
+      \"b:2\": {enabled: true}
+",
+      "test.yaml");
+  ASSERT_TRUE(stranger.ok());
+  EXPECT_THAT(std::string(Validate(*stranger).message()), HasSubstr("b:2 is not in upstream.nodes"));
+  absl::StatusOr<Config> both = ParseConfig(
+      "upstream:
+  nodes: [\"a:1\"]
+  api_key_file: /k
+  api_key_env: K
+", "test.yaml");
+  ASSERT_TRUE(both.ok());
+  EXPECT_THAT(std::string(Validate(*both).message()), HasSubstr("not both"));
 }
 
 TEST(ConfigTest, EmptySectionKeepsDefaults) {
