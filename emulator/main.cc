@@ -46,6 +46,7 @@ constexpr char kUsage[] = R"(usage: qdrant-emulator [flags]
   --tls-cert PEM --tls-key PEM   also serve gRPC over TLS (ALPN h2) on --tls-listen
   --tls-listen ADDR              the TLS address (default 127.0.0.1:0)
   --tls-client-ca PEM            require a client certificate signed by this CA (mTLS)
+  --tls-reload-s N               re-read the TLS files every N seconds (default 0: read once)
 Prints "qdrant-emulator listening grpc=HOST:PORT control=HOST:PORT [rest=HOST:PORT]
 [tls=HOST:PORT]" on stdout when ready (the port file likewise).
 Stops on SIGINT or SIGTERM.
@@ -75,7 +76,8 @@ int main(int argc, char** argv) {
                                               {"tls-cert", ""},
                                               {"tls-key", ""},
                                               {"tls-listen", "127.0.0.1:0"},
-                                              {"tls-client-ca", ""}};
+                                              {"tls-client-ca", ""},
+                                              {"tls-reload-s", "0"}};
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -112,6 +114,10 @@ int main(int argc, char** argv) {
   options.tls_client_ca_file = flags["tls-client-ca"];
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
     return Fail("--tls-cert and --tls-key go together");
+  }
+  if (!absl::SimpleAtoi(flags["tls-reload-s"], &options.tls_reload_seconds) ||
+      options.tls_reload_seconds < 0) {
+    return Fail("--tls-reload-s must be a number >= 0");
   }
   if (!options.tls_client_ca_file.empty() && options.tls_cert_file.empty()) {
     return Fail("--tls-client-ca needs --tls-cert and --tls-key");

@@ -26,6 +26,9 @@
 #include "emulator/net.h"
 #include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
 #include "grpcpp/server_posix.h"
 #include "qdrant/collections_service.grpc.pb.h"
 #include "qdrant/health.grpc.pb.h"
@@ -360,7 +363,19 @@ EmulatorServer::Impl::NewGeneration(bool tls) {
   auto generation = std::make_unique<Generation>(this);
   grpc::ServerBuilder builder;
   int tls_port = 0;
-  if (tls) {
+  if (tls && options_.tls_reload_seconds > 0) {
+    auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        options_.tls_key_file, options_.tls_cert_file, options_.tls_client_ca_file,
+        static_cast<unsigned int>(options_.tls_reload_seconds));
+    grpc::experimental::TlsServerCredentialsOptions tls_options(provider);
+    tls_options.watch_identity_key_cert_pairs();
+    if (!options_.tls_client_ca_file.empty()) {
+      tls_options.watch_root_certs();
+      tls_options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    }
+    builder.AddListeningPort(options_.tls_listen,
+                             grpc::experimental::TlsServerCredentials(tls_options), &tls_port);
+  } else if (tls) {
     grpc::SslServerCredentialsOptions ssl;
     absl::StatusOr<std::string> chain = ReadPem(options_.tls_cert_file, "--tls-cert");
     if (!chain.ok()) return chain.status();

@@ -47,6 +47,10 @@ struct ServerOptions {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_client_ca_file;
+  // When > 0, the certificate, key (and client CA) files are watched and re-read every this many
+  // seconds (gRPC's experimental FileWatcherCertificateProvider): new connections present the new
+  // chain. 0: read once (SslServerCredentials).
+  int tls_reload_seconds = 0;
   HandlerOptions handlers;
 };
 

@@ -426,6 +426,7 @@ void Call::StartUpstream(UpstreamStream& s, UpstreamConnection& upstream) {
   // API key qpoold holds (auth::ApiKeys) when it has one for this call.
   const std::string_view our_key = ApiKeyFor(worker);
   const bool replace_key = !our_key.empty() && worker.key_mode() == auth::KeyMode::kOverride;
+  const bool secure = upstream.secure();
   bool app_key = false;
   std::string remaining;
   NvArray nva;
@@ -433,6 +434,8 @@ void Call::StartUpstream(UpstreamStream& s, UpstreamConnection& upstream) {
     if (name == "grpc-timeout" && deadline_) {
       remaining = FormatGrpcTimeout(*deadline_ - worker.loop().Now());
       nva.push_back(MakeNv(name, remaining));
+    } else if (secure && name == ":scheme") {
+      nva.push_back(MakeNv(name, "https"));
     } else if (!our_key.empty() && name == "api-key") {
       app_key = true;
       if (!replace_key) nva.push_back(MakeNv(name, value));

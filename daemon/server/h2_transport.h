@@ -52,6 +52,10 @@ class H2Transport : public std::enable_shared_from_this<H2Transport> {
   void ScheduleFlush();
 
   bool closed() const { return closed_; }
+  // Whether the connection runs over TLS (requests then say `:scheme: https`).
+  bool secure() const { return tls_ != nullptr; }
+  // TLS: whether the client's side of the handshake has completed.
+  bool tls_established() const { return tls_ != nullptr && !tls_handshaking_; }
   nghttp2_session* session() const { return session_; }
   Worker& worker() const { return worker_; }
 

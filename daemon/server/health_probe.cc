@@ -239,7 +239,7 @@ void HealthProbe::Submit(UpstreamConnection& conn) {
   const std::string timeout = FormatGrpcTimeout(timeout_);
   nghttp2_nv nva[] = {
       MakeNv(":method", "POST"),
-      MakeNv(":scheme", "http"),
+      MakeNv(":scheme", conn.secure() ? "https" : "http"),
       MakeNv(":path", spec_.path),
       MakeNv(":authority", authority_),
       MakeNv("content-type", "application/grpc"),

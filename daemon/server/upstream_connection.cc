@@ -82,6 +82,7 @@ void UpstreamConnection::OnTlsHandshakeDone() {
   m.tls_handshakes.Add();
   if (tls()->resumed()) m.tls_resumptions.Add();
   if (!worker().TlsContextOf(node_index_)->verify()) m.tls_unverified_connects.Add();
+  SPDLOG_DEBUG("upstream {}: TLS up ({})", node_name_, tls()->PeerSummary());
   StartHttp2();
 }
 
@@ -285,9 +286,21 @@ void UpstreamConnection::OnTransportClosed(const absl::Status& reason) {
   events_ = nullptr;
   if (events == nullptr) return;
   if (!handshake_done_) {
+    absl::Status failure = reason;
+    if (tls_established() && !reason.ok() && !tls::FailureReasonOf(reason)) {
+      // In TLS 1.3 the client's side of the handshake ends before the node has checked the
+      // client's certificate; a node that refuses it (or wants one) may just close, as gRPC's
+      // servers do, instead of sending an alert.
+      failure = tls::WithFailureReason(
+          absl::UnavailableError(absl::StrCat(
+              reason.message(),
+              " right after the TLS handshake, before HTTP/2 began: the node most likely refused "
+              "the client certificate, or wants one (upstream.tls.cert_file and key_file)")),
+          tls::FailureReason::kClientCert);
+    }
     // The pool logs connect failures, rate-limited (NodePool::OnConnectFailed).
-    SPDLOG_DEBUG("upstream {}: connect failed: {}", node_name_, std::string(reason.message()));
-    events->OnConnectFailed(this, reason);
+    SPDLOG_DEBUG("upstream {}: connect failed: {}", node_name_, std::string(failure.message()));
+    events->OnConnectFailed(this, failure);
   } else {
     if (!reason.ok() && !absl::IsCancelled(reason)) {
       SPDLOG_INFO("upstream {}: connection closed: {}", node_name_, std::string(reason.message()));

@@ -1,7 +1,9 @@
 #include "daemon/tls/client_tls.h"
 
 #include <arpa/inet.h>
+#include <openssl/bn.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include <cstring>
@@ -24,6 +26,15 @@ std::string OpenSslErrors() {
   }
   return text.empty() ? std::string("no details from OpenSSL") : text;
 }
+
+// Where an SSL_CTX keeps its ClientContext (for the new-session callback). Not the "app data"
+// slot: Asio's ssl::context keeps its verify callback there and deletes it on destruction.
+int ContextIndex() {
+  static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+int NoPassphrase(char*, int, int, void*) { return 0; }
 
 bool IsIpLiteral(const std::string& host) {
   unsigned char scratch[sizeof(in6_addr)];
@@ -92,7 +103,9 @@ absl::StatusOr<std::shared_ptr<const ClientContext>> ClientContext::Create(
   // Clients keep sessions themselves (OnNewSession); OpenSSL's internal cache is for servers.
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
   SSL_CTX_sess_set_new_cb(ctx, &ClientContext::OnNewSession);
-  SSL_CTX_set_app_data(ctx, context.get());
+  // Keys must be unencrypted: never let OpenSSL prompt on a terminal for a passphrase.
+  SSL_CTX_set_default_passwd_cb(ctx, &NoPassphrase);
+  SSL_CTX_set_ex_data(ctx, ContextIndex(), context.get());
 
   boost::system::error_code ec;
   if (options.ca_file.empty()) {
@@ -118,6 +131,22 @@ absl::StatusOr<std::shared_ptr<const ClientContext>> ClientContext::Create(
     }
     context->context_.use_private_key_file(options.key_file, boost::asio::ssl::context::pem, ec);
     if (ec) {
+      ERR_clear_error();
+      // A key that loads on its own but not into the context belongs to another certificate.
+      bool readable = false;
+      if (BIO* file = BIO_new_file(options.key_file.c_str(), "r")) {
+        if (EVP_PKEY* key = PEM_read_bio_PrivateKey(file, nullptr, &NoPassphrase, nullptr)) {
+          readable = true;
+          EVP_PKEY_free(key);
+        }
+        BIO_free(file);
+      }
+      ERR_clear_error();
+      if (readable) {
+        return absl::InvalidArgumentError(absl::StrCat("upstream.tls.key_file ", options.key_file,
+                                                       " does not match upstream.tls.cert_file ",
+                                                       options.cert_file));
+      }
       // Deliberately no OpenSSL detail that could quote key material: just the file and why.
       return absl::InvalidArgumentError(
           absl::StrCat("upstream.tls.key_file ", options.key_file,
@@ -141,7 +170,8 @@ absl::StatusOr<std::shared_ptr<const ClientContext>> ClientContext::Create(
 }
 
 int ClientContext::OnNewSession(SSL* ssl, SSL_SESSION* session) {
-  auto* self = static_cast<const ClientContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+  auto* self =
+      static_cast<const ClientContext*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ContextIndex()));
   if (self == nullptr) return 0;
   self->StoreSession(session);
   return 1;  // we keep the reference
@@ -218,6 +248,26 @@ std::string_view TlsEngine::alpn_selected() const {
   unsigned int len = 0;
   SSL_get0_alpn_selected(ssl_, &data, &len);
   return {reinterpret_cast<const char*>(data), len};
+}
+
+std::string TlsEngine::PeerSummary() const {
+  std::string summary;
+  if (X509* peer = SSL_get1_peer_certificate(ssl_)) {
+    char subject[256];
+    X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof(subject));
+    std::string serial = "?";
+    if (BIGNUM* number = ASN1_INTEGER_to_BN(X509_get_serialNumber(peer), nullptr)) {
+      if (char* hex = BN_bn2hex(number)) {
+        serial = hex;
+        OPENSSL_free(hex);
+      }
+      BN_free(number);
+    }
+    summary = absl::StrCat("subject ", subject, ", serial ", serial, ", ");
+    X509_free(peer);
+  }
+  absl::StrAppend(&summary, SSL_get_version(ssl_), resumed() ? ", resumed" : "");
+  return summary;
 }
 
 absl::StatusOr<bool> TlsEngine::Handshake() {

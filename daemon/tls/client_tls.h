@@ -101,6 +101,8 @@ class TlsEngine {
   // After the handshake: whether the session was resumed, and the protocol agreed.
   bool resumed() const;
   std::string_view alpn_selected() const;
+  // The node's certificate, for the debug log: "subject CN=qdrant-0, serial 1001, TLSv1.3".
+  std::string PeerSummary() const;
 
  private:
   friend class ClientContext;
