@@ -918,8 +918,8 @@ TEST(ExampleConfigTest, ExampleFileMentionsEveryKey) {
 // The secure sidecar example's files live in a Secret mount, so --check-config cannot load them
 // here; its YAML must still parse and validate.
 TEST(ExampleConfigTest, SecureSidecarExampleIsValid) {
-  absl::StatusOr<Config> config =
-      LoadConfigFile(QPOOL_SOURCE_DIR "/deploy/kubernetes/secure-upstream/qpool.yaml");
+  absl::StatusOr<Config> config = LoadConfigFile(
+      QPOOL_SOURCE_DIR "/deploy/kubernetes/components/qpool-secrets/qpool-secure.example.yaml");
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_TRUE(Validate(*config).ok()) << Validate(*config);
   EXPECT_TRUE(config->upstream.tls.defaults.enabled);
