@@ -610,6 +610,34 @@ Reason TlsReason(const UpstreamConfig& upstream) {
   return std::nullopt;
 }
 
+// upstream.tls as a YAML flow map that parses back to the same settings (file paths, not secrets).
+std::string PrintTlsOverride(const TlsOverride& o) {
+  std::vector<std::string> parts;
+  if (o.enabled) parts.push_back(absl::StrCat("enabled: ", *o.enabled ? "true" : "false"));
+  if (o.ca_file) parts.push_back(absl::StrCat("ca_file: ", Quoted(*o.ca_file)));
+  if (o.server_name) parts.push_back(absl::StrCat("server_name: ", Quoted(*o.server_name)));
+  if (o.verify) parts.push_back(absl::StrCat("verify: ", *o.verify ? "true" : "false"));
+  if (o.cert_file) parts.push_back(absl::StrCat("cert_file: ", Quoted(*o.cert_file)));
+  if (o.key_file) parts.push_back(absl::StrCat("key_file: ", Quoted(*o.key_file)));
+  return absl::StrJoin(parts, ", ");
+}
+
+std::string PrintTls(const UpstreamTlsConfig& tls) {
+  const TlsOptions& d = tls.defaults;
+  TlsOverride all{d.enabled, d.ca_file, d.server_name, d.verify, d.cert_file, d.key_file};
+  std::string out = absl::StrCat("{", PrintTlsOverride(all));
+  if (!tls.nodes.empty()) {
+    absl::StrAppend(&out, ", nodes: {",
+                    absl::StrJoin(tls.nodes, ", ",
+                                  [](std::string* text, const auto& entry) {
+                                    absl::StrAppend(text, Quoted(entry.first), ": {",
+                                                    PrintTlsOverride(entry.second), "}");
+                                  }),
+                    "}");
+  }
+  return absl::StrCat(out, "}");
+}
+
 Key TlsKey() {
   return Key{"upstream.tls",
              [](const YAML::Node& node, Config& config) -> std::optional<Problem> {
@@ -622,7 +650,8 @@ Key TlsKey() {
                config.upstream.tls = std::move(tls);
                return std::nullopt;
              },
-             [](const Config&) -> Reason { return std::nullopt; }};
+             [](const Config&) -> Reason { return std::nullopt; },
+             [](const Config& config) { return PrintTls(config.upstream.tls); }, Shape::kMap};
 }
 
 // A path to a file qpoold reads (empty: none). Existence is checked when qpoold starts.

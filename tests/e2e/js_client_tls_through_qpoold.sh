@@ -10,6 +10,7 @@ QPOOLD=$1 EMULATOR=$2 WORK=$3
 JS_DIR="$(cd "$(dirname "$0")/../emulator/js" && pwd)"
 command -v openssl >/dev/null || { echo "openssl not found: not run"; exit 77; }
 rm -rf "$WORK"; mkdir -p "$WORK"
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 "$(dirname "$0")/tls/make_certs.sh" "$WORK/certs"
 

@@ -485,10 +485,10 @@ TEST_F(KeysE2eTest, NoKeyLeaksIntoLogsMetricsPoolErrorsOrCheckConfig) {
   seen.push_back(HttpGet(admin_port_, "/metrics").body);
   seen.push_back(HttpGet(admin_port_, "/pool").body);
   seen.push_back(HttpGet(admin_port_, "/readyz").body);
-  // --check-config, good and bad.
-  {
+  // --check-config and --print-config (the configuration dump).
+  for (const char* flag : {"--check-config", "--print-config"}) {
     const std::string out = dir_ + "/check.out";
-    auto check = Subprocess::Spawn({QPOOLD_PATH, "--check-config", "--config", config_path_}, out);
+    auto check = Subprocess::Spawn({QPOOLD_PATH, flag, "--config", config_path_}, out);
     ASSERT_TRUE(check.ok());
     std::string stdout_text;
     while (true) {
