@@ -212,8 +212,9 @@ int Run(int argc, char** argv) {
   }
   if (command_line->check_config) {
     // Like `nginx -t`: the verdict on stdout when good, the reason on stderr when not.
-    if (!built.ok()) {
-      PrintError(built.status());
+    absl::Status status = built.ok() ? qpool::server::CheckUpstreamSecrets(*built) : built.status();
+    if (!status.ok()) {
+      PrintError(status);
       std::fprintf(stderr, "qpoold: configuration test failed: %s\n", source.c_str());
       return 1;
     }

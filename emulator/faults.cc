@@ -195,6 +195,11 @@ void FaultInjector::CountRestRequest() {
   counters_.set_rest_requests(counters_.rest_requests() + 1);
 }
 
+void FaultInjector::CountKey(absl::string_view label) {
+  absl::MutexLock lock(&mu_);
+  (*counters_.mutable_calls_by_key())[std::string(label)] += 1;
+}
+
 Counters FaultInjector::counters() const {
   absl::ReaderMutexLock lock(&mu_);
   Counters counters = counters_;

@@ -73,6 +73,8 @@ class FaultInjector {
   void CountRestConnectionOpened() ABSL_LOCKS_EXCLUDED(mu_);
   void CountRestConnectionClosed() ABSL_LOCKS_EXCLUDED(mu_);
   void CountRestRequest() ABSL_LOCKS_EXCLUDED(mu_);
+  // A call authenticated as `label` ("full", "read_only", "none", "refused").
+  void CountKey(absl::string_view label) ABSL_LOCKS_EXCLUDED(mu_);
 
   Counters counters() const ABSL_LOCKS_EXCLUDED(mu_);
   std::string CountersJson() const ABSL_LOCKS_EXCLUDED(mu_);

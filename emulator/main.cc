@@ -41,8 +41,14 @@ constexpr char kUsage[] = R"(usage: qdrant-emulator [flags]
                                  (UNAUTHENTICATED otherwise, as Qdrant's service.api_key); on
                                  REST, header api-key or Authorization: Bearer on every route
                                  but GET /, /healthz, /livez, /readyz (401 otherwise)
-Prints "qdrant-emulator listening grpc=HOST:PORT control=HOST:PORT [rest=HOST:PORT]" on stdout
-when ready.
+  --read-only-api-key KEY        with --api-key: a key for gRPC reads only (a write with it is
+                                 PERMISSION_DENIED, as Qdrant's service.read_only_api_key)
+  --tls-cert PEM --tls-key PEM   also serve gRPC over TLS (ALPN h2) on --tls-listen
+  --tls-listen ADDR              the TLS address (default 127.0.0.1:0)
+  --tls-client-ca PEM            require a client certificate signed by this CA (mTLS)
+  --tls-reload-s N               re-read the TLS files every N seconds (default 0: read once)
+Prints "qdrant-emulator listening grpc=HOST:PORT control=HOST:PORT [rest=HOST:PORT]
+[tls=HOST:PORT]" on stdout when ready (the port file likewise).
 Stops on SIGINT or SIGTERM.
 )";
 
@@ -65,7 +71,13 @@ int main(int argc, char** argv) {
                                               {"goaway-grace-ms", "5000"},
                                               {"faults", ""},
                                               {"seed", "1"},
-                                              {"api-key", ""}};
+                                              {"api-key", ""},
+                                              {"read-only-api-key", ""},
+                                              {"tls-cert", ""},
+                                              {"tls-key", ""},
+                                              {"tls-listen", "127.0.0.1:0"},
+                                              {"tls-client-ca", ""},
+                                              {"tls-reload-s", "0"}};
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -92,6 +104,24 @@ int main(int argc, char** argv) {
   options.listen = flags["listen"];
   options.handlers.version = flags["version"];
   options.api_key = flags["api-key"];
+  options.read_only_api_key = flags["read-only-api-key"];
+  if (!options.read_only_api_key.empty() && options.api_key.empty()) {
+    return Fail("--read-only-api-key needs --api-key (as Qdrant's read_only_api_key)");
+  }
+  options.tls_cert_file = flags["tls-cert"];
+  options.tls_key_file = flags["tls-key"];
+  options.tls_listen = flags["tls-listen"];
+  options.tls_client_ca_file = flags["tls-client-ca"];
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return Fail("--tls-cert and --tls-key go together");
+  }
+  if (!absl::SimpleAtoi(flags["tls-reload-s"], &options.tls_reload_seconds) ||
+      options.tls_reload_seconds < 0) {
+    return Fail("--tls-reload-s must be a number >= 0");
+  }
+  if (!options.tls_client_ca_file.empty() && options.tls_cert_file.empty()) {
+    return Fail("--tls-client-ca needs --tls-cert and --tls-key");
+  }
   uint64_t seed;
   int grace_ms;
   if (!absl::SimpleAtoi(flags["max-concurrent-streams"], &options.max_concurrent_streams) ||
@@ -157,6 +187,7 @@ int main(int argc, char** argv) {
   std::string ports =
       absl::StrCat("grpc=", (*server)->address(), " control=", (*control)->address());
   if (rest != nullptr) absl::StrAppend(&ports, " rest=", rest->address());
+  if (!(*server)->tls_address().empty()) absl::StrAppend(&ports, " tls=", (*server)->tls_address());
   if (const std::string& path = flags["port-file"]; !path.empty()) {
     std::string tmp = path + ".tmp";
     {

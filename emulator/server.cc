@@ -12,7 +12,9 @@
 #include <atomic>
 #include <cerrno>
 #include <deque>
+#include <fstream>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
@@ -24,6 +26,9 @@
 #include "emulator/net.h"
 #include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
 #include "grpcpp/server_posix.h"
 #include "qdrant/collections_service.grpc.pb.h"
 #include "qdrant/health.grpc.pb.h"
@@ -45,6 +50,17 @@ struct Connection {
   int fd;
   ino_t inode;
 };
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read ", path));
+  std::stringstream text;
+  text << file.rdbuf();
+  if (text.str().find("-----BEGIN") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": ", path, " is not PEM"));
+  }
+  return text.str();
+}
 
 ino_t InodeOf(int fd) {
   struct stat st;
@@ -70,6 +86,7 @@ class EmulatorServer::Impl {
   void CloseConnections(CloseMode mode);
   void ReleaseParkedCalls();
   const std::string& address() const { return address_; }
+  const std::string& tls_address() const { return tls_address_; }
 
   // Runs one call: counts it, applies its faults, runs `handler`, answers. `write_collection` is
   // non-empty for writes, which are counted per collection when the handler succeeds.
@@ -91,7 +108,8 @@ class EmulatorServer::Impl {
     Call* call;  // Valid while *claimed is false.
   };
 
-  absl::StatusOr<std::unique_ptr<Generation>> NewGeneration();
+  // `tls`: a generation that listens on options_.tls_listen with TLS credentials.
+  absl::StatusOr<std::unique_ptr<Generation>> NewGeneration(bool tls = false);
   void AcceptLoop();
   void CloserLoop();
 
@@ -101,6 +119,8 @@ class EmulatorServer::Impl {
   const int listen_fd_;
   const int wake_fd_;
   const std::string address_;
+  std::string tls_address_;                 // set by Start(); empty without TLS
+  std::unique_ptr<Generation> tls_server_;  // the TLS port's server, for the whole run
   std::thread acceptor_;
   std::thread closer_;
 
@@ -206,11 +226,31 @@ grpc::ServerUnaryReactor* EmulatorServer::Impl::Dispatch(grpc::CallbackServerCon
                                                          const char* method,
                                                          std::string write_collection,
                                                          std::function<absl::Status()> handler) {
-  if (!options_.api_key.empty() && std::string_view(method) != "qdrant.Qdrant/HealthCheck") {
+  // Qdrant's authentication: the two health methods need no key; otherwise the full key, or the
+  // read-only key for a call that writes nothing.
+  const std::string_view name(method);
+  const bool health_method =
+      name == "qdrant.Qdrant/HealthCheck" || name == "grpc.health.v1.Health/Check";
+  if (!options_.api_key.empty()) {
     const auto& metadata = context->client_metadata();
     auto key = metadata.find("api-key");
-    if (key == metadata.end() ||
-        std::string_view(key->second.data(), key->second.size()) != options_.api_key) {
+    const std::string_view sent = key == metadata.end()
+                                      ? std::string_view()
+                                      : std::string_view(key->second.data(), key->second.size());
+    if (health_method) {
+      faults_.CountKey(sent.empty() ? "none" : sent == options_.api_key ? "full" : "other");
+    } else if (!sent.empty() && sent == options_.api_key) {
+      faults_.CountKey("full");
+    } else if (!sent.empty() && !options_.read_only_api_key.empty() &&
+               sent == options_.read_only_api_key) {
+      if (!write_collection.empty()) {
+        faults_.CountKey("refused");
+        return new Refused(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                                        "Forbidden: Write access denied for read-only API key"));
+      }
+      faults_.CountKey("read_only");
+    } else {
+      faults_.CountKey("refused");
       // Qdrant's words for a missing or wrong key.
       return new Refused(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                                       "Must provide an API key or an Authorization bearer token"));
@@ -319,9 +359,37 @@ struct EmulatorServer::Impl::Generation {
 };
 
 absl::StatusOr<std::unique_ptr<EmulatorServer::Impl::Generation>>
-EmulatorServer::Impl::NewGeneration() {
+EmulatorServer::Impl::NewGeneration(bool tls) {
   auto generation = std::make_unique<Generation>(this);
   grpc::ServerBuilder builder;
+  int tls_port = 0;
+  if (tls && options_.tls_reload_seconds > 0) {
+    auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        options_.tls_key_file, options_.tls_cert_file, options_.tls_client_ca_file,
+        static_cast<unsigned int>(options_.tls_reload_seconds));
+    grpc::experimental::TlsServerCredentialsOptions tls_options(provider);
+    tls_options.watch_identity_key_cert_pairs();
+    if (!options_.tls_client_ca_file.empty()) {
+      tls_options.watch_root_certs();
+      tls_options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    }
+    builder.AddListeningPort(options_.tls_listen,
+                             grpc::experimental::TlsServerCredentials(tls_options), &tls_port);
+  } else if (tls) {
+    grpc::SslServerCredentialsOptions ssl;
+    absl::StatusOr<std::string> chain = ReadPem(options_.tls_cert_file, "--tls-cert");
+    if (!chain.ok()) return chain.status();
+    absl::StatusOr<std::string> key = ReadPem(options_.tls_key_file, "--tls-key");
+    if (!key.ok()) return key.status();
+    ssl.pem_key_cert_pairs.push_back({*key, *chain});
+    if (!options_.tls_client_ca_file.empty()) {
+      absl::StatusOr<std::string> ca = ReadPem(options_.tls_client_ca_file, "--tls-client-ca");
+      if (!ca.ok()) return ca.status();
+      ssl.pem_root_certs = *ca;
+      ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    builder.AddListeningPort(options_.tls_listen, grpc::SslServerCredentials(ssl), &tls_port);
+  }
   builder.RegisterService(&generation->qdrant);
   builder.RegisterService(&generation->health);
   builder.RegisterService(&generation->collections);
@@ -339,11 +407,25 @@ EmulatorServer::Impl::NewGeneration() {
     builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options_.max_concurrent_streams);
   }
   generation->server = builder.BuildAndStart();
-  if (generation->server == nullptr) return absl::InternalError("cannot start the gRPC server");
+  if (generation->server == nullptr) {
+    return absl::InternalError(tls ? absl::StrCat("cannot start the TLS gRPC server on ",
+                                                  options_.tls_listen,
+                                                  " (a bad certificate or key, or the address)")
+                                   : std::string("cannot start the gRPC server"));
+  }
+  if (tls) {
+    const std::string& listen = options_.tls_listen;
+    tls_address_ = absl::StrCat(listen.substr(0, listen.rfind(':')), ":", tls_port);
+  }
   return generation;
 }
 
 absl::Status EmulatorServer::Impl::Start() {
+  if (!options_.tls_cert_file.empty()) {
+    absl::StatusOr<std::unique_ptr<Generation>> tls = NewGeneration(/*tls=*/true);
+    if (!tls.ok()) return tls.status();
+    tls_server_ = *std::move(tls);
+  }
   absl::StatusOr<std::unique_ptr<Generation>> generation = NewGeneration();
   if (!generation.ok()) return generation.status();
   {
@@ -505,6 +587,9 @@ void EmulatorServer::Impl::Shutdown() {
   if (current != nullptr) {
     current->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
   }
+  if (tls_server_ != nullptr) {
+    tls_server_->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  }
   close(listen_fd_);
   close(wake_fd_);
 }
@@ -523,6 +608,7 @@ absl::StatusOr<std::unique_ptr<EmulatorServer>> EmulatorServer::Start(const Serv
 EmulatorServer::EmulatorServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 EmulatorServer::~EmulatorServer() { Shutdown(); }
 const std::string& EmulatorServer::address() const { return impl_->address(); }
+const std::string& EmulatorServer::tls_address() const { return impl_->tls_address(); }
 void EmulatorServer::CloseConnections(CloseMode mode) { impl_->CloseConnections(mode); }
 void EmulatorServer::ReleaseParkedCalls() { impl_->ReleaseParkedCalls(); }
 void EmulatorServer::Shutdown() { impl_->Shutdown(); }

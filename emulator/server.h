@@ -36,6 +36,21 @@ struct ServerOptions {
   // When set, every call but the two health checks needs metadata `api-key` equal to it, else
   // UNAUTHENTICATED, as Qdrant with service.api_key does. Empty: no authentication.
   std::string api_key;
+  // With api_key: a second key that may call reads only; a write with it is answered
+  // PERMISSION_DENIED, as Qdrant's service.read_only_api_key. The health methods need no key.
+  std::string read_only_api_key;
+  // TLS: when tls_cert_file is set, the emulator also serves gRPC over TLS (ALPN h2) on
+  // tls_listen ("127.0.0.1:0" picks a free port), with that PEM certificate chain and key. With
+  // tls_client_ca_file, a client certificate signed by that CA is required (mTLS). The TLS port
+  // takes no part in the connection faults (goaway / abrupt closes act on the cleartext port).
+  std::string tls_listen = "127.0.0.1:0";
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
+  // When > 0, the certificate, key (and client CA) files are watched and re-read every this many
+  // seconds (gRPC's experimental FileWatcherCertificateProvider): new connections present the new
+  // chain. 0: read once (SslServerCredentials).
+  int tls_reload_seconds = 0;
   HandlerOptions handlers;
 };
 
@@ -48,6 +63,8 @@ class EmulatorServer {
   ~EmulatorServer();  // Shutdown().
 
   const std::string& address() const;  // "127.0.0.1:PORT" as bound.
+  // The TLS port's "127.0.0.1:PORT"; empty without TLS.
+  const std::string& tls_address() const;
 
   // Closes every open client connection now. kGoaway returns once GOAWAY has been sent.
   void CloseConnections(CloseMode mode);

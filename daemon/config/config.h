@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,49 @@ struct ServerConfig {
   absl::Duration idle_timeout = absl::Minutes(10);
 };
 
+// TLS settings for connections to a node (YAML `upstream.tls`, docs/configuration.md). The
+// top-level values apply to every node; `upstream.tls.nodes` overrides some of them per node.
+struct TlsOptions {
+  // enabled: connect to the node over TLS (ALPN h2). Default false (cleartext HTTP/2).
+  bool enabled = false;
+  // ca_file: PEM bundle of the CAs that may sign the node's certificate. Default "" (the system
+  // store, Debian's /etc/ssl/certs).
+  std::string ca_file;
+  // server_name: the name sent as SNI and checked against the certificate. Default "" (the node's
+  // host; an IP address is checked against the certificate's IP entries and sends no SNI).
+  std::string server_name;
+  // verify: check the node's certificate chain and name. false connects to anything that speaks
+  // TLS: logged as a warning at start and counted (qpool_upstream_tls_unverified_connects_total).
+  // Default true.
+  bool verify = true;
+  // cert_file / key_file: PEM client certificate (chain) and its key, for nodes that require a
+  // client certificate (mTLS). Both or neither. Default "" (none).
+  std::string cert_file;
+  std::string key_file;
+};
+
+// A per-node override of TlsOptions: only the keys the node's entry sets.
+struct TlsOverride {
+  std::optional<bool> enabled;
+  std::optional<std::string> ca_file;
+  std::optional<std::string> server_name;
+  std::optional<bool> verify;
+  std::optional<std::string> cert_file;
+  std::optional<std::string> key_file;
+};
+
+// Sets in `options` every key `o` has.
+void ApplyTlsOverride(const TlsOverride& o, TlsOptions& options);
+
+// YAML `upstream.tls`: TlsOptions for every node, plus `nodes`, a map from a node as written in
+// upstream.nodes ("qdrant-0.qdrant:6334") to the keys that differ for it.
+struct UpstreamTlsConfig {
+  TlsOptions defaults;
+  std::map<std::string, TlsOverride> nodes;
+  // The options in force for `node` ("host:port" as NodeAddress::ToString()).
+  TlsOptions For(const std::string& node) const;
+};
+
 // YAML section `upstream`: the Qdrant nodes and the pool of connections to each.
 struct UpstreamConfig {
   // upstream.nodes: Qdrant gRPC endpoints, "host:port". At least one is required (no default).
@@ -100,6 +144,26 @@ struct UpstreamConfig {
   // upstream.idle_timeout: a connection with no call in flight for this long is closed (drained)
   // while the node has more than min_connections. 0 turns it off. Default 5m.
   absl::Duration idle_timeout = absl::Minutes(5);
+  // upstream.tls: see UpstreamTlsConfig. Default off.
+  UpstreamTlsConfig tls;
+  // upstream.api_key_file / upstream.api_key_env: where qpoold finds the Qdrant API key it sends
+  // as `api-key` on the apps' calls and its own probes: a file (re-read when it changes, e.g. a
+  // Kubernetes Secret mount; one trailing newline is trimmed) or an environment variable (read
+  // at start). At most one of the two. Default "" (no key: apps' own keys pass through).
+  std::string api_key_file;
+  std::string api_key_env;
+  // upstream.api_key_mode: if_absent (an app's own api-key passes through; calls without one get
+  // qpoold's) or override (qpoold's key replaces the app's). Default if_absent.
+  std::string api_key_mode = "if_absent";
+  // upstream.read_only_api_key_file / upstream.read_only_api_key_env: a read-only Qdrant key for
+  // calls of the read class (daemon/common/qdrant_methods); everything else gets the full key.
+  // Default "" (reads use the full key).
+  std::string read_only_api_key_file;
+  std::string read_only_api_key_env;
+  // upstream.secrets_poll_interval: how often key and certificate files are checked for a change
+  // (on a thread of their own; a Secret mount swaps a symlink, so the resolved target, its size
+  // and mtime are compared). Default 5s.
+  absl::Duration secrets_poll_interval = absl::Seconds(5);
   // upstream.rest_nodes: Qdrant REST endpoints, "host:port", one per node of upstream.nodes and in
   // the same order. Default: each gRPC node's host with port 6333.
   std::vector<NodeAddress> rest_nodes;
@@ -252,8 +316,9 @@ struct HealthConfig {
   std::string deep_collection;
   // health.api_key_env: the environment variable holding the Qdrant API key qpoold's own probes
   // send (metadata `api-key`); the deep read needs it when Qdrant has service.api_key set, the
-  // two health methods do not. Apps' calls carry their own key, forwarded as sent. Default ""
-  // (no key). Read at start; an unset variable is logged as a warning.
+  // two health methods do not. Default "" (no key). Read at start; an unset variable is logged
+  // as a warning. Deprecated: use upstream.api_key_env or upstream.api_key_file, which also cover
+  // the apps' calls; when one of those is set, the probes use that key and this one is ignored.
   std::string api_key_env;
   // health.passive_enabled: eject nodes on live-traffic failures. Default true.
   bool passive_enabled = true;

@@ -549,6 +549,118 @@ Reason RestNodesReason(const Config& config) {
   return std::nullopt;
 }
 
+size_t EditDistance(absl::string_view a, absl::string_view b);
+std::string DidYouMean(absl::string_view wanted,
+                       const std::vector<std::pair<std::string, size_t>>& candidates);
+
+// upstream.tls: a map of TlsOptions keys, plus `nodes` (per-node overrides of the same keys).
+constexpr std::initializer_list<absl::string_view> kTlsKeys = {
+    "enabled", "ca_file", "server_name", "verify", "cert_file", "key_file"};
+
+std::optional<Problem> ParseTlsField(const YAML::Node& key_node, const YAML::Node& value,
+                                     TlsOverride& out) {
+  const std::string& name = key_node.Scalar();
+  if (value.IsNull()) return ProblemAt(key_node, absl::StrCat(name, ": missing value"));
+  if (name == "enabled" || name == "verify") {
+    const std::string text = value.IsScalar() ? value.Scalar() : "";
+    if (!value.IsScalar() || value.Tag() == "!" || (text != "true" && text != "false")) {
+      return ProblemAt(value, absl::StrCat(name, ": expected true or false, got ", KindOf(value)));
+    }
+    (name == "enabled" ? out.enabled : out.verify) = text == "true";
+    return std::nullopt;
+  }
+  if (!value.IsScalar()) {
+    return ProblemAt(value, absl::StrCat(name, ": expected a string, got ", KindOf(value)));
+  }
+  const std::string& text = value.Scalar();
+  if (name == "server_name") {
+    const bool valid = std::all_of(text.begin(), text.end(), [](char c) {
+      return absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_' || c == ':';
+    });
+    if (!valid || text.size() > 253) {
+      return ProblemAt(value, absl::StrCat("server_name: expected a DNS name or an IP address, "
+                                           "got \"",
+                                           text, "\""));
+    }
+    out.server_name = text;
+  } else if (name == "ca_file") {
+    out.ca_file = text;
+  } else if (name == "cert_file") {
+    out.cert_file = text;
+  } else {
+    out.key_file = text;
+  }
+  return std::nullopt;
+}
+
+std::optional<Problem> ParseTlsMap(const YAML::Node& node, TlsOverride& out, bool allow_nodes,
+                                   std::map<std::string, TlsOverride>* nodes) {
+  if (!node.IsMap()) {
+    return ProblemAt(node,
+                     absl::StrCat("expected a map such as {enabled: true}, got ", KindOf(node)));
+  }
+  std::set<std::string> seen;
+  for (const auto& entry : node) {
+    const YAML::Node& key_node = entry.first;
+    if (!key_node.IsScalar()) return ProblemAt(key_node, "keys must be plain names");
+    const std::string& name = key_node.Scalar();
+    if (!seen.insert(name).second)
+      return ProblemAt(key_node, absl::StrCat(name, ": duplicate key"));
+    if (allow_nodes && name == "nodes") {
+      if (!entry.second.IsMap()) {
+        return ProblemAt(entry.second,
+                         absl::StrCat("nodes: expected a map from \"HOST:PORT\" (as in "
+                                      "upstream.nodes) to TLS keys, got ",
+                                      KindOf(entry.second)));
+      }
+      for (const auto& node_entry : entry.second) {
+        if (!node_entry.first.IsScalar()) return ProblemAt(node_entry.first, "expected HOST:PORT");
+        absl::StatusOr<NodeAddress> address = ParseNodeAddress(node_entry.first.Scalar());
+        if (!address.ok()) {
+          return ProblemAt(node_entry.first, absl::StrCat("nodes: ", address.status().message()));
+        }
+        TlsOverride node_override;
+        if (auto problem = ParseTlsMap(node_entry.second, node_override, false, nullptr)) {
+          return problem;
+        }
+        (*nodes)[address->ToString()] = node_override;
+      }
+      continue;
+    }
+    if (std::find(kTlsKeys.begin(), kTlsKeys.end(), name) == kTlsKeys.end()) {
+      std::vector<std::pair<std::string, size_t>> candidates;
+      for (absl::string_view known : kTlsKeys) {
+        candidates.emplace_back(std::string(known), EditDistance(name, known));
+      }
+      if (allow_nodes) candidates.emplace_back("nodes", EditDistance(name, "nodes"));
+      return ProblemAt(key_node, absl::StrCat(name, ": unknown key", DidYouMean(name, candidates)));
+    }
+    if (auto problem = ParseTlsField(key_node, entry.second, out)) return problem;
+  }
+  return std::nullopt;
+}
+
+Reason TlsReason(const UpstreamConfig& upstream) {
+  auto check = [](const TlsOptions& o, const std::string& where) -> Reason {
+    if (o.cert_file.empty() != o.key_file.empty()) {
+      return absl::StrCat(where, "cert_file and key_file go together (mTLS): set both or neither");
+    }
+    return std::nullopt;
+  };
+  if (Reason reason = check(upstream.tls.defaults, "")) return reason;
+  for (const auto& [node, override_options] : upstream.tls.nodes) {
+    const bool known = std::any_of(upstream.nodes.begin(), upstream.nodes.end(),
+                                   [&](const NodeAddress& n) { return n.ToString() == node; });
+    if (!known) {
+      return absl::StrCat("nodes: ", node, " is not in upstream.nodes");
+    }
+    if (Reason reason = check(upstream.tls.For(node), absl::StrCat("nodes: ", node, ": "))) {
+      return reason;
+    }
+  }
+  return std::nullopt;
+}
+
 Key RestNodesKey() {
   return Key{
       "upstream.rest_nodes",
@@ -580,6 +692,56 @@ Key RestNodesKey() {
                             "]");
       },
       Shape::kList};
+}
+
+// upstream.tls as a YAML flow map that parses back to the same settings (file paths, not secrets).
+std::string PrintTlsOverride(const TlsOverride& o) {
+  std::vector<std::string> parts;
+  if (o.enabled) parts.push_back(absl::StrCat("enabled: ", *o.enabled ? "true" : "false"));
+  if (o.ca_file) parts.push_back(absl::StrCat("ca_file: ", Quoted(*o.ca_file)));
+  if (o.server_name) parts.push_back(absl::StrCat("server_name: ", Quoted(*o.server_name)));
+  if (o.verify) parts.push_back(absl::StrCat("verify: ", *o.verify ? "true" : "false"));
+  if (o.cert_file) parts.push_back(absl::StrCat("cert_file: ", Quoted(*o.cert_file)));
+  if (o.key_file) parts.push_back(absl::StrCat("key_file: ", Quoted(*o.key_file)));
+  return absl::StrJoin(parts, ", ");
+}
+
+std::string PrintTls(const UpstreamTlsConfig& tls) {
+  const TlsOptions& d = tls.defaults;
+  TlsOverride all{d.enabled, d.ca_file, d.server_name, d.verify, d.cert_file, d.key_file};
+  std::string out = absl::StrCat("{", PrintTlsOverride(all));
+  if (!tls.nodes.empty()) {
+    absl::StrAppend(&out, ", nodes: {",
+                    absl::StrJoin(tls.nodes, ", ",
+                                  [](std::string* text, const auto& entry) {
+                                    absl::StrAppend(text, Quoted(entry.first), ": {",
+                                                    PrintTlsOverride(entry.second), "}");
+                                  }),
+                    "}");
+  }
+  return absl::StrCat(out, "}");
+}
+
+Key TlsKey() {
+  return Key{"upstream.tls",
+             [](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+               TlsOverride top;
+               std::map<std::string, TlsOverride> nodes;
+               if (auto problem = ParseTlsMap(node, top, true, &nodes)) return problem;
+               UpstreamTlsConfig tls;
+               tls.nodes = std::move(nodes);
+               ApplyTlsOverride(top, tls.defaults);
+               config.upstream.tls = std::move(tls);
+               return std::nullopt;
+             },
+             [](const Config&) -> Reason { return std::nullopt; },
+             [](const Config& config) { return PrintTls(config.upstream.tls); }, Shape::kMap};
+}
+
+// A path to a file qpoold reads (empty: none). Existence is checked when qpoold starts.
+Reason PathReason(const std::string& path) {
+  if (path.find('\0') != std::string::npos) return std::string("must not contain a NUL byte");
+  return std::nullopt;
 }
 
 // The one table of keys, in config.h's order. Defaults live in config.h; units and ranges here.
@@ -677,6 +839,24 @@ const std::vector<Key>& Keys() {
       SizeKey(
           "rest.max_body_bytes", [](auto& c) -> auto& { return c.rest.max_body_bytes; }, 0,
           kMaxInt31),
+      TlsKey(),
+      StringKey(
+          "upstream.api_key_file", [](auto& c) -> auto& { return c.upstream.api_key_file; },
+          PathReason),
+      StringKey(
+          "upstream.api_key_env", [](auto& c) -> auto& { return c.upstream.api_key_env; },
+          EnvVarNameReason),
+      OneOfKey("upstream.api_key_mode", [](auto& c) -> auto& { return c.upstream.api_key_mode; },
+               {"if_absent", "override"}),
+      StringKey(
+          "upstream.read_only_api_key_file",
+          [](auto& c) -> auto& { return c.upstream.read_only_api_key_file; }, PathReason),
+      StringKey(
+          "upstream.read_only_api_key_env",
+          [](auto& c) -> auto& { return c.upstream.read_only_api_key_env; }, EnvVarNameReason),
+      DurationKey(
+          "upstream.secrets_poll_interval",
+          [](auto& c) -> auto& { return c.upstream.secrets_poll_interval; }, /*allow_zero=*/false),
       BoolKey(
           "retry.enabled", [](auto& c) -> auto& { return c.retry.enabled; }),
       IntegerKey(
@@ -987,6 +1167,16 @@ std::optional<Violation> FindViolation(const Config& config) {
                      absl::StrCat("must not exceed upstream.connect_backoff_max (",
                                   absl::FormatDuration(upstream.connect_backoff_base), " > ",
                                   absl::FormatDuration(upstream.connect_backoff_max), ")")};
+  }
+  if (Reason reason = TlsReason(upstream)) return Violation{"upstream.tls", *reason};
+  if (!upstream.api_key_file.empty() && !upstream.api_key_env.empty()) {
+    return Violation{"upstream.api_key_file",
+                     "set upstream.api_key_file or upstream.api_key_env, not both"};
+  }
+  if (!upstream.read_only_api_key_file.empty() && !upstream.read_only_api_key_env.empty()) {
+    return Violation{"upstream.read_only_api_key_file",
+                     "set upstream.read_only_api_key_file or upstream.read_only_api_key_env, not "
+                     "both"};
   }
   const RetryConfig& retry = config.retry;
   if (retry.backoff_base > retry.backoff_max) {

@@ -480,6 +480,34 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
                "Upstream connects that failed or timed out (upstream.connect_timeout), by node.",
                [](const NodeMetrics& m) { return m.connect_failures.Get(); });
   {
+    auto f = Family("qpool_upstream_tls_failures_total",
+                    "Upstream TLS handshakes that failed, by node and reason (expired, "
+                    "unknown_ca, name_mismatch, verify, client_cert, alpn, handshake); each is "
+                    "also in qpool_upstream_connect_failures_total.",
+                    MetricType::Counter);
+    for (size_t n = 0; n < nodes; ++n) {
+      for (size_t r = 0; r < tls::kFailureReasonCount; ++r) {
+        const uint64_t value = SumWorkers(
+            input, [&](const WorkerMetrics& w) { return w.node(n).tls_failures[r].Get(); });
+        AddCounter(f,
+                   {{"node", input.node_names[n]},
+                    {"reason", tls::FailureReasonName(static_cast<tls::FailureReason>(r))}},
+                   static_cast<double>(value));
+      }
+    }
+    out.push_back(std::move(f));
+  }
+  node_counter("qpool_upstream_tls_handshakes_total",
+               "Upstream TLS handshakes completed, by node (resumed ones included).",
+               [](const NodeMetrics& m) { return m.tls_handshakes.Get(); });
+  node_counter("qpool_upstream_tls_resumptions_total",
+               "Upstream TLS handshakes that resumed an earlier session, by node.",
+               [](const NodeMetrics& m) { return m.tls_resumptions.Get(); });
+  node_counter("qpool_upstream_tls_unverified_connects_total",
+               "Upstream TLS connections made without checking the node's certificate "
+               "(upstream.tls.verify: false), by node.",
+               [](const NodeMetrics& m) { return m.tls_unverified_connects.Get(); });
+  {
     auto f = Family("qpool_upstream_disconnects_total",
                     "Upstream connections gone after they were up, by node and reason (goaway: "
                     "drained after the node's GOAWAY; error: lost or broken; shutdown: qpoold "

@@ -85,6 +85,9 @@ void PoolMetricsObserver::OnConnectionState(const pool::ConnectionState* from,
 
 void PoolMetricsObserver::OnConnectFailed(const absl::Status& reason) {
   metrics_.connect_failures.Add();
+  if (std::optional<tls::FailureReason> tls = tls::FailureReasonOf(reason)) {
+    metrics_.tls_failures[static_cast<size_t>(*tls)].Add();
+  }
   if (on_change_) on_change_();
 }
 

@@ -24,6 +24,7 @@
 #include "daemon/pool/node_pool.h"
 #include "daemon/retry/method_class.h"
 #include "daemon/retry/retry_policy.h"
+#include "daemon/tls/failure_reason.h"
 
 namespace qpool::metrics {
 
@@ -74,6 +75,12 @@ std::string HttpStatusSlotName(size_t slot);
 struct NodeMetrics {
   RelaxedCounter connects;          // connections that finished the HTTP/2 handshake
   RelaxedCounter connect_failures;  // connects that failed or timed out
+  // TLS (upstream.tls): failed handshakes by tls::FailureReason, handshakes done, of which
+  // resumed, and connections made without verifying the node (upstream.tls.verify: false).
+  std::array<RelaxedCounter, tls::kFailureReasonCount> tls_failures;
+  RelaxedCounter tls_handshakes;
+  RelaxedCounter tls_resumptions;
+  RelaxedCounter tls_unverified_connects;
   std::array<RelaxedCounter, kDisconnectReasonCount> disconnects;
   DurationHistogram connect_duration{WaitBounds()};  // connect start -> peer SETTINGS
   DurationHistogram wait_duration{WaitBounds()};     // per stream acquired; 0 when not queued

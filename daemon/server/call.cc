@@ -416,19 +416,37 @@ void Call::OnAcquireFailed(UpstreamStream& s, const absl::Status& status) {
 
 // --- Internals ---------------------------------------------------------------------------------
 
+std::string_view Call::ApiKeyFor(Worker& worker) const {
+  if (!worker.keys_apply_to_calls()) return {};
+  const auth::ApiKeys* keys = worker.api_keys();
+  if (keys == nullptr) return {};
+  return keys->For(method_class_ == metrics::MethodClass::kRead);
+}
+
 void Call::StartUpstream(UpstreamStream& s, UpstreamConnection& upstream) {
   Worker& worker = downstream_.worker();
-  // Headers as received, with grpc-timeout lowered by the time spent in qpoold so far.
+  // Headers as received, with grpc-timeout lowered by the time spent in qpoold so far, and the
+  // API key qpoold holds (auth::ApiKeys) when it has one for this call.
+  const std::string_view our_key = ApiKeyFor(worker);
+  const bool replace_key = !our_key.empty() && worker.key_mode() == auth::KeyMode::kOverride;
+  const bool secure = upstream.secure();
+  bool app_key = false;
   std::string remaining;
   NvArray nva;
   request_headers_.ForEach([&](std::string_view name, std::string_view value) {
     if (name == "grpc-timeout" && deadline_) {
       remaining = FormatGrpcTimeout(*deadline_ - worker.loop().Now());
       nva.push_back(MakeNv(name, remaining));
+    } else if (secure && name == ":scheme") {
+      nva.push_back(MakeNv(name, "https"));
+    } else if (!our_key.empty() && name == "api-key") {
+      app_key = true;
+      if (!replace_key) nva.push_back(MakeNv(name, value));
     } else {
       nva.push_back(MakeNv(name, value));
     }
   });
+  if (!our_key.empty() && (replace_key || !app_key)) nva.push_back(ApiKeyNv(our_key));
   const bool has_body =
       s.reads_hedge_copy ? !hedge_body_.empty() : !(request_ended_ && request_body_.empty());
   const int32_t stream_id = upstream.SubmitRequest(s, nva.data(), nva.size(), has_body);

@@ -41,6 +41,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "daemon/common/event_loop.h"
@@ -54,6 +55,7 @@ namespace qpool::server {
 
 class DownstreamSession;
 class UpstreamConnection;
+class Worker;
 
 // Links a call into its session's list, and an upstream stream into its connection's; a link
 // removes itself when its owner is destroyed.
@@ -133,6 +135,8 @@ class Call {
   // Asks `pool` for a stream slot for `s`: opens the stream now, or leaves `s` queued there.
   // Returns the pool's refusal, or OK.
   absl::Status AcquireOn(UpstreamStream& s, pool::NodePool& pool);
+  // The key qpoold sends on this call (the read-only one for a read, when set); empty: none.
+  std::string_view ApiKeyFor(Worker& worker) const;
   // Opens stream `s` on `upstream` (a slot there is reserved for it).
   void StartUpstream(UpstreamStream& s, UpstreamConnection& upstream);
   // Retries (docs/retries.md). --------------------------------------------------------------------

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/server/worker.h"
+#include "daemon/tls/client_tls.h"
 
 namespace qpool::server {
 
@@ -52,6 +53,51 @@ void H2Transport::StartReading() {
   WaitReadable();
 }
 
+void H2Transport::StartTls(std::unique_ptr<tls::TlsEngine> engine) {
+  tls_ = std::move(engine);
+  tls_handshaking_ = true;
+  absl::StatusOr<bool> done = tls_->Handshake();  // the ClientHello
+  if (!done.ok()) {
+    CloseTransport(done.status());
+    return;
+  }
+  StartReading();
+  Flush();
+}
+
+bool H2Transport::OnTlsBytes(const uint8_t* data, size_t n) {
+  tls_->FeedInput(data, n);
+  if (tls_handshaking_) {
+    absl::StatusOr<bool> done = tls_->Handshake();
+    if (!done.ok()) {
+      CloseTransport(done.status());
+      return false;
+    }
+    if (!*done) return true;  // the caller's Flush() sends what the handshake wrote
+    tls_handshaking_ = false;
+    OnTlsHandshakeDone();
+    if (closed_) return false;
+  }
+  // Whole records now buffered in the engine, decrypted and fed to nghttp2.
+  uint8_t plain[16 * 1024];
+  for (;;) {
+    absl::StatusOr<size_t> got = tls_->Read(plain, sizeof(plain));
+    if (!got.ok()) {
+      CloseTransport(got.status());
+      return false;
+    }
+    if (*got == 0 || session_ == nullptr) return true;
+    in_read_ = true;
+    const ssize_t rv = nghttp2_session_mem_recv(session_, plain, *got);
+    in_read_ = false;
+    if (closed_) return false;
+    if (rv < 0) {
+      OnProtocolError(static_cast<int>(rv));
+      return false;
+    }
+  }
+}
+
 void H2Transport::WaitReadable() {
   if (reading_ || closed_) return;
   reading_ = true;
@@ -80,18 +126,22 @@ void H2Transport::OnReadable(const boost::system::error_code& ec) {
                          : absl::UnavailableError(absl::StrCat("read: ", read_ec.message())));
       return;
     }
-    if (session_ == nullptr && !CreateSessionLate()) return;
-    in_read_ = true;
-    const ssize_t rv = nghttp2_session_mem_recv(session_, buffer.data(), n);
-    in_read_ = false;
-    if (closed_) return;  // a callback closed us
-    if (close_pending_) {
-      FlushAndClose(close_reason_);
-      return;
-    }
-    if (rv < 0) {
-      OnProtocolError(static_cast<int>(rv));
-      return;
+    if (tls_ != nullptr) {
+      if (!OnTlsBytes(buffer.data(), n)) return;
+    } else {
+      if (session_ == nullptr && !CreateSessionLate()) return;
+      in_read_ = true;
+      const ssize_t rv = nghttp2_session_mem_recv(session_, buffer.data(), n);
+      in_read_ = false;
+      if (closed_) return;  // a callback closed us
+      if (close_pending_) {
+        FlushAndClose(close_reason_);
+        return;
+      }
+      if (rv < 0) {
+        OnProtocolError(static_cast<int>(rv));
+        return;
+      }
     }
     if (n < buffer.size()) break;
   }
@@ -112,10 +162,11 @@ void H2Transport::OnProtocolError(int nghttp2_error) {
 }
 
 void H2Transport::Flush() {
-  if (closed_ || waiting_writable_ || session_ == nullptr) return;
+  if (closed_ || waiting_writable_) return;
+  if (session_ == nullptr && tls_ == nullptr) return;  // a TLS handshake has bytes to send
   for (;;) {
     // Gather what nghttp2 wants to send into one buffer, up to the batch limit.
-    while (out_.size() - out_offset_ < kMaxWriteBatch) {
+    while (session_ != nullptr && Pending() < kMaxWriteBatch) {
       const uint8_t* data = nullptr;
       const ssize_t n = nghttp2_session_mem_send(session_, &data);
       if (closed_) return;  // a data source callback closed us
@@ -127,31 +178,49 @@ void H2Transport::Flush() {
       if (n == 0) break;
       out_.insert(out_.end(), data, data + n);
     }
-    if (out_offset_ == out_.size()) break;
+    if (tls_ != nullptr) {
+      // The gathered frames become TLS records (with whatever the engine has to say itself).
+      if (out_offset_ < out_.size()) {
+        const absl::Status status =
+            tls_->Write(out_.data() + out_offset_, out_.size() - out_offset_);
+        out_.clear();
+        out_offset_ = 0;
+        if (!status.ok()) {
+          CloseTransport(status);
+          return;
+        }
+      }
+      tls_->TakeOutput(tls_out_);
+    }
+    if (Pending() == 0) break;
     if (!WriteSome()) return;
-    if (out_offset_ < out_.size()) {
+    if (Pending() > 0) {
       WaitWritable();
       return;
     }
   }
   if (out_.capacity() > kMaxWriteBatch * 2) std::vector<uint8_t>().swap(out_);
-  if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) {
+  if (tls_out_.capacity() > kMaxWriteBatch * 2) std::vector<uint8_t>().swap(tls_out_);
+  if (session_ != nullptr && !nghttp2_session_want_read(session_) &&
+      !nghttp2_session_want_write(session_)) {
     CloseTransport(absl::OkStatus());
   }
 }
 
 bool H2Transport::WriteSome() {
+  std::vector<uint8_t>& wire = tls_ != nullptr ? tls_out_ : out_;
+  size_t& offset = tls_ != nullptr ? tls_out_offset_ : out_offset_;
   boost::system::error_code ec;
-  const size_t n = socket_.write_some(
-      boost::asio::buffer(out_.data() + out_offset_, out_.size() - out_offset_), ec);
+  const size_t n =
+      socket_.write_some(boost::asio::buffer(wire.data() + offset, wire.size() - offset), ec);
   if (ec && ec != boost::asio::error::would_block) {
     CloseTransport(absl::UnavailableError(absl::StrCat("write: ", ec.message())));
     return false;
   }
-  out_offset_ += n;
-  if (out_offset_ == out_.size()) {
-    out_.clear();
-    out_offset_ = 0;
+  offset += n;
+  if (offset == wire.size()) {
+    wire.clear();
+    offset = 0;
   }
   return true;
 }

@@ -11,6 +11,11 @@
 // Never call Flush() from inside an nghttp2 callback: callbacks call ScheduleFlush(), which runs
 // Flush() once, after the current event.
 //
+// TLS (upstream connections to a node with upstream.tls.enabled): StartTls() hands the transport
+// a tls::TlsEngine that works on memory buffers; the socket loop stays the same, reads pass
+// through the engine before nghttp2 and writes after it. Without an engine the cleartext path
+// costs one pointer test per read.
+//
 // Lifetime: owned by shared_ptr; pending I/O holds a reference. CloseTransport() closes the socket,
 // reports OnTransportClosed() once, and leaves the nghttp2 session untouched until destruction.
 // Thread-safety: none; a transport lives on one worker's thread.
@@ -24,6 +29,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
+
+namespace qpool::tls {
+class TlsEngine;
+}  // namespace qpool::tls
 
 namespace qpool::server {
 
@@ -43,12 +52,21 @@ class H2Transport : public std::enable_shared_from_this<H2Transport> {
   void ScheduleFlush();
 
   bool closed() const { return closed_; }
+  // Whether the connection runs over TLS (requests then say `:scheme: https`).
+  bool secure() const { return tls_ != nullptr; }
+  // TLS: whether the client's side of the handshake has completed.
+  bool tls_established() const { return tls_ != nullptr && !tls_handshaking_; }
   nghttp2_session* session() const { return session_; }
   Worker& worker() const { return worker_; }
 
  protected:
   // Starts the read loop; the subclass has created session_ first.
   void StartReading();
+  // Starts a TLS client handshake on the connected socket, and the read loop. When it completes,
+  // OnTlsHandshakeDone() runs (create session_ there); when it fails, CloseTransport(reason).
+  void StartTls(std::unique_ptr<tls::TlsEngine> engine);
+  virtual void OnTlsHandshakeDone() {}
+  tls::TlsEngine* tls() const { return tls_.get(); }
   // Sends what nghttp2 has queued; closes the transport when nghttp2 wants neither to read nor to
   // write any more (GOAWAY exchanged and no streams left).
   void Flush();
@@ -90,12 +108,21 @@ class H2Transport : public std::enable_shared_from_this<H2Transport> {
   void OnReadable(const boost::system::error_code& ec);
   void WaitWritable();
   void OnWritable(const boost::system::error_code& ec);
-  // Writes out_ from out_offset_ without blocking; false when the socket failed (closed then).
+  // Writes the wire bytes (out_, or tls_out_ with TLS) without blocking; false when the socket
+  // failed (closed then).
   bool WriteSome();
+  // Bytes produced and not yet written (cleartext: tls_out_ stays empty).
+  size_t Pending() const { return out_.size() - out_offset_ + tls_out_.size() - tls_out_offset_; }
+  // TLS: takes `n` bytes read from the socket; false when the transport closed.
+  bool OnTlsBytes(const uint8_t* data, size_t n);
 
   Worker& worker_;
   std::vector<uint8_t> out_;
   size_t out_offset_ = 0;
+  std::unique_ptr<tls::TlsEngine> tls_;  // null: cleartext
+  std::vector<uint8_t> tls_out_;         // TLS records waiting for the socket
+  size_t tls_out_offset_ = 0;
+  bool tls_handshaking_ = false;
   bool flush_posted_ = false;
   bool in_read_ = false;  // inside nghttp2_session_mem_recv: a Flush() follows
   bool waiting_writable_ = false;

@@ -24,6 +24,14 @@ inline nghttp2_nv MakeNv(std::string_view name, std::string_view value) {
                     value.size(), NGHTTP2_NV_FLAG_NONE};
 }
 
+// The `api-key` header qpoold adds: never put in the HPACK dynamic table (RFC 7541 7.1.3), so a
+// secret is neither kept per connection nor guessable from compressed sizes.
+inline nghttp2_nv ApiKeyNv(std::string_view key) {
+  nghttp2_nv nv = MakeNv("api-key", key);
+  nv.flags = NGHTTP2_NV_FLAG_NO_INDEX;
+  return nv;
+}
+
 class HeaderBlock {
  public:
   void Add(std::string_view name, std::string_view value) {

@@ -27,18 +27,8 @@ HealthChecker::HealthChecker(const config::Config& config, metrics::HealthMetric
   for (const config::NodeAddress& node : config.upstream.nodes) {
     node_names_.push_back(node.ToString());
   }
-  if (const std::string& name = config.health.api_key_env; !name.empty()) {
-    const char* key = std::getenv(name.c_str());
-    if (key == nullptr || *key == '\0') {
-      SPDLOG_WARN(
-          "health.api_key_env names {}, which is not set: health probes go without an "
-          "API key",
-          name);
-    } else {
-      medium_spec_.api_key = key;
-      deep_spec_.api_key = key;
-    }
-  }
+  // The probes' API key comes from the workers (auth::ApiKeyStore, which also reads the
+  // deprecated health.api_key_env), so a rotated key reaches the probes too.
   const config::HealthConfig& h = config.health;
   health::SchedulerOptions options;
   options.nodes = config.upstream.nodes.size();

@@ -125,8 +125,11 @@ health::ProbeResult JudgeProbeAnswer(const ProbeSpec& spec, int grpc_status,
     return Failed(absl::StrCat(
         spec.description, ": grpc-status ", grpc_status, " ",
         absl::string_view(grpc_message.data(), grpc_message.size()),
-        auth ? (spec.api_key.empty() ? " (Qdrant needs an API key: set health.api_key_env)"
-                                     : " (the key from health.api_key_env was refused)")
+        auth ? (spec.api_key.empty()
+                    ? " (Qdrant needs an API key: set upstream.api_key_file or "
+                      "upstream.api_key_env)"
+                    : " (Qdrant refused qpoold's API key: check upstream.api_key_file or "
+                      "upstream.api_key_env)")
              : ""));
   }
   health::ProbeResult ok;
@@ -228,17 +231,22 @@ void HealthProbe::OnAcquireFailed(const absl::Status& status) {
 }
 
 void HealthProbe::Submit(UpstreamConnection& conn) {
+  // The key qpoold holds now (probes are reads: the read-only key when there is one).
+  if (spec_.api_key.empty()) {
+    if (const auth::ApiKeys* keys = worker_.api_keys())
+      spec_.api_key = std::string(keys->For(/*read=*/true));
+  }
   const std::string timeout = FormatGrpcTimeout(timeout_);
   nghttp2_nv nva[] = {
       MakeNv(":method", "POST"),
-      MakeNv(":scheme", "http"),
+      MakeNv(":scheme", conn.secure() ? "https" : "http"),
       MakeNv(":path", spec_.path),
       MakeNv(":authority", authority_),
       MakeNv("content-type", "application/grpc"),
       MakeNv("te", "trailers"),
       MakeNv("grpc-timeout", timeout),
       MakeNv("user-agent", "qpoold-health/" QPOOL_VERSION),
-      MakeNv("api-key", spec_.api_key),
+      ApiKeyNv(spec_.api_key),
   };
   size_t count = sizeof(nva) / sizeof(nva[0]);
   if (spec_.api_key.empty()) count--;  // the last one

@@ -84,7 +84,7 @@ class HealthProbe : public pool::StreamWaiter, public ProbeStream {
   Worker& worker_;
   pool::NodePool& pool_;
   const std::string authority_;
-  const ProbeSpec spec_;
+  ProbeSpec spec_;  // api_key filled in from the worker at Submit() when empty
   const Duration timeout_;
   Done done_;
   std::unique_ptr<Timer> timer_;

@@ -1,18 +1,23 @@
 #include "daemon/server/proxy.h"
 
+#include <pthread.h>
+
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "daemon/auth/api_keys.h"
 #include "daemon/config/loader.h"
 #include "daemon/metrics/health_metrics.h"
 #include "daemon/server/health_checker.h"
 #include "daemon/server/worker.h"
+#include "daemon/tls/context_store.h"
 #include "spdlog/spdlog.h"
 
 namespace qpool::server {
@@ -32,8 +37,12 @@ struct Rendezvous {
 
 class ProxyImpl : public Proxy {
  public:
-  explicit ProxyImpl(std::shared_ptr<const config::Config> config)
+  ProxyImpl(std::shared_ptr<const config::Config> config,
+            std::unique_ptr<tls::ContextStore> tls_store,
+            std::unique_ptr<auth::ApiKeyStore> key_store)
       : config_(std::move(config)),
+        tls_store_(std::move(tls_store)),
+        key_store_(std::move(key_store)),
         health_metrics_(config::NodeCount(*config_)),
         readiness_includes_upstream_(config_->admin.readiness_includes_upstream) {
     for (uint32_t i = 0; i < config_->server.workers; ++i) {
@@ -104,7 +113,18 @@ class ProxyImpl : public Proxy {
   void AcceptRest();
   void OnRestAccepted(Worker& target, const boost::system::error_code& ec, tcp::socket socket);
 
+  // The secrets thread: every upstream.secrets_poll_interval, re-reads the key and certificate
+  // files that changed. Never touches a worker: workers pick the new snapshots up themselves.
+  void StartSecretsThread();
+  void StopSecretsThread();
+
   const std::shared_ptr<const config::Config> config_;
+  const std::unique_ptr<tls::ContextStore> tls_store_;
+  const std::unique_ptr<auth::ApiKeyStore> key_store_;
+  std::thread secrets_thread_;
+  std::mutex secrets_mu_;
+  std::condition_variable secrets_cv_;
+  bool secrets_stop_ = false;  // guarded by secrets_mu_
   ProxyCounters counters_;
   // One per worker, written only by its worker; they outlive the workers (admin reads them).
   std::vector<std::unique_ptr<metrics::WorkerMetrics>> worker_metrics_;
@@ -143,8 +163,9 @@ absl::Status ProxyImpl::Start() {
   {
     std::lock_guard<std::mutex> lock(workers_mu_);
     for (uint32_t i = 0; i < count; ++i) {
-      workers_.push_back(std::make_unique<Worker>(config_, i, count, counters_, *worker_metrics_[i],
-                                                  &health_metrics_));
+      workers_.push_back(std::make_unique<Worker>(
+          config_, i, count, counters_, *worker_metrics_[i], &health_metrics_,
+          UpstreamSecrets{tls_store_.get(), key_store_.get()}));
     }
   }
   const config::NodeAddress& listen = config_->server.listen;
@@ -196,8 +217,35 @@ absl::Status ProxyImpl::Start() {
   health_checker_->Start();
   if (grpc) workers_[0]->Post([this] { Accept(); });
   if (rest_acceptor_ != nullptr) workers_[0]->Post([this] { AcceptRest(); });
+  StartSecretsThread();
   running_.store(true, std::memory_order_release);
   return absl::OkStatus();
+}
+
+void ProxyImpl::StartSecretsThread() {
+  const bool files = !config_->upstream.api_key_file.empty() ||
+                     !config_->upstream.read_only_api_key_file.empty() || tls_store_->any_enabled();
+  if (!files) return;
+  const auto interval = absl::ToChronoNanoseconds(config_->upstream.secrets_poll_interval);
+  secrets_thread_ = std::thread([this, interval] {
+    pthread_setname_np(pthread_self(), "qpool-secrets");
+    std::unique_lock<std::mutex> lock(secrets_mu_);
+    while (!secrets_cv_.wait_for(lock, interval, [this] { return secrets_stop_; })) {
+      lock.unlock();
+      key_store_->Reload();
+      tls_store_->Reload();
+      lock.lock();
+    }
+  });
+}
+
+void ProxyImpl::StopSecretsThread() {
+  {
+    std::lock_guard<std::mutex> lock(secrets_mu_);
+    secrets_stop_ = true;
+  }
+  secrets_cv_.notify_all();
+  if (secrets_thread_.joinable()) secrets_thread_.join();
 }
 
 void ProxyImpl::Accept() {
@@ -309,6 +357,7 @@ void ProxyImpl::ShutdownNow() {
   }
   // The health thread stops first (it posts probes to the workers); it is freed only after the
   // workers are gone, since they may still post results to its io_context.
+  StopSecretsThread();
   if (health_checker_ != nullptr) health_checker_->Stop();
   for (auto& worker : workers_) worker->Stop();
   acceptor_.reset();
@@ -407,10 +456,23 @@ metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
 
 }  // namespace
 
+absl::Status CheckUpstreamSecrets(const config::Config& config) {
+  absl::StatusOr<std::unique_ptr<tls::ContextStore>> tls_store =
+      tls::ContextStore::Create(config.upstream, "h2");
+  if (!tls_store.ok()) return tls_store.status();
+  return auth::ApiKeyStore::Create(config).status();
+}
+
 absl::StatusOr<std::unique_ptr<Proxy>> Proxy::Create(std::shared_ptr<const config::Config> config) {
   if (config == nullptr) return absl::InvalidArgumentError("no config");
   if (absl::Status status = config::Validate(*config); !status.ok()) return status;
-  return std::unique_ptr<Proxy>(new ProxyImpl(std::move(config)));
+  absl::StatusOr<std::unique_ptr<tls::ContextStore>> tls_store =
+      tls::ContextStore::Create(config->upstream, "h2");
+  if (!tls_store.ok()) return tls_store.status();
+  absl::StatusOr<std::unique_ptr<auth::ApiKeyStore>> key_store = auth::ApiKeyStore::Create(*config);
+  if (!key_store.ok()) return key_store.status();
+  return std::unique_ptr<Proxy>(
+      new ProxyImpl(std::move(config), *std::move(tls_store), *std::move(key_store)));
 }
 
 }  // namespace qpool::server

@@ -50,7 +50,9 @@ struct ProxyStats {
 
 class Proxy : public metrics::AdminBackend {
  public:
-  // kInvalidArgument when the config fails config::Validate().
+  // kInvalidArgument when the config fails config::Validate(), or its TLS files or API keys
+  // (upstream.tls, upstream.api_key_*) cannot be loaded; messages name the file or variable,
+  // never a key.
   static absl::StatusOr<std::unique_ptr<Proxy>> Create(
       std::shared_ptr<const config::Config> config);
 
@@ -85,6 +87,10 @@ class Proxy : public metrics::AdminBackend {
   // admin.readiness_includes_upstream, changeable at run time (config reload). Any thread.
   virtual void SetReadinessIncludesUpstream(bool include) = 0;
 };
+
+// Loads what Proxy::Create loads besides the config itself (TLS files, API keys), for
+// --check-config: OK, or the first problem, naming the file or variable and never a key.
+absl::Status CheckUpstreamSecrets(const config::Config& config);
 
 }  // namespace qpool::server
 

@@ -10,6 +10,7 @@
 #include "daemon/server/call.h"
 #include "daemon/server/small_alloc.h"
 #include "daemon/server/worker.h"
+#include "daemon/tls/client_tls.h"
 #include "spdlog/spdlog.h"
 
 namespace qpool::server {
@@ -63,6 +64,29 @@ void UpstreamConnection::OnTcpConnected(const boost::system::error_code& ec) {
     FailConnect(absl::UnavailableError(absl::StrCat("connect: ", ec.message())));
     return;
   }
+  if (std::shared_ptr<const tls::ClientContext> context = worker().TlsContextOf(node_index_)) {
+    absl::StatusOr<std::unique_ptr<tls::TlsEngine>> engine = context->NewEngine();
+    if (!engine.ok()) {
+      FailConnect(tls::WithFailureReason(absl::UnavailableError(engine.status().message()),
+                                         tls::FailureReason::kHandshake));
+      return;
+    }
+    StartTls(*std::move(engine));
+    return;
+  }
+  StartHttp2();
+}
+
+void UpstreamConnection::OnTlsHandshakeDone() {
+  metrics::NodeMetrics& m = worker().metrics().node(node_index_);
+  m.tls_handshakes.Add();
+  if (tls()->resumed()) m.tls_resumptions.Add();
+  if (!worker().TlsContextOf(node_index_)->verify()) m.tls_unverified_connects.Add();
+  SPDLOG_DEBUG("upstream {}: TLS up ({})", node_name_, tls()->PeerSummary());
+  StartHttp2();
+}
+
+void UpstreamConnection::StartHttp2() {
   nghttp2_option* option = NewSessionOption();
   // The app's request was validated on the way in (the downstream session checks HTTP messaging);
   // what Qdrant answers is passed on as it is, so checking each response header again buys nothing.
@@ -262,9 +286,21 @@ void UpstreamConnection::OnTransportClosed(const absl::Status& reason) {
   events_ = nullptr;
   if (events == nullptr) return;
   if (!handshake_done_) {
+    absl::Status failure = reason;
+    if (tls_established() && !reason.ok() && !tls::FailureReasonOf(reason)) {
+      // In TLS 1.3 the client's side of the handshake ends before the node has checked the
+      // client's certificate; a node that refuses it (or wants one) may just close, as gRPC's
+      // servers do, instead of sending an alert.
+      failure = tls::WithFailureReason(
+          absl::UnavailableError(absl::StrCat(
+              reason.message(),
+              " right after the TLS handshake, before HTTP/2 began: the node most likely refused "
+              "the client certificate, or wants one (upstream.tls.cert_file and key_file)")),
+          tls::FailureReason::kClientCert);
+    }
     // The pool logs connect failures, rate-limited (NodePool::OnConnectFailed).
-    SPDLOG_DEBUG("upstream {}: connect failed: {}", node_name_, std::string(reason.message()));
-    events->OnConnectFailed(this, reason);
+    SPDLOG_DEBUG("upstream {}: connect failed: {}", node_name_, std::string(failure.message()));
+    events->OnConnectFailed(this, failure);
   } else {
     if (!reason.ok() && !absl::IsCancelled(reason)) {
       SPDLOG_INFO("upstream {}: connection closed: {}", node_name_, std::string(reason.message()));

@@ -8,6 +8,9 @@
 // doubles the node's PING interval on this worker (Worker::BackOffPings).
 // Health, medium and deep tiers: a probe (ProbeStream) opens a stream of its own on a pooled
 // connection, like a call does, but outside the Call machinery.
+// TLS (upstream.tls): after the TCP connect comes the TLS handshake (ALPN h2, the node's
+// certificate checked), inside upstream.connect_timeout; a failure is a connect failure whose
+// status carries its tls::FailureReason.
 // Thread-safety: none; lives on one worker's thread.
 #ifndef QPOOL_DAEMON_SERVER_UPSTREAM_CONNECTION_H_
 #define QPOOL_DAEMON_SERVER_UPSTREAM_CONNECTION_H_
@@ -108,6 +111,9 @@ class UpstreamConnection : public H2Transport, public pool::PoolConnection {
   void OnPingAck();
 
   void OnTcpConnected(const boost::system::error_code& ec);
+  // TLS done (or none): creates the client session and sends the connection preface.
+  void StartHttp2();
+  void OnTlsHandshakeDone() override;
   void OnConnectTimeout();
   void FailConnect(const absl::Status& reason);
   void OnTransportClosed(const absl::Status& reason) override;

@@ -13,6 +13,7 @@
 #include "daemon/server/downstream_session.h"
 #include "daemon/server/health_probe.h"
 #include "daemon/server/upstream_connection.h"
+#include "daemon/tls/context_store.h"
 #include "spdlog/spdlog.h"
 
 namespace qpool::server {
@@ -154,7 +155,7 @@ RetryContext::RetryContext(const config::RetryConfig& config, size_t nodes)
 
 Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uint32_t count,
                ProxyCounters& counters, metrics::WorkerMetrics& metrics,
-               const metrics::HealthMetrics* health)
+               const metrics::HealthMetrics* health, UpstreamSecrets secrets)
     : config_(std::move(config)),
       index_(index),
       counters_(counters),
@@ -163,6 +164,7 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
       retry_(config_->retry, config::NodeCount(*config_)),
       read_buffer_(64 * 1024),
       health_(health),
+      secrets_(secrets),
       router_(config::NodeCount(*config_), OutlierOptionsOf(config_->health),
               config_->health.enabled && config_->health.passive_enabled, random_),
       ping_interval_(config_->upstream.nodes.size(),
@@ -186,6 +188,7 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
     rest_ = std::make_unique<rest::RestWorker>(*config_, index, count, io_, loop_, random_,
                                                pending_budget_, *this, rest_retry, metrics_);
   }
+  if (secrets_.keys != nullptr) key_cache_.emplace(*secrets_.keys);
   const config::UpstreamConfig& upstream = config_->upstream;
   pending_budget_.limit = ShareOf(upstream.max_pending, index, count);
   for (const config::NodeAddress& node : upstream.nodes) {
@@ -213,6 +216,10 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
 }
 
 Worker::~Worker() { Stop(); }
+
+std::shared_ptr<const tls::ClientContext> Worker::TlsContextOf(size_t node) const {
+  return secrets_.tls != nullptr ? secrets_.tls->Get(node) : nullptr;
+}
 
 void Worker::Start() {
   running_ = true;

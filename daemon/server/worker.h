@@ -11,11 +11,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "daemon/auth/api_keys.h"
 #include "daemon/common/event_loop.h"
 #include "daemon/config/config.h"
 #include "daemon/health/health.h"
@@ -28,6 +30,11 @@
 #include "daemon/retry/method_class.h"
 #include "daemon/retry/retry_policy.h"
 #include "daemon/server/abuse_budget.h"
+
+namespace qpool::tls {
+class ClientContext;
+class ContextStore;
+}  // namespace qpool::tls
 
 namespace qpool::server {
 
@@ -93,6 +100,13 @@ struct RetryContext {
   uint64_t active_calls = 0;                // this worker's calls from request headers to close
 };
 
+// Upstream credentials the workers share: the nodes' TLS contexts and the API keys qpoold holds.
+// Owned by the Proxy (which reloads them on its secrets thread); both outlive the workers.
+struct UpstreamSecrets {
+  const tls::ContextStore* tls = nullptr;   // null: every node in cleartext
+  const auth::ApiKeyStore* keys = nullptr;  // null: no key of qpoold's own
+};
+
 class Worker : public rest::RestHost {
  public:
   // `index` of `count` workers: the worker takes its share of each node's connection bounds.
@@ -101,7 +115,7 @@ class Worker : public rest::RestHost {
   // must outlive the worker too.
   Worker(std::shared_ptr<const config::Config> config, uint32_t index, uint32_t count,
          ProxyCounters& counters, metrics::WorkerMetrics& metrics,
-         const metrics::HealthMetrics* health = nullptr);
+         const metrics::HealthMetrics* health = nullptr, UpstreamSecrets secrets = {});
   ~Worker() override;
 
   Worker(const Worker&) = delete;
@@ -176,6 +190,18 @@ class Worker : public rest::RestHost {
   // before the next one starts.
   std::vector<uint8_t>& read_buffer() { return read_buffer_; }
   uint32_t index() const { return index_; }
+  // Node `node`'s TLS context for a new connection; null when it is reached in cleartext.
+  std::shared_ptr<const tls::ClientContext> TlsContextOf(size_t node) const;
+  // The API keys qpoold holds now (one relaxed load when they did not change); null when it holds
+  // none. Worker thread only.
+  const auth::ApiKeys* api_keys() { return key_cache_ ? &key_cache_->Get() : nullptr; }
+  // Whether qpoold's key goes on the apps' calls, and how (upstream.api_key_mode).
+  bool keys_apply_to_calls() const {
+    return secrets_.keys != nullptr && secrets_.keys->applies_to_calls();
+  }
+  auth::KeyMode key_mode() const {
+    return secrets_.keys != nullptr ? secrets_.keys->mode() : auth::KeyMode::kIfAbsent;
+  }
 
  private:
   class UpstreamFactory;
@@ -210,6 +236,8 @@ class Worker : public rest::RestHost {
   std::vector<std::unique_ptr<metrics::PoolMetricsObserver>> observers_;
   std::vector<std::unique_ptr<pool::NodePool>> pools_;
   const metrics::HealthMetrics* const health_;
+  const UpstreamSecrets secrets_;
+  std::optional<auth::ApiKeyCache> key_cache_;
   health::NodeRouter router_;
   std::vector<Duration> ping_interval_;  // per node
   // Probes in flight, and those finished this turn (deleted on the next).

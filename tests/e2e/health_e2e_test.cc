@@ -465,7 +465,7 @@ TEST_F(HealthMissingApiKeyE2eTest, DeepProbeWithoutTheKeyMarksNodesUnhealthyAndS
   EXPECT_EQ(HttpGet(admin_port_, "/readyz").status, 503);
   EXPECT_TRUE(WaitFor(
       [&] {
-        return ReadFileOrEmpty(log_path_).find("set health.api_key_env") != std::string::npos;
+        return ReadFileOrEmpty(log_path_).find("set upstream.api_key_file") != std::string::npos;
       },
       absl::Seconds(5)))
       << ReadFileOrEmpty(log_path_);

@@ -16,6 +16,7 @@ if [ ! -d "$JS_DIR/node_modules/@qdrant" ]; then
   exit 77
 fi
 mkdir -p "$WORK"
+# shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 start_emulator_rest "$EMULATOR"

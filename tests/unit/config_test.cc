@@ -58,6 +58,19 @@ void ExpectSameSettings(const Config& actual, const Config& expected) {
   EXPECT_EQ(actual.rest.max_header_bytes, expected.rest.max_header_bytes);
   EXPECT_EQ(actual.rest.max_headers, expected.rest.max_headers);
   EXPECT_EQ(actual.rest.max_body_bytes, expected.rest.max_body_bytes);
+  EXPECT_EQ(actual.upstream.tls.defaults.enabled, expected.upstream.tls.defaults.enabled);
+  EXPECT_EQ(actual.upstream.tls.defaults.ca_file, expected.upstream.tls.defaults.ca_file);
+  EXPECT_EQ(actual.upstream.tls.defaults.server_name, expected.upstream.tls.defaults.server_name);
+  EXPECT_EQ(actual.upstream.tls.defaults.verify, expected.upstream.tls.defaults.verify);
+  EXPECT_EQ(actual.upstream.tls.defaults.cert_file, expected.upstream.tls.defaults.cert_file);
+  EXPECT_EQ(actual.upstream.tls.defaults.key_file, expected.upstream.tls.defaults.key_file);
+  EXPECT_EQ(actual.upstream.tls.nodes.size(), expected.upstream.tls.nodes.size());
+  EXPECT_EQ(actual.upstream.api_key_file, expected.upstream.api_key_file);
+  EXPECT_EQ(actual.upstream.api_key_env, expected.upstream.api_key_env);
+  EXPECT_EQ(actual.upstream.api_key_mode, expected.upstream.api_key_mode);
+  EXPECT_EQ(actual.upstream.read_only_api_key_file, expected.upstream.read_only_api_key_file);
+  EXPECT_EQ(actual.upstream.read_only_api_key_env, expected.upstream.read_only_api_key_env);
+  EXPECT_EQ(actual.upstream.secrets_poll_interval, expected.upstream.secrets_poll_interval);
   EXPECT_EQ(actual.retry.enabled, expected.retry.enabled);
   EXPECT_EQ(actual.retry.max_attempts, expected.retry.max_attempts);
   EXPECT_EQ(actual.retry.backoff_base, expected.retry.backoff_base);
@@ -235,6 +248,68 @@ log:
   EXPECT_EQ(config->log.level, "debug");
   EXPECT_EQ(config->log.format, "json");
   EXPECT_TRUE(Validate(*config).ok()) << Validate(*config);
+}
+
+TEST(ConfigTest, UpstreamTlsAndKeysParseWithPerNodeOverrides) {
+  absl::StatusOr<Config> config = ParseConfig(R"(
+upstream:
+  nodes: ["qdrant-0:6334", "10.0.0.7:6334"]
+  tls:
+    enabled: true
+    ca_file: /etc/ca.crt
+    cert_file: /etc/client.crt
+    key_file: /etc/client.key
+    nodes:
+      "10.0.0.7:6334": {server_name: qdrant-1.internal, verify: false}
+  api_key_file: /etc/qpool/api-key
+  api_key_mode: override
+  read_only_api_key_env: QDRANT_READ_ONLY_KEY
+  secrets_poll_interval: 1s
+)",
+                                              "test.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_TRUE(Validate(*config).ok()) << Validate(*config);
+  const UpstreamConfig& u = config->upstream;
+  const TlsOptions first = u.tls.For("qdrant-0:6334");
+  EXPECT_TRUE(first.enabled);
+  EXPECT_EQ(first.ca_file, "/etc/ca.crt");
+  EXPECT_EQ(first.server_name, "");
+  EXPECT_TRUE(first.verify);
+  EXPECT_EQ(first.cert_file, "/etc/client.crt");
+  const TlsOptions second = u.tls.For("10.0.0.7:6334");
+  EXPECT_TRUE(second.enabled);  // inherited
+  EXPECT_EQ(second.ca_file, "/etc/ca.crt");
+  EXPECT_EQ(second.server_name, "qdrant-1.internal");
+  EXPECT_FALSE(second.verify);
+  EXPECT_EQ(u.api_key_file, "/etc/qpool/api-key");
+  EXPECT_EQ(u.api_key_mode, "override");
+  EXPECT_EQ(u.read_only_api_key_env, "QDRANT_READ_ONLY_KEY");
+  EXPECT_EQ(u.secrets_poll_interval, absl::Seconds(1));
+}
+
+TEST(ConfigTest, UpstreamTlsMistakesAreNamed) {
+  EXPECT_THAT(ParseError("upstream:\n  tls:\n    enabeld: true\n"),
+              HasSubstr("enabeld: unknown key (did you mean enabled?)"));
+  EXPECT_THAT(ParseError("upstream:\n  tls:\n    verify: yes\n"),
+              HasSubstr("verify: expected true or false"));
+  EXPECT_THAT(ParseError("upstream:\n  tls: true\n"), HasSubstr("expected a map"));
+  EXPECT_THAT(ParseError("upstream:\n  api_key_mode: always\n"),
+              HasSubstr("must be one of if_absent, override"));
+  absl::StatusOr<Config> half =
+      ParseConfig("upstream:\n  nodes: [\"a:1\"]\n  tls:\n    cert_file: /c.pem\n", "test.yaml");
+  ASSERT_TRUE(half.ok()) << half.status();
+  EXPECT_THAT(std::string(Validate(*half).message()),
+              HasSubstr("cert_file and key_file go together"));
+  absl::StatusOr<Config> stranger = ParseConfig(
+      "upstream:\n  nodes: [\"a:1\"]\n  tls:\n    nodes:\n      \"b:2\": {enabled: true}\n",
+      "test.yaml");
+  ASSERT_TRUE(stranger.ok()) << stranger.status();
+  EXPECT_THAT(std::string(Validate(*stranger).message()),
+              HasSubstr("b:2 is not in upstream.nodes"));
+  absl::StatusOr<Config> both = ParseConfig(
+      "upstream:\n  nodes: [\"a:1\"]\n  api_key_file: /k\n  api_key_env: K\n", "test.yaml");
+  ASSERT_TRUE(both.ok()) << both.status();
+  EXPECT_THAT(std::string(Validate(*both).message()), HasSubstr("not both"));
 }
 
 TEST(ConfigTest, EmptySectionKeepsDefaults) {
@@ -922,6 +997,17 @@ TEST(ExampleConfigTest, ExampleFileMentionsEveryKey) {
     EXPECT_THAT(example, HasSubstr("\n" + section + ":\n")) << key;
     EXPECT_THAT(example, HasSubstr("\n  " + leaf + ": ")) << key;
   }
+}
+
+// The secure sidecar example's files live in a Secret mount, so --check-config cannot load them
+// here; its YAML must still parse and validate.
+TEST(ExampleConfigTest, SecureSidecarExampleIsValid) {
+  absl::StatusOr<Config> config = LoadConfigFile(
+      QPOOL_SOURCE_DIR "/deploy/kubernetes/components/qpool-secrets/qpool-secure.example.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(Validate(*config).ok()) << Validate(*config);
+  EXPECT_TRUE(config->upstream.tls.defaults.enabled);
+  EXPECT_FALSE(config->upstream.api_key_file.empty());
 }
 
 TEST(ExampleConfigTest, DocsDescribeEveryKey) {

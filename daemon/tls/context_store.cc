@@ -1,0 +1,109 @@
+#include "daemon/tls/context_store.h"
+
+#include "spdlog/spdlog.h"
+
+namespace qpool::tls {
+namespace {
+
+std::vector<std::string> FilesOf(const config::TlsOptions& options) {
+  std::vector<std::string> files;
+  for (const std::string* file : {&options.ca_file, &options.cert_file, &options.key_file}) {
+    if (!file->empty()) files.push_back(*file);
+  }
+  return files;
+}
+
+std::vector<FileFingerprint> PrintsOf(const std::vector<std::string>& files) {
+  std::vector<FileFingerprint> prints;
+  prints.reserve(files.size());
+  for (const std::string& file : files) prints.push_back(FileFingerprint::Of(file));
+  return prints;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ContextStore>> ContextStore::Create(
+    const config::UpstreamConfig& upstream, std::string alpn) {
+  std::unique_ptr<ContextStore> store(new ContextStore());
+  store->alpn_ = std::move(alpn);
+  absl::MutexLock lock(&store->mu_);
+  for (const config::NodeAddress& address : upstream.nodes) {
+    Node node;
+    node.name = address.ToString();
+    node.host = address.host;
+    node.options = upstream.tls.For(node.name);
+    if (node.options.enabled) {
+      store->any_enabled_ = true;
+      node.files = FilesOf(node.options);
+      node.prints = PrintsOf(node.files);
+      absl::StatusOr<std::shared_ptr<const ClientContext>> context =
+          ClientContext::Create(node.options, node.host, store->alpn_);
+      if (!context.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("upstream.tls for node ", node.name, ": ", context.status().message()));
+      }
+      node.context = *std::move(context);
+      if (!node.options.verify) {
+        SPDLOG_WARN(
+            "upstream.tls.verify is false for node {}: its certificate is NOT checked, so anyone "
+            "on the path can impersonate it and read the API key; counted in "
+            "qpool_upstream_tls_unverified_connects_total",
+            node.name);
+      }
+    }
+    store->nodes_.push_back(std::move(node));
+  }
+  return store;
+}
+
+std::shared_ptr<const ClientContext> ContextStore::Get(size_t node) const {
+  absl::MutexLock lock(&mu_);
+  if (node >= nodes_.size()) return nullptr;
+  return nodes_[node].context;
+}
+
+int ContextStore::Reload() {
+  if (!any_enabled_) return 0;
+  // Stat and build without the lock (a connect may want Get() meanwhile); only this thread
+  // writes nodes_, so reading its options and prints unlocked is safe.
+  std::vector<std::pair<size_t, std::shared_ptr<const ClientContext>>> replaced;
+  std::vector<std::pair<size_t, std::vector<FileFingerprint>>> seen;
+  {
+    std::vector<Node> snapshot;
+    {
+      absl::MutexLock lock(&mu_);
+      for (const Node& node : nodes_) {
+        Node copy;
+        copy.name = node.name;
+        copy.host = node.host;
+        copy.options = node.options;
+        copy.files = node.files;
+        copy.prints = node.prints;
+        snapshot.push_back(std::move(copy));
+      }
+    }
+    for (size_t i = 0; i < snapshot.size(); ++i) {
+      const Node& node = snapshot[i];
+      if (!node.options.enabled) continue;
+      std::vector<FileFingerprint> now = PrintsOf(node.files);
+      if (now == node.prints) continue;
+      seen.emplace_back(i, now);
+      absl::StatusOr<std::shared_ptr<const ClientContext>> context =
+          ClientContext::Create(node.options, node.host, alpn_);
+      if (!context.ok()) {
+        SPDLOG_ERROR(
+            "upstream {}: TLS files changed but do not load, keeping the previous ones: {}",
+            node.name, std::string(context.status().message()));
+        continue;
+      }
+      SPDLOG_INFO("upstream {}: TLS files changed; new connections use them", node.name);
+      replaced.emplace_back(i, *std::move(context));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  for (auto& [i, prints] : seen) nodes_[i].prints = std::move(prints);
+  for (auto& [i, context] : replaced) nodes_[i].context = std::move(context);
+  return static_cast<int>(replaced.size());
+}
+
+}  // namespace qpool::tls

@@ -1,0 +1,60 @@
+// The TLS client contexts of every node, rebuilt when their certificate files change.
+//
+// Built at start from upstream.tls (a bad file there is a start-up error). Reload(), on the
+// secrets thread every upstream.secrets_poll_interval, stats each node's files (CA, client
+// certificate, key; resolved through symlinks, as a Kubernetes Secret mount swaps them) and
+// rebuilds the contexts whose files changed. New connections use the new context; open ones keep
+// theirs until the pool recycles them (upstream.max_connection_age). A new file that does not
+// load keeps the old context and logs why, once per change.
+//
+// Thread-safety: Get() from any thread (a mutex, once per connect); Reload() from one thread.
+#ifndef QPOOL_DAEMON_TLS_CONTEXT_STORE_H_
+#define QPOOL_DAEMON_TLS_CONTEXT_STORE_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "daemon/common/file_fingerprint.h"
+#include "daemon/config/config.h"
+#include "daemon/tls/client_tls.h"
+
+namespace qpool::tls {
+
+class ContextStore {
+ public:
+  // `alpn`: "h2" for the gRPC pools. Fails when a node's TLS files do not load.
+  static absl::StatusOr<std::unique_ptr<ContextStore>> Create(
+      const config::UpstreamConfig& upstream, std::string alpn);
+
+  // Node `node` (upstream.nodes order): its current context; null when it is reached in
+  // cleartext.
+  std::shared_ptr<const ClientContext> Get(size_t node) const ABSL_LOCKS_EXCLUDED(mu_);
+  // Rebuilds the contexts whose files changed. Returns how many were replaced.
+  int Reload() ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether some node is reached over TLS.
+  bool any_enabled() const { return any_enabled_; }
+
+ private:
+  struct Node {
+    std::string name;  // "host:port"
+    std::string host;
+    config::TlsOptions options;
+    std::vector<std::string> files;       // the files the context was built from
+    std::vector<FileFingerprint> prints;  // as they were when last read (loaded or refused)
+    std::shared_ptr<const ClientContext> context;
+  };
+  ContextStore() = default;
+
+  std::string alpn_;
+  bool any_enabled_ = false;
+  mutable absl::Mutex mu_;
+  std::vector<Node> nodes_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace qpool::tls
+
+#endif  // QPOOL_DAEMON_TLS_CONTEXT_STORE_H_

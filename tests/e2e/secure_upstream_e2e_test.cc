@@ -1,0 +1,514 @@
+// Secure upstream end to end (issue 13): the built qpoold, reached in cleartext by a gRPC client,
+// in front of the built qdrant-emulator serving gRPC over TLS and/or requiring API keys; every
+// port picked at run time, certificates made at run time by tests/e2e/tls/make_certs.sh (the
+// `openssl` command).
+//  - Tls*: valid chain; expired, unknown CA and wrong name each fail UNAVAILABLE with the reason in
+//    the message and in qpool_upstream_tls_failures_total; verify: false connects and is counted;
+//    mTLS with and without a client certificate; a CA file swapped like a Kubernetes Secret is
+//    picked up for new connections.
+//  - Keys*: rotation of the key file under load (8 clients) fails no call; the read-only key goes
+//    on reads and the full key on writes (the emulator's per-key counters); override vs if_absent;
+//    no key ever appears in the log (trace level), /metrics, /pool, error messages or
+//    --check-config output.
+// Without openssl the Tls* tests are SKIPPED (ctest: not run).
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "qdrant/collections_service.grpc.pb.h"
+#include "tests/support/prometheus_text.h"
+#include "tests/support/test_util.h"
+#include "tests/unit/http_get.h"
+
+namespace qpool::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::string g_certs;  // filled by make_certs.sh; empty without openssl
+
+class CertsEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    if (std::system("command -v openssl >/dev/null 2>&1") != 0) return;
+    std::string dir = ::testing::TempDir() + "/qpool_tls_e2e_XXXXXX";
+    if (mkdtemp(dir.data()) == nullptr) return;
+    const std::string command =
+        std::string(QPOOL_SOURCE_DIR "/tests/e2e/tls/make_certs.sh ") + dir + " >&2";
+    if (std::system(command.c_str()) == 0) g_certs = dir;
+  }
+  void TearDown() override {
+    if (!g_certs.empty()) std::filesystem::remove_all(g_certs);
+  }
+};
+const auto* const kEnvironment = ::testing::AddGlobalTestEnvironment(new CertsEnvironment);
+
+std::string Cert(const std::string& name) { return g_certs + "/" + name; }
+
+uint16_t PortAfter(const std::string& line, const std::string& label) {
+  const std::string key = label + "=127.0.0.1:";
+  const size_t at = line.find(key);
+  return at == std::string::npos ? 0
+                                 : static_cast<uint16_t>(std::atoi(line.c_str() + at + key.size()));
+}
+
+// Writes `text` to `path` as a Secret update does: a new file renamed over the old one.
+void Replace(const std::string& path, const std::string& text) {
+  std::ofstream(path + ".tmp") << text;
+  ASSERT_EQ(std::rename((path + ".tmp").c_str(), path.c_str()), 0) << std::strerror(errno);
+}
+
+class SecureUpstreamE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string dir = ::testing::TempDir() + "/qpoold_secure_XXXXXX";
+    ASSERT_NE(mkdtemp(dir.data()), nullptr) << std::strerror(errno);
+    dir_ = dir;
+    log_path_ = dir_ + "/qpoold.log";
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      std::cerr << "qpoold's log:\n" << ReadFileOrEmpty(log_path_) << "\n";
+      std::cerr << "emulator's log:\n" << ReadFileOrEmpty(dir_ + "/emulator.log") << "\n";
+    }
+    stub_.reset();
+    channel_.reset();
+    StopQpoold();
+    emulator_.reset();  // SIGKILL
+    if (!HasFailure()) std::filesystem::remove_all(dir_);
+  }
+
+  void StopQpoold() {
+    if (qpoold_ == nullptr) return;
+    (void)qpoold_->Signal(SIGTERM);
+    if (!qpoold_->WaitForExit(absl::Seconds(10))) qpoold_->Kill();
+    qpoold_.reset();
+  }
+
+  void StartEmulator(std::vector<std::string> flags) {
+    std::vector<std::string> argv = {QDRANT_EMULATOR_PATH, "--listen", "127.0.0.1:0",
+                                     "--control-listen", "127.0.0.1:0"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    auto process = Subprocess::Spawn(argv, dir_ + "/emulator.log");
+    ASSERT_TRUE(process.ok()) << process.status();
+    emulator_ = std::move(*process);
+    absl::StatusOr<std::string> line = emulator_->ReadStdoutLine(absl::Seconds(15));
+    ASSERT_TRUE(line.ok()) << line.status() << ReadFileOrEmpty(dir_ + "/emulator.log");
+    grpc_port_ = PortAfter(*line, "grpc");
+    control_port_ = PortAfter(*line, "control");
+    tls_port_ = PortAfter(*line, "tls");
+    ASSERT_NE(control_port_, 0) << *line;
+  }
+
+  // Starts qpoold with one node (the emulator's TLS port when `tls`, else its cleartext port),
+  // `upstream` more lines under `upstream:` (two spaces in), and `extra` more sections.
+  void StartQpoold(bool tls, const std::string& upstream, const std::string& extra = "") {
+    listen_port_ = PickFreePort();
+    admin_port_ = PickFreePort();
+    node_ = absl::StrCat("127.0.0.1:", tls ? tls_port_ : grpc_port_);
+    config_path_ = dir_ + "/qpool.yaml";
+    std::ofstream(config_path_) << "server:\n  listen: \"127.0.0.1:" << listen_port_ << "\"\n"
+                                << "admin:\n  listen: \"127.0.0.1:" << admin_port_ << "\"\n"
+                                << "upstream:\n  nodes: [\"" << node_ << "\"]\n"
+                                << "  connect_timeout: 1s\n  connect_backoff_max: 200ms\n"
+                                << upstream << extra;
+    auto qpoold = Subprocess::Spawn({QPOOLD_PATH, "--config", config_path_}, log_path_);
+    ASSERT_TRUE(qpoold.ok()) << qpoold.status();
+    qpoold_ = std::move(*qpoold);
+    ASSERT_TRUE(WaitFor([&] { return CanConnect(listen_port_) && CanConnect(admin_port_); },
+                        absl::Seconds(15)))
+        << ReadFileOrEmpty(log_path_);
+    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", listen_port_),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = qdrant::Collections::NewStub(channel_);
+  }
+
+  static std::string TlsYaml(const std::string& lines) {
+    return absl::StrCat("  tls:\n    enabled: true\n", lines);
+  }
+
+  grpc::Status Exists(const std::string& key = "", absl::Duration timeout = absl::Seconds(5)) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(timeout));
+    if (!key.empty()) ctx.AddMetadata("api-key", key);
+    qdrant::CollectionExistsRequest request;
+    request.set_collection_name("secure_e2e");
+    qdrant::CollectionExistsResponse reply;
+    return stub_->CollectionExists(&ctx, request, &reply);
+  }
+
+  grpc::Status Create(const std::string& name) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    qdrant::CreateCollection request;
+    request.set_collection_name(name);
+    auto* params = request.mutable_vectors_config()->mutable_params();
+    params->set_size(4);
+    params->set_distance(qdrant::Distance::Cosine);
+    qdrant::CollectionOperationResponse reply;
+    return stub_->Create(&ctx, request, &reply);
+  }
+
+  Samples Scrape() { return ParseSamples(HttpGet(admin_port_, "/metrics").body); }
+  double Metric(const std::string& name, const std::string& labels = "") {
+    return Scrape()[absl::StrCat(name, "{node=\"", node_, "\"", labels, "}")];
+  }
+
+  // The emulator's calls by key label ("full", "read_only", "none", "refused").
+  int KeyCount(const std::string& label) {
+    const std::string body = HttpGet(control_port_, "/counters").body;
+    const size_t map = body.find("\"calls_by_key\":{");
+    if (map == std::string::npos) return 0;
+    const size_t end = body.find('}', map);
+    const std::string key = "\"" + label + "\":";
+    const size_t at = body.find(key, map);
+    if (at == std::string::npos || at > end) return 0;
+    return std::atoi(body.c_str() + at + key.size());
+  }
+  void ResetCounters() {
+    ASSERT_EQ(HttpRequest(control_port_, "POST", "/counters/reset").status, 200);
+  }
+
+  std::string dir_;
+  std::string log_path_;
+  std::string config_path_;
+  std::string node_;
+  uint16_t grpc_port_ = 0;
+  uint16_t tls_port_ = 0;
+  uint16_t control_port_ = 0;
+  uint16_t listen_port_ = 0;
+  uint16_t admin_port_ = 0;
+  std::unique_ptr<Subprocess> emulator_;
+  std::unique_ptr<Subprocess> qpoold_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<qdrant::Collections::Stub> stub_;
+};
+
+// --- TLS -----------------------------------------------------------------------------------------
+
+class TlsE2eTest : public SecureUpstreamE2eTest {
+ protected:
+  void SetUp() override {
+    if (g_certs.empty()) GTEST_SKIP() << "the openssl command is not available";
+    SecureUpstreamE2eTest::SetUp();
+  }
+  void StartTlsEmulator(const std::string& cert, std::vector<std::string> more = {}) {
+    std::vector<std::string> flags = {"--tls-cert", Cert(cert + ".pem"), "--tls-key",
+                                      Cert(cert + ".key")};
+    flags.insert(flags.end(), more.begin(), more.end());
+    ASSERT_NO_FATAL_FAILURE(StartEmulator(flags));
+    ASSERT_NE(tls_port_, 0);
+  }
+};
+
+TEST_F(TlsE2eTest, CleartextClientReachesATlsNodeThroughQpoold) {
+  ASSERT_NO_FATAL_FAILURE(StartTlsEmulator("server"));
+  ASSERT_NO_FATAL_FAILURE(StartQpoold(true, TlsYaml("    ca_file: " + Cert("ca.pem") + "\n")));
+  grpc::Status status = Exists();
+  EXPECT_TRUE(status.ok()) << status.error_code() << " " << status.error_message();
+  ASSERT_TRUE(Create("tls_created").ok());
+  EXPECT_GE(Metric("qpool_upstream_tls_handshakes_total"), 1);
+  EXPECT_EQ(Metric("qpool_upstream_tls_unverified_connects_total"), 0);
+}
+
+TEST_F(TlsE2eTest, EachBadCertificateFailsUnavailableWithItsReason) {
+  struct Case {
+    const char* cert;
+    const char* reason;
+    const char* words;  // in the message the app gets
+  };
+  for (const Case& c : {Case{"expired", "expired", "certificate has expired"},
+                        Case{"unknown_ca", "unknown_ca", "unable to get local issuer certificate"},
+                        Case{"wrong_name", "name_mismatch", "IP address mismatch"}}) {
+    SCOPED_TRACE(c.cert);
+    ASSERT_NO_FATAL_FAILURE(StartTlsEmulator(c.cert));
+    ASSERT_NO_FATAL_FAILURE(StartQpoold(true, TlsYaml("    ca_file: " + Cert("ca.pem") + "\n")));
+    grpc::Status status = Exists("", absl::Seconds(3));
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr(c.words));
+    EXPECT_GE(
+        Metric("qpool_upstream_tls_failures_total", absl::StrCat(",reason=\"", c.reason, "\"")), 1);
+    EXPECT_GE(Metric("qpool_upstream_connect_failures_total"), 1);
+    EXPECT_THAT(ReadFileOrEmpty(log_path_), HasSubstr(c.words));
+    std::cerr << c.cert << ": " << status.error_message() << "\n";
+    stub_.reset();
+    channel_.reset();
+    StopQpoold();
+    emulator_.reset();
+  }
+}
+
+TEST_F(TlsE2eTest, VerifyFalseConnectsToAnUntrustedNodeAndIsCounted) {
+  ASSERT_NO_FATAL_FAILURE(StartTlsEmulator("unknown_ca"));
+  ASSERT_NO_FATAL_FAILURE(StartQpoold(true, TlsYaml("    verify: false\n")));
+  grpc::Status status = Exists();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_GE(Metric("qpool_upstream_tls_unverified_connects_total"), 1);
+  EXPECT_THAT(ReadFileOrEmpty(log_path_), HasSubstr("is NOT checked"));
+}
+
+TEST_F(TlsE2eTest, MutualTlsPassesWithAClientCertificateAndFailsClearlyWithout) {
+  ASSERT_NO_FATAL_FAILURE(StartTlsEmulator("server", {"--tls-client-ca", Cert("ca.pem")}));
+  ASSERT_NO_FATAL_FAILURE(StartQpoold(true, TlsYaml("    ca_file: " + Cert("ca.pem") + "\n")));
+  grpc::Status without = Exists("", absl::Seconds(3));
+  EXPECT_EQ(without.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(without.error_message(), HasSubstr("client certificate"));
+  EXPECT_GE(Metric("qpool_upstream_tls_failures_total", ",reason=\"client_cert\""), 1);
+  std::cerr << "without a client certificate: " << without.error_message() << "\n";
+  stub_.reset();
+  channel_.reset();
+  StopQpoold();
+
+  ASSERT_NO_FATAL_FAILURE(StartQpoold(
+      true, TlsYaml("    ca_file: " + Cert("ca.pem") + "\n    cert_file: " + Cert("client.pem") +
+                    "\n    key_file: " + Cert("client.key") + "\n")));
+  grpc::Status with = Exists();
+  EXPECT_TRUE(with.ok()) << with.error_message();
+}
+
+TEST_F(TlsE2eTest, CaFileSwappedLikeASecretIsUsedForNewConnections) {
+  ASSERT_NO_FATAL_FAILURE(StartTlsEmulator("server"));
+  // A Secret mount: ca.crt -> ..data/ca.crt, ..data -> ..v1 (the wrong CA at first).
+  const std::string mount = dir_ + "/secret";
+  std::filesystem::create_directories(mount + "/..v1");
+  std::filesystem::copy_file(Cert("other_ca.pem"), mount + "/..v1/ca.crt");
+  std::filesystem::create_directory_symlink(mount + "/..v1", mount + "/..data");
+  std::filesystem::create_symlink("..data/ca.crt", mount + "/ca.crt");
+  ASSERT_NO_FATAL_FAILURE(StartQpoold(
+      true, TlsYaml("    ca_file: " + mount + "/ca.crt\n") + "  secrets_poll_interval: 100ms\n"));
+  EXPECT_EQ(Exists("", absl::Seconds(2)).error_code(), grpc::StatusCode::UNAVAILABLE);
+  // The right CA arrives: a new directory and one rename of ..data, as the kubelet does it.
+  std::filesystem::create_directories(mount + "/..v2");
+  std::filesystem::copy_file(Cert("ca.pem"), mount + "/..v2/ca.crt");
+  std::filesystem::create_directory_symlink(mount + "/..v2", mount + "/..data_tmp");
+  std::filesystem::rename(mount + "/..data_tmp", mount + "/..data");
+  EXPECT_TRUE(WaitFor([&] { return Exists("", absl::Seconds(1)).ok(); }, absl::Seconds(15),
+                      absl::Milliseconds(100)));
+  EXPECT_THAT(ReadFileOrEmpty(log_path_), HasSubstr("TLS files changed"));
+  // A broken file next: the previous CA stays in use, and the log says so.
+  std::filesystem::create_directories(mount + "/..v3");
+  std::ofstream(mount + "/..v3/ca.crt") << "garbage\n";
+  std::filesystem::create_directory_symlink(mount + "/..v3", mount + "/..data_tmp");
+  std::filesystem::rename(mount + "/..data_tmp", mount + "/..data");
+  EXPECT_TRUE(WaitFor(
+      [&] { return ReadFileOrEmpty(log_path_).find("keeping the previous") != std::string::npos; },
+      absl::Seconds(10)));
+  EXPECT_TRUE(Exists().ok());
+}
+
+TEST_F(TlsE2eTest, NodeCertificateRotatedUnderLoadFailsNoCallAndNewConnectionsSeeIt) {
+  // The emulator re-reads its certificate files every second; qpoold recycles connections every
+  // second (max_connection_age), so new connections keep coming.
+  const std::string live = dir_ + "/node-tls";
+  std::filesystem::create_directories(live);
+  std::filesystem::copy_file(Cert("server.pem"), live + "/tls.crt");
+  std::filesystem::copy_file(Cert("server.key"), live + "/tls.key");
+  ASSERT_NO_FATAL_FAILURE(StartEmulator(
+      {"--tls-cert", live + "/tls.crt", "--tls-key", live + "/tls.key", "--tls-reload-s", "1"}));
+  ASSERT_NE(tls_port_, 0);
+  ASSERT_NO_FATAL_FAILURE(StartQpoold(true,
+                                      TlsYaml("    ca_file: " + Cert("ca.pem") + "\n") +
+                                          "  max_connection_age: 1s\n  min_connections: 2\n",
+                                      "log:\n  level: debug\n"));
+  ASSERT_TRUE(Exists().ok());
+  // Serials as qpoold logs them: make_certs.sh signs server.pem as 1000 and server2.pem as 1001.
+  ASSERT_THAT(ReadFileOrEmpty(log_path_), HasSubstr("serial 1000"));
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 8; ++c) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 3000 && !stop.load(); ++i) {  // bounded
+        grpc::Status status = Exists();
+        (status.ok() ? ok : failed).fetch_add(1);
+      }
+    });
+  }
+  ASSERT_TRUE(WaitFor([&] { return ok.load() >= 200; }, absl::Seconds(20)));
+  const double handshakes_before = Metric("qpool_upstream_tls_handshakes_total");
+  // The node's new chain: key first, then the certificate, each renamed into place.
+  Replace(live + "/tls.key", ReadFileOrEmpty(Cert("server2.key")));
+  Replace(live + "/tls.crt", ReadFileOrEmpty(Cert("server2.pem")));
+  const bool seen =
+      WaitFor([&] { return ReadFileOrEmpty(log_path_).find("serial 1001") != std::string::npos; },
+              absl::Seconds(20), absl::Milliseconds(100));
+  stop = true;
+  for (std::thread& t : clients) t.join();
+  EXPECT_TRUE(seen) << "no new connection presented the new certificate";
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GT(Metric("qpool_upstream_tls_handshakes_total"), handshakes_before);
+  std::cerr << "certificate rotation under load: " << ok.load() << " calls, " << failed.load()
+            << " failed; TLS handshakes " << Metric("qpool_upstream_tls_handshakes_total")
+            << ", resumed " << Metric("qpool_upstream_tls_resumptions_total") << "\n";
+}
+
+// Session resumption has no test here: against the emulator's gRPC TLS server, reconnects
+// resumed in some runs (1 to 3 of 4) and in others none, with the same code; the cause was not
+// found in time, so resumption is not claimed as verified (qpool_upstream_tls_resumptions_total
+// shows what happens).
+
+// --- API keys ------------------------------------------------------------------------------------
+
+class KeysE2eTest : public SecureUpstreamE2eTest {};
+
+TEST_F(KeysE2eTest, ReadOnlyKeyGoesOnReadsAndTheFullKeyOnWrites) {
+  ASSERT_NO_FATAL_FAILURE(
+      StartEmulator({"--api-key", "full-key-1", "--read-only-api-key", "ro-key-1"}));
+  const std::string full = dir_ + "/api-key";
+  const std::string ro = dir_ + "/ro-api-key";
+  Replace(full, "full-key-1\n");
+  Replace(ro, "ro-key-1\n");
+  ASSERT_NO_FATAL_FAILURE(
+      StartQpoold(false, "  api_key_file: " + full + "\n  read_only_api_key_file: " + ro + "\n",
+                  "health:\n  enabled: false\n"));
+  ResetCounters();
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(Exists().ok());
+  ASSERT_TRUE(Create("written_with_full_key").ok());
+  EXPECT_EQ(KeyCount("read_only"), 5);
+  EXPECT_EQ(KeyCount("full"), 1);
+  EXPECT_EQ(KeyCount("refused"), 0);
+  // if_absent: an app's own key passes through (a wrong one is refused by the node, not by
+  // qpoold).
+  EXPECT_EQ(Exists("app-wrong-key").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(KeyCount("refused"), 1);
+}
+
+TEST_F(KeysE2eTest, OverrideReplacesTheAppsKey) {
+  ASSERT_NO_FATAL_FAILURE(StartEmulator({"--api-key", "full-key-2"}));
+  const std::string full = dir_ + "/api-key";
+  Replace(full, "full-key-2");
+  ASSERT_NO_FATAL_FAILURE(StartQpoold(false,
+                                      "  api_key_file: " + full + "\n  api_key_mode: override\n",
+                                      "health:\n  enabled: false\n"));
+  grpc::Status status = Exists("app-wrong-key");
+  EXPECT_TRUE(status.ok()) << status.error_message();
+}
+
+TEST_F(KeysE2eTest, KeyFileRotatedUnderLoadFailsNoCall) {
+  // The node accepts the old key (as its read-only key: these are reads) and the new one, as a
+  // Qdrant in the middle of a rotation would; the counters tell which one each call carried.
+  ASSERT_NO_FATAL_FAILURE(
+      StartEmulator({"--api-key", "new-key-3", "--read-only-api-key", "old-key-3"}));
+  const std::string full = dir_ + "/api-key";
+  Replace(full, "old-key-3\n");
+  ASSERT_NO_FATAL_FAILURE(
+      StartQpoold(false, "  api_key_file: " + full + "\n  secrets_poll_interval: 100ms\n",
+                  "health:\n  enabled: false\n"));
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 8; ++c) {
+    clients.emplace_back([&] {
+      // Bounded: at most 2,000 calls per client, or until told to stop.
+      for (int i = 0; i < 2000 && !stop.load(); ++i) {
+        grpc::Status status = Exists();
+        (status.ok() ? ok : failed).fetch_add(1);
+      }
+    });
+  }
+  ASSERT_TRUE(WaitFor([&] { return ok.load() >= 200; }, absl::Seconds(20)));
+  EXPECT_GT(KeyCount("read_only"), 0);
+  Replace(full, "new-key-3\n");
+  const bool switched =
+      WaitFor([&] { return KeyCount("full") >= 100; }, absl::Seconds(15), absl::Milliseconds(50));
+  stop = true;
+  for (std::thread& t : clients) t.join();
+  EXPECT_TRUE(switched);
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(KeyCount("refused"), 0);
+  // From now on only the new key.
+  ResetCounters();
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(Exists().ok());
+  EXPECT_EQ(KeyCount("full"), 20);
+  EXPECT_EQ(KeyCount("read_only"), 0);
+  std::cerr << "rotation under load: " << ok.load() << " calls, " << failed.load() << " failed\n";
+}
+
+TEST_F(KeysE2eTest, NoKeyLeaksIntoLogsMetricsPoolErrorsOrCheckConfig) {
+  const std::string key =
+      absl::StrCat("canary-full-", getpid(), "-", absl::ToUnixNanos(absl::Now()));
+  const std::string ro_key = key + "-readonly";
+  ASSERT_NO_FATAL_FAILURE(StartEmulator({"--api-key", key, "--read-only-api-key", ro_key}));
+  const std::string full = dir_ + "/api-key";
+  const std::string ro = dir_ + "/ro-api-key";
+  Replace(full, key + "\n");
+  Replace(ro, ro_key + "\n");
+  ASSERT_NO_FATAL_FAILURE(
+      StartQpoold(false,
+                  "  api_key_file: " + full + "\n  read_only_api_key_file: " + ro +
+                      "\n  secrets_poll_interval: 100ms\n",
+                  "log:\n  level: trace\nhealth:\n  deep_interval: 300ms\n  deep_timeout: 200ms\n"
+                  "  medium_interval: 300ms\n  medium_timeout: 200ms\n"));
+  std::vector<std::string> seen;
+  ASSERT_TRUE(Exists().ok());
+  ASSERT_TRUE(Create("leak_test").ok());
+  // Errors: the app's wrong key (if_absent), then an unusable file and a wrong key from qpoold.
+  seen.push_back(Exists("app-wrong-key").error_message());
+  Replace(full, "\n");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return ReadFileOrEmpty(log_path_).find("keeping the previous key") != std::string::npos;
+      },
+      absl::Seconds(10)));
+  Replace(ro, "wrong-" + ro_key + "\n");
+  ASSERT_TRUE(WaitFor([&] { return !Exists().ok(); }, absl::Seconds(10), absl::Milliseconds(50)));
+  seen.push_back(Exists().error_message());
+  seen.push_back(Create("refused_write").error_message());
+  // Let a deep probe fail with the wrong key too.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return ReadFileOrEmpty(log_path_).find("refused qpoold's API key") != std::string::npos;
+      },
+      absl::Seconds(10)));
+  seen.push_back(HttpGet(admin_port_, "/metrics").body);
+  seen.push_back(HttpGet(admin_port_, "/pool").body);
+  seen.push_back(HttpGet(admin_port_, "/readyz").body);
+  // --check-config and --print-config (the configuration dump).
+  for (const char* flag : {"--check-config", "--print-config"}) {
+    const std::string out = dir_ + "/check.out";
+    auto check = Subprocess::Spawn({QPOOLD_PATH, flag, "--config", config_path_}, out);
+    ASSERT_TRUE(check.ok());
+    std::string stdout_text;
+    while (true) {
+      absl::StatusOr<std::string> line = (*check)->ReadStdoutLine(absl::Seconds(10));
+      if (!line.ok()) break;
+      stdout_text += *line + "\n";
+    }
+    (*check)->WaitForExit(absl::Seconds(10));
+    seen.push_back(stdout_text + ReadFileOrEmpty(out));
+  }
+  StopQpoold();
+  seen.push_back(ReadFileOrEmpty(log_path_));
+  // log.level trace: everything qpoold logs (it has no trace lines; debug is the most verbose).
+  EXPECT_THAT(seen.back(), HasSubstr(" debug ")) << "the log was not verbose";
+  for (const std::string& text : seen) {
+    EXPECT_THAT(text, Not(HasSubstr(key)));
+    EXPECT_THAT(text, Not(HasSubstr(ro_key)));
+  }
+  std::cerr << "checked " << seen.size() << " outputs for the keys\n";
+}
+
+}  // namespace
+}  // namespace qpool::testing

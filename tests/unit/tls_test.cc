@@ -1,0 +1,318 @@
+// The TLS client (daemon/tls): a client engine against an OpenSSL server in the same process,
+// bytes moved between them by hand, with certificates made at run time by
+// tests/e2e/tls/make_certs.sh (the `openssl` command). Without it every test is SKIPPED, and ctest
+// shows the whole file as not run.
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "daemon/tls/client_tls.h"
+#include "daemon/tls/context_store.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace qpool::tls {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string g_certs;  // the directory make_certs.sh filled; empty when it could not run
+
+class TlsEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    if (std::system("command -v openssl >/dev/null 2>&1") != 0) return;
+    std::string dir = ::testing::TempDir() + "/qpool_tls_unit_XXXXXX";
+    if (mkdtemp(dir.data()) == nullptr) return;
+    const std::string command =
+        std::string(QPOOL_SOURCE_DIR "/tests/e2e/tls/make_certs.sh ") + dir + " >&2";
+    if (std::system(command.c_str()) == 0) g_certs = dir;
+  }
+  void TearDown() override {
+    if (!g_certs.empty()) std::filesystem::remove_all(g_certs);
+  }
+};
+const auto* const kEnvironment = ::testing::AddGlobalTestEnvironment(new TlsEnvironment);
+
+std::string Cert(const std::string& name) { return g_certs + "/" + name; }
+
+// A TLS server on memory BIOs, offering `alpn` ("" selects nothing).
+class TestServer {
+ public:
+  TestServer(const std::string& name, std::string alpn, const std::string& client_ca = "")
+      : alpn_(std::move(alpn)) {
+    ctx_ = SSL_CTX_new(TLS_server_method());
+    EXPECT_EQ(SSL_CTX_use_certificate_chain_file(ctx_, Cert(name + ".pem").c_str()), 1);
+    EXPECT_EQ(SSL_CTX_use_PrivateKey_file(ctx_, Cert(name + ".key").c_str(), SSL_FILETYPE_PEM), 1);
+    SSL_CTX_set_alpn_select_cb(ctx_, &SelectAlpn, this);
+    const unsigned char context_id[] = "qpool-tls-test";
+    SSL_CTX_set_session_id_context(ctx_, context_id, sizeof(context_id) - 1);
+    if (!client_ca.empty()) {
+      SSL_CTX_load_verify_locations(ctx_, Cert(client_ca).c_str(), nullptr);
+      SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+    }
+  }
+  ~TestServer() { SSL_CTX_free(ctx_); }
+
+  // A fresh server connection (one per client connection).
+  SSL* NewConnection() {
+    SSL* ssl = SSL_new(ctx_);
+    SSL_set_bio(ssl, BIO_new(BIO_s_mem()), BIO_new(BIO_s_mem()));
+    BIO_set_mem_eof_return(SSL_get_rbio(ssl), -1);
+    SSL_set_accept_state(ssl);
+    return ssl;
+  }
+
+ private:
+  static int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen,
+                        const unsigned char* in, unsigned int inlen, void* arg) {
+    auto* self = static_cast<TestServer*>(arg);
+    if (self->alpn_.empty()) return SSL_TLSEXT_ERR_NOACK;
+    for (unsigned int i = 0; i < inlen; i += in[i] + 1) {
+      if (std::string(reinterpret_cast<const char*>(in + i + 1), in[i]) == self->alpn_) {
+        *out = in + i + 1;
+        *outlen = in[i];
+        return SSL_TLSEXT_ERR_OK;
+      }
+    }
+    return SSL_TLSEXT_ERR_NOACK;
+  }
+
+  SSL_CTX* ctx_;
+  std::string alpn_;
+};
+
+// Moves bytes both ways until the client's handshake finishes or fails; then lets the server
+// speak once more (TLS 1.3 tickets, a refusal of the client's certificate) and the client read it.
+absl::Status Connect(TlsEngine& client, SSL* server) {
+  for (int round = 0; round < 20; ++round) {
+    absl::StatusOr<bool> done = client.Handshake();
+    if (!done.ok()) return done.status();
+    std::vector<uint8_t> to_server;
+    client.TakeOutput(to_server);
+    BIO_write(SSL_get_rbio(server), to_server.data(), static_cast<int>(to_server.size()));
+    SSL_do_handshake(server);
+    uint8_t scratch[256];
+    size_t n = 0;
+    if (SSL_is_init_finished(server)) SSL_read_ex(server, scratch, sizeof(scratch), &n);
+    BIO* out = SSL_get_wbio(server);
+    std::vector<uint8_t> to_client(BIO_ctrl_pending(out));
+    if (!to_client.empty()) {
+      BIO_read(out, to_client.data(), static_cast<int>(to_client.size()));
+      client.FeedInput(to_client.data(), to_client.size());
+    }
+    if (*done && to_client.empty()) {
+      absl::StatusOr<size_t> read = client.Read(scratch, sizeof(scratch));
+      ERR_clear_error();
+      return read.ok() ? absl::OkStatus() : read.status();
+    }
+  }
+  return absl::DeadlineExceededError("handshake did not finish in 20 rounds");
+}
+
+class TlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (g_certs.empty()) GTEST_SKIP() << "the openssl command is not available";
+  }
+  static config::TlsOptions Options(const std::string& ca = "ca.pem") {
+    config::TlsOptions options;
+    options.enabled = true;
+    options.ca_file = Cert(ca);
+    return options;
+  }
+  // Handshake of a client for `host` with `options` against a server with certificate `name`.
+  static absl::Status HandshakeAgainst(const std::string& name, const config::TlsOptions& options,
+                                       const std::string& host = "127.0.0.1",
+                                       const std::string& server_alpn = "h2") {
+    auto context = ClientContext::Create(options, host, "h2");
+    if (!context.ok()) return context.status();
+    auto engine = (*context)->NewEngine();
+    if (!engine.ok()) return engine.status();
+    TestServer server(name, server_alpn);
+    SSL* ssl = server.NewConnection();
+    absl::Status status = Connect(**engine, ssl);
+    SSL_free(ssl);
+    return status;
+  }
+  static std::optional<FailureReason> ReasonOf(const absl::Status& status) {
+    return FailureReasonOf(status);
+  }
+};
+
+TEST_F(TlsTest, ValidCertificateHandshakesAndAgreesOnH2) {
+  EXPECT_TRUE(HandshakeAgainst("server", Options()).ok());
+  EXPECT_TRUE(HandshakeAgainst("server", Options(), "localhost").ok());
+}
+
+TEST_F(TlsTest, ExpiredCertificateFailsAsExpired) {
+  absl::Status status = HandshakeAgainst("expired", Options());
+  EXPECT_TRUE(absl::IsUnavailable(status)) << status;
+  EXPECT_EQ(ReasonOf(status), FailureReason::kExpired);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("certificate has expired"));
+}
+
+TEST_F(TlsTest, CertificateOfAnotherCaFailsAsUnknownCa) {
+  absl::Status status = HandshakeAgainst("unknown_ca", Options());
+  EXPECT_EQ(ReasonOf(status), FailureReason::kUnknownCa) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("upstream.tls.ca_file"));
+}
+
+TEST_F(TlsTest, CertificateForAnotherNameFailsAsNameMismatch) {
+  absl::Status by_ip = HandshakeAgainst("wrong_name", Options(), "127.0.0.1");
+  EXPECT_EQ(ReasonOf(by_ip), FailureReason::kNameMismatch) << by_ip;
+  absl::Status by_name = HandshakeAgainst("wrong_name", Options(), "localhost");
+  EXPECT_EQ(ReasonOf(by_name), FailureReason::kNameMismatch) << by_name;
+  EXPECT_THAT(std::string(by_name.message()), HasSubstr("upstream.tls.server_name"));
+  // The name the certificate does carry, set as server_name, passes.
+  config::TlsOptions options = Options();
+  options.server_name = "wrong.invalid";
+  EXPECT_TRUE(HandshakeAgainst("wrong_name", options).ok());
+}
+
+TEST_F(TlsTest, SystemStoreDoesNotTrustTheTestCa) {
+  config::TlsOptions options = Options();
+  options.ca_file.clear();
+  EXPECT_EQ(ReasonOf(HandshakeAgainst("server", options)), FailureReason::kUnknownCa);
+}
+
+TEST_F(TlsTest, VerifyFalseAcceptsAnyCertificate) {
+  config::TlsOptions options = Options();
+  options.verify = false;
+  EXPECT_TRUE(HandshakeAgainst("unknown_ca", options).ok());
+  EXPECT_TRUE(HandshakeAgainst("expired", options).ok());
+}
+
+TEST_F(TlsTest, ServerWithoutH2FailsAsAlpn) {
+  absl::Status status = HandshakeAgainst("server", Options(), "127.0.0.1", /*server_alpn=*/"");
+  EXPECT_EQ(ReasonOf(status), FailureReason::kAlpn) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("did not agree to h2"));
+}
+
+TEST_F(TlsTest, ClientCertificateRequiredFailsAsClientCertWithoutOne) {
+  TestServer server("server", "h2", /*client_ca=*/"ca.pem");
+  auto context = ClientContext::Create(Options(), "127.0.0.1", "h2");
+  ASSERT_TRUE(context.ok()) << context.status();
+  auto engine = (*context)->NewEngine();
+  ASSERT_TRUE(engine.ok());
+  SSL* ssl = server.NewConnection();
+  absl::Status status = Connect(**engine, ssl);
+  SSL_free(ssl);
+  EXPECT_EQ(ReasonOf(status), FailureReason::kClientCert) << status;
+
+  config::TlsOptions with_cert = Options();
+  with_cert.cert_file = Cert("client.pem");
+  with_cert.key_file = Cert("client.key");
+  auto mtls = ClientContext::Create(with_cert, "127.0.0.1", "h2");
+  ASSERT_TRUE(mtls.ok()) << mtls.status();
+  auto mtls_engine = (*mtls)->NewEngine();
+  ASSERT_TRUE(mtls_engine.ok());
+  ssl = server.NewConnection();
+  status = Connect(**mtls_engine, ssl);
+  SSL_free(ssl);
+  EXPECT_TRUE(status.ok()) << status;
+}
+
+// No resumption test: against this file's in-memory OpenSSL server the offered ticket was not
+// accepted, and against the emulator's gRPC server only in some runs; the cause was not found in
+// the time there was (see docs/benchmarks.md, "Secure upstream").
+
+TEST_F(TlsTest, BadFilesAreRefusedAtCreateNamingTheFile) {
+  config::TlsOptions options = Options("missing.pem");
+  auto missing = ClientContext::Create(options, "127.0.0.1", "h2");
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("missing.pem"));
+  options = Options();
+  options.cert_file = Cert("client.pem");
+  options.key_file = Cert("server.key");  // not the certificate's key
+  auto mismatch = ClientContext::Create(options, "127.0.0.1", "h2");
+  EXPECT_THAT(std::string(mismatch.status().message()), HasSubstr("does not match"));
+}
+
+// A Kubernetes Secret mount: ca.crt -> ..data/ca.crt, ..data -> a timestamped directory that is
+// swapped in one rename.
+class SecretMount {
+ public:
+  explicit SecretMount(const std::string& root) : root_(root) {
+    std::filesystem::create_directories(root_);
+  }
+  void Publish(const std::string& file_name, const std::string& content) {
+    const std::string version = root_ + "/..v" + std::to_string(++version_);
+    std::filesystem::create_directories(version);
+    std::ofstream(version + "/" + file_name) << content;
+    const std::string tmp = root_ + "/..data_tmp";
+    std::filesystem::remove(tmp);
+    std::filesystem::create_directory_symlink(version, tmp);
+    std::filesystem::rename(tmp, root_ + "/..data");
+    const std::string link = root_ + "/" + file_name;
+    if (!std::filesystem::is_symlink(link)) {
+      std::filesystem::create_symlink("..data/" + file_name, link);
+    }
+  }
+
+ private:
+  std::string root_;
+  int version_ = 0;
+};
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+TEST_F(TlsTest, StoreReloadsACaSwappedLikeASecretAndKeepsTheOldOnABadFile) {
+  SecretMount mount(g_certs + "/mount");
+  mount.Publish("ca.crt", ReadAll(Cert("other_ca.pem")));
+  config::UpstreamConfig upstream;
+  upstream.nodes.push_back({"127.0.0.1", 6334});
+  upstream.tls.defaults.enabled = true;
+  upstream.tls.defaults.ca_file = g_certs + "/mount/ca.crt";
+  auto store = ContextStore::Create(upstream, "h2");
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto handshake = [&] {
+    auto engine = (*store)->Get(0)->NewEngine();
+    TestServer server("server", "h2");
+    SSL* ssl = server.NewConnection();
+    absl::Status status = Connect(**engine, ssl);
+    SSL_free(ssl);
+    return status;
+  };
+  EXPECT_EQ(ReasonOf(handshake()), FailureReason::kUnknownCa);
+  EXPECT_EQ((*store)->Reload(), 0);  // nothing changed
+
+  mount.Publish("ca.crt", ReadAll(Cert("ca.pem")));
+  EXPECT_EQ((*store)->Reload(), 1);
+  EXPECT_TRUE(handshake().ok());
+
+  std::shared_ptr<const ClientContext> before = (*store)->Get(0);
+  mount.Publish("ca.crt", "not a certificate\n");
+  EXPECT_EQ((*store)->Reload(), 0);
+  EXPECT_EQ((*store)->Get(0), before);  // the previous context stays
+  EXPECT_TRUE(handshake().ok());
+}
+
+TEST_F(TlsTest, StoreGivesCleartextNodesNoContextAndAppliesPerNodeOverrides) {
+  config::UpstreamConfig upstream;
+  upstream.nodes.push_back({"127.0.0.1", 6334});
+  upstream.nodes.push_back({"127.0.0.1", 6335});
+  upstream.tls.defaults = Options();
+  upstream.tls.defaults.enabled = false;
+  config::TlsOverride second;
+  second.enabled = true;
+  second.server_name = "localhost";
+  upstream.tls.nodes["127.0.0.1:6335"] = second;
+  auto store = ContextStore::Create(upstream, "h2");
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->Get(0), nullptr);
+  ASSERT_NE((*store)->Get(1), nullptr);
+  EXPECT_EQ((*store)->Get(1)->server_name(), "localhost");
+}
+
+}  // namespace
+}  // namespace qpool::tls
