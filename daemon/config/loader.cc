@@ -812,6 +812,24 @@ const std::vector<Key>& Keys() {
       DurationKey(
           "upstream.idle_timeout", [](auto& c) -> auto& { return c.upstream.idle_timeout; },
           /*allow_zero=*/true),
+      TlsKey(),
+      StringKey(
+          "upstream.api_key_file", [](auto& c) -> auto& { return c.upstream.api_key_file; },
+          PathReason),
+      StringKey(
+          "upstream.api_key_env", [](auto& c) -> auto& { return c.upstream.api_key_env; },
+          EnvVarNameReason),
+      OneOfKey("upstream.api_key_mode", [](auto& c) -> auto& { return c.upstream.api_key_mode; },
+               {"if_absent", "override"}),
+      StringKey(
+          "upstream.read_only_api_key_file",
+          [](auto& c) -> auto& { return c.upstream.read_only_api_key_file; }, PathReason),
+      StringKey(
+          "upstream.read_only_api_key_env",
+          [](auto& c) -> auto& { return c.upstream.read_only_api_key_env; }, EnvVarNameReason),
+      DurationKey(
+          "upstream.secrets_poll_interval",
+          [](auto& c) -> auto& { return c.upstream.secrets_poll_interval; }, /*allow_zero=*/false),
       RestNodesKey(),
       OptionalAddressKey(
           "rest.listen", [](auto& c) -> auto& { return c.rest.listen; }),
@@ -839,24 +857,6 @@ const std::vector<Key>& Keys() {
       SizeKey(
           "rest.max_body_bytes", [](auto& c) -> auto& { return c.rest.max_body_bytes; }, 0,
           kMaxInt31),
-      TlsKey(),
-      StringKey(
-          "upstream.api_key_file", [](auto& c) -> auto& { return c.upstream.api_key_file; },
-          PathReason),
-      StringKey(
-          "upstream.api_key_env", [](auto& c) -> auto& { return c.upstream.api_key_env; },
-          EnvVarNameReason),
-      OneOfKey("upstream.api_key_mode", [](auto& c) -> auto& { return c.upstream.api_key_mode; },
-               {"if_absent", "override"}),
-      StringKey(
-          "upstream.read_only_api_key_file",
-          [](auto& c) -> auto& { return c.upstream.read_only_api_key_file; }, PathReason),
-      StringKey(
-          "upstream.read_only_api_key_env",
-          [](auto& c) -> auto& { return c.upstream.read_only_api_key_env; }, EnvVarNameReason),
-      DurationKey(
-          "upstream.secrets_poll_interval",
-          [](auto& c) -> auto& { return c.upstream.secrets_poll_interval; }, /*allow_zero=*/false),
       BoolKey(
           "retry.enabled", [](auto& c) -> auto& { return c.retry.enabled; }),
       IntegerKey(
