@@ -3,8 +3,11 @@
 #include <sstream>
 #include <utility>
 
+#include "daemon/metrics/process_metrics.h"
+#include "daemon/metrics/scrape_families.h"
 #include "prometheus/client_metric.h"
 #include "prometheus/metric_type.h"
+#include "prometheus/text_serializer.h"
 
 namespace qpool::metrics {
 namespace {
@@ -567,6 +570,15 @@ std::string PoolJson(const ScrapeInput& input) {
     out << "]}";
   }
   out << "]}\n";
+  return out.str();
+}
+
+std::string RenderScrapeText(const ScrapeInput& input, const std::string& version) {
+  std::vector<MetricFamily> families = BuildFamilies(input);
+  families.push_back(BuildInfoFamily(version));
+  for (auto& family : CollectProcessMetrics()) families.push_back(std::move(family));
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, families);
   return out.str();
 }
 

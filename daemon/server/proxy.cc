@@ -2,13 +2,13 @@
 
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
-#include <condition_variable>
-#include <mutex>
 #include <optional>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "daemon/config/loader.h"
 #include "daemon/metrics/health_metrics.h"
 #include "daemon/server/health_checker.h"
@@ -23,10 +23,10 @@ using boost::asio::ip::tcp;
 // Where a worker's answer to the admin thread lands. Shared with the posted handler, so an answer
 // that comes after the admin thread gave up touches nothing freed.
 struct Rendezvous {
-  std::mutex mu;
-  std::condition_variable cv;
-  size_t answered = 0;                                                     // guarded by mu
-  std::vector<std::optional<std::vector<metrics::NodePoolGauges>>> pools;  // guarded by mu
+  absl::Mutex mu;
+  absl::CondVar answered_cv;  // signalled on every answer
+  size_t answered ABSL_GUARDED_BY(mu) = 0;
+  std::vector<std::optional<std::vector<metrics::NodePoolGauges>>> pools ABSL_GUARDED_BY(mu);
 };
 
 class ProxyImpl : public Proxy {
@@ -69,12 +69,16 @@ class ProxyImpl : public Proxy {
   metrics::ScrapeInput Scrape(absl::Duration timeout) override;
 
  private:
-  // Runs `fn(worker index, worker)` on every worker's thread and waits up to `timeout` for all to
-  // answer; returns the rendezvous (answers so far). `fn` fills rendezvous->pools[i] under mu.
-  std::shared_ptr<Rendezvous> AskWorkers(absl::Duration timeout,
-                                         std::function<void(Rendezvous&, size_t, Worker&)> fn);
+  // Runs `fn(worker)` on every worker's thread and waits up to `timeout` for all to answer;
+  // returns the rendezvous: worker i's answer in pools[i], nullopt if it did not answer in time.
+  std::shared_ptr<Rendezvous> AskWorkers(
+      absl::Duration timeout, std::function<std::vector<metrics::NodePoolGauges>(Worker&)> fn)
+      ABSL_LOCKS_EXCLUDED(workers_mu_);
 
-  void Accept();
+  // The workers now (none before Start() and after ShutdownNow()); they live until ShutdownNow().
+  std::vector<Worker*> Workers() const ABSL_LOCKS_EXCLUDED(workers_mu_);
+
+  void Accept() ABSL_LOCKS_EXCLUDED(workers_mu_);
   void OnAccepted(Worker& target, const boost::system::error_code& ec, tcp::socket socket);
 
   const std::shared_ptr<const config::Config> config_;
@@ -86,22 +90,22 @@ class ProxyImpl : public Proxy {
   std::vector<std::string> node_names_;
   std::atomic<bool> running_{false};   // workers started, not yet stopped
   std::atomic<bool> draining_{false};  // Shutdown() began
-  // Guards workers_ against the admin thread while Start() fills it and ShutdownNow() clears it;
-  // held only to post, never while waiting.
-  mutable std::mutex workers_mu_;
-  std::vector<std::unique_ptr<Worker>> workers_;
+  // Guards workers_ against the admin thread and the acceptor while Start() fills it and
+  // ShutdownNow() clears it; held only to read the list or post, never while waiting or joining.
+  mutable absl::Mutex workers_mu_;
+  std::vector<std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(workers_mu_);
   // Stopped before the workers stop and freed after them (ShutdownNow): workers post probe
   // results to its io_context.
   std::unique_ptr<HealthChecker> health_checker_;
   std::unique_ptr<tcp::acceptor> acceptor_;  // lives on workers_[0]'s thread
-  size_t next_worker_ = 0;
+  size_t next_worker_ ABSL_GUARDED_BY(workers_mu_) = 0;
   std::atomic<uint16_t> port_{0};
   bool started_ = false;
   bool stopped_ = false;
 
-  std::mutex mu_;
-  std::condition_variable drained_cv_;
-  uint32_t workers_drained_ = 0;  // guarded by mu_
+  absl::Mutex mu_;
+  absl::CondVar drained_cv_;  // signalled as each worker finishes draining
+  size_t workers_drained_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 absl::Status ProxyImpl::Start() {
@@ -109,12 +113,13 @@ absl::Status ProxyImpl::Start() {
   started_ = true;
   const uint32_t count = config_->server.workers;
   {
-    std::lock_guard<std::mutex> lock(workers_mu_);
+    absl::MutexLock lock(&workers_mu_);
     for (uint32_t i = 0; i < count; ++i) {
       workers_.push_back(std::make_unique<Worker>(config_, i, count, counters_, *worker_metrics_[i],
                                                   &health_metrics_));
     }
   }
+  const std::vector<Worker*> workers = Workers();
   const config::NodeAddress& listen = config_->server.listen;
   boost::system::error_code ec;
   const auto address = boost::asio::ip::make_address(listen.host, ec);
@@ -122,7 +127,7 @@ absl::Status ProxyImpl::Start() {
     return absl::InvalidArgumentError(
         absl::StrCat("server.listen: ", listen.host, " is not an IP address: ", ec.message()));
   }
-  auto acceptor = std::make_unique<tcp::acceptor>(workers_[0]->io());
+  auto acceptor = std::make_unique<tcp::acceptor>(workers[0]->io());
   const tcp::endpoint endpoint(address, listen.port);
   acceptor->open(endpoint.protocol(), ec);
   if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
@@ -134,19 +139,30 @@ absl::Status ProxyImpl::Start() {
   }
   port_ = acceptor->local_endpoint().port();
   acceptor_ = std::move(acceptor);
-  for (auto& worker : workers_) worker->Start();
-  std::vector<Worker*> workers;
-  for (auto& worker : workers_) workers.push_back(worker.get());
-  health_checker_ = std::make_unique<HealthChecker>(*config_, health_metrics_, std::move(workers));
+  for (Worker* worker : workers) worker->Start();
+  health_checker_ = std::make_unique<HealthChecker>(*config_, health_metrics_, workers);
   health_checker_->Start();
-  workers_[0]->Post([this] { Accept(); });
+  workers[0]->Post([this] { Accept(); });
   running_.store(true, std::memory_order_release);
   return absl::OkStatus();
 }
 
+std::vector<Worker*> ProxyImpl::Workers() const {
+  absl::MutexLock lock(&workers_mu_);
+  std::vector<Worker*> workers;
+  for (const auto& worker : workers_) workers.push_back(worker.get());
+  return workers;
+}
+
 void ProxyImpl::Accept() {
-  Worker& target = *workers_[next_worker_];
-  next_worker_ = (next_worker_ + 1) % workers_.size();
+  Worker* next;
+  {
+    absl::MutexLock lock(&workers_mu_);
+    if (workers_.empty()) return;
+    next = workers_[next_worker_].get();
+    next_worker_ = (next_worker_ + 1) % workers_.size();
+  }
+  Worker& target = *next;
   acceptor_->async_accept(target.io(),
                           [this, &target](const boost::system::error_code& ec, tcp::socket socket) {
                             OnAccepted(target, ec, std::move(socket));
@@ -181,25 +197,30 @@ absl::Status ProxyImpl::Shutdown() {
   draining_.store(true, std::memory_order_relaxed);
   SPDLOG_INFO("draining: no new connections; waiting up to {} for calls in flight",
               absl::FormatDuration(config_->server.drain_timeout));
-  workers_[0]->Post([this] {
+  const std::vector<Worker*> workers = Workers();
+  workers[0]->Post([this] {
     boost::system::error_code ignored;
     acceptor_->close(ignored);
   });
-  for (auto& worker : workers_) {
-    Worker* w = worker.get();
+  for (Worker* w : workers) {
     w->Post([this, w] {
       w->BeginDrain([this] {
-        std::lock_guard<std::mutex> lock(mu_);
+        absl::MutexLock lock(&mu_);
         workers_drained_++;
-        drained_cv_.notify_all();
+        drained_cv_.SignalAll();
       });
     });
   }
-  bool drained;
+  bool drained = true;
   {
-    std::unique_lock<std::mutex> lock(mu_);
-    drained = drained_cv_.wait_for(lock, absl::ToChronoNanoseconds(config_->server.drain_timeout),
-                                   [this] { return workers_drained_ == workers_.size(); });
+    const absl::Time deadline = absl::Now() + config_->server.drain_timeout;
+    absl::MutexLock lock(&mu_);
+    while (workers_drained_ < workers.size()) {
+      if (drained_cv_.WaitWithDeadline(&mu_, deadline)) {  // true: the deadline passed
+        drained = workers_drained_ >= workers.size();
+        break;
+      }
+    }
   }
   ShutdownNow();
   if (!drained) {
@@ -213,19 +234,21 @@ void ProxyImpl::ShutdownNow() {
   if (!started_ || stopped_) return;
   stopped_ = true;
   running_.store(false, std::memory_order_release);
-  if (!workers_.empty()) {
-    workers_[0]->Post([this] {
+  const std::vector<Worker*> workers = Workers();
+  if (!workers.empty()) {
+    workers[0]->Post([this] {
       boost::system::error_code ignored;
       acceptor_->close(ignored);
     });
   }
   // The health thread stops first (it posts probes to the workers); it is freed only after the
-  // workers are gone, since they may still post results to its io_context.
+  // workers are gone, since they may still post results to its io_context. The workers are joined
+  // without workers_mu_ held: Accept() on worker 0 takes it.
   if (health_checker_ != nullptr) health_checker_->Stop();
-  for (auto& worker : workers_) worker->Stop();
+  for (Worker* worker : workers) worker->Stop();
   acceptor_.reset();
   {
-    std::lock_guard<std::mutex> lock(workers_mu_);
+    absl::MutexLock lock(&workers_mu_);
     workers_.clear();
   }
   health_checker_.reset();
@@ -245,33 +268,40 @@ std::string ProxyImpl::NotReadyReason() const {
 }
 
 std::shared_ptr<Rendezvous> ProxyImpl::AskWorkers(
-    absl::Duration timeout, std::function<void(Rendezvous&, size_t, Worker&)> fn) {
+    absl::Duration timeout, std::function<std::vector<metrics::NodePoolGauges>(Worker&)> fn) {
   auto rendezvous = std::make_shared<Rendezvous>();
+  const absl::Time deadline = absl::Now() + timeout;
   size_t asked = 0;
   {
-    std::lock_guard<std::mutex> lock(workers_mu_);
-    rendezvous->pools.resize(workers_.size());
+    absl::MutexLock workers_lock(&workers_mu_);
+    {
+      absl::MutexLock lock(&rendezvous->mu);
+      rendezvous->pools.resize(workers_.size());
+    }
     for (size_t i = 0; i < workers_.size(); ++i) {
       Worker* worker = workers_[i].get();
       worker->Post([rendezvous, fn, i, worker] {
-        std::lock_guard<std::mutex> lock(rendezvous->mu);
-        fn(*rendezvous, i, *worker);
+        std::vector<metrics::NodePoolGauges> answer = fn(*worker);
+        absl::MutexLock lock(&rendezvous->mu);
+        rendezvous->pools[i] = std::move(answer);
         rendezvous->answered++;
-        rendezvous->cv.notify_all();
+        rendezvous->answered_cv.SignalAll();
       });
       asked++;
     }
   }
-  std::unique_lock<std::mutex> lock(rendezvous->mu);
-  rendezvous->cv.wait_for(lock, absl::ToChronoNanoseconds(timeout),
-                          [&] { return rendezvous->answered == asked; });
+  absl::MutexLock lock(&rendezvous->mu);
+  while (rendezvous->answered < asked) {
+    if (rendezvous->answered_cv.WaitWithDeadline(&rendezvous->mu, deadline)) break;  // timed out
+  }
   return rendezvous;
 }
 
 bool ProxyImpl::Live(absl::Duration timeout) {
   if (!running_.load(std::memory_order_acquire)) return true;  // the admin thread answers
-  auto rendezvous = AskWorkers(timeout, [](Rendezvous&, size_t, Worker&) {});
-  std::lock_guard<std::mutex> lock(rendezvous->mu);
+  auto rendezvous =
+      AskWorkers(timeout, [](Worker&) { return std::vector<metrics::NodePoolGauges>(); });
+  absl::MutexLock lock(&rendezvous->mu);
   return rendezvous->answered == rendezvous->pools.size();
 }
 
@@ -290,9 +320,8 @@ metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
   if (input.started) {
     // Gauges are read where they live, on each worker's thread; the counters above need no
     // worker.
-    auto rendezvous = AskWorkers(
-        timeout, [](Rendezvous& r, size_t i, Worker& worker) { r.pools[i] = worker.PoolGauges(); });
-    std::lock_guard<std::mutex> lock(rendezvous->mu);
+    auto rendezvous = AskWorkers(timeout, [](Worker& worker) { return worker.PoolGauges(); });
+    absl::MutexLock lock(&rendezvous->mu);
     input.pools = rendezvous->pools;
   }
   return input;

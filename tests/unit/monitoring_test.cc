@@ -13,6 +13,7 @@
 
 #include "daemon/metrics/process_metrics.h"
 #include "daemon/metrics/scrape.h"
+#include "daemon/metrics/scrape_families.h"
 #include "yaml-cpp/yaml.h"
 
 namespace qpool::metrics {
