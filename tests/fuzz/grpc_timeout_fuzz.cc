@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/strings/string_view.h"
 #include "daemon/server/grpc_wire.h"
 
 namespace {
@@ -62,7 +63,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!again.has_value() || *again < *timeout) std::abort();
   }
 
-  const std::string encoded = qpool::server::PercentEncodeGrpcMessage(text);
+  const std::string encoded =
+      qpool::server::PercentEncodeGrpcMessage(absl::string_view(text.data(), text.size()));
   for (char c : encoded) {
     if (c < 0x20 || c > 0x7E) std::abort();
   }
