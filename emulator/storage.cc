@@ -251,11 +251,11 @@ absl::Status Collection::Search(
     hits.push_back(Hit{score, slot});
   }
   // The lambda runs under `lock`, which clang's analysis cannot see into: it reads through a
-  // reference taken here.
-  const auto& points = points_;
+  // pointer taken here.
+  const auto* points = &points_;
   auto before = [&](const Hit& a, const Hit& b) {
     if (a.score != b.score) return Closer(distance_, a.score, b.score);
-    return points[a.slot].id < points[b.slot].id;
+    return (*points)[a.slot].id < (*points)[b.slot].id;
   };
   size_t wanted = std::min<uint64_t>(hits.size(), params.offset + params.limit);
   std::partial_sort(hits.begin(), hits.begin() + wanted, hits.end(), before);
