@@ -36,7 +36,10 @@ absl::StatusOr<absl::StatusCode> ParseStatusCode(absl::string_view text) {
 
 absl::Status FaultInjector::SetConfig(const FaultConfig& config) {
   absl::flat_hash_map<std::string, Rule> rules;
-  for (const auto& [method, faults] : config.methods()) {
+  for (const auto& entry : config.methods()) {
+    // Not a structured binding: C++17 lambdas cannot capture those (clang rejects it).
+    const std::string& method = entry.first;
+    const auto& faults = entry.second;
     auto field = [&](absl::string_view name) {
       return absl::StrCat("methods[\"", method, "\"].", name);
     };

@@ -31,7 +31,11 @@ absl::StatusOr<std::vector<float>> DenseOf(const qdrant::PointStruct& point) {
     }
   }
   if (vector == nullptr) return std::vector<float>();
+    // Vector.data is deprecated in Qdrant's proto, but old clients still send it: read it.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
   const auto& data = vector->has_dense() ? vector->dense().data() : vector->data();
+#pragma GCC diagnostic pop
   return std::vector<float>(data.begin(), data.end());
 }
 
@@ -246,9 +250,12 @@ absl::Status Collection::Search(
     }
     hits.push_back(Hit{score, slot});
   }
+  // The lambda runs under `lock`, which clang's analysis cannot see into: it reads through a
+  // pointer taken here.
+  const auto* points = &points_;
   auto before = [&](const Hit& a, const Hit& b) {
     if (a.score != b.score) return Closer(distance_, a.score, b.score);
-    return points_[a.slot].id < points_[b.slot].id;
+    return (*points)[a.slot].id < (*points)[b.slot].id;
   };
   size_t wanted = std::min<uint64_t>(hits.size(), params.offset + params.limit);
   std::partial_sort(hits.begin(), hits.begin() + wanted, hits.end(), before);

@@ -10,8 +10,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "daemon/metrics/process_metrics.h"
-#include "prometheus/text_serializer.h"
+#include "daemon/metrics/scrape.h"
 #include "spdlog/spdlog.h"
 
 namespace qpool::metrics {
@@ -238,17 +237,7 @@ class AdminServerImpl : public AdminServer {
 }  // namespace
 
 std::string RenderMetrics(AdminBackend& backend, const AdminServerOptions& options) {
-  std::vector<prometheus::MetricFamily> families =
-      BuildFamilies(backend.Scrape(options.worker_timeout));
-  families.push_back(BuildInfoFamily(options.version));
-  if (options.reloads != nullptr) {
-    for (auto& family : BuildReloadFamilies(*options.reloads))
-      families.push_back(std::move(family));
-  }
-  for (auto& family : CollectProcessMetrics()) families.push_back(std::move(family));
-  std::ostringstream out;
-  prometheus::TextSerializer().Serialize(out, families);
-  return out.str();
+  return RenderScrapeText(backend.Scrape(options.worker_timeout), options.version, options.reloads);
 }
 
 absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const AdminServerOptions& options,

@@ -37,7 +37,7 @@ inline constexpr size_t kControlTierCount = 2;
 
 class HealthMetrics {
  public:
-  explicit HealthMetrics(size_t node_count) {
+  explicit HealthMetrics(size_t node_count) : versions_(node_count) {
     for (size_t i = 0; i < node_count; ++i) nodes_.push_back(std::make_unique<Node>());
   }
 
@@ -55,7 +55,7 @@ class HealthMetrics {
   }
   void SetVersion(size_t node, const std::string& version) ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
-    nodes_[node]->version = version;
+    versions_[node] = version;
   }
 
   // Any thread. ----------------------------------------------------------------------------------
@@ -66,18 +66,18 @@ class HealthMetrics {
   // The version the node last reported; empty before its first qdrant HealthCheck answer.
   std::string version(size_t node) const ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
-    return nodes_[node]->version;
+    return versions_[node];
   }
 
  private:
   struct Node {
     std::atomic<bool> healthy{true};
     std::array<std::array<RelaxedCounter, 2>, kControlTierCount> checks;  // [tier][ok, failed]
-    std::string version;  // guarded by HealthMetrics::mu_
   };
   std::vector<std::unique_ptr<Node>> nodes_;
   std::array<DurationHistogram, kControlTierCount> check_duration_;
-  mutable absl::Mutex mu_;  // guards every Node::version
+  mutable absl::Mutex mu_;
+  std::vector<std::string> versions_ ABSL_GUARDED_BY(mu_);  // per node, as last reported
 };
 
 }  // namespace qpool::metrics

@@ -3,8 +3,12 @@
 #include <sstream>
 #include <utility>
 
+#include "daemon/metrics/process_metrics.h"
+#include "daemon/metrics/reload_metrics.h"
+#include "daemon/metrics/scrape_families.h"
 #include "prometheus/client_metric.h"
 #include "prometheus/metric_type.h"
+#include "prometheus/text_serializer.h"
 
 namespace qpool::metrics {
 namespace {
@@ -695,6 +699,19 @@ std::string PoolJson(const ScrapeInput& input) {
   out << ",\"rest_nodes\":";
   NodesJson(out, input.rest_node_names, input.rest_pools);
   out << "}\n";
+  return out.str();
+}
+
+std::string RenderScrapeText(const ScrapeInput& input, const std::string& version,
+                             const ConfigReloadMetrics* reloads) {
+  std::vector<MetricFamily> families = BuildFamilies(input);
+  families.push_back(BuildInfoFamily(version));
+  if (reloads != nullptr) {
+    for (auto& family : BuildReloadFamilies(*reloads)) families.push_back(std::move(family));
+  }
+  for (auto& family : CollectProcessMetrics()) families.push_back(std::move(family));
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, families);
   return out.str();
 }
 

@@ -1,11 +1,13 @@
-// A scrape: what the proxy hands the admin endpoint, and the metric families and /pool JSON built
+// A scrape: what the proxy hands the admin endpoint, and the /metrics text and /pool JSON built
 // from it. The proxy fills a ScrapeInput on the admin thread (counters read with relaxed loads;
 // pool gauges from a snapshot each worker takes on its own thread); the functions here format it.
 //
 //   ScrapeInput input = backend.Scrape(absl::Milliseconds(250));
-//   std::vector<prometheus::MetricFamily> families = BuildFamilies(input);
-//   std::string json = PoolJson(input);
+//   std::string text = RenderScrapeText(input, QPOOL_VERSION);   // the body of GET /metrics
+//   std::string json = PoolJson(input);                          // the body of GET /pool
 //
+// No prometheus-cpp here: this header reaches the data path (worker.h), so the metric families
+// themselves are declared in scrape_families.h, which only the scrape code and its tests include.
 // Metric names and meanings are listed in docs/metrics.md; keep the two in sync.
 #ifndef QPOOL_DAEMON_METRICS_SCRAPE_H_
 #define QPOOL_DAEMON_METRICS_SCRAPE_H_
@@ -18,7 +20,6 @@
 
 #include "daemon/metrics/health_metrics.h"
 #include "daemon/metrics/worker_metrics.h"
-#include "prometheus/metric_family.h"
 
 namespace qpool::metrics {
 
@@ -77,11 +78,13 @@ struct ScrapeInput {
   bool ready = false;
 };
 
-// Every qpool_* family of the scrape, with HELP and TYPE, in a stable order.
-std::vector<prometheus::MetricFamily> BuildFamilies(const ScrapeInput& input);
+class ConfigReloadMetrics;
 
-// qpool_build_info{version} 1.
-prometheus::MetricFamily BuildInfoFamily(const std::string& version);
+// The Prometheus text exposition of every qpool_* family (BuildFamilies), qpool_build_info{version},
+// the config reload families when `reloads` is set (BuildReloadFamilies) and the process_*
+// families (CollectProcessMetrics).
+std::string RenderScrapeText(const ScrapeInput& input, const std::string& version,
+                             const ConfigReloadMetrics* reloads = nullptr);
 
 // /pool: per node, totals and per worker, like PgBouncer's SHOW POOLS.
 std::string PoolJson(const ScrapeInput& input);

@@ -11,22 +11,33 @@ std::optional<Duration> ParseGrpcTimeout(std::string_view value) {
     if (c < '0' || c > '9') return std::nullopt;
     amount = amount * 10 + (c - '0');
   }
+  int64_t unit_ns;
   switch (value.back()) {
     case 'H':
-      return std::chrono::hours(amount);
+      unit_ns = 3'600'000'000'000;
+      break;
     case 'M':
-      return std::chrono::minutes(amount);
+      unit_ns = 60'000'000'000;
+      break;
     case 'S':
-      return std::chrono::seconds(amount);
+      unit_ns = 1'000'000'000;
+      break;
     case 'm':
-      return std::chrono::milliseconds(amount);
+      unit_ns = 1'000'000;
+      break;
     case 'u':
-      return std::chrono::microseconds(amount);
+      unit_ns = 1'000;
+      break;
     case 'n':
-      return std::chrono::nanoseconds(amount);
+      unit_ns = 1;
+      break;
     default:
       return std::nullopt;
   }
+  // 8 digits of hours (up to 99999999H) do not fit a 64-bit count of nanoseconds; anything past
+  // kMaxGrpcTimeout is read as kMaxGrpcTimeout (found by tests/fuzz/grpc_timeout_fuzz).
+  if (amount > kMaxGrpcTimeout.count() / unit_ns) return kMaxGrpcTimeout;
+  return Duration(amount * unit_ns);
 }
 
 std::string FormatGrpcTimeout(Duration timeout) {

@@ -14,8 +14,13 @@
 
 namespace qpool::server {
 
+// The longest timeout ParseGrpcTimeout returns: 100,000 hours (about 11 years), far past any real
+// deadline and far from overflowing a time point it is added to.
+inline constexpr Duration kMaxGrpcTimeout = std::chrono::hours(100'000);
+
 // Parses a grpc-timeout value: 1 to 8 ASCII digits and a unit, one of H M S m u n. nullopt when
 // malformed (the spec says to treat the call as having no deadline then, as gRPC servers do).
+// Values over kMaxGrpcTimeout (up to 99999999H is valid on the wire) read as kMaxGrpcTimeout.
 std::optional<Duration> ParseGrpcTimeout(std::string_view value);
 
 // Formats a positive duration as a grpc-timeout value, in the finest unit that fits in 8 digits,

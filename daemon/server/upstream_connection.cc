@@ -268,7 +268,6 @@ void UpstreamConnection::CheckDrained() {
 }
 
 void UpstreamConnection::OnTransportClosed(const absl::Status& reason) {
-  boost::system::error_code ignored;
   connect_timer_.cancel();
   ping_timer_.cancel();
   resolver_.cancel();

@@ -19,6 +19,7 @@
 
 #include "daemon/metrics/method_class.h"
 #include "daemon/metrics/scrape.h"
+#include "daemon/metrics/scrape_families.h"
 #include "daemon/metrics/worker_metrics.h"
 #include "prometheus/text_serializer.h"
 

@@ -1,8 +1,10 @@
 // The built qpoold in front of the built qdrant-emulator, both on ports picked at run time, with
 // its admin endpoint on another: /metrics counts exactly the calls a client made (by method class
-// and gRPC code), `promtool check metrics` accepts the scrape, /readyz follows the only upstream
-// node away and back while /livez stays 200, and a real Prometheus server (Debian's `prometheus`)
-// scraping qpoold answers a PromQL query with the number of calls made.
+// and gRPC code), `promtool check metrics` accepts the scrape (when promtool is there), /readyz
+// follows the only upstream node away and back while /livez stays 200, and a real Prometheus server
+// (Debian's `prometheus`) scraping qpoold answers a PromQL query with the number of calls made
+// (when prometheus is there; both tool cases are the ctest entry metrics_e2e_tools_test, Not Run
+// without their tool).
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -27,6 +29,7 @@
 #include "qdrant/points_service.grpc.pb.h"
 #include "qdrant/qdrant.grpc.pb.h"
 #include "tests/support/prometheus_text.h"
+#include "tests/support/skip.h"
 #include "tests/support/test_util.h"
 #include "tests/unit/http_get.h"
 
@@ -145,7 +148,7 @@ class MetricsE2eTest : public ::testing::Test {
   std::shared_ptr<grpc::Channel> channel_;
 };
 
-TEST_F(MetricsE2eTest, ScrapeCountsEqualTheCallsMadeAndPassesPromtool) {
+TEST_F(MetricsE2eTest, ScrapeCountsEqualTheCallsMade) {
   HealthChecks(40);
   auto collections = qdrant::Collections::NewStub(channel_);
   for (int i = 0; i < 7; ++i) {
@@ -230,6 +233,27 @@ TEST_F(MetricsE2eTest, ScrapeCountsEqualTheCallsMadeAndPassesPromtool) {
   EXPECT_NE(pool.body.find(absl::StrCat("\"node\":\"127.0.0.1:", emulator_port_, "\"")),
             std::string::npos)
       << pool.body;
+}
+
+// Needs promtool (Debian's prometheus package): run as the ctest entry metrics_e2e_tools_test,
+// Not Run without it.
+TEST_F(MetricsE2eTest, PromtoolAcceptsTheScrape) {
+  QPOOL_SKIP_UNLESS_EXECUTABLE(PROMTOOL_PATH);
+  HealthChecks(5);
+  auto collections = qdrant::Collections::NewStub(channel_);
+  for (int i = 0; i < 2; ++i) {  // the second one fails: ALREADY_EXISTS, a second code label
+    grpc::ClientContext ctx;
+    qdrant::CreateCollection request;
+    request.set_collection_name("metrics_e2e");
+    request.mutable_vectors_config()->mutable_params()->set_size(4);
+    request.mutable_vectors_config()->mutable_params()->set_distance(qdrant::Cosine);
+    qdrant::CollectionOperationResponse reply;
+    Count("admin", collections->Create(&ctx, request, &reply));
+  }
+  ASSERT_EQ(seen_["read/OK"], 5);
+  ASSERT_TRUE(
+      WaitFor([&] { return Scrape()["qpool_call_duration_seconds_count{class=\"admin\"}"] == 2; },
+              absl::Seconds(10)));
 
   // promtool's own lint of the exposition format.
   const std::string scrape_path = dir_ + "/scrape.txt";
@@ -270,8 +294,9 @@ TEST_F(MetricsE2eTest, ReadyzFlipsWithTheOnlyUpstreamAndLivezStays200) {
   EXPECT_EQ(seen_["read/OK"], 4);
 }
 
+// Needs prometheus: run as the ctest entry metrics_e2e_tools_test, Not Run without it.
 TEST_F(MetricsE2eTest, PrometheusServerScrapesTheCallsMade) {
-  if (std::string(PROMETHEUS_PATH).empty()) GTEST_SKIP() << "no prometheus binary";
+  QPOOL_SKIP_UNLESS_EXECUTABLE(PROMETHEUS_PATH);
   const int kCalls = 25;
   HealthChecks(kCalls);
   ASSERT_EQ(seen_["read/OK"], kCalls);

@@ -213,7 +213,7 @@ TEST_P(RobustnessTest, TwoWorkersShareTheConnectionBound) {
   std::atomic<int> ok{0};
   std::vector<std::thread> threads;
   for (auto& stub : stubs) {
-    threads.emplace_back([&ok, &stub, this] {
+    threads.emplace_back([&ok, &stub] {
       for (int i = 0; i < kCallsPerChannel; ++i) {
         grpc::ClientContext ctx;
         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));

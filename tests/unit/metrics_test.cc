@@ -19,6 +19,7 @@
 #include "daemon/metrics/method_class.h"
 #include "daemon/metrics/process_metrics.h"
 #include "daemon/metrics/scrape.h"
+#include "daemon/metrics/scrape_families.h"
 #include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/node_pool.h"
 #include "daemon/retry/method_class.h"

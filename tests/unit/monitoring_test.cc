@@ -14,6 +14,7 @@
 #include "daemon/metrics/process_metrics.h"
 #include "daemon/metrics/reload_metrics.h"
 #include "daemon/metrics/scrape.h"
+#include "daemon/metrics/scrape_families.h"
 #include "yaml-cpp/yaml.h"
 
 namespace qpool::metrics {
