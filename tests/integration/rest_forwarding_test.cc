@@ -24,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "daemon/config/config.h"
 #include "daemon/metrics/scrape.h"
+#include "daemon/metrics/scrape_families.h"
 #include "daemon/server/proxy.h"
 #include "nlohmann/json.hpp"
 #include "tests/support/rest_test_upstream.h"
