@@ -165,6 +165,7 @@ class LifecycleTest : public ::testing::Test {
     return absl::StrCat("server:\n  listen: \"127.0.0.1:", listen_port ? listen_port : listen_port_,
                         "\"\n  drain_timeout: 10s\n", extra_server_,
                         "admin:\n  listen: \"127.0.0.1:", admin_port_, "\"\n", extra_admin_,
+                        "rest:\n  listen: \"\"\n",  // REST off: no fixed port 6333 in tests
                         "upstream:\n  nodes: [\"", node_,
                         "\"]\n  max_connections: 2\n  connect_timeout: 500ms\n"
                         "  connect_backoff_max: 500ms\n",
@@ -387,7 +388,7 @@ TEST_F(LifecycleTest, SighupWithoutAConfigFileReloadsTheFlagsAndKeepsRunning) {
   ASSERT_NO_FATAL_FAILURE(StartUpstream());
   auto qpoold = Subprocess::Spawn(
       {QPOOLD_PATH, "--listen", absl::StrCat("127.0.0.1:", listen_port_), "--admin-listen",
-       absl::StrCat("127.0.0.1:", admin_port_), "--upstream", node_},
+       absl::StrCat("127.0.0.1:", admin_port_), "--upstream", node_, "--rest-listen", ""},
       log_path_);
   ASSERT_TRUE(qpoold.ok()) << qpoold.status();
   qpoold_ = std::move(*qpoold);

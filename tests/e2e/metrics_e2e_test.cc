@@ -251,9 +251,12 @@ TEST_F(MetricsE2eTest, PromtoolAcceptsTheScrape) {
     Count("admin", collections->Create(&ctx, request, &reply));
   }
   ASSERT_EQ(seen_["read/OK"], 5);
-  ASSERT_TRUE(
-      WaitFor([&] { return Scrape()["qpool_call_duration_seconds_count{class=\"admin\"}"] == 2; },
-              absl::Seconds(10)));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return Scrape()["qpool_call_duration_seconds_count{protocol=\"grpc\",class=\"admin\"}"] ==
+               2;
+      },
+      absl::Seconds(10)));
 
   // promtool's own lint of the exposition format.
   const std::string scrape_path = dir_ + "/scrape.txt";

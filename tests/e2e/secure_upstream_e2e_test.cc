@@ -129,6 +129,7 @@ class SecureUpstreamE2eTest : public ::testing::Test {
     config_path_ = dir_ + "/qpool.yaml";
     std::ofstream(config_path_) << "server:\n  listen: \"127.0.0.1:" << listen_port_ << "\"\n"
                                 << "admin:\n  listen: \"127.0.0.1:" << admin_port_ << "\"\n"
+                                << "rest:\n  listen: \"\"\n"  // REST off: no fixed port 6333
                                 << "upstream:\n  nodes: [\"" << node_ << "\"]\n"
                                 << "  connect_timeout: 1s\n  connect_backoff_max: 200ms\n"
                                 << upstream << extra;
