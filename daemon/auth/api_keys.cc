@@ -87,7 +87,11 @@ absl::StatusOr<std::unique_ptr<ApiKeyStore>> ApiKeyStore::Create(const config::C
         "health.api_key_env is deprecated: set upstream.api_key_env (or upstream.api_key_file), "
         "which also gives the key to calls that come without one");
   }
-  store->keys_ = std::move(keys);
+  {
+    // Not shared yet, but the lock keeps keys_'s ABSL_GUARDED_BY contract checkable.
+    absl::MutexLock lock(&store->mu_);
+    store->keys_ = std::move(keys);
+  }
   return store;
 }
 

@@ -648,7 +648,9 @@ Reason TlsReason(const UpstreamConfig& upstream) {
     return std::nullopt;
   };
   if (Reason reason = check(upstream.tls.defaults, "")) return reason;
-  for (const auto& [node, override_options] : upstream.tls.nodes) {
+  for (const auto& entry : upstream.tls.nodes) {
+    const std::string& node = entry.first;  // a named variable: clang 14 lambdas cannot capture
+                                            // structured bindings
     const bool known = std::any_of(upstream.nodes.begin(), upstream.nodes.end(),
                                    [&](const NodeAddress& n) { return n.ToString() == node; });
     if (!known) {

@@ -80,9 +80,9 @@ struct ScrapeInput {
 
 class ConfigReloadMetrics;
 
-// The Prometheus text exposition of every qpool_* family (BuildFamilies), qpool_build_info{version},
-// the config reload families when `reloads` is set (BuildReloadFamilies) and the process_*
-// families (CollectProcessMetrics).
+// The Prometheus text exposition of every qpool_* family (BuildFamilies),
+// qpool_build_info{version}, the config reload families when `reloads` is set (BuildReloadFamilies)
+// and the process_* families (CollectProcessMetrics).
 std::string RenderScrapeText(const ScrapeInput& input, const std::string& version,
                              const ConfigReloadMetrics* reloads = nullptr);
 

@@ -426,9 +426,15 @@ metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
   for (const auto& worker : worker_metrics_) input.workers.push_back(worker.get());
   input.health = &health_metrics_;
   const ProxyStats s = stats();
-  input.downstream = {s.downstream_accepted, s.downstream_refused,  s.downstream_protocol_errors,
-                      s.downstream_open,     s.calls_started,       s.local_replies,
-                      s.buffered_bytes,      s.transparent_retries, s.replay_bytes};
+  input.downstream.accepted = s.downstream_accepted;
+  input.downstream.refused = s.downstream_refused;
+  input.downstream.protocol_errors = s.downstream_protocol_errors;
+  input.downstream.open = s.downstream_open;
+  input.downstream.calls_started = s.calls_started;
+  input.downstream.local_replies = s.local_replies;
+  input.downstream.buffered_bytes = s.buffered_bytes;
+  input.downstream.transparent_retries = s.transparent_retries;
+  input.downstream.replay_bytes = s.replay_bytes;
   for (size_t i = 0; i < kAbuseReasonCount; ++i) {
     input.downstream.abuse.emplace_back(std::string(AbuseReasonName(static_cast<AbuseReason>(i))),
                                         s.downstream_abuse[i]);

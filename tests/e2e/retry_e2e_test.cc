@@ -117,7 +117,8 @@ void CreateCollection(const std::shared_ptr<grpc::Channel>& channel) {
     qdrant::PointStruct* point = upsert.add_points();
     point->mutable_id()->set_num(id);
     for (int d = 0; d < kDim; ++d) {
-      point->mutable_vectors()->mutable_vector()->add_data(static_cast<float>(id + d));
+      point->mutable_vectors()->mutable_vector()->mutable_dense()->add_data(
+          static_cast<float>(id + d));
     }
   }
   qdrant::PointsOperationResponse upserted;
@@ -140,7 +141,8 @@ qdrant::UpsertPoints UpsertRequest(uint64_t first_id, int count, int dim = kDim)
     qdrant::PointStruct* point = upsert.add_points();
     point->mutable_id()->set_num(first_id + static_cast<uint64_t>(i));
     for (int d = 0; d < dim; ++d) {
-      point->mutable_vectors()->mutable_vector()->add_data(static_cast<float>(i % 7 + d));
+      point->mutable_vectors()->mutable_vector()->mutable_dense()->add_data(
+          static_cast<float>(i % 7 + d));
     }
   }
   return upsert;
