@@ -390,7 +390,8 @@ void RestSession::WriteRequest() {
   const uint64_t generation = ++attempt_generation_;
   auto self = shared_from_this();
   http::async_write(
-      upstream_->socket(), *request_serializer_, [self, generation](error_code ec, size_t) {
+      upstream_->socket(), *request_serializer_,
+      [self, generation, conn = upstream_](error_code ec, size_t) {
         if (generation != self->attempt_generation_ || self->closed_) return;
         if (ec == http::error::need_buffer) ec = {};
         if (ec) {
@@ -448,7 +449,7 @@ void RestSession::RelayRequestChunk() {
     body.size = got;
     body.more = !self->parser_->is_done();
     http::async_write(self->upstream_->socket(), *self->request_serializer_,
-                      [self, generation](error_code ec, size_t) {
+                      [self, generation, conn = self->upstream_](error_code ec, size_t) {
                         if (generation != self->attempt_generation_ || self->closed_) return;
                         if (ec == http::error::need_buffer) ec = {};
                         if (ec) {
@@ -481,7 +482,7 @@ void RestSession::ReadResponseHeader() {
   const uint64_t generation = attempt_generation_;
   auto self = shared_from_this();
   http::async_read_header(upstream_->socket(), upstream_->buffer(), *response_parser_,
-                          [self, generation](const error_code& ec, size_t) {
+                          [self, generation, conn = upstream_](const error_code& ec, size_t) {
                             if (generation != self->attempt_generation_ || self->closed_) return;
                             self->OnResponseHeader(ec);
                           });
@@ -585,7 +586,7 @@ void RestSession::RelayResponseChunk() {
   const uint64_t generation = attempt_generation_;
   auto self = shared_from_this();
   http::async_read(upstream_->socket(), upstream_->buffer(), *response_parser_,
-                   [self, generation](error_code ec, size_t) {
+                   [self, generation, conn = upstream_](error_code ec, size_t) {
                      if (generation != self->attempt_generation_ || self->closed_) return;
                      if (ec == http::error::need_buffer) ec = {};
                      if (ec) {
