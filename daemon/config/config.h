@@ -67,6 +67,23 @@ struct ServerConfig {
   // GOAWAY(NO_ERROR) (gRPC clients reconnect on their next call), and counted. 0 turns it off.
   // Default 10m.
   absl::Duration idle_timeout = absl::Minutes(10);
+  // server.connection_buffer_limit: response bytes qpoold holds for one app connection (all its
+  // streams together) that the app has not read yet. An upstream chunk that takes a connection
+  // over it resets the connection's stream holding the most, on both sides, and is counted
+  // (qpool_downstream_stream_resets_total{reason="buffer_limit"}); the per-stream bound is
+  // server.stream_window. 0 turns it off. Default 32MiB.
+  uint32_t connection_buffer_limit = 32u << 20;
+  // server.stream_idle_timeout: a stream that waits on the app (its request is not complete and
+  // the app may send, or qpoold holds response bytes for it) and sees no progress from the app
+  // (no request bytes in, no response bytes out) for this long is reset on both sides, freeing
+  // its upstream stream and its buffers, and counted ({reason="stream_idle"}). Time qpoold or
+  // Qdrant spends on the call does not count. 0 turns it off. Default 30s.
+  absl::Duration stream_idle_timeout = absl::Seconds(30);
+  // server.max_message_size: the largest request message (gRPC length prefix) qpoold passes on.
+  // A request declaring more is answered RESOURCE_EXHAUSTED (reset, if the response has started)
+  // as soon as its 5-byte prefix arrives, without its body going upstream, and counted
+  // ({reason="message_size"}). 0 (the default): no limit, like Qdrant's own clients.
+  uint32_t max_message_size = 0;
 };
 
 // TLS settings for connections to a node (YAML `upstream.tls`, docs/configuration.md). The

@@ -779,6 +779,15 @@ const std::vector<Key>& Keys() {
       DurationKey(
           "server.idle_timeout", [](auto& c) -> auto& { return c.server.idle_timeout; },
           /*allow_zero=*/true),
+      SizeKey(
+          "server.connection_buffer_limit",
+          [](auto& c) -> auto& { return c.server.connection_buffer_limit; }, 0, kMaxInt31),
+      DurationKey(
+          "server.stream_idle_timeout",
+          [](auto& c) -> auto& { return c.server.stream_idle_timeout; }, /*allow_zero=*/true),
+      SizeKey(
+          "server.max_message_size", [](auto& c) -> auto& { return c.server.max_message_size; }, 0,
+          kMaxInt31),
       NodesKey(),
       IntegerKey(
           "upstream.min_connections", [](auto& c) -> auto& { return c.upstream.min_connections; },

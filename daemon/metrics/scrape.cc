@@ -206,6 +206,19 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
     out.push_back(std::move(f));
   }
   {
+    auto f =
+        Family("qpool_downstream_stream_resets_total",
+               "App streams reset on both sides: buffer_limit (the connection held more "
+               "unread response bytes than server.connection_buffer_limit), stream_idle (no "
+               "progress from the app for server.stream_idle_timeout), message_size (a request "
+               "message over server.max_message_size after the response had started).",
+               MetricType::Counter);
+    for (const auto& [reason, count] : input.downstream.stream_resets) {
+      AddCounter(f, {{"reason", reason}}, static_cast<double>(count));
+    }
+    out.push_back(std::move(f));
+  }
+  {
     auto f = Family("qpool_calls_started_total", "Calls whose request headers arrived.",
                     MetricType::Counter);
     AddCounter(f, {}, static_cast<double>(input.downstream.calls_started));

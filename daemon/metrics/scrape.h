@@ -41,6 +41,9 @@ struct DownstreamCounts {
   uint64_t header_count_rejections = 0;
   uint64_t handshake_timeouts = 0;
   uint64_t idle_timeouts = 0;
+  // App streams reset on both sides (server.connection_buffer_limit, server.stream_idle_timeout,
+  // server.max_message_size), as (reason, count).
+  std::vector<std::pair<std::string, uint64_t>> stream_resets;
 };
 
 // One worker's pool for one node, as the worker saw it when asked.

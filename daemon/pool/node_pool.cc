@@ -78,8 +78,10 @@ NodePool::~NodePool() {
   backoff_timer_->Cancel();
   maintenance_timer_->Cancel();
   for (StreamWaiter* waiter : waiters_) waiter->queued_ = false;
+  for (StreamWaiter* waiter : probes_) waiter->queued_ = false;
   budget_.used -= static_cast<uint32_t>(waiters_.size());
   waiters_.clear();
+  probes_.clear();
   // Abort() reports synchronously and then never again; collect first since reports edit lists.
   std::vector<std::shared_ptr<PoolConnection>> conns;
   for (SlotList* list : {&connecting_, &ready_, &busy_, &draining_}) {
@@ -95,11 +97,28 @@ NodePool::AcquireResult NodePool::Acquire(StreamWaiter& waiter) {
     return {AcquireOutcome::kFailed, nullptr,
             absl::UnavailableError("qpool is shutting down and takes no new calls")};
   }
+  if (waiter.probe_) {
+    // A health probe goes around the queue (docs/security.md): a flood of app calls must not get
+    // a healthy node ejected.
+    SlotList* list = nullptr;
+    SlotList::iterator it;
+    if (FindProbeSlot(list, it)) {
+      const size_t draining = draining_.size();
+      PoolConnection* conn = TakeStream(*list, it);
+      if (draining_.size() != draining) Service();
+      return {AcquireOutcome::kReady, conn, absl::OkStatus()};
+    }
+    if (usable()) {
+      Enqueue(waiter);
+      Service();
+      return {AcquireOutcome::kQueued, nullptr, absl::OkStatus()};
+    }
+  }
   // Older waiters come first. A free slot and a waiter coexist only while Service() hands slots
   // out and a waiter's callback acquires again; Service() then serves the queue in order.
-  if (!ready_.empty() && waiters_.empty()) {
+  if (!ready_.empty() && waiters_.empty() && probes_.empty()) {
     const size_t draining = draining_.size();
-    PoolConnection* conn = TakeStream(ready_.begin());
+    PoolConnection* conn = TakeStream(ready_, ready_.begin());
     if (observer_) observer_->OnStreamAcquired(Duration::zero());
     // That stream was the connection's last (max_requests_per_connection): open its replacement.
     // No waiter is queued, so Service() cannot call one back from inside Acquire.
@@ -132,8 +151,12 @@ NodePool::AcquireResult NodePool::Acquire(StreamWaiter& waiter) {
 
 void NodePool::CancelWait(StreamWaiter& waiter) {
   if (!waiter.queued_) return;
-  waiters_.erase(waiter.queue_pos_);
   waiter.queued_ = false;
+  if (waiter.probe_) {
+    probes_.erase(waiter.queue_pos_);
+    return;
+  }
+  waiters_.erase(waiter.queue_pos_);
   budget_.used--;
   // The acquire timer may now point at a waiter that is gone; OnAcquireTimer re-arms for the new
   // head, so leaving it armed is harmless.
@@ -172,7 +195,7 @@ NodePoolStats NodePool::stats() const {
   for (const SlotList* list : {&ready_, &busy_, &draining_}) {
     for (const Slot& slot : *list) stats.streams_in_flight += slot.streams;
   }
-  stats.waiting = static_cast<uint32_t>(waiters_.size());
+  stats.waiting = static_cast<uint32_t>(waiters_.size() + probes_.size());
   stats.consecutive_connect_failures = consecutive_connect_failures_;
   return stats;
 }
@@ -189,8 +212,9 @@ std::vector<NodePool::ConnectionInfo> NodePool::Connections() const {
 }
 
 Duration NodePool::LongestWait() const {
-  if (waiters_.empty()) return Duration::zero();
-  return loop_.Now() - waiters_.front()->queued_at_;
+  const StreamWaiter* oldest = OldestWaiter();
+  if (oldest == nullptr) return Duration::zero();
+  return loop_.Now() - oldest->queued_at_;
 }
 
 ConnectionState NodePool::StateOf(const PoolConnection* conn) const {
@@ -335,16 +359,42 @@ bool NodePool::Find(const PoolConnection* conn, SlotList*& list, SlotList::itera
   return false;
 }
 
-PoolConnection* NodePool::TakeStream(SlotList::iterator it) {
+bool NodePool::FindProbeSlot(SlotList*& list, SlotList::iterator& it) {
+  if (!ready_.empty()) {
+    list = &ready_;
+    it = ready_.begin();
+    return true;
+  }
+  for (auto i = busy_.begin(); i != busy_.end(); ++i) {
+    if (i->streams < i->peer_max_streams) {
+      list = &busy_;
+      it = i;
+      return true;
+    }
+  }
+  return false;
+}
+
+StreamWaiter* NodePool::OldestWaiter() const {
+  StreamWaiter* oldest = nullptr;
+  for (const std::list<StreamWaiter*>* queue : {&waiters_, &probes_}) {
+    if (!queue->empty() && (oldest == nullptr || queue->front()->queued_at_ < oldest->queued_at_)) {
+      oldest = queue->front();
+    }
+  }
+  return oldest;
+}
+
+PoolConnection* NodePool::TakeStream(SlotList& list, SlotList::iterator it) {
   it->streams++;
   it->streams_handed_out++;
   streams_in_flight_++;
   PoolConnection* conn = it->conn.get();
   if (options_.max_requests_per_connection > 0 &&
       it->streams_handed_out >= options_.max_requests_per_connection) {
-    Recycle(ready_, it, CloseReason::kRecycled);
+    Recycle(list, it, CloseReason::kRecycled);
   } else {
-    Rebalance(ready_, it);
+    Rebalance(list, it);
   }
   return conn;
 }
@@ -411,22 +461,32 @@ uint32_t NodePool::ConnectingCapacity() const {
 void NodePool::Service() {
   if (servicing_) return;
   servicing_ = true;
-  // Hand free slots to waiters, oldest first.
+  // Health probes first (a slot on a ready connection or the headroom above the cap), then app
+  // calls on free slots, oldest first.
+  SlotList* probe_list = nullptr;
+  SlotList::iterator probe_slot;
+  while (!probes_.empty() && FindProbeSlot(probe_list, probe_slot)) {
+    StreamWaiter* waiter = probes_.front();
+    probes_.pop_front();
+    waiter->queued_ = false;
+    PoolConnection* conn = TakeStream(*probe_list, probe_slot);
+    waiter->OnStreamReady(conn);  // may re-enter Acquire/CancelWait: lists stay consistent
+  }
   while (!waiters_.empty() && !ready_.empty()) {
     StreamWaiter* waiter = Dequeue();
-    PoolConnection* conn = TakeStream(ready_.begin());
+    PoolConnection* conn = TakeStream(ready_, ready_.begin());
     if (observer_) observer_->OnStreamAcquired(loop_.Now() - waiter->queued_at_);
     waiter->OnStreamReady(conn);  // may re-enter Acquire/CancelWait: lists stay consistent
   }
   // Open connections for what waits beyond the capacity already on its way, and up to the floor.
   if (!shut_down_ && !in_backoff_) {
-    while (
-        TotalConnections() < options_.max_connections &&
-        (waiters_.size() > ConnectingCapacity() || LiveConnections() < options_.min_connections)) {
+    while (TotalConnections() < options_.max_connections &&
+           (waiters_.size() + probes_.size() > ConnectingCapacity() ||
+            LiveConnections() < options_.min_connections)) {
       OpenConnection();
     }
   }
-  if (!waiters_.empty() && !usable()) {
+  if ((!waiters_.empty() || !probes_.empty()) && !usable()) {
     FailAllWaiters(absl::UnavailableError(absl::StrCat("qpool: cannot connect to upstream node ",
                                                        options_.node_name, ": ",
                                                        last_connect_error_.message())));
@@ -447,6 +507,10 @@ void NodePool::OpenConnection() {
 void NodePool::Enqueue(StreamWaiter& waiter) {
   waiter.queued_ = true;
   waiter.queued_at_ = loop_.Now();
+  if (waiter.probe_) {
+    waiter.queue_pos_ = probes_.insert(probes_.end(), &waiter);
+    return;
+  }
   waiter.queue_pos_ = waiters_.insert(waiters_.end(), &waiter);
   budget_.used++;
 }
@@ -460,22 +524,37 @@ StreamWaiter* NodePool::Dequeue() {
 }
 
 void NodePool::FailAllWaiters(const absl::Status& status) {
+  while (!probes_.empty()) {
+    StreamWaiter* probe = probes_.front();
+    probes_.pop_front();
+    probe->queued_ = false;
+    probe->OnAcquireFailed(status);
+  }
   while (!waiters_.empty()) Dequeue()->OnAcquireFailed(status);
   acquire_timer_->Cancel();
 }
 
 void NodePool::ArmAcquireTimer() {
-  if (waiters_.empty()) {
+  const StreamWaiter* oldest = OldestWaiter();
+  if (oldest == nullptr) {
     acquire_timer_->Cancel();
     return;
   }
-  const MonoTime deadline = waiters_.front()->queued_at_ + options_.acquire_timeout;
+  const MonoTime deadline = oldest->queued_at_ + options_.acquire_timeout;
   const Duration delay = std::max(Duration::zero(), deadline - loop_.Now());
   acquire_timer_->Arm(delay, [this] { OnAcquireTimer(); });
 }
 
 void NodePool::OnAcquireTimer() {
   const MonoTime now = loop_.Now();
+  while (!probes_.empty() && probes_.front()->queued_at_ + options_.acquire_timeout <= now) {
+    StreamWaiter* probe = probes_.front();
+    probes_.pop_front();
+    probe->queued_ = false;
+    probe->OnAcquireFailed(absl::UnavailableError(
+        absl::StrCat("qpool: every stream to upstream node ", options_.node_name,
+                     " the node allows is in use (its SETTINGS_MAX_CONCURRENT_STREAMS)")));
+  }
   while (!waiters_.empty() && waiters_.front()->queued_at_ + options_.acquire_timeout <= now) {
     StreamWaiter* waiter = Dequeue();
     if (observer_) observer_->OnAcquireTimeout();

@@ -89,6 +89,13 @@ class ConnectionFactory {
 class StreamWaiter {
  public:
   virtual ~StreamWaiter() = default;
+  // Marks the waiter as a health probe's: it never waits behind app calls. It takes a free slot
+  // even while app calls are queued, or, with every connection at
+  // upstream.max_streams_per_connection, a slot above that cap while the node's own
+  // SETTINGS_MAX_CONCURRENT_STREAMS allows one (the reserved headroom); only at the node's own
+  // limit does it wait, ahead of every app call. Probes are few (one per node per health interval),
+  // so this takes nothing from the apps.
+  void set_probe() { probe_ = true; }
   // A slot on `conn` is reserved for the caller, who must open its stream now, and release the
   // slot through the connection's OnStreamClosed (or NodePool::ReleaseUnused if it cannot).
   virtual void OnStreamReady(PoolConnection* conn) = 0;
@@ -99,6 +106,7 @@ class StreamWaiter {
  private:
   friend class NodePool;
   bool queued_ = false;
+  bool probe_ = false;
   MonoTime queued_at_{};
   std::list<StreamWaiter*>::iterator queue_pos_;
 };
@@ -220,7 +228,9 @@ class NodePool : private PoolConnectionEvents {
 
   // Calls on this node now: streams in flight plus calls waiting for one. The balancer's load
   // score.
-  uint32_t load() const { return streams_in_flight_ + static_cast<uint32_t>(waiters_.size()); }
+  uint32_t load() const {
+    return streams_in_flight_ + static_cast<uint32_t>(waiters_.size() + probes_.size());
+  }
 
   NodePoolStats stats() const;
   const NodePoolOptions& options() const { return options_; }
@@ -270,9 +280,15 @@ class NodePool : private PoolConnectionEvents {
   SlotList::iterator Transition(SlotList& from_list, SlotList::iterator it, ConnectionState to);
   // Moves a slot between ready and busy after its stream count or cap changed.
   void Rebalance(SlotList& list, SlotList::iterator it);
-  // Reserves a stream on the ready connection `it`; recycles the connection when that was its
-  // max_requests_per_connection-th. Returns the connection.
-  PoolConnection* TakeStream(SlotList::iterator it);
+  // Reserves a stream on connection `it` of `list` (ready, or busy for a probe's headroom);
+  // recycles the connection when that was its max_requests_per_connection-th. Returns it.
+  PoolConnection* TakeStream(SlotList& list, SlotList::iterator it);
+  // A slot a probe may take now: on a ready connection, or above max_streams_per_connection on a
+  // busy one still below the node's own limit. False when there is none.
+  bool FindProbeSlot(SlotList*& list, SlotList::iterator& it);
+  // The waiter whose deadline (queued_at + acquire_timeout) comes first, probes included; null
+  // when none waits.
+  StreamWaiter* OldestWaiter() const;
   // Moves a ready or busy slot to draining for `reason` and drains its connection on a later turn
   // of the loop (see the definition for why later).
   void Recycle(SlotList& list, SlotList::iterator it, CloseReason reason);
@@ -310,6 +326,9 @@ class NodePool : private PoolConnectionEvents {
   SlotList busy_;        // streams == cap; back to ready when a stream ends
   SlotList draining_;    // GOAWAY received or Drain() sent: in-flight streams finish, no new ones
   std::list<StreamWaiter*> waiters_;  // FIFO; all share acquire_timeout, so the head expires first
+  // Health probes waiting: only at the node's own stream limit. Served before waiters_; not
+  // counted in upstream.max_pending.
+  std::list<StreamWaiter*> probes_;
 
   std::unique_ptr<Timer> acquire_timer_;
   std::unique_ptr<Timer> backoff_timer_;

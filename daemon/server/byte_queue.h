@@ -24,8 +24,10 @@ class ByteQueue {
   static constexpr size_t kMinChunk = 1024 - 32;
   static constexpr size_t kMaxChunk = 64 * 1024 - 32;
 
-  // `gauge`, when given, follows the bytes held (shared by many queues: a process-wide total).
-  explicit ByteQueue(std::atomic<int64_t>* gauge = nullptr) : gauge_(gauge) {}
+  // `gauge`, when given, follows the bytes held (shared by many queues: a process-wide total);
+  // `local`, when given, too (a total of one thread's queues, such as an app connection's).
+  explicit ByteQueue(std::atomic<int64_t>* gauge = nullptr, int64_t* local = nullptr)
+      : gauge_(gauge), local_(local) {}
   ~ByteQueue() { Clear(); }
   ByteQueue(const ByteQueue&) = delete;
   ByteQueue& operator=(const ByteQueue&) = delete;
@@ -114,6 +116,7 @@ class ByteQueue {
 
   void Track(int64_t delta) {
     if (gauge_ != nullptr && delta != 0) gauge_->fetch_add(delta, std::memory_order_relaxed);
+    if (local_ != nullptr) *local_ += delta;
   }
 
   void AddChunk(size_t capacity) {
@@ -135,6 +138,7 @@ class ByteQueue {
   }
 
   std::atomic<int64_t>* const gauge_;
+  int64_t* const local_;
   Chunk* head_ = nullptr;
   Chunk* tail_ = nullptr;
   size_t size_ = 0;

@@ -86,7 +86,8 @@ Call::Call(DownstreamSession& downstream, int32_t stream_id)
       downstream_id_(stream_id),
       request_body_(&downstream.worker().counters().buffered_bytes),
       replay_(&downstream.worker().counters().replay_bytes),
-      response_body_(&downstream.worker().counters().buffered_bytes) {}
+      response_body_(&downstream.worker().counters().buffered_bytes,
+                     downstream.response_bytes_held()) {}
 
 Call::~Call() {
   // The session deletes a call only after OnDownstreamClosed, which let go of everything.

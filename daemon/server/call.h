@@ -50,6 +50,7 @@
 #include "daemon/retry/retry_policy.h"
 #include "daemon/server/byte_queue.h"
 #include "daemon/server/header_block.h"
+#include "daemon/server/stream_guard.h"
 
 namespace qpool::server {
 
@@ -125,8 +126,16 @@ class Call {
   void OnAcquireFailed(UpstreamStream& s, const absl::Status& status);
 
   int32_t downstream_stream_id() const { return downstream_id_; }
+  // Response bytes held for the app and not taken by it yet.
+  size_t response_buffered() const { return response_body_.size(); }
+  // Response HEADERS went to the app: a local answer now has to be a reset.
+  bool response_started() const { return response_started_; }
 
   CallHook downstream_hook;  // DownstreamSession's list of its calls
+  // The session's watch for server.stream_idle_timeout, and its check of the request's message
+  // sizes for server.max_message_size (stream_guard.h).
+  StreamStallWatch stall_watch;
+  GrpcMessageSizeGuard request_size_guard;
 
  private:
   // Asks the balancer for a node and its pool for a stream: starts the upstream stream now, waits

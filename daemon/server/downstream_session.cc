@@ -27,7 +27,10 @@ DownstreamSession::DownstreamSession(Worker& worker, tcp::socket socket)
     : H2Transport(worker, std::move(socket)),
       max_header_list_size_(worker.config().server.max_header_list_size),
       max_headers_(worker.config().server.max_headers),
-      accepted_at_(worker.loop().Now()) {
+      accepted_at_(worker.loop().Now()),
+      connection_buffer_limit_(worker.config().server.connection_buffer_limit),
+      max_message_size_(worker.config().server.max_message_size),
+      stream_idle_timeout_(absl::ToChronoNanoseconds(worker.config().server.stream_idle_timeout)) {
   boost::system::error_code ec;
   const tcp::endpoint endpoint = socket_.remote_endpoint(ec);
   peer_ = ec ? "unknown" : absl::StrCat(endpoint.address().to_string(), ":", endpoint.port());
@@ -115,6 +118,66 @@ void DownstreamSession::ResumeResponseData(Call& call) {
   if (closed()) return;
   nghttp2_session_resume_data(session_, call.downstream_stream_id());
   ScheduleFlush();
+  // The call's response queue just grew (or ended): past the limit, streams are reset on a turn
+  // of their own, since the call that is growing is still on the stack.
+  if (ABSL_PREDICT_FALSE(connection_buffer_limit_ > 0 &&
+                         response_bytes_ > connection_buffer_limit_ && !buffer_check_posted_)) {
+    buffer_check_posted_ = true;
+    boost::asio::post(worker().io(), [self = shared_from_this()] {
+      auto* session = static_cast<DownstreamSession*>(self.get());
+      session->buffer_check_posted_ = false;
+      session->EnforceBufferLimit();
+    });
+  }
+}
+
+void DownstreamSession::EnforceBufferLimit() {
+  while (!closed() && response_bytes_ > connection_buffer_limit_) {
+    Call* largest = nullptr;
+    for (Call& call : calls_) {
+      if (largest == nullptr || call.response_buffered() > largest->response_buffered()) {
+        largest = &call;
+      }
+    }
+    if (largest == nullptr || largest->response_buffered() == 0) return;
+    SPDLOG_DEBUG(
+        "client {}: stream {}: reset: {} unread response bytes on the connection, over "
+        "server.connection_buffer_limit ({})",
+        peer_, largest->downstream_stream_id(), response_bytes_, connection_buffer_limit_);
+    ResetCall(*largest, NGHTTP2_ENHANCE_YOUR_CALM, StreamResetReason::kBufferLimit);
+  }
+}
+
+void DownstreamSession::ResetCall(Call& call, uint32_t h2_error_code, StreamResetReason reason) {
+  const int32_t stream_id = call.downstream_stream_id();
+  worker().counters().downstream_stream_resets[static_cast<size_t>(reason)].fetch_add(
+      1, std::memory_order_relaxed);
+  calls_.erase(calls_.iterator_to(call));
+  nghttp2_session_set_stream_user_data(session_, stream_id, nullptr);
+  nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, h2_error_code);
+  call.OnDownstreamClosed(h2_error_code);  // cancels the upstream stream, or the wait for one
+  delete &call;
+  ScheduleFlush();
+}
+
+void DownstreamSession::CheckStreams(MonoTime now) {
+  if (closed() || session_ == nullptr || stream_idle_timeout_ == Duration::zero()) return;
+  std::vector<Call*> stalled;
+  for (Call& call : calls_) {
+    const int32_t id = call.downstream_stream_id();
+    // The app may send (its request is open and the window has room), or has bytes to read.
+    const bool waiting_on_app = (nghttp2_session_get_stream_remote_close(session_, id) == 0 &&
+                                 nghttp2_session_get_stream_local_window_size(session_, id) > 0) ||
+                                call.response_buffered() > 0;
+    if (call.stall_watch.Stalled(waiting_on_app, now, stream_idle_timeout_)) {
+      stalled.push_back(&call);
+    }
+  }
+  for (Call* call : stalled) {
+    SPDLOG_DEBUG("client {}: stream {}: reset: no progress for server.stream_idle_timeout", peer_,
+                 call->downstream_stream_id());
+    ResetCall(*call, NGHTTP2_CANCEL, StreamResetReason::kStreamIdle);
+  }
 }
 
 void DownstreamSession::ResetStream(Call& call, uint32_t h2_error_code) {
@@ -409,11 +472,44 @@ int DownstreamSession::OnBeginFrameCallback(nghttp2_session*, const nghttp2_fram
 }
 
 int DownstreamSession::OnDataChunkRecvCallback(nghttp2_session* session, uint8_t, int32_t stream_id,
-                                               const uint8_t* data, size_t len, void*) {
+                                               const uint8_t* data, size_t len, void* user_data) {
   if (auto* call = static_cast<Call*>(TakeDataChunk(session, stream_id, len))) {
+    call->stall_watch.OnProgress();
+    DownstreamSession* self = Self(user_data);
+    if (ABSL_PREDICT_FALSE(self->max_message_size_ > 0) &&
+        !call->request_size_guard.Feed(data, len, self->max_message_size_)) {
+      nghttp2_session_consume_stream(session, stream_id, len);  // the call never takes them
+      self->RejectOversizeMessage(*call, call->request_size_guard.declared());
+      return 0;
+    }
     call->OnRequestData(data, len);
   }
   return 0;
+}
+
+void DownstreamSession::RejectOversizeMessage(Call& call, uint64_t declared) {
+  if (call.response_started()) {
+    ResetCall(call, NGHTTP2_ENHANCE_YOUR_CALM, StreamResetReason::kMessageSize);
+    return;
+  }
+  const int32_t stream_id = call.downstream_stream_id();
+  worker()
+      .counters()
+      .downstream_stream_resets[static_cast<size_t>(StreamResetReason::kMessageSize)]
+      .fetch_add(1, std::memory_order_relaxed);
+  calls_.erase(calls_.iterator_to(call));
+  nghttp2_session_set_stream_user_data(session_, stream_id, nullptr);
+  call.OnDownstreamClosed(NGHTTP2_CANCEL);  // cancels the upstream stream, or the wait for one
+  delete &call;
+  const std::string message =
+      absl::StrCat("qpool: request message of ", declared,
+                   " bytes is over server.max_message_size (", max_message_size_, " bytes)");
+  const nghttp2_nv nva[] = {MakeNv(":status", "200"), MakeNv("content-type", "application/grpc"),
+                            MakeNv("grpc-status", "8"),  // RESOURCE_EXHAUSTED
+                            MakeNv("grpc-message", message)};
+  nghttp2_submit_response(session_, stream_id, nva, std::size(nva), nullptr);
+  worker().counters().local_replies.fetch_add(1, std::memory_order_relaxed);
+  ScheduleFlush();
 }
 
 int DownstreamSession::OnStreamCloseCallback(nghttp2_session* session, int32_t stream_id,
@@ -428,11 +524,14 @@ int DownstreamSession::OnStreamCloseCallback(nghttp2_session* session, int32_t s
   return 0;
 }
 
-int DownstreamSession::OnFrameSendCallback(nghttp2_session*, const nghttp2_frame* frame,
+int DownstreamSession::OnFrameSendCallback(nghttp2_session* session, const nghttp2_frame* frame,
                                            void* user_data) {
   DownstreamSession* self = Self(user_data);
   if (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) {
     self->sent_since_ping_ = true;
+    if (frame->hd.type == NGHTTP2_DATA) {
+      if (Call* call = CallOf(session, frame->hd.stream_id)) call->stall_watch.OnProgress();
+    }
     return 0;
   }
   // nghttp2 answers a connection error (a broken frame, a bad header block, a flow-control

@@ -11,7 +11,11 @@
 //     GOAWAY(ENHANCE_YOUR_CALM);
 //   - timeouts: the worker's sweep (CheckTimeouts) closes a connection whose preface and SETTINGS
 //     did not arrive within server.handshake_timeout, or that had no stream open for
-//     server.idle_timeout (GOAWAY(NO_ERROR)).
+//     server.idle_timeout (GOAWAY(NO_ERROR));
+//   - memory and slots held by a reader that stops (stream_guard.h): the unread response bytes of
+//     all the connection's calls are kept under server.connection_buffer_limit (over it, the
+//     stream holding the most is reset on both sides), and the sweep (CheckStreams) resets a
+//     stream that waited on the app with no progress for server.stream_idle_timeout.
 // Each is counted (ProxyCounters). On the happy path they cost a few compares per header and per
 // frame, and no clock reads.
 // Thread-safety: none; lives on one worker's thread.
@@ -57,6 +61,9 @@ class DownstreamSession : public H2Transport {
   void ConsumeRequestData(Call& call, size_t n);
 
   const std::string& peer() const { return peer_; }
+  // The connection's unread response bytes, all calls together: the calls' response queues keep
+  // it up to date (ByteQueue's `local` total).
+  int64_t* response_bytes_held() { return &response_bytes_; }
 
   // For the worker's periodic sweep.
   // ---------------------------------------------------------------
@@ -67,6 +74,10 @@ class DownstreamSession : public H2Transport {
   void OnTimeout(TimeoutAction action);
   // The connection has nothing in flight: its write buffer's memory goes back to the allocator.
   void TrimIdle();
+  bool has_calls() const { return !calls_.empty(); }
+  // Resets (on both sides, counted) the streams that waited on the app with no progress for
+  // server.stream_idle_timeout. Closes no connection.
+  void CheckStreams(MonoTime now);
 
  private:
   static nghttp2_session_callbacks* Callbacks();
@@ -101,6 +112,16 @@ class DownstreamSession : public H2Transport {
   bool Spend(TokenBucket& budget, AbuseReason reason);
   // GOAWAY(ENHANCE_YOUR_CALM) naming `reason`, then closes; counted.
   void CloseForAbuse(AbuseReason reason);
+  // Ends `call` on both sides now: RST_STREAM(`h2_error_code`) to the app, its upstream stream
+  // (or its wait for one) cancelled, its buffers freed; counted for `reason`. Not for use from
+  // inside the call's own methods (it deletes the call).
+  void ResetCall(Call& call, uint32_t h2_error_code, StreamResetReason reason);
+  // Over server.connection_buffer_limit: resets the streams holding the most until under it. Runs
+  // on a turn of the loop of its own (posted), outside any call's method.
+  void EnforceBufferLimit();
+  // A request message of `call` declared more than server.max_message_size: answers the stream
+  // RESOURCE_EXHAUSTED (a reset if the response has started); the call and its upstream side go.
+  ABSL_ATTRIBUTE_NOINLINE void RejectOversizeMessage(Call& call, uint64_t declared);
 
   std::string peer_;
   // The calls of this connection, owned here: created on request HEADERS, deleted when their
@@ -137,6 +158,14 @@ class DownstreamSession : public H2Transport {
   MonoTime idle_since_{};        // the sweep first saw no stream open; zero: not idle
   bool handshake_done_ = false;  // the app's preface and first SETTINGS arrived
   bool stream_opened_ = false;   // a stream opened since the last sweep
+
+  // server.connection_buffer_limit (0: off) and the bytes it bounds; server.stream_idle_timeout
+  // (zero: off).
+  const int64_t connection_buffer_limit_;
+  const uint32_t max_message_size_;  // server.max_message_size; 0: off
+  const Duration stream_idle_timeout_;
+  int64_t response_bytes_ = 0;
+  bool buffer_check_posted_ = false;
 };
 
 }  // namespace qpool::server

@@ -199,6 +199,7 @@ HealthProbe::HealthProbe(Worker& worker, pool::NodePool& pool, std::string autho
       done_(std::move(done)),
       timer_(worker.loop().CreateTimer()) {
   request_body = GrpcFrame(spec_.message);
+  set_probe();  // never waits behind app calls in the pool's queue (docs/security.md)
 }
 
 HealthProbe::~HealthProbe() {

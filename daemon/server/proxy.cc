@@ -86,6 +86,11 @@ class ProxyImpl : public Proxy {
     stats.handshake_timeouts =
         counters_.downstream_handshake_timeouts.load(std::memory_order_relaxed);
     stats.idle_timeouts = counters_.downstream_idle_timeouts.load(std::memory_order_relaxed);
+    static_assert(std::tuple_size_v<decltype(stats.stream_resets)> == kStreamResetReasonCount);
+    for (size_t i = 0; i < kStreamResetReasonCount; ++i) {
+      stats.stream_resets[i] =
+          counters_.downstream_stream_resets[i].load(std::memory_order_relaxed);
+    }
     return stats;
   }
   absl::Status Shutdown() override;
@@ -443,6 +448,10 @@ metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
   input.downstream.header_count_rejections = s.header_count_rejections;
   input.downstream.handshake_timeouts = s.handshake_timeouts;
   input.downstream.idle_timeouts = s.idle_timeouts;
+  for (size_t i = 0; i < kStreamResetReasonCount; ++i) {
+    input.downstream.stream_resets.emplace_back(
+        std::string(StreamResetReasonName(static_cast<StreamResetReason>(i))), s.stream_resets[i]);
+  }
   input.started = running_.load(std::memory_order_acquire);
   input.draining = draining_.load(std::memory_order_relaxed);
   input.ready = NotReadyReason().empty();

@@ -46,6 +46,9 @@ struct ProxyStats {
   uint64_t header_count_rejections = 0;
   uint64_t handshake_timeouts = 0;  // closed by server.handshake_timeout
   uint64_t idle_timeouts = 0;       // closed by server.idle_timeout
+  // App streams reset on both sides, by reason (StreamResetReason order): buffer_limit,
+  // stream_idle, message_size.
+  std::array<uint64_t, 3> stream_resets{};
 };
 
 class Proxy : public metrics::AdminBackend {

@@ -229,8 +229,8 @@ void Worker::Start() {
     // between 50 ms and 1 s, so a timeout fires at most a period late; one timer per worker
     // rather than one per connection, and nothing on the data path.
     Duration shortest = Duration::max();
-    for (absl::Duration timeout :
-         {config_->server.handshake_timeout, config_->server.idle_timeout}) {
+    for (absl::Duration timeout : {config_->server.handshake_timeout, config_->server.idle_timeout,
+                                   config_->server.stream_idle_timeout}) {
       if (timeout > absl::ZeroDuration()) {
         shortest = std::min(shortest, absl::ToChronoNanoseconds(timeout));
       }
@@ -433,6 +433,14 @@ void Worker::SweepSessions() {
     }
   }
   for (auto& [session, action] : due) session->OnTimeout(action);
+  // Streams stalled past server.stream_idle_timeout: resetting one closes no connection, but
+  // ends calls, which may hand upstream streams to other sessions' calls; a snapshot keeps the
+  // walk independent of that.
+  std::vector<std::shared_ptr<DownstreamSession>> busy;
+  for (auto& [ptr, session] : sessions_) {
+    if (ptr->has_calls()) busy.push_back(session);
+  }
+  for (auto& session : busy) session->CheckStreams(now);
   sweep_timer_->Arm(sweep_period_, [this] { SweepSessions(); });
 }
 

@@ -30,6 +30,7 @@
 #include "daemon/retry/method_class.h"
 #include "daemon/retry/retry_policy.h"
 #include "daemon/server/abuse_budget.h"
+#include "daemon/server/stream_guard.h"
 
 namespace qpool::tls {
 class ClientContext;
@@ -61,6 +62,8 @@ struct ProxyCounters {
   std::array<std::atomic<uint64_t>, 2> downstream_header_limit_rejections{};
   std::atomic<uint64_t> downstream_handshake_timeouts{0};
   std::atomic<uint64_t> downstream_idle_timeouts{0};
+  // App streams reset on both sides, by StreamResetReason (stream_guard.h).
+  std::array<std::atomic<uint64_t>, kStreamResetReasonCount> downstream_stream_resets{};
 };
 
 // The EventLoop seam over Asio.
@@ -208,7 +211,8 @@ class Worker : public rest::RestHost {
   class NodeObserver;
   void CheckDrained();
   // Every sweep period: closes app connections past server.handshake_timeout or
-  // server.idle_timeout, and frees idle ones' write buffers.
+  // server.idle_timeout, frees idle ones' write buffers, and resets streams stalled past
+  // server.stream_idle_timeout.
   void SweepSessions();
   // Sets the router's view of each node (health, connection up, load) from the pools, now.
   void RefreshRouter();

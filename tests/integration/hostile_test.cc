@@ -31,6 +31,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "daemon/metrics/health_metrics.h"
+#include "daemon/metrics/scrape.h"
 #include "daemon/server/abuse_budget.h"
 #include "gtest/gtest.h"
 #include "tests/integration/route_fixture.h"
@@ -146,6 +148,33 @@ std::string HeaderFrames(uint32_t stream_id, std::string_view block, bool end_st
 // An empty gRPC message (EchoRequest with no fields) ending the stream.
 std::string EmptyMessage(uint32_t stream_id) {
   return Frame(kData, kEndStream, stream_id, std::string(5, '\0'));
+}
+
+// An EchoRequest asking for a `response_size`-byte answer, as one gRPC message in one DATA frame
+// (ending the stream).
+std::string SizedRequest(uint32_t stream_id, uint32_t response_size, uint32_t sleep_ms = 0) {
+  std::string message;
+  const auto varint = [&message](uint8_t tag, uint32_t value) {
+    message.push_back(static_cast<char>(tag));
+    for (uint32_t v = value;; v >>= 7) {
+      if (v < 0x80) {
+        message.push_back(static_cast<char>(v));
+        break;
+      }
+      message.push_back(static_cast<char>((v & 0x7f) | 0x80));
+    }
+  };
+  if (response_size > 0) varint(0x10, response_size);  // field 2: response_size
+  if (sleep_ms > 0) varint(0x18, sleep_ms);            // field 3: sleep_ms
+  std::string payload(1, '\0');
+  payload += Be32(static_cast<uint32_t>(message.size()));
+  payload += message;
+  return Frame(kData, kEndStream, stream_id, payload);
+}
+
+// SETTINGS that close every stream's window: qpoold may send this client no response DATA.
+std::string ZeroWindowSettings() {
+  return Frame(kSettings, 0, 0, std::string("\0\x04", 2) + Be32(0));
 }
 
 // A raw HTTP/2 client connection: sends bytes as given, reads and decodes what qpoold answers.
@@ -686,6 +715,162 @@ TEST_P(HostileTest, RequestTooLargeForTheUpstreamFailsWithoutReplay) {
       << app.GrpcMessage(1);
   EXPECT_EQ(proxy_->stats().transparent_retries, stats_before_.transparent_retries);
   ExpectOthersUnaffected(/*attack_calls=*/0);
+}
+
+// Zero window: a client that asks for large answers and never opens its window. Each stream may
+// park up to server.stream_window in qpoold; server.connection_buffer_limit bounds them all.
+TEST_P(HostileTest, ZeroWindowReaderHoldsNoMoreThanTheConnectionBufferLimit) {
+  constexpr uint32_t kLimit = 2 << 20;
+  RestartRoute([](config::Config& config) {
+    config.server.connection_buffer_limit = kLimit;
+    config.server.stream_idle_timeout = absl::ZeroDuration();  // the budget alone, here
+  });
+  Begin();
+  RawH2 attacker(proxy_->port());
+  ASSERT_TRUE(attacker.Send(std::string(kClientPreface) + ZeroWindowSettings()));
+  constexpr int kStreams = 16;
+  std::string frames;
+  for (int i = 0; i < kStreams; ++i) {
+    const uint32_t id = 1 + 2 * i;
+    frames += HeaderFrames(id, RequestBlock(), false) + SizedRequest(id, 900 << 10);
+  }
+  ASSERT_TRUE(attacker.Send(frames));
+  // The streams that took the connection over its limit are reset; the rest stay parked.
+  const auto resets = [&] {
+    return proxy_->stats().stream_resets[0] - stats_before_.stream_resets[0];
+  };
+  ASSERT_TRUE(WaitFor([&] { return resets() >= kStreams - 3; }, absl::Seconds(10)))
+      << resets() << " streams reset";
+  ASSERT_TRUE(attacker.ReadUntil(
+      [&] {
+        int n = 0;
+        for (int i = 0; i < kStreams; ++i) n += attacker.ResetCode(1 + 2 * i) == kEnhanceYourCalm;
+        return n >= kStreams - 3;
+      },
+      absl::Seconds(5)));
+  EXPECT_LE(proxy_->stats().buffered_bytes, int64_t{kLimit} + (1 << 20));
+  EXPECT_FALSE(attacker.closed()) << "the connection itself stays up";
+  ExpectOthersUnaffected(/*attack_calls=*/kStreams);
+}
+
+// A reader that stops: after server.stream_idle_timeout its stream is reset on both sides, so
+// the upstream stream (blocked on qpoold's window: the answer is over server.stream_window) is
+// cancelled and its memory freed.
+TEST_P(HostileTest, StalledReaderIsResetOnBothSidesAfterStreamIdleTimeout) {
+  RestartRoute([](config::Config& config) {
+    config.server.stream_idle_timeout = absl::Milliseconds(500);
+    config.server.stream_window = 256 << 10;
+  });
+  Begin();
+  const int64_t cancelled_before = upstream_stats().Cancellations();
+  RawH2 attacker(proxy_->port());
+  ASSERT_TRUE(attacker.Send(std::string(kClientPreface) + ZeroWindowSettings()));
+  ASSERT_TRUE(attacker.Send(HeaderFrames(1, RequestBlock(), false) + SizedRequest(1, 2 << 20) +
+                            HeaderFrames(3, RequestBlock(), false) + SizedRequest(3, 2 << 20)));
+  const absl::Time sent = absl::Now();
+  ASSERT_TRUE(attacker.ReadUntil([&] { return attacker.Ended(1) && attacker.Ended(3); },
+                                 absl::Seconds(10)));
+  EXPECT_GE(absl::Now() - sent, absl::Milliseconds(400)) << "reset before the timeout";
+  EXPECT_EQ(attacker.ResetCode(1), kCancel);
+  EXPECT_EQ(attacker.ResetCode(3), kCancel);
+  EXPECT_EQ(proxy_->stats().stream_resets[1], stats_before_.stream_resets[1] + 2);
+  EXPECT_TRUE(WaitFor([&] { return upstream_stats().Cancellations() >= cancelled_before + 2; },
+                      absl::Seconds(5)))
+      << "the upstream streams were not cancelled";
+  EXPECT_TRUE(
+      WaitFor([&] { return proxy_->stats().buffered_bytes < (64 << 10); }, absl::Seconds(5)));
+  ExpectOthersUnaffected(/*attack_calls=*/2);
+}
+
+// Stream exhaustion's first half: streams opened with headers only and never ended give their
+// upstream streams back after server.stream_idle_timeout.
+TEST_P(HostileTest, HeadersOnlyStreamsAreResetAfterStreamIdleTimeout) {
+  RestartRoute(
+      [](config::Config& config) { config.server.stream_idle_timeout = absl::Milliseconds(500); });
+  Begin();
+  RawH2 attacker(proxy_->port());
+  ASSERT_TRUE(attacker.Handshake());
+  constexpr int kStreams = 50;
+  std::string frames;
+  for (int i = 0; i < kStreams; ++i) frames += HeaderFrames(1 + 2 * i, RequestBlock(), false);
+  ASSERT_TRUE(attacker.Send(frames));
+  ASSERT_TRUE(attacker.ReadUntil(
+      [&] {
+        for (int i = 0; i < kStreams; ++i) {
+          if (!attacker.Ended(1 + 2 * i)) return false;
+        }
+        return true;
+      },
+      absl::Seconds(10)));
+  for (int i = 0; i < kStreams; ++i) EXPECT_EQ(attacker.ResetCode(1 + 2 * i), kCancel) << i;
+  EXPECT_EQ(proxy_->stats().stream_resets[1], stats_before_.stream_resets[1] + kStreams);
+  // A well-behaved call on the same connection still works.
+  ASSERT_TRUE(attacker.Send(HeaderFrames(201, RequestBlock(), false) + EmptyMessage(201)));
+  ASSERT_TRUE(attacker.ReadUntil([&] { return attacker.Ended(201); }, absl::Seconds(5)));
+  EXPECT_EQ(attacker.GrpcStatus(201), "0");
+  ExpectOthersUnaffected(/*attack_calls=*/kStreams + 1);
+}
+
+// Stream exhaustion against the pool: one connection fills every upstream stream and keeps the
+// queue full of slow calls; qpoold's own health probe goes around the queue (and above
+// upstream.max_streams_per_connection, within the node's own limit), so the node stays healthy.
+TEST_P(HostileTest, HealthProbesNeverWaitBehindAFlood) {
+  RestartRoute([](config::Config& config) {
+    config.upstream.min_connections = 1;
+    config.upstream.max_connections = 1;
+    config.upstream.max_streams_per_connection = 4;
+    config.upstream.acquire_timeout = absl::Seconds(20);
+    config.health.medium_enabled = true;
+    config.health.medium_method = "grpc";
+    config.health.medium_interval = absl::Milliseconds(200);
+    config.health.medium_timeout = absl::Milliseconds(200);
+    config.health.unhealthy_threshold = 2;
+  });
+  Begin();
+  legit_->Stop();  // fair sharing between app connections is another test's subject
+  const auto checks = [&](bool success) {
+    return proxy_->Scrape(absl::Seconds(5)).health->checks(0, metrics::kMediumTier, success);
+  };
+  ASSERT_TRUE(WaitFor([&] { return checks(true) >= 2; }, absl::Seconds(10)));
+  const uint64_t failed_before = checks(false);
+  RawH2 attacker(proxy_->port());
+  ASSERT_TRUE(attacker.Handshake());
+  constexpr int kStreams = 60;  // 4 on the node, 56 queued; each takes 3 s upstream
+  std::string frames;
+  for (int i = 0; i < kStreams; ++i) {
+    const uint32_t id = 1 + 2 * i;
+    frames += HeaderFrames(id, RequestBlock(), false) + SizedRequest(id, 0, 3000);
+  }
+  ASSERT_TRUE(attacker.Send(frames));
+  ASSERT_TRUE(WaitFor([&] { return upstream_stats().Unanswered() >= 4; }, absl::Seconds(5)));
+  const uint64_t ok_during = checks(true);
+  // 2.5 s of flood: some 12 probes, each of which would wait 3 s in the queue before.
+  absl::SleepFor(absl::Milliseconds(2500));  // the observation window, not a synchronisation
+  EXPECT_EQ(checks(false), failed_before) << "a probe failed while the flood held the pool";
+  EXPECT_GE(checks(true), ok_during + 5);
+  EXPECT_TRUE(proxy_->Scrape(absl::Seconds(5)).health->healthy(0));
+  EXPECT_LE(upstream_stats().MaxUnanswered(), 4) << "app calls went above the stream cap";
+}
+
+// A 4 GiB length prefix: answered at once when server.max_message_size is set, and nothing of it
+// reaches the upstream.
+TEST_P(HostileTest, MessageOverMaxMessageSizeIsAnsweredResourceExhausted) {
+  RestartRoute([](config::Config& config) { config.server.max_message_size = 1 << 20; });
+  Begin();
+  RawH2 app(proxy_->port());
+  ASSERT_TRUE(app.Handshake());
+  ASSERT_TRUE(app.Send(HeaderFrames(1, RequestBlock(), false) +
+                       Frame(kData, 0, 1, std::string("\0\xff\xff\xff\xff", 5) + "abc")));
+  ASSERT_TRUE(app.ReadUntil([&] { return app.Ended(1); }, absl::Seconds(5)));
+  EXPECT_EQ(app.GrpcStatus(1), "8");
+  EXPECT_NE(app.GrpcMessage(1).find("server.max_message_size"), std::string::npos)
+      << app.GrpcMessage(1);
+  EXPECT_EQ(proxy_->stats().stream_resets[2], stats_before_.stream_resets[2] + 1);
+  // A message under the limit on the same connection goes through.
+  ASSERT_TRUE(app.Send(HeaderFrames(3, RequestBlock(), false) + SizedRequest(3, 1000)));
+  ASSERT_TRUE(app.ReadUntil([&] { return app.Ended(3); }, absl::Seconds(5)));
+  EXPECT_EQ(app.GrpcStatus(3), "0");
+  ExpectOthersUnaffected(/*attack_calls=*/1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Routes, HostileTest, ::testing::Values(Route::kThroughQpoold), RouteName);

@@ -2,6 +2,7 @@
 
 #include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
 
 #include <algorithm>
 #include <chrono>
@@ -355,6 +356,9 @@ absl::StatusOr<std::unique_ptr<TestUpstream>> TestUpstream::Start(
   upstream->stats_ = std::make_shared<UpstreamStats>();
   upstream->service_ = std::make_unique<Service>(upstream->stats_);
   int bound_port = 0;
+  // grpc.health.v1.Health answers SERVING: what qpoold's medium probe asks with
+  // health.medium_method "grpc" (tests that turn probes on).
+  grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(absl::StrCat("127.0.0.1:", port), grpc::InsecureServerCredentials(),
                            &bound_port);

@@ -34,6 +34,9 @@ void ExpectSameSettings(const Config& actual, const Config& expected) {
   EXPECT_EQ(actual.server.max_headers, expected.server.max_headers);
   EXPECT_EQ(actual.server.handshake_timeout, expected.server.handshake_timeout);
   EXPECT_EQ(actual.server.idle_timeout, expected.server.idle_timeout);
+  EXPECT_EQ(actual.server.connection_buffer_limit, expected.server.connection_buffer_limit);
+  EXPECT_EQ(actual.server.stream_idle_timeout, expected.server.stream_idle_timeout);
+  EXPECT_EQ(actual.server.max_message_size, expected.server.max_message_size);
   EXPECT_EQ(actual.upstream.min_connections, expected.upstream.min_connections);
   EXPECT_EQ(actual.upstream.max_connections, expected.upstream.max_connections);
   EXPECT_EQ(actual.upstream.max_streams_per_connection,
@@ -203,6 +206,9 @@ server:
   max_headers: 64
   handshake_timeout: 3s
   idle_timeout: 0s
+  connection_buffer_limit: 8MiB
+  stream_idle_timeout: 45s
+  max_message_size: 64MiB
 upstream:
   nodes: ["10.0.0.1:6334", "qdrant-2:6334"]
   min_connections: 2
@@ -233,6 +239,9 @@ log:
   EXPECT_EQ(config->server.max_headers, 64u);
   EXPECT_EQ(config->server.handshake_timeout, absl::Seconds(3));
   EXPECT_EQ(config->server.idle_timeout, absl::ZeroDuration());
+  EXPECT_EQ(config->server.connection_buffer_limit, 8u << 20);
+  EXPECT_EQ(config->server.stream_idle_timeout, absl::Seconds(45));
+  EXPECT_EQ(config->server.max_message_size, 64u << 20);
   EXPECT_THAT(NodeNames(*config), testing::ElementsAre("10.0.0.1:6334", "qdrant-2:6334"));
   EXPECT_EQ(config->upstream.min_connections, 2u);
   EXPECT_EQ(config->upstream.max_connections, 8u);

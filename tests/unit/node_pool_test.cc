@@ -799,6 +799,86 @@ TEST_F(NodePoolTest, DestructorAbortsConnections) {
   EXPECT_EQ(waiter.calls(), 0);
 }
 
+// Health probes never wait behind app calls (docs/security.md).
+
+TEST_F(NodePoolTest, ProbeTakesAFreeSlotAheadOfQueuedCalls) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 2;
+  options.max_streams_per_connection = 1;
+  NodePool& pool = MakeReadyPool(options);
+  AcquireNow(pool);  // the only ready connection is now busy
+  RecordingWaiter& app = NewWaiter(1);
+  ASSERT_EQ(pool.Acquire(app).outcome, NodePool::AcquireOutcome::kQueued);  // opens conn 1
+  RecordingWaiter& probe = NewWaiter(2);
+  probe.set_probe();
+  // Conn 0 is at upstream.max_streams_per_connection, but the node allows more: the headroom.
+  NodePool::AcquireResult result = pool.Acquire(probe);
+  EXPECT_EQ(result.outcome, NodePool::AcquireOutcome::kReady);
+  EXPECT_EQ(result.connection, &factory_.conn(0));
+  EXPECT_EQ(app.calls(), 0);  // the app call still waits for its connection
+  EXPECT_EQ(budget_.used, 1u);
+}
+
+TEST_F(NodePoolTest, ProbeAtTheNodesOwnLimitWaitsAheadOfAppCalls) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  options.max_streams_per_connection = 1;
+  NodePool& pool = MakeReadyPool(options, /*peer_max_streams=*/1);
+  AcquireNow(pool);
+  std::vector<int> order;
+  RecordingWaiter& app1 = NewWaiter(1, &order);
+  RecordingWaiter& app2 = NewWaiter(2, &order);
+  RecordingWaiter& probe = NewWaiter(3, &order);
+  probe.set_probe();
+  ASSERT_EQ(pool.Acquire(app1).outcome, NodePool::AcquireOutcome::kQueued);
+  ASSERT_EQ(pool.Acquire(app2).outcome, NodePool::AcquireOutcome::kQueued);
+  ASSERT_EQ(pool.Acquire(probe).outcome, NodePool::AcquireOutcome::kQueued);
+  EXPECT_EQ(budget_.used, 2u) << "a probe takes no place in upstream.max_pending";
+  factory_.conn(0).StreamClosed();
+  EXPECT_THAT(order, ElementsAre(3));  // the probe first, though it came last
+  factory_.conn(0).StreamClosed();
+  EXPECT_THAT(order, ElementsAre(3, 1));
+  EXPECT_EQ(pool.stats().waiting, 1u);
+}
+
+TEST_F(NodePoolTest, ProbeIsNotRefusedWhenTheQueueIsFull) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  options.max_streams_per_connection = 1;
+  budget_.limit = 1;
+  NodePool& pool = MakeReadyPool(options, /*peer_max_streams=*/1);
+  AcquireNow(pool);
+  RecordingWaiter& app = NewWaiter(1);
+  ASSERT_EQ(pool.Acquire(app).outcome, NodePool::AcquireOutcome::kQueued);
+  RecordingWaiter& overflow = NewWaiter(2);
+  EXPECT_EQ(pool.Acquire(overflow).outcome, NodePool::AcquireOutcome::kFailed);
+  RecordingWaiter& probe = NewWaiter(3);
+  probe.set_probe();
+  EXPECT_EQ(pool.Acquire(probe).outcome, NodePool::AcquireOutcome::kQueued);
+}
+
+TEST_F(NodePoolTest, QueuedProbeTimesOutAndCancelsLikeAnyWaiter) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  options.max_streams_per_connection = 1;
+  NodePool& pool = MakeReadyPool(options, /*peer_max_streams=*/1);
+  AcquireNow(pool);
+  RecordingWaiter& probe = NewWaiter(1);
+  probe.set_probe();
+  ASSERT_EQ(pool.Acquire(probe).outcome, NodePool::AcquireOutcome::kQueued);
+  EXPECT_EQ(pool.LongestWait(), Duration::zero());
+  loop_.Advance(options.acquire_timeout);
+  ASSERT_EQ(probe.failures().size(), 1u);
+  EXPECT_EQ(probe.failures()[0].code(), absl::StatusCode::kUnavailable);
+  RecordingWaiter& probe2 = NewWaiter(2);
+  probe2.set_probe();
+  ASSERT_EQ(pool.Acquire(probe2).outcome, NodePool::AcquireOutcome::kQueued);
+  pool.CancelWait(probe2);
+  factory_.conn(0).StreamClosed();
+  EXPECT_EQ(probe2.calls(), 0);
+  EXPECT_EQ(pool.stats().waiting, 0u);
+}
+
 }  // namespace
 }  // namespace qpool::pool
 
