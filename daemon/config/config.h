@@ -145,6 +145,12 @@ struct UpstreamConfig {
   uint32_t max_pending = 1024;
   // upstream.acquire_timeout: longest wait for a free stream before UNAVAILABLE. Default 1s.
   absl::Duration acquire_timeout = absl::Seconds(1);
+  // upstream.max_connection_share: fair sharing between app connections (docs/security.md). One
+  // app connection holds at most this share of a node's stream slots (this worker's
+  // max_connections x max_streams_per_connection) and of max_pending; past it its calls wait
+  // (for slots) or are answered RESOURCE_EXHAUSTED (for the queue), whatever the others do. The
+  // queue serves app connections in turn either way. 1 turns the shares off. Default 0.5.
+  double max_connection_share = 0.5;
   // upstream.connect_timeout: TCP connect plus HTTP/2 SETTINGS exchange. Default 2s.
   absl::Duration connect_timeout = absl::Seconds(2);
   // upstream.connect_backoff_base / connect_backoff_max: after a failed connect, the next attempt

@@ -804,6 +804,9 @@ const std::vector<Key>& Keys() {
       DurationKey(
           "upstream.acquire_timeout", [](auto& c) -> auto& { return c.upstream.acquire_timeout; },
           /*allow_zero=*/false),
+      FractionKey(
+          "upstream.max_connection_share",
+          [](auto& c) -> auto& { return c.upstream.max_connection_share; }),
       DurationKey(
           "upstream.connect_timeout", [](auto& c) -> auto& { return c.upstream.connect_timeout; },
           /*allow_zero=*/false),

@@ -1,6 +1,7 @@
 #include "daemon/pool/node_pool.h"
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 #include <vector>
 
@@ -70,14 +71,21 @@ NodePool::NodePool(NodePoolOptions options, PendingBudget& budget, ConnectionFac
       observer_(observer),
       acquire_timer_(loop.CreateTimer()),
       backoff_timer_(loop.CreateTimer()),
-      maintenance_timer_(loop.CreateTimer()) {}
+      maintenance_timer_(loop.CreateTimer()),
+      share_timer_(loop.CreateTimer()) {}
 
 NodePool::~NodePool() {
   shut_down_ = true;
   acquire_timer_->Cancel();
   backoff_timer_->Cancel();
   maintenance_timer_->Cancel();
-  for (StreamWaiter* waiter : waiters_) waiter->queued_ = false;
+  share_timer_->Cancel();
+  for (StreamWaiter* waiter : waiters_) {
+    waiter->queued_ = false;
+    if (waiter->account_ != nullptr) waiter->account_->queued--;
+  }
+  turns_.clear();
+  turn_of_.clear();
   for (StreamWaiter* waiter : probes_) waiter->queued_ = false;
   budget_.used -= static_cast<uint32_t>(waiters_.size());
   waiters_.clear();
@@ -114,11 +122,15 @@ NodePool::AcquireResult NodePool::Acquire(StreamWaiter& waiter) {
       return {AcquireOutcome::kQueued, nullptr, absl::OkStatus()};
     }
   }
-  // Older waiters come first. A free slot and a waiter coexist only while Service() hands slots
-  // out and a waiter's callback acquires again; Service() then serves the queue in order.
-  if (!ready_.empty() && waiters_.empty() && probes_.empty()) {
+  // Waiters come first. A free slot and a waiter coexist only while Service() hands slots out
+  // and a waiter's callback acquires again (Service() then serves the queue in turn), or when
+  // every queued account is at its stream share: then a caller under its share goes ahead.
+  ShareAccount* const account = waiter.account_;
+  const bool under_share = account == nullptr || account->streams < StreamShareCap();
+  if (!ready_.empty() && under_share && probes_.empty() && (waiters_.empty() || !servicing_)) {
     const size_t draining = draining_.size();
     PoolConnection* conn = TakeStream(ready_, ready_.begin());
+    Grant(waiter);
     if (observer_) observer_->OnStreamAcquired(Duration::zero());
     // That stream was the connection's last (max_requests_per_connection): open its replacement.
     // No waiter is queued, so Service() cannot call one back from inside Acquire.
@@ -141,6 +153,14 @@ NodePool::AcquireResult NodePool::Acquire(StreamWaiter& waiter) {
                              "upstream.max_pending (",
                              budget_.limit, ")"))};
   }
+  if (account != nullptr && account->queued >= PendingShareCap()) {
+    if (observer_) observer_->OnQueueOverflow();
+    return {AcquireOutcome::kFailed, nullptr,
+            absl::ResourceExhaustedError(absl::StrCat(
+                "qpool: this app connection already has ", account->queued,
+                " calls waiting for a free upstream stream, its share of upstream.max_pending (",
+                PendingShareCap(), " of ", budget_.limit, ", upstream.max_connection_share)"))};
+  }
   Enqueue(waiter);
   // Either no connection is ready, so Service() can only open connections and arm the timer, or
   // Service() is already running further up the stack and returns at once: either way it cannot
@@ -156,13 +176,42 @@ void NodePool::CancelWait(StreamWaiter& waiter) {
     probes_.erase(waiter.queue_pos_);
     return;
   }
-  waiters_.erase(waiter.queue_pos_);
-  budget_.used--;
+  Unlink(waiter);
   // The acquire timer may now point at a waiter that is gone; OnAcquireTimer re-arms for the new
   // head, so leaving it armed is harmless.
 }
 
 void NodePool::ReleaseUnused(PoolConnection* conn) { OnStreamClosed(conn); }
+
+void NodePool::ReleaseShare(StreamWaiter& waiter) {
+  if (!waiter.holds_share_) return;
+  waiter.holds_share_ = false;
+  waiter.account_->streams--;
+  // A waiter held back by its share may go now; not from inside the caller's own release.
+  if (!turns_.empty() && !ready_.empty() && !shut_down_) {
+    share_timer_->Arm(Duration::zero(), [this] { Service(); });
+  }
+}
+
+uint32_t NodePool::StreamShareCap() const {
+  if (options_.max_connection_share >= 1.0) return UINT32_MAX;
+  const double slots = static_cast<double>(options_.max_connections) *
+                       static_cast<double>(options_.max_streams_per_connection);
+  return static_cast<uint32_t>(
+      std::clamp(std::ceil(options_.max_connection_share * slots), 1.0, double{UINT32_MAX}));
+}
+
+uint32_t NodePool::PendingShareCap() const {
+  if (options_.max_connection_share >= 1.0) return UINT32_MAX;
+  return static_cast<uint32_t>(std::clamp(std::floor(options_.max_connection_share * budget_.limit),
+                                          1.0, double{UINT32_MAX}));
+}
+
+void NodePool::Grant(StreamWaiter& waiter) {
+  if (waiter.account_ == nullptr || waiter.holds_share_) return;
+  waiter.holds_share_ = true;
+  waiter.account_->streams++;
+}
 
 void NodePool::Shutdown() {
   if (shut_down_) return;
@@ -473,8 +522,10 @@ void NodePool::Service() {
     waiter->OnStreamReady(conn);  // may re-enter Acquire/CancelWait: lists stay consistent
   }
   while (!waiters_.empty() && !ready_.empty()) {
-    StreamWaiter* waiter = Dequeue();
+    StreamWaiter* waiter = NextInTurn();
+    if (waiter == nullptr) break;  // every queued account is at its share
     PoolConnection* conn = TakeStream(ready_, ready_.begin());
+    Grant(*waiter);
     if (observer_) observer_->OnStreamAcquired(loop_.Now() - waiter->queued_at_);
     waiter->OnStreamReady(conn);  // may re-enter Acquire/CancelWait: lists stay consistent
   }
@@ -513,13 +564,42 @@ void NodePool::Enqueue(StreamWaiter& waiter) {
   }
   waiter.queue_pos_ = waiters_.insert(waiters_.end(), &waiter);
   budget_.used++;
+  auto [it, added] = turn_of_.try_emplace(waiter.account_);
+  if (added) it->second = turns_.insert(turns_.end(), Turn{waiter.account_, {}});
+  std::list<StreamWaiter*>& turn = it->second->waiters;
+  waiter.turn_pos_ = turn.insert(turn.end(), &waiter);
+  if (waiter.account_ != nullptr) waiter.account_->queued++;
+}
+
+void NodePool::Unlink(StreamWaiter& waiter) {
+  waiters_.erase(waiter.queue_pos_);
+  waiter.queued_ = false;
+  budget_.used--;
+  auto it = turn_of_.find(waiter.account_);
+  it->second->waiters.erase(waiter.turn_pos_);
+  if (it->second->waiters.empty()) {
+    turns_.erase(it->second);
+    turn_of_.erase(it);
+  }
+  if (waiter.account_ != nullptr) waiter.account_->queued--;
+}
+
+StreamWaiter* NodePool::NextInTurn() {
+  const uint32_t cap = StreamShareCap();
+  for (auto turn = turns_.begin(); turn != turns_.end(); ++turn) {
+    if (turn->account != nullptr && turn->account->streams >= cap) continue;
+    StreamWaiter* waiter = turn->waiters.front();
+    // Served: its account goes to the back of the round (if it still waits after Unlink).
+    turns_.splice(turns_.end(), turns_, turn);
+    Unlink(*waiter);
+    return waiter;
+  }
+  return nullptr;
 }
 
 StreamWaiter* NodePool::Dequeue() {
   StreamWaiter* waiter = waiters_.front();
-  waiters_.pop_front();
-  waiter->queued_ = false;
-  budget_.used--;
+  Unlink(*waiter);
   return waiter;
 }
 

@@ -36,6 +36,7 @@
 #include <list>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -83,12 +84,23 @@ class ConnectionFactory {
   virtual std::shared_ptr<PoolConnection> Connect(PoolConnectionEvents& events) = 0;
 };
 
+// What one app connection holds of its worker's pools, for fair sharing (docs/security.md): owned
+// by the connection, shared by its calls' waiters (StreamWaiter::set_account), and it must outlive
+// them. Counts over all of the worker's pools.
+struct ShareAccount {
+  uint32_t streams = 0;  // upstream stream slots its calls hold
+  uint32_t queued = 0;   // its calls waiting in the pools' queues
+};
+
 // A caller waiting for a stream slot. Exactly one of the two callbacks runs, once, unless the
 // caller cancels first (NodePool::CancelWait). A queued waiter must stay alive until then, or
 // until the pool is destroyed (the destructor unlinks queued waiters without calling them).
 class StreamWaiter {
  public:
-  virtual ~StreamWaiter() = default;
+  // A waiter destroyed while it still holds a slot gives its account's share back.
+  virtual ~StreamWaiter() {
+    if (holds_share_) account_->streams--;
+  }
   // Marks the waiter as a health probe's: it never waits behind app calls. It takes a free slot
   // even while app calls are queued, or, with every connection at
   // upstream.max_streams_per_connection, a slot above that cap while the node's own
@@ -96,6 +108,12 @@ class StreamWaiter {
   // limit does it wait, ahead of every app call. Probes are few (one per node per health interval),
   // so this takes nothing from the apps.
   void set_probe() { probe_ = true; }
+  // The app connection the caller belongs to, for fair sharing: the pools serve their queues one
+  // account at a time, and hold an account to upstream.max_connection_share of the slots and of
+  // the queue. Null (the default): the caller shares one anonymous account with the others
+  // without one.
+  void set_account(ShareAccount* account) { account_ = account; }
+  ShareAccount* account() const { return account_; }
   // A slot on `conn` is reserved for the caller, who must open its stream now, and release the
   // slot through the connection's OnStreamClosed (or NodePool::ReleaseUnused if it cannot).
   virtual void OnStreamReady(PoolConnection* conn) = 0;
@@ -107,8 +125,11 @@ class StreamWaiter {
   friend class NodePool;
   bool queued_ = false;
   bool probe_ = false;
+  bool holds_share_ = false;  // a slot it got counts in account_->streams
+  ShareAccount* account_ = nullptr;
   MonoTime queued_at_{};
-  std::list<StreamWaiter*>::iterator queue_pos_;
+  std::list<StreamWaiter*>::iterator queue_pos_;  // in waiters_ (arrival order) or probes_
+  std::list<StreamWaiter*>::iterator turn_pos_;   // in its account's turn (app waiters)
 };
 
 enum class ConnectionState { kConnecting, kReady, kBusy, kDraining };
@@ -167,6 +188,10 @@ struct NodePoolOptions {
   // upstream.idle_timeout: a connection with no stream for this long is drained while more than
   // min_connections connections are up (connecting, ready or busy). Zero: never.
   Duration idle_timeout = std::chrono::minutes(5);
+  // upstream.max_connection_share: the share of the pool's stream slots (max_connections x
+  // max_streams_per_connection) and of upstream.max_pending one app connection (ShareAccount) may
+  // hold; at least one slot and one queue place each. 1: no limit beyond the pool's own.
+  double max_connection_share = 1.0;
 };
 
 // The spread of max_connection_age: each connection's age limit is within +-10% of it, so the
@@ -212,6 +237,15 @@ class NodePool : private PoolConnectionEvents {
 
   // Removes a queued waiter; no callback runs. No-op if it is not queued.
   void CancelWait(StreamWaiter& waiter);
+
+  // The caller let go of the slot the pool gave it (its stream ended or was never opened): the
+  // slot no longer counts in its account's share. Idempotent. Waiters the share held back are
+  // served on a later turn of the loop, never from inside this call.
+  void ReleaseShare(StreamWaiter& waiter);
+
+  // One app connection's limits (upstream.max_connection_share): slots held, queue places.
+  uint32_t StreamShareCap() const;
+  uint32_t PendingShareCap() const;
 
   // Returns a slot the caller got but could not use (its stream never opened).
   void ReleaseUnused(PoolConnection* conn);
@@ -303,6 +337,14 @@ class NodePool : private PoolConnectionEvents {
   uint32_t TotalConnections() const;
   uint32_t ConnectingCapacity() const;
   void Enqueue(StreamWaiter& waiter);
+  // Takes a queued app waiter out of waiters_ and its account's turn.
+  void Unlink(StreamWaiter& waiter);
+  // Round robin over the accounts with waiters: the front waiter of the first account (from the
+  // turn after the last one served) under its stream share, unlinked; null when every queued
+  // account is at its share.
+  StreamWaiter* NextInTurn();
+  // Counts a slot handed to `waiter` in its account.
+  static void Grant(StreamWaiter& waiter);
   StreamWaiter* Dequeue();
   void FailAllWaiters(const absl::Status& status);
   void ArmAcquireTimer();
@@ -329,6 +371,16 @@ class NodePool : private PoolConnectionEvents {
   // Health probes waiting: only at the node's own stream limit. Served before waiters_; not
   // counted in upstream.max_pending.
   std::list<StreamWaiter*> probes_;
+  // Fair sharing: the accounts with app waiters queued, each with its waiters in arrival order,
+  // in round-robin order (the front is served next, then goes to the back). An account enters
+  // with its first queued waiter and leaves with its last.
+  struct Turn {
+    ShareAccount* account;
+    std::list<StreamWaiter*> waiters;
+  };
+  std::list<Turn> turns_;
+  std::unordered_map<const ShareAccount*, std::list<Turn>::iterator> turn_of_;
+  std::unique_ptr<Timer> share_timer_;  // ReleaseShare's later Service()
 
   std::unique_ptr<Timer> acquire_timer_;
   std::unique_ptr<Timer> backoff_timer_;

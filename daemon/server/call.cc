@@ -140,6 +140,7 @@ void Call::AcquireStream() {
 }
 
 absl::Status Call::AcquireOn(UpstreamStream& s, pool::NodePool& pool) {
+  s.set_account(&downstream_.share_account());  // fair sharing between app connections
   pool::NodePool::AcquireResult result = pool.Acquire(s);
   if (result.outcome == pool::NodePool::AcquireOutcome::kFailed) return result.status;
   s.pool = &pool;  // when queued, OnStreamReady or OnAcquireFailed follows
@@ -681,6 +682,7 @@ void Call::DetachStream(UpstreamStream& s) {
   s.connection = nullptr;
   s.connection_ref.reset();
   s.id = -1;
+  if (s.pool != nullptr) s.pool->ReleaseShare(s);  // no-op unless it held a slot
   s.pool = nullptr;
   s.node_metrics = nullptr;
 }

@@ -64,6 +64,8 @@ class DownstreamSession : public H2Transport {
   // The connection's unread response bytes, all calls together: the calls' response queues keep
   // it up to date (ByteQueue's `local` total).
   int64_t* response_bytes_held() { return &response_bytes_; }
+  // What this connection's calls hold of the worker's pools: fair sharing (NodePool).
+  pool::ShareAccount& share_account() { return share_account_; }
 
   // For the worker's periodic sweep.
   // ---------------------------------------------------------------
@@ -166,6 +168,7 @@ class DownstreamSession : public H2Transport {
   const Duration stream_idle_timeout_;
   int64_t response_bytes_ = 0;
   bool buffer_check_posted_ = false;
+  pool::ShareAccount share_account_;  // outlives the calls: they go in the destructor's body
 };
 
 }  // namespace qpool::server

@@ -209,6 +209,7 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
     options.max_connection_age = absl::ToChronoNanoseconds(upstream.max_connection_age);
     options.max_requests_per_connection = upstream.max_requests_per_connection;
     options.idle_timeout = absl::ToChronoNanoseconds(upstream.idle_timeout);
+    options.max_connection_share = upstream.max_connection_share;
     pools_.push_back(std::make_unique<pool::NodePool>(std::move(options), pending_budget_,
                                                       *factories_.back(), loop_, random_,
                                                       observers_.back().get()));

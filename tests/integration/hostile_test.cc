@@ -819,6 +819,7 @@ TEST_P(HostileTest, HealthProbesNeverWaitBehindAFlood) {
     config.upstream.min_connections = 1;
     config.upstream.max_connections = 1;
     config.upstream.max_streams_per_connection = 4;
+    config.upstream.max_connection_share = 1;  // the flood may take every stream: probes alone
     config.upstream.acquire_timeout = absl::Seconds(20);
     config.health.medium_enabled = true;
     config.health.medium_method = "grpc";
@@ -850,6 +851,37 @@ TEST_P(HostileTest, HealthProbesNeverWaitBehindAFlood) {
   EXPECT_GE(checks(true), ok_during + 5);
   EXPECT_TRUE(proxy_->Scrape(absl::Seconds(5)).health->healthy(0));
   EXPECT_LE(upstream_stats().MaxUnanswered(), 4) << "app calls went above the stream cap";
+}
+
+// Stream exhaustion with calls that do end, slowly: one connection sends far more slow calls
+// than the pool has streams. Its share (upstream.max_connection_share) keeps half the streams
+// for the others, and the queue serves connections in turn, so the legitimate client on its own
+// connection is answered all along.
+TEST_P(HostileTest, OneConnectionCannotTakeThePoolFromTheOthers) {
+  RestartRoute([](config::Config& config) {
+    config.upstream.min_connections = 1;
+    config.upstream.max_connections = 1;
+    config.upstream.max_streams_per_connection = 8;
+    config.upstream.max_connection_share = 0.5;  // the default: 4 streams per app connection
+    config.upstream.acquire_timeout = absl::Seconds(30);
+  });
+  Begin();
+  RawH2 attacker(proxy_->port());
+  ASSERT_TRUE(attacker.Handshake());
+  constexpr int kStreams = 200;  // 4 on the node at a time, the rest queued; 2 s each upstream
+  std::string frames;
+  for (int i = 0; i < kStreams; ++i) {
+    const uint32_t id = 1 + 2 * i;
+    frames += HeaderFrames(id, RequestBlock(), false) + SizedRequest(id, 0, 2000);
+  }
+  ASSERT_TRUE(attacker.Send(frames));
+  ASSERT_TRUE(WaitFor([&] { return upstream_stats().Unanswered() >= 4; }, absl::Seconds(5)));
+  const int64_t legit_at_start = legit_->ok();
+  // The legitimate client keeps going while the flood holds its share and fills the queue.
+  EXPECT_TRUE(WaitFor([&] { return legit_->ok() >= legit_at_start + 20; }, absl::Seconds(10)));
+  EXPECT_LE(upstream_stats().MaxUnanswered(), 5) << "the flood went above its share";
+  EXPECT_FALSE(attacker.closed()) << "throttled, not closed: its calls are served in turn";
+  ExpectOthersUnaffected(/*attack_calls=*/kStreams);
 }
 
 // A 4 GiB length prefix: answered at once when server.max_message_size is set, and nothing of it

@@ -37,6 +37,7 @@ void ExpectSameSettings(const Config& actual, const Config& expected) {
   EXPECT_EQ(actual.server.connection_buffer_limit, expected.server.connection_buffer_limit);
   EXPECT_EQ(actual.server.stream_idle_timeout, expected.server.stream_idle_timeout);
   EXPECT_EQ(actual.server.max_message_size, expected.server.max_message_size);
+  EXPECT_EQ(actual.upstream.max_connection_share, expected.upstream.max_connection_share);
   EXPECT_EQ(actual.upstream.min_connections, expected.upstream.min_connections);
   EXPECT_EQ(actual.upstream.max_connections, expected.upstream.max_connections);
   EXPECT_EQ(actual.upstream.max_streams_per_connection,
@@ -216,6 +217,7 @@ upstream:
   max_streams_per_connection: 10
   max_pending: 0
   acquire_timeout: 250ms
+  max_connection_share: 0.25
   connect_timeout: 3s
   connect_backoff_base: 50ms
   connect_backoff_max: 1m
@@ -248,6 +250,7 @@ log:
   EXPECT_EQ(config->upstream.max_streams_per_connection, 10u);
   EXPECT_EQ(config->upstream.max_pending, 0u);
   EXPECT_EQ(config->upstream.acquire_timeout, absl::Milliseconds(250));
+  EXPECT_EQ(config->upstream.max_connection_share, 0.25);
   EXPECT_EQ(config->upstream.connect_timeout, absl::Seconds(3));
   EXPECT_EQ(config->upstream.connect_backoff_base, absl::Milliseconds(50));
   EXPECT_EQ(config->upstream.connect_backoff_max, absl::Minutes(1));

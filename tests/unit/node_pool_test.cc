@@ -879,6 +879,130 @@ TEST_F(NodePoolTest, QueuedProbeTimesOutAndCancelsLikeAnyWaiter) {
   EXPECT_EQ(pool.stats().waiting, 0u);
 }
 
+// Fair sharing between app connections (ShareAccount, upstream.max_connection_share).
+
+TEST_F(NodePoolTest, QueueServesAccountsInTurnNotInArrivalOrder) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  options.max_streams_per_connection = 1;
+  NodePool& pool = MakeReadyPool(options);
+  AcquireNow(pool);
+  ShareAccount a, b;
+  std::vector<int> order;
+  for (int i = 1; i <= 3; ++i) {
+    RecordingWaiter& w = NewWaiter(i, &order);  // 1, 2, 3: connection a
+    w.set_account(&a);
+    ASSERT_EQ(pool.Acquire(w).outcome, NodePool::AcquireOutcome::kQueued);
+  }
+  RecordingWaiter& lone = NewWaiter(10, &order);  // connection b, after a's three
+  lone.set_account(&b);
+  ASSERT_EQ(pool.Acquire(lone).outcome, NodePool::AcquireOutcome::kQueued);
+  EXPECT_EQ(a.queued, 3u);
+  EXPECT_EQ(b.queued, 1u);
+  for (int i = 0; i < 4; ++i) {
+    factory_.conn(0).StreamClosed();
+    for (auto& waiter : waiters_) pool.ReleaseShare(*waiter);  // each call ends at once
+  }
+  EXPECT_THAT(order, ElementsAre(1, 10, 2, 3));
+  EXPECT_EQ(a.queued + b.queued, 0u);
+  EXPECT_EQ(budget_.used, 0u);
+}
+
+TEST_F(NodePoolTest, OneAccountsDeepQueueDelaysAnotherByOneTurnAtMost) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  options.max_streams_per_connection = 1;
+  NodePool& pool = MakeReadyPool(options);
+  AcquireNow(pool);
+  ShareAccount flood, app;
+  for (int i = 0; i < 500; ++i) {
+    RecordingWaiter& w = NewWaiter();
+    w.set_account(&flood);
+    ASSERT_EQ(pool.Acquire(w).outcome, NodePool::AcquireOutcome::kQueued);
+  }
+  RecordingWaiter& single = NewWaiter();
+  single.set_account(&app);
+  ASSERT_EQ(pool.Acquire(single).outcome, NodePool::AcquireOutcome::kQueued);
+  factory_.conn(0).StreamClosed();  // the flood's turn
+  EXPECT_EQ(single.calls(), 0);
+  factory_.conn(0).StreamClosed();  // the app's
+  EXPECT_EQ(single.ready_on().size(), 1u);
+}
+
+TEST_F(NodePoolTest, AnAccountAtItsStreamShareWaitsWhileOthersGoAhead) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  options.max_streams_per_connection = 4;
+  options.max_connection_share = 0.5;  // 2 of the 4 slots per connection
+  NodePool& pool = MakeReadyPool(options);
+  EXPECT_EQ(pool.StreamShareCap(), 2u);
+  ShareAccount a, b;
+  RecordingWaiter& a1 = NewWaiter(1);
+  RecordingWaiter& a2 = NewWaiter(2);
+  RecordingWaiter& a3 = NewWaiter(3);
+  RecordingWaiter& b1 = NewWaiter(4);
+  for (RecordingWaiter* w : {&a1, &a2, &a3}) w->set_account(&a);
+  b1.set_account(&b);
+  EXPECT_EQ(pool.Acquire(a1).outcome, NodePool::AcquireOutcome::kReady);
+  EXPECT_EQ(pool.Acquire(a2).outcome, NodePool::AcquireOutcome::kReady);
+  EXPECT_EQ(a.streams, 2u);
+  // A free slot, but a is at its share: its third call waits, b's goes ahead.
+  EXPECT_EQ(pool.Acquire(a3).outcome, NodePool::AcquireOutcome::kQueued);
+  EXPECT_EQ(pool.Acquire(b1).outcome, NodePool::AcquireOutcome::kReady);
+  EXPECT_EQ(pool.stats().streams_in_flight, 3u);
+  // One of a's calls ends: its stream closes, then the call lets go of its share.
+  factory_.conn(0).StreamClosed();
+  EXPECT_EQ(a3.calls(), 0);
+  pool.ReleaseShare(a1);
+  EXPECT_EQ(a3.calls(), 0) << "served from inside ReleaseShare";
+  loop_.Advance(Duration::zero());
+  EXPECT_EQ(a3.ready_on().size(), 1u);
+  EXPECT_EQ(a.streams, 2u);
+}
+
+TEST_F(NodePoolTest, AnAccountPastItsQueueShareIsRefusedNamingTheKey) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  options.max_streams_per_connection = 1;
+  options.max_connection_share = 0.5;
+  budget_.limit = 4;  // 2 queue places per account
+  NodePool& pool = MakeReadyPool(options);
+  AcquireNow(pool);
+  ShareAccount a, b;
+  for (int i = 0; i < 2; ++i) {
+    RecordingWaiter& w = NewWaiter();
+    w.set_account(&a);
+    ASSERT_EQ(pool.Acquire(w).outcome, NodePool::AcquireOutcome::kQueued);
+  }
+  RecordingWaiter& third = NewWaiter();
+  third.set_account(&a);
+  NodePool::AcquireResult refused = pool.Acquire(third);
+  ASSERT_EQ(refused.outcome, NodePool::AcquireOutcome::kFailed);
+  EXPECT_EQ(refused.status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(refused.status.message()), HasSubstr("upstream.max_connection_share"));
+  RecordingWaiter& other = NewWaiter();
+  other.set_account(&b);
+  EXPECT_EQ(pool.Acquire(other).outcome, NodePool::AcquireOutcome::kQueued);
+}
+
+TEST_F(NodePoolTest, AWaiterGoneWhileHoldingASlotGivesItsShareBack) {
+  NodePool& pool = MakeReadyPool();
+  ShareAccount a;
+  {
+    RecordingWaiter w;
+    w.set_account(&a);
+    ASSERT_EQ(pool.Acquire(w).outcome, NodePool::AcquireOutcome::kReady);
+    EXPECT_EQ(a.streams, 1u);
+  }
+  EXPECT_EQ(a.streams, 0u);
+  RecordingWaiter w2;
+  w2.set_account(&a);
+  ASSERT_EQ(pool.Acquire(w2).outcome, NodePool::AcquireOutcome::kReady);
+  pool.ReleaseShare(w2);
+  pool.ReleaseShare(w2);  // idempotent
+  EXPECT_EQ(a.streams, 0u);
+}
+
 }  // namespace
 }  // namespace qpool::pool
 
