@@ -23,6 +23,7 @@
 #include "daemon/metrics/method_class.h"
 #include "daemon/pool/node_pool.h"
 #include "daemon/retry/method_class.h"
+#include "daemon/retry/retry_context.h"
 #include "daemon/retry/retry_policy.h"
 #include "daemon/tls/failure_reason.h"
 
@@ -42,14 +43,14 @@ inline constexpr size_t kDisconnectReasonCount = 5;
 const char* DisconnectReasonName(DisconnectReason reason);
 
 // Why a retryable failure was not retried (docs/retries.md): qpool_retries_refused_total{reason}.
-enum class RetryRefusal : uint8_t { kMaxAttempts = 0, kDeadline = 1, kBudget = 2, kInFlight = 3 };
-inline constexpr size_t kRetryRefusalCount = 4;
+using retry::kRetryRefusalCount;
+using retry::RetryRefusal;  // declared with the retry policy
 // "max_attempts", "deadline", "budget", "in_flight".
 const char* RetryRefusalName(RetryRefusal refusal);
 
 // Which replay-buffer limit kept a request from being copied: per call or all calls together.
-enum class ReplayLimit : uint8_t { kPerCall = 0, kTotal = 1 };
-inline constexpr size_t kReplayLimitCount = 2;
+using retry::kReplayLimitCount;
+using retry::ReplayLimit;                        // declared with the retry context
 const char* ReplayLimitName(ReplayLimit limit);  // "per_call", "total"
 
 inline constexpr size_t kRetryClassCount = 4;   // retry::RetryClass

@@ -3,12 +3,6 @@
 #include <algorithm>
 
 namespace qpool::retry {
-namespace {
-
-constexpr int kUnavailable = 14;
-constexpr int kResourceExhausted = 8;
-
-}  // namespace
 
 const char* RetryReasonName(RetryReason reason) {
   switch (reason) {
@@ -37,30 +31,31 @@ RetryDecision RetryPolicy::Decide(RetryClass retry_class, uint32_t attempts_made
                                   const AttemptOutcome& outcome, MonoTime now,
                                   std::optional<MonoTime> deadline, Random& random) const {
   RetryDecision decision;
-  if (outcome.grpc_code == 0 && !outcome.never_reached_upstream) return decision;
+  if (outcome.failure == Failure::kNone) return decision;
 
   // Which kind of retry, if any, the outcome allows.
   const bool policy_class =
       retry_class == RetryClass::kRead || retry_class == RetryClass::kIdScopedWrite;
-  if (outcome.never_reached_upstream) {
+  if (outcome.failure == Failure::kNeverReached) {
     decision.reason = RetryReason::kTransparent;
   } else if (!policy_class) {
     return decision;
-  } else if (outcome.per_try_timeout) {
+  } else if (outcome.failure == Failure::kPerTryTimeout) {
     if (retry_class != RetryClass::kRead || !options_.retry_per_try_timeout) return decision;
     decision.reason = RetryReason::kPerTryTimeout;
-  } else if (outcome.grpc_code == kUnavailable && options_.retry_unavailable) {
+  } else if (outcome.failure == Failure::kUnavailable && options_.retry_unavailable) {
     decision.reason = RetryReason::kUnavailable;
-  } else if (outcome.grpc_code == kResourceExhausted && outcome.pushback &&
+  } else if (outcome.failure == Failure::kResourceExhausted && outcome.pushback &&
              options_.retry_resource_exhausted_with_pushback) {
     decision.reason = RetryReason::kResourceExhausted;
   } else {
-    // Anything else is final, DEADLINE_EXCEEDED from Qdrant included (its own operation timeout).
+    // Anything else is final, DEADLINE_EXCEEDED from Qdrant included (its own operation timeout):
+    // kOther, kAborted.
     return decision;
   }
 
   if (attempts_made >= options_.max_attempts) {
-    decision.why_not = "max_attempts";
+    decision.refused = RetryRefusal::kMaxAttempts;
     return decision;
   }
   // Transparent retries go at once; policy retries back off, or wait as long as Qdrant asked.
@@ -75,12 +70,17 @@ RetryDecision RetryPolicy::Decide(RetryClass retry_class, uint32_t attempts_made
         decision.delay +
         (decision.reason == RetryReason::kTransparent ? Duration::zero() : outcome.took);
     if (now + needed >= *deadline) {
-      decision.why_not = "deadline";
+      decision.refused = RetryRefusal::kDeadline;
       return decision;
     }
   }
   decision.retry = true;
   return decision;
+}
+
+std::optional<RetryRefusal> RetryBudget::Refusal(uint64_t active_calls) const {
+  if (MayRetry(active_calls)) return std::nullopt;
+  return tokens_ > options_.max_tokens / 2 ? RetryRefusal::kInFlight : RetryRefusal::kBudget;
 }
 
 bool RetryBudget::MayRetry(uint64_t active_calls) const {

@@ -5,8 +5,8 @@
 //    stream above a GOAWAY's last-stream-id). Safe for every class, done at once.
 //  - policy: the attempt reached Qdrant and failed with a retryable status. Only for reads and
 //    id-scoped writes: UNAVAILABLE; RESOURCE_EXHAUSTED when Qdrant said when to come back
-//    (retry-after / grpc-retry-pushback-ms), after that long; DEADLINE_EXCEEDED of a per-try
-//    timeout, for reads only.
+//    (retry-after / grpc-retry-pushback-ms), after that long; a per-try timeout, for reads only.
+// Outcomes are protocol-neutral (Failure): the gRPC path and an HTTP/1.1 path both map onto them.
 // Either kind is refused when it could not finish before the caller's deadline, when the call has
 // used max_attempts, or when the retry budget (RetryBudget) says no.
 //
@@ -14,6 +14,7 @@
 #ifndef QPOOL_DAEMON_RETRY_RETRY_POLICY_H_
 #define QPOOL_DAEMON_RETRY_RETRY_POLICY_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 
@@ -31,14 +32,40 @@ struct RetryPolicyOptions {
   bool retry_per_try_timeout = true;                      // retry.on: per_try_timeout (reads)
 };
 
+// How an attempt failed, in terms any front door can report: the gRPC data path maps grpc-status
+// and HTTP/2 resets onto it, an HTTP/1.1 exchange would map status codes (503, 429) and lost
+// connections.
+enum class Failure : uint8_t {
+  kNone,               // no failure: an answer (any answer the caller should see), or a clean end
+  kNeverReached,       // provably never processed: REFUSED_STREAM, above a GOAWAY's last stream id
+  kUnavailable,        // the node cannot serve now (UNAVAILABLE), or the connection was lost before
+                       // the answer; counts against the node's health
+  kResourceExhausted,  // rate limited (RESOURCE_EXHAUSTED); retried only with a pushback
+  kPerTryTimeout,      // qpool's own per-try timer ended the attempt
+  kAborted,  // the upstream ended the exchange without an answer, with an error (a reset):
+             // passed on, never retried; counts against the node's health
+  kOther,    // any other final outcome (another status, a clean reset): passed on as it is
+};
+
 // What happened to one attempt.
 struct AttemptOutcome {
-  int grpc_code = 0;                    // the attempt's grpc-status (0 OK)
-  bool never_reached_upstream = false;  // connect failure, REFUSED_STREAM, above GOAWAY's last id
-  bool per_try_timeout = false;         // qpool's own per-try timer ended the attempt
-  std::optional<Duration> pushback;     // retry-after / grpc-retry-pushback-ms from Qdrant
-  Duration took{};                      // how long the attempt ran
+  Failure failure = Failure::kNone;
+  std::optional<Duration> pushback;  // retry-after / grpc-retry-pushback-ms from Qdrant
+  Duration took{};                   // how long the attempt ran
 };
+
+// A whole answer with this outcome may be worth another attempt (UNAVAILABLE, or
+// RESOURCE_EXHAUSTED with a pushback): the caller holds it back while the controller decides.
+inline bool RetryableAnswer(const AttemptOutcome& outcome) {
+  return outcome.failure == Failure::kUnavailable ||
+         (outcome.failure == Failure::kResourceExhausted && outcome.pushback.has_value());
+}
+
+// The failures passive health counts against the node that gave them: UNAVAILABLE, lost
+// connections and resets; not rate limiting, nor qpool's own per-try timeout.
+inline bool NodeFault(Failure failure) {
+  return failure == Failure::kUnavailable || failure == Failure::kAborted;
+}
 
 enum class RetryReason {
   kNone,         // no retry
@@ -49,11 +76,16 @@ enum class RetryReason {
 };
 const char* RetryReasonName(RetryReason reason);
 
+// Why a retry the outcome allowed did not happen (qpool_retries_refused_total{reason}).
+enum class RetryRefusal : uint8_t { kMaxAttempts = 0, kDeadline = 1, kBudget = 2, kInFlight = 3 };
+inline constexpr size_t kRetryRefusalCount = 4;
+
 struct RetryDecision {
   bool retry = false;
   RetryReason reason = RetryReason::kNone;
-  Duration delay{};          // wait this long before the next attempt
-  const char* why_not = "";  // when !retry and the outcome was retryable: which limit said no
+  Duration delay{};  // wait this long before the next attempt
+  // When !retry and the outcome was retryable: which limit said no (kMaxAttempts or kDeadline).
+  std::optional<RetryRefusal> refused;
 };
 
 class RetryPolicy {
@@ -104,6 +136,9 @@ class RetryBudget {
   bool MayRetry(uint64_t active_calls) const;
   void RetryStarted() { retries_in_flight_++; }
   void RetryEnded() { retries_in_flight_--; }
+  // Whether a retry may start now, and if not which limit says no (kBudget: the tokens;
+  // kInFlight: the retries already running).
+  std::optional<RetryRefusal> Refusal(uint64_t active_calls) const;
 
   double tokens() const { return tokens_; }
   uint32_t retries_in_flight() const { return retries_in_flight_; }
@@ -112,6 +147,35 @@ class RetryBudget {
   Options options_;
   double tokens_;
   uint32_t retries_in_flight_ = 0;
+};
+
+// One retry (or hedge) in flight on a node's budget: RetryStarted() when taken, RetryEnded() when
+// released or destroyed. Movable, so it can sit in a call and pass to the attempt it pays for.
+class RetryTicket {
+ public:
+  RetryTicket() = default;
+  explicit RetryTicket(RetryBudget& budget) : budget_(&budget) { budget.RetryStarted(); }
+  RetryTicket(RetryTicket&& other) noexcept : budget_(other.budget_) { other.budget_ = nullptr; }
+  RetryTicket& operator=(RetryTicket&& other) noexcept {
+    if (this != &other) {
+      Release();
+      budget_ = other.budget_;
+      other.budget_ = nullptr;
+    }
+    return *this;
+  }
+  RetryTicket(const RetryTicket&) = delete;
+  RetryTicket& operator=(const RetryTicket&) = delete;
+  ~RetryTicket() { Release(); }
+
+  void Release() {
+    if (budget_ != nullptr) budget_->RetryEnded();
+    budget_ = nullptr;
+  }
+  bool held() const { return budget_ != nullptr; }
+
+ private:
+  RetryBudget* budget_ = nullptr;
 };
 
 }  // namespace qpool::retry

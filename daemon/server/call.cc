@@ -1,6 +1,7 @@
 #include "daemon/server/call.h"
 
 #include "absl/strings/str_cat.h"
+#include "daemon/common/grpc_code.h"
 #include "daemon/common/grpc_frame.h"
 #include "daemon/server/downstream_session.h"
 #include "daemon/server/grpc_wire.h"
@@ -57,7 +58,7 @@ std::optional<Duration> PushbackIn(const HeaderRefs& block) {
 
 // UNAVAILABLE, or RESOURCE_EXHAUSTED with a pushback: the statuses a policy retry may follow.
 bool RetryableStatus(int code, const std::optional<Duration>& pushback) {
-  return code == 14 || (code == 8 && pushback.has_value());
+  return code == kGrpcUnavailable || (code == kGrpcResourceExhausted && pushback.has_value());
 }
 
 // The first gRPC message of a request (5-byte prefix and body), from the bytes sent (`sent`) and
@@ -219,7 +220,8 @@ void Call::OnResponseHeadersEnd(UpstreamStream& s, bool end_stream) {
   if (&s == hedge_) {
     if (end_stream && RetryableStatus(code, pushback)) {
       // The hedge failed; the attempt may still answer.
-      RecordAttemptResult(worker.NodeIndexOf(s.pool), /*failed=*/true, /*node_fault=*/code == 14);
+      RecordAttemptResult(worker.NodeIndexOf(s.pool), /*failed=*/true,
+                          /*node_fault=*/code == kGrpcUnavailable);
       DropHedge();
       return;
     }
@@ -227,7 +229,8 @@ void Call::OnResponseHeadersEnd(UpstreamStream& s, bool end_stream) {
   } else if (hedge_ != nullptr && hedge_->attached() && end_stream &&
              RetryableStatus(code, pushback)) {
     // The attempt failed while a hedge runs: the hedge is the call's attempt from here on.
-    RecordAttemptResult(worker.NodeIndexOf(s.pool), /*failed=*/true, /*node_fault=*/code == 14);
+    RecordAttemptResult(worker.NodeIndexOf(s.pool), /*failed=*/true,
+                        /*node_fault=*/code == kGrpcUnavailable);
     PromoteHedge();
     return;
   }
@@ -237,7 +240,8 @@ void Call::OnResponseHeadersEnd(UpstreamStream& s, bool end_stream) {
     // A whole answer with a status worth retrying: hold it while the call decides.
     held_answer_.TakeFrom(headers);
     held_outcome_ = retry::AttemptOutcome{};
-    held_outcome_.grpc_code = code;
+    held_outcome_.failure = code == kGrpcUnavailable ? retry::Failure::kUnavailable
+                                                     : retry::Failure::kResourceExhausted;
     held_outcome_.pushback = pushback;
     held_outcome_.took = worker.loop().Now() - attempt_->started_at;
     if (!(request_ended_ && request_body_.empty())) {
@@ -326,13 +330,13 @@ void Call::OnUpstreamClosed(UpstreamStream& s, uint32_t h2_error_code, bool conn
     FinishLocally(absl::ResourceExhaustedError(
         "qpool: request headers too large to send upstream (over 64 KiB encoded); not sent"));
   } else if (!connection_lost && h2_error_code == NGHTTP2_REFUSED_STREAM) {
-    outcome.never_reached_upstream = true;
+    outcome.failure = retry::Failure::kNeverReached;
     OnAttemptFailed(outcome, node,
                     absl::UnavailableError(absl::StrCat("qpool: upstream node ", node_name,
                                                         " refused the stream (not processed)")));
   } else if (connection_lost && !response_started_) {
     // Qdrant may have processed the request: a policy retry, as for UNAVAILABLE.
-    outcome.grpc_code = static_cast<int>(absl::StatusCode::kUnavailable);
+    outcome.failure = retry::Failure::kUnavailable;
     OnAttemptFailed(outcome, node,
                     absl::UnavailableError(absl::StrCat("qpool: connection to upstream node ",
                                                         node_name, " lost before the answer")));
@@ -495,15 +499,15 @@ void Call::OnAttemptFailed(const retry::AttemptOutcome& outcome, int node,
   failed_pool_ = node >= 0 ? worker.PoolOf(static_cast<size_t>(node)) : nullptr;
   DropHedge();  // a hedge still waiting for a stream would race the retry
   EndRetryInFlight();
-  if (!outcome.never_reached_upstream) {
+  const bool never_reached = outcome.failure == retry::Failure::kNeverReached;
+  if (!never_reached) {
     // Passive health counts UNAVAILABLE and lost connections against the node, not its rate
     // limiter's RESOURCE_EXHAUSTED or qpoold's own per-try timeout.
-    RecordAttemptResult(node, /*failed=*/true, /*node_fault=*/outcome.grpc_code == 14);
+    RecordAttemptResult(node, /*failed=*/true, retry::NodeFault(outcome.failure));
   }
 
   bool retried = false;
-  if (!downstream_closed_ && replayable_ && node >= 0 &&
-      (outcome.never_reached_upstream || retry.policy_retries)) {
+  if (!downstream_closed_ && replayable_ && node >= 0 && (never_reached || retry.policy_retries)) {
     const retry::RetryClass retry_class = RetryClassOfCall();
     const retry::RetryDecision decision = retry.policy.Decide(
         retry_class, attempts_, outcome, worker.loop().Now(), deadline_, worker.random());
@@ -528,10 +532,8 @@ void Call::OnAttemptFailed(const retry::AttemptOutcome& outcome, int node,
                    std::chrono::duration_cast<std::chrono::microseconds>(decision.delay).count());
       ScheduleRetry(decision.delay);
       retried = true;
-    } else if (decision.why_not == std::string_view("deadline")) {
-      worker.metrics().RecordRetryRefused(metrics::RetryRefusal::kDeadline);
-    } else if (decision.why_not == std::string_view("max_attempts")) {
-      worker.metrics().RecordRetryRefused(metrics::RetryRefusal::kMaxAttempts);
+    } else if (decision.refused) {
+      worker.metrics().RecordRetryRefused(*decision.refused);
     }
   }
   if (retried) {
@@ -545,7 +547,7 @@ void Call::OnAttemptFailed(const retry::AttemptOutcome& outcome, int node,
   }
   // Pass Qdrant's own answer on, as it was.
   Commit();
-  grpc_code_ = held_outcome_.grpc_code;
+  grpc_code_ = GrpcStatusIn(held_answer_);
   finished_ = true;
   response_started_ = true;
   response_ended_ = true;
@@ -636,8 +638,7 @@ void Call::OnPerTryTimeout() {
   }
   const int node = downstream_.worker().NodeIndexOf(attempt_->pool);
   retry::AttemptOutcome outcome;
-  outcome.grpc_code = static_cast<int>(absl::StatusCode::kDeadlineExceeded);
-  outcome.per_try_timeout = true;
+  outcome.failure = retry::Failure::kPerTryTimeout;
   outcome.took = downstream_.worker().loop().Now() - attempt_->started_at;
   ReleaseUpstream(NGHTTP2_CANCEL);
   OnAttemptFailed(outcome, node,

@@ -48,7 +48,7 @@
 #include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/node_pool.h"
 #include "daemon/retry/retry_policy.h"
-#include "daemon/server/byte_queue.h"
+#include "daemon/common/byte_queue.h"
 #include "daemon/server/header_block.h"
 #include "daemon/server/stream_guard.h"
 

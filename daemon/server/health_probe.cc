@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "daemon/common/grpc_code.h"
 #include "daemon/common/grpc_frame.h"
 #include "daemon/server/grpc_wire.h"
 #include "daemon/server/header_block.h"
@@ -119,9 +120,9 @@ ProbeSpec ProbeSpec::CollectionExists(const std::string& collection) {
 health::ProbeResult JudgeProbeAnswer(const ProbeSpec& spec, int grpc_status,
                                      std::string_view grpc_message, std::string_view body) {
   if (grpc_status < 0) return Failed(absl::StrCat(spec.description, ": no grpc-status"));
-  if (grpc_status != 0) {
+  if (grpc_status != kGrpcOk) {
     // UNAUTHENTICATED / PERMISSION_DENIED: Qdrant wants an API key for this read.
-    const bool auth = grpc_status == 16 || grpc_status == 7;
+    const bool auth = grpc_status == kGrpcUnauthenticated || grpc_status == kGrpcPermissionDenied;
     return Failed(absl::StrCat(
         spec.description, ": grpc-status ", grpc_status, " ",
         absl::string_view(grpc_message.data(), grpc_message.size()),

@@ -160,9 +160,9 @@ TEST(MethodClassTest, OverrideWins) {
 
 class RetryPolicyTest : public ::testing::Test {
  protected:
-  AttemptOutcome Failed(int code, Duration took = 10ms) {
+  AttemptOutcome Failed(Failure failure, Duration took = 10ms) {
     AttemptOutcome outcome;
-    outcome.grpc_code = code;
+    outcome.failure = failure;
     outcome.took = took;
     return outcome;
   }
@@ -172,16 +172,23 @@ class RetryPolicyTest : public ::testing::Test {
 };
 
 TEST_F(RetryPolicyTest, UnavailableRetriesReadsAndIdScopedWritesOnly) {
-  EXPECT_TRUE(policy_.Decide(RetryClass::kRead, 1, Failed(14), now_, {}, random_).retry);
-  EXPECT_TRUE(policy_.Decide(RetryClass::kIdScopedWrite, 1, Failed(14), now_, {}, random_).retry);
+  EXPECT_TRUE(
+      policy_.Decide(RetryClass::kRead, 1, Failed(Failure::kUnavailable), now_, {}, random_).retry);
+  EXPECT_TRUE(
+      policy_
+          .Decide(RetryClass::kIdScopedWrite, 1, Failed(Failure::kUnavailable), now_, {}, random_)
+          .retry);
+  EXPECT_FALSE(policy_
+                   .Decide(RetryClass::kFilterScopedWrite, 1, Failed(Failure::kUnavailable), now_,
+                           {}, random_)
+                   .retry);
   EXPECT_FALSE(
-      policy_.Decide(RetryClass::kFilterScopedWrite, 1, Failed(14), now_, {}, random_).retry);
-  EXPECT_FALSE(policy_.Decide(RetryClass::kNeverRepeat, 1, Failed(14), now_, {}, random_).retry);
+      policy_.Decide(RetryClass::kNeverRepeat, 1, Failed(Failure::kUnavailable), now_, {}, random_)
+          .retry);
 }
 
 TEST_F(RetryPolicyTest, NeverReachedUpstreamRetriesEveryClassAtOnce) {
-  AttemptOutcome outcome = Failed(14);
-  outcome.never_reached_upstream = true;
+  AttemptOutcome outcome = Failed(Failure::kNeverReached);
   for (RetryClass c : {RetryClass::kRead, RetryClass::kIdScopedWrite,
                        RetryClass::kFilterScopedWrite, RetryClass::kNeverRepeat}) {
     RetryDecision decision = policy_.Decide(c, 1, outcome, now_, {}, random_);
@@ -191,16 +198,19 @@ TEST_F(RetryPolicyTest, NeverReachedUpstreamRetriesEveryClassAtOnce) {
   }
 }
 
-TEST_F(RetryPolicyTest, OtherStatusesAreFinal) {
-  for (int code : {0, 2, 3, 4, 5, 6, 7, 9, 10, 12, 13, 16}) {
-    EXPECT_FALSE(policy_.Decide(RetryClass::kRead, 1, Failed(code), now_, {}, random_).retry)
-        << code;
+TEST_F(RetryPolicyTest, OtherOutcomesAreFinal) {
+  // An answer, another status (DEADLINE_EXCEEDED from Qdrant included), a reset.
+  for (Failure failure : {Failure::kNone, Failure::kOther, Failure::kAborted}) {
+    EXPECT_FALSE(policy_.Decide(RetryClass::kRead, 1, Failed(failure), now_, {}, random_).retry)
+        << static_cast<int>(failure);
   }
 }
 
 TEST_F(RetryPolicyTest, ResourceExhaustedRetriesOnlyWithPushbackAndWaitsThatLong) {
-  EXPECT_FALSE(policy_.Decide(RetryClass::kRead, 1, Failed(8), now_, {}, random_).retry);
-  AttemptOutcome outcome = Failed(8);
+  EXPECT_FALSE(
+      policy_.Decide(RetryClass::kRead, 1, Failed(Failure::kResourceExhausted), now_, {}, random_)
+          .retry);
+  AttemptOutcome outcome = Failed(Failure::kResourceExhausted);
   outcome.pushback = 300ms;
   RetryDecision decision = policy_.Decide(RetryClass::kRead, 1, outcome, now_, {}, random_);
   EXPECT_TRUE(decision.retry);
@@ -209,17 +219,18 @@ TEST_F(RetryPolicyTest, ResourceExhaustedRetriesOnlyWithPushbackAndWaitsThatLong
 }
 
 TEST_F(RetryPolicyTest, PerTryTimeoutRetriesReadsOnly) {
-  AttemptOutcome outcome = Failed(4);
-  outcome.per_try_timeout = true;
+  AttemptOutcome outcome = Failed(Failure::kPerTryTimeout);
   EXPECT_TRUE(policy_.Decide(RetryClass::kRead, 1, outcome, now_, {}, random_).retry);
   EXPECT_FALSE(policy_.Decide(RetryClass::kIdScopedWrite, 1, outcome, now_, {}, random_).retry);
 }
 
 TEST_F(RetryPolicyTest, MaxAttemptsCountsTheFirstAttempt) {
-  EXPECT_TRUE(policy_.Decide(RetryClass::kRead, 2, Failed(14), now_, {}, random_).retry);
-  RetryDecision decision = policy_.Decide(RetryClass::kRead, 3, Failed(14), now_, {}, random_);
+  EXPECT_TRUE(
+      policy_.Decide(RetryClass::kRead, 2, Failed(Failure::kUnavailable), now_, {}, random_).retry);
+  RetryDecision decision =
+      policy_.Decide(RetryClass::kRead, 3, Failed(Failure::kUnavailable), now_, {}, random_);
   EXPECT_FALSE(decision.retry);
-  EXPECT_STREQ(decision.why_not, "max_attempts");
+  EXPECT_EQ(decision.refused, RetryRefusal::kMaxAttempts);
 }
 
 TEST_F(RetryPolicyTest, BackoffIsFullJitterDoublingUpToTheMax) {
@@ -239,19 +250,20 @@ TEST_F(RetryPolicyTest, NoRetryStartsThatCannotFinishBeforeTheDeadline) {
   random_.set(1.0);  // backoff after attempt 1: 25 ms
   const Duration took = 40ms;
   // 25 ms wait + 40 ms run = 65 ms needed.
-  EXPECT_TRUE(
-      policy_.Decide(RetryClass::kRead, 1, Failed(14, took), now_, now_ + 66ms, random_).retry);
-  RetryDecision decision =
-      policy_.Decide(RetryClass::kRead, 1, Failed(14, took), now_, now_ + 65ms, random_);
+  EXPECT_TRUE(policy_
+                  .Decide(RetryClass::kRead, 1, Failed(Failure::kUnavailable, took), now_,
+                          now_ + 66ms, random_)
+                  .retry);
+  RetryDecision decision = policy_.Decide(RetryClass::kRead, 1, Failed(Failure::kUnavailable, took),
+                                          now_, now_ + 65ms, random_);
   EXPECT_FALSE(decision.retry);
-  EXPECT_STREQ(decision.why_not, "deadline");
+  EXPECT_EQ(decision.refused, RetryRefusal::kDeadline);
   // A pushback longer than the time left is not waited for.
-  AttemptOutcome outcome = Failed(8, 1ms);
+  AttemptOutcome outcome = Failed(Failure::kResourceExhausted, 1ms);
   outcome.pushback = 2s;
   EXPECT_FALSE(policy_.Decide(RetryClass::kRead, 1, outcome, now_, now_ + 1s, random_).retry);
   // Nor is a transparent retry past the deadline.
-  AttemptOutcome refused = Failed(14);
-  refused.never_reached_upstream = true;
+  AttemptOutcome refused = Failed(Failure::kNeverReached);
   EXPECT_FALSE(policy_.Decide(RetryClass::kRead, 1, refused, now_, now_, random_).retry);
 }
 

@@ -4,9 +4,10 @@
 //
 // Chunks are sized to what arrives (at least kMinChunk, at most kMaxChunk) and not zero-filled, so
 // a small gRPC message costs one small allocation and an empty queue costs none.
+// Used by the data path (server/) and the replay copy (retry/ReplayBuffer).
 // Thread-safety: none; one call, one worker thread.
-#ifndef QPOOL_DAEMON_SERVER_BYTE_QUEUE_H_
-#define QPOOL_DAEMON_SERVER_BYTE_QUEUE_H_
+#ifndef QPOOL_DAEMON_COMMON_BYTE_QUEUE_H_
+#define QPOOL_DAEMON_COMMON_BYTE_QUEUE_H_
 
 #include <algorithm>
 #include <atomic>
@@ -15,7 +16,7 @@
 #include <cstring>
 #include <new>
 
-namespace qpool::server {
+namespace qpool {
 
 class ByteQueue {
  public:
@@ -144,6 +145,6 @@ class ByteQueue {
   size_t size_ = 0;
 };
 
-}  // namespace qpool::server
+}  // namespace qpool
 
-#endif  // QPOOL_DAEMON_SERVER_BYTE_QUEUE_H_
+#endif  // QPOOL_DAEMON_COMMON_BYTE_QUEUE_H_

@@ -1,0 +1,315 @@
+#include "daemon/retry/attempt_controller.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace qpool::retry {
+
+AttemptController::AttemptController(RetryContext& context, EventLoop& loop, Random& random,
+                                     AttemptHost& host)
+    : context_(context), loop_(loop), random_(random), host_(host) {}
+
+AttemptController::~AttemptController() {
+  if (state_ != State::kIdle) context_.active_calls--;
+}
+
+void AttemptController::Start(std::optional<MonoTime> deadline) {
+  context_.active_calls++;
+  deadline_ = deadline;
+  started_at_ = loop_.Now();
+  StartPrimary();
+}
+
+void AttemptController::StartPrimary() {
+  state_ = State::kTrying;
+  tries_[primary_].phase = Phase::kWaiting;
+  host_.StartAttempt(primary_, attempts_ == 0 ? AttemptKind::kFirst : AttemptKind::kRetry,
+                     /*node=*/-1, /*avoid_node=*/failed_node_);
+}
+
+void AttemptController::OnAttemptSent(int slot, int node) {
+  Try& t = tries_[slot];
+  t.phase = Phase::kSent;
+  t.node = node;
+  t.sent_at = loop_.Now();
+  if (slot == hedge_) return;
+  attempts_++;
+  // Per-try timeouts and hedges are for reads whose request can be sent again.
+  const bool per_try = context_.per_try_timeout > Duration::zero();
+  const bool hedge =
+      attempts_ == 1 && context_.hedge_delay > Duration::zero() && context_.nodes() > 1;
+  if ((!per_try && !hedge) || !context_.policy_retries || !host_.CanReplay() ||
+      host_.ClassifyRequest() != RetryClass::kRead) {
+    return;
+  }
+  if (per_try) TimerOf(retry_timer_).Arm(context_.per_try_timeout, [this] { OnPerTryTimeout(); });
+  if (hedge) TimerOf(hedge_timer_).Arm(context_.hedge_delay, [this] { OnHedgeDelay(); });
+}
+
+void AttemptController::OnAttemptNotStarted(int slot, int node, const absl::Status& status,
+                                            bool node_unreachable) {
+  tries_[slot].phase = Phase::kIdle;
+  if (node_unreachable) failed_node_ = node;
+  if (slot == hedge_) {
+    DropHedge();  // no stream for the hedge: the primary goes on alone
+  } else if (node_unreachable) {
+    OnNodeUnreachable(status);
+  } else {
+    GiveUp(status);
+  }
+}
+
+HeadersVerdict AttemptController::OnResponseHeaders(int slot, const AttemptOutcome& outcome,
+                                                    bool whole_answer, bool request_sent) {
+  const bool retryable = whole_answer && RetryableAnswer(outcome);
+  if (slot == hedge_) {
+    if (retryable) {
+      // The hedge failed; the primary may still answer.
+      context_.RecordAttemptResult(tries_[slot].node, /*failed=*/true, NodeFault(outcome.failure));
+      DropHedge();
+      return HeadersVerdict::kDiscard;
+    }
+    PromoteHedge();  // the hedge answered first: it is the call's attempt from here on
+  } else if (retryable && HedgeSent()) {
+    // The primary failed while a hedge runs: the hedge is the call's attempt from here on.
+    context_.RecordAttemptResult(tries_[slot].node, /*failed=*/true, NodeFault(outcome.failure));
+    PromoteHedge();
+    return HeadersVerdict::kDiscard;
+  }
+  Try& t = tries_[primary_];
+  if (retryable && host_.CanReplay()) {
+    // A whole answer with a status worth retrying: held while the call decides.
+    host_.HoldAnswer(primary_);
+    held_ = true;
+    held_outcome_ = outcome;
+    held_outcome_.took = loop_.Now() - t.sent_at;
+    if (!request_sent) {
+      // The upstream answered before the whole request went out: stop sending it.
+      const int node = t.node;
+      CancelSlot(primary_);
+      Fail(held_outcome_, node, absl::OkStatus());
+    }
+    // Otherwise the exchange ends next, and OnAttemptEnded decides.
+    return HeadersVerdict::kHeld;
+  }
+  context_.RecordAttemptResult(t.node, /*failed=*/false, /*node_fault=*/false);
+  // The commit point.
+  if (retry_timer_) retry_timer_->Cancel();  // the per-try timeout
+  DropHedge();
+  state_ = State::kCommitted;
+  return HeadersVerdict::kForward;
+}
+
+EndVerdict AttemptController::OnAttemptEnded(int slot, AttemptOutcome outcome,
+                                             const absl::Status& final_status) {
+  Try& t = tries_[slot];
+  const int node = t.node;
+  t.phase = Phase::kIdle;
+  const bool lost = outcome.failure == Failure::kUnavailable;
+  if (slot == hedge_) {
+    // The hedge ended without an answer (or after a failed one): the primary goes on alone.
+    if (lost) context_.RecordAttemptResult(node, /*failed=*/true, /*node_fault=*/true);
+    DropHedge();
+    return EndVerdict::kHandled;
+  }
+  if (HedgeSent() && state_ == State::kTrying && !held_) {
+    // The primary failed while a hedge runs: the hedge is the call's attempt from here on.
+    if (lost) context_.RecordAttemptResult(node, /*failed=*/true, /*node_fault=*/true);
+    PromoteHedge();
+    return EndVerdict::kHandled;
+  }
+  DropHedge();
+  if (held_) {
+    Fail(held_outcome_, node, absl::OkStatus());
+    return EndVerdict::kHandled;
+  }
+  outcome.took = loop_.Now() - t.sent_at;
+  switch (outcome.failure) {
+    case Failure::kNeverReached:
+      Fail(outcome, node, final_status);
+      return EndVerdict::kHandled;
+    case Failure::kUnavailable:
+      // Before the commit point the upstream may have processed the request: a policy retry, as
+      // for UNAVAILABLE. After it, part of the answer is out: the call ends here.
+      if (state_ == State::kCommitted) {
+        GiveUp(final_status);
+      } else {
+        Fail(outcome, node, final_status);
+      }
+      return EndVerdict::kHandled;
+    default:
+      // Ended by the upstream without an answer (a reset): passed on as the app would have seen
+      // it talking to the upstream directly.
+      context_.RecordAttemptResult(node, /*failed=*/true, NodeFault(outcome.failure));
+      state_ = State::kDone;
+      return EndVerdict::kPassOnClose;
+  }
+}
+
+void AttemptController::Stop() {
+  if (retry_timer_) retry_timer_->Cancel();
+  retry_ticket_.Release();
+  DropHedge();
+  CancelSlot(primary_);
+  held_ = false;
+  if (state_ != State::kIdle) state_ = State::kDone;
+}
+
+void AttemptController::Fail(const AttemptOutcome& outcome, int node,
+                             const absl::Status& final_status) {
+  failed_node_ = node;
+  DropHedge();  // a hedge still waiting for a stream would race the retry
+  retry_ticket_.Release();
+  if (outcome.failure != Failure::kNeverReached) {
+    context_.RecordAttemptResult(node, /*failed=*/true, NodeFault(outcome.failure));
+  }
+  if (state_ != State::kDone && host_.CanReplay() && node >= 0 &&
+      (outcome.failure == Failure::kNeverReached || context_.policy_retries)) {
+    const RetryClass retry_class = host_.ClassifyRequest();
+    RetryDecision decision =
+        context_.policy.Decide(retry_class, attempts_, outcome, loop_.Now(), deadline_, random_);
+    RetryBudget& budget = context_.budgets[static_cast<size_t>(node)];
+    if (decision.retry && decision.reason != RetryReason::kTransparent) {
+      // Storm control: the node's tokens, or the retries already running, may say no.
+      // Transparent retries cost the node nothing: the request never reached it.
+      if (std::optional<RetryRefusal> refusal = budget.Refusal(context_.active_calls)) {
+        decision.retry = false;
+        decision.refused = refusal;
+      }
+    }
+    if (decision.retry) {
+      if (decision.reason != RetryReason::kTransparent) retry_ticket_ = RetryTicket(budget);
+      if (context_.events != nullptr) context_.events->OnRetry(retry_class, decision.reason);
+      SPDLOG_DEBUG("attempt {} failed ({}), retrying in {} us", attempts_,
+                   RetryReasonName(decision.reason),
+                   std::chrono::duration_cast<std::chrono::microseconds>(decision.delay).count());
+      ScheduleRetry(decision.delay);
+      return;
+    }
+    if (decision.refused && context_.events != nullptr) {
+      context_.events->OnRetryRefused(*decision.refused);
+    }
+  }
+  if (held_) {
+    // Pass the upstream's own answer on, as it was.
+    held_ = false;
+    state_ = State::kDone;
+    host_.PassOnHeldAnswer();
+    return;
+  }
+  GiveUp(final_status);
+}
+
+void AttemptController::OnNodeUnreachable(const absl::Status& status) {
+  const RetryPolicy& policy = context_.policy;
+  // Nothing was sent: any method may go again. Without a deadline, max_attempts picks bound the
+  // wait; with one, the deadline does (the node may come back, or another one take the call).
+  // At least 1 ms: the retry runs from the timer, never from inside the host's own StartAttempt.
+  const Duration delay = std::max<Duration>(policy.Backoff(++unreachable_tries_, random_),
+                                            std::chrono::milliseconds(1));
+  const MonoTime now = loop_.Now();
+  const bool in_time =
+      deadline_ ? now + delay < *deadline_ : unreachable_tries_ < policy.options().max_attempts;
+  if (state_ == State::kDone || !in_time) {
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - started_at_);
+    GiveUp(absl::Status(
+        status.code(),
+        absl::StrCat(status.message(), "; tried ", unreachable_tries_,
+                     unreachable_tries_ == 1 ? " time" : " times", " over ", waited.count(), " ms",
+                     deadline_ ? ", until the deadline" : " (retry.max_attempts)")));
+    return;
+  }
+  if (context_.events != nullptr) {
+    context_.events->OnRetry(host_.ClassifyRequest(), RetryReason::kTransparent);
+  }
+  ScheduleRetry(delay);
+}
+
+void AttemptController::ScheduleRetry(Duration delay) {
+  held_ = false;
+  host_.RewindRequest();
+  if (delay <= Duration::zero()) {
+    StartPrimary();
+    return;
+  }
+  state_ = State::kBackoff;
+  TimerOf(retry_timer_).Arm(delay, [this] { StartPrimary(); });
+}
+
+void AttemptController::OnPerTryTimeout() {
+  if (state_ != State::kTrying || tries_[primary_].phase != Phase::kSent) return;
+  if (HedgeSent()) {
+    PromoteHedge();  // the timed-out primary goes; the hedge already races it
+    return;
+  }
+  const Try& t = tries_[primary_];
+  const int node = t.node;
+  AttemptOutcome outcome;
+  outcome.failure = Failure::kPerTryTimeout;
+  outcome.took = loop_.Now() - t.sent_at;
+  CancelSlot(primary_);
+  Fail(outcome, node,
+       absl::DeadlineExceededError(
+           "qpool: no answer within retry.per_try_timeout, and no retry allowed"));
+}
+
+void AttemptController::OnHedgeDelay() {
+  // Only a read whose primary is out with the whole request, with no answer yet.
+  if (state_ != State::kTrying || hedge_ >= 0 || tries_[primary_].phase != Phase::kSent || held_ ||
+      !host_.WholeRequestHeld()) {
+    return;
+  }
+  const int node = tries_[primary_].node;
+  const int other = host_.PickHedgeNode(node);
+  if (node < 0 || other < 0) return;
+  RetryBudget& budget = context_.budgets[static_cast<size_t>(node)];
+  if (std::optional<RetryRefusal> refusal = budget.Refusal(context_.active_calls)) {
+    if (context_.events != nullptr) context_.events->OnRetryRefused(*refusal);
+    return;
+  }
+  const int slot = 1 - primary_;
+  hedge_ = static_cast<int8_t>(slot);
+  tries_[slot].ticket = RetryTicket(budget);
+  tries_[slot].phase = Phase::kWaiting;
+  if (context_.events != nullptr) context_.events->OnHedge(/*won=*/false);
+  host_.StartAttempt(slot, AttemptKind::kHedge, other, node);
+}
+
+void AttemptController::PromoteHedge() {
+  const int loser = primary_;
+  primary_ = hedge_;
+  hedge_ = -1;
+  CancelSlot(loser);
+  tries_[primary_].ticket.Release();
+  if (context_.events != nullptr) context_.events->OnHedge(/*won=*/true);
+}
+
+void AttemptController::DropHedge() {
+  if (hedge_timer_) hedge_timer_->Cancel();
+  if (hedge_ < 0) return;
+  const int slot = hedge_;
+  hedge_ = -1;
+  CancelSlot(slot);
+  tries_[slot].ticket.Release();
+}
+
+void AttemptController::CancelSlot(int slot) {
+  if (tries_[slot].phase == Phase::kIdle) return;
+  tries_[slot].phase = Phase::kIdle;
+  host_.CancelAttempt(slot);
+}
+
+void AttemptController::GiveUp(const absl::Status& status) {
+  DropHedge();
+  state_ = State::kDone;
+  host_.FinishWith(status);
+}
+
+Timer& AttemptController::TimerOf(std::unique_ptr<Timer>& timer) {
+  if (!timer) timer = loop_.CreateTimer();
+  return *timer;
+}
+
+}  // namespace qpool::retry

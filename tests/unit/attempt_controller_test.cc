@@ -1,0 +1,552 @@
+// The attempt controller (retries, hedges, per-try timeouts, held answers, budget, unreachable
+// nodes) driven by hand with the fake clock, and the replay copy's limits. The host is a fake that
+// records what the controller asks of it; the test plays the upstream.
+#include "daemon/retry/attempt_controller.h"
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "daemon/retry/replay_buffer.h"
+#include "gtest/gtest.h"
+#include "tests/unit/fake_event_loop.h"
+
+namespace qpool::retry {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct StartCall {
+  int slot;
+  AttemptKind kind;
+  int node;
+  int avoid_node;
+  MonoTime at;
+};
+
+class FakeHost : public AttemptHost {
+ public:
+  explicit FakeHost(const EventLoop& loop) : loop_(loop) {}
+
+  void StartAttempt(int slot, AttemptKind kind, int node, int avoid_node) override {
+    started.push_back({slot, kind, node, avoid_node, loop_.Now()});
+  }
+  void CancelAttempt(int slot) override { cancelled.push_back(slot); }
+  int PickHedgeNode(int node) override { return node == hedge_node ? -1 : hedge_node; }
+  RetryClass ClassifyRequest() override { return retry_class; }
+  bool CanReplay() const override { return can_replay; }
+  bool WholeRequestHeld() const override { return whole_request; }
+  void HoldAnswer(int slot) override { held_slot = slot; }
+  void RewindRequest() override {
+    rewinds++;
+    held_slot = -1;
+  }
+  void PassOnHeldAnswer() override { passed_on = true; }
+  void FinishWith(const absl::Status& status) override { finished = status; }
+
+  std::vector<StartCall> started;
+  std::vector<int> cancelled;
+  int held_slot = -1;
+  int rewinds = 0;
+  bool passed_on = false;
+  std::optional<absl::Status> finished;
+  RetryClass retry_class = RetryClass::kRead;
+  bool can_replay = true;
+  bool whole_request = true;
+  int hedge_node = 1;
+
+ private:
+  const EventLoop& loop_;
+};
+
+class RecordingEvents : public RetryEvents {
+ public:
+  void OnRetry(RetryClass, RetryReason reason) override { retries[static_cast<int>(reason)]++; }
+  void OnRetryRefused(RetryRefusal refusal) override { refused[static_cast<int>(refusal)]++; }
+  void OnHedge(bool won) override { (won ? hedges_won : hedges)++; }
+  void OnAttemptResult(size_t node, bool node_fault, double) override {
+    results++;
+    if (node_fault) faults[node]++;
+  }
+  void OnReplayRefused(ReplayLimit limit) override { replay_refused[static_cast<int>(limit)]++; }
+
+  int retries[5] = {};
+  int refused[kRetryRefusalCount] = {};
+  int hedges = 0;
+  int hedges_won = 0;
+  int results = 0;
+  int faults[2] = {};
+  int replay_refused[kReplayLimitCount] = {};
+};
+
+AttemptOutcome Outcome(Failure failure, std::optional<Duration> pushback = std::nullopt) {
+  AttemptOutcome outcome;
+  outcome.failure = failure;
+  outcome.pushback = pushback;
+  return outcome;
+}
+
+class AttemptControllerTest : public ::testing::Test {
+ protected:
+  // Builds the controller with the context as the test set it, and starts the call.
+  AttemptController& Start(std::optional<MonoTime> deadline = std::nullopt) {
+    controller_ = std::make_unique<AttemptController>(context_, loop_, random_, host_);
+    controller_->Start(deadline);
+    return *controller_;
+  }
+  RetryBudget& budget(int node) { return context_.budgets[static_cast<size_t>(node)]; }
+
+  testing::FakeEventLoop loop_;
+  testing::FakeRandom random_{0.5};  // backoff before retry 1: 25 ms x 0.5
+  RecordingEvents events_;
+  RetryContext context_{RetryPolicyOptions{}, RetryBudget::Options{}, /*nodes=*/2, &events_};
+  FakeHost host_{loop_};
+  std::unique_ptr<AttemptController> controller_;
+};
+
+TEST_F(AttemptControllerTest, FirstAttemptGoesToTheBalancersChoice) {
+  AttemptController& c = Start();
+  ASSERT_EQ(host_.started.size(), 1u);
+  EXPECT_EQ(host_.started[0].slot, 0);
+  EXPECT_EQ(host_.started[0].kind, AttemptKind::kFirst);
+  EXPECT_EQ(host_.started[0].node, -1);
+  EXPECT_EQ(host_.started[0].avoid_node, -1);
+  EXPECT_EQ(context_.active_calls, 1u);
+  c.OnAttemptSent(0, 0);
+  EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kNone), false, true), HeadersVerdict::kForward);
+  EXPECT_TRUE(c.committed());
+  EXPECT_EQ(c.attempts(), 1u);
+  EXPECT_EQ(loop_.NextTimerIn(), Duration::max());  // no per-try timeout, no hedge: no timer
+  controller_.reset();
+  EXPECT_EQ(context_.active_calls, 0u);
+}
+
+TEST_F(AttemptControllerTest, HedgeStartsAfterTheDelayAndWinsWhenItAnswersFirst) {
+  context_.hedge_delay = 50ms;
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  loop_.Advance(49ms);
+  EXPECT_EQ(host_.started.size(), 1u);
+  loop_.Advance(1ms);
+  ASSERT_EQ(host_.started.size(), 2u);
+  EXPECT_EQ(host_.started[1].slot, 1);
+  EXPECT_EQ(host_.started[1].kind, AttemptKind::kHedge);
+  EXPECT_EQ(host_.started[1].node, 1);  // another node than the primary's
+  EXPECT_EQ(events_.hedges, 1);
+  EXPECT_EQ(budget(0).retries_in_flight(), 1u);  // the hedge counts on its primary's node
+  c.OnAttemptSent(1, 1);
+
+  EXPECT_EQ(c.OnResponseHeaders(1, Outcome(Failure::kNone), false, true), HeadersVerdict::kForward);
+  EXPECT_EQ(host_.cancelled, std::vector<int>{0});  // the slow primary is cancelled
+  EXPECT_EQ(c.primary(), 1);
+  EXPECT_TRUE(c.committed());
+  EXPECT_EQ(events_.hedges_won, 1);
+  EXPECT_EQ(budget(0).retries_in_flight(), 0u);
+}
+
+TEST_F(AttemptControllerTest, PrimaryAnsweringFirstCancelsTheHedge) {
+  context_.hedge_delay = 50ms;
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  loop_.Advance(50ms);
+  c.OnAttemptSent(1, 1);
+  EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kNone), false, true), HeadersVerdict::kForward);
+  EXPECT_EQ(host_.cancelled, std::vector<int>{1});
+  EXPECT_EQ(c.primary(), 0);
+  EXPECT_EQ(events_.hedges_won, 0);
+  EXPECT_EQ(budget(0).retries_in_flight(), 0u);
+}
+
+TEST_F(AttemptControllerTest, NoHedgeForAWrite) {
+  context_.hedge_delay = 50ms;
+  host_.retry_class = RetryClass::kIdScopedWrite;
+  Start().OnAttemptSent(0, 0);
+  loop_.Advance(100ms);
+  EXPECT_EQ(host_.started.size(), 1u);
+}
+
+TEST_F(AttemptControllerTest, NoHedgeWhileTheAppIsStillSending) {
+  context_.hedge_delay = 50ms;
+  host_.whole_request = false;
+  Start().OnAttemptSent(0, 0);
+  loop_.Advance(100ms);
+  EXPECT_EQ(host_.started.size(), 1u);
+}
+
+TEST_F(AttemptControllerTest, NoHedgeWithoutAnotherNode) {
+  context_.hedge_delay = 50ms;
+  host_.hedge_node = 0;  // PickHedgeNode finds none
+  Start().OnAttemptSent(0, 0);
+  loop_.Advance(100ms);
+  EXPECT_EQ(host_.started.size(), 1u);
+  EXPECT_EQ(budget(0).retries_in_flight(), 0u);
+}
+
+TEST_F(AttemptControllerTest, NoHedgeWhenTheBudgetRefuses) {
+  context_.hedge_delay = 50ms;
+  for (int i = 0; i < 50; ++i) budget(0).OnAttemptFailed();  // half the tokens: no retries
+  Start().OnAttemptSent(0, 0);
+  loop_.Advance(100ms);
+  EXPECT_EQ(host_.started.size(), 1u);
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kBudget)], 1);
+  EXPECT_EQ(events_.hedges, 0);
+}
+
+TEST_F(AttemptControllerTest, PrimaryFailingWhileHedgingLeavesTheHedgeAsTheAttempt) {
+  context_.hedge_delay = 50ms;
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  loop_.Advance(50ms);
+  c.OnAttemptSent(1, 1);
+  // A trailers-only UNAVAILABLE from the primary: no retry, the hedge carries on.
+  EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, true),
+            HeadersVerdict::kDiscard);
+  EXPECT_EQ(host_.cancelled, std::vector<int>{0});
+  EXPECT_EQ(c.primary(), 1);
+  EXPECT_EQ(host_.held_slot, -1);
+  EXPECT_EQ(events_.faults[0], 1);  // counted against the primary's node
+  loop_.Advance(1s);
+  EXPECT_EQ(host_.started.size(), 2u);  // no retry was scheduled
+  EXPECT_EQ(c.OnResponseHeaders(1, Outcome(Failure::kNone), false, true), HeadersVerdict::kForward);
+  EXPECT_FALSE(host_.finished.has_value());
+}
+
+TEST_F(AttemptControllerTest, PrimaryConnectionLostWhileHedgingLeavesTheHedge) {
+  context_.hedge_delay = 50ms;
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  loop_.Advance(50ms);
+  c.OnAttemptSent(1, 1);
+  EXPECT_EQ(c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost")),
+            EndVerdict::kHandled);
+  EXPECT_EQ(c.primary(), 1);
+  EXPECT_TRUE(host_.cancelled.empty());  // the primary was gone already
+  EXPECT_EQ(events_.faults[0], 1);
+  EXPECT_FALSE(host_.finished.has_value());
+  EXPECT_EQ(host_.started.size(), 2u);
+}
+
+TEST_F(AttemptControllerTest, HedgeFailingLeavesThePrimaryAlone) {
+  context_.hedge_delay = 50ms;
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  loop_.Advance(50ms);
+  c.OnAttemptSent(1, 1);
+  EXPECT_EQ(c.OnResponseHeaders(1, Outcome(Failure::kUnavailable), true, true),
+            HeadersVerdict::kDiscard);
+  EXPECT_EQ(host_.cancelled, std::vector<int>{1});
+  EXPECT_EQ(c.primary(), 0);
+  EXPECT_EQ(events_.faults[1], 1);
+  EXPECT_EQ(budget(0).retries_in_flight(), 0u);
+  EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kNone), false, true), HeadersVerdict::kForward);
+}
+
+TEST_F(AttemptControllerTest, PerTryTimeoutWithARunningHedgeCancelsOnlyThePrimary) {
+  context_.per_try_timeout = 100ms;
+  context_.hedge_delay = 50ms;
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  loop_.Advance(50ms);
+  c.OnAttemptSent(1, 1);
+  loop_.Advance(50ms);
+  EXPECT_EQ(host_.cancelled, std::vector<int>{0});
+  EXPECT_EQ(c.primary(), 1);
+  EXPECT_EQ(events_.hedges_won, 1);
+  loop_.Advance(1s);
+  EXPECT_EQ(host_.started.size(), 2u);  // no retry on top of the hedge
+  EXPECT_FALSE(host_.finished.has_value());
+}
+
+TEST_F(AttemptControllerTest, PerTryTimeoutRetriesAReadAfterTheBackoff) {
+  context_.per_try_timeout = 100ms;
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  loop_.Advance(100ms);
+  EXPECT_EQ(host_.cancelled, std::vector<int>{0});
+  EXPECT_EQ(events_.retries[static_cast<int>(RetryReason::kPerTryTimeout)], 1);
+  EXPECT_EQ(events_.faults[0], 0);  // qpoold's own timeout is not the node's fault
+  loop_.Advance(12500us);
+  ASSERT_EQ(host_.started.size(), 2u);
+  EXPECT_EQ(host_.started[1].kind, AttemptKind::kRetry);
+  EXPECT_EQ(host_.started[1].avoid_node, 0);
+}
+
+TEST_F(AttemptControllerTest, HeldAnswerIsRetriedWhenTheMethodAllows) {
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, true),
+            HeadersVerdict::kHeld);
+  EXPECT_EQ(host_.held_slot, 0);
+  EXPECT_EQ(host_.rewinds, 0);  // nothing decided until the exchange ends
+  EXPECT_EQ(c.OnAttemptEnded(0, Outcome(Failure::kNone), absl::OkStatus()), EndVerdict::kHandled);
+  EXPECT_EQ(host_.rewinds, 1);
+  EXPECT_EQ(host_.held_slot, -1);
+  EXPECT_EQ(budget(0).retries_in_flight(), 1u);
+  loop_.Advance(12500us);
+  ASSERT_EQ(host_.started.size(), 2u);
+  EXPECT_EQ(events_.retries[static_cast<int>(RetryReason::kUnavailable)], 1);
+  c.OnAttemptSent(0, 1);
+  EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kNone), false, true), HeadersVerdict::kForward);
+  EXPECT_EQ(c.attempts(), 2u);
+  EXPECT_FALSE(host_.passed_on);
+}
+
+TEST_F(AttemptControllerTest, HeldAnswerIsPassedOnWhenTheMethodMayNotRepeat) {
+  host_.retry_class = RetryClass::kNeverRepeat;
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, true),
+            HeadersVerdict::kHeld);
+  c.OnAttemptEnded(0, Outcome(Failure::kNone), absl::OkStatus());
+  EXPECT_TRUE(host_.passed_on);
+  EXPECT_FALSE(host_.finished.has_value());
+  loop_.Advance(1s);
+  EXPECT_EQ(host_.started.size(), 1u);
+  EXPECT_EQ(events_.faults[0], 1);  // UNAVAILABLE still counts against the node
+}
+
+TEST_F(AttemptControllerTest, HeldAnswerBeforeTheWholeRequestWentOutStopsSendingIt) {
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, /*request_sent=*/false),
+            HeadersVerdict::kHeld);
+  EXPECT_EQ(host_.cancelled, std::vector<int>{0});
+  EXPECT_EQ(host_.rewinds, 1);  // decided at once: a retry
+  loop_.Advance(12500us);
+  EXPECT_EQ(host_.started.size(), 2u);
+}
+
+TEST_F(AttemptControllerTest, WholeAnswerWithoutReplayCopyIsForwarded) {
+  host_.can_replay = false;  // the request outgrew the replay buffer
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, true),
+            HeadersVerdict::kForward);
+  EXPECT_EQ(host_.held_slot, -1);
+}
+
+TEST_F(AttemptControllerTest, BudgetRefusalPassesTheHeldAnswerOn) {
+  for (int i = 0; i < 50; ++i) budget(0).OnAttemptFailed();  // 50 of 100 tokens left
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  c.OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, true);
+  c.OnAttemptEnded(0, Outcome(Failure::kNone), absl::OkStatus());
+  EXPECT_TRUE(host_.passed_on);
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kBudget)], 1);
+  EXPECT_EQ(budget(0).retries_in_flight(), 0u);
+  loop_.Advance(1s);
+  EXPECT_EQ(host_.started.size(), 1u);
+}
+
+TEST_F(AttemptControllerTest, RetriesInFlightLimitRefusesWithTokensLeft) {
+  RetryTicket a(budget(0)), b(budget(0)), c3(budget(0));  // min_retries_in_flight: 3
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kInFlight)], 1);
+  ASSERT_TRUE(host_.finished.has_value());
+  EXPECT_EQ(host_.finished->message(), "lost");
+}
+
+TEST_F(AttemptControllerTest, NeverReachedRetriesAtOnceWithoutSpendingBudget) {
+  for (int i = 0; i < 50; ++i) budget(0).OnAttemptFailed();  // policy retries would be refused
+  host_.retry_class = RetryClass::kNeverRepeat;              // any method qualifies
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  c.OnAttemptEnded(0, Outcome(Failure::kNeverReached), absl::UnavailableError("refused"));
+  ASSERT_EQ(host_.started.size(), 2u);
+  EXPECT_EQ(host_.started[1].at, host_.started[0].at);  // no backoff
+  EXPECT_EQ(host_.started[1].avoid_node, 0);
+  EXPECT_EQ(events_.retries[static_cast<int>(RetryReason::kTransparent)], 1);
+  EXPECT_EQ(budget(0).retries_in_flight(), 0u);
+  EXPECT_EQ(events_.results, 0);  // a refused stream says nothing about the node
+}
+
+TEST_F(AttemptControllerTest, UnreachableNodeRetriesUpToMaxAttemptsWithoutADeadline) {
+  AttemptController& c = Start();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(host_.started.size(), static_cast<size_t>(i + 1));
+    c.OnAttemptNotStarted(0, 0, absl::UnavailableError("connect refused"), true);
+    EXPECT_EQ(host_.started.size(), static_cast<size_t>(i + 1));  // never from inside the call
+    loop_.Advance(1s);
+  }
+  EXPECT_EQ(host_.started.size(), 3u);
+  EXPECT_EQ(host_.started[1].avoid_node, 0);
+  ASSERT_TRUE(host_.finished.has_value());
+  EXPECT_EQ(host_.finished->code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(host_.finished->message().find("tried 3 times"), std::string::npos);
+  EXPECT_NE(host_.finished->message().find("retry.max_attempts"), std::string::npos);
+  EXPECT_EQ(c.attempts(), 0u);  // nothing was sent
+}
+
+TEST_F(AttemptControllerTest, UnreachableNodeRetriesUntilTheDeadline) {
+  const MonoTime deadline = loop_.Now() + 2s;
+  AttemptController& c = Start(deadline);
+  size_t reported = 0;
+  while (!host_.finished.has_value() && loop_.Now() < deadline + 1s) {
+    if (host_.started.size() > reported) {
+      reported = host_.started.size();
+      c.OnAttemptNotStarted(0, 0, absl::UnavailableError("connect refused"), true);
+    }
+    loop_.Advance(1ms);
+  }
+  ASSERT_TRUE(host_.finished.has_value());
+  EXPECT_GT(host_.started.size(), 3u);  // past max_attempts: the deadline bounds the wait
+  EXPECT_LT(host_.started.back().at, deadline);
+  EXPECT_NE(host_.finished->message().find("until the deadline"), std::string::npos);
+}
+
+TEST_F(AttemptControllerTest, BackoffDelayIsHonoured) {
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  loop_.Advance(12ms);
+  EXPECT_EQ(host_.started.size(), 1u);
+  loop_.Advance(500us);  // 25 ms x 0.5
+  ASSERT_EQ(host_.started.size(), 2u);
+  c.OnAttemptSent(0, 1);
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  loop_.Advance(24ms);  // retry 2: 50 ms x 0.5
+  EXPECT_EQ(host_.started.size(), 2u);
+  loop_.Advance(1ms);
+  EXPECT_EQ(host_.started.size(), 3u);
+}
+
+TEST_F(AttemptControllerTest, PushbackIsHonoured) {
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kResourceExhausted, 300ms), true, true),
+            HeadersVerdict::kHeld);
+  c.OnAttemptEnded(0, Outcome(Failure::kNone), absl::OkStatus());
+  loop_.Advance(299ms);
+  EXPECT_EQ(host_.started.size(), 1u);
+  loop_.Advance(1ms);
+  EXPECT_EQ(host_.started.size(), 2u);
+  EXPECT_EQ(events_.retries[static_cast<int>(RetryReason::kResourceExhausted)], 1);
+  EXPECT_EQ(events_.faults[0], 0);  // rate limiting is not a node fault
+}
+
+TEST_F(AttemptControllerTest, ResourceExhaustedWithoutPushbackIsForwarded) {
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kResourceExhausted), true, true),
+            HeadersVerdict::kForward);
+}
+
+TEST_F(AttemptControllerTest, DeadlineStopsARetryThatCouldNotFinish) {
+  AttemptController& c = Start(loop_.Now() + 100ms);
+  c.OnAttemptSent(0, 0);
+  loop_.Advance(80ms);
+  // 20 ms left; the retry would wait 12.5 ms and needs the 80 ms the attempt took.
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kDeadline)], 1);
+  ASSERT_TRUE(host_.finished.has_value());
+  EXPECT_EQ(host_.finished->message(), "lost");
+  loop_.Advance(1s);
+  EXPECT_EQ(host_.started.size(), 1u);
+}
+
+TEST_F(AttemptControllerTest, MaxAttemptsStopsRetries) {
+  AttemptController& c = Start();
+  for (int i = 0; i < 3; ++i) {
+    c.OnAttemptSent(0, 0);
+    c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+    loop_.Advance(1s);
+  }
+  EXPECT_EQ(host_.started.size(), 3u);
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kMaxAttempts)], 1);
+  EXPECT_TRUE(host_.finished.has_value());
+}
+
+TEST_F(AttemptControllerTest, ResetIsPassedOnNotRetried) {
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  EXPECT_EQ(c.OnAttemptEnded(0, Outcome(Failure::kAborted), absl::OkStatus()),
+            EndVerdict::kPassOnClose);
+  EXPECT_EQ(events_.faults[0], 1);
+  loop_.Advance(1s);
+  EXPECT_EQ(host_.started.size(), 1u);
+  EXPECT_FALSE(host_.finished.has_value());
+}
+
+TEST_F(AttemptControllerTest, ConnectionLostAfterTheCommitPointEndsTheCall) {
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  c.OnResponseHeaders(0, Outcome(Failure::kNone), false, true);
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  ASSERT_TRUE(host_.finished.has_value());
+  loop_.Advance(1s);
+  EXPECT_EQ(host_.started.size(), 1u);
+}
+
+TEST_F(AttemptControllerTest, StopCancelsAttemptsTimersAndTickets) {
+  context_.hedge_delay = 50ms;
+  context_.per_try_timeout = 500ms;
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0);
+  loop_.Advance(50ms);
+  EXPECT_EQ(budget(0).retries_in_flight(), 1u);
+  c.Stop();
+  EXPECT_EQ(host_.cancelled, (std::vector<int>{1, 0}));
+  EXPECT_EQ(budget(0).retries_in_flight(), 0u);
+  loop_.Advance(1s);
+  EXPECT_EQ(host_.started.size(), 2u);
+  EXPECT_EQ(host_.cancelled.size(), 2u);
+}
+
+class ReplayBufferTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    limits_.per_call = 10;
+    limits_.total = 15;
+    limits_.total_bytes = &total_;
+  }
+  std::atomic<int64_t> total_{0};
+  ReplayLimits limits_;
+  RecordingEvents events_;
+  const uint8_t bytes_[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+};
+
+TEST_F(ReplayBufferTest, KeepsEveryByteUntilReleased) {
+  ReplayBuffer replay(limits_, &events_);
+  replay.Keep(bytes_, 4);
+  replay.Keep(bytes_ + 4, 4);
+  EXPECT_TRUE(replay.intact());
+  EXPECT_EQ(replay.size(), 8u);
+  EXPECT_EQ(total_.load(), 8);
+  std::string copy;
+  replay.bytes().CopyPrefix(8, copy);
+  EXPECT_EQ(copy, std::string("\1\2\3\4\5\6\7\10", 8));
+  replay.Release();
+  EXPECT_FALSE(replay.intact());
+  EXPECT_EQ(total_.load(), 0);
+  replay.Keep(bytes_, 1);  // after the commit point nothing is kept
+  EXPECT_EQ(replay.size(), 0u);
+}
+
+TEST_F(ReplayBufferTest, PerCallLimitDropsTheCopyForGood) {
+  ReplayBuffer replay(limits_, &events_);
+  replay.Keep(bytes_, 8);
+  replay.Keep(bytes_, 3);  // 11 > 10
+  EXPECT_FALSE(replay.intact());
+  EXPECT_EQ(replay.size(), 0u);
+  EXPECT_EQ(total_.load(), 0);
+  EXPECT_EQ(events_.replay_refused[static_cast<int>(ReplayLimit::kPerCall)], 1);
+  replay.Keep(bytes_, 1);
+  EXPECT_EQ(replay.size(), 0u);
+  EXPECT_EQ(events_.replay_refused[static_cast<int>(ReplayLimit::kPerCall)], 1);  // once
+}
+
+TEST_F(ReplayBufferTest, TotalLimitCountsEveryCallsCopy) {
+  ReplayBuffer first(limits_, &events_);
+  ReplayBuffer second(limits_, &events_);
+  first.Keep(bytes_, 8);
+  second.Keep(bytes_, 8);  // 16 > 15 for the process
+  EXPECT_TRUE(first.intact());
+  EXPECT_FALSE(second.intact());
+  EXPECT_EQ(events_.replay_refused[static_cast<int>(ReplayLimit::kTotal)], 1);
+  EXPECT_EQ(total_.load(), 8);
+}
+
+}  // namespace
+}  // namespace qpool::retry
