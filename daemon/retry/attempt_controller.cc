@@ -130,6 +130,10 @@ EndVerdict AttemptController::OnAttemptEnded(int slot, AttemptOutcome outcome,
     case Failure::kNeverReached:
       Fail(outcome, node, final_status);
       return EndVerdict::kHandled;
+    case Failure::kNotSent:
+      // Refused on this side: no node's fault, and a replay would fail the same way.
+      GiveUp(final_status);
+      return EndVerdict::kHandled;
     case Failure::kUnavailable:
       // Before the commit point the upstream may have processed the request: a policy retry, as
       // for UNAVAILABLE. After it, part of the answer is out: the call ends here.

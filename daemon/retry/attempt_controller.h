@@ -109,7 +109,8 @@ class AttemptController {
   HeadersVerdict OnResponseHeaders(int slot, const AttemptOutcome& outcome, bool whole_answer,
                                    bool request_sent);
   // `slot`'s exchange ended before its answer was complete (the host let go of it). `outcome`:
-  // kNone (clean end), kNeverReached, kUnavailable (connection lost), kAborted (reset), kOther.
+  // kNone (clean end), kNeverReached, kUnavailable (connection lost), kAborted (reset), kOther,
+  // kNotSent (refused on qpool's side before it left: answered with `final_status`, no retry).
   // `final_status` is the app's answer if the call gives up.
   EndVerdict OnAttemptEnded(int slot, AttemptOutcome outcome, const absl::Status& final_status);
   // `slot`'s exchange ended after its answer was complete.

@@ -45,6 +45,9 @@ enum class Failure : uint8_t {
   kAborted,  // the upstream ended the exchange without an answer, with an error (a reset):
              // passed on, never retried; counts against the node's health
   kOther,    // any other final outcome (another status, a clean reset): passed on as it is
+  kNotSent,  // refused by qpool's own upstream session before it left (e.g. a header block over
+             // nghttp2's send limit): not the node's doing, and it would fail the same way again,
+             // so never retried; the call is answered locally
 };
 
 // What happened to one attempt.

@@ -2,6 +2,8 @@
 
 #include <cstdint>
 
+#include "daemon/common/grpc_code.h"
+
 namespace qpool::server {
 
 std::optional<Duration> ParseGrpcTimeout(std::string_view value) {
@@ -78,5 +80,37 @@ std::string PercentEncodeGrpcMessage(absl::string_view message) {
 }
 
 int GrpcCode(const absl::Status& status) { return static_cast<int>(status.code()); }
+
+std::optional<Duration> PushbackIn(const HeaderRefs& block) {
+  auto number = [](std::string_view text, int64_t& out) {
+    if (text.empty() || text.size() > 12) return false;
+    out = 0;
+    for (char c : text) {
+      if (c < '0' || c > '9') return false;
+      out = out * 10 + (c - '0');
+    }
+    return true;
+  };
+  int64_t value = 0;
+  if (number(block.Find("grpc-retry-pushback-ms"), value)) {
+    return std::chrono::milliseconds(value);
+  }
+  if (!block.Find("grpc-retry-pushback-ms").empty()) return std::nullopt;  // negative: no retry
+  if (number(block.Find("retry-after"), value)) return std::chrono::seconds(value);
+  return std::nullopt;
+}
+
+retry::Failure FailureOfGrpcStatus(int code) {
+  switch (code) {
+    case kGrpcOk:
+      return retry::Failure::kNone;
+    case kGrpcUnavailable:
+      return retry::Failure::kUnavailable;
+    case kGrpcResourceExhausted:
+      return retry::Failure::kResourceExhausted;
+    default:
+      return retry::Failure::kOther;
+  }
+}
 
 }  // namespace qpool::server

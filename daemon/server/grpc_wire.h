@@ -1,5 +1,6 @@
-// gRPC-over-HTTP/2 wire details the proxy reads or writes itself: the grpc-timeout header and the
-// trailers of a locally generated answer. Everything else passes through untouched.
+// gRPC-over-HTTP/2 wire details the proxy reads or writes itself: the grpc-timeout header, the
+// grpc-status and pushback of an answer (and what they mean for a retry), and the trailers of a
+// locally generated answer. Everything else passes through untouched.
 // Thread-safety: pure functions.
 #ifndef QPOOL_DAEMON_SERVER_GRPC_WIRE_H_
 #define QPOOL_DAEMON_SERVER_GRPC_WIRE_H_
@@ -11,6 +12,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "daemon/common/event_loop.h"
+#include "daemon/retry/retry_policy.h"
+#include "daemon/server/header_block.h"
 
 namespace qpool::server {
 
@@ -33,6 +36,32 @@ std::string PercentEncodeGrpcMessage(absl::string_view message);
 
 // The gRPC status code number of an absl::Status (the numbering is the same).
 int GrpcCode(const absl::Status& status);
+
+// The grpc-status in a header block (HeaderBlock or HeaderRefs), or -1 when there is none or it
+// is not a number.
+template <typename Block>
+int GrpcStatusIn(const Block& block) {
+  int code = -1;
+  block.ForEach([&code](std::string_view name, std::string_view value) {
+    if (name != "grpc-status") return;
+    int parsed = 0;
+    for (char c : value) {
+      if (c < '0' || c > '9' || parsed > 1000) return;
+      parsed = parsed * 10 + (c - '0');
+    }
+    if (!value.empty()) code = parsed;
+  });
+  return code;
+}
+
+// How long Qdrant asked the caller to wait before trying again: `grpc-retry-pushback-ms` (gRPC's
+// A6; a negative value means "do not retry") or `retry-after` in seconds (Qdrant's rate limiter).
+// nullopt when it said nothing, or said not to retry.
+std::optional<Duration> PushbackIn(const HeaderRefs& block);
+
+// What a whole answer's grpc-status (-1: none) means to the retry policy: OK is no failure,
+// UNAVAILABLE and RESOURCE_EXHAUSTED may be retried, anything else is final.
+retry::Failure FailureOfGrpcStatus(int code);
 
 }  // namespace qpool::server
 

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "daemon/server/call.h"
+#include "daemon/server/call_upstream.h"
 #include "daemon/server/small_alloc.h"
 #include "daemon/server/worker.h"
 #include "daemon/tls/client_tls.h"
@@ -118,8 +118,8 @@ void UpstreamConnection::FailConnect(const absl::Status& reason) {
   CloseTransport(reason);
 }
 
-int32_t UpstreamConnection::SubmitRequest(UpstreamStream& stream, const nghttp2_nv* nva,
-                                          size_t nvlen, bool has_body) {
+int32_t UpstreamConnection::SubmitRequest(Attempt& stream, const nghttp2_nv* nva, size_t nvlen,
+                                          bool has_body) {
   if (closed() || draining_) return NGHTTP2_ERR_INVALID_STATE;
   nghttp2_data_provider provider{};
   provider.read_callback = &UpstreamConnection::ReadRequestCallback;
@@ -218,7 +218,7 @@ void UpstreamConnection::OnPingAck() {
 }
 
 void UpstreamConnection::ResetStream(int32_t stream_id, uint32_t h2_error_code) {
-  UpstreamStream* stream = UpstreamStreamOf(session_, stream_id);
+  Attempt* stream = AttemptOf(session_, stream_id);
   if (stream != nullptr) stream->hook.unlink();
   if (closed()) return;
   nghttp2_session_set_stream_user_data(session_, stream_id, nullptr);
@@ -277,9 +277,9 @@ void UpstreamConnection::OnTransportClosed(const absl::Status& reason) {
   for (auto& [id, probe] : probes) probe->OnProbeClosed(NGHTTP2_INTERNAL_ERROR, true);
   // Calls still riding here lose their upstream stream.
   while (!streams_.empty()) {
-    UpstreamStream& stream = streams_.front();
+    Attempt& stream = streams_.front();
     streams_.pop_front();
-    stream.call.OnUpstreamClosed(stream, NGHTTP2_INTERNAL_ERROR, /*connection_lost=*/true);
+    stream.OnClosed(NGHTTP2_INTERNAL_ERROR, /*connection_lost=*/true);
   }
   pool::PoolConnectionEvents* events = events_;
   events_ = nullptr;
@@ -328,14 +328,14 @@ int UpstreamConnection::OnHeaderCallback(nghttp2_session* session, const nghttp2
                                          nghttp2_rcbuf* name, nghttp2_rcbuf* value, uint8_t,
                                          void* user_data) {
   if (frame->hd.type != NGHTTP2_HEADERS) return 0;
-  UpstreamStream* stream = UpstreamStreamOf(session, frame->hd.stream_id);
+  Attempt* stream = AttemptOf(session, frame->hd.stream_id);
   if (stream == nullptr) {
     if (ProbeStream* probe = Self(user_data)->ProbeOf(frame->hd.stream_id)) {
       probe->OnProbeHeader(HeaderRefs::View(name), HeaderRefs::View(value));
     }
     return 0;
   }
-  stream->call.OnResponseHeader(*stream, frame->headers.cat == NGHTTP2_HCAT_HEADERS, name, value);
+  stream->OnResponseHeader(frame->headers.cat == NGHTTP2_HCAT_HEADERS, name, value);
   return 0;
 }
 
@@ -377,20 +377,20 @@ int UpstreamConnection::OnFrameRecvCallback(nghttp2_session* session, const nght
       self->CheckDrained();
       break;
     case NGHTTP2_HEADERS: {
-      UpstreamStream* stream = UpstreamStreamOf(session, frame->hd.stream_id);
+      Attempt* stream = AttemptOf(session, frame->hd.stream_id);
       if (stream == nullptr) break;
       const bool end_stream = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
       if (frame->headers.cat == NGHTTP2_HCAT_RESPONSE) {
-        stream->call.OnResponseHeadersEnd(*stream, end_stream);
+        stream->OnResponseHeadersEnd(end_stream);
       } else if (frame->headers.cat == NGHTTP2_HCAT_HEADERS && end_stream) {
-        stream->call.OnResponseTrailersEnd(*stream);
+        stream->OnResponseTrailersEnd();
       }
       break;
     }
     case NGHTTP2_DATA: {
       if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) break;
-      UpstreamStream* stream = UpstreamStreamOf(session, frame->hd.stream_id);
-      if (stream != nullptr) stream->call.OnResponseEnd(*stream);
+      Attempt* stream = AttemptOf(session, frame->hd.stream_id);
+      if (stream != nullptr) stream->OnResponseEnd();
       break;
     }
     default:
@@ -402,8 +402,8 @@ int UpstreamConnection::OnFrameRecvCallback(nghttp2_session* session, const nght
 int UpstreamConnection::OnDataChunkRecvCallback(nghttp2_session* session, uint8_t,
                                                 int32_t stream_id, const uint8_t* data, size_t len,
                                                 void* user_data) {
-  if (auto* stream = static_cast<UpstreamStream*>(TakeDataChunk(session, stream_id, len))) {
-    stream->call.OnResponseData(*stream, data, len);
+  if (auto* stream = static_cast<Attempt*>(TakeDataChunk(session, stream_id, len))) {
+    stream->OnResponseData(data, len);
   } else if (ProbeStream* probe = Self(user_data)->ProbeOf(stream_id)) {
     probe->OnProbeData(data, len);
   }
@@ -429,11 +429,11 @@ int UpstreamConnection::OnStreamCloseCallback(nghttp2_session* session, int32_t 
     self->not_sent_stream_ = 0;
     if (error_code == NGHTTP2_REFUSED_STREAM) error_code = kRequestNotSent;
   }
-  UpstreamStream* stream = UpstreamStreamOf(session, stream_id);
+  Attempt* stream = AttemptOf(session, stream_id);
   if (stream != nullptr) {
     stream->hook.unlink();
     nghttp2_session_set_stream_user_data(session, stream_id, nullptr);
-    stream->call.OnUpstreamClosed(*stream, error_code, /*connection_lost=*/false);
+    stream->OnClosed(error_code, /*connection_lost=*/false);
   } else if (ProbeStream* probe = self->TakeProbe(stream_id)) {
     probe->OnProbeClosed(error_code, /*connection_lost=*/false);
   }
@@ -445,9 +445,9 @@ int UpstreamConnection::OnStreamCloseCallback(nghttp2_session* session, int32_t 
 ssize_t UpstreamConnection::ReadRequestCallback(nghttp2_session* session, int32_t stream_id,
                                                 uint8_t* buf, size_t length, uint32_t* data_flags,
                                                 nghttp2_data_source*, void*) {
-  UpstreamStream* stream = UpstreamStreamOf(session, stream_id);
+  Attempt* stream = AttemptOf(session, stream_id);
   if (stream == nullptr) return NGHTTP2_ERR_DEFERRED;  // being reset
-  return stream->call.ReadRequestBody(*stream, buf, length, data_flags);
+  return stream->ReadRequestBody(buf, length, data_flags);
 }
 
 ssize_t UpstreamConnection::ReadProbeCallback(nghttp2_session*, int32_t, uint8_t* buf,

@@ -25,7 +25,7 @@
 
 #include "daemon/config/config.h"
 #include "daemon/pool/node_pool.h"
-#include "daemon/server/call.h"
+#include "daemon/server/call_upstream.h"
 #include "daemon/server/h2_transport.h"
 
 namespace qpool::server {
@@ -66,8 +66,8 @@ class UpstreamConnection : public H2Transport, public pool::PoolConnection {
   // Opens `stream` (a call's attempt) with request headers `nva`. With `has_body` the body is
   // pulled from the call's data source; otherwise the HEADERS frame ends the stream. Returns the
   // stream id, or a negative nghttp2 error.
-  int32_t SubmitRequest(UpstreamStream& stream, const nghttp2_nv* nva, size_t nvlen, bool has_body);
-  // Cancels a stream and forgets its call's UpstreamStream; no further events reach the call.
+  int32_t SubmitRequest(Attempt& stream, const nghttp2_nv* nva, size_t nvlen, bool has_body);
+  // Cancels a stream and forgets its call's Attempt; no further events reach the call.
   void ResetStream(int32_t stream_id, uint32_t h2_error_code);
   // The call has more request body (or its end) for the stream.
   void ResumeRequestData(int32_t stream_id);
@@ -129,7 +129,7 @@ class UpstreamConnection : public H2Transport, public pool::PoolConnection {
   bool draining_ = false;
   bool close_posted_ = false;
   int32_t not_sent_stream_ = 0;  // the request HEADERS nghttp2 last refused to send; 0: none
-  UpstreamStreamList streams_;   // calls' streams open here
+  AttemptList streams_;          // calls' streams open here
   std::vector<std::pair<int32_t, ProbeStream*>> probes_;  // health probes with a stream open here
 
   boost::asio::steady_timer ping_timer_;

@@ -130,6 +130,12 @@ retry::RetryPolicyOptions PolicyOptions(const config::RetryConfig& config) {
   return options;
 }
 
+retry::RetryBudget::Options BudgetOptions(const config::RetryConfig& config) {
+  return retry::RetryBudget::Options{static_cast<double>(config.budget_max_tokens),
+                                     config.budget_token_ratio, config.min_retries_in_flight,
+                                     static_cast<double>(config.retries_in_flight_percent) / 100.0};
+}
+
 retry::RetryClass RetryClassNamed(const std::string& name) {
   if (name == "read") return retry::RetryClass::kRead;
   if (name == "id_scoped_write") return retry::RetryClass::kIdScopedWrite;
@@ -139,19 +145,31 @@ retry::RetryClass RetryClassNamed(const std::string& name) {
 
 }  // namespace
 
-RetryContext::RetryContext(const config::RetryConfig& config, size_t nodes)
-    : policy(PolicyOptions(config)),
-      budgets(nodes, retry::RetryBudget(retry::RetryBudget::Options{
-                         static_cast<double>(config.budget_max_tokens), config.budget_token_ratio,
-                         config.min_retries_in_flight,
-                         static_cast<double>(config.retries_in_flight_percent) / 100.0})),
-      policy_retries(config.enabled),
-      per_try_timeout(absl::ToChronoNanoseconds(config.per_try_timeout)),
-      hedge_delay(absl::ToChronoNanoseconds(config.hedge_delay)),
-      replay_per_call(config.replay_buffer_per_call),
-      replay_total(config.replay_buffer_total) {
-  for (const auto& [path, name] : config.methods) classifier.Override(path, RetryClassNamed(name));
-}
+// Retry events, into this worker's metrics and passive health.
+class Worker::RetryReporter : public retry::RetryEvents {
+ public:
+  explicit RetryReporter(Worker& worker) : worker_(worker) {}
+  void OnRetry(retry::RetryClass retry_class, retry::RetryReason reason) override {
+    worker_.metrics_.RecordRetry(retry_class, reason);
+    if (reason == retry::RetryReason::kTransparent) {
+      worker_.counters_.transparent_retries.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  void OnRetryRefused(retry::RetryRefusal refusal) override {
+    worker_.metrics_.RecordRetryRefused(refusal);
+  }
+  void OnHedge(bool won) override { worker_.metrics_.RecordHedge(won); }
+  void OnAttemptResult(size_t node, bool node_fault, double tokens) override {
+    worker_.OnAttemptEnd(node, node_fault);
+    worker_.metrics_.node(node).retry_tokens.store(tokens, std::memory_order_relaxed);
+  }
+  void OnReplayRefused(retry::ReplayLimit limit) override {
+    worker_.metrics_.RecordReplayRefused(limit);
+  }
+
+ private:
+  Worker& worker_;
+};
 
 Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uint32_t count,
                ProxyCounters& counters, metrics::WorkerMetrics& metrics,
@@ -161,7 +179,9 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
       counters_(counters),
       metrics_(metrics),
       loop_(io_),
-      retry_(config_->retry, config::NodeCount(*config_)),
+      retry_reporter_(std::make_unique<RetryReporter>(*this)),
+      retry_(PolicyOptions(config_->retry), BudgetOptions(config_->retry),
+             config::NodeCount(*config_), retry_reporter_.get()),
       read_buffer_(64 * 1024),
       health_(health),
       secrets_(secrets),
@@ -171,6 +191,16 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
                      config_->health.enabled && config_->health.fast_enabled
                          ? absl::ToChronoNanoseconds(config_->health.fast_interval)
                          : Duration::zero()) {
+  const config::RetryConfig& retry = config_->retry;
+  retry_.policy_retries = retry.enabled;
+  retry_.per_try_timeout = absl::ToChronoNanoseconds(retry.per_try_timeout);
+  retry_.hedge_delay = absl::ToChronoNanoseconds(retry.hedge_delay);
+  retry_.replay.per_call = retry.replay_buffer_per_call;
+  retry_.replay.total = retry.replay_buffer_total;
+  retry_.replay.total_bytes = &counters_.replay_bytes;
+  for (const auto& [path, name] : retry.methods) {
+    retry_.classifier.Override(path, RetryClassNamed(name));
+  }
   if (!config_->rest.listen.host.empty()) {
     rest::RestRetryContext rest_retry;
     rest_retry.policy = &retry_.policy;
@@ -178,8 +208,8 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
     rest_retry.budgets = &retry_.budgets;
     rest_retry.active_calls = &retry_.active_calls;
     rest_retry.policy_retries = retry_.policy_retries;
-    rest_retry.replay_per_call = retry_.replay_per_call;
-    rest_retry.replay_total = retry_.replay_total;
+    rest_retry.replay_per_call = retry_.replay.per_call;
+    rest_retry.replay_total = retry_.replay.total;
     rest_retry.replay_bytes = &counters_.replay_bytes;
     rest_retry.transparent_retries = &counters_.transparent_retries;
     rest_retry.local_replies = &counters_.local_replies;

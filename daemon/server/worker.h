@@ -27,8 +27,7 @@
 #include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/node_pool.h"
 #include "daemon/rest/rest_worker.h"
-#include "daemon/retry/method_class.h"
-#include "daemon/retry/retry_policy.h"
+#include "daemon/retry/retry_context.h"
 #include "daemon/server/abuse_budget.h"
 #include "daemon/server/stream_guard.h"
 
@@ -85,22 +84,6 @@ class StdRandom : public Random {
 
  private:
   std::mt19937_64 engine_;
-};
-
-// What a worker's calls consult when an attempt fails (docs/retries.md): the policy, the method
-// classes, and one retry budget per node. Worker thread only.
-struct RetryContext {
-  explicit RetryContext(const config::RetryConfig& config, size_t nodes);
-
-  retry::RetryPolicy policy;
-  retry::MethodClassifier classifier;
-  std::vector<retry::RetryBudget> budgets;  // per node, config order
-  bool policy_retries = true;               // retry.enabled
-  Duration per_try_timeout{};               // zero: off
-  Duration hedge_delay{};                   // zero: no hedged reads
-  size_t replay_per_call = 0;               // retry.replay_buffer_per_call
-  int64_t replay_total = 0;                 // retry.replay_buffer_total
-  uint64_t active_calls = 0;                // this worker's calls from request headers to close
 };
 
 // Upstream credentials the workers share: the nodes' TLS contexts and the API keys qpoold holds.
@@ -185,7 +168,8 @@ class Worker : public rest::RestHost {
   int NodeIndexOf(const pool::NodePool* pool) const;
   // The pool of node `node` (config order).
   pool::NodePool* PoolOf(size_t node) { return pools_[node].get(); }
-  RetryContext& retry() { return retry_; }
+  // What this worker's calls consult and report to when an attempt fails (docs/retries.md).
+  retry::RetryContext& retry() { return retry_; }
   Random& random() { return random_; }
   // Worker thread: each node pool's gauges now, in config order.
   std::vector<metrics::NodePoolGauges> PoolGauges() const;
@@ -209,6 +193,7 @@ class Worker : public rest::RestHost {
  private:
   class UpstreamFactory;
   class NodeObserver;
+  class RetryReporter;
   void CheckDrained();
   // Every sweep period: closes app connections past server.handshake_timeout or
   // server.idle_timeout, frees idle ones' write buffers, and resets streams stalled past
@@ -232,7 +217,8 @@ class Worker : public rest::RestHost {
   boost::asio::io_context io_{1};  // run by one thread: its own posts skip the queue lock
   AsioEventLoop loop_;
   StdRandom random_;
-  RetryContext retry_;
+  std::unique_ptr<RetryReporter> retry_reporter_;  // before retry_, which reports to it
+  retry::RetryContext retry_;
   std::vector<uint8_t> read_buffer_;
   pool::PendingBudget pending_budget_;
   std::vector<std::unique_ptr<UpstreamFactory>> factories_;
