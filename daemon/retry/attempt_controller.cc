@@ -7,18 +7,10 @@
 
 namespace qpool::retry {
 
-AttemptController::AttemptController(RetryContext& context, EventLoop& loop, Random& random,
-                                     AttemptHost& host)
-    : context_(context), loop_(loop), random_(random), host_(host) {}
-
-AttemptController::~AttemptController() {
-  if (state_ != State::kIdle) context_.active_calls--;
-}
-
-void AttemptController::Start(std::optional<MonoTime> deadline) {
+void AttemptController::Start(MonoTime now, std::optional<MonoTime> deadline) {
   context_.active_calls++;
   deadline_ = deadline;
-  started_at_ = loop_.Now();
+  started_at_ = now;
   StartPrimary();
 }
 
@@ -29,11 +21,11 @@ void AttemptController::StartPrimary() {
                      /*node=*/-1, /*avoid_node=*/failed_node_);
 }
 
-void AttemptController::OnAttemptSent(int slot, int node) {
+void AttemptController::OnAttemptSent(int slot, int node, MonoTime now) {
   Try& t = tries_[slot];
   t.phase = Phase::kSent;
   t.node = node;
-  t.sent_at = loop_.Now();
+  t.sent_at = now;
   if (slot == hedge_) return;
   attempts_++;
   // Per-try timeouts and hedges are for reads whose request can be sent again.
@@ -97,7 +89,7 @@ HeadersVerdict AttemptController::OnResponseHeaders(int slot, const AttemptOutco
   context_.RecordAttemptResult(t.node, /*failed=*/false, /*node_fault=*/false);
   // The commit point.
   if (retry_timer_) retry_timer_->Cancel();  // the per-try timeout
-  DropHedge();
+  if (hedge_ >= 0 || hedge_timer_) DropHedge();
   state_ = State::kCommitted;
   return HeadersVerdict::kForward;
 }
@@ -155,7 +147,7 @@ EndVerdict AttemptController::OnAttemptEnded(int slot, AttemptOutcome outcome,
 void AttemptController::Stop() {
   if (retry_timer_) retry_timer_->Cancel();
   retry_ticket_.Release();
-  DropHedge();
+  if (hedge_ >= 0 || hedge_timer_) DropHedge();
   CancelSlot(primary_);
   held_ = false;
   if (state_ != State::kIdle) state_ = State::kDone;

@@ -10,8 +10,8 @@
 // phase, node and start time, and the budget ticket a hedge holds. The first response headers of
 // either decide the race; the primary() slot is the winner from then on.
 //
-//   controller.Start(deadline);                 // -> host.StartAttempt(0, kFirst, ...)
-//   controller.OnAttemptSent(0, node);          // request headers went out
+//   controller.Start(now, deadline);            // -> host.StartAttempt(0, kFirst, ...)
+//   controller.OnAttemptSent(0, node, now);     // request headers went out
 //   switch (controller.OnResponseHeaders(0, outcome, whole_answer, request_sent)) {
 //     case HeadersVerdict::kForward: ...        // pass the headers on: the call is committed
 //     case HeadersVerdict::kHeld:               // host.HoldAnswer(0) was called; wait
@@ -89,18 +89,23 @@ class AttemptController {
   static constexpr int kSlots = 2;
 
   // `context`, `loop`, `random` and `host` must outlive the controller.
-  AttemptController(RetryContext& context, EventLoop& loop, Random& random, AttemptHost& host);
-  ~AttemptController();
+  AttemptController(RetryContext& context, EventLoop& loop, Random& random, AttemptHost& host)
+      : context_(context), loop_(loop), random_(random), host_(host) {}
+  ~AttemptController() {
+    if (state_ != State::kIdle) context_.active_calls--;
+  }
   AttemptController(const AttemptController&) = delete;
   AttemptController& operator=(const AttemptController&) = delete;
 
-  // The call's request is ready to go (`deadline`: the caller's, if any): the first attempt
-  // starts. The call counts as active (RetryContext::active_calls) until the controller is gone.
-  void Start(std::optional<MonoTime> deadline);
+  // The call's request is ready to go at `now` (`deadline`: the caller's, if any): the first
+  // attempt starts. The call counts as active (RetryContext::active_calls) until the controller is
+  // gone. (Times come from the host, which reads the clock anyway.)
+  void Start(MonoTime now, std::optional<MonoTime> deadline);
 
   // Host reports. -----------------------------------------------------------------------------
-  // `slot`'s request headers went out to `node`: per-try timeout and hedge delay are armed.
-  void OnAttemptSent(int slot, int node);
+  // `slot`'s request headers went out to `node` at `now`: per-try timeout and hedge delay are
+  // armed.
+  void OnAttemptSent(int slot, int node, MonoTime now);
   // `slot` got no stream: `status` from the pool (or the stream could not be opened).
   // `node_unreachable` when the node could not be reached at all (the request never left).
   void OnAttemptNotStarted(int slot, int node, const absl::Status& status, bool node_unreachable);

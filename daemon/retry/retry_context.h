@@ -57,7 +57,18 @@ struct RetryContext {
 
   // A finished attempt tells its node's budget (`failed`: a retryable failure) and passive health
   // (`node_fault`) how it went. `node` < 0 (none): nothing.
-  void RecordAttemptResult(int node, bool failed, bool node_fault);
+  void RecordAttemptResult(int node, bool failed, bool node_fault) {
+    if (node < 0 || static_cast<size_t>(node) >= budgets.size()) return;
+    RetryBudget& budget = budgets[static_cast<size_t>(node)];
+    if (failed) {
+      budget.OnAttemptFailed();
+    } else {
+      budget.OnAttemptSucceeded();
+    }
+    if (events != nullptr) {
+      events->OnAttemptResult(static_cast<size_t>(node), node_fault, budget.tokens());
+    }
+  }
   size_t nodes() const { return budgets.size(); }
 
   RetryPolicy policy;

@@ -53,7 +53,7 @@ void Call::OnRequestHeadersEnd() {
     deadline_timer_ = worker.loop().CreateTimer();
     deadline_timer_->Arm(*deadline_ - worker.loop().Now(), [this] { OnDeadline(); });
   }
-  upstream_.Start(deadline_);
+  upstream_.Start(started_at_, deadline_);
 }
 
 void Call::OnRequestData(const uint8_t* data, size_t len) {
@@ -102,15 +102,6 @@ void Call::SendResponseHeaders(const nghttp2_nv* nva, size_t nvlen, bool end_str
     response_state_ = ResponseState::kHeadersSent;
   }
   downstream_.SubmitResponse(*this, nva, nvlen, /*has_body=*/!end_stream);
-}
-
-void Call::AppendResponseData(const uint8_t* data, size_t len) {
-  response_body_.Append(data, len);
-  ResumeDownstream();
-}
-
-void Call::AddResponseTrailer(std::string_view name, std::string_view value) {
-  trailers_.Add(name, value);
 }
 
 void Call::EndResponse() {

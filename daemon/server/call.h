@@ -69,8 +69,13 @@ class Call {
   // The answer, from the upstream half. -----------------------------------------------------------
   // Response headers (`end_stream`: a trailers-only answer with grpc-status `grpc_code`).
   void SendResponseHeaders(const nghttp2_nv* nva, size_t nvlen, bool end_stream, int grpc_code);
-  void AppendResponseData(const uint8_t* data, size_t len);
-  void AddResponseTrailer(std::string_view name, std::string_view value);
+  void AppendResponseData(const uint8_t* data, size_t len) {
+    response_body_.Append(data, len);
+    ResumeDownstream();
+  }
+  void AddResponseTrailer(std::string_view name, std::string_view value) {
+    trailers_.Add(name, value);
+  }
   // The upstream answer is complete: trailers (if any) follow the data queued.
   void EndResponse();
   // Answers the app with `status` and no upstream answer: trailers-only if no response headers

@@ -78,8 +78,9 @@ void Attempt::OnClosed(uint32_t h2_error_code, bool connection_lost) {
 ssize_t Attempt::ReadRequestBody(uint8_t* buf, size_t length, uint32_t* data_flags) {
   if (!reads_own_copy) return owner_.ReadRequestBody(*this, buf, length, data_flags);
   // A hedge's own copy of a request the app finished sending; nothing to acknowledge.
-  const size_t n = own_copy.Read(buf, length);
-  if (own_copy.empty()) *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+  ByteQueue& copy = owner_.hedge_copy();
+  const size_t n = copy.Read(buf, length);
+  if (copy.empty()) *data_flags |= NGHTTP2_DATA_FLAG_EOF;
   return static_cast<ssize_t>(n);
 }
 
@@ -94,8 +95,10 @@ void Attempt::Release(uint32_t h2_error_code) {
 }
 
 void Attempt::Detach() {
-  reads_own_copy = false;  // the next attempt in this slot may be a primary
-  own_copy.Clear();
+  if (reads_own_copy) {
+    reads_own_copy = false;  // the next attempt in this slot may be a primary
+    owner_.hedge_copy().Clear();
+  }
   response_headers.Clear();  // references into the upstream session
   hook.unlink();
   connection = nullptr;
@@ -121,14 +124,10 @@ CallUpstream::CallUpstream(Call& call, Worker& worker)
       replay_(worker.retry().replay, worker.retry().events),
       controller_(worker.retry(), worker.loop(), worker.random(), *this) {}
 
-void CallUpstream::AddRequestHeader(nghttp2_rcbuf* name, nghttp2_rcbuf* value) {
-  request_headers_.Add(name, value);
-}
-
-void CallUpstream::Start(std::optional<MonoTime> deadline) {
+void CallUpstream::Start(MonoTime now, std::optional<MonoTime> deadline) {
   request_state_ = RequestState::kBody;
   deadline_ = deadline;
-  controller_.Start(deadline);
+  controller_.Start(now, deadline);
 }
 
 void CallUpstream::OnRequestData(const uint8_t* data, size_t len) {
@@ -200,7 +199,8 @@ void CallUpstream::StartAttempt(int slot, retry::AttemptKind kind, int node, int
   if (kind == retry::AttemptKind::kHedge) {
     pool = worker_.PoolOf(static_cast<size_t>(node));
     a.reads_own_copy = true;
-    a.own_copy.AppendCopyOf(replay_.bytes());
+    hedge_copy_.Clear();
+    hedge_copy_.AppendCopyOf(replay_.bytes());
   } else {
     // The balancer's choice; a retry goes to another node when there is one to go to.
     pool = &worker_.PickPool();
@@ -264,7 +264,7 @@ void CallUpstream::Open(Attempt& a, UpstreamConnection& conn) {
   });
   if (!our_key.empty() && (replace_key || !app_key)) nva.push_back(ApiKeyNv(our_key));
   const bool has_body = a.reads_own_copy
-                            ? !a.own_copy.empty()
+                            ? !hedge_copy_.empty()
                             : !(request_state_ == RequestState::kEnded && request_body_.empty());
   const int32_t stream_id = conn.SubmitRequest(a, nva.data(), nva.size(), has_body);
   if (stream_id < 0) {
@@ -284,7 +284,7 @@ void CallUpstream::Open(Attempt& a, UpstreamConnection& conn) {
   a.started_at = worker_.loop().Now();
   a.node_metrics = &worker_.metrics().node(static_cast<size_t>(a.node));
   conn.ScheduleFlush();
-  controller_.OnAttemptSent(a.slot, a.node);
+  controller_.OnAttemptSent(a.slot, a.node, a.started_at);
 }
 
 void CallUpstream::OnResponseHeadersEnd(Attempt& a, bool end_stream) {

@@ -87,9 +87,9 @@ class Attempt : public pool::StreamWaiter {
   int32_t id = -1;
   MonoTime started_at{};
   metrics::NodeMetrics* node_metrics = nullptr;  // set while attached
-  // A hedge reads its own copy of the whole request; a primary reads the call's request body.
+  // A hedge reads its own copy of the whole request (CallUpstream::hedge_copy_); a primary reads
+  // the call's request body.
   bool reads_own_copy = false;
-  ByteQueue own_copy;
   HeaderRefs response_headers;  // references into the upstream session until forwarded
   CallHook hook;                // UpstreamConnection's list of streams open there
 
@@ -110,9 +110,12 @@ class CallUpstream final : public retry::AttemptHost {
   explicit CallUpstream(Call& call, Worker& worker);
 
   // The request, from the downstream half. -----------------------------------------------------
-  void AddRequestHeader(nghttp2_rcbuf* name, nghttp2_rcbuf* value);
-  // The request headers are complete: the first attempt starts. `deadline`: the caller's.
-  void Start(std::optional<MonoTime> deadline);
+  void AddRequestHeader(nghttp2_rcbuf* name, nghttp2_rcbuf* value) {
+    request_headers_.Add(name, value);
+  }
+  // The request headers are complete at `now`: the first attempt starts. `deadline`: the
+  // caller's.
+  void Start(MonoTime now, std::optional<MonoTime> deadline);
   void OnRequestData(const uint8_t* data, size_t len);
   void OnRequestEnd();
   // Nothing more goes upstream: drops the request bytes held and the replay copy, and lets the
@@ -128,6 +131,7 @@ class CallUpstream final : public retry::AttemptHost {
   bool IsPrimary(const Attempt& a) const { return a.slot == controller_.primary(); }
   Call& call() { return call_; }
   Worker& worker() { return worker_; }
+  ByteQueue& hedge_copy() { return hedge_copy_; }
   // Opens `a`'s stream on `conn` (a slot there is reserved for it).
   void Open(Attempt& a, UpstreamConnection& conn);
   void OnAcquireFailed(Attempt& a, const absl::Status& status);
@@ -163,6 +167,7 @@ class CallUpstream final : public retry::AttemptHost {
   ByteQueue request_body_;         // taken from the app, not sent yet
   size_t acknowledged_ahead_ = 0;  // bytes at the front of request_body_ the app got credit for
   retry::ReplayBuffer replay_;     // a copy of the bytes sent, until the commit point
+  ByteQueue hedge_copy_;           // the hedge's own copy of the whole request, read by it
   std::optional<retry::RetryClass> retry_class_;  // decided when first needed
   std::optional<MonoTime> deadline_;
   // A trailers-only answer from Qdrant with a retryable status, held while the controller decides.

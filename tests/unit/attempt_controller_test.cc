@@ -91,7 +91,7 @@ class AttemptControllerTest : public ::testing::Test {
   // Builds the controller with the context as the test set it, and starts the call.
   AttemptController& Start(std::optional<MonoTime> deadline = std::nullopt) {
     controller_ = std::make_unique<AttemptController>(context_, loop_, random_, host_);
-    controller_->Start(deadline);
+    controller_->Start(loop_.Now(), deadline);
     return *controller_;
   }
   RetryBudget& budget(int node) { return context_.budgets[static_cast<size_t>(node)]; }
@@ -112,7 +112,7 @@ TEST_F(AttemptControllerTest, FirstAttemptGoesToTheBalancersChoice) {
   EXPECT_EQ(host_.started[0].node, -1);
   EXPECT_EQ(host_.started[0].avoid_node, -1);
   EXPECT_EQ(context_.active_calls, 1u);
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kNone), false, true), HeadersVerdict::kForward);
   EXPECT_TRUE(c.committed());
   EXPECT_EQ(c.attempts(), 1u);
@@ -124,7 +124,7 @@ TEST_F(AttemptControllerTest, FirstAttemptGoesToTheBalancersChoice) {
 TEST_F(AttemptControllerTest, HedgeStartsAfterTheDelayAndWinsWhenItAnswersFirst) {
   context_.hedge_delay = 50ms;
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   loop_.Advance(49ms);
   EXPECT_EQ(host_.started.size(), 1u);
   loop_.Advance(1ms);
@@ -134,7 +134,7 @@ TEST_F(AttemptControllerTest, HedgeStartsAfterTheDelayAndWinsWhenItAnswersFirst)
   EXPECT_EQ(host_.started[1].node, 1);  // another node than the primary's
   EXPECT_EQ(events_.hedges, 1);
   EXPECT_EQ(budget(0).retries_in_flight(), 1u);  // the hedge counts on its primary's node
-  c.OnAttemptSent(1, 1);
+  c.OnAttemptSent(1, 1, loop_.Now());
 
   EXPECT_EQ(c.OnResponseHeaders(1, Outcome(Failure::kNone), false, true), HeadersVerdict::kForward);
   EXPECT_EQ(host_.cancelled, std::vector<int>{0});  // the slow primary is cancelled
@@ -147,9 +147,9 @@ TEST_F(AttemptControllerTest, HedgeStartsAfterTheDelayAndWinsWhenItAnswersFirst)
 TEST_F(AttemptControllerTest, PrimaryAnsweringFirstCancelsTheHedge) {
   context_.hedge_delay = 50ms;
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   loop_.Advance(50ms);
-  c.OnAttemptSent(1, 1);
+  c.OnAttemptSent(1, 1, loop_.Now());
   EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kNone), false, true), HeadersVerdict::kForward);
   EXPECT_EQ(host_.cancelled, std::vector<int>{1});
   EXPECT_EQ(c.primary(), 0);
@@ -160,7 +160,7 @@ TEST_F(AttemptControllerTest, PrimaryAnsweringFirstCancelsTheHedge) {
 TEST_F(AttemptControllerTest, NoHedgeForAWrite) {
   context_.hedge_delay = 50ms;
   host_.retry_class = RetryClass::kIdScopedWrite;
-  Start().OnAttemptSent(0, 0);
+  Start().OnAttemptSent(0, 0, loop_.Now());
   loop_.Advance(100ms);
   EXPECT_EQ(host_.started.size(), 1u);
 }
@@ -168,7 +168,7 @@ TEST_F(AttemptControllerTest, NoHedgeForAWrite) {
 TEST_F(AttemptControllerTest, NoHedgeWhileTheAppIsStillSending) {
   context_.hedge_delay = 50ms;
   host_.whole_request = false;
-  Start().OnAttemptSent(0, 0);
+  Start().OnAttemptSent(0, 0, loop_.Now());
   loop_.Advance(100ms);
   EXPECT_EQ(host_.started.size(), 1u);
 }
@@ -176,7 +176,7 @@ TEST_F(AttemptControllerTest, NoHedgeWhileTheAppIsStillSending) {
 TEST_F(AttemptControllerTest, NoHedgeWithoutAnotherNode) {
   context_.hedge_delay = 50ms;
   host_.hedge_node = 0;  // PickHedgeNode finds none
-  Start().OnAttemptSent(0, 0);
+  Start().OnAttemptSent(0, 0, loop_.Now());
   loop_.Advance(100ms);
   EXPECT_EQ(host_.started.size(), 1u);
   EXPECT_EQ(budget(0).retries_in_flight(), 0u);
@@ -185,7 +185,7 @@ TEST_F(AttemptControllerTest, NoHedgeWithoutAnotherNode) {
 TEST_F(AttemptControllerTest, NoHedgeWhenTheBudgetRefuses) {
   context_.hedge_delay = 50ms;
   for (int i = 0; i < 50; ++i) budget(0).OnAttemptFailed();  // half the tokens: no retries
-  Start().OnAttemptSent(0, 0);
+  Start().OnAttemptSent(0, 0, loop_.Now());
   loop_.Advance(100ms);
   EXPECT_EQ(host_.started.size(), 1u);
   EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kBudget)], 1);
@@ -195,9 +195,9 @@ TEST_F(AttemptControllerTest, NoHedgeWhenTheBudgetRefuses) {
 TEST_F(AttemptControllerTest, PrimaryFailingWhileHedgingLeavesTheHedgeAsTheAttempt) {
   context_.hedge_delay = 50ms;
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   loop_.Advance(50ms);
-  c.OnAttemptSent(1, 1);
+  c.OnAttemptSent(1, 1, loop_.Now());
   // A trailers-only UNAVAILABLE from the primary: no retry, the hedge carries on.
   EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, true),
             HeadersVerdict::kDiscard);
@@ -214,9 +214,9 @@ TEST_F(AttemptControllerTest, PrimaryFailingWhileHedgingLeavesTheHedgeAsTheAttem
 TEST_F(AttemptControllerTest, PrimaryConnectionLostWhileHedgingLeavesTheHedge) {
   context_.hedge_delay = 50ms;
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   loop_.Advance(50ms);
-  c.OnAttemptSent(1, 1);
+  c.OnAttemptSent(1, 1, loop_.Now());
   EXPECT_EQ(c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost")),
             EndVerdict::kHandled);
   EXPECT_EQ(c.primary(), 1);
@@ -229,9 +229,9 @@ TEST_F(AttemptControllerTest, PrimaryConnectionLostWhileHedgingLeavesTheHedge) {
 TEST_F(AttemptControllerTest, HedgeFailingLeavesThePrimaryAlone) {
   context_.hedge_delay = 50ms;
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   loop_.Advance(50ms);
-  c.OnAttemptSent(1, 1);
+  c.OnAttemptSent(1, 1, loop_.Now());
   EXPECT_EQ(c.OnResponseHeaders(1, Outcome(Failure::kUnavailable), true, true),
             HeadersVerdict::kDiscard);
   EXPECT_EQ(host_.cancelled, std::vector<int>{1});
@@ -245,9 +245,9 @@ TEST_F(AttemptControllerTest, PerTryTimeoutWithARunningHedgeCancelsOnlyThePrimar
   context_.per_try_timeout = 100ms;
   context_.hedge_delay = 50ms;
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   loop_.Advance(50ms);
-  c.OnAttemptSent(1, 1);
+  c.OnAttemptSent(1, 1, loop_.Now());
   loop_.Advance(50ms);
   EXPECT_EQ(host_.cancelled, std::vector<int>{0});
   EXPECT_EQ(c.primary(), 1);
@@ -260,7 +260,7 @@ TEST_F(AttemptControllerTest, PerTryTimeoutWithARunningHedgeCancelsOnlyThePrimar
 TEST_F(AttemptControllerTest, PerTryTimeoutRetriesAReadAfterTheBackoff) {
   context_.per_try_timeout = 100ms;
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   loop_.Advance(100ms);
   EXPECT_EQ(host_.cancelled, std::vector<int>{0});
   EXPECT_EQ(events_.retries[static_cast<int>(RetryReason::kPerTryTimeout)], 1);
@@ -273,7 +273,7 @@ TEST_F(AttemptControllerTest, PerTryTimeoutRetriesAReadAfterTheBackoff) {
 
 TEST_F(AttemptControllerTest, HeldAnswerIsRetriedWhenTheMethodAllows) {
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, true),
             HeadersVerdict::kHeld);
   EXPECT_EQ(host_.held_slot, 0);
@@ -285,7 +285,7 @@ TEST_F(AttemptControllerTest, HeldAnswerIsRetriedWhenTheMethodAllows) {
   loop_.Advance(12500us);
   ASSERT_EQ(host_.started.size(), 2u);
   EXPECT_EQ(events_.retries[static_cast<int>(RetryReason::kUnavailable)], 1);
-  c.OnAttemptSent(0, 1);
+  c.OnAttemptSent(0, 1, loop_.Now());
   EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kNone), false, true), HeadersVerdict::kForward);
   EXPECT_EQ(c.attempts(), 2u);
   EXPECT_FALSE(host_.passed_on);
@@ -294,7 +294,7 @@ TEST_F(AttemptControllerTest, HeldAnswerIsRetriedWhenTheMethodAllows) {
 TEST_F(AttemptControllerTest, HeldAnswerIsPassedOnWhenTheMethodMayNotRepeat) {
   host_.retry_class = RetryClass::kNeverRepeat;
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, true),
             HeadersVerdict::kHeld);
   c.OnAttemptEnded(0, Outcome(Failure::kNone), absl::OkStatus());
@@ -307,7 +307,7 @@ TEST_F(AttemptControllerTest, HeldAnswerIsPassedOnWhenTheMethodMayNotRepeat) {
 
 TEST_F(AttemptControllerTest, HeldAnswerBeforeTheWholeRequestWentOutStopsSendingIt) {
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, /*request_sent=*/false),
             HeadersVerdict::kHeld);
   EXPECT_EQ(host_.cancelled, std::vector<int>{0});
@@ -319,7 +319,7 @@ TEST_F(AttemptControllerTest, HeldAnswerBeforeTheWholeRequestWentOutStopsSending
 TEST_F(AttemptControllerTest, WholeAnswerWithoutReplayCopyIsForwarded) {
   host_.can_replay = false;  // the request outgrew the replay buffer
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, true),
             HeadersVerdict::kForward);
   EXPECT_EQ(host_.held_slot, -1);
@@ -328,7 +328,7 @@ TEST_F(AttemptControllerTest, WholeAnswerWithoutReplayCopyIsForwarded) {
 TEST_F(AttemptControllerTest, BudgetRefusalPassesTheHeldAnswerOn) {
   for (int i = 0; i < 50; ++i) budget(0).OnAttemptFailed();  // 50 of 100 tokens left
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   c.OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, true);
   c.OnAttemptEnded(0, Outcome(Failure::kNone), absl::OkStatus());
   EXPECT_TRUE(host_.passed_on);
@@ -341,7 +341,7 @@ TEST_F(AttemptControllerTest, BudgetRefusalPassesTheHeldAnswerOn) {
 TEST_F(AttemptControllerTest, RetriesInFlightLimitRefusesWithTokensLeft) {
   RetryTicket a(budget(0)), b(budget(0)), c3(budget(0));  // min_retries_in_flight: 3
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
   EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kInFlight)], 1);
   ASSERT_TRUE(host_.finished.has_value());
@@ -352,7 +352,7 @@ TEST_F(AttemptControllerTest, NeverReachedRetriesAtOnceWithoutSpendingBudget) {
   for (int i = 0; i < 50; ++i) budget(0).OnAttemptFailed();  // policy retries would be refused
   host_.retry_class = RetryClass::kNeverRepeat;              // any method qualifies
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   c.OnAttemptEnded(0, Outcome(Failure::kNeverReached), absl::UnavailableError("refused"));
   ASSERT_EQ(host_.started.size(), 2u);
   EXPECT_EQ(host_.started[1].at, host_.started[0].at);  // no backoff
@@ -398,13 +398,13 @@ TEST_F(AttemptControllerTest, UnreachableNodeRetriesUntilTheDeadline) {
 
 TEST_F(AttemptControllerTest, BackoffDelayIsHonoured) {
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
   loop_.Advance(12ms);
   EXPECT_EQ(host_.started.size(), 1u);
   loop_.Advance(500us);  // 25 ms x 0.5
   ASSERT_EQ(host_.started.size(), 2u);
-  c.OnAttemptSent(0, 1);
+  c.OnAttemptSent(0, 1, loop_.Now());
   c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
   loop_.Advance(24ms);  // retry 2: 50 ms x 0.5
   EXPECT_EQ(host_.started.size(), 2u);
@@ -414,7 +414,7 @@ TEST_F(AttemptControllerTest, BackoffDelayIsHonoured) {
 
 TEST_F(AttemptControllerTest, PushbackIsHonoured) {
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kResourceExhausted, 300ms), true, true),
             HeadersVerdict::kHeld);
   c.OnAttemptEnded(0, Outcome(Failure::kNone), absl::OkStatus());
@@ -428,14 +428,14 @@ TEST_F(AttemptControllerTest, PushbackIsHonoured) {
 
 TEST_F(AttemptControllerTest, ResourceExhaustedWithoutPushbackIsForwarded) {
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kResourceExhausted), true, true),
             HeadersVerdict::kForward);
 }
 
 TEST_F(AttemptControllerTest, DeadlineStopsARetryThatCouldNotFinish) {
   AttemptController& c = Start(loop_.Now() + 100ms);
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   loop_.Advance(80ms);
   // 20 ms left; the retry would wait 12.5 ms and needs the 80 ms the attempt took.
   c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
@@ -449,7 +449,7 @@ TEST_F(AttemptControllerTest, DeadlineStopsARetryThatCouldNotFinish) {
 TEST_F(AttemptControllerTest, MaxAttemptsStopsRetries) {
   AttemptController& c = Start();
   for (int i = 0; i < 3; ++i) {
-    c.OnAttemptSent(0, 0);
+    c.OnAttemptSent(0, 0, loop_.Now());
     c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
     loop_.Advance(1s);
   }
@@ -460,7 +460,7 @@ TEST_F(AttemptControllerTest, MaxAttemptsStopsRetries) {
 
 TEST_F(AttemptControllerTest, ResetIsPassedOnNotRetried) {
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   EXPECT_EQ(c.OnAttemptEnded(0, Outcome(Failure::kAborted), absl::OkStatus()),
             EndVerdict::kPassOnClose);
   EXPECT_EQ(events_.faults[0], 1);
@@ -471,7 +471,7 @@ TEST_F(AttemptControllerTest, ResetIsPassedOnNotRetried) {
 
 TEST_F(AttemptControllerTest, ConnectionLostAfterTheCommitPointEndsTheCall) {
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   c.OnResponseHeaders(0, Outcome(Failure::kNone), false, true);
   c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
   ASSERT_TRUE(host_.finished.has_value());
@@ -483,7 +483,7 @@ TEST_F(AttemptControllerTest, StopCancelsAttemptsTimersAndTickets) {
   context_.hedge_delay = 50ms;
   context_.per_try_timeout = 500ms;
   AttemptController& c = Start();
-  c.OnAttemptSent(0, 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
   loop_.Advance(50ms);
   EXPECT_EQ(budget(0).retries_in_flight(), 1u);
   c.Stop();
