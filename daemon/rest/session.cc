@@ -31,12 +31,12 @@ std::string Millis(Duration d) {
   return absl::StrCat(std::chrono::duration_cast<std::chrono::milliseconds>(d).count(), " ms");
 }
 
-// A gRPC code for an HTTP answer, as the retry policy reads outcomes: 503 is UNAVAILABLE, 429 is
-// RESOURCE_EXHAUSTED (retried only with Retry-After), anything else is final.
-int GrpcCodeOfStatus(unsigned status) {
-  if (status == 503) return 14;
-  if (status == 429) return 8;
-  return 0;
+// An HTTP answer as the retry policy reads outcomes: 503 is UNAVAILABLE, 429 is RESOURCE_EXHAUSTED
+// (retried only with Retry-After), anything else is final.
+retry::Failure FailureOfStatus(unsigned status) {
+  if (status == 503) return retry::Failure::kUnavailable;
+  if (status == 429) return retry::Failure::kResourceExhausted;
+  return retry::Failure::kNone;
 }
 
 }  // namespace
@@ -357,8 +357,7 @@ void RestSession::OnAcquireFailed(const absl::Status& status) {
   }
   // Nothing was sent: a transparent retry elsewhere, if the policy and the deadline allow.
   retry::AttemptOutcome outcome;
-  outcome.grpc_code = 14;
-  outcome.never_reached_upstream = true;
+  outcome.failure = retry::Failure::kNeverReached;
   OnAttemptFailed(outcome, 503, std::string(status.message()));
 }
 
@@ -397,8 +396,8 @@ void RestSession::WriteRequest() {
         if (ec) {
           // Nothing of an answer yet: on a reused connection the server had closed it idle.
           retry::AttemptOutcome outcome;
-          outcome.grpc_code = 14;
-          outcome.never_reached_upstream = self->upstream_->exchanges() > 1;
+          outcome.failure = self->upstream_->exchanges() > 1 ? retry::Failure::kNeverReached
+                                                             : retry::Failure::kUnavailable;
           outcome.took = self->worker_.loop().Now() - self->attempt_started_;
           self->EndUpstream(false, true);
           self->OnAttemptFailed(outcome, 502,
@@ -499,8 +498,8 @@ void RestSession::OnResponseHeader(const error_code& ec) {
     const bool nothing = !response_parser_->got_some() && upstream_->buffer().size() == 0 &&
                          (ec == http::error::end_of_stream || ec == boost::asio::error::eof ||
                           ec == boost::asio::error::connection_reset);
-    outcome.grpc_code = 14;
-    outcome.never_reached_upstream = nothing && upstream_->exchanges() > 1;
+    outcome.failure = nothing && upstream_->exchanges() > 1 ? retry::Failure::kNeverReached
+                                                            : retry::Failure::kUnavailable;
     EndUpstream(false, true);
     OnAttemptFailed(outcome, 502,
                     absl::StrCat("REST node ", worker_.node_name(node_),
@@ -518,8 +517,9 @@ void RestSession::OnResponseHeader(const error_code& ec) {
     ReadResponseHeader();  // an interim answer: the final one follows
     return;
   }
-  if (const int code = GrpcCodeOfStatus(status); code != 0 && !streaming_) {
-    outcome.grpc_code = code;
+  if (const retry::Failure failure = FailureOfStatus(status);
+      failure != retry::Failure::kNone && !streaming_) {
+    outcome.failure = failure;
     if (auto after = response.find(http::field::retry_after); after != response.end()) {
       uint32_t seconds = 0;
       const auto value = after->value();
@@ -651,12 +651,12 @@ void RestSession::OnAttemptFailed(const retry::AttemptOutcome& outcome, unsigned
     (*retry.budgets)[static_cast<size_t>(retry_node_)].RetryEnded();
     retry_node_ = -1;
   }
-  if (!outcome.never_reached_upstream) {
-    worker_.host().OnRestAttemptEnd(node_, outcome.grpc_code == 14);
+  const bool never_reached = outcome.failure == retry::Failure::kNeverReached;
+  if (!never_reached) {
+    worker_.host().OnRestAttemptEnd(node_, outcome.failure == retry::Failure::kUnavailable);
     budget.OnAttemptFailed();
   }
-  if (!streaming_ && !response_started_ &&
-      (outcome.never_reached_upstream || retry.policy_retries)) {
+  if (!streaming_ && !response_started_ && (never_reached || retry.policy_retries)) {
     const retry::RetryDecision decision = retry.policy->Decide(
         retry_class_, attempts_, outcome, worker_.loop().Now(), deadline_, worker_.random());
     const bool transparent = decision.reason == retry::RetryReason::kTransparent;

@@ -362,6 +362,22 @@ TEST_F(AttemptControllerTest, NeverReachedRetriesAtOnceWithoutSpendingBudget) {
   EXPECT_EQ(events_.results, 0);  // a refused stream says nothing about the node
 }
 
+TEST_F(AttemptControllerTest, RequestNotSentIsAnsweredNeverRetried) {
+  // nghttp2 refused the request on qpool's side (a header block over its send limit): not the
+  // node's refusal, and a replay would fail the same way.
+  host_.retry_class = RetryClass::kRead;
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0, loop_.Now());
+  EXPECT_EQ(c.OnAttemptEnded(0, Outcome(Failure::kNotSent), absl::ResourceExhaustedError("big")),
+            EndVerdict::kHandled);
+  ASSERT_TRUE(host_.finished.has_value());
+  EXPECT_EQ(host_.finished->code(), absl::StatusCode::kResourceExhausted);
+  loop_.Advance(1s);
+  EXPECT_EQ(host_.started.size(), 1u);
+  EXPECT_EQ(events_.retries[static_cast<int>(RetryReason::kTransparent)], 0);
+  EXPECT_EQ(events_.results, 0);  // says nothing about the node
+}
+
 TEST_F(AttemptControllerTest, UnreachableNodeRetriesUpToMaxAttemptsWithoutADeadline) {
   AttemptController& c = Start();
   for (int i = 0; i < 3; ++i) {
