@@ -69,10 +69,10 @@ NodePool::NodePool(NodePoolOptions options, PendingBudget& budget, ConnectionFac
       loop_(loop),
       random_(random),
       observer_(observer),
+      share_timer_(loop.CreateTimer()),
       acquire_timer_(loop.CreateTimer()),
       backoff_timer_(loop.CreateTimer()),
-      maintenance_timer_(loop.CreateTimer()),
-      share_timer_(loop.CreateTimer()) {}
+      maintenance_timer_(loop.CreateTimer()) {}
 
 NodePool::~NodePool() {
   shut_down_ = true;
