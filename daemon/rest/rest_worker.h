@@ -27,8 +27,7 @@
 #include "daemon/metrics/scrape.h"
 #include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/node_pool.h"
-#include "daemon/retry/method_class.h"
-#include "daemon/retry/retry_policy.h"
+#include "daemon/retry/retry_context.h"
 
 namespace qpool::rest {
 
@@ -54,18 +53,11 @@ class RestHost {
   virtual void OnRestIdle() = 0;
 };
 
-// What REST calls consult when an attempt fails (docs/retries.md), the worker's: one policy, one
-// classifier, one budget per node shared by both protocols.
+// What REST requests share with the worker's gRPC calls (docs/retries.md): the retry context (one
+// policy, one classifier, one budget per node, the replay limits, where retry events go) and the
+// process-wide counters.
 struct RestRetryContext {
-  const retry::RetryPolicy* policy = nullptr;
-  const retry::MethodClassifier* classifier = nullptr;
-  std::vector<retry::RetryBudget>* budgets = nullptr;  // per node
-  uint64_t* active_calls = nullptr;                    // the worker's calls in flight
-  bool policy_retries = true;                          // retry.enabled
-  size_t replay_per_call = 0;                          // retry.replay_buffer_per_call
-  int64_t replay_total = 0;                            // retry.replay_buffer_total
-  std::atomic<int64_t>* replay_bytes = nullptr;        // all calls' copies, process-wide
-  std::atomic<uint64_t>* transparent_retries = nullptr;
+  retry::RetryContext* context = nullptr;
   std::atomic<uint64_t>* local_replies = nullptr;
   std::atomic<uint64_t>* protocol_errors = nullptr;
 };

@@ -31,14 +31,6 @@ std::string Millis(Duration d) {
   return absl::StrCat(std::chrono::duration_cast<std::chrono::milliseconds>(d).count(), " ms");
 }
 
-// An HTTP answer as the retry policy reads outcomes: 503 is UNAVAILABLE, 429 is RESOURCE_EXHAUSTED
-// (retried only with Retry-After), anything else is final.
-retry::Failure FailureOfStatus(unsigned status) {
-  if (status == 503) return retry::Failure::kUnavailable;
-  if (status == 429) return retry::Failure::kResourceExhausted;
-  return retry::Failure::kNone;
-}
-
 }  // namespace
 
 RestSession::RestSession(RestWorker& worker, tcp::socket socket)
@@ -46,7 +38,8 @@ RestSession::RestSession(RestWorker& worker, tcp::socket socket)
       socket_(std::move(socket)),
       in_buffer_(worker.limits().max_header_bytes + kChunkBytes),
       timer_(worker.io()),
-      deadline_timer_(worker.io()) {}
+      deadline_timer_(worker.io()),
+      attempts_(*worker.retry().context, worker.loop(), worker.random(), *this) {}
 
 RestSession::~RestSession() { ReleaseReplay(); }
 
@@ -79,8 +72,6 @@ void RestSession::ReadRequest() {
   parser_.emplace();
   parser_->header_limit(worker_.limits().max_header_bytes);
   parser_->body_limit(worker_.limits().max_body_bytes);
-  request_serializer_.reset();
-  response_parser_.reset();
   response_serializer_.reset();
   local_reply_.reset();
   // A large body's buffer goes back to the allocator: idle keep-alive connections hold little.
@@ -92,7 +83,7 @@ void RestSession::ReadRequest() {
   if (in_buffer_.size() == 0 && in_buffer_.capacity() > 16 * 1024) in_buffer_.shrink_to_fit();
   route_ = nullptr;
   retry_class_ = retry::RetryClass::kNeverRepeat;
-  attempts_ = 0;
+  answer_slot_ = 0;
   deadline_.reset();
   streaming_ = expect_continue_ = continue_sent_ = head_ = false;
   response_started_ = upstream_reusable_ = close_after_ = false;
@@ -195,9 +186,11 @@ void RestSession::OnRequestHeader(const error_code& ec) {
   // The deadline: rest.request_timeout, or the request's own ?timeout= plus a second when that
   // asks Qdrant to work longer.
   Duration budget = limits.request_timeout;
+  callers_deadline_ = false;
   if (std::optional<Duration> asked = QueryTimeout(target);
       asked && budget > Duration::zero() && *asked + std::chrono::seconds(1) > budget) {
     budget = *asked + std::chrono::seconds(1);
+    callers_deadline_ = true;  // the app's own: a node that cannot be reached is waited for
   }
   if (budget > Duration::zero()) {
     deadline_ = worker_.loop().Now() + budget;
@@ -210,21 +203,23 @@ void RestSession::OnRequestHeader(const error_code& ec) {
       self->OnDeadline();
     });
   }
-  (*worker_.retry().active_calls)++;
-  counted_active_ = true;
-
   if (parser_->is_done()) {  // no body
     BeginUpstream();
     return;
   }
-  const RestRetryContext& retry = worker_.retry();
+  // The body is kept whole for a retry or a hedge when it fits the replay limits (the same as a
+  // gRPC call's: retry.replay_buffer_per_call, retry.replay_buffer_total).
+  const retry::ReplayLimits& replay = worker_.retry().context->replay;
   const auto length = parser_->content_length();
-  const int64_t held = retry.replay_bytes->load(std::memory_order_relaxed);
-  const bool fits = retry.replay_per_call > 0 && (!length || *length <= retry.replay_per_call) &&
-                    held + static_cast<int64_t>(length.value_or(kChunkBytes)) <= retry.replay_total;
-  if (!fits) {
-    streaming_ = true;  // read later, chunk by chunk, once an upstream connection is ours
-    BeginUpstream();
+  const int64_t held = ReplayBytesHeld();
+  std::optional<retry::ReplayLimit> refused;
+  if (replay.per_call == 0 || (length && *length > replay.per_call)) {
+    refused = retry::ReplayLimit::kPerCall;
+  } else if (held + static_cast<int64_t>(length.value_or(kChunkBytes)) > replay.total) {
+    refused = retry::ReplayLimit::kTotal;
+  }
+  if (refused) {
+    StreamBody(*refused);  // read later, chunk by chunk, once an upstream connection is ours
     return;
   }
   if (length) body_.reserve(*length);
@@ -249,10 +244,21 @@ void RestSession::ContinueThen(void (RestSession::*next)()) {
                            });
 }
 
+int64_t RestSession::ReplayBytesHeld() const {
+  const std::atomic<int64_t>* total = worker_.retry().context->replay.total_bytes;
+  return total != nullptr ? total->load(std::memory_order_relaxed) : 0;
+}
+
+void RestSession::StreamBody(retry::ReplayLimit limit) {
+  streaming_ = true;
+  if (retry::RetryEvents* events = worker_.retry().context->events) events->OnReplayRefused(limit);
+  BeginUpstream();
+}
+
 void RestSession::ReadBodyIntoReplay() {
-  const RestRetryContext& retry = worker_.retry();
+  const size_t per_call = worker_.retry().context->replay.per_call;
   // One byte past the per-call limit tells a body that does not fit.
-  const size_t room = retry.replay_per_call + 1 - std::min(body_.size(), retry.replay_per_call);
+  const size_t room = per_call + 1 - std::min(body_.size(), per_call);
   const size_t chunk = std::min(kChunkBytes, room);
   const size_t old_size = body_.size();
   body_.resize(old_size + chunk);
@@ -278,17 +284,17 @@ void RestSession::ReadBodyIntoReplay() {
       return;
     }
     const int64_t added = static_cast<int64_t>(self->body_.size() - old_size);
+    const retry::ReplayLimits& replay = self->worker_.retry().context->replay;
     self->replay_held_ += added;
-    self->worker_.retry().replay_bytes->fetch_add(added, std::memory_order_relaxed);
+    if (replay.total_bytes != nullptr) {
+      replay.total_bytes->fetch_add(added, std::memory_order_relaxed);
+    }
     if (self->parser_->is_done()) {
       self->BeginUpstream();
-    } else if (self->body_.size() > self->worker_.retry().replay_per_call ||
-               self->replay_held_ +
-                       self->worker_.retry().replay_bytes->load(std::memory_order_relaxed) >
-                   self->worker_.retry().replay_total) {
-      // Too large to keep: what was read goes first, the rest streams.
-      self->streaming_ = true;
-      self->BeginUpstream();
+    } else if (self->body_.size() > replay.per_call) {
+      self->StreamBody(retry::ReplayLimit::kPerCall);  // what was read goes first, the rest streams
+    } else if (self->replay_held_ + self->ReplayBytesHeld() > replay.total) {
+      self->StreamBody(retry::ReplayLimit::kTotal);
     } else {
       self->ReadBodyIntoReplay();
     }
@@ -298,7 +304,7 @@ void RestSession::ReadBodyIntoReplay() {
 // --- upstream --------------------------------------------------------------------------------
 
 void RestSession::BeginUpstream() {
-  const retry::MethodClassifier& classifier = *worker_.retry().classifier;
+  const retry::MethodClassifier& classifier = worker_.retry().context->classifier;
   if (!streaming_) {
     std::string_view encoding;
     if (auto it = parser_->get().find(http::field::content_encoding); it != parser_->get().end()) {
@@ -322,116 +328,132 @@ void RestSession::BeginUpstream() {
   } else if (length) {
     request.content_length(*length);
   }
-  Attempt(std::nullopt);
+  attempts_.Begin(deadline_, callers_deadline_, retry_class_, /*replayable=*/!streaming_);
 }
 
-void RestSession::Attempt(std::optional<size_t> avoid_node) {
+void RestSession::StartExchange(int slot, int node, int avoid_node) {
   if (closed_) return;
-  attempts_++;
+  Exchange& ex = exchanges_[slot];
   RestHost& host = worker_.host();
-  std::optional<size_t> node;
-  if (avoid_node) node = host.PickRestNodeOtherThan(*avoid_node, worker_.pools());
-  node_ = node ? *node : host.PickRestNode(worker_.pools());
-  parser_->get().set(http::field::host, worker_.node_name(node_));
-  pool::NodePool& pool = worker_.pool(node_);
-  const pool::NodePool::AcquireResult result = pool.Acquire(*this);
+  if (node >= 0) {
+    ex.node = static_cast<size_t>(node);
+  } else {
+    // The balancer's choice; a retry goes to another node when there is one to go to.
+    std::optional<size_t> other;
+    if (avoid_node >= 0) {
+      other = host.PickRestNodeOtherThan(static_cast<size_t>(avoid_node), worker_.pools());
+    }
+    ex.node = other ? *other : host.PickRestNode(worker_.pools());
+  }
+  ex.generation++;
+  ex.io = std::make_shared<ExchangeIo>(parser_->get().base());
+  ex.io->request.set(http::field::host, worker_.node_name(ex.node));
+  pool::NodePool& pool = worker_.pool(ex.node);
+  const pool::NodePool::AcquireResult result = pool.Acquire(ex);
   switch (result.outcome) {
     case pool::NodePool::AcquireOutcome::kReady:
-      OnStreamReady(result.connection);
+      OnExchangeReady(ex, result.connection);
       return;
     case pool::NodePool::AcquireOutcome::kQueued:
-      queued_on_ = &pool;
+      ex.queued_on = &pool;
       return;
     case pool::NodePool::AcquireOutcome::kFailed:
-      OnAcquireFailed(result.status);
+      OnExchangeRefused(ex, result.status);
       return;
   }
 }
 
-void RestSession::OnAcquireFailed(const absl::Status& status) {
-  queued_on_ = nullptr;
+void RestSession::Exchange::OnStreamReady(pool::PoolConnection* conn) {
+  session_.OnExchangeReady(*this, conn);
+}
+
+void RestSession::Exchange::OnAcquireFailed(const absl::Status& status) {
+  session_.OnExchangeRefused(*this, status);
+}
+
+void RestSession::OnExchangeRefused(Exchange& ex, const absl::Status& status) {
+  ex.queued_on = nullptr;
   if (closed_) return;
-  if (status.code() == absl::StatusCode::kResourceExhausted) {
-    LocalReply(429, std::string(status.message()), /*close=*/streaming_, /*retry_after=*/1);
-    return;
-  }
-  // Nothing was sent: a transparent retry elsewhere, if the policy and the deadline allow.
-  retry::AttemptOutcome outcome;
-  outcome.failure = retry::Failure::kNeverReached;
-  OnAttemptFailed(outcome, 503, std::string(status.message()));
+  // Nothing was sent. A node that cannot be reached at all is tried again (another one, or this
+  // one after a backoff) within max_attempts or the deadline; any other refusal is answered.
+  const bool unreachable =
+      status.code() == absl::StatusCode::kUnavailable && !worker_.pool(ex.node).usable();
+  attempts_.OnNotStarted(ex.slot, static_cast<int>(ex.node), status, unreachable);
 }
 
-void RestSession::OnStreamReady(pool::PoolConnection* conn) {
-  queued_on_ = nullptr;
+void RestSession::OnExchangeReady(Exchange& ex, pool::PoolConnection* conn) {
+  ex.queued_on = nullptr;
   auto* connection = static_cast<RestUpstreamConnection*>(conn);
-  upstream_ = connection->shared_from_this();
-  upstream_->BeginExchange();
+  ex.upstream = connection->shared_from_this();
+  ex.upstream->BeginExchange();
   if (closed_) {
-    EndUpstream(/*reusable=*/true, /*failed=*/false);
+    EndExchange(ex, /*reusable=*/true, /*failed=*/false);
     return;
   }
-  attempt_started_ = worker_.loop().Now();
+  attempts_.OnSent(ex.slot, static_cast<int>(ex.node));
   if (streaming_ && expect_continue_) {
-    ContinueThen(&RestSession::WriteRequest);
+    ContinueThen(&RestSession::WriteFirstRequest);
     return;
   }
-  WriteRequest();
+  WriteRequest(ex);
 }
 
-void RestSession::WriteRequest() {
-  if (closed_ || upstream_ == nullptr) return;
-  auto& request = parser_->get();
-  request_serializer_.emplace(request);
-  auto& body = request.body();
+void RestSession::WriteRequest(Exchange& ex) {
+  if (closed_ || ex.upstream == nullptr) return;
+  ExchangeIo& io = *ex.io;
+  io.serializer.emplace(io.request);
+  auto& body = io.request.body();
   body.data = body_.empty() ? nullptr : body_.data();
   body.size = body_.size();
   body.more = streaming_ && !parser_->is_done();
-  const uint64_t generation = ++attempt_generation_;
+  const int slot = ex.slot;
+  const uint64_t generation = ++ex.generation;
   auto self = shared_from_this();
   http::async_write(
-      upstream_->socket(), *request_serializer_,
-      [self, generation, conn = upstream_](error_code ec, size_t) {
-        if (generation != self->attempt_generation_ || self->closed_) return;
+      ex.upstream->socket(), *io.serializer,
+      [self, slot, generation, io = ex.io, conn = ex.upstream](error_code ec, size_t) {
+        Exchange& ex = self->exchanges_[slot];
+        if (generation != ex.generation || self->closed_) return;
         if (ec == http::error::need_buffer) ec = {};
         if (ec) {
           // Nothing of an answer yet: on a reused connection the server had closed it idle.
-          retry::AttemptOutcome outcome;
-          outcome.failure = self->upstream_->exchanges() > 1 ? retry::Failure::kNeverReached
-                                                             : retry::Failure::kUnavailable;
-          outcome.took = self->worker_.loop().Now() - self->attempt_started_;
-          self->EndUpstream(false, true);
-          self->OnAttemptFailed(outcome, 502,
-                                absl::StrCat("lost the connection to REST node ",
-                                             self->worker_.node_name(self->node_),
-                                             " while sending the request: ", ec.message()));
+          const bool never_reached = ex.upstream->exchanges() > 1;
+          const std::string message =
+              absl::StrCat("lost the connection to REST node ", self->worker_.node_name(ex.node),
+                           " while sending the request: ", ec.message());
+          self->EndExchange(ex, false, true);
+          self->attempts_.OnLost(slot, never_reached, message);
           return;
         }
         if (self->streaming_) {
           self->body_.clear();  // sent: the rest of the body reuses the buffer chunk by chunk
           self->ReleaseReplay();
-          if (!self->request_serializer_->is_done()) {
+          if (!io->serializer->is_done()) {
             self->RelayRequestChunk();
             return;
           }
         }
-        self->ReadResponseHeader();
+        self->ReadResponseHeader(ex);
       });
 }
 
 void RestSession::RelayRequestChunk() {
+  // A streamed body: one exchange, in slot 0 (no retry, no hedge).
+  Exchange& ex = exchanges_[0];
   body_.resize(kChunkBytes);
   auto& body = parser_->get().body();
   body.data = body_.data();
   body.size = kChunkBytes;
   ArmTimer(worker_.limits().keepalive_timeout, TimerRole::kBody);
-  const uint64_t generation = attempt_generation_;
+  const uint64_t generation = ex.generation;
   auto self = shared_from_this();
   http::async_read(socket_, in_buffer_, *parser_, [self, generation](error_code ec, size_t) {
-    if (generation != self->attempt_generation_ || self->closed_) return;
+    Exchange& ex = self->exchanges_[0];
+    if (generation != ex.generation || self->closed_) return;
     self->CancelTimer();
     if (ec == http::error::need_buffer) ec = {};
     if (ec) {
-      self->EndUpstream(false, false);  // Qdrant has half a request: that connection goes
+      self->EndUpstream(/*failed=*/false);  // Qdrant has half a request: that connection goes
       if (ec == http::error::body_limit) {
         self->LocalReply(413,
                          absl::StrCat("request body larger than rest.max_body_bytes (",
@@ -442,29 +464,28 @@ void RestSession::RelayRequestChunk() {
       }
       return;
     }
-    auto& body = self->parser_->get().body();
-    const size_t got = kChunkBytes - body.size;
+    const size_t got = kChunkBytes - self->parser_->get().body().size;
+    auto& body = ex.io->request.body();
     body.data = self->body_.data();
     body.size = got;
     body.more = !self->parser_->is_done();
-    http::async_write(self->upstream_->socket(), *self->request_serializer_,
-                      [self, generation, conn = self->upstream_](error_code ec, size_t) {
-                        if (generation != self->attempt_generation_ || self->closed_) return;
+    http::async_write(ex.upstream->socket(), *ex.io->serializer,
+                      [self, generation, io = ex.io, conn = ex.upstream](error_code ec, size_t) {
+                        Exchange& ex = self->exchanges_[0];
+                        if (generation != ex.generation || self->closed_) return;
                         if (ec == http::error::need_buffer) ec = {};
                         if (ec) {
-                          self->EndUpstream(false, true);
-                          self->LocalReply(
-                              502,
-                              absl::StrCat("lost the connection to REST node ",
-                                           self->worker_.node_name(self->node_),
-                                           " while sending the request body: ", ec.message()),
-                              /*close=*/true);
+                          const std::string message = absl::StrCat(
+                              "lost the connection to REST node ", self->worker_.node_name(ex.node),
+                              " while sending the request body: ", ec.message());
+                          self->EndUpstream(/*failed=*/true);
+                          self->LocalReply(502, message, /*close=*/true);
                           return;
                         }
-                        if (self->request_serializer_->is_done()) {
+                        if (io->serializer->is_done()) {
                           self->body_.clear();
                           self->body_.shrink_to_fit();
-                          self->ReadResponseHeader();
+                          self->ReadResponseHeader(ex);
                         } else {
                           self->RelayRequestChunk();
                         }
@@ -472,85 +493,96 @@ void RestSession::RelayRequestChunk() {
   });
 }
 
-void RestSession::ReadResponseHeader() {
-  response_parser_.emplace();
-  response_parser_->header_limit(kMaxResponseHeaderBytes);
+void RestSession::ReadResponseHeader(Exchange& ex) {
+  ExchangeIo& io = *ex.io;
+  io.response.emplace();
+  io.response->header_limit(kMaxResponseHeaderBytes);
   // Streamed through, never held whole: no limit.
-  response_parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
-  if (head_) response_parser_->skip(true);
-  const uint64_t generation = attempt_generation_;
+  io.response->body_limit(std::numeric_limits<std::uint64_t>::max());
+  if (head_) io.response->skip(true);
+  const int slot = ex.slot;
+  const uint64_t generation = ex.generation;
   auto self = shared_from_this();
-  http::async_read_header(upstream_->socket(), upstream_->buffer(), *response_parser_,
-                          [self, generation, conn = upstream_](const error_code& ec, size_t) {
-                            if (generation != self->attempt_generation_ || self->closed_) return;
-                            self->OnResponseHeader(ec);
-                          });
+  http::async_read_header(
+      ex.upstream->socket(), ex.upstream->buffer(), *io.response,
+      [self, slot, generation, io = ex.io, conn = ex.upstream](const error_code& ec, size_t) {
+        Exchange& ex = self->exchanges_[slot];
+        if (generation != ex.generation || self->closed_) return;
+        self->OnResponseHeader(ex, ec);
+      });
 }
 
-void RestSession::OnResponseHeader(const error_code& ec) {
-  retry::AttemptOutcome outcome;
-  outcome.took = worker_.loop().Now() - attempt_started_;
+void RestSession::OnResponseHeader(Exchange& ex, const error_code& ec) {
+  ResponseParser& parser = *ex.io->response;
   if (ec) {
     // Closed before any byte of the answer on a connection that carried a request before: the
     // server closed it idle as the request went out, and never processed it.
     // (A reset counts too: the server's kernel resets a connection closed with our request
     // unread in it.)
-    const bool nothing = !response_parser_->got_some() && upstream_->buffer().size() == 0 &&
+    const bool nothing = !parser.got_some() && ex.upstream->buffer().size() == 0 &&
                          (ec == http::error::end_of_stream || ec == boost::asio::error::eof ||
                           ec == boost::asio::error::connection_reset);
-    outcome.failure = nothing && upstream_->exchanges() > 1 ? retry::Failure::kNeverReached
-                                                            : retry::Failure::kUnavailable;
-    EndUpstream(false, true);
-    OnAttemptFailed(outcome, 502,
-                    absl::StrCat("REST node ", worker_.node_name(node_),
-                                 " closed the connection before answering: ", ec.message()));
+    const bool never_reached = nothing && ex.upstream->exchanges() > 1;
+    const std::string message =
+        absl::StrCat("REST node ", worker_.node_name(ex.node),
+                     " closed the connection before answering: ", ec.message());
+    EndExchange(ex, false, true);
+    attempts_.OnLost(ex.slot, never_reached, message);
     return;
   }
-  auto& response = response_parser_->get();
+  auto& response = parser.get();
   const unsigned status = response.result_int();
   if (status >= 100 && status < 200) {
     if (status == 101) {  // no protocol switch through qpoold
-      EndUpstream(false, true);
+      EndUpstream(/*failed=*/true);
       LocalReply(502, "REST node switched protocols (101); qpoold does not pass upgrades", true);
       return;
     }
-    ReadResponseHeader();  // an interim answer: the final one follows
+    ReadResponseHeader(ex);  // an interim answer: the final one follows
     return;
   }
-  if (const retry::Failure failure = FailureOfStatus(status);
-      failure != retry::Failure::kNone && !streaming_) {
-    outcome.failure = failure;
-    if (auto after = response.find(http::field::retry_after); after != response.end()) {
-      uint32_t seconds = 0;
-      const auto value = after->value();
-      if (absl::SimpleAtoi(absl::string_view(value.data(), value.size()), &seconds)) {
-        outcome.pushback = std::chrono::seconds(seconds);
-      }
-    }
-    const retry::RetryDecision decision = worker_.retry().policy->Decide(
-        retry_class_, attempts_, outcome, worker_.loop().Now(), deadline_, worker_.random());
-    if (decision.retry && worker_.retry().policy_retries) {
-      // Qdrant's own refusal; the attempt's answer is dropped with its connection.
-      EndUpstream(false, false);
-      OnAttemptFailed(outcome, status, "");
-      return;
+  std::optional<int> retry_after;
+  if (auto after = response.find(http::field::retry_after); after != response.end()) {
+    uint32_t seconds = 0;
+    const auto value = after->value();
+    if (absl::SimpleAtoi(absl::string_view(value.data(), value.size()), &seconds)) {
+      retry_after = static_cast<int>(std::min<uint32_t>(seconds, 1u << 30));
     }
   }
+  // Forwarded (ForwardAnswer), held for a retry, or dropped (the exchange lost a race).
+  attempts_.OnAnswerHead(ex.slot, status, retry_after);
+}
+
+void RestSession::CancelExchange(int slot) { EndExchange(exchanges_[slot], false, false); }
+
+int RestSession::PickOtherNode(int node) {
+  const std::optional<size_t> other =
+      worker_.host().PickRestNodeOtherThan(static_cast<size_t>(node), worker_.pools());
+  return other ? static_cast<int>(*other) : -1;
+}
+
+void RestSession::ForwardAnswer(int slot) {
+  answer_slot_ = slot;
   ForwardResponse();
+}
+
+void RestSession::ReplyLocally(unsigned status, const std::string& message,
+                               std::optional<int> retry_after_seconds) {
+  LocalReply(status, message, /*close=*/streaming_ || !parser_->is_done(), retry_after_seconds);
 }
 
 // --- app side: the answer --------------------------------------------------------------------
 
 void RestSession::ForwardResponse() {
+  Exchange& ex = exchanges_[answer_slot_];
+  ResponseParser& parser = *ex.io->response;
   response_started_ = true;
   deadline_generation_++;
   deadline_timer_.cancel();
-  worker_.host().OnRestAttemptEnd(node_, false);
-  (*worker_.retry().budgets)[node_].OnAttemptSucceeded();
-  auto& response = response_parser_->get();
+  auto& response = parser.get();
   upstream_reusable_ = response.keep_alive();
-  const auto length = response_parser_->content_length();
-  const bool has_body = !response_parser_->is_done();
+  const auto length = parser.content_length();
+  const bool has_body = !parser.is_done();
   StripHopByHop(response.base());
   const bool old_client = parser_->get().version() == 10;
   response.version(parser_->get().version());
@@ -572,8 +604,10 @@ void RestSession::ForwardResponse() {
 }
 
 void RestSession::RelayResponseChunk() {
-  auto& body = response_parser_->get().body();
-  if (response_parser_->is_done()) {
+  Exchange& ex = exchanges_[answer_slot_];
+  ResponseParser& parser = *ex.io->response;
+  auto& body = parser.get().body();
+  if (parser.is_done()) {
     body.data = nullptr;
     body.size = 0;
     body.more = false;
@@ -583,54 +617,61 @@ void RestSession::RelayResponseChunk() {
   if (chunk_ == nullptr) chunk_ = std::make_unique<char[]>(kChunkBytes);
   body.data = chunk_.get();
   body.size = kChunkBytes;
-  const uint64_t generation = attempt_generation_;
+  const int slot = ex.slot;
+  const uint64_t generation = ex.generation;
   auto self = shared_from_this();
-  http::async_read(upstream_->socket(), upstream_->buffer(), *response_parser_,
-                   [self, generation, conn = upstream_](error_code ec, size_t) {
-                     if (generation != self->attempt_generation_ || self->closed_) return;
+  http::async_read(ex.upstream->socket(), ex.upstream->buffer(), parser,
+                   [self, slot, generation, io = ex.io, conn = ex.upstream](error_code ec, size_t) {
+                     Exchange& ex = self->exchanges_[slot];
+                     if (generation != ex.generation || self->closed_) return;
                      if (ec == http::error::need_buffer) ec = {};
                      if (ec) {
                        // Half an answer is out: the app sees its connection end.
-                       self->EndUpstream(false, true);
-                       self->worker_.host().OnRestAttemptEnd(self->node_, true);
+                       const size_t node = ex.node;
+                       self->EndUpstream(/*failed=*/true);
+                       self->worker_.host().OnRestAttemptEnd(node, true);
                        self->FinishRequest(502);
                        self->Close();
                        return;
                      }
-                     auto& body = self->response_parser_->get().body();
+                     auto& body = io->response->get().body();
                      const size_t got = kChunkBytes - body.size;
                      body.data = self->chunk_.get();
                      body.size = got;
-                     body.more = !self->response_parser_->is_done();
+                     body.more = !io->response->is_done();
                      self->WriteResponseChunk();
                    });
 }
 
 void RestSession::WriteResponseChunk() {
-  const uint64_t generation = attempt_generation_;
+  const int slot = answer_slot_;
+  const uint64_t generation = exchanges_[slot].generation;
   auto self = shared_from_this();
-  http::async_write(socket_, *response_serializer_, [self, generation](error_code ec, size_t) {
-    if (generation != self->attempt_generation_ || self->closed_) return;
-    if (ec == http::error::need_buffer) ec = {};
-    if (ec) {
-      self->EndUpstream(false, false);
-      self->FinishRequest(499);
-      self->Close();
-      return;
-    }
-    if (self->response_serializer_->is_done()) {
-      self->OnResponseDone();
-    } else {
-      self->RelayResponseChunk();
-    }
-  });
+  http::async_write(socket_, *response_serializer_,
+                    [self, slot, generation](error_code ec, size_t) {
+                      if (generation != self->exchanges_[slot].generation || self->closed_) return;
+                      if (ec == http::error::need_buffer) ec = {};
+                      if (ec) {
+                        self->EndUpstream(/*failed=*/false);
+                        self->FinishRequest(499);
+                        self->Close();
+                        return;
+                      }
+                      if (self->response_serializer_->is_done()) {
+                        self->OnResponseDone();
+                      } else {
+                        self->RelayResponseChunk();
+                      }
+                    });
 }
 
 void RestSession::OnResponseDone() {
-  const unsigned status = response_parser_->get().result_int();
-  EndUpstream(upstream_reusable_ && request_serializer_ && request_serializer_->is_done() &&
-                  response_parser_->is_done(),
-              false);
+  Exchange& ex = exchanges_[answer_slot_];
+  ExchangeIo& io = *ex.io;
+  const unsigned status = io.response->get().result_int();
+  EndExchange(
+      ex, upstream_reusable_ && io.serializer && io.serializer->is_done() && io.response->is_done(),
+      false);
   chunk_.reset();
   const bool close = close_after_ || !keep_alive_ || !parser_->is_done();
   FinishRequest(status);
@@ -641,69 +682,27 @@ void RestSession::OnResponseDone() {
   }
 }
 
-// --- failures and retries --------------------------------------------------------------------
+// --- failures --------------------------------------------------------------------------------
 
-void RestSession::OnAttemptFailed(const retry::AttemptOutcome& outcome, unsigned status,
-                                  const std::string& message) {
-  RestRetryContext& retry = worker_.retry();
-  retry::RetryBudget& budget = (*retry.budgets)[node_];
-  if (retry_node_ >= 0) {
-    (*retry.budgets)[static_cast<size_t>(retry_node_)].RetryEnded();
-    retry_node_ = -1;
+void RestSession::EndExchange(Exchange& ex, bool reusable, bool failed) {
+  ex.generation++;
+  if (ex.queued_on != nullptr) {
+    ex.queued_on->CancelWait(ex);
+    ex.queued_on = nullptr;
   }
-  const bool never_reached = outcome.failure == retry::Failure::kNeverReached;
-  if (!never_reached) {
-    worker_.host().OnRestAttemptEnd(node_, outcome.failure == retry::Failure::kUnavailable);
-    budget.OnAttemptFailed();
-  }
-  if (!streaming_ && !response_started_ && (never_reached || retry.policy_retries)) {
-    const retry::RetryDecision decision = retry.policy->Decide(
-        retry_class_, attempts_, outcome, worker_.loop().Now(), deadline_, worker_.random());
-    const bool transparent = decision.reason == retry::RetryReason::kTransparent;
-    if (decision.retry && (transparent || budget.MayRetry(*retry.active_calls))) {
-      if (transparent) {
-        retry.transparent_retries->fetch_add(1, std::memory_order_relaxed);
-      } else {
-        budget.RetryStarted();
-        retry_node_ = static_cast<int>(node_);
-      }
-      worker_.metrics().RecordRetry(retry_class_, decision.reason);
-      SPDLOG_DEBUG("REST {}: attempt {} failed ({}), retrying in {} us",
-                   route_ != nullptr ? route_->pattern : std::string_view("(unknown route)"),
-                   attempts_, retry::RetryReasonName(decision.reason),
-                   std::chrono::duration_cast<std::chrono::microseconds>(decision.delay).count());
-      // At least a turn of the loop: the retry never runs inside a pool callback. The backoff
-      // timer's Attempt() avoids node_, the node that failed.
-      ArmTimer(std::max<Duration>(decision.delay, std::chrono::microseconds(1)),
-               TimerRole::kBackoff);
-      return;
-    }
-  }
-  if (message.empty()) {  // Qdrant's own refusal with nothing left to retry: dropped already
-    LocalReply(status,
-               absl::StrCat("REST node ", worker_.node_name(node_), " answered ", status,
-                            " and retries are exhausted"),
-               /*close=*/streaming_ || !parser_->is_done());
-    return;
-  }
-  LocalReply(status, message, /*close=*/streaming_ || !parser_->is_done());
+  if (ex.upstream == nullptr) return;
+  std::shared_ptr<RestUpstreamConnection> upstream = std::move(ex.upstream);
+  upstream->EndExchange(reusable, failed);
 }
 
-void RestSession::EndUpstream(bool reusable, bool failed) {
-  attempt_generation_++;
-  if (upstream_ == nullptr) return;
-  std::shared_ptr<RestUpstreamConnection> upstream = std::move(upstream_);
-  upstream->EndExchange(reusable, failed);
+void RestSession::EndUpstream(bool failed) {
+  for (Exchange& ex : exchanges_) EndExchange(ex, false, failed);
+  attempts_.Stop();
 }
 
 void RestSession::OnDeadline() {
   if (closed_ || !request_active_ || response_started_) return;
-  if (queued_on_ != nullptr) {
-    queued_on_->CancelWait(*this);
-    queued_on_ = nullptr;
-  }
-  CancelTimer();  // a retry's backoff
-  EndUpstream(false, true);
+  EndUpstream(/*failed=*/true);
   LocalReply(
       504,
       absl::StrCat("no answer from Qdrant within the request deadline (", Millis(deadline_budget_),
@@ -714,11 +713,7 @@ void RestSession::OnDeadline() {
 void RestSession::LocalReply(unsigned status, const std::string& message, bool close,
                              std::optional<int> retry_after_seconds) {
   if (closed_) return;
-  if (queued_on_ != nullptr) {
-    queued_on_->CancelWait(*this);
-    queued_on_ = nullptr;
-  }
-  EndUpstream(false, true);
+  EndUpstream(/*failed=*/true);
   deadline_generation_++;
   response_started_ = true;
   worker_.retry().local_replies->fetch_add(1, std::memory_order_relaxed);
@@ -749,12 +744,7 @@ void RestSession::LocalReply(unsigned status, const std::string& message, bool c
 void RestSession::FinishRequest(unsigned status) {
   if (!request_active_) return;
   request_active_ = false;
-  if (retry_node_ >= 0) {
-    (*worker_.retry().budgets)[static_cast<size_t>(retry_node_)].RetryEnded();
-    retry_node_ = -1;
-  }
-  if (counted_active_) (*worker_.retry().active_calls)--;
-  counted_active_ = false;
+  attempts_.End();  // the request stops counting as active
   deadline_.reset();
   ReleaseReplay();
   worker_.metrics().RecordRestCall(metrics::ClassifyRestRoute(route_), status,
@@ -763,7 +753,9 @@ void RestSession::FinishRequest(unsigned status) {
 
 void RestSession::ReleaseReplay() {
   if (replay_held_ == 0) return;
-  worker_.retry().replay_bytes->fetch_sub(replay_held_, std::memory_order_relaxed);
+  if (std::atomic<int64_t>* total = worker_.retry().context->replay.total_bytes) {
+    total->fetch_sub(replay_held_, std::memory_order_relaxed);
+  }
   replay_held_ = 0;
 }
 
@@ -799,11 +791,8 @@ void RestSession::OnTimer(TimerRole role) {
       return;
     case TimerRole::kBody:
       // A body that stalls for rest.keepalive_timeout.
-      EndUpstream(false, false);
+      EndUpstream(/*failed=*/false);
       Close();
-      return;
-    case TimerRole::kBackoff:
-      Attempt(node_);
       return;
   }
 }
@@ -811,11 +800,7 @@ void RestSession::OnTimer(TimerRole role) {
 void RestSession::Close() {
   if (closed_) return;
   closed_ = true;
-  if (queued_on_ != nullptr) {
-    queued_on_->CancelWait(*this);
-    queued_on_ = nullptr;
-  }
-  EndUpstream(false, request_active_);
+  EndUpstream(/*failed=*/request_active_);
   FinishRequest(499);
   CancelTimer();
   deadline_generation_++;

@@ -7,8 +7,10 @@
 // (else it streams through later, in 64 KiB chunks, and cannot be retried) -> a slot on a REST
 // pool connection (NodePool::Acquire: the wait queue, upstream.acquire_timeout, max_pending) ->
 // request written -> answer headers read -> answer streamed back in 64 KiB chunks. Until the first
-// byte of an answer reaches the app, a failed attempt may be retried (OnAttemptFailed: the one
-// place the retry policy is asked) and rest.request_timeout may end the request with a 504.
+// byte of an answer reaches the app, a failed attempt may be retried and a slow read hedged: the
+// same retry::AttemptController as gRPC decides (RestAttempts), the session carries its decisions
+// out as Exchanges (two slots: the primary and a hedge racing it). rest.request_timeout may end
+// the request with a 504.
 //
 // Thread-safety: none; lives on one worker's thread. Owned by its RestWorker (shared_ptr: async
 // handlers hold a reference while they are pending).
@@ -29,15 +31,15 @@
 #include "daemon/common/event_loop.h"
 #include "daemon/common/qdrant_methods.h"
 #include "daemon/pool/node_pool.h"
+#include "daemon/rest/rest_attempts.h"
 #include "daemon/retry/method_class.h"
-#include "daemon/retry/retry_policy.h"
 
 namespace qpool::rest {
 
 class RestWorker;
 class RestUpstreamConnection;
 
-class RestSession : public pool::StreamWaiter, public std::enable_shared_from_this<RestSession> {
+class RestSession : public RestExchanges, public std::enable_shared_from_this<RestSession> {
  public:
   RestSession(RestWorker& worker, boost::asio::ip::tcp::socket socket);
   ~RestSession() override;
@@ -50,47 +52,85 @@ class RestSession : public pool::StreamWaiter, public std::enable_shared_from_th
   // Closes now, failing what is in flight.
   void Abort();
 
-  // pool::StreamWaiter.
-  void OnStreamReady(pool::PoolConnection* conn) override;
-  void OnAcquireFailed(const absl::Status& status) override;
+  // RestExchanges (RestAttempts' decisions).
+  void StartExchange(int slot, int node, int avoid_node) override;
+  void CancelExchange(int slot) override;
+  int PickOtherNode(int node) override;
+  void ForwardAnswer(int slot) override;
+  void ReplyLocally(unsigned status, const std::string& message,
+                    std::optional<int> retry_after_seconds) override;
 
  private:
   using Parser = boost::beast::http::request_parser<boost::beast::http::buffer_body>;
+  using Request = boost::beast::http::request<boost::beast::http::buffer_body>;
   using ResponseParser = boost::beast::http::response_parser<boost::beast::http::buffer_body>;
   using RequestSerializer = boost::beast::http::request_serializer<boost::beast::http::buffer_body>;
   using ResponseSerializer =
       boost::beast::http::response_serializer<boost::beast::http::buffer_body>;
   using LocalResponse = boost::beast::http::response<boost::beast::http::string_body>;
 
+  // What an exchange's reads and writes work on. A pending Beast operation holds it (shared) until
+  // it completes, so a cancelled exchange's slot can start another at once.
+  struct ExchangeIo {
+    explicit ExchangeIo(const Request::header_type& header) : request(header) {}
+    Request request;  // the request as this node gets it (its own Host)
+    std::optional<RequestSerializer> serializer;
+    std::optional<ResponseParser> response;
+  };
+
+  // One upstream try of the request in flight: its place in a REST pool's queue, then its
+  // keep-alive connection.
+  class Exchange final : public pool::StreamWaiter {
+   public:
+    Exchange(RestSession& session, int slot) : slot(slot), session_(session) {}
+    void OnStreamReady(pool::PoolConnection* conn) override;
+    void OnAcquireFailed(const absl::Status& status) override;
+
+    const int slot;
+    size_t node = 0;
+    pool::NodePool* queued_on = nullptr;
+    std::shared_ptr<RestUpstreamConnection> upstream;
+    std::shared_ptr<ExchangeIo> io;
+    uint64_t generation = 0;  // handlers of an abandoned exchange see another generation
+
+   private:
+    RestSession& session_;
+  };
+
   // What the session timer is armed for; one timer, since the phases never overlap.
-  enum class TimerRole { kNone, kIdle, kHeader, kBody, kBackoff };
+  enum class TimerRole { kNone, kIdle, kHeader, kBody };
 
   // App side, request.
   void ReadRequest();
   void ReadHeader();
   void OnRequestHeader(const boost::system::error_code& ec);
   void ReadBodyIntoReplay();
+  // The body is too large to keep (`limit`): it streams through once a connection is had, and the
+  // request is never retried.
+  void StreamBody(retry::ReplayLimit limit);
+  // Bytes every request's replay copy holds in the process (both protocols).
+  int64_t ReplayBytesHeld() const;
   // Sends "100 Continue" once when the app asked for it, then runs `next`.
   void ContinueThen(void (RestSession::*next)());
   // Upstream.
   void BeginUpstream();
-  void Attempt(std::optional<size_t> avoid_node);
-  void WriteRequest();
+  void OnExchangeReady(Exchange& ex, pool::PoolConnection* conn);
+  void OnExchangeRefused(Exchange& ex, const absl::Status& status);
+  void WriteRequest(Exchange& ex);
+  void WriteFirstRequest() { WriteRequest(exchanges_[0]); }
   void RelayRequestChunk();
-  void ReadResponseHeader();
-  void OnResponseHeader(const boost::system::error_code& ec);
-  // App side, answer.
+  void ReadResponseHeader(Exchange& ex);
+  void OnResponseHeader(Exchange& ex, const boost::system::error_code& ec);
+  // App side, answer (the exchange in answer_slot_).
   void ForwardResponse();
   void RelayResponseChunk();
   void WriteResponseChunk();
   void OnResponseDone();
-  // The one place where a failed attempt meets the retry policy and the retry budget (as
-  // Call::OnAttemptFailed does for gRPC; it moves onto retry::AttemptController when that lands).
-  // Without a retry the app gets `status` with `message`.
-  void OnAttemptFailed(const retry::AttemptOutcome& outcome, unsigned status,
-                       const std::string& message);
-  // Ends the upstream attempt: the connection goes back to its pool (reusable) or closes.
-  void EndUpstream(bool reusable, bool failed);
+  // Ends an exchange: leaves the pool's queue, or gives its connection back to its pool
+  // (reusable) or closes it. No-op for an idle slot.
+  void EndExchange(Exchange& ex, bool reusable, bool failed);
+  // Ends both exchanges and stops the attempts (no retry, no hedge from here on).
+  void EndUpstream(bool failed);
   // An answer qpoold writes itself, in Qdrant's error shape. `close`: the connection closes after
   // it (the request's body was not read, or the input is broken).
   void LocalReply(unsigned status, const std::string& message, bool close,
@@ -114,29 +154,23 @@ class RestSession : public pool::StreamWaiter, public std::enable_shared_from_th
 
   // The request in flight.
   std::optional<Parser> parser_;
-  std::optional<RequestSerializer> request_serializer_;
-  std::optional<ResponseParser> response_parser_;
-  std::optional<ResponseSerializer> response_serializer_;
+  std::optional<ResponseSerializer> response_serializer_;  // the answer to the app
   std::unique_ptr<LocalResponse> local_reply_;
   std::string body_;               // the request body as read (the replay copy), or a chunk
   std::unique_ptr<char[]> chunk_;  // the answer's chunks, allocated for the first one
   int64_t replay_held_ = 0;        // bytes of body_ counted in the process's replay bytes
   const QdrantRestRoute* route_ = nullptr;
   retry::RetryClass retry_class_ = retry::RetryClass::kNeverRepeat;
-  std::shared_ptr<RestUpstreamConnection> upstream_;
-  pool::NodePool* queued_on_ = nullptr;
-  size_t node_ = 0;
-  uint32_t attempts_ = 0;
-  uint64_t attempt_generation_ = 0;  // handlers of an abandoned attempt see another generation
-  MonoTime attempt_started_{};
+  Exchange exchanges_[retry::AttemptController::kSlots] = {{*this, 0}, {*this, 1}};
+  int answer_slot_ = 0;  // the exchange whose answer goes to the app
+  RestAttempts attempts_;
   MonoTime request_started_{};  // the request's headers arrived
   std::optional<MonoTime> deadline_;
-  Duration deadline_budget_{};    // how long the deadline gave the request, for the 504's message
-  bool counted_active_ = false;   // counted in the worker's active calls (retry budget)
-  int retry_node_ = -1;           // the node whose budget counts this request's retry in flight
-  bool request_active_ = false;   // from request headers to the end of its answer
-  bool streaming_ = false;        // the body streams through: no replay, no retry
-  bool expect_continue_ = false;  // the app sent Expect: 100-continue
+  Duration deadline_budget_{};     // how long the deadline gave the request, for the 504's message
+  bool callers_deadline_ = false;  // deadline_ comes from the request's ?timeout=
+  bool request_active_ = false;    // from request headers to the end of its answer
+  bool streaming_ = false;         // the body streams through: no replay, no retry
+  bool expect_continue_ = false;   // the app sent Expect: 100-continue
   bool continue_sent_ = false;
   bool keep_alive_ = true;  // the app's request allows another after it
   bool head_ = false;       // a HEAD request: the answer has no body

@@ -7,9 +7,11 @@
 
 namespace qpool::retry {
 
-void AttemptController::Start(MonoTime now, std::optional<MonoTime> deadline) {
+void AttemptController::Start(MonoTime now, std::optional<MonoTime> deadline,
+                              bool callers_deadline) {
   context_.active_calls++;
   deadline_ = deadline;
+  callers_deadline_ = callers_deadline && deadline.has_value();
   started_at_ = now;
   StartPrimary();
 }
@@ -206,15 +208,15 @@ void AttemptController::OnNodeUnreachable(const absl::Status& status) {
   const Duration delay = std::max<Duration>(policy.Backoff(++unreachable_tries_, random_),
                                             std::chrono::milliseconds(1));
   const MonoTime now = loop_.Now();
-  const bool in_time =
-      deadline_ ? now + delay < *deadline_ : unreachable_tries_ < policy.options().max_attempts;
+  bool in_time = callers_deadline_ || unreachable_tries_ < policy.options().max_attempts;
+  if (deadline_ && now + delay >= *deadline_) in_time = false;
   if (state_ == State::kDone || !in_time) {
     const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - started_at_);
     GiveUp(absl::Status(
         status.code(),
         absl::StrCat(status.message(), "; tried ", unreachable_tries_,
                      unreachable_tries_ == 1 ? " time" : " times", " over ", waited.count(), " ms",
-                     deadline_ ? ", until the deadline" : " (retry.max_attempts)")));
+                     callers_deadline_ ? ", until the deadline" : " (retry.max_attempts)")));
     return;
   }
   if (context_.events != nullptr) {

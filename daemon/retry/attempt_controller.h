@@ -100,7 +100,11 @@ class AttemptController {
   // The call's request is ready to go at `now` (`deadline`: the caller's, if any): the first
   // attempt starts. The call counts as active (RetryContext::active_calls) until the controller is
   // gone. (Times come from the host, which reads the clock anyway.)
-  void Start(MonoTime now, std::optional<MonoTime> deadline);
+  // `callers_deadline`: the deadline is the caller's own (grpc-timeout, REST ?timeout=), so a call
+  // whose node cannot be reached waits for one up to it; otherwise (qpoold's own limit, e.g.
+  // rest.request_timeout) the deadline bounds the call but the wait is bounded as for a call
+  // without one.
+  void Start(MonoTime now, std::optional<MonoTime> deadline, bool callers_deadline = true);
 
   // Host reports. -----------------------------------------------------------------------------
   // `slot`'s request headers went out to `node` at `now`: per-try timeout and hedge delay are
@@ -177,6 +181,7 @@ class AttemptController {
   AttemptOutcome held_outcome_;
   RetryTicket retry_ticket_;  // the retry in flight, from its scheduling to the next failure
   std::optional<MonoTime> deadline_;
+  bool callers_deadline_ = false;  // deadline_ is the caller's own
   MonoTime started_at_{};
   // Backoff before the next attempt, or the per-try timeout of the current one (never both).
   std::unique_ptr<Timer> retry_timer_;

@@ -203,15 +203,7 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
   }
   if (!config_->rest.listen.host.empty()) {
     rest::RestRetryContext rest_retry;
-    rest_retry.policy = &retry_.policy;
-    rest_retry.classifier = &retry_.classifier;
-    rest_retry.budgets = &retry_.budgets;
-    rest_retry.active_calls = &retry_.active_calls;
-    rest_retry.policy_retries = retry_.policy_retries;
-    rest_retry.replay_per_call = retry_.replay.per_call;
-    rest_retry.replay_total = retry_.replay.total;
-    rest_retry.replay_bytes = &counters_.replay_bytes;
-    rest_retry.transparent_retries = &counters_.transparent_retries;
+    rest_retry.context = &retry_;
     rest_retry.local_replies = &counters_.local_replies;
     rest_retry.protocol_errors = &counters_.downstream_protocol_errors;
     // The REST pools share the gRPC pools' upstream.max_pending budget.
