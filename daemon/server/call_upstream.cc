@@ -1,5 +1,7 @@
 #include "daemon/server/call_upstream.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "daemon/common/grpc_frame.h"
 #include "daemon/server/call.h"
@@ -127,7 +129,19 @@ CallUpstream::CallUpstream(Call& call, Worker& worker)
 void CallUpstream::Start(MonoTime now, std::optional<MonoTime> deadline) {
   request_state_ = RequestState::kBody;
   deadline_ = deadline;
-  controller_.Start(now, deadline);
+  const config::Config& config = worker_.config();
+  start_at_bytes_ =
+      std::min<size_t>(config.retry.replay_buffer_per_call, config.server.stream_window / 2);
+  start_pending_ = true;
+  MaybeStartAttempts();
+}
+
+void CallUpstream::MaybeStartAttempts() {
+  if (!start_pending_) return;
+  if (request_state_ == RequestState::kBody && request_body_.size() < start_at_bytes_) return;
+  start_pending_ = false;
+  if (request_state_ == RequestState::kDropped) return;  // answered meanwhile
+  controller_.Start(worker_.loop().Now(), deadline_);
 }
 
 void CallUpstream::OnRequestData(const uint8_t* data, size_t len) {
@@ -136,6 +150,10 @@ void CallUpstream::OnRequestData(const uint8_t* data, size_t len) {
     return;
   }
   request_body_.Append(data, len);
+  if (start_pending_) {
+    MaybeStartAttempts();
+    return;
+  }
   Attempt& a = attempts_[controller_.primary()];
   if (a.attached() && !a.reads_own_copy) a.connection->ResumeRequestData(a.id);
 }
@@ -143,6 +161,10 @@ void CallUpstream::OnRequestData(const uint8_t* data, size_t len) {
 void CallUpstream::OnRequestEnd() {
   if (request_state_ == RequestState::kDropped) return;
   request_state_ = RequestState::kEnded;
+  if (start_pending_) {
+    MaybeStartAttempts();
+    return;
+  }
   Attempt& a = attempts_[controller_.primary()];
   if (a.attached() && !a.reads_own_copy) a.connection->ResumeRequestData(a.id);
 }
@@ -157,6 +179,7 @@ void CallUpstream::DropRequest() {
 }
 
 void CallUpstream::Stop() {
+  start_pending_ = false;
   controller_.Stop();
   held_answer_.Clear();
   // A normal close after the full answer finds the stream closed already.

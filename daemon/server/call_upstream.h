@@ -113,8 +113,10 @@ class CallUpstream final : public retry::AttemptHost {
   void AddRequestHeader(nghttp2_rcbuf* name, nghttp2_rcbuf* value) {
     request_headers_.Add(name, value);
   }
-  // The request headers are complete at `now`: the first attempt starts. `deadline`: the
-  // caller's.
+  // The request headers are complete at `now`. `deadline`: the caller's. The first attempt (and
+  // with it the wait for an upstream stream) starts once the request has ended or holds
+  // min(retry.replay_buffer_per_call, server.stream_window / 2) bytes: every Qdrant method is
+  // unary, so a request that never ends holds no upstream stream (docs/security.md).
   void Start(MonoTime now, std::optional<MonoTime> deadline);
   void OnRequestData(const uint8_t* data, size_t len);
   void OnRequestEnd();
@@ -156,6 +158,8 @@ class CallUpstream final : public retry::AttemptHost {
  private:
   // Lets the app send `n` more bytes: bytes qpoold took from it and will not send (again).
   void AcknowledgeRequestBytes(size_t n);
+  // Starts the controller once Start() was called and the request is complete or large enough.
+  void MaybeStartAttempts();
   // The key qpoold sends on this call (the read-only one for a read, when set); empty: none.
   std::string_view ApiKeyFor() const;
 
@@ -170,6 +174,8 @@ class CallUpstream final : public retry::AttemptHost {
   ByteQueue hedge_copy_;           // the hedge's own copy of the whole request, read by it
   std::optional<retry::RetryClass> retry_class_;  // decided when first needed
   std::optional<MonoTime> deadline_;
+  bool start_pending_ = false;  // Start() came; the controller waits for the request
+  size_t start_at_bytes_ = 0;   // ... to end or to hold this many bytes
   // A trailers-only answer from Qdrant with a retryable status, held while the controller decides.
   HeaderRefs held_answer_;
   retry::AttemptController controller_;

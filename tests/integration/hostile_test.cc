@@ -884,6 +884,37 @@ TEST_P(HostileTest, OneConnectionCannotTakeThePoolFromTheOthers) {
   ExpectOthersUnaffected(/*attack_calls=*/kStreams);
 }
 
+// Stream exhaustion proper: streams opened with headers only (or a slow upload that never ends)
+// take no upstream stream at all, since qpoold asks for one only once the request is complete
+// (or large enough to stream): every Qdrant method is unary.
+TEST_P(HostileTest, UnfinishedRequestsHoldNoUpstreamStream) {
+  RestartRoute([](config::Config& config) {
+    config.upstream.min_connections = 1;
+    config.upstream.max_connections = 1;
+    config.upstream.max_streams_per_connection = 4;
+    config.upstream.max_connection_share = 1;  // no share: the deferral alone protects the pool
+  });
+  Begin();
+  RawH2 attacker(proxy_->port());
+  ASSERT_TRUE(attacker.Handshake());
+  constexpr int kStreams = 200;
+  std::string frames;
+  for (int i = 0; i < kStreams; ++i) {
+    const uint32_t id = 1 + 2 * i;
+    frames += HeaderFrames(id, RequestBlock(), false);
+    // Half of them start an upload and stop: a prefix promising 100 bytes, 10 of them sent.
+    if (i % 2 == 1) {
+      frames += Frame(kData, 0, id, std::string("\0\0\0\0\x64", 5) + std::string(10, 'x'));
+    }
+  }
+  ASSERT_TRUE(attacker.Send(frames));
+  const int64_t legit_at_start = legit_->ok();
+  EXPECT_TRUE(WaitFor([&] { return legit_->ok() >= legit_at_start + 50; }, absl::Seconds(10)));
+  EXPECT_LE(upstream_stats().MaxUnanswered(), 1) << "an unfinished request reached the upstream";
+  EXPECT_FALSE(attacker.closed());
+  ExpectOthersUnaffected(/*attack_calls=*/0);
+}
+
 // A 4 GiB length prefix: answered at once when server.max_message_size is set, and nothing of it
 // reaches the upstream.
 TEST_P(HostileTest, MessageOverMaxMessageSizeIsAnsweredResourceExhausted) {
