@@ -5,7 +5,7 @@
 #include <chrono>
 #include <string>
 
-#include "daemon/server/byte_queue.h"
+#include "daemon/common/byte_queue.h"
 #include "gtest/gtest.h"
 
 namespace qpool::server {
