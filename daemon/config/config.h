@@ -255,6 +255,13 @@ struct RetryConfig {
   // node (hedged read); the first answer wins and the other attempt is cancelled. Needs two nodes
   // or more, and counts against the retry budget. Default 0: off.
   absl::Duration hedge_delay = absl::ZeroDuration();
+  // retry.unreachable_wait: a call without a deadline of its own (no grpc-timeout, no REST
+  // ?timeout=) whose node cannot be reached (nothing sent: no connection and the connect failed)
+  // waits for one, like a gRPC wait-for-ready call, up to this long from its start, trying again
+  // after jittered backoffs; the waiting calls count against upstream.max_pending. Default 10s:
+  // about what a restarting Qdrant process needs, and far below an app's own timeouts. 0: give
+  // up after retry.max_attempts tries, as before.
+  absl::Duration unreachable_wait = absl::Seconds(10);
   // retry.replay_buffer_per_call / retry.replay_buffer_total: a copy of each request is kept
   // until the first response headers, for a retry; a call whose request would take more than
   // the per-call limit, or push all calls' copies past the total, goes on without one (no retry,

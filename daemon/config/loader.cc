@@ -889,6 +889,9 @@ const std::vector<Key>& Keys() {
       DurationKey(
           "retry.hedge_delay", [](auto& c) -> auto& { return c.retry.hedge_delay; },
           /*allow_zero=*/true),
+      DurationKey(
+          "retry.unreachable_wait", [](auto& c) -> auto& { return c.retry.unreachable_wait; },
+          /*allow_zero=*/true),
       SizeKey(
           "retry.replay_buffer_per_call",
           [](auto& c) -> auto& { return c.retry.replay_buffer_per_call; }, 0, kMaxInt31),

@@ -17,6 +17,7 @@ void AttemptController::Start(MonoTime now, std::optional<MonoTime> deadline,
 }
 
 void AttemptController::StartPrimary() {
+  SetWaitingForNode(false);  // a wait for a node (if any) is over: this is the next try
   state_ = State::kTrying;
   tries_[primary_].phase = Phase::kWaiting;
   host_.StartAttempt(primary_, attempts_ == 0 ? AttemptKind::kFirst : AttemptKind::kRetry,
@@ -147,6 +148,7 @@ EndVerdict AttemptController::OnAttemptEnded(int slot, AttemptOutcome outcome,
 }
 
 void AttemptController::Stop() {
+  SetWaitingForNode(false);
   if (retry_timer_) retry_timer_->Cancel();
   retry_ticket_.Release();
   if (hedge_ >= 0 || hedge_timer_) DropHedge();
@@ -202,27 +204,59 @@ void AttemptController::Fail(const AttemptOutcome& outcome, int node,
 
 void AttemptController::OnNodeUnreachable(const absl::Status& status) {
   const RetryPolicy& policy = context_.policy;
-  // Nothing was sent: any method may go again. Without a deadline, max_attempts picks bound the
-  // wait; with one, the deadline does (the node may come back, or another one take the call).
-  // At least 1 ms: the retry runs from the timer, never from inside the host's own StartAttempt.
-  const Duration delay = std::max<Duration>(policy.Backoff(++unreachable_tries_, random_),
-                                            std::chrono::milliseconds(1));
+  // Nothing was sent: any method may go again, after a jittered backoff (at least 1 ms: the retry
+  // runs from the timer, never from inside the host's own StartAttempt). How long the call waits
+  // for a node, like a gRPC wait-for-ready call:
+  //  - with the caller's own deadline, until a try could no longer start before it;
+  //  - without one, for retry.unreachable_wait from the call's start (the last try at its end),
+  //    or, with that off, for retry.max_attempts tries.
+  // qpoold's own deadline (rest.request_timeout) bounds the latter too.
+  Duration delay = std::max<Duration>(policy.Backoff(++unreachable_tries_, random_),
+                                      std::chrono::milliseconds(1));
   const MonoTime now = loop_.Now();
-  bool in_time = callers_deadline_ || unreachable_tries_ < policy.options().max_attempts;
-  if (deadline_ && now + delay >= *deadline_) in_time = false;
-  if (state_ == State::kDone || !in_time) {
+  const char* bound = " (retry.max_attempts)";
+  bool in_time = true;
+  if (callers_deadline_) {
+    bound = ", until the deadline";
+  } else if (context_.unreachable_wait > Duration::zero()) {
+    bound = " (retry.unreachable_wait)";
+    const MonoTime window_end = started_at_ + context_.unreachable_wait;
+    in_time = window_end - now >= std::chrono::milliseconds(1);
+    if (in_time) delay = std::min<Duration>(delay, window_end - now);
+  } else {
+    in_time = unreachable_tries_ < policy.options().max_attempts;
+  }
+  if (in_time && deadline_ && now + delay >= *deadline_) {
+    in_time = false;
+    bound = ", until the deadline";
+  }
+  // Waiting calls are bounded like queued ones (upstream.max_pending, this worker's share).
+  const bool room = waiting_for_node_ || context_.waiting_for_node < context_.max_waiting_for_node;
+  if (state_ == State::kDone || !in_time || !room) {
     const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - started_at_);
     GiveUp(absl::Status(
         status.code(),
-        absl::StrCat(status.message(), "; tried ", unreachable_tries_,
-                     unreachable_tries_ == 1 ? " time" : " times", " over ", waited.count(), " ms",
-                     callers_deadline_ ? ", until the deadline" : " (retry.max_attempts)")));
+        absl::StrCat(
+            status.message(), "; tried ", unreachable_tries_,
+            unreachable_tries_ == 1 ? " time" : " times", " over ", waited.count(), " ms",
+            room ? bound : "; upstream.max_pending calls wait for a node already, none more")));
     return;
   }
   if (context_.events != nullptr) {
     context_.events->OnRetry(host_.ClassifyRequest(), RetryReason::kTransparent);
   }
+  SetWaitingForNode(true);
   ScheduleRetry(delay);
+}
+
+void AttemptController::SetWaitingForNode(bool waiting) {
+  if (waiting == waiting_for_node_) return;
+  waiting_for_node_ = waiting;
+  if (waiting) {
+    context_.waiting_for_node++;
+  } else {
+    context_.waiting_for_node--;
+  }
 }
 
 void AttemptController::ScheduleRetry(Duration delay) {
@@ -300,6 +334,7 @@ void AttemptController::CancelSlot(int slot) {
 }
 
 void AttemptController::GiveUp(const absl::Status& status) {
+  SetWaitingForNode(false);
   DropHedge();
   state_ = State::kDone;
   host_.FinishWith(status);

@@ -93,6 +93,7 @@ class AttemptController {
       : context_(context), loop_(loop), random_(random), host_(host) {}
   ~AttemptController() {
     if (state_ != State::kIdle) context_.active_calls--;
+    if (waiting_for_node_) context_.waiting_for_node--;
   }
   AttemptController(const AttemptController&) = delete;
   AttemptController& operator=(const AttemptController&) = delete;
@@ -163,6 +164,8 @@ class AttemptController {
   void DropHedge();
   void CancelSlot(int slot);
   void GiveUp(const absl::Status& status);
+  // Counts the call in (or out of) the worker's calls waiting for an unreachable node.
+  void SetWaitingForNode(bool waiting);
   bool HedgeSent() const { return hedge_ >= 0 && tries_[hedge_].phase == Phase::kSent; }
   Timer& TimerOf(std::unique_ptr<Timer>& timer);
 
@@ -173,8 +176,9 @@ class AttemptController {
   State state_ = State::kIdle;
   Try tries_[kSlots];
   int8_t primary_ = 0;
-  int8_t hedge_ = -1;  // the hedge's slot, or -1
-  bool held_ = false;  // the host holds a retryable whole answer (held_outcome_)
+  int8_t hedge_ = -1;              // the hedge's slot, or -1
+  bool held_ = false;              // the host holds a retryable whole answer (held_outcome_)
+  bool waiting_for_node_ = false;  // counted in RetryContext::waiting_for_node
   uint32_t attempts_ = 0;
   uint32_t unreachable_tries_ = 0;  // picks of a node that could not be reached
   int failed_node_ = -1;            // the last attempt's node: a retry prefers another

@@ -78,6 +78,13 @@ struct RetryContext {
   bool policy_retries = true;  // retry.enabled
   Duration per_try_timeout{};  // zero: off
   Duration hedge_delay{};      // zero: no hedged reads
+  // How long a call without a deadline of its own waits for an unreachable node; zero: it tries
+  // retry.max_attempts times instead (retry.unreachable_wait).
+  Duration unreachable_wait{};
+  // Calls waiting for an unreachable node now, and how many may (this worker's share of
+  // upstream.max_pending): one more gives up at once.
+  uint32_t waiting_for_node = 0;
+  uint32_t max_waiting_for_node = UINT32_MAX;
   ReplayLimits replay;
   uint64_t active_calls = 0;  // this worker's calls from request headers to their end
 };

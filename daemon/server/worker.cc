@@ -195,6 +195,7 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
   retry_.policy_retries = retry.enabled;
   retry_.per_try_timeout = absl::ToChronoNanoseconds(retry.per_try_timeout);
   retry_.hedge_delay = absl::ToChronoNanoseconds(retry.hedge_delay);
+  retry_.unreachable_wait = absl::ToChronoNanoseconds(retry.unreachable_wait);
   retry_.replay.per_call = retry.replay_buffer_per_call;
   retry_.replay.total = retry.replay_buffer_total;
   retry_.replay.total_bytes = &counters_.replay_bytes;
@@ -213,6 +214,7 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
   if (secrets_.keys != nullptr) key_cache_.emplace(*secrets_.keys);
   const config::UpstreamConfig& upstream = config_->upstream;
   pending_budget_.limit = ShareOf(upstream.max_pending, index, count);
+  retry_.max_waiting_for_node = pending_budget_.limit;  // calls waiting for a node, as queued ones
   for (const config::NodeAddress& node : upstream.nodes) {
     const size_t node_index = pools_.size();
     // Readiness is re-evaluated on a later turn of the loop, once the pool is done with the event.

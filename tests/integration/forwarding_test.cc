@@ -307,7 +307,10 @@ TEST_P(ForwardingTest, UpstreamNotListeningGivesUnavailableQuickly) {
   const uint16_t dead_port = PickFreePort();
   ASSERT_NE(dead_port, 0);
   ASSERT_NO_FATAL_FAILURE(RestartRoute(
-      [](config::Config& config) { config.upstream.connect_timeout = absl::Seconds(1); },
+      [](config::Config& config) {
+        config.upstream.connect_timeout = absl::Seconds(1);
+        config.retry.unreachable_wait = absl::ZeroDuration();  // the max_attempts rule
+      },
       dead_port));
   grpc::ClientContext ctx;  // no deadline: qpoold tries max_attempts times, a few backoffs apart
   EchoResponse response;
@@ -317,6 +320,30 @@ TEST_P(ForwardingTest, UpstreamNotListeningGivesUnavailableQuickly) {
 
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << StatusText(status);
   EXPECT_LE(absl::Now() - start, absl::Seconds(3));
+}
+
+TEST_P(ForwardingTest, UpstreamNotListeningWithoutADeadlineWaitsUnreachableWait) {
+  const uint16_t dead_port = PickFreePort();
+  ASSERT_NE(dead_port, 0);
+  ASSERT_NO_FATAL_FAILURE(RestartRoute(
+      [](config::Config& config) {
+        config.upstream.connect_timeout = absl::Seconds(1);
+        config.retry.unreachable_wait = absl::Milliseconds(1500);
+      },
+      dead_port));
+  grpc::ClientContext ctx;  // no deadline: a wait-for-ready call, up to retry.unreachable_wait
+  EchoResponse response;
+  const absl::Time start = absl::Now();
+
+  grpc::Status status = stub_->Unary(&ctx, EchoRequest(), &response);
+
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << StatusText(status);
+  if (through_qpoold()) {
+    EXPECT_THAT(status.error_message(), HasSubstr("retry.unreachable_wait"));
+    EXPECT_GE(took, absl::Milliseconds(1450));  // the last try at the window's end
+    EXPECT_LE(took, absl::Seconds(4));
+  }
 }
 
 TEST_P(ForwardingTest, UpstreamNotListeningIsRetriedUntilTheDeadline) {

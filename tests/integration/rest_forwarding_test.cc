@@ -469,12 +469,16 @@ TEST_F(RestForwardingTest, UnreachableNodeIs503InQdrantsShape) {
     c.upstream.rest_nodes = {{"127.0.0.1", closed_port}};
     c.upstream.acquire_timeout = absl::Milliseconds(300);
     c.retry.max_attempts = 2;
+    c.retry.unreachable_wait = absl::Milliseconds(600);  // no ?timeout=: waited for this long
   });
   Client client(port_);
+  const absl::Time start = absl::Now();
   ASSERT_TRUE(client.Send(Request("GET", "/collections")));
   const Reply reply = client.Read();
   ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(550));
   EXPECT_EQ(reply.status, 503u);
+  EXPECT_NE(ErrorOf(reply.body).find("retry.unreachable_wait"), std::string::npos) << reply.body;
   EXPECT_FALSE(ErrorOf(reply.body).empty()) << reply.body;
   EXPECT_TRUE(reply.keep_alive);  // qpoold's own answer keeps the app's connection
 }

@@ -395,6 +395,82 @@ TEST_F(AttemptControllerTest, UnreachableNodeRetriesUpToMaxAttemptsWithoutADeadl
   EXPECT_EQ(c.attempts(), 0u);  // nothing was sent
 }
 
+TEST_F(AttemptControllerTest, UnreachableNodeWithoutADeadlineWaitsUpToUnreachableWait) {
+  // retry.unreachable_wait: a call with no deadline of its own waits for the node like a gRPC
+  // wait-for-ready call, tries spread over the window and the last one at its end.
+  context_.unreachable_wait = 2s;
+  const MonoTime start = loop_.Now();
+  AttemptController& c = Start();
+  size_t reported = 0;
+  while (!host_.finished.has_value() && loop_.Now() < start + 5s) {
+    if (host_.started.size() > reported) {
+      reported = host_.started.size();
+      c.OnAttemptNotStarted(0, 0, absl::UnavailableError("connect refused"), true);
+      if (!host_.finished.has_value()) EXPECT_EQ(context_.waiting_for_node, 1u);
+    }
+    loop_.Advance(1ms);
+  }
+  ASSERT_TRUE(host_.finished.has_value());
+  EXPECT_GT(host_.started.size(), 3u);             // past max_attempts
+  EXPECT_EQ(host_.started.back().at, start + 2s);  // the last try at the window's end
+  EXPECT_NE(host_.finished->message().find("retry.unreachable_wait"), std::string::npos);
+  EXPECT_EQ(context_.waiting_for_node, 0u);
+}
+
+TEST_F(AttemptControllerTest, UnreachableWaitEndsAsSoonAsTheNodeTakesTheCall) {
+  context_.unreachable_wait = 10s;
+  AttemptController& c = Start();
+  c.OnAttemptNotStarted(0, 0, absl::UnavailableError("connect refused"), true);
+  loop_.Advance(1s);
+  ASSERT_EQ(host_.started.size(), 2u);
+  EXPECT_EQ(context_.waiting_for_node, 0u);  // trying again, no longer waiting
+  c.OnAttemptSent(0, 0, loop_.Now());
+  EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kNone), false, true), HeadersVerdict::kForward);
+}
+
+TEST_F(AttemptControllerTest, CallsWaitingForANodeAreBoundedLikeQueuedOnes) {
+  context_.unreachable_wait = 10s;
+  context_.max_waiting_for_node = 1;
+  AttemptController& first = Start();
+  first.OnAttemptNotStarted(0, 0, absl::UnavailableError("connect refused"), true);
+  EXPECT_EQ(context_.waiting_for_node, 1u);
+  FakeHost other_host(loop_);
+  AttemptController second(context_, loop_, random_, other_host);
+  second.Start(loop_.Now(), std::nullopt);
+  second.OnAttemptNotStarted(0, 0, absl::UnavailableError("connect refused"), true);
+  ASSERT_TRUE(other_host.finished.has_value());  // no room: answered at once
+  EXPECT_EQ(other_host.finished->code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(other_host.finished->message().find("upstream.max_pending"), std::string::npos);
+  EXPECT_FALSE(host_.finished.has_value());
+}
+
+TEST_F(AttemptControllerTest, AppCancellingEndsTheWaitForANodeAtOnce) {
+  context_.unreachable_wait = 10s;
+  AttemptController& c = Start();
+  c.OnAttemptNotStarted(0, 0, absl::UnavailableError("connect refused"), true);
+  EXPECT_EQ(context_.waiting_for_node, 1u);
+  c.Stop();  // the app cancelled, or went away
+  EXPECT_EQ(context_.waiting_for_node, 0u);
+  loop_.Advance(20s);
+  EXPECT_EQ(host_.started.size(), 1u);
+  EXPECT_FALSE(host_.finished.has_value());
+}
+
+TEST_F(AttemptControllerTest, UnreachableWaitIsForCallsWithoutADeadlineOnly) {
+  // A reached node's UNAVAILABLE keeps the max_attempts rule.
+  context_.unreachable_wait = 10s;
+  AttemptController& c = Start();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(host_.started.size(), static_cast<size_t>(i + 1));
+    c.OnAttemptSent(0, 0, loop_.Now());
+    c.OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, true);
+    c.OnAttemptEnded(0, Outcome(Failure::kNone), absl::OkStatus());
+    loop_.Advance(2s);
+  }
+  EXPECT_EQ(host_.started.size(), 3u);
+  EXPECT_TRUE(host_.passed_on);  // Qdrant's UNAVAILABLE, as it came
+}
+
 TEST_F(AttemptControllerTest, UnreachableNodeRetriesUntilTheDeadline) {
   const MonoTime deadline = loop_.Now() + 2s;
   AttemptController& c = Start(deadline);

@@ -223,6 +223,25 @@ TEST_F(RestAttemptsTest, QpooldsOwnRequestTimeoutDoesNotStretchTheUnreachableWai
   EXPECT_LT(loop_.Now(), MonoTime(std::chrono::seconds(1000)) + 10s);
 }
 
+TEST_F(RestAttemptsTest, RequestWithoutATimeoutWaitsUpToUnreachableWait) {
+  context_.unreachable_wait = 3s;
+  const MonoTime start = loop_.Now();
+  attempts_.Begin(start + 60s, /*callers_deadline=*/false, retry::RetryClass::kRead, true);
+  size_t reported = 0;
+  while (exchanges_.replies.empty() && loop_.Now() < start + 10s) {
+    if (exchanges_.started.size() > reported) {
+      reported = exchanges_.started.size();
+      attempts_.OnNotStarted(exchanges_.started.back().slot, 0,
+                             absl::UnavailableError("cannot connect"), true);
+    }
+    loop_.Advance(1ms);
+  }
+  ASSERT_EQ(exchanges_.replies.size(), 1u);
+  EXPECT_EQ(exchanges_.replies[0].status, 503u);
+  EXPECT_EQ(exchanges_.started.back().at, start + 3s);
+  EXPECT_NE(exchanges_.replies[0].message.find("retry.unreachable_wait"), std::string::npos);
+}
+
 TEST_F(RestAttemptsTest, AppsTimeoutMakesAnUnreachableNodeWaitUpToIt) {
   const MonoTime deadline = loop_.Now() + 5s;
   attempts_.Begin(deadline, /*callers_deadline=*/true, retry::RetryClass::kFilterScopedWrite, true);
