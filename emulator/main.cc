@@ -41,14 +41,18 @@ constexpr char kUsage[] = R"(usage: qdrant-emulator [flags]
                                  (UNAUTHENTICATED otherwise, as Qdrant's service.api_key); on
                                  REST, header api-key or Authorization: Bearer on every route
                                  but GET /, /healthz, /livez, /readyz (401 otherwise)
-  --read-only-api-key KEY        with --api-key: a key for gRPC reads only (a write with it is
-                                 PERMISSION_DENIED, as Qdrant's service.read_only_api_key)
-  --tls-cert PEM --tls-key PEM   also serve gRPC over TLS (ALPN h2) on --tls-listen
+  --read-only-api-key KEY        with --api-key: a key for reads only (a write with it is
+                                 PERMISSION_DENIED / 403, as Qdrant's service.read_only_api_key)
+  --tls-cert PEM --tls-key PEM   also serve gRPC over TLS (ALPN h2) on --tls-listen, and with
+                                 --rest-listen the REST API over TLS on --rest-tls-listen
   --tls-listen ADDR              the TLS address (default 127.0.0.1:0)
+  --rest-tls-listen ADDR         the REST TLS address (default 127.0.0.1:0)
+  --rest-tls-alpn true|false     REST TLS agrees to ALPN http/1.1 (default true; false: no ALPN
+                                 at all, as a server without ALPN support)
   --tls-client-ca PEM            require a client certificate signed by this CA (mTLS)
   --tls-reload-s N               re-read the TLS files every N seconds (default 0: read once)
 Prints "qdrant-emulator listening grpc=HOST:PORT control=HOST:PORT [rest=HOST:PORT]
-[tls=HOST:PORT]" on stdout when ready (the port file likewise).
+[tls=HOST:PORT] [rest_tls=HOST:PORT]" on stdout when ready (the port file likewise).
 Stops on SIGINT or SIGTERM.
 )";
 
@@ -77,6 +81,8 @@ int main(int argc, char** argv) {
                                               {"tls-key", ""},
                                               {"tls-listen", "127.0.0.1:0"},
                                               {"tls-client-ca", ""},
+                                              {"rest-tls-listen", "127.0.0.1:0"},
+                                              {"rest-tls-alpn", "true"},
                                               {"tls-reload-s", "0"}};
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -136,6 +142,14 @@ int main(int argc, char** argv) {
   qpool::emulator::RestServerOptions rest_options;
   rest_options.listen = flags["rest-listen"];
   rest_options.api_key = options.api_key;
+  rest_options.read_only_api_key = options.read_only_api_key;
+  rest_options.tls_cert_file = options.tls_cert_file;
+  rest_options.tls_key_file = options.tls_key_file;
+  rest_options.tls_client_ca_file = options.tls_client_ca_file;
+  rest_options.tls_listen = flags["rest-tls-listen"];
+  if (!absl::SimpleAtob(flags["rest-tls-alpn"], &rest_options.tls_alpn)) {
+    return Fail("--rest-tls-alpn must be true or false");
+  }
   int rest_idle_ms;
   if (!absl::SimpleAtoi(flags["rest-idle-timeout-ms"], &rest_idle_ms) || rest_idle_ms < 0) {
     return Fail("--rest-idle-timeout-ms must be a number >= 0");
@@ -188,6 +202,9 @@ int main(int argc, char** argv) {
       absl::StrCat("grpc=", (*server)->address(), " control=", (*control)->address());
   if (rest != nullptr) absl::StrAppend(&ports, " rest=", rest->address());
   if (!(*server)->tls_address().empty()) absl::StrAppend(&ports, " tls=", (*server)->tls_address());
+  if (rest != nullptr && !rest->tls_address().empty()) {
+    absl::StrAppend(&ports, " rest_tls=", rest->tls_address());
+  }
   if (const std::string& path = flags["port-file"]; !path.empty()) {
     std::string tmp = path + ".tmp";
     {

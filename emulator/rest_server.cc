@@ -1,6 +1,8 @@
 #include "emulator/rest_server.h"
 
+#include <openssl/ssl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <array>
@@ -11,12 +13,15 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <chrono>
+#include <cstring>
 #include <future>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -113,21 +118,86 @@ std::string Gzip(const std::string& text) {
 
 }  // namespace
 
-class RestSession;
+// One client connection, as the server sees it (RestSessionOn<Stream>: cleartext or TLS).
+class RestSession : public std::enable_shared_from_this<RestSession> {
+ public:
+  virtual ~RestSession() = default;
+  virtual const std::string& method() const = 0;
+  virtual bool closed() const = 0;
+  // Runs the parked or delayed call. Call on the I/O thread.
+  virtual void Proceed() = 0;
+  // Answers a parked call 503 (the server is stopping).
+  virtual void RefuseStopping() = 0;
+  // Goaway: closes now when idle, else after the answer being prepared.
+  virtual void CloseGracefully() = 0;
+  // Resets the connection (RST, no answer).
+  virtual void Abort() = 0;
+};
+
+// The TLS port's context (RestServerOptions::tls_cert_file): certificate chain and key, an
+// optional client CA (mTLS), ALPN http/1.1 when asked for.
+absl::StatusOr<std::unique_ptr<asio::ssl::context>> MakeServerTls(
+    const RestServerOptions& options) {
+  auto context = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+  boost::system::error_code ec;
+  context->use_certificate_chain_file(options.tls_cert_file, ec);
+  if (ec) return absl::InvalidArgumentError(absl::StrCat("--tls-cert: ", ec.message()));
+  context->use_private_key_file(options.tls_key_file, asio::ssl::context::pem, ec);
+  if (ec) return absl::InvalidArgumentError(absl::StrCat("--tls-key: ", ec.message()));
+  SSL_CTX* ctx = context->native_handle();
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  // Session resumption: the server's cache (TLS 1.2) and tickets (TLS 1.3), OpenSSL's defaults.
+  static const unsigned char kSessionContext[] = "qdrant-emulator-rest";
+  SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof(kSessionContext) - 1);
+  if (!options.tls_client_ca_file.empty()) {
+    context->load_verify_file(options.tls_client_ca_file, ec);
+    if (ec) return absl::InvalidArgumentError(absl::StrCat("--tls-client-ca: ", ec.message()));
+    context->set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);
+  }
+  if (options.tls_alpn) {
+    SSL_CTX_set_alpn_select_cb(
+        ctx,
+        [](SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+           unsigned int inlen, void*) -> int {
+          // Offered protocols are length-prefixed; pick http/1.1, else do not agree.
+          for (unsigned int i = 0; i < inlen;) {
+            const unsigned int len = in[i];
+            if (i + 1 + len > inlen) break;
+            if (len == 8 && std::memcmp(in + i + 1, "http/1.1", 8) == 0) {
+              *out = in + i + 1;
+              *outlen = static_cast<unsigned char>(len);
+              return SSL_TLSEXT_ERR_OK;
+            }
+            i += 1 + len;
+          }
+          return SSL_TLSEXT_ERR_ALERT_FATAL;
+        },
+        nullptr);
+  }
+  return context;
+}
 
 class RestServer::Impl {
  public:
   Impl(const RestServerOptions& options, Storage& storage, const HandlerOptions& handler_options,
-       FaultInjector& faults, int listen_fd)
+       FaultInjector& faults, int listen_fd, int tls_fd,
+       std::unique_ptr<asio::ssl::context> tls_context)
       : options_(options),
         handlers_(storage, handler_options),
         api_(handlers_),
         faults_(faults),
         address_(LocalAddress(listen_fd)),
-        acceptor_(ioc_) {
+        tls_address_(tls_fd >= 0 ? LocalAddress(tls_fd) : std::string()),
+        tls_context_(std::move(tls_context)),
+        acceptor_(ioc_),
+        tls_acceptor_(ioc_) {
     boost::system::error_code ec;
     acceptor_.assign(tcp::v4(), listen_fd, ec);
     assign_error_ = ec;
+    if (tls_fd >= 0 && !assign_error_) {
+      tls_acceptor_.assign(tcp::v4(), tls_fd, ec);
+      assign_error_ = ec;
+    }
   }
 
   absl::Status Start() {
@@ -135,6 +205,7 @@ class RestServer::Impl {
       return absl::InternalError(absl::StrCat("REST listener: ", assign_error_.message()));
     }
     Accept();
+    if (tls_context_ != nullptr) AcceptTls();
     thread_ = std::thread([this] {
       ioc_.run();
       loop_done_ = true;  // Read after join(): sessions destroyed with ioc_ see it.
@@ -156,12 +227,14 @@ class RestServer::Impl {
   }
   void Shutdown();
   const std::string& address() const { return address_; }
+  const std::string& tls_address() const { return tls_address_; }
 
   // I/O-thread side, used by sessions.
   const RestServerOptions& options() const { return options_; }
   const RestApi& api() const { return api_; }
   FaultInjector& faults() { return faults_; }
   bool stopping() const { return stopping_; }
+  asio::ssl::context& tls_context() { return *tls_context_; }
   void Register(RestSession* session) { sessions_.insert(session); }
   void Unregister(RestSession* session) {
     sessions_.erase(session);
@@ -173,6 +246,7 @@ class RestServer::Impl {
 
  private:
   void Accept();
+  void AcceptTls();
   void ReleaseParked(bool stopping);
   // Runs `fn` on the I/O thread and waits for it; does nothing once the loop has stopped (the
   // server is shutting down).
@@ -199,6 +273,8 @@ class RestServer::Impl {
   const RestApi api_;
   FaultInjector& faults_;
   const std::string address_;
+  const std::string tls_address_;                    // empty without TLS
+  std::unique_ptr<asio::ssl::context> tls_context_;  // null without TLS
   boost::system::error_code assign_error_;
   // I/O thread only. Declared before ioc_: destroying ioc_ destroys pending handlers, whose
   // sessions unregister themselves here.
@@ -208,30 +284,47 @@ class RestServer::Impl {
   bool loop_done_ = false;  // Written by the I/O thread as it leaves run().
   asio::io_context ioc_;
   tcp::acceptor acceptor_;
+  tcp::acceptor tls_acceptor_;  // open only with TLS
   std::thread thread_;
   std::once_flag shutdown_once_;
 };
 
-// One client connection: reads requests one at a time, answers each in order.
-class RestSession : public std::enable_shared_from_this<RestSession> {
+// One client connection: reads requests one at a time, answers each in order. `Stream` is
+// beast::tcp_stream, or beast::ssl_stream over one for the TLS port (the handshake comes first).
+template <typename Stream>
+class RestSessionOn : public RestSession {
  public:
-  RestSession(RestServer::Impl& server, tcp::socket socket)
-      : server_(server), stream_(std::move(socket)), timer_(stream_.get_executor()) {
+  static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
+
+  template <typename... Args>
+  RestSessionOn(RestServer::Impl& server, tcp::socket socket, Args&... args)
+      : server_(server), stream_(std::move(socket), args...), timer_(stream_.get_executor()) {
     server_.faults().CountRestConnectionOpened();
     server_.Register(this);
   }
-  ~RestSession() {
+  ~RestSessionOn() override {
     server_.Unregister(this);
     server_.faults().CountRestConnectionClosed();
   }
 
-  void Start() { ReadHeader(); }
+  void Start() {
+    if constexpr (kTls) {
+      Lowest().expires_after(std::chrono::seconds(10));
+      stream_.async_handshake(asio::ssl::stream_base::server,
+                              [self = Self()](beast::error_code ec) {
+                                if (ec) return self->Close();
+                                self->ReadHeader();
+                              });
+    } else {
+      ReadHeader();
+    }
+  }
 
-  const std::string& method() const { return call_->method; }
-  bool closed() const { return closed_; }
+  const std::string& method() const override { return call_->method; }
+  bool closed() const override { return closed_; }
 
   // Runs the parked or delayed call. Call on the I/O thread.
-  void Proceed() {
+  void Proceed() override {
     if (closed_) return;
     const CallPlan& plan = plan_;
     RestReply reply;
@@ -256,13 +349,13 @@ class RestSession : public std::enable_shared_from_this<RestSession> {
   }
 
   // Answers a parked call 503 (the server is stopping).
-  void RefuseStopping() {
+  void RefuseStopping() override {
     close_after_answer_ = true;
     Reply(RestApi::Error(503, "qdrant-emulator is stopping"));
   }
 
   // Goaway: closes now when idle, else after the answer being prepared.
-  void CloseGracefully() {
+  void CloseGracefully() override {
     if (idle_) {
       Close();
     } else {
@@ -271,14 +364,19 @@ class RestSession : public std::enable_shared_from_this<RestSession> {
   }
 
   // Resets the connection (RST, no answer).
-  void Abort() {
+  void Abort() override {
     if (closed_) return;
     linger reset{1, 0};
-    setsockopt(stream_.socket().native_handle(), SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+    setsockopt(Lowest().socket().native_handle(), SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
     Close();
   }
 
  private:
+  std::shared_ptr<RestSessionOn> Self() {
+    return std::static_pointer_cast<RestSessionOn>(shared_from_this());
+  }
+  beast::tcp_stream& Lowest() { return beast::get_lowest_layer(stream_); }
+
   void ReadHeader() {
     if (server_.stopping()) return Close();
     idle_ = true;
@@ -286,25 +384,24 @@ class RestSession : public std::enable_shared_from_this<RestSession> {
     parser_->header_limit(kMaxHeaderBytes);
     parser_->body_limit(server_.options().max_body_bytes);
     if (server_.options().idle_timeout > absl::ZeroDuration()) {
-      stream_.expires_after(absl::ToChronoMilliseconds(server_.options().idle_timeout));
+      Lowest().expires_after(absl::ToChronoMilliseconds(server_.options().idle_timeout));
     } else {
-      stream_.expires_never();
+      Lowest().expires_never();
     }
-    http::async_read_header(
-        stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
+    http::async_read_header(stream_, buffer_, *parser_,
+                            [self = Self()](beast::error_code ec, size_t) { self->OnHeader(ec); });
   }
 
   void OnHeader(beast::error_code ec) {
     if (ec) return OnReadError(ec);
     idle_ = false;
-    stream_.expires_never();
+    Lowest().expires_never();
     const auto& request = parser_->get();
     auto expect = request.find(http::field::expect);
     if (expect != request.end() && beast::iequals(expect->value(), "100-continue") &&
         !parser_->is_done()) {
       asio::async_write(stream_, asio::buffer(kContinue, sizeof(kContinue) - 1),
-                        [self = shared_from_this()](beast::error_code ec, size_t) {
+                        [self = Self()](beast::error_code ec, size_t) {
                           if (ec) return self->Close();
                           self->ReadBody();
                         });
@@ -314,11 +411,10 @@ class RestSession : public std::enable_shared_from_this<RestSession> {
   }
 
   void ReadBody() {
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) {
-                       if (ec) return self->OnReadError(ec);
-                       self->Handle();
-                     });
+    http::async_read(stream_, buffer_, *parser_, [self = Self()](beast::error_code ec, size_t) {
+      if (ec) return self->OnReadError(ec);
+      self->Handle();
+    });
   }
 
   void OnReadError(beast::error_code ec) {
@@ -378,18 +474,38 @@ class RestSession : public std::enable_shared_from_this<RestSession> {
     const absl::string_view target(request.target().data(), request.target().size());
     call_ = server_.api().Resolve(method, target, std::move(body));
     if (!call_.has_value()) return Reply(RestApi::NoRoute(method, target));
-    if (!call_->public_route && !Authorized(request)) {
-      // Qdrant's words; refused requests are not counted as calls, as on the gRPC port.
-      return Reply(RestApi::Error(401, "Must provide an API key or an Authorization bearer token"));
+    if (!server_.options().api_key.empty()) {
+      // Qdrant's authentication, counted per key as on the gRPC port: the full key, or the
+      // read-only key for a route that writes nothing; refused requests are not counted as calls.
+      const absl::string_view sent = SentKey(request);
+      const bool write = !call_->write_collection.empty();
+      if (call_->public_route) {
+        server_.faults().CountKey(sent.empty()                        ? "none"
+                                  : sent == server_.options().api_key ? "full"
+                                                                      : "other");
+      } else if (!sent.empty() && sent == server_.options().api_key) {
+        server_.faults().CountKey("full");
+      } else if (!sent.empty() && !server_.options().read_only_api_key.empty() &&
+                 sent == server_.options().read_only_api_key) {
+        if (write) {
+          server_.faults().CountKey("refused");
+          return Reply(RestApi::Error(403, "Forbidden: Write access denied for read-only API key"));
+        }
+        server_.faults().CountKey("read_only");
+      } else {
+        server_.faults().CountKey("refused");
+        return Reply(
+            RestApi::Error(401, "Must provide an API key or an Authorization bearer token"));
+      }
     }
     plan_ = server_.faults().OnCall(call_->method);
     if (plan_.hang) {
-      server_.Park(shared_from_this());
+      server_.Park(Self());
       return;
     }
     if (plan_.delay > absl::ZeroDuration()) {
       timer_.expires_after(absl::ToChronoMicroseconds(plan_.delay));
-      timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      timer_.async_wait([self = Self()](beast::error_code ec) {
         if (!ec) self->Proceed();
       });
       return;
@@ -397,18 +513,16 @@ class RestSession : public std::enable_shared_from_this<RestSession> {
     Proceed();
   }
 
-  bool Authorized(const http::request<http::string_body>& request) const {
-    const std::string& key = server_.options().api_key;
-    if (key.empty()) return true;
-    if (auto it = request.find("api-key");
-        it != request.end() && absl::string_view(it->value().data(), it->value().size()) == key) {
-      return true;
+  // The key a request carries: header api-key, else Authorization: Bearer (as Qdrant reads them).
+  static absl::string_view SentKey(const http::request<http::string_body>& request) {
+    if (auto it = request.find("api-key"); it != request.end()) {
+      return absl::string_view(it->value().data(), it->value().size());
     }
     if (auto it = request.find(http::field::authorization); it != request.end()) {
       absl::string_view value(it->value().data(), it->value().size());
-      return absl::ConsumePrefix(&value, "Bearer ") && value == key;
+      if (absl::ConsumePrefix(&value, "Bearer ")) return value;
     }
-    return false;
+    return {};
   }
 
   RestReply InjectedReply() {
@@ -440,17 +554,17 @@ class RestSession : public std::enable_shared_from_this<RestSession> {
     const bool keep_alive = keep_alive_ && !close_after_answer_ && !server_.stopping();
     response->keep_alive(keep_alive);
     response->prepare_payload();
-    http::async_write(
-        stream_, *response,
-        [self = shared_from_this(), response, keep_alive](beast::error_code ec, size_t) {
-          if (ec) return self->Close();
-          // Connection: close was sent, or a goaway came while the answer was being written.
-          if (!keep_alive || self->close_after_answer_ || self->server_.stopping()) {
-            return self->LingeringClose();
-          }
-          self->call_.reset();
-          self->ReadHeader();
-        });
+    http::async_write(stream_, *response,
+                      [self = Self(), response, keep_alive](beast::error_code ec, size_t) {
+                        if (ec) return self->Close();
+                        // Connection: close was sent, or a goaway came while the answer was being
+                        // written.
+                        if (!keep_alive || self->close_after_answer_ || self->server_.stopping()) {
+                          return self->LingeringClose();
+                        }
+                        self->call_.reset();
+                        self->ReadHeader();
+                      });
   }
 
   // After a last answer: FIN now, then read and discard what the peer still sends (the rest of a
@@ -459,17 +573,16 @@ class RestSession : public std::enable_shared_from_this<RestSession> {
   void LingeringClose() {
     if (closed_) return;
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.expires_after(std::chrono::seconds(1));
+    Lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
+    Lowest().expires_after(std::chrono::seconds(1));
     Drain();
   }
 
   void Drain() {
-    stream_.async_read_some(asio::buffer(drain_),
-                            [self = shared_from_this()](beast::error_code ec, size_t) {
-                              if (ec || self->closed_) return self->Close();
-                              self->Drain();
-                            });
+    stream_.async_read_some(asio::buffer(drain_), [self = Self()](beast::error_code ec, size_t) {
+      if (ec || self->closed_) return self->Close();
+      self->Drain();
+    });
   }
 
   void Close() {
@@ -477,12 +590,12 @@ class RestSession : public std::enable_shared_from_this<RestSession> {
     closed_ = true;
     timer_.cancel();
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.socket().close(ignored);
+    Lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
+    Lowest().socket().close(ignored);
   }
 
   RestServer::Impl& server_;
-  beast::tcp_stream stream_;
+  Stream stream_;
   asio::steady_timer timer_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
@@ -509,8 +622,26 @@ void RestServer::Impl::Accept() {
       return;
     }
     socket.set_option(tcp::no_delay(true), ec);
-    std::make_shared<RestSession>(*this, std::move(socket))->Start();
+    std::make_shared<RestSessionOn<beast::tcp_stream>>(*this, std::move(socket))->Start();
     Accept();
+  });
+}
+
+void RestServer::Impl::AcceptTls() {
+  tls_acceptor_.async_accept([this](beast::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || stopping_) return;
+    if (ec) {
+      auto timer = std::make_shared<asio::steady_timer>(ioc_, std::chrono::milliseconds(50));
+      timer->async_wait([this, timer](beast::error_code) {
+        if (!stopping_) AcceptTls();
+      });
+      return;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    std::make_shared<RestSessionOn<beast::ssl_stream<beast::tcp_stream>>>(*this, std::move(socket),
+                                                                          *tls_context_)
+        ->Start();
+    AcceptTls();
   });
 }
 
@@ -550,6 +681,7 @@ void RestServer::Impl::Shutdown() {
       stopping_ = true;
       beast::error_code ignored;
       acceptor_.close(ignored);
+      tls_acceptor_.close(ignored);
       ReleaseParked(/*stopping=*/true);  // Answered 503, then closed.
       CloseGracefully();                 // Idle ones now, busy ones after their answer.
       if (sessions_.empty()) {
@@ -569,9 +701,23 @@ absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(const RestServerOp
                                                               Storage& storage,
                                                               const HandlerOptions& handlers,
                                                               FaultInjector& faults) {
+  std::unique_ptr<asio::ssl::context> tls_context;
+  int tls_fd = -1;
+  if (!options.tls_cert_file.empty()) {
+    absl::StatusOr<std::unique_ptr<asio::ssl::context>> context = MakeServerTls(options);
+    if (!context.ok()) return context.status();
+    tls_context = *std::move(context);
+    absl::StatusOr<int> fd = ListenTcp(options.tls_listen);
+    if (!fd.ok()) return fd.status();
+    tls_fd = *fd;
+  }
   absl::StatusOr<int> fd = ListenTcp(options.listen);
-  if (!fd.ok()) return fd.status();
-  auto impl = std::make_unique<Impl>(options, storage, handlers, faults, *fd);
+  if (!fd.ok()) {
+    if (tls_fd >= 0) close(tls_fd);
+    return fd.status();
+  }
+  auto impl = std::make_unique<Impl>(options, storage, handlers, faults, *fd, tls_fd,
+                                     std::move(tls_context));
   if (absl::Status status = impl->Start(); !status.ok()) return status;
   return std::unique_ptr<RestServer>(new RestServer(std::move(impl)));
 }
@@ -579,6 +725,7 @@ absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(const RestServerOp
 RestServer::RestServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 RestServer::~RestServer() { Shutdown(); }
 const std::string& RestServer::address() const { return impl_->address(); }
+const std::string& RestServer::tls_address() const { return impl_->tls_address(); }
 void RestServer::CloseConnections(CloseMode mode) { impl_->CloseConnections(mode); }
 void RestServer::ReleaseParkedCalls() { impl_->ReleaseParkedCalls(); }
 void RestServer::Shutdown() { impl_->Shutdown(); }

@@ -3,7 +3,8 @@
 //
 // HTTP with Boost.Beast: keep-alive, pipelining, Content-Length and chunked request bodies,
 // `Expect: 100-continue`, gzip or deflate `Content-Encoding` request bodies, gzip answers when
-// Accept-Encoding allows (RestServerOptions::gzip_answers). Limits: 64 KiB of
+// Accept-Encoding allows (RestServerOptions::gzip_answers); the same over TLS on a second port when
+// RestServerOptions::tls_cert_file is set (ALPN http/1.1, or none). Limits: 64 KiB of
 // headers (431 beyond), `max_body_bytes` of body, before or after inflating (413 beyond); bytes
 // that are not HTTP/1.x (garbage, an HTTP/2 preface, TLS) get a 400 and the connection closes.
 //
@@ -39,6 +40,18 @@ struct RestServerOptions {
   // As ServerOptions::api_key: when set, every route but GET /, /healthz, /livez and /readyz
   // needs header `api-key: KEY` or `Authorization: Bearer KEY` (401 otherwise).
   std::string api_key;
+  // With api_key: a key for reads only; a write with it is answered 403, as Qdrant's
+  // service.read_only_api_key. Every keyed request is counted by key (FaultInjector::CountKey).
+  std::string read_only_api_key;
+  // TLS: when tls_cert_file is set, the REST API is also served over TLS on tls_listen ("...:0"
+  // picks a free port), with that PEM chain and key; with tls_client_ca_file a client certificate
+  // signed by that CA is required. tls_alpn: agree to ALPN http/1.1 when offered (as Qdrant's
+  // actix-web does); false: take no part in ALPN, as a server without ALPN support.
+  std::string tls_listen = "127.0.0.1:0";
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
+  bool tls_alpn = true;
   // Largest request body, compressed or inflated; Qdrant's default max_request_size_mb is 32.
   size_t max_body_bytes = 32u << 20;
   // A keep-alive connection idle this long between requests is closed; zero: never.
@@ -57,7 +70,8 @@ class RestServer {
                                                            FaultInjector& faults);
   ~RestServer();  // Shutdown().
 
-  const std::string& address() const;  // "127.0.0.1:PORT" as bound.
+  const std::string& address() const;      // "127.0.0.1:PORT" as bound.
+  const std::string& tls_address() const;  // the TLS port's; empty without TLS
 
   // kGoaway: requests being served are answered with `Connection: close`, idle connections close
   // now. kAbrupt: every connection is reset, unanswered. Returns once done.

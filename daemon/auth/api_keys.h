@@ -9,9 +9,9 @@
 //
 // A key never appears in a log line, a metric, an error message or /pool: messages name the file
 // or variable only. A key file that turns empty or unreadable keeps the previous key and says so.
-// What a call "started with": each upstream attempt copies the key into its HEADERS (nghttp2
-// copies header values), so a stream already opened is never affected by a change; an attempt
-// that starts after the change (a retry) sends the new key.
+// What a call "started with": a call takes the snapshot (ApiKeyCache::Snapshot) when its first
+// attempt starts and sends that key on every attempt (retries and hedges included), so a change
+// affects only calls that start after it.
 //
 // Thread-safety: ApiKeyStore is thread-safe; Reload() is called from one thread. An ApiKeyCache
 // belongs to one thread.
@@ -93,6 +93,11 @@ class ApiKeyCache {
       generation_ = now;
     }
     return *keys_;
+  }
+  // The same snapshot, to keep: a call holds the keys it started with for all of its attempts.
+  const std::shared_ptr<const ApiKeys>& Snapshot() {
+    Get();
+    return keys_;
   }
 
  private:

@@ -490,54 +490,90 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
     out.push_back(std::move(waiting));
     out.push_back(std::move(usable));
   }
-  node_counter("qpool_upstream_connects_total",
-               "Upstream connections that finished the HTTP/2 handshake, by node.",
-               [](const NodeMetrics& m) { return m.connects.Get(); });
-  node_counter("qpool_upstream_connect_failures_total",
-               "Upstream connects that failed or timed out (upstream.connect_timeout), by node.",
-               [](const NodeMetrics& m) { return m.connect_failures.Get(); });
+  // Connections, connect failures, TLS and disconnects: every upstream endpoint, the gRPC nodes
+  // and (rest.listen on) each node's REST endpoint, which is a `node` of its own.
+  struct Endpoint {
+    const std::string* name;
+    size_t index;
+    bool rest;
+  };
+  std::vector<Endpoint> endpoints;
+  for (size_t n = 0; n < nodes; ++n) endpoints.push_back({&input.node_names[n], n, false});
+  const bool rest_metrics = !input.workers.empty() && input.workers.front()->rest_node_count() > 0;
+  for (size_t n = 0; rest_metrics && n < input.rest_node_names.size() &&
+                     n < input.workers.front()->rest_node_count();
+       ++n) {
+    endpoints.push_back({&input.rest_node_names[n], n, true});
+  }
+  auto endpoint_sum = [&](const Endpoint& e, auto get) {
+    return static_cast<double>(SumWorkers(input, [&](const WorkerMetrics& w) {
+      return get(e.rest ? w.rest_node(e.index) : w.node(e.index));
+    }));
+  };
+  auto endpoint_counter = [&](const char* name, const char* help, auto get) {
+    auto f = Family(name, help, MetricType::Counter);
+    for (const Endpoint& e : endpoints) AddCounter(f, {{"node", *e.name}}, endpoint_sum(e, get));
+    out.push_back(std::move(f));
+  };
+  endpoint_counter(
+      "qpool_upstream_connects_total",
+      "Upstream connections that finished their handshake (HTTP/2 SETTINGS; for a REST "
+      "endpoint the TCP or TLS handshake), by node.",
+      [](const NodeMetrics& m) { return m.connects.Get(); });
+  {
+    auto f = Family("qpool_upstream_connect_failures_total",
+                    "Upstream connects that failed or timed out, by node and reason: a TLS reason "
+                    "(as qpool_upstream_tls_failures_total), connect (name or TCP), timeout "
+                    "(upstream.connect_timeout), other.",
+                    MetricType::Counter);
+    for (const Endpoint& e : endpoints) {
+      for (size_t r = 0; r < tls::kConnectFailureSlots; ++r) {
+        AddCounter(
+            f, {{"node", *e.name}, {"reason", tls::ConnectFailureSlotName(r)}},
+            endpoint_sum(e, [r](const NodeMetrics& m) { return m.connect_failures[r].Get(); }));
+      }
+    }
+    out.push_back(std::move(f));
+  }
   {
     auto f = Family("qpool_upstream_tls_failures_total",
                     "Upstream TLS handshakes that failed, by node and reason (expired, "
                     "unknown_ca, name_mismatch, verify, client_cert, alpn, handshake); each is "
                     "also in qpool_upstream_connect_failures_total.",
                     MetricType::Counter);
-    for (size_t n = 0; n < nodes; ++n) {
+    for (const Endpoint& e : endpoints) {
       for (size_t r = 0; r < tls::kFailureReasonCount; ++r) {
-        const uint64_t value = SumWorkers(
-            input, [&](const WorkerMetrics& w) { return w.node(n).tls_failures[r].Get(); });
         AddCounter(f,
-                   {{"node", input.node_names[n]},
+                   {{"node", *e.name},
                     {"reason", tls::FailureReasonName(static_cast<tls::FailureReason>(r))}},
-                   static_cast<double>(value));
+                   endpoint_sum(e, [r](const NodeMetrics& m) { return m.tls_failures[r].Get(); }));
       }
     }
     out.push_back(std::move(f));
   }
-  node_counter("qpool_upstream_tls_handshakes_total",
-               "Upstream TLS handshakes completed, by node (resumed ones included).",
-               [](const NodeMetrics& m) { return m.tls_handshakes.Get(); });
-  node_counter("qpool_upstream_tls_resumptions_total",
-               "Upstream TLS handshakes that resumed an earlier session, by node.",
-               [](const NodeMetrics& m) { return m.tls_resumptions.Get(); });
-  node_counter("qpool_upstream_tls_unverified_connects_total",
-               "Upstream TLS connections made without checking the node's certificate "
-               "(upstream.tls.verify: false), by node.",
-               [](const NodeMetrics& m) { return m.tls_unverified_connects.Get(); });
+  endpoint_counter("qpool_upstream_tls_handshakes_total",
+                   "Upstream TLS handshakes completed, by node (resumed ones included).",
+                   [](const NodeMetrics& m) { return m.tls_handshakes.Get(); });
+  endpoint_counter("qpool_upstream_tls_resumptions_total",
+                   "Upstream TLS handshakes that resumed an earlier session, by node.",
+                   [](const NodeMetrics& m) { return m.tls_resumptions.Get(); });
+  endpoint_counter("qpool_upstream_tls_unverified_connects_total",
+                   "Upstream TLS connections made without checking the node's certificate "
+                   "(upstream.tls.verify: false), by node.",
+                   [](const NodeMetrics& m) { return m.tls_unverified_connects.Get(); });
   {
     auto f = Family("qpool_upstream_disconnects_total",
                     "Upstream connections gone after they were up, by node and reason (goaway: "
                     "drained after the node's GOAWAY; error: lost or broken; shutdown: qpoold "
-                    "stopping).",
+                    "stopping; recycled: max_connection_age, max_requests_per_connection or new "
+                    "TLS material; idle: idle_timeout).",
                     MetricType::Counter);
-    for (size_t n = 0; n < nodes; ++n) {
+    for (const Endpoint& e : endpoints) {
       for (size_t r = 0; r < kDisconnectReasonCount; ++r) {
-        const uint64_t value = SumWorkers(
-            input, [&](const WorkerMetrics& w) { return w.node(n).disconnects[r].Get(); });
-        AddCounter(f,
-                   {{"node", input.node_names[n]},
-                    {"reason", DisconnectReasonName(static_cast<DisconnectReason>(r))}},
-                   static_cast<double>(value));
+        AddCounter(
+            f,
+            {{"node", *e.name}, {"reason", DisconnectReasonName(static_cast<DisconnectReason>(r))}},
+            endpoint_sum(e, [r](const NodeMetrics& m) { return m.disconnects[r].Get(); }));
       }
     }
     out.push_back(std::move(f));

@@ -74,8 +74,15 @@ std::string HttpStatusSlotName(size_t slot);
 
 // One worker's counters for one upstream node.
 struct NodeMetrics {
-  RelaxedCounter connects;          // connections that finished the HTTP/2 handshake
-  RelaxedCounter connect_failures;  // connects that failed or timed out
+  RelaxedCounter connects;  // connections that finished the HTTP/2 handshake
+  // Connects that failed or timed out, by tls::ConnectFailureSlot (a TLS reason, "connect",
+  // "timeout", "other").
+  std::array<RelaxedCounter, tls::kConnectFailureSlots> connect_failures;
+  uint64_t ConnectFailures() const {
+    uint64_t total = 0;
+    for (const RelaxedCounter& c : connect_failures) total += c.Get();
+    return total;
+  }
   // TLS (upstream.tls): failed handshakes by tls::FailureReason, handshakes done, of which
   // resumed, and connections made without verifying the node (upstream.tls.verify: false).
   std::array<RelaxedCounter, tls::kFailureReasonCount> tls_failures;
@@ -108,7 +115,9 @@ struct NodeMetrics {
 
 class WorkerMetrics {
  public:
-  explicit WorkerMetrics(size_t node_count);
+  // `rest_node_count`: the REST endpoints (rest.listen on), whose connections count in
+  // rest_node(i): connects, connect failures, TLS and disconnects only.
+  explicit WorkerMetrics(size_t node_count, size_t rest_node_count = 0);
 
   // Worker thread: one finished call. `grpc_code` < 0 or > 16 for "no status" (reset).
   void RecordCall(MethodClass method_class, int grpc_code, std::chrono::nanoseconds duration) {
@@ -150,6 +159,9 @@ class WorkerMetrics {
   NodeMetrics& node(size_t i) { return *nodes_[i]; }
   const NodeMetrics& node(size_t i) const { return *nodes_[i]; }
   size_t node_count() const { return nodes_.size(); }
+  NodeMetrics& rest_node(size_t i) { return *rest_nodes_[i]; }
+  const NodeMetrics& rest_node(size_t i) const { return *rest_nodes_[i]; }
+  size_t rest_node_count() const { return rest_nodes_.size(); }
 
   // Any thread.
   uint64_t calls(MethodClass method_class, size_t slot) const {
@@ -195,6 +207,7 @@ class WorkerMetrics {
   RelaxedCounter panic_routes_;
   DurationHistogram ping_duration_{CallDurationBounds()};
   std::vector<std::unique_ptr<NodeMetrics>> nodes_;
+  std::vector<std::unique_ptr<NodeMetrics>> rest_nodes_;
 };
 
 // The node is usable when some worker has a connection to it up, or when no worker has seen a

@@ -295,6 +295,10 @@ void NodePool::OnConnected(PoolConnection* conn, uint32_t peer_max_streams) {
     it->recycle_at = DeadlineAfter(now, JitteredAge(options_.max_connection_age, random_));
     ScheduleMaintenance(it->recycle_at);
   }
+  if (it->recycle_when_up) {  // made with credentials replaced meanwhile (RecycleAll)
+    it->recycle_at = now;
+    ScheduleMaintenance(now);
+  }
   it = Transition(*list, it, ConnectionState::kReady);
   Rebalance(ready_, it);
   // Its idle deadline, when it would put the pool above the floor (OnMaintenanceTimer rechecks).
@@ -650,6 +654,21 @@ void NodePool::OnAcquireTimer() {
 void NodePool::OnBackoffTimer() {
   in_backoff_ = false;
   Service();
+}
+
+void NodePool::RecycleAll(Duration spread) {
+  if (shut_down_) return;
+  const MonoTime now = loop_.Now();
+  MonoTime first = MonoTime::max();
+  for (SlotList* list : {&ready_, &busy_}) {
+    for (Slot& slot : *list) {
+      const MonoTime at = now + std::chrono::duration_cast<Duration>(spread * random_.Uniform01());
+      slot.recycle_at = std::min(slot.recycle_at, at);
+      first = std::min(first, slot.recycle_at);
+    }
+  }
+  for (Slot& slot : connecting_) slot.recycle_when_up = true;
+  if (first != MonoTime::max()) ScheduleMaintenance(first);
 }
 
 void NodePool::ScheduleMaintenance(MonoTime at) {

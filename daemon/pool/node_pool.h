@@ -253,6 +253,13 @@ class NodePool : private PoolConnectionEvents {
   // Drains every connection and fails every waiter with kUnavailable. No new connection opens.
   void Shutdown();
 
+  // Recycles every connection gently, as max_connection_age does: each ready or busy one is
+  // drained (its in-flight streams finish; counted as recycled) at a moment drawn uniformly in
+  // [now, now + spread), and replaced as min_connections and waiting calls need; a connection
+  // still connecting is recycled as soon as it is up. For credentials that changed (new TLS
+  // material): connections opened from now on use the new ones, and none fails a call.
+  void RecycleAll(Duration spread);
+
   // False while the node cannot be reached: a connect failed and no connection is up. Routers
   // prefer nodes that are usable.
   bool usable() const;
@@ -293,6 +300,7 @@ class NodePool : private PoolConnectionEvents {
     MonoTime recycle_at = MonoTime::max();  // max_connection_age deadline; max() when off
     MonoTime idle_since{};                  // when `streams` last dropped to 0 (or it connected)
     CloseReason drain_reason = CloseReason::kGoAway;  // why it is draining, once it is
+    bool recycle_when_up = false;                     // RecycleAll() while it was connecting
     uint32_t StreamCap(uint32_t configured) const {
       return peer_max_streams < configured ? peer_max_streams : configured;
     }

@@ -24,21 +24,36 @@ std::vector<config::NodeAddress> RestNodesOf(const config::Config& config) {
   return nodes;
 }
 
-// A REST pool's observer: passive health hears of connect failures, as for the gRPC pools.
+// A REST pool's observer: passive health hears of connect failures, as for the gRPC pools; the
+// endpoint's connection counters (connects, failures by reason, disconnects) when it has some.
 class RestWorker::PoolObserver : public pool::PoolObserver {
  public:
-  PoolObserver(RestHost& host, size_t node) : host_(host), node_(node) {}
-  void OnConnectFailed(const absl::Status&) override { host_.OnRestAttemptEnd(node_, true); }
+  PoolObserver(RestHost& host, size_t node, metrics::NodeMetrics* metrics, EventLoop& loop)
+      : host_(host), node_(node) {
+    if (metrics != nullptr) counters_.emplace(*metrics, loop, nullptr);
+  }
+  void OnConnectionState(const pool::ConnectionState* from,
+                         const pool::ConnectionState* to) override {
+    if (counters_) counters_->OnConnectionState(from, to);
+  }
+  void OnConnectFailed(const absl::Status& reason) override {
+    if (counters_) counters_->OnConnectFailed(reason);
+    host_.OnRestAttemptEnd(node_, true);
+  }
+  void OnConnectionClosed(pool::CloseReason reason, const absl::Status& status) override {
+    if (counters_) counters_->OnConnectionClosed(reason, status);
+  }
 
  private:
   RestHost& host_;
   const size_t node_;
+  std::optional<metrics::PoolMetricsObserver> counters_;
 };
 
 RestWorker::RestWorker(const config::Config& config, uint32_t index, uint32_t count,
                        boost::asio::io_context& io, EventLoop& loop, Random& random,
                        pool::PendingBudget& pending_budget, RestHost& host, RestRetryContext retry,
-                       metrics::WorkerMetrics& metrics)
+                       metrics::WorkerMetrics& metrics, const tls::ContextStore* tls)
     : config_(config),
       io_(io),
       loop_(loop),
@@ -57,9 +72,11 @@ RestWorker::RestWorker(const config::Config& config, uint32_t index, uint32_t co
   const config::UpstreamConfig& upstream = config.upstream;
   for (size_t i = 0; i < nodes_.size(); ++i) {
     node_names_.push_back(nodes_[i].ToString());
+    metrics::NodeMetrics* node_metrics =
+        i < metrics.rest_node_count() ? &metrics.rest_node(i) : nullptr;
     factories_.push_back(std::make_unique<RestConnectionFactory>(
-        io, nodes_[i], absl::ToChronoNanoseconds(upstream.connect_timeout)));
-    observers_.push_back(std::make_unique<PoolObserver>(host, i));
+        io, nodes_[i], absl::ToChronoNanoseconds(upstream.connect_timeout), tls, i, node_metrics));
+    observers_.push_back(std::make_unique<PoolObserver>(host, i, node_metrics, loop));
     pool::NodePoolOptions options;
     options.node_name = node_names_.back();
     options.min_connections = ShareOf(rest.min_connections, index, count);
@@ -115,6 +132,10 @@ void RestWorker::Stop() {
   for (auto& pool : pools_) pool->Shutdown();
   pool_ptrs_.clear();
   pools_.clear();
+}
+
+void RestWorker::RecycleNode(size_t node, Duration spread) {
+  if (node < pools_.size()) pools_[node]->RecycleAll(spread);
 }
 
 void RestWorker::OnSessionClosed(RestSession* session) {

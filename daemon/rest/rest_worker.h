@@ -22,12 +22,14 @@
 #include <unordered_map>
 #include <vector>
 
+#include "daemon/auth/api_keys.h"
 #include "daemon/common/event_loop.h"
 #include "daemon/config/config.h"
 #include "daemon/metrics/scrape.h"
 #include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/node_pool.h"
 #include "daemon/retry/retry_context.h"
+#include "daemon/tls/context_store.h"
 
 namespace qpool::rest {
 
@@ -51,6 +53,12 @@ class RestHost {
   virtual void OnRestSessionClosed() = 0;
   // The REST side has no app connection left (drain bookkeeping).
   virtual void OnRestIdle() = 0;
+  // The API keys qpoold puts on REST requests (upstream.api_key_*), as they are now; null when it
+  // holds none for the apps' calls. A request keeps the snapshot it started with for all of its
+  // attempts.
+  virtual std::shared_ptr<const auth::ApiKeys> RestApiKeys() = 0;
+  // upstream.api_key_mode.
+  virtual auth::KeyMode RestKeyMode() const = 0;
 };
 
 // What REST requests share with the worker's gRPC calls (docs/retries.md): the retry context (one
@@ -75,11 +83,12 @@ struct RestLimits {
 class RestWorker {
  public:
   // `index` of `count` workers: the worker's share of rest.max_connections / min_connections.
-  // Everything passed must outlive the RestWorker.
+  // `tls`: the REST endpoints' TLS contexts (ALPN http/1.1); null when every node is reached in
+  // cleartext. Everything passed must outlive the RestWorker.
   RestWorker(const config::Config& config, uint32_t index, uint32_t count,
              boost::asio::io_context& io, EventLoop& loop, Random& random,
              pool::PendingBudget& pending_budget, RestHost& host, RestRetryContext retry,
-             metrics::WorkerMetrics& metrics);
+             metrics::WorkerMetrics& metrics, const tls::ContextStore* tls = nullptr);
   ~RestWorker();
 
   RestWorker(const RestWorker&) = delete;
@@ -110,6 +119,9 @@ class RestWorker {
   boost::asio::io_context& io() { return io_; }
   metrics::WorkerMetrics& metrics() { return metrics_; }
   const config::Config& config() const { return config_; }
+  // Node `node`'s TLS material changed: its connections are recycled gently within `spread`
+  // (NodePool::RecycleAll).
+  void RecycleNode(size_t node, Duration spread);
   // A session ended; it is freed on a later turn.
   void OnSessionClosed(RestSession* session);
   // The REST pools' gauges now, in node order.

@@ -315,8 +315,10 @@ void RestSession::BeginUpstream() {
         encoding);
   }
   // The request as Qdrant gets it: no hop-by-hop fields, HTTP/1.1 keep-alive, framed by length
-  // when qpoold holds the whole body, chunked when it streams one of unknown length.
+  // when qpoold holds the whole body, chunked when it streams one of unknown length; qpoold's
+  // API key, set once here, so every attempt of the request carries the key it started with.
   auto& request = parser_->get();
+  SetApiKey(request);
   const auto length = parser_->content_length();
   const bool chunked = parser_->chunked();
   StripHopByHop(request.base());
@@ -329,6 +331,23 @@ void RestSession::BeginUpstream() {
     request.content_length(*length);
   }
   attempts_.Begin(deadline_, callers_deadline_, retry_class_, /*replayable=*/!streaming_);
+}
+
+void RestSession::SetApiKey(http::request<http::buffer_body>& request) {
+  const std::shared_ptr<const auth::ApiKeys> keys = worker_.host().RestApiKeys();
+  if (keys == nullptr) return;
+  const std::string_view key =
+      keys->For(metrics::ClassifyRestRoute(route_) == metrics::MethodClass::kRead);
+  if (key.empty()) return;
+  const bool app_key = request.find("api-key") != request.end();
+  auto bearer = request.find(http::field::authorization);
+  const bool app_bearer =
+      bearer != request.end() && boost::beast::iequals(bearer->value().substr(0, 7), "bearer ");
+  if (worker_.host().RestKeyMode() == auth::KeyMode::kIfAbsent && (app_key || app_bearer)) {
+    return;  // the app's own key (api-key, or Authorization: Bearer as Qdrant takes it) goes on
+  }
+  if (app_bearer) request.erase(http::field::authorization);
+  request.set("api-key", boost::beast::string_view(key.data(), key.size()));
 }
 
 void RestSession::StartExchange(int slot, int node, int avoid_node) {
@@ -410,7 +429,7 @@ void RestSession::WriteRequest(Exchange& ex) {
   const uint64_t generation = ++ex.generation;
   auto self = shared_from_this();
   http::async_write(
-      ex.upstream->socket(), *io.serializer,
+      ex.upstream->stream(), *io.serializer,
       [self, slot, generation, io = ex.io, conn = ex.upstream](error_code ec, size_t) {
         Exchange& ex = self->exchanges_[slot];
         if (generation != ex.generation || self->closed_) return;
@@ -469,7 +488,7 @@ void RestSession::RelayRequestChunk() {
     body.data = self->body_.data();
     body.size = got;
     body.more = !self->parser_->is_done();
-    http::async_write(ex.upstream->socket(), *ex.io->serializer,
+    http::async_write(ex.upstream->stream(), *ex.io->serializer,
                       [self, generation, io = ex.io, conn = ex.upstream](error_code ec, size_t) {
                         Exchange& ex = self->exchanges_[0];
                         if (generation != ex.generation || self->closed_) return;
@@ -504,7 +523,7 @@ void RestSession::ReadResponseHeader(Exchange& ex) {
   const uint64_t generation = ex.generation;
   auto self = shared_from_this();
   http::async_read_header(
-      ex.upstream->socket(), ex.upstream->buffer(), *io.response,
+      ex.upstream->stream(), ex.upstream->buffer(), *io.response,
       [self, slot, generation, io = ex.io, conn = ex.upstream](const error_code& ec, size_t) {
         Exchange& ex = self->exchanges_[slot];
         if (generation != ex.generation || self->closed_) return;
@@ -620,7 +639,7 @@ void RestSession::RelayResponseChunk() {
   const int slot = ex.slot;
   const uint64_t generation = ex.generation;
   auto self = shared_from_this();
-  http::async_read(ex.upstream->socket(), ex.upstream->buffer(), parser,
+  http::async_read(ex.upstream->stream(), ex.upstream->buffer(), parser,
                    [self, slot, generation, io = ex.io, conn = ex.upstream](error_code ec, size_t) {
                      Exchange& ex = self->exchanges_[slot];
                      if (generation != ex.generation || self->closed_) return;

@@ -114,6 +114,9 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
   void ContinueThen(void (RestSession::*next)());
   // Upstream.
   void BeginUpstream();
+  // Puts qpoold's API key on the request (upstream.api_key_*, api_key_mode): the read-only key for
+  // a read route when there is one, else the full key.
+  void SetApiKey(boost::beast::http::request<boost::beast::http::buffer_body>& request);
   void OnExchangeReady(Exchange& ex, pool::PoolConnection* conn);
   void OnExchangeRefused(Exchange& ex, const absl::Status& status);
   void WriteRequest(Exchange& ex);

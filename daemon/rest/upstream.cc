@@ -1,6 +1,7 @@
 #include "daemon/rest/upstream.h"
 
 #include <boost/asio/connect.hpp>
+#include <boost/asio/write.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
@@ -12,18 +13,22 @@ using boost::asio::ip::tcp;
 RestUpstreamConnection::RestUpstreamConnection(boost::asio::io_context& io,
                                                const config::NodeAddress& node,
                                                Duration connect_timeout,
-                                               pool::PoolConnectionEvents& events)
+                                               pool::PoolConnectionEvents& events,
+                                               std::shared_ptr<const tls::ClientContext> tls,
+                                               metrics::NodeMetrics* metrics)
     : node_name_(node.ToString()),
       node_(node),
       connect_timeout_(connect_timeout),
       events_(&events),
+      tls_context_(std::move(tls)),
+      metrics_(metrics),
       resolver_(io),
-      socket_(io),
+      stream_(io),
       connect_timer_(io) {}
 
 RestUpstreamConnection::~RestUpstreamConnection() {
   boost::system::error_code ignored;
-  socket_.close(ignored);
+  stream_.socket().close(ignored);
 }
 
 void RestUpstreamConnection::Connect() {
@@ -31,10 +36,12 @@ void RestUpstreamConnection::Connect() {
   connect_timer_.expires_after(connect_timeout_);
   connect_timer_.async_wait([self](const boost::system::error_code& ec) {
     if (ec || self->connected_ || self->events_ == nullptr) return;
-    self->FailConnect(absl::UnavailableError(absl::StrCat(
-        "REST connect to ", self->node_name_, " timed out after ",
-        std::chrono::duration_cast<std::chrono::milliseconds>(self->connect_timeout_).count(),
-        " ms (upstream.connect_timeout)")));
+    self->FailConnect(tls::WithConnectFailure(
+        absl::UnavailableError(absl::StrCat(
+            "REST connect to ", self->node_name_, " timed out after ",
+            std::chrono::duration_cast<std::chrono::milliseconds>(self->connect_timeout_).count(),
+            " ms (upstream.connect_timeout)")),
+        tls::ConnectFailure::kTimeout));
   });
   resolver_.async_resolve(
       node_.host, std::to_string(node_.port),
@@ -47,27 +54,117 @@ void RestUpstreamConnection::OnResolved(const boost::system::error_code& ec,
                                         tcp::resolver::results_type results) {
   if (events_ == nullptr) return;
   if (ec) {
-    FailConnect(absl::UnavailableError(
-        absl::StrCat("cannot resolve REST node ", node_name_, ": ", ec.message())));
+    FailConnect(
+        tls::WithConnectFailure(absl::UnavailableError(absl::StrCat(
+                                    "cannot resolve REST node ", node_name_, ": ", ec.message())),
+                                tls::ConnectFailure::kConnect));
     return;
   }
   auto self = shared_from_this();
   boost::asio::async_connect(
-      socket_, results, [self](const boost::system::error_code& ec, const tcp::endpoint&) {
+      stream_.socket(), results, [self](const boost::system::error_code& ec, const tcp::endpoint&) {
         if (self->events_ == nullptr) return;
         if (ec) {
-          self->FailConnect(absl::UnavailableError(
-              absl::StrCat("REST connect to ", self->node_name_, " failed: ", ec.message())));
+          self->FailConnect(tls::WithConnectFailure(
+              absl::UnavailableError(
+                  absl::StrCat("REST connect to ", self->node_name_, " failed: ", ec.message())),
+              tls::ConnectFailure::kConnect));
           return;
         }
-        self->connect_timer_.cancel();
-        boost::system::error_code ignored;
-        self->socket_.set_option(tcp::no_delay(true), ignored);
-        self->connected_ = true;
-        self->WatchIdle();
-        // HTTP/1.1: one request at a time on a connection.
-        self->events_->OnConnected(self.get(), 1);
+        self->OnTcpConnected();
       });
+}
+
+void RestUpstreamConnection::OnTcpConnected() {
+  boost::system::error_code ignored;
+  stream_.socket().set_option(tcp::no_delay(true), ignored);
+  if (tls_context_ == nullptr) {
+    OnUp();
+    return;
+  }
+  absl::StatusOr<std::unique_ptr<tls::TlsEngine>> engine = tls_context_->NewEngine();
+  if (!engine.ok()) {
+    FailConnect(tls::WithFailureReason(absl::UnavailableError(engine.status().message()),
+                                       tls::FailureReason::kHandshake));
+    return;
+  }
+  handshake_ = *std::move(engine);
+  TlsHandshakeStep();
+}
+
+void RestUpstreamConnection::TlsHandshakeStep() {
+  if (events_ == nullptr) return;
+  absl::StatusOr<bool> done = handshake_->Handshake();
+  if (!done.ok()) {
+    FailConnect(tls::WithFailureReason(
+        absl::UnavailableError(
+            absl::StrCat("REST node ", node_name_, ": ", done.status().message())),
+        tls::FailureReasonOf(done.status()).value_or(tls::FailureReason::kHandshake)));
+    return;
+  }
+  handshake_bytes_.clear();
+  handshake_->TakeOutput(handshake_bytes_);
+  auto self = shared_from_this();
+  auto next = [self, finished = *done]() {
+    if (finished) {
+      self->OnUp();
+      return;
+    }
+    // The node's next flight.
+    self->handshake_bytes_.resize(17 * 1024);
+    self->stream_.socket().async_read_some(
+        boost::asio::buffer(self->handshake_bytes_),
+        [self](const boost::system::error_code& ec, size_t n) {
+          if (self->events_ == nullptr) return;
+          if (ec) {
+            self->FailConnect(tls::WithFailureReason(
+                absl::UnavailableError(absl::StrCat("REST node ", self->node_name_,
+                                                    ": TLS handshake: the node closed the "
+                                                    "connection (",
+                                                    ec.message(), ")")),
+                tls::FailureReason::kHandshake));
+            return;
+          }
+          self->handshake_->FeedInput(self->handshake_bytes_.data(), n);
+          self->TlsHandshakeStep();
+        });
+  };
+  if (handshake_bytes_.empty()) {
+    next();
+    return;
+  }
+  boost::asio::async_write(
+      stream_.socket(), boost::asio::buffer(handshake_bytes_),
+      [self, next](const boost::system::error_code& ec, size_t) {
+        if (self->events_ == nullptr) return;
+        if (ec) {
+          self->FailConnect(tls::WithFailureReason(
+              absl::UnavailableError(absl::StrCat("REST node ", self->node_name_,
+                                                  ": TLS handshake: write failed: ", ec.message())),
+              tls::FailureReason::kHandshake));
+          return;
+        }
+        next();
+      });
+}
+
+void RestUpstreamConnection::OnUp() {
+  if (events_ == nullptr) return;
+  connect_timer_.cancel();
+  if (handshake_ != nullptr) {
+    if (metrics_ != nullptr) {
+      metrics_->tls_handshakes.Add();
+      if (handshake_->resumed()) metrics_->tls_resumptions.Add();
+      if (!tls_context_->verify()) metrics_->tls_unverified_connects.Add();
+    }
+    SPDLOG_DEBUG("upstream REST {}: TLS up ({})", node_name_, handshake_->PeerSummary());
+    std::vector<uint8_t>().swap(handshake_bytes_);
+    stream_.UseTls(std::move(handshake_));
+  }
+  connected_ = true;
+  WatchIdle();
+  // HTTP/1.1: one request at a time on a connection.
+  events_->OnConnected(this, 1);
 }
 
 void RestUpstreamConnection::FailConnect(const absl::Status& reason) {
@@ -75,7 +172,7 @@ void RestUpstreamConnection::FailConnect(const absl::Status& reason) {
   connect_timer_.cancel();
   resolver_.cancel();
   boost::system::error_code ignored;
-  socket_.close(ignored);
+  stream_.socket().close(ignored);
   pool::PoolConnectionEvents* events = events_;
   events_ = nullptr;
   events->OnConnectFailed(this, reason);
@@ -84,12 +181,25 @@ void RestUpstreamConnection::FailConnect(const absl::Status& reason) {
 void RestUpstreamConnection::WatchIdle() {
   const uint64_t generation = ++watch_generation_;
   auto self = shared_from_this();
-  socket_.async_wait(tcp::socket::wait_read, [self,
-                                              generation](const boost::system::error_code& ec) {
+  stream_.socket().async_wait(tcp::socket::wait_read, [self, generation](
+                                                          const boost::system::error_code& ec) {
     if (generation != self->watch_generation_ || self->in_exchange_ || self->events_ == nullptr) {
       return;
     }
     if (ec == boost::asio::error::operation_aborted) return;
+    if (!ec && self->stream_.tls() != nullptr) {
+      // TLS: a session ticket or another record without application data keeps the connection.
+      absl::StatusOr<bool> keep = self->stream_.TakeIdleInput();
+      if (keep.ok() && *keep) {
+        self->WatchIdle();
+        return;
+      }
+      self->Close(keep.ok() ? absl::OkStatus()
+                            : absl::UnavailableError(
+                                  absl::StrCat("REST connection to ", self->node_name_,
+                                               " broken while idle: ", keep.status().message())));
+      return;
+    }
     // Readable while idle: the server closed the connection (its keep-alive timeout), reset it,
     // or sent what nobody asked for. Either way it cannot carry a request any more.
     self->Close(ec ? absl::UnavailableError(absl::StrCat("REST connection to ", self->node_name_,
@@ -110,7 +220,7 @@ void RestUpstreamConnection::EndExchange(bool reusable, bool failed) {
   if (events_ == nullptr) return;
   // Decided before the pool hears of the free slot: OnStreamClosed may hand the connection to the
   // next waiting request at once.
-  if (!reusable || draining_ || !socket_.is_open()) {
+  if (!reusable || draining_ || !stream_.socket().is_open()) {
     // The slot goes with the connection (the pool forgets its streams on OnClosed).
     Close(failed
               ? absl::UnavailableError(absl::StrCat("REST exchange with ", node_name_, " failed"))
@@ -147,8 +257,8 @@ void RestUpstreamConnection::Close(const absl::Status& reason) {
   if (events_ == nullptr) return;
   watch_generation_++;
   boost::system::error_code ignored;
-  socket_.shutdown(tcp::socket::shutdown_both, ignored);
-  socket_.close(ignored);
+  stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  stream_.socket().close(ignored);
   pool::PoolConnectionEvents* events = events_;
   events_ = nullptr;
   events->OnClosed(this, reason);
@@ -156,7 +266,9 @@ void RestUpstreamConnection::Close(const absl::Status& reason) {
 
 std::shared_ptr<pool::PoolConnection> RestConnectionFactory::Connect(
     pool::PoolConnectionEvents& events) {
-  auto conn = std::make_shared<RestUpstreamConnection>(io_, node_, connect_timeout_, events);
+  auto conn = std::make_shared<RestUpstreamConnection>(
+      io_, node_, connect_timeout_, events, tls_ != nullptr ? tls_->Get(node_index_) : nullptr,
+      metrics_);
   conn->Connect();
   return conn;
 }

@@ -3,9 +3,17 @@
 // reports its life through PoolConnectionEvents like the HTTP/2 connections do.
 //
 // A request (RestSession) that got the slot calls BeginExchange(), writes its request and reads
-// the answer on socket() / buffer() itself (Beast), then EndExchange(reusable). Between
+// the answer on stream() / buffer() itself (Beast), then EndExchange(reusable). Between
 // exchanges the connection watches its socket: readable while idle means the server closed it
-// (Qdrant's keep-alive timeout) or sent bytes nobody asked for, and the connection goes.
+// (Qdrant's keep-alive timeout) or sent bytes nobody asked for, and the connection goes (over
+// TLS, a record with no application data, such as a TLS 1.3 session ticket, is taken in and the
+// connection stays).
+//
+// TLS (upstream.tls): the connection is up once the TLS handshake is done (ALPN http/1.1, or none
+// from a server that does not negotiate it; the certificate verified); a failed handshake is a
+// connect failure whose status carries its tls::FailureReason. The context is the one in force
+// when the connect started: a context replaced later does not touch this connection (the pool
+// recycles it).
 //
 // Thread-safety: none; lives on one worker's thread.
 #ifndef QPOOL_DAEMON_REST_UPSTREAM_H_
@@ -22,15 +30,23 @@
 #include "absl/status/status.h"
 #include "daemon/common/event_loop.h"
 #include "daemon/config/config.h"
+#include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/node_pool.h"
+#include "daemon/rest/upstream_stream.h"
+#include "daemon/tls/client_tls.h"
+#include "daemon/tls/context_store.h"
 
 namespace qpool::rest {
 
 class RestUpstreamConnection : public pool::PoolConnection,
                                public std::enable_shared_from_this<RestUpstreamConnection> {
  public:
+  // `tls`: the node's TLS context, null for cleartext. `metrics`: the REST endpoint's connection
+  // counters (TLS handshakes, resumptions), or null.
   RestUpstreamConnection(boost::asio::io_context& io, const config::NodeAddress& node,
-                         Duration connect_timeout, pool::PoolConnectionEvents& events);
+                         Duration connect_timeout, pool::PoolConnectionEvents& events,
+                         std::shared_ptr<const tls::ClientContext> tls = nullptr,
+                         metrics::NodeMetrics* metrics = nullptr);
   ~RestUpstreamConnection() override;
 
   // Resolves and connects; reports OnConnected (one stream) or OnConnectFailed later, never from
@@ -45,7 +61,8 @@ class RestUpstreamConnection : public pool::PoolConnection,
   // asked for. Reports OnStreamClosed, or OnClosed when it closed.
   void EndExchange(bool reusable, bool failed = false);
 
-  boost::asio::ip::tcp::socket& socket() { return socket_; }
+  // Where the request and the answer go: the socket, or TLS over it.
+  RestStream& stream() { return stream_; }
   boost::beast::flat_buffer& buffer() { return buffer_; }
   // Exchanges begun on this connection, the current one included: above 1, the connection was
   // reused, and a close before any byte of the answer means the server closed it idle.
@@ -59,6 +76,10 @@ class RestUpstreamConnection : public pool::PoolConnection,
  private:
   void OnResolved(const boost::system::error_code& ec,
                   boost::asio::ip::tcp::resolver::results_type results);
+  void OnTcpConnected();
+  // The TLS handshake, one flight at a time: run the engine, write what it made, read the reply.
+  void TlsHandshakeStep();
+  void OnUp();
   void FailConnect(const absl::Status& reason);
   void WatchIdle();
   // Closes the socket and reports OnClosed(`reason`) (OnConnectFailed while still connecting).
@@ -68,8 +89,12 @@ class RestUpstreamConnection : public pool::PoolConnection,
   const config::NodeAddress node_;
   const Duration connect_timeout_;
   pool::PoolConnectionEvents* events_;  // null once the final event was reported
+  std::shared_ptr<const tls::ClientContext> tls_context_;
+  metrics::NodeMetrics* const metrics_;
   boost::asio::ip::tcp::resolver resolver_;
-  boost::asio::ip::tcp::socket socket_;
+  RestStream stream_;
+  std::unique_ptr<tls::TlsEngine> handshake_;  // during the TLS handshake only
+  std::vector<uint8_t> handshake_bytes_;
   boost::asio::steady_timer connect_timer_;
   boost::beast::flat_buffer buffer_;
   bool connected_ = false;
@@ -80,17 +105,28 @@ class RestUpstreamConnection : public pool::PoolConnection,
 };
 
 // Makes RestUpstreamConnections to one node's REST endpoint for one worker's REST pool.
+// `tls`: the REST pools' TLS contexts (null, or a node without TLS: cleartext); `node_index`
+// picks this node's. `metrics`: the endpoint's counters, or null. Both outlive the factory.
 class RestConnectionFactory : public pool::ConnectionFactory {
  public:
   RestConnectionFactory(boost::asio::io_context& io, config::NodeAddress node,
-                        Duration connect_timeout)
-      : io_(io), node_(std::move(node)), connect_timeout_(connect_timeout) {}
+                        Duration connect_timeout, const tls::ContextStore* tls = nullptr,
+                        size_t node_index = 0, metrics::NodeMetrics* metrics = nullptr)
+      : io_(io),
+        node_(std::move(node)),
+        connect_timeout_(connect_timeout),
+        tls_(tls),
+        node_index_(node_index),
+        metrics_(metrics) {}
   std::shared_ptr<pool::PoolConnection> Connect(pool::PoolConnectionEvents& events) override;
 
  private:
   boost::asio::io_context& io_;
   const config::NodeAddress node_;
   const Duration connect_timeout_;
+  const tls::ContextStore* const tls_;
+  const size_t node_index_;
+  metrics::NodeMetrics* const metrics_;
 };
 
 }  // namespace qpool::rest

@@ -256,11 +256,11 @@ void CallUpstream::OnAcquireFailed(Attempt& a, const absl::Status& status) {
   controller_.OnAttemptNotStarted(a.slot, node, status, unreachable);
 }
 
-std::string_view CallUpstream::ApiKeyFor() const {
+std::string_view CallUpstream::ApiKeyFor() {
   if (!worker_.keys_apply_to_calls()) return {};
-  const auth::ApiKeys* keys = worker_.api_keys();
-  if (keys == nullptr) return {};
-  return keys->For(call_.method_class() == metrics::MethodClass::kRead);
+  if (keys_ == nullptr) keys_ = worker_.api_key_snapshot();
+  if (keys_ == nullptr) return {};
+  return keys_->For(call_.method_class() == metrics::MethodClass::kRead);
 }
 
 void CallUpstream::Open(Attempt& a, UpstreamConnection& conn) {

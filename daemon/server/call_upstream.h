@@ -25,6 +25,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "daemon/auth/api_keys.h"
 #include "daemon/common/byte_queue.h"
 #include "daemon/common/event_loop.h"
 #include "daemon/metrics/worker_metrics.h"
@@ -161,7 +162,8 @@ class CallUpstream final : public retry::AttemptHost {
   // Starts the controller once Start() was called and the request is complete or large enough.
   void MaybeStartAttempts();
   // The key qpoold sends on this call (the read-only one for a read, when set); empty: none.
-  std::string_view ApiKeyFor() const;
+  // The keys are taken when the first attempt opens and kept for the call's retries and hedges.
+  std::string_view ApiKeyFor();
 
   Call& call_;
   Worker& worker_;
@@ -176,6 +178,8 @@ class CallUpstream final : public retry::AttemptHost {
   std::optional<MonoTime> deadline_;
   bool start_pending_ = false;  // Start() came; the controller waits for the request
   size_t start_at_bytes_ = 0;   // ... to end or to hold this many bytes
+  // qpoold's API keys as the call's first attempt found them (null: none, or not opened yet).
+  std::shared_ptr<const auth::ApiKeys> keys_;
   // A trailers-only answer from Qdrant with a retryable status, held while the controller decides.
   HeaderRefs held_answer_;
   retry::AttemptController controller_;

@@ -39,15 +39,19 @@ class ProxyImpl : public Proxy {
  public:
   ProxyImpl(std::shared_ptr<const config::Config> config,
             std::unique_ptr<tls::ContextStore> tls_store,
-            std::unique_ptr<auth::ApiKeyStore> key_store)
+            std::unique_ptr<auth::ApiKeyStore> key_store,
+            std::unique_ptr<tls::ContextStore> rest_tls_store)
       : config_(std::move(config)),
         tls_store_(std::move(tls_store)),
         key_store_(std::move(key_store)),
+        rest_tls_store_(std::move(rest_tls_store)),
         health_metrics_(config::NodeCount(*config_)),
         readiness_includes_upstream_(config_->admin.readiness_includes_upstream) {
+    const size_t rest_nodes =
+        config_->rest.listen.host.empty() ? 0 : rest::RestNodesOf(*config_).size();
     for (uint32_t i = 0; i < config_->server.workers; ++i) {
       worker_metrics_.push_back(
-          std::make_unique<metrics::WorkerMetrics>(config::NodeCount(*config_)));
+          std::make_unique<metrics::WorkerMetrics>(config::NodeCount(*config_), rest_nodes));
     }
     for (const config::NodeAddress& node : config_->upstream.nodes) {
       node_names_.push_back(node.ToString());
@@ -119,13 +123,16 @@ class ProxyImpl : public Proxy {
   void OnRestAccepted(Worker& target, const boost::system::error_code& ec, tcp::socket socket);
 
   // The secrets thread: every upstream.secrets_poll_interval, re-reads the key and certificate
-  // files that changed. Never touches a worker: workers pick the new snapshots up themselves.
+  // files that changed. Workers pick new keys up themselves; when a node's TLS material changed,
+  // each worker is asked to recycle that node's connections (Worker::RecycleTlsNodes).
   void StartSecretsThread();
   void StopSecretsThread();
+  void RecycleTlsNodes(const std::vector<size_t>& nodes, bool rest);
 
   const std::shared_ptr<const config::Config> config_;
   const std::unique_ptr<tls::ContextStore> tls_store_;
   const std::unique_ptr<auth::ApiKeyStore> key_store_;
+  const std::unique_ptr<tls::ContextStore> rest_tls_store_;  // null: REST off
   std::thread secrets_thread_;
   std::mutex secrets_mu_;
   std::condition_variable secrets_cv_;
@@ -170,7 +177,7 @@ absl::Status ProxyImpl::Start() {
     for (uint32_t i = 0; i < count; ++i) {
       workers_.push_back(std::make_unique<Worker>(
           config_, i, count, counters_, *worker_metrics_[i], &health_metrics_,
-          UpstreamSecrets{tls_store_.get(), key_store_.get()}));
+          UpstreamSecrets{tls_store_.get(), key_store_.get(), rest_tls_store_.get()}));
     }
   }
   const config::NodeAddress& listen = config_->server.listen;
@@ -229,7 +236,9 @@ absl::Status ProxyImpl::Start() {
 
 void ProxyImpl::StartSecretsThread() {
   const bool files = !config_->upstream.api_key_file.empty() ||
-                     !config_->upstream.read_only_api_key_file.empty() || tls_store_->any_enabled();
+                     !config_->upstream.read_only_api_key_file.empty() ||
+                     tls_store_->any_enabled() ||
+                     (rest_tls_store_ != nullptr && rest_tls_store_->any_enabled());
   if (!files) return;
   const auto interval = absl::ToChronoNanoseconds(config_->upstream.secrets_poll_interval);
   secrets_thread_ = std::thread([this, interval] {
@@ -238,10 +247,23 @@ void ProxyImpl::StartSecretsThread() {
     while (!secrets_cv_.wait_for(lock, interval, [this] { return secrets_stop_; })) {
       lock.unlock();
       key_store_->Reload();
-      tls_store_->Reload();
+      std::vector<size_t> replaced;
+      if (tls_store_->Reload(&replaced) > 0) RecycleTlsNodes(replaced, /*rest=*/false);
+      replaced.clear();
+      if (rest_tls_store_ != nullptr && rest_tls_store_->Reload(&replaced) > 0) {
+        RecycleTlsNodes(replaced, /*rest=*/true);
+      }
       lock.lock();
     }
   });
+}
+
+void ProxyImpl::RecycleTlsNodes(const std::vector<size_t>& nodes, bool rest) {
+  std::lock_guard<std::mutex> lock(workers_mu_);
+  for (auto& worker : workers_) {
+    Worker* target = worker.get();
+    target->Post([target, nodes, rest] { target->RecycleTlsNodes(nodes, rest); });
+  }
 }
 
 void ProxyImpl::StopSecretsThread() {
@@ -471,10 +493,18 @@ metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
 
 }  // namespace
 
+// The REST endpoints' TLS contexts (ALPN http/1.1); null when REST is off.
+absl::StatusOr<std::unique_ptr<tls::ContextStore>> RestTlsStore(const config::Config& config) {
+  if (config.rest.listen.host.empty()) return std::unique_ptr<tls::ContextStore>();
+  return tls::ContextStore::Create(config.upstream, "http/1.1", rest::RestNodesOf(config));
+}
+
 absl::Status CheckUpstreamSecrets(const config::Config& config) {
   absl::StatusOr<std::unique_ptr<tls::ContextStore>> tls_store =
       tls::ContextStore::Create(config.upstream, "h2");
   if (!tls_store.ok()) return tls_store.status();
+  absl::StatusOr<std::unique_ptr<tls::ContextStore>> rest_tls_store = RestTlsStore(config);
+  if (!rest_tls_store.ok()) return rest_tls_store.status();
   return auth::ApiKeyStore::Create(config).status();
 }
 
@@ -486,8 +516,10 @@ absl::StatusOr<std::unique_ptr<Proxy>> Proxy::Create(std::shared_ptr<const confi
   if (!tls_store.ok()) return tls_store.status();
   absl::StatusOr<std::unique_ptr<auth::ApiKeyStore>> key_store = auth::ApiKeyStore::Create(*config);
   if (!key_store.ok()) return key_store.status();
-  return std::unique_ptr<Proxy>(
-      new ProxyImpl(std::move(config), *std::move(tls_store), *std::move(key_store)));
+  absl::StatusOr<std::unique_ptr<tls::ContextStore>> rest_tls_store = RestTlsStore(*config);
+  if (!rest_tls_store.ok()) return rest_tls_store.status();
+  return std::unique_ptr<Proxy>(new ProxyImpl(std::move(config), *std::move(tls_store),
+                                              *std::move(key_store), *std::move(rest_tls_store)));
 }
 
 }  // namespace qpool::server

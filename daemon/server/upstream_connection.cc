@@ -48,8 +48,10 @@ void UpstreamConnection::Connect() {
       [self](const boost::system::error_code& ec, tcp::resolver::results_type results) {
         if (self->events_ == nullptr) return;
         if (ec) {
-          self->FailConnect(absl::UnavailableError(
-              absl::StrCat("resolve ", self->node_.host, ": ", ec.message())));
+          self->FailConnect(
+              tls::WithConnectFailure(absl::UnavailableError(absl::StrCat(
+                                          "resolve ", self->node_.host, ": ", ec.message())),
+                                      tls::ConnectFailure::kConnect));
           return;
         }
         boost::asio::async_connect(self->socket_, results,
@@ -61,7 +63,9 @@ void UpstreamConnection::Connect() {
 void UpstreamConnection::OnTcpConnected(const boost::system::error_code& ec) {
   if (events_ == nullptr || closed()) return;
   if (ec) {
-    FailConnect(absl::UnavailableError(absl::StrCat("connect: ", ec.message())));
+    FailConnect(
+        tls::WithConnectFailure(absl::UnavailableError(absl::StrCat("connect: ", ec.message())),
+                                tls::ConnectFailure::kConnect));
     return;
   }
   if (std::shared_ptr<const tls::ClientContext> context = worker().TlsContextOf(node_index_)) {
@@ -107,9 +111,12 @@ void UpstreamConnection::StartHttp2() {
 
 void UpstreamConnection::OnConnectTimeout() {
   if (handshake_done_ || events_ == nullptr) return;
-  FailConnect(absl::UnavailableError(absl::StrCat(
-      "connect timed out after ", absl::FormatDuration(worker().config().upstream.connect_timeout),
-      " (upstream.connect_timeout)")));
+  FailConnect(
+      tls::WithConnectFailure(absl::UnavailableError(absl::StrCat(
+                                  "connect timed out after ",
+                                  absl::FormatDuration(worker().config().upstream.connect_timeout),
+                                  " (upstream.connect_timeout)")),
+                              tls::ConnectFailure::kTimeout));
 }
 
 void UpstreamConnection::FailConnect(const absl::Status& reason) {

@@ -209,7 +209,8 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
     rest_retry.protocol_errors = &counters_.downstream_protocol_errors;
     // The REST pools share the gRPC pools' upstream.max_pending budget.
     rest_ = std::make_unique<rest::RestWorker>(*config_, index, count, io_, loop_, random_,
-                                               pending_budget_, *this, rest_retry, metrics_);
+                                               pending_budget_, *this, rest_retry, metrics_,
+                                               secrets_.rest_tls);
   }
   if (secrets_.keys != nullptr) key_cache_.emplace(*secrets_.keys);
   const config::UpstreamConfig& upstream = config_->upstream;
@@ -244,6 +245,21 @@ Worker::~Worker() { Stop(); }
 
 std::shared_ptr<const tls::ClientContext> Worker::TlsContextOf(size_t node) const {
   return secrets_.tls != nullptr ? secrets_.tls->Get(node) : nullptr;
+}
+
+std::shared_ptr<const auth::ApiKeys> Worker::RestApiKeys() {
+  if (!keys_apply_to_calls() || !key_cache_) return nullptr;
+  return key_cache_->Snapshot();
+}
+
+void Worker::RecycleTlsNodes(const std::vector<size_t>& nodes, bool rest) {
+  for (size_t node : nodes) {
+    if (rest) {
+      if (rest_ != nullptr) rest_->RecycleNode(node, kTlsRecycleSpread);
+    } else if (node < pools_.size()) {
+      pools_[node]->RecycleAll(kTlsRecycleSpread);
+    }
+  }
 }
 
 void Worker::Start() {

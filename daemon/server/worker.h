@@ -89,9 +89,14 @@ class StdRandom : public Random {
 // Upstream credentials the workers share: the nodes' TLS contexts and the API keys qpoold holds.
 // Owned by the Proxy (which reloads them on its secrets thread); both outlive the workers.
 struct UpstreamSecrets {
-  const tls::ContextStore* tls = nullptr;   // null: every node in cleartext
-  const auth::ApiKeyStore* keys = nullptr;  // null: no key of qpoold's own
+  const tls::ContextStore* tls = nullptr;       // null: every node in cleartext
+  const auth::ApiKeyStore* keys = nullptr;      // null: no key of qpoold's own
+  const tls::ContextStore* rest_tls = nullptr;  // the REST endpoints' (ALPN http/1.1); null: none
 };
+
+// How long the connections of a node whose TLS material changed take to be recycled: each drains
+// at a moment drawn uniformly in this window, so they do not all reconnect at once.
+inline constexpr Duration kTlsRecycleSpread = std::chrono::seconds(2);
 
 class Worker : public rest::RestHost {
  public:
@@ -153,6 +158,11 @@ class Worker : public rest::RestHost {
   void OnRestAttemptEnd(size_t node, bool failed) override { OnAttemptEnd(node, failed); }
   void OnRestSessionClosed() override;
   void OnRestIdle() override { CheckDrained(); }
+  std::shared_ptr<const auth::ApiKeys> RestApiKeys() override;
+  auth::KeyMode RestKeyMode() const override { return key_mode(); }
+  // New TLS material for `nodes` (config order; of the REST endpoints when `rest`): their
+  // connections are recycled gently (NodePool::RecycleAll over kTlsRecycleSpread).
+  void RecycleTlsNodes(const std::vector<size_t>& nodes, bool rest);
 
   // Stops everything and joins the thread. Call from outside the worker.
   void Stop();
@@ -182,6 +192,10 @@ class Worker : public rest::RestHost {
   // The API keys qpoold holds now (one relaxed load when they did not change); null when it holds
   // none. Worker thread only.
   const auth::ApiKeys* api_keys() { return key_cache_ ? &key_cache_->Get() : nullptr; }
+  // The same, as a snapshot a call keeps for all of its attempts; null when it holds none.
+  std::shared_ptr<const auth::ApiKeys> api_key_snapshot() {
+    return key_cache_ ? key_cache_->Snapshot() : nullptr;
+  }
   // Whether qpoold's key goes on the apps' calls, and how (upstream.api_key_mode).
   bool keys_apply_to_calls() const {
     return secrets_.keys != nullptr && secrets_.keys->applies_to_calls();

@@ -15,6 +15,7 @@ namespace qpool::tls {
 namespace {
 
 constexpr char kReasonPayload[] = "type.qpool.dev/tls_failure";
+constexpr char kConnectPayload[] = "type.qpool.dev/connect_failure";
 
 // OpenSSL's queued errors, oldest first, as one line; clears the queue.
 std::string OpenSslErrors() {
@@ -75,6 +76,34 @@ std::optional<FailureReason> FailureReasonOf(const absl::Status& status) {
   const auto value = static_cast<uint8_t>(std::string(*payload)[0]);
   if (value >= kFailureReasonCount) return std::nullopt;
   return static_cast<FailureReason>(value);
+}
+
+absl::Status WithConnectFailure(absl::Status status, ConnectFailure failure) {
+  status.SetPayload(kConnectPayload, absl::Cord(std::string(1, static_cast<char>(failure))));
+  return status;
+}
+
+std::optional<ConnectFailure> ConnectFailureOf(const absl::Status& status) {
+  auto payload = status.GetPayload(kConnectPayload);
+  if (!payload || payload->size() != 1) return std::nullopt;
+  const auto value = static_cast<uint8_t>(std::string(*payload)[0]);
+  if (value > static_cast<uint8_t>(ConnectFailure::kTimeout)) return std::nullopt;
+  return static_cast<ConnectFailure>(value);
+}
+
+size_t ConnectFailureSlot(const absl::Status& status) {
+  if (std::optional<FailureReason> tls = FailureReasonOf(status)) return static_cast<size_t>(*tls);
+  if (std::optional<ConnectFailure> failure = ConnectFailureOf(status)) {
+    return kFailureReasonCount + static_cast<size_t>(*failure);
+  }
+  return kFailureReasonCount + 2;
+}
+
+const char* ConnectFailureSlotName(size_t slot) {
+  if (slot < kFailureReasonCount) return FailureReasonName(static_cast<FailureReason>(slot));
+  if (slot == kFailureReasonCount) return "connect";
+  if (slot == kFailureReasonCount + 1) return "timeout";
+  return "other";
 }
 
 // --- ClientContext -----------------------------------------------------------------------------
@@ -219,7 +248,16 @@ absl::StatusOr<std::unique_ptr<TlsEngine>> ClientContext::NewEngine() const {
 TlsEngine::TlsEngine(std::shared_ptr<const ClientContext> context, SSL* ssl)
     : context_(std::move(context)), ssl_(ssl), network_in_(nullptr), network_out_(nullptr) {}
 
-TlsEngine::~TlsEngine() { SSL_free(ssl_); }
+TlsEngine::~TlsEngine() {
+  // Connections close without a close_notify (the pool drops them when it is done with them).
+  // SSL_free would take that as an unclean end and mark the connection's session, the very one
+  // the context keeps for the next connect, not resumable: every reconnect would then run a full
+  // handshake. Say the shutdown happened (TLS 1.3 no longer ties resumption to close_notify,
+  // RFC 8446 section 6.1), except for a connection that failed in TLS itself.
+  if (handshake_done_ && !failed_)
+    SSL_set_shutdown(ssl_, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+  SSL_free(ssl_);
+}
 
 void TlsEngine::FeedInput(const uint8_t* data, size_t len) {
   while (len > 0) {
@@ -280,7 +318,10 @@ absl::StatusOr<bool> TlsEngine::Handshake() {
     return Failure(result, "handshake");
   }
   handshake_done_ = true;
-  if (alpn_selected() != context_->alpn()) {
+  // gRPC needs the node to agree to h2. An HTTP/1.1 server that does not take part in ALPN at all
+  // (no protocol selected) speaks HTTP/1.1 anyway: only another protocol is refused for REST.
+  const bool required = context_->alpn() == "h2";
+  if ((required || !alpn_selected().empty()) && alpn_selected() != context_->alpn()) {
     const std::string_view got = alpn_selected();
     return WithFailureReason(
         absl::UnavailableError(absl::StrCat(
@@ -315,6 +356,7 @@ absl::Status TlsEngine::Write(const uint8_t* data, size_t len) {
 }
 
 absl::Status TlsEngine::Failure(int ssl_result, std::string_view during) {
+  failed_ = true;
   // A certificate the client refused: the verify result says why.
   const long verify = SSL_get_verify_result(ssl_);
   if (!handshake_done_ && context_->verify() && verify != X509_V_OK) {

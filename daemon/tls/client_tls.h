@@ -43,9 +43,10 @@ class TlsEngine;
 class ClientContext : public std::enable_shared_from_this<ClientContext> {
  public:
   // `default_server_name`: the node's host, used when options.server_name is empty. `alpn`: the
-  // one protocol offered and required ("h2" for gRPC, "http/1.1" for REST). Fails with
-  // kInvalidArgument naming the file and OpenSSL's reason when a CA, certificate or key cannot be
-  // loaded, or the key does not match the certificate.
+  // one protocol offered ("h2" for gRPC, "http/1.1" for REST). "h2" must be agreed; for
+  // "http/1.1" a server that selects no protocol (no ALPN support) is accepted, another one is not.
+  // Fails with kInvalidArgument naming the file and OpenSSL's reason when a CA, certificate or key
+  // cannot be loaded, or the key does not match the certificate.
   static absl::StatusOr<std::shared_ptr<const ClientContext>> Create(
       const config::TlsOptions& options, const std::string& default_server_name, std::string alpn);
   ~ClientContext();
@@ -114,6 +115,7 @@ class TlsEngine {
   BIO* network_in_;   // owned by ssl_
   BIO* network_out_;  // owned by ssl_
   bool handshake_done_ = false;
+  bool failed_ = false;  // a TLS error (not a clean close): the session is not offered again
 };
 
 }  // namespace qpool::tls

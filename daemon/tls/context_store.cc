@@ -24,14 +24,24 @@ std::vector<FileFingerprint> PrintsOf(const std::vector<std::string>& files) {
 
 absl::StatusOr<std::unique_ptr<ContextStore>> ContextStore::Create(
     const config::UpstreamConfig& upstream, std::string alpn) {
+  return Create(upstream, std::move(alpn), upstream.nodes);
+}
+
+absl::StatusOr<std::unique_ptr<ContextStore>> ContextStore::Create(
+    const config::UpstreamConfig& upstream, std::string alpn,
+    const std::vector<config::NodeAddress>& endpoints) {
   std::unique_ptr<ContextStore> store(new ContextStore());
   store->alpn_ = std::move(alpn);
   absl::MutexLock lock(&store->mu_);
-  for (const config::NodeAddress& address : upstream.nodes) {
+  for (size_t i = 0; i < endpoints.size(); ++i) {
+    const config::NodeAddress& address = endpoints[i];
     Node node;
     node.name = address.ToString();
     node.host = address.host;
-    node.options = upstream.tls.For(node.name);
+    // The settings of the node this endpoint belongs to (per-node overrides are keyed by the
+    // node as written in upstream.nodes).
+    node.options =
+        upstream.tls.For(i < upstream.nodes.size() ? upstream.nodes[i].ToString() : node.name);
     if (node.options.enabled) {
       store->any_enabled_ = true;
       node.files = FilesOf(node.options);
@@ -62,7 +72,7 @@ std::shared_ptr<const ClientContext> ContextStore::Get(size_t node) const {
   return nodes_[node].context;
 }
 
-int ContextStore::Reload() {
+int ContextStore::Reload(std::vector<size_t>* replaced_nodes) {
   if (!any_enabled_) return 0;
   // Stat and build without the lock (a connect may want Get() meanwhile); only this thread
   // writes nodes_, so reading its options and prints unlocked is safe.
@@ -96,13 +106,18 @@ int ContextStore::Reload() {
             node.name, std::string(context.status().message()));
         continue;
       }
-      SPDLOG_INFO("upstream {}: TLS files changed; new connections use them", node.name);
+      SPDLOG_INFO(
+          "upstream {}: TLS files changed; new connections use them, open ones are recycled",
+          node.name);
       replaced.emplace_back(i, *std::move(context));
     }
   }
   absl::MutexLock lock(&mu_);
   for (auto& [i, prints] : seen) nodes_[i].prints = std::move(prints);
-  for (auto& [i, context] : replaced) nodes_[i].context = std::move(context);
+  for (auto& [i, context] : replaced) {
+    nodes_[i].context = std::move(context);
+    if (replaced_nodes != nullptr) replaced_nodes->push_back(i);
+  }
   return static_cast<int>(replaced.size());
 }
 

@@ -3,9 +3,13 @@
 // Built at start from upstream.tls (a bad file there is a start-up error). Reload(), on the
 // secrets thread every upstream.secrets_poll_interval, stats each node's files (CA, client
 // certificate, key; resolved through symlinks, as a Kubernetes Secret mount swaps them) and
-// rebuilds the contexts whose files changed. New connections use the new context; open ones keep
-// theirs until the pool recycles them (upstream.max_connection_age). A new file that does not
-// load keeps the old context and logs why, once per change.
+// rebuilds the contexts whose files changed. New connections use the new context; the caller
+// recycles the open ones (Proxy: each worker's pools of the replaced nodes drain their connections
+// gently, NodePool::RecycleAll). A new file that does not load keeps the old context and logs why,
+// once per change.
+//
+// One store per protocol: the gRPC pools' (ALPN h2, upstream.nodes) and the REST pools' (ALPN
+// http/1.1, each node's REST endpoint, with the settings of the gRPC node at the same position).
 //
 // Thread-safety: Get() from any thread (a mutex, once per connect); Reload() from one thread.
 #ifndef QPOOL_DAEMON_TLS_CONTEXT_STORE_H_
@@ -29,12 +33,19 @@ class ContextStore {
   // `alpn`: "h2" for the gRPC pools. Fails when a node's TLS files do not load.
   static absl::StatusOr<std::unique_ptr<ContextStore>> Create(
       const config::UpstreamConfig& upstream, std::string alpn);
+  // The same for other endpoints of the same nodes: `endpoints[i]` is reached with the TLS settings
+  // of upstream.nodes[i] (upstream.tls.For), verified against its own host by default. For the
+  // REST pools: ALPN "http/1.1", endpoints rest::RestNodesOf(config).
+  static absl::StatusOr<std::unique_ptr<ContextStore>> Create(
+      const config::UpstreamConfig& upstream, std::string alpn,
+      const std::vector<config::NodeAddress>& endpoints);
 
   // Node `node` (upstream.nodes order): its current context; null when it is reached in
   // cleartext.
   std::shared_ptr<const ClientContext> Get(size_t node) const ABSL_LOCKS_EXCLUDED(mu_);
-  // Rebuilds the contexts whose files changed. Returns how many were replaced.
-  int Reload() ABSL_LOCKS_EXCLUDED(mu_);
+  // Rebuilds the contexts whose files changed. Returns how many were replaced; their node indexes
+  // go to `replaced` when given.
+  int Reload(std::vector<size_t>* replaced = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
   // Whether some node is reached over TLS.
   bool any_enabled() const { return any_enabled_; }
 

@@ -29,6 +29,22 @@ absl::Status WithFailureReason(absl::Status status, FailureReason reason);
 // The reason attached to `status`, if any.
 std::optional<FailureReason> FailureReasonOf(const absl::Status& status);
 
+// Why a connect failed before (or without) TLS: the other values of
+// qpool_upstream_connect_failures_total{reason}, with the FailureReason names and "other".
+enum class ConnectFailure : uint8_t {
+  kConnect = 0,  // resolving the name or the TCP connect failed (refused, unreachable)
+  kTimeout = 1,  // upstream.connect_timeout passed
+};
+// `status` with `failure` attached (a payload; the message is unchanged).
+absl::Status WithConnectFailure(absl::Status status, ConnectFailure failure);
+std::optional<ConnectFailure> ConnectFailureOf(const absl::Status& status);
+
+// The `reason` of a failed connect: a FailureReason (0..kFailureReasonCount-1), then "connect",
+// "timeout" and "other" (nothing attached: the HTTP/2 or HTTP handshake broke, the node closed).
+inline constexpr size_t kConnectFailureSlots = kFailureReasonCount + 3;
+size_t ConnectFailureSlot(const absl::Status& status);
+const char* ConnectFailureSlotName(size_t slot);
+
 }  // namespace qpool::tls
 
 #endif  // QPOOL_DAEMON_TLS_FAILURE_REASON_H_

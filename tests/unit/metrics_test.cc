@@ -234,7 +234,7 @@ TEST_F(PoolMetricsTest, ConnectCountsAndTimesTheHandshake) {
   loop_.Advance(30ms);
   factory_.conn(0).Connect();
   EXPECT_EQ(metrics_.connects.Get(), 1u);
-  EXPECT_EQ(metrics_.connect_failures.Get(), 0u);
+  EXPECT_EQ(metrics_.ConnectFailures(), 0u);
   EXPECT_NEAR(metrics_.connect_duration.SumSeconds(), 0.030, 1e-9);
   EXPECT_GE(changes_, 2);  // opened, then up
 }
@@ -243,7 +243,7 @@ TEST_F(PoolMetricsTest, FailedConnectCountsAFailure) {
   MakePool();
   const int before = changes_;
   factory_.conn(0).FailConnect();
-  EXPECT_EQ(metrics_.connect_failures.Get(), 1u);
+  EXPECT_EQ(metrics_.ConnectFailures(), 1u);
   EXPECT_EQ(metrics_.connects.Get(), 0u);
   EXPECT_GT(changes_, before);
 }

@@ -1133,6 +1133,39 @@ TEST_F(RecyclingTest, BusyConnectionAtItsAgeDrainsWithoutFailingItsStreams) {
   EXPECT_THAT(observer_.closed, ElementsAre(CloseReason::kRecycled));
 }
 
+TEST_F(RecyclingTest, RecycleAllDrainsEachConnectionWithinTheSpreadWithoutFailingItsStreams) {
+  NodePoolOptions options = DefaultOptions();
+  options.min_connections = 2;
+  NodePool& pool = MakePool(options, &no_jitter_);  // each draw 0.5: half the spread
+  pool.Start();
+  ASSERT_EQ(factory_.made(), 2u);
+  factory_.conn(0).Connect();  // conn(1) is still connecting
+  AcquireNow(pool);
+
+  pool.RecycleAll(2s);  // new TLS material, say
+  loop_.Advance(1s - 1ms);
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kReady);
+  loop_.Advance(1ms);
+  EXPECT_EQ(pool.StateOf(&factory_.conn(0)), ConnectionState::kDraining);
+  EXPECT_EQ(factory_.conn(0).drain_calls(), 1);
+  EXPECT_EQ(factory_.conn(0).abort_calls(), 0);
+  EXPECT_EQ(pool.stats().streams_in_flight, 1u);  // its stream runs on
+
+  // The one that was connecting when the material changed is recycled as soon as it is up.
+  factory_.conn(1).Connect();
+  loop_.Advance(0ms);
+  EXPECT_EQ(pool.StateOf(&factory_.conn(1)), ConnectionState::kDraining);
+  EXPECT_EQ(factory_.conn(1).abort_calls(), 0);
+  // Replacements, made after the change, are left alone.
+  ASSERT_GE(factory_.made(), 3u);
+  factory_.conn(2).Connect();
+  loop_.Advance(10s);
+  EXPECT_EQ(pool.StateOf(&factory_.conn(2)), ConnectionState::kReady);
+  factory_.conn(0).StreamClosed();
+  factory_.conn(0).Close();
+  EXPECT_THAT(observer_.closed, ElementsAre(CloseReason::kRecycled));
+}
+
 TEST_F(RecyclingTest, AtMaxConnectionsOneQueuedCallsWaitForTheReplacement) {
   NodePoolOptions options = AgeOptions(10min);
   options.max_connections = 1;
