@@ -170,7 +170,7 @@ class RestStream {
     }
     boost::asio::async_write(
         socket_, boost::asio::buffer(out_),
-        [this, taken, handler = std::move(handler)](const error_code& ec, size_t) mutable {
+        [taken, handler = std::move(handler)](const error_code& ec, size_t) mutable {
           handler(ec, ec ? 0 : taken);
         });
   }
