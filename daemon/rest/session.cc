@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/metrics/method_class.h"
+#include "daemon/rest/fast_io.h"
 #include "daemon/rest/http_util.h"
 #include "daemon/rest/rest_worker.h"
 #include "daemon/rest/upstream.h"
@@ -45,19 +46,25 @@ RestSession::RestSession(RestWorker& worker, tcp::socket socket)
     : worker_(worker),
       socket_(std::move(socket)),
       in_buffer_(worker.limits().max_header_bytes + kChunkBytes),
-      timer_(worker.io()),
-      deadline_timer_(worker.io()) {}
+      timer_(worker.io(),
+             [this] {
+               if (!closed_) OnTimer(timer_role_);
+             }),
+      deadline_timer_(worker.io(), [this] { OnDeadline(); }) {}
 
 RestSession::~RestSession() { ReleaseReplay(); }
 
 void RestSession::Start() {
   error_code ignored;
   socket_.set_option(tcp::no_delay(true), ignored);
+  socket_.non_blocking(true, ignored);  // fast_io's writes: a full socket returns, never blocks
   ReadRequest();
 }
 
 void RestSession::Refuse(std::string message) {
   refuse_message_ = std::move(message);
+  error_code ignored;
+  socket_.non_blocking(true, ignored);
   ReadRequest();
 }
 
@@ -101,25 +108,41 @@ void RestSession::ReadRequest() {
     ReadHeader();
     return;
   }
-  // Idle between requests: wait for the first byte without a buffer, for keepalive_timeout.
+  // Idle between requests, for keepalive_timeout. A connection that never sent a byte waits
+  // without a buffer (async_wait); afterwards the buffer is there anyway, and a read is cheaper
+  // than a wait (Asio re-registers the socket with epoll for every wait).
   ArmTimer(worker_.limits().keepalive_timeout, TimerRole::kIdle);
   auto self = shared_from_this();
-  socket_.async_wait(tcp::socket::wait_read, [self](const error_code& ec) {
-    if (self->closed_) return;
-    self->CancelTimer();
-    if (ec) {
-      self->Close();
-      return;
-    }
-    self->ReadHeader();
-  });
+  if (in_buffer_.capacity() == 0) {
+    socket_.async_wait(tcp::socket::wait_read, [self](const error_code& ec) {
+      if (self->closed_) return;
+      self->CancelTimer();
+      if (ec) {
+        self->Close();
+        return;
+      }
+      self->ReadHeader();
+    });
+    return;
+  }
+  socket_.async_read_some(in_buffer_.prepare(ReadSize(in_buffer_)),
+                          [self](const error_code& ec, size_t bytes) {
+                            self->in_buffer_.commit(bytes);
+                            if (self->closed_) return;
+                            self->CancelTimer();
+                            if (ec) {
+                              self->Close();  // the app closed its idle connection
+                              return;
+                            }
+                            self->ReadHeader();
+                          });
 }
 
 void RestSession::ReadHeader() {
   ArmTimer(worker_.limits().header_timeout, TimerRole::kHeader);
   auto self = shared_from_this();
-  http::async_read_header(socket_, in_buffer_, *parser_,
-                          [self](const error_code& ec, size_t) { self->OnRequestHeader(ec); });
+  ReadUntil(socket_, in_buffer_, *parser_, HeaderDone{},
+            [self](const error_code& ec, size_t) { self->OnRequestHeader(ec); });
 }
 
 void RestSession::OnRequestHeader(const error_code& ec) {
@@ -202,13 +225,7 @@ void RestSession::OnRequestHeader(const error_code& ec) {
   if (budget > Duration::zero()) {
     deadline_ = worker_.loop().Now() + budget;
     deadline_budget_ = budget;
-    const uint64_t generation = ++deadline_generation_;
-    deadline_timer_.expires_after(budget);
-    auto self = shared_from_this();
-    deadline_timer_.async_wait([self, generation](const error_code& ec) {
-      if (ec || generation != self->deadline_generation_) return;
-      self->OnDeadline();
-    });
+    deadline_timer_.ArmAt(*deadline_, *this);
   }
   (*worker_.retry().active_calls)++;
   counted_active_ = true;
@@ -261,38 +278,39 @@ void RestSession::ReadBodyIntoReplay() {
   body.size = chunk;
   ArmTimer(worker_.limits().keepalive_timeout, TimerRole::kBody);
   auto self = shared_from_this();
-  http::async_read(socket_, in_buffer_, *parser_, [self, old_size, chunk](error_code ec, size_t) {
-    if (self->closed_) return;
-    self->CancelTimer();
-    self->body_.resize(old_size + chunk - self->parser_->get().body().size);
-    if (ec == http::error::need_buffer) ec = {};
-    if (ec == http::error::body_limit) {
-      self->LocalReply(413,
-                       absl::StrCat("request body larger than rest.max_body_bytes (",
-                                    self->worker_.limits().max_body_bytes, " bytes)"),
-                       /*close=*/true);
-      return;
-    }
-    if (ec) {
-      self->Close();  // the app went away, or sent a broken body
-      return;
-    }
-    const int64_t added = static_cast<int64_t>(self->body_.size() - old_size);
-    self->replay_held_ += added;
-    self->worker_.retry().replay_bytes->fetch_add(added, std::memory_order_relaxed);
-    if (self->parser_->is_done()) {
-      self->BeginUpstream();
-    } else if (self->body_.size() > self->worker_.retry().replay_per_call ||
-               self->replay_held_ +
-                       self->worker_.retry().replay_bytes->load(std::memory_order_relaxed) >
-                   self->worker_.retry().replay_total) {
-      // Too large to keep: what was read goes first, the rest streams.
-      self->streaming_ = true;
-      self->BeginUpstream();
-    } else {
-      self->ReadBodyIntoReplay();
-    }
-  });
+  ReadUntil(
+      socket_, in_buffer_, *parser_, MessageDone{}, [self, old_size, chunk](error_code ec, size_t) {
+        if (self->closed_) return;
+        self->CancelTimer();
+        self->body_.resize(old_size + chunk - self->parser_->get().body().size);
+        if (ec == http::error::need_buffer) ec = {};
+        if (ec == http::error::body_limit) {
+          self->LocalReply(413,
+                           absl::StrCat("request body larger than rest.max_body_bytes (",
+                                        self->worker_.limits().max_body_bytes, " bytes)"),
+                           /*close=*/true);
+          return;
+        }
+        if (ec) {
+          self->Close();  // the app went away, or sent a broken body
+          return;
+        }
+        const int64_t added = static_cast<int64_t>(self->body_.size() - old_size);
+        self->replay_held_ += added;
+        self->worker_.retry().replay_bytes->fetch_add(added, std::memory_order_relaxed);
+        if (self->parser_->is_done()) {
+          self->BeginUpstream();
+        } else if (self->body_.size() > self->worker_.retry().replay_per_call ||
+                   self->replay_held_ +
+                           self->worker_.retry().replay_bytes->load(std::memory_order_relaxed) >
+                       self->worker_.retry().replay_total) {
+          // Too large to keep: what was read goes first, the rest streams.
+          self->streaming_ = true;
+          self->BeginUpstream();
+        } else {
+          self->ReadBodyIntoReplay();
+        }
+      });
 }
 
 // --- upstream --------------------------------------------------------------------------------
@@ -389,34 +407,33 @@ void RestSession::WriteRequest() {
   body.more = streaming_ && !parser_->is_done();
   const uint64_t generation = ++attempt_generation_;
   auto self = shared_from_this();
-  http::async_write(
-      upstream_->socket(), *request_serializer_,
-      [self, generation, conn = upstream_](error_code ec, size_t) {
-        if (generation != self->attempt_generation_ || self->closed_) return;
-        if (ec == http::error::need_buffer) ec = {};
-        if (ec) {
-          // Nothing of an answer yet: on a reused connection the server had closed it idle.
-          retry::AttemptOutcome outcome;
-          outcome.grpc_code = 14;
-          outcome.never_reached_upstream = self->upstream_->exchanges() > 1;
-          outcome.took = self->worker_.loop().Now() - self->attempt_started_;
-          self->EndUpstream(false, true);
-          self->OnAttemptFailed(outcome, 502,
-                                absl::StrCat("lost the connection to REST node ",
-                                             self->worker_.node_name(self->node_),
-                                             " while sending the request: ", ec.message()));
-          return;
-        }
-        if (self->streaming_) {
-          self->body_.clear();  // sent: the rest of the body reuses the buffer chunk by chunk
-          self->ReleaseReplay();
-          if (!self->request_serializer_->is_done()) {
-            self->RelayRequestChunk();
-            return;
-          }
-        }
-        self->ReadResponseHeader();
-      });
+  WriteAll(upstream_->socket(), *request_serializer_,
+           [self, generation, conn = upstream_](error_code ec, size_t) {
+             if (generation != self->attempt_generation_ || self->closed_) return;
+             if (ec == http::error::need_buffer) ec = {};
+             if (ec) {
+               // Nothing of an answer yet: on a reused connection the server had closed it idle.
+               retry::AttemptOutcome outcome;
+               outcome.grpc_code = 14;
+               outcome.never_reached_upstream = self->upstream_->exchanges() > 1;
+               outcome.took = self->worker_.loop().Now() - self->attempt_started_;
+               self->EndUpstream(false, true);
+               self->OnAttemptFailed(outcome, 502,
+                                     absl::StrCat("lost the connection to REST node ",
+                                                  self->worker_.node_name(self->node_),
+                                                  " while sending the request: ", ec.message()));
+               return;
+             }
+             if (self->streaming_) {
+               self->body_.clear();  // sent: the rest of the body reuses the buffer chunk by chunk
+               self->ReleaseReplay();
+               if (!self->request_serializer_->is_done()) {
+                 self->RelayRequestChunk();
+                 return;
+               }
+             }
+             self->ReadResponseHeader();
+           });
 }
 
 void RestSession::RelayRequestChunk() {
@@ -481,11 +498,11 @@ void RestSession::ReadResponseHeader() {
   if (head_) response_parser_->skip(true);
   const uint64_t generation = attempt_generation_;
   auto self = shared_from_this();
-  http::async_read_header(upstream_->socket(), upstream_->buffer(), *response_parser_,
-                          [self, generation, conn = upstream_](const error_code& ec, size_t) {
-                            if (generation != self->attempt_generation_ || self->closed_) return;
-                            self->OnResponseHeader(ec);
-                          });
+  ReadUntil(upstream_->socket(), upstream_->buffer(), *response_parser_, HeaderDone{},
+            [self, generation, conn = upstream_](const error_code& ec, size_t) {
+              if (generation != self->attempt_generation_ || self->closed_) return;
+              self->OnResponseHeader(ec);
+            });
 }
 
 void RestSession::OnResponseHeader(const error_code& ec) {
@@ -543,8 +560,7 @@ void RestSession::OnResponseHeader(const error_code& ec) {
 
 void RestSession::ForwardResponse() {
   response_started_ = true;
-  deadline_generation_++;
-  deadline_timer_.cancel();
+  deadline_timer_.Disarm();
   worker_.host().OnRestAttemptEnd(node_, false);
   (*worker_.retry().budgets)[node_].OnAttemptSucceeded();
   auto& response = response_parser_->get();
@@ -580,36 +596,46 @@ void RestSession::RelayResponseChunk() {
     WriteResponseChunk();
     return;
   }
-  if (chunk_ == nullptr) chunk_ = std::make_unique<char[]>(kChunkBytes);
+  if (chunk_ == nullptr) {
+    // Sized to the answer when its length is known (most are small); not zeroed.
+    const auto left = response_parser_->content_length_remaining();  // boost::optional
+    chunk_size_ = left ? static_cast<size_t>(std::min<uint64_t>(*left, kChunkBytes)) : kChunkBytes;
+    chunk_.reset(new char[chunk_size_]);
+  }
   body.data = chunk_.get();
-  body.size = kChunkBytes;
+  body.size = chunk_size_;
   const uint64_t generation = attempt_generation_;
   auto self = shared_from_this();
-  http::async_read(upstream_->socket(), upstream_->buffer(), *response_parser_,
-                   [self, generation, conn = upstream_](error_code ec, size_t) {
-                     if (generation != self->attempt_generation_ || self->closed_) return;
-                     if (ec == http::error::need_buffer) ec = {};
-                     if (ec) {
-                       // Half an answer is out: the app sees its connection end.
-                       self->EndUpstream(false, true);
-                       self->worker_.host().OnRestAttemptEnd(self->node_, true);
-                       self->FinishRequest(502);
-                       self->Close();
-                       return;
-                     }
-                     auto& body = self->response_parser_->get().body();
-                     const size_t got = kChunkBytes - body.size;
-                     body.data = self->chunk_.get();
-                     body.size = got;
-                     body.more = !self->response_parser_->is_done();
-                     self->WriteResponseChunk();
-                   });
+  // Some of the body (whatever the upstream buffer holds, else what the next read brings), or
+  // the end of the answer.
+  auto got_some = [this](const auto& parser) {
+    return parser.is_done() || response_parser_->get().body().size < chunk_size_;
+  };
+  ReadUntil(upstream_->socket(), upstream_->buffer(), *response_parser_, got_some,
+            [self, generation, conn = upstream_](error_code ec, size_t) {
+              if (generation != self->attempt_generation_ || self->closed_) return;
+              if (ec == http::error::need_buffer) ec = {};
+              if (ec) {
+                // Half an answer is out: the app sees its connection end.
+                self->EndUpstream(false, true);
+                self->worker_.host().OnRestAttemptEnd(self->node_, true);
+                self->FinishRequest(502);
+                self->Close();
+                return;
+              }
+              auto& body = self->response_parser_->get().body();
+              const size_t got = self->chunk_size_ - body.size;
+              body.data = self->chunk_.get();
+              body.size = got;
+              body.more = !self->response_parser_->is_done();
+              self->WriteResponseChunk();
+            });
 }
 
 void RestSession::WriteResponseChunk() {
   const uint64_t generation = attempt_generation_;
   auto self = shared_from_this();
-  http::async_write(socket_, *response_serializer_, [self, generation](error_code ec, size_t) {
+  WriteAll(socket_, *response_serializer_, [self, generation](error_code ec, size_t) {
     if (generation != self->attempt_generation_ || self->closed_) return;
     if (ec == http::error::need_buffer) ec = {};
     if (ec) {
@@ -719,7 +745,7 @@ void RestSession::LocalReply(unsigned status, const std::string& message, bool c
     queued_on_ = nullptr;
   }
   EndUpstream(false, true);
-  deadline_generation_++;
+  deadline_timer_.Disarm();
   response_started_ = true;
   worker_.retry().local_replies->fetch_add(1, std::memory_order_relaxed);
   if (draining_) close = true;
@@ -770,19 +796,11 @@ void RestSession::ReleaseReplay() {
 // --- timers and close ------------------------------------------------------------------------
 
 void RestSession::ArmTimer(Duration after, TimerRole role) {
-  const uint64_t generation = ++timer_generation_;
-  timer_.expires_after(after);
-  auto self = shared_from_this();
-  timer_.async_wait([self, generation, role](const error_code& ec) {
-    if (ec || generation != self->timer_generation_ || self->closed_) return;
-    self->OnTimer(role);
-  });
+  timer_role_ = role;
+  timer_.ArmAt(MonoClock::now() + after, *this);
 }
 
-void RestSession::CancelTimer() {
-  timer_generation_++;
-  timer_.cancel();
-}
+void RestSession::CancelTimer() { timer_.Disarm(); }
 
 void RestSession::OnTimer(TimerRole role) {
   switch (role) {
@@ -817,9 +835,8 @@ void RestSession::Close() {
   }
   EndUpstream(false, request_active_);
   FinishRequest(499);
-  CancelTimer();
-  deadline_generation_++;
-  deadline_timer_.cancel();
+  timer_.Stop();
+  deadline_timer_.Stop();
   error_code ignored;
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);

@@ -29,6 +29,7 @@
 #include "daemon/common/event_loop.h"
 #include "daemon/common/qdrant_methods.h"
 #include "daemon/pool/node_pool.h"
+#include "daemon/rest/lazy_timer.h"
 #include "daemon/retry/method_class.h"
 #include "daemon/retry/retry_policy.h"
 
@@ -107,10 +108,9 @@ class RestSession : public pool::StreamWaiter, public std::enable_shared_from_th
   RestWorker& worker_;
   boost::asio::ip::tcp::socket socket_;
   boost::beast::flat_buffer in_buffer_;  // bounded by rest.max_header_bytes + one chunk
-  boost::asio::steady_timer timer_;
-  boost::asio::steady_timer deadline_timer_;
-  uint64_t timer_generation_ = 0;  // a stale timer completion sees another generation
-  uint64_t deadline_generation_ = 0;
+  LazyTimer timer_;  // the phase's timeout (idle, header, body) or a retry's backoff
+  TimerRole timer_role_ = TimerRole::kNone;
+  LazyTimer deadline_timer_;  // rest.request_timeout, until the answer starts
 
   // The request in flight.
   std::optional<Parser> parser_;
@@ -120,6 +120,7 @@ class RestSession : public pool::StreamWaiter, public std::enable_shared_from_th
   std::unique_ptr<LocalResponse> local_reply_;
   std::string body_;               // the request body as read (the replay copy), or a chunk
   std::unique_ptr<char[]> chunk_;  // the answer's chunks, allocated for the first one
+  size_t chunk_size_ = 0;          // chunk_'s size: 64 KiB, or less for a shorter answer
   int64_t replay_held_ = 0;        // bytes of body_ counted in the process's replay bytes
   const QdrantRestRoute* route_ = nullptr;
   retry::RetryClass retry_class_ = retry::RetryClass::kNeverRepeat;

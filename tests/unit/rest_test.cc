@@ -141,6 +141,28 @@ TEST(RestHttpTest, StripHopByHopRemovesConnectionAndWhatItNames) {
   EXPECT_EQ(fields["Content-Encoding"], "gzip");
 }
 
+TEST(RestHttpTest, StripHopByHopWithoutNamedFieldsAndWithSeveralConnectionFields) {
+  boost::beast::http::fields plain;
+  plain.set("Connection", "close");
+  plain.set("Keep-Alive", "timeout=5");
+  plain.set("Content-Type", "application/json");
+  rest::StripHopByHop(plain);
+  EXPECT_EQ(plain.count("Connection"), 0u);
+  EXPECT_EQ(plain.count("Keep-Alive"), 0u);
+  EXPECT_EQ(plain["Content-Type"], "application/json");
+
+  // The second Connection field names a field; the first only says close.
+  boost::beast::http::fields two;
+  two.insert("Connection", "close");
+  two.insert("Connection", "X-Hop");
+  two.set("X-Hop", "1");
+  two.set("X-Kept", "2");
+  rest::StripHopByHop(two);
+  EXPECT_EQ(two.count("Connection"), 0u);
+  EXPECT_EQ(two.count("X-Hop"), 0u);
+  EXPECT_EQ(two["X-Kept"], "2");
+}
+
 TEST(RestHttpTest, ErrorBodyIsQdrantsShape) {
   const std::string body = rest::ErrorBody("quote \" and \\ and \n");
   const auto json = nlohmann::json::parse(body);
