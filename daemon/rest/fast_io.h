@@ -18,8 +18,11 @@
 #define QPOOL_DAEMON_REST_FAST_IO_H_
 
 #include <algorithm>
+#include <array>
 #include <boost/asio/error.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
@@ -129,6 +132,34 @@ void WriteAll(boost::asio::ip::tcp::socket& socket, Serializer& serializer, Hand
   }
   if (ec == http::error::need_buffer) ec = {};
   handler(ec, size_t{0});
+}
+
+// Writes `head` then `body` (one sendmsg while the socket takes them, then asio::async_write for
+// the rest). Both must stay valid until the handler runs. Calls handler(ec, 0) once. Puts the
+// socket in non-blocking mode.
+template <class Handler>
+void WriteHeadAndBody(boost::asio::ip::tcp::socket& socket, boost::asio::const_buffer head,
+                      boost::asio::const_buffer body, Handler&& handler) {
+  boost::system::error_code ec;
+  if (!socket.non_blocking()) socket.non_blocking(true, ec);
+  const std::array<boost::asio::const_buffer, 2> buffers{head, body};
+  const size_t total = head.size() + body.size();
+  size_t written = ec ? 0 : socket.write_some(buffers, ec);
+  if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
+    ec = {};
+    written = 0;
+  }
+  if (ec || written == total) {
+    handler(ec, size_t{0});
+    return;
+  }
+  boost::beast::buffers_suffix<std::array<boost::asio::const_buffer, 2>> rest(buffers);
+  rest.consume(written);
+  boost::asio::async_write(
+      socket, rest,
+      [handler = std::forward<Handler>(handler)](boost::system::error_code ec, size_t) mutable {
+        handler(ec, size_t{0});
+      });
 }
 
 }  // namespace qpool::rest

@@ -400,40 +400,48 @@ void RestSession::OnStreamReady(pool::PoolConnection* conn) {
 void RestSession::WriteRequest() {
   if (closed_ || upstream_ == nullptr) return;
   auto& request = parser_->get();
+  const uint64_t generation = ++attempt_generation_;
+  auto self = shared_from_this();
+  auto on_written = [self, generation, conn = upstream_](error_code ec, size_t) {
+    if (generation != self->attempt_generation_ || self->closed_) return;
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      // Nothing of an answer yet: on a reused connection the server had closed it idle.
+      retry::AttemptOutcome outcome;
+      outcome.grpc_code = 14;
+      outcome.never_reached_upstream = self->upstream_->exchanges() > 1;
+      outcome.took = self->worker_.loop().Now() - self->attempt_started_;
+      self->EndUpstream(false, true);
+      self->OnAttemptFailed(
+          outcome, 502,
+          absl::StrCat("lost the connection to REST node ", self->worker_.node_name(self->node_),
+                       " while sending the request: ", ec.message()));
+      return;
+    }
+    if (self->streaming_) {
+      self->body_.clear();  // sent: the rest of the body reuses the buffer chunk by chunk
+      self->ReleaseReplay();
+      if (!self->request_serializer_->is_done()) {
+        self->RelayRequestChunk();
+        return;
+      }
+    }
+    self->ReadResponseHeader();
+  };
+  if (!streaming_) {
+    // The whole request is here (framed by its Content-Length, or bodiless): its head and body
+    // in one send, without Beast's serializer.
+    SerializeHead(request.base(), wire_head_);
+    WriteHeadAndBody(upstream_->socket(), boost::asio::buffer(wire_head_),
+                     boost::asio::buffer(body_.data(), body_.size()), std::move(on_written));
+    return;
+  }
   request_serializer_.emplace(request);
   auto& body = request.body();
   body.data = body_.empty() ? nullptr : body_.data();
   body.size = body_.size();
-  body.more = streaming_ && !parser_->is_done();
-  const uint64_t generation = ++attempt_generation_;
-  auto self = shared_from_this();
-  WriteAll(upstream_->socket(), *request_serializer_,
-           [self, generation, conn = upstream_](error_code ec, size_t) {
-             if (generation != self->attempt_generation_ || self->closed_) return;
-             if (ec == http::error::need_buffer) ec = {};
-             if (ec) {
-               // Nothing of an answer yet: on a reused connection the server had closed it idle.
-               retry::AttemptOutcome outcome;
-               outcome.grpc_code = 14;
-               outcome.never_reached_upstream = self->upstream_->exchanges() > 1;
-               outcome.took = self->worker_.loop().Now() - self->attempt_started_;
-               self->EndUpstream(false, true);
-               self->OnAttemptFailed(outcome, 502,
-                                     absl::StrCat("lost the connection to REST node ",
-                                                  self->worker_.node_name(self->node_),
-                                                  " while sending the request: ", ec.message()));
-               return;
-             }
-             if (self->streaming_) {
-               self->body_.clear();  // sent: the rest of the body reuses the buffer chunk by chunk
-               self->ReleaseReplay();
-               if (!self->request_serializer_->is_done()) {
-                 self->RelayRequestChunk();
-                 return;
-               }
-             }
-             self->ReadResponseHeader();
-           });
+  body.more = !parser_->is_done();
+  WriteAll(upstream_->socket(), *request_serializer_, std::move(on_written));
 }
 
 void RestSession::RelayRequestChunk() {
@@ -571,7 +579,8 @@ void RestSession::ForwardResponse() {
   const bool old_client = parser_->get().version() == 10;
   response.version(parser_->get().version());
   if (length) {
-    response.content_length(*length);
+    // Qdrant's Content-Length field stays as it came; repeated ones become one.
+    if (response.count(http::field::content_length) != 1) response.content_length(*length);
   } else if (has_body) {
     // Chunked from Qdrant, or delimited by its close: chunked to a 1.1 app, close-delimited to
     // a 1.0 one.
@@ -583,8 +592,7 @@ void RestSession::ForwardResponse() {
   }
   if (draining_) close_after_ = true;
   response.keep_alive(keep_alive_ && !close_after_ && parser_->is_done());
-  response_serializer_.emplace(response);
-  RelayResponseChunk();
+  RelayResponseChunk();  // the serializer, if one is needed, comes with the first write
 }
 
 void RestSession::RelayResponseChunk() {
@@ -635,6 +643,27 @@ void RestSession::RelayResponseChunk() {
 void RestSession::WriteResponseChunk() {
   const uint64_t generation = attempt_generation_;
   auto self = shared_from_this();
+  auto& response = response_parser_->get();
+  if (!response_serializer_ && response_parser_->is_done() && !response.chunked()) {
+    // The whole answer was read, and it goes out framed as it came (Content-Length, no body, or
+    // the close): its head and body in one send, without Beast's serializer.
+    SerializeHead(response.base(), wire_head_);
+    const auto& body = response.body();  // RelayResponseChunk pointed it at what was read
+    const size_t size = body.data == nullptr ? 0 : body.size;
+    WriteHeadAndBody(socket_, boost::asio::buffer(wire_head_), boost::asio::buffer(body.data, size),
+                     [self, generation](error_code ec, size_t) {
+                       if (generation != self->attempt_generation_ || self->closed_) return;
+                       if (ec) {
+                         self->EndUpstream(false, false);
+                         self->FinishRequest(499);
+                         self->Close();
+                         return;
+                       }
+                       self->OnResponseDone();
+                     });
+    return;
+  }
+  if (!response_serializer_) response_serializer_.emplace(response);
   WriteAll(socket_, *response_serializer_, [self, generation](error_code ec, size_t) {
     if (generation != self->attempt_generation_ || self->closed_) return;
     if (ec == http::error::need_buffer) ec = {};
@@ -654,9 +683,10 @@ void RestSession::WriteResponseChunk() {
 
 void RestSession::OnResponseDone() {
   const unsigned status = response_parser_->get().result_int();
-  EndUpstream(upstream_reusable_ && request_serializer_ && request_serializer_->is_done() &&
-                  response_parser_->is_done(),
-              false);
+  // The request went out whole: held whole (sent before the answer was read), or streamed to the
+  // serializer's end.
+  const bool request_sent = !streaming_ || (request_serializer_ && request_serializer_->is_done());
+  EndUpstream(upstream_reusable_ && request_sent && response_parser_->is_done(), false);
   chunk_.reset();
   const bool close = close_after_ || !keep_alive_ || !parser_->is_done();
   FinishRequest(status);

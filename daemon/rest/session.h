@@ -118,7 +118,8 @@ class RestSession : public pool::StreamWaiter, public std::enable_shared_from_th
   std::optional<ResponseParser> response_parser_;
   std::optional<ResponseSerializer> response_serializer_;
   std::unique_ptr<LocalResponse> local_reply_;
-  std::string body_;               // the request body as read (the replay copy), or a chunk
+  std::string body_;       // the request body as read (the replay copy), or a chunk
+  std::string wire_head_;  // the head of the request or answer being written (SerializeHead)
   std::unique_ptr<char[]> chunk_;  // the answer's chunks, allocated for the first one
   size_t chunk_size_ = 0;          // chunk_'s size: 64 KiB, or less for a shorter answer
   int64_t replay_held_ = 0;        // bytes of body_ counted in the process's replay bytes
