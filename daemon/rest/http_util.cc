@@ -67,8 +67,9 @@ void StripHopByHop(http::fields& fields) {
 
 namespace {
 
-void AppendFields(const http::fields& fields, std::string& out) {
+void AppendFields(const http::fields& fields, std::string& out, bool skip_host = false) {
   for (const auto& field : fields) {
+    if (skip_host && field.name() == http::field::host) continue;
     const auto name = field.name_string();
     const auto value = field.value();
     // Beast keeps a field as one "name: value\r\n" run (what its serializer sends); taken whole
@@ -96,7 +97,7 @@ void AppendVersion(unsigned version, std::string& out) {
 
 }  // namespace
 
-void SerializeHead(const http::request_header<>& request, std::string& out) {
+void SerializeHead(const http::request_header<>& request, std::string& out, std::string_view host) {
   out.clear();
   const auto method = request.method_string();
   const auto target = request.target();
@@ -106,7 +107,12 @@ void SerializeHead(const http::request_header<>& request, std::string& out) {
   out.push_back(' ');
   AppendVersion(request.version(), out);
   out.append("\r\n", 2);
-  AppendFields(request, out);
+  if (!host.empty()) {
+    out.append("Host: ", 6);
+    out.append(host.data(), host.size());
+    out.append("\r\n", 2);
+  }
+  AppendFields(request, out, /*skip_host=*/!host.empty());
 }
 
 void SerializeHead(const http::response_header<>& response, std::string& out) {

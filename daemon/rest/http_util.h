@@ -32,7 +32,10 @@ void StripHopByHop(boost::beast::http::fields& fields);
 // writes (start line, each field as "name: value\r\n", the empty line), into `out` (cleared
 // first; its capacity is reused). For a message whose body the caller sends as it is (framed by
 // the Content-Length among the fields, or by no body): one buffer instead of Beast's serializer.
-void SerializeHead(const boost::beast::http::request_header<>& request, std::string& out);
+// `host`, when not empty, is the Host field written (right after the request line) in place of the
+// request's own.
+void SerializeHead(const boost::beast::http::request_header<>& request, std::string& out,
+                   std::string_view host = {});
 void SerializeHead(const boost::beast::http::response_header<>& response, std::string& out);
 
 // The `timeout` query parameter (whole seconds, as Qdrant reads it) of a request target

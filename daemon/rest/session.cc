@@ -350,7 +350,9 @@ void RestSession::Attempt(std::optional<size_t> avoid_node) {
   std::optional<size_t> node;
   if (avoid_node) node = host.PickRestNodeOtherThan(*avoid_node, worker_.pools());
   node_ = node ? *node : host.PickRestNode(worker_.pools());
-  parser_->get().set(http::field::host, worker_.node_name(node_));
+  // A request held whole gets its Host when its head is written (SerializeHead); a streamed one
+  // goes through Beast's serializer, which writes the fields as they are.
+  if (streaming_) parser_->get().set(http::field::host, worker_.node_name(node_));
   pool::NodePool& pool = worker_.pool(node_);
   const pool::NodePool::AcquireResult result = pool.Acquire(*this);
   switch (result.outcome) {
@@ -431,7 +433,7 @@ void RestSession::WriteRequest() {
   if (!streaming_) {
     // The whole request is here (framed by its Content-Length, or bodiless): its head and body
     // in one send, without Beast's serializer.
-    SerializeHead(request.base(), wire_head_);
+    SerializeHead(request.base(), wire_head_, worker_.node_name(node_));
     WriteHeadAndBody(upstream_->socket(), boost::asio::buffer(wire_head_),
                      boost::asio::buffer(body_.data(), body_.size()), std::move(on_written));
     return;

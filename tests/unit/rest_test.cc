@@ -199,6 +199,17 @@ TEST(RestHttpTest, SerializeHeadMatchesBeastsSerializer) {
   EXPECT_EQ(head.substr(0, head.find("\r\n") + 2),
             "POST /collections/c/points/search?timeout=3 HTTP/1.1\r\n");
 
+  // The Host of the node, in place of the app's.
+  rest::SerializeHead(request, head, "10.0.0.7:6333");
+  EXPECT_EQ(head.find("Host: 127.0.0.1:6333"), std::string::npos);
+  EXPECT_EQ(head.substr(0, head.find("Content-Type")),
+            "POST /collections/c/points/search?timeout=3 HTTP/1.1\r\nHost: 10.0.0.7:6333\r\n");
+  request.set(boost::beast::http::field::host, "10.0.0.7:6333");
+  std::string reference = BeastHead(request);
+  std::string with_override;
+  rest::SerializeHead(request, with_override, "10.0.0.7:6333");
+  EXPECT_EQ(with_override.size(), reference.size());  // the same fields, Host moved first
+
   request.method_string("PURGE");  // a method Beast has no enum for
   rest::SerializeHead(request, head);
   EXPECT_EQ(head, BeastHead(request));
