@@ -175,6 +175,9 @@ void RestSession::OnRequestHeader(const error_code& ec) {
   }
   request_active_ = true;
   request_started_ = worker_.loop().Now();
+  if (worker_.retry().calls_started != nullptr) {
+    worker_.retry().calls_started->fetch_add(1, std::memory_order_relaxed);
+  }
   auto& request = parser_->get();
   if (!refuse_message_.empty()) {
     LocalReply(503, refuse_message_, /*close=*/true);
