@@ -49,8 +49,11 @@ const char* CodeSlotName(size_t slot) {
   return name != nullptr ? name : "RESET";
 }
 
-WorkerMetrics::WorkerMetrics(size_t node_count) {
+WorkerMetrics::WorkerMetrics(size_t node_count, size_t rest_node_count) {
   for (size_t i = 0; i < node_count; ++i) nodes_.push_back(std::make_unique<NodeMetrics>());
+  for (size_t i = 0; i < rest_node_count; ++i) {
+    rest_nodes_.push_back(std::make_unique<NodeMetrics>());
+  }
 }
 
 bool NodeUsable(const std::vector<const WorkerMetrics*>& workers, size_t node) {

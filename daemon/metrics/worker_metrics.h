@@ -108,7 +108,8 @@ struct NodeMetrics {
 
 class WorkerMetrics {
  public:
-  explicit WorkerMetrics(size_t node_count);
+  // `rest_node_count`: REST pools (rest.listen on), one per REST node; 0 when REST is off.
+  explicit WorkerMetrics(size_t node_count, size_t rest_node_count = 0);
 
   // Worker thread: one finished call. `grpc_code` < 0 or > 16 for "no status" (reset).
   void RecordCall(MethodClass method_class, int grpc_code, std::chrono::nanoseconds duration) {
@@ -150,6 +151,11 @@ class WorkerMetrics {
   NodeMetrics& node(size_t i) { return *nodes_[i]; }
   const NodeMetrics& node(size_t i) const { return *nodes_[i]; }
   size_t node_count() const { return nodes_.size(); }
+  // The REST pool of REST node `i` (connects, connect failures, disconnects, waits, overflows,
+  // acquire timeouts): written by the REST side's PoolMetricsObserver, read by scrapes.
+  NodeMetrics& rest_node(size_t i) { return *rest_nodes_[i]; }
+  const NodeMetrics& rest_node(size_t i) const { return *rest_nodes_[i]; }
+  size_t rest_node_count() const { return rest_nodes_.size(); }
 
   // Any thread.
   uint64_t calls(MethodClass method_class, size_t slot) const {
@@ -195,6 +201,7 @@ class WorkerMetrics {
   RelaxedCounter panic_routes_;
   DurationHistogram ping_duration_{CallDurationBounds()};
   std::vector<std::unique_ptr<NodeMetrics>> nodes_;
+  std::vector<std::unique_ptr<NodeMetrics>> rest_nodes_;
 };
 
 // The node is usable when some worker has a connection to it up, or when no worker has seen a

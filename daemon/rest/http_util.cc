@@ -1,5 +1,6 @@
 #include "daemon/rest/http_util.h"
 
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/rfc7230.hpp>
 #include <vector>
@@ -23,18 +24,45 @@ std::string ErrorBody(std::string_view message) {
 }
 
 void StripHopByHop(http::fields& fields) {
+  // One pass over the fields (most requests and answers have none of these): the fixed names by
+  // their enum, then, only when a Connection field named others, those by name.
+  bool named_others = false;
+  for (auto it = fields.begin(); it != fields.end();) {
+    switch (it->name()) {
+      case http::field::connection:
+        for (auto token : http::token_list(it->value())) {
+          if (!boost::beast::iequals(token, "close") &&
+              !boost::beast::iequals(token, "keep-alive")) {
+            named_others = true;
+          }
+        }
+        if (named_others) {
+          ++it;  // kept until its tokens were read, below
+          continue;
+        }
+        it = fields.erase(it);
+        continue;
+      case http::field::keep_alive:
+      case http::field::te:
+      case http::field::transfer_encoding:
+      case http::field::upgrade:
+      case http::field::proxy_connection:
+      case http::field::proxy_authenticate:
+      case http::field::proxy_authorization:
+        it = fields.erase(it);
+        continue;
+      default:
+        ++it;
+    }
+  }
+  if (!named_others) return;
   std::vector<std::string> named;
   for (auto it = fields.find(http::field::connection);
        it != fields.end() && it->name() == http::field::connection; ++it) {
     for (auto token : http::token_list(it->value())) named.emplace_back(token);
   }
   for (const std::string& name : named) fields.erase(name);
-  for (http::field field :
-       {http::field::connection, http::field::keep_alive, http::field::te,
-        http::field::transfer_encoding, http::field::upgrade, http::field::proxy_connection,
-        http::field::proxy_authenticate, http::field::proxy_authorization}) {
-    fields.erase(field);
-  }
+  fields.erase(http::field::connection);
 }
 
 std::string_view PathOf(std::string_view target) {

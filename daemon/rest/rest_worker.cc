@@ -24,11 +24,17 @@ std::vector<config::NodeAddress> RestNodesOf(const config::Config& config) {
   return nodes;
 }
 
-// A REST pool's observer: passive health hears of connect failures, as for the gRPC pools.
-class RestWorker::PoolObserver : public pool::PoolObserver {
+// A REST pool's observer: the pool metrics of the gRPC pools (connects, connect failures and
+// durations, disconnects, waits, queue overflows, acquire timeouts) into the worker's REST node
+// metrics, and passive health hears of connect failures, as for the gRPC pools.
+class RestWorker::PoolObserver : public metrics::PoolMetricsObserver {
  public:
-  PoolObserver(RestHost& host, size_t node) : host_(host), node_(node) {}
-  void OnConnectFailed(const absl::Status&) override { host_.OnRestAttemptEnd(node_, true); }
+  PoolObserver(RestHost& host, size_t node, metrics::NodeMetrics& metrics, EventLoop& loop)
+      : PoolMetricsObserver(metrics, loop, [] {}), host_(host), node_(node) {}
+  void OnConnectFailed(const absl::Status& reason) override {
+    PoolMetricsObserver::OnConnectFailed(reason);
+    host_.OnRestAttemptEnd(node_, true);
+  }
 
  private:
   RestHost& host_;
@@ -59,7 +65,7 @@ RestWorker::RestWorker(const config::Config& config, uint32_t index, uint32_t co
     node_names_.push_back(nodes_[i].ToString());
     factories_.push_back(std::make_unique<RestConnectionFactory>(
         io, nodes_[i], absl::ToChronoNanoseconds(upstream.connect_timeout)));
-    observers_.push_back(std::make_unique<PoolObserver>(host, i));
+    observers_.push_back(std::make_unique<PoolObserver>(host, i, metrics.rest_node(i), loop));
     pool::NodePoolOptions options;
     options.node_name = node_names_.back();
     options.min_connections = ShareOf(rest.min_connections, index, count);

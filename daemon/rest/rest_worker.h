@@ -60,6 +60,8 @@ struct RestRetryContext {
   retry::RetryContext* context = nullptr;
   std::atomic<uint64_t>* local_replies = nullptr;
   std::atomic<uint64_t>* protocol_errors = nullptr;
+  // qpool_calls_started_total: REST requests whose headers arrived count with gRPC calls.
+  std::atomic<uint64_t>* calls_started = nullptr;
 };
 
 // The app-side limits of rest.* in the units the sessions use.

@@ -63,6 +63,7 @@ void RestUpstreamConnection::OnResolved(const boost::system::error_code& ec,
         self->connect_timer_.cancel();
         boost::system::error_code ignored;
         self->socket_.set_option(tcp::no_delay(true), ignored);
+        self->socket_.non_blocking(true, ignored);  // fast_io's writes never block the worker
         self->connected_ = true;
         self->WatchIdle();
         // HTTP/1.1: one request at a time on a connection.
@@ -84,6 +85,8 @@ void RestUpstreamConnection::FailConnect(const absl::Status& reason) {
 void RestUpstreamConnection::WatchIdle() {
   const uint64_t generation = ++watch_generation_;
   auto self = shared_from_this();
+  // Left pending through the next exchange (BeginExchange only changes the generation): the
+  // answer's read then queues behind it and Asio tries no read before the answer is there.
   socket_.async_wait(tcp::socket::wait_read, [self,
                                               generation](const boost::system::error_code& ec) {
     if (generation != self->watch_generation_ || self->in_exchange_ || self->events_ == nullptr) {

@@ -45,9 +45,11 @@ class ProxyImpl : public Proxy {
         key_store_(std::move(key_store)),
         health_metrics_(config::NodeCount(*config_)),
         readiness_includes_upstream_(config_->admin.readiness_includes_upstream) {
+    const size_t rest_nodes =
+        config_->rest.listen.host.empty() ? 0 : rest::RestNodesOf(*config_).size();
     for (uint32_t i = 0; i < config_->server.workers; ++i) {
       worker_metrics_.push_back(
-          std::make_unique<metrics::WorkerMetrics>(config::NodeCount(*config_)));
+          std::make_unique<metrics::WorkerMetrics>(config::NodeCount(*config_), rest_nodes));
     }
     for (const config::NodeAddress& node : config_->upstream.nodes) {
       node_names_.push_back(node.ToString());
