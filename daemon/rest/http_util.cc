@@ -65,6 +65,71 @@ void StripHopByHop(http::fields& fields) {
   fields.erase(http::field::connection);
 }
 
+namespace {
+
+void AppendFields(const http::fields& fields, std::string& out, bool skip_host = false) {
+  for (const auto& field : fields) {
+    if (skip_host && field.name() == http::field::host) continue;
+    const auto name = field.name_string();
+    const auto value = field.value();
+    // Beast keeps a field as one "name: value\r\n" run (what its serializer sends); taken whole
+    // when the views show that layout, piece by piece otherwise.
+    if (value.data() == name.data() + name.size() + 2 &&
+        std::string_view(value.data() + value.size(), 2) == "\r\n") {
+      out.append(name.data(), name.size() + 2 + value.size() + 2);
+      continue;
+    }
+    out.append(name.data(), name.size());
+    out.append(": ", 2);
+    out.append(value.data(), value.size());
+    out.append("\r\n", 2);
+  }
+  out.append("\r\n", 2);
+}
+
+void AppendVersion(unsigned version, std::string& out) {
+  const char text[] = {'H', 'T',
+                       'T', 'P',
+                       '/', static_cast<char>('0' + version / 10),
+                       '.', static_cast<char>('0' + version % 10)};
+  out.append(text, sizeof(text));
+}
+
+}  // namespace
+
+void SerializeHead(const http::request_header<>& request, std::string& out, std::string_view host) {
+  out.clear();
+  const auto method = request.method_string();
+  const auto target = request.target();
+  out.append(method.data(), method.size());
+  out.push_back(' ');
+  out.append(target.data(), target.size());
+  out.push_back(' ');
+  AppendVersion(request.version(), out);
+  out.append("\r\n", 2);
+  if (!host.empty()) {
+    out.append("Host: ", 6);
+    out.append(host.data(), host.size());
+    out.append("\r\n", 2);
+  }
+  AppendFields(request, out, /*skip_host=*/!host.empty());
+}
+
+void SerializeHead(const http::response_header<>& response, std::string& out) {
+  out.clear();
+  AppendVersion(response.version(), out);
+  const unsigned code = response.result_int();
+  const char status[] = {' ', static_cast<char>('0' + code / 100),
+                         static_cast<char>('0' + code / 10 % 10),
+                         static_cast<char>('0' + code % 10), ' '};
+  out.append(status, sizeof(status));
+  auto reason = response.reason();
+  if (reason.empty()) reason = http::obsolete_reason(response.result());
+  out.append(reason.data(), reason.size());
+  out.append("\r\n", 2);
+  AppendFields(response, out);
+}
+
 std::string_view PathOf(std::string_view target) {
   return target.substr(0, std::min(target.find('?'), target.size()));
 }

@@ -464,7 +464,8 @@ void RestSession::WriteRequest(Exchange& ex) {
   };
   if (!streaming_) {
     // The whole request is here (framed by its Content-Length, or bodiless): its head (with this
-    // node's Host) and body in one send. A retry or a hedge writes the same request again.
+    // node's Host in place of the app's, the request itself untouched) and body in one send. A
+    // retry or a hedge writes the same request again.
     SerializeHead(parser_->get(), io.head, worker_.node_name(ex.node));
     WriteHeadAndBody(ex.upstream->socket(), boost::asio::buffer(io.head),
                      boost::asio::buffer(body_.data(), body_.size()), std::move(on_written));

@@ -165,8 +165,7 @@ TEST(RestHttpTest, StripHopByHopWithoutNamedFieldsAndWithSeveralConnectionFields
   EXPECT_EQ(two["X-Kept"], "2");
 }
 
-// SerializeHead writes what Beast's serializer writes for the same head, byte for byte, and none of
-// the body.
+// SerializeHead writes what Beast's serializer writes for the same head, byte for byte.
 template <bool kIsRequest>
 std::string BeastHead(const boost::beast::http::header<kIsRequest>& head) {
   boost::beast::http::message<kIsRequest, boost::beast::http::empty_body> message(head);
@@ -186,11 +185,7 @@ std::string BeastHead(const boost::beast::http::header<kIsRequest>& head) {
 }
 
 TEST(RestHttpTest, SerializeHeadMatchesBeastsSerializer) {
-  boost::beast::http::request<boost::beast::http::buffer_body> request;
-  char body[] = "BODY";
-  request.body().data = body;  // the session's messages point at their body; not written here
-  request.body().size = 4;
-  request.body().more = false;
+  boost::beast::http::request_header<> request;
   request.method(boost::beast::http::verb::post);
   request.target("/collections/c/points/search?timeout=3");
   request.version(11);
@@ -203,15 +198,12 @@ TEST(RestHttpTest, SerializeHeadMatchesBeastsSerializer) {
   EXPECT_EQ(head, BeastHead(request));
   EXPECT_EQ(head.substr(0, head.find("\r\n") + 2),
             "POST /collections/c/points/search?timeout=3 HTTP/1.1\r\n");
-  EXPECT_EQ(head.find("BODY"), std::string::npos);
-  EXPECT_EQ(head.substr(head.size() - 4), "\r\n\r\n");
 
   // The Host of the node, in place of the app's.
   rest::SerializeHead(request, head, "10.0.0.7:6333");
   EXPECT_EQ(head.find("Host: 127.0.0.1:6333"), std::string::npos);
   EXPECT_EQ(head.substr(0, head.find("Content-Type")),
             "POST /collections/c/points/search?timeout=3 HTTP/1.1\r\nHost: 10.0.0.7:6333\r\n");
-  EXPECT_EQ(request.count(boost::beast::http::field::host), 0u);  // the app's Host is gone
   request.set(boost::beast::http::field::host, "10.0.0.7:6333");
   std::string reference = BeastHead(request);
   std::string with_override;
@@ -222,7 +214,7 @@ TEST(RestHttpTest, SerializeHeadMatchesBeastsSerializer) {
   rest::SerializeHead(request, head);
   EXPECT_EQ(head, BeastHead(request));
 
-  boost::beast::http::response<boost::beast::http::buffer_body> response;
+  boost::beast::http::response_header<> response;
   response.result(200);
   response.version(10);
   response.reason("Fine");  // Qdrant's reason phrase travels as it came
@@ -232,7 +224,7 @@ TEST(RestHttpTest, SerializeHeadMatchesBeastsSerializer) {
   EXPECT_EQ(head, BeastHead(response));
   EXPECT_EQ(head.substr(0, head.find("\r\n") + 2), "HTTP/1.0 200 Fine\r\n");
 
-  boost::beast::http::response<boost::beast::http::empty_body> bare;  // no reason: the standard one
+  boost::beast::http::response_header<> bare;  // no reason: the standard one
   bare.result(404);
   bare.version(11);
   rest::SerializeHead(bare, head);
