@@ -1,5 +1,6 @@
 #include "daemon/rest/session.h"
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
@@ -545,12 +546,25 @@ void RestSession::ReadResponseHeader(Exchange& ex) {
   const int slot = ex.slot;
   const uint64_t generation = ex.generation;
   auto self = shared_from_this();
+  // A head parsed at once from what the connection had buffered (an interim 100 answer's final
+  // one, or bytes a server sent unasked) is taken up from the event loop: this may run inside the
+  // attempt controller's StartAttempt, which the answer must not re-enter.
+  head_read_inline_ = true;
   ReadUntil(ex.upstream->socket(), ex.upstream->buffer(), *io.response, HeaderDone{},
             [self, slot, generation, io = ex.io, conn = ex.upstream](const error_code& ec, size_t) {
+              if (self->head_read_inline_) {
+                boost::asio::post(self->worker_.io(), [self, slot, generation, io, conn, ec] {
+                  Exchange& ex = self->exchanges_[slot];
+                  if (generation != ex.generation || self->closed_) return;
+                  self->OnResponseHeader(ex, ec);
+                });
+                return;
+              }
               Exchange& ex = self->exchanges_[slot];
               if (generation != ex.generation || self->closed_) return;
               self->OnResponseHeader(ex, ec);
             });
+  head_read_inline_ = false;
 }
 
 void RestSession::OnResponseHeader(Exchange& ex, const error_code& ec) {

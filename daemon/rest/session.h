@@ -178,7 +178,8 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
   bool head_ = false;       // a HEAD request: the answer has no body
   bool response_started_ = false;
   bool upstream_reusable_ = false;
-  bool close_after_ = false;  // this answer ends the connection
+  bool close_after_ = false;       // this answer ends the connection
+  bool head_read_inline_ = false;  // inside ReadResponseHeader's ReadUntil call
   bool draining_ = false;
   bool closed_ = false;
   std::string refuse_message_;  // non-empty: answer 503 with it, then close
