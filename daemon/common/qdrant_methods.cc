@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <functional>
 
 namespace qpool {
 namespace {
@@ -157,24 +158,22 @@ constexpr QdrantRestRoute kRestRoutes[] = {
 };
 
 // True when `path` matches `pattern` segment by segment ("{}" matches any one non-empty segment).
+// Character by character: most routes differ from a path within its first few bytes.
 bool PathMatches(std::string_view pattern, std::string_view path) {
-  while (true) {
-    if (pattern.empty() || path.empty()) return pattern.empty() && path.empty();
-    if (pattern.front() != '/' || path.front() != '/') return false;
-    pattern.remove_prefix(1);
-    path.remove_prefix(1);
-    const size_t pattern_end = std::min(pattern.find('/'), pattern.size());
-    const size_t path_end = std::min(path.find('/'), path.size());
-    const std::string_view want = pattern.substr(0, pattern_end);
-    const std::string_view got = path.substr(0, path_end);
-    if (want == "{}") {
-      if (got.empty()) return false;
-    } else if (want != got) {
-      return false;
+  size_t i = 0;
+  size_t j = 0;
+  while (i < pattern.size() && j < path.size()) {
+    if (pattern[i] == '{') {             // "{}", a whole segment of the pattern
+      if (path[j] == '/') return false;  // an empty segment
+      while (j < path.size() && path[j] != '/') ++j;
+      i += 2;
+      continue;
     }
-    pattern.remove_prefix(pattern_end);
-    path.remove_prefix(path_end);
+    if (pattern[i] != path[j]) return false;
+    ++i;
+    ++j;
   }
+  return i == pattern.size() && j == path.size();
 }
 
 }  // namespace
@@ -191,6 +190,21 @@ const QdrantRestRoute* FindQdrantRestRoute(std::string_view verb, std::string_vi
 }
 
 const QdrantMethod* GrpcTwinOf(const QdrantRestRoute& route) {
+  // Looked up once per table route (every REST request asks, for its metrics label and retry
+  // class); a route from elsewhere is looked up each time.
+  constexpr size_t kCount = sizeof(kRestRoutes) / sizeof(kRestRoutes[0]);
+  static const std::array<const QdrantMethod*, kCount> kTwins = [] {
+    std::array<const QdrantMethod*, kCount> twins{};
+    for (size_t i = 0; i < kCount; ++i) {
+      const std::string_view method = kRestRoutes[i].grpc_method;
+      twins[i] = method.empty() ? nullptr : FindQdrantMethod(method);
+    }
+    return twins;
+  }();
+  const std::less<const QdrantRestRoute*> before;
+  if (!before(&route, kRestRoutes) && before(&route, kRestRoutes + kCount)) {
+    return kTwins[static_cast<size_t>(&route - kRestRoutes)];
+  }
   return route.grpc_method.empty() ? nullptr : FindQdrantMethod(route.grpc_method);
 }
 

@@ -598,6 +598,45 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
       "Upstream stream lifetime, opened to closed, by node.",
       [](const NodeMetrics& m) -> const DurationHistogram& { return m.attempt_duration; });
 
+  // REST pools (rest.listen on): their waits, queue overflows and acquire timeouts, by REST node.
+  // Their connects, connect failures, TLS and disconnects are in the qpool_upstream_* families
+  // above, where each REST endpoint is a `node` of its own.
+  if (!input.rest_node_names.empty()) {
+    const size_t rest_nodes = input.rest_node_names.size();
+    auto has_rest = [&](const WorkerMetrics& w) { return w.rest_node_count() == rest_nodes; };
+    auto rest_counter = [&](const char* name, const char* help, auto get) {
+      auto f = Family(name, help, MetricType::Counter);
+      for (size_t n = 0; n < rest_nodes; ++n) {
+        const uint64_t value = SumWorkers(input, [&](const WorkerMetrics& w) -> uint64_t {
+          return has_rest(w) ? get(w.rest_node(n)) : 0;
+        });
+        AddCounter(f, {{"node", input.rest_node_names[n]}}, static_cast<double>(value));
+      }
+      out.push_back(std::move(f));
+    };
+    rest_counter("qpool_rest_pool_queue_overflows_total",
+                 "REST requests answered 429 because upstream.max_pending requests and calls "
+                 "already waited, by node.",
+                 [](const NodeMetrics& m) { return m.queue_overflows.Get(); });
+    rest_counter("qpool_rest_pool_acquire_timeouts_total",
+                 "REST requests that waited upstream.acquire_timeout for a connection, by node.",
+                 [](const NodeMetrics& m) { return m.acquire_timeouts.Get(); });
+    {
+      auto f = Family("qpool_rest_pool_wait_duration_seconds",
+                      "Time REST requests waited for a free upstream connection (0 when one was "
+                      "free), by node.",
+                      MetricType::Histogram);
+      for (size_t n = 0; n < rest_nodes; ++n) {
+        std::vector<const DurationHistogram*> parts;
+        for (const WorkerMetrics* w : input.workers) {
+          if (has_rest(*w)) parts.push_back(&w->rest_node(n).wait_duration);
+        }
+        AddHistogram(f, {{"node", input.rest_node_names[n]}}, parts);
+      }
+      out.push_back(std::move(f));
+    }
+  }
+
   // --- health (docs/architecture.md, "Health") ---
   {
     auto f = Family("qpool_upstream_healthy",

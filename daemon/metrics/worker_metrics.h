@@ -115,8 +115,8 @@ struct NodeMetrics {
 
 class WorkerMetrics {
  public:
-  // `rest_node_count`: the REST endpoints (rest.listen on), whose connections count in
-  // rest_node(i): connects, connect failures, TLS and disconnects only.
+  // `rest_node_count`: the REST endpoints (rest.listen on), one REST pool each; 0 when REST is
+  // off.
   explicit WorkerMetrics(size_t node_count, size_t rest_node_count = 0);
 
   // Worker thread: one finished call. `grpc_code` < 0 or > 16 for "no status" (reset).
@@ -159,6 +159,9 @@ class WorkerMetrics {
   NodeMetrics& node(size_t i) { return *nodes_[i]; }
   const NodeMetrics& node(size_t i) const { return *nodes_[i]; }
   size_t node_count() const { return nodes_.size(); }
+  // The REST pool of REST node `i`: connects, connect failures, disconnects, waits, overflows and
+  // acquire timeouts (written by the REST side's PoolMetricsObserver), TLS handshakes (by its
+  // connections); read by scrapes.
   NodeMetrics& rest_node(size_t i) { return *rest_nodes_[i]; }
   const NodeMetrics& rest_node(size_t i) const { return *rest_nodes_[i]; }
   size_t rest_node_count() const { return rest_nodes_.size(); }

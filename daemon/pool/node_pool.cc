@@ -619,12 +619,15 @@ void NodePool::FailAllWaiters(const absl::Status& status) {
 }
 
 void NodePool::ArmAcquireTimer() {
+  // Called whenever the queue's head changes (every queued acquire that gets a stream, under
+  // load): a timer armed for an earlier deadline stays, fires early, finds nobody expired and
+  // arms again for the head then, instead of being re-armed on every change. Only an earlier
+  // deadline (or none armed) arms now.
   const StreamWaiter* oldest = OldestWaiter();
-  if (oldest == nullptr) {
-    acquire_timer_->Cancel();
-    return;
-  }
+  if (oldest == nullptr) return;  // an armed timer fires, finds nobody, and stops
   const MonoTime deadline = oldest->queued_at_ + options_.acquire_timeout;
+  if (acquire_timer_->armed() && acquire_timer_at_ <= deadline) return;
+  acquire_timer_at_ = deadline;
   const Duration delay = std::max(Duration::zero(), deadline - loop_.Now());
   acquire_timer_->Arm(delay, [this] { OnAcquireTimer(); });
 }

@@ -391,6 +391,7 @@ class NodePool : private PoolConnectionEvents {
   std::unique_ptr<Timer> share_timer_;  // ReleaseShare's later Service()
 
   std::unique_ptr<Timer> acquire_timer_;
+  MonoTime acquire_timer_at_{};  // when acquire_timer_, if armed, fires
   std::unique_ptr<Timer> backoff_timer_;
   // One timer per pool for age and idle deadlines (PgBouncer's janitor, but armed for the next
   // deadline instead of ticking): a pool has few connections, so a scan when it fires is cheap,

@@ -1,5 +1,6 @@
 #include "daemon/rest/http_util.h"
 
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/rfc7230.hpp>
 #include <vector>
@@ -23,18 +24,110 @@ std::string ErrorBody(std::string_view message) {
 }
 
 void StripHopByHop(http::fields& fields) {
+  // One pass over the fields (most requests and answers have none of these): the fixed names by
+  // their enum, then, only when a Connection field named others, those by name.
+  bool named_others = false;
+  for (auto it = fields.begin(); it != fields.end();) {
+    switch (it->name()) {
+      case http::field::connection:
+        for (auto token : http::token_list(it->value())) {
+          if (!boost::beast::iequals(token, "close") &&
+              !boost::beast::iequals(token, "keep-alive")) {
+            named_others = true;
+          }
+        }
+        if (named_others) {
+          ++it;  // kept until its tokens were read, below
+          continue;
+        }
+        it = fields.erase(it);
+        continue;
+      case http::field::keep_alive:
+      case http::field::te:
+      case http::field::transfer_encoding:
+      case http::field::upgrade:
+      case http::field::proxy_connection:
+      case http::field::proxy_authenticate:
+      case http::field::proxy_authorization:
+        it = fields.erase(it);
+        continue;
+      default:
+        ++it;
+    }
+  }
+  if (!named_others) return;
   std::vector<std::string> named;
   for (auto it = fields.find(http::field::connection);
        it != fields.end() && it->name() == http::field::connection; ++it) {
     for (auto token : http::token_list(it->value())) named.emplace_back(token);
   }
   for (const std::string& name : named) fields.erase(name);
-  for (http::field field :
-       {http::field::connection, http::field::keep_alive, http::field::te,
-        http::field::transfer_encoding, http::field::upgrade, http::field::proxy_connection,
-        http::field::proxy_authenticate, http::field::proxy_authorization}) {
-    fields.erase(field);
+  fields.erase(http::field::connection);
+}
+
+namespace {
+
+void AppendFields(const http::fields& fields, std::string& out, bool skip_host = false) {
+  for (const auto& field : fields) {
+    if (skip_host && field.name() == http::field::host) continue;
+    const auto name = field.name_string();
+    const auto value = field.value();
+    // Beast keeps a field as one "name: value\r\n" run (what its serializer sends); taken whole
+    // when the views show that layout, piece by piece otherwise.
+    if (value.data() == name.data() + name.size() + 2 &&
+        std::string_view(value.data() + value.size(), 2) == "\r\n") {
+      out.append(name.data(), name.size() + 2 + value.size() + 2);
+      continue;
+    }
+    out.append(name.data(), name.size());
+    out.append(": ", 2);
+    out.append(value.data(), value.size());
+    out.append("\r\n", 2);
   }
+  out.append("\r\n", 2);
+}
+
+void AppendVersion(unsigned version, std::string& out) {
+  const char text[] = {'H', 'T',
+                       'T', 'P',
+                       '/', static_cast<char>('0' + version / 10),
+                       '.', static_cast<char>('0' + version % 10)};
+  out.append(text, sizeof(text));
+}
+
+}  // namespace
+
+void SerializeHead(const http::request_header<>& request, std::string& out, std::string_view host) {
+  out.clear();
+  const auto method = request.method_string();
+  const auto target = request.target();
+  out.append(method.data(), method.size());
+  out.push_back(' ');
+  out.append(target.data(), target.size());
+  out.push_back(' ');
+  AppendVersion(request.version(), out);
+  out.append("\r\n", 2);
+  if (!host.empty()) {
+    out.append("Host: ", 6);
+    out.append(host.data(), host.size());
+    out.append("\r\n", 2);
+  }
+  AppendFields(request, out, /*skip_host=*/!host.empty());
+}
+
+void SerializeHead(const http::response_header<>& response, std::string& out) {
+  out.clear();
+  AppendVersion(response.version(), out);
+  const unsigned code = response.result_int();
+  const char status[] = {' ', static_cast<char>('0' + code / 100),
+                         static_cast<char>('0' + code / 10 % 10),
+                         static_cast<char>('0' + code % 10), ' '};
+  out.append(status, sizeof(status));
+  auto reason = response.reason();
+  if (reason.empty()) reason = http::obsolete_reason(response.result());
+  out.append(reason.data(), reason.size());
+  out.append("\r\n", 2);
+  AppendFields(response, out);
 }
 
 std::string_view PathOf(std::string_view target) {

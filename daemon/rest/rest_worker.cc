@@ -24,30 +24,23 @@ std::vector<config::NodeAddress> RestNodesOf(const config::Config& config) {
   return nodes;
 }
 
-// A REST pool's observer: passive health hears of connect failures, as for the gRPC pools; the
-// endpoint's connection counters (connects, failures by reason, disconnects) when it has some.
-class RestWorker::PoolObserver : public pool::PoolObserver {
+// A REST pool's observer: the pool metrics of the gRPC pools (connects, connect failures by
+// reason, connect durations, disconnects, waits, queue overflows, acquire timeouts) into the
+// worker's REST node metrics, each counted once, here; the connection itself adds only its TLS
+// counters (handshakes, resumptions, unverified connects). Passive health hears of connect
+// failures, as for the gRPC pools.
+class RestWorker::PoolObserver : public metrics::PoolMetricsObserver {
  public:
-  PoolObserver(RestHost& host, size_t node, metrics::NodeMetrics* metrics, EventLoop& loop)
-      : host_(host), node_(node) {
-    if (metrics != nullptr) counters_.emplace(*metrics, loop, nullptr);
-  }
-  void OnConnectionState(const pool::ConnectionState* from,
-                         const pool::ConnectionState* to) override {
-    if (counters_) counters_->OnConnectionState(from, to);
-  }
+  PoolObserver(RestHost& host, size_t node, metrics::NodeMetrics& metrics, EventLoop& loop)
+      : PoolMetricsObserver(metrics, loop, [] {}), host_(host), node_(node) {}
   void OnConnectFailed(const absl::Status& reason) override {
-    if (counters_) counters_->OnConnectFailed(reason);
+    PoolMetricsObserver::OnConnectFailed(reason);
     host_.OnRestAttemptEnd(node_, true);
-  }
-  void OnConnectionClosed(pool::CloseReason reason, const absl::Status& status) override {
-    if (counters_) counters_->OnConnectionClosed(reason, status);
   }
 
  private:
   RestHost& host_;
   const size_t node_;
-  std::optional<metrics::PoolMetricsObserver> counters_;
 };
 
 RestWorker::RestWorker(const config::Config& config, uint32_t index, uint32_t count,
@@ -72,10 +65,9 @@ RestWorker::RestWorker(const config::Config& config, uint32_t index, uint32_t co
   const config::UpstreamConfig& upstream = config.upstream;
   for (size_t i = 0; i < nodes_.size(); ++i) {
     node_names_.push_back(nodes_[i].ToString());
-    metrics::NodeMetrics* node_metrics =
-        i < metrics.rest_node_count() ? &metrics.rest_node(i) : nullptr;
+    metrics::NodeMetrics& node_metrics = metrics.rest_node(i);
     factories_.push_back(std::make_unique<RestConnectionFactory>(
-        io, nodes_[i], absl::ToChronoNanoseconds(upstream.connect_timeout), tls, i, node_metrics));
+        io, nodes_[i], absl::ToChronoNanoseconds(upstream.connect_timeout), tls, i, &node_metrics));
     observers_.push_back(std::make_unique<PoolObserver>(host, i, node_metrics, loop));
     pool::NodePoolOptions options;
     options.node_name = node_names_.back();

@@ -68,6 +68,8 @@ struct RestRetryContext {
   retry::RetryContext* context = nullptr;
   std::atomic<uint64_t>* local_replies = nullptr;
   std::atomic<uint64_t>* protocol_errors = nullptr;
+  // qpool_calls_started_total: REST requests whose headers arrived count with gRPC calls.
+  std::atomic<uint64_t>* calls_started = nullptr;
 };
 
 // The app-side limits of rest.* in the units the sessions use.
@@ -84,7 +86,8 @@ class RestWorker {
  public:
   // `index` of `count` workers: the worker's share of rest.max_connections / min_connections.
   // `tls`: the REST endpoints' TLS contexts (ALPN http/1.1); null when every node is reached in
-  // cleartext. Everything passed must outlive the RestWorker.
+  // cleartext. `metrics` has a rest_node(i) for each REST node (RestNodesOf(config)): the REST
+  // pools count into them. Everything passed must outlive the RestWorker.
   RestWorker(const config::Config& config, uint32_t index, uint32_t count,
              boost::asio::io_context& io, EventLoop& loop, Random& random,
              pool::PendingBudget& pending_budget, RestHost& host, RestRetryContext retry,

@@ -1,5 +1,7 @@
 #include "daemon/rest/session.h"
 
+#include <array>
+#include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
@@ -8,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/metrics/method_class.h"
+#include "daemon/rest/fast_io.h"
 #include "daemon/rest/http_util.h"
 #include "daemon/rest/rest_worker.h"
 #include "daemon/rest/upstream.h"
@@ -37,8 +40,11 @@ RestSession::RestSession(RestWorker& worker, tcp::socket socket)
     : worker_(worker),
       socket_(std::move(socket)),
       in_buffer_(worker.limits().max_header_bytes + kChunkBytes),
-      timer_(worker.io()),
-      deadline_timer_(worker.io()),
+      timer_(worker.io(),
+             [this] {
+               if (!closed_) OnTimer(timer_role_);
+             }),
+      deadline_timer_(worker.io(), [this] { OnDeadline(); }),
       attempts_(*worker.retry().context, worker.loop(), worker.random(), *this) {}
 
 RestSession::~RestSession() { ReleaseReplay(); }
@@ -46,11 +52,14 @@ RestSession::~RestSession() { ReleaseReplay(); }
 void RestSession::Start() {
   error_code ignored;
   socket_.set_option(tcp::no_delay(true), ignored);
+  socket_.non_blocking(true, ignored);  // fast_io's writes: a full socket returns, never blocks
   ReadRequest();
 }
 
 void RestSession::Refuse(std::string message) {
   refuse_message_ = std::move(message);
+  error_code ignored;
+  socket_.non_blocking(true, ignored);
   ReadRequest();
 }
 
@@ -92,25 +101,41 @@ void RestSession::ReadRequest() {
     ReadHeader();
     return;
   }
-  // Idle between requests: wait for the first byte without a buffer, for keepalive_timeout.
+  // Idle between requests, for keepalive_timeout. A connection that never sent a byte waits
+  // without a buffer (async_wait); afterwards the buffer is there anyway, and a read is cheaper
+  // than a wait (Asio re-registers the socket with epoll for every wait).
   ArmTimer(worker_.limits().keepalive_timeout, TimerRole::kIdle);
   auto self = shared_from_this();
-  socket_.async_wait(tcp::socket::wait_read, [self](const error_code& ec) {
-    if (self->closed_) return;
-    self->CancelTimer();
-    if (ec) {
-      self->Close();
-      return;
-    }
-    self->ReadHeader();
-  });
+  if (in_buffer_.capacity() == 0) {
+    socket_.async_wait(tcp::socket::wait_read, [self](const error_code& ec) {
+      if (self->closed_) return;
+      self->CancelTimer();
+      if (ec) {
+        self->Close();
+        return;
+      }
+      self->ReadHeader();
+    });
+    return;
+  }
+  socket_.async_read_some(in_buffer_.prepare(ReadSize(in_buffer_)),
+                          [self](const error_code& ec, size_t bytes) {
+                            self->in_buffer_.commit(bytes);
+                            if (self->closed_) return;
+                            self->CancelTimer();
+                            if (ec) {
+                              self->Close();  // the app closed its idle connection
+                              return;
+                            }
+                            self->ReadHeader();
+                          });
 }
 
 void RestSession::ReadHeader() {
   ArmTimer(worker_.limits().header_timeout, TimerRole::kHeader);
   auto self = shared_from_this();
-  http::async_read_header(socket_, in_buffer_, *parser_,
-                          [self](const error_code& ec, size_t) { self->OnRequestHeader(ec); });
+  ReadUntil(socket_, in_buffer_, *parser_, HeaderDone{},
+            [self](const error_code& ec, size_t) { self->OnRequestHeader(ec); });
 }
 
 void RestSession::OnRequestHeader(const error_code& ec) {
@@ -143,6 +168,9 @@ void RestSession::OnRequestHeader(const error_code& ec) {
   }
   request_active_ = true;
   request_started_ = worker_.loop().Now();
+  if (worker_.retry().calls_started != nullptr) {
+    worker_.retry().calls_started->fetch_add(1, std::memory_order_relaxed);
+  }
   auto& request = parser_->get();
   if (!refuse_message_.empty()) {
     LocalReply(503, refuse_message_, /*close=*/true);
@@ -195,13 +223,7 @@ void RestSession::OnRequestHeader(const error_code& ec) {
   if (budget > Duration::zero()) {
     deadline_ = worker_.loop().Now() + budget;
     deadline_budget_ = budget;
-    const uint64_t generation = ++deadline_generation_;
-    deadline_timer_.expires_after(budget);
-    auto self = shared_from_this();
-    deadline_timer_.async_wait([self, generation](const error_code& ec) {
-      if (ec || generation != self->deadline_generation_) return;
-      self->OnDeadline();
-    });
+    deadline_timer_.ArmAt(*deadline_, *this);
   }
   if (parser_->is_done()) {  // no body
     BeginUpstream();
@@ -267,38 +289,40 @@ void RestSession::ReadBodyIntoReplay() {
   body.size = chunk;
   ArmTimer(worker_.limits().keepalive_timeout, TimerRole::kBody);
   auto self = shared_from_this();
-  http::async_read(socket_, in_buffer_, *parser_, [self, old_size, chunk](error_code ec, size_t) {
-    if (self->closed_) return;
-    self->CancelTimer();
-    self->body_.resize(old_size + chunk - self->parser_->get().body().size);
-    if (ec == http::error::need_buffer) ec = {};
-    if (ec == http::error::body_limit) {
-      self->LocalReply(413,
-                       absl::StrCat("request body larger than rest.max_body_bytes (",
-                                    self->worker_.limits().max_body_bytes, " bytes)"),
-                       /*close=*/true);
-      return;
-    }
-    if (ec) {
-      self->Close();  // the app went away, or sent a broken body
-      return;
-    }
-    const int64_t added = static_cast<int64_t>(self->body_.size() - old_size);
-    const retry::ReplayLimits& replay = self->worker_.retry().context->replay;
-    self->replay_held_ += added;
-    if (replay.total_bytes != nullptr) {
-      replay.total_bytes->fetch_add(added, std::memory_order_relaxed);
-    }
-    if (self->parser_->is_done()) {
-      self->BeginUpstream();
-    } else if (self->body_.size() > replay.per_call) {
-      self->StreamBody(retry::ReplayLimit::kPerCall);  // what was read goes first, the rest streams
-    } else if (self->replay_held_ + self->ReplayBytesHeld() > replay.total) {
-      self->StreamBody(retry::ReplayLimit::kTotal);
-    } else {
-      self->ReadBodyIntoReplay();
-    }
-  });
+  ReadUntil(socket_, in_buffer_, *parser_, MessageDone{},
+            [self, old_size, chunk](error_code ec, size_t) {
+              if (self->closed_) return;
+              self->CancelTimer();
+              self->body_.resize(old_size + chunk - self->parser_->get().body().size);
+              if (ec == http::error::need_buffer) ec = {};
+              if (ec == http::error::body_limit) {
+                self->LocalReply(413,
+                                 absl::StrCat("request body larger than rest.max_body_bytes (",
+                                              self->worker_.limits().max_body_bytes, " bytes)"),
+                                 /*close=*/true);
+                return;
+              }
+              if (ec) {
+                self->Close();  // the app went away, or sent a broken body
+                return;
+              }
+              const int64_t added = static_cast<int64_t>(self->body_.size() - old_size);
+              const retry::ReplayLimits& replay = self->worker_.retry().context->replay;
+              self->replay_held_ += added;
+              if (replay.total_bytes != nullptr) {
+                replay.total_bytes->fetch_add(added, std::memory_order_relaxed);
+              }
+              if (self->parser_->is_done()) {
+                self->BeginUpstream();
+              } else if (self->body_.size() > replay.per_call) {
+                self->StreamBody(
+                    retry::ReplayLimit::kPerCall);  // what was read goes first, the rest streams
+              } else if (self->replay_held_ + self->ReplayBytesHeld() > replay.total) {
+                self->StreamBody(retry::ReplayLimit::kTotal);
+              } else {
+                self->ReadBodyIntoReplay();
+              }
+            });
 }
 
 // --- upstream --------------------------------------------------------------------------------
@@ -365,8 +389,19 @@ void RestSession::StartExchange(int slot, int node, int avoid_node) {
     ex.node = other ? *other : host.PickRestNode(worker_.pools());
   }
   ex.generation++;
-  ex.io = std::make_shared<ExchangeIo>(parser_->get().base());
-  ex.io->request.set(http::field::host, worker_.node_name(ex.node));
+  // The previous try's io when no operation of it is pending any more (its buffers are reused),
+  // else a new one. A request held whole is not copied: its head is written from the app's
+  // request with this node's Host (WriteRequest); a streamed one (one try, no hedge) gets a copy
+  // with its Host for Beast's serializer.
+  if (ex.io == nullptr || ex.io.use_count() != 1) ex.io = std::make_shared<ExchangeIo>();
+  ex.io->serializer.reset();
+  ex.io->response.reset();
+  if (streaming_) {
+    ex.io->request.emplace(parser_->get().base());
+    ex.io->request->set(http::field::host, worker_.node_name(ex.node));
+  } else {
+    ex.io->request.reset();
+  }
   pool::NodePool& pool = worker_.pool(ex.node);
   const pool::NodePool::AcquireResult result = pool.Acquire(ex);
   switch (result.outcome) {
@@ -420,40 +455,60 @@ void RestSession::OnExchangeReady(Exchange& ex, pool::PoolConnection* conn) {
 void RestSession::WriteRequest(Exchange& ex) {
   if (closed_ || ex.upstream == nullptr) return;
   ExchangeIo& io = *ex.io;
-  io.serializer.emplace(io.request);
-  auto& body = io.request.body();
-  body.data = body_.empty() ? nullptr : body_.data();
-  body.size = body_.size();
-  body.more = streaming_ && !parser_->is_done();
   const int slot = ex.slot;
   const uint64_t generation = ++ex.generation;
   auto self = shared_from_this();
-  http::async_write(
-      ex.upstream->stream(), *io.serializer,
-      [self, slot, generation, io = ex.io, conn = ex.upstream](error_code ec, size_t) {
-        Exchange& ex = self->exchanges_[slot];
-        if (generation != ex.generation || self->closed_) return;
-        if (ec == http::error::need_buffer) ec = {};
-        if (ec) {
-          // Nothing of an answer yet: on a reused connection the server had closed it idle.
-          const bool never_reached = ex.upstream->exchanges() > 1;
-          const std::string message =
-              absl::StrCat("lost the connection to REST node ", self->worker_.node_name(ex.node),
-                           " while sending the request: ", ec.message());
-          self->EndExchange(ex, false, true);
-          self->attempts_.OnLost(slot, never_reached, message);
-          return;
-        }
-        if (self->streaming_) {
-          self->body_.clear();  // sent: the rest of the body reuses the buffer chunk by chunk
-          self->ReleaseReplay();
-          if (!io->serializer->is_done()) {
-            self->RelayRequestChunk();
-            return;
-          }
-        }
-        self->ReadResponseHeader(ex);
-      });
+  auto on_written = [self, slot, generation, io = ex.io, conn = ex.upstream](error_code ec,
+                                                                             size_t) {
+    Exchange& ex = self->exchanges_[slot];
+    if (generation != ex.generation || self->closed_) return;
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      // Nothing of an answer yet: on a reused connection the server had closed it idle.
+      const bool never_reached = ex.upstream->exchanges() > 1;
+      const std::string message =
+          absl::StrCat("lost the connection to REST node ", self->worker_.node_name(ex.node),
+                       " while sending the request: ", ec.message());
+      self->EndExchange(ex, false, true);
+      self->attempts_.OnLost(slot, never_reached, message);
+      return;
+    }
+    if (self->streaming_) {
+      self->body_.clear();  // sent: the rest of the body reuses the buffer chunk by chunk
+      self->ReleaseReplay();
+      if (!io->serializer->is_done()) {
+        self->RelayRequestChunk();
+        return;
+      }
+    }
+    self->ReadResponseHeader(ex);
+  };
+  if (!streaming_) {
+    // The whole request is here (framed by its Content-Length, or bodiless): its head (with this
+    // node's Host in place of the app's, the request itself untouched) and body in one send. A
+    // retry or a hedge writes the same request again.
+    SerializeHead(parser_->get(), io.head, worker_.node_name(ex.node));
+    if (ex.upstream->cleartext()) {
+      WriteHeadAndBody(ex.upstream->socket(), boost::asio::buffer(io.head),
+                       boost::asio::buffer(body_.data(), body_.size()), std::move(on_written));
+    } else {
+      // TLS: the bytes go through the connection's stream, which encrypts them.
+      const std::array<boost::asio::const_buffer, 2> buffers{
+          boost::asio::buffer(io.head), boost::asio::buffer(body_.data(), body_.size())};
+      boost::asio::async_write(ex.upstream->stream(), buffers, std::move(on_written));
+    }
+    return;
+  }
+  io.serializer.emplace(*io.request);
+  auto& body = io.request->body();
+  body.data = body_.empty() ? nullptr : body_.data();
+  body.size = body_.size();
+  body.more = !parser_->is_done();
+  if (ex.upstream->cleartext()) {
+    WriteAll(ex.upstream->socket(), *io.serializer, std::move(on_written));
+  } else {
+    http::async_write(ex.upstream->stream(), *io.serializer, std::move(on_written));
+  }
 }
 
 void RestSession::RelayRequestChunk() {
@@ -484,7 +539,7 @@ void RestSession::RelayRequestChunk() {
       return;
     }
     const size_t got = kChunkBytes - self->parser_->get().body().size;
-    auto& body = ex.io->request.body();
+    auto& body = ex.io->request->body();
     body.data = self->body_.data();
     body.size = got;
     body.more = !self->parser_->is_done();
@@ -522,13 +577,32 @@ void RestSession::ReadResponseHeader(Exchange& ex) {
   const int slot = ex.slot;
   const uint64_t generation = ex.generation;
   auto self = shared_from_this();
-  http::async_read_header(
-      ex.upstream->stream(), ex.upstream->buffer(), *io.response,
-      [self, slot, generation, io = ex.io, conn = ex.upstream](const error_code& ec, size_t) {
-        Exchange& ex = self->exchanges_[slot];
-        if (generation != ex.generation || self->closed_) return;
-        self->OnResponseHeader(ex, ec);
-      });
+  auto on_header = [self, slot, generation, io = ex.io, conn = ex.upstream](const error_code& ec,
+                                                                            size_t) {
+    Exchange& ex = self->exchanges_[slot];
+    if (generation != ex.generation || self->closed_) return;
+    self->OnResponseHeader(ex, ec);
+  };
+  if (!ex.upstream->cleartext()) {
+    // TLS: Beast reads through the connection's stream, which decrypts (never inline).
+    http::async_read_header(ex.upstream->stream(), ex.upstream->buffer(), *io.response,
+                            std::move(on_header));
+    return;
+  }
+  // A head parsed at once from what the connection had buffered (an interim 100 answer's final
+  // one, or bytes a server sent unasked) is taken up from the event loop: this may run inside the
+  // attempt controller's StartAttempt, which the answer must not re-enter.
+  head_read_inline_ = true;
+  ReadUntil(ex.upstream->socket(), ex.upstream->buffer(), *io.response, HeaderDone{},
+            [self, on_header = std::move(on_header)](const error_code& ec, size_t) mutable {
+              if (self->head_read_inline_) {
+                boost::asio::post(self->worker_.io(), [on_header = std::move(on_header),
+                                                       ec]() mutable { on_header(ec, 0); });
+                return;
+              }
+              on_header(ec, 0);
+            });
+  head_read_inline_ = false;
 }
 
 void RestSession::OnResponseHeader(Exchange& ex, const error_code& ec) {
@@ -596,8 +670,7 @@ void RestSession::ForwardResponse() {
   Exchange& ex = exchanges_[answer_slot_];
   ResponseParser& parser = *ex.io->response;
   response_started_ = true;
-  deadline_generation_++;
-  deadline_timer_.cancel();
+  deadline_timer_.Disarm();
   auto& response = parser.get();
   upstream_reusable_ = response.keep_alive();
   const auto length = parser.content_length();
@@ -606,7 +679,8 @@ void RestSession::ForwardResponse() {
   const bool old_client = parser_->get().version() == 10;
   response.version(parser_->get().version());
   if (length) {
-    response.content_length(*length);
+    // Qdrant's Content-Length field stays as it came; repeated ones become one.
+    if (response.count(http::field::content_length) != 1) response.content_length(*length);
   } else if (has_body) {
     // Chunked from Qdrant, or delimited by its close: chunked to a 1.1 app, close-delimited to
     // a 1.0 one.
@@ -618,8 +692,7 @@ void RestSession::ForwardResponse() {
   }
   if (draining_) close_after_ = true;
   response.keep_alive(keep_alive_ && !close_after_ && parser_->is_done());
-  response_serializer_.emplace(response);
-  RelayResponseChunk();
+  RelayResponseChunk();  // the serializer, if one is needed, comes with the first write
 }
 
 void RestSession::RelayResponseChunk() {
@@ -633,64 +706,104 @@ void RestSession::RelayResponseChunk() {
     WriteResponseChunk();
     return;
   }
-  if (chunk_ == nullptr) chunk_ = std::make_unique<char[]>(kChunkBytes);
+  if (chunk_ == nullptr) {
+    // Sized to the answer when its length is known (most are small); not zeroed.
+    const auto left = parser.content_length_remaining();  // boost::optional
+    chunk_size_ = left ? static_cast<size_t>(std::min<uint64_t>(*left, kChunkBytes)) : kChunkBytes;
+    chunk_.reset(new char[chunk_size_]);
+  }
   body.data = chunk_.get();
-  body.size = kChunkBytes;
+  body.size = chunk_size_;
   const int slot = ex.slot;
   const uint64_t generation = ex.generation;
   auto self = shared_from_this();
-  http::async_read(ex.upstream->stream(), ex.upstream->buffer(), parser,
-                   [self, slot, generation, io = ex.io, conn = ex.upstream](error_code ec, size_t) {
-                     Exchange& ex = self->exchanges_[slot];
-                     if (generation != ex.generation || self->closed_) return;
-                     if (ec == http::error::need_buffer) ec = {};
-                     if (ec) {
-                       // Half an answer is out: the app sees its connection end.
-                       const size_t node = ex.node;
-                       self->EndUpstream(/*failed=*/true);
-                       self->worker_.host().OnRestAttemptEnd(node, true);
-                       self->FinishRequest(502);
-                       self->Close();
-                       return;
-                     }
-                     auto& body = io->response->get().body();
-                     const size_t got = kChunkBytes - body.size;
-                     body.data = self->chunk_.get();
-                     body.size = got;
-                     body.more = !io->response->is_done();
-                     self->WriteResponseChunk();
-                   });
+  // Some of the body (whatever the upstream buffer holds, else what the next read brings), or
+  // the end of the answer.
+  auto got_some = [&parser, size = chunk_size_](const auto& basic) {
+    return basic.is_done() || parser.get().body().size < size;
+  };
+  auto on_read = [self, slot, generation, io = ex.io, conn = ex.upstream](error_code ec, size_t) {
+    Exchange& ex = self->exchanges_[slot];
+    if (generation != ex.generation || self->closed_) return;
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      // Half an answer is out: the app sees its connection end.
+      const size_t node = ex.node;
+      self->EndUpstream(/*failed=*/true);
+      self->worker_.host().OnRestAttemptEnd(node, true);
+      self->FinishRequest(502);
+      self->Close();
+      return;
+    }
+    auto& body = io->response->get().body();
+    const size_t got = self->chunk_size_ - body.size;
+    body.data = self->chunk_.get();
+    body.size = got;
+    body.more = !io->response->is_done();
+    self->WriteResponseChunk();
+  };
+  if (!ex.upstream->cleartext()) {
+    // TLS: Beast reads through the connection's stream until the chunk is full (need_buffer) or
+    // the answer ends.
+    http::async_read(ex.upstream->stream(), ex.upstream->buffer(), parser, std::move(on_read));
+    return;
+  }
+  ReadUntil(ex.upstream->socket(), ex.upstream->buffer(), parser, got_some, std::move(on_read));
 }
 
 void RestSession::WriteResponseChunk() {
   const int slot = answer_slot_;
+  ResponseParser& parser = *exchanges_[slot].io->response;
   const uint64_t generation = exchanges_[slot].generation;
   auto self = shared_from_this();
-  http::async_write(socket_, *response_serializer_,
-                    [self, slot, generation](error_code ec, size_t) {
-                      if (generation != self->exchanges_[slot].generation || self->closed_) return;
-                      if (ec == http::error::need_buffer) ec = {};
-                      if (ec) {
-                        self->EndUpstream(/*failed=*/false);
-                        self->FinishRequest(499);
-                        self->Close();
-                        return;
-                      }
-                      if (self->response_serializer_->is_done()) {
-                        self->OnResponseDone();
-                      } else {
-                        self->RelayResponseChunk();
-                      }
-                    });
+  auto& response = parser.get();
+  if (!response_serializer_ && parser.is_done() && !response.chunked()) {
+    // The whole answer was read, and it goes out framed as it came (Content-Length, no body, or
+    // the close): its head and body in one send, without a body serializer.
+    SerializeHead(response, wire_head_);
+    const auto& body = response.body();  // RelayResponseChunk pointed it at what was read
+    const size_t size = body.data == nullptr ? 0 : body.size;
+    WriteHeadAndBody(socket_, boost::asio::buffer(wire_head_), boost::asio::buffer(body.data, size),
+                     [self, slot, generation](error_code ec, size_t) {
+                       if (generation != self->exchanges_[slot].generation || self->closed_) {
+                         return;
+                       }
+                       if (ec) {
+                         self->EndUpstream(/*failed=*/false);
+                         self->FinishRequest(499);
+                         self->Close();
+                         return;
+                       }
+                       self->OnResponseDone();
+                     });
+    return;
+  }
+  if (!response_serializer_) response_serializer_.emplace(response);
+  WriteAll(socket_, *response_serializer_, [self, slot, generation](error_code ec, size_t) {
+    if (generation != self->exchanges_[slot].generation || self->closed_) return;
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      self->EndUpstream(/*failed=*/false);
+      self->FinishRequest(499);
+      self->Close();
+      return;
+    }
+    if (self->response_serializer_->is_done()) {
+      self->OnResponseDone();
+    } else {
+      self->RelayResponseChunk();
+    }
+  });
 }
 
 void RestSession::OnResponseDone() {
   Exchange& ex = exchanges_[answer_slot_];
   ExchangeIo& io = *ex.io;
   const unsigned status = io.response->get().result_int();
-  EndExchange(
-      ex, upstream_reusable_ && io.serializer && io.serializer->is_done() && io.response->is_done(),
-      false);
+  // The request went out whole: held whole (sent before the answer was read), or streamed to the
+  // serializer's end.
+  const bool request_sent = !streaming_ || (io.serializer && io.serializer->is_done());
+  EndExchange(ex, upstream_reusable_ && request_sent && io.response->is_done(), false);
   chunk_.reset();
   const bool close = close_after_ || !keep_alive_ || !parser_->is_done();
   FinishRequest(status);
@@ -733,7 +846,7 @@ void RestSession::LocalReply(unsigned status, const std::string& message, bool c
                              std::optional<int> retry_after_seconds) {
   if (closed_) return;
   EndUpstream(/*failed=*/true);
-  deadline_generation_++;
+  deadline_timer_.Disarm();
   response_started_ = true;
   worker_.retry().local_replies->fetch_add(1, std::memory_order_relaxed);
   if (draining_) close = true;
@@ -781,19 +894,11 @@ void RestSession::ReleaseReplay() {
 // --- timers and close ------------------------------------------------------------------------
 
 void RestSession::ArmTimer(Duration after, TimerRole role) {
-  const uint64_t generation = ++timer_generation_;
-  timer_.expires_after(after);
-  auto self = shared_from_this();
-  timer_.async_wait([self, generation, role](const error_code& ec) {
-    if (ec || generation != self->timer_generation_ || self->closed_) return;
-    self->OnTimer(role);
-  });
+  timer_role_ = role;
+  timer_.ArmAt(MonoClock::now() + after, *this);
 }
 
-void RestSession::CancelTimer() {
-  timer_generation_++;
-  timer_.cancel();
-}
+void RestSession::CancelTimer() { timer_.Disarm(); }
 
 void RestSession::OnTimer(TimerRole role) {
   switch (role) {
@@ -821,9 +926,8 @@ void RestSession::Close() {
   closed_ = true;
   EndUpstream(/*failed=*/request_active_);
   FinishRequest(499);
-  CancelTimer();
-  deadline_generation_++;
-  deadline_timer_.cancel();
+  timer_.Stop();
+  deadline_timer_.Stop();
   error_code ignored;
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);

@@ -31,6 +31,7 @@
 #include "daemon/common/event_loop.h"
 #include "daemon/common/qdrant_methods.h"
 #include "daemon/pool/node_pool.h"
+#include "daemon/rest/lazy_timer.h"
 #include "daemon/rest/rest_attempts.h"
 #include "daemon/retry/method_class.h"
 
@@ -69,12 +70,12 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
       boost::beast::http::response_serializer<boost::beast::http::buffer_body>;
   using LocalResponse = boost::beast::http::response<boost::beast::http::string_body>;
 
-  // What an exchange's reads and writes work on. A pending Beast operation holds it (shared) until
-  // it completes, so a cancelled exchange's slot can start another at once.
+  // What an exchange's reads and writes work on. A pending operation holds it (shared) until it
+  // completes, so a cancelled exchange's slot can start another at once.
   struct ExchangeIo {
-    explicit ExchangeIo(const Request::header_type& header) : request(header) {}
-    Request request;  // the request as this node gets it (its own Host)
-    std::optional<RequestSerializer> serializer;
+    std::string head;                // a request held whole: its head as this node gets it
+    std::optional<Request> request;  // a streamed request as this node gets it (its own Host)
+    std::optional<RequestSerializer> serializer;  // a streamed request's
     std::optional<ResponseParser> response;
   };
 
@@ -150,17 +151,18 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
   RestWorker& worker_;
   boost::asio::ip::tcp::socket socket_;
   boost::beast::flat_buffer in_buffer_;  // bounded by rest.max_header_bytes + one chunk
-  boost::asio::steady_timer timer_;
-  boost::asio::steady_timer deadline_timer_;
-  uint64_t timer_generation_ = 0;  // a stale timer completion sees another generation
-  uint64_t deadline_generation_ = 0;
+  LazyTimer timer_;  // the phase's timeout (idle, header, body) or a retry's backoff
+  TimerRole timer_role_ = TimerRole::kNone;
+  LazyTimer deadline_timer_;  // rest.request_timeout, until the answer starts
 
   // The request in flight.
   std::optional<Parser> parser_;
   std::optional<ResponseSerializer> response_serializer_;  // the answer to the app
   std::unique_ptr<LocalResponse> local_reply_;
   std::string body_;               // the request body as read (the replay copy), or a chunk
+  std::string wire_head_;          // the head of the answer being written (SerializeHead)
   std::unique_ptr<char[]> chunk_;  // the answer's chunks, allocated for the first one
+  size_t chunk_size_ = 0;          // chunk_'s size: 64 KiB, or less for a shorter answer
   int64_t replay_held_ = 0;        // bytes of body_ counted in the process's replay bytes
   const QdrantRestRoute* route_ = nullptr;
   retry::RetryClass retry_class_ = retry::RetryClass::kNeverRepeat;
@@ -179,7 +181,8 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
   bool head_ = false;       // a HEAD request: the answer has no body
   bool response_started_ = false;
   bool upstream_reusable_ = false;
-  bool close_after_ = false;  // this answer ends the connection
+  bool close_after_ = false;       // this answer ends the connection
+  bool head_read_inline_ = false;  // inside ReadResponseHeader's ReadUntil call
   bool draining_ = false;
   bool closed_ = false;
   std::string refuse_message_;  // non-empty: answer 503 with it, then close

@@ -79,6 +79,9 @@ void RestUpstreamConnection::OnTcpConnected() {
   boost::system::error_code ignored;
   stream_.socket().set_option(tcp::no_delay(true), ignored);
   if (tls_context_ == nullptr) {
+    // Cleartext: the session reads and writes the socket itself (fast_io), whose writes never
+    // block the worker. A TLS connection stays blocking: its bytes go through RestStream only.
+    stream_.socket().non_blocking(true, ignored);
     OnUp();
     return;
   }
@@ -181,6 +184,8 @@ void RestUpstreamConnection::FailConnect(const absl::Status& reason) {
 void RestUpstreamConnection::WatchIdle() {
   const uint64_t generation = ++watch_generation_;
   auto self = shared_from_this();
+  // Left pending through the next exchange (BeginExchange only changes the generation): the
+  // answer's read then queues behind it and Asio tries no read before the answer is there.
   stream_.socket().async_wait(tcp::socket::wait_read, [self, generation](
                                                           const boost::system::error_code& ec) {
     if (generation != self->watch_generation_ || self->in_exchange_ || self->events_ == nullptr) {

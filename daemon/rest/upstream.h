@@ -3,7 +3,8 @@
 // reports its life through PoolConnectionEvents like the HTTP/2 connections do.
 //
 // A request (RestSession) that got the slot calls BeginExchange(), writes its request and reads
-// the answer on stream() / buffer() itself (Beast), then EndExchange(reusable). Between
+// the answer on stream() / buffer() itself (Beast; on a cleartext connection, socket() directly
+// with fast_io), then EndExchange(reusable). Between
 // exchanges the connection watches its socket: readable while idle means the server closed it
 // (Qdrant's keep-alive timeout) or sent bytes nobody asked for, and the connection goes (over
 // TLS, a record with no application data, such as a TLS 1.3 session ticket, is taken in and the
@@ -63,6 +64,12 @@ class RestUpstreamConnection : public pool::PoolConnection,
 
   // Where the request and the answer go: the socket, or TLS over it.
   RestStream& stream() { return stream_; }
+  // A cleartext connection (no TLS): its socket is non-blocking and carries the HTTP bytes
+  // themselves, so the session may read and write socket() directly (fast_io). On a TLS
+  // connection only stream() may carry them.
+  bool cleartext() const { return stream_.tls() == nullptr; }
+  // The TCP socket under stream(); for raw I/O only when cleartext().
+  boost::asio::ip::tcp::socket& socket() { return stream_.socket(); }
   boost::beast::flat_buffer& buffer() { return buffer_; }
   // Exchanges begun on this connection, the current one included: above 1, the connection was
   // reused, and a close before any byte of the answer means the server closed it idle.

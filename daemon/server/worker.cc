@@ -207,6 +207,7 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
     rest_retry.context = &retry_;
     rest_retry.local_replies = &counters_.local_replies;
     rest_retry.protocol_errors = &counters_.downstream_protocol_errors;
+    rest_retry.calls_started = &counters_.calls_started;
     // The REST pools share the gRPC pools' upstream.max_pending budget.
     rest_ = std::make_unique<rest::RestWorker>(*config_, index, count, io_, loop_, random_,
                                                pending_budget_, *this, rest_retry, metrics_,

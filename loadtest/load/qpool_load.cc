@@ -1,18 +1,25 @@
-// qpool-load: a gRPC load generator for Qdrant endpoints (qpoold, a proxy, or Qdrant itself), on
-// nghttp2's client side and Boost.Asio, one event-loop thread. It is deliberately not built on the
-// gRPC library, so that on a 2-core machine the load tool costs a few µs per call and leaves the
-// CPU to what is measured.
+// qpool-load: a gRPC and REST load generator for Qdrant endpoints (qpoold, a proxy, or Qdrant
+// itself), on nghttp2's client side (gRPC) or keep-alive HTTP/1.1 parsed by Beast (REST) and
+// Boost.Asio, one event-loop thread. It is deliberately not built on the gRPC library, so that on
+// a 2-core machine the load tool costs a few µs per call and leaves the CPU to what is measured.
 //
 //   qpool-load --target 127.0.0.1:6334 --connections 10 --inflight 10 --duration 5 --json out.json
 //   qpool-load --target 127.0.0.1:6334 --method search --dim 768 --rate 2000 --duration 10
+//   qpool-load --protocol rest --target 127.0.0.1:6333 --method search --connections 100
+//
+// REST (--protocol rest): Qdrant's HTTP API (health: GET /; search: POST
+// /collections/C/points/search; upsert: PUT /collections/C/points?wait=true; the setup deletes and
+// creates the collection the same way), JSON bodies built once; --inflight above 1 pipelines
+// requests on a connection (answers come in order). An answer counts as ok when its status is 2xx;
+// others are counted as HTTP_<status>.
 //
 // Closed loop (default): each of --connections keeps --inflight calls outstanding; latency is
 // measured from each call's send. Open loop (--rate R): calls are due at a fixed rate, spread
 // round-robin over the connections, and latency is measured from the intended send time, so a
 // stalled server shows up in the percentiles (no coordinated omission).
 //
-// Every answer's grpc-status is checked; non-OK answers are counted by code, as are answers with
-// no grpc-status, reset streams and calls lost with their connection. Every run is bounded: by
+// Every gRPC answer's grpc-status is checked; non-OK answers are counted by code, as are answers
+// with no grpc-status, reset streams and calls lost with their connection. Every run is bounded: by
 // --duration or --count, and always by --max-time. Targets are IP literals; a non-loopback target
 // needs --allow-non-loopback.
 #include <nghttp2/nghttp2.h>
@@ -21,16 +28,20 @@
 #include <algorithm>
 #include <array>
 #include <boost/asio.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -58,9 +69,11 @@ int64_t NowNs() {
 // Options
 
 enum class Method { kHealth, kSearch, kUpsert };
+enum class Protocol { kGrpc, kRest };
 
 struct Options {
-  std::string target;               // HOST:PORT, an IP literal (required)
+  std::string target;  // HOST:PORT, an IP literal (required)
+  Protocol protocol = Protocol::kGrpc;
   bool allow_non_loopback = false;  // refuse non-loopback targets unless set
   Method method = Method::kHealth;
   int connections = 1;            // active connections
@@ -86,9 +99,12 @@ struct Options {
 
 void Usage(std::ostream& out) {
   out << "usage: qpool-load --target IP:PORT [options]\n"
+         "  --protocol grpc|rest            gRPC over HTTP/2, or Qdrant's REST API over\n"
+         "                                  keep-alive HTTP/1.1 (default grpc)\n"
          "  --method health|search|upsert   call (default health)\n"
-         "  --connections N                 active HTTP/2 connections (default 1)\n"
-         "  --inflight N                    closed loop: calls in flight per connection (1)\n"
+         "  --connections N                 active connections (default 1)\n"
+         "  --inflight N                    closed loop: calls in flight per connection (1;\n"
+         "                                  REST: pipelined)\n"
          "  --rate R                        open loop: R calls/s in total (default: closed loop)\n"
          "  --warmup S                      warm-up seconds, not measured (1)\n"
          "  --duration S | --count N        measured seconds, or measured calls (default 5 s)\n"
@@ -144,6 +160,14 @@ bool ParseOptions(int argc, char** argv, Options& o, std::string& error) {
       return false;
     } else if (a == "--target") {
       o.target = v;
+    } else if (a == "--protocol") {
+      const std::string p = v;
+      if (p == "grpc")
+        o.protocol = Protocol::kGrpc;
+      else if (p == "rest")
+        o.protocol = Protocol::kRest;
+      else
+        return error = "--protocol: grpc or rest, not '" + p + "'", false;
     } else if (a == "--method") {
       const std::string m = v;
       if (m == "health")
@@ -219,8 +243,11 @@ bool ParseOptions(int argc, char** argv, Options& o, std::string& error) {
 // Requests: pre-encoded gRPC messages (5-byte prefix + protobuf), built once.
 
 struct Request {
-  std::string path;  // /package.Service/Method
-  std::string body;  // length-prefixed message
+  std::string path;           // /package.Service/Method (gRPC), or the REST target
+  std::string body;           // length-prefixed message (gRPC), or the JSON document (REST)
+  std::string verb;           // REST: GET, POST, PUT, DELETE
+  std::string wire;           // REST: the whole HTTP/1.1 request, built once (RestWire)
+  bool not_found_ok = false;  // REST setup: a 404 counts as done (deleting what is not there)
 };
 
 std::string Frame(const google::protobuf::MessageLite& m) {
@@ -297,6 +324,82 @@ std::vector<Request> LoadRequests(const Options& o, std::mt19937& rng) {
   return out;
 }
 
+// REST requests: Qdrant's HTTP API with JSON bodies, written as the Python client writes them.
+
+void AppendVectorJson(std::mt19937& rng, int dim, std::string& out) {
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  out += '[';
+  char number[32];
+  for (int i = 0; i < dim; ++i) {
+    const int n = std::snprintf(number, sizeof number, "%s%.6f", i ? "," : "", u(rng));
+    out.append(number, static_cast<size_t>(n));
+  }
+  out += ']';
+}
+
+Request RestUpsertRequest(const Options& o, std::mt19937& rng, uint64_t first_id, int n) {
+  std::string body = "{\"points\":[";
+  for (int i = 0; i < n; ++i) {
+    body += i ? ",{\"id\":" : "{\"id\":";
+    body += std::to_string(first_id + i);
+    body += ",\"vector\":";
+    AppendVectorJson(rng, o.dim, body);
+    body += '}';
+  }
+  body += "]}";
+  return {"/collections/" + o.collection + "/points?wait=true", body, "PUT"};
+}
+
+std::vector<Request> RestSetupRequests(const Options& o, std::mt19937& rng) {
+  std::vector<Request> out;
+  if (o.method == Method::kHealth || !o.setup) return out;
+  Request del{"/collections/" + o.collection, "", "DELETE"};
+  del.not_found_ok = true;
+  out.push_back(del);
+  out.push_back({"/collections/" + o.collection,
+                 "{\"vectors\":{\"size\":" + std::to_string(o.dim) + ",\"distance\":\"Cosine\"}}",
+                 "PUT"});
+  if (o.method == Method::kSearch) {
+    for (int first = 0; first < o.points; first += 100) {
+      out.push_back(RestUpsertRequest(o, rng, first, std::min(100, o.points - first)));
+    }
+  }
+  return out;
+}
+
+std::vector<Request> RestLoadRequests(const Options& o, std::mt19937& rng) {
+  std::vector<Request> out;
+  switch (o.method) {
+    case Method::kHealth:
+      out.push_back({"/", "", "GET"});
+      break;
+    case Method::kSearch:
+      for (int i = 0; i < 16; ++i) {
+        std::string body = "{\"vector\":";
+        AppendVectorJson(rng, o.dim, body);
+        body += ",\"limit\":" + std::to_string(o.limit) + "}";
+        out.push_back({"/collections/" + o.collection + "/points/search", body, "POST"});
+      }
+      break;
+    case Method::kUpsert:
+      for (int i = 0; i < 16; ++i) {
+        out.push_back(RestUpsertRequest(o, rng, uint64_t(i) * o.batch, o.batch));
+      }
+      break;
+  }
+  return out;
+}
+
+// The request as it goes on the wire: request line, Host, the JSON framing, the body.
+void RestWire(Request& r, const std::string& authority) {
+  r.wire = r.verb + " " + r.path + " HTTP/1.1\r\nHost: " + authority +
+           "\r\nUser-Agent: qpool-load/0.1\r\nAccept: */*\r\n";
+  if (!r.body.empty() || r.verb == "POST" || r.verb == "PUT") {
+    r.wire += "Content-Type: application/json\r\nContent-Length: " + std::to_string(r.body.size()) +
+              "\r\n";
+  }
+  r.wire += "\r\n" + r.body;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Results
@@ -335,8 +438,8 @@ struct Call {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(Runner& runner, asio::io_context& io, bool idle)
-      : runner_(runner), socket_(io), idle_(idle) {}
+  Connection(Runner& runner, asio::io_context& io, bool idle, bool rest)
+      : runner_(runner), socket_(io), idle_(idle), rest_(rest) {}
   ~Connection() {
     if (session_) nghttp2_session_del(session_);
   }
@@ -361,6 +464,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void WaitRead();
   void OnReadable();
+  // REST: parses what `in_` holds into answers, in order; false once the connection failed.
+  bool ParseRest();
+  void FlushRest();
   void Fail(const std::string& why);
   void Link(Call* c);
   void Unlink(Call* c);
@@ -368,7 +474,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Runner& runner_;
   tcp::socket socket_;
   const bool idle_;
+  const bool rest_;  // HTTP/1.1 (REST) instead of HTTP/2 (gRPC)
   nghttp2_session* session_ = nullptr;
+  // REST: requests not yet written, calls in answer order, what was read and not parsed, and the
+  // answer being parsed (its body is discarded into body_sink_).
+  std::string rest_pending_;
+  std::deque<Call*> rest_order_;
+  boost::beast::flat_buffer in_;
+  std::optional<boost::beast::http::response_parser<boost::beast::http::buffer_body>> parser_;
+  std::array<char, 16 * 1024> body_sink_;
   bool alive_ = false;
   bool ready_ = false;  // peer SETTINGS received
   bool writing_ = false;
@@ -475,6 +589,13 @@ void Connection::Start(const tcp::endpoint& ep) {
     boost::system::error_code ignored;
     self->socket_.set_option(tcp::no_delay(true), ignored);
     self->socket_.non_blocking(true, ignored);
+    if (self->rest_) {  // HTTP/1.1: ready once connected
+      self->alive_ = true;
+      self->ready_ = true;
+      self->runner_.OnConnected(*self, true, "");
+      if (self->alive_) self->WaitRead();
+      return;
+    }
     nghttp2_session_client_new(&self->session_, Callbacks(), self.get());
     const nghttp2_settings_entry settings[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
@@ -498,6 +619,20 @@ void Connection::WaitRead() {
 }
 
 void Connection::OnReadable() {
+  if (rest_) {
+    for (;;) {
+      boost::system::error_code ec;
+      const size_t n = socket_.read_some(in_.prepare(64 * 1024), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+      if (ec) return Fail(ec == asio::error::eof ? "closed by peer" : ec.message());
+      in_.commit(n);
+      if (!ParseRest()) return;
+      if (n < 64 * 1024) break;
+    }
+    FlushRest();
+    WaitRead();
+    return;
+  }
   auto& buf = runner_.read_buffer();
   for (;;) {
     boost::system::error_code ec;
@@ -517,6 +652,7 @@ void Connection::OnReadable() {
 }
 
 void Connection::Flush() {
+  if (rest_) return FlushRest();
   if (!alive_ || writing_) return;
   out_.clear();
   while (out_.size() < 64 * 1024) {
@@ -537,8 +673,73 @@ void Connection::Flush() {
                     });
 }
 
+bool Connection::ParseRest() {
+  namespace http = boost::beast::http;
+  while (in_.size() > 0) {
+    if (!parser_) {
+      parser_.emplace();
+      parser_->body_limit(boost::none);
+      parser_->eager(true);
+    }
+    auto& body = parser_->get().body();
+    body.data = body_sink_.data();
+    body.size = body_sink_.size();
+    boost::system::error_code ec;
+    const size_t used = parser_->put(in_.data(), ec);
+    in_.consume(used);
+    if (ec == http::error::need_buffer) continue;  // the sink was full: discard and go on
+    if (ec == http::error::need_more) return true;
+    if (ec) {
+      Fail("bad HTTP/1.1 answer: " + ec.message());
+      return false;
+    }
+    if (!parser_->is_done()) continue;
+    const unsigned status = parser_->get().result_int();
+    const bool keep_alive = parser_->get().keep_alive();
+    parser_.reset();
+    if (rest_order_.empty()) {
+      Fail("an answer nobody asked for");
+      return false;
+    }
+    Call* c = rest_order_.front();
+    rest_order_.pop_front();
+    Unlink(c);
+    c->http_status = static_cast<int>(status);
+    runner_.OnCallDone(c, nullptr);
+    if (!keep_alive) {
+      Fail("closed by peer (Connection: close)");
+      return false;
+    }
+    if (!alive_) return false;
+  }
+  return true;
+}
+
+void Connection::FlushRest() {
+  if (!alive_ || writing_ || rest_pending_.empty()) return;
+  out_.assign(rest_pending_.begin(), rest_pending_.end());
+  rest_pending_.clear();
+  writing_ = true;
+  asio::async_write(socket_, asio::buffer(out_),
+                    [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
+                      self->writing_ = false;
+                      if (!self->alive_) return;
+                      if (ec) return self->Fail(ec.message());
+                      self->FlushRest();
+                    });
+}
+
 bool Connection::Submit(Call* call, const std::string& authority) {
   if (!alive_) return false;
+  if (rest_) {
+    call->conn = this;
+    call->grpc_status = -1;
+    call->http_status = 0;
+    rest_pending_ += call->request->wire;
+    rest_order_.push_back(call);
+    Link(call);
+    return true;
+  }
   auto nv = [](const char* name, const std::string& value) {
     return nghttp2_nv{(uint8_t*)name, (uint8_t*)value.data(), std::strlen(name), value.size(),
                       NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
@@ -656,6 +857,7 @@ void Connection::Fail(const std::string& why) {
     runner_.OnConnected(*this, false, why);
   else
     runner_.OnConnectionLost(*this, why);
+  rest_order_.clear();
   while (calls_) {
     Call* c = calls_;
     Unlink(c);
@@ -716,8 +918,13 @@ int Runner::Run() {
   }
 
   std::mt19937 rng(12345);
-  setup_requests_ = SetupRequests(o_, rng);
-  requests_ = LoadRequests(o_, rng);
+  const bool rest = o_.protocol == Protocol::kRest;
+  setup_requests_ = rest ? RestSetupRequests(o_, rng) : SetupRequests(o_, rng);
+  requests_ = rest ? RestLoadRequests(o_, rng) : LoadRequests(o_, rng);
+  if (rest) {
+    for (Request& r : setup_requests_) RestWire(r, authority_);
+    for (Request& r : requests_) RestWire(r, authority_);
+  }
 
   hard_stop_.expires_after(std::chrono::milliseconds(static_cast<int64_t>(o_.max_time_s * 1000)));
   hard_stop_.async_wait([this](const boost::system::error_code& e) {
@@ -726,10 +933,10 @@ int Runner::Run() {
 
   connects_pending_ = o_.connections + o_.idle_connections;
   for (int i = 0; i < o_.connections; ++i) {
-    active_.push_back(std::make_shared<Connection>(*this, io_, false));
+    active_.push_back(std::make_shared<Connection>(*this, io_, false, rest));
   }
   for (int i = 0; i < o_.idle_connections; ++i) {
-    idle_.push_back(std::make_shared<Connection>(*this, io_, true));
+    idle_.push_back(std::make_shared<Connection>(*this, io_, true, rest));
   }
   connect_deadline_.expires_after(
       std::chrono::milliseconds(static_cast<int64_t>(o_.connect_timeout_s * 1000)));
@@ -813,7 +1020,8 @@ void Runner::IssueSetup() {
   call->kind = CallKind::kSetup;
   call->request = &setup_requests_[setup_next_++];
   call->start_ns = NowNs();
-  setup_calls_[call->request->path]++;
+  setup_calls_[call->request->verb.empty() ? call->request->path.substr(1)
+                                           : call->request->verb + " " + call->request->path]++;
   if (!conn->Submit(call, authority_)) {
     fatal_ = "setup: submit failed";
     return Finish(false);
@@ -916,9 +1124,14 @@ void Runner::OnCallDone(Call* call, const char* failure) {
   Connection* conn = call->conn;
   const CallKind kind = call->kind;
   std::string code;
-  if (failure)
+  if (failure) {
     code = failure;
-  else if (call->grpc_status != 0) {
+  } else if (o_.protocol == Protocol::kRest) {
+    const int status = call->http_status;
+    const bool ok =
+        (status >= 200 && status < 300) || (status == 404 && call->request->not_found_ok);
+    if (!ok) code = "HTTP_" + std::to_string(status);
+  } else if (call->grpc_status != 0) {
     const char* name = qpool::GrpcCodeName(call->grpc_status);
     code = name ? name : "GRPC_STATUS_" + std::to_string(call->grpc_status);
   }
@@ -997,8 +1210,9 @@ void Runner::Report() {
   std::ostringstream js;
   js.setf(std::ios::fixed);
   js.precision(3);
-  js << "{\"tool\":\"qpool-load\",\"target\":\"" << JsonEscape(o_.target) << "\",\"method\":\""
-     << method << "\",\"path\":\"" << (requests_.empty() ? "" : requests_[0].path)
+  js << "{\"tool\":\"qpool-load\",\"target\":\"" << JsonEscape(o_.target) << "\",\"protocol\":\""
+     << (o_.protocol == Protocol::kRest ? "rest" : "grpc") << "\",\"method\":\"" << method
+     << "\",\"path\":\"" << (requests_.empty() ? "" : JsonEscape(requests_[0].path))
      << "\",\"mode\":\"" << (o_.rate > 0 ? "open" : "closed")
      << "\",\"connections\":" << o_.connections << ",\"inflight\":" << o_.inflight
      << ",\"rate\":" << o_.rate << ",\"dim\":" << (o_.method == Method::kHealth ? 0 : o_.dim)
@@ -1022,7 +1236,7 @@ void Runner::Report() {
   js << "},\"setup_calls\":{";
   first = true;
   for (const auto& [k, v] : setup_calls_) {
-    js << (first ? "" : ",") << "\"" << JsonEscape(k.substr(1)) << "\":" << v;
+    js << (first ? "" : ",") << "\"" << JsonEscape(k) << "\":" << v;
     first = false;
   }
   auto phase = [&](const char* name, const PhaseStats& p) {
@@ -1058,7 +1272,8 @@ void Runner::Report() {
   std::ostream& table = o_.json_path == "-" ? std::cerr : std::cout;
   if (!o_.quiet) {
     char line[256];
-    table << "qpool-load " << method << " -> " << o_.target << "  "
+    table << "qpool-load " << (o_.protocol == Protocol::kRest ? "REST " : "") << method << " -> "
+          << o_.target << "  "
           << (o_.rate > 0 ? "open loop " + std::to_string(o_.rate) + " calls/s"
                           : "closed loop " + std::to_string(o_.connections) + " conn x " +
                                 std::to_string(o_.inflight) + " in flight")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Smoke test of the load tool (issue 7): the built qpool-load drives the built qpoold in front of
-# the built qdrant-emulator for a few seconds. Asserts: zero errors and non-zero throughput, the
-# JSON parses, every call qpool-load says it sent is one the emulator counted (GET /counters), and
-# a non-OK grpc-status is counted by its code.
+# Smoke test of the load tool (issues 7 and 12): the built qpool-load drives the built qpoold in
+# front of the built qdrant-emulator for a few seconds, over gRPC and over REST. Asserts: zero
+# errors and non-zero throughput, the JSON parses, every call qpool-load says it sent is one the
+# emulator counted (GET /counters), a non-OK grpc-status is counted by its code, and a non-2xx
+# REST answer by its status.
 # Usage: qpool_load_smoke.sh QPOOL_LOAD QPOOLD EMULATOR WORKDIR
 set -euo pipefail
 LOAD=$1 QPOOLD=$2 EMULATOR=$3 WORK=$4
@@ -11,11 +12,13 @@ rm -rf "$WORK" && mkdir -p "$WORK"
 source "$(dirname "$0")/lib.sh"
 fail() { echo "FAILED: $*" >&2; exit 1; }
 
-start_emulator "$EMULATOR"
+start_emulator_rest "$EMULATOR"
 # The emulator's call counts are compared with the tool's below: qpoold's own health probes ask
 # grpc.health.v1.Health/Check (and Collections/List), never a method the tool calls.
 printf 'health:\n  medium_method: grpc\n' >"$WORK/qpool.yaml"
-start_qpoold "$QPOOLD" --config "$WORK/qpool.yaml" --upstream "$EMU" --max-connections 2
+start_qpoold "$QPOOLD" --config "$WORK/qpool.yaml" --upstream "$EMU" --max-connections 2 \
+  --rest-upstream "$REST"
+QP_REST=$(wait_for_line "$WORK/qpoold.log" 'REST front door at' '.*REST front door at http:..([0-9.:]+) .*')
 
 counter() { curl -sf --max-time 5 "http://$CTL/counters" | jq -r "$1"; }
 field() { jq -r "$2" "$1"; }
@@ -52,4 +55,34 @@ timeout 60 "$LOAD" --target "$QP" --method health --warmup 0 --count 50 --max-ti
 jq -e '.errors == 50 and .measured.errors_by_code.UNAVAILABLE == 50 and .measured.ok == 0' \
   "$WORK/faults.json" >/dev/null || fail "injected UNAVAILABLE not counted: $(cat "$WORK/faults.json")"
 
+# 4. REST (--protocol rest): search through qpoold's REST front door, 3 connections, bounded by
+# --count; the emulator counts each REST request (setup included) and each Search.
+curl -sf --max-time 5 -X PUT "http://$CTL/faults" -d '{}' >/dev/null
+rest_before=$(counter '.restRequests // .rest_requests // 0')
+search_before=$(counter '.calls["qdrant.Points/Search"] // 0')
+timeout 60 "$LOAD" --protocol rest --target "$QP_REST" --method search --dim 64 --points 150 \
+  --connections 3 --warmup 0.2 --count 600 --max-time 30 --json "$WORK/rest.json" | tee "$WORK/rest.txt"
+jq -e '.protocol == "rest" and .errors == 0 and .measured.ok == 600 and .measured.sent == 600 and
+       .timed_out == false and .throughput_rps > 0' "$WORK/rest.json" >/dev/null ||
+  fail "rest search: $(cat "$WORK/rest.json")"
+sent=$(field "$WORK/rest.json" .calls_sent_total)
+setup=$(jq '[.setup_calls[]] | add' "$WORK/rest.json")
+[[ $setup == 4 ]] || fail "rest setup: expected delete, create and 2 upserts, got $(field "$WORK/rest.json" .setup_calls)"
+seen=$(( $(counter '.calls["qdrant.Points/Search"] // 0') - search_before ))
+[[ $sent == "$seen" ]] || fail "rest search: qpool-load sent $sent searches, the emulator counted $seen"
+seen=$(( $(counter '.restRequests // .rest_requests // 0') - rest_before ))
+[[ $((sent + setup)) == "$seen" ]] || fail "rest: qpool-load sent $((sent + setup)) requests, the emulator's REST port read $seen"
+
+# 5. REST pipelining (--inflight 4 on 2 connections) with GET /, and a non-2xx answer counted by
+# its status: searching a collection that does not exist is Qdrant's 404.
+timeout 60 "$LOAD" --protocol rest --target "$QP_REST" --method health --connections 2 \
+  --inflight 4 --warmup 0 --count 400 --max-time 30 --json "$WORK/rest_health.json" --quiet
+jq -e '.errors == 0 and .measured.ok == 400' "$WORK/rest_health.json" >/dev/null ||
+  fail "rest pipelined GET /: $(cat "$WORK/rest_health.json")"
+timeout 60 "$LOAD" --protocol rest --target "$QP_REST" --method search --dim 64 --no-setup \
+  --collection qpool_load_missing --warmup 0 --count 20 --max-time 30 --json "$WORK/rest_404.json" --quiet
+jq -e '.errors == 20 and .measured.errors_by_code.HTTP_404 == 20 and .measured.ok == 0' \
+  "$WORK/rest_404.json" >/dev/null || fail "REST 404 not counted: $(cat "$WORK/rest_404.json")"
+
 echo "ok: $(field "$WORK/health.json" .throughput_rps) HealthCheck calls/s through qpoold, no errors; counts match the emulator's"
+echo "ok: $(field "$WORK/rest.json" .throughput_rps) REST searches/s through qpoold's REST front door, no errors; counts match"

@@ -481,6 +481,12 @@ TEST_F(RestForwardingTest, UnreachableNodeIs503InQdrantsShape) {
   EXPECT_NE(ErrorOf(reply.body).find("retry.unreachable_wait"), std::string::npos) << reply.body;
   EXPECT_FALSE(ErrorOf(reply.body).empty()) << reply.body;
   EXPECT_TRUE(reply.keep_alive);  // qpoold's own answer keeps the app's connection
+  // The REST pool counts its failed connects (refused: reason connect), under the REST
+  // endpoint's node label.
+  EXPECT_GE(Sample(metrics::BuildFamilies(proxy_->Scrape(absl::Seconds(5))),
+                   "qpool_upstream_connect_failures_total",
+                   {{"node", absl::StrCat("127.0.0.1:", closed_port)}, {"reason", "connect"}}),
+            1);
 }
 
 TEST_F(RestForwardingTest, DeadlineIs504) {
@@ -523,6 +529,9 @@ TEST_F(RestForwardingTest, QueueFullIs429WithRetryAfter) {
   EXPECT_NE(ErrorOf(reply.body).find("max_pending"), std::string::npos) << reply.body;
   EXPECT_EQ(busy.Read().status, 200u);
   EXPECT_EQ(waiting.Read().status, 200u);
+  EXPECT_EQ(Sample(metrics::BuildFamilies(proxy_->Scrape(absl::Seconds(5))),
+                   "qpool_rest_pool_queue_overflows_total", {{"node", node}}),
+            1);
 }
 
 // The value of the sample of `family` whose labels include all of `labels`; -1 when none.
@@ -576,6 +585,19 @@ TEST_F(RestForwardingTest, CountedWithTheProtocolLabelAndShownInPool) {
             1);
   EXPECT_EQ(
       Sample(families, "qpool_rest_upstream_connections", {{"node", node}, {"state", "ready"}}), 1);
+  // The REST pool's own counters, as the gRPC pools have them: one connect, no failure; and the
+  // four requests are calls started.
+  // Its connects and failures are in the upstream families, the REST endpoint a node of its own,
+  // each counted once.
+  EXPECT_EQ(Sample(families, "qpool_upstream_connects_total", {{"node", node}}), 1);
+  for (const char* reason : {"connect", "timeout", "other", "handshake"}) {
+    EXPECT_EQ(Sample(families, "qpool_upstream_connect_failures_total",
+                     {{"node", node}, {"reason", reason}}),
+              0)
+        << reason;
+  }
+  EXPECT_EQ(Sample(families, "qpool_rest_pool_acquire_timeouts_total", {{"node", node}}), 0);
+  EXPECT_EQ(Sample(families, "qpool_calls_started_total", {}), 4);
   const std::string pool = metrics::PoolJson(input);
   EXPECT_NE(pool.find("\"rest_nodes\":[{\"node\":\"" + node + "\""), std::string::npos) << pool;
 }

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <boost/beast/core/buffers_range.hpp>
+#include <boost/beast/http.hpp>
 #include <boost/beast/http/fields.hpp>
 #include <string>
 
@@ -139,6 +141,95 @@ TEST(RestHttpTest, StripHopByHopRemovesConnectionAndWhatItNames) {
   }
   EXPECT_EQ(fields["api-key"], "secret");
   EXPECT_EQ(fields["Content-Encoding"], "gzip");
+}
+
+TEST(RestHttpTest, StripHopByHopWithoutNamedFieldsAndWithSeveralConnectionFields) {
+  boost::beast::http::fields plain;
+  plain.set("Connection", "close");
+  plain.set("Keep-Alive", "timeout=5");
+  plain.set("Content-Type", "application/json");
+  rest::StripHopByHop(plain);
+  EXPECT_EQ(plain.count("Connection"), 0u);
+  EXPECT_EQ(plain.count("Keep-Alive"), 0u);
+  EXPECT_EQ(plain["Content-Type"], "application/json");
+
+  // The second Connection field names a field; the first only says close.
+  boost::beast::http::fields two;
+  two.insert("Connection", "close");
+  two.insert("Connection", "X-Hop");
+  two.set("X-Hop", "1");
+  two.set("X-Kept", "2");
+  rest::StripHopByHop(two);
+  EXPECT_EQ(two.count("Connection"), 0u);
+  EXPECT_EQ(two.count("X-Hop"), 0u);
+  EXPECT_EQ(two["X-Kept"], "2");
+}
+
+// SerializeHead writes what Beast's serializer writes for the same head, byte for byte.
+template <bool kIsRequest>
+std::string BeastHead(const boost::beast::http::header<kIsRequest>& head) {
+  boost::beast::http::message<kIsRequest, boost::beast::http::empty_body> message(head);
+  boost::beast::http::serializer<kIsRequest, boost::beast::http::empty_body> serializer(message);
+  serializer.split(true);
+  std::string out;
+  boost::beast::error_code ec;
+  while (!serializer.is_header_done()) {
+    serializer.next(ec, [&](boost::beast::error_code&, const auto& buffers) {
+      for (auto buffer : boost::beast::buffers_range_ref(buffers)) {
+        out.append(static_cast<const char*>(buffer.data()), buffer.size());
+      }
+      serializer.consume(boost::beast::buffer_bytes(buffers));
+    });
+  }
+  return out;
+}
+
+TEST(RestHttpTest, SerializeHeadMatchesBeastsSerializer) {
+  boost::beast::http::request_header<> request;
+  request.method(boost::beast::http::verb::post);
+  request.target("/collections/c/points/search?timeout=3");
+  request.version(11);
+  request.set(boost::beast::http::field::host, "127.0.0.1:6333");
+  request.set(boost::beast::http::field::content_type, "application/json");
+  request.insert("X-Custom", "a, b");
+  request.set(boost::beast::http::field::content_length, "42");
+  std::string head = "leftover";
+  rest::SerializeHead(request, head);
+  EXPECT_EQ(head, BeastHead(request));
+  EXPECT_EQ(head.substr(0, head.find("\r\n") + 2),
+            "POST /collections/c/points/search?timeout=3 HTTP/1.1\r\n");
+
+  // The Host of the node, in place of the app's.
+  rest::SerializeHead(request, head, "10.0.0.7:6333");
+  EXPECT_EQ(head.find("Host: 127.0.0.1:6333"), std::string::npos);
+  EXPECT_EQ(head.substr(0, head.find("Content-Type")),
+            "POST /collections/c/points/search?timeout=3 HTTP/1.1\r\nHost: 10.0.0.7:6333\r\n");
+  request.set(boost::beast::http::field::host, "10.0.0.7:6333");
+  std::string reference = BeastHead(request);
+  std::string with_override;
+  rest::SerializeHead(request, with_override, "10.0.0.7:6333");
+  EXPECT_EQ(with_override.size(), reference.size());  // the same fields, Host moved first
+
+  request.method_string("PURGE");  // a method Beast has no enum for
+  rest::SerializeHead(request, head);
+  EXPECT_EQ(head, BeastHead(request));
+
+  boost::beast::http::response_header<> response;
+  response.result(200);
+  response.version(10);
+  response.reason("Fine");  // Qdrant's reason phrase travels as it came
+  response.set(boost::beast::http::field::content_type, "application/json");
+  response.set(boost::beast::http::field::content_length, "7");
+  rest::SerializeHead(response, head);
+  EXPECT_EQ(head, BeastHead(response));
+  EXPECT_EQ(head.substr(0, head.find("\r\n") + 2), "HTTP/1.0 200 Fine\r\n");
+
+  boost::beast::http::response_header<> bare;  // no reason: the standard one
+  bare.result(404);
+  bare.version(11);
+  rest::SerializeHead(bare, head);
+  EXPECT_EQ(head, BeastHead(bare));
+  EXPECT_EQ(head, "HTTP/1.1 404 Not Found\r\n\r\n");
 }
 
 TEST(RestHttpTest, ErrorBodyIsQdrantsShape) {
