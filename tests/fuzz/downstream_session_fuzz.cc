@@ -45,7 +45,9 @@ struct Harness {
     config->upstream.connect_backoff_max = absl::Milliseconds(1);
     config->upstream.acquire_timeout = absl::Milliseconds(20);
     config->health.enabled = false;
-    metrics = std::make_unique<qpool::metrics::WorkerMetrics>(1);
+    // One gRPC node and its REST endpoint (rest.listen is on by default): the REST worker counts
+    // into rest_node(0).
+    metrics = std::make_unique<qpool::metrics::WorkerMetrics>(1, 1);
     worker = std::make_unique<qpool::server::Worker>(config, 0, 1, counters, *metrics);
     acceptor = std::make_unique<tcp::acceptor>(
         worker->io(), tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0));
