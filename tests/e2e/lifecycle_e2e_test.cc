@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -172,9 +173,15 @@ class LifecycleTest : public ::testing::Test {
                         extra);
   }
 
+  // Replaces the file whole (a new file renamed over it, as a Kubernetes ConfigMap update does),
+  // so config.watch_interval's poll never reads a half-written file.
   void WriteConfig(const std::string& text) {
-    std::ofstream out(config_path_, std::ios::trunc);
-    out << text;
+    const std::string next = config_path_ + ".next";
+    {
+      std::ofstream out(next, std::ios::trunc);
+      out << text;
+    }
+    ASSERT_EQ(std::rename(next.c_str(), config_path_.c_str()), 0) << std::strerror(errno);
   }
 
   void StartQpoold(const std::string& extra = "log:\n  level: info\n") {
