@@ -168,8 +168,13 @@ void AttemptController::Fail(const AttemptOutcome& outcome, int node,
   if (state_ != State::kDone && host_.CanReplay() && node >= 0 &&
       (outcome.failure == Failure::kNeverReached || context_.policy_retries)) {
     const RetryClass retry_class = host_.ClassifyRequest();
-    RetryDecision decision =
-        context_.policy.Decide(retry_class, attempts_, outcome, loop_.Now(), deadline_, random_);
+    // Never-reached attempts have their own bound and do not use up retry.max_attempts.
+    const bool never_reached = outcome.failure == Failure::kNeverReached;
+    if (never_reached) never_reached_attempts_++;
+    const uint32_t attempts_made =
+        never_reached ? never_reached_attempts_ : attempts_ - never_reached_attempts_;
+    RetryDecision decision = context_.policy.Decide(retry_class, attempts_made, outcome,
+                                                    loop_.Now(), deadline_, random_);
     RetryBudget& budget = context_.budgets[static_cast<size_t>(node)];
     if (decision.retry && decision.reason != RetryReason::kTransparent) {
       // Storm control: the node's tokens, or the retries already running, may say no.

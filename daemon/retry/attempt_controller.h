@@ -179,7 +179,8 @@ class AttemptController {
   int8_t hedge_ = -1;              // the hedge's slot, or -1
   bool held_ = false;              // the host holds a retryable whole answer (held_outcome_)
   bool waiting_for_node_ = false;  // counted in RetryContext::waiting_for_node
-  uint32_t attempts_ = 0;
+  uint32_t attempts_ = 0;                // sent by the primary slot, retries included
+  uint32_t never_reached_attempts_ = 0;  // of those, ended kNeverReached (RetryPolicy::Decide)
   uint32_t unreachable_tries_ = 0;  // picks of a node that could not be reached
   int failed_node_ = -1;            // the last attempt's node: a retry prefers another
   AttemptOutcome held_outcome_;

@@ -54,7 +54,9 @@ RetryDecision RetryPolicy::Decide(RetryClass retry_class, uint32_t attempts_made
     return decision;
   }
 
-  if (attempts_made >= options_.max_attempts) {
+  const uint32_t bound = decision.reason == RetryReason::kTransparent ? kMaxNeverReachedAttempts
+                                                                       : options_.max_attempts;
+  if (attempts_made >= bound) {
     decision.refused = RetryRefusal::kMaxAttempts;
     return decision;
   }

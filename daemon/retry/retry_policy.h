@@ -23,6 +23,13 @@
 
 namespace qpool::retry {
 
+// Never-reached attempts per call (transparent retries). Each one fails on a connection or stream
+// that is then gone (a keep-alive connection the node had closed, a refused stream, a GOAWAY), so
+// a run of them ends once the stale connections are used up; the bound is for a node that refuses
+// every stream it is offered. After a node restart a REST request can meet several keep-alive
+// connections the old process left behind, before their close is read.
+inline constexpr uint32_t kMaxNeverReachedAttempts = 16;
+
 struct RetryPolicyOptions {
   uint32_t max_attempts = 3;                              // retry.max_attempts, first one included
   Duration backoff_base = std::chrono::milliseconds(25);  // retry.backoff_base
@@ -95,7 +102,10 @@ class RetryPolicy {
  public:
   explicit RetryPolicy(RetryPolicyOptions options) : options_(options) {}
 
-  // `attempts_made` counts the attempt that just failed. `deadline` is the caller's (grpc-timeout).
+  // `attempts_made` counts the attempt that just failed, and the earlier ones of its kind: for a
+  // kNeverReached outcome the call's never-reached attempts, bounded by kMaxNeverReachedAttempts;
+  // otherwise the attempts that reached Qdrant or may have, bounded by retry.max_attempts (a
+  // never-reached attempt does not use one up). `deadline` is the caller's (grpc-timeout).
   // No retry is proposed that would start after the deadline, or that could not run at least as
   // long as the failed attempt did before it.
   RetryDecision Decide(RetryClass retry_class, uint32_t attempts_made,

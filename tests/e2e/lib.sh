@@ -1,4 +1,4 @@
-# shellcheck shell=bash disable=SC2034  # EMU, CTL, REST, QP are set for the scripts sourcing this
+# shellcheck shell=bash disable=SC2034  # EMU, CTL, REST, QP, QP_ADMIN are set for the scripts sourcing this
 # Shared by the e2e shell tests: start the built qdrant-emulator and qpoold on ports chosen at run
 # time (port 0), read those ports from their output, and stop everything started here on exit.
 # Usage: source "$(dirname "$0")/lib.sh"; WORK must be set.
@@ -38,11 +38,14 @@ start_emulator_rest() {
   REST=$(wait_for_line "$WORK/emulator.out" 'listening grpc=' '.*rest=([0-9.:]+).*')
 }
 
-# start_qpoold QPOOLD_BINARY [FLAGS...]: listens on a free port, logs to $WORK/qpoold.log; sets QP.
+# start_qpoold QPOOLD_BINARY [FLAGS...]: listens on free ports (gRPC, REST, admin), logs to
+# $WORK/qpoold.log; sets QP (gRPC) and QP_ADMIN (the admin endpoint's HOST:PORT).
 start_qpoold() {
   local binary=$1
   shift
-  "$binary" --listen 127.0.0.1:0 --rest-listen 127.0.0.1:0 "$@" 2>"$WORK/qpoold.log" &
+  "$binary" --listen 127.0.0.1:0 --rest-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 "$@" \
+    2>"$WORK/qpoold.log" &
   pids+=($!)
   QP=$(wait_for_line "$WORK/qpoold.log" 'listening on' '.*listening on ([0-9.:]+).*')
+  QP_ADMIN=$(wait_for_line "$WORK/qpoold.log" 'listening on' '.*admin on http:..([0-9.:]+).*')
 }

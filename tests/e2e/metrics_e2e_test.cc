@@ -285,10 +285,13 @@ TEST_F(MetricsE2eTest, ReadyzFlipsWithTheOnlyUpstreamAndLivezStays200) {
   const std::string node = absl::StrCat("{node=\"127.0.0.1:", emulator_port_, "\"}");
   EXPECT_EQ(down["qpool_ready"], 0);
   EXPECT_EQ(down["qpool_upstream_node_usable" + node], 0);
-  // A killed node refuses the TCP connect: reason "connect".
-  EXPECT_GE(down[absl::StrCat("qpool_upstream_connect_failures_total{node=\"127.0.0.1:",
-                              emulator_port_, "\",reason=\"connect\"}")],
-            1);
+  // A killed node refuses the TCP connect: reason "connect". The pool reconnects after a backoff,
+  // so the first refused connect may come after the node is already marked down.
+  const std::string refused_connects = absl::StrCat(
+      "qpool_upstream_connect_failures_total{node=\"127.0.0.1:", emulator_port_,
+      "\",reason=\"connect\"}");
+  EXPECT_TRUE(WaitFor([&] { return Scrape()[refused_connects] >= 1; }, absl::Seconds(10)))
+      << last_scrape_;
   EXPECT_GE(down[absl::StrCat("qpool_upstream_disconnects_total{node=\"127.0.0.1:", emulator_port_,
                               "\",reason=\"error\"}")],
             1);

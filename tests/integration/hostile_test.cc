@@ -435,7 +435,9 @@ class HostileTest : public RouteTest {
     EXPECT_LE(upstream_stats().CallsStarted() - upstream_before_, legit_calls + attack_calls)
         << "the upstream saw more calls than were sent";
     // ASan's shadow memory and quarantine inflate RSS; the bound is asserted on the dev build.
-    if (!kUnderAddressSanitizer) EXPECT_LT(RssBytes() - rss_before_, kRssBound);
+    if (!kUnderAddressSanitizer) {
+      EXPECT_LT(RssBytes() - rss_before_, kRssBound);
+    }
   }
 
   uint64_t AbuseSince(AbuseReason reason) const {

@@ -362,6 +362,44 @@ TEST_F(AttemptControllerTest, NeverReachedRetriesAtOnceWithoutSpendingBudget) {
   EXPECT_EQ(events_.results, 0);  // a refused stream says nothing about the node
 }
 
+TEST_F(AttemptControllerTest, NeverReachedAttemptsDoNotUseUpMaxAttempts) {
+  // A node restarted: the request loses its connection (a policy retry), then meets keep-alive
+  // connections the old process left behind (never reached); the policy retries left are intact.
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0, loop_.Now());
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  loop_.Advance(1s);  // the backoff
+  for (int stale = 0; stale < 5; ++stale) {
+    c.OnAttemptSent(0, 0, loop_.Now());
+    c.OnAttemptEnded(0, Outcome(Failure::kNeverReached), absl::UnavailableError("stale"));
+    loop_.Advance(1ms);
+  }
+  c.OnAttemptSent(0, 0, loop_.Now());
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost again"));
+  loop_.Advance(1s);
+  EXPECT_FALSE(host_.finished.has_value());  // 2 of retry.max_attempts (3) used
+  EXPECT_EQ(host_.started.size(), 8u);
+  c.OnAttemptSent(0, 0, loop_.Now());
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("third"));
+  ASSERT_TRUE(host_.finished.has_value());
+  EXPECT_EQ(host_.finished->message(), "third");
+  EXPECT_EQ(events_.retries[static_cast<int>(RetryReason::kTransparent)], 5);
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kMaxAttempts)], 1);
+}
+
+TEST_F(AttemptControllerTest, NeverReachedAttemptsAreBoundedForANodeThatRefusesEveryStream) {
+  AttemptController& c = Start();
+  for (uint32_t i = 0; i < kMaxNeverReachedAttempts; ++i) {
+    ASSERT_FALSE(host_.finished.has_value()) << i;
+    c.OnAttemptSent(0, 0, loop_.Now());
+    c.OnAttemptEnded(0, Outcome(Failure::kNeverReached), absl::UnavailableError("refused"));
+    loop_.Advance(1ms);
+  }
+  ASSERT_TRUE(host_.finished.has_value());
+  EXPECT_EQ(host_.started.size(), kMaxNeverReachedAttempts);
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kMaxAttempts)], 1);
+}
+
 TEST_F(AttemptControllerTest, RequestNotSentIsAnsweredNeverRetried) {
   // nghttp2 refused the request on qpool's side (a header block over its send limit): not the
   // node's refusal, and a replay would fail the same way.
@@ -406,7 +444,9 @@ TEST_F(AttemptControllerTest, UnreachableNodeWithoutADeadlineWaitsUpToUnreachabl
     if (host_.started.size() > reported) {
       reported = host_.started.size();
       c.OnAttemptNotStarted(0, 0, absl::UnavailableError("connect refused"), true);
-      if (!host_.finished.has_value()) EXPECT_EQ(context_.waiting_for_node, 1u);
+      if (!host_.finished.has_value()) {
+        EXPECT_EQ(context_.waiting_for_node, 1u);
+      }
     }
     loop_.Advance(1ms);
   }

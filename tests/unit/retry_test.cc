@@ -224,6 +224,19 @@ TEST_F(RetryPolicyTest, PerTryTimeoutRetriesReadsOnly) {
   EXPECT_FALSE(policy_.Decide(RetryClass::kIdScopedWrite, 1, outcome, now_, {}, random_).retry);
 }
 
+TEST_F(RetryPolicyTest, NeverReachedAttemptsHaveTheirOwnBoundNotMaxAttempts) {
+  // retry.max_attempts (3) is for attempts that may have reached Qdrant.
+  const AttemptOutcome outcome = Failed(Failure::kNeverReached);
+  EXPECT_TRUE(policy_.Decide(RetryClass::kRead, 3, outcome, now_, {}, random_).retry);
+  EXPECT_TRUE(policy_.Decide(RetryClass::kRead, kMaxNeverReachedAttempts - 1, outcome, now_, {},
+                             random_)
+                  .retry);
+  RetryDecision decision =
+      policy_.Decide(RetryClass::kRead, kMaxNeverReachedAttempts, outcome, now_, {}, random_);
+  EXPECT_FALSE(decision.retry);
+  EXPECT_EQ(decision.refused, RetryRefusal::kMaxAttempts);
+}
+
 TEST_F(RetryPolicyTest, MaxAttemptsCountsTheFirstAttempt) {
   EXPECT_TRUE(
       policy_.Decide(RetryClass::kRead, 2, Failed(Failure::kUnavailable), now_, {}, random_).retry);

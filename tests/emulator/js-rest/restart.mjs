@@ -31,7 +31,7 @@ async function main() {
       try {
         await client.getCollections();
       } catch (error) {
-        failures.push(`after ${Date.now() - started} ms: ${error?.message ?? error}`);
+        failures.push(`after ${Date.now() - started} ms: ${error?.message ?? error}${error?.data ? ` ${JSON.stringify(error.data)}` : ""}`);
       }
       calls++;
     }
