@@ -87,7 +87,7 @@ void RestAttempts::OnAnswerHead(int slot, unsigned http_status,
 void RestAttempts::OnLost(int slot, bool never_reached, const std::string& message) {
   if (!controller_) return;
   retry::AttemptOutcome outcome;
-  outcome.failure = never_reached ? retry::Failure::kNeverReached : retry::Failure::kUnavailable;
+  outcome.failure = never_reached ? retry::Failure::kStaleConnection : retry::Failure::kUnavailable;
   unavailable_status_ = 502;
   // Neither failure is passed on as a close: the controller retries or gives up (FinishWith).
   controller_->OnAttemptEnded(slot, outcome, absl::UnavailableError(message));

@@ -123,6 +123,7 @@ EndVerdict AttemptController::OnAttemptEnded(int slot, AttemptOutcome outcome,
   outcome.took = loop_.Now() - t.sent_at;
   switch (outcome.failure) {
     case Failure::kNeverReached:
+    case Failure::kStaleConnection:
       Fail(outcome, node, final_status);
       return EndVerdict::kHandled;
     case Failure::kNotSent:
@@ -162,17 +163,19 @@ void AttemptController::Fail(const AttemptOutcome& outcome, int node,
   failed_node_ = node;
   DropHedge();  // a hedge still waiting for a stream would race the retry
   retry_ticket_.Release();
-  if (outcome.failure != Failure::kNeverReached) {
+  const bool never_reached =
+      outcome.failure == Failure::kNeverReached || outcome.failure == Failure::kStaleConnection;
+  if (!never_reached) {
     context_.RecordAttemptResult(node, /*failed=*/true, NodeFault(outcome.failure));
   }
   if (state_ != State::kDone && host_.CanReplay() && node >= 0 &&
-      (outcome.failure == Failure::kNeverReached || context_.policy_retries)) {
+      (never_reached || context_.policy_retries)) {
     const RetryClass retry_class = host_.ClassifyRequest();
-    // Never-reached attempts have their own bound and do not use up retry.max_attempts.
-    const bool never_reached = outcome.failure == Failure::kNeverReached;
-    if (never_reached) never_reached_attempts_++;
+    // Stale-connection attempts have their own bound and do not use up retry.max_attempts.
+    const bool stale = outcome.failure == Failure::kStaleConnection;
+    if (stale) stale_connection_attempts_++;
     const uint32_t attempts_made =
-        never_reached ? never_reached_attempts_ : attempts_ - never_reached_attempts_;
+        stale ? stale_connection_attempts_ : attempts_ - stale_connection_attempts_;
     RetryDecision decision = context_.policy.Decide(retry_class, attempts_made, outcome,
                                                     loop_.Now(), deadline_, random_);
     RetryBudget& budget = context_.budgets[static_cast<size_t>(node)];

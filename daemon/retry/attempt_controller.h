@@ -119,9 +119,9 @@ class AttemptController {
   HeadersVerdict OnResponseHeaders(int slot, const AttemptOutcome& outcome, bool whole_answer,
                                    bool request_sent);
   // `slot`'s exchange ended before its answer was complete (the host let go of it). `outcome`:
-  // kNone (clean end), kNeverReached, kUnavailable (connection lost), kAborted (reset), kOther,
-  // kNotSent (refused on qpool's side before it left: answered with `final_status`, no retry).
-  // `final_status` is the app's answer if the call gives up.
+  // kNone (clean end), kNeverReached, kStaleConnection, kUnavailable (connection lost), kAborted
+  // (reset), kOther, kNotSent (refused on qpool's side before it left: answered with
+  // `final_status`, no retry). `final_status` is the app's answer if the call gives up.
   EndVerdict OnAttemptEnded(int slot, AttemptOutcome outcome, const absl::Status& final_status);
   // `slot`'s exchange ended after its answer was complete.
   void OnAttemptFinished(int slot) { tries_[slot].phase = Phase::kIdle; }
@@ -179,10 +179,10 @@ class AttemptController {
   int8_t hedge_ = -1;              // the hedge's slot, or -1
   bool held_ = false;              // the host holds a retryable whole answer (held_outcome_)
   bool waiting_for_node_ = false;  // counted in RetryContext::waiting_for_node
-  uint32_t attempts_ = 0;                // sent by the primary slot, retries included
-  uint32_t never_reached_attempts_ = 0;  // of those, ended kNeverReached (RetryPolicy::Decide)
-  uint32_t unreachable_tries_ = 0;  // picks of a node that could not be reached
-  int failed_node_ = -1;            // the last attempt's node: a retry prefers another
+  uint32_t attempts_ = 0;          // sent by the primary slot, retries included
+  uint32_t stale_connection_attempts_ = 0;  // of those, ended kStaleConnection (Decide)
+  uint32_t unreachable_tries_ = 0;          // picks of a node that could not be reached
+  int failed_node_ = -1;                    // the last attempt's node: a retry prefers another
   AttemptOutcome held_outcome_;
   RetryTicket retry_ticket_;  // the retry in flight, from its scheduling to the next failure
   std::optional<MonoTime> deadline_;

@@ -36,7 +36,7 @@ RetryDecision RetryPolicy::Decide(RetryClass retry_class, uint32_t attempts_made
   // Which kind of retry, if any, the outcome allows.
   const bool policy_class =
       retry_class == RetryClass::kRead || retry_class == RetryClass::kIdScopedWrite;
-  if (outcome.failure == Failure::kNeverReached) {
+  if (outcome.failure == Failure::kNeverReached || outcome.failure == Failure::kStaleConnection) {
     decision.reason = RetryReason::kTransparent;
   } else if (!policy_class) {
     return decision;
@@ -54,8 +54,8 @@ RetryDecision RetryPolicy::Decide(RetryClass retry_class, uint32_t attempts_made
     return decision;
   }
 
-  const uint32_t bound = decision.reason == RetryReason::kTransparent ? kMaxNeverReachedAttempts
-                                                                       : options_.max_attempts;
+  const uint32_t bound = outcome.failure == Failure::kStaleConnection ? kMaxStaleConnectionAttempts
+                                                                      : options_.max_attempts;
   if (attempts_made >= bound) {
     decision.refused = RetryRefusal::kMaxAttempts;
     return decision;

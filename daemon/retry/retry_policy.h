@@ -23,12 +23,11 @@
 
 namespace qpool::retry {
 
-// Never-reached attempts per call (transparent retries). Each one fails on a connection or stream
-// that is then gone (a keep-alive connection the node had closed, a refused stream, a GOAWAY), so
-// a run of them ends once the stale connections are used up; the bound is for a node that refuses
-// every stream it is offered. After a node restart a REST request can meet several keep-alive
-// connections the old process left behind, before their close is read.
-inline constexpr uint32_t kMaxNeverReachedAttempts = 16;
+// Stale-connection attempts per call (Failure::kStaleConnection). Each one retires the
+// connection it failed on, so a run of them ends once the stale connections are used up: after a
+// node restart a REST request can meet several keep-alive connections the old process left
+// behind, before their close is read. The bound is a backstop.
+inline constexpr uint32_t kMaxStaleConnectionAttempts = 16;
 
 struct RetryPolicyOptions {
   uint32_t max_attempts = 3;                              // retry.max_attempts, first one included
@@ -45,6 +44,8 @@ struct RetryPolicyOptions {
 enum class Failure : uint8_t {
   kNone,               // no failure: an answer (any answer the caller should see), or a clean end
   kNeverReached,       // provably never processed: REFUSED_STREAM, above a GOAWAY's last stream id
+  kStaleConnection,    // provably never processed: sent on a reused keep-alive connection the node
+                       // had closed (nothing of an answer came back); the connection is retired
   kUnavailable,        // the node cannot serve now (UNAVAILABLE), or the connection was lost before
                        // the answer; counts against the node's health
   kResourceExhausted,  // rate limited (RESOURCE_EXHAUSTED); retried only with a pushback
@@ -103,9 +104,10 @@ class RetryPolicy {
   explicit RetryPolicy(RetryPolicyOptions options) : options_(options) {}
 
   // `attempts_made` counts the attempt that just failed, and the earlier ones of its kind: for a
-  // kNeverReached outcome the call's never-reached attempts, bounded by kMaxNeverReachedAttempts;
-  // otherwise the attempts that reached Qdrant or may have, bounded by retry.max_attempts (a
-  // never-reached attempt does not use one up). `deadline` is the caller's (grpc-timeout).
+  // kStaleConnection outcome the call's stale-connection attempts, bounded by
+  // kMaxStaleConnectionAttempts; otherwise the other attempts, bounded by retry.max_attempts (a
+  // stale connection is qpoold's leftover, not the node's answer, so it does not use one up).
+  // `deadline` is the caller's (grpc-timeout).
   // No retry is proposed that would start after the deadline, or that could not run at least as
   // long as the failed attempt did before it.
   RetryDecision Decide(RetryClass retry_class, uint32_t attempts_made,

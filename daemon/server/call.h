@@ -104,6 +104,10 @@ class Call {
   // sizes for server.max_message_size (stream_guard.h).
   StreamStallWatch stall_watch;
   GrpcMessageSizeGuard request_size_guard;
+  // Request bytes received on this stream and not forwarded yet, which hold the connection's
+  // flow-control window (DownstreamSession gives it back as they go upstream, or when the call
+  // ends).
+  size_t request_window_held = 0;
 
  private:
   enum class ResponseState : uint8_t {

@@ -1,5 +1,7 @@
 #include "daemon/server/downstream_session.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <iterator>
 #include <string_view>
 #include <vector>
@@ -65,7 +67,13 @@ bool DownstreamSession::CreateSession() {
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, server.max_header_list_size},
   };
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
-  OpenConnectionWindow();
+  // Request bytes not forwarded yet hold the connection's window (Call::request_window_held), so
+  // server.connection_buffer_limit bounds them across all the connection's streams.
+  OpenConnectionWindow(
+      connection_buffer_limit_ > 0
+          ? static_cast<int32_t>(std::clamp<int64_t>(
+                connection_buffer_limit_, NGHTTP2_INITIAL_WINDOW_SIZE, kUnboundedConnectionWindow))
+          : kUnboundedConnectionWindow);
   return true;
 }
 
@@ -152,8 +160,7 @@ void DownstreamSession::ResetCall(Call& call, uint32_t h2_error_code, StreamRese
   const int32_t stream_id = call.downstream_stream_id();
   worker().counters().downstream_stream_resets[static_cast<size_t>(reason)].fetch_add(
       1, std::memory_order_relaxed);
-  calls_.erase(calls_.iterator_to(call));
-  nghttp2_session_set_stream_user_data(session_, stream_id, nullptr);
+  DetachCall(call);
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, h2_error_code);
   call.OnDownstreamClosed(h2_error_code);  // cancels the upstream stream, or the wait for one
   delete &call;
@@ -189,8 +196,22 @@ void DownstreamSession::ResetStream(Call& call, uint32_t h2_error_code) {
 
 void DownstreamSession::ConsumeRequestData(Call& call, size_t n) {
   if (closed()) return;
+  // Both windows: the stream's, and the connection's share this call held.
+  const size_t on_connection = std::min<size_t>(n, call.request_window_held);
+  call.request_window_held -= on_connection;
   nghttp2_session_consume_stream(session_, call.downstream_stream_id(), n);
+  if (on_connection > 0) nghttp2_session_consume_connection(session_, on_connection);
   ScheduleFlush();
+}
+
+void DownstreamSession::DetachCall(Call& call) {
+  calls_.erase(calls_.iterator_to(call));
+  nghttp2_session_set_stream_user_data(session_, call.downstream_stream_id(), nullptr);
+  // What it never forwarded goes back to the connection's window (the stream's closes with it).
+  if (call.request_window_held > 0) {
+    nghttp2_session_consume_connection(session_, call.request_window_held);
+    call.request_window_held = 0;
+  }
 }
 
 void DownstreamSession::TrimIdle() {
@@ -291,8 +312,7 @@ int DownstreamSession::OnHeaderOverLimit(nghttp2_session* session, const nghttp2
       1, std::memory_order_relaxed);
   // The call lets go of what it stored (and of its upstream stream, for trailers).
   if (Call* call = CallOf(session, stream_id)) {
-    calls_.erase(calls_.iterator_to(*call));
-    nghttp2_session_set_stream_user_data(session, stream_id, nullptr);
+    DetachCall(*call);
     call->OnDownstreamClosed(NGHTTP2_CANCEL);
     delete call;
   }
@@ -473,17 +493,22 @@ int DownstreamSession::OnBeginFrameCallback(nghttp2_session*, const nghttp2_fram
 
 int DownstreamSession::OnDataChunkRecvCallback(nghttp2_session* session, uint8_t, int32_t stream_id,
                                                const uint8_t* data, size_t len, void* user_data) {
-  if (auto* call = static_cast<Call*>(TakeDataChunk(session, stream_id, len))) {
-    call->stall_watch.OnProgress();
-    DownstreamSession* self = Self(user_data);
-    if (ABSL_PREDICT_FALSE(self->max_message_size_ > 0) &&
-        !call->request_size_guard.Feed(data, len, self->max_message_size_)) {
-      nghttp2_session_consume_stream(session, stream_id, len);  // the call never takes them
-      self->RejectOversizeMessage(*call, call->request_size_guard.declared());
-      return 0;
-    }
-    call->OnRequestData(data, len);
+  auto* call = static_cast<Call*>(nghttp2_session_get_stream_user_data(session, stream_id));
+  if (call == nullptr) {
+    // The call let go (a reset is on its way): nobody holds these bytes.
+    nghttp2_session_consume(session, stream_id, len);
+    return 0;
   }
+  call->request_window_held += len;  // until forwarded (ConsumeRequestData) or the call goes
+  call->stall_watch.OnProgress();
+  DownstreamSession* self = Self(user_data);
+  if (ABSL_PREDICT_FALSE(self->max_message_size_ > 0) &&
+      !call->request_size_guard.Feed(data, len, self->max_message_size_)) {
+    nghttp2_session_consume_stream(session, stream_id, len);  // the call never takes them
+    self->RejectOversizeMessage(*call, call->request_size_guard.declared());
+    return 0;
+  }
+  call->OnRequestData(data, len);
   return 0;
 }
 
@@ -497,8 +522,7 @@ void DownstreamSession::RejectOversizeMessage(Call& call, uint64_t declared) {
       .counters()
       .downstream_stream_resets[static_cast<size_t>(StreamResetReason::kMessageSize)]
       .fetch_add(1, std::memory_order_relaxed);
-  calls_.erase(calls_.iterator_to(call));
-  nghttp2_session_set_stream_user_data(session_, stream_id, nullptr);
+  DetachCall(call);
   call.OnDownstreamClosed(NGHTTP2_CANCEL);  // cancels the upstream stream, or the wait for one
   delete &call;
   const std::string message =
@@ -517,8 +541,7 @@ int DownstreamSession::OnStreamCloseCallback(nghttp2_session* session, int32_t s
   Call* call = CallOf(session, stream_id);
   if (call == nullptr) return 0;
   DownstreamSession* self = Self(user_data);
-  self->calls_.erase(self->calls_.iterator_to(*call));
-  nghttp2_session_set_stream_user_data(session, stream_id, nullptr);
+  self->DetachCall(*call);
   call->OnDownstreamClosed(error_code);
   delete call;
   return 0;

@@ -15,7 +15,11 @@
 //   - memory and slots held by a reader that stops (stream_guard.h): the unread response bytes of
 //     all the connection's calls are kept under server.connection_buffer_limit (over it, the
 //     stream holding the most is reset on both sides), and the sweep (CheckStreams) resets a
-//     stream that waited on the app with no progress for server.stream_idle_timeout.
+//     stream that waited on the app with no progress for server.stream_idle_timeout;
+//   - memory held by a writer whose requests cannot go on (its calls wait for a stream, or the
+//     node reads slowly): the connection's flow-control window is server.connection_buffer_limit
+//     and a request byte gives its window back only once forwarded upstream (or its call ends),
+//     so the request bytes held for all the connection's calls stay under the limit too.
 // Each is counted (ProxyCounters). On the happy path they cost a few compares per header and per
 // frame, and no clock reads.
 // Thread-safety: none; lives on one worker's thread.
@@ -57,7 +61,8 @@ class DownstreamSession : public H2Transport {
   int SubmitTrailers(Call& call, const nghttp2_nv* nva, size_t nvlen);
   void ResumeResponseData(Call& call);
   void ResetStream(Call& call, uint32_t h2_error_code);
-  // The call passed `n` request bytes on: let the app send that much more on the stream.
+  // The call passed `n` request bytes on: let the app send that much more on the stream (and on
+  // the connection).
   void ConsumeRequestData(Call& call, size_t n);
 
   const std::string& peer() const { return peer_; }
@@ -118,6 +123,9 @@ class DownstreamSession : public H2Transport {
   // (or its wait for one) cancelled, its buffers freed; counted for `reason`. Not for use from
   // inside the call's own methods (it deletes the call).
   void ResetCall(Call& call, uint32_t h2_error_code, StreamResetReason reason);
+  // Takes `call` out of the session (its list, its stream's user data) and gives the connection
+  // window its unforwarded request bytes held back to the app. The caller ends and deletes it.
+  void DetachCall(Call& call);
   // Over server.connection_buffer_limit: resets the streams holding the most until under it. Runs
   // on a turn of the loop of its own (posted), outside any call's method.
   void EnforceBufferLimit();

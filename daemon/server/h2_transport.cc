@@ -24,9 +24,8 @@ nghttp2_option* H2Transport::NewSessionOption() {
   return option;
 }
 
-void H2Transport::OpenConnectionWindow() {
-  constexpr int32_t kConnectionWindow = 1 << 30;
-  nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, kConnectionWindow);
+void H2Transport::OpenConnectionWindow(int32_t window) {
+  nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, window);
 }
 
 void* H2Transport::TakeDataChunk(nghttp2_session* session, int32_t stream_id, size_t len) {

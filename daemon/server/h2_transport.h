@@ -83,12 +83,16 @@ class H2Transport : public std::enable_shared_from_this<H2Transport> {
   // nghttp2 options both sides share: no automatic WINDOW_UPDATE, since calls acknowledge bytes as
   // they pass them on. The caller deletes the option after creating its session.
   static nghttp2_option* NewSessionOption();
-  // Connection-level flow control: received bytes are acknowledged on the connection at once (a
-  // 1 GiB window) and held back per stream until the other side takes them, so one slow call never
-  // stalls the others sharing the connection. Call once session_ exists.
-  void OpenConnectionWindow();
-  // For the DATA chunk callbacks: acknowledges `len` bytes on the connection, and on the stream too
-  // when no call holds it (the call let go; a reset is on its way). Returns the stream's user data.
+  // Connection-level flow control: the peer may send `window` bytes the connection has not
+  // acknowledged yet. Call once session_ exists.
+  void OpenConnectionWindow(int32_t window);
+  // The upstream side's connection window (1 GiB): received bytes are acknowledged on the
+  // connection at once and held back per stream until the app takes them, so one slow call never
+  // stalls the others sharing the connection (the app side bounds what it holds).
+  static constexpr int32_t kUnboundedConnectionWindow = 1 << 30;
+  // For the upstream side's DATA chunk callback: acknowledges `len` bytes on the connection, and
+  // on the stream too when no attempt holds it (it let go; a reset is on its way). Returns the
+  // stream's user data.
   static void* TakeDataChunk(nghttp2_session* session, int32_t stream_id, size_t len);
 
   // The first bytes arrived and session_ is still null: creates it (a subclass that creates its

@@ -104,7 +104,7 @@ void UpstreamConnection::StartHttp2() {
       {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},  // see DownstreamSession
   };
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, 3);
-  OpenConnectionWindow();
+  OpenConnectionWindow(kUnboundedConnectionWindow);
   StartReading();
   Flush();
 }

@@ -55,7 +55,7 @@ using server::AbuseReason;
 
 constexpr char kClientPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 constexpr uint8_t kData = 0, kHeaders = 1, kPriority = 2, kRstStream = 3, kSettings = 4, kPing = 6,
-                  kGoAway = 7, kContinuation = 9;
+                  kGoAway = 7, kWindowUpdate = 8, kContinuation = 9;
 constexpr uint8_t kEndStream = 0x1, kEndHeaders = 0x4;
 constexpr uint32_t kNoError = 0, kCancel = 8, kEnhanceYourCalm = 11;
 constexpr size_t kMaxFrame = 16384;  // SETTINGS_MAX_FRAME_SIZE qpoold leaves at its default
@@ -250,6 +250,9 @@ class RawH2 {
     return it == settings_.end() ? -1 : it->second;
   }
   bool settings_seen() const { return settings_seen_; }
+  // The connection-level window qpoold has granted so far: the initial 65,535 bytes plus its
+  // WINDOW_UPDATEs on stream 0.
+  int64_t connection_window_granted() const { return connection_window_granted_; }
 
  private:
   std::string Last(uint32_t stream_id, std::string_view name) {
@@ -306,6 +309,9 @@ class RawH2 {
       }
     }
     if (type == kData && (flags & kEndStream)) ended_.insert(stream_id);
+    if (type == kWindowUpdate && stream_id == 0 && payload.size() == 4) {
+      connection_window_granted_ += Be32Value(payload) & 0x7fffffff;
+    }
     if (type == kHeaders || type == kContinuation) {
       block_.append(payload);  // qpoold sends neither padding nor priority
       if (flags & kEndHeaders) {
@@ -355,6 +361,7 @@ class RawH2 {
   std::map<uint32_t, int64_t> resets_;
   std::map<uint16_t, int64_t> settings_;
   bool settings_seen_ = false;
+  int64_t connection_window_granted_ = 65535;
 };
 
 // The test process's resident set (qpoold runs in it), bytes.
@@ -753,6 +760,70 @@ TEST_P(HostileTest, ZeroWindowReaderHoldsNoMoreThanTheConnectionBufferLimit) {
   EXPECT_LE(proxy_->stats().buffered_bytes, int64_t{kLimit} + (1 << 20));
   EXPECT_FALSE(attacker.closed()) << "the connection itself stays up";
   ExpectOthersUnaffected(/*attack_calls=*/kStreams);
+}
+
+// Slow uploads: streams whose request bytes cannot go on (each stays under the bytes a call holds
+// before it takes an upstream stream, and never ends). A request byte gives the connection's
+// window back only once forwarded, and that window is server.connection_buffer_limit, so a client
+// that keeps to HTTP/2 flow control parks at most that much in qpoold, however many streams it
+// opens (before: up to server.stream_window on each of them). Window that stalled streams held
+// comes back when they end, so the connection keeps working.
+TEST_P(HostileTest, SlowUploadsHoldNoMoreThanTheConnectionBufferLimit) {
+  constexpr int64_t kLimit = 256 << 10;
+  RestartRoute([](config::Config& config) {
+    config.server.connection_buffer_limit = kLimit;
+    config.server.stream_window = 128 << 10;  // a call takes its stream at 64 KiB of request
+    config.server.stream_idle_timeout = absl::ZeroDuration();  // the window alone, here
+  });
+  Begin();
+  RawH2 attacker(proxy_->port());
+  ASSERT_TRUE(attacker.Handshake());
+  constexpr int kStreams = 16;
+  constexpr size_t kPerStream = 48 << 10;  // 768 KiB wanted in all
+  constexpr size_t kChunk = 8 << 10;
+  std::string headers;
+  for (int i = 0; i < kStreams; ++i) headers += HeaderFrames(1 + 2 * i, RequestBlock(), false);
+  ASSERT_TRUE(attacker.Send(headers));
+  // Sends DATA round-robin over the streams while the connection window has room; waits up to
+  // 500 ms for more window when it has none.
+  std::vector<size_t> sent_on(kStreams, 0);
+  int64_t sent = 0;
+  const auto window_left = [&] { return attacker.connection_window_granted() - sent; };
+  for (bool progress = true; progress;) {
+    progress = false;
+    for (int i = 0; i < kStreams; ++i) {
+      if (sent_on[i] >= kPerStream) continue;
+      if (window_left() < static_cast<int64_t>(kChunk)) {
+        attacker.ReadUntil([&] { return window_left() >= static_cast<int64_t>(kChunk); },
+                           absl::Milliseconds(500));
+        if (window_left() < static_cast<int64_t>(kChunk)) break;
+      }
+      // A gRPC message header declaring 1 MiB, then its first bytes.
+      std::string payload = sent_on[i] == 0 ? std::string("\0", 1) + Be32(1 << 20) : "";
+      payload.resize(kChunk, 'u');
+      ASSERT_TRUE(attacker.Send(Frame(kData, 0, 1 + 2 * i, payload)));
+      sent_on[i] += kChunk;
+      sent += static_cast<int64_t>(kChunk);
+      progress = true;
+    }
+  }
+  EXPECT_LE(sent, kLimit) << "qpoold took more request bytes than server.connection_buffer_limit";
+  EXPECT_GE(sent, kLimit - static_cast<int64_t>(kChunk)) << "the window was smaller than the limit";
+  EXPECT_LE(proxy_->stats().buffered_bytes, kLimit);
+  EXPECT_FALSE(attacker.closed());
+
+  // The stalled streams end: their window comes back, and a whole call on the same connection is
+  // answered.
+  std::string resets;
+  for (int i = 0; i < kStreams; ++i) resets += Frame(kRstStream, 0, 1 + 2 * i, Be32(kCancel));
+  ASSERT_TRUE(attacker.Send(resets));
+  ASSERT_TRUE(attacker.ReadUntil([&] { return window_left() > kLimit / 2; }, absl::Seconds(5)))
+      << "the window the reset streams held did not come back: " << window_left();
+  constexpr uint32_t kLast = 1 + 2 * kStreams;
+  ASSERT_TRUE(attacker.Send(HeaderFrames(kLast, RequestBlock(), false) + SizedRequest(kLast, 16)));
+  ASSERT_TRUE(attacker.ReadUntil([&] { return attacker.Ended(kLast); }, absl::Seconds(10)));
+  EXPECT_EQ(attacker.GrpcStatus(kLast), "0");
+  ExpectOthersUnaffected(/*attack_calls=*/1);
 }
 
 // A reader that stops: after server.stream_idle_timeout its stream is reset on both sides, so

@@ -362,16 +362,16 @@ TEST_F(AttemptControllerTest, NeverReachedRetriesAtOnceWithoutSpendingBudget) {
   EXPECT_EQ(events_.results, 0);  // a refused stream says nothing about the node
 }
 
-TEST_F(AttemptControllerTest, NeverReachedAttemptsDoNotUseUpMaxAttempts) {
+TEST_F(AttemptControllerTest, StaleConnectionAttemptsDoNotUseUpMaxAttempts) {
   // A node restarted: the request loses its connection (a policy retry), then meets keep-alive
-  // connections the old process left behind (never reached); the policy retries left are intact.
+  // connections the old process left behind; the policy retries left are intact.
   AttemptController& c = Start();
   c.OnAttemptSent(0, 0, loop_.Now());
   c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
   loop_.Advance(1s);  // the backoff
   for (int stale = 0; stale < 5; ++stale) {
     c.OnAttemptSent(0, 0, loop_.Now());
-    c.OnAttemptEnded(0, Outcome(Failure::kNeverReached), absl::UnavailableError("stale"));
+    c.OnAttemptEnded(0, Outcome(Failure::kStaleConnection), absl::UnavailableError("stale"));
     loop_.Advance(1ms);
   }
   c.OnAttemptSent(0, 0, loop_.Now());
@@ -387,16 +387,16 @@ TEST_F(AttemptControllerTest, NeverReachedAttemptsDoNotUseUpMaxAttempts) {
   EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kMaxAttempts)], 1);
 }
 
-TEST_F(AttemptControllerTest, NeverReachedAttemptsAreBoundedForANodeThatRefusesEveryStream) {
+TEST_F(AttemptControllerTest, StaleConnectionAttemptsAreBounded) {
   AttemptController& c = Start();
-  for (uint32_t i = 0; i < kMaxNeverReachedAttempts; ++i) {
+  for (uint32_t i = 0; i < kMaxStaleConnectionAttempts; ++i) {
     ASSERT_FALSE(host_.finished.has_value()) << i;
     c.OnAttemptSent(0, 0, loop_.Now());
-    c.OnAttemptEnded(0, Outcome(Failure::kNeverReached), absl::UnavailableError("refused"));
+    c.OnAttemptEnded(0, Outcome(Failure::kStaleConnection), absl::UnavailableError("stale"));
     loop_.Advance(1ms);
   }
   ASSERT_TRUE(host_.finished.has_value());
-  EXPECT_EQ(host_.started.size(), kMaxNeverReachedAttempts);
+  EXPECT_EQ(host_.started.size(), kMaxStaleConnectionAttempts);
   EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kMaxAttempts)], 1);
 }
 

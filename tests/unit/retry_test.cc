@@ -224,15 +224,25 @@ TEST_F(RetryPolicyTest, PerTryTimeoutRetriesReadsOnly) {
   EXPECT_FALSE(policy_.Decide(RetryClass::kIdScopedWrite, 1, outcome, now_, {}, random_).retry);
 }
 
-TEST_F(RetryPolicyTest, NeverReachedAttemptsHaveTheirOwnBoundNotMaxAttempts) {
-  // retry.max_attempts (3) is for attempts that may have reached Qdrant.
-  const AttemptOutcome outcome = Failed(Failure::kNeverReached);
-  EXPECT_TRUE(policy_.Decide(RetryClass::kRead, 3, outcome, now_, {}, random_).retry);
-  EXPECT_TRUE(policy_.Decide(RetryClass::kRead, kMaxNeverReachedAttempts - 1, outcome, now_, {},
-                             random_)
-                  .retry);
+TEST_F(RetryPolicyTest, StaleConnectionAttemptsHaveTheirOwnBoundNotMaxAttempts) {
+  // retry.max_attempts (3) is not for keep-alive connections the node had closed.
+  const AttemptOutcome stale = Failed(Failure::kStaleConnection);
+  for (RetryClass c : {RetryClass::kRead, RetryClass::kNeverRepeat}) {
+    RetryDecision decision = policy_.Decide(c, 3, stale, now_, {}, random_);
+    EXPECT_TRUE(decision.retry) << RetryClassName(c);
+    EXPECT_EQ(decision.reason, RetryReason::kTransparent);
+    EXPECT_EQ(decision.delay, Duration::zero());
+  }
+  EXPECT_TRUE(
+      policy_.Decide(RetryClass::kRead, kMaxStaleConnectionAttempts - 1, stale, now_, {}, random_)
+          .retry);
   RetryDecision decision =
-      policy_.Decide(RetryClass::kRead, kMaxNeverReachedAttempts, outcome, now_, {}, random_);
+      policy_.Decide(RetryClass::kRead, kMaxStaleConnectionAttempts, stale, now_, {}, random_);
+  EXPECT_FALSE(decision.retry);
+  EXPECT_EQ(decision.refused, RetryRefusal::kMaxAttempts);
+  // A refused stream is the node's answer: it keeps the max_attempts rule.
+  decision =
+      policy_.Decide(RetryClass::kRead, 3, Failed(Failure::kNeverReached), now_, {}, random_);
   EXPECT_FALSE(decision.retry);
   EXPECT_EQ(decision.refused, RetryRefusal::kMaxAttempts);
 }
