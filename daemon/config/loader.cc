@@ -182,12 +182,14 @@ Reason OneOfReason(absl::string_view value, const std::vector<absl::string_view>
 // `field` is a generic lambda `[](auto& c) -> auto& { return c.section.key; }` so that the same
 // accessor reads a const Config and writes a mutable one.
 
+// An integer in [min, max], read by `parse` (a plain integer, or a size with a unit).
 template <typename Field>
-Key IntegerKey(absl::string_view name, Field field, int64_t min, int64_t max) {
+Key RangedKey(absl::string_view name, Field field, int64_t min, int64_t max,
+              Reason (*parse)(const YAML::Node&, int64_t&)) {
   return Key{name,
              [=](const YAML::Node& node, Config& config) -> std::optional<Problem> {
                int64_t value = 0;
-               if (Reason reason = ParseInteger(node, value)) return ProblemAt(node, *reason);
+               if (Reason reason = parse(node, value)) return ProblemAt(node, *reason);
                if (Reason reason = RangeReason(value, min, max)) return ProblemAt(node, *reason);
                field(config) = static_cast<uint32_t>(value);
                return std::nullopt;
@@ -197,17 +199,13 @@ Key IntegerKey(absl::string_view name, Field field, int64_t min, int64_t max) {
 }
 
 template <typename Field>
+Key IntegerKey(absl::string_view name, Field field, int64_t min, int64_t max) {
+  return RangedKey(name, field, min, max, ParseInteger);
+}
+
+template <typename Field>
 Key SizeKey(absl::string_view name, Field field, int64_t min, int64_t max) {
-  return Key{name,
-             [=](const YAML::Node& node, Config& config) -> std::optional<Problem> {
-               int64_t value = 0;
-               if (Reason reason = ParseSize(node, value)) return ProblemAt(node, *reason);
-               if (Reason reason = RangeReason(value, min, max)) return ProblemAt(node, *reason);
-               field(config) = static_cast<uint32_t>(value);
-               return std::nullopt;
-             },
-             [=](const Config& config) { return RangeReason(field(config), min, max); },
-             [=](const Config& config) { return absl::StrCat(field(config)); }};
+  return RangedKey(name, field, min, max, ParseSize);
 }
 
 template <typename Field>
@@ -464,45 +462,57 @@ Reason NodesReason(const std::vector<NodeAddress>& nodes) {
   return std::nullopt;
 }
 
+// A YAML list of "HOST:PORT" into `nodes` (upstream.nodes, upstream.rest_nodes). `example` is a
+// valid entry for the message. `check`, when given, runs after each item, so that its message
+// points at the offending line.
+std::optional<Problem> ParseNodeList(const YAML::Node& node, absl::string_view example,
+                                     Reason (*check)(const std::vector<NodeAddress>&),
+                                     std::vector<NodeAddress>& nodes) {
+  if (!node.IsSequence()) {
+    return ProblemAt(
+        node, absl::StrCat("expected a list such as [\"", example, "\"], got ", KindOf(node)));
+  }
+  for (const YAML::Node& item : node) {
+    if (!item.IsScalar()) {
+      return ProblemAt(item, absl::StrCat("expected \"HOST:PORT\", got ", KindOf(item)));
+    }
+    absl::StatusOr<NodeAddress> address = ParseNodeAddress(item.Scalar());
+    if (!address.ok()) return ProblemAt(item, std::string(address.status().message()));
+    nodes.push_back(*std::move(address));
+    if (check != nullptr) {
+      if (Reason reason = check(nodes)) return ProblemAt(item, *reason);
+    }
+  }
+  return std::nullopt;
+}
+
 Key NodesKey() {
-  return Key{
-      "upstream.nodes",
-      [](const YAML::Node& node, Config& config) -> std::optional<Problem> {
-        if (!node.IsSequence()) {
-          return ProblemAt(node, absl::StrCat("expected a list such as [\"10.0.0.1:6334\"], got ",
-                                              KindOf(node)));
-        }
-        std::vector<NodeAddress> nodes;
-        for (const YAML::Node& item : node) {
-          if (!item.IsScalar()) {
-            return ProblemAt(item, absl::StrCat("expected \"HOST:PORT\", got ", KindOf(item)));
-          }
-          absl::StatusOr<NodeAddress> address = ParseNodeAddress(item.Scalar());
-          if (!address.ok()) return ProblemAt(item, std::string(address.status().message()));
-          nodes.push_back(*std::move(address));
-          // Checked per item so that the message points at the offending line.
-          if (Reason reason = NodesReason(nodes)) return ProblemAt(item, *reason);
-        }
-        config.upstream.nodes = std::move(nodes);
-        return std::nullopt;
-      },
-      [](const Config& config) -> Reason {
-        // REST-only: REST endpoints and rest.listen, and no gRPC node.
-        if (config.upstream.nodes.empty() && !config.upstream.rest_nodes.empty() &&
-            !config.rest.listen.host.empty()) {
-          return std::nullopt;
-        }
-        return NodesReason(config.upstream.nodes);
-      },
-      [](const Config& config) {
-        return absl::StrCat("[",
-                            absl::StrJoin(config.upstream.nodes, ", ",
-                                          [](std::string* out, const NodeAddress& node) {
-                                            out->append(Quoted(node.ToString()));
-                                          }),
-                            "]");
-      },
-      Shape::kList};
+  return Key{"upstream.nodes",
+             [](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+               std::vector<NodeAddress> nodes;
+               if (auto problem = ParseNodeList(node, "10.0.0.1:6334", NodesReason, nodes)) {
+                 return problem;
+               }
+               config.upstream.nodes = std::move(nodes);
+               return std::nullopt;
+             },
+             [](const Config& config) -> Reason {
+               // REST-only: REST endpoints and rest.listen, and no gRPC node.
+               if (config.upstream.nodes.empty() && !config.upstream.rest_nodes.empty() &&
+                   !config.rest.listen.host.empty()) {
+                 return std::nullopt;
+               }
+               return NodesReason(config.upstream.nodes);
+             },
+             [](const Config& config) {
+               return absl::StrCat("[",
+                                   absl::StrJoin(config.upstream.nodes, ", ",
+                                                 [](std::string* out, const NodeAddress& node) {
+                                                   out->append(Quoted(node.ToString()));
+                                                 }),
+                                   "]");
+             },
+             Shape::kList};
 }
 
 // An address key that may be "" (off): rest.listen.
@@ -664,36 +674,26 @@ Reason TlsReason(const UpstreamConfig& upstream) {
 }
 
 Key RestNodesKey() {
-  return Key{
-      "upstream.rest_nodes",
-      [](const YAML::Node& node, Config& config) -> std::optional<Problem> {
-        if (!node.IsSequence()) {
-          return ProblemAt(node, absl::StrCat("expected a list such as [\"10.0.0.1:6333\"], got ",
-                                              KindOf(node)));
-        }
-        std::vector<NodeAddress> nodes;
-        for (const YAML::Node& item : node) {
-          if (!item.IsScalar()) {
-            return ProblemAt(item, absl::StrCat("expected \"HOST:PORT\", got ", KindOf(item)));
-          }
-          absl::StatusOr<NodeAddress> address = ParseNodeAddress(item.Scalar());
-          if (!address.ok()) return ProblemAt(item, std::string(address.status().message()));
-          nodes.push_back(*std::move(address));
-        }
-        config.upstream.rest_nodes = std::move(nodes);
-        return std::nullopt;
-      },
-      // Checked against upstream.nodes in FindViolation, once both are known.
-      [](const Config&) -> Reason { return std::nullopt; },
-      [](const Config& config) {
-        return absl::StrCat("[",
-                            absl::StrJoin(config.upstream.rest_nodes, ", ",
-                                          [](std::string* out, const NodeAddress& node) {
-                                            out->append(Quoted(node.ToString()));
-                                          }),
-                            "]");
-      },
-      Shape::kList};
+  return Key{"upstream.rest_nodes",
+             [](const YAML::Node& node, Config& config) -> std::optional<Problem> {
+               std::vector<NodeAddress> nodes;
+               if (auto problem = ParseNodeList(node, "10.0.0.1:6333", /*check=*/nullptr, nodes)) {
+                 return problem;
+               }
+               config.upstream.rest_nodes = std::move(nodes);
+               return std::nullopt;
+             },
+             // Checked against upstream.nodes in FindViolation, once both are known.
+             [](const Config&) -> Reason { return std::nullopt; },
+             [](const Config& config) {
+               return absl::StrCat("[",
+                                   absl::StrJoin(config.upstream.rest_nodes, ", ",
+                                                 [](std::string* out, const NodeAddress& node) {
+                                                   out->append(Quoted(node.ToString()));
+                                                 }),
+                                   "]");
+             },
+             Shape::kList};
 }
 
 // upstream.tls as a YAML flow map that parses back to the same settings (file paths, not secrets).
@@ -1620,6 +1620,26 @@ bool ReloadableKey(std::string_view key) {
          std::end(kLive);
 }
 
+namespace {
+
+// A flag's comma-separated HOST:PORT list (--upstream, --rest-upstream).
+absl::StatusOr<std::vector<NodeAddress>> ParseNodeListFlag(absl::string_view flag,
+                                                           absl::string_view value) {
+  std::vector<NodeAddress> nodes;
+  for (absl::string_view item : absl::StrSplit(value, ',')) {
+    item = absl::StripAsciiWhitespace(item);
+    if (item.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": empty entry in \"", value, "\""));
+    }
+    absl::StatusOr<NodeAddress> address = ParseNodeAddress(StdView(item));
+    if (!address.ok()) return Annotate(address.status(), StdView(flag));
+    nodes.push_back(*std::move(address));
+  }
+  return nodes;
+}
+
+}  // namespace
+
 absl::StatusOr<Config> BuildConfig(const CommandLine& command_line) {
   return BuildConfig(command_line, ProcessEnvironment());
 }
@@ -1647,18 +1667,10 @@ absl::StatusOr<Config> BuildConfig(const CommandLine& command_line, const Enviro
     set_by_flag["admin.listen"] = "--admin-listen";
   }
   if (command_line.upstream) {
-    std::vector<NodeAddress> nodes;
-    for (absl::string_view item : absl::StrSplit(*command_line.upstream, ',')) {
-      item = absl::StripAsciiWhitespace(item);
-      if (item.empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--upstream: empty entry in \"", *command_line.upstream, "\""));
-      }
-      absl::StatusOr<NodeAddress> address = ParseNodeAddress(StdView(item));
-      if (!address.ok()) return Annotate(address.status(), "--upstream");
-      nodes.push_back(*std::move(address));
-    }
-    config.upstream.nodes = std::move(nodes);
+    absl::StatusOr<std::vector<NodeAddress>> nodes =
+        ParseNodeListFlag("--upstream", *command_line.upstream);
+    if (!nodes.ok()) return nodes.status();
+    config.upstream.nodes = *std::move(nodes);
     set_by_flag["upstream.nodes"] = "--upstream";
   }
   if (command_line.rest_listen) {
@@ -1672,18 +1684,10 @@ absl::StatusOr<Config> BuildConfig(const CommandLine& command_line, const Enviro
     set_by_flag["rest.listen"] = "--rest-listen";
   }
   if (command_line.rest_upstream) {
-    std::vector<NodeAddress> nodes;
-    for (absl::string_view item : absl::StrSplit(*command_line.rest_upstream, ',')) {
-      item = absl::StripAsciiWhitespace(item);
-      if (item.empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--rest-upstream: empty entry in \"", *command_line.rest_upstream, "\""));
-      }
-      absl::StatusOr<NodeAddress> address = ParseNodeAddress(StdView(item));
-      if (!address.ok()) return Annotate(address.status(), "--rest-upstream");
-      nodes.push_back(*std::move(address));
-    }
-    config.upstream.rest_nodes = std::move(nodes);
+    absl::StatusOr<std::vector<NodeAddress>> nodes =
+        ParseNodeListFlag("--rest-upstream", *command_line.rest_upstream);
+    if (!nodes.ok()) return nodes.status();
+    config.upstream.rest_nodes = *std::move(nodes);
     set_by_flag["upstream.rest_nodes"] = "--rest-upstream";
   }
   if (command_line.max_connections) {
