@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/retry/retry_policy.h"
 #include "gtest/gtest.h"
 #include "tests/integration/route_fixture.h"
 #include "tests/support/test_util.h"
@@ -489,7 +490,9 @@ TEST_P(RobustnessTest, RefusedStreamIsSentAgainWithItsWholeRequest) {
   EXPECT_TRUE(WaitFor([&] { return proxy_->stats().buffered_bytes == 0; }, absl::Seconds(5)));
 }
 
-TEST_P(RobustnessTest, RefusedStreamGivesUpAfterMaxAttempts) {
+// A node that refuses every stream: refused streams never reached it, so they do not use up
+// retry.max_attempts, and have a bound of their own (retry::kMaxNeverReachedAttempts).
+TEST_P(RobustnessTest, RefusedStreamGivesUpAfterTheNeverReachedBound) {
   RefusingUpstream refusing(/*refuse=*/100);
   RestartRoute([](config::Config& config) { config.upstream.max_connections = 1; },
                refusing.port());
@@ -498,7 +501,8 @@ TEST_P(RobustnessTest, RefusedStreamGivesUpAfterMaxAttempts) {
   EchoResponse response;
   const grpc::Status status = stub_->Unary(&ctx, EchoRequest(), &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
-  EXPECT_EQ(refusing.refused(), 3) << "three attempts in all";
+  EXPECT_EQ(refusing.refused(), static_cast<int>(retry::kMaxNeverReachedAttempts));
+  EXPECT_EQ(proxy_->stats().transparent_retries, retry::kMaxNeverReachedAttempts - 1);
 }
 
 // Issue "Retry middleware": a 3 MiB upsert-sized request caught by a GOAWAY (its stream above the
