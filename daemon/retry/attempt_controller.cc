@@ -215,7 +215,11 @@ void AttemptController::OnNodeUnreachable(const absl::Status& status) {
   // Nothing was sent: any method may go again, after a jittered backoff (at least 1 ms: the retry
   // runs from the timer, never from inside the host's own StartAttempt). How long the call waits
   // for a node, like a gRPC wait-for-ready call:
-  //  - with the caller's own deadline, until a try could no longer start before it;
+  //  - with the caller's own deadline, until a try could no longer start before it, less a
+  //    margin (kUnreachableAnswerMargin) for the answer that ends the wait to reach the caller:
+  //    qpoold's clock starts when it reads grpc-timeout, after the caller's, and an answer sent
+  //    at the deadline arrives after the caller gave up, which then sees DEADLINE_EXCEEDED
+  //    instead of UNAVAILABLE with the reason;
   //  - without one, for retry.unreachable_wait from the call's start (the last try at its end),
   //    or, with that off, for retry.max_attempts tries.
   // qpoold's own deadline (rest.request_timeout) bounds the latter too.
@@ -234,7 +238,9 @@ void AttemptController::OnNodeUnreachable(const absl::Status& status) {
   } else {
     in_time = unreachable_tries_ < policy.options().max_attempts;
   }
-  if (in_time && deadline_ && now + delay >= *deadline_) {
+  const Duration margin =
+      callers_deadline_ ? UnreachableAnswerMargin(*deadline_ - started_at_) : Duration::zero();
+  if (in_time && deadline_ && now + delay + margin >= *deadline_) {
     in_time = false;
     bound = ", until the deadline";
   }

@@ -14,6 +14,8 @@
 #ifndef QPOOL_DAEMON_RETRY_RETRY_POLICY_H_
 #define QPOOL_DAEMON_RETRY_RETRY_POLICY_H_
 
+#include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -28,6 +30,14 @@ namespace qpool::retry {
 // node restart a REST request can meet several keep-alive connections the old process left
 // behind, before their close is read. The bound is a backstop.
 inline constexpr uint32_t kMaxStaleConnectionAttempts = 16;
+
+// How long before the caller's deadline a call that waits for an unreachable node stops trying
+// (AttemptController): the UNAVAILABLE answer naming the reason has that long to reach the caller,
+// whose clock started before qpoold read grpc-timeout. A twentieth of the call's timeout, at most
+// 250 ms: 100 ms for a 2 s deadline.
+inline Duration UnreachableAnswerMargin(Duration timeout) {
+  return std::clamp<Duration>(timeout / 20, Duration::zero(), std::chrono::milliseconds(250));
+}
 
 struct RetryPolicyOptions {
   uint32_t max_attempts = 3;                              // retry.max_attempts, first one included

@@ -419,9 +419,18 @@ int UpstreamConnection::OnDataChunkRecvCallback(nghttp2_session* session, uint8_
 
 int UpstreamConnection::OnFrameNotSendCallback(nghttp2_session*, const nghttp2_frame* frame,
                                                int lib_error_code, void* user_data) {
-  // nghttp2 closes the stream of a request it would not send next, as REFUSED_STREAM.
+  // nghttp2 closes the stream of a request it would not send next, as REFUSED_STREAM. When the
+  // request itself cannot be sent (a header block over nghttp2's limit), that close is reported
+  // as kRequestNotSent. When the session no longer starts streams (a GOAWAY came in after the
+  // request was submitted, before it left), the REFUSED_STREAM stays: the request never reached
+  // the node, and goes again on another connection (a transparent retry).
   if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
     UpstreamConnection* self = Self(user_data);
+    if (lib_error_code == NGHTTP2_ERR_START_STREAM_NOT_ALLOWED) {
+      SPDLOG_DEBUG("upstream {}: request on stream {} not sent (GOAWAY): sent again elsewhere",
+                   self->node_name_, frame->hd.stream_id);
+      return 0;
+    }
     self->not_sent_stream_ = frame->hd.stream_id;
     SPDLOG_WARN("upstream {}: request on stream {} not sent: {}", self->node_name_,
                 frame->hd.stream_id, nghttp2_strerror(lib_error_code));

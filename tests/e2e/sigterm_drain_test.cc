@@ -62,8 +62,9 @@ class SigtermDrainTest : public ::testing::Test {
                                << "log:\n"
                                << "  level: debug\n";
     log_path_ = dir_ + "/qpoold.log";
-    auto qpoold = Subprocess::Spawn(
-        {QPOOLD_PATH, "--config", config_path, "--rest-listen", "127.0.0.1:0"}, log_path_);
+    auto qpoold = Subprocess::Spawn({QPOOLD_PATH, "--config", config_path, "--rest-listen",
+                                     "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"},
+                                    log_path_);
     ASSERT_TRUE(qpoold.ok()) << qpoold.status();
     qpoold_ = std::move(*qpoold);
     ASSERT_TRUE(WaitFor([&] { return CanConnect(listen_port_) || Exited(); }, absl::Seconds(10)));

@@ -489,6 +489,8 @@ TEST_P(RobustnessTest, RefusedStreamIsSentAgainWithItsWholeRequest) {
   EXPECT_TRUE(WaitFor([&] { return proxy_->stats().buffered_bytes == 0; }, absl::Seconds(5)));
 }
 
+// A node that refuses every stream is overloaded or going away: refused streams are sent again at
+// once, but only up to retry.max_attempts (no tight loop against it).
 TEST_P(RobustnessTest, RefusedStreamGivesUpAfterMaxAttempts) {
   RefusingUpstream refusing(/*refuse=*/100);
   RestartRoute([](config::Config& config) { config.upstream.max_connections = 1; },
@@ -499,6 +501,7 @@ TEST_P(RobustnessTest, RefusedStreamGivesUpAfterMaxAttempts) {
   const grpc::Status status = stub_->Unary(&ctx, EchoRequest(), &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(refusing.refused(), 3) << "three attempts in all";
+  EXPECT_EQ(proxy_->stats().transparent_retries, 2u);
 }
 
 // Issue "Retry middleware": a 3 MiB upsert-sized request caught by a GOAWAY (its stream above the
