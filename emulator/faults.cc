@@ -203,6 +203,30 @@ void FaultInjector::CountKey(absl::string_view label) {
   (*counters_.mutable_calls_by_key())[std::string(label)] += 1;
 }
 
+void FaultInjector::CountRestTlsHandshake(absl::string_view common_name, bool resumed) {
+  absl::MutexLock lock(&mu_);
+  if (resumed) {
+    counters_.set_rest_tls_resumed(counters_.rest_tls_resumed() + 1);
+  } else {
+    (*counters_.mutable_rest_tls_certs_presented())[std::string(common_name)] += 1;
+  }
+}
+
+void FaultInjector::CountRestTlsClientClose(bool close_notify) {
+  absl::MutexLock lock(&mu_);
+  (*counters_.mutable_rest_tls_client_closes())[close_notify ? "close_notify"
+                                                             : "without_close_notify"] += 1;
+}
+
+void FaultInjector::CountRestTlsReload(bool loaded) {
+  absl::MutexLock lock(&mu_);
+  if (loaded) {
+    counters_.set_rest_tls_reloads(counters_.rest_tls_reloads() + 1);
+  } else {
+    counters_.set_rest_tls_reload_failures(counters_.rest_tls_reload_failures() + 1);
+  }
+}
+
 Counters FaultInjector::counters() const {
   absl::ReaderMutexLock lock(&mu_);
   Counters counters = counters_;

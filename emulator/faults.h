@@ -75,6 +75,13 @@ class FaultInjector {
   void CountRestRequest() ABSL_LOCKS_EXCLUDED(mu_);
   // A call authenticated as `label` ("full", "read_only", "none", "refused").
   void CountKey(absl::string_view label) ABSL_LOCKS_EXCLUDED(mu_);
+  // REST TLS: a handshake done, presenting the certificate named `common_name` (a full one) or
+  // resuming a session (`resumed`; the name is not used then).
+  void CountRestTlsHandshake(absl::string_view common_name, bool resumed) ABSL_LOCKS_EXCLUDED(mu_);
+  // REST TLS: a client ended its connection, with a close_notify first or without.
+  void CountRestTlsClientClose(bool close_notify) ABSL_LOCKS_EXCLUDED(mu_);
+  // REST TLS: changed certificate files were taken (`loaded`) or refused.
+  void CountRestTlsReload(bool loaded) ABSL_LOCKS_EXCLUDED(mu_);
 
   Counters counters() const ABSL_LOCKS_EXCLUDED(mu_);
   std::string CountersJson() const ABSL_LOCKS_EXCLUDED(mu_);

@@ -50,7 +50,8 @@ constexpr char kUsage[] = R"(usage: qdrant-emulator [flags]
   --rest-tls-alpn true|false     REST TLS agrees to ALPN http/1.1 (default true; false: no ALPN
                                  at all, as a server without ALPN support)
   --tls-client-ca PEM            require a client certificate signed by this CA (mTLS)
-  --tls-reload-s N               re-read the TLS files every N seconds (default 0: read once)
+  --tls-reload-s N               re-read the TLS files every N seconds, for gRPC and REST; new
+                                 connections get the new certificate (default 0: read once)
 Prints "qdrant-emulator listening grpc=HOST:PORT control=HOST:PORT [rest=HOST:PORT]
 [tls=HOST:PORT] [rest_tls=HOST:PORT]" on stdout when ready (the port file likewise).
 Stops on SIGINT or SIGTERM.
@@ -146,6 +147,7 @@ int main(int argc, char** argv) {
   rest_options.tls_cert_file = options.tls_cert_file;
   rest_options.tls_key_file = options.tls_key_file;
   rest_options.tls_client_ca_file = options.tls_client_ca_file;
+  rest_options.tls_reload_seconds = options.tls_reload_seconds;
   rest_options.tls_listen = flags["rest-tls-listen"];
   if (!absl::SimpleAtob(flags["rest-tls-alpn"], &rest_options.tls_alpn)) {
     return Fail("--rest-tls-alpn must be true or false");

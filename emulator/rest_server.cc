@@ -1,6 +1,7 @@
 #include "emulator/rest_server.h"
 
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -16,7 +17,10 @@
 #include <boost/beast/ssl.hpp>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <future>
+#include <iostream>
+#include <iterator>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -136,9 +140,9 @@ class RestSession : public std::enable_shared_from_this<RestSession> {
 
 // The TLS port's context (RestServerOptions::tls_cert_file): certificate chain and key, an
 // optional client CA (mTLS), ALPN http/1.1 when asked for.
-absl::StatusOr<std::unique_ptr<asio::ssl::context>> MakeServerTls(
+absl::StatusOr<std::shared_ptr<asio::ssl::context>> MakeServerTls(
     const RestServerOptions& options) {
-  auto context = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+  auto context = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
   boost::system::error_code ec;
   context->use_certificate_chain_file(options.tls_cert_file, ec);
   if (ec) return absl::InvalidArgumentError(absl::StrCat("--tls-cert: ", ec.message()));
@@ -177,11 +181,40 @@ absl::StatusOr<std::unique_ptr<asio::ssl::context>> MakeServerTls(
   return context;
 }
 
+// The contents of the TLS files (certificate chain, key, client CA), to tell when they changed;
+// nullopt while one cannot be read (a Secret mount halfway through its swap).
+std::optional<std::vector<std::string>> ReadTlsFiles(const RestServerOptions& options) {
+  std::vector<std::string> contents;
+  for (const std::string* path :
+       {&options.tls_cert_file, &options.tls_key_file, &options.tls_client_ca_file}) {
+    if (path->empty()) {
+      contents.emplace_back();
+      continue;
+    }
+    std::ifstream file(*path, std::ios::binary);
+    if (!file) return std::nullopt;
+    contents.emplace_back(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+    if (file.bad()) return std::nullopt;
+  }
+  return contents;
+}
+
+// The common name of the certificate `ssl` presents, "?" when it has none.
+std::string PresentedName(SSL* ssl) {
+  X509* cert = SSL_get_certificate(ssl);  // not owned
+  char name[256];
+  if (cert == nullptr || X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName,
+                                                   name, sizeof(name)) < 0) {
+    return "?";
+  }
+  return name;
+}
+
 class RestServer::Impl {
  public:
   Impl(const RestServerOptions& options, Storage& storage, const HandlerOptions& handler_options,
        FaultInjector& faults, int listen_fd, int tls_fd,
-       std::unique_ptr<asio::ssl::context> tls_context)
+       std::shared_ptr<asio::ssl::context> tls_context)
       : options_(options),
         handlers_(storage, handler_options),
         api_(handlers_),
@@ -190,7 +223,9 @@ class RestServer::Impl {
         tls_address_(tls_fd >= 0 ? LocalAddress(tls_fd) : std::string()),
         tls_context_(std::move(tls_context)),
         acceptor_(ioc_),
-        tls_acceptor_(ioc_) {
+        tls_acceptor_(ioc_),
+        reload_timer_(ioc_) {
+    if (tls_context_ != nullptr) tls_files_ = ReadTlsFiles(options_).value_or(tls_files_);
     boost::system::error_code ec;
     acceptor_.assign(tcp::v4(), listen_fd, ec);
     assign_error_ = ec;
@@ -205,7 +240,10 @@ class RestServer::Impl {
       return absl::InternalError(absl::StrCat("REST listener: ", assign_error_.message()));
     }
     Accept();
-    if (tls_context_ != nullptr) AcceptTls();
+    if (tls_context_ != nullptr) {
+      AcceptTls();
+      if (options_.tls_reload_seconds > 0) ScheduleTlsReload();
+    }
     thread_ = std::thread([this] {
       ioc_.run();
       loop_done_ = true;  // Read after join(): sessions destroyed with ioc_ see it.
@@ -234,7 +272,6 @@ class RestServer::Impl {
   const RestApi& api() const { return api_; }
   FaultInjector& faults() { return faults_; }
   bool stopping() const { return stopping_; }
-  asio::ssl::context& tls_context() { return *tls_context_; }
   void Register(RestSession* session) { sessions_.insert(session); }
   void Unregister(RestSession* session) {
     sessions_.erase(session);
@@ -247,6 +284,9 @@ class RestServer::Impl {
  private:
   void Accept();
   void AcceptTls();
+  // Every options_.tls_reload_seconds: a new TLS context when the files changed and load.
+  void ScheduleTlsReload();
+  void ReloadTls();
   void ReleaseParked(bool stopping);
   // Runs `fn` on the I/O thread and waits for it; does nothing once the loop has stopped (the
   // server is shutting down).
@@ -273,8 +313,11 @@ class RestServer::Impl {
   const RestApi api_;
   FaultInjector& faults_;
   const std::string address_;
-  const std::string tls_address_;                    // empty without TLS
-  std::unique_ptr<asio::ssl::context> tls_context_;  // null without TLS
+  const std::string tls_address_;  // empty without TLS
+  // Null without TLS. I/O thread only after Start(): replaced by ReloadTls(); a session keeps the
+  // one it was accepted with.
+  std::shared_ptr<asio::ssl::context> tls_context_;
+  std::vector<std::string> tls_files_;  // I/O thread: contents last tried (loaded or refused)
   boost::system::error_code assign_error_;
   // I/O thread only. Declared before ioc_: destroying ioc_ destroys pending handlers, whose
   // sessions unregister themselves here.
@@ -285,6 +328,7 @@ class RestServer::Impl {
   asio::io_context ioc_;
   tcp::acceptor acceptor_;
   tcp::acceptor tls_acceptor_;  // open only with TLS
+  asio::steady_timer reload_timer_;
   std::thread thread_;
   std::once_flag shutdown_once_;
 };
@@ -296,9 +340,13 @@ class RestSessionOn : public RestSession {
  public:
   static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
 
-  template <typename... Args>
-  RestSessionOn(RestServer::Impl& server, tcp::socket socket, Args&... args)
-      : server_(server), stream_(std::move(socket), args...), timer_(stream_.get_executor()) {
+  // `tls`: the TLS port's context at accept time (kTls only), kept for the session's life.
+  RestSessionOn(RestServer::Impl& server, tcp::socket socket,
+                std::shared_ptr<asio::ssl::context> tls = nullptr)
+      : server_(server),
+        tls_context_(std::move(tls)),
+        stream_(MakeStream(std::move(socket), tls_context_.get())),
+        timer_(stream_.get_executor()) {
     server_.faults().CountRestConnectionOpened();
     server_.Register(this);
   }
@@ -313,6 +361,11 @@ class RestSessionOn : public RestSession {
       stream_.async_handshake(asio::ssl::stream_base::server,
                               [self = Self()](beast::error_code ec) {
                                 if (ec) return self->Close();
+                                SSL* ssl = self->stream_.native_handle();
+                                const bool resumed = SSL_session_reused(ssl) == 1;
+                                self->server_.faults().CountRestTlsHandshake(
+                                    resumed ? std::string() : PresentedName(ssl), resumed);
+                                self->handshake_done_ = true;
                                 self->ReadHeader();
                               });
     } else {
@@ -377,6 +430,14 @@ class RestSessionOn : public RestSession {
   }
   beast::tcp_stream& Lowest() { return beast::get_lowest_layer(stream_); }
 
+  static Stream MakeStream(tcp::socket socket, [[maybe_unused]] asio::ssl::context* tls) {
+    if constexpr (kTls) {
+      return Stream(std::move(socket), *tls);
+    } else {
+      return Stream(std::move(socket));
+    }
+  }
+
   void ReadHeader() {
     if (server_.stopping()) return Close();
     idle_ = true;
@@ -418,6 +479,20 @@ class RestSessionOn : public RestSession {
   }
 
   void OnReadError(beast::error_code ec) {
+    if constexpr (kTls) {
+      // The client ended the connection (not our idle timeout, not our own close): with a TLS
+      // close_notify first (OpenSSL saw it: SSL_RECEIVED_SHUTDOWN), or without one (a FIN or a
+      // reset alone: Asio's stream_truncated, or a reset).
+      if (handshake_done_ && !closed_ && ec != beast::error::timeout &&
+          ec != asio::error::operation_aborted) {
+        const bool clean = (SSL_get_shutdown(stream_.native_handle()) & SSL_RECEIVED_SHUTDOWN) != 0;
+        if (clean || ec == asio::ssl::error::stream_truncated || ec == http::error::end_of_stream ||
+            ec == asio::error::eof || ec == asio::error::connection_reset) {
+          server_.faults().CountRestTlsClientClose(clean);
+        }
+      }
+    }
+    if (ec == asio::ssl::error::stream_truncated) return Close();
     if (ec == http::error::end_of_stream || ec == asio::error::operation_aborted ||
         ec == beast::error::timeout || ec == asio::error::connection_reset || closed_) {
       return Close();
@@ -595,6 +670,7 @@ class RestSessionOn : public RestSession {
   }
 
   RestServer::Impl& server_;
+  std::shared_ptr<asio::ssl::context> tls_context_;  // kTls: the context stream_ was made with
   Stream stream_;
   asio::steady_timer timer_;
   beast::flat_buffer buffer_;
@@ -606,7 +682,8 @@ class RestSessionOn : public RestSession {
   bool idle_ = true;  // Waiting for (the headers of) the next request.
   bool close_after_answer_ = false;
   bool closed_ = false;
-  bool gzip_answer_ = false;  // The request accepts a gzip answer (and gzip_answers is on).
+  bool handshake_done_ = false;  // kTls: the TLS handshake finished
+  bool gzip_answer_ = false;     // The request accepts a gzip answer (and gzip_answers is on).
   std::array<char, 4096> drain_;
 };
 
@@ -639,10 +716,35 @@ void RestServer::Impl::AcceptTls() {
     }
     socket.set_option(tcp::no_delay(true), ec);
     std::make_shared<RestSessionOn<beast::ssl_stream<beast::tcp_stream>>>(*this, std::move(socket),
-                                                                          *tls_context_)
+                                                                          tls_context_)
         ->Start();
     AcceptTls();
   });
+}
+
+void RestServer::Impl::ScheduleTlsReload() {
+  reload_timer_.expires_after(std::chrono::seconds(options_.tls_reload_seconds));
+  reload_timer_.async_wait([this](beast::error_code ec) {
+    if (ec || stopping_) return;
+    ReloadTls();
+    ScheduleTlsReload();
+  });
+}
+
+void RestServer::Impl::ReloadTls() {
+  std::optional<std::vector<std::string>> files = ReadTlsFiles(options_);
+  if (!files.has_value() || *files == tls_files_) return;
+  tls_files_ = *std::move(files);
+  absl::StatusOr<std::shared_ptr<asio::ssl::context>> context = MakeServerTls(options_);
+  faults_.CountRestTlsReload(context.ok());
+  if (!context.ok()) {
+    std::cerr << "qdrant-emulator: REST TLS files changed but do not load, keeping the previous "
+                 "ones: "
+              << context.status().message() << "\n";
+    return;
+  }
+  tls_context_ = *std::move(context);
+  std::cerr << "qdrant-emulator: REST TLS files changed: new connections get them\n";
 }
 
 void RestServer::Impl::CloseAbruptly() {
@@ -682,6 +784,7 @@ void RestServer::Impl::Shutdown() {
       beast::error_code ignored;
       acceptor_.close(ignored);
       tls_acceptor_.close(ignored);
+      reload_timer_.cancel();
       ReleaseParked(/*stopping=*/true);  // Answered 503, then closed.
       CloseGracefully();                 // Idle ones now, busy ones after their answer.
       if (sessions_.empty()) {
@@ -701,10 +804,10 @@ absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(const RestServerOp
                                                               Storage& storage,
                                                               const HandlerOptions& handlers,
                                                               FaultInjector& faults) {
-  std::unique_ptr<asio::ssl::context> tls_context;
+  std::shared_ptr<asio::ssl::context> tls_context;
   int tls_fd = -1;
   if (!options.tls_cert_file.empty()) {
-    absl::StatusOr<std::unique_ptr<asio::ssl::context>> context = MakeServerTls(options);
+    absl::StatusOr<std::shared_ptr<asio::ssl::context>> context = MakeServerTls(options);
     if (!context.ok()) return context.status();
     tls_context = *std::move(context);
     absl::StatusOr<int> fd = ListenTcp(options.tls_listen);

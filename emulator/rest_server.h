@@ -4,8 +4,9 @@
 // HTTP with Boost.Beast: keep-alive, pipelining, Content-Length and chunked request bodies,
 // `Expect: 100-continue`, gzip or deflate `Content-Encoding` request bodies, gzip answers when
 // Accept-Encoding allows (RestServerOptions::gzip_answers); the same over TLS on a second port when
-// RestServerOptions::tls_cert_file is set (ALPN http/1.1, or none). Limits: 64 KiB of
-// headers (431 beyond), `max_body_bytes` of body, before or after inflating (413 beyond); bytes
+// RestServerOptions::tls_cert_file is set (ALPN http/1.1, or none; certificate files re-read every
+// tls_reload_seconds; handshakes and how clients closed counted in FaultInjector). Limits: 64 KiB
+// of headers (431 beyond), `max_body_bytes` of body, before or after inflating (413 beyond); bytes
 // that are not HTTP/1.x (garbage, an HTTP/2 preface, TLS) get a 400 and the connection closes.
 //
 // Faults, per request of a known route, keyed by the gRPC method the route mirrors (RestCall):
@@ -52,6 +53,13 @@ struct RestServerOptions {
   std::string tls_key_file;
   std::string tls_client_ca_file;
   bool tls_alpn = true;
+  // Every this many seconds the TLS files are read again; when their contents changed, a new TLS
+  // context is built from them and new connections get it (open ones keep theirs), as Qdrant's
+  // tls.cert_ttl reloads the HTTPS certificate. The new context has a new session cache and new
+  // ticket keys, so a client cannot resume a session from before: its next handshake is a full
+  // one, shown the new chain. Files that do not load (a key not matching its certificate, halfway
+  // through a rotation) keep the previous context, tried again when they change. 0: read once.
+  int tls_reload_seconds = 0;
   // Largest request body, compressed or inflated; Qdrant's default max_request_size_mb is 32.
   size_t max_body_bytes = 32u << 20;
   // A keep-alive connection idle this long between requests is closed; zero: never.

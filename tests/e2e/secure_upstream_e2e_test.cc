@@ -8,8 +8,10 @@
 //    picked up for new connections.
 //  - RestTls*: REST over TLS (keys per read/write class, each bad certificate a 503 with its
 //    reason, a server without ALPN), session resumption on reconnects (REST and gRPC), a new CA
-//    file recycling open connections under load without a failed call, a retry keeping the key
-//    its call started with.
+//    file recycling open connections under load without a failed call, the node moved to a
+//    certificate from a new CA under REST and gRPC load (no failed call; new connections shown
+//    the new chain, in qpoold's log and in the emulator's counters), a retry keeping the key its
+//    call started with.
 //  - Keys*: rotation of the key file under load (8 clients) fails no call; the read-only key goes
 //    on reads and the full key on writes (the emulator's per-key counters); override vs if_absent;
 //    no key ever appears in the log (trace level), /metrics, /pool, error messages or
@@ -224,13 +226,15 @@ class SecureUpstreamE2eTest : public ::testing::Test {
   }
 
   // The emulator's calls by key label ("full", "read_only", "none", "refused").
-  int KeyCount(const std::string& label) {
+  int KeyCount(const std::string& label) { return EmulatorCount("calls_by_key", label); }
+  // Entry `label` of the emulator's counter map `map` (GET /counters), 0 when absent.
+  int EmulatorCount(const std::string& map, const std::string& label) {
     const std::string body = HttpGet(control_port_, "/counters").body;
-    const size_t map = body.find("\"calls_by_key\":{");
-    if (map == std::string::npos) return 0;
-    const size_t end = body.find('}', map);
+    const size_t at_map = body.find("\"" + map + "\":{");
+    if (at_map == std::string::npos) return 0;
+    const size_t end = body.find('}', at_map);
     const std::string key = "\"" + label + "\":";
-    const size_t at = body.find(key, map);
+    const size_t at = body.find(key, at_map);
     if (at == std::string::npos || at > end) return 0;
     return std::atoi(body.c_str() + at + key.size());
   }
@@ -595,6 +599,107 @@ TEST_F(RestTlsE2eTest, NewCaFileRecyclesOpenConnectionsUnderLoadWithoutFailingAC
             << " failed; recycled gRPC "
             << Metric("qpool_upstream_disconnects_total", ",reason=\"recycled\"") << ", REST "
             << RestMetric("qpool_upstream_disconnects_total", ",reason=\"recycled\"") << "\n";
+}
+
+TEST_F(RestTlsE2eTest, NodeMovedToANewCaUnderLoadFailsNoCallAndNewConnectionsSeeTheNewChain) {
+  // A planned CA change: qpoold's CA bundle gains the new CA first, then the node's certificate
+  // is replaced by one the new CA signed. The node's files are re-read every second by the
+  // emulator (REST as Qdrant's tls.cert_ttl does it, gRPC too); qpoold recycles its connections
+  // every second (max_connection_age), so new ones keep coming while 8 REST and 4 gRPC clients
+  // call.
+  const std::string live = dir_ + "/node-tls";
+  std::filesystem::create_directories(live);
+  std::filesystem::copy_file(Cert("server.pem"), live + "/tls.crt");
+  std::filesystem::copy_file(Cert("server.key"), live + "/tls.key");
+  const std::string bundle = dir_ + "/ca-bundle.pem";
+  Replace(bundle, ReadFileOrEmpty(Cert("ca.pem")));
+  ASSERT_NO_FATAL_FAILURE(
+      StartEmulator({"--rest-listen", "127.0.0.1:0", "--tls-cert", live + "/tls.crt", "--tls-key",
+                     live + "/tls.key", "--tls-reload-s", "1"}));
+  ASSERT_NE(rest_tls_port_, 0);
+  ASSERT_NO_FATAL_FAILURE(StartQpooldRest(
+      true,
+      TlsYaml("    ca_file: " + bundle + "\n") +
+          "  min_connections: 2\n  max_connection_age: 1s\n  secrets_poll_interval: 100ms\n"
+          "  acquire_timeout: 5s\n",
+      "health:\n  enabled: false\nlog:\n  level: debug\n"));
+  ASSERT_TRUE(Exists().ok());
+  ASSERT_EQ(Rest("GET", "/collections").status, 200);
+  EXPECT_GE(EmulatorCount("rest_tls_certs_presented", "server"), 1);
+  std::atomic<bool> stop{false};
+  std::atomic<int> rest_ok{0};
+  std::atomic<int> grpc_ok{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 8; ++c) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 3000 && !stop.load(); ++i) {  // bounded
+        HttpReply reply = Rest("GET", "/collections");
+        if (reply.status == 200) {
+          rest_ok.fetch_add(1);
+        } else {
+          failed.fetch_add(1);
+          std::cerr << "REST call failed: " << reply.status << " " << reply.body << "\n";
+        }
+      }
+    });
+  }
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 3000 && !stop.load(); ++i) {
+        grpc::Status status = Exists();
+        if (status.ok()) {
+          grpc_ok.fetch_add(1);
+        } else {
+          failed.fetch_add(1);
+          std::cerr << "gRPC call failed: " << status.error_message() << "\n";
+        }
+      }
+    });
+  }
+  auto count_in_log = [&](const std::string& text) {
+    const std::string log = ReadFileOrEmpty(log_path_);
+    int n = 0;
+    for (size_t at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++n;
+    return n;
+  };
+  ASSERT_TRUE(
+      WaitFor([&] { return rest_ok.load() >= 200 && grpc_ok.load() >= 100; }, absl::Seconds(20)));
+  // 1. The bundle gains the new CA; both stores (gRPC and REST) take it.
+  Replace(bundle, ReadFileOrEmpty(Cert("ca.pem")) + ReadFileOrEmpty(Cert("other_ca.pem")));
+  const bool bundle_taken =
+      WaitFor([&] { return count_in_log("TLS files changed; new connections") >= 2; },
+              absl::Seconds(10), absl::Milliseconds(100));
+  // 2. The node moves to the new CA: key first, then the certificate, each renamed into place.
+  Replace(live + "/tls.key", ReadFileOrEmpty(Cert("next.key")));
+  Replace(live + "/tls.crt", ReadFileOrEmpty(Cert("next.pem")));
+  const bool rest_saw = WaitFor(
+      [&] {
+        return count_in_log("upstream REST " + rest_node_ + ": TLS up (subject /CN=next") > 0;
+      },
+      absl::Seconds(20), absl::Milliseconds(100));
+  const bool grpc_saw =
+      WaitFor([&] { return count_in_log("upstream " + node_ + ": TLS up (subject /CN=next") > 0; },
+              absl::Seconds(20), absl::Milliseconds(100));
+  // Some more calls on the new connections.
+  const int at_rotation = rest_ok.load() + grpc_ok.load();
+  WaitFor([&] { return rest_ok.load() + grpc_ok.load() >= at_rotation + 300; }, absl::Seconds(10));
+  stop = true;
+  for (std::thread& t : clients) t.join();
+  EXPECT_TRUE(bundle_taken) << "qpoold did not take the new CA bundle";
+  EXPECT_TRUE(rest_saw) << "no new REST connection was shown the new chain";
+  EXPECT_TRUE(grpc_saw) << "no new gRPC connection was shown the new chain";
+  EXPECT_EQ(failed.load(), 0);
+  // The node's view: its REST port presented the new certificate in full handshakes.
+  EXPECT_GE(EmulatorCount("rest_tls_certs_presented", "next"), 1);
+  EXPECT_EQ(RestMetric("qpool_upstream_tls_failures_total", ",reason=\"unknown_ca\""), 0);
+  EXPECT_EQ(Metric("qpool_upstream_tls_failures_total", ",reason=\"unknown_ca\""), 0);
+  std::cerr << "node moved to a new CA under load: REST " << rest_ok.load() << " calls, gRPC "
+            << grpc_ok.load() << ", " << failed.load() << " failed; REST handshakes "
+            << RestMetric("qpool_upstream_tls_handshakes_total") << " (resumed "
+            << RestMetric("qpool_upstream_tls_resumptions_total") << "), emulator presented "
+            << "server " << EmulatorCount("rest_tls_certs_presented", "server") << " / next "
+            << EmulatorCount("rest_tls_certs_presented", "next") << " times\n";
 }
 
 TEST_F(RestTlsE2eTest, RetriedCallKeepsTheApiKeyItStartedWith) {

@@ -7,6 +7,7 @@
 #   expired.pem expired.key   signed by ca, valid 2020-01-01 .. 2020-01-02 (openssl ca -enddate)
 #   wrong_name.pem .key       signed by ca, for wrong.invalid only
 #   unknown_ca.pem .key       for localhost and 127.0.0.1, signed by other_ca
+#   next.pem next.key         the same names, signed by other_ca: a node moved to a new CA
 #   client.pem client.key     a client certificate signed by ca (mTLS)
 # Usage: make_certs.sh DIR       Exit status 0 when every file was made.
 set -euo pipefail
@@ -66,5 +67,6 @@ issue server2 ca "DNS:localhost,IP:127.0.0.1"
 issue expired ca "DNS:localhost,IP:127.0.0.1" -startdate 20200101000000Z -enddate 20200102000000Z
 issue wrong_name ca "DNS:wrong.invalid"
 issue unknown_ca other_ca "DNS:localhost,IP:127.0.0.1"
+issue next other_ca "DNS:localhost,IP:127.0.0.1"
 issue client ca "DNS:qpoold.client"
 rm -rf db.ca db.other_ca
