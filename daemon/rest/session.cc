@@ -1,11 +1,14 @@
 #include "daemon/rest/session.h"
 
+#include <sys/socket.h>
+
 #include <array>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
+#include <cerrno>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -29,6 +32,14 @@ constexpr size_t kChunkBytes = 64 * 1024;
 constexpr uint32_t kMaxResponseHeaderBytes = 1 << 20;
 
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+
+// True when the peer of an idle connection has closed it (end of stream or an error waiting):
+// one non-blocking peek, nothing consumed.
+bool PeerClosed(tcp::socket& socket) {
+  char byte;
+  const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
 
 std::string Millis(Duration d) {
   return absl::StrCat(std::chrono::duration_cast<std::chrono::milliseconds>(d).count(), " ms");
@@ -471,6 +482,15 @@ void RestSession::OnExchangeReady(Exchange& ex, pool::PoolConnection* conn) {
     return;
   }
   attempts_.OnSent(ex.slot, static_cast<int>(ex.node));
+  if (OnceOnly() && ex.upstream->exchanges() > 1 && PeerClosed(ex.upstream->socket())) {
+    // The node closed this idle connection (or went away) before the request was written: nothing
+    // was sent, the request goes again.
+    const std::string message =
+        absl::StrCat("REST node ", worker_.node_name(ex.node), " had closed the idle connection");
+    EndExchange(ex, false, true);
+    attempts_.OnLost(ex.slot, /*never_reached=*/true, message);
+    return;
+  }
   if (streaming_ && expect_continue_) {
     ContinueThen(&RestSession::WriteFirstRequest);
     return;
@@ -693,7 +713,10 @@ void RestSession::OnResponseHeader(Exchange& ex, const error_code& ec) {
     const bool nothing = !parser.got_some() && ex.upstream->buffer().size() == 0 &&
                          (ec == http::error::end_of_stream || ec == boost::asio::error::eof ||
                           ec == boost::asio::error::connection_reset);
-    const bool never_reached = nothing && ex.upstream->exchanges() > 1;
+    // A request that must not run twice was written on a connection still open (OnExchangeReady
+    // looked): the node may have taken it before it closed (it crashed or was killed while
+    // working on it), so it is not replayed.
+    const bool never_reached = nothing && ex.upstream->exchanges() > 1 && !OnceOnly();
     const std::string message =
         absl::StrCat("REST node ", worker_.node_name(ex.node),
                      " closed the connection before answering: ", ec.message());

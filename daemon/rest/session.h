@@ -155,6 +155,12 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
   void OnDeadline();
   void ReleaseReplay();
   void Close();
+  // The request must not reach Qdrant twice (a delete by filter, a never-repeat route): a
+  // connection lost after it was written is passed on, never replayed.
+  bool OnceOnly() const {
+    return retry_class_ == retry::RetryClass::kFilterScopedWrite ||
+           retry_class_ == retry::RetryClass::kNeverRepeat;
+  }
 
   RestWorker& worker_;
   boost::asio::ip::tcp::socket socket_;

@@ -369,16 +369,31 @@ TEST_F(RestForwardingTest, RequestLostOnAReusedConnectionBeforeAnyAnswerIsReplay
   Client client(port_);
   ASSERT_TRUE(client.Send(Request("GET", "/collections")));
   ASSERT_TRUE(client.Read().ok);
-  // The pooled connection closes as the next request arrives: a filter delete (never repeated by
-  // policy) is still replayed, since Qdrant never processed it.
+  // The pooled connection closes as the next request arrives, before any byte of the answer: a
+  // search is replayed.
   upstream_->CloseNextReusedRequests(1);
-  const std::string body = R"({"filter":{"must":[]}})";
-  ASSERT_TRUE(client.Send(Request("POST", "/collections/c/points/delete", body)));
-  const Reply reply = client.Read();
+  const std::string search = R"({"vector":[1,2],"limit":1})";
+  ASSERT_TRUE(client.Send(Request("POST", "/collections/c/points/search", search)));
+  Reply reply = client.Read();
   ASSERT_TRUE(reply.ok) << reply.error;
   EXPECT_EQ(reply.status, 200u);
-  EXPECT_EQ(reply.body, body);
+  EXPECT_EQ(reply.body, search);
   EXPECT_EQ(upstream_->closed_unanswered(), 1);
+  EXPECT_EQ(proxy_->stats().transparent_retries, 1u);
+
+  // A delete by filter lost the same way is not: the connection was open when it was written (the
+  // node read its headers), so the node may have run it. Passed on as 502, never sent again.
+  upstream_->CloseNextReusedRequests(1);
+  const int64_t answered = upstream_->requests();
+  const std::string filter = R"({"filter":{"must":[]}})";
+  ASSERT_TRUE(client.Send(Request("POST", "/collections/c/points/delete", filter)));
+  reply = client.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.status, 502u);
+  EXPECT_NE(ErrorOf(reply.body).find("closed the connection before answering"), std::string::npos)
+      << reply.body;
+  EXPECT_EQ(upstream_->closed_unanswered(), 2);
+  EXPECT_EQ(upstream_->requests(), answered);
   EXPECT_EQ(proxy_->stats().transparent_retries, 1u);
 }
 
@@ -833,6 +848,29 @@ TEST_F(RestTrailersTest, AnHttp10AppGetsTheBodyWithoutTheTrailers) {
   const Reply reply = client.Read();
   ASSERT_TRUE(reply.ok) << reply.error;
   EXPECT_EQ(reply.raw, "HTTP/1.0 200 OK\r\n\r\nabc");
+}
+
+// A delete by filter on a pooled connection the node had closed while idle goes on another
+// connection: qpoold sees the close before writing (nothing was sent), so this is no replay of a
+// request the node may have run.
+TEST_F(RestTrailersTest, ADeleteByFilterAvoidsAConnectionTheNodeClosedIdle) {
+  Client client(port_);
+  // A keep-alive answer, then the node closes the connection (an idle close).
+  raw_->Script({"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", ""});
+  ASSERT_TRUE(client.Send(Request("GET", "/collections")));
+  ASSERT_TRUE(client.Read().ok);
+  ASSERT_TRUE(raw_->NextRequest(absl::Seconds(5)).has_value());
+  ASSERT_TRUE(WaitFor([&] { return raw_->connections_closed() == 1; }, absl::Seconds(5)));
+  const std::string filter = R"({"filter":{"must":[]}})";
+  ASSERT_TRUE(client.Send(Request("POST", "/collections/c/points/delete", filter)));
+  const Reply reply = client.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.status, 200u) << reply.body;
+  const std::optional<std::string> raw = raw_->NextRequest(absl::Seconds(5));
+  ASSERT_TRUE(raw.has_value());
+  EXPECT_TRUE(absl::EndsWith(*raw, filter));
+  EXPECT_EQ(raw_->connections_accepted(), 2);
+  EXPECT_FALSE(raw_->NextRequest(absl::Milliseconds(1)).has_value());  // sent once
 }
 
 }  // namespace

@@ -45,6 +45,7 @@ class RawHttpUpstream::Impl {
       absl::MutexLock lock(&mu);
       conn_fd = -1;
       ::close(fd);
+      closed++;
     }
   }
 
@@ -82,6 +83,7 @@ class RawHttpUpstream::Impl {
       }
       if (pieces.empty()) pieces = {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"};
       for (size_t i = 0; i < pieces.size(); ++i) {
+        if (pieces[i].empty()) return;  // the connection closes
         if (i > 0) {
           absl::MutexLock lock(&mu);
           auto released = [this] { return releases > 0 || stopped; };
@@ -113,6 +115,7 @@ class RawHttpUpstream::Impl {
   bool stopped ABSL_GUARDED_BY(mu) = false;
   int conn_fd ABSL_GUARDED_BY(mu) = -1;
   int64_t accepted ABSL_GUARDED_BY(mu) = 0;
+  int64_t closed ABSL_GUARDED_BY(mu) = 0;
   int releases ABSL_GUARDED_BY(mu) = 0;
   std::deque<std::vector<std::string>> scripts ABSL_GUARDED_BY(mu);
   std::deque<std::string> requests ABSL_GUARDED_BY(mu);
@@ -177,6 +180,11 @@ std::optional<std::string> RawHttpUpstream::NextRequest(absl::Duration timeout) 
 int64_t RawHttpUpstream::connections_accepted() const {
   absl::MutexLock lock(&impl_->mu);
   return impl_->accepted;
+}
+
+int64_t RawHttpUpstream::connections_closed() const {
+  absl::MutexLock lock(&impl_->mu);
+  return impl_->closed;
 }
 
 }  // namespace qpool::testing

@@ -36,13 +36,15 @@ class RawHttpUpstream {
   void Stop();
 
   // The answer to the next request that has none scripted yet: `pieces` written in order, each
-  // one after the first only once Release() was called for it.
+  // one after the first only once Release() was called for it. An empty piece closes the
+  // connection at once, without a Release.
   void Script(std::vector<std::string> pieces);
   // Lets the next waiting piece go out.
   void Release();
   // The raw bytes of the oldest request not taken yet, waiting up to `timeout` for one.
   std::optional<std::string> NextRequest(absl::Duration timeout);
   int64_t connections_accepted() const;
+  int64_t connections_closed() const;  // by this server (an empty piece) or by the peer
 
   class Impl;
 
