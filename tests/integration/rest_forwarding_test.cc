@@ -698,7 +698,7 @@ TEST_F(RestForwardingTest, ThousandAppConnectionsShareFourUpstreamConnections) {
 
 // --- chunked trailers (RFC 9112 section 7.1.2), byte for byte, against a scripted raw upstream ---
 
-class RestTrailersTest : public RestForwardingTest {
+class RestRawUpstreamTest : public RestForwardingTest {
  protected:
   void SetUp() override {
     RestForwardingTest::SetUp();
@@ -726,7 +726,7 @@ std::pair<std::string, std::string> SplitHead(const std::string& raw) {
   return {raw.substr(0, end + 4), raw.substr(end + 4)};
 }
 
-TEST_F(RestTrailersTest, RequestTrailersReachTheNodeAfterTheHeldBody) {
+TEST_F(RestRawUpstreamTest, RequestTrailersReachTheNodeAfterTheHeldBody) {
   Client client(port_);
   ASSERT_TRUE(client.Send(
       "POST /collections/c/points/search HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
@@ -768,7 +768,7 @@ TEST_F(RestTrailersTest, RequestTrailersReachTheNodeAfterTheHeldBody) {
   EXPECT_EQ(SplitHead(*raw).second, "{}");
 }
 
-TEST_F(RestTrailersTest, RequestTrailersFollowAStreamedBody) {
+TEST_F(RestRawUpstreamTest, RequestTrailersFollowAStreamedBody) {
   edit_ = [](config::Config& c) { c.retry.replay_buffer_per_call = 4096; };
   SetUp();  // again, with the edit: a body over 4 KiB streams through
   Client client(port_);
@@ -798,7 +798,7 @@ TEST_F(RestTrailersTest, RequestTrailersFollowAStreamedBody) {
       << raw->substr(raw->size() - 40);
 }
 
-TEST_F(RestTrailersTest, AnswerTrailersReachTheAppWholeAndInParts) {
+TEST_F(RestRawUpstreamTest, AnswerTrailersReachTheAppWholeAndInParts) {
   Client client(port_);
   // The whole answer in one piece: read at once with the head.
   raw_->Script(
@@ -838,7 +838,7 @@ TEST_F(RestTrailersTest, AnswerTrailersReachTheAppWholeAndInParts) {
   EXPECT_EQ(raw_->connections_accepted(), 1);
 }
 
-TEST_F(RestTrailersTest, AnHttp10AppGetsTheBodyWithoutTheTrailers) {
+TEST_F(RestRawUpstreamTest, AnHttp10AppGetsTheBodyWithoutTheTrailers) {
   // HTTP/1.0 has no chunked coding: the body is delimited by the close, the trailers cannot go.
   Client client(port_);
   raw_->Script(
@@ -853,7 +853,7 @@ TEST_F(RestTrailersTest, AnHttp10AppGetsTheBodyWithoutTheTrailers) {
 // A delete by filter on a pooled connection the node had closed while idle goes on another
 // connection: qpoold sees the close before writing (nothing was sent), so this is no replay of a
 // request the node may have run.
-TEST_F(RestTrailersTest, ADeleteByFilterAvoidsAConnectionTheNodeClosedIdle) {
+TEST_F(RestRawUpstreamTest, ADeleteByFilterAvoidsAConnectionTheNodeClosedIdle) {
   Client client(port_);
   // A keep-alive answer, then the node closes the connection (an idle close).
   raw_->Script({"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", ""});
@@ -871,6 +871,41 @@ TEST_F(RestTrailersTest, ADeleteByFilterAvoidsAConnectionTheNodeClosedIdle) {
   EXPECT_TRUE(absl::EndsWith(*raw, filter));
   EXPECT_EQ(raw_->connections_accepted(), 2);
   EXPECT_FALSE(raw_->NextRequest(absl::Milliseconds(1)).has_value());  // sent once
+}
+
+// The node's interim answer and its final one arrive in one read: the final head is parsed from
+// the connection's buffer without a read (fast_io inline), and taken up from the event loop; the
+// app gets the final answer once, and the connection goes on.
+TEST_F(RestRawUpstreamTest, InterimAndFinalAnswerInOneReadAreForwardedOnce) {
+  Client client(port_);
+  raw_->Script({"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"});
+  ASSERT_TRUE(client.Send(Request("POST", "/collections/c/points/search", "{}")));
+  Reply reply = client.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.raw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+  ASSERT_TRUE(client.Send(Request("GET", "/collections")));
+  reply = client.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.raw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+  EXPECT_EQ(raw_->connections_accepted(), 1);
+}
+
+// The node closes in the middle of an answer's body (its length said 100): what came is
+// forwarded, then the app's connection closes (the answer cannot be completed), counted as a
+// failed call; other connections are served.
+TEST_F(RestRawUpstreamTest, ANodeClosingMidBodyEndsTheAppsConnection) {
+  Client client(port_);
+  raw_->Script({"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b", ""});
+  ASSERT_TRUE(client.Send(Request("GET", "/collections")));
+  const std::string raw = client.ReadRawUntil("only ten b");
+  EXPECT_EQ(raw, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b");
+  EXPECT_TRUE(client.ClosedWithin(absl::Seconds(5)));
+  Client other(port_);
+  ASSERT_TRUE(other.Send(Request("GET", "/collections")));
+  const Reply reply = other.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.status, 200u);
+  EXPECT_EQ(raw_->connections_accepted(), 2);
 }
 
 }  // namespace
