@@ -19,6 +19,7 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -47,22 +48,24 @@ class TrailerParser
     : public boost::beast::http::parser<kIsRequest, boost::beast::http::buffer_body> {
  public:
   TrailerParser() = default;
-  // The fields after the last chunk; empty until the message is done, and for a message that is
-  // not chunked.
-  const boost::beast::http::fields& trailers() const { return trailers_; }
-  bool has_trailers() const { return trailers_.begin() != trailers_.end(); }
+  // Whether the message had fields after its last chunk (known once it is done).
+  bool has_trailers() const { return trailers_ != nullptr; }
+  // Those fields. Only when has_trailers().
+  const boost::beast::http::fields& trailers() const { return *trailers_; }
 
  private:
   void on_field_impl(boost::beast::http::field name, boost::beast::string_view name_string,
                      boost::beast::string_view value, boost::system::error_code&) override {
     if (this->is_header_done()) {
-      trailers_.insert(name, name_string, value);
+      if (trailers_ == nullptr) trailers_ = std::make_unique<boost::beast::http::fields>();
+      trailers_->insert(name, name_string, value);
     } else {
       this->get().insert(name, name_string, value);
     }
   }
 
-  boost::beast::http::fields trailers_;
+  // Made for the first trailer field: a message without any costs no fields object.
+  std::unique_ptr<boost::beast::http::fields> trailers_;
 };
 
 // Appends a chunk's header without extensions, "<size in hex>\r\n", to `out` (size > 0).
