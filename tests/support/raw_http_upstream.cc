@@ -86,8 +86,8 @@ class RawHttpUpstream::Impl {
         if (pieces[i].empty()) return;  // the connection closes
         if (i > 0) {
           absl::MutexLock lock(&mu);
-          auto released = [this] { return releases > 0 || stopped; };
-          if (!mu.AwaitWithTimeout(absl::Condition(&released), absl::Seconds(10)) || stopped) {
+          if (!mu.AwaitWithTimeout(absl::Condition(this, &Impl::Released), absl::Seconds(10)) ||
+              stopped) {
             return;
           }
           releases--;
@@ -96,6 +96,9 @@ class RawHttpUpstream::Impl {
       }
     }
   }
+
+  bool Released() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return releases > 0 || stopped; }
+  bool HasRequest() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return !requests.empty(); }
 
   static bool SendAll(int fd, const std::string& bytes) {
     size_t at = 0;
@@ -170,8 +173,9 @@ void RawHttpUpstream::Release() {
 
 std::optional<std::string> RawHttpUpstream::NextRequest(absl::Duration timeout) {
   absl::MutexLock lock(&impl_->mu);
-  auto any = [this] { return !impl_->requests.empty(); };
-  if (!impl_->mu.AwaitWithTimeout(absl::Condition(&any), timeout)) return std::nullopt;
+  if (!impl_->mu.AwaitWithTimeout(absl::Condition(impl_.get(), &Impl::HasRequest), timeout)) {
+    return std::nullopt;
+  }
   std::string raw = std::move(impl_->requests.front());
   impl_->requests.pop_front();
   return raw;
