@@ -134,16 +134,16 @@ void WriteAll(boost::asio::ip::tcp::socket& socket, Serializer& serializer, Hand
   handler(ec, size_t{0});
 }
 
-// Writes `head` then `body` (one sendmsg while the socket takes them, then asio::async_write for
-// the rest). Both must stay valid until the handler runs. Calls handler(ec, 0) once. Puts the
-// socket in non-blocking mode.
-template <class Handler>
-void WriteHeadAndBody(boost::asio::ip::tcp::socket& socket, boost::asio::const_buffer head,
-                      boost::asio::const_buffer body, Handler&& handler) {
+// Writes `buffers` in order (one sendmsg while the socket takes them, then asio::async_write for
+// the rest). What they point at must stay valid until the handler runs. Calls handler(ec, 0)
+// once. Puts the socket in non-blocking mode.
+template <size_t kCount, class Handler>
+void WriteBuffers(boost::asio::ip::tcp::socket& socket,
+                  const std::array<boost::asio::const_buffer, kCount>& buffers, Handler&& handler) {
   boost::system::error_code ec;
   if (!socket.non_blocking()) socket.non_blocking(true, ec);
-  const std::array<boost::asio::const_buffer, 2> buffers{head, body};
-  const size_t total = head.size() + body.size();
+  size_t total = 0;
+  for (const auto& buffer : buffers) total += buffer.size();
   size_t written = ec ? 0 : socket.write_some(buffers, ec);
   if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
     ec = {};
@@ -153,13 +153,21 @@ void WriteHeadAndBody(boost::asio::ip::tcp::socket& socket, boost::asio::const_b
     handler(ec, size_t{0});
     return;
   }
-  boost::beast::buffers_suffix<std::array<boost::asio::const_buffer, 2>> rest(buffers);
+  boost::beast::buffers_suffix<std::array<boost::asio::const_buffer, kCount>> rest(buffers);
   rest.consume(written);
   boost::asio::async_write(
       socket, rest,
       [handler = std::forward<Handler>(handler)](boost::system::error_code ec, size_t) mutable {
         handler(ec, size_t{0});
       });
+}
+
+// Writes `head` then `body`: WriteBuffers with those two.
+template <class Handler>
+void WriteHeadAndBody(boost::asio::ip::tcp::socket& socket, boost::asio::const_buffer head,
+                      boost::asio::const_buffer body, Handler&& handler) {
+  WriteBuffers(socket, std::array<boost::asio::const_buffer, 2>{head, body},
+               std::forward<Handler>(handler));
 }
 
 }  // namespace qpool::rest

@@ -23,10 +23,21 @@ std::string ErrorBody(std::string_view message) {
   return body;
 }
 
-void StripHopByHop(http::fields& fields) {
+namespace {
+
+// Whether a TE field value lists "trailers" (t-codings: an ext-list). Kept out of StripHopByHop's
+// loop, which almost never meets a TE field.
+[[gnu::noinline]] bool ListsTrailers(boost::beast::string_view value) {
+  return http::ext_list(value).exists("trailers");
+}
+
+}  // namespace
+
+bool StripHopByHop(http::fields& fields) {
   // One pass over the fields (most requests and answers have none of these): the fixed names by
   // their enum, then, only when a Connection field named others, those by name.
   bool named_others = false;
+  bool te_trailers = false;
   for (auto it = fields.begin(); it != fields.end();) {
     switch (it->name()) {
       case http::field::connection:
@@ -42,8 +53,11 @@ void StripHopByHop(http::fields& fields) {
         }
         it = fields.erase(it);
         continue;
-      case http::field::keep_alive:
       case http::field::te:
+        te_trailers = te_trailers || ListsTrailers(it->value());
+        it = fields.erase(it);
+        continue;
+      case http::field::keep_alive:
       case http::field::transfer_encoding:
       case http::field::upgrade:
       case http::field::proxy_connection:
@@ -55,7 +69,7 @@ void StripHopByHop(http::fields& fields) {
         ++it;
     }
   }
-  if (!named_others) return;
+  if (!named_others) return te_trailers;
   std::vector<std::string> named;
   for (auto it = fields.find(http::field::connection);
        it != fields.end() && it->name() == http::field::connection; ++it) {
@@ -63,6 +77,7 @@ void StripHopByHop(http::fields& fields) {
   }
   for (const std::string& name : named) fields.erase(name);
   fields.erase(http::field::connection);
+  return te_trailers;
 }
 
 namespace {
@@ -128,6 +143,23 @@ void SerializeHead(const http::response_header<>& response, std::string& out) {
   out.append(reason.data(), reason.size());
   out.append("\r\n", 2);
   AppendFields(response, out);
+}
+
+void AppendChunkHeader(size_t size, std::string& out) {
+  char digits[2 * sizeof(size_t)];
+  char* end = digits + sizeof(digits);
+  char* at = end;
+  do {
+    *--at = "0123456789abcdef"[size & 0xf];
+    size >>= 4;
+  } while (size != 0);
+  out.append(at, end);
+  out.append("\r\n", 2);
+}
+
+void AppendLastChunk(const http::fields& trailers, std::string& out) {
+  out.append("0\r\n", 3);
+  AppendFields(trailers, out);
 }
 
 std::string_view PathOf(std::string_view target) {

@@ -1,11 +1,14 @@
 #include "daemon/rest/session.h"
 
+#include <sys/socket.h>
+
 #include <array>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
+#include <cerrno>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -29,6 +32,14 @@ constexpr size_t kChunkBytes = 64 * 1024;
 constexpr uint32_t kMaxResponseHeaderBytes = 1 << 20;
 
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+
+// True when the peer of an idle connection has closed it (end of stream or an error waiting):
+// one non-blocking peek, nothing consumed.
+bool PeerClosed(tcp::socket& socket) {
+  char byte;
+  const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
 
 std::string Millis(Duration d) {
   return absl::StrCat(std::chrono::duration_cast<std::chrono::milliseconds>(d).count(), " ms");
@@ -97,6 +108,7 @@ void RestSession::ReadRequest() {
   streaming_ = expect_continue_ = continue_sent_ = head_ = false;
   response_started_ = upstream_reusable_ = close_after_ = false;
   keep_alive_ = true;
+  app_version_ = 11;
   if (in_buffer_.size() != 0) {  // a pipelined request is here already
     ReadHeader();
     return;
@@ -141,6 +153,8 @@ void RestSession::ReadHeader() {
 void RestSession::OnRequestHeader(const error_code& ec) {
   if (closed_) return;
   CancelTimer();
+  // The app's HTTP version, kept: the request goes on as HTTP/1.1 (BeginUpstream).
+  app_version_ = parser_->get().version() == 10 ? 10 : 11;
   const RestLimits& limits = worker_.limits();
   if (ec) {
     if (ec == http::error::end_of_stream || ec == boost::asio::error::eof ||
@@ -302,6 +316,15 @@ void RestSession::ReadBodyIntoReplay() {
                                  /*close=*/true);
                 return;
               }
+              if (ec == http::error::buffer_overflow) {
+                // Only a chunked body's trailer section fills the buffer: it is parsed whole.
+                self->LocalReply(431,
+                                 absl::StrCat("request trailer fields larger than "
+                                              "rest.max_header_bytes (",
+                                              self->worker_.limits().max_header_bytes, " bytes)"),
+                                 /*close=*/true);
+                return;
+              }
               if (ec) {
                 self->Close();  // the app went away, or sent a broken body
                 return;
@@ -345,9 +368,22 @@ void RestSession::BeginUpstream() {
   SetApiKey(request);
   const auto length = parser_->content_length();
   const bool chunked = parser_->chunked();
-  StripHopByHop(request.base());
+  const bool te_trailers = StripHopByHop(request.base());
   request.version(11);
-  if (!streaming_) {
+  if (te_trailers) {
+    // The app takes trailer fields, and qpoold passes them on: the next hop may send them too.
+    request.set(http::field::te, "trailers");
+    request.set(http::field::connection, "TE");
+  }
+  request_tail_.clear();
+  if (!streaming_ && parser_->has_trailers()) {
+    // The held body goes as one chunk (when it has bytes) and the last chunk carries the
+    // trailer fields on (WriteRequest).
+    request.erase(http::field::content_length);
+    request.chunked(true);
+    if (!body_.empty()) request_tail_.append("\r\n", 2);
+    AppendLastChunk(parser_->trailers(), request_tail_);
+  } else if (!streaming_) {
     if (!body_.empty() || length || chunked) request.content_length(body_.size());
   } else if (chunked) {
     request.chunked(true);
@@ -396,6 +432,7 @@ void RestSession::StartExchange(int slot, int node, int avoid_node) {
   if (ex.io == nullptr || ex.io.use_count() != 1) ex.io = std::make_shared<ExchangeIo>();
   ex.io->serializer.reset();
   ex.io->response.reset();
+  ex.io->tail_written = false;
   if (streaming_) {
     ex.io->request.emplace(parser_->get().base());
     ex.io->request->set(http::field::host, worker_.node_name(ex.node));
@@ -445,6 +482,15 @@ void RestSession::OnExchangeReady(Exchange& ex, pool::PoolConnection* conn) {
     return;
   }
   attempts_.OnSent(ex.slot, static_cast<int>(ex.node));
+  if (OnceOnly() && ex.upstream->exchanges() > 1 && PeerClosed(ex.upstream->socket())) {
+    // The node closed this idle connection (or went away) before the request was written: nothing
+    // was sent, the request goes again.
+    const std::string message =
+        absl::StrCat("REST node ", worker_.node_name(ex.node), " had closed the idle connection");
+    EndExchange(ex, false, true);
+    attempts_.OnLost(ex.slot, /*never_reached=*/true, message);
+    return;
+  }
   if (streaming_ && expect_continue_) {
     ContinueThen(&RestSession::WriteFirstRequest);
     return;
@@ -488,6 +534,19 @@ void RestSession::WriteRequest(Exchange& ex) {
     // node's Host in place of the app's, the request itself untouched) and body in one send. A
     // retry or a hedge writes the same request again.
     SerializeHead(parser_->get(), io.head, worker_.node_name(ex.node));
+    if (!request_tail_.empty()) {
+      // Trailer fields: the body as one chunk, then the last chunk with them.
+      if (!body_.empty()) AppendChunkHeader(body_.size(), io.head);
+      const std::array<boost::asio::const_buffer, 3> buffers{
+          boost::asio::buffer(io.head), boost::asio::buffer(body_.data(), body_.size()),
+          boost::asio::buffer(request_tail_)};
+      if (ex.upstream->cleartext()) {
+        WriteBuffers(ex.upstream->socket(), buffers, std::move(on_written));
+      } else {
+        boost::asio::async_write(ex.upstream->stream(), buffers, std::move(on_written));
+      }
+      return;
+    }
     if (ex.upstream->cleartext()) {
       WriteHeadAndBody(ex.upstream->socket(), boost::asio::buffer(io.head),
                        boost::asio::buffer(body_.data(), body_.size()), std::move(on_written));
@@ -539,8 +598,13 @@ void RestSession::RelayRequestChunk() {
       return;
     }
     const size_t got = kChunkBytes - self->parser_->get().body().size;
+    if (self->parser_->is_done() && self->parser_->has_trailers()) {
+      self->WriteRequestTail(ex, got);
+      return;
+    }
     auto& body = ex.io->request->body();
-    body.data = self->body_.data();
+    // No bytes: no data chunk (Beast's serializer would frame an empty buffer as "0\r\n\r\n").
+    body.data = got != 0 ? self->body_.data() : nullptr;
     body.size = got;
     body.more = !self->parser_->is_done();
     http::async_write(ex.upstream->stream(), *ex.io->serializer,
@@ -565,6 +629,40 @@ void RestSession::RelayRequestChunk() {
                         }
                       });
   });
+}
+
+void RestSession::WriteRequestTail(Exchange& ex, size_t got) {
+  ExchangeIo& io = *ex.io;
+  io.head.clear();  // a streamed request's head went out with its serializer: free for this
+  request_tail_.clear();
+  if (got != 0) {
+    AppendChunkHeader(got, io.head);
+    request_tail_.append("\r\n", 2);
+  }
+  AppendLastChunk(parser_->trailers(), request_tail_);
+  const std::array<boost::asio::const_buffer, 3> buffers{boost::asio::buffer(io.head),
+                                                         boost::asio::buffer(body_.data(), got),
+                                                         boost::asio::buffer(request_tail_)};
+  const uint64_t generation = ex.generation;
+  auto self = shared_from_this();
+  boost::asio::async_write(
+      ex.upstream->stream(), buffers,
+      [self, generation, io = ex.io, conn = ex.upstream](error_code ec, size_t) {
+        Exchange& ex = self->exchanges_[0];
+        if (generation != ex.generation || self->closed_) return;
+        if (ec) {
+          const std::string message =
+              absl::StrCat("lost the connection to REST node ", self->worker_.node_name(ex.node),
+                           " while sending the request body: ", ec.message());
+          self->EndUpstream(/*failed=*/true);
+          self->LocalReply(502, message, /*close=*/true);
+          return;
+        }
+        io->tail_written = true;
+        self->body_.clear();
+        self->body_.shrink_to_fit();
+        self->ReadResponseHeader(ex);
+      });
 }
 
 void RestSession::ReadResponseHeader(Exchange& ex) {
@@ -615,7 +713,10 @@ void RestSession::OnResponseHeader(Exchange& ex, const error_code& ec) {
     const bool nothing = !parser.got_some() && ex.upstream->buffer().size() == 0 &&
                          (ec == http::error::end_of_stream || ec == boost::asio::error::eof ||
                           ec == boost::asio::error::connection_reset);
-    const bool never_reached = nothing && ex.upstream->exchanges() > 1;
+    // A request that must not run twice was written on a connection still open (OnExchangeReady
+    // looked): the node may have taken it before it closed (it crashed or was killed while
+    // working on it), so it is not replayed.
+    const bool never_reached = nothing && ex.upstream->exchanges() > 1 && !OnceOnly();
     const std::string message =
         absl::StrCat("REST node ", worker_.node_name(ex.node),
                      " closed the connection before answering: ", ec.message());
@@ -676,8 +777,8 @@ void RestSession::ForwardResponse() {
   const auto length = parser.content_length();
   const bool has_body = !parser.is_done();
   StripHopByHop(response.base());
-  const bool old_client = parser_->get().version() == 10;
-  response.version(parser_->get().version());
+  const bool old_client = app_version_ == 10;
+  response.version(app_version_);
   if (length) {
     // Qdrant's Content-Length field stays as it came; repeated ones become one.
     if (response.count(http::field::content_length) != 1) response.content_length(*length);
@@ -735,11 +836,17 @@ void RestSession::RelayResponseChunk() {
       self->Close();
       return;
     }
-    auto& body = io->response->get().body();
+    ResponseParser& parser = *io->response;
+    auto& body = parser.get().body();
     const size_t got = self->chunk_size_ - body.size;
-    body.data = self->chunk_.get();
+    if (parser.is_done() && parser.has_trailers() && parser.get().chunked()) {
+      self->WriteResponseTail(got);  // chunked to the app: the trailers go on
+      return;
+    }
+    // No bytes: no data chunk (Beast's serializer would frame an empty buffer as "0\r\n\r\n").
+    body.data = got != 0 ? self->chunk_.get() : nullptr;
     body.size = got;
-    body.more = !io->response->is_done();
+    body.more = !parser.is_done();
     self->WriteResponseChunk();
   };
   if (!ex.upstream->cleartext()) {
@@ -796,13 +903,45 @@ void RestSession::WriteResponseChunk() {
   });
 }
 
+void RestSession::WriteResponseTail(size_t got) {
+  const int slot = answer_slot_;
+  ResponseParser& parser = *exchanges_[slot].io->response;
+  const uint64_t generation = exchanges_[slot].generation;
+  if (response_serializer_) {
+    wire_head_.clear();  // the head went out with the first chunk
+  } else {
+    SerializeHead(parser.get(), wire_head_);  // the whole answer was read at once
+  }
+  response_tail_.clear();
+  if (got != 0) {
+    AppendChunkHeader(got, wire_head_);
+    response_tail_.append("\r\n", 2);
+  }
+  AppendLastChunk(parser.trailers(), response_tail_);
+  const std::array<boost::asio::const_buffer, 3> buffers{boost::asio::buffer(wire_head_),
+                                                         boost::asio::buffer(chunk_.get(), got),
+                                                         boost::asio::buffer(response_tail_)};
+  auto self = shared_from_this();
+  WriteBuffers(socket_, buffers, [self, slot, generation](error_code ec, size_t) {
+    if (generation != self->exchanges_[slot].generation || self->closed_) return;
+    if (ec) {
+      self->EndUpstream(/*failed=*/false);
+      self->FinishRequest(499);
+      self->Close();
+      return;
+    }
+    self->OnResponseDone();
+  });
+}
+
 void RestSession::OnResponseDone() {
   Exchange& ex = exchanges_[answer_slot_];
   ExchangeIo& io = *ex.io;
   const unsigned status = io.response->get().result_int();
   // The request went out whole: held whole (sent before the answer was read), or streamed to the
   // serializer's end.
-  const bool request_sent = !streaming_ || (io.serializer && io.serializer->is_done());
+  const bool request_sent =
+      !streaming_ || io.tail_written || (io.serializer && io.serializer->is_done());
   EndExchange(ex, upstream_reusable_ && request_sent && io.response->is_done(), false);
   chunk_.reset();
   const bool close = close_after_ || !keep_alive_ || !parser_->is_done();
@@ -851,8 +990,7 @@ void RestSession::LocalReply(unsigned status, const std::string& message, bool c
   worker_.retry().local_replies->fetch_add(1, std::memory_order_relaxed);
   if (draining_) close = true;
   close_after_ = close;
-  local_reply_ = std::make_unique<LocalResponse>(
-      static_cast<http::status>(status), parser_ && parser_->get().version() == 10 ? 10 : 11);
+  local_reply_ = std::make_unique<LocalResponse>(static_cast<http::status>(status), app_version_);
   local_reply_->set(http::field::content_type, "application/json");
   if (retry_after_seconds) {
     local_reply_->set(http::field::retry_after, std::to_string(*retry_after_seconds));

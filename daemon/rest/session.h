@@ -31,6 +31,7 @@
 #include "daemon/common/event_loop.h"
 #include "daemon/common/qdrant_methods.h"
 #include "daemon/pool/node_pool.h"
+#include "daemon/rest/http_util.h"
 #include "daemon/rest/lazy_timer.h"
 #include "daemon/rest/rest_attempts.h"
 #include "daemon/retry/method_class.h"
@@ -62,9 +63,9 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
                     std::optional<int> retry_after_seconds) override;
 
  private:
-  using Parser = boost::beast::http::request_parser<boost::beast::http::buffer_body>;
+  using Parser = TrailerParser</*kIsRequest=*/true>;
   using Request = boost::beast::http::request<boost::beast::http::buffer_body>;
-  using ResponseParser = boost::beast::http::response_parser<boost::beast::http::buffer_body>;
+  using ResponseParser = TrailerParser</*kIsRequest=*/false>;
   using RequestSerializer = boost::beast::http::request_serializer<boost::beast::http::buffer_body>;
   using ResponseSerializer =
       boost::beast::http::response_serializer<boost::beast::http::buffer_body>;
@@ -77,6 +78,7 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
     std::optional<Request> request;  // a streamed request as this node gets it (its own Host)
     std::optional<RequestSerializer> serializer;  // a streamed request's
     std::optional<ResponseParser> response;
+    bool tail_written = false;  // a streamed request's last chunk (with trailers) went out
   };
 
   // One upstream try of the request in flight: its place in a REST pool's queue, then its
@@ -123,12 +125,18 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
   void WriteRequest(Exchange& ex);
   void WriteFirstRequest() { WriteRequest(exchanges_[0]); }
   void RelayRequestChunk();
+  // A streamed request's end when it has trailer fields: its last `got` bytes as a chunk, then the
+  // last chunk with the trailers (Beast's serializer writes no trailers).
+  void WriteRequestTail(Exchange& ex, size_t got);
   void ReadResponseHeader(Exchange& ex);
   void OnResponseHeader(Exchange& ex, const boost::system::error_code& ec);
   // App side, answer (the exchange in answer_slot_).
   void ForwardResponse();
   void RelayResponseChunk();
   void WriteResponseChunk();
+  // A chunked answer's end when it has trailer fields: the head if it is not out yet, the last
+  // `got` bytes read as a chunk, the last chunk with the trailers.
+  void WriteResponseTail(size_t got);
   void OnResponseDone();
   // Ends an exchange: leaves the pool's queue, or gives its connection back to its pool
   // (reusable) or closes it. No-op for an idle slot.
@@ -147,6 +155,12 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
   void OnDeadline();
   void ReleaseReplay();
   void Close();
+  // The request must not reach Qdrant twice (a delete by filter, a never-repeat route): a
+  // connection lost after it was written is passed on, never replayed.
+  bool OnceOnly() const {
+    return retry_class_ == retry::RetryClass::kFilterScopedWrite ||
+           retry_class_ == retry::RetryClass::kNeverRepeat;
+  }
 
   RestWorker& worker_;
   boost::asio::ip::tcp::socket socket_;
@@ -161,6 +175,8 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
   std::unique_ptr<LocalResponse> local_reply_;
   std::string body_;               // the request body as read (the replay copy), or a chunk
   std::string wire_head_;          // the head of the answer being written (SerializeHead)
+  std::string request_tail_;       // the request's trailers as its last chunk; empty: none
+  std::string response_tail_;      // the answer's trailers as its last chunk
   std::unique_ptr<char[]> chunk_;  // the answer's chunks, allocated for the first one
   size_t chunk_size_ = 0;          // chunk_'s size: 64 KiB, or less for a shorter answer
   int64_t replay_held_ = 0;        // bytes of body_ counted in the process's replay bytes
@@ -177,8 +193,9 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
   bool streaming_ = false;         // the body streams through: no replay, no retry
   bool expect_continue_ = false;   // the app sent Expect: 100-continue
   bool continue_sent_ = false;
-  bool keep_alive_ = true;  // the app's request allows another after it
-  bool head_ = false;       // a HEAD request: the answer has no body
+  bool keep_alive_ = true;     // the app's request allows another after it
+  unsigned app_version_ = 11;  // the app's request's HTTP version: 10 or 11
+  bool head_ = false;          // a HEAD request: the answer has no body
   bool response_started_ = false;
   bool upstream_reusable_ = false;
   bool close_after_ = false;       // this answer ends the connection

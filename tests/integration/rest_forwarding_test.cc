@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "daemon/config/config.h"
@@ -27,6 +28,7 @@
 #include "daemon/metrics/scrape_families.h"
 #include "daemon/server/proxy.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/raw_http_upstream.h"
 #include "tests/support/rest_test_upstream.h"
 #include "tests/support/test_util.h"
 
@@ -43,6 +45,7 @@ struct Reply {
   bool keep_alive = false;
   bool ok = false;  // a complete answer arrived in time
   std::string error;
+  std::string raw;  // the answer's bytes as they arrived
 };
 
 // A blocking HTTP/1.1 client on one connection; every wait is bounded by `timeout`.
@@ -72,14 +75,35 @@ class Client {
     http::response_parser<http::string_body> parser;
     parser.body_limit(64 << 20);
     if (head) parser.skip(true);
+    parser.eager(true);
     const absl::Time deadline = absl::Now() + timeout;
     while (!parser.is_done()) {
-      if (buffer_.size() == 0 && !WaitReadable(deadline - absl::Now())) {
+      boost::system::error_code ec;
+      if (buffer_.size() != 0) {
+        const size_t used = parser.put(buffer_.data(), ec);
+        const auto* bytes = static_cast<const char*>(buffer_.data().data());
+        reply.raw.append(bytes, used);
+        buffer_.consume(used);
+        if (ec && ec != http::error::need_more) {
+          reply.error = ec.message();
+          return reply;
+        }
+        if (!ec && used != 0) continue;
+      }
+      if (!WaitReadable(deadline - absl::Now())) {
         reply.error = "timed out";
         return reply;
       }
-      boost::system::error_code ec;
-      http::read_some(socket_, buffer_, parser, ec);
+      const size_t n = socket_.read_some(buffer_.prepare(65536), ec);
+      buffer_.commit(n);
+      if (ec == boost::asio::error::eof) {
+        parser.put_eof(ec);  // an answer delimited by the close ends here
+        if (ec) {
+          reply.error = ec.message();
+          return reply;
+        }
+        break;
+      }
       if (ec) {
         reply.error = ec.message();
         return reply;
@@ -91,6 +115,20 @@ class Client {
     reply.body = parser.get().body();
     reply.keep_alive = parser.get().keep_alive();
     return reply;
+  }
+
+  // Raw bytes until what arrived ends with `suffix` (or `timeout`: what arrived so far). Reads the
+  // socket directly: for answers read in parts, before any Read() on this connection.
+  std::string ReadRawUntil(absl::string_view suffix, absl::Duration timeout = absl::Seconds(10)) {
+    std::string raw;
+    const absl::Time deadline = absl::Now() + timeout;
+    char bytes[16384];
+    while (!absl::EndsWith(raw, suffix) && WaitReadable(deadline - absl::Now())) {
+      const ssize_t n = ::recv(socket_.native_handle(), bytes, sizeof(bytes), 0);
+      if (n <= 0) break;
+      raw.append(bytes, static_cast<size_t>(n));
+    }
+    return raw;
   }
 
   // True when the peer closes the connection within `timeout` (what it sent first is skipped).
@@ -208,7 +246,10 @@ TEST_F(RestForwardingTest, ForwardsMethodTargetEndToEndHeadersAndBody) {
   // Hop-by-hop: not passed on, including the field Connection named.
   EXPECT_EQ(reply.headers.count("x-seen-x-hop"), 0u);
   EXPECT_EQ(reply.headers.count("x-seen-keep-alive"), 0u);
-  EXPECT_EQ(reply.headers.count("x-seen-te"), 0u);
+  // TE is hop-by-hop too; its "trailers" is said again to the node (qpoold forwards trailer
+  // fields), with the TE connection option RFC 9110 asks for.
+  EXPECT_EQ(reply.headers["x-seen-te"], "trailers");
+  EXPECT_EQ(reply.headers["x-seen-connection"], "TE");
   EXPECT_TRUE(reply.keep_alive);
 
   // Other methods and an unknown path pass through on the same connection.
@@ -328,16 +369,31 @@ TEST_F(RestForwardingTest, RequestLostOnAReusedConnectionBeforeAnyAnswerIsReplay
   Client client(port_);
   ASSERT_TRUE(client.Send(Request("GET", "/collections")));
   ASSERT_TRUE(client.Read().ok);
-  // The pooled connection closes as the next request arrives: a filter delete (never repeated by
-  // policy) is still replayed, since Qdrant never processed it.
+  // The pooled connection closes as the next request arrives, before any byte of the answer: a
+  // search is replayed.
   upstream_->CloseNextReusedRequests(1);
-  const std::string body = R"({"filter":{"must":[]}})";
-  ASSERT_TRUE(client.Send(Request("POST", "/collections/c/points/delete", body)));
-  const Reply reply = client.Read();
+  const std::string search = R"({"vector":[1,2],"limit":1})";
+  ASSERT_TRUE(client.Send(Request("POST", "/collections/c/points/search", search)));
+  Reply reply = client.Read();
   ASSERT_TRUE(reply.ok) << reply.error;
   EXPECT_EQ(reply.status, 200u);
-  EXPECT_EQ(reply.body, body);
+  EXPECT_EQ(reply.body, search);
   EXPECT_EQ(upstream_->closed_unanswered(), 1);
+  EXPECT_EQ(proxy_->stats().transparent_retries, 1u);
+
+  // A delete by filter lost the same way is not: the connection was open when it was written (the
+  // node read its headers), so the node may have run it. Passed on as 502, never sent again.
+  upstream_->CloseNextReusedRequests(1);
+  const int64_t answered = upstream_->requests();
+  const std::string filter = R"({"filter":{"must":[]}})";
+  ASSERT_TRUE(client.Send(Request("POST", "/collections/c/points/delete", filter)));
+  reply = client.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.status, 502u);
+  EXPECT_NE(ErrorOf(reply.body).find("closed the connection before answering"), std::string::npos)
+      << reply.body;
+  EXPECT_EQ(upstream_->closed_unanswered(), 2);
+  EXPECT_EQ(upstream_->requests(), answered);
   EXPECT_EQ(proxy_->stats().transparent_retries, 1u);
 }
 
@@ -638,6 +694,218 @@ TEST_F(RestForwardingTest, ThousandAppConnectionsShareFourUpstreamConnections) {
   EXPECT_EQ(wrong.load(), 0);
   EXPECT_LE(upstream_->max_open_connections(), 4);
   EXPECT_EQ(upstream_->requests(), kThreads * kPerThread * kRounds);
+}
+
+// --- chunked trailers (RFC 9112 section 7.1.2), byte for byte, against a scripted raw upstream ---
+
+class RestRawUpstreamTest : public RestForwardingTest {
+ protected:
+  void SetUp() override {
+    RestForwardingTest::SetUp();
+    auto raw = RawHttpUpstream::Start();
+    ASSERT_TRUE(raw.ok()) << raw.status();
+    raw_ = std::move(*raw);
+    StartProxy([this](config::Config& c) {
+      c.upstream.rest_nodes = {{"127.0.0.1", raw_->port()}};
+      if (edit_) edit_(c);
+    });
+  }
+  void TearDown() override {
+    RestForwardingTest::TearDown();
+    if (raw_ != nullptr) raw_->Stop();
+  }
+
+  std::function<void(config::Config&)> edit_;
+  std::unique_ptr<RawHttpUpstream> raw_;
+};
+
+// The head of a request as the node got it (up to its empty line), and what follows.
+std::pair<std::string, std::string> SplitHead(const std::string& raw) {
+  const size_t end = raw.find("\r\n\r\n");
+  if (end == std::string::npos) return {raw, ""};
+  return {raw.substr(0, end + 4), raw.substr(end + 4)};
+}
+
+TEST_F(RestRawUpstreamTest, RequestTrailersReachTheNodeAfterTheHeldBody) {
+  Client client(port_);
+  ASSERT_TRUE(client.Send(
+      "POST /collections/c/points/search HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+      "Trailer: X-Checksum, X-Other\r\nTE: trailers\r\n\r\n"
+      "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Checksum: abc123\r\nX-Other:  two \r\n\r\n"));
+  Reply reply = client.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.body, "{}");
+  std::optional<std::string> raw = raw_->NextRequest(absl::Seconds(5));
+  ASSERT_TRUE(raw.has_value());
+  auto [head, rest] = SplitHead(*raw);
+  EXPECT_TRUE(absl::StrContains(head, "\r\nTransfer-Encoding: chunked\r\n")) << head;
+  EXPECT_TRUE(absl::StrContains(head, "\r\nTrailer: X-Checksum, X-Other\r\n")) << head;
+  EXPECT_TRUE(absl::StrContains(head, "\r\nTE: trailers\r\n")) << head;
+  EXPECT_FALSE(absl::StrContains(head, "Content-Length")) << head;
+  // One chunk (qpoold held the body whole; chunk extensions are not kept), then the trailers as
+  // Beast parsed them (the value's surrounding whitespace is not part of it).
+  EXPECT_EQ(rest, "b\r\nhello world\r\n0\r\nX-Checksum: abc123\r\nX-Other: two\r\n\r\n");
+
+  // No body bytes, trailers only; the same connections go on.
+  ASSERT_TRUE(client.Send(
+      "POST /collections/c/points/count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "0\r\nX-A: 1\r\n\r\n"));
+  reply = client.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  raw = raw_->NextRequest(absl::Seconds(5));
+  ASSERT_TRUE(raw.has_value());
+  EXPECT_EQ(SplitHead(*raw).second, "0\r\nX-A: 1\r\n\r\n");
+  EXPECT_EQ(raw_->connections_accepted(), 1);
+
+  // Without trailers a chunked request goes on framed by its length, as before.
+  ASSERT_TRUE(client.Send(
+      "POST /collections/c/points/count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "2\r\n{}\r\n0\r\n\r\n"));
+  ASSERT_TRUE(client.Read().ok);
+  raw = raw_->NextRequest(absl::Seconds(5));
+  ASSERT_TRUE(raw.has_value());
+  EXPECT_TRUE(absl::StrContains(SplitHead(*raw).first, "Content-Length: 2\r\n")) << *raw;
+  EXPECT_EQ(SplitHead(*raw).second, "{}");
+}
+
+TEST_F(RestRawUpstreamTest, RequestTrailersFollowAStreamedBody) {
+  edit_ = [](config::Config& c) { c.retry.replay_buffer_per_call = 4096; };
+  SetUp();  // again, with the edit: a body over 4 KiB streams through
+  Client client(port_);
+  const std::string body = Pattern(300 * 1024);
+  std::string request =
+      "PUT /collections/c/points HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (size_t at = 0; at < body.size(); at += 7000) {
+    const std::string part = body.substr(at, 7000);
+    absl::StrAppend(&request, absl::Hex(part.size()), "\r\n", part, "\r\n");
+  }
+  absl::StrAppend(&request, "0\r\nX-Checksum: 42\r\n\r\n");
+  ASSERT_TRUE(client.Send(request));
+  const Reply reply = client.Read(absl::Seconds(20));
+  ASSERT_TRUE(reply.ok) << reply.error;
+  const std::optional<std::string> raw = raw_->NextRequest(absl::Seconds(5));
+  ASSERT_TRUE(raw.has_value());
+  http::request_parser<http::string_body> parser;
+  parser.eager(true);
+  parser.body_limit(1 << 20);
+  boost::system::error_code ec;
+  const size_t used = parser.put(boost::asio::buffer(*raw), ec);
+  ASSERT_FALSE(ec) << ec.message();
+  ASSERT_TRUE(parser.is_done());
+  EXPECT_EQ(used, raw->size());
+  EXPECT_EQ(parser.get().body(), body);
+  EXPECT_TRUE(absl::EndsWith(*raw, "\r\n0\r\nX-Checksum: 42\r\n\r\n"))
+      << raw->substr(raw->size() - 40);
+}
+
+TEST_F(RestRawUpstreamTest, AnswerTrailersReachTheAppWholeAndInParts) {
+  Client client(port_);
+  // The whole answer in one piece: read at once with the head.
+  raw_->Script(
+      {"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+       "Trailer: X-Checksum\r\n\r\n2\r\n{}\r\n0\r\nX-Checksum: abc\r\n\r\n"});
+  ASSERT_TRUE(client.Send(Request("GET", "/collections")));
+  std::string raw = client.ReadRawUntil("\r\n0\r\nX-Checksum: abc\r\n\r\n");
+  EXPECT_EQ(raw,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTrailer: X-Checksum\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Checksum: abc\r\n\r\n");
+
+  // In three parts: the head and a chunk, another chunk, the last chunk with two trailers.
+  raw_->Script({"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+                "4\r\ndefg\r\n", "0\r\nX-Sum: 7\r\nX-Sum: 8\r\n\r\n"});
+  ASSERT_TRUE(client.Send(Request("GET", "/collections")));
+  raw = client.ReadRawUntil("3\r\nabc\r\n");
+  raw_->Release();
+  raw += client.ReadRawUntil("4\r\ndefg\r\n");
+  raw_->Release();
+  raw += client.ReadRawUntil("0\r\nX-Sum: 7\r\nX-Sum: 8\r\n\r\n");
+  EXPECT_EQ(raw,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n"
+            "0\r\nX-Sum: 7\r\nX-Sum: 8\r\n\r\n");
+
+  // No trailers, the last chunk alone: one last chunk reaches the app, nothing after it (the
+  // next answer on the connection parses).
+  raw_->Script({"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", "0\r\n\r\n"});
+  ASSERT_TRUE(client.Send(Request("GET", "/collections")));
+  raw = client.ReadRawUntil("3\r\nabc\r\n");
+  raw_->Release();
+  raw += client.ReadRawUntil("0\r\n\r\n");
+  EXPECT_EQ(raw, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+  ASSERT_TRUE(client.Send(Request("GET", "/collections")));
+  const Reply next = client.Read();
+  ASSERT_TRUE(next.ok) << next.error;
+  EXPECT_EQ(next.raw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+  EXPECT_EQ(raw_->connections_accepted(), 1);
+}
+
+TEST_F(RestRawUpstreamTest, AnHttp10AppGetsTheBodyWithoutTheTrailers) {
+  // HTTP/1.0 has no chunked coding: the body is delimited by the close, the trailers cannot go.
+  Client client(port_);
+  raw_->Script(
+      {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+       "0\r\nX-Sum: 7\r\n\r\n"});
+  ASSERT_TRUE(client.Send("GET /collections HTTP/1.0\r\nHost: x\r\n\r\n"));
+  const Reply reply = client.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.raw, "HTTP/1.0 200 OK\r\n\r\nabc");
+}
+
+// A delete by filter on a pooled connection the node had closed while idle goes on another
+// connection: qpoold sees the close before writing (nothing was sent), so this is no replay of a
+// request the node may have run.
+TEST_F(RestRawUpstreamTest, ADeleteByFilterAvoidsAConnectionTheNodeClosedIdle) {
+  Client client(port_);
+  // A keep-alive answer, then the node closes the connection (an idle close).
+  raw_->Script({"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", ""});
+  ASSERT_TRUE(client.Send(Request("GET", "/collections")));
+  ASSERT_TRUE(client.Read().ok);
+  ASSERT_TRUE(raw_->NextRequest(absl::Seconds(5)).has_value());
+  ASSERT_TRUE(WaitFor([&] { return raw_->connections_closed() == 1; }, absl::Seconds(5)));
+  const std::string filter = R"({"filter":{"must":[]}})";
+  ASSERT_TRUE(client.Send(Request("POST", "/collections/c/points/delete", filter)));
+  const Reply reply = client.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.status, 200u) << reply.body;
+  const std::optional<std::string> raw = raw_->NextRequest(absl::Seconds(5));
+  ASSERT_TRUE(raw.has_value());
+  EXPECT_TRUE(absl::EndsWith(*raw, filter));
+  EXPECT_EQ(raw_->connections_accepted(), 2);
+  EXPECT_FALSE(raw_->NextRequest(absl::Milliseconds(1)).has_value());  // sent once
+}
+
+// The node's interim answer and its final one arrive in one read: the final head is parsed from
+// the connection's buffer without a read (fast_io inline), and taken up from the event loop; the
+// app gets the final answer once, and the connection goes on.
+TEST_F(RestRawUpstreamTest, InterimAndFinalAnswerInOneReadAreForwardedOnce) {
+  Client client(port_);
+  raw_->Script({"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"});
+  ASSERT_TRUE(client.Send(Request("POST", "/collections/c/points/search", "{}")));
+  Reply reply = client.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.raw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+  ASSERT_TRUE(client.Send(Request("GET", "/collections")));
+  reply = client.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.raw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+  EXPECT_EQ(raw_->connections_accepted(), 1);
+}
+
+// The node closes in the middle of an answer's body (its length said 100): what came is
+// forwarded, then the app's connection closes (the answer cannot be completed), counted as a
+// failed call; other connections are served.
+TEST_F(RestRawUpstreamTest, ANodeClosingMidBodyEndsTheAppsConnection) {
+  Client client(port_);
+  raw_->Script({"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b", ""});
+  ASSERT_TRUE(client.Send(Request("GET", "/collections")));
+  const std::string raw = client.ReadRawUntil("only ten b");
+  EXPECT_EQ(raw, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b");
+  EXPECT_TRUE(client.ClosedWithin(absl::Seconds(5)));
+  Client other(port_);
+  ASSERT_TRUE(other.Send(Request("GET", "/collections")));
+  const Reply reply = other.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.status, 200u);
+  EXPECT_EQ(raw_->connections_accepted(), 2);
 }
 
 }  // namespace

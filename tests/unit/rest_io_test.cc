@@ -1,18 +1,24 @@
 // The REST hot path's building blocks: LazyTimer (re-arming later costs nothing, earlier re-arms,
-// Disarm and Stop) and fast_io's WriteAll (a socket that would block falls back to an
-// asynchronous write that finishes the message). Real io_context, loopback sockets; every run is
-// bounded by run_for.
+// Disarm and Stop) and fast_io's re-entrant paths: a read that completes inline (all buffered)
+// or only after waits (the message arrives in pieces), a pipelined second message left in the
+// buffer and parsed without a read, a peer closing mid-body, writes a tiny socket buffer takes
+// in parts (WriteAll, WriteBuffers). Real io_context, loopback sockets; every run is bounded by
+// run_for.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "daemon/rest/fast_io.h"
 #include "daemon/rest/lazy_timer.h"
@@ -146,6 +152,200 @@ TEST(FastIoTest, ReadUntilParsesWhatIsBufferedWithoutReading) {
   EXPECT_TRUE(done);  // inline: no read was needed
   EXPECT_EQ(parser.get().target(), "/collections");
   EXPECT_EQ(buffer.size(), std::string_view("GET /next").size());  // the next request stays
+}
+
+// A connected loopback pair on `io`.
+struct Pair {
+  explicit Pair(boost::asio::io_context& io)
+      : acceptor(io, tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0)), near(io) {
+    near.connect(acceptor.local_endpoint());
+    far = std::make_unique<tcp::socket>(acceptor.accept());
+  }
+  void Send(std::string_view bytes) {
+    boost::asio::write(*far, boost::asio::buffer(bytes.data(), bytes.size()));
+  }
+  tcp::acceptor acceptor;
+  tcp::socket near;
+  std::unique_ptr<tcp::socket> far;
+};
+
+// A request whose header arrives in three pieces: the handler does not run inline (nothing is
+// buffered), then runs once, after the loop read all three; the parse covers every piece.
+TEST(FastIoTest, ReadUntilCompletesAfterWaitsWhenTheMessageArrivesInPieces) {
+  boost::asio::io_context io;
+  Pair pair(io);
+  boost::beast::flat_buffer buffer;
+  http::request_parser<http::empty_body> parser;
+  int calls = 0;
+  boost::system::error_code got;
+  ReadUntil(pair.near, buffer, parser, HeaderDone{}, [&](boost::system::error_code ec, size_t) {
+    got = ec;
+    calls++;
+  });
+  EXPECT_EQ(calls, 0);  // nothing buffered: it waits
+  const std::string pieces[] = {"GET /collections/c HT", "TP/1.1\r\nHost: x\r\nX-Lo",
+                                "ng: yes\r\n\r\n"};
+  for (const std::string& piece : pieces) {
+    pair.Send(piece);
+    io.run_for(50ms);  // the loop reads this piece; the header is not complete before the last
+    if (&piece != &pieces[2]) EXPECT_EQ(calls, 0) << piece;
+  }
+  io.run_for(5s);  // returns at once when nothing is pending
+  ASSERT_EQ(calls, 1);
+  EXPECT_FALSE(got) << got.message();
+  EXPECT_EQ(parser.get().target(), "/collections/c");
+  EXPECT_EQ(parser.get()["X-Long"], "yes");
+  EXPECT_EQ(buffer.size(), 0u);
+}
+
+// Two pipelined requests in one read: the first completes after a wait, the second is parsed from
+// what the first read left in the buffer, inline (the socket is closed first: a read would fail).
+TEST(FastIoTest, APipelinedSecondRequestIsParsedFromTheBufferInline) {
+  boost::asio::io_context io;
+  Pair pair(io);
+  pair.Send(
+      "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+      "POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\ndefg");
+  boost::beast::flat_buffer buffer;
+  http::request_parser<http::string_body> first;
+  first.eager(true);
+  bool first_done = false;
+  ReadUntil(pair.near, buffer, first, MessageDone{}, [&](boost::system::error_code ec, size_t) {
+    EXPECT_FALSE(ec) << ec.message();
+    first_done = true;
+  });
+  io.run_for(5s);
+  ASSERT_TRUE(first_done);
+  EXPECT_EQ(first.get().target(), "/a");
+  EXPECT_EQ(first.get().body(), "abc");
+  pair.near.close();
+  http::request_parser<http::string_body> second;
+  second.eager(true);
+  bool second_done = false;
+  ReadUntil(pair.near, buffer, second, MessageDone{}, [&](boost::system::error_code ec, size_t) {
+    EXPECT_FALSE(ec) << ec.message();
+    second_done = true;
+  });
+  EXPECT_TRUE(second_done);  // inline
+  EXPECT_EQ(second.get().target(), "/b");
+  EXPECT_EQ(second.get().body(), "defg");
+  EXPECT_EQ(buffer.size(), 0u);
+}
+
+// The peer closes in the middle of a body of known length: partial_message, not success. A body
+// delimited by the close (an answer without Content-Length) ends there: success.
+TEST(FastIoTest, APeerClosingMidBodyIsAPartialMessage) {
+  {
+    boost::asio::io_context io;
+    Pair pair(io);
+    pair.Send("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b");
+    pair.far->close();
+    boost::beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.eager(true);
+    boost::system::error_code got;
+    bool done = false;
+    ReadUntil(pair.near, buffer, parser, MessageDone{}, [&](boost::system::error_code ec, size_t) {
+      got = ec;
+      done = true;
+    });
+    io.run_for(5s);
+    ASSERT_TRUE(done);
+    EXPECT_EQ(got, http::error::partial_message);
+    EXPECT_FALSE(parser.is_done());
+  }
+  {
+    boost::asio::io_context io;
+    Pair pair(io);
+    pair.Send("HTTP/1.1 200 OK\r\n\r\nclose-delimited");
+    pair.far->close();
+    boost::beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.eager(true);
+    boost::system::error_code got;
+    bool done = false;
+    ReadUntil(pair.near, buffer, parser, MessageDone{}, [&](boost::system::error_code ec, size_t) {
+      got = ec;
+      done = true;
+    });
+    io.run_for(5s);
+    ASSERT_TRUE(done);
+    EXPECT_FALSE(got) << got.message();
+    EXPECT_TRUE(parser.is_done());
+    EXPECT_EQ(parser.get().body(), "close-delimited");
+  }
+}
+
+// WriteBuffers through a tiny send buffer to a reader that reads in small pieces: the first send
+// takes part, the rest goes asynchronously, in order, each byte once. A small write that fits
+// completes inline.
+TEST(FastIoTest, WriteBuffersFinishesInPartsThroughATinySocketBuffer) {
+  boost::asio::io_context io;
+  Pair pair(io);
+  pair.near.set_option(boost::asio::socket_base::send_buffer_size(4096));
+  const std::string head = "head:";
+  std::string body(512 << 10, '\0');
+  for (size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>('a' + (i * 7) % 26);
+  const std::string tail = ":tail";
+  bool written = false;
+  boost::system::error_code write_ec;
+  WriteBuffers(pair.near,
+               std::array<boost::asio::const_buffer, 3>{
+                   boost::asio::buffer(head), boost::asio::buffer(body), boost::asio::buffer(tail)},
+               [&](boost::system::error_code ec, size_t) {
+                 written = true;
+                 write_ec = ec;
+               });
+  EXPECT_FALSE(written);  // the socket took only part of it
+  std::string received;
+  std::array<char, 4096> chunk;  // small reads: the writer meets a full socket many times
+  std::function<void()> read_more = [&] {
+    pair.far->async_read_some(
+        boost::asio::buffer(chunk), [&](boost::system::error_code ec, size_t n) {
+          received.append(chunk.data(), n);
+          if (!ec && received.size() < head.size() + body.size() + tail.size()) {
+            read_more();
+          }
+        });
+  };
+  read_more();
+  io.run_for(20s);
+  EXPECT_TRUE(written);
+  EXPECT_FALSE(write_ec) << write_ec.message();
+  EXPECT_EQ(received, head + body + tail);
+
+  bool small_written = false;
+  WriteHeadAndBody(pair.near, boost::asio::buffer(head), boost::asio::buffer(tail),
+                   [&](boost::system::error_code ec, size_t) {
+                     EXPECT_FALSE(ec) << ec.message();
+                     small_written = true;
+                   });
+  EXPECT_TRUE(small_written);  // inline: the socket took it whole
+}
+
+// A write to a peer that has gone (reset) fails inline or at once, with the error, exactly once.
+TEST(FastIoTest, WriteToAResetPeerReportsTheErrorOnce) {
+  boost::asio::io_context io;
+  Pair pair(io);
+  pair.far->set_option(boost::asio::socket_base::linger(true, 0));
+  pair.far->close();  // RST
+  int calls = 0;
+  boost::system::error_code got;
+  const std::string bytes(64 * 1024, 'x');
+  // The first write may still be taken by the kernel before the reset is seen; the next fails.
+  int writes = 0;
+  for (int i = 0; i < 2 && !got; ++i) {
+    writes++;
+    WriteHeadAndBody(pair.near, boost::asio::buffer(bytes), boost::asio::buffer(bytes),
+                     [&](boost::system::error_code ec, size_t) {
+                       got = ec;
+                       calls++;
+                     });
+    io.run_for(1s);
+  }
+  EXPECT_TRUE(got == boost::asio::error::connection_reset || got == boost::asio::error::broken_pipe)
+      << got.message();
+  EXPECT_EQ(calls, writes);  // each write's handler ran once
 }
 
 TEST(FastIoTest, ReadUntilReportsEndOfStreamBeforeAnyByte) {

@@ -1,6 +1,7 @@
 // The REST front door's pure parts: the one route table (daemon/common/qdrant_methods) and the
 // retry classes it gives REST calls (gzip bodies included), hop-by-hop header removal, Qdrant's
-// error shape, and the ?timeout= reading.
+// error shape, the ?timeout= reading, and chunked trailers (the parser that keeps them apart, the
+// last chunk that carries them).
 #include <gtest/gtest.h>
 #include <zlib.h>
 
@@ -8,6 +9,8 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/http/fields.hpp>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "daemon/common/qdrant_methods.h"
 #include "daemon/rest/http_util.h"
@@ -134,7 +137,7 @@ TEST(RestHttpTest, StripHopByHopRemovesConnectionAndWhatItNames) {
   fields.set("Proxy-Authorization", "Basic x");
   fields.set("api-key", "secret");
   fields.set("Content-Encoding", "gzip");
-  rest::StripHopByHop(fields);
+  EXPECT_TRUE(rest::StripHopByHop(fields));  // TE said "trailers"
   for (const char* gone : {"Connection", "X-Hop", "Keep-Alive", "TE", "Transfer-Encoding",
                            "Upgrade", "Proxy-Connection", "Proxy-Authorization"}) {
     EXPECT_EQ(fields.count(gone), 0u) << gone;
@@ -148,7 +151,7 @@ TEST(RestHttpTest, StripHopByHopWithoutNamedFieldsAndWithSeveralConnectionFields
   plain.set("Connection", "close");
   plain.set("Keep-Alive", "timeout=5");
   plain.set("Content-Type", "application/json");
-  rest::StripHopByHop(plain);
+  EXPECT_FALSE(rest::StripHopByHop(plain));
   EXPECT_EQ(plain.count("Connection"), 0u);
   EXPECT_EQ(plain.count("Keep-Alive"), 0u);
   EXPECT_EQ(plain["Content-Type"], "application/json");
@@ -163,6 +166,79 @@ TEST(RestHttpTest, StripHopByHopWithoutNamedFieldsAndWithSeveralConnectionFields
   EXPECT_EQ(two.count("Connection"), 0u);
   EXPECT_EQ(two.count("X-Hop"), 0u);
   EXPECT_EQ(two["X-Kept"], "2");
+}
+
+TEST(RestHttpTest, StripHopByHopTellsWhetherTeListedTrailers) {
+  for (const auto& [value, trailers] :
+       std::vector<std::pair<std::string, bool>>{{"trailers", true},
+                                                 {"deflate;q=0.5, Trailers", true},
+                                                 {"gzip", false},
+                                                 {"x-trailers", false}}) {
+    boost::beast::http::fields fields;
+    fields.set("TE", value);
+    fields.set("Connection", "TE");
+    EXPECT_EQ(rest::StripHopByHop(fields), trailers) << value;
+    EXPECT_EQ(fields.count("TE"), 0u);
+    EXPECT_EQ(fields.count("Connection"), 0u);
+  }
+}
+
+// TrailerParser: the header's fields stay the header's, the trailer fields go apart (Beast's own
+// parser puts them among the header's fields, a same-named one next to its namesake).
+TEST(RestHttpTest, TrailerParserKeepsTrailerFieldsApart) {
+  const std::string wire =
+      "POST /x HTTP/1.1\r\nHost: h\r\nX-Sum: head\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "3;name=value\r\nabc\r\n0\r\nX-Sum: 1\r\nChecksum:  2 \r\n\r\n";
+  rest::TrailerParser<true> parser;
+  char body[16];
+  parser.get().body().data = body;
+  parser.get().body().size = sizeof(body);
+  boost::beast::error_code ec;
+  size_t used = 0;
+  while (!parser.is_done() && !ec) {
+    used += parser.put(boost::asio::buffer(wire.data() + used, wire.size() - used), ec);
+  }
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(used, wire.size());
+  EXPECT_EQ(std::string(body, sizeof(body) - parser.get().body().size), "abc");
+  EXPECT_EQ(parser.get().count("X-Sum"), 1u);
+  EXPECT_EQ(parser.get()["X-Sum"], "head");
+  EXPECT_EQ(parser.get().count("Checksum"), 0u);
+  ASSERT_TRUE(parser.has_trailers());
+  EXPECT_EQ(parser.trailers()["X-Sum"], "1");
+  EXPECT_EQ(parser.trailers()["Checksum"], "2");
+
+  rest::TrailerParser<false> plain;  // no trailers
+  const std::string answer = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  plain.put(boost::asio::buffer(answer), ec);
+  EXPECT_TRUE(plain.is_done());
+  EXPECT_FALSE(plain.has_trailers());
+}
+
+// AppendLastChunk writes what Beast's make_chunk_last writes for the same trailer fields.
+TEST(RestHttpTest, LastChunkMatchesBeastsChunkLast) {
+  boost::beast::http::fields trailers;
+  trailers.insert("X-Checksum", "abc123");
+  trailers.insert("x-lower", "a, b");
+  trailers.insert("X-Checksum", "second");
+  std::string ours = "keep:";
+  rest::AppendLastChunk(trailers, ours);
+  std::string beasts = "keep:";
+  for (auto buffer : boost::beast::buffers_range(boost::beast::http::make_chunk_last(trailers))) {
+    beasts.append(static_cast<const char*>(buffer.data()), buffer.size());
+  }
+  EXPECT_EQ(ours, beasts);
+  EXPECT_EQ(ours, "keep:0\r\nX-Checksum: abc123\r\nX-Checksum: second\r\nx-lower: a, b\r\n\r\n");
+
+  std::string none;
+  rest::AppendLastChunk(boost::beast::http::fields(), none);
+  EXPECT_EQ(none, "0\r\n\r\n");
+
+  std::string header;
+  rest::AppendChunkHeader(1, header);
+  rest::AppendChunkHeader(0xabc, header);
+  rest::AppendChunkHeader(65536, header);
+  EXPECT_EQ(header, "1\r\nabc\r\n10000\r\n");
 }
 
 // SerializeHead writes what Beast's serializer writes for the same head, byte for byte.
