@@ -154,9 +154,11 @@ struct UpstreamConfig {
   // upstream.connect_timeout: TCP connect plus HTTP/2 SETTINGS exchange. Default 2s.
   absl::Duration connect_timeout = absl::Seconds(2);
   // upstream.connect_backoff_base / connect_backoff_max: after a failed connect, the next attempt
-  // waits a random time in [0, min(max, base * 2^failures)] (full jitter). Defaults 100ms / 5s.
+  // waits a random time in [0, min(max, base * 2^failures)] (full jitter). Defaults 100ms / 1s:
+  // a node back from a restart is reconnected within a second, at the cost of one connect per
+  // second per pool while it is down.
   absl::Duration connect_backoff_base = absl::Milliseconds(100);
-  absl::Duration connect_backoff_max = absl::Seconds(5);
+  absl::Duration connect_backoff_max = absl::Seconds(1);
   // upstream.max_connection_age: a connection older than this, +-10% jitter per connection, is
   // recycled: drained (its in-flight calls finish) and replaced when needed. 0 turns it off.
   // Default 30m.

@@ -177,7 +177,7 @@ struct NodePoolOptions {
   uint32_t max_streams_per_connection = 100;
   Duration acquire_timeout = std::chrono::seconds(1);
   Duration connect_backoff_base = std::chrono::milliseconds(100);
-  Duration connect_backoff_max = std::chrono::seconds(5);
+  Duration connect_backoff_max = std::chrono::seconds(1);
   // upstream.max_connection_age: a connection up this long, times (1 + u x kConnectionAgeJitter)
   // for u uniform in [-1, 1) drawn once per connection, is recycled. Counted from the end of the
   // HTTP/2 handshake. Zero: never.

@@ -28,15 +28,9 @@ source "$(dirname "$0")/lib.sh"
 
 start_emulator_rest "$EMULATOR"
 emulator_pid=${pids[-1]}
-# The pool's reconnect backs off after each failed connect, up to upstream.connect_backoff_max
-# (5 s by default), so after a 2 s outage the pool may reconnect only seconds after the node is
-# back (a REST pool opens one connection per waiting request, so it escalates fastest); 1 s keeps
-# that inside the clients' 5 s timeout, as retry_e2e_test's outage test does with 300ms. The
-# calls in flight at the kill lose their connection and are retried by policy: up to 10 of them at
-# once, more than the default retries-in-flight floor (3), hence min_retries_in_flight 10, as
-# retry_e2e_test's node-kill test does with 8.
-printf 'upstream:\n  connect_backoff_max: 1s\nretry:\n  min_retries_in_flight: 10\n' \
-  >"$WORK/qpool.yaml"
+# qpoold at its defaults: the pool reconnects within upstream.connect_backoff_max (1 s) of the
+# node's return, and calls without a deadline wait for it (retry.unreachable_wait, 10 s).
+: >"$WORK/qpool.yaml"
 start_qpoold "$QPOOLD" --config "$WORK/qpool.yaml" --upstream "$EMU" --rest-upstream "$REST"
 if [ "$MODE" = grpc ]; then
   target=(--target "$QP")

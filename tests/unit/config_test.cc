@@ -186,7 +186,7 @@ TEST(ConfigTest, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(config.upstream.acquire_timeout, absl::Seconds(1));
   EXPECT_EQ(config.upstream.connect_timeout, absl::Seconds(2));
   EXPECT_EQ(config.upstream.connect_backoff_base, absl::Milliseconds(100));
-  EXPECT_EQ(config.upstream.connect_backoff_max, absl::Seconds(5));
+  EXPECT_EQ(config.upstream.connect_backoff_max, absl::Seconds(1));
   EXPECT_EQ(config.upstream.max_connection_age, absl::Minutes(30));
   EXPECT_EQ(config.upstream.max_requests_per_connection, 0u);
   EXPECT_EQ(config.upstream.idle_timeout, absl::Minutes(5));
@@ -552,7 +552,7 @@ TEST(ValidateTest, BackoffBaseMustNotExceedMax) {
   config.upstream.connect_backoff_base = absl::Seconds(10);
   EXPECT_EQ(std::string(Validate(config).message()),
             "upstream.connect_backoff_base: must not exceed upstream.connect_backoff_max (10s > "
-            "5s)");
+            "1s)");
 }
 
 TEST(ValidateTest, RefusesANegativeRecyclingDuration) {
