@@ -226,10 +226,12 @@ void RestUpstreamConnection::EndExchange(bool reusable, bool failed) {
   // Decided before the pool hears of the free slot: OnStreamClosed may hand the connection to the
   // next waiting request at once.
   if (!reusable || draining_ || !stream_.socket().is_open()) {
-    // The slot goes with the connection (the pool forgets its streams on OnClosed).
+    // The slot goes with the connection (the pool forgets its streams on OnClosed). A drain after
+    // a clean exchange is a gentle close.
     Close(failed
               ? absl::UnavailableError(absl::StrCat("REST exchange with ", node_name_, " failed"))
-              : absl::OkStatus());
+              : absl::OkStatus(),
+          /*close_notify=*/reusable && !failed && draining_ && stream_.socket().is_open());
     return;
   }
   if (buffer_.size() != 0) {
@@ -246,7 +248,7 @@ void RestUpstreamConnection::EndExchange(bool reusable, bool failed) {
 void RestUpstreamConnection::Drain() {
   if (events_ == nullptr) return;
   draining_ = true;
-  if (!in_exchange_) Close(absl::OkStatus());
+  if (!in_exchange_) Close(absl::OkStatus(), /*close_notify=*/true);
 }
 
 void RestUpstreamConnection::Abort() {
@@ -258,12 +260,16 @@ void RestUpstreamConnection::Abort() {
   Close(absl::CancelledError("REST connection aborted"));
 }
 
-void RestUpstreamConnection::Close(const absl::Status& reason) {
+void RestUpstreamConnection::Close(const absl::Status& reason, bool close_notify) {
   if (events_ == nullptr) return;
   watch_generation_++;
-  boost::system::error_code ignored;
-  stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-  stream_.socket().close(ignored);
+  if (close_notify && connected_ && stream_.tls() != nullptr) {
+    stream_.CloseGracefully();
+  } else {
+    boost::system::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.socket().close(ignored);
+  }
   pool::PoolConnectionEvents* events = events_;
   events_ = nullptr;
   events->OnClosed(this, reason);

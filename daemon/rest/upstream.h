@@ -14,7 +14,8 @@
 // from a server that does not negotiate it; the certificate verified); a failed handshake is a
 // connect failure whose status carries its tls::FailureReason. The context is the one in force
 // when the connect started: a context replaced later does not touch this connection (the pool
-// recycles it).
+// recycles it). A gentle close (a drain: idle, aged, recycled, qpoold stopping) sends a TLS
+// close_notify before the FIN, within tls::kCloseNotifyTimeout and without delaying the pool.
 //
 // Thread-safety: none; lives on one worker's thread.
 #ifndef QPOOL_DAEMON_REST_UPSTREAM_H_
@@ -90,7 +91,9 @@ class RestUpstreamConnection : public pool::PoolConnection,
   void FailConnect(const absl::Status& reason);
   void WatchIdle();
   // Closes the socket and reports OnClosed(`reason`) (OnConnectFailed while still connecting).
-  void Close(const absl::Status& reason);
+  // `close_notify`: a gentle close of a TLS connection in a clean state (between exchanges): a
+  // TLS close_notify goes out first (RestStream::CloseGracefully); the report is not delayed.
+  void Close(const absl::Status& reason, bool close_notify = false);
 
   const std::string node_name_;
   const config::NodeAddress node_;

@@ -1,5 +1,7 @@
 #include "daemon/rest/upstream_stream.h"
 
+#include "daemon/tls/graceful_close.h"
+
 namespace qpool::rest {
 
 absl::StatusOr<bool> RestStream::TakeIdleInput() {
@@ -19,6 +21,12 @@ absl::StatusOr<bool> RestStream::TakeIdleInput() {
   }
   if (*n > 0) return absl::UnavailableError("the node sent bytes nobody asked for");
   return true;
+}
+
+void RestStream::CloseGracefully() {
+  error_code ignored;
+  socket_.cancel(ignored);  // the idle watch completes as aborted
+  tls::CloseGracefully(std::move(socket_), std::move(engine_));
 }
 
 }  // namespace qpool::rest

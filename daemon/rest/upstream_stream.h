@@ -84,6 +84,11 @@ class RestStream {
   // sent application bytes nobody asked for.
   absl::StatusOr<bool> TakeIdleInput();
 
+  // TLS, between exchanges (no read or write in flight but the idle watch, which is cancelled):
+  // hands the socket and the engine to tls::CloseGracefully, which sends a close_notify and closes
+  // the socket within tls::kCloseNotifyTimeout. The stream is closed from then on.
+  void CloseGracefully();
+
  private:
   // A TLS record is at most 16 KiB of payload plus its framing.
   static constexpr size_t kRawBytes = 17 * 1024;

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "daemon/server/worker.h"
 #include "daemon/tls/client_tls.h"
+#include "daemon/tls/graceful_close.h"
 
 namespace qpool::server {
 
@@ -267,8 +268,17 @@ void H2Transport::CloseTransport(const absl::Status& reason) {
   if (closed_) return;
   closed_ = true;
   boost::system::error_code ignored;
-  socket_.shutdown(tcp::socket::shutdown_both, ignored);
-  socket_.close(ignored);
+  if (reason.ok() && tls_ != nullptr && !tls_handshaking_) {
+    // A gentle close over TLS (a drain finished): what is still owed (a GOAWAY) and a close_notify
+    // go out on their own, bounded, while the owner reports the close now.
+    std::vector<uint8_t> unsent(tls_out_.begin() + static_cast<ptrdiff_t>(tls_out_offset_),
+                                tls_out_.end());
+    socket_.cancel(ignored);  // our waits complete as aborted, and see closed_
+    tls::CloseGracefully(std::move(socket_), std::move(tls_), std::move(unsent));
+  } else {
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
   OnTransportClosed(reason);
 }
 

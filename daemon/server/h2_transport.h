@@ -18,6 +18,10 @@
 //
 // Lifetime: owned by shared_ptr; pending I/O holds a reference. CloseTransport() closes the socket,
 // reports OnTransportClosed() once, and leaves the nghttp2 session untouched until destruction.
+// Over TLS, a close with an OK reason (a drain that finished) hands the socket and the TLS engine
+// to tls::CloseGracefully, which sends what is still owed and a close_notify and closes the socket
+// within tls::kCloseNotifyTimeout; the transport reports its close at once all the same (its
+// tls() is null from then on).
 // Thread-safety: none; a transport lives on one worker's thread.
 #ifndef QPOOL_DAEMON_SERVER_H2_TRANSPORT_H_
 #define QPOOL_DAEMON_SERVER_H2_TRANSPORT_H_
@@ -70,7 +74,8 @@ class H2Transport : public std::enable_shared_from_this<H2Transport> {
   // Sends what nghttp2 has queued; closes the transport when nghttp2 wants neither to read nor to
   // write any more (GOAWAY exchanged and no streams left).
   void Flush();
-  // Idempotent. Reports OnTransportClosed(reason) once.
+  // Idempotent. Reports OnTransportClosed(reason) once. An OK `reason` over TLS closes gently
+  // (close_notify, see above); any other closes the socket at once.
   void CloseTransport(const absl::Status& reason);
   // Writes what nghttp2 has queued (a final GOAWAY) as far as the socket takes it now, without
   // waiting for a peer that does not read, then closes. From inside an nghttp2 callback, input

@@ -249,13 +249,15 @@ TlsEngine::TlsEngine(std::shared_ptr<const ClientContext> context, SSL* ssl)
     : context_(std::move(context)), ssl_(ssl), network_in_(nullptr), network_out_(nullptr) {}
 
 TlsEngine::~TlsEngine() {
-  // Connections close without a close_notify (the pool drops them when it is done with them).
-  // SSL_free would take that as an unclean end and mark the connection's session, the very one
-  // the context keeps for the next connect, not resumable: every reconnect would then run a full
-  // handshake. Say the shutdown happened (TLS 1.3 no longer ties resumption to close_notify,
-  // RFC 8446 section 6.1), except for a connection that failed in TLS itself.
-  if (handshake_done_ && !failed_)
-    SSL_set_shutdown(ssl_, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+  // A gentle close sent a close_notify (Shutdown(): SSL_SENT_SHUTDOWN is set). Other closes have
+  // none: an aborted connection, one lost or reset, one the node closed. SSL_free would take that
+  // as an unclean end and mark the connection's session, the very one the context keeps for the
+  // next connect, not resumable: every reconnect would then run a full handshake. Say the
+  // shutdown happened (TLS 1.3 no longer ties resumption to close_notify, RFC 8446 section 6.1),
+  // except for a connection that failed in TLS itself.
+  if (handshake_done_ && !failed_) {
+    SSL_set_shutdown(ssl_, SSL_get_shutdown(ssl_) | SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+  }
   SSL_free(ssl_);
 }
 
@@ -353,6 +355,19 @@ absl::Status TlsEngine::Write(const uint8_t* data, size_t len) {
   size_t written = 0;
   if (SSL_write_ex(ssl_, data, len, &written) == 1 && written == len) return absl::OkStatus();
   return Failure(0, "write");
+}
+
+absl::Status TlsEngine::Shutdown() {
+  if (!handshake_done_ || failed_) {
+    return absl::FailedPreconditionError("no TLS connection to close cleanly");
+  }
+  ERR_clear_error();
+  // 0: our close_notify is queued, the peer's not seen yet; 1: the peer's came first. We do not
+  // wait for the peer's (RFC 8446 section 6.1 lets the closing side go).
+  if (SSL_shutdown(ssl_) < 0) {
+    return absl::InternalError(absl::StrCat("TLS close_notify: ", OpenSslErrors()));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status TlsEngine::Failure(int ssl_result, std::string_view during) {

@@ -97,6 +97,10 @@ class TlsEngine {
   absl::Status Write(const uint8_t* data, size_t len);
   // Appends the bytes waiting for the socket to `out`.
   void TakeOutput(std::vector<uint8_t>& out);
+  // Ends the connection cleanly from our side: queues a TLS close_notify alert (TakeOutput sends
+  // it); no Write after it. The session stays resumable. kFailedPrecondition before the handshake
+  // finished or after a TLS failure (nothing clean to say then).
+  absl::Status Shutdown();
   bool HasOutput() const;
 
   // After the handshake: whether the session was resumed, and the protocol agreed.

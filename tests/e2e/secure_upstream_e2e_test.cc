@@ -5,20 +5,26 @@
 //  - Tls*: valid chain; expired, unknown CA and wrong name each fail UNAVAILABLE with the reason in
 //    the message and in qpool_upstream_tls_failures_total; verify: false connects and is counted;
 //    mTLS with and without a client certificate; a CA file swapped like a Kubernetes Secret is
-//    picked up for new connections.
+//    picked up for new connections; gentle closes (recycling) end with a TLS close_notify that a
+//    test TLS node (TlsH2Stub) sees, and sessions still resume.
 //  - RestTls*: REST over TLS (keys per read/write class, each bad certificate a 503 with its
 //    reason, a server without ALPN), session resumption on reconnects (REST and gRPC), a new CA
 //    file recycling open connections under load without a failed call, the node moved to a
 //    certificate from a new CA under REST and gRPC load (no failed call; new connections shown
-//    the new chain, in qpoold's log and in the emulator's counters), a retry keeping the key its
-//    call started with.
+//    the new chain, in qpoold's log and in the emulator's counters), gentle closes ending with a
+//    close_notify the emulator counts, a retry keeping the key its call started with.
 //  - Keys*: rotation of the key file under load (8 clients) fails no call; the read-only key goes
 //    on reads and the full key on writes (the emulator's per-key counters); override vs if_absent;
 //    no key ever appears in the log (trace level), /metrics, /pool, error messages or
 //    --check-config output.
 // Without openssl the Tls* tests are SKIPPED (ctest: not run).
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -31,6 +37,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -263,6 +270,116 @@ class SecureUpstreamE2eTest : public ::testing::Test {
 
 // --- TLS -----------------------------------------------------------------------------------------
 
+// A TLS node stand-in (OpenSSL, ALPN h2, certificate `cert`) speaking just enough HTTP/2 for
+// qpoold's pool to count a connection as up (its SETTINGS frame), which records how each
+// connection ended: with the client's TLS close_notify (SSL_ERROR_ZERO_RETURN), or without
+// (a FIN or reset alone, or its 10 s read timeout). At most 64 connections; each on a thread.
+class TlsH2Stub {
+ public:
+  explicit TlsH2Stub(const std::string& cert) {
+    // OpenSSL writes to sockets with write(): a peer gone must not kill the test with SIGPIPE.
+    signal(SIGPIPE, SIG_IGN);
+    ctx_ = SSL_CTX_new(TLS_server_method());
+    EXPECT_EQ(SSL_CTX_use_certificate_chain_file(ctx_, Cert(cert + ".pem").c_str()), 1);
+    EXPECT_EQ(SSL_CTX_use_PrivateKey_file(ctx_, Cert(cert + ".key").c_str(), SSL_FILETYPE_PEM), 1);
+    static const unsigned char kContext[] = "qpool-tls-h2-stub";
+    SSL_CTX_set_session_id_context(ctx_, kContext, sizeof(kContext) - 1);
+    SSL_CTX_set_alpn_select_cb(
+        ctx_,
+        [](SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+           unsigned int inlen, void*) -> int {
+          for (unsigned int i = 0; i < inlen; i += in[i] + 1u) {
+            if (in[i] == 2 && i + 3 <= inlen && std::memcmp(in + i + 1, "h2", 2) == 0) {
+              *out = in + i + 1;
+              *outlen = 2;
+              return SSL_TLSEXT_ERR_OK;
+            }
+          }
+          return SSL_TLSEXT_ERR_ALERT_FATAL;
+        },
+        nullptr);
+    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    EXPECT_EQ(bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    EXPECT_EQ(listen(listen_fd_, 16), 0);
+    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length);
+    port_ = ntohs(address.sin_port);
+    accept_thread_ = std::thread([this] { AcceptLoop(); });
+  }
+  ~TlsH2Stub() {
+    stop_ = true;
+    accept_thread_.join();
+    close(listen_fd_);
+    std::lock_guard<std::mutex> lock(mu_);
+    for (int fd : fds_) shutdown(fd, SHUT_RDWR);  // ends the reads still waiting
+    for (std::thread& thread : threads_) thread.join();
+    for (int fd : fds_) close(fd);
+    SSL_CTX_free(ctx_);
+  }
+
+  uint16_t port() const { return port_; }
+  int handshakes() const { return handshakes_.load(); }
+  int clean_closes() const { return clean_.load(); }
+  int unclean_closes() const { return unclean_.load(); }
+
+ private:
+  void AcceptLoop() {
+    while (!stop_) {
+      pollfd ready{listen_fd_, POLLIN, 0};
+      if (poll(&ready, 1, 100) <= 0) continue;
+      const int fd = accept(listen_fd_, nullptr, nullptr);
+      if (fd < 0) continue;
+      std::lock_guard<std::mutex> lock(mu_);
+      if (fds_.size() >= 64) {
+        close(fd);
+        continue;
+      }
+      fds_.push_back(fd);
+      threads_.emplace_back([this, fd] { Serve(fd); });
+    }
+  }
+
+  void Serve(int fd) {
+    timeval timeout{10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    SSL* ssl = SSL_new(ctx_);
+    SSL_set_fd(ssl, fd);
+    if (SSL_accept(ssl) == 1) {
+      handshakes_++;
+      static const uint8_t kSettings[] = {0, 0, 0, 4, 0, 0, 0, 0, 0};  // SETTINGS, none set
+      size_t written = 0;
+      SSL_write_ex(ssl, kSettings, sizeof(kSettings), &written);
+      uint8_t scratch[4096];
+      size_t n = 0;
+      while (SSL_read_ex(ssl, scratch, sizeof(scratch), &n) == 1) {
+      }
+      if (SSL_get_error(ssl, 0) == SSL_ERROR_ZERO_RETURN) {
+        clean_++;
+        SSL_shutdown(ssl);
+      } else {
+        unclean_++;
+      }
+    }
+    SSL_free(ssl);
+    shutdown(fd, SHUT_WR);
+  }
+
+  SSL_CTX* ctx_ = nullptr;
+  int listen_fd_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> handshakes_{0};
+  std::atomic<int> clean_{0};
+  std::atomic<int> unclean_{0};
+  std::thread accept_thread_;
+  std::mutex mu_;
+  std::vector<int> fds_;  // guarded by mu_
+  std::vector<std::thread> threads_;
+};
+
 class TlsE2eTest : public SecureUpstreamE2eTest {
  protected:
   void SetUp() override {
@@ -421,6 +538,34 @@ TEST_F(TlsE2eTest, NodeCertificateRotatedUnderLoadFailsNoCallAndNewConnectionsSe
   std::cerr << "certificate rotation under load: " << ok.load() << " calls, " << failed.load()
             << " failed; TLS handshakes " << Metric("qpool_upstream_tls_handshakes_total")
             << ", resumed " << Metric("qpool_upstream_tls_resumptions_total") << "\n";
+}
+
+TEST_F(TlsE2eTest, GentleGrpcClosesSendACloseNotifyAndSessionsStillResume) {
+  TlsH2Stub node("server");
+  tls_port_ = node.port();
+  // Every connection is recycled (drained gently) after about a second; one is kept open.
+  ASSERT_NO_FATAL_FAILURE(StartQpoold(true,
+                                      TlsYaml("    ca_file: " + Cert("ca.pem") + "\n") +
+                                          "  min_connections: 1\n  max_connection_age: 1s\n",
+                                      "health:\n  enabled: false\n"));
+  ASSERT_TRUE(WaitFor([&] { return node.clean_closes() >= 3; }, absl::Seconds(20)))
+      << node.clean_closes() << " clean closes, " << node.unclean_closes() << " unclean";
+  EXPECT_EQ(node.unclean_closes(), 0);
+  // The pool counted each close at once, as recycled, and keeps its one connection: the node has
+  // that one open, and at most the one replacing a connection being closed.
+  const double recycled = Metric("qpool_upstream_disconnects_total", ",reason=\"recycled\"");
+  EXPECT_GE(recycled, node.clean_closes() - 1);
+  EXPECT_LE(node.handshakes() - node.clean_closes() - node.unclean_closes(), 2);
+  EXPECT_LE(Metric("qpool_upstream_connections", ",state=\"ready\""), 1);
+  // Each reconnect resumed the session of the connection before it.
+  const double handshakes = Metric("qpool_upstream_tls_handshakes_total");
+  const double resumed = Metric("qpool_upstream_tls_resumptions_total");
+  EXPECT_GE(handshakes, 3);
+  EXPECT_GE(resumed, handshakes - 1);
+  std::cerr << "gRPC gentle closes: node saw " << node.clean_closes() << " close_notify, "
+            << node.unclean_closes() << " without; qpoold counted " << recycled
+            << " recycled; TLS handshakes " << handshakes << ", resumed " << resumed << "\n";
+  StopQpoold();
 }
 
 // --- REST over TLS, recycling, resumption
@@ -700,6 +845,41 @@ TEST_F(RestTlsE2eTest, NodeMovedToANewCaUnderLoadFailsNoCallAndNewConnectionsSee
             << RestMetric("qpool_upstream_tls_resumptions_total") << "), emulator presented "
             << "server " << EmulatorCount("rest_tls_certs_presented", "server") << " / next "
             << EmulatorCount("rest_tls_certs_presented", "next") << " times\n";
+}
+
+TEST_F(RestTlsE2eTest, GentleRestClosesSendACloseNotifyAndSessionsStillResume) {
+  ASSERT_NO_FATAL_FAILURE(StartRestTlsEmulator("server"));
+  // Every REST connection carries one request and is then drained (recycled) by qpoold.
+  ASSERT_NO_FATAL_FAILURE(StartQpooldRest(true, CaYaml() + "  max_requests_per_connection: 1\n",
+                                          "health:\n  enabled: false\n"));
+  constexpr int kRequests = 6;
+  for (int i = 0; i < kRequests; ++i) ASSERT_EQ(Rest("GET", "/collections").status, 200);
+  // The node's view: each connection ended with the client's close_notify before its FIN.
+  EXPECT_TRUE(
+      WaitFor([&] { return EmulatorCount("rest_tls_client_closes", "close_notify") >= kRequests; },
+              absl::Seconds(10)));
+  EXPECT_EQ(EmulatorCount("rest_tls_client_closes", "close_notify"), kRequests);
+  EXPECT_EQ(EmulatorCount("rest_tls_client_closes", "without_close_notify"), 0);
+  // Counts stay right: qpoold counted each close as recycled, and the node has no REST
+  // connection left open (none is kept: rest.min_connections is 0).
+  EXPECT_EQ(RestMetric("qpool_upstream_disconnects_total", ",reason=\"recycled\""), kRequests);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        const std::string body = HttpGet(control_port_, "/counters").body;
+        const size_t at = body.find("\"rest_connections_open\":");
+        return at != std::string::npos &&
+               std::atoi(body.c_str() + at + std::strlen("\"rest_connections_open\":")) == 0;
+      },
+      absl::Seconds(5)));
+  // Sessions stay resumable: every reconnect after the first resumed.
+  const double handshakes = RestMetric("qpool_upstream_tls_handshakes_total");
+  const double resumed = RestMetric("qpool_upstream_tls_resumptions_total");
+  EXPECT_EQ(handshakes, kRequests);
+  EXPECT_GE(resumed, handshakes - 1);
+  EXPECT_EQ(EmulatorCount("rest_tls_certs_presented", "server"), handshakes - resumed);
+  std::cerr << "REST gentle closes: node saw "
+            << EmulatorCount("rest_tls_client_closes", "close_notify") << " close_notify; TLS "
+            << "handshakes " << handshakes << ", resumed " << resumed << "\n";
 }
 
 TEST_F(RestTlsE2eTest, RetriedCallKeepsTheApiKeyItStartedWith) {

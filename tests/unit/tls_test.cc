@@ -1,20 +1,29 @@
 // The TLS client (daemon/tls): a client engine against an OpenSSL server in the same process,
-// bytes moved between them by hand, with certificates made at run time by
-// tests/e2e/tls/make_certs.sh (the `openssl` command). Without it every test is SKIPPED, and ctest
-// shows the whole file as not run.
+// bytes moved between them by hand (or over a loopback TCP pair for the gentle close), with
+// certificates made at run time by tests/e2e/tls/make_certs.sh (the `openssl` command). Without it
+// every test is SKIPPED, and ctest shows the whole file as not run.
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <future>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "daemon/tls/client_tls.h"
 #include "daemon/tls/context_store.h"
+#include "daemon/tls/graceful_close.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -60,6 +69,14 @@ class TestServer {
     }
   }
   ~TestServer() { SSL_CTX_free(ctx_); }
+
+  // A server connection on a connected, blocking socket descriptor (not owned).
+  SSL* NewSocketConnection(int fd) {
+    SSL* ssl = SSL_new(ctx_);
+    SSL_set_fd(ssl, fd);
+    SSL_set_accept_state(ssl);
+    return ssl;
+  }
 
   // A fresh server connection (one per client connection).
   SSL* NewConnection() {
@@ -236,6 +253,139 @@ TEST_F(TlsTest, ReconnectResumesTheSessionOfAConnectionClosedWithoutCloseNotify)
     EXPECT_EQ((*engine)->resumed(), i > 0);
     SSL_free(ssl);
   }
+}
+
+TEST_F(TlsTest, ShutdownQueuesACloseNotifyTheServerReadsAsACleanEnd) {
+  auto context = ClientContext::Create(Options(), "127.0.0.1", "h2");
+  ASSERT_TRUE(context.ok()) << context.status();
+  TestServer server("server", "h2");
+  auto engine = (*context)->NewEngine();
+  ASSERT_TRUE(engine.ok());
+  SSL* ssl = server.NewConnection();
+  ASSERT_TRUE(Connect(**engine, ssl).ok());
+  ASSERT_TRUE((*engine)->Shutdown().ok());
+  std::vector<uint8_t> alert;
+  (*engine)->TakeOutput(alert);
+  ASSERT_FALSE(alert.empty());
+  BIO_write(SSL_get_rbio(ssl), alert.data(), static_cast<int>(alert.size()));
+  uint8_t scratch[64];
+  size_t n = 0;
+  EXPECT_EQ(SSL_read_ex(ssl, scratch, sizeof(scratch), &n), 0);
+  EXPECT_EQ(SSL_get_error(ssl, 0), SSL_ERROR_ZERO_RETURN);
+  EXPECT_TRUE(SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN);
+  SSL_free(ssl);
+}
+
+TEST_F(TlsTest, ShutdownBeforeTheHandshakeIsRefused) {
+  auto context = ClientContext::Create(Options(), "127.0.0.1", "h2");
+  ASSERT_TRUE(context.ok()) << context.status();
+  auto engine = (*context)->NewEngine();
+  ASSERT_TRUE(engine.ok());
+  EXPECT_EQ((*engine)->Shutdown().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(TlsTest, ReconnectResumesTheSessionOfAConnectionClosedWithCloseNotify) {
+  auto context = ClientContext::Create(Options(), "127.0.0.1", "h2");
+  ASSERT_TRUE(context.ok()) << context.status();
+  TestServer server("server", "h2");
+  for (int i = 0; i < 3; ++i) {
+    SCOPED_TRACE(i);
+    auto engine = (*context)->NewEngine();
+    ASSERT_TRUE(engine.ok());
+    SSL* ssl = server.NewConnection();
+    ASSERT_TRUE(Connect(**engine, ssl).ok());
+    EXPECT_EQ((*engine)->resumed(), i > 0);
+    ASSERT_TRUE((*engine)->Shutdown().ok());
+    engine->reset();
+    SSL_free(ssl);
+  }
+}
+
+// A client connection over loopback TCP: the client engine's handshake done on `client` (Asio)
+// against `server` on the accepted descriptor, which `serve` then runs on a thread of its own.
+class GracefulCloseTest : public TlsTest {
+ protected:
+  void Open(std::function<void(SSL*)> serve) {
+    using boost::asio::ip::tcp;
+    signal(SIGPIPE, SIG_IGN);  // the server's OpenSSL writes with write(): a gone peer is EPIPE
+    tcp::acceptor acceptor(io_, tcp::endpoint(boost::asio::ip::address_v4::loopback(), 0));
+    client_.connect(acceptor.local_endpoint());
+    server_socket_ = std::make_unique<tcp::socket>(acceptor.accept());
+    SSL* ssl = server_.NewSocketConnection(server_socket_->native_handle());
+    server_thread_ = std::thread([ssl, serve = std::move(serve)] {
+      if (SSL_accept(ssl) == 1) serve(ssl);
+      SSL_free(ssl);
+    });
+    auto context = ClientContext::Create(Options(), "127.0.0.1", "h2");
+    ASSERT_TRUE(context.ok()) << context.status();
+    auto engine = (*context)->NewEngine();
+    ASSERT_TRUE(engine.ok());
+    engine_ = *std::move(engine);
+    for (int round = 0; round < 20; ++round) {  // blocking socket: a bounded number of flights
+      absl::StatusOr<bool> done = engine_->Handshake();
+      ASSERT_TRUE(done.ok()) << done.status();
+      std::vector<uint8_t> out;
+      engine_->TakeOutput(out);
+      if (!out.empty()) boost::asio::write(client_, boost::asio::buffer(out));
+      if (*done) return;
+      uint8_t in[4096];
+      const size_t n = client_.read_some(boost::asio::buffer(in));
+      engine_->FeedInput(in, n);
+    }
+    FAIL() << "no handshake in 20 flights";
+  }
+  void TearDown() override {
+    if (server_socket_ != nullptr) {
+      boost::system::error_code ignored;
+      server_socket_->shutdown(boost::asio::ip::tcp::socket::shutdown_both, ignored);
+    }
+    if (server_thread_.joinable()) server_thread_.join();
+  }
+
+  boost::asio::io_context io_;
+  boost::asio::ip::tcp::socket client_{io_};
+  std::unique_ptr<boost::asio::ip::tcp::socket> server_socket_;
+  TestServer server_{"server", "h2"};
+  std::unique_ptr<TlsEngine> engine_;
+  std::thread server_thread_;
+};
+
+TEST_F(GracefulCloseTest, SendsACloseNotifyAndClosesWhenThePeerDoes) {
+  std::promise<int> server_saw;
+  std::future<int> seen = server_saw.get_future();
+  ASSERT_NO_FATAL_FAILURE(Open([&server_saw](SSL* ssl) {
+    uint8_t scratch[256];
+    size_t n = 0;
+    while (SSL_read_ex(ssl, scratch, sizeof(scratch), &n) == 1) {
+    }
+    const int error = SSL_get_error(ssl, 0);
+    SSL_shutdown(ssl);  // its own close_notify, then (TearDown) the FIN
+    server_saw.set_value(error);
+  }));
+  const auto start = std::chrono::steady_clock::now();
+  CloseGracefully(std::move(client_), std::move(engine_), {}, std::chrono::seconds(10));
+  ASSERT_EQ(seen.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(seen.get(), SSL_ERROR_ZERO_RETURN);
+  // The server answered and closes: the closing side ends on that, long before its timeout.
+  TearDown();
+  io_.run();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+}
+
+TEST_F(GracefulCloseTest, PeerThatNeverClosesCostsAtMostTheTimeout) {
+  // The server reads the close_notify but neither answers nor closes (until TearDown).
+  ASSERT_NO_FATAL_FAILURE(Open([](SSL* ssl) {
+    uint8_t scratch[256];
+    size_t n = 0;
+    while (SSL_read_ex(ssl, scratch, sizeof(scratch), &n) == 1) {
+    }
+  }));
+  const auto start = std::chrono::steady_clock::now();
+  CloseGracefully(std::move(client_), std::move(engine_), {}, std::chrono::milliseconds(200));
+  io_.run();  // returns once the close is over
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, std::chrono::milliseconds(190));
+  EXPECT_LT(took, std::chrono::seconds(3));
 }
 
 TEST_F(TlsTest, RestAcceptsAServerThatTakesNoPartInAlpnButGrpcDoesNot) {
