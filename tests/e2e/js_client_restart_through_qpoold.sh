@@ -28,9 +28,12 @@ source "$(dirname "$0")/lib.sh"
 
 start_emulator_rest "$EMULATOR"
 emulator_pid=${pids[-1]}
-# qpoold at its defaults: the pool reconnects within upstream.connect_backoff_max (1 s) of the
-# node's return, and calls without a deadline wait for it (retry.unreachable_wait, 10 s).
-: >"$WORK/qpool.yaml"
+# qpoold at its defaults but one: the pool reconnects within upstream.connect_backoff_max (1 s) of
+# the node's return, and calls without a deadline wait for it (retry.unreachable_wait, 10 s). The
+# calls in flight at the kill lose their connection and are retried by policy: up to 10 of them at
+# once, more than the default retries-in-flight floor (3, Envoy's default too), hence
+# min_retries_in_flight 10, as retry_e2e_test's node-kill test does with 8.
+printf 'retry:\n  min_retries_in_flight: 10\n' >"$WORK/qpool.yaml"
 start_qpoold "$QPOOLD" --config "$WORK/qpool.yaml" --upstream "$EMU" --rest-upstream "$REST"
 if [ "$MODE" = grpc ]; then
   target=(--target "$QP")
