@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -167,10 +168,12 @@ class LifecycleTest : public ::testing::Test {
                         "\"\n  drain_timeout: 10s\n", extra_server_,
                         "admin:\n  listen: \"127.0.0.1:", admin_port_, "\"\n", extra_admin_,
                         "rest:\n  listen: \"\"\n",  // REST off: no fixed port 6333 in tests
-                        "upstream:\n  nodes: [\"", node_,
-                        "\"]\n  max_connections: 2\n  connect_timeout: 500ms\n"
+                        "upstream:\n  nodes: [\"",
+                        nodes_.empty() ? node_ : absl::StrJoin(nodes_, "\", \""),
+                        "\"]\n  max_connections: ", max_connections_,
+                        "\n  connect_timeout: 500ms\n"
                         "  connect_backoff_max: 500ms\n",
-                        extra);
+                        extra_upstream_, extra);
   }
 
   // Replaces the file whole (a new file renamed over it, as a Kubernetes ConfigMap update does),
@@ -210,6 +213,9 @@ class LifecycleTest : public ::testing::Test {
   std::string node_;
   std::string extra_server_;
   std::string extra_admin_;
+  std::string extra_upstream_;      // more upstream: keys
+  std::vector<std::string> nodes_;  // upstream.nodes; empty: node_ alone
+  int max_connections_ = 2;
   uint16_t listen_port_ = 0;
   uint16_t admin_port_ = 0;
   std::unique_ptr<TestUpstream> upstream_;
@@ -407,6 +413,127 @@ TEST_F(LifecycleTest, SighupWithoutAConfigFileReloadsTheFlagsAndKeepsRunning) {
   EXPECT_FALSE(Exited());
   auto stub = TestService::NewStub(OwnChannel(listen_port_));
   EXPECT_TRUE(Echo(*stub, "after").ok());
+}
+
+// The sum of the samples of `family` whose labels include every one of `labels` (`node="..."`).
+double SumOf(const Samples& samples, const std::string& family,
+             const std::vector<std::string>& labels) {
+  double sum = 0;
+  for (const auto& [name, value] : samples) {
+    if (name.rfind(family + "{", 0) != 0) continue;
+    bool all = true;
+    for (const std::string& label : labels) all = all && name.find(label) != std::string::npos;
+    if (all) sum += value;
+  }
+  return sum;
+}
+
+// Issue 15's reload test: under 8 clients, a reload adds a node, the next removes the first one
+// while raising the pool bound and the log level, and a broken file changes nothing. Not one call
+// fails; /pool and the metrics follow each step; the removed node drains and gets no new call.
+TEST_F(LifecycleTest, ReloadAddsAndRemovesNodesAndRaisesPoolLimitsUnderLoadWithoutAFailedCall) {
+  ASSERT_NO_FATAL_FAILURE(StartUpstream());
+  auto second = TestUpstream::Start();
+  ASSERT_TRUE(second.ok()) << second.status();
+  const std::string a = node_;
+  const std::string b = (*second)->address();
+  TestUpstream& upstream_b = **second;
+  // One stream per connection: 8 clients need 8 connections, so the pool's bound shows in the
+  // connection count. Two workers: each takes its share of the bound, and of every reload.
+  extra_server_ = "  workers: 2\n";
+  extra_upstream_ = "  max_streams_per_connection: 1\n";
+  ASSERT_NO_FATAL_FAILURE(StartQpoold("log:\n  level: info\n"));
+  const std::string label_a = absl::StrCat("node=\"", a, "\"");
+  const std::string label_b = absl::StrCat("node=\"", b, "\"");
+  BoundedLoad load(listen_port_, 8, 1000000);  // each client gives up after 60 s
+  ASSERT_TRUE(WaitFor([&] { return load.ok() >= 100; }, absl::Seconds(20)));
+  EXPECT_EQ(upstream_b.stats().CallsStarted(), 0);
+
+  // 1. Add the second node.
+  nodes_ = {a, b};
+  WriteConfig(ConfigText("log:\n  level: info\n"));
+  ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("success") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
+  EXPECT_NE(ReadFileOrEmpty(log_path_).find("upstream.nodes: "), std::string::npos);
+  ASSERT_TRUE(WaitFor([&] { return upstream_b.stats().CallsStarted() >= 100; }, absl::Seconds(10)))
+      << "the added node gets no calls";
+  {
+    HttpReply pool = Get("/pool");
+    EXPECT_NE(pool.body.find("\"node\":\"" + a + "\""), std::string::npos) << pool.body;
+    EXPECT_NE(pool.body.find("\"node\":\"" + b + "\""), std::string::npos) << pool.body;
+    const Samples samples = Scrape();
+    EXPECT_GE(SumOf(samples, "qpool_upstream_connects_total", {label_b}), 1);
+    EXPECT_GE(SumOf(samples, "qpool_upstream_connects_total", {label_a}), 1);
+  }
+
+  // 2. Remove the first node; raise max_connections from 2 to 4; log at debug.
+  nodes_ = {b};
+  max_connections_ = 4;
+  WriteConfig(ConfigText("log:\n  level: debug\n"));
+  ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("success") == 2; }, absl::Seconds(5), absl::Milliseconds(20)));
+  {
+    const std::string log = ReadFileOrEmpty(log_path_);
+    EXPECT_NE(log.find("log.level: \"info\" -> \"debug\""), std::string::npos);
+    EXPECT_NE(log.find("upstream.max_connections: 2 -> 4"), std::string::npos);
+  }
+  // The removed node drains, then leaves /pool and the metrics.
+  ASSERT_TRUE(
+      WaitFor([&] { return Get("/pool").body.find("\"node\":\"" + a + "\"") == std::string::npos; },
+              absl::Seconds(10), absl::Milliseconds(50)))
+      << Get("/pool").body;
+  EXPECT_EQ(SumOf(Scrape(), "qpool_upstream_connections", {label_a}), 0);
+  const int64_t calls_a = upstream_->stats().CallsStarted();
+  const int64_t calls_b = upstream_b.stats().CallsStarted();
+  // The new bound: more than the old 2 connections to the node that is left.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const Samples samples = Scrape();
+        return SumOf(samples, "qpool_upstream_connections", {label_b, "state=\"ready\""}) +
+                   SumOf(samples, "qpool_upstream_connections", {label_b, "state=\"busy\""}) >
+               2;
+      },
+      absl::Seconds(10), absl::Milliseconds(50)));
+  ASSERT_TRUE(WaitFor([&] { return upstream_b.stats().CallsStarted() >= calls_b + 200; },
+                      absl::Seconds(10)));
+  EXPECT_EQ(upstream_->stats().CallsStarted(), calls_a) << "a removed node got new calls";
+
+  // 3. A broken file: the running config (node b, bound 4) stays, and the failure is counted.
+  WriteConfig(ConfigText("upstream_typo: 1\n"));
+  ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("failure") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
+  EXPECT_EQ(Reloads("success"), 2);
+  const int64_t calls_after_broken = upstream_b.stats().CallsStarted();
+  ASSERT_TRUE(WaitFor([&] { return upstream_b.stats().CallsStarted() >= calls_after_broken + 100; },
+                      absl::Seconds(10)));
+  EXPECT_NE(Get("/pool").body.find("\"node\":\"" + b + "\""), std::string::npos);
+
+  load.Stop();
+  EXPECT_EQ(load.failed(), 0) << load.first_failure();
+  EXPECT_GT(load.ok(), 400);
+  EXPECT_FALSE(Exited());
+}
+
+// DNS discovery with the system's resolver: "localhost" resolves to loopback addresses (127.0.0.1,
+// and ::1 where /etc/hosts says so); each becomes a node of its own, named by its address.
+TEST_F(LifecycleTest, DnsDiscoveryMakesOneNodePerAddressOfALocalhostNode) {
+  ASSERT_NO_FATAL_FAILURE(StartUpstream());
+  const std::string port = node_.substr(node_.rfind(':') + 1);
+  nodes_ = {"localhost:" + port};
+  extra_upstream_ = "  dns_refresh: 1s\n";
+  ASSERT_NO_FATAL_FAILURE(StartQpoold("log:\n  level: info\n"));
+  const std::string pool = Get("/pool").body;
+  EXPECT_NE(pool.find("\"node\":\"127.0.0.1:" + port + "\""), std::string::npos) << pool;
+  EXPECT_EQ(pool.find("\"node\":\"localhost:"), std::string::npos) << pool;
+  EXPECT_GE(SumOf(Scrape(), "qpool_upstream_node_usable", {"node=\"127.0.0.1:" + port + "\""}), 1);
+  BoundedLoad load(listen_port_, 4, 100);
+  ASSERT_TRUE(
+      WaitFor([&] { return load.ok() + load.failed() == 400; }, absl::Seconds(30)));
+  load.Stop();
+  EXPECT_EQ(load.failed(), 0) << load.first_failure();
 }
 
 // --- qpoold healthcheck (the image's HEALTHCHECK) ---------------------------------------------
