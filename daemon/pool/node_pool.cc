@@ -265,7 +265,7 @@ void NodePool::Retire() {
 
 void NodePool::DrainIdleSurplus() {
   if (shut_down_) return;
-  const bool drain_all = retired_ && waiters_.empty();
+  const bool drain_all = retired_ && waiters_.empty() && probes_.empty();
   uint32_t total = TotalConnections();
   for (auto it = ready_.end(); it != ready_.begin();) {
     auto candidate = std::prev(it);

@@ -273,7 +273,9 @@ class NodePool : private PoolConnectionEvents {
   void Retire();
   bool retired() const { return retired_; }
   // A retired pool with no connection and no waiter: it may be destroyed.
-  bool gone() const { return retired_ && TotalConnections() == 0 && waiters_.empty(); }
+  bool gone() const {
+    return retired_ && TotalConnections() == 0 && waiters_.empty() && probes_.empty();
+  }
 
   // False while the node cannot be reached: a connect failed and no connection is up. Routers
   // prefer nodes that are usable.
