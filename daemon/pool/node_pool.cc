@@ -597,6 +597,7 @@ void NodePool::Service() {
 }
 
 void NodePool::OpenConnection() {
+  opened_any_ = true;
   Slot slot;
   slot.conn = factory_.Connect(*this);
   slot.state = ConnectionState::kConnecting;

@@ -283,6 +283,10 @@ class NodePool : private PoolConnectionEvents {
 
   // True when a connection to the node is up (ready or busy).
   bool has_live_connection() const { return !ready_.empty() || !busy_.empty(); }
+  // True until the pool opens its first connection: a node just added to the node set (reload,
+  // DNS discovery) with min_connections 0 (the REST pools' default). Routers count it with the
+  // nodes that have a connection up, or calls would never go there while another node has one.
+  bool never_connected() const { return !opened_any_; }
 
   // Calls on this node now: streams in flight plus calls waiting for one. The balancer's load
   // score.
@@ -421,6 +425,7 @@ class NodePool : private PoolConnectionEvents {
   std::unique_ptr<Timer> maintenance_timer_;
   MonoTime maintenance_at_ = MonoTime::max();
   bool in_backoff_ = false;
+  bool opened_any_ = false;  // OpenConnection() ran once
   uint32_t consecutive_connect_failures_ = 0;
   uint32_t streams_in_flight_ = 0;  // the sum of Slot::streams over all lists
   absl::Status last_connect_error_;

@@ -150,8 +150,7 @@ class ProxyImpl : public Proxy {
   // each worker is asked to recycle that node's connections (Worker::RecycleTlsNodes).
   void StartSecretsThread();
   void StopSecretsThread();
-  void RecycleTlsNodes(const tls::ContextStore* store, const std::vector<size_t>& nodes,
-                       bool rest);
+  void RecycleTlsNodes(const tls::ContextStore* store, const std::vector<size_t>& nodes, bool rest);
 
   // upstream.rest_nodes (or each gRPC node's host on 6333) when rest.listen is on; else none.
   static std::vector<config::NodeAddress> RestNodes(const config::Config& config) {
@@ -194,10 +193,10 @@ class ProxyImpl : public Proxy {
   // Reconfigure(). Stores a reload replaced are kept (graveyard): a worker may still point at
   // them until it took the new ones, and a removed node's pool still connects with its store.
   mutable std::mutex table_mu_;
-  std::shared_ptr<const config::Config> live_config_;   // guarded by table_mu_
-  std::shared_ptr<const NodeTable> table_;              // guarded by table_mu_
-  std::shared_ptr<tls::ContextStore> tls_store_;        // guarded by table_mu_ after Start()
-  std::shared_ptr<auth::ApiKeyStore> key_store_;        // guarded by table_mu_ after Start()
+  std::shared_ptr<const config::Config> live_config_;  // guarded by table_mu_
+  std::shared_ptr<const NodeTable> table_;             // guarded by table_mu_
+  std::shared_ptr<tls::ContextStore> tls_store_;       // guarded by table_mu_ after Start()
+  std::shared_ptr<auth::ApiKeyStore> key_store_;       // guarded by table_mu_ after Start()
   // The REST endpoints' TLS contexts (ALPN http/1.1); null: REST off. Guarded by table_mu_
   // after Start().
   std::shared_ptr<tls::ContextStore> rest_tls_store_;
@@ -337,8 +336,8 @@ void ProxyImpl::StartSecretsThread() {
   {
     std::lock_guard<std::mutex> lock(table_mu_);
     config = live_config_;
-    any_tls = tls_store_->any_enabled() ||
-              (rest_tls_store_ != nullptr && rest_tls_store_->any_enabled());
+    any_tls =
+        tls_store_->any_enabled() || (rest_tls_store_ != nullptr && rest_tls_store_->any_enabled());
   }
   const bool files = !config->upstream.api_key_file.empty() ||
                      !config->upstream.read_only_api_key_file.empty() || any_tls;
@@ -384,8 +383,7 @@ void ProxyImpl::RecycleTlsNodes(const tls::ContextStore* store, const std::vecto
   for (auto& worker : workers_) {
     Worker* target = worker.get();
     // `store` is only compared: a store a reload replaced is kept (retired_secrets_) anyway.
-    target->Post(
-        [target, store, nodes, rest] { target->RecycleTlsNodes(store, nodes, rest); });
+    target->Post([target, store, nodes, rest] { target->RecycleTlsNodes(store, nodes, rest); });
   }
 }
 
@@ -842,8 +840,8 @@ void ProxyImpl::ApplyDnsAnswers(const DnsAnswers& answers) {
   const std::vector<NodeSpec> specs = ExpandNodes(*config, answers_);
   std::shared_ptr<const NodeTable> current = table();
   if (SameNodes(*current, specs)) return;
-  absl::StatusOr<std::shared_ptr<const NodeTable>> next = NextTable(
-      specs, DrainedEverywhere(current->slots.size()), tls_store, rest_tls_store);
+  absl::StatusOr<std::shared_ptr<const NodeTable>> next =
+      NextTable(specs, DrainedEverywhere(current->slots.size()), tls_store, rest_tls_store);
   if (!next.ok()) {
     SPDLOG_ERROR("DNS discovery: the node set stays as it is: {}", next.status().ToString());
     return;

@@ -243,9 +243,9 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
     rest_retry.protocol_errors = &counters_.downstream_protocol_errors;
     rest_retry.calls_started = &counters_.calls_started;
     // The REST pools share the gRPC pools' upstream.max_pending budget.
-    rest_ = std::make_unique<rest::RestWorker>(*config_, index, count, io_, loop_, random_,
-                                               pending_budget_, *this, rest_retry, metrics_,
-                                               *table_);
+    rest_ =
+        std::make_unique<rest::RestWorker>(*config_, index, count, io_, loop_, random_,
+                                           pending_budget_, *this, rest_retry, metrics_, *table_);
   }
   if (secrets_.keys != nullptr) key_cache_.emplace(*secrets_.keys);
   pending_budget_.limit = ShareOf(config_->upstream.max_pending, index, count);
@@ -538,7 +538,9 @@ void Worker::RefreshRouter() {
     const size_t s = active_[i];
     health::NodeRouter::NodeState& state = router_->node(i);
     state.healthy = health_ == nullptr || health_->healthy(s);
-    state.live = pools_[s]->has_live_connection();
+    // A pool that never opened a connection (a node just added, min_connections 0) counts as
+    // up: else the router, which prefers nodes with a connection up, would never send it a call.
+    state.live = pools_[s]->has_live_connection() || pools_[s]->never_connected();
     state.usable = pools_[s]->usable();
     state.load = pools_[s]->load();
   }
@@ -685,7 +687,8 @@ void Worker::RefreshRouterFrom(const std::vector<pool::NodePool*>& pools) {
     health::NodeRouter::NodeState& state = router_->node(i);
     state.healthy = health_ == nullptr || health_->healthy(s);
     const pool::NodePool* pool = s < pools.size() ? pools[s] : nullptr;
-    state.live = pool != nullptr && pool->has_live_connection();
+    state.live =
+        pool != nullptr && (pool->has_live_connection() || pool->never_connected());  // see above
     state.usable = pool != nullptr && pool->usable();
     state.load = pool != nullptr ? pool->load() : 0;
   }

@@ -175,8 +175,7 @@ class Worker : public rest::RestHost {
   // New TLS material in `store` for its nodes `nodes` (store indexes, NodeSlot::tls_index; the
   // REST endpoints' store when `rest`): the connections of the slots using them are recycled
   // gently (NodePool::RecycleAll over kTlsRecycleSpread).
-  void RecycleTlsNodes(const tls::ContextStore* store, const std::vector<size_t>& nodes,
-                       bool rest);
+  void RecycleTlsNodes(const tls::ContextStore* store, const std::vector<size_t>& nodes, bool rest);
 
   // Stops everything and joins the thread. Call from outside the worker.
   void Stop();

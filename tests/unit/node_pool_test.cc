@@ -1401,6 +1401,23 @@ TEST_F(NodePoolTest, RetireStillServesCallsAlreadyQueued) {
   EXPECT_EQ(factory_.conn(0).drain_calls(), 1);
 }
 
+TEST_F(NodePoolTest, NeverConnectedUntilItOpensItsFirstConnection) {
+  NodePoolOptions options = DefaultOptions();
+  options.min_connections = 0;  // a REST pool's default: nothing opens before the first call
+  NodePool& pool = MakePool(options);
+  pool.Start();
+  EXPECT_TRUE(pool.never_connected());
+  EXPECT_EQ(factory_.made(), 0u);
+
+  RecordingWaiter& first = NewWaiter();
+  ASSERT_EQ(pool.Acquire(first).outcome, NodePool::AcquireOutcome::kQueued);
+
+  EXPECT_EQ(factory_.made(), 1u);
+  EXPECT_FALSE(pool.never_connected()) << "a connect under way is not a fresh pool any more";
+  factory_.conn(0).Connect();
+  EXPECT_FALSE(pool.never_connected());
+}
+
 TEST_F(NodePoolTest, UpdateOptionsRaisesTheConnectionBoundForWaitingCalls) {
   NodePoolOptions options = DefaultOptions();
   options.max_connections = 1;
