@@ -3,8 +3,9 @@
 //
 // Signals, all taken by the main thread with sigwait:
 //   SIGTERM, SIGINT  drain (after server.drain_delay) and exit 0; a second one exits at once
-//   SIGHUP           reload the config (file, QPOOL_* environment, the original flags): apply the
-//                    keys that can change live, or keep the running config and say why
+//   SIGHUP           reload the config (file, QPOOL_* environment, the original flags): apply it
+//                    live as a whole (all but the listen addresses and server.workers), or keep
+//                    the running config and say why
 //   SIGUSR1          internal wake-up: the drain finished, or POST /quitquitquit asked for one
 //
 // Exit codes: 0 after a clean stop (or a good --check-config / --print-config / --help /
@@ -112,6 +113,13 @@ void Reload(const qpool::config::CommandLine& command_line,
         absl::StrJoin(need_restart, ", "), absl::StrJoin(live, ", "));
     return;
   }
+  auto next = std::make_shared<const qpool::config::Config>(*built);
+  if (absl::Status status = proxy.Reconfigure(next); !status.ok()) {
+    reloads.RecordFailure();
+    spdlog::error("config reload failed, the running config stays in force: {}",
+                  std::string(status.message()));
+    return;
+  }
   // Validated already, so neither call can fail on the value; a failure is logged, not fatal.
   if (built->log.level != current->log.level) {
     if (absl::Status status = qpool::SetLogLevel(built->log.level); !status.ok()) {
@@ -123,12 +131,11 @@ void Reload(const qpool::config::CommandLine& command_line,
       spdlog::error("config reload: log.format: {}", status.ToString());
     }
   }
-  proxy.SetReadinessIncludesUpstream(built->admin.readiness_includes_upstream);
   std::vector<std::string> descriptions;
   for (const std::string& key : changed) {
     descriptions.push_back(qpool::config::DescribeChange(*current, *built, key));
   }
-  current = std::make_shared<const qpool::config::Config>(*std::move(built));
+  current = std::move(next);
   reloads.RecordSuccess(absl::Now());
   if (descriptions.empty()) {
     spdlog::info("config reloaded: nothing changed");

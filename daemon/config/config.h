@@ -189,6 +189,11 @@ struct UpstreamConfig {
   // (on a thread of their own; a Secret mount swaps a symlink, so the resolved target, its size
   // and mtime are compared). Default 5s.
   absl::Duration secrets_poll_interval = absl::Seconds(5);
+  // upstream.dns_refresh: DNS discovery. Above 0, a node given by name (not an IP literal) is one
+  // node per address the name resolves to, re-resolved this often (and about a second after a
+  // connect fails), nodes joining and draining as the answer changes (docs/operations.md, "DNS
+  // discovery"). 0: off, a name is one node, resolved at each connect. Default 0.
+  absl::Duration dns_refresh = absl::ZeroDuration();
   // upstream.rest_nodes: Qdrant REST endpoints, "host:port", one per node of upstream.nodes and in
   // the same order. Default: each gRPC node's host with port 6333.
   std::vector<NodeAddress> rest_nodes;

@@ -844,6 +844,9 @@ const std::vector<Key>& Keys() {
       DurationKey(
           "upstream.secrets_poll_interval",
           [](auto& c) -> auto& { return c.upstream.secrets_poll_interval; }, /*allow_zero=*/false),
+      DurationKey(
+          "upstream.dns_refresh", [](auto& c) -> auto& { return c.upstream.dns_refresh; },
+          /*allow_zero=*/true),
       RestNodesKey(),
       OptionalAddressKey(
           "rest.listen", [](auto& c) -> auto& { return c.rest.listen; }),
@@ -1612,12 +1615,12 @@ std::string DescribeChange(const Config& before, const Config& after, std::strin
 }
 
 bool ReloadableKey(std::string_view key) {
-  // What qpoold applies while it runs (main.cc's reload); every other key needs a restart.
-  static constexpr absl::string_view kLive[] = {"log.level", "log.format", "server.drain_delay",
-                                                "admin.readiness_includes_upstream",
-                                                "config.watch_interval"};
-  return std::find(std::begin(kLive), std::end(kLive), absl::string_view(key.data(), key.size())) !=
-         std::end(kLive);
+  // What qpoold cannot apply while it runs (main.cc's reload): the sockets it listens on and its
+  // threads. Every other key applies live (docs/operations.md, "Reload").
+  static constexpr absl::string_view kRestart[] = {"server.listen", "server.workers", "rest.listen",
+                                                   "admin.listen"};
+  return std::find(std::begin(kRestart), std::end(kRestart),
+                   absl::string_view(key.data(), key.size())) == std::end(kRestart);
 }
 
 namespace {

@@ -99,9 +99,8 @@ std::vector<std::string> ChangedKeys(const Config& before, const Config& after);
 // "log.level: \"info\" -> \"debug\"" (secret keys: "<key> (changed)").
 std::string DescribeChange(const Config& before, const Config& after, std::string_view key);
 
-// True for keys a running qpoold applies on reload (SIGHUP): log.level, log.format,
-// server.drain_delay, admin.readiness_includes_upstream, config.watch_interval. Others need a
-// restart.
+// True for keys a running qpoold applies on reload (SIGHUP, config.watch_interval): all but
+// server.listen, server.workers, rest.listen and admin.listen, which need a restart.
 bool ReloadableKey(std::string_view key);
 
 }  // namespace qpool::config

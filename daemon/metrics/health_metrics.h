@@ -37,46 +37,64 @@ inline constexpr size_t kControlTierCount = 2;
 
 class HealthMetrics {
  public:
-  explicit HealthMetrics(size_t node_count) : versions_(node_count) {
-    for (size_t i = 0; i < node_count; ++i) nodes_.push_back(std::make_unique<Node>());
+  // Slots 0..node_count-1 start healthy; more come with ResetNode().
+  explicit HealthMetrics(size_t node_count) {
+    for (size_t i = 0; i < node_count && i < kMaxSlots; ++i) ResetNode(i);
   }
 
-  // Any thread: the node's active-health verdict (true until probes say otherwise).
-  bool healthy(size_t node) const { return nodes_[node]->healthy.load(std::memory_order_relaxed); }
-  size_t node_count() const { return nodes_.size(); }
+  bool healthy(size_t node) const { return slot(node).healthy.load(std::memory_order_relaxed); }
+  size_t node_count() const { return node_count_.load(std::memory_order_acquire); }
 
-  // Control thread. ------------------------------------------------------------------------------
+  // Gives slot `node` (< kMaxSlots) a fresh verdict (healthy) and counters, for a node that takes
+  // it after the node set changed. Old state stays allocated (readers may hold it). One thread
+  // (the control thread) calls it, while nothing probes slot `node`.
+  void ResetNode(size_t node) ABSL_LOCKS_EXCLUDED(mu_) {
+    if (node >= kMaxSlots) return;
+    absl::MutexLock lock(&mu_);
+    owned_.push_back(std::make_unique<Node>());
+    nodes_[node].store(owned_.back().get(), std::memory_order_release);
+    if (versions_.size() <= node) versions_.resize(node + 1);
+    versions_[node].clear();
+    if (node >= node_count_.load(std::memory_order_relaxed)) {
+      node_count_.store(node + 1, std::memory_order_release);
+    }
+  }
+
   void SetHealthy(size_t node, bool healthy) {
-    nodes_[node]->healthy.store(healthy, std::memory_order_relaxed);
+    slot(node).healthy.store(healthy, std::memory_order_relaxed);
   }
   void RecordCheck(size_t node, size_t tier, bool success, std::chrono::nanoseconds took) {
-    nodes_[node]->checks[tier][success ? 0 : 1].Add();
+    slot(node).checks[tier][success ? 0 : 1].Add();
     check_duration_[tier].Observe(took);
   }
   void SetVersion(size_t node, const std::string& version) ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
-    versions_[node] = version;
+    if (node < versions_.size()) versions_[node] = version;
   }
 
-  // Any thread. ----------------------------------------------------------------------------------
   uint64_t checks(size_t node, size_t tier, bool success) const {
-    return nodes_[node]->checks[tier][success ? 0 : 1].Get();
+    return slot(node).checks[tier][success ? 0 : 1].Get();
   }
   const DurationHistogram& check_duration(size_t tier) const { return check_duration_[tier]; }
-  // The version the node last reported; empty before its first qdrant HealthCheck answer.
   std::string version(size_t node) const ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
-    return versions_[node];
+    return node < versions_.size() ? versions_[node] : std::string();
   }
+
+  static constexpr size_t kMaxSlots = 64;  // metrics::kMaxNodeSlots
 
  private:
   struct Node {
     std::atomic<bool> healthy{true};
     std::array<std::array<RelaxedCounter, 2>, kControlTierCount> checks;  // [tier][ok, failed]
   };
-  std::vector<std::unique_ptr<Node>> nodes_;
+  Node& slot(size_t node) const { return *nodes_[node].load(std::memory_order_acquire); }
+
+  std::array<std::atomic<Node*>, kMaxSlots> nodes_{};
+  std::atomic<size_t> node_count_{0};
   std::array<DurationHistogram, kControlTierCount> check_duration_;
   mutable absl::Mutex mu_;
+  std::vector<std::unique_ptr<Node>> owned_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> versions_ ABSL_GUARDED_BY(mu_);  // per node, as last reported
 };
 

@@ -96,6 +96,7 @@ NodePoolGauges PoolTotals(const WorkerPools& pools, size_t n, uint32_t* answered
     total.consecutive_connect_failures =
         std::max(total.consecutive_connect_failures, g.consecutive_connect_failures);
     total.usable = total.usable || g.usable;
+    total.removed = total.removed || g.removed;
     total.longest_wait_seconds = std::max(total.longest_wait_seconds, g.longest_wait_seconds);
   }
   return total;
@@ -129,6 +130,8 @@ void GaugesJson(std::ostringstream& out, const NodePoolGauges& g) {
       << ",\"consecutive_connect_failures\":" << g.consecutive_connect_failures
       << ",\"usable\":" << (g.usable ? "true" : "false")
       << ",\"longest_wait_seconds\":" << g.longest_wait_seconds;
+  // A node that left the node set (reload, DNS) and drains; absent for nodes in the set.
+  if (g.removed) out << ",\"removed\":true";
   if (!g.connections.empty()) {
     out << ",\"connection_list\":[";
     for (size_t i = 0; i < g.connections.size(); ++i) {
@@ -359,7 +362,7 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
     for (size_t n = 0; n < nodes; ++n) {
       double tokens = 0;
       for (const WorkerMetrics* w : input.workers) {
-        tokens += w->node(n).retry_tokens.load(std::memory_order_relaxed);
+        tokens += w->node(input.slot(n)).retry_tokens.load(std::memory_order_relaxed);
       }
       AddGauge(f, node_label(n), tokens);
     }
@@ -418,8 +421,8 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
     auto f = Family(name, help, MetricType::Counter);
     for (size_t n = 0; n < nodes; ++n) {
       AddCounter(f, node_label(n),
-                 static_cast<double>(
-                     SumWorkers(input, [&](const WorkerMetrics& w) { return get(w.node(n)); })));
+                 static_cast<double>(SumWorkers(
+                     input, [&](const WorkerMetrics& w) { return get(w.node(input.slot(n))); })));
     }
     out.push_back(std::move(f));
   };
@@ -428,7 +431,7 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
     for (size_t n = 0; n < nodes; ++n) {
       AddHistogram(f, node_label(n),
                    Parts(input, [&](const WorkerMetrics& w) -> const DurationHistogram& {
-                     return get(w.node(n));
+                     return get(w.node(input.slot(n)));
                    }));
     }
     out.push_back(std::move(f));
@@ -460,7 +463,7 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
       AddGauge(waiting, node_label(n), g.waiting);
     }
     for (size_t n = 0; n < nodes; ++n) {
-      AddGauge(usable, node_label(n), NodeUsable(input.workers, n) ? 1 : 0);
+      AddGauge(usable, node_label(n), NodeUsable(input.workers, input.slot(n)) ? 1 : 0);
     }
     if (!input.rest_node_names.empty()) {
       auto rest = Family("qpool_rest_upstream_connections",
@@ -498,15 +501,17 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
     bool rest;
   };
   std::vector<Endpoint> endpoints;
-  for (size_t n = 0; n < nodes; ++n) endpoints.push_back({&input.node_names[n], n, false});
-  const bool rest_metrics = !input.workers.empty() && input.workers.front()->rest_node_count() > 0;
-  for (size_t n = 0; rest_metrics && n < input.rest_node_names.size() &&
-                     n < input.workers.front()->rest_node_count();
-       ++n) {
-    endpoints.push_back({&input.rest_node_names[n], n, true});
+  for (size_t n = 0; n < nodes; ++n) {
+    endpoints.push_back({&input.node_names[n], input.slot(n), false});
   }
+  for (size_t n = 0; n < input.rest_node_names.size(); ++n) {
+    endpoints.push_back({&input.rest_node_names[n], input.rest_slot(n), true});
+  }
+  // `index`: the endpoint's node slot. A worker without counters for it (a slot newer than the
+  // worker's metrics) adds nothing.
   auto endpoint_sum = [&](const Endpoint& e, auto get) {
-    return static_cast<double>(SumWorkers(input, [&](const WorkerMetrics& w) {
+    return static_cast<double>(SumWorkers(input, [&](const WorkerMetrics& w) -> uint64_t {
+      if (e.index >= w.node_count()) return 0;
       return get(e.rest ? w.rest_node(e.index) : w.node(e.index));
     }));
   };
@@ -603,12 +608,14 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
   // above, where each REST endpoint is a `node` of its own.
   if (!input.rest_node_names.empty()) {
     const size_t rest_nodes = input.rest_node_names.size();
-    auto has_rest = [&](const WorkerMetrics& w) { return w.rest_node_count() == rest_nodes; };
+    auto has_rest = [&](const WorkerMetrics& w, size_t n) {
+      return input.rest_slot(n) < w.rest_node_count();
+    };
     auto rest_counter = [&](const char* name, const char* help, auto get) {
       auto f = Family(name, help, MetricType::Counter);
       for (size_t n = 0; n < rest_nodes; ++n) {
         const uint64_t value = SumWorkers(input, [&](const WorkerMetrics& w) -> uint64_t {
-          return has_rest(w) ? get(w.rest_node(n)) : 0;
+          return has_rest(w, n) ? get(w.rest_node(input.rest_slot(n))) : 0;
         });
         AddCounter(f, {{"node", input.rest_node_names[n]}}, static_cast<double>(value));
       }
@@ -629,7 +636,7 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
       for (size_t n = 0; n < rest_nodes; ++n) {
         std::vector<const DurationHistogram*> parts;
         for (const WorkerMetrics* w : input.workers) {
-          if (has_rest(*w)) parts.push_back(&w->rest_node(n).wait_duration);
+          if (has_rest(*w, n)) parts.push_back(&w->rest_node(input.rest_slot(n)).wait_duration);
         }
         AddHistogram(f, {{"node", input.rest_node_names[n]}}, parts);
       }
@@ -644,7 +651,8 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
                     "health.unhealthy_threshold / healthy_threshold); 0 after it failed them.",
                     MetricType::Gauge);
     if (input.health != nullptr) {
-      for (size_t n = 0; n < nodes; ++n) AddGauge(f, node_label(n), input.health->healthy(n));
+      for (size_t n = 0; n < nodes; ++n)
+        AddGauge(f, node_label(n), input.health->healthy(input.slot(n)));
     }
     out.push_back(std::move(f));
   }
@@ -660,13 +668,14 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
         const char* result = success ? "success" : "failure";
         AddCounter(f, {{"node", node}, {"tier", "fast"}, {"result", result}},
                    static_cast<double>(SumWorkers(input, [&](const WorkerMetrics& w) {
-                     return success ? w.node(n).pings_ok.Get() : w.node(n).pings_failed.Get();
+                     return success ? w.node(input.slot(n)).pings_ok.Get()
+                                    : w.node(input.slot(n)).pings_failed.Get();
                    })));
         if (input.health == nullptr) continue;
         AddCounter(f, {{"node", node}, {"tier", "medium"}, {"result", result}},
-                   static_cast<double>(input.health->checks(n, kMediumTier, success)));
+                   static_cast<double>(input.health->checks(input.slot(n), kMediumTier, success)));
         AddCounter(f, {{"node", node}, {"tier", "deep"}, {"result", result}},
-                   static_cast<double>(input.health->checks(n, kDeepTier, success)));
+                   static_cast<double>(input.health->checks(input.slot(n), kDeepTier, success)));
       }
     }
     out.push_back(std::move(f));
@@ -707,7 +716,7 @@ std::vector<MetricFamily> BuildFamilies(const ScrapeInput& input) {
                     MetricType::Gauge);
     if (input.health != nullptr) {
       for (size_t n = 0; n < nodes; ++n) {
-        const std::string version = input.health->version(n);
+        const std::string version = input.health->version(input.slot(n));
         if (!version.empty()) {
           AddGauge(f, {{"node", input.node_names[n]}, {"version", version}}, 1);
         }

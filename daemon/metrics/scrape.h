@@ -48,6 +48,8 @@ struct DownstreamCounts {
 
 // One worker's pool for one node, as the worker saw it when asked.
 struct NodePoolGauges {
+  bool present = true;   // the worker holds a pool for the slot (false: nothing to show)
+  bool removed = false;  // the node left the node set; its pool drains (/pool: "removed")
   uint32_t connecting = 0;
   uint32_t ready = 0;
   uint32_t busy = 0;
@@ -66,7 +68,12 @@ struct NodePoolGauges {
 };
 
 struct ScrapeInput {
-  std::vector<std::string> node_names;        // config order: the `node` label values
+  using WorkerPools = std::vector<std::optional<std::vector<NodePoolGauges>>>;
+  std::vector<std::string> node_names;  // the nodes shown: the `node` label values
+  // node_names[n]'s slot in the per-node counters (WorkerMetrics::node, HealthMetrics); empty:
+  // slot n. `pools` and `rest_pools` are by n, like the names.
+  std::vector<size_t> node_slots;
+  size_t slot(size_t n) const { return n < node_slots.size() ? node_slots[n] : n; }
   std::vector<const WorkerMetrics*> workers;  // every worker's counters
   const HealthMetrics* health = nullptr;      // null: health families carry no samples
   DownstreamCounts downstream;
@@ -75,6 +82,9 @@ struct ScrapeInput {
   // REST (rest.listen): each node's REST endpoint, and [worker][node] REST pool gauges; empty
   // when REST is off.
   std::vector<std::string> rest_node_names;
+  // rest_node_names[n]'s slot in the REST pool counters (WorkerMetrics::rest_node); empty: slot n.
+  std::vector<size_t> rest_node_slots;
+  size_t rest_slot(size_t n) const { return n < rest_node_slots.size() ? rest_node_slots[n] : n; }
   std::vector<std::optional<std::vector<NodePoolGauges>>> rest_pools;
   bool started = false;
   bool draining = false;

@@ -1,5 +1,7 @@
 #include "daemon/metrics/worker_metrics.h"
 
+#include <algorithm>
+
 #include "daemon/common/grpc_code.h"
 
 namespace qpool::metrics {
@@ -50,9 +52,16 @@ const char* CodeSlotName(size_t slot) {
 }
 
 WorkerMetrics::WorkerMetrics(size_t node_count, size_t rest_node_count) {
-  for (size_t i = 0; i < node_count; ++i) nodes_.push_back(std::make_unique<NodeMetrics>());
-  for (size_t i = 0; i < rest_node_count; ++i) {
-    rest_nodes_.push_back(std::make_unique<NodeMetrics>());
+  const size_t slots = std::min(std::max(node_count, rest_node_count), kMaxNodeSlots);
+  for (size_t i = 0; i < slots; ++i) ResetNode(i);
+}
+
+void WorkerMetrics::ResetNode(size_t i) {
+  if (i >= kMaxNodeSlots) return;
+  owned_.push_back(std::make_unique<SlotMetrics>());
+  slots_[i].store(owned_.back().get(), std::memory_order_release);
+  if (i >= node_count_.load(std::memory_order_relaxed)) {
+    node_count_.store(i + 1, std::memory_order_release);
   }
 }
 

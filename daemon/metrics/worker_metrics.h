@@ -113,10 +113,16 @@ struct NodeMetrics {
   }
 };
 
+// The most node slots a process holds: nodes in the set plus removed ones still draining
+// (upstream.nodes, DNS discovery). A node set change that needs more is refused.
+inline constexpr size_t kMaxNodeSlots = 64;
+
 class WorkerMetrics {
  public:
-  // `rest_node_count`: the REST endpoints (rest.listen on), one REST pool each; 0 when REST is
-  // off.
+  // Slots 0..max(node_count, rest_node_count)-1 hold fresh counters; more come with ResetNode().
+  // Every slot has both a node's counters (node(i)) and its REST pool's (rest_node(i)); the REST
+  // ones are shown while rest.listen is on. The two counts are kept for callers that think in
+  // gRPC nodes and REST endpoints (at start, one REST endpoint per node).
   explicit WorkerMetrics(size_t node_count, size_t rest_node_count = 0);
 
   // Worker thread: one finished call. `grpc_code` < 0 or > 16 for "no status" (reset).
@@ -156,15 +162,22 @@ class WorkerMetrics {
   void ObservePing(std::chrono::nanoseconds took) { ping_duration_.Observe(took); }
   void AddResponseBytes(uint64_t n) { response_bytes_.Add(n); }
 
-  NodeMetrics& node(size_t i) { return *nodes_[i]; }
-  const NodeMetrics& node(size_t i) const { return *nodes_[i]; }
-  size_t node_count() const { return nodes_.size(); }
-  // The REST pool of REST node `i`: connects, connect failures, disconnects, waits, overflows and
+  // Node slot `i`'s counters (i < node_count()). Any thread.
+  NodeMetrics& node(size_t i) { return slot(i).node; }
+  const NodeMetrics& node(size_t i) const { return slot(i).node; }
+  size_t node_count() const { return node_count_.load(std::memory_order_acquire); }
+  // Node slot `i`'s REST pool: connects, connect failures, disconnects, waits, overflows and
   // acquire timeouts (written by the REST side's PoolMetricsObserver), TLS handshakes (by its
-  // connections); read by scrapes.
-  NodeMetrics& rest_node(size_t i) { return *rest_nodes_[i]; }
-  const NodeMetrics& rest_node(size_t i) const { return *rest_nodes_[i]; }
-  size_t rest_node_count() const { return rest_nodes_.size(); }
+  // connections); read by scrapes. Any thread.
+  NodeMetrics& rest_node(size_t i) { return slot(i).rest; }
+  const NodeMetrics& rest_node(size_t i) const { return slot(i).rest; }
+  size_t rest_node_count() const { return node_count(); }
+  // Gives slot `i` (< kMaxNodeSlots) fresh counters (gRPC and REST), for a node that takes it:
+  // the node set changed (config reload, DNS). The old counters stay allocated until the
+  // WorkerMetrics goes, so a scrape that read the old pointer reads valid memory. Called by the
+  // one thread that changes node sets (the control thread), while no worker writes slot `i` (it
+  // is free).
+  void ResetNode(size_t i);
 
   // Any thread.
   uint64_t calls(MethodClass method_class, size_t slot) const {
@@ -209,8 +222,16 @@ class WorkerMetrics {
   RelaxedCounter response_bytes_;  // gRPC message bytes (DATA payload) from upstream, to apps
   RelaxedCounter panic_routes_;
   DurationHistogram ping_duration_{CallDurationBounds()};
-  std::vector<std::unique_ptr<NodeMetrics>> nodes_;
-  std::vector<std::unique_ptr<NodeMetrics>> rest_nodes_;
+  // A node slot's counters: the node's (gRPC pool, calls, health) and its REST pool's.
+  struct SlotMetrics {
+    NodeMetrics node;
+    NodeMetrics rest;
+  };
+  SlotMetrics& slot(size_t i) const { return *slots_[i].load(std::memory_order_acquire); }
+
+  std::array<std::atomic<SlotMetrics*>, kMaxNodeSlots> slots_{};
+  std::atomic<size_t> node_count_{0};
+  std::vector<std::unique_ptr<SlotMetrics>> owned_;  // control thread only
 };
 
 // The node is usable when some worker has a connection to it up, or when no worker has seen a

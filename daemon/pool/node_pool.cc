@@ -233,6 +233,51 @@ void NodePool::Shutdown() {
   for (auto& conn : to_drain) conn->Drain();
 }
 
+void NodePool::UpdateOptions(NodePoolOptions options) {
+  options.node_name = options_.node_name;
+  if (retired_) options.min_connections = 0;
+  options_ = std::move(options);
+  if (shut_down_) return;
+  // Recompute ready/busy against the new stream cap.
+  for (SlotList* list : {&ready_, &busy_}) {
+    for (auto it = list->begin(); it != list->end();) {
+      auto next = std::next(it);
+      Rebalance(*list, it);
+      it = next;
+    }
+  }
+  DrainIdleSurplus();
+  // The maintenance scan re-reads the age and idle deadlines.
+  maintenance_at_ = MonoTime::max();
+  maintenance_timer_->Cancel();
+  ScheduleMaintenance(loop_.Now());
+  Service();
+}
+
+void NodePool::Retire() {
+  if (retired_ || shut_down_) return;
+  retired_ = true;
+  options_.min_connections = 0;
+  SPDLOG_INFO("upstream {}: removed from the node set; draining ({} calls in flight, {} waiting)",
+              options_.node_name, streams_in_flight_, waiters_.size());
+  Service();
+}
+
+void NodePool::DrainIdleSurplus() {
+  if (shut_down_) return;
+  const bool drain_all = retired_ && waiters_.empty() && probes_.empty();
+  uint32_t total = TotalConnections();
+  for (auto it = ready_.end(); it != ready_.begin();) {
+    auto candidate = std::prev(it);
+    if (candidate->streams == 0 && (drain_all || total > options_.max_connections)) {
+      Recycle(ready_, candidate, retired_ ? CloseReason::kShutdown : CloseReason::kIdle);
+      total--;
+    } else {
+      it = candidate;
+    }
+  }
+}
+
 bool NodePool::usable() const { return !(in_backoff_ && ready_.empty() && busy_.empty()); }
 
 NodePoolStats NodePool::stats() const {
@@ -546,11 +591,13 @@ void NodePool::Service() {
                                                        options_.node_name, ": ",
                                                        last_connect_error_.message())));
   }
+  if (retired_) DrainIdleSurplus();
   ArmAcquireTimer();
   servicing_ = false;
 }
 
 void NodePool::OpenConnection() {
+  opened_any_ = true;
   Slot slot;
   slot.conn = factory_.Connect(*this);
   slot.state = ConnectionState::kConnecting;

@@ -260,12 +260,33 @@ class NodePool : private PoolConnectionEvents {
   // material): connections opened from now on use the new ones, and none fails a call.
   void RecycleAll(Duration spread);
 
+  // A config reload changed the pool's bounds or timings: new values apply from now on (new
+  // connections, the next acquire, the next maintenance scan); connections above a lowered
+  // max_connections that have no stream are drained now, busy ones once they are idle. The
+  // node_name stays.
+  void UpdateOptions(NodePoolOptions options);
+
+  // The node left the node set (config reload, DNS): the router no longer sends calls here, so
+  // the pool winds down without failing any: calls already queued are still served (a connection
+  // opens for them if needed), each connection drains once it has no stream and nobody waits,
+  // and none is reopened for min_connections. Idempotent.
+  void Retire();
+  bool retired() const { return retired_; }
+  // A retired pool with no connection and no waiter: it may be destroyed.
+  bool gone() const {
+    return retired_ && TotalConnections() == 0 && waiters_.empty() && probes_.empty();
+  }
+
   // False while the node cannot be reached: a connect failed and no connection is up. Routers
   // prefer nodes that are usable.
   bool usable() const;
 
   // True when a connection to the node is up (ready or busy).
   bool has_live_connection() const { return !ready_.empty() || !busy_.empty(); }
+  // True until the pool opens its first connection: a node just added to the node set (reload,
+  // DNS discovery) with min_connections 0 (the REST pools' default). Routers count it with the
+  // nodes that have a connection up, or calls would never go there while another node has one.
+  bool never_connected() const { return !opened_any_; }
 
   // Calls on this node now: streams in flight plus calls waiting for one. The balancer's load
   // score.
@@ -364,7 +385,11 @@ class NodePool : private PoolConnectionEvents {
   // Drains connections past their age or idle deadline, then re-arms for the next deadline.
   void OnMaintenanceTimer();
 
-  const NodePoolOptions options_;
+  // Drains ready connections that hold no stream while nobody waits: a retired pool's
+  // connections, and those above a lowered max_connections.
+  void DrainIdleSurplus();
+
+  NodePoolOptions options_;  // replaced by UpdateOptions (worker thread)
   PendingBudget& budget_;
   ConnectionFactory& factory_;
   EventLoop& loop_;
@@ -400,10 +425,12 @@ class NodePool : private PoolConnectionEvents {
   std::unique_ptr<Timer> maintenance_timer_;
   MonoTime maintenance_at_ = MonoTime::max();
   bool in_backoff_ = false;
+  bool opened_any_ = false;  // OpenConnection() ran once
   uint32_t consecutive_connect_failures_ = 0;
   uint32_t streams_in_flight_ = 0;  // the sum of Slot::streams over all lists
   absl::Status last_connect_error_;
   bool shut_down_ = false;
+  bool retired_ = false;
   bool servicing_ = false;  // guards Service() against re-entry from waiter callbacks
 };
 

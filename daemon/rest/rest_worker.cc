@@ -46,52 +46,132 @@ class RestWorker::PoolObserver : public metrics::PoolMetricsObserver {
 RestWorker::RestWorker(const config::Config& config, uint32_t index, uint32_t count,
                        boost::asio::io_context& io, EventLoop& loop, Random& random,
                        pool::PendingBudget& pending_budget, RestHost& host, RestRetryContext retry,
-                       metrics::WorkerMetrics& metrics, const tls::ContextStore* tls)
-    : config_(config),
+                       metrics::WorkerMetrics& metrics, const config::NodeTable& table)
+    : config_(&config),
+      index_(index),
+      count_(count),
+      pending_budget_(pending_budget),
       io_(io),
       loop_(loop),
       random_(random),
       host_(host),
       retry_(retry),
-      metrics_(metrics),
-      nodes_(RestNodesOf(config)) {
-  const config::RestConfig& rest = config.rest;
+      metrics_(metrics) {
+  SetLimits(config.rest);
+  for (const config::NodeSlot& slot : table.slots) nodes_.push_back(slot.rest);
+  const size_t slots = nodes_.size();
+  node_names_.resize(slots);
+  factories_.resize(slots);
+  observers_.resize(slots);
+  pools_.resize(slots);
+  pool_ptrs_.resize(slots, nullptr);
+  generation_.resize(slots, 0);
+  for (size_t i = 0; i < slots; ++i) {
+    if (!table.slots[i].active) continue;
+    generation_[i] = table.slots[i].generation;
+    CreatePool(i, table.slots[i]);
+  }
+}
+
+void RestWorker::SetLimits(const config::RestConfig& rest) {
   limits_.max_header_bytes = rest.max_header_bytes;
   limits_.max_headers = rest.max_headers;
   limits_.max_body_bytes = rest.max_body_bytes;
   limits_.header_timeout = absl::ToChronoNanoseconds(rest.header_timeout);
   limits_.keepalive_timeout = absl::ToChronoNanoseconds(rest.keepalive_timeout);
   limits_.request_timeout = absl::ToChronoNanoseconds(rest.request_timeout);
-  const config::UpstreamConfig& upstream = config.upstream;
-  for (size_t i = 0; i < nodes_.size(); ++i) {
-    node_names_.push_back(nodes_[i].ToString());
-    metrics::NodeMetrics& node_metrics = metrics.rest_node(i);
-    factories_.push_back(std::make_unique<RestConnectionFactory>(
-        io, nodes_[i], absl::ToChronoNanoseconds(upstream.connect_timeout), tls, i, &node_metrics));
-    observers_.push_back(std::make_unique<PoolObserver>(host, i, node_metrics, loop));
-    pool::NodePoolOptions options;
-    options.node_name = node_names_.back();
-    options.min_connections = ShareOf(rest.min_connections, index, count);
-    options.max_connections = ShareOf(rest.max_connections, index, count);
-    options.max_connections_key = "rest.max_connections";
-    options.max_streams_per_connection = 1;  // HTTP/1.1: one request at a time
-    options.acquire_timeout = absl::ToChronoNanoseconds(upstream.acquire_timeout);
-    options.connect_backoff_base = absl::ToChronoNanoseconds(upstream.connect_backoff_base);
-    options.connect_backoff_max = absl::ToChronoNanoseconds(upstream.connect_backoff_max);
-    options.max_connection_age = absl::ToChronoNanoseconds(upstream.max_connection_age);
-    options.max_requests_per_connection = upstream.max_requests_per_connection;
-    options.idle_timeout = absl::ToChronoNanoseconds(rest.idle_timeout);
-    pools_.push_back(std::make_unique<pool::NodePool>(std::move(options), pending_budget,
-                                                      *factories_.back(), loop, random,
-                                                      observers_.back().get()));
-    pool_ptrs_.push_back(pools_.back().get());
+}
+
+pool::NodePoolOptions RestWorker::PoolOptionsFor(size_t slot) const {
+  const config::RestConfig& rest = config_->rest;
+  const config::UpstreamConfig& upstream = config_->upstream;
+  pool::NodePoolOptions options;
+  options.node_name = nodes_[slot].ToString();
+  options.min_connections = ShareOf(rest.min_connections, index_, count_);
+  options.max_connections = ShareOf(rest.max_connections, index_, count_);
+  options.max_connections_key = "rest.max_connections";
+  options.max_streams_per_connection = 1;  // HTTP/1.1: one request at a time
+  options.acquire_timeout = absl::ToChronoNanoseconds(upstream.acquire_timeout);
+  options.connect_backoff_base = absl::ToChronoNanoseconds(upstream.connect_backoff_base);
+  options.connect_backoff_max = absl::ToChronoNanoseconds(upstream.connect_backoff_max);
+  options.max_connection_age = absl::ToChronoNanoseconds(upstream.max_connection_age);
+  options.max_requests_per_connection = upstream.max_requests_per_connection;
+  options.idle_timeout = absl::ToChronoNanoseconds(rest.idle_timeout);
+  return options;
+}
+
+void RestWorker::CreatePool(size_t i, const config::NodeSlot& node) {
+  if (nodes_[i].host.empty()) return;
+  node_names_[i] = nodes_[i].ToString();
+  // The slot's counters now: a slot given to a new node got fresh ones (WorkerMetrics::ResetNode)
+  // before the table naming it was published.
+  metrics::NodeMetrics& node_metrics = metrics_.rest_node(i);
+  factories_[i] = std::make_unique<RestConnectionFactory>(
+      io_, nodes_[i], absl::ToChronoNanoseconds(config_->upstream.connect_timeout),
+      node.rest_tls.get(), node.tls_index, &node_metrics);
+  observers_[i] = std::make_unique<PoolObserver>(host_, i, node_metrics, loop_);
+  pools_[i] = std::make_unique<pool::NodePool>(PoolOptionsFor(i), pending_budget_, *factories_[i],
+                                               loop_, random_, observers_[i].get());
+  pool_ptrs_[i] = pools_[i].get();
+}
+
+void RestWorker::Reconfigure(const config::Config& config, const config::NodeTable* table) {
+  if (stopped_ || table == nullptr) return;
+  config_ = &config;
+  SetLimits(config.rest);
+  const size_t slots = table->slots.size();
+  if (nodes_.size() < slots) {
+    nodes_.resize(slots);
+    node_names_.resize(slots);
+    factories_.resize(slots);
+    observers_.resize(slots);
+    pools_.resize(slots);
+    pool_ptrs_.resize(slots, nullptr);
+    generation_.resize(slots, 0);
   }
+  for (size_t i = 0; i < slots; ++i) {
+    const config::NodeSlot& slot = table->slots[i];
+    pool::NodePool* pool = pools_[i].get();
+    const bool same = generation_[i] == slot.generation;
+    if (pool != nullptr && (!slot.active || !same)) {
+      if (!same && pool->gone()) {
+        pool_ptrs_[i] = nullptr;
+        pools_[i].reset();
+        factories_[i].reset();
+        observers_[i].reset();
+        pool = nullptr;
+      } else {
+        pool->Retire();
+      }
+    } else if (pool != nullptr) {
+      pool->UpdateOptions(PoolOptionsFor(i));
+      // The same node; a reload may have brought new TLS settings (a new store): connections
+      // opened from now on use them.
+      factories_[i]->SetTls(slot.rest_tls.get(), slot.tls_index);
+    }
+    if (slot.active && !same && pools_[i] == nullptr) {
+      nodes_[i] = slot.rest;
+      generation_[i] = slot.generation;
+      CreatePool(i, slot);
+      if (pools_[i] != nullptr) pools_[i]->Start();
+    }
+  }
+}
+
+std::vector<bool> RestWorker::DrainedSlots() const {
+  std::vector<bool> drained(pools_.size(), true);
+  for (size_t i = 0; i < pools_.size(); ++i) {
+    if (pools_[i] != nullptr && !pools_[i]->gone()) drained[i] = false;
+  }
+  return drained;
 }
 
 RestWorker::~RestWorker() { Stop(); }
 
 void RestWorker::Start() {
-  for (auto& pool : pools_) pool->Start();
+  for (auto& pool : pools_) {
+    if (pool != nullptr) pool->Start();
+  }
 }
 
 void RestWorker::Adopt(boost::asio::ip::tcp::socket socket, bool refuse) {
@@ -99,7 +179,7 @@ void RestWorker::Adopt(boost::asio::ip::tcp::socket socket, bool refuse) {
   sessions_.emplace(session.get(), session);
   if (refuse) {
     session->Refuse(absl::StrCat("qpool: server.max_client_connections (",
-                                 config_.server.max_client_connections, ") reached"));
+                                 config_->server.max_client_connections, ") reached"));
   } else if (draining_ || stopped_) {
     session->Refuse("qpool: shutting down");
   } else {
@@ -121,13 +201,15 @@ void RestWorker::Stop() {
   std::vector<std::shared_ptr<RestSession>> sessions;
   for (auto& [ptr, session] : sessions_) sessions.push_back(session);
   for (auto& session : sessions) session->Abort();
-  for (auto& pool : pools_) pool->Shutdown();
+  for (auto& pool : pools_) {
+    if (pool != nullptr) pool->Shutdown();
+  }
   pool_ptrs_.clear();
   pools_.clear();
 }
 
 void RestWorker::RecycleNode(size_t node, Duration spread) {
-  if (node < pools_.size()) pools_[node]->RecycleAll(spread);
+  if (node < pools_.size() && pools_[node] != nullptr) pools_[node]->RecycleAll(spread);
 }
 
 void RestWorker::OnSessionClosed(RestSession* session) {
@@ -144,8 +226,14 @@ void RestWorker::OnSessionClosed(RestSession* session) {
 std::vector<metrics::NodePoolGauges> RestWorker::PoolGauges() const {
   std::vector<metrics::NodePoolGauges> gauges;
   for (const auto& pool : pools_) {
-    const pool::NodePoolStats stats = pool->stats();
     metrics::NodePoolGauges g;
+    if (pool == nullptr || pool->gone()) {
+      g.present = false;
+      gauges.push_back(g);
+      continue;
+    }
+    g.removed = pool->retired();
+    const pool::NodePoolStats stats = pool->stats();
     g.connecting = stats.connecting;
     g.ready = stats.ready;
     g.busy = stats.busy;

@@ -25,6 +25,7 @@
 #include "daemon/auth/api_keys.h"
 #include "daemon/common/event_loop.h"
 #include "daemon/config/config.h"
+#include "daemon/config/node_table.h"
 #include "daemon/metrics/scrape.h"
 #include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/node_pool.h"
@@ -85,13 +86,14 @@ struct RestLimits {
 class RestWorker {
  public:
   // `index` of `count` workers: the worker's share of rest.max_connections / min_connections.
-  // `tls`: the REST endpoints' TLS contexts (ALPN http/1.1); null when every node is reached in
-  // cleartext. `metrics` has a rest_node(i) for each REST node (RestNodesOf(config)): the REST
-  // pools count into them. Everything passed must outlive the RestWorker.
+  // `table`: the node slots; a slot with a REST endpoint (NodeSlot::rest) gets a pool, reached
+  // over TLS when the slot has a REST context store (NodeSlot::rest_tls, ALPN http/1.1). Pools,
+  // and their counters in `metrics` (rest_node(slot)), are by slot. Everything passed must
+  // outlive the RestWorker (`config` and `table` until the next Reconfigure).
   RestWorker(const config::Config& config, uint32_t index, uint32_t count,
              boost::asio::io_context& io, EventLoop& loop, Random& random,
              pool::PendingBudget& pending_budget, RestHost& host, RestRetryContext retry,
-             metrics::WorkerMetrics& metrics, const tls::ContextStore* tls = nullptr);
+             metrics::WorkerMetrics& metrics, const config::NodeTable& table);
   ~RestWorker();
 
   RestWorker(const RestWorker&) = delete;
@@ -106,9 +108,17 @@ class RestWorker {
   void BeginDrain();
   // Closes every app connection and the pools.
   void Stop();
+  // A config reload or node set change (server::Worker::Reconfigure): new REST limits for new
+  // requests, new pools for slots that became active, retired pools (no new requests; those in
+  // flight and queued finish) for slots no longer active, new bounds for the others. `config`
+  // and `table` must outlive the RestWorker or the next Reconfigure.
+  void Reconfigure(const config::Config& config, const config::NodeTable* table);
+  // Per slot: this worker holds no REST pool for it, or a retired one with nothing left.
+  std::vector<bool> DrainedSlots() const;
   bool idle() const { return sessions_.empty(); }
   bool draining() const { return draining_; }
 
+  // The REST pool of node slot `node` (by slot; null entries in pools() for slots without one).
   pool::NodePool& pool(size_t node) { return *pools_[node]; }
   const std::vector<pool::NodePool*>& pools() const { return pool_ptrs_; }
   const config::NodeAddress& node(size_t i) const { return nodes_[i]; }
@@ -121,19 +131,28 @@ class RestWorker {
   Random& random() { return random_; }
   boost::asio::io_context& io() { return io_; }
   metrics::WorkerMetrics& metrics() { return metrics_; }
-  const config::Config& config() const { return config_; }
-  // Node `node`'s TLS material changed: its connections are recycled gently within `spread`
+  const config::Config& config() const { return *config_; }
+  // Slot `node`'s TLS material changed: its connections are recycled gently within `spread`
   // (NodePool::RecycleAll).
   void RecycleNode(size_t node, Duration spread);
   // A session ended; it is freed on a later turn.
   void OnSessionClosed(RestSession* session);
-  // The REST pools' gauges now, in node order.
+  // The REST pools' gauges now, by slot.
   std::vector<metrics::NodePoolGauges> PoolGauges() const;
 
  private:
   class PoolObserver;
+  void SetLimits(const config::RestConfig& rest);
+  pool::NodePoolOptions PoolOptionsFor(size_t slot) const;
+  // Creates the pool (and factory, observer) of `slot`, one of `table`'s, when it has a REST
+  // endpoint.
+  void CreatePool(size_t slot, const config::NodeSlot& node);
 
-  const config::Config& config_;
+  const config::Config* config_;
+  uint32_t index_;
+  uint32_t count_;
+  pool::PendingBudget& pending_budget_;
+  std::vector<uint64_t> generation_;  // per slot: the table generation its pool was made for
   boost::asio::io_context& io_;
   EventLoop& loop_;
   Random& random_;

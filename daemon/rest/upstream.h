@@ -129,13 +129,19 @@ class RestConnectionFactory : public pool::ConnectionFactory {
         node_index_(node_index),
         metrics_(metrics) {}
   std::shared_ptr<pool::PoolConnection> Connect(pool::PoolConnectionEvents& events) override;
+  // A config reload: connections opened from now on use node `node_index` of `tls` (null:
+  // cleartext). `tls` must outlive the factory. The pool's thread only.
+  void SetTls(const tls::ContextStore* tls, size_t node_index) {
+    tls_ = tls;
+    node_index_ = node_index;
+  }
 
  private:
   boost::asio::io_context& io_;
   const config::NodeAddress node_;
   const Duration connect_timeout_;
-  const tls::ContextStore* const tls_;
-  const size_t node_index_;
+  const tls::ContextStore* tls_;
+  size_t node_index_;
   metrics::NodeMetrics* const metrics_;
 };
 

@@ -150,6 +150,12 @@ class RetryBudget {
     double concurrent_ratio = 0.2;  // retry.budget.retries_in_flight_ratio
   };
   explicit RetryBudget(Options options) : options_(options), tokens_(options.max_tokens) {}
+  // A config reload: new limits from now on; the tokens are capped at the new maximum and the
+  // retries in flight carry over.
+  void SetOptions(Options options) {
+    options_ = options;
+    tokens_ = std::min(tokens_, options_.max_tokens);
+  }
 
   void OnAttemptSucceeded() {
     tokens_ = std::min(options_.max_tokens, tokens_ + options_.token_ratio);

@@ -13,25 +13,23 @@
 namespace qpool::server {
 
 HealthChecker::HealthChecker(const config::Config& config, metrics::HealthMetrics& metrics,
-                             std::vector<Worker*> workers)
-    : config_(config),
+                             std::vector<Worker*> workers, std::vector<ProbedNode> nodes)
+    : config_(config.health),
       metrics_(metrics),
       workers_(std::move(workers)),
+      nodes_(std::move(nodes)),
       medium_spec_(config.health.medium_method == "grpc" ? ProbeSpec::GrpcHealthCheck()
                                                          : ProbeSpec::QdrantHealthCheck()),
       deep_spec_(config.health.deep_collection.empty()
                      ? ProbeSpec::ListCollections()
                      : ProbeSpec::CollectionExists(config.health.deep_collection)),
-      last_failure_(config.upstream.nodes.size()),
+      last_failure_(nodes_.size()),
       loop_(io_) {
-  for (const config::NodeAddress& node : config.upstream.nodes) {
-    node_names_.push_back(node.ToString());
-  }
   // The probes' API key comes from the workers (auth::ApiKeyStore, which also reads the
   // deprecated health.api_key_env), so a rotated key reaches the probes too.
   const config::HealthConfig& h = config.health;
   health::SchedulerOptions options;
-  options.nodes = config.upstream.nodes.size();
+  options.nodes = nodes_.size();
   options.medium = {h.enabled && h.medium_enabled, absl::ToChronoNanoseconds(h.medium_interval),
                     absl::ToChronoNanoseconds(h.medium_timeout)};
   options.deep = {h.enabled && h.deep_enabled, absl::ToChronoNanoseconds(h.deep_interval),
@@ -47,8 +45,10 @@ HealthChecker::HealthChecker(const config::Config& config, metrics::HealthMetric
 HealthChecker::~HealthChecker() { Stop(); }
 
 void HealthChecker::Start() {
-  const config::HealthConfig& h = config_.health;
-  if (started_ || workers_.empty() || !h.enabled || !(h.medium_enabled || h.deep_enabled)) return;
+  const config::HealthConfig& h = config_;
+  if (started_ || workers_.empty() || nodes_.empty() || !h.enabled ||
+      !(h.medium_enabled || h.deep_enabled))
+    return;
   started_ = true;
   boost::asio::post(io_, [this] { scheduler_->Start(); });
   thread_ = std::thread([this] {
@@ -70,8 +70,9 @@ void HealthChecker::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void HealthChecker::Run(size_t node, health::Tier tier, Duration timeout,
+void HealthChecker::Run(size_t index, health::Tier tier, Duration timeout,
                         std::function<void(health::ProbeResult)> done) {
+  const size_t node = nodes_[index].slot;
   Worker* worker = workers_[node % workers_.size()];
   const ProbeSpec& spec = tier == health::Tier::kDeep ? deep_spec_ : medium_spec_;
   boost::asio::io_context* io = &io_;
@@ -83,26 +84,27 @@ void HealthChecker::Run(size_t node, health::Tier tier, Duration timeout,
   });
 }
 
-void HealthChecker::OnCheck(size_t node, health::Tier tier, const health::ProbeResult& result,
+void HealthChecker::OnCheck(size_t index, health::Tier tier, const health::ProbeResult& result,
                             Duration took) {
+  const size_t node = nodes_[index].slot;
   const size_t slot = tier == health::Tier::kDeep ? metrics::kDeepTier : metrics::kMediumTier;
   metrics_.RecordCheck(node, slot, result.success, took);
   if (!result.version.empty()) metrics_.SetVersion(node, result.version);
   if (!result.success) {
-    SPDLOG_DEBUG("upstream {}: {} health check failed: {}", node_names_[node],
+    SPDLOG_DEBUG("upstream {}: {} health check failed: {}", nodes_[index].name,
                  health::TierName(tier), result.detail);
-    last_failure_[node] = result.detail;
+    last_failure_[index] = result.detail;
   }
 }
 
-void HealthChecker::OnHealthChanged(size_t node, bool healthy) {
-  metrics_.SetHealthy(node, healthy);
+void HealthChecker::OnHealthChanged(size_t index, bool healthy) {
+  metrics_.SetHealthy(nodes_[index].slot, healthy);
   if (healthy) {
-    SPDLOG_INFO("upstream {}: healthy again ({} checks in a row passed)", node_names_[node],
-                config_.health.healthy_threshold);
+    SPDLOG_INFO("upstream {}: healthy again ({} checks in a row passed)", nodes_[index].name,
+                config_.healthy_threshold);
   } else {
     SPDLOG_WARN("upstream {}: unhealthy after {} failed checks in a row; last: {}",
-                node_names_[node], config_.health.unhealthy_threshold, last_failure_[node]);
+                nodes_[index].name, config_.unhealthy_threshold, last_failure_[index]);
   }
 }
 

@@ -38,9 +38,15 @@ namespace qpool::server {
 
 class HealthChecker : private health::ProbeRunner, private health::HealthSink {
  public:
-  // `metrics` and `workers` must outlive the checker's thread (Stop()).
+  // One probed node: its slot (the index workers and HealthMetrics know it by) and its name.
+  struct ProbedNode {
+    size_t slot = 0;
+    std::string name;
+  };
+  // `metrics` and `workers` must outlive the checker's thread (Stop()). `nodes`: the gRPC nodes
+  // in the node set now; a node set change (reload, DNS) replaces the checker.
   HealthChecker(const config::Config& config, metrics::HealthMetrics& metrics,
-                std::vector<Worker*> workers);
+                std::vector<Worker*> workers, std::vector<ProbedNode> nodes);
   ~HealthChecker() override;
 
   HealthChecker(const HealthChecker&) = delete;
@@ -63,10 +69,10 @@ class HealthChecker : private health::ProbeRunner, private health::HealthSink {
                Duration took) override;
   void OnHealthChanged(size_t node, bool healthy) override;
 
-  const config::Config& config_;
+  const config::HealthConfig config_;
   metrics::HealthMetrics& metrics_;
   const std::vector<Worker*> workers_;
-  std::vector<std::string> node_names_;
+  const std::vector<ProbedNode> nodes_;  // scheduler index -> slot and name
   ProbeSpec medium_spec_;
   ProbeSpec deep_spec_;
   std::vector<std::string> last_failure_;  // health thread: why each node's last probe failed

@@ -2,11 +2,14 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <condition_variable>
+#include <initializer_list>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -15,6 +18,7 @@
 #include "daemon/auth/api_keys.h"
 #include "daemon/config/loader.h"
 #include "daemon/metrics/health_metrics.h"
+#include "daemon/server/dns_discovery.h"
 #include "daemon/server/health_checker.h"
 #include "daemon/server/worker.h"
 #include "daemon/tls/context_store.h"
@@ -25,6 +29,12 @@ namespace {
 
 using boost::asio::ip::tcp;
 
+// The REST endpoints' TLS contexts (ALPN http/1.1); null when REST is off.
+absl::StatusOr<std::unique_ptr<tls::ContextStore>> RestTlsStore(const config::Config& config) {
+  if (config.rest.listen.host.empty()) return std::unique_ptr<tls::ContextStore>();
+  return tls::ContextStore::Create(config.upstream, "http/1.1", rest::RestNodesOf(config));
+}
+
 // Where a worker's answer to the admin thread lands. Shared with the posted handler, so an answer
 // that comes after the admin thread gave up touches nothing freed.
 struct Rendezvous {
@@ -33,6 +43,7 @@ struct Rendezvous {
   size_t answered = 0;                                                          // guarded by mu
   std::vector<std::optional<std::vector<metrics::NodePoolGauges>>> pools;       // guarded by mu
   std::vector<std::optional<std::vector<metrics::NodePoolGauges>>> rest_pools;  // guarded by mu
+  std::vector<std::optional<std::vector<bool>>> drained;                        // guarded by mu
 };
 
 class ProxyImpl : public Proxy {
@@ -40,26 +51,35 @@ class ProxyImpl : public Proxy {
   ProxyImpl(std::shared_ptr<const config::Config> config,
             std::unique_ptr<tls::ContextStore> tls_store,
             std::unique_ptr<auth::ApiKeyStore> key_store,
-            std::unique_ptr<tls::ContextStore> rest_tls_store)
+            std::unique_ptr<tls::ContextStore> rest_tls_store, std::shared_ptr<Resolver> resolver,
+            DnsAnswers answers)
       : config_(std::move(config)),
+        live_config_(config_),
         tls_store_(std::move(tls_store)),
         key_store_(std::move(key_store)),
         rest_tls_store_(std::move(rest_tls_store)),
-        health_metrics_(config::NodeCount(*config_)),
-        readiness_includes_upstream_(config_->admin.readiness_includes_upstream) {
-    const size_t rest_nodes =
-        config_->rest.listen.host.empty() ? 0 : rest::RestNodesOf(*config_).size();
+        resolver_(std::move(resolver)),
+        answers_(std::move(answers)),
+        health_metrics_(0),
+        readiness_includes_upstream_(config_->admin.readiness_includes_upstream),
+        max_client_connections_(config_->server.max_client_connections),
+        drain_timeout_(absl::ToInt64Nanoseconds(config_->server.drain_timeout)) {
+    // Node slots get their counters (gRPC and REST) as nodes take them (NextTable).
     for (uint32_t i = 0; i < config_->server.workers; ++i) {
-      worker_metrics_.push_back(
-          std::make_unique<metrics::WorkerMetrics>(config::NodeCount(*config_), rest_nodes));
+      worker_metrics_.push_back(std::make_unique<metrics::WorkerMetrics>(0));
     }
-    for (const config::NodeAddress& node : config_->upstream.nodes) {
-      node_names_.push_back(node.ToString());
-    }
-    if (!config_->rest.listen.host.empty()) {
-      for (const config::NodeAddress& node : rest::RestNodesOf(*config_)) {
-        rest_node_names_.push_back(node.ToString());
-      }
+    // The first node table: one slot per node (per address, for names DNS discovery resolved).
+    table_ = std::make_shared<NodeTable>();
+    absl::StatusOr<std::shared_ptr<const NodeTable>> first =
+        NextTable(ExpandNodes(*config_, answers_), {}, tls_store_, rest_tls_store_);
+    if (first.ok()) {
+      table_ = *std::move(first);
+    } else {
+      // More than kMaxNodeSlots addresses: the first kMaxNodeSlots nodes serve.
+      SPDLOG_ERROR("{}", first.status().ToString());
+      std::vector<NodeSpec> specs = ExpandNodes(*config_, answers_);
+      specs.resize(metrics::kMaxNodeSlots);
+      table_ = *NextTable(specs, {}, tls_store_, rest_tls_store_);
     }
   }
   ~ProxyImpl() override { ShutdownNow(); }
@@ -103,6 +123,9 @@ class ProxyImpl : public Proxy {
   void SetReadinessIncludesUpstream(bool include) override {
     readiness_includes_upstream_.store(include, std::memory_order_relaxed);
   }
+  absl::Status Reconfigure(std::shared_ptr<const config::Config> config) override;
+  // DNS discovery's answers changed (on the discovery thread): the node set follows.
+  void ApplyDnsAnswers(const DnsAnswers& answers);
 
   // metrics::AdminBackend.
   bool Started() const override { return running_.load(std::memory_order_acquire); }
@@ -127,12 +150,65 @@ class ProxyImpl : public Proxy {
   // each worker is asked to recycle that node's connections (Worker::RecycleTlsNodes).
   void StartSecretsThread();
   void StopSecretsThread();
-  void RecycleTlsNodes(const std::vector<size_t>& nodes, bool rest);
+  void RecycleTlsNodes(const tls::ContextStore* store, const std::vector<size_t>& nodes, bool rest);
 
+  // upstream.rest_nodes (or each gRPC node's host on 6333) when rest.listen is on; else none.
+  static std::vector<config::NodeAddress> RestNodes(const config::Config& config) {
+    if (config.rest.listen.host.empty()) return {};
+    return rest::RestNodesOf(config);
+  }
+  // The node table for `config`'s node list, from the current one: nodes still listed keep their
+  // slot; new ones take a slot every worker has drained (or a new one), with fresh counters;
+  // nodes no longer listed stay in their slot, inactive, until they drained. `drained`: per slot,
+  // drained in every worker. kResourceExhausted past metrics::kMaxNodeSlots.
+  // `tls_store` and `rest_tls_store` (null: REST off): the TLS contexts the new slots use.
+  absl::StatusOr<std::shared_ptr<const NodeTable>> NextTable(
+      const std::vector<NodeSpec>& specs, const std::vector<bool>& drained,
+      const std::shared_ptr<tls::ContextStore>& tls_store,
+      const std::shared_ptr<tls::ContextStore>& rest_tls_store);
+  // Whether `specs` describe the active slots of `table` exactly.
+  static bool SameNodes(const NodeTable& table, const std::vector<NodeSpec>& specs);
+  // Hands `config`, `next` and the secrets to every worker (waits up to 5 s for all), and
+  // restarts the health checks when `restart_health`. reconfigure_mu_ held.
+  void PostToWorkers(const std::shared_ptr<const config::Config>& config,
+                     const std::shared_ptr<const NodeTable>& next, UpstreamSecrets secrets,
+                     bool restart_health);
+  // Resolves the names of `config` that answers_ lacks (on the calling thread, never a worker).
+  void ResolveMissing(const config::Config& config);
+  // Per slot: true when every worker answered that it holds nothing for the slot any more.
+  std::vector<bool> DrainedEverywhere(size_t slots);
+  // Starts a health checker over the active gRPC slots of `table` (the old one, if any, stops
+  // and is kept: workers may still post probe results to its io_context).
+  void RestartHealthChecker(const config::Config& config, const NodeTable& table);
+  std::shared_ptr<const NodeTable> table() const {
+    std::lock_guard<std::mutex> lock(table_mu_);
+    return table_;
+  }
+
+  // The start-up config: what cannot change live (listen addresses, workers).
   const std::shared_ptr<const config::Config> config_;
-  const std::unique_ptr<tls::ContextStore> tls_store_;
-  const std::unique_ptr<auth::ApiKeyStore> key_store_;
-  const std::unique_ptr<tls::ContextStore> rest_tls_store_;  // null: REST off
+  // Reconfigure() calls, one at a time (the main thread's reload, DNS discovery).
+  std::mutex reconfigure_mu_;
+  // The config and node table in force, and the secrets the workers use; replaced by
+  // Reconfigure(). Stores a reload replaced are kept (graveyard): a worker may still point at
+  // them until it took the new ones, and a removed node's pool still connects with its store.
+  mutable std::mutex table_mu_;
+  std::shared_ptr<const config::Config> live_config_;  // guarded by table_mu_
+  std::shared_ptr<const NodeTable> table_;             // guarded by table_mu_
+  std::shared_ptr<tls::ContextStore> tls_store_;       // guarded by table_mu_ after Start()
+  std::shared_ptr<auth::ApiKeyStore> key_store_;       // guarded by table_mu_ after Start()
+  // The REST endpoints' TLS contexts (ALPN http/1.1); null: REST off. Guarded by table_mu_
+  // after Start().
+  std::shared_ptr<tls::ContextStore> rest_tls_store_;
+  std::vector<std::shared_ptr<void>> retired_secrets_;  // guarded by table_mu_
+  uint64_t generations_ = 0;                            // reconfigure_mu_ (or constructor)
+  // DNS discovery (upstream.dns_refresh): the resolver seam, the answers the node table was built
+  // from (reconfigure_mu_), and the discovery thread (made at Start, its thread started while
+  // discovery is on).
+  const std::shared_ptr<Resolver> resolver_;
+  DnsAnswers answers_;
+  std::unique_ptr<DnsDiscovery> dns_;
+  std::atomic<DnsDiscovery*> dns_ptr_{nullptr};  // dns_, for the workers' connect-failure hook
   std::thread secrets_thread_;
   std::mutex secrets_mu_;
   std::condition_variable secrets_cv_;
@@ -142,11 +218,11 @@ class ProxyImpl : public Proxy {
   std::vector<std::unique_ptr<metrics::WorkerMetrics>> worker_metrics_;
   // Written by the health thread; read by the workers and the admin thread. Outlives both.
   metrics::HealthMetrics health_metrics_;
-  std::vector<std::string> node_names_;
-  std::vector<std::string> rest_node_names_;  // empty when rest.listen is off
-  std::atomic<bool> running_{false};          // workers started, not yet stopped
-  std::atomic<bool> draining_{false};         // MarkDraining() or Shutdown() began
+  std::atomic<bool> running_{false};   // workers started, not yet stopped
+  std::atomic<bool> draining_{false};  // MarkDraining() or Shutdown() began
   std::atomic<bool> readiness_includes_upstream_;
+  std::atomic<uint32_t> max_client_connections_;  // server.max_client_connections, live
+  std::atomic<int64_t> drain_timeout_;            // server.drain_timeout, live (absl int64 ns)
   // Guards workers_ against the admin thread while Start() fills it and ShutdownNow() clears it;
   // held only to post, never while waiting.
   mutable std::mutex workers_mu_;
@@ -154,6 +230,8 @@ class ProxyImpl : public Proxy {
   // Stopped before the workers stop and freed after them (ShutdownNow): workers post probe
   // results to its io_context.
   std::unique_ptr<HealthChecker> health_checker_;
+  // Checkers a node set change replaced, stopped; freed after the workers (see above).
+  std::vector<std::unique_ptr<HealthChecker>> retired_checkers_;
   std::unique_ptr<tcp::acceptor> acceptor_;  // lives on workers_[0]'s thread
   size_t next_worker_ = 0;
   std::atomic<uint16_t> port_{0};
@@ -177,7 +255,11 @@ absl::Status ProxyImpl::Start() {
     for (uint32_t i = 0; i < count; ++i) {
       workers_.push_back(std::make_unique<Worker>(
           config_, i, count, counters_, *worker_metrics_[i], &health_metrics_,
-          UpstreamSecrets{tls_store_.get(), key_store_.get(), rest_tls_store_.get()}));
+          UpstreamSecrets{tls_store_.get(), key_store_.get(), rest_tls_store_.get()}, table_));
+      // A node that refuses connections may have moved: DNS discovery looks again soon.
+      workers_.back()->SetConnectFailureHook([this] {
+        if (DnsDiscovery* dns = dns_ptr_.load(std::memory_order_acquire)) dns->Nudge();
+      });
     }
   }
   const config::NodeAddress& listen = config_->server.listen;
@@ -225,44 +307,83 @@ absl::Status ProxyImpl::Start() {
   for (auto& worker : workers_) worker->Start();
   std::vector<Worker*> workers;
   for (auto& worker : workers_) workers.push_back(worker.get());
-  health_checker_ = std::make_unique<HealthChecker>(*config_, health_metrics_, std::move(workers));
-  health_checker_->Start();
+  {
+    std::lock_guard<std::mutex> lock(workers_mu_);
+    RestartHealthChecker(*config_, *table_);
+  }
   if (grpc) workers_[0]->Post([this] { Accept(); });
   if (rest_acceptor_ != nullptr) workers_[0]->Post([this] { AcceptRest(); });
   StartSecretsThread();
   running_.store(true, std::memory_order_release);
+  // DNS discovery: its thread runs while upstream.dns_refresh is above 0 (a reload may turn it
+  // on later); connect failures nudge it.
+  dns_ = std::make_unique<DnsDiscovery>(
+      *resolver_,
+      [this] {
+        std::lock_guard<std::mutex> lock(table_mu_);
+        return live_config_;
+      },
+      [this](const DnsAnswers& answers) { ApplyDnsAnswers(answers); }, answers_);
+  dns_ptr_.store(dns_.get(), std::memory_order_release);
+  if (config_->upstream.dns_refresh > absl::ZeroDuration()) dns_->Start();
   return absl::OkStatus();
 }
 
 void ProxyImpl::StartSecretsThread() {
-  const bool files = !config_->upstream.api_key_file.empty() ||
-                     !config_->upstream.read_only_api_key_file.empty() ||
-                     tls_store_->any_enabled() ||
-                     (rest_tls_store_ != nullptr && rest_tls_store_->any_enabled());
+  if (secrets_thread_.joinable()) return;
+  std::shared_ptr<const config::Config> config;
+  bool any_tls = false;
+  {
+    std::lock_guard<std::mutex> lock(table_mu_);
+    config = live_config_;
+    any_tls =
+        tls_store_->any_enabled() || (rest_tls_store_ != nullptr && rest_tls_store_->any_enabled());
+  }
+  const bool files = !config->upstream.api_key_file.empty() ||
+                     !config->upstream.read_only_api_key_file.empty() || any_tls;
   if (!files) return;
-  const auto interval = absl::ToChronoNanoseconds(config_->upstream.secrets_poll_interval);
-  secrets_thread_ = std::thread([this, interval] {
+  secrets_thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "qpool-secrets");
     std::unique_lock<std::mutex> lock(secrets_mu_);
-    while (!secrets_cv_.wait_for(lock, interval, [this] { return secrets_stop_; })) {
+    for (;;) {
+      std::shared_ptr<tls::ContextStore> tls_store;
+      std::shared_ptr<tls::ContextStore> rest_tls_store;
+      std::shared_ptr<auth::ApiKeyStore> key_store;
+      absl::Duration interval;
+      {
+        // The stores in force now (a reload may have replaced them), and the poll interval.
+        std::lock_guard<std::mutex> table_lock(table_mu_);
+        tls_store = tls_store_;
+        rest_tls_store = rest_tls_store_;
+        key_store = key_store_;
+        interval = live_config_->upstream.secrets_poll_interval;
+      }
+      if (secrets_cv_.wait_for(lock, absl::ToChronoNanoseconds(interval),
+                               [this] { return secrets_stop_; })) {
+        return;
+      }
       lock.unlock();
-      key_store_->Reload();
+      key_store->Reload();
       std::vector<size_t> replaced;
-      if (tls_store_->Reload(&replaced) > 0) RecycleTlsNodes(replaced, /*rest=*/false);
+      if (tls_store->Reload(&replaced) > 0) {
+        RecycleTlsNodes(tls_store.get(), replaced, /*rest=*/false);
+      }
       replaced.clear();
-      if (rest_tls_store_ != nullptr && rest_tls_store_->Reload(&replaced) > 0) {
-        RecycleTlsNodes(replaced, /*rest=*/true);
+      if (rest_tls_store != nullptr && rest_tls_store->Reload(&replaced) > 0) {
+        RecycleTlsNodes(rest_tls_store.get(), replaced, /*rest=*/true);
       }
       lock.lock();
     }
   });
 }
 
-void ProxyImpl::RecycleTlsNodes(const std::vector<size_t>& nodes, bool rest) {
+void ProxyImpl::RecycleTlsNodes(const tls::ContextStore* store, const std::vector<size_t>& nodes,
+                                bool rest) {
   std::lock_guard<std::mutex> lock(workers_mu_);
   for (auto& worker : workers_) {
     Worker* target = worker.get();
-    target->Post([target, nodes, rest] { target->RecycleTlsNodes(nodes, rest); });
+    // `store` is only compared: a store a reload replaced is kept (retired_secrets_) anyway.
+    target->Post([target, store, nodes, rest] { target->RecycleTlsNodes(store, nodes, rest); });
   }
 }
 
@@ -291,8 +412,9 @@ void ProxyImpl::OnAccepted(Worker& target, const boost::system::error_code& ec,
     // EMFILE and friends: log, and keep accepting; the kernel keeps the connection queued.
     SPDLOG_WARN("accept failed: {}", ec.message());
   } else {
-    const bool refuse = counters_.downstream_open.load(std::memory_order_relaxed) >=
-                        static_cast<int64_t>(config_->server.max_client_connections);
+    const bool refuse =
+        counters_.downstream_open.load(std::memory_order_relaxed) >=
+        static_cast<int64_t>(max_client_connections_.load(std::memory_order_relaxed));
     if (refuse) {
       counters_.downstream_refused.fetch_add(1, std::memory_order_relaxed);
       SPDLOG_DEBUG("refusing a client connection: server.max_client_connections reached");
@@ -323,8 +445,9 @@ void ProxyImpl::OnRestAccepted(Worker& target, const boost::system::error_code& 
     SPDLOG_WARN("REST accept failed: {}", ec.message());
   } else {
     // One bound on app connections, whichever protocol they speak.
-    const bool refuse = counters_.downstream_open.load(std::memory_order_relaxed) >=
-                        static_cast<int64_t>(config_->server.max_client_connections);
+    const bool refuse =
+        counters_.downstream_open.load(std::memory_order_relaxed) >=
+        static_cast<int64_t>(max_client_connections_.load(std::memory_order_relaxed));
     if (refuse) {
       counters_.downstream_refused.fetch_add(1, std::memory_order_relaxed);
     } else {
@@ -340,8 +463,9 @@ void ProxyImpl::OnRestAccepted(Worker& target, const boost::system::error_code& 
 absl::Status ProxyImpl::Shutdown() {
   if (!started_ || stopped_) return absl::OkStatus();
   draining_.store(true, std::memory_order_relaxed);
+  const absl::Duration drain_timeout = absl::Nanoseconds(drain_timeout_.load());
   SPDLOG_INFO("draining: no new connections; waiting up to {} for calls in flight",
-              absl::FormatDuration(config_->server.drain_timeout));
+              absl::FormatDuration(drain_timeout));
   workers_[0]->Post([this] {
     boost::system::error_code ignored;
     acceptor_->close(ignored);
@@ -360,7 +484,7 @@ absl::Status ProxyImpl::Shutdown() {
   bool drained;
   {
     std::unique_lock<std::mutex> lock(mu_);
-    drained = drained_cv_.wait_for(lock, absl::ToChronoNanoseconds(config_->server.drain_timeout),
+    drained = drained_cv_.wait_for(lock, absl::ToChronoNanoseconds(drain_timeout),
                                    [this] { return workers_drained_ == workers_.size(); });
   }
   ShutdownNow();
@@ -385,7 +509,14 @@ void ProxyImpl::ShutdownNow() {
   // The health thread stops first (it posts probes to the workers); it is freed only after the
   // workers are gone, since they may still post results to its io_context.
   StopSecretsThread();
-  if (health_checker_ != nullptr) health_checker_->Stop();
+  // Before the workers: it posts node set changes to them. Stop() joins; dns_ itself is freed
+  // with the proxy, after the workers, whose hook may still point at it.
+  if (dns_ != nullptr) dns_->Stop();
+  {
+    // Not while a Reconfigure() runs: it may be replacing the checker.
+    std::lock_guard<std::mutex> lock(workers_mu_);
+    if (health_checker_ != nullptr) health_checker_->Stop();
+  }
   for (auto& worker : workers_) worker->Stop();
   acceptor_.reset();
   rest_acceptor_.reset();
@@ -394,6 +525,7 @@ void ProxyImpl::ShutdownNow() {
     workers_.clear();
   }
   health_checker_.reset();
+  retired_checkers_.clear();
 }
 
 std::string ProxyImpl::NotReadyReason() const {
@@ -404,12 +536,17 @@ std::string ProxyImpl::NotReadyReason() const {
   if (!readiness_includes_upstream_.load(std::memory_order_relaxed)) return "";
   std::vector<const metrics::WorkerMetrics*> workers;
   for (const auto& worker : worker_metrics_) workers.push_back(worker.get());
-  // REST-only (no gRPC node): no probes run and readiness follows the listener alone.
-  if (node_names_.empty()) return "";
-  for (size_t n = 0; n < node_names_.size(); ++n) {
+  const std::shared_ptr<const NodeTable> nodes = table();
+  std::vector<std::string> names;
+  for (size_t n = 0; n < nodes->slots.size(); ++n) {
+    const NodeSlot& slot = nodes->slots[n];
+    if (!slot.active || slot.grpc.host.empty()) continue;
     if (metrics::NodeUsable(workers, n) && health_metrics_.healthy(n)) return "";
+    names.push_back(slot.name);
   }
-  return absl::StrCat("no usable upstream node: none of ", absl::StrJoin(node_names_, ", "),
+  // REST-only (no gRPC node): no probes run and readiness follows the listener alone.
+  if (names.empty()) return "";
+  return absl::StrCat("no usable upstream node: none of ", absl::StrJoin(names, ", "),
                       " is both healthy (health checks) and reachable (a connection up, or the "
                       "last connect did not fail)");
 }
@@ -422,6 +559,7 @@ std::shared_ptr<Rendezvous> ProxyImpl::AskWorkers(
     std::lock_guard<std::mutex> lock(workers_mu_);
     rendezvous->pools.resize(workers_.size());
     rendezvous->rest_pools.resize(workers_.size());
+    rendezvous->drained.resize(workers_.size());
     for (size_t i = 0; i < workers_.size(); ++i) {
       Worker* worker = workers_[i].get();
       worker->Post([rendezvous, fn, i, worker] {
@@ -448,8 +586,7 @@ bool ProxyImpl::Live(absl::Duration timeout) {
 
 metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
   metrics::ScrapeInput input;
-  input.node_names = node_names_;
-  input.rest_node_names = rest_node_names_;
+  const std::shared_ptr<const NodeTable> nodes = table();
   for (const auto& worker : worker_metrics_) input.workers.push_back(worker.get());
   input.health = &health_metrics_;
   const ProxyStats s = stats();
@@ -477,6 +614,8 @@ metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
   input.started = running_.load(std::memory_order_acquire);
   input.draining = draining_.load(std::memory_order_relaxed);
   input.ready = NotReadyReason().empty();
+  metrics::ScrapeInput::WorkerPools raw_pools;
+  metrics::ScrapeInput::WorkerPools raw_rest_pools;
   if (input.started) {
     // Gauges are read where they live, on each worker's thread; the counters above need no
     // worker.
@@ -485,19 +624,342 @@ metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
       if (worker.rest() != nullptr) r.rest_pools[i] = worker.RestPoolGauges();
     });
     std::lock_guard<std::mutex> lock(rendezvous->mu);
-    input.pools = rendezvous->pools;
-    if (!input.rest_node_names.empty()) input.rest_pools = rendezvous->rest_pools;
+    raw_pools = rendezvous->pools;
+    raw_rest_pools = rendezvous->rest_pools;
   }
+  // The nodes shown: those in the node set, and removed ones some worker still drains. The
+  // workers answer by slot; the scrape wants one dense list.
+  const bool grpc = !config_->upstream.nodes.empty();
+  const bool rest = !config_->rest.listen.host.empty();
+  auto shown = [&](size_t s, const metrics::ScrapeInput::WorkerPools& pools) {
+    if (nodes->slots[s].active) return true;
+    for (const auto& worker : pools) {
+      if (worker && s < worker->size() && (*worker)[s].present) return true;
+    }
+    return false;
+  };
+  input.pools.resize(raw_pools.size());
+  input.rest_pools.resize(raw_rest_pools.size());
+  for (size_t w = 0; w < raw_pools.size(); ++w) {
+    if (raw_pools[w]) input.pools[w].emplace();
+  }
+  for (size_t w = 0; w < raw_rest_pools.size(); ++w) {
+    if (raw_rest_pools[w]) input.rest_pools[w].emplace();
+  }
+  for (size_t s = 0; s < nodes->slots.size(); ++s) {
+    const NodeSlot& slot = nodes->slots[s];
+    if (grpc && !slot.grpc.host.empty() && shown(s, raw_pools)) {
+      input.node_names.push_back(slot.name);
+      input.node_slots.push_back(s);
+      for (size_t w = 0; w < raw_pools.size(); ++w) {
+        if (!raw_pools[w]) continue;
+        input.pools[w]->push_back(s < raw_pools[w]->size() ? (*raw_pools[w])[s]
+                                                           : metrics::NodePoolGauges{});
+      }
+    }
+    if (rest && !slot.rest.host.empty() && shown(s, raw_rest_pools)) {
+      input.rest_node_names.push_back(slot.rest.ToString());
+      input.rest_node_slots.push_back(s);
+      for (size_t w = 0; w < raw_rest_pools.size(); ++w) {
+        if (!raw_rest_pools[w]) continue;
+        input.rest_pools[w]->push_back(s < raw_rest_pools[w]->size() ? (*raw_rest_pools[w])[s]
+                                                                     : metrics::NodePoolGauges{});
+      }
+    }
+  }
+  if (input.rest_node_names.empty()) input.rest_pools.clear();
   return input;
 }
 
-}  // namespace
-
-// The REST endpoints' TLS contexts (ALPN http/1.1); null when REST is off.
-absl::StatusOr<std::unique_ptr<tls::ContextStore>> RestTlsStore(const config::Config& config) {
-  if (config.rest.listen.host.empty()) return std::unique_ptr<tls::ContextStore>();
-  return tls::ContextStore::Create(config.upstream, "http/1.1", rest::RestNodesOf(config));
+void ProxyImpl::RestartHealthChecker(const config::Config& config, const NodeTable& table) {
+  std::vector<HealthChecker::ProbedNode> probed;
+  for (size_t s = 0; s < table.slots.size(); ++s) {
+    const NodeSlot& slot = table.slots[s];
+    if (slot.active && !slot.grpc.host.empty()) probed.push_back({s, slot.name});
+  }
+  std::vector<Worker*> workers;
+  for (auto& worker : workers_) workers.push_back(worker.get());
+  if (health_checker_ != nullptr) {
+    health_checker_->Stop();
+    retired_checkers_.push_back(std::move(health_checker_));
+  }
+  health_checker_ = std::make_unique<HealthChecker>(config, health_metrics_, std::move(workers),
+                                                    std::move(probed));
+  health_checker_->Start();
 }
+
+std::vector<bool> ProxyImpl::DrainedEverywhere(size_t slots) {
+  auto rendezvous = AskWorkers(absl::Seconds(2), [](Rendezvous& r, size_t i, Worker& worker) {
+    r.drained[i] = worker.DrainedSlots();
+  });
+  std::lock_guard<std::mutex> lock(rendezvous->mu);
+  std::vector<bool> drained(slots, true);
+  for (const auto& answer : rendezvous->drained) {
+    for (size_t s = 0; s < slots; ++s) {
+      // A worker that did not answer in time may still drain anything.
+      if (!answer || s >= answer->size() || !(*answer)[s]) drained[s] = false;
+    }
+  }
+  return drained;
+}
+
+bool ProxyImpl::SameNodes(const NodeTable& table, const std::vector<NodeSpec>& specs) {
+  size_t active = 0;
+  for (const NodeSlot& slot : table.slots) {
+    if (!slot.active) continue;
+    if (active >= specs.size()) return false;
+    const NodeSpec& spec = specs[active++];
+    if (slot.grpc.ToString() != spec.grpc.ToString() ||
+        slot.rest.ToString() != spec.rest.ToString() || slot.tls_index != spec.config_index) {
+      return false;
+    }
+  }
+  return active == specs.size();
+}
+
+absl::StatusOr<std::shared_ptr<const NodeTable>> ProxyImpl::NextTable(
+    const std::vector<NodeSpec>& specs, const std::vector<bool>& drained,
+    const std::shared_ptr<tls::ContextStore>& tls_store,
+    const std::shared_ptr<tls::ContextStore>& rest_tls_store) {
+  const std::shared_ptr<const NodeTable> current = table_;  // the caller serializes writers
+  auto next = std::make_shared<NodeTable>(*current);
+  for (NodeSlot& slot : next->slots) slot.active = false;
+  std::vector<size_t> fresh;  // slots given to a new node: their counters start over
+  for (const NodeSpec& spec : specs) {
+    NodeSlot wanted;
+    wanted.grpc = spec.grpc;
+    wanted.rest = spec.rest;
+    wanted.name = spec.name;
+    wanted.tls_index = spec.config_index;
+    if (tls_store->any_enabled() && !wanted.grpc.host.empty()) wanted.tls = tls_store;
+    if (rest_tls_store != nullptr && rest_tls_store->any_enabled() && !wanted.rest.host.empty()) {
+      wanted.rest_tls = rest_tls_store;
+    }
+    auto same = [&](const NodeSlot& slot) {
+      return slot.grpc.ToString() == wanted.grpc.ToString() &&
+             slot.rest.ToString() == wanted.rest.ToString();
+    };
+    // The same node, still in the set: keeps its slot, connections and counters.
+    size_t found = next->slots.size();
+    for (size_t s = 0; s < current->slots.size(); ++s) {
+      if (current->slots[s].active && !next->slots[s].active && same(current->slots[s])) {
+        found = s;
+        break;
+      }
+    }
+    if (found == next->slots.size()) {
+      // A new node: a slot nobody uses any more (not active before or now, drained everywhere),
+      // else a new one.
+      for (size_t s = 0; s < current->slots.size(); ++s) {
+        const bool free = !current->slots[s].active && !next->slots[s].active &&
+                          s < drained.size() && drained[s] &&
+                          std::find(fresh.begin(), fresh.end(), s) == fresh.end();
+        if (free) {
+          found = s;
+          break;
+        }
+      }
+      if (found == next->slots.size()) {
+        if (next->slots.size() >= metrics::kMaxNodeSlots) {
+          return absl::ResourceExhaustedError(
+              absl::StrCat("more than ", metrics::kMaxNodeSlots,
+                           " upstream nodes, counting removed ones still draining: ", wanted.name,
+                           " was not added"));
+        }
+        next->slots.emplace_back();
+      }
+      wanted.generation = ++generations_;
+      fresh.push_back(found);
+    } else {
+      wanted.generation = current->slots[found].generation;
+    }
+    wanted.active = true;
+    next->slots[found] = std::move(wanted);
+  }
+  // Fresh counters and a healthy verdict for the new nodes; nobody writes those slots now (free,
+  // or new). Slots past the counters' end (the first table) get theirs too.
+  for (size_t s : fresh) {
+    for (auto& metrics : worker_metrics_) metrics->ResetNode(s);
+    health_metrics_.ResetNode(s);
+  }
+  return std::shared_ptr<const NodeTable>(std::move(next));
+}
+
+void ProxyImpl::PostToWorkers(const std::shared_ptr<const config::Config>& config,
+                              const std::shared_ptr<const NodeTable>& next, UpstreamSecrets secrets,
+                              bool restart_health) {
+  // Every worker takes the new snapshot on its own thread; wait for all, so that the reload's
+  // log line comes after the change is in force everywhere.
+  auto rendezvous =
+      AskWorkers(absl::Seconds(5), [config, next, secrets](Rendezvous&, size_t, Worker& worker) {
+        worker.Reconfigure(config, next, secrets);
+      });
+  {
+    std::lock_guard<std::mutex> lock(rendezvous->mu);
+    if (rendezvous->answered < rendezvous->pools.size()) {
+      SPDLOG_WARN(
+          "node set change: {} of {} workers took it within 5s; the others take it when they "
+          "get to it",
+          rendezvous->answered, rendezvous->pools.size());
+    }
+  }
+  if (restart_health) {
+    std::lock_guard<std::mutex> lock(workers_mu_);
+    if (!workers_.empty() && running_.load(std::memory_order_acquire)) {
+      RestartHealthChecker(*config, *next);
+    }
+  }
+}
+
+void ProxyImpl::ResolveMissing(const config::Config& config) {
+  std::vector<std::string> missing;
+  for (const std::string& name : NamesToResolve(config)) {
+    if (answers_.count(name) == 0) missing.push_back(name);
+  }
+  if (missing.empty()) return;
+  bool changed = false;
+  DnsAnswers resolved = DnsDiscovery::ResolveAll(*resolver_, missing, {}, &changed);
+  for (auto& [name, addresses] : resolved) answers_[name] = std::move(addresses);
+}
+
+void ProxyImpl::ApplyDnsAnswers(const DnsAnswers& answers) {
+  std::lock_guard<std::mutex> reconfigure_lock(reconfigure_mu_);
+  if (answers == answers_ || !running_.load(std::memory_order_acquire)) return;
+  answers_ = answers;
+  std::shared_ptr<const config::Config> config;
+  std::shared_ptr<tls::ContextStore> tls_store;
+  std::shared_ptr<tls::ContextStore> rest_tls_store;
+  std::shared_ptr<auth::ApiKeyStore> key_store;
+  {
+    std::lock_guard<std::mutex> lock(table_mu_);
+    config = live_config_;
+    tls_store = tls_store_;
+    rest_tls_store = rest_tls_store_;
+    key_store = key_store_;
+  }
+  const std::vector<NodeSpec> specs = ExpandNodes(*config, answers_);
+  std::shared_ptr<const NodeTable> current = table();
+  if (SameNodes(*current, specs)) return;
+  absl::StatusOr<std::shared_ptr<const NodeTable>> next =
+      NextTable(specs, DrainedEverywhere(current->slots.size()), tls_store, rest_tls_store);
+  if (!next.ok()) {
+    SPDLOG_ERROR("DNS discovery: the node set stays as it is: {}", next.status().ToString());
+    return;
+  }
+  std::vector<std::string> names;
+  for (const NodeSpec& spec : specs) names.push_back(spec.name);
+  SPDLOG_INFO("DNS discovery: node set now {}", absl::StrJoin(names, ", "));
+  {
+    std::lock_guard<std::mutex> lock(table_mu_);
+    table_ = *next;
+  }
+  PostToWorkers(config, *next,
+                UpstreamSecrets{tls_store.get(), key_store.get(), rest_tls_store.get()},
+                /*restart_health=*/true);
+}
+
+absl::Status ProxyImpl::Reconfigure(std::shared_ptr<const config::Config> config) {
+  if (config == nullptr) return absl::InvalidArgumentError("no config");
+  std::lock_guard<std::mutex> reconfigure_lock(reconfigure_mu_);
+  if (absl::Status status = config::Validate(*config); !status.ok()) return status;
+  // What the listeners need: a gRPC listener needs gRPC nodes, and none opens later.
+  if (config->upstream.nodes.empty() != config_->upstream.nodes.empty()) {
+    return absl::FailedPreconditionError(
+        config_->upstream.nodes.empty()
+            ? "upstream.nodes cannot be set while qpoold runs REST-only (no gRPC listener is "
+              "open; needs a restart)"
+            : "upstream.nodes cannot become empty while qpoold runs (its gRPC listener is open; "
+              "needs a restart)");
+  }
+  std::shared_ptr<const config::Config> before;
+  std::shared_ptr<tls::ContextStore> tls_store;
+  std::shared_ptr<tls::ContextStore> rest_tls_store;
+  std::shared_ptr<auth::ApiKeyStore> key_store;
+  {
+    std::lock_guard<std::mutex> lock(table_mu_);
+    before = live_config_;
+    tls_store = tls_store_;
+    rest_tls_store = rest_tls_store_;
+    key_store = key_store_;
+  }
+  const std::vector<std::string> changed = config::ChangedKeys(*before, *config);
+  auto changed_any = [&changed](std::initializer_list<std::string_view> keys) {
+    for (const std::string& key : changed) {
+      for (std::string_view k : keys) {
+        if (key == k) return true;
+      }
+    }
+    return false;
+  };
+  // Load what the new config names before anything changes: a file that does not load keeps
+  // the old config as a whole.
+  if (changed_any({"upstream.nodes", "upstream.tls"})) {
+    absl::StatusOr<std::unique_ptr<tls::ContextStore>> store =
+        tls::ContextStore::Create(config->upstream, "h2");
+    if (!store.ok()) return store.status();
+    tls_store = std::move(*store);
+  }
+  // The REST endpoints' store (rest.listen stays as it started): by REST endpoint, so a change
+  // of upstream.rest_nodes makes a new one too.
+  if (changed_any({"upstream.nodes", "upstream.rest_nodes", "upstream.tls"})) {
+    absl::StatusOr<std::unique_ptr<tls::ContextStore>> store = RestTlsStore(*config);
+    if (!store.ok()) return store.status();
+    rest_tls_store = std::move(*store);
+  }
+  if (changed_any({"upstream.api_key_file", "upstream.api_key_env", "upstream.api_key_mode",
+                   "upstream.read_only_api_key_file", "upstream.read_only_api_key_env",
+                   "health.api_key_env"})) {
+    absl::StatusOr<std::unique_ptr<auth::ApiKeyStore>> store = auth::ApiKeyStore::Create(*config);
+    if (!store.ok()) return store.status();
+    key_store = std::move(*store);
+  }
+  // The node set: the new list, names expanded by DNS discovery (a name new to it is resolved
+  // now, on this thread).
+  ResolveMissing(*config);
+  const std::vector<NodeSpec> specs = ExpandNodes(*config, answers_);
+  std::shared_ptr<const NodeTable> next = table();
+  const bool nodes_changed =
+      tls_store != tls_store_ || rest_tls_store != rest_tls_store_ || !SameNodes(*next, specs);
+  if (nodes_changed) {
+    const std::vector<bool> drained = running_.load(std::memory_order_acquire)
+                                          ? DrainedEverywhere(next->slots.size())
+                                          : std::vector<bool>(next->slots.size(), false);
+    absl::StatusOr<std::shared_ptr<const NodeTable>> built =
+        NextTable(specs, drained, tls_store, rest_tls_store);
+    if (!built.ok()) return built.status();
+    next = *std::move(built);
+  }
+  // Publish: the admin thread and the secrets thread see the new state from now on; the
+  // workers take it on their own threads.
+  {
+    std::lock_guard<std::mutex> lock(table_mu_);
+    if (tls_store != tls_store_) retired_secrets_.push_back(tls_store_);
+    if (rest_tls_store != rest_tls_store_) retired_secrets_.push_back(rest_tls_store_);
+    if (key_store != key_store_) retired_secrets_.push_back(key_store_);
+    live_config_ = config;
+    table_ = next;
+    tls_store_ = tls_store;
+    rest_tls_store_ = rest_tls_store;
+    key_store_ = key_store;
+  }
+  max_client_connections_.store(config->server.max_client_connections, std::memory_order_relaxed);
+  drain_timeout_.store(absl::ToInt64Nanoseconds(config->server.drain_timeout));
+  readiness_includes_upstream_.store(config->admin.readiness_includes_upstream,
+                                     std::memory_order_relaxed);
+  if (!running_.load(std::memory_order_acquire)) return absl::OkStatus();
+  bool health_changed = nodes_changed;
+  for (const std::string& key : changed) {
+    if (key.rfind("health.", 0) == 0) health_changed = true;
+  }
+  PostToWorkers(config, next,
+                UpstreamSecrets{tls_store.get(), key_store.get(), rest_tls_store.get()},
+                health_changed);
+  if (config->upstream.dns_refresh > absl::ZeroDuration() && dns_ != nullptr) dns_->Start();
+  StartSecretsThread();
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::Status CheckUpstreamSecrets(const config::Config& config) {
   absl::StatusOr<std::unique_ptr<tls::ContextStore>> tls_store =
@@ -508,7 +970,8 @@ absl::Status CheckUpstreamSecrets(const config::Config& config) {
   return auth::ApiKeyStore::Create(config).status();
 }
 
-absl::StatusOr<std::unique_ptr<Proxy>> Proxy::Create(std::shared_ptr<const config::Config> config) {
+absl::StatusOr<std::unique_ptr<Proxy>> Proxy::Create(std::shared_ptr<const config::Config> config,
+                                                     std::shared_ptr<Resolver> resolver) {
   if (config == nullptr) return absl::InvalidArgumentError("no config");
   if (absl::Status status = config::Validate(*config); !status.ok()) return status;
   absl::StatusOr<std::unique_ptr<tls::ContextStore>> tls_store =
@@ -518,8 +981,15 @@ absl::StatusOr<std::unique_ptr<Proxy>> Proxy::Create(std::shared_ptr<const confi
   if (!key_store.ok()) return key_store.status();
   absl::StatusOr<std::unique_ptr<tls::ContextStore>> rest_tls_store = RestTlsStore(*config);
   if (!rest_tls_store.ok()) return rest_tls_store.status();
+  if (resolver == nullptr) resolver = SystemResolver();
+  // DNS discovery's first answers, on this (the controlling) thread: the first node set already
+  // has one node per address. A name that does not resolve stays as written for now.
+  bool changed = false;
+  DnsAnswers answers =
+      DnsDiscovery::ResolveAll(*resolver, NamesToResolve(*config), DnsAnswers{}, &changed);
   return std::unique_ptr<Proxy>(new ProxyImpl(std::move(config), *std::move(tls_store),
-                                              *std::move(key_store), *std::move(rest_tls_store)));
+                                              *std::move(key_store), *std::move(rest_tls_store),
+                                              std::move(resolver), std::move(answers)));
 }
 
 }  // namespace qpool::server

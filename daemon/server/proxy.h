@@ -26,6 +26,8 @@
 
 namespace qpool::server {
 
+class Resolver;
+
 // Counters since start, for status pages, metrics and tests.
 struct ProxyStats {
   uint64_t downstream_accepted = 0;
@@ -56,8 +58,10 @@ class Proxy : public metrics::AdminBackend {
   // kInvalidArgument when the config fails config::Validate(), or its TLS files or API keys
   // (upstream.tls, upstream.api_key_*) cannot be loaded; messages name the file or variable,
   // never a key.
+  // `resolver`: DNS discovery's seam (upstream.dns_refresh); null: the system's (getaddrinfo).
+  // With discovery on, the names in upstream.nodes are resolved here, on the calling thread.
   static absl::StatusOr<std::unique_ptr<Proxy>> Create(
-      std::shared_ptr<const config::Config> config);
+      std::shared_ptr<const config::Config> config, std::shared_ptr<Resolver> resolver = nullptr);
 
   ~Proxy() override = default;
 
@@ -89,6 +93,19 @@ class Proxy : public metrics::AdminBackend {
 
   // admin.readiness_includes_upstream, changeable at run time (config reload). Any thread.
   virtual void SetReadinessIncludesUpstream(bool include) = 0;
+
+  // A config reload (docs/operations.md, "Reload"): applies `config` as a whole, or nothing.
+  // Checks it (config::Validate), loads the TLS files and API keys it names, builds the new node
+  // set (nodes still listed keep their connections; new ones get pools; removed ones drain:
+  // no new calls, those in flight and queued finish there), then hands the new snapshot to every
+  // worker and waits (up to 5 s) until they took it; restarts the health checks when the node
+  // set or health.* changed. Keys that need a restart (server.listen, server.workers,
+  // rest.listen, admin.listen) are the caller's to refuse: they are ignored here. Errors leave
+  // everything as it was: kInvalidArgument (a bad value, a file that does not load),
+  // kFailedPrecondition (upstream.nodes emptied or set across the REST-only line),
+  // kResourceExhausted (more than metrics::kMaxNodeSlots nodes, removed ones still draining
+  // included). From one thread at a time (calls are serialized); not from a worker.
+  virtual absl::Status Reconfigure(std::shared_ptr<const config::Config> config) = 0;
 };
 
 // Loads what Proxy::Create loads besides the config itself (TLS files, API keys), for

@@ -107,6 +107,7 @@ class Worker::NodeObserver : public metrics::PoolMetricsObserver {
   void OnConnectFailed(const absl::Status& reason) override {
     PoolMetricsObserver::OnConnectFailed(reason);
     worker_.OnNodeFailure(node_);
+    if (worker_.connect_failure_hook_) worker_.connect_failure_hook_();
   }
 
  private:
@@ -171,23 +172,56 @@ class Worker::RetryReporter : public retry::RetryEvents {
   Worker& worker_;
 };
 
+namespace {
+
+// One slot per config node, in config order: the table of a worker made without one.
+std::shared_ptr<const NodeTable> DefaultTable(const config::Config& config,
+                                              const UpstreamSecrets& secrets) {
+  auto table = std::make_shared<NodeTable>();
+  const size_t count = config::NodeCount(config);
+  const bool rest = !config.rest.listen.host.empty();
+  const std::vector<config::NodeAddress> rest_nodes =
+      rest ? rest::RestNodesOf(config) : std::vector<config::NodeAddress>{};
+  // Non-owning aliases: the Proxy owns the stores and outlives the workers.
+  std::shared_ptr<const tls::ContextStore> store(std::shared_ptr<const tls::ContextStore>(),
+                                                 secrets.tls);
+  std::shared_ptr<const tls::ContextStore> rest_store(std::shared_ptr<const tls::ContextStore>(),
+                                                      secrets.rest_tls);
+  for (size_t i = 0; i < count; ++i) {
+    NodeSlot slot;
+    slot.active = true;
+    slot.generation = 1;
+    if (i < config.upstream.nodes.size()) slot.grpc = config.upstream.nodes[i];
+    if (i < rest_nodes.size()) slot.rest = rest_nodes[i];
+    slot.name = config::NodeName(config, i);
+    slot.tls = secrets.tls != nullptr ? store : nullptr;
+    slot.rest_tls = secrets.rest_tls != nullptr && rest ? rest_store : nullptr;
+    slot.tls_index = i;
+    table->slots.push_back(std::move(slot));
+  }
+  return table;
+}
+
+}  // namespace
+
 Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uint32_t count,
                ProxyCounters& counters, metrics::WorkerMetrics& metrics,
-               const metrics::HealthMetrics* health, UpstreamSecrets secrets)
+               const metrics::HealthMetrics* health, UpstreamSecrets secrets,
+               std::shared_ptr<const NodeTable> table)
     : config_(std::move(config)),
+      table_(table != nullptr ? std::move(table) : DefaultTable(*config_, secrets)),
       index_(index),
+      count_(count),
       counters_(counters),
       metrics_(metrics),
       loop_(io_),
       retry_reporter_(std::make_unique<RetryReporter>(*this)),
-      retry_(PolicyOptions(config_->retry), BudgetOptions(config_->retry),
-             config::NodeCount(*config_), retry_reporter_.get()),
+      retry_(PolicyOptions(config_->retry), BudgetOptions(config_->retry), table_->slots.size(),
+             retry_reporter_.get()),
       read_buffer_(64 * 1024),
       health_(health),
       secrets_(secrets),
-      router_(config::NodeCount(*config_), OutlierOptionsOf(config_->health),
-              config_->health.enabled && config_->health.passive_enabled, random_),
-      ping_interval_(config_->upstream.nodes.size(),
+      ping_interval_(table_->slots.size(),
                      config_->health.enabled && config_->health.fast_enabled
                          ? absl::ToChronoNanoseconds(config_->health.fast_interval)
                          : Duration::zero()) {
@@ -209,43 +243,162 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
     rest_retry.protocol_errors = &counters_.downstream_protocol_errors;
     rest_retry.calls_started = &counters_.calls_started;
     // The REST pools share the gRPC pools' upstream.max_pending budget.
-    rest_ = std::make_unique<rest::RestWorker>(*config_, index, count, io_, loop_, random_,
-                                               pending_budget_, *this, rest_retry, metrics_,
-                                               secrets_.rest_tls);
+    rest_ =
+        std::make_unique<rest::RestWorker>(*config_, index, count, io_, loop_, random_,
+                                           pending_budget_, *this, rest_retry, metrics_, *table_);
   }
   if (secrets_.keys != nullptr) key_cache_.emplace(*secrets_.keys);
-  const config::UpstreamConfig& upstream = config_->upstream;
-  pending_budget_.limit = ShareOf(upstream.max_pending, index, count);
+  pending_budget_.limit = ShareOf(config_->upstream.max_pending, index, count);
   retry_.max_waiting_for_node = pending_budget_.limit;  // calls waiting for a node, as queued ones
-  for (const config::NodeAddress& node : upstream.nodes) {
-    const size_t node_index = pools_.size();
-    // Readiness is re-evaluated on a later turn of the loop, once the pool is done with the event.
-    observers_.push_back(std::make_unique<NodeObserver>(*this, node_index, [this, node_index] {
-      loop_.Post([this, node_index] { UpdateUsable(node_index); });
-    }));
-    factories_.push_back(std::make_unique<UpstreamFactory>(*this, node, node_index));
-    pool::NodePoolOptions options;
-    options.node_name = node.ToString();
-    options.min_connections = ShareOf(upstream.min_connections, index, count);
-    options.max_connections = ShareOf(upstream.max_connections, index, count);
-    options.max_streams_per_connection = upstream.max_streams_per_connection;
-    options.acquire_timeout = absl::ToChronoNanoseconds(upstream.acquire_timeout);
-    options.connect_backoff_base = absl::ToChronoNanoseconds(upstream.connect_backoff_base);
-    options.connect_backoff_max = absl::ToChronoNanoseconds(upstream.connect_backoff_max);
-    options.max_connection_age = absl::ToChronoNanoseconds(upstream.max_connection_age);
-    options.max_requests_per_connection = upstream.max_requests_per_connection;
-    options.idle_timeout = absl::ToChronoNanoseconds(upstream.idle_timeout);
-    options.max_connection_share = upstream.max_connection_share;
-    pools_.push_back(std::make_unique<pool::NodePool>(std::move(options), pending_budget_,
-                                                      *factories_.back(), loop_, random_,
-                                                      observers_.back().get()));
+  const size_t slots = table_->slots.size();
+  observers_.resize(slots);
+  factories_.resize(slots);
+  pools_.resize(slots);
+  pool_generation_.resize(slots, 0);
+  for (size_t s = 0; s < slots; ++s) {
+    if (table_->slots[s].active) CreatePool(s);
   }
+  RebuildRouter();
+}
+
+pool::NodePoolOptions Worker::PoolOptionsFor(const NodeSlot& slot) const {
+  const config::UpstreamConfig& upstream = config_->upstream;
+  pool::NodePoolOptions options;
+  options.node_name = slot.grpc.ToString();
+  options.min_connections = ShareOf(upstream.min_connections, index_, count_);
+  options.max_connections = ShareOf(upstream.max_connections, index_, count_);
+  options.max_streams_per_connection = upstream.max_streams_per_connection;
+  options.acquire_timeout = absl::ToChronoNanoseconds(upstream.acquire_timeout);
+  options.connect_backoff_base = absl::ToChronoNanoseconds(upstream.connect_backoff_base);
+  options.connect_backoff_max = absl::ToChronoNanoseconds(upstream.connect_backoff_max);
+  options.max_connection_age = absl::ToChronoNanoseconds(upstream.max_connection_age);
+  options.max_requests_per_connection = upstream.max_requests_per_connection;
+  options.idle_timeout = absl::ToChronoNanoseconds(upstream.idle_timeout);
+  options.max_connection_share = upstream.max_connection_share;
+  return options;
+}
+
+void Worker::CreatePool(size_t s) {
+  const NodeSlot& slot = table_->slots[s];
+  pool_generation_[s] = slot.generation;
+  if (slot.grpc.host.empty()) return;  // REST-only
+  // Readiness is re-evaluated on a later turn of the loop, once the pool is done with the event.
+  observers_[s] = std::make_unique<NodeObserver>(
+      *this, s, [this, s] { loop_.Post([this, s] { UpdateUsable(s); }); });
+  factories_[s] = std::make_unique<UpstreamFactory>(*this, slot.grpc, s);
+  pools_[s] = std::make_unique<pool::NodePool>(PoolOptionsFor(slot), pending_budget_,
+                                               *factories_[s], loop_, random_, observers_[s].get());
+}
+
+void Worker::RebuildRouter() {
+  active_.clear();
+  router_index_.assign(table_->slots.size(), -1);
+  for (size_t s = 0; s < table_->slots.size(); ++s) {
+    if (!table_->slots[s].active) continue;
+    router_index_[s] = static_cast<int>(active_.size());
+    active_.push_back(s);
+  }
+  // Ejections start over: a node set change is rare, and a still failing node is ejected again
+  // after health.consecutive_failures.
+  router_ = std::make_unique<health::NodeRouter>(
+      active_.size(), OutlierOptionsOf(config_->health),
+      config_->health.enabled && config_->health.passive_enabled, random_);
+}
+
+int Worker::RouterIndexOf(size_t node) const {
+  return node < router_index_.size() ? router_index_[node] : -1;
+}
+
+void Worker::Reconfigure(std::shared_ptr<const config::Config> config,
+                         std::shared_ptr<const NodeTable> table, UpstreamSecrets secrets) {
+  if (!running_) return;
+  config_ = std::move(config);
+  table_ = std::move(table);
+  if (secrets.keys != secrets_.keys) {
+    key_cache_.reset();
+    if (secrets.keys != nullptr) key_cache_.emplace(*secrets.keys);
+  }
+  secrets_ = secrets;
+  // Retry: the policy and classes apply to the next decision; budgets keep their tokens (capped)
+  // and their retries in flight.
+  const config::RetryConfig& retry_config = config_->retry;
+  retry_.policy = retry::RetryPolicy(PolicyOptions(retry_config));
+  retry_.classifier = retry::MethodClassifier();
+  for (const auto& [path, name] : retry_config.methods) {
+    retry_.classifier.Override(path, RetryClassNamed(name));
+  }
+  retry_.policy_retries = retry_config.enabled;
+  retry_.per_try_timeout = absl::ToChronoNanoseconds(retry_config.per_try_timeout);
+  retry_.hedge_delay = absl::ToChronoNanoseconds(retry_config.hedge_delay);
+  retry_.replay.per_call = retry_config.replay_buffer_per_call;
+  retry_.replay.total = retry_config.replay_buffer_total;
+  const size_t slots = table_->slots.size();
+  for (retry::RetryBudget& budget : retry_.budgets)
+    budget.SetOptions(BudgetOptions(config_->retry));
+  while (retry_.budgets.size() < slots) {
+    retry_.budgets.emplace_back(BudgetOptions(config_->retry));
+  }
+  retry_.unreachable_wait = absl::ToChronoNanoseconds(retry_config.unreachable_wait);
+  pending_budget_.limit = ShareOf(config_->upstream.max_pending, index_, count_);
+  retry_.max_waiting_for_node = pending_budget_.limit;
+  const Duration ping = config_->health.enabled && config_->health.fast_enabled
+                            ? absl::ToChronoNanoseconds(config_->health.fast_interval)
+                            : Duration::zero();
+  ping_interval_.assign(slots, ping);
+  if (observers_.size() < slots) {
+    observers_.resize(slots);
+    factories_.resize(slots);
+    pools_.resize(slots);
+    pool_generation_.resize(slots, 0);
+  }
+  for (size_t s = 0; s < slots; ++s) {
+    const NodeSlot& slot = table_->slots[s];
+    pool::NodePool* pool = pools_[s].get();
+    if (pool != nullptr && (!slot.active || pool_generation_[s] != slot.generation)) {
+      if (pool_generation_[s] != slot.generation && pool->gone()) {
+        // The slot went to another node after this pool drained: free it.
+        pools_[s].reset();
+        factories_[s].reset();
+        observers_[s].reset();
+        pool = nullptr;
+      } else {
+        pool->Retire();
+      }
+    } else if (pool != nullptr) {
+      pool->UpdateOptions(PoolOptionsFor(slot));
+    }
+    if (slot.active && pool_generation_[s] != slot.generation && pools_[s] == nullptr) {
+      CreatePool(s);
+      if (pools_[s] != nullptr) pools_[s]->Start();
+    }
+  }
+  RebuildRouter();
+  if (rest_ != nullptr) {
+    // The REST side reads the worker's retry context (RestRetryContext::context): nothing to copy.
+    rest_->Reconfigure(*config_, table_.get());
+  }
+}
+
+std::vector<bool> Worker::DrainedSlots() const {
+  std::vector<bool> drained(table_->slots.size(), true);
+  for (size_t s = 0; s < drained.size() && s < pools_.size(); ++s) {
+    if (pools_[s] != nullptr && !pools_[s]->gone()) drained[s] = false;
+  }
+  if (rest_ != nullptr) {
+    const std::vector<bool> rest = rest_->DrainedSlots();
+    for (size_t s = 0; s < drained.size() && s < rest.size(); ++s) {
+      drained[s] = drained[s] && rest[s];
+    }
+  }
+  return drained;
 }
 
 Worker::~Worker() { Stop(); }
 
 std::shared_ptr<const tls::ClientContext> Worker::TlsContextOf(size_t node) const {
-  return secrets_.tls != nullptr ? secrets_.tls->Get(node) : nullptr;
+  if (node >= table_->slots.size()) return nullptr;
+  const NodeSlot& slot = table_->slots[node];
+  return slot.tls != nullptr ? slot.tls->Get(slot.tls_index) : nullptr;
 }
 
 std::shared_ptr<const auth::ApiKeys> Worker::RestApiKeys() {
@@ -253,12 +406,19 @@ std::shared_ptr<const auth::ApiKeys> Worker::RestApiKeys() {
   return key_cache_->Snapshot();
 }
 
-void Worker::RecycleTlsNodes(const std::vector<size_t>& nodes, bool rest) {
-  for (size_t node : nodes) {
+void Worker::RecycleTlsNodes(const tls::ContextStore* store, const std::vector<size_t>& nodes,
+                             bool rest) {
+  // `nodes` are indexes in `store`; the slots whose endpoint uses one of them (DNS discovery may
+  // have made several slots of one upstream.nodes entry) recycle that endpoint's pool. A store a
+  // reload replaced meanwhile names no slot any more.
+  for (size_t s = 0; s < table_->slots.size(); ++s) {
+    const NodeSlot& slot = table_->slots[s];
+    if ((rest ? slot.rest_tls.get() : slot.tls.get()) != store) continue;
+    if (std::find(nodes.begin(), nodes.end(), slot.tls_index) == nodes.end()) continue;
     if (rest) {
-      if (rest_ != nullptr) rest_->RecycleNode(node, kTlsRecycleSpread);
-    } else if (node < pools_.size()) {
-      pools_[node]->RecycleAll(kTlsRecycleSpread);
+      if (rest_ != nullptr) rest_->RecycleNode(s, kTlsRecycleSpread);
+    } else if (s < pools_.size() && pools_[s] != nullptr) {
+      pools_[s]->RecycleAll(kTlsRecycleSpread);
     }
   }
 }
@@ -266,7 +426,9 @@ void Worker::RecycleTlsNodes(const std::vector<size_t>& nodes, bool rest) {
 void Worker::Start() {
   running_ = true;
   Post([this] {
-    for (auto& pool : pools_) pool->Start();
+    for (auto& pool : pools_) {
+      if (pool != nullptr) pool->Start();
+    }
     // The sweep looks at every app connection once a period: a quarter of the shorter timeout,
     // between 50 ms and 1 s, so a timeout fires at most a period late; one timer per worker
     // rather than one per connection, and nothing on the data path.
@@ -325,6 +487,7 @@ metrics::NodeMetrics* Worker::NodeMetricsOf(const pool::NodePool* pool) {
 }
 
 int Worker::NodeIndexOf(const pool::NodePool* pool) const {
+  if (pool == nullptr) return -1;
   for (size_t i = 0; i < pools_.size(); ++i) {
     if (pools_[i].get() == pool) return static_cast<int>(i);
   }
@@ -334,8 +497,14 @@ int Worker::NodeIndexOf(const pool::NodePool* pool) const {
 std::vector<metrics::NodePoolGauges> Worker::PoolGauges() const {
   std::vector<metrics::NodePoolGauges> gauges;
   for (const auto& pool : pools_) {
-    const pool::NodePoolStats stats = pool->stats();
     metrics::NodePoolGauges g;
+    if (pool == nullptr || pool->gone()) {
+      g.present = false;
+      gauges.push_back(g);
+      continue;
+    }
+    g.removed = pool->retired();
+    const pool::NodePoolStats stats = pool->stats();
     g.connecting = stats.connecting;
     g.ready = stats.ready;
     g.busy = stats.busy;
@@ -354,7 +523,7 @@ std::vector<metrics::NodePoolGauges> Worker::PoolGauges() const {
 }
 
 void Worker::UpdateUsable(size_t node) {
-  if (node >= pools_.size()) return;  // stopping
+  if (node >= pools_.size() || pools_[node] == nullptr) return;  // stopping, or freed
   const pool::NodePool& pool = *pools_[node];
   // See NodeMetrics::live / failing: a node in backoff between failed attempts stays "failing"
   // rather than flapping with every attempt.
@@ -365,55 +534,60 @@ void Worker::UpdateUsable(size_t node) {
 }
 
 void Worker::RefreshRouter() {
-  for (size_t i = 0; i < pools_.size(); ++i) {
-    health::NodeRouter::NodeState& state = router_.node(i);
-    state.healthy = health_ == nullptr || health_->healthy(i);
-    state.live = pools_[i]->has_live_connection();
-    state.usable = pools_[i]->usable();
-    state.load = pools_[i]->load();
+  for (size_t i = 0; i < active_.size(); ++i) {
+    const size_t s = active_[i];
+    health::NodeRouter::NodeState& state = router_->node(i);
+    state.healthy = health_ == nullptr || health_->healthy(s);
+    // A pool that never opened a connection (a node just added, min_connections 0) counts as
+    // up: else the router, which prefers nodes with a connection up, would never send it a call.
+    state.live = pools_[s]->has_live_connection() || pools_[s]->never_connected();
+    state.usable = pools_[s]->usable();
+    state.load = pools_[s]->load();
   }
 }
 
 pool::NodePool& Worker::PickPool() {
-  if (pools_.size() == 1) return *pools_.front();
+  // The loader admits no empty node set, and a reload keeps the old set rather than an empty one.
+  if (active_.size() == 1) return *pools_[active_.front()];
   // docs/architecture.md, "Balancing": health first, then a connection up, then power of two
   // choices on streams in flight plus calls waiting.
   RefreshRouter();
   bool panic = false;
-  const size_t node = router_.Pick(loop_.Now(), &panic);
+  const size_t node = router_->Pick(loop_.Now(), &panic);
   if (panic) metrics_.AddPanicRoute();
-  return *pools_[node];
+  return *pools_[active_[node]];
 }
 
 void Worker::OnAttemptEnd(size_t node, bool failed) {
-  if (node >= router_.size()) return;
+  const int index = RouterIndexOf(node);
+  if (index < 0) return;  // removed from the node set meanwhile
   if (failed) {
     OnNodeFailure(node);
   } else {
-    router_.OnAttemptEnd(node, false, loop_.Now());
+    router_->OnAttemptEnd(static_cast<size_t>(index), false, loop_.Now());
   }
 }
 
 void Worker::OnNodeFailure(size_t node) {
-  if (node >= router_.size() || router_.size() < 2) return;  // one node: nowhere else to go
-  if (router_.OnAttemptEnd(node, true, loop_.Now())) {
+  const int index = RouterIndexOf(node);
+  if (index < 0 || router_->size() < 2) return;  // one node: nowhere else to go
+  if (router_->OnAttemptEnd(static_cast<size_t>(index), true, loop_.Now())) {
     metrics_.node(node).ejections.Add();
     SPDLOG_WARN("upstream {}: ejected after {} failures in a row (health.consecutive_failures)",
-                config::NodeName(*config_, node), config_->health.consecutive_failures);
+                table_->slots[node].name, config_->health.consecutive_failures);
   }
 }
 
 void Worker::StartProbe(size_t node, const ProbeSpec& spec, Duration timeout,
                         std::function<void(health::ProbeResult)> done) {
-  if (node >= pools_.size()) {  // stopping
+  if (node >= pools_.size() || pools_[node] == nullptr || pools_[node]->retired()) {
     health::ProbeResult result;
-    result.detail = "qpoold is stopping";
+    result.detail = node >= pools_.size() ? "qpoold is stopping" : "not in the node set";
     done(result);
     return;
   }
-  auto probe =
-      std::make_unique<HealthProbe>(*this, *pools_[node], config_->upstream.nodes[node].ToString(),
-                                    spec, timeout, std::move(done));
+  auto probe = std::make_unique<HealthProbe>(*this, *pools_[node], table_->slots[node].name, spec,
+                                             timeout, std::move(done));
   HealthProbe* raw = probe.get();
   probes_.emplace(raw, std::move(probe));
   raw->Start();
@@ -435,8 +609,7 @@ void Worker::BackOffPings(size_t node) {
   const Duration next = std::min(ping_interval_[node] * 2, ceiling);
   if (next != ping_interval_[node]) {
     SPDLOG_WARN("upstream {}: GOAWAY too_many_pings; health PING interval now {}",
-                config_->upstream.nodes[node].ToString(),
-                absl::FormatDuration(absl::FromChrono(next)));
+                table_->slots[node].name, absl::FormatDuration(absl::FromChrono(next)));
   }
   ping_interval_[node] = next;
 }
@@ -445,9 +618,11 @@ pool::NodePool* Worker::PickPoolOtherThan(const pool::NodePool* except) {
   const int except_node = NodeIndexOf(except);
   if (except_node < 0) return nullptr;
   RefreshRouter();
-  const std::optional<size_t> node =
-      router_.PickOtherThan(static_cast<size_t>(except_node), loop_.Now());
-  return node ? pools_[*node].get() : nullptr;
+  // A removed node's pool (not in the router) has every active node as an alternative.
+  const int except_index = RouterIndexOf(static_cast<size_t>(except_node));
+  const std::optional<size_t> node = router_->PickOtherThan(
+      except_index < 0 ? router_->size() : static_cast<size_t>(except_index), loop_.Now());
+  return node ? pools_[active_[*node]].get() : nullptr;
 }
 
 void Worker::OnSessionClosed(DownstreamSession* session) {
@@ -507,29 +682,36 @@ std::vector<metrics::NodePoolGauges> Worker::RestPoolGauges() const {
 }
 
 void Worker::RefreshRouterFrom(const std::vector<pool::NodePool*>& pools) {
-  for (size_t i = 0; i < pools.size() && i < router_.size(); ++i) {
-    health::NodeRouter::NodeState& state = router_.node(i);
-    state.healthy = health_ == nullptr || health_->healthy(i);
-    state.live = pools[i]->has_live_connection();
-    state.usable = pools[i]->usable();
-    state.load = pools[i]->load();
+  for (size_t i = 0; i < active_.size(); ++i) {
+    const size_t s = active_[i];
+    health::NodeRouter::NodeState& state = router_->node(i);
+    state.healthy = health_ == nullptr || health_->healthy(s);
+    const pool::NodePool* pool = s < pools.size() ? pools[s] : nullptr;
+    state.live =
+        pool != nullptr && (pool->has_live_connection() || pool->never_connected());  // see above
+    state.usable = pool != nullptr && pool->usable();
+    state.load = pool != nullptr ? pool->load() : 0;
   }
 }
 
 size_t Worker::PickRestNode(const std::vector<pool::NodePool*>& pools) {
-  if (pools.size() == 1) return 0;
+  if (active_.size() == 1) return active_.front();
   RefreshRouterFrom(pools);
   bool panic = false;
-  const size_t node = router_.Pick(loop_.Now(), &panic);
+  const size_t node = router_->Pick(loop_.Now(), &panic);
   if (panic) metrics_.AddPanicRoute();
-  return node;
+  return active_[node];
 }
 
 std::optional<size_t> Worker::PickRestNodeOtherThan(size_t except,
                                                     const std::vector<pool::NodePool*>& pools) {
   if (except >= pools.size()) return std::nullopt;
   RefreshRouterFrom(pools);
-  return router_.PickOtherThan(except, loop_.Now());
+  const int except_index = RouterIndexOf(except);
+  const std::optional<size_t> node = router_->PickOtherThan(
+      except_index < 0 ? router_->size() : static_cast<size_t>(except_index), loop_.Now());
+  if (!node) return std::nullopt;
+  return active_[*node];
 }
 
 void Worker::MaybeTrimMemory() {
@@ -561,7 +743,9 @@ void Worker::Stop() {
     for (auto& session : sessions) session->Abort();
     if (sweep_timer_) sweep_timer_->Cancel();
     if (rest_ != nullptr) rest_->Stop();
-    for (auto& pool : pools_) pool->Shutdown();
+    for (auto& pool : pools_) {
+      if (pool != nullptr) pool->Shutdown();
+    }
     pools_.clear();   // aborts what is still open
     probes_.clear();  // after their pools: a pool forgets its queued waiters on destruction
     finished_probes_.clear();

@@ -20,6 +20,7 @@
 #include "daemon/auth/api_keys.h"
 #include "daemon/common/event_loop.h"
 #include "daemon/config/config.h"
+#include "daemon/config/node_table.h"
 #include "daemon/health/health.h"
 #include "daemon/health/health_scheduler.h"
 #include "daemon/metrics/health_metrics.h"
@@ -86,6 +87,9 @@ class StdRandom : public Random {
   std::mt19937_64 engine_;
 };
 
+using config::NodeSlot;
+using config::NodeTable;
+
 // Upstream credentials the workers share: the nodes' TLS contexts and the API keys qpoold holds.
 // Owned by the Proxy (which reloads them on its secrets thread); both outlive the workers.
 struct UpstreamSecrets {
@@ -104,9 +108,12 @@ class Worker : public rest::RestHost {
   // `metrics` (this worker's counters, written only on its thread) must outlive the worker.
   // `health` (the control thread's published node health; null: every node counts as healthy)
   // must outlive the worker too.
+  // `table`: the node slots (null: one slot per config node, in config order, TLS from
+  // secrets.tls).
   Worker(std::shared_ptr<const config::Config> config, uint32_t index, uint32_t count,
          ProxyCounters& counters, metrics::WorkerMetrics& metrics,
-         const metrics::HealthMetrics* health = nullptr, UpstreamSecrets secrets = {});
+         const metrics::HealthMetrics* health = nullptr, UpstreamSecrets secrets = {},
+         std::shared_ptr<const NodeTable> table = nullptr);
   ~Worker() override;
 
   Worker(const Worker&) = delete;
@@ -114,6 +121,11 @@ class Worker : public rest::RestHost {
 
   // Starts the thread. The pools open their min_connections.
   void Start();
+  // Runs `hook` (on this worker's thread) after each failed connect to a node; set before
+  // Start(). The Proxy nudges DNS discovery with it. It must be cheap and thread-safe.
+  void SetConnectFailureHook(std::function<void()> hook) {
+    connect_failure_hook_ = std::move(hook);
+  }
   // Runs `fn` on the worker's thread.
   void Post(std::function<void()> fn);
 
@@ -160,13 +172,26 @@ class Worker : public rest::RestHost {
   void OnRestIdle() override { CheckDrained(); }
   std::shared_ptr<const auth::ApiKeys> RestApiKeys() override;
   auth::KeyMode RestKeyMode() const override { return key_mode(); }
-  // New TLS material for `nodes` (config order; of the REST endpoints when `rest`): their
-  // connections are recycled gently (NodePool::RecycleAll over kTlsRecycleSpread).
-  void RecycleTlsNodes(const std::vector<size_t>& nodes, bool rest);
+  // New TLS material in `store` for its nodes `nodes` (store indexes, NodeSlot::tls_index; the
+  // REST endpoints' store when `rest`): the connections of the slots using them are recycled
+  // gently (NodePool::RecycleAll over kTlsRecycleSpread).
+  void RecycleTlsNodes(const tls::ContextStore* store, const std::vector<size_t>& nodes, bool rest);
 
   // Stops everything and joins the thread. Call from outside the worker.
   void Stop();
 
+  // Worker thread: a config reload or a node set change (docs/operations.md, "Reload"). The new
+  // config, node table and secrets apply at once to what starts from now on: slots that became
+  // active get pools (opening min_connections), slots no longer active retire theirs (no new
+  // calls; calls in flight and queued finish there), surviving pools take the new bounds and
+  // timings, the router, retry policy, budgets' limits and PING intervals follow. Nothing in
+  // flight fails. `config` keeps server.listen/workers/rest.listen (the caller refuses those).
+  void Reconfigure(std::shared_ptr<const config::Config> config,
+                   std::shared_ptr<const NodeTable> table, UpstreamSecrets secrets);
+  // Worker thread: per slot, whether this worker holds nothing for it any more (no pool, or a
+  // retired pool with no connection and no waiter, gRPC and REST alike).
+  std::vector<bool> DrainedSlots() const;
+  const NodeTable& nodes() const { return *table_; }
   boost::asio::io_context& io() { return io_; }
   EventLoop& loop() { return loop_; }
   const config::Config& config() const { return *config_; }
@@ -174,14 +199,18 @@ class Worker : public rest::RestHost {
   metrics::WorkerMetrics& metrics() { return metrics_; }
   // The counters of the node `pool` serves; null for a pool not of this worker.
   metrics::NodeMetrics* NodeMetricsOf(const pool::NodePool* pool);
-  // The index (config order) of the node `pool` serves; -1 for a pool not of this worker.
+  // The slot of the node `pool` serves; -1 for a pool not of this worker.
   int NodeIndexOf(const pool::NodePool* pool) const;
-  // The pool of node `node` (config order).
-  pool::NodePool* PoolOf(size_t node) { return pools_[node].get(); }
+  // The pool of node slot `node`; null when the slot has none.
+  pool::NodePool* PoolOf(size_t node) {
+    return node < pools_.size() ? pools_[node].get() : nullptr;
+  }
+  // Node slots that take new calls (more than one: a choice to make).
+  size_t active_nodes() const { return active_.size(); }
   // What this worker's calls consult and report to when an attempt fails (docs/retries.md).
   retry::RetryContext& retry() { return retry_; }
   Random& random() { return random_; }
-  // Worker thread: each node pool's gauges now, in config order.
+  // Worker thread: each node slot's pool gauges now, by slot (a slot with no pool: present false).
   std::vector<metrics::NodePoolGauges> PoolGauges() const;
   // A buffer for reads, shared by all of this worker's connections: a read is consumed by nghttp2
   // before the next one starts.
@@ -221,11 +250,24 @@ class Worker : public rest::RestHost {
   // Returns free heap memory to the OS after many app connections closed.
   void MaybeTrimMemory();
   void OnNodeFailure(size_t node);
+  // The pool options of node slot `slot` under config_.
+  pool::NodePoolOptions PoolOptionsFor(const NodeSlot& slot) const;
+  // Creates the pool (and factory, observer) for slot `s` of table_.
+  void CreatePool(size_t s);
+  // Rebuilds the router over the active slots (active_), after a node set change.
+  void RebuildRouter();
+  // The router's index of slot `node`; -1 when the slot is not active.
+  int RouterIndexOf(size_t node) const;
   // Re-evaluates node `node`'s readiness mirror (NodeMetrics::usable).
   void UpdateUsable(size_t node);
 
-  const std::shared_ptr<const config::Config> config_;
+  std::shared_ptr<const config::Config> config_;
+  std::shared_ptr<const NodeTable> table_;
+  std::vector<uint64_t> pool_generation_;  // per slot: the generation its pool was made for
+  std::vector<size_t> active_;             // router index -> slot
+  std::vector<int> router_index_;          // slot -> router index, -1 when inactive
   const uint32_t index_;
+  const uint32_t count_;
   ProxyCounters& counters_;
   metrics::WorkerMetrics& metrics_;
   boost::asio::io_context io_{1};  // run by one thread: its own posts skip the queue lock
@@ -240,15 +282,16 @@ class Worker : public rest::RestHost {
   std::vector<std::unique_ptr<metrics::PoolMetricsObserver>> observers_;
   std::vector<std::unique_ptr<pool::NodePool>> pools_;
   const metrics::HealthMetrics* const health_;
-  const UpstreamSecrets secrets_;
+  UpstreamSecrets secrets_;
   std::optional<auth::ApiKeyCache> key_cache_;
-  health::NodeRouter router_;
+  std::unique_ptr<health::NodeRouter> router_;
   std::vector<Duration> ping_interval_;  // per node
   // Probes in flight, and those finished this turn (deleted on the next).
   std::unordered_map<HealthProbe*, std::unique_ptr<HealthProbe>> probes_;
   std::vector<std::unique_ptr<HealthProbe>> finished_probes_;
   std::unordered_map<DownstreamSession*, std::shared_ptr<DownstreamSession>> sessions_;
   std::function<void()> on_drained_;
+  std::function<void()> connect_failure_hook_;
   std::unique_ptr<Timer> sweep_timer_;  // SweepSessions(); null when both timeouts are off
   Duration sweep_period_{};
   // The REST side (null when rest.listen is off). Declared after everything it uses (the loop,

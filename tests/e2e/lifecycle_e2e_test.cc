@@ -1,7 +1,8 @@
 // The built qpoold's life cycle as an operator drives it (issue 15): what /readyz means, the drain
 // delay after SIGTERM, POST /quitquitquit, and config reload on SIGHUP. qpoold runs in front of
-// the in-process test upstream (tests/support); its config is written at run time with free
-// loopback ports. Every load is bounded in calls and time.
+// the in-process test upstreams (tests/support: gRPC, and REST where the REST front door is on);
+// its config is written at run time with free loopback ports. Every load is bounded in calls and
+// time.
 #include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
@@ -11,6 +12,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -23,12 +29,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "testing/test_service.grpc.pb.h"
 #include "tests/support/prometheus_text.h"
+#include "tests/support/rest_test_upstream.h"
 #include "tests/support/test_upstream.h"
 #include "tests/support/test_util.h"
 #include "tests/unit/http_get.h"
@@ -131,6 +139,92 @@ class BoundedLoad {
   std::string first_failure_;
 };
 
+// REST requests from `threads` app connections (keep-alive HTTP/1.1, one connection per thread,
+// reopened only after a failure) until Stop() or `max_requests` each; counts what failed: no
+// answer, a status other than 200, or an answer that is not the request's own (the REST test
+// upstream echoes the target in x-seen-target).
+class BoundedRestLoad {
+ public:
+  BoundedRestLoad(uint16_t port, int threads, int max_requests) {
+    for (int t = 0; t < threads; ++t) {
+      threads_.emplace_back([this, port, t, max_requests] { Run(port, t, max_requests); });
+    }
+  }
+  ~BoundedRestLoad() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    for (auto& thread : threads_) thread.join();
+    threads_.clear();
+  }
+  int ok() {
+    absl::MutexLock lock(&mu_);
+    return ok_;
+  }
+  int failed() {
+    absl::MutexLock lock(&mu_);
+    return failed_;
+  }
+  std::string first_failure() {
+    absl::MutexLock lock(&mu_);
+    return first_failure_;
+  }
+
+ private:
+  void Run(uint16_t port, int t, int max_requests) {
+    namespace beast = boost::beast;
+    namespace http = beast::http;
+    boost::asio::io_context io;
+    std::unique_ptr<beast::tcp_stream> stream;
+    beast::flat_buffer buffer;
+    const absl::Time give_up = absl::Now() + absl::Seconds(60);
+    for (int i = 0; i < max_requests && !stop_.load() && absl::Now() < give_up; ++i) {
+      std::string failure;
+      const std::string target = absl::StrCat("/collections/load/points/", t, "-", i);
+      beast::error_code ec;
+      if (stream == nullptr) {
+        stream = std::make_unique<beast::tcp_stream>(io);
+        buffer.clear();
+        stream->expires_after(std::chrono::seconds(5));
+        stream->connect(
+            boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), port), ec);
+        if (ec) failure = "connect: " + ec.message();
+      }
+      if (failure.empty()) {
+        http::request<http::empty_body> request(http::verb::get, target, 11);
+        request.set(http::field::host, "qpoold");
+        stream->expires_after(std::chrono::seconds(5));
+        http::write(*stream, request, ec);
+        http::response<http::string_body> response;
+        if (!ec) http::read(*stream, buffer, response, ec);
+        if (ec) {
+          failure = "no answer: " + ec.message();
+        } else if (response.result_int() != 200) {
+          failure = absl::StrCat("HTTP ", response.result_int(), ": ", response.body());
+        } else if (response["x-seen-target"] != target) {
+          failure = absl::StrCat("an answer for ", std::string(response["x-seen-target"]));
+        } else if (!response.keep_alive()) {
+          stream.reset();  // qpoold closes the connection: a new one for the next request
+        }
+      }
+      absl::MutexLock lock(&mu_);
+      if (failure.empty()) {
+        ++ok_;
+      } else {
+        ++failed_;
+        if (first_failure_.empty()) first_failure_ = failure;
+        stream.reset();
+      }
+    }
+  }
+
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+  absl::Mutex mu_;
+  int ok_ = 0;
+  int failed_ = 0;
+  std::string first_failure_;
+};
+
 // What a debug-level line looks like in the text format ("<time> debug qpoold <message>").
 constexpr char kDebugLine[] = " debug qpoold ";
 
@@ -161,16 +255,27 @@ class LifecycleTest : public ::testing::Test {
     node_ = upstream_->address();
   }
 
-  // The config file: the listeners, the node, and `extra` YAML sections.
+  // The config file: the listeners, the nodes, and `extra` YAML sections. REST is off unless
+  // rest_port_ is set (no fixed port 6333 in tests); REST-only with rest_only_.
   std::string ConfigText(const std::string& extra, uint16_t listen_port = 0) const {
+    const std::string nodes =
+        rest_only_
+            ? ""
+            : absl::StrCat("\"", nodes_.empty() ? node_ : absl::StrJoin(nodes_, "\", \""), "\"");
+    const std::string rest_nodes =
+        rest_nodes_.empty()
+            ? ""
+            : absl::StrCat("  rest_nodes: [\"", absl::StrJoin(rest_nodes_, "\", \""), "\"]\n");
+    const std::string rest_listen =
+        rest_port_ == 0 ? "\"\"" : absl::StrCat("\"127.0.0.1:", rest_port_, "\"");
     return absl::StrCat("server:\n  listen: \"127.0.0.1:", listen_port ? listen_port : listen_port_,
                         "\"\n  drain_timeout: 10s\n", extra_server_,
                         "admin:\n  listen: \"127.0.0.1:", admin_port_, "\"\n", extra_admin_,
-                        "rest:\n  listen: \"\"\n",  // REST off: no fixed port 6333 in tests
-                        "upstream:\n  nodes: [\"", node_,
-                        "\"]\n  max_connections: 2\n  connect_timeout: 500ms\n"
+                        "rest:\n  listen: ", rest_listen, "\n", "upstream:\n  nodes: [", nodes,
+                        "]\n", rest_nodes, "  max_connections: ", max_connections_,
+                        "\n  connect_timeout: 500ms\n"
                         "  connect_backoff_max: 500ms\n",
-                        extra);
+                        extra_upstream_, extra);
   }
 
   // Replaces the file whole (a new file renamed over it, as a Kubernetes ConfigMap update does),
@@ -189,8 +294,9 @@ class LifecycleTest : public ::testing::Test {
     auto qpoold = Subprocess::Spawn({QPOOLD_PATH, "--config", config_path_}, log_path_);
     ASSERT_TRUE(qpoold.ok()) << qpoold.status();
     qpoold_ = std::move(*qpoold);
+    const uint16_t data_port = rest_only_ ? rest_port_ : listen_port_;
     ASSERT_TRUE(WaitFor(
-        [&] { return Exited() || (CanConnect(listen_port_) && Get("/startupz").status == 200); },
+        [&] { return Exited() || (CanConnect(data_port) && Get("/startupz").status == 200); },
         absl::Seconds(15)));
     ASSERT_FALSE(Exited()) << "qpoold exited at start-up";
   }
@@ -210,6 +316,12 @@ class LifecycleTest : public ::testing::Test {
   std::string node_;
   std::string extra_server_;
   std::string extra_admin_;
+  std::string extra_upstream_;           // more upstream: keys
+  std::vector<std::string> nodes_;       // upstream.nodes; empty: node_ alone
+  std::vector<std::string> rest_nodes_;  // upstream.rest_nodes; empty: the default
+  uint16_t rest_port_ = 0;               // rest.listen's port; 0: REST off
+  bool rest_only_ = false;               // upstream.nodes empty (rest_nodes_ and rest_port_ set)
+  int max_connections_ = 2;
   uint16_t listen_port_ = 0;
   uint16_t admin_port_ = 0;
   std::unique_ptr<TestUpstream> upstream_;
@@ -407,6 +519,216 @@ TEST_F(LifecycleTest, SighupWithoutAConfigFileReloadsTheFlagsAndKeepsRunning) {
   EXPECT_FALSE(Exited());
   auto stub = TestService::NewStub(OwnChannel(listen_port_));
   EXPECT_TRUE(Echo(*stub, "after").ok());
+}
+
+// The sum of the samples of `family` whose labels include every one of `labels` (`node="..."`).
+double SumOf(const Samples& samples, const std::string& family,
+             const std::vector<std::string>& labels) {
+  double sum = 0;
+  for (const auto& [name, value] : samples) {
+    if (name.rfind(family + "{", 0) != 0) continue;
+    bool all = true;
+    for (const std::string& label : labels) all = all && name.find(label) != std::string::npos;
+    if (all) sum += value;
+  }
+  return sum;
+}
+
+// Issue 15's reload test: under 8 gRPC clients and 4 REST clients, a reload adds a node (its gRPC
+// and REST endpoints), the next removes the first one while raising the pool bound and the log
+// level, and a broken file changes nothing. Not one call or REST request fails; /pool and the
+// metrics follow each step; the removed node drains and gets no new call or request.
+TEST_F(LifecycleTest, ReloadAddsAndRemovesNodesAndRaisesPoolLimitsUnderLoadWithoutAFailedCall) {
+  ASSERT_NO_FATAL_FAILURE(StartUpstream());
+  auto second = TestUpstream::Start();
+  ASSERT_TRUE(second.ok()) << second.status();
+  auto rest_first = RestTestUpstream::Start();
+  ASSERT_TRUE(rest_first.ok()) << rest_first.status();
+  auto rest_second = RestTestUpstream::Start();
+  ASSERT_TRUE(rest_second.ok()) << rest_second.status();
+  const std::string a = node_;
+  const std::string b = (*second)->address();
+  TestUpstream& upstream_b = **second;
+  RestTestUpstream& rest_upstream_a = **rest_first;
+  RestTestUpstream& rest_upstream_b = **rest_second;
+  const std::string rest_a = absl::StrCat("127.0.0.1:", rest_upstream_a.port());
+  const std::string rest_b = absl::StrCat("127.0.0.1:", rest_upstream_b.port());
+  rest_port_ = PickFreePort();
+  ASSERT_NE(rest_port_, 0);
+  rest_nodes_ = {rest_a};
+  // One stream per connection: 8 clients need 8 connections, so the pool's bound shows in the
+  // connection count. Two workers: each takes its share of the bound, and of every reload.
+  extra_server_ = "  workers: 2\n";
+  extra_upstream_ = "  max_streams_per_connection: 1\n";
+  ASSERT_NO_FATAL_FAILURE(StartQpoold("log:\n  level: info\n"));
+  const std::string label_a = absl::StrCat("node=\"", a, "\"");
+  const std::string label_b = absl::StrCat("node=\"", b, "\"");
+  const std::string label_rest_b = absl::StrCat("node=\"", rest_b, "\"");
+  BoundedLoad load(listen_port_, 8, 1000000);         // each client gives up after 60 s
+  BoundedRestLoad rest_load(rest_port_, 4, 1000000);  // the same
+  ASSERT_TRUE(
+      WaitFor([&] { return load.ok() >= 100 && rest_load.ok() >= 100; }, absl::Seconds(20)));
+  EXPECT_EQ(upstream_b.stats().CallsStarted(), 0);
+  EXPECT_EQ(rest_upstream_b.requests(), 0);
+
+  // 1. Add the second node.
+  nodes_ = {a, b};
+  rest_nodes_ = {rest_a, rest_b};
+  WriteConfig(ConfigText("log:\n  level: info\n"));
+  ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("success") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
+  EXPECT_NE(ReadFileOrEmpty(log_path_).find("upstream.nodes: "), std::string::npos);
+  ASSERT_TRUE(WaitFor([&] { return upstream_b.stats().CallsStarted() >= 100; }, absl::Seconds(10)))
+      << "the added node gets no calls";
+  ASSERT_TRUE(WaitFor([&] { return rest_upstream_b.requests() >= 100; }, absl::Seconds(10)))
+      << "the added node's REST endpoint gets no requests";
+  {
+    HttpReply pool = Get("/pool");
+    EXPECT_NE(pool.body.find("\"node\":\"" + a + "\""), std::string::npos) << pool.body;
+    EXPECT_NE(pool.body.find("\"node\":\"" + b + "\""), std::string::npos) << pool.body;
+    EXPECT_NE(pool.body.find("\"node\":\"" + rest_b + "\""), std::string::npos) << pool.body;
+    const Samples samples = Scrape();
+    EXPECT_GE(SumOf(samples, "qpool_upstream_connects_total", {label_b}), 1);
+    EXPECT_GE(SumOf(samples, "qpool_upstream_connects_total", {label_a}), 1);
+    // The added REST endpoint's pool counts in the connection families, as a node of its own.
+    EXPECT_GE(SumOf(samples, "qpool_upstream_connects_total", {label_rest_b}), 1);
+  }
+
+  // 2. Remove the first node; raise max_connections from 2 to 4; log at debug.
+  nodes_ = {b};
+  rest_nodes_ = {rest_b};
+  max_connections_ = 4;
+  WriteConfig(ConfigText("log:\n  level: debug\n"));
+  ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("success") == 2; }, absl::Seconds(5), absl::Milliseconds(20)));
+  {
+    const std::string log = ReadFileOrEmpty(log_path_);
+    EXPECT_NE(log.find("log.level: \"info\" -> \"debug\""), std::string::npos);
+    EXPECT_NE(log.find("upstream.max_connections: 2 -> 4"), std::string::npos);
+  }
+  // The removed node drains (gRPC and REST), then leaves /pool and the metrics.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const std::string body = Get("/pool").body;
+        return body.find("\"node\":\"" + a + "\"") == std::string::npos &&
+               body.find("\"node\":\"" + rest_a + "\"") == std::string::npos;
+      },
+      absl::Seconds(10), absl::Milliseconds(50)))
+      << Get("/pool").body;
+  EXPECT_EQ(SumOf(Scrape(), "qpool_upstream_connections", {label_a}), 0);
+  const int64_t calls_a = upstream_->stats().CallsStarted();
+  const int64_t calls_b = upstream_b.stats().CallsStarted();
+  const int64_t requests_a = rest_upstream_a.requests();
+  const int64_t requests_b = rest_upstream_b.requests();
+  // The new bound: more than the old 2 connections to the node that is left.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const Samples samples = Scrape();
+        return SumOf(samples, "qpool_upstream_connections", {label_b, "state=\"ready\""}) +
+                   SumOf(samples, "qpool_upstream_connections", {label_b, "state=\"busy\""}) >
+               2;
+      },
+      absl::Seconds(10), absl::Milliseconds(50)));
+  ASSERT_TRUE(WaitFor([&] { return upstream_b.stats().CallsStarted() >= calls_b + 200; },
+                      absl::Seconds(10)));
+  ASSERT_TRUE(
+      WaitFor([&] { return rest_upstream_b.requests() >= requests_b + 200; }, absl::Seconds(10)));
+  EXPECT_EQ(upstream_->stats().CallsStarted(), calls_a) << "a removed node got new calls";
+  EXPECT_EQ(rest_upstream_a.requests(), requests_a) << "a removed REST endpoint got new requests";
+
+  // 3. A broken file: the running config (node b, bound 4) stays, and the failure is counted.
+  WriteConfig(ConfigText("upstream_typo: 1\n"));
+  ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("failure") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
+  EXPECT_EQ(Reloads("success"), 2);
+  const int64_t calls_after_broken = upstream_b.stats().CallsStarted();
+  ASSERT_TRUE(WaitFor([&] { return upstream_b.stats().CallsStarted() >= calls_after_broken + 100; },
+                      absl::Seconds(10)));
+  EXPECT_NE(Get("/pool").body.find("\"node\":\"" + b + "\""), std::string::npos);
+
+  load.Stop();
+  rest_load.Stop();
+  EXPECT_EQ(load.failed(), 0) << load.first_failure();
+  EXPECT_GT(load.ok(), 400);
+  EXPECT_EQ(rest_load.failed(), 0) << rest_load.first_failure();
+  EXPECT_GT(rest_load.ok(), 400);
+  EXPECT_FALSE(Exited());
+}
+
+// REST-only (no gRPC node; upstream.rest_nodes): a reload adds a REST endpoint, the next removes
+// the first one, under 8 REST clients. Not one request fails; the removed endpoint drains, leaves
+// /pool and gets no new request.
+TEST_F(LifecycleTest, RestOnlyReloadAddsAndRemovesEndpointsUnderLoadWithoutAFailedRequest) {
+  auto rest_first = RestTestUpstream::Start();
+  ASSERT_TRUE(rest_first.ok()) << rest_first.status();
+  auto rest_second = RestTestUpstream::Start();
+  ASSERT_TRUE(rest_second.ok()) << rest_second.status();
+  RestTestUpstream& upstream_a = **rest_first;
+  RestTestUpstream& upstream_b = **rest_second;
+  const std::string a = absl::StrCat("127.0.0.1:", upstream_a.port());
+  const std::string b = absl::StrCat("127.0.0.1:", upstream_b.port());
+  rest_only_ = true;
+  rest_port_ = PickFreePort();
+  ASSERT_NE(rest_port_, 0);
+  rest_nodes_ = {a};
+  extra_server_ = "  workers: 2\n";
+  ASSERT_NO_FATAL_FAILURE(StartQpoold("log:\n  level: info\n"));
+  BoundedRestLoad load(rest_port_, 8, 1000000);  // each client gives up after 60 s
+  ASSERT_TRUE(WaitFor([&] { return load.ok() >= 100; }, absl::Seconds(20)));
+  EXPECT_EQ(upstream_b.requests(), 0);
+
+  // 1. Add the second endpoint.
+  rest_nodes_ = {a, b};
+  WriteConfig(ConfigText("log:\n  level: info\n"));
+  ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("success") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
+  ASSERT_TRUE(WaitFor([&] { return upstream_b.requests() >= 100; }, absl::Seconds(10)))
+      << "the added endpoint gets no requests";
+  EXPECT_NE(Get("/pool").body.find("\"node\":\"" + b + "\""), std::string::npos);
+
+  // 2. Remove the first one.
+  rest_nodes_ = {b};
+  WriteConfig(ConfigText("log:\n  level: info\n"));
+  ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("success") == 2; }, absl::Seconds(5), absl::Milliseconds(20)));
+  ASSERT_TRUE(
+      WaitFor([&] { return Get("/pool").body.find("\"node\":\"" + a + "\"") == std::string::npos; },
+              absl::Seconds(10), absl::Milliseconds(50)))
+      << Get("/pool").body;
+  const int64_t requests_a = upstream_a.requests();
+  const int64_t requests_b = upstream_b.requests();
+  ASSERT_TRUE(
+      WaitFor([&] { return upstream_b.requests() >= requests_b + 200; }, absl::Seconds(10)));
+  EXPECT_EQ(upstream_a.requests(), requests_a) << "a removed endpoint got new requests";
+  EXPECT_EQ(SumOf(Scrape(), "qpool_rest_upstream_connections", {"node=\"" + a + "\""}), 0);
+
+  load.Stop();
+  EXPECT_EQ(load.failed(), 0) << load.first_failure();
+  EXPECT_GT(load.ok(), 400);
+  EXPECT_FALSE(Exited());
+}
+
+// DNS discovery with the system's resolver: "localhost" resolves to loopback addresses (127.0.0.1,
+// and ::1 where /etc/hosts says so); each becomes a node of its own, named by its address.
+TEST_F(LifecycleTest, DnsDiscoveryMakesOneNodePerAddressOfALocalhostNode) {
+  ASSERT_NO_FATAL_FAILURE(StartUpstream());
+  const std::string port = node_.substr(node_.rfind(':') + 1);
+  nodes_ = {"localhost:" + port};
+  extra_upstream_ = "  dns_refresh: 1s\n";
+  ASSERT_NO_FATAL_FAILURE(StartQpoold("log:\n  level: info\n"));
+  const std::string pool = Get("/pool").body;
+  EXPECT_NE(pool.find("\"node\":\"127.0.0.1:" + port + "\""), std::string::npos) << pool;
+  EXPECT_EQ(pool.find("\"node\":\"localhost:"), std::string::npos) << pool;
+  EXPECT_GE(SumOf(Scrape(), "qpool_upstream_node_usable", {"node=\"127.0.0.1:" + port + "\""}), 1);
+  BoundedLoad load(listen_port_, 4, 100);
+  ASSERT_TRUE(WaitFor([&] { return load.ok() + load.failed() == 400; }, absl::Seconds(30)));
+  load.Stop();
+  EXPECT_EQ(load.failed(), 0) << load.first_failure();
 }
 
 // --- qpoold healthcheck (the image's HEALTHCHECK) ---------------------------------------------

@@ -350,8 +350,9 @@ class TestUpstream::Service : public TestService::CallbackService {
   std::shared_ptr<UpstreamStats> stats_;
 };
 
-absl::StatusOr<std::unique_ptr<TestUpstream>> TestUpstream::Start(
-    uint16_t port, absl::Duration max_connection_age) {
+absl::StatusOr<std::unique_ptr<TestUpstream>> TestUpstream::Start(uint16_t port,
+                                                                  absl::Duration max_connection_age,
+                                                                  const std::string& host) {
   std::unique_ptr<TestUpstream> upstream(new TestUpstream());
   upstream->stats_ = std::make_shared<UpstreamStats>();
   upstream->service_ = std::make_unique<Service>(upstream->stats_);
@@ -360,7 +361,7 @@ absl::StatusOr<std::unique_ptr<TestUpstream>> TestUpstream::Start(
   // health.medium_method "grpc" (tests that turn probes on).
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat("127.0.0.1:", port), grpc::InsecureServerCredentials(),
+  builder.AddListeningPort(absl::StrCat(host, ":", port), grpc::InsecureServerCredentials(),
                            &bound_port);
   builder.RegisterService(upstream->service_.get());
   builder.SetMaxReceiveMessageSize(-1);
@@ -372,15 +373,16 @@ absl::StatusOr<std::unique_ptr<TestUpstream>> TestUpstream::Start(
   }
   upstream->server_ = builder.BuildAndStart();
   if (upstream->server_ == nullptr || bound_port == 0) {
-    return absl::UnavailableError(absl::StrCat("test upstream: cannot bind 127.0.0.1:", port));
+    return absl::UnavailableError(absl::StrCat("test upstream: cannot bind ", host, ":", port));
   }
   upstream->port_ = static_cast<uint16_t>(bound_port);
+  upstream->host_ = host;
   return upstream;
 }
 
 TestUpstream::~TestUpstream() { Shutdown(absl::ZeroDuration()); }
 
-std::string TestUpstream::address() const { return absl::StrCat("127.0.0.1:", port_); }
+std::string TestUpstream::address() const { return absl::StrCat(host_, ":", port_); }
 
 void TestUpstream::Shutdown(absl::Duration grace) {
   absl::MutexLock lock(&shutdown_mu_);

@@ -90,8 +90,10 @@ class TestUpstream {
   // Binds 127.0.0.1:0 (or `port` when not 0) and starts serving. Message sizes are unlimited.
   // With a finite `max_connection_age`, the server sends GOAWAY to each connection that old (gRPC's
   // graceful two-step GOAWAY) and lets its calls finish.
+  // `host`: the loopback address to bind (127.0.0.2 and so on for a second node on one port).
   static absl::StatusOr<std::unique_ptr<TestUpstream>> Start(
-      uint16_t port = 0, absl::Duration max_connection_age = absl::InfiniteDuration());
+      uint16_t port = 0, absl::Duration max_connection_age = absl::InfiniteDuration(),
+      const std::string& host = "127.0.0.1");
 
   ~TestUpstream();  // Shutdown(absl::ZeroDuration())
 
@@ -112,6 +114,7 @@ class TestUpstream {
   std::unique_ptr<Service> service_;
   std::unique_ptr<grpc::Server> server_;
   uint16_t port_ = 0;
+  std::string host_ = "127.0.0.1";
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
 };

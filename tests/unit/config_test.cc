@@ -1208,8 +1208,13 @@ TEST(ReloadTest, ChangedKeysNamesWhatDiffersAndWhichCanChangeLive) {
   EXPECT_TRUE(ReloadableKey("config.watch_interval"));
   EXPECT_FALSE(ReloadableKey("server.listen"));
   EXPECT_FALSE(ReloadableKey("server.workers"));
-  EXPECT_FALSE(ReloadableKey("upstream.nodes"));
-  EXPECT_FALSE(ReloadableKey("upstream.max_connections"));
+  EXPECT_FALSE(ReloadableKey("rest.listen"));
+  EXPECT_FALSE(ReloadableKey("admin.listen"));
+  EXPECT_TRUE(ReloadableKey("upstream.nodes"));
+  EXPECT_TRUE(ReloadableKey("upstream.max_connections"));
+  EXPECT_TRUE(ReloadableKey("upstream.tls"));
+  EXPECT_TRUE(ReloadableKey("retry.max_attempts"));
+  EXPECT_TRUE(ReloadableKey("health.medium_interval"));
 }
 
 }  // namespace

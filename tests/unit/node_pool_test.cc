@@ -1354,5 +1354,106 @@ TEST_F(RecyclingTest, CloseReasonsReachTheObserver) {
   EXPECT_STREQ(CloseReasonName(CloseReason::kIdle), "idle");
 }
 
+// --- node set changes (config reload, DNS discovery) ---------------------------------------
+
+TEST_F(NodePoolTest, RetireLetsCallsInFlightFinishThenDrainsEachConnection) {
+  NodePool& pool = MakeReadyPool();
+  PoolConnection* first = AcquireNow(pool);
+  AcquireNow(pool);  // the first connection is at its cap of 2
+  ASSERT_EQ(first, &factory_.conn(0));
+
+  pool.Retire();
+
+  EXPECT_TRUE(pool.retired());
+  EXPECT_FALSE(pool.gone());
+  loop_.RunPosted();
+  EXPECT_EQ(factory_.conn(0).drain_calls(), 0) << "drained with streams still open";
+  factory_.conn(0).StreamClosed();
+  loop_.RunPosted();
+  EXPECT_EQ(factory_.conn(0).drain_calls(), 0);
+  factory_.conn(0).StreamClosed();
+  loop_.RunPosted();
+  EXPECT_EQ(factory_.conn(0).drain_calls(), 1);
+  EXPECT_EQ(pool.stats().draining, 1u);
+  factory_.conn(0).Close();
+  EXPECT_TRUE(pool.gone());
+  EXPECT_EQ(factory_.made(), 1u) << "a retired pool reopened a connection for min_connections";
+  EXPECT_THAT(observer_.closed, ElementsAre(CloseReason::kShutdown));
+}
+
+TEST_F(NodePoolTest, RetireStillServesCallsAlreadyQueued) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  NodePool& pool = MakeReadyPool(options);
+  AcquireNow(pool);
+  AcquireNow(pool);
+  RecordingWaiter& queued = NewWaiter();
+  ASSERT_EQ(pool.Acquire(queued).outcome, NodePool::AcquireOutcome::kQueued);
+
+  pool.Retire();
+  factory_.conn(0).StreamClosed();
+
+  EXPECT_THAT(queued.ready_on(), ElementsAre(&factory_.conn(0)));
+  EXPECT_TRUE(queued.failures().empty());
+  factory_.conn(0).StreamClosed();
+  factory_.conn(0).StreamClosed();
+  loop_.RunPosted();
+  EXPECT_EQ(factory_.conn(0).drain_calls(), 1);
+}
+
+TEST_F(NodePoolTest, NeverConnectedUntilItOpensItsFirstConnection) {
+  NodePoolOptions options = DefaultOptions();
+  options.min_connections = 0;  // a REST pool's default: nothing opens before the first call
+  NodePool& pool = MakePool(options);
+  pool.Start();
+  EXPECT_TRUE(pool.never_connected());
+  EXPECT_EQ(factory_.made(), 0u);
+
+  RecordingWaiter& first = NewWaiter();
+  ASSERT_EQ(pool.Acquire(first).outcome, NodePool::AcquireOutcome::kQueued);
+
+  EXPECT_EQ(factory_.made(), 1u);
+  EXPECT_FALSE(pool.never_connected()) << "a connect under way is not a fresh pool any more";
+  factory_.conn(0).Connect();
+  EXPECT_FALSE(pool.never_connected());
+}
+
+TEST_F(NodePoolTest, UpdateOptionsRaisesTheConnectionBoundForWaitingCalls) {
+  NodePoolOptions options = DefaultOptions();
+  options.max_connections = 1;
+  NodePool& pool = MakeReadyPool(options);
+  AcquireNow(pool);
+  AcquireNow(pool);
+  RecordingWaiter& queued = NewWaiter();
+  ASSERT_EQ(pool.Acquire(queued).outcome, NodePool::AcquireOutcome::kQueued);
+  EXPECT_EQ(factory_.made(), 1u);
+
+  options.max_connections = 2;
+  options.node_name = "ignored";
+  pool.UpdateOptions(options);
+
+  EXPECT_EQ(factory_.made(), 2u) << "the raised bound opens a connection for the waiting call";
+  factory_.conn(1).Connect();
+  EXPECT_THAT(queued.ready_on(), ElementsAre(&factory_.conn(1)));
+  EXPECT_EQ(pool.options().node_name, "qdrant-0:6334");
+}
+
+TEST_F(NodePoolTest, UpdateOptionsLoweringTheBoundDrainsIdleConnectionsAboveIt) {
+  NodePoolOptions options = DefaultOptions();
+  options.min_connections = 3;
+  NodePool& pool = MakePool(options);
+  pool.Start();
+  for (size_t i = 0; i < 3; ++i) factory_.conn(i).Connect();
+  PoolConnection* busy = AcquireNow(pool);
+
+  options.min_connections = 1;
+  options.max_connections = 1;
+  pool.UpdateOptions(options);
+  loop_.RunPosted();
+
+  EXPECT_EQ(pool.stats().draining, 2u);
+  EXPECT_EQ(pool.StateOf(busy), ConnectionState::kReady) << "the connection with a call stays";
+}
+
 }  // namespace
 }  // namespace qpool::pool
