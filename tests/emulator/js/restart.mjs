@@ -1,51 +1,16 @@
 // Riding out a node restart with the official Qdrant gRPC JS client (@qdrant/js-client-grpc): N
 // clients read in a loop for a while, each call bounded by the client's own timeout, which aborts
 // the call on the client side and sends no grpc-timeout (so qpoold sees calls without a deadline).
-// Prints one line per second ("progress calls=N failed=M") and a summary; exits 1 when any call
-// failed. The caller restarts the node meanwhile (tests/e2e/js_client_restart_through_qpoold.sh).
+// The loop and its output are ../restart_loop.mjs's. The caller restarts the node meanwhile
+// (tests/e2e/js_client_restart_through_qpoold.sh).
 //
 //   node restart.mjs --target 127.0.0.1:6334 --clients 10 --seconds 8 --timeout-ms 5000
 import { QdrantClient } from '@qdrant/js-client-grpc';
+import { parseArgs, runRestartLoop } from '../restart_loop.mjs';
 
-function parseArgs(argv) {
-  const args = { clients: '10', seconds: '8', 'timeout-ms': '5000' };
-  for (let i = 0; i < argv.length; i += 2) {
-    if (!argv[i].startsWith('--') || argv[i + 1] === undefined) throw new Error(`bad argument ${argv[i]}`);
-    args[argv[i].slice(2)] = argv[i + 1];
-  }
-  if (!args.target) throw new Error('--target HOST:PORT is required');
-  return args;
-}
-
-async function main() {
-  const args = parseArgs(process.argv.slice(2));
-  const [host, port] = args.target.split(':');
-  const timeout = Number(args['timeout-ms']);
-  const end = Date.now() + Number(args.seconds) * 1000;
-  let calls = 0;
-  const failures = [];
-  const progress = setInterval(() => console.log(`progress calls=${calls} failed=${failures.length}`), 1000);
-  const worker = async () => {
-    const client = new QdrantClient({ host, port: Number(port), timeout });
-    const collections = client.api('collections');
-    while (Date.now() < end) {
-      const started = Date.now();
-      try {
-        await collections.list({});
-      } catch (error) {
-        failures.push(`after ${Date.now() - started} ms: ${error?.message ?? error}`);
-      }
-      calls++;
-    }
-  };
-  await Promise.all(Array.from({ length: Number(args.clients) }, worker));
-  clearInterval(progress);
-  console.log(`done calls=${calls} failed=${failures.length}`);
-  for (const failure of failures.slice(0, 5)) console.log(`failure: ${failure}`);
-  process.exit(failures.length === 0 && calls > 0 ? 0 : 1);
-}
-
-main().catch((error) => {
-  console.error(error);
-  process.exit(2);
+const args = parseArgs(process.argv.slice(2), 'target');
+const [host, port] = args.target.split(':');
+runRestartLoop(args, (timeout) => {
+  const collections = new QdrantClient({ host, port: Number(port), timeout }).api('collections');
+  return () => collections.list({});
 });
