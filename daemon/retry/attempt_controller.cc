@@ -216,7 +216,7 @@ void AttemptController::OnNodeUnreachable(const absl::Status& status) {
   // runs from the timer, never from inside the host's own StartAttempt). How long the call waits
   // for a node, like a gRPC wait-for-ready call:
   //  - with the caller's own deadline, until a try could no longer start before it, less a
-  //    margin (kUnreachableAnswerMargin) for the answer that ends the wait to reach the caller:
+  //    margin (UnreachableAnswerMargin) for the answer that ends the wait to reach the caller:
   //    qpoold's clock starts when it reads grpc-timeout, after the caller's, and an answer sent
   //    at the deadline arrives after the caller gave up, which then sees DEADLINE_EXCEEDED
   //    instead of UNAVAILABLE with the reason;
