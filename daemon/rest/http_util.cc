@@ -3,6 +3,8 @@
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/rfc7230.hpp>
+#include <boost/beast/http/status.hpp>
+#include <iterator>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -33,74 +35,270 @@ namespace {
 
 }  // namespace
 
-bool StripHopByHop(http::fields& fields) {
+// --- HeaderFields ------------------------------------------------------------------------------
+
+void HeaderFields::Clear() {
+  text_.clear();
+  entries_.clear();
+  live_ = 0;
+}
+
+void HeaderFields::Add(http::field name, std::string_view name_string, std::string_view value) {
+  Entry e;
+  e.name = name;
+  e.erased = false;
+  e.at = static_cast<uint32_t>(text_.size());
+  e.name_size = static_cast<uint32_t>(name_string.size());
+  e.value_size = static_cast<uint32_t>(value.size());
+  const size_t run = name_string.size() + 2 + value.size() + 2;
+  const size_t at = text_.size();
+  text_.resize(at + run);  // one growth check, then plain copies
+  char* out = text_.data() + at;
+  std::memcpy(out, name_string.data(), name_string.size());
+  out += name_string.size();
+  out[0] = ':';
+  out[1] = ' ';
+  out += 2;
+  if (!value.empty()) std::memcpy(out, value.data(), value.size());
+  out += value.size();
+  out[0] = '\r';
+  out[1] = '\n';
+  entries_.push_back(e);
+  live_++;
+}
+
+void HeaderFields::Add(http::field name, std::string_view value) {
+  const auto text = http::to_string(name);
+  Add(name, std::string_view(text.data(), text.size()), value);
+}
+
+void HeaderFields::Add(std::string_view name_string, std::string_view value) {
+  Add(http::string_to_field(boost::beast::string_view(name_string.data(), name_string.size())),
+      name_string, value);
+}
+
+bool HeaderFields::Named(const Entry& e, std::string_view name) const {
+  return e.name_size == name.size() &&
+         boost::beast::iequals(boost::beast::string_view(text_.data() + e.at, e.name_size),
+                               boost::beast::string_view(name.data(), name.size()));
+}
+
+std::optional<std::string_view> HeaderFields::Get(http::field name) const {
+  for (const Entry& e : entries_) {
+    if (!e.erased && e.name == name) return FieldOf(e).value;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string_view> HeaderFields::Get(std::string_view name) const {
+  for (const Entry& e : entries_) {
+    if (!e.erased && Named(e, name)) return FieldOf(e).value;
+  }
+  return std::nullopt;
+}
+
+size_t HeaderFields::Count(http::field name) const {
+  size_t n = 0;
+  for (const Entry& e : entries_) n += !e.erased && e.name == name;
+  return n;
+}
+
+size_t HeaderFields::Count(std::string_view name) const {
+  size_t n = 0;
+  for (const Entry& e : entries_) n += !e.erased && Named(e, name);
+  return n;
+}
+
+size_t HeaderFields::Erase(http::field name) {
+  size_t n = 0;
+  for (Entry& e : entries_) {
+    if (!e.erased && e.name == name) {
+      e.erased = true;
+      n++;
+    }
+  }
+  live_ -= n;
+  return n;
+}
+
+size_t HeaderFields::Erase(std::string_view name) {
+  size_t n = 0;
+  for (Entry& e : entries_) {
+    if (!e.erased && Named(e, name)) {
+      e.erased = true;
+      n++;
+    }
+  }
+  live_ -= n;
+  return n;
+}
+
+void HeaderFields::Set(http::field name, std::string_view value) {
+  Erase(name);
+  Add(name, value);
+}
+
+void HeaderFields::Set(std::string_view name, std::string_view value) {
+  Erase(name);
+  Add(name, value);
+}
+
+void HeaderFields::AppendTo(std::string& out, bool skip_host) const {
+  // Runs of fields not erased go out whole.
+  size_t run_at = 0;
+  size_t run_end = 0;
+  for (const Entry& e : entries_) {
+    if (e.erased || (skip_host && e.name == http::field::host)) continue;
+    const size_t size = e.name_size + 2 + e.value_size + 2;
+    if (e.at != run_end) {
+      out.append(text_.data() + run_at, run_end - run_at);
+      run_at = e.at;
+    }
+    run_end = e.at + size;
+  }
+  out.append(text_.data() + run_at, run_end - run_at);
+  out.append("\r\n", 2);
+}
+
+// --- HttpHead ----------------------------------------------------------------------------------
+
+void HttpHead::Clear() {
+  version = 11;
+  method = http::verb::unknown;
+  method_string.clear();
+  target.clear();
+  status = 0;
+  reason.clear();
+  fields.Clear();
+  has_trailers = false;
+  trailers.Clear();
+}
+
+bool HttpHead::KeepAlive() const {
+  const std::optional<std::string_view> connection = fields.Get(http::field::connection);
+  if (version < 11) {
+    return connection &&
+           http::token_list(boost::beast::string_view(connection->data(), connection->size()))
+               .exists("keep-alive");
+  }
+  return !connection ||
+         !http::token_list(boost::beast::string_view(connection->data(), connection->size()))
+              .exists("close");
+}
+
+void HttpHead::SetKeepAlive(bool keep_alive) {
+  std::string value;
+  if (const std::optional<std::string_view> connection = fields.Get(http::field::connection)) {
+    for (auto token :
+         http::token_list(boost::beast::string_view(connection->data(), connection->size()))) {
+      if (boost::beast::iequals(token, "close") || boost::beast::iequals(token, "keep-alive")) {
+        continue;
+      }
+      if (!value.empty()) value += ", ";
+      value.append(token.data(), token.size());
+    }
+  }
+  const char* add = nullptr;
+  if (version < 11 && keep_alive) add = "keep-alive";
+  if (version >= 11 && !keep_alive) add = "close";
+  if (add != nullptr) {
+    if (!value.empty()) value += ", ";
+    value += add;
+  }
+  if (value.empty()) {
+    fields.Erase(http::field::connection);
+  } else {
+    fields.Set(http::field::connection, value);
+  }
+}
+
+bool HttpHead::Chunked() const {
+  const std::optional<std::string_view> te = fields.Get(http::field::transfer_encoding);
+  if (!te) return false;
+  const http::token_list tokens(boost::beast::string_view(te->data(), te->size()));
+  for (auto it = tokens.begin(); it != tokens.end();) {
+    const auto next = std::next(it);
+    if (next == tokens.end()) return boost::beast::iequals(*it, "chunked");
+    it = next;
+  }
+  return false;
+}
+
+void HttpHead::SetChunked() {
+  fields.Set(http::field::transfer_encoding, "chunked");
+  fields.Erase(http::field::content_length);
+}
+
+void HttpHead::SetContentLength(uint64_t length) {
+  char digits[20];
+  char* end = digits + sizeof(digits);
+  char* at = end;
+  do {
+    *--at = static_cast<char>('0' + length % 10);
+    length /= 10;
+  } while (length != 0);
+  fields.Set(http::field::content_length, std::string_view(at, end - at));
+}
+
+// --- hop-by-hop --------------------------------------------------------------------------------
+
+bool StripHopByHop(HeaderFields& fields) {
   // One pass over the fields (most requests and answers have none of these): the fixed names by
   // their enum, then, only when a Connection field named others, those by name.
   bool named_others = false;
   bool te_trailers = false;
-  for (auto it = fields.begin(); it != fields.end();) {
-    switch (it->name()) {
+  bool any = false;
+  fields.ForEach([&](const HeaderFields::Field& field) {
+    switch (field.name) {
       case http::field::connection:
-        for (auto token : http::token_list(it->value())) {
+        for (auto token : http::token_list(
+                 boost::beast::string_view(field.value.data(), field.value.size()))) {
           if (!boost::beast::iequals(token, "close") &&
               !boost::beast::iequals(token, "keep-alive")) {
             named_others = true;
           }
         }
-        if (named_others) {
-          ++it;  // kept until its tokens were read, below
-          continue;
-        }
-        it = fields.erase(it);
-        continue;
+        any = true;
+        return;
       case http::field::te:
-        te_trailers = te_trailers || ListsTrailers(it->value());
-        it = fields.erase(it);
-        continue;
+        te_trailers = te_trailers || ListsTrailers(boost::beast::string_view(
+                                         field.value.data(), field.value.size()));
+        any = true;
+        return;
       case http::field::keep_alive:
       case http::field::transfer_encoding:
       case http::field::upgrade:
       case http::field::proxy_connection:
       case http::field::proxy_authenticate:
       case http::field::proxy_authorization:
-        it = fields.erase(it);
-        continue;
+        any = true;
+        return;
       default:
-        ++it;
+        return;
     }
+  });
+  if (!any) return false;
+  if (named_others) {
+    std::vector<std::string> named;
+    fields.ForEach([&](const HeaderFields::Field& field) {
+      if (field.name != http::field::connection) return;
+      for (auto token :
+           http::token_list(boost::beast::string_view(field.value.data(), field.value.size()))) {
+        named.emplace_back(token);
+      }
+    });
+    for (const std::string& name : named) fields.Erase(name);
   }
-  if (!named_others) return te_trailers;
-  std::vector<std::string> named;
-  for (auto it = fields.find(http::field::connection);
-       it != fields.end() && it->name() == http::field::connection; ++it) {
-    for (auto token : http::token_list(it->value())) named.emplace_back(token);
+  for (const http::field name :
+       {http::field::connection, http::field::te, http::field::keep_alive,
+        http::field::transfer_encoding, http::field::upgrade, http::field::proxy_connection,
+        http::field::proxy_authenticate, http::field::proxy_authorization}) {
+    fields.Erase(name);
   }
-  for (const std::string& name : named) fields.erase(name);
-  fields.erase(http::field::connection);
   return te_trailers;
 }
 
 namespace {
-
-void AppendFields(const http::fields& fields, std::string& out, bool skip_host = false) {
-  for (const auto& field : fields) {
-    if (skip_host && field.name() == http::field::host) continue;
-    const auto name = field.name_string();
-    const auto value = field.value();
-    // Beast keeps a field as one "name: value\r\n" run (what its serializer sends); taken whole
-    // when the views show that layout, piece by piece otherwise.
-    if (value.data() == name.data() + name.size() + 2 &&
-        std::string_view(value.data() + value.size(), 2) == "\r\n") {
-      out.append(name.data(), name.size() + 2 + value.size() + 2);
-      continue;
-    }
-    out.append(name.data(), name.size());
-    out.append(": ", 2);
-    out.append(value.data(), value.size());
-    out.append("\r\n", 2);
-  }
-  out.append("\r\n", 2);
-}
 
 void AppendVersion(unsigned version, std::string& out) {
   const char text[] = {'H', 'T',
@@ -110,39 +308,75 @@ void AppendVersion(unsigned version, std::string& out) {
   out.append(text, sizeof(text));
 }
 
+std::string_view ReasonOf(const HttpHead& response) {
+  if (!response.reason.empty()) return response.reason;
+  const auto reason = http::obsolete_reason(http::int_to_status(response.status));
+  return std::string_view(reason.data(), reason.size());
+}
+
 }  // namespace
 
-void SerializeHead(const http::request_header<>& request, std::string& out, std::string_view host) {
+void SerializeRequestHead(const HttpHead& request, std::string& out, std::string_view host) {
   out.clear();
-  const auto method = request.method_string();
-  const auto target = request.target();
-  out.append(method.data(), method.size());
+  out.append(request.method_string);
   out.push_back(' ');
-  out.append(target.data(), target.size());
+  out.append(request.target);
   out.push_back(' ');
-  AppendVersion(request.version(), out);
+  AppendVersion(request.version, out);
   out.append("\r\n", 2);
   if (!host.empty()) {
     out.append("Host: ", 6);
     out.append(host.data(), host.size());
     out.append("\r\n", 2);
   }
-  AppendFields(request, out, /*skip_host=*/!host.empty());
+  request.fields.AppendTo(out, /*skip_host=*/!host.empty());
 }
 
-void SerializeHead(const http::response_header<>& response, std::string& out) {
+void SerializeResponseHead(const HttpHead& response, std::string& out) {
   out.clear();
-  AppendVersion(response.version(), out);
-  const unsigned code = response.result_int();
+  AppendVersion(response.version, out);
+  const unsigned code = response.status;
   const char status[] = {' ', static_cast<char>('0' + code / 100),
                          static_cast<char>('0' + code / 10 % 10),
                          static_cast<char>('0' + code % 10), ' '};
   out.append(status, sizeof(status));
-  auto reason = response.reason();
-  if (reason.empty()) reason = http::obsolete_reason(response.result());
-  out.append(reason.data(), reason.size());
+  out.append(ReasonOf(response));
   out.append("\r\n", 2);
-  AppendFields(response, out);
+  response.fields.AppendTo(out);
+}
+
+namespace {
+
+void CopyFields(const HeaderFields& fields, http::fields& out) {
+  fields.ForEach([&](const HeaderFields::Field& field) {
+    out.insert(field.name,
+               boost::beast::string_view(field.name_string.data(), field.name_string.size()),
+               boost::beast::string_view(field.value.data(), field.value.size()));
+  });
+}
+
+}  // namespace
+
+http::request_header<> ToBeastRequest(const HttpHead& request) {
+  http::request_header<> out;
+  if (request.method != http::verb::unknown) {
+    out.method(request.method);
+  } else {
+    out.method_string(request.method_string);
+  }
+  out.target(request.target);
+  out.version(request.version);
+  CopyFields(request.fields, out);
+  return out;
+}
+
+http::response_header<> ToBeastResponse(const HttpHead& response) {
+  http::response_header<> out;
+  out.result(response.status);
+  out.reason(response.reason);
+  out.version(response.version);
+  CopyFields(response.fields, out);
+  return out;
 }
 
 void AppendChunkHeader(size_t size, std::string& out) {
@@ -157,9 +391,9 @@ void AppendChunkHeader(size_t size, std::string& out) {
   out.append("\r\n", 2);
 }
 
-void AppendLastChunk(const http::fields& trailers, std::string& out) {
+void AppendLastChunk(const HeaderFields& trailers, std::string& out) {
   out.append("0\r\n", 3);
-  AppendFields(trailers, out);
+  trailers.AppendTo(out);
 }
 
 std::string_view PathOf(std::string_view target) {

@@ -28,6 +28,9 @@ using boost::system::error_code;
 
 // Bytes moved per read and write once a body streams through.
 constexpr size_t kChunkBytes = 64 * 1024;
+// An answer's chunk buffer up to this size stays with the app connection for its next answers
+// (the same bound as the read buffer's, ReadRequest): an idle connection holds little.
+constexpr size_t kKeptChunkBytes = 16 * 1024;
 // An answer's headers from Qdrant, at most: generous, Qdrant's are a few hundred bytes.
 constexpr uint32_t kMaxResponseHeaderBytes = 1 << 20;
 
@@ -89,11 +92,13 @@ void RestSession::ReadRequest() {
     Close();
     return;
   }
-  parser_.emplace();
+  parser_.emplace(request_head_);
   parser_->header_limit(worker_.limits().max_header_bytes);
   parser_->body_limit(worker_.limits().max_body_bytes);
   response_serializer_.reset();
+  response_message_.reset();
   local_reply_.reset();
+  chunk_size_ = 0;
   // A large body's buffer goes back to the allocator: idle keep-alive connections hold little.
   if (body_.capacity() > kChunkBytes) {
     std::string().swap(body_);
@@ -154,7 +159,7 @@ void RestSession::OnRequestHeader(const error_code& ec) {
   if (closed_) return;
   CancelTimer();
   // The app's HTTP version, kept: the request goes on as HTTP/1.1 (BeginUpstream).
-  app_version_ = parser_->get().version() == 10 ? 10 : 11;
+  app_version_ = request_head_.version == 10 ? 10 : 11;
   const RestLimits& limits = worker_.limits();
   if (ec) {
     if (ec == http::error::end_of_stream || ec == boost::asio::error::eof ||
@@ -185,23 +190,22 @@ void RestSession::OnRequestHeader(const error_code& ec) {
   if (worker_.retry().calls_started != nullptr) {
     worker_.retry().calls_started->fetch_add(1, std::memory_order_relaxed);
   }
-  auto& request = parser_->get();
+  HttpHead& request = request_head_;
   if (!refuse_message_.empty()) {
     LocalReply(503, refuse_message_, /*close=*/true);
     return;
   }
-  if (request.version() != 11 && request.version() != 10) {
+  if (request.version != 11 && request.version != 10) {
     // "PRI * HTTP/2.0" (an HTTP/2 client with prior knowledge) lands here.
     worker_.retry().protocol_errors->fetch_add(1, std::memory_order_relaxed);
     LocalReply(400,
                absl::StrCat("qpoold's REST port (rest.listen) speaks HTTP/1.1, got HTTP/",
-                            request.version() / 10, ".", request.version() % 10,
+                            request.version / 10, ".", request.version % 10,
                             "; gRPC goes to server.listen"),
                /*close=*/true);
     return;
   }
-  size_t fields = 0;
-  for (auto it = request.begin(); it != request.end(); ++it) fields++;
+  const size_t fields = request.fields.size();
   if (fields > limits.max_headers) {
     LocalReply(431,
                absl::StrCat("request has ", fields, " header fields, more than rest.max_headers (",
@@ -209,20 +213,21 @@ void RestSession::OnRequestHeader(const error_code& ec) {
                /*close=*/true);
     return;
   }
-  if (auto expect = request.find(http::field::expect); expect != request.end()) {
-    if (!boost::beast::iequals(expect->value(), "100-continue")) {
-      LocalReply(417, absl::StrCat("unsupported Expect: ", std::string(expect->value())), true);
+  if (const std::optional<std::string_view> expect = request.fields.Get(http::field::expect)) {
+    if (!boost::beast::iequals(boost::beast::string_view(expect->data(), expect->size()),
+                               "100-continue")) {
+      LocalReply(417, absl::StrCat("unsupported Expect: ", std::string(*expect)), true);
       return;
     }
     // qpoold answers 100 Continue itself when it is ready for the body; Qdrant gets the body
     // without the expectation.
     expect_continue_ = true;
-    request.erase(http::field::expect);
+    request.fields.Erase(http::field::expect);
   }
-  keep_alive_ = request.keep_alive();
-  head_ = request.method() == http::verb::head;
-  const std::string_view target(request.target().data(), request.target().size());
-  const std::string_view verb(request.method_string().data(), request.method_string().size());
+  keep_alive_ = request.KeepAlive();
+  head_ = request.method == http::verb::head;
+  const std::string_view target = request.target;
+  const std::string_view verb = request.method_string;
   route_ = FindQdrantRestRoute(verb, PathOf(target));
 
   // The deadline: rest.request_timeout, or the request's own ?timeout= plus a second when that
@@ -298,7 +303,7 @@ void RestSession::ReadBodyIntoReplay() {
   const size_t chunk = std::min(kChunkBytes, room);
   const size_t old_size = body_.size();
   body_.resize(old_size + chunk);
-  auto& body = parser_->get().body();
+  auto& body = parser_->body();
   body.data = body_.data() + old_size;
   body.size = chunk;
   ArmTimer(worker_.limits().keepalive_timeout, TimerRole::kBody);
@@ -307,7 +312,7 @@ void RestSession::ReadBodyIntoReplay() {
             [self, old_size, chunk](error_code ec, size_t) {
               if (self->closed_) return;
               self->CancelTimer();
-              self->body_.resize(old_size + chunk - self->parser_->get().body().size);
+              self->body_.resize(old_size + chunk - self->parser_->body().size);
               if (ec == http::error::need_buffer) ec = {};
               if (ec == http::error::body_limit) {
                 self->LocalReply(413,
@@ -353,10 +358,8 @@ void RestSession::ReadBodyIntoReplay() {
 void RestSession::BeginUpstream() {
   const retry::MethodClassifier& classifier = worker_.retry().context->classifier;
   if (!streaming_) {
-    std::string_view encoding;
-    if (auto it = parser_->get().find(http::field::content_encoding); it != parser_->get().end()) {
-      encoding = std::string_view(it->value().data(), it->value().size());
-    }
+    const std::string_view encoding =
+        request_head_.fields.Get(http::field::content_encoding).value_or(std::string_view());
     retry_class_ = classifier.ClassifyRest(
         route_, classifier.RestNeedsBody(route_) ? std::string_view(body_) : std::string_view(),
         encoding);
@@ -364,50 +367,51 @@ void RestSession::BeginUpstream() {
   // The request as Qdrant gets it: no hop-by-hop fields, HTTP/1.1 keep-alive, framed by length
   // when qpoold holds the whole body, chunked when it streams one of unknown length; qpoold's
   // API key, set once here, so every attempt of the request carries the key it started with.
-  auto& request = parser_->get();
-  SetApiKey(request);
+  HttpHead& request = request_head_;
+  SetApiKey(request.fields);
   const auto length = parser_->content_length();
   const bool chunked = parser_->chunked();
-  const bool te_trailers = StripHopByHop(request.base());
-  request.version(11);
+  const bool te_trailers = StripHopByHop(request.fields);
+  request.version = 11;
   if (te_trailers) {
     // The app takes trailer fields, and qpoold passes them on: the next hop may send them too.
-    request.set(http::field::te, "trailers");
-    request.set(http::field::connection, "TE");
+    request.fields.Set(http::field::te, "trailers");
+    request.fields.Set(http::field::connection, "TE");
   }
   request_tail_.clear();
-  if (!streaming_ && parser_->has_trailers()) {
+  if (!streaming_ && request.has_trailers) {
     // The held body goes as one chunk (when it has bytes) and the last chunk carries the
     // trailer fields on (WriteRequest).
-    request.erase(http::field::content_length);
-    request.chunked(true);
+    request.SetChunked();
     if (!body_.empty()) request_tail_.append("\r\n", 2);
-    AppendLastChunk(parser_->trailers(), request_tail_);
+    AppendLastChunk(request.trailers, request_tail_);
   } else if (!streaming_) {
-    if (!body_.empty() || length || chunked) request.content_length(body_.size());
+    if (!body_.empty() || length || chunked) request.SetContentLength(body_.size());
   } else if (chunked) {
-    request.chunked(true);
+    request.SetChunked();
   } else if (length) {
-    request.content_length(*length);
+    request.SetContentLength(*length);
   }
   attempts_.Begin(deadline_, callers_deadline_, retry_class_, /*replayable=*/!streaming_);
 }
 
-void RestSession::SetApiKey(http::request<http::buffer_body>& request) {
+void RestSession::SetApiKey(HeaderFields& request) {
   const std::shared_ptr<const auth::ApiKeys> keys = worker_.host().RestApiKeys();
   if (keys == nullptr) return;
   const std::string_view key =
       keys->For(metrics::ClassifyRestRoute(route_) == metrics::MethodClass::kRead);
   if (key.empty()) return;
-  const bool app_key = request.find("api-key") != request.end();
-  auto bearer = request.find(http::field::authorization);
+  const bool app_key = request.Get(std::string_view("api-key")).has_value();
+  const std::optional<std::string_view> bearer = request.Get(http::field::authorization);
   const bool app_bearer =
-      bearer != request.end() && boost::beast::iequals(bearer->value().substr(0, 7), "bearer ");
+      bearer && boost::beast::iequals(
+                    boost::beast::string_view(bearer->data(), std::min<size_t>(bearer->size(), 7)),
+                    "bearer ");
   if (worker_.host().RestKeyMode() == auth::KeyMode::kIfAbsent && (app_key || app_bearer)) {
     return;  // the app's own key (api-key, or Authorization: Bearer as Qdrant takes it) goes on
   }
-  if (app_bearer) request.erase(http::field::authorization);
-  request.set("api-key", boost::beast::string_view(key.data(), key.size()));
+  if (app_bearer) request.Erase(http::field::authorization);
+  request.Set(std::string_view("api-key"), key);
 }
 
 void RestSession::StartExchange(int slot, int node, int avoid_node) {
@@ -434,7 +438,7 @@ void RestSession::StartExchange(int slot, int node, int avoid_node) {
   ex.io->response.reset();
   ex.io->tail_written = false;
   if (streaming_) {
-    ex.io->request.emplace(parser_->get().base());
+    ex.io->request.emplace(ToBeastRequest(request_head_));
     ex.io->request->set(http::field::host, worker_.node_name(ex.node));
   } else {
     ex.io->request.reset();
@@ -533,7 +537,7 @@ void RestSession::WriteRequest(Exchange& ex) {
     // The whole request is here (framed by its Content-Length, or bodiless): its head (with this
     // node's Host in place of the app's, the request itself untouched) and body in one send. A
     // retry or a hedge writes the same request again.
-    SerializeHead(parser_->get(), io.head, worker_.node_name(ex.node));
+    SerializeRequestHead(request_head_, io.head, worker_.node_name(ex.node));
     if (!request_tail_.empty()) {
       // Trailer fields: the body as one chunk, then the last chunk with them.
       if (!body_.empty()) AppendChunkHeader(body_.size(), io.head);
@@ -574,7 +578,7 @@ void RestSession::RelayRequestChunk() {
   // A streamed body: one exchange, in slot 0 (no retry, no hedge).
   Exchange& ex = exchanges_[0];
   body_.resize(kChunkBytes);
-  auto& body = parser_->get().body();
+  auto& body = parser_->body();
   body.data = body_.data();
   body.size = kChunkBytes;
   ArmTimer(worker_.limits().keepalive_timeout, TimerRole::kBody);
@@ -597,8 +601,8 @@ void RestSession::RelayRequestChunk() {
       }
       return;
     }
-    const size_t got = kChunkBytes - self->parser_->get().body().size;
-    if (self->parser_->is_done() && self->parser_->has_trailers()) {
+    const size_t got = kChunkBytes - self->parser_->body().size;
+    if (self->parser_->is_done() && self->request_head_.has_trailers) {
       self->WriteRequestTail(ex, got);
       return;
     }
@@ -639,7 +643,7 @@ void RestSession::WriteRequestTail(Exchange& ex, size_t got) {
     AppendChunkHeader(got, io.head);
     request_tail_.append("\r\n", 2);
   }
-  AppendLastChunk(parser_->trailers(), request_tail_);
+  AppendLastChunk(request_head_.trailers, request_tail_);
   const std::array<boost::asio::const_buffer, 3> buffers{boost::asio::buffer(io.head),
                                                          boost::asio::buffer(body_.data(), got),
                                                          boost::asio::buffer(request_tail_)};
@@ -667,7 +671,7 @@ void RestSession::WriteRequestTail(Exchange& ex, size_t got) {
 
 void RestSession::ReadResponseHeader(Exchange& ex) {
   ExchangeIo& io = *ex.io;
-  io.response.emplace();
+  io.response.emplace(io.response_head);
   io.response->header_limit(kMaxResponseHeaderBytes);
   // Streamed through, never held whole: no limit.
   io.response->body_limit(std::numeric_limits<std::uint64_t>::max());
@@ -724,8 +728,8 @@ void RestSession::OnResponseHeader(Exchange& ex, const error_code& ec) {
     attempts_.OnLost(ex.slot, never_reached, message);
     return;
   }
-  auto& response = parser.get();
-  const unsigned status = response.result_int();
+  const HttpHead& response = parser.head();
+  const unsigned status = response.status;
   if (status >= 100 && status < 200) {
     if (status == 101) {  // no protocol switch through qpoold
       EndUpstream(/*failed=*/true);
@@ -736,10 +740,9 @@ void RestSession::OnResponseHeader(Exchange& ex, const error_code& ec) {
     return;
   }
   std::optional<int> retry_after;
-  if (auto after = response.find(http::field::retry_after); after != response.end()) {
+  if (const std::optional<std::string_view> after = response.fields.Get(http::field::retry_after)) {
     uint32_t seconds = 0;
-    const auto value = after->value();
-    if (absl::SimpleAtoi(absl::string_view(value.data(), value.size()), &seconds)) {
+    if (absl::SimpleAtoi(absl::string_view(after->data(), after->size()), &seconds)) {
       retry_after = static_cast<int>(std::min<uint32_t>(seconds, 1u << 30));
     }
   }
@@ -772,46 +775,50 @@ void RestSession::ForwardResponse() {
   ResponseParser& parser = *ex.io->response;
   response_started_ = true;
   deadline_timer_.Disarm();
-  auto& response = parser.get();
-  upstream_reusable_ = response.keep_alive();
+  HttpHead& response = parser.head();
+  upstream_reusable_ = response.KeepAlive();
   const auto length = parser.content_length();
   const bool has_body = !parser.is_done();
-  StripHopByHop(response.base());
+  StripHopByHop(response.fields);
   const bool old_client = app_version_ == 10;
-  response.version(app_version_);
+  response.version = app_version_;
   if (length) {
     // Qdrant's Content-Length field stays as it came; repeated ones become one.
-    if (response.count(http::field::content_length) != 1) response.content_length(*length);
+    if (response.fields.Count(http::field::content_length) != 1) {
+      response.SetContentLength(*length);
+    }
   } else if (has_body) {
     // Chunked from Qdrant, or delimited by its close: chunked to a 1.1 app, close-delimited to
     // a 1.0 one.
     if (old_client) {
       close_after_ = true;
     } else {
-      response.chunked(true);
+      response.SetChunked();
     }
   }
   if (draining_) close_after_ = true;
-  response.keep_alive(keep_alive_ && !close_after_ && parser_->is_done());
+  response.SetKeepAlive(keep_alive_ && !close_after_ && parser_->is_done());
   RelayResponseChunk();  // the serializer, if one is needed, comes with the first write
 }
 
 void RestSession::RelayResponseChunk() {
   Exchange& ex = exchanges_[answer_slot_];
   ResponseParser& parser = *ex.io->response;
-  auto& body = parser.get().body();
+  auto& body = parser.body();
   if (parser.is_done()) {
-    body.data = nullptr;
-    body.size = 0;
-    body.more = false;
+    answer_body_ = {nullptr, 0, false};
     WriteResponseChunk();
     return;
   }
-  if (chunk_ == nullptr) {
-    // Sized to the answer when its length is known (most are small); not zeroed.
+  if (chunk_size_ == 0) {
+    // Sized to the answer when its length is known (most are small); not zeroed. A buffer up to
+    // kKeptChunkBytes stays for the connection's next answers.
     const auto left = parser.content_length_remaining();  // boost::optional
     chunk_size_ = left ? static_cast<size_t>(std::min<uint64_t>(*left, kChunkBytes)) : kChunkBytes;
-    chunk_.reset(new char[chunk_size_]);
+    if (chunk_size_ > chunk_capacity_) {
+      chunk_.reset(new char[chunk_size_]);
+      chunk_capacity_ = chunk_size_;
+    }
   }
   body.data = chunk_.get();
   body.size = chunk_size_;
@@ -821,7 +828,7 @@ void RestSession::RelayResponseChunk() {
   // Some of the body (whatever the upstream buffer holds, else what the next read brings), or
   // the end of the answer.
   auto got_some = [&parser, size = chunk_size_](const auto& basic) {
-    return basic.is_done() || parser.get().body().size < size;
+    return basic.is_done() || parser.body().size < size;
   };
   auto on_read = [self, slot, generation, io = ex.io, conn = ex.upstream](error_code ec, size_t) {
     Exchange& ex = self->exchanges_[slot];
@@ -837,16 +844,13 @@ void RestSession::RelayResponseChunk() {
       return;
     }
     ResponseParser& parser = *io->response;
-    auto& body = parser.get().body();
-    const size_t got = self->chunk_size_ - body.size;
-    if (parser.is_done() && parser.has_trailers() && parser.get().chunked()) {
+    const size_t got = self->chunk_size_ - parser.body().size;
+    if (parser.is_done() && parser.head().has_trailers && parser.head().Chunked()) {
       self->WriteResponseTail(got);  // chunked to the app: the trailers go on
       return;
     }
     // No bytes: no data chunk (Beast's serializer would frame an empty buffer as "0\r\n\r\n").
-    body.data = got != 0 ? self->chunk_.get() : nullptr;
-    body.size = got;
-    body.more = !parser.is_done();
+    self->answer_body_ = {got != 0 ? self->chunk_.get() : nullptr, got, !parser.is_done()};
     self->WriteResponseChunk();
   };
   if (!ex.upstream->cleartext()) {
@@ -863,38 +867,28 @@ void RestSession::WriteResponseChunk() {
   ResponseParser& parser = *exchanges_[slot].io->response;
   const uint64_t generation = exchanges_[slot].generation;
   auto self = shared_from_this();
-  auto& response = parser.get();
-  if (!response_serializer_ && parser.is_done() && !response.chunked()) {
+  const HttpHead& response = parser.head();
+  if (!response_serializer_ && parser.is_done() && !response.Chunked()) {
     // The whole answer was read, and it goes out framed as it came (Content-Length, no body, or
     // the close): its head and body in one send, without a body serializer.
-    SerializeHead(response, wire_head_);
-    const auto& body = response.body();  // RelayResponseChunk pointed it at what was read
+    SerializeResponseHead(response, wire_head_);
+    const auto& body = answer_body_;  // what RelayResponseChunk read
     const size_t size = body.data == nullptr ? 0 : body.size;
     WriteHeadAndBody(socket_, boost::asio::buffer(wire_head_), boost::asio::buffer(body.data, size),
                      [self, slot, generation](error_code ec, size_t) {
-                       if (generation != self->exchanges_[slot].generation || self->closed_) {
-                         return;
-                       }
-                       if (ec) {
-                         self->EndUpstream(/*failed=*/false);
-                         self->FinishRequest(499);
-                         self->Close();
-                         return;
-                       }
-                       self->OnResponseDone();
+                       if (self->AnswerWritten(slot, generation, ec)) self->OnResponseDone();
                      });
     return;
   }
-  if (!response_serializer_) response_serializer_.emplace(response);
+  if (!response_serializer_) {
+    // Streamed or chunked: Beast's serializer, over the head as a Beast message.
+    response_message_.emplace(ToBeastResponse(response));
+    response_serializer_.emplace(*response_message_);
+  }
+  response_message_->body() = answer_body_;
   WriteAll(socket_, *response_serializer_, [self, slot, generation](error_code ec, size_t) {
-    if (generation != self->exchanges_[slot].generation || self->closed_) return;
     if (ec == http::error::need_buffer) ec = {};
-    if (ec) {
-      self->EndUpstream(/*failed=*/false);
-      self->FinishRequest(499);
-      self->Close();
-      return;
-    }
+    if (!self->AnswerWritten(slot, generation, ec)) return;
     if (self->response_serializer_->is_done()) {
       self->OnResponseDone();
     } else {
@@ -910,40 +904,49 @@ void RestSession::WriteResponseTail(size_t got) {
   if (response_serializer_) {
     wire_head_.clear();  // the head went out with the first chunk
   } else {
-    SerializeHead(parser.get(), wire_head_);  // the whole answer was read at once
+    SerializeResponseHead(parser.head(), wire_head_);  // the whole answer was read at once
   }
   response_tail_.clear();
   if (got != 0) {
     AppendChunkHeader(got, wire_head_);
     response_tail_.append("\r\n", 2);
   }
-  AppendLastChunk(parser.trailers(), response_tail_);
+  AppendLastChunk(parser.head().trailers, response_tail_);
   const std::array<boost::asio::const_buffer, 3> buffers{boost::asio::buffer(wire_head_),
                                                          boost::asio::buffer(chunk_.get(), got),
                                                          boost::asio::buffer(response_tail_)};
   auto self = shared_from_this();
   WriteBuffers(socket_, buffers, [self, slot, generation](error_code ec, size_t) {
-    if (generation != self->exchanges_[slot].generation || self->closed_) return;
-    if (ec) {
-      self->EndUpstream(/*failed=*/false);
-      self->FinishRequest(499);
-      self->Close();
-      return;
-    }
-    self->OnResponseDone();
+    if (self->AnswerWritten(slot, generation, ec)) self->OnResponseDone();
   });
+}
+
+bool RestSession::AnswerWritten(int slot, uint64_t generation, const error_code& ec) {
+  if (generation != exchanges_[slot].generation || closed_) return false;
+  if (ec) {
+    // The app went away mid-answer: the request ends, and so does its connection.
+    EndUpstream(/*failed=*/false);
+    FinishRequest(499);
+    Close();
+    return false;
+  }
+  return true;
 }
 
 void RestSession::OnResponseDone() {
   Exchange& ex = exchanges_[answer_slot_];
   ExchangeIo& io = *ex.io;
-  const unsigned status = io.response->get().result_int();
+  const unsigned status = io.response_head.status;
   // The request went out whole: held whole (sent before the answer was read), or streamed to the
   // serializer's end.
   const bool request_sent =
       !streaming_ || io.tail_written || (io.serializer && io.serializer->is_done());
   EndExchange(ex, upstream_reusable_ && request_sent && io.response->is_done(), false);
-  chunk_.reset();
+  chunk_size_ = 0;
+  if (chunk_capacity_ > kKeptChunkBytes) {
+    chunk_.reset();
+    chunk_capacity_ = 0;
+  }
   const bool close = close_after_ || !keep_alive_ || !parser_->is_done();
   FinishRequest(status);
   if (close) {

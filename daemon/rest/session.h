@@ -63,10 +63,11 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
                     std::optional<int> retry_after_seconds) override;
 
  private:
-  using Parser = TrailerParser</*kIsRequest=*/true>;
+  using Parser = HeadParser</*kIsRequest=*/true>;
   using Request = boost::beast::http::request<boost::beast::http::buffer_body>;
-  using ResponseParser = TrailerParser</*kIsRequest=*/false>;
+  using ResponseParser = HeadParser</*kIsRequest=*/false>;
   using RequestSerializer = boost::beast::http::request_serializer<boost::beast::http::buffer_body>;
+  using Response = boost::beast::http::response<boost::beast::http::buffer_body>;
   using ResponseSerializer =
       boost::beast::http::response_serializer<boost::beast::http::buffer_body>;
   using LocalResponse = boost::beast::http::response<boost::beast::http::string_body>;
@@ -77,6 +78,7 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
     std::string head;                // a request held whole: its head as this node gets it
     std::optional<Request> request;  // a streamed request as this node gets it (its own Host)
     std::optional<RequestSerializer> serializer;  // a streamed request's
+    HttpHead response_head;  // the answer's head (response's), reused from answer to answer
     std::optional<ResponseParser> response;
     bool tail_written = false;  // a streamed request's last chunk (with trailers) went out
   };
@@ -119,7 +121,7 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
   void BeginUpstream();
   // Puts qpoold's API key on the request (upstream.api_key_*, api_key_mode): the read-only key for
   // a read route when there is one, else the full key.
-  void SetApiKey(boost::beast::http::request<boost::beast::http::buffer_body>& request);
+  void SetApiKey(HeaderFields& request);
   void OnExchangeReady(Exchange& ex, pool::PoolConnection* conn);
   void OnExchangeRefused(Exchange& ex, const absl::Status& status);
   void WriteRequest(Exchange& ex);
@@ -137,6 +139,9 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
   // A chunked answer's end when it has trailer fields: the head if it is not out yet, the last
   // `got` bytes read as a chunk, the last chunk with the trailers.
   void WriteResponseTail(size_t got);
+  // A write of the answer to the app completed: true to go on; false when the exchange moved on,
+  // or when the write failed (then the request ends with 499 and the connection closes).
+  bool AnswerWritten(int slot, uint64_t generation, const boost::system::error_code& ec);
   void OnResponseDone();
   // Ends an exchange: leaves the pool's queue, or gives its connection back to its pool
   // (reusable) or closes it. No-op for an idle slot.
@@ -170,15 +175,21 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
   LazyTimer deadline_timer_;  // rest.request_timeout, until the answer starts
 
   // The request in flight.
+  HttpHead request_head_;  // parser_'s: the request's head, reused from request to request
   std::optional<Parser> parser_;
-  std::optional<ResponseSerializer> response_serializer_;  // the answer to the app
+  // The answer to the app when it streams or goes chunked (Beast's serializer over a copy of its
+  // head); an answer read whole goes out without them.
+  std::optional<Response> response_message_;
+  std::optional<ResponseSerializer> response_serializer_;
+  boost::beast::http::buffer_body::value_type answer_body_{};  // the answer's bytes to write next
   std::unique_ptr<LocalResponse> local_reply_;
   std::string body_;               // the request body as read (the replay copy), or a chunk
   std::string wire_head_;          // the head of the answer being written (SerializeHead)
   std::string request_tail_;       // the request's trailers as its last chunk; empty: none
   std::string response_tail_;      // the answer's trailers as its last chunk
-  std::unique_ptr<char[]> chunk_;  // the answer's chunks, allocated for the first one
-  size_t chunk_size_ = 0;          // chunk_'s size: 64 KiB, or less for a shorter answer
+  std::unique_ptr<char[]> chunk_;  // the answer's chunks (kept between answers when small)
+  size_t chunk_capacity_ = 0;      // chunk_'s size
+  size_t chunk_size_ = 0;  // what this answer uses of it: 64 KiB, or less for a shorter one; 0: unset
   int64_t replay_held_ = 0;        // bytes of body_ counted in the process's replay bytes
   const QdrantRestRoute* route_ = nullptr;
   retry::RetryClass retry_class_ = retry::RetryClass::kNeverRepeat;
