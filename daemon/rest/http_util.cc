@@ -37,23 +37,44 @@ namespace {
 
 // --- HeaderFields ------------------------------------------------------------------------------
 
+HeaderFields& HeaderFields::operator=(const HeaderFields& other) {
+  if (this == &other) return *this;
+  text_size_ = 0;
+  if (other.text_size_ != 0) std::memcpy(Grow(other.text_size_), other.text_.get(), other.text_size_);
+  entries_ = other.entries_;
+  live_ = other.live_;
+  return *this;
+}
+
 void HeaderFields::Clear() {
-  text_.clear();
+  text_size_ = 0;
   entries_.clear();
   live_ = 0;
 }
 
+void HeaderFields::Reallocate(size_t needed) {
+  const size_t capacity = std::max<size_t>({needed, 2 * text_capacity_, 512});
+  std::unique_ptr<char[]> text(new char[capacity]);
+  if (text_size_ != 0) std::memcpy(text.get(), text_.get(), text_size_);
+  text_ = std::move(text);
+  text_capacity_ = capacity;
+}
+
 void HeaderFields::Add(http::field name, std::string_view name_string, std::string_view value) {
+  if (Inside(name_string) || Inside(value)) {
+    // A view of this object's own text (Set(x, *Get(y))): copied first, the text may move.
+    const std::string name_copy(name_string);
+    const std::string value_copy(value);
+    Add(name, name_copy, value_copy);
+    return;
+  }
   Entry e;
   e.name = name;
   e.erased = false;
-  e.at = static_cast<uint32_t>(text_.size());
+  e.at = static_cast<uint32_t>(text_size_);
   e.name_size = static_cast<uint32_t>(name_string.size());
   e.value_size = static_cast<uint32_t>(value.size());
-  const size_t run = name_string.size() + 2 + value.size() + 2;
-  const size_t at = text_.size();
-  text_.resize(at + run);  // one growth check, then plain copies
-  char* out = text_.data() + at;
+  char* out = Grow(name_string.size() + 2 + value.size() + 2);
   std::memcpy(out, name_string.data(), name_string.size());
   out += name_string.size();
   out[0] = ':';
@@ -79,7 +100,7 @@ void HeaderFields::Add(std::string_view name_string, std::string_view value) {
 
 bool HeaderFields::Named(const Entry& e, std::string_view name) const {
   return e.name_size == name.size() &&
-         boost::beast::iequals(boost::beast::string_view(text_.data() + e.at, e.name_size),
+         boost::beast::iequals(boost::beast::string_view(text_.get() + e.at, e.name_size),
                                boost::beast::string_view(name.data(), name.size()));
 }
 
@@ -143,21 +164,39 @@ void HeaderFields::Set(std::string_view name, std::string_view value) {
   Add(name, value);
 }
 
-void HeaderFields::AppendTo(std::string& out, bool skip_host) const {
+size_t HeaderFields::WireSize(bool skip_host) const {
+  size_t size = 2;
+  for (const Entry& e : entries_) {
+    if (e.erased || (skip_host && e.name == http::field::host)) continue;
+    size += e.name_size + 2 + e.value_size + 2;
+  }
+  return size;
+}
+
+char* HeaderFields::WriteTo(char* out, bool skip_host) const {
   // Runs of fields not erased go out whole.
   size_t run_at = 0;
   size_t run_end = 0;
   for (const Entry& e : entries_) {
     if (e.erased || (skip_host && e.name == http::field::host)) continue;
-    const size_t size = e.name_size + 2 + e.value_size + 2;
     if (e.at != run_end) {
-      out.append(text_.data() + run_at, run_end - run_at);
+      if (run_end != run_at) std::memcpy(out, text_.get() + run_at, run_end - run_at);
+      out += run_end - run_at;
       run_at = e.at;
     }
-    run_end = e.at + size;
+    run_end = e.at + e.name_size + 2 + e.value_size + 2;
   }
-  out.append(text_.data() + run_at, run_end - run_at);
-  out.append("\r\n", 2);
+  if (run_end != run_at) std::memcpy(out, text_.get() + run_at, run_end - run_at);
+  out += run_end - run_at;
+  out[0] = '\r';
+  out[1] = '\n';
+  return out + 2;
+}
+
+void HeaderFields::AppendTo(std::string& out, bool skip_host) const {
+  const size_t at = out.size();
+  out.resize(at + WireSize(skip_host));
+  WriteTo(out.data() + at, skip_host);
 }
 
 // --- HttpHead ----------------------------------------------------------------------------------
@@ -187,6 +226,8 @@ bool HttpHead::KeepAlive() const {
 }
 
 void HttpHead::SetKeepAlive(bool keep_alive) {
+  const bool add = version < 11 ? keep_alive : !keep_alive;
+  if (!add && fields.Count(http::field::connection) == 0) return;  // nothing to say, nothing said
   std::string value;
   if (const std::optional<std::string_view> connection = fields.Get(http::field::connection)) {
     for (auto token :
@@ -198,12 +239,9 @@ void HttpHead::SetKeepAlive(bool keep_alive) {
       value.append(token.data(), token.size());
     }
   }
-  const char* add = nullptr;
-  if (version < 11 && keep_alive) add = "keep-alive";
-  if (version >= 11 && !keep_alive) add = "close";
-  if (add != nullptr) {
+  if (add) {
     if (!value.empty()) value += ", ";
-    value += add;
+    value += version < 11 ? "keep-alive" : "close";
   }
   if (value.empty()) {
     fields.Erase(http::field::connection);
@@ -243,69 +281,71 @@ void HttpHead::SetContentLength(uint64_t length) {
 // --- hop-by-hop --------------------------------------------------------------------------------
 
 bool StripHopByHop(HeaderFields& fields) {
-  // One pass over the fields (most requests and answers have none of these): the fixed names by
-  // their enum, then, only when a Connection field named others, those by name.
+  // One pass over the fields by their enum (most requests and answers have none of these), then,
+  // only when a Connection field named others, those by name.
   bool named_others = false;
   bool te_trailers = false;
-  bool any = false;
-  fields.ForEach([&](const HeaderFields::Field& field) {
-    switch (field.name) {
-      case http::field::connection:
-        for (auto token : http::token_list(
-                 boost::beast::string_view(field.value.data(), field.value.size()))) {
+  for (HeaderFields::Entry& e : fields.entries_) {
+    if (e.erased) continue;
+    switch (e.name) {
+      case http::field::connection: {
+        const std::string_view value = fields.FieldOf(e).value;
+        for (auto token : http::token_list(boost::beast::string_view(value.data(), value.size()))) {
           if (!boost::beast::iequals(token, "close") &&
               !boost::beast::iequals(token, "keep-alive")) {
             named_others = true;
           }
         }
-        any = true;
-        return;
-      case http::field::te:
-        te_trailers = te_trailers || ListsTrailers(boost::beast::string_view(
-                                         field.value.data(), field.value.size()));
-        any = true;
-        return;
+        break;
+      }
+      case http::field::te: {
+        const std::string_view value = fields.FieldOf(e).value;
+        te_trailers =
+            te_trailers || ListsTrailers(boost::beast::string_view(value.data(), value.size()));
+        break;
+      }
       case http::field::keep_alive:
       case http::field::transfer_encoding:
       case http::field::upgrade:
       case http::field::proxy_connection:
       case http::field::proxy_authenticate:
       case http::field::proxy_authorization:
-        any = true;
-        return;
+        break;
       default:
-        return;
+        continue;
+    }
+    if (e.name == http::field::connection && named_others) continue;  // read below, then erased
+    e.erased = true;
+    fields.live_--;
+  }
+  if (!named_others) return te_trailers;
+  std::vector<std::string> named;
+  fields.ForEach([&](const HeaderFields::Field& field) {
+    if (field.name != http::field::connection) return;
+    for (auto token :
+         http::token_list(boost::beast::string_view(field.value.data(), field.value.size()))) {
+      named.emplace_back(token);
     }
   });
-  if (!any) return false;
-  if (named_others) {
-    std::vector<std::string> named;
-    fields.ForEach([&](const HeaderFields::Field& field) {
-      if (field.name != http::field::connection) return;
-      for (auto token :
-           http::token_list(boost::beast::string_view(field.value.data(), field.value.size()))) {
-        named.emplace_back(token);
-      }
-    });
-    for (const std::string& name : named) fields.Erase(name);
-  }
-  for (const http::field name :
-       {http::field::connection, http::field::te, http::field::keep_alive,
-        http::field::transfer_encoding, http::field::upgrade, http::field::proxy_connection,
-        http::field::proxy_authenticate, http::field::proxy_authorization}) {
-    fields.Erase(name);
-  }
+  for (const std::string& name : named) fields.Erase(name);
+  fields.Erase(http::field::connection);
   return te_trailers;
 }
 
 namespace {
 
-void AppendVersion(unsigned version, std::string& out) {
+char* Put(char* out, std::string_view text) {
+  if (!text.empty()) std::memcpy(out, text.data(), text.size());
+  return out + text.size();
+}
+
+char* PutVersion(char* out, unsigned version) {
   const char text[] = {'H', 'T',
                        'T', 'P',
                        '/', static_cast<char>('0' + version / 10),
                        '.', static_cast<char>('0' + version % 10)};
-  out.append(text, sizeof(text));
+  std::memcpy(out, text, sizeof(text));
+  return out + sizeof(text);
 }
 
 std::string_view ReasonOf(const HttpHead& response) {
@@ -317,32 +357,42 @@ std::string_view ReasonOf(const HttpHead& response) {
 }  // namespace
 
 void SerializeRequestHead(const HttpHead& request, std::string& out, std::string_view host) {
+  // The size first, then one resize and plain copies.
+  const bool skip_host = !host.empty();
+  const size_t size = request.method_string.size() + 1 + request.target.size() + 1 + 8 + 2 +
+                      (skip_host ? 6 + host.size() + 2 : 0) + request.fields.WireSize(skip_host);
   out.clear();
-  out.append(request.method_string);
-  out.push_back(' ');
-  out.append(request.target);
-  out.push_back(' ');
-  AppendVersion(request.version, out);
-  out.append("\r\n", 2);
-  if (!host.empty()) {
-    out.append("Host: ", 6);
-    out.append(host.data(), host.size());
-    out.append("\r\n", 2);
+  out.resize(size);
+  char* at = out.data();
+  at = Put(at, request.method_string);
+  *at++ = ' ';
+  at = Put(at, request.target);
+  *at++ = ' ';
+  at = PutVersion(at, request.version);
+  at = Put(at, "\r\n");
+  if (skip_host) {
+    at = Put(at, "Host: ");
+    at = Put(at, host);
+    at = Put(at, "\r\n");
   }
-  request.fields.AppendTo(out, /*skip_host=*/!host.empty());
+  request.fields.WriteTo(at, skip_host);
 }
 
 void SerializeResponseHead(const HttpHead& response, std::string& out) {
+  const std::string_view reason = ReasonOf(response);
+  const size_t size = 8 + 5 + reason.size() + 2 + response.fields.WireSize();
   out.clear();
-  AppendVersion(response.version, out);
+  out.resize(size);
+  char* at = PutVersion(out.data(), response.version);
   const unsigned code = response.status;
   const char status[] = {' ', static_cast<char>('0' + code / 100),
                          static_cast<char>('0' + code / 10 % 10),
                          static_cast<char>('0' + code % 10), ' '};
-  out.append(status, sizeof(status));
-  out.append(ReasonOf(response));
-  out.append("\r\n", 2);
-  response.fields.AppendTo(out);
+  std::memcpy(at, status, sizeof(status));
+  at += sizeof(status);
+  at = Put(at, reason);
+  at = Put(at, "\r\n");
+  response.fields.WriteTo(at);
 }
 
 namespace {

@@ -47,6 +47,12 @@ std::string ErrorBody(std::string_view message);
 // Thread-safety: none.
 class HeaderFields {
  public:
+  HeaderFields() = default;
+  HeaderFields(const HeaderFields& other) { *this = other; }
+  HeaderFields& operator=(const HeaderFields& other);
+  HeaderFields(HeaderFields&&) noexcept = default;
+  HeaderFields& operator=(HeaderFields&&) noexcept = default;
+
   struct Field {
     boost::beast::http::field name;  // field::unknown for a name Beast has no enum for
     std::string_view name_string;    // as sent
@@ -81,6 +87,9 @@ class HeaderFields {
   }
   // Appends each field as "name: value\r\n" (skipping Host when `skip_host`), then the empty line.
   void AppendTo(std::string& out, bool skip_host = false) const;
+  // What AppendTo appends: its size, and the bytes written at `out` (returns their end).
+  size_t WireSize(bool skip_host = false) const;
+  char* WriteTo(char* out, bool skip_host = false) const;
 
  private:
   struct Entry {
@@ -90,13 +99,29 @@ class HeaderFields {
     uint32_t name_size;
     uint32_t value_size;
   };
+  friend bool StripHopByHop(HeaderFields& fields);
+
   Field FieldOf(const Entry& e) const {
-    return {e.name, std::string_view(text_.data() + e.at, e.name_size),
-            std::string_view(text_.data() + e.at + e.name_size + 2, e.value_size)};
+    return {e.name, std::string_view(text_.get() + e.at, e.name_size),
+            std::string_view(text_.get() + e.at + e.name_size + 2, e.value_size)};
   }
   bool Named(const Entry& e, std::string_view name) const;
+  // Room for `more` bytes of text (its size grows by them); returns where they go.
+  char* Grow(size_t more) {
+    if (text_size_ + more > text_capacity_) Reallocate(text_size_ + more);
+    char* at = text_.get() + text_size_;
+    text_size_ += more;
+    return at;
+  }
+  void Reallocate(size_t needed);
+  bool Inside(std::string_view view) const {
+    return !view.empty() && view.data() >= text_.get() && view.data() < text_.get() + text_size_;
+  }
 
-  std::string text_;
+  // The runs, back to back; not zeroed, never shrunk (bounded by the header size limits).
+  std::unique_ptr<char[]> text_;
+  size_t text_size_ = 0;
+  size_t text_capacity_ = 0;
   std::vector<Entry> entries_;
   size_t live_ = 0;
 };

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "daemon/common/qdrant_methods.h"
 #include "daemon/rest/http_util.h"
 #include "daemon/retry/method_class.h"
@@ -294,6 +295,10 @@ TEST(RestHttpTest, HeaderFieldsEditLikeBeastsFields) {
   std::string without_host;
   ours.AppendTo(without_host, /*skip_host=*/true);
   EXPECT_EQ(without_host, "api-key: mine\r\nContent-Length: 7\r\n\r\n");
+  for (int i = 0; i < 50; i++) {  // a value viewing the fields' own text, while that text grows
+    ours.Set(absl::StrCat("X-Copy-", i), *ours.Get("api-key"));
+  }
+  EXPECT_EQ(ours.Get("X-Copy-49"), "mine");
   ours.Clear();
   EXPECT_TRUE(ours.empty());
   EXPECT_EQ(ours.Get("Host"), std::nullopt);
