@@ -46,6 +46,17 @@ HeaderFields& HeaderFields::operator=(const HeaderFields& other) {
   return *this;
 }
 
+HeaderFields& HeaderFields::operator=(HeaderFields&& other) noexcept {
+  if (this == &other) return *this;
+  text_ = std::move(other.text_);
+  text_size_ = std::exchange(other.text_size_, 0);
+  text_capacity_ = std::exchange(other.text_capacity_, 0);
+  entries_ = std::move(other.entries_);
+  other.entries_.clear();
+  live_ = std::exchange(other.live_, 0);
+  return *this;
+}
+
 void HeaderFields::Clear() {
   text_size_ = 0;
   entries_.clear();

@@ -30,6 +30,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "daemon/common/event_loop.h"
@@ -50,8 +51,9 @@ class HeaderFields {
   HeaderFields() = default;
   HeaderFields(const HeaderFields& other) { *this = other; }
   HeaderFields& operator=(const HeaderFields& other);
-  HeaderFields(HeaderFields&&) noexcept = default;
-  HeaderFields& operator=(HeaderFields&&) noexcept = default;
+  // A moved-from object is empty and usable.
+  HeaderFields(HeaderFields&& other) noexcept { *this = std::move(other); }
+  HeaderFields& operator=(HeaderFields&& other) noexcept;
 
   struct Field {
     boost::beast::http::field name;  // field::unknown for a name Beast has no enum for

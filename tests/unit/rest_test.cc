@@ -299,6 +299,15 @@ TEST(RestHttpTest, HeaderFieldsEditLikeBeastsFields) {
     ours.Set(absl::StrCat("X-Copy-", i), *ours.Get("api-key"));
   }
   EXPECT_EQ(ours.Get("X-Copy-49"), "mine");
+  rest::HeaderFields copy = ours;  // a copy has its own text
+  rest::HeaderFields moved = std::move(ours);
+  EXPECT_EQ(moved.Get("X-Copy-49"), "mine");
+  EXPECT_TRUE(ours.empty());  // NOLINT(bugprone-use-after-move): moved-from is empty and usable
+  ours.Add("Host", "b");
+  EXPECT_EQ(ours.Get("host"), "b");
+  copy.Set("api-key", "changed");
+  EXPECT_EQ(moved.Get("api-key"), "mine");
+  ours = moved;
   ours.Clear();
   EXPECT_TRUE(ours.empty());
   EXPECT_EQ(ours.Get("Host"), std::nullopt);
