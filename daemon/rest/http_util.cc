@@ -40,7 +40,9 @@ namespace {
 HeaderFields& HeaderFields::operator=(const HeaderFields& other) {
   if (this == &other) return *this;
   text_size_ = 0;
-  if (other.text_size_ != 0) std::memcpy(Grow(other.text_size_), other.text_.get(), other.text_size_);
+  if (other.text_size_ != 0) {
+    std::memcpy(Grow(other.text_size_), other.text_.get(), other.text_size_);
+  }
   entries_ = other.entries_;
   live_ = other.live_;
   return *this;

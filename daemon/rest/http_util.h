@@ -134,7 +134,8 @@ class HeaderFields {
 struct HttpHead {
   unsigned version = 11;  // 10, 11, or what the start line said (20 for "HTTP/2.0")
   // A request's.
-  boost::beast::http::verb method = boost::beast::http::verb::unknown;  // unknown: see the string
+  // unknown for a method Beast has no enum for: method_string has it.
+  boost::beast::http::verb method = boost::beast::http::verb::unknown;
   std::string method_string;  // as sent
   std::string target;
   // An answer's.

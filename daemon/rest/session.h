@@ -189,7 +189,7 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
   std::string response_tail_;      // the answer's trailers as its last chunk
   std::unique_ptr<char[]> chunk_;  // the answer's chunks (kept between answers when small)
   size_t chunk_capacity_ = 0;      // chunk_'s size
-  size_t chunk_size_ = 0;  // what this answer uses of it: 64 KiB, or less for a shorter one; 0: unset
+  size_t chunk_size_ = 0;          // this answer's part of it (64 KiB or less); 0: unset
   int64_t replay_held_ = 0;        // bytes of body_ counted in the process's replay bytes
   const QdrantRestRoute* route_ = nullptr;
   retry::RetryClass retry_class_ = retry::RetryClass::kNeverRepeat;

@@ -268,9 +268,12 @@ TEST(RestHttpTest, HeadParserRecordsTheHeaderAndKeepsTrailerFieldsApart) {
 TEST(RestHttpTest, HeaderFieldsEditLikeBeastsFields) {
   rest::HeaderFields ours;
   boost::beast::http::fields beasts;
-  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
-           {"Host", "a"}, {"api-key", "app"}, {"Accept", "*/*"}, {"API-Key", "second"},
-           {"X-Custom", "1"}}) {
+  for (const auto& [name, value] :
+       std::vector<std::pair<std::string, std::string>>{{"Host", "a"},
+                                                        {"api-key", "app"},
+                                                        {"Accept", "*/*"},
+                                                        {"API-Key", "second"},
+                                                        {"X-Custom", "1"}}) {
     ours.Add(name, value);
     beasts.insert(name, value);
   }
@@ -461,9 +464,8 @@ TEST(RestHttpTest, SerializeHeadMatchesBeastsSerializer) {
   EXPECT_EQ(head, "BREW /x HTTP/1.0\r\nA: b\r\n\r\n");
 
   rest::HttpHead response;
-  Parsed<false>(
-      "HTTP/1.0 200 Fine\r\ncontent-type: application/json\r\nContent-Length: 7\r\n\r\n",
-      response);
+  Parsed<false>("HTTP/1.0 200 Fine\r\ncontent-type: application/json\r\nContent-Length: 7\r\n\r\n",
+                response);
   rest::SerializeResponseHead(response, head);
   EXPECT_EQ(head, BeastHead(rest::ToBeastResponse(response)));
   EXPECT_EQ(head.substr(0, head.find("\r\n") + 2), "HTTP/1.0 200 Fine\r\n");
