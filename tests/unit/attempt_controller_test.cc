@@ -3,7 +3,9 @@
 // records what the controller asks of it; the test plays the upstream.
 #include "daemon/retry/attempt_controller.h"
 
+#include <algorithm>
 #include <atomic>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -339,6 +341,7 @@ TEST_F(AttemptControllerTest, BudgetRefusalPassesTheHeldAnswerOn) {
 }
 
 TEST_F(AttemptControllerTest, RetriesInFlightLimitRefusesWithTokensLeft) {
+  // No window to wait for a place in: no deadline, retry.unreachable_wait off (0).
   RetryTicket a(budget(0)), b(budget(0)), c3(budget(0));  // min_retries_in_flight: 3
   AttemptController& c = Start();
   c.OnAttemptSent(0, 0, loop_.Now());
@@ -346,6 +349,220 @@ TEST_F(AttemptControllerTest, RetriesInFlightLimitRefusesWithTokensLeft) {
   EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kInFlight)], 1);
   ASSERT_TRUE(host_.finished.has_value());
   EXPECT_EQ(host_.finished->message(), "lost");
+}
+
+// Issue 14 item 7: with a window to wait in (retry.unreachable_wait, or the caller's deadline), a
+// retry the retries-in-flight limit refuses waits for a place instead of failing the call.
+TEST_F(AttemptControllerTest, RetryRefusedForAPlaceWaitsForOneAndStartsWhenOneFrees) {
+  context_.unreachable_wait = 10s;
+  RetryTicket a(budget(0)), b(budget(0));  // min_retries_in_flight: 3, all taken
+  auto third = std::make_unique<RetryTicket>(budget(0));
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0, loop_.Now());
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  EXPECT_FALSE(host_.finished.has_value());
+  EXPECT_EQ(context_.waiting_for_node, 1u);  // bounded like queued calls
+  loop_.Advance(3s);
+  EXPECT_EQ(host_.started.size(), 1u);  // no place yet
+  third.reset();                        // another call's retry ended
+  loop_.Advance(1s);
+  ASSERT_EQ(host_.started.size(), 2u);
+  EXPECT_EQ(host_.started[1].kind, AttemptKind::kRetry);
+  EXPECT_EQ(host_.started[1].avoid_node, 0);
+  EXPECT_EQ(budget(0).retries_in_flight(), 3u);  // the retry holds the freed place
+  EXPECT_EQ(context_.waiting_for_node, 0u);
+  EXPECT_EQ(events_.retries[static_cast<int>(RetryReason::kUnavailable)], 1);
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kInFlight)], 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
+  EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kNone), false, true), HeadersVerdict::kForward);
+}
+
+TEST_F(AttemptControllerTest, WaitForARetryPlaceEndsWithUnreachableWaitAndPassesTheAnswerOn) {
+  context_.unreachable_wait = 10s;
+  RetryTicket a(budget(0)), b(budget(0)), c3(budget(0));  // never released
+  const MonoTime start = loop_.Now();
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0, loop_.Now());
+  c.OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, true);
+  c.OnAttemptEnded(0, Outcome(Failure::kNone), absl::OkStatus());
+  loop_.Advance(10s - 1ms);
+  EXPECT_FALSE(host_.passed_on);
+  loop_.Advance(1ms);
+  EXPECT_TRUE(host_.passed_on);  // Qdrant's UNAVAILABLE, as it came, at the window's end
+  EXPECT_EQ(loop_.Now(), start + 10s);
+  EXPECT_EQ(host_.started.size(), 1u);
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kInFlight)], 1);
+  EXPECT_EQ(context_.waiting_for_node, 0u);
+  loop_.Advance(10s);
+  EXPECT_EQ(host_.started.size(), 1u);
+}
+
+TEST_F(AttemptControllerTest, WaitForARetryPlaceEndsBeforeTheCallersDeadline) {
+  context_.unreachable_wait = 10s;  // not for a call with a deadline of its own
+  RetryTicket a(budget(0)), b(budget(0)), c3(budget(0));
+  const MonoTime deadline = loop_.Now() + 2s;
+  AttemptController& c = Start(deadline);
+  c.OnAttemptSent(0, 0, loop_.Now());
+  loop_.Advance(300ms);  // the failed attempt took 300 ms: a retry needs as long
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  EXPECT_FALSE(host_.finished.has_value());
+  loop_.Advance(1s);
+  EXPECT_FALSE(host_.finished.has_value());
+  loop_.Advance(1s);
+  ASSERT_TRUE(host_.finished.has_value());
+  EXPECT_EQ(host_.finished->code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(host_.finished->message().find("retries in flight"), std::string::npos);
+  // Given up when a retry could no longer run 300 ms and answer 100 ms before the deadline.
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kInFlight)], 1);
+  EXPECT_EQ(host_.started.size(), 1u);
+}
+
+TEST_F(AttemptControllerTest, WaitForARetryPlaceGivesUpAtTheLatestUsefulMoment) {
+  RetryTicket a(budget(0)), b(budget(0)), c3(budget(0));
+  const MonoTime deadline = loop_.Now() + 2s;
+  AttemptController& c = Start(deadline);
+  c.OnAttemptSent(0, 0, loop_.Now());
+  loop_.Advance(300ms);
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  while (!host_.finished.has_value() && loop_.Now() < deadline) loop_.Advance(1ms);
+  // deadline - 300 ms (the retry's run) - 100 ms (the answer's margin for a 2 s timeout).
+  EXPECT_EQ(loop_.Now(), deadline - 400ms);
+}
+
+TEST_F(AttemptControllerTest, AppCancellingEndsTheWaitForARetryPlaceAtOnce) {
+  context_.unreachable_wait = 10s;
+  RetryTicket a(budget(0)), b(budget(0)), c3(budget(0));
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0, loop_.Now());
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  EXPECT_EQ(context_.waiting_for_node, 1u);
+  c.Stop();
+  EXPECT_EQ(context_.waiting_for_node, 0u);
+  loop_.Advance(20s);
+  EXPECT_EQ(host_.started.size(), 1u);
+  EXPECT_FALSE(host_.finished.has_value());
+  EXPECT_EQ(budget(0).retries_in_flight(), 3u);
+}
+
+TEST_F(AttemptControllerTest, TokensRunningOutEndTheWaitForARetryPlace) {
+  context_.unreachable_wait = 10s;
+  RetryTicket a(budget(0)), b(budget(0)), c3(budget(0));
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0, loop_.Now());
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  for (int i = 0; i < 50; ++i) budget(0).OnAttemptFailed();  // other calls failing meanwhile
+  loop_.Advance(1s);
+  ASSERT_TRUE(host_.finished.has_value());
+  EXPECT_NE(host_.finished->message().find("tokens"), std::string::npos);
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kBudget)], 1);
+  EXPECT_EQ(context_.waiting_for_node, 0u);
+}
+
+TEST_F(AttemptControllerTest, CallsWaitingForARetryPlaceAreBoundedLikeQueuedOnes) {
+  context_.unreachable_wait = 10s;
+  context_.max_waiting_for_node = 0;
+  RetryTicket a(budget(0)), b(budget(0)), c3(budget(0));
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0, loop_.Now());
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  ASSERT_TRUE(host_.finished.has_value());  // no room to wait: refused at once
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kInFlight)], 1);
+}
+
+TEST_F(AttemptControllerTest, RetryFindingItsNodeUnreachableGivesItsPlaceBack) {
+  context_.unreachable_wait = 10s;
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0, loop_.Now());
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  EXPECT_EQ(budget(0).retries_in_flight(), 1u);
+  loop_.Advance(1s);
+  ASSERT_EQ(host_.started.size(), 2u);
+  c.OnAttemptNotStarted(0, 0, absl::UnavailableError("connect refused"), true);
+  EXPECT_EQ(budget(0).retries_in_flight(), 0u);  // it adds no load to the node it waits for
+  EXPECT_EQ(context_.waiting_for_node, 1u);
+}
+
+// The JS client case of issue 14 at the budget's defaults: 10 calls lose their connection to the
+// only node at once, which is down for 2 s. None fails, and no more than the floor of retries (3)
+// run at once.
+TEST_F(AttemptControllerTest, NodeRestartWithTenCallsInFlightFailsNoCall) {
+  context_.unreachable_wait = 10s;
+  constexpr int kCalls = 10;
+  std::vector<std::unique_ptr<FakeHost>> hosts;
+  std::vector<std::unique_ptr<AttemptController>> calls;
+  for (int i = 0; i < kCalls; ++i) {
+    hosts.push_back(std::make_unique<FakeHost>(loop_));
+    calls.push_back(std::make_unique<AttemptController>(context_, loop_, random_, *hosts[i]));
+    calls[i]->Start(loop_.Now(), std::nullopt);
+    calls[i]->OnAttemptSent(0, 0, loop_.Now());
+  }
+  for (auto& call : calls) {  // the node is killed
+    call->OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  }
+  const MonoTime back = loop_.Now() + 2s;
+  std::vector<size_t> handled(kCalls, 1);
+  uint32_t most_in_flight = 0;
+  for (int step = 0; step < 15000; ++step) {
+    for (int i = 0; i < kCalls; ++i) {
+      if (hosts[i]->started.size() == handled[i]) continue;
+      handled[i] = hosts[i]->started.size();
+      if (loop_.Now() < back) {
+        calls[i]->OnAttemptNotStarted(0, 0, absl::UnavailableError("connect refused"), true);
+      } else {
+        calls[i]->OnAttemptSent(0, 0, loop_.Now());
+        EXPECT_EQ(calls[i]->OnResponseHeaders(0, Outcome(Failure::kNone), false, true),
+                  HeadersVerdict::kForward);
+      }
+    }
+    most_in_flight = std::max(most_in_flight, budget(0).retries_in_flight());
+    loop_.Advance(1ms);
+  }
+  for (int i = 0; i < kCalls; ++i) {
+    EXPECT_TRUE(calls[i]->committed()) << "call " << i;
+    EXPECT_FALSE(hosts[i]->finished.has_value())
+        << "call " << i << ": " << hosts[i]->finished->message();
+  }
+  EXPECT_LE(most_in_flight, 3u);
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kInFlight)], 0);
+}
+
+// What the budget is for still holds: a node that answers UNAVAILABLE fast to everything gets a
+// bounded number of retries, never more than the in-flight limit at once, and the calls fail
+// fast (the tokens end their waits), not at the end of retry.unreachable_wait.
+TEST_F(AttemptControllerTest, NodeAnsweringUnavailableFastGetsBoundedRetries) {
+  context_.unreachable_wait = 10s;
+  constexpr int kCalls = 100;
+  std::vector<std::unique_ptr<FakeHost>> hosts;
+  std::vector<std::unique_ptr<AttemptController>> calls;
+  for (int i = 0; i < kCalls; ++i) {
+    hosts.push_back(std::make_unique<FakeHost>(loop_));
+    calls.push_back(std::make_unique<AttemptController>(context_, loop_, random_, *hosts[i]));
+    calls[i]->Start(loop_.Now(), std::nullopt);
+  }
+  const MonoTime start = loop_.Now();
+  std::vector<size_t> handled(kCalls, 0);
+  size_t attempts = 0;
+  uint32_t most_in_flight = 0;
+  int done = 0;
+  while (done < kCalls && loop_.Now() < start + 20s) {
+    done = 0;
+    for (int i = 0; i < kCalls; ++i) {
+      if (hosts[i]->passed_on) ++done;
+      if (hosts[i]->started.size() == handled[i]) continue;
+      handled[i] = hosts[i]->started.size();
+      ++attempts;
+      calls[i]->OnAttemptSent(0, 0, loop_.Now());
+      calls[i]->OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, true);
+      calls[i]->OnAttemptEnded(0, Outcome(Failure::kNone), absl::OkStatus());
+    }
+    most_in_flight = std::max(most_in_flight, budget(0).retries_in_flight());
+    loop_.Advance(1ms);
+  }
+  EXPECT_EQ(done, kCalls);
+  EXPECT_LT(loop_.Now(), start + 2s);        // failed fast
+  EXPECT_LE(attempts, size_t{kCalls + 50});  // at most half the tokens' worth of retries
+  EXPECT_LE(most_in_flight, 20u);            // max(3, 20% of 100 calls in flight)
+  EXPECT_GT(events_.refused[static_cast<int>(RetryRefusal::kBudget)], 0);
 }
 
 TEST_F(AttemptControllerTest, NeverReachedRetriesAtOnceWithoutSpendingBudget) {
