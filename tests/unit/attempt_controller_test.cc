@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -97,6 +98,33 @@ class AttemptControllerTest : public ::testing::Test {
     return *controller_;
   }
   RetryBudget& budget(int node) { return context_.budgets[static_cast<size_t>(node)]; }
+  // Starts `n` calls without a deadline, each with a fake host of its own (hosts_[i], calls_[i]),
+  // for tests of many calls at once.
+  void StartCalls(int n) {
+    for (int i = 0; i < n; ++i) {
+      hosts_.push_back(std::make_unique<FakeHost>(loop_));
+      calls_.push_back(std::make_unique<AttemptController>(context_, loop_, random_, *hosts_[i]));
+      calls_[i]->Start(loop_.Now(), std::nullopt);
+    }
+  }
+  // Moves the clock in 1 ms steps while `go_on()`: each attempt a call of calls_ starts from now
+  // on is handed to `answer(i)` for the test to play the node. Returns the most retries in flight seen on
+  // node 0's budget meanwhile.
+  uint32_t DriveCalls(const std::function<bool()>& go_on, const std::function<void(int)>& answer) {
+    std::vector<size_t> handled(calls_.size(), 0);
+    for (size_t i = 0; i < calls_.size(); ++i) handled[i] = hosts_[i]->started.size();
+    uint32_t most_in_flight = 0;
+    while (go_on()) {
+      for (size_t i = 0; i < calls_.size(); ++i) {
+        if (hosts_[i]->started.size() == handled[i]) continue;
+        handled[i] = hosts_[i]->started.size();
+        answer(static_cast<int>(i));
+      }
+      most_in_flight = std::max(most_in_flight, budget(0).retries_in_flight());
+      loop_.Advance(1ms);
+    }
+    return most_in_flight;
+  }
 
   testing::FakeEventLoop loop_;
   testing::FakeRandom random_{0.5};  // backoff before retry 1: 25 ms x 0.5
@@ -104,6 +132,8 @@ class AttemptControllerTest : public ::testing::Test {
   RetryContext context_{RetryPolicyOptions{}, RetryBudget::Options{}, /*nodes=*/2, &events_};
   FakeHost host_{loop_};
   std::unique_ptr<AttemptController> controller_;
+  std::vector<std::unique_ptr<FakeHost>> hosts_;  // StartCalls
+  std::vector<std::unique_ptr<AttemptController>> calls_;
 };
 
 TEST_F(AttemptControllerTest, FirstAttemptGoesToTheBalancersChoice) {
@@ -487,40 +517,27 @@ TEST_F(AttemptControllerTest, RetryFindingItsNodeUnreachableGivesItsPlaceBack) {
 // run at once.
 TEST_F(AttemptControllerTest, NodeRestartWithTenCallsInFlightFailsNoCall) {
   context_.unreachable_wait = 10s;
-  constexpr int kCalls = 10;
-  std::vector<std::unique_ptr<FakeHost>> hosts;
-  std::vector<std::unique_ptr<AttemptController>> calls;
-  for (int i = 0; i < kCalls; ++i) {
-    hosts.push_back(std::make_unique<FakeHost>(loop_));
-    calls.push_back(std::make_unique<AttemptController>(context_, loop_, random_, *hosts[i]));
-    calls[i]->Start(loop_.Now(), std::nullopt);
-    calls[i]->OnAttemptSent(0, 0, loop_.Now());
-  }
-  for (auto& call : calls) {  // the node is killed
+  StartCalls(10);
+  for (auto& call : calls_) call->OnAttemptSent(0, 0, loop_.Now());
+  for (auto& call : calls_) {  // the node is killed
     call->OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
   }
   const MonoTime back = loop_.Now() + 2s;
-  std::vector<size_t> handled(kCalls, 1);
-  uint32_t most_in_flight = 0;
-  for (int step = 0; step < 15000; ++step) {
-    for (int i = 0; i < kCalls; ++i) {
-      if (hosts[i]->started.size() == handled[i]) continue;
-      handled[i] = hosts[i]->started.size();
-      if (loop_.Now() < back) {
-        calls[i]->OnAttemptNotStarted(0, 0, absl::UnavailableError("connect refused"), true);
-      } else {
-        calls[i]->OnAttemptSent(0, 0, loop_.Now());
-        EXPECT_EQ(calls[i]->OnResponseHeaders(0, Outcome(Failure::kNone), false, true),
+  const uint32_t most_in_flight = DriveCalls(
+      [&] { return loop_.Now() < back + 13s; },
+      [&](int i) {
+        if (loop_.Now() < back) {
+          calls_[i]->OnAttemptNotStarted(0, 0, absl::UnavailableError("connect refused"), true);
+          return;
+        }
+        calls_[i]->OnAttemptSent(0, 0, loop_.Now());
+        EXPECT_EQ(calls_[i]->OnResponseHeaders(0, Outcome(Failure::kNone), false, true),
                   HeadersVerdict::kForward);
-      }
-    }
-    most_in_flight = std::max(most_in_flight, budget(0).retries_in_flight());
-    loop_.Advance(1ms);
-  }
-  for (int i = 0; i < kCalls; ++i) {
-    EXPECT_TRUE(calls[i]->committed()) << "call " << i;
-    EXPECT_FALSE(hosts[i]->finished.has_value())
-        << "call " << i << ": " << hosts[i]->finished->message();
+      });
+  for (size_t i = 0; i < calls_.size(); ++i) {
+    EXPECT_TRUE(calls_[i]->committed()) << "call " << i;
+    EXPECT_FALSE(hosts_[i]->finished.has_value())
+        << "call " << i << ": " << hosts_[i]->finished->message();
   }
   EXPECT_LE(most_in_flight, 3u);
   EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kInFlight)], 0);
@@ -532,33 +549,22 @@ TEST_F(AttemptControllerTest, NodeRestartWithTenCallsInFlightFailsNoCall) {
 TEST_F(AttemptControllerTest, NodeAnsweringUnavailableFastGetsBoundedRetries) {
   context_.unreachable_wait = 10s;
   constexpr int kCalls = 100;
-  std::vector<std::unique_ptr<FakeHost>> hosts;
-  std::vector<std::unique_ptr<AttemptController>> calls;
-  for (int i = 0; i < kCalls; ++i) {
-    hosts.push_back(std::make_unique<FakeHost>(loop_));
-    calls.push_back(std::make_unique<AttemptController>(context_, loop_, random_, *hosts[i]));
-    calls[i]->Start(loop_.Now(), std::nullopt);
-  }
+  StartCalls(kCalls);
   const MonoTime start = loop_.Now();
-  std::vector<size_t> handled(kCalls, 0);
   size_t attempts = 0;
-  uint32_t most_in_flight = 0;
-  int done = 0;
-  while (done < kCalls && loop_.Now() < start + 20s) {
-    done = 0;
-    for (int i = 0; i < kCalls; ++i) {
-      if (hosts[i]->passed_on) ++done;
-      if (hosts[i]->started.size() == handled[i]) continue;
-      handled[i] = hosts[i]->started.size();
-      ++attempts;
-      calls[i]->OnAttemptSent(0, 0, loop_.Now());
-      calls[i]->OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, true);
-      calls[i]->OnAttemptEnded(0, Outcome(Failure::kNone), absl::OkStatus());
-    }
-    most_in_flight = std::max(most_in_flight, budget(0).retries_in_flight());
-    loop_.Advance(1ms);
-  }
-  EXPECT_EQ(done, kCalls);
+  auto all_answered = [&] {
+    return std::all_of(hosts_.begin(), hosts_.end(), [](const auto& h) { return h->passed_on; });
+  };
+  auto unavailable = [&](int i) {
+    ++attempts;
+    calls_[i]->OnAttemptSent(0, 0, loop_.Now());
+    calls_[i]->OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, true);
+    calls_[i]->OnAttemptEnded(0, Outcome(Failure::kNone), absl::OkStatus());
+  };
+  for (int i = 0; i < kCalls; ++i) unavailable(i);  // the first attempts
+  const uint32_t most_in_flight = DriveCalls(
+      [&] { return !all_answered() && loop_.Now() < start + 20s; }, unavailable);
+  EXPECT_TRUE(all_answered());
   EXPECT_LT(loop_.Now(), start + 2s);        // failed fast
   EXPECT_LE(attempts, size_t{kCalls + 50});  // at most half the tokens' worth of retries
   EXPECT_LE(most_in_flight, 20u);            // max(3, 20% of 100 calls in flight)
