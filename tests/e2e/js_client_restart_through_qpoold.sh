@@ -29,9 +29,9 @@ source "$(dirname "$0")/lib.sh"
 start_emulator_rest "$EMULATOR"
 emulator_pid=${pids[-1]}
 # Each read takes the node 300 ms, so the kill finds every client's call in flight there (10 at
-# once). Over gRPC each loses its connection and needs a policy retry, more at once than the
-# retries-in-flight floor (3); over REST each is retried as sent on a stale connection. Without the
-# latency the kill usually finds no call in flight and the test proves less.
+# once). Each loses its connection and needs a policy retry, more at once than the
+# retries-in-flight floor (3); over REST some are retried instead as sent on a stale connection
+# (transparent). Without the latency the kill usually finds no call in flight and proves less.
 curl -sf --max-time 5 -X PUT "http://$CTL/faults" \
   -d '{"methods":{"List":{"latency_ms":300}}}' >/dev/null
 # qpoold at its defaults: the pool reconnects within upstream.connect_backoff_max (1 s) of the

@@ -98,6 +98,20 @@ class AttemptControllerTest : public ::testing::Test {
     return *controller_;
   }
   RetryBudget& budget(int node) { return context_.budgets[static_cast<size_t>(node)]; }
+  // Takes node 0's every retry place (min_retries_in_flight: 3), for other calls' retries.
+  void TakeEveryRetryPlace() {
+    for (int i = 0; i < 3; ++i) places_.emplace_back(budget(0));
+  }
+  // A call without a deadline (retry.unreachable_wait 10 s) whose attempt lost its connection
+  // while every retry place was taken.
+  AttemptController& CallRefusedARetryPlace() {
+    context_.unreachable_wait = 10s;
+    TakeEveryRetryPlace();
+    AttemptController& c = Start();
+    c.OnAttemptSent(0, 0, loop_.Now());
+    c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+    return c;
+  }
   // Starts `n` calls without a deadline, each with a fake host of its own (hosts_[i], calls_[i]),
   // for tests of many calls at once.
   void StartCalls(int n) {
@@ -132,6 +146,7 @@ class AttemptControllerTest : public ::testing::Test {
   RetryContext context_{RetryPolicyOptions{}, RetryBudget::Options{}, /*nodes=*/2, &events_};
   FakeHost host_{loop_};
   std::unique_ptr<AttemptController> controller_;
+  std::vector<RetryTicket> places_;                // TakeEveryRetryPlace
   std::vector<std::unique_ptr<FakeHost>> hosts_;  // StartCalls
   std::vector<std::unique_ptr<AttemptController>> calls_;
 };
@@ -384,17 +399,12 @@ TEST_F(AttemptControllerTest, RetriesInFlightLimitRefusesWithTokensLeft) {
 // Issue 14 item 7: with a window to wait in (retry.unreachable_wait, or the caller's deadline), a
 // retry the retries-in-flight limit refuses waits for a place instead of failing the call.
 TEST_F(AttemptControllerTest, RetryRefusedForAPlaceWaitsForOneAndStartsWhenOneFrees) {
-  context_.unreachable_wait = 10s;
-  RetryTicket a(budget(0)), b(budget(0));  // min_retries_in_flight: 3, all taken
-  auto third = std::make_unique<RetryTicket>(budget(0));
-  AttemptController& c = Start();
-  c.OnAttemptSent(0, 0, loop_.Now());
-  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  AttemptController& c = CallRefusedARetryPlace();
   EXPECT_FALSE(host_.finished.has_value());
   EXPECT_EQ(context_.waiting_for_node, 1u);  // bounded like queued calls
   loop_.Advance(3s);
   EXPECT_EQ(host_.started.size(), 1u);  // no place yet
-  third.reset();                        // another call's retry ended
+  places_.pop_back();                   // another call's retry ended
   loop_.Advance(1s);
   ASSERT_EQ(host_.started.size(), 2u);
   EXPECT_EQ(host_.started[1].kind, AttemptKind::kRetry);
@@ -409,7 +419,7 @@ TEST_F(AttemptControllerTest, RetryRefusedForAPlaceWaitsForOneAndStartsWhenOneFr
 
 TEST_F(AttemptControllerTest, WaitForARetryPlaceEndsWithUnreachableWaitAndPassesTheAnswerOn) {
   context_.unreachable_wait = 10s;
-  RetryTicket a(budget(0)), b(budget(0)), c3(budget(0));  // never released
+  TakeEveryRetryPlace();  // never given back
   const MonoTime start = loop_.Now();
   AttemptController& c = Start();
   c.OnAttemptSent(0, 0, loop_.Now());
@@ -429,7 +439,7 @@ TEST_F(AttemptControllerTest, WaitForARetryPlaceEndsWithUnreachableWaitAndPasses
 
 TEST_F(AttemptControllerTest, WaitForARetryPlaceEndsBeforeTheCallersDeadline) {
   context_.unreachable_wait = 10s;  // not for a call with a deadline of its own
-  RetryTicket a(budget(0)), b(budget(0)), c3(budget(0));
+  TakeEveryRetryPlace();
   const MonoTime deadline = loop_.Now() + 2s;
   AttemptController& c = Start(deadline);
   c.OnAttemptSent(0, 0, loop_.Now());
@@ -448,7 +458,7 @@ TEST_F(AttemptControllerTest, WaitForARetryPlaceEndsBeforeTheCallersDeadline) {
 }
 
 TEST_F(AttemptControllerTest, WaitForARetryPlaceGivesUpAtTheLatestUsefulMoment) {
-  RetryTicket a(budget(0)), b(budget(0)), c3(budget(0));
+  TakeEveryRetryPlace();
   const MonoTime deadline = loop_.Now() + 2s;
   AttemptController& c = Start(deadline);
   c.OnAttemptSent(0, 0, loop_.Now());
@@ -460,11 +470,7 @@ TEST_F(AttemptControllerTest, WaitForARetryPlaceGivesUpAtTheLatestUsefulMoment) 
 }
 
 TEST_F(AttemptControllerTest, AppCancellingEndsTheWaitForARetryPlaceAtOnce) {
-  context_.unreachable_wait = 10s;
-  RetryTicket a(budget(0)), b(budget(0)), c3(budget(0));
-  AttemptController& c = Start();
-  c.OnAttemptSent(0, 0, loop_.Now());
-  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  AttemptController& c = CallRefusedARetryPlace();
   EXPECT_EQ(context_.waiting_for_node, 1u);
   c.Stop();
   EXPECT_EQ(context_.waiting_for_node, 0u);
@@ -475,11 +481,7 @@ TEST_F(AttemptControllerTest, AppCancellingEndsTheWaitForARetryPlaceAtOnce) {
 }
 
 TEST_F(AttemptControllerTest, TokensRunningOutEndTheWaitForARetryPlace) {
-  context_.unreachable_wait = 10s;
-  RetryTicket a(budget(0)), b(budget(0)), c3(budget(0));
-  AttemptController& c = Start();
-  c.OnAttemptSent(0, 0, loop_.Now());
-  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  CallRefusedARetryPlace();
   for (int i = 0; i < 50; ++i) budget(0).OnAttemptFailed();  // other calls failing meanwhile
   loop_.Advance(1s);
   ASSERT_TRUE(host_.finished.has_value());
@@ -489,12 +491,8 @@ TEST_F(AttemptControllerTest, TokensRunningOutEndTheWaitForARetryPlace) {
 }
 
 TEST_F(AttemptControllerTest, CallsWaitingForARetryPlaceAreBoundedLikeQueuedOnes) {
-  context_.unreachable_wait = 10s;
   context_.max_waiting_for_node = 0;
-  RetryTicket a(budget(0)), b(budget(0)), c3(budget(0));
-  AttemptController& c = Start();
-  c.OnAttemptSent(0, 0, loop_.Now());
-  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  CallRefusedARetryPlace();
   ASSERT_TRUE(host_.finished.has_value());  // no room to wait: refused at once
   EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kInFlight)], 1);
 }
