@@ -280,8 +280,9 @@ struct RetryConfig {
   // half the tokens or fewer remain. Defaults 100 / 0.1.
   uint32_t budget_max_tokens = 100;
   double budget_token_ratio = 0.1;
-  // retry.min_retries_in_flight / retry.retries_in_flight_percent: retries running at once, at
-  // most max(min_retries_in_flight, percent of calls in flight). Defaults 3 / 20.
+  // retry.min_retries_in_flight / retry.retries_in_flight_percent: retries running at once, per
+  // node, at most max(min_retries_in_flight, percent of calls in flight); a retry past it waits
+  // for a place within the call's deadline or unreachable_wait. Defaults 3 / 20.
   uint32_t min_retries_in_flight = 3;
   uint32_t retries_in_flight_percent = 20;
   // retry.methods: overrides of the built-in method classes, by gRPC path:

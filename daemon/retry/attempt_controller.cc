@@ -150,6 +150,7 @@ EndVerdict AttemptController::OnAttemptEnded(int slot, AttemptOutcome outcome,
 
 void AttemptController::Stop() {
   SetWaitingForNode(false);
+  pending_retry_.reset();
   if (retry_timer_) retry_timer_->Cancel();
   retry_ticket_.Release();
   if (hedge_ >= 0 || hedge_timer_) DropHedge();
@@ -183,6 +184,14 @@ void AttemptController::Fail(const AttemptOutcome& outcome, int node,
       // Storm control: the node's tokens, or the retries already running, may say no.
       // Transparent retries cost the node nothing: the request never reached it.
       if (std::optional<RetryRefusal> refusal = budget.Refusal(context_.active_calls)) {
+        // No place among the retries in flight: the call waits for one if it may. The tokens
+        // still bound how many retries a failing node gets; this limit bounds how many run at
+        // once, and a burst of calls losing their connection together (a node restart) should
+        // not fail for it.
+        if (*refusal == RetryRefusal::kInFlight &&
+            WaitForRetryPlace(node, decision, retry_class, outcome.took, final_status)) {
+          return;
+        }
         decision.retry = false;
         decision.refused = refusal;
       }
@@ -200,6 +209,10 @@ void AttemptController::Fail(const AttemptOutcome& outcome, int node,
       context_.events->OnRetryRefused(*decision.refused);
     }
   }
+  FinishWithoutRetry(final_status);
+}
+
+void AttemptController::FinishWithoutRetry(const absl::Status& final_status) {
   if (held_) {
     // Pass the upstream's own answer on, as it was.
     held_ = false;
@@ -210,7 +223,102 @@ void AttemptController::Fail(const AttemptOutcome& outcome, int node,
   GiveUp(final_status);
 }
 
+bool AttemptController::WaitForRetryPlace(int node, const RetryDecision& decision,
+                                          RetryClass retry_class, Duration took,
+                                          const absl::Status& final_status) {
+  // Waiting calls are bounded like queued ones (upstream.max_pending, this worker's share).
+  if (!waiting_for_node_ && context_.waiting_for_node >= context_.max_waiting_for_node) {
+    return false;
+  }
+  const MonoTime now = loop_.Now();
+  pending_retry_ = PendingRetry{node, decision, retry_class, took, now + decision.delay,
+                                final_status, /*polls=*/0};
+  const std::optional<MonoTime> end = RetryPlaceWaitEnd();
+  if (!end || *end - now < std::chrono::milliseconds(1)) {
+    pending_retry_.reset();
+    return false;
+  }
+  SetWaitingForNode(true);
+  state_ = State::kBackoff;
+  ArmRetryPlacePoll(*end);
+  return true;
+}
+
+void AttemptController::ArmRetryPlacePoll(MonoTime end) {
+  // Looks again after a growing, jittered backoff (at least 1 ms), the last look at the window's
+  // end. A place frees when a retry's attempt ends, fails, or finds its node unreachable.
+  const Duration backoff = std::max<Duration>(
+      context_.policy.Backoff(++pending_retry_->polls, random_), std::chrono::milliseconds(1));
+  TimerOf(retry_timer_).Arm(std::min<Duration>(backoff, end - loop_.Now()),
+                            [this] { OnRetryPlacePoll(); });
+}
+
+std::optional<MonoTime> AttemptController::RetryPlaceWaitEnd() const {
+  std::optional<MonoTime> end;
+  if (!callers_deadline_) {
+    // Without a deadline of its own the call waits as it would for an unreachable node; with
+    // retry.unreachable_wait off, not at all (the refusal fails it, as before the wait).
+    if (context_.unreachable_wait <= Duration::zero()) return std::nullopt;
+    end = started_at_ + context_.unreachable_wait;
+  }
+  if (deadline_) {
+    // The retry must be able to run as long as the failed attempt did, and its answer reach the
+    // caller before the caller gives up (UnreachableAnswerMargin).
+    const Duration margin =
+        callers_deadline_ ? UnreachableAnswerMargin(*deadline_ - started_at_) : Duration::zero();
+    const MonoTime latest = *deadline_ - margin - pending_retry_->took;
+    end = end ? std::min(*end, latest) : latest;
+  }
+  return end;
+}
+
+void AttemptController::OnRetryPlacePoll() {
+  const MonoTime now = loop_.Now();
+  RetryBudget& budget = context_.budgets[static_cast<size_t>(pending_retry_->node)];
+  const std::optional<RetryRefusal> refusal = budget.Refusal(context_.active_calls);
+  if (!refusal) {
+    const PendingRetry retry = std::move(*pending_retry_);
+    pending_retry_.reset();
+    SetWaitingForNode(false);
+    retry_ticket_ = RetryTicket(budget);
+    if (context_.events != nullptr) {
+      context_.events->OnRetry(retry.retry_class, retry.decision.reason);
+    }
+    ScheduleRetry(std::max(Duration::zero(), retry.due - now));
+    return;
+  }
+  if (*refusal == RetryRefusal::kInFlight) {
+    const std::optional<MonoTime> end = RetryPlaceWaitEnd();
+    if (end && *end - now >= std::chrono::milliseconds(1)) {
+      ArmRetryPlacePoll(*end);
+      return;
+    }
+  }
+  // No place in time, or the node's tokens ran out meanwhile: the failure goes to the app.
+  absl::Status status = std::move(pending_retry_->final_status);
+  pending_retry_.reset();
+  SetWaitingForNode(false);
+  if (context_.events != nullptr) context_.events->OnRetryRefused(*refusal);
+  if (!status.ok()) {
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - started_at_);
+    status = absl::Status(
+        status.code(),
+        *refusal == RetryRefusal::kInFlight
+            ? absl::StrCat(status.message(),
+                           "; not retried: no place among the retries in flight "
+                           "(retry.min_retries_in_flight) after ",
+                           waited.count(), " ms")
+            : absl::StrCat(status.message(),
+                           "; not retried: the node's retry tokens ran out meanwhile "
+                           "(retry.budget_max_tokens)"));
+  }
+  FinishWithoutRetry(status);
+}
+
 void AttemptController::OnNodeUnreachable(const absl::Status& status) {
+  // A retry whose attempt found no node to reach adds no load there: its place among the retries
+  // in flight goes back to the budget, for a call that can use it.
+  retry_ticket_.Release();
   const RetryPolicy& policy = context_.policy;
   // Nothing was sent: any method may go again, after a jittered backoff (at least 1 ms: the retry
   // runs from the timer, never from inside the host's own StartAttempt). How long the call waits

@@ -22,6 +22,9 @@
 // Contract with the host: StartAttempt reports back (now or later) with OnAttemptSent or
 // OnAttemptNotStarted; CancelAttempt is final (no report follows). The controller never calls the
 // host from a host call it is not answering, except from its own timers.
+// A call waits, without an attempt out, for an unreachable node (OnNodeUnreachable) or for a place
+// among its node's retries in flight (WaitForRetryPlace); both waits count as waiting for a node
+// (RetryContext::waiting_for_node) and end with Stop().
 // Timers are created on first use: a call that neither retries nor hedges allocates none.
 // Thread-safety: none; one call, one worker thread.
 #ifndef QPOOL_DAEMON_RETRY_ATTEMPT_CONTROLLER_H_
@@ -157,6 +160,21 @@ class AttemptController {
   void Fail(const AttemptOutcome& outcome, int node, const absl::Status& final_status);
   // The node could not be reached: tries again within max_attempts, or the deadline when set.
   void OnNodeUnreachable(const absl::Status& status);
+  // The retries-in-flight limit of `node`'s budget refused the retry `decision`: waits for a place
+  // (WaitForRetryPlace) when the call may wait, and returns true; false: the call fails now.
+  bool WaitForRetryPlace(int node, const RetryDecision& decision, RetryClass retry_class,
+                         Duration took, const absl::Status& final_status);
+  // The wait for a place: the retry starts once the budget allows it, the wait goes on while the
+  // limit still says no and the window allows, or the call fails as the refusal says.
+  void OnRetryPlacePoll();
+  // Arms the next look for a place, at the latest at `end` (RetryPlaceWaitEnd).
+  void ArmRetryPlacePoll(MonoTime end);
+  // Until when a retry waiting for a budget place may still start: the caller's deadline (less the
+  // failed attempt's duration and the answer's margin), else retry.unreachable_wait from the
+  // call's start; none (no wait) when neither applies.
+  std::optional<MonoTime> RetryPlaceWaitEnd() const;
+  // No retry: the held answer goes on as it came, or the app gets `final_status`.
+  void FinishWithoutRetry(const absl::Status& final_status);
   void ScheduleRetry(Duration delay);
   void OnPerTryTimeout();
   void OnHedgeDelay();
@@ -164,7 +182,8 @@ class AttemptController {
   void DropHedge();
   void CancelSlot(int slot);
   void GiveUp(const absl::Status& status);
-  // Counts the call in (or out of) the worker's calls waiting for an unreachable node.
+  // Counts the call in (or out of) the worker's calls waiting for an unreachable node (or for a
+  // place in a retry budget).
   void SetWaitingForNode(bool waiting);
   bool HedgeSent() const { return hedge_ >= 0 && tries_[hedge_].phase == Phase::kSent; }
   Timer& TimerOf(std::unique_ptr<Timer>& timer);
@@ -184,11 +203,25 @@ class AttemptController {
   uint32_t unreachable_tries_ = 0;          // picks of a node that could not be reached
   int failed_node_ = -1;                    // the last attempt's node: a retry prefers another
   AttemptOutcome held_outcome_;
-  RetryTicket retry_ticket_;  // the retry in flight, from its scheduling to the next failure
+  // The retry in flight, from its scheduling to the next failure, or until its attempt finds the
+  // node unreachable (it adds no load there: the place goes to another call).
+  RetryTicket retry_ticket_;
+  // A retry waiting for a place in its node's budget (retries in flight): what it will be.
+  struct PendingRetry {
+    int node = -1;  // whose budget
+    RetryDecision decision;
+    RetryClass retry_class = RetryClass::kRead;
+    Duration took{};         // the failed attempt's duration: the retry needs as long
+    MonoTime due{};          // the failure plus the decision's delay: the retry starts no earlier
+    absl::Status final_status;  // the app's answer if the wait ends without a place
+    uint32_t polls = 0;         // looks at the budget so far (the backoff between them grows)
+  };
+  std::optional<PendingRetry> pending_retry_;
   std::optional<MonoTime> deadline_;
   bool callers_deadline_ = false;  // deadline_ is the caller's own
   MonoTime started_at_{};
-  // Backoff before the next attempt, or the per-try timeout of the current one (never both).
+  // Backoff before the next attempt, the next look for a retry place, or the per-try timeout of
+  // the current attempt (never two at once).
   std::unique_ptr<Timer> retry_timer_;
   std::unique_ptr<Timer> hedge_timer_;
 };

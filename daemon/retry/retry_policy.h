@@ -8,7 +8,8 @@
 //    (retry-after / grpc-retry-pushback-ms), after that long; a per-try timeout, for reads only.
 // Outcomes are protocol-neutral (Failure): the gRPC path and an HTTP/1.1 path both map onto them.
 // Either kind is refused when it could not finish before the caller's deadline, when the call has
-// used max_attempts, or when the retry budget (RetryBudget) says no.
+// used max_attempts, or when the retry budget (RetryBudget) says no (its in-flight limit alone
+// makes the call wait for a place instead, when it can: AttemptController).
 //
 // Thread-safety: RetryPolicy is immutable; Decide() is a pure function of its arguments.
 #ifndef QPOOL_DAEMON_RETRY_RETRY_POLICY_H_
@@ -139,7 +140,9 @@ class RetryPolicy {
 //    attempt takes 1, each success gives back token_ratio; retries are allowed only while more than
 //    half the tokens remain. Under a total outage the bucket drains and retries stop, so a dead
 //    node sees at most ~max_tokens/2 extra attempts, not max_attempts x the traffic.
-//  - Retries in flight at once: at most max(min_concurrent, ratio x active calls).
+//  - Retries in flight at once: at most max(min_concurrent, ratio x active calls). A retry this
+//    limit alone refuses waits for a place when its call has time to (AttemptController): the
+//    limit bounds how many retries run at once, the tokens how many a failing node gets.
 // Thread-safety: none; one per worker (and node), used on its thread.
 class RetryBudget {
  public:

@@ -28,13 +28,17 @@ source "$(dirname "$0")/lib.sh"
 
 start_emulator_rest "$EMULATOR"
 emulator_pid=${pids[-1]}
-# qpoold at its defaults but one: the pool reconnects within upstream.connect_backoff_max (1 s) of
-# the node's return, and calls without a deadline wait for it (retry.unreachable_wait, 10 s). The
-# calls in flight at the kill lose their connection and are retried by policy: up to 10 of them at
-# once, more than the default retries-in-flight floor (3, Envoy's default too), hence
-# min_retries_in_flight 10, as retry_e2e_test's node-kill test does with 8.
-printf 'retry:\n  min_retries_in_flight: 10\n' >"$WORK/qpool.yaml"
-start_qpoold "$QPOOLD" --config "$WORK/qpool.yaml" --upstream "$EMU" --rest-upstream "$REST"
+# Each read takes the node 300 ms, so the kill finds every client's call in flight there (10 at
+# once). Each loses its connection and needs a policy retry, more at once than the
+# retries-in-flight floor (3); over REST some are retried instead as sent on a stale connection
+# (transparent). Without the latency the kill usually finds no call in flight and proves less.
+curl -sf --max-time 5 -X PUT "http://$CTL/faults" \
+  -d '{"methods":{"List":{"latency_ms":300}}}' >/dev/null
+# qpoold at its defaults: the pool reconnects within upstream.connect_backoff_max (1 s) of the
+# node's return, calls without a deadline wait for it (retry.unreachable_wait, 10 s), and the calls
+# in flight at the kill (up to 10, more than the retries-in-flight floor of 3) wait for a place in
+# the retry budget rather than fail (docs/retries.md, "Storm control").
+start_qpoold "$QPOOLD" --upstream "$EMU" --rest-upstream "$REST"
 if [ "$MODE" = grpc ]; then
   target=(--target "$QP")
 else
@@ -63,6 +67,8 @@ echo "node down for $(( ($(date +%s%N) - down_at) / 1000000 )) ms"
 status=0
 wait "$clients_pid" || status=$?
 cat "$WORK/clients.out"
+# What the retry budget did (qpool_retries_refused_total by reason), for the record.
+curl -sf --max-time 5 "http://$QP_ADMIN/metrics" | grep -E '^qpool_retries_(refused_)?total' || true
 if [ "$status" -ne 0 ]; then
   echo "FAILED: calls failed across a 2 s restart of the only node ($MODE)" >&2
   grep -E 'tried|unreachable|cannot connect' "$WORK/qpoold.log" | head -5 >&2 || true

@@ -441,9 +441,9 @@ TEST_F(RetryE2eTest, ThreeMebibyteUpsertIsRetriedFiveIsNotAndCounted) {
 // Two nodes; one is SIGKILLed while reads and id-scoped writes run with 5 s deadlines: calls in
 // flight on it are retried on the other, new calls go to the other, and none fails.
 // With 8 callers about 4 calls are in flight on the node when it dies, and all 4 need a retry at
-// once; the default storm control (retries in flight at most max(3, 20% of calls in flight))
-// would refuse the 4th, as Envoy's retry budget does. min_retries_in_flight 8 lets them all run;
-// the test checks that no retry was refused.
+// once; the default storm control (retries in flight at most max(3, 20% of calls in flight)) has
+// places for 3, and the 4th waits for one within its deadline instead of failing (Envoy's retry
+// budget would refuse it). qpoold runs at its defaults; the test checks that no retry was refused.
 TEST_F(RetryE2eTest, NodeKilledUnderLoadFailsNoReadOrIdScopedWrite) {
   Emulator& a = StartEmulator();
   Emulator& b = StartEmulator();
@@ -451,7 +451,7 @@ TEST_F(RetryE2eTest, NodeKilledUnderLoadFailsNoReadOrIdScopedWrite) {
   ASSERT_NO_FATAL_FAILURE(CreateCollection(b.Channel()));
   // Some latency, so that calls are in flight on the node when it dies.
   ASSERT_NO_FATAL_FAILURE(b.SetFaults(R"({"methods":{"*":{"latency_ms":5}}})"));
-  ASSERT_NO_FATAL_FAILURE(StartQpoold("  min_retries_in_flight: 8\n"));
+  ASSERT_NO_FATAL_FAILURE(StartQpoold(""));
   std::atomic<bool> killed{false};
   std::thread killer([&] {
     // Kill once the node has served a few hundred calls: load is flowing through both nodes.

@@ -3,7 +3,10 @@
 // records what the controller asks of it; the test plays the upstream.
 #include "daemon/retry/attempt_controller.h"
 
+#include <algorithm>
 #include <atomic>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -95,6 +98,47 @@ class AttemptControllerTest : public ::testing::Test {
     return *controller_;
   }
   RetryBudget& budget(int node) { return context_.budgets[static_cast<size_t>(node)]; }
+  // Takes node 0's every retry place (min_retries_in_flight: 3), for other calls' retries.
+  void TakeEveryRetryPlace() {
+    for (int i = 0; i < 3; ++i) places_.emplace_back(budget(0));
+  }
+  // A call without a deadline (retry.unreachable_wait 10 s) whose attempt lost its connection
+  // while every retry place was taken.
+  AttemptController& CallRefusedARetryPlace() {
+    context_.unreachable_wait = 10s;
+    TakeEveryRetryPlace();
+    AttemptController& c = Start();
+    c.OnAttemptSent(0, 0, loop_.Now());
+    c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+    return c;
+  }
+  // Starts `n` calls without a deadline, each with a fake host of its own (hosts_[i], calls_[i]),
+  // for tests of many calls at once.
+  void StartCalls(int n) {
+    for (int i = 0; i < n; ++i) {
+      hosts_.push_back(std::make_unique<FakeHost>(loop_));
+      calls_.push_back(std::make_unique<AttemptController>(context_, loop_, random_, *hosts_[i]));
+      calls_[i]->Start(loop_.Now(), std::nullopt);
+    }
+  }
+  // Moves the clock in 1 ms steps while `go_on()`: each attempt a call of calls_ starts from now
+  // on is handed to `answer(i)` for the test to play the node. Returns the most retries in flight seen on
+  // node 0's budget meanwhile.
+  uint32_t DriveCalls(const std::function<bool()>& go_on, const std::function<void(int)>& answer) {
+    std::vector<size_t> handled(calls_.size(), 0);
+    for (size_t i = 0; i < calls_.size(); ++i) handled[i] = hosts_[i]->started.size();
+    uint32_t most_in_flight = 0;
+    while (go_on()) {
+      for (size_t i = 0; i < calls_.size(); ++i) {
+        if (hosts_[i]->started.size() == handled[i]) continue;
+        handled[i] = hosts_[i]->started.size();
+        answer(static_cast<int>(i));
+      }
+      most_in_flight = std::max(most_in_flight, budget(0).retries_in_flight());
+      loop_.Advance(1ms);
+    }
+    return most_in_flight;
+  }
 
   testing::FakeEventLoop loop_;
   testing::FakeRandom random_{0.5};  // backoff before retry 1: 25 ms x 0.5
@@ -102,6 +146,9 @@ class AttemptControllerTest : public ::testing::Test {
   RetryContext context_{RetryPolicyOptions{}, RetryBudget::Options{}, /*nodes=*/2, &events_};
   FakeHost host_{loop_};
   std::unique_ptr<AttemptController> controller_;
+  std::vector<RetryTicket> places_;                // TakeEveryRetryPlace
+  std::vector<std::unique_ptr<FakeHost>> hosts_;  // StartCalls
+  std::vector<std::unique_ptr<AttemptController>> calls_;
 };
 
 TEST_F(AttemptControllerTest, FirstAttemptGoesToTheBalancersChoice) {
@@ -339,6 +386,7 @@ TEST_F(AttemptControllerTest, BudgetRefusalPassesTheHeldAnswerOn) {
 }
 
 TEST_F(AttemptControllerTest, RetriesInFlightLimitRefusesWithTokensLeft) {
+  // No window to wait for a place in: no deadline, retry.unreachable_wait off (0).
   RetryTicket a(budget(0)), b(budget(0)), c3(budget(0));  // min_retries_in_flight: 3
   AttemptController& c = Start();
   c.OnAttemptSent(0, 0, loop_.Now());
@@ -346,6 +394,179 @@ TEST_F(AttemptControllerTest, RetriesInFlightLimitRefusesWithTokensLeft) {
   EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kInFlight)], 1);
   ASSERT_TRUE(host_.finished.has_value());
   EXPECT_EQ(host_.finished->message(), "lost");
+}
+
+// Issue 14 item 7: with a window to wait in (retry.unreachable_wait, or the caller's deadline), a
+// retry the retries-in-flight limit refuses waits for a place instead of failing the call.
+TEST_F(AttemptControllerTest, RetryRefusedForAPlaceWaitsForOneAndStartsWhenOneFrees) {
+  AttemptController& c = CallRefusedARetryPlace();
+  EXPECT_FALSE(host_.finished.has_value());
+  EXPECT_EQ(context_.waiting_for_node, 1u);  // bounded like queued calls
+  loop_.Advance(3s);
+  EXPECT_EQ(host_.started.size(), 1u);  // no place yet
+  places_.pop_back();                   // another call's retry ended
+  loop_.Advance(1s);
+  ASSERT_EQ(host_.started.size(), 2u);
+  EXPECT_EQ(host_.started[1].kind, AttemptKind::kRetry);
+  EXPECT_EQ(host_.started[1].avoid_node, 0);
+  EXPECT_EQ(budget(0).retries_in_flight(), 3u);  // the retry holds the freed place
+  EXPECT_EQ(context_.waiting_for_node, 0u);
+  EXPECT_EQ(events_.retries[static_cast<int>(RetryReason::kUnavailable)], 1);
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kInFlight)], 0);
+  c.OnAttemptSent(0, 0, loop_.Now());
+  EXPECT_EQ(c.OnResponseHeaders(0, Outcome(Failure::kNone), false, true), HeadersVerdict::kForward);
+}
+
+TEST_F(AttemptControllerTest, WaitForARetryPlaceEndsWithUnreachableWaitAndPassesTheAnswerOn) {
+  context_.unreachable_wait = 10s;
+  TakeEveryRetryPlace();  // never given back
+  const MonoTime start = loop_.Now();
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0, loop_.Now());
+  c.OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, true);
+  c.OnAttemptEnded(0, Outcome(Failure::kNone), absl::OkStatus());
+  loop_.Advance(10s - 1ms);
+  EXPECT_FALSE(host_.passed_on);
+  loop_.Advance(1ms);
+  EXPECT_TRUE(host_.passed_on);  // Qdrant's UNAVAILABLE, as it came, at the window's end
+  EXPECT_EQ(loop_.Now(), start + 10s);
+  EXPECT_EQ(host_.started.size(), 1u);
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kInFlight)], 1);
+  EXPECT_EQ(context_.waiting_for_node, 0u);
+  loop_.Advance(10s);
+  EXPECT_EQ(host_.started.size(), 1u);
+}
+
+TEST_F(AttemptControllerTest, WaitForARetryPlaceEndsBeforeTheCallersDeadline) {
+  context_.unreachable_wait = 10s;  // not for a call with a deadline of its own
+  TakeEveryRetryPlace();
+  const MonoTime deadline = loop_.Now() + 2s;
+  AttemptController& c = Start(deadline);
+  c.OnAttemptSent(0, 0, loop_.Now());
+  loop_.Advance(300ms);  // the failed attempt took 300 ms: a retry needs as long
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  EXPECT_FALSE(host_.finished.has_value());
+  loop_.Advance(1s);
+  EXPECT_FALSE(host_.finished.has_value());
+  loop_.Advance(1s);
+  ASSERT_TRUE(host_.finished.has_value());
+  EXPECT_EQ(host_.finished->code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(host_.finished->message().find("retries in flight"), std::string::npos);
+  // Given up when a retry could no longer run 300 ms and answer 100 ms before the deadline.
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kInFlight)], 1);
+  EXPECT_EQ(host_.started.size(), 1u);
+}
+
+TEST_F(AttemptControllerTest, WaitForARetryPlaceGivesUpAtTheLatestUsefulMoment) {
+  TakeEveryRetryPlace();
+  const MonoTime deadline = loop_.Now() + 2s;
+  AttemptController& c = Start(deadline);
+  c.OnAttemptSent(0, 0, loop_.Now());
+  loop_.Advance(300ms);
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  while (!host_.finished.has_value() && loop_.Now() < deadline) loop_.Advance(1ms);
+  // deadline - 300 ms (the retry's run) - 100 ms (the answer's margin for a 2 s timeout).
+  EXPECT_EQ(loop_.Now(), deadline - 400ms);
+}
+
+TEST_F(AttemptControllerTest, AppCancellingEndsTheWaitForARetryPlaceAtOnce) {
+  AttemptController& c = CallRefusedARetryPlace();
+  EXPECT_EQ(context_.waiting_for_node, 1u);
+  c.Stop();
+  EXPECT_EQ(context_.waiting_for_node, 0u);
+  loop_.Advance(20s);
+  EXPECT_EQ(host_.started.size(), 1u);
+  EXPECT_FALSE(host_.finished.has_value());
+  EXPECT_EQ(budget(0).retries_in_flight(), 3u);
+}
+
+TEST_F(AttemptControllerTest, TokensRunningOutEndTheWaitForARetryPlace) {
+  CallRefusedARetryPlace();
+  for (int i = 0; i < 50; ++i) budget(0).OnAttemptFailed();  // other calls failing meanwhile
+  loop_.Advance(1s);
+  ASSERT_TRUE(host_.finished.has_value());
+  EXPECT_NE(host_.finished->message().find("tokens"), std::string::npos);
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kBudget)], 1);
+  EXPECT_EQ(context_.waiting_for_node, 0u);
+}
+
+TEST_F(AttemptControllerTest, CallsWaitingForARetryPlaceAreBoundedLikeQueuedOnes) {
+  context_.max_waiting_for_node = 0;
+  CallRefusedARetryPlace();
+  ASSERT_TRUE(host_.finished.has_value());  // no room to wait: refused at once
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kInFlight)], 1);
+}
+
+TEST_F(AttemptControllerTest, RetryFindingItsNodeUnreachableGivesItsPlaceBack) {
+  context_.unreachable_wait = 10s;
+  AttemptController& c = Start();
+  c.OnAttemptSent(0, 0, loop_.Now());
+  c.OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  EXPECT_EQ(budget(0).retries_in_flight(), 1u);
+  loop_.Advance(1s);
+  ASSERT_EQ(host_.started.size(), 2u);
+  c.OnAttemptNotStarted(0, 0, absl::UnavailableError("connect refused"), true);
+  EXPECT_EQ(budget(0).retries_in_flight(), 0u);  // it adds no load to the node it waits for
+  EXPECT_EQ(context_.waiting_for_node, 1u);
+}
+
+// The JS client case of issue 14 at the budget's defaults: 10 calls lose their connection to the
+// only node at once, which is down for 2 s. None fails, and no more than the floor of retries (3)
+// run at once.
+TEST_F(AttemptControllerTest, NodeRestartWithTenCallsInFlightFailsNoCall) {
+  context_.unreachable_wait = 10s;
+  StartCalls(10);
+  for (auto& call : calls_) call->OnAttemptSent(0, 0, loop_.Now());
+  for (auto& call : calls_) {  // the node is killed
+    call->OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  }
+  const MonoTime back = loop_.Now() + 2s;
+  const uint32_t most_in_flight = DriveCalls(
+      [&] { return loop_.Now() < back + 13s; },
+      [&](int i) {
+        if (loop_.Now() < back) {
+          calls_[i]->OnAttemptNotStarted(0, 0, absl::UnavailableError("connect refused"), true);
+          return;
+        }
+        calls_[i]->OnAttemptSent(0, 0, loop_.Now());
+        EXPECT_EQ(calls_[i]->OnResponseHeaders(0, Outcome(Failure::kNone), false, true),
+                  HeadersVerdict::kForward);
+      });
+  for (size_t i = 0; i < calls_.size(); ++i) {
+    EXPECT_TRUE(calls_[i]->committed()) << "call " << i;
+    EXPECT_FALSE(hosts_[i]->finished.has_value())
+        << "call " << i << ": " << hosts_[i]->finished->message();
+  }
+  EXPECT_LE(most_in_flight, 3u);
+  EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kInFlight)], 0);
+}
+
+// What the budget is for still holds: a node that answers UNAVAILABLE fast to everything gets a
+// bounded number of retries, never more than the in-flight limit at once, and the calls fail
+// fast (the tokens end their waits), not at the end of retry.unreachable_wait.
+TEST_F(AttemptControllerTest, NodeAnsweringUnavailableFastGetsBoundedRetries) {
+  context_.unreachable_wait = 10s;
+  constexpr int kCalls = 100;
+  StartCalls(kCalls);
+  const MonoTime start = loop_.Now();
+  size_t attempts = 0;
+  auto all_answered = [&] {
+    return std::all_of(hosts_.begin(), hosts_.end(), [](const auto& h) { return h->passed_on; });
+  };
+  auto unavailable = [&](int i) {
+    ++attempts;
+    calls_[i]->OnAttemptSent(0, 0, loop_.Now());
+    calls_[i]->OnResponseHeaders(0, Outcome(Failure::kUnavailable), true, true);
+    calls_[i]->OnAttemptEnded(0, Outcome(Failure::kNone), absl::OkStatus());
+  };
+  for (int i = 0; i < kCalls; ++i) unavailable(i);  // the first attempts
+  const uint32_t most_in_flight = DriveCalls(
+      [&] { return !all_answered() && loop_.Now() < start + 20s; }, unavailable);
+  EXPECT_TRUE(all_answered());
+  EXPECT_LT(loop_.Now(), start + 2s);        // failed fast
+  EXPECT_LE(attempts, size_t{kCalls + 50});  // at most half the tokens' worth of retries
+  EXPECT_LE(most_in_flight, 20u);            // max(3, 20% of 100 calls in flight)
+  EXPECT_GT(events_.refused[static_cast<int>(RetryRefusal::kBudget)], 0);
 }
 
 TEST_F(AttemptControllerTest, NeverReachedRetriesAtOnceWithoutSpendingBudget) {
