@@ -30,6 +30,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/support/raw_http_upstream.h"
 #include "tests/support/rest_test_upstream.h"
+#include "tests/support/test_certs.h"
 #include "tests/support/test_util.h"
 
 namespace qpool::testing {
@@ -701,12 +702,18 @@ TEST_F(RestForwardingTest, ThousandAppConnectionsShareFourUpstreamConnections) {
 class RestRawUpstreamTest : public RestForwardingTest {
  protected:
   void SetUp() override {
+    if (tls_ && TestCertsDir().empty()) GTEST_SKIP() << "the openssl command is not available";
     RestForwardingTest::SetUp();
-    auto raw = RawHttpUpstream::Start();
+    auto raw = tls_ ? RawHttpUpstream::StartTls(TestCert("server.pem"), TestCert("server.key"))
+                    : RawHttpUpstream::Start();
     ASSERT_TRUE(raw.ok()) << raw.status();
     raw_ = std::move(*raw);
     StartProxy([this](config::Config& c) {
       c.upstream.rest_nodes = {{"127.0.0.1", raw_->port()}};
+      if (tls_) {
+        c.upstream.tls.defaults.enabled = true;
+        c.upstream.tls.defaults.ca_file = TestCert("ca.pem");
+      }
       if (edit_) edit_(c);
     });
   }
@@ -715,6 +722,7 @@ class RestRawUpstreamTest : public RestForwardingTest {
     if (raw_ != nullptr) raw_->Stop();
   }
 
+  bool tls_ = false;  // the node speaks TLS (upstream.tls with the test CA)
   std::function<void(config::Config&)> edit_;
   std::unique_ptr<RawHttpUpstream> raw_;
 };
@@ -724,6 +732,17 @@ std::pair<std::string, std::string> SplitHead(const std::string& raw) {
   const size_t end = raw.find("\r\n\r\n");
   if (end == std::string::npos) return {raw, ""};
   return {raw.substr(0, end + 4), raw.substr(end + 4)};
+}
+
+// The body of `raw` when it is exactly one whole request (parsed by Beast); nullopt otherwise.
+std::optional<std::string> BodyOfWholeRequest(const std::string& raw) {
+  http::request_parser<http::string_body> parser;
+  parser.eager(true);
+  parser.body_limit(1 << 20);
+  boost::system::error_code ec;
+  const size_t used = parser.put(boost::asio::buffer(raw), ec);
+  if (ec || !parser.is_done() || used != raw.size()) return std::nullopt;
+  return parser.get().body();
 }
 
 TEST_F(RestRawUpstreamTest, RequestTrailersReachTheNodeAfterTheHeldBody) {
@@ -785,15 +804,7 @@ TEST_F(RestRawUpstreamTest, RequestTrailersFollowAStreamedBody) {
   ASSERT_TRUE(reply.ok) << reply.error;
   const std::optional<std::string> raw = raw_->NextRequest(absl::Seconds(5));
   ASSERT_TRUE(raw.has_value());
-  http::request_parser<http::string_body> parser;
-  parser.eager(true);
-  parser.body_limit(1 << 20);
-  boost::system::error_code ec;
-  const size_t used = parser.put(boost::asio::buffer(*raw), ec);
-  ASSERT_FALSE(ec) << ec.message();
-  ASSERT_TRUE(parser.is_done());
-  EXPECT_EQ(used, raw->size());
-  EXPECT_EQ(parser.get().body(), body);
+  EXPECT_EQ(BodyOfWholeRequest(*raw), body);
   EXPECT_TRUE(absl::EndsWith(*raw, "\r\n0\r\nX-Checksum: 42\r\n\r\n"))
       << raw->substr(raw->size() - 40);
 }
@@ -848,6 +859,71 @@ TEST_F(RestRawUpstreamTest, AnHttp10AppGetsTheBodyWithoutTheTrailers) {
   const Reply reply = client.Read();
   ASSERT_TRUE(reply.ok) << reply.error;
   EXPECT_EQ(reply.raw, "HTTP/1.0 200 OK\r\n\r\nabc");
+}
+
+// --- the same trailers over TLS to the node: qpoold's TLS reads and writes keep them too ---
+
+const auto* const kCerts = RegisterTestCerts("qpool_rest_forwarding");
+
+class RestRawTlsUpstreamTest : public RestRawUpstreamTest {
+ protected:
+  RestRawTlsUpstreamTest() { tls_ = true; }
+};
+
+TEST_F(RestRawTlsUpstreamTest, TrailersGoBothWaysOverTls) {
+  Client client(port_);
+  raw_->Script(
+      {"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+       "Trailer: X-Checksum\r\n\r\n2\r\n{}\r\n0\r\nX-Checksum: abc\r\n\r\n"});
+  ASSERT_TRUE(client.Send(
+      "POST /collections/c/points/search HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+      "Trailer: X-Checksum\r\nTE: trailers\r\n\r\n5\r\nhello\r\n0\r\nX-Checksum: abc123\r\n\r\n"));
+  std::string answer = client.ReadRawUntil("\r\n0\r\nX-Checksum: abc\r\n\r\n");
+  EXPECT_EQ(answer,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTrailer: X-Checksum\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Checksum: abc\r\n\r\n");
+  std::optional<std::string> raw = raw_->NextRequest(absl::Seconds(5));
+  ASSERT_TRUE(raw.has_value());
+  auto [head, rest] = SplitHead(*raw);
+  EXPECT_TRUE(absl::StrContains(head, "\r\nTransfer-Encoding: chunked\r\n")) << head;
+  EXPECT_TRUE(absl::StrContains(head, "\r\nTrailer: X-Checksum\r\n")) << head;
+  EXPECT_EQ(rest, "5\r\nhello\r\n0\r\nX-Checksum: abc123\r\n\r\n");
+
+  // An answer in three TLS writes: the head and a chunk, another chunk, the trailers.
+  raw_->Script({"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+                "4\r\ndefg\r\n", "0\r\nX-Sum: 7\r\nX-Sum: 8\r\n\r\n"});
+  ASSERT_TRUE(client.Send(Request("GET", "/collections")));
+  answer = client.ReadRawUntil("3\r\nabc\r\n");
+  raw_->Release();
+  answer += client.ReadRawUntil("4\r\ndefg\r\n");
+  raw_->Release();
+  answer += client.ReadRawUntil("0\r\nX-Sum: 7\r\nX-Sum: 8\r\n\r\n");
+  EXPECT_EQ(answer,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n"
+            "0\r\nX-Sum: 7\r\nX-Sum: 8\r\n\r\n");
+  EXPECT_EQ(raw_->connections_accepted(), 1);  // one TLS connection carried both
+}
+
+TEST_F(RestRawTlsUpstreamTest, RequestTrailersFollowAStreamedBodyOverTls) {
+  edit_ = [](config::Config& c) { c.retry.replay_buffer_per_call = 4096; };
+  SetUp();  // again, with the edit: a body over 4 KiB streams through
+  Client client(port_);
+  const std::string body = Pattern(100 * 1024);
+  std::string request =
+      "PUT /collections/c/points HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (size_t at = 0; at < body.size(); at += 7000) {
+    const std::string part = body.substr(at, 7000);
+    absl::StrAppend(&request, absl::Hex(part.size()), "\r\n", part, "\r\n");
+  }
+  absl::StrAppend(&request, "0\r\nX-Checksum: 42\r\n\r\n");
+  ASSERT_TRUE(client.Send(request));
+  const Reply reply = client.Read(absl::Seconds(20));
+  ASSERT_TRUE(reply.ok) << reply.error;
+  const std::optional<std::string> raw = raw_->NextRequest(absl::Seconds(5));
+  ASSERT_TRUE(raw.has_value());
+  EXPECT_TRUE(absl::EndsWith(*raw, "\r\n0\r\nX-Checksum: 42\r\n\r\n"))
+      << raw->substr(raw->size() - 40);
+  EXPECT_EQ(BodyOfWholeRequest(*raw), body);
 }
 
 // A delete by filter on a pooled connection the node had closed while idle goes on another
