@@ -30,6 +30,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/support/emulator_process.h"
 #include "tests/support/prometheus_text.h"
+#include "tests/support/qpoold_process.h"
 #include "tests/support/test_util.h"
 #include "tests/unit/http_get.h"
 
@@ -133,18 +134,10 @@ class RestRestartE2eTest : public ::testing::Test {
                                << "\"]\n  rest_nodes: [\"127.0.0.1:" << rest_port
                                << "\"]\n  connect_backoff_max: 200ms\n"
                                << "retry:\n  min_retries_in_flight: 16\nlog:\n  level: warn\n";
-    auto qpoold = Subprocess::Spawn({QPOOLD_PATH, "--config", config_path}, dir_ + "/qpoold.log");
+    auto qpoold =
+        StartQpooldReady({QPOOLD_PATH, "--config", config_path}, dir_ + "/qpoold.log", admin_port_);
     ASSERT_TRUE(qpoold.ok()) << qpoold.status();
     qpoold_ = std::move(*qpoold);
-    ASSERT_TRUE(WaitFor(
-        [&] {
-          return qpoold_->WaitForExit(absl::ZeroDuration()).has_value() ||
-                 HttpGet(admin_port_, "/readyz").status == 200;
-        },
-        absl::Seconds(15)));
-    ASSERT_FALSE(qpoold_->WaitForExit(absl::ZeroDuration()).has_value())
-        << "qpoold exited at start-up:\n"
-        << ReadFileOrEmpty(dir_ + "/qpoold.log");
   }
 
   // qpoold's /metrics, every sample of the families this test reads kept for a failure report.

@@ -31,6 +31,7 @@
 #include "qdrant/qdrant.grpc.pb.h"
 #include "tests/support/emulator_process.h"
 #include "tests/support/prometheus_text.h"
+#include "tests/support/qpoold_process.h"
 #include "tests/support/test_util.h"
 #include "tests/unit/http_get.h"
 
@@ -191,19 +192,10 @@ class RetryE2eTest : public ::testing::Test {
                                << upstream_yaml << "retry:\n"
                                << retry_yaml << "log:\n  level: warn\n";
     auto qpoold =
-        Subprocess::Spawn({QPOOLD_PATH, "--config", config_path, "--rest-listen", "127.0.0.1:0"},
-                          dir_ + "/qpoold.log");
+        StartQpooldReady({QPOOLD_PATH, "--config", config_path, "--rest-listen", "127.0.0.1:0"},
+                         dir_ + "/qpoold.log", admin_port_);
     ASSERT_TRUE(qpoold.ok()) << qpoold.status();
     qpoold_ = std::move(*qpoold);
-    ASSERT_TRUE(WaitFor(
-        [&] {
-          return qpoold_->WaitForExit(absl::ZeroDuration()).has_value() ||
-                 HttpGet(admin_port_, "/readyz").status == 200;
-        },
-        absl::Seconds(15)));
-    ASSERT_FALSE(qpoold_->WaitForExit(absl::ZeroDuration()).has_value())
-        << "qpoold exited at start-up:\n"
-        << ReadFileOrEmpty(dir_ + "/qpoold.log");
     channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", listen_port_),
                                    grpc::InsecureChannelCredentials());
   }
