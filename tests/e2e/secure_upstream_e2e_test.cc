@@ -50,6 +50,7 @@
 #include "tests/support/emulator_process.h"
 #include "tests/support/prometheus_text.h"
 #include "tests/support/test_certs.h"
+#include "tests/support/test_load.h"
 #include "tests/support/test_util.h"
 #include "tests/unit/http_get.h"
 
@@ -173,6 +174,26 @@ class SecureUpstreamE2eTest : public ::testing::Test {
 
   static std::string TlsYaml(const std::string& lines) {
     return absl::StrCat("  tls:\n    enabled: true\n", lines);
+  }
+
+  // Calls from `threads` clients, at most `max_calls` each, until Stop(): gRPC CollectionExists,
+  // or with `rest_too` REST GET /collections from every other client.
+  std::unique_ptr<ThreadedLoad> Load(int threads, int max_calls, bool rest_too = false) {
+    return std::make_unique<ThreadedLoad>(
+        threads, max_calls, [this, rest_too](int thread) -> ThreadedLoad::Caller {
+          if (rest_too && thread % 2 == 1) {
+            return [this](int) {
+              const HttpReply reply = Rest("GET", "/collections");
+              return reply.status == 200 ? std::string()
+                                         : absl::StrCat("REST ", reply.status, " ", reply.body);
+            };
+          }
+          return [this](int) {
+            const grpc::Status status = Exists();
+            return status.ok() ? std::string()
+                               : absl::StrCat(status.error_code(), ": ", status.error_message());
+          };
+        });
   }
 
   grpc::Status Exists(const std::string& key = "", absl::Duration timeout = absl::Seconds(5)) {
@@ -487,19 +508,8 @@ TEST_F(TlsE2eTest, NodeCertificateRotatedUnderLoadFailsNoCallAndNewConnectionsSe
   ASSERT_TRUE(Exists().ok());
   // Serials as qpoold logs them: make_certs.sh signs server.pem as 1000 and server2.pem as 1001.
   ASSERT_THAT(ReadFileOrEmpty(log_path_), HasSubstr("serial 1000"));
-  std::atomic<bool> stop{false};
-  std::atomic<int> ok{0};
-  std::atomic<int> failed{0};
-  std::vector<std::thread> clients;
-  for (int c = 0; c < 8; ++c) {
-    clients.emplace_back([&] {
-      for (int i = 0; i < 3000 && !stop.load(); ++i) {  // bounded
-        grpc::Status status = Exists();
-        (status.ok() ? ok : failed).fetch_add(1);
-      }
-    });
-  }
-  ASSERT_TRUE(WaitFor([&] { return ok.load() >= 200; }, absl::Seconds(20)));
+  std::unique_ptr<ThreadedLoad> load = Load(8, 3000);
+  ASSERT_TRUE(WaitFor([&] { return load->ok() >= 200; }, absl::Seconds(20)));
   const double handshakes_before = Metric("qpool_upstream_tls_handshakes_total");
   // The node's new chain: key first, then the certificate, each renamed into place.
   Replace(live + "/tls.key", ReadFileOrEmpty(TestCert("server2.key")));
@@ -507,12 +517,11 @@ TEST_F(TlsE2eTest, NodeCertificateRotatedUnderLoadFailsNoCallAndNewConnectionsSe
   const bool seen =
       WaitFor([&] { return ReadFileOrEmpty(log_path_).find("serial 1001") != std::string::npos; },
               absl::Seconds(20), absl::Milliseconds(100));
-  stop = true;
-  for (std::thread& t : clients) t.join();
+  load->Stop();
   EXPECT_TRUE(seen) << "no new connection presented the new certificate";
-  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(load->failed(), 0) << load->first_failure();
   EXPECT_GT(Metric("qpool_upstream_tls_handshakes_total"), handshakes_before);
-  std::cerr << "certificate rotation under load: " << ok.load() << " calls, " << failed.load()
+  std::cerr << "certificate rotation under load: " << load->ok() << " calls, " << load->failed()
             << " failed; TLS handshakes " << Metric("qpool_upstream_tls_handshakes_total")
             << ", resumed " << Metric("qpool_upstream_tls_resumptions_total") << "\n";
 }
@@ -672,25 +681,9 @@ TEST_F(RestTlsE2eTest, NewCaFileRecyclesOpenConnectionsUnderLoadWithoutFailingAC
       "health:\n  enabled: false\n"));
   ASSERT_TRUE(Exists().ok());
   ASSERT_EQ(Rest("GET", "/collections").status, 200);
-  std::atomic<bool> stop{false};
-  std::atomic<int> ok{0};
-  std::atomic<int> failed{0};
-  std::vector<std::thread> clients;
-  for (int c = 0; c < 8; ++c) {
-    // Eight clients of each protocol, at most 3,000 calls each.
-    clients.emplace_back([&] {
-      for (int i = 0; i < 3000 && !stop.load(); ++i) {
-        grpc::Status status = Exists();
-        (status.ok() ? ok : failed).fetch_add(1);
-      }
-    });
-    clients.emplace_back([&] {
-      for (int i = 0; i < 3000 && !stop.load(); ++i) {
-        (Rest("GET", "/collections").status == 200 ? ok : failed).fetch_add(1);
-      }
-    });
-  }
-  ASSERT_TRUE(WaitFor([&] { return ok.load() >= 400; }, absl::Seconds(20)));
+  // Eight clients of each protocol, at most 3,000 calls each.
+  std::unique_ptr<ThreadedLoad> load = Load(16, 3000, /*rest_too=*/true);
+  ASSERT_TRUE(WaitFor([&] { return load->ok() >= 400; }, absl::Seconds(20)));
   const double grpc_recycled = Metric("qpool_upstream_disconnects_total", ",reason=\"recycled\"");
   const double rest_recycled =
       RestMetric("qpool_upstream_disconnects_total", ",reason=\"recycled\"");
@@ -704,14 +697,13 @@ TEST_F(RestTlsE2eTest, NewCaFileRecyclesOpenConnectionsUnderLoadWithoutFailingAC
       },
       absl::Seconds(20), absl::Milliseconds(100));
   // Some more calls on the new connections.
-  const int at_recycle = ok.load();
-  WaitFor([&] { return ok.load() >= at_recycle + 200; }, absl::Seconds(10));
-  stop = true;
-  for (std::thread& t : clients) t.join();
+  const int at_recycle = load->ok();
+  WaitFor([&] { return load->ok() >= at_recycle + 200; }, absl::Seconds(10));
+  load->Stop();
   EXPECT_TRUE(recycled) << "the open connections were not recycled after the CA file changed";
-  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(load->failed(), 0) << load->first_failure();
   EXPECT_THAT(ReadFileOrEmpty(log_path_), HasSubstr("open ones are recycled"));
-  std::cerr << "CA change under load: " << ok.load() << " calls, " << failed.load()
+  std::cerr << "CA change under load: " << load->ok() << " calls, " << load->failed()
             << " failed; recycled gRPC "
             << Metric("qpool_upstream_disconnects_total", ",reason=\"recycled\"") << ", REST "
             << RestMetric("qpool_upstream_disconnects_total", ",reason=\"recycled\"") << "\n";
@@ -939,35 +931,22 @@ TEST_F(KeysE2eTest, KeyFileRotatedUnderLoadFailsNoCall) {
   ASSERT_NO_FATAL_FAILURE(
       StartQpoold(false, "  api_key_file: " + full + "\n  secrets_poll_interval: 100ms\n",
                   "health:\n  enabled: false\n"));
-  std::atomic<bool> stop{false};
-  std::atomic<int> ok{0};
-  std::atomic<int> failed{0};
-  std::vector<std::thread> clients;
-  for (int c = 0; c < 8; ++c) {
-    clients.emplace_back([&] {
-      // Bounded: at most 2,000 calls per client, or until told to stop.
-      for (int i = 0; i < 2000 && !stop.load(); ++i) {
-        grpc::Status status = Exists();
-        (status.ok() ? ok : failed).fetch_add(1);
-      }
-    });
-  }
-  ASSERT_TRUE(WaitFor([&] { return ok.load() >= 200; }, absl::Seconds(20)));
+  std::unique_ptr<ThreadedLoad> load = Load(8, 2000);  // at most 2,000 calls per client
+  ASSERT_TRUE(WaitFor([&] { return load->ok() >= 200; }, absl::Seconds(20)));
   EXPECT_GT(KeyCount("read_only"), 0);
   Replace(full, "new-key-3\n");
   const bool switched =
       WaitFor([&] { return KeyCount("full") >= 100; }, absl::Seconds(15), absl::Milliseconds(50));
-  stop = true;
-  for (std::thread& t : clients) t.join();
+  load->Stop();
   EXPECT_TRUE(switched);
-  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(load->failed(), 0) << load->first_failure();
   EXPECT_EQ(KeyCount("refused"), 0);
   // From now on only the new key.
   ResetCounters();
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(Exists().ok());
   EXPECT_EQ(KeyCount("full"), 20);
   EXPECT_EQ(KeyCount("read_only"), 0);
-  std::cerr << "rotation under load: " << ok.load() << " calls, " << failed.load() << " failed\n";
+  std::cerr << "rotation under load: " << load->ok() << " calls, " << load->failed() << " failed\n";
 }
 
 TEST_F(KeysE2eTest, NoKeyLeaksIntoLogsMetricsPoolErrorsOrCheckConfig) {
