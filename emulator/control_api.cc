@@ -18,15 +18,12 @@ HttpResponse Ok() { return HttpResponse{200, R"({"ok":true})"}; }
 
 }  // namespace
 
-ControlHttpServer::Handler MakeControlHandler(FaultInjector& faults, EmulatorServer& server,
-                                              RestServer* rest) {
-  auto release = [&server, rest] {
-    server.ReleaseParkedCalls();
-    if (rest != nullptr) rest->ReleaseParkedCalls();
+ControlHttpServer::Handler MakeControlHandler(FaultInjector& faults, std::vector<Front*> fronts) {
+  auto release = [fronts] {
+    for (Front* front : fronts) front->ReleaseParkedCalls();
   };
-  auto close = [&server, rest](CloseMode mode) {
-    server.CloseConnections(mode);
-    if (rest != nullptr) rest->CloseConnections(mode);
+  auto close = [fronts](CloseMode mode) {
+    for (Front* front : fronts) front->CloseConnections(mode);
   };
   return [&faults, release, close](const HttpRequest& request) -> HttpResponse {
     const std::string& path = request.path;

@@ -10,17 +10,17 @@
 #ifndef QPOOL_EMULATOR_CONTROL_API_H_
 #define QPOOL_EMULATOR_CONTROL_API_H_
 
+#include <vector>
+
 #include "emulator/control_http.h"
 #include "emulator/faults.h"
-#include "emulator/rest_server.h"
-#include "emulator/server.h"
+#include "emulator/front.h"
 
 namespace qpool::emulator {
 
-// `faults`, `server` and `rest` (when given: the REST front, whose parked calls and connections
-// the routes act on too) must outlive the handler.
-ControlHttpServer::Handler MakeControlHandler(FaultInjector& faults, EmulatorServer& server,
-                                              RestServer* rest = nullptr);
+// The routes act on the parked calls and connections of every front in `fronts` (the gRPC one,
+// and the REST one when it is on). `faults` and the fronts must outlive the handler.
+ControlHttpServer::Handler MakeControlHandler(FaultInjector& faults, std::vector<Front*> fronts);
 
 }  // namespace qpool::emulator
 

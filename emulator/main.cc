@@ -10,6 +10,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -195,8 +196,10 @@ int main(int argc, char** argv) {
     }
     rest = *std::move(started);
   }
+  std::vector<qpool::emulator::Front*> fronts = {server->get()};
+  if (rest != nullptr) fronts.push_back(rest.get());
   auto control = qpool::emulator::ControlHttpServer::Start(
-      flags["control-listen"], qpool::emulator::MakeControlHandler(faults, **server, rest.get()));
+      flags["control-listen"], qpool::emulator::MakeControlHandler(faults, fronts));
   if (!control.ok()) return Fail(std::string(control.status().message()));
 
   // The REST address goes last so that readers of "grpc=... control=..." keep working.
@@ -223,7 +226,6 @@ int main(int argc, char** argv) {
   sigwait(&stop_signals, &signal_number);
   std::cerr << "qdrant-emulator: stopping on signal " << signal_number << "\n";
   control->reset();
-  if (rest != nullptr) rest->Shutdown();
-  (*server)->Shutdown();
+  for (auto front = fronts.rbegin(); front != fronts.rend(); ++front) (*front)->Shutdown();
   return 0;
 }

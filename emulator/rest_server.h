@@ -31,6 +31,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "emulator/faults.h"
+#include "emulator/front.h"
 #include "emulator/handlers.h"
 #include "emulator/storage.h"
 
@@ -69,25 +70,21 @@ struct RestServerOptions {
   bool gzip_answers = true;
 };
 
-class RestServer {
+class RestServer : public Front {
  public:
   // `storage` and `faults` must outlive the server.
   static absl::StatusOr<std::unique_ptr<RestServer>> Start(const RestServerOptions& options,
                                                            Storage& storage,
                                                            const HandlerOptions& handlers,
                                                            FaultInjector& faults);
-  ~RestServer();  // Shutdown().
+  ~RestServer() override;  // Shutdown().
 
-  const std::string& address() const;      // "127.0.0.1:PORT" as bound.
-  const std::string& tls_address() const;  // the TLS port's; empty without TLS
-
-  // kGoaway: requests being served are answered with `Connection: close`, idle connections close
-  // now. kAbrupt: every connection is reset, unanswered. Returns once done.
-  void CloseConnections(CloseMode mode);
-  // Lets parked requests whose method no longer hangs (see FaultInjector) proceed.
-  void ReleaseParkedCalls();
-  // Answers parked requests 503, closes every connection, stops the thread. Idempotent.
-  void Shutdown();
+  // Front; parked requests are answered 503 at Shutdown().
+  const std::string& address() const override;
+  const std::string& tls_address() const override;
+  void CloseConnections(CloseMode mode) override;
+  void ReleaseParkedCalls() override;
+  void Shutdown() override;
 
   class Impl;
 

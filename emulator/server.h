@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "emulator/faults.h"
+#include "emulator/front.h"
 #include "emulator/handlers.h"
 #include "emulator/storage.h"
 
@@ -54,24 +55,21 @@ struct ServerOptions {
   HandlerOptions handlers;
 };
 
-class EmulatorServer {
+class EmulatorServer : public Front {
  public:
   // `storage` and `faults` must outlive the server.
   static absl::StatusOr<std::unique_ptr<EmulatorServer>> Start(const ServerOptions& options,
                                                                Storage& storage,
                                                                FaultInjector& faults);
-  ~EmulatorServer();  // Shutdown().
+  ~EmulatorServer() override;  // Shutdown().
 
-  const std::string& address() const;  // "127.0.0.1:PORT" as bound.
-  // The TLS port's "127.0.0.1:PORT"; empty without TLS.
-  const std::string& tls_address() const;
-
-  // Closes every open client connection now. kGoaway returns once GOAWAY has been sent.
-  void CloseConnections(CloseMode mode);
-  // Lets parked calls whose method no longer hangs (see FaultInjector) proceed.
-  void ReleaseParkedCalls();
-  // Answers parked calls UNAVAILABLE, stops accepting, shuts the gRPC servers down. Idempotent.
-  void Shutdown();
+  // Front; kGoaway moves new connections to a fresh gRPC server, Shutdown() stops the gRPC
+  // servers.
+  const std::string& address() const override;
+  const std::string& tls_address() const override;
+  void CloseConnections(CloseMode mode) override;
+  void ReleaseParkedCalls() override;
+  void Shutdown() override;
 
   class Impl;
 

@@ -45,6 +45,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "daemon/common/grpc_code.h"
@@ -124,6 +125,46 @@ void Usage(std::ostream& out) {
          "  --allow-non-loopback            permit a target outside 127.0.0.0/8 and ::1\n";
 }
 
+// The options that take a number: name, accepted range, and the field the value goes to.
+struct NumericOption {
+  const char* name;
+  double min;
+  double max;
+  void (*set)(Options& o, double value);
+};
+
+// A NumericOption setter for field `Field` of Options (an int, uint64_t or double).
+template <auto Field>
+void SetField(Options& o, double value) {
+  using T = std::remove_reference_t<decltype(o.*Field)>;
+  o.*Field = static_cast<T>(value);
+}
+
+constexpr NumericOption kNumericOptions[] = {
+    {"--connections", 1, 200000, &SetField<&Options::connections>},
+    {"--inflight", 1, 100000, &SetField<&Options::inflight>},
+    {"--rate", 0.001, 10e6, &SetField<&Options::rate>},
+    {"--warmup", 0, 3600, &SetField<&Options::warmup_s>},
+    {"--duration", 0.001, 86400, &SetField<&Options::duration_s>},
+    {"--count", 1, 1e10, &SetField<&Options::count>},
+    {"--max-time", 0.1, 86400, &SetField<&Options::max_time_s>},
+    {"--connect-timeout", 0.1, 3600, &SetField<&Options::connect_timeout_s>},
+    {"--max-connecting", 1, 100000, &SetField<&Options::max_connecting>},
+    {"--idle-connections", 0, 1000000, &SetField<&Options::idle_connections>},
+    {"--dim", 1, 65536, &SetField<&Options::dim>},
+    {"--batch", 1, 100000, &SetField<&Options::batch>},
+    {"--points", 1, 10000000, &SetField<&Options::points>},
+    {"--limit", 1, 100000, &SetField<&Options::limit>},
+    {"--max-outstanding", 1, 10e6, &SetField<&Options::max_outstanding>},
+};
+
+const NumericOption* FindNumericOption(const std::string& name) {
+  for (const NumericOption& option : kNumericOptions) {
+    if (name == option.name) return &option;
+  }
+  return nullptr;
+}
+
 bool ParseOptions(int argc, char** argv, Options& o, std::string& error) {
   auto need = [&](int& i) -> const char* {
     if (i + 1 >= argc) {
@@ -178,49 +219,11 @@ bool ParseOptions(int argc, char** argv, Options& o, std::string& error) {
         o.method = Method::kUpsert;
       else
         return error = "--method: health, search or upsert, not '" + m + "'", false;
-    } else if (a == "--connections") {
-      if (!num(v, 1, 200000, "--connections", d)) return false;
-      o.connections = static_cast<int>(d);
-    } else if (a == "--inflight") {
-      if (!num(v, 1, 100000, "--inflight", d)) return false;
-      o.inflight = static_cast<int>(d);
-    } else if (a == "--rate") {
-      if (!num(v, 0.001, 10e6, "--rate", d)) return false;
-      o.rate = d;
-    } else if (a == "--warmup") {
-      if (!num(v, 0, 3600, "--warmup", o.warmup_s)) return false;
-    } else if (a == "--duration") {
-      if (!num(v, 0.001, 86400, "--duration", o.duration_s)) return false;
-    } else if (a == "--count") {
-      if (!num(v, 1, 1e10, "--count", d)) return false;
-      o.count = static_cast<uint64_t>(d);
-    } else if (a == "--max-time") {
-      if (!num(v, 0.1, 86400, "--max-time", o.max_time_s)) return false;
-    } else if (a == "--connect-timeout") {
-      if (!num(v, 0.1, 3600, "--connect-timeout", o.connect_timeout_s)) return false;
-    } else if (a == "--max-connecting") {
-      if (!num(v, 1, 100000, "--max-connecting", d)) return false;
-      o.max_connecting = static_cast<int>(d);
-    } else if (a == "--idle-connections") {
-      if (!num(v, 0, 1000000, "--idle-connections", d)) return false;
-      o.idle_connections = static_cast<int>(d);
-    } else if (a == "--dim") {
-      if (!num(v, 1, 65536, "--dim", d)) return false;
-      o.dim = static_cast<int>(d);
-    } else if (a == "--batch") {
-      if (!num(v, 1, 100000, "--batch", d)) return false;
-      o.batch = static_cast<int>(d);
-    } else if (a == "--points") {
-      if (!num(v, 1, 10000000, "--points", d)) return false;
-      o.points = static_cast<int>(d);
-    } else if (a == "--limit") {
-      if (!num(v, 1, 100000, "--limit", d)) return false;
-      o.limit = static_cast<int>(d);
+    } else if (const NumericOption* option = FindNumericOption(a)) {
+      if (!num(v, option->min, option->max, option->name, d)) return false;
+      option->set(o, d);
     } else if (a == "--collection") {
       o.collection = v;
-    } else if (a == "--max-outstanding") {
-      if (!num(v, 1, 10e6, "--max-outstanding", d)) return false;
-      o.max_outstanding = static_cast<uint64_t>(d);
     } else if (a == "--json") {
       o.json_path = v;
     } else {
@@ -467,6 +470,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // REST: parses what `in_` holds into answers, in order; false once the connection failed.
   bool ParseRest();
   void FlushRest();
+  // Writes out_ (not empty); Flush() again once it is written.
+  void WriteOut();
   void Fail(const std::string& why);
   void Link(Call* c);
   void Unlink(Call* c);
@@ -663,14 +668,7 @@ void Connection::Flush() {
     out_.insert(out_.end(), data, data + n);
   }
   if (out_.empty()) return;
-  writing_ = true;
-  asio::async_write(socket_, asio::buffer(out_),
-                    [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
-                      self->writing_ = false;
-                      if (!self->alive_) return;
-                      if (ec) return self->Fail(ec.message());
-                      self->Flush();
-                    });
+  WriteOut();
 }
 
 bool Connection::ParseRest() {
@@ -719,13 +717,17 @@ void Connection::FlushRest() {
   if (!alive_ || writing_ || rest_pending_.empty()) return;
   out_.assign(rest_pending_.begin(), rest_pending_.end());
   rest_pending_.clear();
+  WriteOut();
+}
+
+void Connection::WriteOut() {
   writing_ = true;
   asio::async_write(socket_, asio::buffer(out_),
                     [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
                       self->writing_ = false;
                       if (!self->alive_) return;
                       if (ec) return self->Fail(ec.message());
-                      self->FlushRest();
+                      self->Flush();
                     });
 }
 

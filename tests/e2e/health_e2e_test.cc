@@ -29,6 +29,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "qdrant/collections_service.grpc.pb.h"
+#include "tests/support/emulator_process.h"
 #include "tests/support/prometheus_text.h"
 #include "tests/support/test_util.h"
 #include "tests/unit/http_get.h"
@@ -40,7 +41,7 @@ namespace {
 struct Emulator {
   uint16_t port = 0;
   uint16_t control_port = 0;
-  std::unique_ptr<Subprocess> process;
+  std::unique_ptr<EmulatorProcess> process;
 };
 
 // Calls of `method` (full name) the emulator received, from GET /counters.
@@ -122,7 +123,7 @@ class HealthE2eTest : public ::testing::Test {
     stub_.reset();
     channel_.reset();
     for (Emulator& emulator : emulators_) {
-      if (emulator.process != nullptr) (void)emulator.process->Signal(SIGCONT);
+      if (emulator.process != nullptr) (void)emulator.process->process().Signal(SIGCONT);
     }
     if (qpoold_ != nullptr) {
       (void)qpoold_->Signal(SIGTERM);
@@ -141,18 +142,13 @@ class HealthE2eTest : public ::testing::Test {
 
   void StartEmulator(int i) {
     Emulator& emulator = emulators_[i];
-    std::vector<std::string> argv = {QDRANT_EMULATOR_PATH, "--listen",
-                                     absl::StrCat("127.0.0.1:", emulator.port), "--control-listen",
-                                     "127.0.0.1:0"};
-    for (const std::string& flag : EmulatorFlags()) argv.push_back(flag);
-    auto process = Subprocess::Spawn(argv, absl::StrCat(dir_, "/emulator", i, ".log"));
+    std::vector<std::string> flags = {"--listen", absl::StrCat("127.0.0.1:", emulator.port)};
+    for (const std::string& flag : EmulatorFlags()) flags.push_back(flag);
+    auto process = EmulatorProcess::Start(QDRANT_EMULATOR_PATH, flags,
+                                          absl::StrCat(dir_, "/emulator", i, ".log"));
     ASSERT_TRUE(process.ok()) << process.status();
     emulator.process = std::move(*process);
-    absl::StatusOr<std::string> line = emulator.process->ReadStdoutLine(absl::Seconds(15));
-    ASSERT_TRUE(line.ok()) << line.status();
-    const size_t at = line->find("control=127.0.0.1:");
-    ASSERT_NE(at, std::string::npos) << *line;
-    emulator.control_port = static_cast<uint16_t>(std::atoi(line->c_str() + at + 18));
+    emulator.control_port = emulator.process->control_port();
   }
 
   std::string Node(int i) const { return absl::StrCat("127.0.0.1:", emulators_[i].port); }
@@ -260,7 +256,7 @@ TEST_F(HealthE2eTest, PeerThatStopsReadingIsDetectedByPingAndReplaced) {
   const std::string connects =
       absl::StrCat("qpool_upstream_connects_total{node=\"", Node(0), "\"}");
   const double connects_before = Scrape()[connects];
-  ASSERT_TRUE(emulators_[0].process->Signal(SIGSTOP).ok());
+  ASSERT_TRUE(emulators_[0].process->process().Signal(SIGSTOP).ok());
   // The connection carries no frame back any more: PING after fast_interval (300ms), no ack
   // within fast_timeout (200ms), closed.
   ASSERT_TRUE(WaitFor([&] { return Scrape()[fast_failures] >= 1; }, absl::Seconds(5),
@@ -273,7 +269,7 @@ TEST_F(HealthE2eTest, PeerThatStopsReadingIsDetectedByPingAndReplaced) {
   // Calls meanwhile go to the other node.
   for (int i = 0; i < 10; ++i) EXPECT_TRUE(Exists().ok()) << i;
 
-  ASSERT_TRUE(emulators_[0].process->Signal(SIGCONT).ok());
+  ASSERT_TRUE(emulators_[0].process->process().Signal(SIGCONT).ok());
   // A new connection replaces the closed one, and the node takes calls again.
   ASSERT_TRUE(WaitFor([&] { return Scrape()[connects] > connects_before && Healthy(0); },
                       absl::Seconds(15), absl::Milliseconds(50)));

@@ -14,17 +14,10 @@ case "$MODE" in
   rest) JS_DIR="$(cd "$(dirname "$0")/../emulator/js-rest" && pwd)" ;;
   *) echo "usage: $0 QPOOLD EMULATOR WORKDIR grpc|rest" >&2; exit 2 ;;
 esac
-if ! command -v node >/dev/null 2>&1; then
-  echo "NOT RUN: node is not installed (scripts/install-deps installs it)" >&2
-  exit 77
-fi
-if [ ! -d "$JS_DIR/node_modules/@qdrant" ]; then
-  echo "NOT RUN: $JS_DIR/node_modules is missing (run scripts/install-deps)" >&2
-  exit 77
-fi
 mkdir -p "$WORK"
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
+require_js_client "$JS_DIR"
 
 start_emulator_rest "$EMULATOR"
 emulator_pid=${pids[-1]}
@@ -42,8 +35,7 @@ start_qpoold "$QPOOLD" --upstream "$EMU" --rest-upstream "$REST"
 if [ "$MODE" = grpc ]; then
   target=(--target "$QP")
 else
-  QP_REST=$(wait_for_line "$WORK/qpoold.log" 'REST front door at' \
-    '.*REST front door at http:..([0-9.:]+).*')
+  QP_REST=$(qpoold_rest_address)
   target=(--url "http://$QP_REST")
 fi
 

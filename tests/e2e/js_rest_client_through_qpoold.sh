@@ -7,17 +7,10 @@
 set -euo pipefail
 QPOOLD=$1 EMULATOR=$2 WORK=$3
 JS_DIR="$(cd "$(dirname "$0")/../emulator/js-rest" && pwd)"
-if ! command -v node >/dev/null 2>&1; then
-  echo "NOT RUN: node is not installed (scripts/install-deps installs it)" >&2
-  exit 77
-fi
-if [ ! -d "$JS_DIR/node_modules/@qdrant" ]; then
-  echo "NOT RUN: $JS_DIR/node_modules is missing (run scripts/install-deps)" >&2
-  exit 77
-fi
 mkdir -p "$WORK"
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
+require_js_client "$JS_DIR"
 
 start_emulator_rest "$EMULATOR"
 node "$JS_DIR/run.mjs" --url "http://$REST" --out "$WORK/direct.json"
@@ -26,7 +19,7 @@ curl -sf -X POST "http://$CTL/counters/reset" >/dev/null
 printf 'rest:\n  max_connections: 2\n' >"$WORK/qpool.yaml"
 start_qpoold "$QPOOLD" --config "$WORK/qpool.yaml" --upstream "$EMU" --rest-upstream "$REST" \
   --max-connections 2
-QP_REST=$(wait_for_line "$WORK/qpoold.log" 'REST front door at' '.*REST front door at http:..([0-9.:]+).*')
+QP_REST=$(qpoold_rest_address)
 node "$JS_DIR/run.mjs" --url "http://$QP_REST" --out "$WORK/through_qpoold.json"
 
 if ! diff -u "$WORK/direct.json" "$WORK/through_qpoold.json"; then

@@ -10,12 +10,11 @@
 set -euo pipefail
 QPOOLD=$1 EMULATOR=$2 WORK=$3
 JS_DIR="$(cd "$(dirname "$0")/../emulator/js-rest" && pwd)"
-command -v node >/dev/null || { echo "NOT RUN: node is not installed" >&2; exit 77; }
-[ -d "$JS_DIR/node_modules/@qdrant" ] || { echo "NOT RUN: $JS_DIR/node_modules is missing" >&2; exit 77; }
-command -v openssl >/dev/null || { echo "NOT RUN: openssl not found" >&2; exit 77; }
 rm -rf "$WORK"; mkdir -p "$WORK"
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
+require_js_client "$JS_DIR"
+command -v openssl >/dev/null || { echo "NOT RUN: openssl not found" >&2; exit 77; }
 "$(dirname "$0")/tls/make_certs.sh" "$WORK/certs" >/dev/null
 
 # The reference: a plain emulator, no TLS, no key.
@@ -44,7 +43,7 @@ upstream:
 rest: {max_connections: 2}
 YAML
 start_qpoold "$QPOOLD" --config "$WORK/qpool.yaml"
-QP_REST=$(wait_for_line "$WORK/qpoold.log" 'REST front door at' '.*REST front door at http:..([0-9.:]+).*')
+QP_REST=$(qpoold_rest_address)
 curl -sf -X POST "http://$SECURE_CTL/counters/reset" >/dev/null
 node "$JS_DIR/run.mjs" --url "http://$QP_REST" --out "$WORK/through_qpoold_tls.json"
 

@@ -49,3 +49,22 @@ start_qpoold() {
   QP=$(wait_for_line "$WORK/qpoold.log" 'listening on' '.*listening on ([0-9.:]+).*')
   QP_ADMIN=$(wait_for_line "$WORK/qpoold.log" 'listening on' '.*admin on http:..([0-9.:]+).*')
 }
+
+# require_js_client JS_DIR: exits 77 (ctest's NOT RUN) when node, or the official client installed
+# in JS_DIR/node_modules (scripts/install-deps), is missing.
+require_js_client() {
+  if ! command -v node >/dev/null 2>&1; then
+    echo "NOT RUN: node is not installed (scripts/install-deps installs it)" >&2
+    exit 77
+  fi
+  if [ ! -d "$1/node_modules/@qdrant" ]; then
+    echo "NOT RUN: $1/node_modules is missing (run scripts/install-deps)" >&2
+    exit 77
+  fi
+}
+
+# qpoold_rest_address: prints the HOST:PORT of the REST front door of the qpoold start_qpoold
+# started (from its log).
+qpoold_rest_address() {
+  wait_for_line "$WORK/qpoold.log" 'REST front door at' '.*REST front door at http:..([0-9.:]+).*'
+}

@@ -35,6 +35,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "testing/test_service.grpc.pb.h"
+#include "tests/support/echo_client.h"
 #include "tests/support/prometheus_text.h"
 #include "tests/support/rest_test_upstream.h"
 #include "tests/support/test_upstream.h"
@@ -43,28 +44,6 @@
 
 namespace qpool::testing {
 namespace {
-
-std::shared_ptr<grpc::Channel> OwnChannel(uint16_t port) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
-                                   grpc::InsecureChannelCredentials(), args);
-}
-
-grpc::Status Echo(TestService::Stub& stub, const std::string& payload, int sleep_ms = 0,
-                  absl::Duration deadline = absl::Seconds(5)) {
-  EchoRequest request;
-  request.set_payload(payload);
-  request.set_sleep_ms(sleep_ms);
-  EchoResponse response;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
-  grpc::Status status = stub.Unary(&ctx, request, &response);
-  if (status.ok() && response.payload() != payload) {
-    return grpc::Status(grpc::StatusCode::DATA_LOSS, "wrong payload: " + response.payload());
-  }
-  return status;
-}
 
 // Writes bytes that are not HTTP/2 to 127.0.0.1:`port`, so qpoold closes that connection with a
 // protocol error (logged at debug level) and counts it.
@@ -88,98 +67,29 @@ void SendGarbage(uint16_t port) {
   close(fd);
 }
 
-// Calls from `threads` app connections until Stop() or `max_calls` each; counts what failed.
-class BoundedLoad {
- public:
-  BoundedLoad(uint16_t port, int threads, int max_calls) {
-    for (int t = 0; t < threads; ++t) {
-      threads_.emplace_back([this, port, t, max_calls] {
-        auto stub = TestService::NewStub(OwnChannel(port));
-        const absl::Time give_up = absl::Now() + absl::Seconds(60);
-        for (int i = 0; i < max_calls && !stop_.load() && absl::Now() < give_up; ++i) {
-          grpc::Status status = Echo(*stub, absl::StrCat("load ", t, " ", i));
-          absl::MutexLock lock(&mu_);
-          if (status.ok()) {
-            ++ok_;
-          } else {
-            ++failed_;
-            if (first_failure_.empty()) {
-              first_failure_ = absl::StrCat(status.error_code(), ": ", status.error_message());
-            }
-          }
-        }
-      });
-    }
-  }
-  ~BoundedLoad() { Stop(); }
-  void Stop() {
-    stop_ = true;
-    for (auto& thread : threads_) thread.join();
-    threads_.clear();
-  }
-  int ok() {
-    absl::MutexLock lock(&mu_);
-    return ok_;
-  }
-  int failed() {
-    absl::MutexLock lock(&mu_);
-    return failed_;
-  }
-  std::string first_failure() {
-    absl::MutexLock lock(&mu_);
-    return first_failure_;
-  }
-
- private:
-  std::atomic<bool> stop_{false};
-  std::vector<std::thread> threads_;
-  absl::Mutex mu_;
-  int ok_ = 0;
-  int failed_ = 0;
-  std::string first_failure_;
-};
-
 // REST requests from `threads` app connections (keep-alive HTTP/1.1, one connection per thread,
 // reopened only after a failure) until Stop() or `max_requests` each; counts what failed: no
 // answer, a status other than 200, or an answer that is not the request's own (the REST test
 // upstream echoes the target in x-seen-target).
-class BoundedRestLoad {
+class BoundedRestLoad : public ThreadedLoad {
  public:
-  BoundedRestLoad(uint16_t port, int threads, int max_requests) {
-    for (int t = 0; t < threads; ++t) {
-      threads_.emplace_back([this, port, t, max_requests] { Run(port, t, max_requests); });
-    }
-  }
-  ~BoundedRestLoad() { Stop(); }
-  void Stop() {
-    stop_ = true;
-    for (auto& thread : threads_) thread.join();
-    threads_.clear();
-  }
-  int ok() {
-    absl::MutexLock lock(&mu_);
-    return ok_;
-  }
-  int failed() {
-    absl::MutexLock lock(&mu_);
-    return failed_;
-  }
-  std::string first_failure() {
-    absl::MutexLock lock(&mu_);
-    return first_failure_;
-  }
+  BoundedRestLoad(uint16_t port, int threads, int max_requests)
+      : ThreadedLoad(threads, max_requests, [port](int thread) -> Caller {
+          auto connection = std::make_shared<Connection>();
+          return [connection, port, thread](int call) {
+            return connection->Get(port,
+                                   absl::StrCat("/collections/load/points/", thread, "-", call));
+          };
+        }) {}
 
  private:
-  void Run(uint16_t port, int t, int max_requests) {
-    namespace beast = boost::beast;
-    namespace http = beast::http;
-    boost::asio::io_context io;
-    std::unique_ptr<beast::tcp_stream> stream;
-    beast::flat_buffer buffer;
-    const absl::Time give_up = absl::Now() + absl::Seconds(60);
-    for (int i = 0; i < max_requests && !stop_.load() && absl::Now() < give_up; ++i) {
+  // One thread's keep-alive connection, opened again after a failure or a close.
+  struct Connection {
+    // "" when `target` was answered 200 with its own x-seen-target, else what went wrong.
+    std::string Get(uint16_t port, const std::string& target) {
+      namespace beast = boost::beast;
+      namespace http = beast::http;
       std::string failure;
-      const std::string target = absl::StrCat("/collections/load/points/", t, "-", i);
       beast::error_code ec;
       if (stream == nullptr) {
         stream = std::make_unique<beast::tcp_stream>(io);
@@ -206,23 +116,14 @@ class BoundedRestLoad {
           stream.reset();  // qpoold closes the connection: a new one for the next request
         }
       }
-      absl::MutexLock lock(&mu_);
-      if (failure.empty()) {
-        ++ok_;
-      } else {
-        ++failed_;
-        if (first_failure_.empty()) first_failure_ = failure;
-        stream.reset();
-      }
+      if (!failure.empty()) stream.reset();
+      return failure;
     }
-  }
 
-  std::atomic<bool> stop_{false};
-  std::vector<std::thread> threads_;
-  absl::Mutex mu_;
-  int ok_ = 0;
-  int failed_ = 0;
-  std::string first_failure_;
+    boost::asio::io_context io;
+    std::unique_ptr<boost::beast::tcp_stream> stream;
+    boost::beast::flat_buffer buffer;
+  };
 };
 
 // What a debug-level line looks like in the text format ("<time> debug qpoold <message>").
@@ -425,7 +326,7 @@ TEST_F(LifecycleTest, QuitQuitQuitDrainsInFlightCallsAndExitsZero) {
 TEST_F(LifecycleTest, SighupAppliesANewLogLevelWhileCallsRun) {
   ASSERT_NO_FATAL_FAILURE(StartUpstream());
   ASSERT_NO_FATAL_FAILURE(StartQpoold("log:\n  level: info\n"));
-  BoundedLoad load(listen_port_, 4, 5000);
+  EchoLoad load(listen_port_, 4, 5000);
   // At info, a protocol error is counted but not logged.
   ASSERT_NO_FATAL_FAILURE(SendGarbage(listen_port_));
   ASSERT_TRUE(WaitFor([&] { return Scrape()["qpool_downstream_protocol_errors_total"] == 1; },
@@ -455,7 +356,7 @@ TEST_F(LifecycleTest, SighupAppliesANewLogLevelWhileCallsRun) {
 TEST_F(LifecycleTest, ABrokenFileKeepsTheRunningConfigAndCountsAFailure) {
   ASSERT_NO_FATAL_FAILURE(StartUpstream());
   ASSERT_NO_FATAL_FAILURE(StartQpoold("log:\n  level: info\n"));
-  BoundedLoad load(listen_port_, 4, 5000);
+  EchoLoad load(listen_port_, 4, 5000);
   WriteConfig(ConfigText("log:\n  level: [debug\n"));  // not YAML
   ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
   ASSERT_TRUE(
@@ -483,7 +384,7 @@ TEST_F(LifecycleTest, ABrokenFileKeepsTheRunningConfigAndCountsAFailure) {
 TEST_F(LifecycleTest, AListenChangeIsRefusedNamingTheKey) {
   ASSERT_NO_FATAL_FAILURE(StartUpstream());
   ASSERT_NO_FATAL_FAILURE(StartQpoold("log:\n  level: info\n"));
-  BoundedLoad load(listen_port_, 4, 5000);
+  EchoLoad load(listen_port_, 4, 5000);
   const uint16_t other_port = PickFreePort();
   // A listen change next to a live one: the whole reload is refused, the level included.
   WriteConfig(ConfigText("log:\n  level: debug\n", other_port));
@@ -564,7 +465,7 @@ TEST_F(LifecycleTest, ReloadAddsAndRemovesNodesAndRaisesPoolLimitsUnderLoadWitho
   const std::string label_a = absl::StrCat("node=\"", a, "\"");
   const std::string label_b = absl::StrCat("node=\"", b, "\"");
   const std::string label_rest_b = absl::StrCat("node=\"", rest_b, "\"");
-  BoundedLoad load(listen_port_, 8, 1000000);         // each client gives up after 60 s
+  EchoLoad load(listen_port_, 8, 1000000);            // each client gives up after 60 s
   BoundedRestLoad rest_load(rest_port_, 4, 1000000);  // the same
   ASSERT_TRUE(
       WaitFor([&] { return load.ok() >= 100 && rest_load.ok() >= 100; }, absl::Seconds(20)));
@@ -725,7 +626,7 @@ TEST_F(LifecycleTest, DnsDiscoveryMakesOneNodePerAddressOfALocalhostNode) {
   EXPECT_NE(pool.find("\"node\":\"127.0.0.1:" + port + "\""), std::string::npos) << pool;
   EXPECT_EQ(pool.find("\"node\":\"localhost:"), std::string::npos) << pool;
   EXPECT_GE(SumOf(Scrape(), "qpool_upstream_node_usable", {"node=\"127.0.0.1:" + port + "\""}), 1);
-  BoundedLoad load(listen_port_, 4, 100);
+  EchoLoad load(listen_port_, 4, 100);
   ASSERT_TRUE(WaitFor([&] { return load.ok() + load.failed() == 400; }, absl::Seconds(30)));
   load.Stop();
   EXPECT_EQ(load.failed(), 0) << load.first_failure();
@@ -762,7 +663,7 @@ TEST_F(LifecycleTest, AWatchedFileIsReloadedWhenItChangesOncePerChange) {
   ASSERT_NO_FATAL_FAILURE(StartUpstream());
   const std::string watched = "config:\n  watch_interval: 100ms\n";
   ASSERT_NO_FATAL_FAILURE(StartQpoold("log:\n  level: info\n" + watched));
-  BoundedLoad load(listen_port_, 2, 5000);
+  EchoLoad load(listen_port_, 2, 5000);
   WriteConfig(ConfigText("log:\n  level: debug\n" + watched));  // no SIGHUP
   ASSERT_TRUE(
       WaitFor([&] { return Reloads("success") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));

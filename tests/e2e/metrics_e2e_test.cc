@@ -28,6 +28,7 @@
 #include "qdrant/collections_service.grpc.pb.h"
 #include "qdrant/points_service.grpc.pb.h"
 #include "qdrant/qdrant.grpc.pb.h"
+#include "tests/support/emulator_process.h"
 #include "tests/support/prometheus_text.h"
 #include "tests/support/skip.h"
 #include "tests/support/test_util.h"
@@ -102,14 +103,11 @@ class MetricsE2eTest : public ::testing::Test {
   }
 
   void StartEmulator() {
-    auto emulator = Subprocess::Spawn(
-        {QDRANT_EMULATOR_PATH, "--listen", absl::StrCat("127.0.0.1:", emulator_port_),
-         "--control-listen", "127.0.0.1:0"},
-        dir_ + "/emulator.log");
+    auto emulator = EmulatorProcess::Start(QDRANT_EMULATOR_PATH,
+                                           {"--listen", absl::StrCat("127.0.0.1:", emulator_port_)},
+                                           dir_ + "/emulator.log");
     ASSERT_TRUE(emulator.ok()) << emulator.status();
     emulator_ = std::move(*emulator);
-    ASSERT_TRUE(WaitFor([&] { return CanConnect(emulator_port_); }, absl::Seconds(15)))
-        << ReadFileOrEmpty(dir_ + "/emulator.log");
   }
 
   bool Exited() { return qpoold_->WaitForExit(absl::ZeroDuration()).has_value(); }
@@ -136,13 +134,28 @@ class MetricsE2eTest : public ::testing::Test {
     }
   }
 
+  // Creates the collection metrics_e2e twice, counted as "admin": the second call fails
+  // ALREADY_EXISTS.
+  void CreateCollectionTwice() {
+    auto collections = qdrant::Collections::NewStub(channel_);
+    for (int i = 0; i < 2; ++i) {
+      grpc::ClientContext ctx;
+      qdrant::CreateCollection request;
+      request.set_collection_name("metrics_e2e");
+      request.mutable_vectors_config()->mutable_params()->set_size(4);
+      request.mutable_vectors_config()->mutable_params()->set_distance(qdrant::Cosine);
+      qdrant::CollectionOperationResponse reply;
+      Count("admin", collections->Create(&ctx, request, &reply));
+    }
+  }
+
   std::string dir_;
   std::string log_path_;
   std::string last_scrape_;
   uint16_t emulator_port_ = 0;
   uint16_t listen_port_ = 0;
   uint16_t admin_port_ = 0;
-  std::unique_ptr<Subprocess> emulator_;
+  std::unique_ptr<EmulatorProcess> emulator_;
   std::unique_ptr<Subprocess> qpoold_;
   std::unique_ptr<Subprocess> prometheus_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -156,15 +169,7 @@ TEST_F(MetricsE2eTest, ScrapeCountsEqualTheCallsMade) {
     qdrant::ListCollectionsResponse reply;
     Count("read", collections->List(&ctx, qdrant::ListCollectionsRequest(), &reply));
   }
-  for (int i = 0; i < 2; ++i) {  // the second one fails: ALREADY_EXISTS
-    grpc::ClientContext ctx;
-    qdrant::CreateCollection request;
-    request.set_collection_name("metrics_e2e");
-    request.mutable_vectors_config()->mutable_params()->set_size(4);
-    request.mutable_vectors_config()->mutable_params()->set_distance(qdrant::Cosine);
-    qdrant::CollectionOperationResponse reply;
-    Count("admin", collections->Create(&ctx, request, &reply));
-  }
+  CreateCollectionTwice();  // the second one fails: ALREADY_EXISTS
   auto points = qdrant::Points::NewStub(channel_);
   for (int i = 0; i < 5; ++i) {
     grpc::ClientContext ctx;
@@ -240,16 +245,7 @@ TEST_F(MetricsE2eTest, ScrapeCountsEqualTheCallsMade) {
 TEST_F(MetricsE2eTest, PromtoolAcceptsTheScrape) {
   QPOOL_SKIP_UNLESS_EXECUTABLE(PROMTOOL_PATH);
   HealthChecks(5);
-  auto collections = qdrant::Collections::NewStub(channel_);
-  for (int i = 0; i < 2; ++i) {  // the second one fails: ALREADY_EXISTS, a second code label
-    grpc::ClientContext ctx;
-    qdrant::CreateCollection request;
-    request.set_collection_name("metrics_e2e");
-    request.mutable_vectors_config()->mutable_params()->set_size(4);
-    request.mutable_vectors_config()->mutable_params()->set_distance(qdrant::Cosine);
-    qdrant::CollectionOperationResponse reply;
-    Count("admin", collections->Create(&ctx, request, &reply));
-  }
+  CreateCollectionTwice();  // the second one fails: ALREADY_EXISTS, a second code label
   ASSERT_EQ(seen_["read/OK"], 5);
   ASSERT_TRUE(WaitFor(
       [&] {
@@ -287,9 +283,9 @@ TEST_F(MetricsE2eTest, ReadyzFlipsWithTheOnlyUpstreamAndLivezStays200) {
   EXPECT_EQ(down["qpool_upstream_node_usable" + node], 0);
   // A killed node refuses the TCP connect: reason "connect". The pool reconnects after a backoff,
   // so the first refused connect may come after the node is already marked down.
-  const std::string refused_connects = absl::StrCat(
-      "qpool_upstream_connect_failures_total{node=\"127.0.0.1:", emulator_port_,
-      "\",reason=\"connect\"}");
+  const std::string refused_connects =
+      absl::StrCat("qpool_upstream_connect_failures_total{node=\"127.0.0.1:", emulator_port_,
+                   "\",reason=\"connect\"}");
   EXPECT_TRUE(WaitFor([&] { return Scrape()[refused_connects] >= 1; }, absl::Seconds(10)))
       << last_scrape_;
   EXPECT_GE(down[absl::StrCat("qpool_upstream_disconnects_total{node=\"127.0.0.1:", emulator_port_,

@@ -28,7 +28,9 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/emulator_process.h"
 #include "tests/support/prometheus_text.h"
+#include "tests/support/qpoold_process.h"
 #include "tests/support/test_util.h"
 #include "tests/unit/http_get.h"
 
@@ -47,27 +49,23 @@ class RestEmulator {
 
   void Start(const std::string& faults) {
     auto process =
-        Subprocess::Spawn({QDRANT_EMULATOR_PATH, "--listen", absl::StrCat("127.0.0.1:", grpc_port_),
-                           "--rest-listen", absl::StrCat("127.0.0.1:", rest_port_),
-                           "--control-listen", "127.0.0.1:0", "--faults", faults},
-                          log_path_);
+        EmulatorProcess::Start(QDRANT_EMULATOR_PATH,
+                               {"--listen", absl::StrCat("127.0.0.1:", grpc_port_), "--rest-listen",
+                                absl::StrCat("127.0.0.1:", rest_port_), "--faults", faults},
+                               log_path_);
     ASSERT_TRUE(process.ok()) << process.status();
     process_ = std::move(*process);
-    absl::StatusOr<std::string> line = process_->ReadStdoutLine(absl::Seconds(15));
-    ASSERT_TRUE(line.ok()) << line.status() << "\n" << ReadFileOrEmpty(log_path_);
-    const size_t control = line->find("control=127.0.0.1:");
-    ASSERT_NE(control, std::string::npos) << *line;
-    control_port_ = static_cast<uint16_t>(std::stoi(line->substr(control + 18)));
   }
   void Kill() { process_->Kill(); }
 
   void SetFaults(const std::string& json) {
-    const HttpReply reply = HttpRequest(control_port_, "PUT", "/faults", json);
-    ASSERT_EQ(reply.status, 200) << reply.body;
+    const absl::Status set = process_->SetFaults(json);
+    ASSERT_TRUE(set.ok()) << set;
   }
   uint32_t Calls(const std::string& method) {
-    const HttpReply reply = HttpGet(control_port_, "/counters");
-    const auto json = nlohmann::json::parse(reply.body, nullptr, false);
+    const absl::StatusOr<std::string> counters = process_->CountersJson();
+    if (!counters.ok()) return 0;
+    const auto json = nlohmann::json::parse(*counters, nullptr, false);
     if (json.is_discarded() || !json.contains("calls") || !json["calls"].contains(method)) return 0;
     return json["calls"][method].get<uint32_t>();
   }
@@ -95,8 +93,7 @@ class RestEmulator {
   std::string log_path_;
   uint16_t grpc_port_;
   uint16_t rest_port_;
-  uint16_t control_port_ = 0;
-  std::unique_ptr<Subprocess> process_;
+  std::unique_ptr<EmulatorProcess> process_;
 };
 
 enum Kind { kSearch = 0, kDeleteIds = 1, kDeleteFilter = 2 };
@@ -137,18 +134,10 @@ class RestRestartE2eTest : public ::testing::Test {
                                << "\"]\n  rest_nodes: [\"127.0.0.1:" << rest_port
                                << "\"]\n  connect_backoff_max: 200ms\n"
                                << "retry:\n  min_retries_in_flight: 16\nlog:\n  level: warn\n";
-    auto qpoold = Subprocess::Spawn({QPOOLD_PATH, "--config", config_path}, dir_ + "/qpoold.log");
+    auto qpoold =
+        StartQpooldReady({QPOOLD_PATH, "--config", config_path}, dir_ + "/qpoold.log", admin_port_);
     ASSERT_TRUE(qpoold.ok()) << qpoold.status();
     qpoold_ = std::move(*qpoold);
-    ASSERT_TRUE(WaitFor(
-        [&] {
-          return qpoold_->WaitForExit(absl::ZeroDuration()).has_value() ||
-                 HttpGet(admin_port_, "/readyz").status == 200;
-        },
-        absl::Seconds(15)));
-    ASSERT_FALSE(qpoold_->WaitForExit(absl::ZeroDuration()).has_value())
-        << "qpoold exited at start-up:\n"
-        << ReadFileOrEmpty(dir_ + "/qpoold.log");
   }
 
   // qpoold's /metrics, every sample of the families this test reads kept for a failure report.

@@ -29,7 +29,9 @@
 #include "qdrant/emulator_control.pb.h"
 #include "qdrant/points_service.grpc.pb.h"
 #include "qdrant/qdrant.grpc.pb.h"
+#include "tests/support/emulator_process.h"
 #include "tests/support/prometheus_text.h"
+#include "tests/support/qpoold_process.h"
 #include "tests/support/test_util.h"
 #include "tests/unit/http_get.h"
 
@@ -49,33 +51,27 @@ class Emulator {
       : log_path_(std::move(log_path)), grpc_port_(grpc_port) {}
 
   void Start() {
-    auto process =
-        Subprocess::Spawn({QDRANT_EMULATOR_PATH, "--listen", absl::StrCat("127.0.0.1:", grpc_port_),
-                           "--control-listen", "127.0.0.1:0"},
-                          log_path_);
+    auto process = EmulatorProcess::Start(
+        QDRANT_EMULATOR_PATH, {"--listen", absl::StrCat("127.0.0.1:", grpc_port_)}, log_path_);
     ASSERT_TRUE(process.ok()) << process.status();
     process_ = std::move(*process);
-    absl::StatusOr<std::string> line = process_->ReadStdoutLine(absl::Seconds(15));
-    ASSERT_TRUE(line.ok()) << line.status() << "\n" << ReadFileOrEmpty(log_path_);
-    const size_t control = line->find("control=127.0.0.1:");
-    ASSERT_NE(control, std::string::npos) << *line;
-    control_port_ = static_cast<uint16_t>(std::stoi(line->substr(control + 18)));
   }
   void Kill() { process_->Kill(); }
 
   void SetFaults(const std::string& json) {
-    const HttpReply reply = HttpRequest(control_port_, "PUT", "/faults", json);
-    ASSERT_EQ(reply.status, 200) << reply.body;
+    const absl::Status set = process_->SetFaults(json);
+    ASSERT_TRUE(set.ok()) << set;
   }
   void ResetCounters() {
-    ASSERT_EQ(HttpRequest(control_port_, "POST", "/counters/reset").status, 200);
+    const absl::Status reset = process_->ResetCounters();
+    ASSERT_TRUE(reset.ok()) << reset;
   }
   qpool::emulator::Counters Counters() {
-    const HttpReply reply = HttpGet(control_port_, "/counters");
-    EXPECT_EQ(reply.status, 200);
+    const absl::StatusOr<std::string> json = process_->CountersJson();
+    EXPECT_TRUE(json.ok()) << json.status();
     qpool::emulator::Counters counters;
-    EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(reply.body, &counters).ok())
-        << reply.body;
+    if (!json.ok()) return counters;
+    EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(*json, &counters).ok()) << *json;
     return counters;
   }
   uint32_t Calls(const std::string& method) {
@@ -94,8 +90,7 @@ class Emulator {
  private:
   std::string log_path_;
   uint16_t grpc_port_;
-  uint16_t control_port_ = 0;
-  std::unique_ptr<Subprocess> process_;
+  std::unique_ptr<EmulatorProcess> process_;
 };
 
 // Creates the test collection on `channel` with a few points.
@@ -197,19 +192,10 @@ class RetryE2eTest : public ::testing::Test {
                                << upstream_yaml << "retry:\n"
                                << retry_yaml << "log:\n  level: warn\n";
     auto qpoold =
-        Subprocess::Spawn({QPOOLD_PATH, "--config", config_path, "--rest-listen", "127.0.0.1:0"},
-                          dir_ + "/qpoold.log");
+        StartQpooldReady({QPOOLD_PATH, "--config", config_path, "--rest-listen", "127.0.0.1:0"},
+                         dir_ + "/qpoold.log", admin_port_);
     ASSERT_TRUE(qpoold.ok()) << qpoold.status();
     qpoold_ = std::move(*qpoold);
-    ASSERT_TRUE(WaitFor(
-        [&] {
-          return qpoold_->WaitForExit(absl::ZeroDuration()).has_value() ||
-                 HttpGet(admin_port_, "/readyz").status == 200;
-        },
-        absl::Seconds(15)));
-    ASSERT_FALSE(qpoold_->WaitForExit(absl::ZeroDuration()).has_value())
-        << "qpoold exited at start-up:\n"
-        << ReadFileOrEmpty(dir_ + "/qpoold.log");
     channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", listen_port_),
                                    grpc::InsecureChannelCredentials());
   }

@@ -47,7 +47,10 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "qdrant/collections_service.grpc.pb.h"
+#include "tests/support/emulator_process.h"
 #include "tests/support/prometheus_text.h"
+#include "tests/support/test_certs.h"
+#include "tests/support/test_load.h"
 #include "tests/support/test_util.h"
 #include "tests/unit/http_get.h"
 
@@ -57,34 +60,7 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-std::string g_certs;  // filled by make_certs.sh; empty without openssl
-
-class CertsEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    if (std::system("command -v openssl >/dev/null 2>&1") != 0) return;
-    std::string dir = ::testing::TempDir() + "/qpool_tls_e2e_XXXXXX";
-    if (mkdtemp(dir.data()) == nullptr) return;
-    const std::string command =
-        std::string(QPOOL_SOURCE_DIR "/tests/e2e/tls/make_certs.sh ") + dir + " >&2";
-    if (std::system(command.c_str()) == 0) g_certs = dir;
-  }
-  void TearDown() override {
-    if (!g_certs.empty()) std::filesystem::remove_all(g_certs);
-  }
-};
-const auto* const kEnvironment = ::testing::AddGlobalTestEnvironment(new CertsEnvironment);
-
-std::string Cert(const std::string& name) { return g_certs + "/" + name; }
-
-// The port of `label` in the emulator's "listening grpc=... tls=..." line (" tls" for the gRPC
-// TLS port: "rest_tls" also ends in "tls").
-uint16_t PortAfter(const std::string& line, const std::string& label) {
-  const std::string key = label + "=127.0.0.1:";
-  const size_t at = line.find(key);
-  return at == std::string::npos ? 0
-                                 : static_cast<uint16_t>(std::atoi(line.c_str() + at + key.size()));
-}
+const auto* const kCerts = ::qpool::testing::RegisterTestCerts("qpool_tls_e2e");
 
 // Writes `text` to `path` as a Secret update does: a new file renamed over the old one.
 void Replace(const std::string& path, const std::string& text) {
@@ -121,20 +97,15 @@ class SecureUpstreamE2eTest : public ::testing::Test {
   }
 
   void StartEmulator(std::vector<std::string> flags) {
-    std::vector<std::string> argv = {QDRANT_EMULATOR_PATH, "--listen", "127.0.0.1:0",
-                                     "--control-listen", "127.0.0.1:0"};
-    argv.insert(argv.end(), flags.begin(), flags.end());
-    auto process = Subprocess::Spawn(argv, dir_ + "/emulator.log");
+    flags.insert(flags.begin(), {"--listen", "127.0.0.1:0"});
+    auto process = EmulatorProcess::Start(QDRANT_EMULATOR_PATH, flags, dir_ + "/emulator.log");
     ASSERT_TRUE(process.ok()) << process.status();
     emulator_ = std::move(*process);
-    absl::StatusOr<std::string> line = emulator_->ReadStdoutLine(absl::Seconds(15));
-    ASSERT_TRUE(line.ok()) << line.status() << ReadFileOrEmpty(dir_ + "/emulator.log");
-    grpc_port_ = PortAfter(*line, "grpc");
-    control_port_ = PortAfter(*line, "control");
-    tls_port_ = PortAfter(*line, " tls");
-    rest_port_ = PortAfter(*line, "rest");
-    rest_tls_port_ = PortAfter(*line, "rest_tls");
-    ASSERT_NE(control_port_, 0) << *line;
+    grpc_port_ = emulator_->Port("grpc");
+    control_port_ = emulator_->control_port();
+    tls_port_ = emulator_->Port("tls");
+    rest_port_ = emulator_->Port("rest");
+    rest_tls_port_ = emulator_->Port("rest_tls");
   }
 
   // Starts qpoold with one node (the emulator's TLS port when `tls`, else its cleartext port),
@@ -205,6 +176,26 @@ class SecureUpstreamE2eTest : public ::testing::Test {
     return absl::StrCat("  tls:\n    enabled: true\n", lines);
   }
 
+  // Calls from `threads` clients, at most `max_calls` each, until Stop(): gRPC CollectionExists,
+  // or with `rest_too` REST GET /collections from every other client.
+  std::unique_ptr<ThreadedLoad> Load(int threads, int max_calls, bool rest_too = false) {
+    return std::make_unique<ThreadedLoad>(
+        threads, max_calls, [this, rest_too](int thread) -> ThreadedLoad::Caller {
+          if (rest_too && thread % 2 == 1) {
+            return [this](int) {
+              const HttpReply reply = Rest("GET", "/collections");
+              return reply.status == 200 ? std::string()
+                                         : absl::StrCat("REST ", reply.status, " ", reply.body);
+            };
+          }
+          return [this](int) {
+            const grpc::Status status = Exists();
+            return status.ok() ? std::string()
+                               : absl::StrCat(status.error_code(), ": ", status.error_message());
+          };
+        });
+  }
+
   grpc::Status Exists(const std::string& key = "", absl::Duration timeout = absl::Seconds(5)) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(timeout));
@@ -262,7 +253,7 @@ class SecureUpstreamE2eTest : public ::testing::Test {
   uint16_t control_port_ = 0;
   uint16_t listen_port_ = 0;
   uint16_t admin_port_ = 0;
-  std::unique_ptr<Subprocess> emulator_;
+  std::unique_ptr<EmulatorProcess> emulator_;
   std::unique_ptr<Subprocess> qpoold_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<qdrant::Collections::Stub> stub_;
@@ -280,8 +271,9 @@ class TlsH2Stub {
     // OpenSSL writes to sockets with write(): a peer gone must not kill the test with SIGPIPE.
     signal(SIGPIPE, SIG_IGN);
     ctx_ = SSL_CTX_new(TLS_server_method());
-    EXPECT_EQ(SSL_CTX_use_certificate_chain_file(ctx_, Cert(cert + ".pem").c_str()), 1);
-    EXPECT_EQ(SSL_CTX_use_PrivateKey_file(ctx_, Cert(cert + ".key").c_str(), SSL_FILETYPE_PEM), 1);
+    EXPECT_EQ(SSL_CTX_use_certificate_chain_file(ctx_, TestCert(cert + ".pem").c_str()), 1);
+    EXPECT_EQ(SSL_CTX_use_PrivateKey_file(ctx_, TestCert(cert + ".key").c_str(), SSL_FILETYPE_PEM),
+              1);
     static const unsigned char kContext[] = "qpool-tls-h2-stub";
     SSL_CTX_set_session_id_context(ctx_, kContext, sizeof(kContext) - 1);
     SSL_CTX_set_alpn_select_cb(
@@ -383,12 +375,12 @@ class TlsH2Stub {
 class TlsE2eTest : public SecureUpstreamE2eTest {
  protected:
   void SetUp() override {
-    if (g_certs.empty()) GTEST_SKIP() << "the openssl command is not available";
+    if (TestCertsDir().empty()) GTEST_SKIP() << "the openssl command is not available";
     SecureUpstreamE2eTest::SetUp();
   }
   void StartTlsEmulator(const std::string& cert, std::vector<std::string> more = {}) {
-    std::vector<std::string> flags = {"--tls-cert", Cert(cert + ".pem"), "--tls-key",
-                                      Cert(cert + ".key")};
+    std::vector<std::string> flags = {"--tls-cert", TestCert(cert + ".pem"), "--tls-key",
+                                      TestCert(cert + ".key")};
     flags.insert(flags.end(), more.begin(), more.end());
     ASSERT_NO_FATAL_FAILURE(StartEmulator(flags));
     ASSERT_NE(tls_port_, 0);
@@ -397,7 +389,7 @@ class TlsE2eTest : public SecureUpstreamE2eTest {
 
 TEST_F(TlsE2eTest, CleartextClientReachesATlsNodeThroughQpoold) {
   ASSERT_NO_FATAL_FAILURE(StartTlsEmulator("server"));
-  ASSERT_NO_FATAL_FAILURE(StartQpoold(true, TlsYaml("    ca_file: " + Cert("ca.pem") + "\n")));
+  ASSERT_NO_FATAL_FAILURE(StartQpoold(true, TlsYaml("    ca_file: " + TestCert("ca.pem") + "\n")));
   grpc::Status status = Exists();
   EXPECT_TRUE(status.ok()) << status.error_code() << " " << status.error_message();
   ASSERT_TRUE(Create("tls_created").ok());
@@ -405,18 +397,24 @@ TEST_F(TlsE2eTest, CleartextClientReachesATlsNodeThroughQpoold) {
   EXPECT_EQ(Metric("qpool_upstream_tls_unverified_connects_total"), 0);
 }
 
+// The node certificates qpoold must refuse (make_certs.sh), each with the `reason` label it counts
+// and the words the app reads in the gRPC message or the REST answer.
+struct BadCertificate {
+  const char* cert;
+  const char* reason;
+  const char* words;
+};
+constexpr BadCertificate kBadCertificates[] = {
+    {"expired", "expired", "certificate has expired"},
+    {"unknown_ca", "unknown_ca", "unable to get local issuer certificate"},
+    {"wrong_name", "name_mismatch", "IP address mismatch"}};
+
 TEST_F(TlsE2eTest, EachBadCertificateFailsUnavailableWithItsReason) {
-  struct Case {
-    const char* cert;
-    const char* reason;
-    const char* words;  // in the message the app gets
-  };
-  for (const Case& c : {Case{"expired", "expired", "certificate has expired"},
-                        Case{"unknown_ca", "unknown_ca", "unable to get local issuer certificate"},
-                        Case{"wrong_name", "name_mismatch", "IP address mismatch"}}) {
+  for (const BadCertificate& c : kBadCertificates) {
     SCOPED_TRACE(c.cert);
     ASSERT_NO_FATAL_FAILURE(StartTlsEmulator(c.cert));
-    ASSERT_NO_FATAL_FAILURE(StartQpoold(true, TlsYaml("    ca_file: " + Cert("ca.pem") + "\n")));
+    ASSERT_NO_FATAL_FAILURE(
+        StartQpoold(true, TlsYaml("    ca_file: " + TestCert("ca.pem") + "\n")));
     grpc::Status status = Exists("", absl::Seconds(3));
     EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
     EXPECT_THAT(status.error_message(), HasSubstr(c.words));
@@ -445,8 +443,8 @@ TEST_F(TlsE2eTest, VerifyFalseConnectsToAnUntrustedNodeAndIsCounted) {
 }
 
 TEST_F(TlsE2eTest, MutualTlsPassesWithAClientCertificateAndFailsClearlyWithout) {
-  ASSERT_NO_FATAL_FAILURE(StartTlsEmulator("server", {"--tls-client-ca", Cert("ca.pem")}));
-  ASSERT_NO_FATAL_FAILURE(StartQpoold(true, TlsYaml("    ca_file: " + Cert("ca.pem") + "\n")));
+  ASSERT_NO_FATAL_FAILURE(StartTlsEmulator("server", {"--tls-client-ca", TestCert("ca.pem")}));
+  ASSERT_NO_FATAL_FAILURE(StartQpoold(true, TlsYaml("    ca_file: " + TestCert("ca.pem") + "\n")));
   grpc::Status without = Exists("", absl::Seconds(3));
   EXPECT_EQ(without.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(without.error_message(), HasSubstr("client certificate"));
@@ -457,8 +455,8 @@ TEST_F(TlsE2eTest, MutualTlsPassesWithAClientCertificateAndFailsClearlyWithout) 
   StopQpoold();
 
   ASSERT_NO_FATAL_FAILURE(StartQpoold(
-      true, TlsYaml("    ca_file: " + Cert("ca.pem") + "\n    cert_file: " + Cert("client.pem") +
-                    "\n    key_file: " + Cert("client.key") + "\n")));
+      true, TlsYaml("    ca_file: " + TestCert("ca.pem") + "\n    cert_file: " +
+                    TestCert("client.pem") + "\n    key_file: " + TestCert("client.key") + "\n")));
   grpc::Status with = Exists();
   EXPECT_TRUE(with.ok()) << with.error_message();
 }
@@ -468,7 +466,7 @@ TEST_F(TlsE2eTest, CaFileSwappedLikeASecretIsUsedForNewConnections) {
   // A Secret mount: ca.crt -> ..data/ca.crt, ..data -> ..v1 (the wrong CA at first).
   const std::string mount = dir_ + "/secret";
   std::filesystem::create_directories(mount + "/..v1");
-  std::filesystem::copy_file(Cert("other_ca.pem"), mount + "/..v1/ca.crt");
+  std::filesystem::copy_file(TestCert("other_ca.pem"), mount + "/..v1/ca.crt");
   std::filesystem::create_directory_symlink(mount + "/..v1", mount + "/..data");
   std::filesystem::create_symlink("..data/ca.crt", mount + "/ca.crt");
   ASSERT_NO_FATAL_FAILURE(StartQpoold(
@@ -476,7 +474,7 @@ TEST_F(TlsE2eTest, CaFileSwappedLikeASecretIsUsedForNewConnections) {
   EXPECT_EQ(Exists("", absl::Seconds(2)).error_code(), grpc::StatusCode::UNAVAILABLE);
   // The right CA arrives: a new directory and one rename of ..data, as the kubelet does it.
   std::filesystem::create_directories(mount + "/..v2");
-  std::filesystem::copy_file(Cert("ca.pem"), mount + "/..v2/ca.crt");
+  std::filesystem::copy_file(TestCert("ca.pem"), mount + "/..v2/ca.crt");
   std::filesystem::create_directory_symlink(mount + "/..v2", mount + "/..data_tmp");
   std::filesystem::rename(mount + "/..data_tmp", mount + "/..data");
   EXPECT_TRUE(WaitFor([&] { return Exists("", absl::Seconds(1)).ok(); }, absl::Seconds(15),
@@ -498,44 +496,32 @@ TEST_F(TlsE2eTest, NodeCertificateRotatedUnderLoadFailsNoCallAndNewConnectionsSe
   // second (max_connection_age), so new connections keep coming.
   const std::string live = dir_ + "/node-tls";
   std::filesystem::create_directories(live);
-  std::filesystem::copy_file(Cert("server.pem"), live + "/tls.crt");
-  std::filesystem::copy_file(Cert("server.key"), live + "/tls.key");
+  std::filesystem::copy_file(TestCert("server.pem"), live + "/tls.crt");
+  std::filesystem::copy_file(TestCert("server.key"), live + "/tls.key");
   ASSERT_NO_FATAL_FAILURE(StartEmulator(
       {"--tls-cert", live + "/tls.crt", "--tls-key", live + "/tls.key", "--tls-reload-s", "1"}));
   ASSERT_NE(tls_port_, 0);
   ASSERT_NO_FATAL_FAILURE(StartQpoold(true,
-                                      TlsYaml("    ca_file: " + Cert("ca.pem") + "\n") +
+                                      TlsYaml("    ca_file: " + TestCert("ca.pem") + "\n") +
                                           "  max_connection_age: 1s\n  min_connections: 2\n",
                                       "log:\n  level: debug\n"));
   ASSERT_TRUE(Exists().ok());
   // Serials as qpoold logs them: make_certs.sh signs server.pem as 1000 and server2.pem as 1001.
   ASSERT_THAT(ReadFileOrEmpty(log_path_), HasSubstr("serial 1000"));
-  std::atomic<bool> stop{false};
-  std::atomic<int> ok{0};
-  std::atomic<int> failed{0};
-  std::vector<std::thread> clients;
-  for (int c = 0; c < 8; ++c) {
-    clients.emplace_back([&] {
-      for (int i = 0; i < 3000 && !stop.load(); ++i) {  // bounded
-        grpc::Status status = Exists();
-        (status.ok() ? ok : failed).fetch_add(1);
-      }
-    });
-  }
-  ASSERT_TRUE(WaitFor([&] { return ok.load() >= 200; }, absl::Seconds(20)));
+  std::unique_ptr<ThreadedLoad> load = Load(8, 3000);
+  ASSERT_TRUE(WaitFor([&] { return load->ok() >= 200; }, absl::Seconds(20)));
   const double handshakes_before = Metric("qpool_upstream_tls_handshakes_total");
   // The node's new chain: key first, then the certificate, each renamed into place.
-  Replace(live + "/tls.key", ReadFileOrEmpty(Cert("server2.key")));
-  Replace(live + "/tls.crt", ReadFileOrEmpty(Cert("server2.pem")));
+  Replace(live + "/tls.key", ReadFileOrEmpty(TestCert("server2.key")));
+  Replace(live + "/tls.crt", ReadFileOrEmpty(TestCert("server2.pem")));
   const bool seen =
       WaitFor([&] { return ReadFileOrEmpty(log_path_).find("serial 1001") != std::string::npos; },
               absl::Seconds(20), absl::Milliseconds(100));
-  stop = true;
-  for (std::thread& t : clients) t.join();
+  load->Stop();
   EXPECT_TRUE(seen) << "no new connection presented the new certificate";
-  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(load->failed(), 0) << load->first_failure();
   EXPECT_GT(Metric("qpool_upstream_tls_handshakes_total"), handshakes_before);
-  std::cerr << "certificate rotation under load: " << ok.load() << " calls, " << failed.load()
+  std::cerr << "certificate rotation under load: " << load->ok() << " calls, " << load->failed()
             << " failed; TLS handshakes " << Metric("qpool_upstream_tls_handshakes_total")
             << ", resumed " << Metric("qpool_upstream_tls_resumptions_total") << "\n";
 }
@@ -545,7 +531,7 @@ TEST_F(TlsE2eTest, GentleGrpcClosesSendACloseNotifyAndSessionsStillResume) {
   tls_port_ = node.port();
   // Every connection is recycled (drained gently) after about a second; one is kept open.
   ASSERT_NO_FATAL_FAILURE(StartQpoold(true,
-                                      TlsYaml("    ca_file: " + Cert("ca.pem") + "\n") +
+                                      TlsYaml("    ca_file: " + TestCert("ca.pem") + "\n") +
                                           "  min_connections: 1\n  max_connection_age: 1s\n",
                                       "health:\n  enabled: false\n"));
   ASSERT_TRUE(WaitFor([&] { return node.clean_closes() >= 3; }, absl::Seconds(20)))
@@ -575,14 +561,15 @@ TEST_F(TlsE2eTest, GentleGrpcClosesSendACloseNotifyAndSessionsStillResume) {
 class RestTlsE2eTest : public TlsE2eTest {
  protected:
   void StartRestTlsEmulator(const std::string& cert, std::vector<std::string> more = {}) {
-    std::vector<std::string> flags = {"--rest-listen",     "127.0.0.1:0", "--tls-cert",
-                                      Cert(cert + ".pem"), "--tls-key",   Cert(cert + ".key")};
+    std::vector<std::string> flags = {"--rest-listen", "127.0.0.1:0",
+                                      "--tls-cert",    TestCert(cert + ".pem"),
+                                      "--tls-key",     TestCert(cert + ".key")};
     flags.insert(flags.end(), more.begin(), more.end());
     ASSERT_NO_FATAL_FAILURE(StartEmulator(flags));
     ASSERT_NE(tls_port_, 0);
     ASSERT_NE(rest_tls_port_, 0);
   }
-  std::string CaYaml() { return TlsYaml("    ca_file: " + Cert("ca.pem") + "\n"); }
+  std::string CaYaml() { return TlsYaml("    ca_file: " + TestCert("ca.pem") + "\n"); }
   static constexpr char kVectors[] = R"({"vectors":{"size":4,"distance":"Cosine"}})";
 };
 
@@ -633,14 +620,7 @@ TEST_F(RestTlsE2eTest, EmulatorRestAnswers401WithoutAKeyAnd403ForTheReadOnlyKeyO
 }
 
 TEST_F(RestTlsE2eTest, EachBadCertificateAnswers503WithItsReason) {
-  struct Case {
-    const char* cert;
-    const char* reason;
-    const char* words;  // in the answer the app gets
-  };
-  for (const Case& c : {Case{"expired", "expired", "certificate has expired"},
-                        Case{"unknown_ca", "unknown_ca", "unable to get local issuer certificate"},
-                        Case{"wrong_name", "name_mismatch", "IP address mismatch"}}) {
+  for (const BadCertificate& c : kBadCertificates) {
     SCOPED_TRACE(c.cert);
     ASSERT_NO_FATAL_FAILURE(StartRestTlsEmulator(c.cert));
     ASSERT_NO_FATAL_FAILURE(
@@ -693,7 +673,7 @@ TEST_F(RestTlsE2eTest, ReconnectsResumeTheTlsSessionForRestAndGrpc) {
 TEST_F(RestTlsE2eTest, NewCaFileRecyclesOpenConnectionsUnderLoadWithoutFailingACall) {
   ASSERT_NO_FATAL_FAILURE(StartRestTlsEmulator("server"));
   const std::string ca = dir_ + "/ca.pem";
-  Replace(ca, ReadFileOrEmpty(Cert("ca.pem")));
+  Replace(ca, ReadFileOrEmpty(TestCert("ca.pem")));
   ASSERT_NO_FATAL_FAILURE(StartQpooldRest(
       true,
       TlsYaml("    ca_file: " + ca + "\n") +
@@ -701,30 +681,14 @@ TEST_F(RestTlsE2eTest, NewCaFileRecyclesOpenConnectionsUnderLoadWithoutFailingAC
       "health:\n  enabled: false\n"));
   ASSERT_TRUE(Exists().ok());
   ASSERT_EQ(Rest("GET", "/collections").status, 200);
-  std::atomic<bool> stop{false};
-  std::atomic<int> ok{0};
-  std::atomic<int> failed{0};
-  std::vector<std::thread> clients;
-  for (int c = 0; c < 8; ++c) {
-    // Eight clients of each protocol, at most 3,000 calls each.
-    clients.emplace_back([&] {
-      for (int i = 0; i < 3000 && !stop.load(); ++i) {
-        grpc::Status status = Exists();
-        (status.ok() ? ok : failed).fetch_add(1);
-      }
-    });
-    clients.emplace_back([&] {
-      for (int i = 0; i < 3000 && !stop.load(); ++i) {
-        (Rest("GET", "/collections").status == 200 ? ok : failed).fetch_add(1);
-      }
-    });
-  }
-  ASSERT_TRUE(WaitFor([&] { return ok.load() >= 400; }, absl::Seconds(20)));
+  // Eight clients of each protocol, at most 3,000 calls each.
+  std::unique_ptr<ThreadedLoad> load = Load(16, 3000, /*rest_too=*/true);
+  ASSERT_TRUE(WaitFor([&] { return load->ok() >= 400; }, absl::Seconds(20)));
   const double grpc_recycled = Metric("qpool_upstream_disconnects_total", ",reason=\"recycled\"");
   const double rest_recycled =
       RestMetric("qpool_upstream_disconnects_total", ",reason=\"recycled\"");
   // New material that still verifies the node: the CA bundle gains a second CA.
-  Replace(ca, ReadFileOrEmpty(Cert("ca.pem")) + ReadFileOrEmpty(Cert("other_ca.pem")));
+  Replace(ca, ReadFileOrEmpty(TestCert("ca.pem")) + ReadFileOrEmpty(TestCert("other_ca.pem")));
   const bool recycled = WaitFor(
       [&] {
         return Metric("qpool_upstream_disconnects_total", ",reason=\"recycled\"") > grpc_recycled &&
@@ -733,14 +697,13 @@ TEST_F(RestTlsE2eTest, NewCaFileRecyclesOpenConnectionsUnderLoadWithoutFailingAC
       },
       absl::Seconds(20), absl::Milliseconds(100));
   // Some more calls on the new connections.
-  const int at_recycle = ok.load();
-  WaitFor([&] { return ok.load() >= at_recycle + 200; }, absl::Seconds(10));
-  stop = true;
-  for (std::thread& t : clients) t.join();
+  const int at_recycle = load->ok();
+  WaitFor([&] { return load->ok() >= at_recycle + 200; }, absl::Seconds(10));
+  load->Stop();
   EXPECT_TRUE(recycled) << "the open connections were not recycled after the CA file changed";
-  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(load->failed(), 0) << load->first_failure();
   EXPECT_THAT(ReadFileOrEmpty(log_path_), HasSubstr("open ones are recycled"));
-  std::cerr << "CA change under load: " << ok.load() << " calls, " << failed.load()
+  std::cerr << "CA change under load: " << load->ok() << " calls, " << load->failed()
             << " failed; recycled gRPC "
             << Metric("qpool_upstream_disconnects_total", ",reason=\"recycled\"") << ", REST "
             << RestMetric("qpool_upstream_disconnects_total", ",reason=\"recycled\"") << "\n";
@@ -754,10 +717,10 @@ TEST_F(RestTlsE2eTest, NodeMovedToANewCaUnderLoadFailsNoCallAndNewConnectionsSee
   // call.
   const std::string live = dir_ + "/node-tls";
   std::filesystem::create_directories(live);
-  std::filesystem::copy_file(Cert("server.pem"), live + "/tls.crt");
-  std::filesystem::copy_file(Cert("server.key"), live + "/tls.key");
+  std::filesystem::copy_file(TestCert("server.pem"), live + "/tls.crt");
+  std::filesystem::copy_file(TestCert("server.key"), live + "/tls.key");
   const std::string bundle = dir_ + "/ca-bundle.pem";
-  Replace(bundle, ReadFileOrEmpty(Cert("ca.pem")));
+  Replace(bundle, ReadFileOrEmpty(TestCert("ca.pem")));
   ASSERT_NO_FATAL_FAILURE(
       StartEmulator({"--rest-listen", "127.0.0.1:0", "--tls-cert", live + "/tls.crt", "--tls-key",
                      live + "/tls.key", "--tls-reload-s", "1"}));
@@ -811,13 +774,13 @@ TEST_F(RestTlsE2eTest, NodeMovedToANewCaUnderLoadFailsNoCallAndNewConnectionsSee
   ASSERT_TRUE(
       WaitFor([&] { return rest_ok.load() >= 200 && grpc_ok.load() >= 100; }, absl::Seconds(20)));
   // 1. The bundle gains the new CA; both stores (gRPC and REST) take it.
-  Replace(bundle, ReadFileOrEmpty(Cert("ca.pem")) + ReadFileOrEmpty(Cert("other_ca.pem")));
+  Replace(bundle, ReadFileOrEmpty(TestCert("ca.pem")) + ReadFileOrEmpty(TestCert("other_ca.pem")));
   const bool bundle_taken =
       WaitFor([&] { return count_in_log("TLS files changed; new connections") >= 2; },
               absl::Seconds(10), absl::Milliseconds(100));
   // 2. The node moves to the new CA: key first, then the certificate, each renamed into place.
-  Replace(live + "/tls.key", ReadFileOrEmpty(Cert("next.key")));
-  Replace(live + "/tls.crt", ReadFileOrEmpty(Cert("next.pem")));
+  Replace(live + "/tls.key", ReadFileOrEmpty(TestCert("next.key")));
+  Replace(live + "/tls.crt", ReadFileOrEmpty(TestCert("next.pem")));
   const bool rest_saw = WaitFor(
       [&] {
         return count_in_log("upstream REST " + rest_node_ + ": TLS up (subject /CN=next") > 0;
@@ -968,35 +931,22 @@ TEST_F(KeysE2eTest, KeyFileRotatedUnderLoadFailsNoCall) {
   ASSERT_NO_FATAL_FAILURE(
       StartQpoold(false, "  api_key_file: " + full + "\n  secrets_poll_interval: 100ms\n",
                   "health:\n  enabled: false\n"));
-  std::atomic<bool> stop{false};
-  std::atomic<int> ok{0};
-  std::atomic<int> failed{0};
-  std::vector<std::thread> clients;
-  for (int c = 0; c < 8; ++c) {
-    clients.emplace_back([&] {
-      // Bounded: at most 2,000 calls per client, or until told to stop.
-      for (int i = 0; i < 2000 && !stop.load(); ++i) {
-        grpc::Status status = Exists();
-        (status.ok() ? ok : failed).fetch_add(1);
-      }
-    });
-  }
-  ASSERT_TRUE(WaitFor([&] { return ok.load() >= 200; }, absl::Seconds(20)));
+  std::unique_ptr<ThreadedLoad> load = Load(8, 2000);  // at most 2,000 calls per client
+  ASSERT_TRUE(WaitFor([&] { return load->ok() >= 200; }, absl::Seconds(20)));
   EXPECT_GT(KeyCount("read_only"), 0);
   Replace(full, "new-key-3\n");
   const bool switched =
       WaitFor([&] { return KeyCount("full") >= 100; }, absl::Seconds(15), absl::Milliseconds(50));
-  stop = true;
-  for (std::thread& t : clients) t.join();
+  load->Stop();
   EXPECT_TRUE(switched);
-  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(load->failed(), 0) << load->first_failure();
   EXPECT_EQ(KeyCount("refused"), 0);
   // From now on only the new key.
   ResetCounters();
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(Exists().ok());
   EXPECT_EQ(KeyCount("full"), 20);
   EXPECT_EQ(KeyCount("read_only"), 0);
-  std::cerr << "rotation under load: " << ok.load() << " calls, " << failed.load() << " failed\n";
+  std::cerr << "rotation under load: " << load->ok() << " calls, " << load->failed() << " failed\n";
 }
 
 TEST_F(KeysE2eTest, NoKeyLeaksIntoLogsMetricsPoolErrorsOrCheckConfig) {

@@ -23,6 +23,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "testing/test_service.grpc.pb.h"
+#include "tests/support/echo_client.h"
 #include "tests/support/test_upstream.h"
 #include "tests/support/test_util.h"
 
@@ -32,13 +33,6 @@ namespace {
 constexpr int kSlowCalls = 20;
 constexpr int kSlowCallSleepMs = 500;
 constexpr int kRacerThreads = 4;
-
-std::shared_ptr<grpc::Channel> OwnChannel(uint16_t port) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
-                                   grpc::InsecureChannelCredentials(), args);
-}
 
 class SigtermDrainTest : public ::testing::Test {
  protected:

@@ -24,21 +24,14 @@
 #include "qdrant/points_service.grpc.pb.h"
 #include "qdrant/qdrant.grpc.pb.h"
 #include "qdrant/snapshots_service.grpc.pb.h"
+#include "tests/support/test_util.h"
 
 namespace qpool::emulator {
 namespace {
 
 using ::testing::HasSubstr;
 
-// Polls `condition` until it holds or `timeout` passes.
-bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout = absl::Seconds(10)) {
-  absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return condition();
-}
+using ::qpool::testing::WaitFor;
 
 // One HTTP/1.1 request to the control endpoint; returns {status, body}.
 std::pair<int, std::string> Http(const std::string& address, const std::string& method,
@@ -67,7 +60,7 @@ std::pair<int, std::string> Http(const std::string& address, const std::string& 
   return {status, body_start == std::string::npos ? "" : response.substr(body_start + 4)};
 }
 
-class EmulatorTest : public testing::Test {
+class EmulatorTest : public ::testing::Test {
  protected:
   void SetUp() override { Start(ServerOptions()); }
 
@@ -78,7 +71,8 @@ class EmulatorTest : public testing::Test {
     auto server = EmulatorServer::Start(options, storage_, faults_);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
-    auto control = ControlHttpServer::Start("127.0.0.1:0", MakeControlHandler(faults_, *server_));
+    auto control =
+        ControlHttpServer::Start("127.0.0.1:0", MakeControlHandler(faults_, {server_.get()}));
     ASSERT_TRUE(control.ok()) << control.status();
     control_ = *std::move(control);
     channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
@@ -365,7 +359,7 @@ TEST_F(EmulatorTest, ErrorAfterHandlerWritesThenFails) {
 TEST_F(EmulatorTest, HangParksCallsUntilResume) {
   ASSERT_EQ(Http(control_->address(), "POST", "/hang").first, 200);
   std::future<grpc::Status> call = std::async(std::launch::async, [this] { return HealthCheck(); });
-  ASSERT_TRUE(WaitFor([this] { return faults_.counters().hung_calls() == 1; }));
+  ASSERT_TRUE(WaitFor([this] { return faults_.counters().hung_calls() == 1; }, absl::Seconds(10)));
   EXPECT_EQ(call.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout)
       << "a parked call is not answered";
   ASSERT_EQ(Http(control_->address(), "POST", "/resume").first, 200);
@@ -377,10 +371,11 @@ TEST_F(EmulatorTest, GoawayAfterNCallsMovesClientToANewConnection) {
   SetFaults(R"({"close_after_calls": 2, "close_mode": "goaway"})");
   ASSERT_TRUE(HealthCheck().ok());
   ASSERT_TRUE(HealthCheck().ok());
-  ASSERT_TRUE(WaitFor([this] { return faults_.counters().goaways() == 1; }));
+  ASSERT_TRUE(WaitFor([this] { return faults_.counters().goaways() == 1; }, absl::Seconds(10)));
   // Once the client has seen GOAWAY its channel leaves READY; a call sent before that could race
   // with the old server's shutdown (see docs/emulator.md, "GOAWAY").
-  ASSERT_TRUE(WaitFor([this] { return channel_->GetState(false) != GRPC_CHANNEL_READY; }));
+  ASSERT_TRUE(WaitFor([this] { return channel_->GetState(false) != GRPC_CHANNEL_READY; },
+                      absl::Seconds(10)));
   grpc::Status after = HealthCheck();
   ASSERT_TRUE(after.ok()) << "the client reconnects after GOAWAY: " << after.error_code() << " "
                           << after.error_message();
@@ -396,7 +391,7 @@ TEST_F(EmulatorTest, AbruptCloseAfterProcessingDropsTheAnswer) {
   SetFaults("{}");
   EXPECT_GE(faults_.counters().abrupt_closes(), 1u);
   // The client may try the dead connection once more before it notices; it then reconnects.
-  ASSERT_TRUE(WaitFor([this] { return HealthCheck().ok(); }));
+  ASSERT_TRUE(WaitFor([this] { return HealthCheck().ok(); }, absl::Seconds(10)));
   EXPECT_EQ(CountPoints("a"), 1u) << "the write was applied before the connection dropped";
   EXPECT_EQ(faults_.counters().connections_accepted(), 2u);
 }
@@ -405,10 +400,11 @@ TEST_F(EmulatorTest, ControlCloseEndpointClosesConnections) {
   ASSERT_TRUE(HealthCheck().ok());
   ASSERT_EQ(Http(control_->address(), "POST", "/connections/close?mode=abrupt").first, 200);
   EXPECT_EQ(faults_.counters().abrupt_closes(), 1u);
-  ASSERT_TRUE(WaitFor([this] { return HealthCheck().ok(); }));
+  ASSERT_TRUE(WaitFor([this] { return HealthCheck().ok(); }, absl::Seconds(10)));
   ASSERT_EQ(Http(control_->address(), "POST", "/connections/close?mode=goaway").first, 200);
-  EXPECT_TRUE(WaitFor([this] { return faults_.counters().goaways() == 1; }));
-  ASSERT_TRUE(WaitFor([this] { return channel_->GetState(false) != GRPC_CHANNEL_READY; }));
+  EXPECT_TRUE(WaitFor([this] { return faults_.counters().goaways() == 1; }, absl::Seconds(10)));
+  ASSERT_TRUE(WaitFor([this] { return channel_->GetState(false) != GRPC_CHANNEL_READY; },
+                      absl::Seconds(10)));
   EXPECT_TRUE(HealthCheck().ok());
   EXPECT_EQ(Http(control_->address(), "POST", "/connections/close?mode=sideways").first, 400);
 }

@@ -27,6 +27,7 @@
 #include "gtest/gtest.h"
 #include "qdrant/collections_service.grpc.pb.h"
 #include "qdrant/points_service.grpc.pb.h"
+#include "tests/support/test_util.h"
 
 namespace qpool::emulator {
 namespace {
@@ -39,15 +40,7 @@ using ::testing::HasSubstr;
 
 constexpr auto kIoTimeout = std::chrono::seconds(10);
 
-// Polls `condition` until it holds or `timeout` passes.
-bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout = absl::Seconds(10)) {
-  absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return condition();
-}
+using ::qpool::testing::WaitFor;
 
 uint16_t PortOf(const std::string& address) {
   int port = 0;
@@ -178,7 +171,7 @@ constexpr char kCreate[] = R"({"vectors":{"size":2,"distance":"Dot"}})";
 constexpr char kPoints[] =
     R"({"points":[{"id":1,"vector":[1,0],"payload":{"k":"a"}},{"id":2,"vector":[0,1]}]})";
 
-class EmulatorRestTest : public testing::Test {
+class EmulatorRestTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ServerOptions grpc_options;
@@ -410,7 +403,7 @@ TEST_F(EmulatorRestTest, HangParksUntilTheRuleIsLifted) {
   auto pending = std::async(std::launch::async, [&] {
     return Once(http::verb::post, "/collections/c/points/count", "{}");
   });
-  ASSERT_TRUE(WaitFor([&] { return faults_.counters().hung_calls() == 1; }));
+  ASSERT_TRUE(WaitFor([&] { return faults_.counters().hung_calls() == 1; }, absl::Seconds(10)));
   EXPECT_EQ(pending.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
   ASSERT_TRUE(faults_.SetConfigJson("{}").ok());
   rest_->ReleaseParkedCalls();
@@ -423,7 +416,7 @@ TEST_F(EmulatorRestTest, ParkedRequestsAre503OnShutdown) {
   faults_.SetHangAll(true);
   auto pending =
       std::async(std::launch::async, [&] { return Once(http::verb::get, "/collections"); });
-  ASSERT_TRUE(WaitFor([&] { return faults_.counters().hung_calls() == 1; }));
+  ASSERT_TRUE(WaitFor([&] { return faults_.counters().hung_calls() == 1; }, absl::Seconds(10)));
   rest_->Shutdown();
   EXPECT_EQ(pending.get().status, 503);
   faults_.SetHangAll(false);
@@ -514,7 +507,8 @@ TEST_F(EmulatorRestTest, ConnectionsAreCountedOpenPeakAndTotal) {
     EXPECT_EQ(counters.rest_connections_accepted(), 3u);
     EXPECT_EQ(counters.connections_accepted(), 0u);  // The gRPC port's count is separate.
   }
-  ASSERT_TRUE(WaitFor([&] { return faults_.counters().rest_connections_open() == 0; }));
+  ASSERT_TRUE(
+      WaitFor([&] { return faults_.counters().rest_connections_open() == 0; }, absl::Seconds(10)));
   EXPECT_EQ(faults_.counters().rest_connections_peak(), 3u);
   faults_.ResetCounters();
   EXPECT_EQ(faults_.counters().rest_connections_peak(), 0u);

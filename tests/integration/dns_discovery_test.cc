@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/test_service.grpc.pb.h"
+#include "tests/support/echo_client.h"
 #include "tests/support/test_upstream.h"
 #include "tests/support/test_util.h"
 
@@ -53,62 +54,6 @@ class FakeResolver : public server::Resolver {
   int calls_ = 0;
 };
 
-// Unary calls from `threads` connections until Stop() (each thread at most 100000, and 60 s).
-class Load {
- public:
-  Load(uint16_t port, int threads) {
-    for (int t = 0; t < threads; ++t) {
-      threads_.emplace_back([this, port, t] {
-        grpc::ChannelArguments args;
-        args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-        auto stub = TestService::NewStub(grpc::CreateCustomChannel(
-            absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials(), args));
-        const absl::Time give_up = absl::Now() + absl::Seconds(60);
-        for (int i = 0; i < 100000 && !stop_ && absl::Now() < give_up; ++i) {
-          EchoRequest request;
-          request.set_payload(absl::StrCat(t, " ", i));
-          EchoResponse response;
-          grpc::ClientContext ctx;
-          ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-          const grpc::Status status = stub->Unary(&ctx, request, &response);
-          absl::MutexLock lock(&mu_);
-          if (status.ok()) {
-            ok_++;
-          } else if (failed_++ == 0) {
-            first_failure_ = absl::StrCat(status.error_code(), ": ", status.error_message());
-          }
-        }
-      });
-    }
-  }
-  ~Load() { Stop(); }
-  void Stop() {
-    stop_ = true;
-    for (auto& thread : threads_) thread.join();
-    threads_.clear();
-  }
-  int ok() {
-    absl::MutexLock lock(&mu_);
-    return ok_;
-  }
-  int failed() {
-    absl::MutexLock lock(&mu_);
-    return failed_;
-  }
-  std::string first_failure() {
-    absl::MutexLock lock(&mu_);
-    return first_failure_;
-  }
-
- private:
-  std::atomic<bool> stop_{false};
-  std::vector<std::thread> threads_;
-  absl::Mutex mu_;
-  int ok_ = 0;
-  int failed_ = 0;
-  std::string first_failure_;
-};
-
 std::vector<std::string> NodeNames(server::Proxy& proxy) {
   return proxy.Scrape(absl::Seconds(2)).node_names;
 }
@@ -139,7 +84,7 @@ TEST(DnsDiscoveryIntegrationTest, NodesJoinAndDrainAsTheAnswerChangesWithoutAFai
   ASSERT_TRUE((*proxy)->Start().ok());
   EXPECT_THAT(NodeNames(**proxy), ElementsAre(a)) << "the name is resolved before the start";
 
-  Load load((*proxy)->port(), 4);
+  EchoLoad load((*proxy)->port(), 4, 100000);
   ASSERT_TRUE(WaitFor([&] { return load.ok() >= 100; }, absl::Seconds(20)));
   EXPECT_EQ((*second)->stats().CallsStarted(), 0);
 

@@ -30,6 +30,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/support/raw_http_upstream.h"
 #include "tests/support/rest_test_upstream.h"
+#include "tests/support/test_certs.h"
 #include "tests/support/test_util.h"
 
 namespace qpool::testing {
@@ -698,15 +699,34 @@ TEST_F(RestForwardingTest, ThousandAppConnectionsShareFourUpstreamConnections) {
 
 // --- chunked trailers (RFC 9112 section 7.1.2), byte for byte, against a scripted raw upstream ---
 
+// The body of `raw` when it is exactly one whole request (`kRequest`) or answer, as Beast parses
+// it; nullopt otherwise.
+template <bool kRequest>
+std::optional<std::string> BodyOfWhole(const std::string& raw) {
+  http::parser<kRequest, http::string_body> parser;
+  parser.eager(true);
+  parser.body_limit(1 << 20);
+  boost::system::error_code ec;
+  const size_t used = parser.put(boost::asio::buffer(raw), ec);
+  if (ec || !parser.is_done() || used != raw.size()) return std::nullopt;
+  return parser.get().body();
+}
+
 class RestRawUpstreamTest : public RestForwardingTest {
  protected:
   void SetUp() override {
+    if (tls_ && TestCertsDir().empty()) GTEST_SKIP() << "the openssl command is not available";
     RestForwardingTest::SetUp();
-    auto raw = RawHttpUpstream::Start();
+    auto raw = tls_ ? RawHttpUpstream::StartTls(TestCert("server.pem"), TestCert("server.key"))
+                    : RawHttpUpstream::Start();
     ASSERT_TRUE(raw.ok()) << raw.status();
     raw_ = std::move(*raw);
     StartProxy([this](config::Config& c) {
       c.upstream.rest_nodes = {{"127.0.0.1", raw_->port()}};
+      if (tls_) {
+        c.upstream.tls.defaults.enabled = true;
+        c.upstream.tls.defaults.ca_file = TestCert("ca.pem");
+      }
       if (edit_) edit_(c);
     });
   }
@@ -715,6 +735,32 @@ class RestRawUpstreamTest : public RestForwardingTest {
     if (raw_ != nullptr) raw_->Stop();
   }
 
+  // A chunked PUT of `size` bytes (7,000-byte chunks) with a trailer field, through a proxy
+  // whose replay copy (4 KiB) is too small for it, so the body streams through: the node gets the
+  // whole body and then the trailer.
+  void ExpectStreamedRequestTrailersReachTheNode(size_t size) {
+    edit_ = [](config::Config& c) { c.retry.replay_buffer_per_call = 4096; };
+    SetUp();  // again, with the edit
+    Client client(port_);
+    const std::string body = Pattern(size);
+    std::string request =
+        "PUT /collections/c/points HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (size_t at = 0; at < body.size(); at += 7000) {
+      const std::string part = body.substr(at, 7000);
+      absl::StrAppend(&request, absl::Hex(part.size()), "\r\n", part, "\r\n");
+    }
+    absl::StrAppend(&request, "0\r\nX-Checksum: 42\r\n\r\n");
+    ASSERT_TRUE(client.Send(request));
+    const Reply reply = client.Read(absl::Seconds(20));
+    ASSERT_TRUE(reply.ok) << reply.error;
+    const std::optional<std::string> raw = raw_->NextRequest(absl::Seconds(5));
+    ASSERT_TRUE(raw.has_value());
+    EXPECT_EQ(BodyOfWhole<true>(*raw), body);
+    EXPECT_TRUE(absl::EndsWith(*raw, "\r\n0\r\nX-Checksum: 42\r\n\r\n"))
+        << raw->substr(raw->size() - 40);
+  }
+
+  bool tls_ = false;  // the node speaks TLS (upstream.tls with the test CA)
   std::function<void(config::Config&)> edit_;
   std::unique_ptr<RawHttpUpstream> raw_;
 };
@@ -769,33 +815,7 @@ TEST_F(RestRawUpstreamTest, RequestTrailersReachTheNodeAfterTheHeldBody) {
 }
 
 TEST_F(RestRawUpstreamTest, RequestTrailersFollowAStreamedBody) {
-  edit_ = [](config::Config& c) { c.retry.replay_buffer_per_call = 4096; };
-  SetUp();  // again, with the edit: a body over 4 KiB streams through
-  Client client(port_);
-  const std::string body = Pattern(300 * 1024);
-  std::string request =
-      "PUT /collections/c/points HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
-  for (size_t at = 0; at < body.size(); at += 7000) {
-    const std::string part = body.substr(at, 7000);
-    absl::StrAppend(&request, absl::Hex(part.size()), "\r\n", part, "\r\n");
-  }
-  absl::StrAppend(&request, "0\r\nX-Checksum: 42\r\n\r\n");
-  ASSERT_TRUE(client.Send(request));
-  const Reply reply = client.Read(absl::Seconds(20));
-  ASSERT_TRUE(reply.ok) << reply.error;
-  const std::optional<std::string> raw = raw_->NextRequest(absl::Seconds(5));
-  ASSERT_TRUE(raw.has_value());
-  http::request_parser<http::string_body> parser;
-  parser.eager(true);
-  parser.body_limit(1 << 20);
-  boost::system::error_code ec;
-  const size_t used = parser.put(boost::asio::buffer(*raw), ec);
-  ASSERT_FALSE(ec) << ec.message();
-  ASSERT_TRUE(parser.is_done());
-  EXPECT_EQ(used, raw->size());
-  EXPECT_EQ(parser.get().body(), body);
-  EXPECT_TRUE(absl::EndsWith(*raw, "\r\n0\r\nX-Checksum: 42\r\n\r\n"))
-      << raw->substr(raw->size() - 40);
+  ExpectStreamedRequestTrailersReachTheNode(300 * 1024);
 }
 
 TEST_F(RestRawUpstreamTest, AnswerTrailersReachTheAppWholeAndInParts) {
@@ -848,6 +868,54 @@ TEST_F(RestRawUpstreamTest, AnHttp10AppGetsTheBodyWithoutTheTrailers) {
   const Reply reply = client.Read();
   ASSERT_TRUE(reply.ok) << reply.error;
   EXPECT_EQ(reply.raw, "HTTP/1.0 200 OK\r\n\r\nabc");
+}
+
+// --- the same trailers over TLS to the node: qpoold's TLS reads and writes keep them too ---
+
+const auto* const kCerts = RegisterTestCerts("qpool_rest_forwarding");
+
+class RestRawTlsUpstreamTest : public RestRawUpstreamTest {
+ protected:
+  RestRawTlsUpstreamTest() { tls_ = true; }
+};
+
+TEST_F(RestRawTlsUpstreamTest, TrailersGoBothWaysOverTls) {
+  Client client(port_);
+  raw_->Script(
+      {"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+       "Trailer: X-Checksum\r\n\r\n2\r\n{}\r\n0\r\nX-Checksum: abc\r\n\r\n"});
+  ASSERT_TRUE(client.Send(
+      "POST /collections/c/points/search HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+      "Trailer: X-Checksum\r\nTE: trailers\r\n\r\n5\r\nhello\r\n0\r\nX-Checksum: abc123\r\n\r\n"));
+  std::string answer = client.ReadRawUntil("\r\n0\r\nX-Checksum: abc\r\n\r\n");
+  EXPECT_EQ(answer,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTrailer: X-Checksum\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Checksum: abc\r\n\r\n");
+  std::optional<std::string> raw = raw_->NextRequest(absl::Seconds(5));
+  ASSERT_TRUE(raw.has_value());
+  auto [head, rest] = SplitHead(*raw);
+  EXPECT_TRUE(absl::StrContains(head, "\r\nTransfer-Encoding: chunked\r\n")) << head;
+  EXPECT_TRUE(absl::StrContains(head, "\r\nTrailer: X-Checksum\r\n")) << head;
+  EXPECT_EQ(rest, "5\r\nhello\r\n0\r\nX-Checksum: abc123\r\n\r\n");
+
+  // An answer in three TLS records: the head and a chunk, another chunk, the trailers. (Over TLS
+  // qpoold reads a chunked answer until its chunk buffer is full or the answer ends, so the app
+  // may get the data re-chunked: the body and the trailers are what must arrive.)
+  raw_->Script({"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+                "4\r\ndefg\r\n", "0\r\nX-Sum: 7\r\nX-Sum: 8\r\n\r\n"});
+  raw_->Release();
+  raw_->Release();
+  ASSERT_TRUE(client.Send(Request("GET", "/collections")));
+  answer = client.ReadRawUntil("\r\n0\r\nX-Sum: 7\r\nX-Sum: 8\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(answer, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"))
+      << answer;
+  EXPECT_TRUE(absl::EndsWith(answer, "\r\n0\r\nX-Sum: 7\r\nX-Sum: 8\r\n\r\n")) << answer;
+  EXPECT_EQ(BodyOfWhole<false>(answer), "abcdefg") << answer;
+  EXPECT_EQ(raw_->connections_accepted(), 1);  // one TLS connection carried both
+}
+
+TEST_F(RestRawTlsUpstreamTest, RequestTrailersFollowAStreamedBodyOverTls) {
+  ExpectStreamedRequestTrailersReachTheNode(100 * 1024);
 }
 
 // A delete by filter on a pooled connection the node had closed while idle goes on another

@@ -2,6 +2,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,7 +26,34 @@ class RawHttpUpstream::Impl {
  public:
   ~Impl() {
     if (listen_fd >= 0) ::close(listen_fd);
+    if (tls_context != nullptr) SSL_CTX_free(tls_context);
   }
+
+  // One accepted connection: the socket, and its TLS session when the server speaks TLS.
+  struct Connection {
+    int fd = -1;
+    SSL* ssl = nullptr;
+
+    ssize_t Recv(char* bytes, size_t size) const {
+      if (ssl == nullptr) return ::recv(fd, bytes, size, 0);
+      const int n = SSL_read(ssl, bytes, static_cast<int>(size));
+      return n > 0 ? n : -1;
+    }
+    bool SendAll(const std::string& bytes) const {
+      if (ssl != nullptr) {
+        return bytes.empty() || SSL_write(ssl, bytes.data(), static_cast<int>(bytes.size())) ==
+                                    static_cast<int>(bytes.size());
+      }
+      size_t at = 0;
+      while (at < bytes.size()) {
+        const ssize_t n = ::send(fd, bytes.data() + at, bytes.size() - at, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        at += static_cast<size_t>(n);
+      }
+      return true;
+    }
+  };
 
   void Run() {
     for (;;) {
@@ -41,7 +71,16 @@ class RawHttpUpstream::Impl {
         conn_fd = fd;
         accepted++;
       }
-      Serve(fd);
+      Connection connection{fd, nullptr};
+      if (tls_context != nullptr) {
+        connection.ssl = SSL_new(tls_context);
+        SSL_set_fd(connection.ssl, fd);
+        if (SSL_accept(connection.ssl) == 1) Serve(connection);
+        ERR_clear_error();
+        SSL_free(connection.ssl);
+      } else {
+        Serve(connection);
+      }
       absl::MutexLock lock(&mu);
       conn_fd = -1;
       ::close(fd);
@@ -50,7 +89,7 @@ class RawHttpUpstream::Impl {
   }
 
   // Requests on one connection until it closes.
-  void Serve(int fd) {
+  void Serve(const Connection& connection) {
     std::string pending;
     for (;;) {
       http::request_parser<http::string_body> parser;
@@ -68,7 +107,7 @@ class RawHttpUpstream::Impl {
           if (!ec && used != 0) continue;
         }
         char bytes[16384];
-        const ssize_t n = ::recv(fd, bytes, sizeof(bytes), 0);
+        const ssize_t n = connection.Recv(bytes, sizeof(bytes));
         if (n <= 0) return;
         pending.append(bytes, static_cast<size_t>(n));
       }
@@ -92,7 +131,7 @@ class RawHttpUpstream::Impl {
           }
           releases--;
         }
-        if (!SendAll(fd, pieces[i])) return;
+        if (!connection.SendAll(pieces[i])) return;
       }
     }
   }
@@ -100,19 +139,9 @@ class RawHttpUpstream::Impl {
   bool Released() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return releases > 0 || stopped; }
   bool HasRequest() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return !requests.empty(); }
 
-  static bool SendAll(int fd, const std::string& bytes) {
-    size_t at = 0;
-    while (at < bytes.size()) {
-      const ssize_t n = ::send(fd, bytes.data() + at, bytes.size() - at, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return false;
-      at += static_cast<size_t>(n);
-    }
-    return true;
-  }
-
   int listen_fd = -1;
   uint16_t port = 0;
+  SSL_CTX* tls_context = nullptr;  // null: cleartext
   std::thread thread;
   absl::Mutex mu;
   bool stopped ABSL_GUARDED_BY(mu) = false;
@@ -125,7 +154,27 @@ class RawHttpUpstream::Impl {
 };
 
 absl::StatusOr<std::unique_ptr<RawHttpUpstream>> RawHttpUpstream::Start() {
+  return Start(std::make_unique<Impl>());
+}
+
+absl::StatusOr<std::unique_ptr<RawHttpUpstream>> RawHttpUpstream::StartTls(
+    const std::string& cert_file, const std::string& key_file) {
+  // OpenSSL writes to the socket with write(): a peer gone must be EPIPE, not a SIGPIPE death.
+  ::signal(SIGPIPE, SIG_IGN);
   auto impl = std::make_unique<Impl>();
+  impl->tls_context = SSL_CTX_new(TLS_server_method());
+  if (impl->tls_context == nullptr ||
+      SSL_CTX_use_certificate_chain_file(impl->tls_context, cert_file.c_str()) != 1 ||
+      SSL_CTX_use_PrivateKey_file(impl->tls_context, key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError(
+        absl::StrCat("raw HTTP upstream: cannot load ", cert_file, " and ", key_file));
+  }
+  return Start(std::move(impl));
+}
+
+absl::StatusOr<std::unique_ptr<RawHttpUpstream>> RawHttpUpstream::Start(
+    std::unique_ptr<Impl> impl) {
   impl->listen_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in address{};
   address.sin_family = AF_INET;

@@ -11,7 +11,9 @@
 //   std::optional<std::string> raw = (*upstream)->NextRequest(absl::Seconds(5));
 //
 // A request without a script gets "200 OK" with the body "{}". Every wait is bounded (10 s for a
-// Release, the caller's timeout for NextRequest). Thread-safety: all methods are thread-safe.
+// Release, the caller's timeout for NextRequest). With a certificate and key (StartTls) it speaks
+// TLS (OpenSSL, no ALPN) and records and scripts the bytes inside it.
+// Thread-safety: all methods are thread-safe.
 #ifndef QPOOL_TESTS_SUPPORT_RAW_HTTP_UPSTREAM_H_
 #define QPOOL_TESTS_SUPPORT_RAW_HTTP_UPSTREAM_H_
 
@@ -29,6 +31,9 @@ namespace qpool::testing {
 class RawHttpUpstream {
  public:
   static absl::StatusOr<std::unique_ptr<RawHttpUpstream>> Start();
+  // The same over TLS with the PEM certificate chain `cert_file` and its key `key_file`.
+  static absl::StatusOr<std::unique_ptr<RawHttpUpstream>> StartTls(const std::string& cert_file,
+                                                                   const std::string& key_file);
   ~RawHttpUpstream();
 
   uint16_t port() const;
@@ -50,6 +55,7 @@ class RawHttpUpstream {
 
  private:
   explicit RawHttpUpstream(std::unique_ptr<Impl> impl);
+  static absl::StatusOr<std::unique_ptr<RawHttpUpstream>> Start(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -396,99 +396,49 @@ void UpstreamStats::CallStarted(Method method, const std::string& peer,
                                 std::multimap<std::string, std::string> metadata,
                                 absl::Duration deadline) {
   absl::MutexLock lock(&mu_);
-  ++started_[static_cast<int>(method)];
-  ++in_progress_;
-  max_in_progress_ = std::max(max_in_progress_, in_progress_);
-  ++unanswered_;
-  max_unanswered_ = std::max(max_unanswered_, unanswered_);
-  peers_.insert(peer);
-  last_metadata_ = std::move(metadata);
-  last_deadline_ = deadline;
+  ++state_.started[static_cast<int>(method)];
+  ++state_.in_progress;
+  state_.max_in_progress = std::max(state_.max_in_progress, state_.in_progress);
+  ++state_.unanswered;
+  state_.max_unanswered = std::max(state_.max_unanswered, state_.unanswered);
+  state_.peers.insert(peer);
+  state_.last_metadata = std::move(metadata);
+  state_.last_deadline = deadline;
 }
 
 void UpstreamStats::CallAnswered() {
   absl::MutexLock lock(&mu_);
-  --unanswered_;
+  --state_.unanswered;
 }
 
 void UpstreamStats::CallCancelled() {
   absl::MutexLock lock(&mu_);
-  ++cancellations_;
+  ++state_.cancellations;
 }
 
 void UpstreamStats::CallFinished(Method method) {
   absl::MutexLock lock(&mu_);
-  ++finished_[static_cast<int>(method)];
-  --in_progress_;
+  ++state_.finished[static_cast<int>(method)];
+  --state_.in_progress;
 }
 
 int64_t UpstreamStats::CallsStarted() const {
-  absl::MutexLock lock(&mu_);
+  const State state = Snapshot();
   int64_t total = 0;
-  for (int64_t n : started_) total += n;
+  for (int64_t n : state.started) total += n;
   return total;
-}
-
-int64_t UpstreamStats::CallsStarted(Method method) const {
-  absl::MutexLock lock(&mu_);
-  return started_[static_cast<int>(method)];
 }
 
 int64_t UpstreamStats::CallsFinished() const {
-  absl::MutexLock lock(&mu_);
+  const State state = Snapshot();
   int64_t total = 0;
-  for (int64_t n : finished_) total += n;
+  for (int64_t n : state.finished) total += n;
   return total;
 }
 
-int64_t UpstreamStats::CallsFinished(Method method) const {
+UpstreamStats::State UpstreamStats::Snapshot() const {
   absl::MutexLock lock(&mu_);
-  return finished_[static_cast<int>(method)];
-}
-
-int64_t UpstreamStats::InProgress() const {
-  absl::MutexLock lock(&mu_);
-  return in_progress_;
-}
-
-int64_t UpstreamStats::MaxInProgress() const {
-  absl::MutexLock lock(&mu_);
-  return max_in_progress_;
-}
-
-int64_t UpstreamStats::Unanswered() const {
-  absl::MutexLock lock(&mu_);
-  return unanswered_;
-}
-
-int64_t UpstreamStats::MaxUnanswered() const {
-  absl::MutexLock lock(&mu_);
-  return max_unanswered_;
-}
-
-int64_t UpstreamStats::Cancellations() const {
-  absl::MutexLock lock(&mu_);
-  return cancellations_;
-}
-
-int64_t UpstreamStats::DistinctPeers() const {
-  absl::MutexLock lock(&mu_);
-  return static_cast<int64_t>(peers_.size());
-}
-
-std::set<std::string> UpstreamStats::Peers() const {
-  absl::MutexLock lock(&mu_);
-  return peers_;
-}
-
-std::multimap<std::string, std::string> UpstreamStats::LastMetadata() const {
-  absl::MutexLock lock(&mu_);
-  return last_metadata_;
-}
-
-absl::Duration UpstreamStats::LastDeadline() const {
-  absl::MutexLock lock(&mu_);
-  return last_deadline_;
+  return state_;
 }
 
 std::string PatternBytes(size_t size, uint32_t seed) {

@@ -51,38 +51,46 @@ class UpstreamStats {
   void CallFinished(Method method);
 
   int64_t CallsStarted() const;
-  int64_t CallsStarted(Method method) const;
+  int64_t CallsStarted(Method method) const { return Snapshot().started[static_cast<int>(method)]; }
   int64_t CallsFinished() const;
-  int64_t CallsFinished(Method method) const;
+  int64_t CallsFinished(Method method) const {
+    return Snapshot().finished[static_cast<int>(method)];
+  }
   // Calls started whose reactor is not done yet (OnDone runs a little after the answer is sent).
-  int64_t InProgress() const;
-  int64_t MaxInProgress() const;
+  int64_t InProgress() const { return Snapshot().in_progress; }
+  int64_t MaxInProgress() const { return Snapshot().max_in_progress; }
   // Calls started and not yet answered (Finish not called). A client (or qpoold) can only see a
   // call end after it is answered, so the peak is exact for checking a concurrency bound, where
   // InProgress() may briefly count a call the client already saw end.
-  int64_t Unanswered() const;
-  int64_t MaxUnanswered() const;
-  int64_t Cancellations() const;
+  int64_t Unanswered() const { return Snapshot().unanswered; }
+  int64_t MaxUnanswered() const { return Snapshot().max_unanswered; }
+  int64_t Cancellations() const { return Snapshot().cancellations; }
   // Distinct `peer()` strings ("ipv4:127.0.0.1:PORT"): one per client TCP connection seen.
-  int64_t DistinctPeers() const;
-  std::set<std::string> Peers() const;
+  int64_t DistinctPeers() const { return static_cast<int64_t>(Snapshot().peers.size()); }
+  std::set<std::string> Peers() const { return Snapshot().peers; }
   // The request metadata of the last call that started (keys as gRPC reports them).
-  std::multimap<std::string, std::string> LastMetadata() const;
+  std::multimap<std::string, std::string> LastMetadata() const { return Snapshot().last_metadata; }
   // The time left until the last call's deadline, when it started; InfiniteDuration without one.
-  absl::Duration LastDeadline() const;
+  absl::Duration LastDeadline() const { return Snapshot().last_deadline; }
 
  private:
+  struct State {
+    int64_t started[kMethodCount] = {};
+    int64_t finished[kMethodCount] = {};
+    int64_t in_progress = 0;
+    int64_t max_in_progress = 0;
+    int64_t unanswered = 0;
+    int64_t max_unanswered = 0;
+    int64_t cancellations = 0;
+    std::set<std::string> peers;
+    std::multimap<std::string, std::string> last_metadata;
+    absl::Duration last_deadline = absl::InfiniteDuration();
+  };
+  // A copy of the whole state, read under the lock.
+  State Snapshot() const ABSL_LOCKS_EXCLUDED(mu_);
+
   mutable absl::Mutex mu_;
-  int64_t started_[kMethodCount] ABSL_GUARDED_BY(mu_) = {};
-  int64_t finished_[kMethodCount] ABSL_GUARDED_BY(mu_) = {};
-  int64_t in_progress_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t max_in_progress_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t unanswered_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t max_unanswered_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t cancellations_ ABSL_GUARDED_BY(mu_) = 0;
-  std::set<std::string> peers_ ABSL_GUARDED_BY(mu_);
-  std::multimap<std::string, std::string> last_metadata_ ABSL_GUARDED_BY(mu_);
-  absl::Duration last_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteDuration();
+  State state_ ABSL_GUARDED_BY(mu_);
 };
 
 class TestUpstream {

@@ -174,6 +174,18 @@ class NodePoolTest : public ::testing::Test {
     return result.connection;
   }
 
+  // A ready pool of one connection with one stream (max_connections and
+  // max_streams_per_connection 1, `options` otherwise) whose stream is taken: the next acquire
+  // waits.
+  NodePool& MakeBusyPool(NodePoolOptions options = DefaultOptions(),
+                         uint32_t peer_max_streams = UINT32_MAX) {
+    options.max_connections = 1;
+    options.max_streams_per_connection = 1;
+    NodePool& pool = MakeReadyPool(std::move(options), peer_max_streams);
+    AcquireNow(pool);
+    return pool;
+  }
+
   // A waiter that lives as long as the fixture: a waiter still queued when the pool goes must
   // outlive it (the destructor unlinks it), so tests' waiters are not locals.
   RecordingWaiter& NewWaiter(int id = 0, std::vector<int>* log = nullptr) {
@@ -312,11 +324,7 @@ TEST_F(NodePoolTest, DrainingConnectionsCountTowardsMaxConnections) {
 }
 
 TEST_F(NodePoolTest, WaitersAreServedFifoWhenAStreamIsReleased) {
-  NodePoolOptions options = DefaultOptions();
-  options.max_connections = 1;
-  options.max_streams_per_connection = 1;
-  NodePool& pool = MakeReadyPool(options);
-  AcquireNow(pool);
+  NodePool& pool = MakeBusyPool();
   std::vector<int> order;
   RecordingWaiter& w1 = NewWaiter(1, &order);
   RecordingWaiter& w2 = NewWaiter(2, &order);
@@ -449,11 +457,7 @@ TEST_F(NodePoolTest, CancellingTheOldestWaiterKeepsTheNextOnesDeadline) {
 }
 
 TEST_F(NodePoolTest, CancelWaitRemovesTheWaiterWithNoCallbackAndFreesBudget) {
-  NodePoolOptions options = DefaultOptions();
-  options.max_connections = 1;
-  options.max_streams_per_connection = 1;
-  NodePool& pool = MakeReadyPool(options);
-  AcquireNow(pool);
+  NodePool& pool = MakeBusyPool();
   RecordingWaiter& cancelled = NewWaiter();
   RecordingWaiter& next = NewWaiter();
   pool.Acquire(cancelled);
@@ -726,11 +730,7 @@ class ReentrantWaiter : public RecordingWaiter {
 };
 
 TEST_F(NodePoolTest, WaiterMayReleaseItsSlotFromItsCallback) {
-  NodePoolOptions options = DefaultOptions();
-  options.max_connections = 1;
-  options.max_streams_per_connection = 1;
-  NodePool& pool = MakeReadyPool(options);
-  AcquireNow(pool);
+  NodePool& pool = MakeBusyPool();
   std::vector<int> order;
   ReentrantWaiter first(1, &order);
   RecordingWaiter& second = NewWaiter(2, &order);
@@ -820,11 +820,7 @@ TEST_F(NodePoolTest, ProbeTakesAFreeSlotAheadOfQueuedCalls) {
 }
 
 TEST_F(NodePoolTest, ProbeAtTheNodesOwnLimitWaitsAheadOfAppCalls) {
-  NodePoolOptions options = DefaultOptions();
-  options.max_connections = 1;
-  options.max_streams_per_connection = 1;
-  NodePool& pool = MakeReadyPool(options, /*peer_max_streams=*/1);
-  AcquireNow(pool);
+  NodePool& pool = MakeBusyPool(DefaultOptions(), /*peer_max_streams=*/1);
   std::vector<int> order;
   RecordingWaiter& app1 = NewWaiter(1, &order);
   RecordingWaiter& app2 = NewWaiter(2, &order);
@@ -882,11 +878,7 @@ TEST_F(NodePoolTest, QueuedProbeTimesOutAndCancelsLikeAnyWaiter) {
 // Fair sharing between app connections (ShareAccount, upstream.max_connection_share).
 
 TEST_F(NodePoolTest, QueueServesAccountsInTurnNotInArrivalOrder) {
-  NodePoolOptions options = DefaultOptions();
-  options.max_connections = 1;
-  options.max_streams_per_connection = 1;
-  NodePool& pool = MakeReadyPool(options);
-  AcquireNow(pool);
+  NodePool& pool = MakeBusyPool();
   ShareAccount a, b;
   std::vector<int> order;
   for (int i = 1; i <= 3; ++i) {
@@ -909,11 +901,7 @@ TEST_F(NodePoolTest, QueueServesAccountsInTurnNotInArrivalOrder) {
 }
 
 TEST_F(NodePoolTest, OneAccountsDeepQueueDelaysAnotherByOneTurnAtMost) {
-  NodePoolOptions options = DefaultOptions();
-  options.max_connections = 1;
-  options.max_streams_per_connection = 1;
-  NodePool& pool = MakeReadyPool(options);
-  AcquireNow(pool);
+  NodePool& pool = MakeBusyPool();
   ShareAccount flood, app;
   for (int i = 0; i < 500; ++i) {
     RecordingWaiter& w = NewWaiter();

@@ -26,31 +26,16 @@
 #include "daemon/tls/graceful_close.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/test_certs.h"
 
 namespace qpool::tls {
 namespace {
 
 using ::testing::HasSubstr;
 
-std::string g_certs;  // the directory make_certs.sh filled; empty when it could not run
-
-class TlsEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    if (std::system("command -v openssl >/dev/null 2>&1") != 0) return;
-    std::string dir = ::testing::TempDir() + "/qpool_tls_unit_XXXXXX";
-    if (mkdtemp(dir.data()) == nullptr) return;
-    const std::string command =
-        std::string(QPOOL_SOURCE_DIR "/tests/e2e/tls/make_certs.sh ") + dir + " >&2";
-    if (std::system(command.c_str()) == 0) g_certs = dir;
-  }
-  void TearDown() override {
-    if (!g_certs.empty()) std::filesystem::remove_all(g_certs);
-  }
-};
-const auto* const kEnvironment = ::testing::AddGlobalTestEnvironment(new TlsEnvironment);
-
-std::string Cert(const std::string& name) { return g_certs + "/" + name; }
+const auto* const kCerts = ::qpool::testing::RegisterTestCerts("qpool_tls_unit");
+using ::qpool::testing::TestCert;
+using ::qpool::testing::TestCertsDir;
 
 // A TLS server on memory BIOs, offering `alpn` ("" selects nothing).
 class TestServer {
@@ -58,13 +43,14 @@ class TestServer {
   TestServer(const std::string& name, std::string alpn, const std::string& client_ca = "")
       : alpn_(std::move(alpn)) {
     ctx_ = SSL_CTX_new(TLS_server_method());
-    EXPECT_EQ(SSL_CTX_use_certificate_chain_file(ctx_, Cert(name + ".pem").c_str()), 1);
-    EXPECT_EQ(SSL_CTX_use_PrivateKey_file(ctx_, Cert(name + ".key").c_str(), SSL_FILETYPE_PEM), 1);
+    EXPECT_EQ(SSL_CTX_use_certificate_chain_file(ctx_, TestCert(name + ".pem").c_str()), 1);
+    EXPECT_EQ(SSL_CTX_use_PrivateKey_file(ctx_, TestCert(name + ".key").c_str(), SSL_FILETYPE_PEM),
+              1);
     SSL_CTX_set_alpn_select_cb(ctx_, &SelectAlpn, this);
     const unsigned char context_id[] = "qpool-tls-test";
     SSL_CTX_set_session_id_context(ctx_, context_id, sizeof(context_id) - 1);
     if (!client_ca.empty()) {
-      SSL_CTX_load_verify_locations(ctx_, Cert(client_ca).c_str(), nullptr);
+      SSL_CTX_load_verify_locations(ctx_, TestCert(client_ca).c_str(), nullptr);
       SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
     }
   }
@@ -137,12 +123,12 @@ absl::Status Connect(TlsEngine& client, SSL* server) {
 class TlsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (g_certs.empty()) GTEST_SKIP() << "the openssl command is not available";
+    if (TestCertsDir().empty()) GTEST_SKIP() << "the openssl command is not available";
   }
   static config::TlsOptions Options(const std::string& ca = "ca.pem") {
     config::TlsOptions options;
     options.enabled = true;
-    options.ca_file = Cert(ca);
+    options.ca_file = TestCert(ca);
     return options;
   }
   // Handshake of a client for `host` with `options` against a server with certificate `name`.
@@ -158,6 +144,28 @@ class TlsTest : public ::testing::Test {
     absl::Status status = Connect(**engine, ssl);
     SSL_free(ssl);
     return status;
+  }
+  // Three connections in turn from one client context to one server: the first is a full
+  // handshake, each later one resumes the session the one before it got. Each goes away with a
+  // close_notify (Shutdown) when `close_notify`, without one otherwise.
+  static void ExpectReconnectsResume(bool close_notify) {
+    auto context = ClientContext::Create(Options(), "127.0.0.1", "h2");
+    ASSERT_TRUE(context.ok()) << context.status();
+    TestServer server("server", "h2");
+    for (int i = 0; i < 3; ++i) {
+      SCOPED_TRACE(i);
+      auto engine = (*context)->NewEngine();
+      ASSERT_TRUE(engine.ok());
+      SSL* ssl = server.NewConnection();
+      absl::Status status = Connect(**engine, ssl);
+      ASSERT_TRUE(status.ok()) << status;
+      EXPECT_EQ((*engine)->resumed(), i > 0);
+      if (close_notify) {
+        ASSERT_TRUE((*engine)->Shutdown().ok());
+        engine->reset();
+      }
+      SSL_free(ssl);
+    }
   }
   static std::optional<FailureReason> ReasonOf(const absl::Status& status) {
     return FailureReasonOf(status);
@@ -225,8 +233,8 @@ TEST_F(TlsTest, ClientCertificateRequiredFailsAsClientCertWithoutOne) {
   EXPECT_EQ(ReasonOf(status), FailureReason::kClientCert) << status;
 
   config::TlsOptions with_cert = Options();
-  with_cert.cert_file = Cert("client.pem");
-  with_cert.key_file = Cert("client.key");
+  with_cert.cert_file = TestCert("client.pem");
+  with_cert.key_file = TestCert("client.key");
   auto mtls = ClientContext::Create(with_cert, "127.0.0.1", "h2");
   ASSERT_TRUE(mtls.ok()) << mtls.status();
   auto mtls_engine = (*mtls)->NewEngine();
@@ -238,21 +246,8 @@ TEST_F(TlsTest, ClientCertificateRequiredFailsAsClientCertWithoutOne) {
 }
 
 TEST_F(TlsTest, ReconnectResumesTheSessionOfAConnectionClosedWithoutCloseNotify) {
-  auto context = ClientContext::Create(Options(), "127.0.0.1", "h2");
-  ASSERT_TRUE(context.ok()) << context.status();
-  TestServer server("server", "h2");
-  for (int i = 0; i < 3; ++i) {
-    SCOPED_TRACE(i);
-    auto engine = (*context)->NewEngine();
-    ASSERT_TRUE(engine.ok());
-    SSL* ssl = server.NewConnection();
-    absl::Status status = Connect(**engine, ssl);
-    ASSERT_TRUE(status.ok()) << status;
-    // The first connection is a full handshake; each later one resumes the session the one
-    // before it got, although that one went away without a close_notify (as the pool closes).
-    EXPECT_EQ((*engine)->resumed(), i > 0);
-    SSL_free(ssl);
-  }
+  // As the pool closes a connection: no close_notify.
+  ExpectReconnectsResume(/*close_notify=*/false);
 }
 
 TEST_F(TlsTest, ShutdownQueuesACloseNotifyTheServerReadsAsACleanEnd) {
@@ -285,20 +280,7 @@ TEST_F(TlsTest, ShutdownBeforeTheHandshakeIsRefused) {
 }
 
 TEST_F(TlsTest, ReconnectResumesTheSessionOfAConnectionClosedWithCloseNotify) {
-  auto context = ClientContext::Create(Options(), "127.0.0.1", "h2");
-  ASSERT_TRUE(context.ok()) << context.status();
-  TestServer server("server", "h2");
-  for (int i = 0; i < 3; ++i) {
-    SCOPED_TRACE(i);
-    auto engine = (*context)->NewEngine();
-    ASSERT_TRUE(engine.ok());
-    SSL* ssl = server.NewConnection();
-    ASSERT_TRUE(Connect(**engine, ssl).ok());
-    EXPECT_EQ((*engine)->resumed(), i > 0);
-    ASSERT_TRUE((*engine)->Shutdown().ok());
-    engine->reset();
-    SSL_free(ssl);
-  }
+  ExpectReconnectsResume(/*close_notify=*/true);
 }
 
 // A client connection over loopback TCP: the client engine's handshake done on `client` (Asio)
@@ -427,8 +409,8 @@ TEST_F(TlsTest, BadFilesAreRefusedAtCreateNamingTheFile) {
   auto missing = ClientContext::Create(options, "127.0.0.1", "h2");
   EXPECT_THAT(std::string(missing.status().message()), HasSubstr("missing.pem"));
   options = Options();
-  options.cert_file = Cert("client.pem");
-  options.key_file = Cert("server.key");  // not the certificate's key
+  options.cert_file = TestCert("client.pem");
+  options.key_file = TestCert("server.key");  // not the certificate's key
   auto mismatch = ClientContext::Create(options, "127.0.0.1", "h2");
   EXPECT_THAT(std::string(mismatch.status().message()), HasSubstr("does not match"));
 }
@@ -465,12 +447,12 @@ std::string ReadAll(const std::string& path) {
 }
 
 TEST_F(TlsTest, StoreReloadsACaSwappedLikeASecretAndKeepsTheOldOnABadFile) {
-  SecretMount mount(g_certs + "/mount");
-  mount.Publish("ca.crt", ReadAll(Cert("other_ca.pem")));
+  SecretMount mount(TestCertsDir() + "/mount");
+  mount.Publish("ca.crt", ReadAll(TestCert("other_ca.pem")));
   config::UpstreamConfig upstream;
   upstream.nodes.push_back({"127.0.0.1", 6334});
   upstream.tls.defaults.enabled = true;
-  upstream.tls.defaults.ca_file = g_certs + "/mount/ca.crt";
+  upstream.tls.defaults.ca_file = TestCertsDir() + "/mount/ca.crt";
   auto store = ContextStore::Create(upstream, "h2");
   ASSERT_TRUE(store.ok()) << store.status();
   auto handshake = [&] {
@@ -484,7 +466,7 @@ TEST_F(TlsTest, StoreReloadsACaSwappedLikeASecretAndKeepsTheOldOnABadFile) {
   EXPECT_EQ(ReasonOf(handshake()), FailureReason::kUnknownCa);
   EXPECT_EQ((*store)->Reload(), 0);  // nothing changed
 
-  mount.Publish("ca.crt", ReadAll(Cert("ca.pem")));
+  mount.Publish("ca.crt", ReadAll(TestCert("ca.pem")));
   EXPECT_EQ((*store)->Reload(), 1);
   EXPECT_TRUE(handshake().ok());
 

@@ -2,106 +2,39 @@
 // through the same scenario as ../js/run.mjs (the gRPC client) and prints its answers as
 // canonical JSON (sorted keys, `time` and `usage` dropped, floats to 6 significant digits), so
 // that a run against qdrant-emulator and a run through qpoold can be compared byte for byte.
-// Exits non-zero when an expectation fails. Uses only Node 18 APIs.
+// Exits non-zero when an expectation fails. Uses only Node 18 APIs. The run around the calls
+// (arguments, emulator, canonical form, output) is ../client_scenario.mjs's.
 //
 //   node run.mjs --url http://127.0.0.1:6333 [--out answers.json] [--api-key KEY]
 //   node run.mjs --emulator build/dev/bin/qdrant-emulator [--out answers.json] [--api-key KEY]
 //     (starts the emulator, with --api-key KEY when given, and stops it)
 // With --api-key the client sends header `api-key: KEY` (over plain HTTP), and the scenario also
 // checks that a client without the key is refused 401.
-import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { QdrantClient } from '@qdrant/js-client-rest';
+import { parseArgs, random, runScenario, uuidFor } from '../client_scenario.mjs';
 
 const DIM = 8;
 const POINTS = 1000;
 const COLLECTION = 'js_rest_client_test';
-
-function parseArgs(argv) {
-  const args = {};
-  for (let i = 0; i < argv.length; i += 2) {
-    if (!argv[i].startsWith('--') || argv[i + 1] === undefined) throw new Error(`bad argument ${argv[i]}`);
-    args[argv[i].slice(2)] = argv[i + 1];
-  }
-  if (!args.url === !args.emulator) throw new Error('give exactly one of --url http://HOST:PORT, --emulator PATH');
-  return args;
-}
-
-// Starts the emulator with its REST port on a free port; resolves with { child, url } once it
-// printed its ports.
-function startEmulator(path, apiKey) {
-  const flags = ['--listen', '127.0.0.1:0', '--control-listen', '127.0.0.1:0', '--rest-listen', '127.0.0.1:0'];
-  if (apiKey) flags.push('--api-key', apiKey);
-  const child = spawn(path, flags, {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('emulator did not report its ports in 10 s')), 10_000);
-    child.on('exit', (code) => reject(new Error(`emulator exited with ${code}`)));
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const match = /rest=(\S+)/.exec(line);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ child, url: `http://${match[1]}` });
-      }
-    });
-  });
-}
-
-// Deterministic pseudo-random numbers (mulberry32), the same as ../js/run.mjs.
-function random(seed) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function uuidFor(i) {
-  const hex = (0x10000000 + i).toString(16).padStart(12, '0');
-  return `6f1c2a3b-0000-4000-8000-${hex}`;
-}
 
 // Every tenth point has a UUID id, the others a number.
 function idOf(i) { return i % 10 === 0 ? uuidFor(i) : i; }
 
 function matchKeyword(key, value) { return { key, match: { value } }; }
 
-// Canonical form: timings dropped, object keys sorted, floats rounded.
-function canonical(value) {
-  if (typeof value === 'number') return Number.isInteger(value) ? value : Number(value.toPrecision(6));
-  if (Array.isArray(value)) return value.map(canonical);
-  if (value && typeof value === 'object') {
-    const out = {};
-    for (const key of Object.keys(value).sort()) {
-      if (key === 'time' || key === 'usage') continue;
-      out[key] = canonical(value[key]);
-    }
-    return out;
-  }
-  return value;
-}
-
-async function main() {
-  const args = parseArgs(process.argv.slice(2));
-  let emulator = null;
-  let url = args.url;
-  if (args.emulator) {
-    emulator = await startEmulator(args.emulator, args['api-key']);
-    url = emulator.url;
-  }
-  const failures = [];
-  const expect = (condition, what) => { if (!condition) failures.push(what); };
-  const warnings = [];
-  const warn = console.warn;
-  console.warn = (...parts) => { warnings.push(parts.join(' ')); warn(...parts); };
-  const answers = {};
-  try {
+const args = parseArgs(process.argv.slice(2), 'url', 'http://HOST:PORT');
+const apiKeyFlags = args['api-key'] ? ['--api-key', args['api-key']] : [];
+runScenario({
+  args,
+  target: args.url,
+  emulatorFlags: ['--rest-listen', '127.0.0.1:0', ...apiKeyFlags],
+  emulatorPort: 'rest',
+  targetOf: (address) => `http://${address}`,
+  errorAnswer: (e) => ({ status: e.status, error: e.data?.status?.error ?? String(e) }),
+  async scenario({ target, answers, expect, error }) {
     // The constructor checks the server's version with GET / (checkCompatibility defaults on).
     const auth = args['api-key'] ? { apiKey: args['api-key'], https: false } : {};
-    const client = new QdrantClient({ url, timeout: 30_000, checkCompatibility: true, ...auth });
+    const client = new QdrantClient({ url: target, timeout: 30_000, checkCompatibility: true, ...auth });
 
     answers.version = await client.versionInfo();
     delete answers.version.commit;  // Differs between servers by design; the version must match.
@@ -181,14 +114,6 @@ async function main() {
     answers.list = await client.getCollections();
     expect(answers.list.collections.some((c) => c.name === COLLECTION), 'list names the collection');
 
-    const error = async (name, call) => {
-      try {
-        await call();
-        failures.push(`${name}: expected an error`);
-      } catch (e) {
-        answers[name] = { status: e.status, error: e.data?.status?.error ?? String(e) };
-      }
-    };
     await error('errorCreateExisting', () => client.createCollection(COLLECTION, { vectors: { size: DIM, distance: 'Cosine' } }));
     expect(answers.errorCreateExisting?.status === 409, 'create existing: 409');
     await error('errorMissingCollection', () => client.search('no_such_collection', { vector: query, limit: 1 }));
@@ -199,7 +124,7 @@ async function main() {
     expect(answers.errorLimitZero?.status === 422, 'limit 0: 422');
 
     if (args['api-key']) {
-      const keyless = new QdrantClient({ url, timeout: 30_000, checkCompatibility: false });
+      const keyless = new QdrantClient({ url: target, timeout: 30_000, checkCompatibility: false });
       await error('errorNoApiKey', () => keyless.getCollections());
       expect(answers.errorNoApiKey?.status === 401, 'no api key: 401');
     }
@@ -211,26 +136,7 @@ async function main() {
     // The constructor's version check runs in the background; it has long finished by now (every
     // call above went over the same keep-alive pool after it), but judge only after one more turn.
     await new Promise((resolve) => setImmediate(resolve));
-    // (With an api key the client also warns that it goes over plain HTTP; that one is expected.)
-    expect(!warnings.some((w) => /incompatible|Failed to obtain server version/.test(w)),
-           'client version check passes');
-  } catch (e) {
-    failures.push(`unexpected error: ${e.stack ?? e}${e.data ? ' ' + JSON.stringify(e.data) : ''}`);
-  } finally {
-    console.warn = warn;
-    if (emulator) {
-      const exited = new Promise((resolve) => emulator.child.once('exit', resolve));
-      emulator.child.kill('SIGTERM');
-      await exited;
-    }
-  }
-  const text = JSON.stringify(canonical(answers), null, 1) + '\n';
-  if (args.out) writeFileSync(args.out, text); else process.stdout.write(text);
-  if (failures.length) {
-    console.error(`FAILED (${failures.length}):\n  ${failures.join('\n  ')}`);
-    process.exit(1);
-  }
-  console.error(`ok: ${Object.keys(answers).length} answers from ${url}`);
-}
-
-main().catch((e) => { console.error(e); process.exit(1); });
+    // (runScenario then checks the warnings. With an api key the client also warns that it goes
+    // over plain HTTP; that one is expected.)
+  },
+}).catch((e) => { console.error(e); process.exit(1); });

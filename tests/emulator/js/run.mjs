@@ -1,61 +1,17 @@
 // Drives the official Qdrant gRPC JS client (@qdrant/js-client-grpc, pinned in package.json)
 // through a fixed scenario and prints its answers as canonical JSON (sorted keys, `time` fields
 // dropped, scores rounded), so that a run against qdrant-emulator and a run through qpoold can be
-// compared byte for byte. Exits non-zero when an expectation fails.
+// compared byte for byte. Exits non-zero when an expectation fails. The run around the calls
+// (arguments, emulator, canonical form, output) is ../client_scenario.mjs's.
 //
 //   node run.mjs --target 127.0.0.1:6334 [--out answers.json]
 //   node run.mjs --emulator build/bin/qdrant-emulator [--out answers.json]   (starts and stops it)
-import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { ConnectError, Distance, QdrantClient } from '@qdrant/js-client-grpc';
+import { parseArgs, random, runScenario, uuidFor } from '../client_scenario.mjs';
 
 const DIM = 8;
 const POINTS = 1000;
 const COLLECTION = 'js_client_test';
-
-function parseArgs(argv) {
-  const args = {};
-  for (let i = 0; i < argv.length; i += 2) {
-    if (!argv[i].startsWith('--') || argv[i + 1] === undefined) throw new Error(`bad argument ${argv[i]}`);
-    args[argv[i].slice(2)] = argv[i + 1];
-  }
-  if (!args.target === !args.emulator) throw new Error('give exactly one of --target HOST:PORT, --emulator PATH');
-  return args;
-}
-
-// Starts the emulator on free ports; resolves with { child, grpc } once it printed its ports.
-function startEmulator(path) {
-  const child = spawn(path, ['--listen', '127.0.0.1:0', '--control-listen', '127.0.0.1:0'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('emulator did not report its ports in 10 s')), 10_000);
-    child.on('exit', (code) => reject(new Error(`emulator exited with ${code}`)));
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const match = /grpc=(\S+)/.exec(line);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ child, grpc: match[1] });
-      }
-    });
-  });
-}
-
-// Deterministic pseudo-random numbers (mulberry32).
-function random(seed) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function uuidFor(i) {
-  const hex = (0x10000000 + i).toString(16).padStart(12, '0');
-  return `6f1c2a3b-0000-4000-8000-${hex}`;
-}
 
 function idOf(i) {
   return i % 10 === 0 ? { pointIdOptions: { case: 'uuid', value: uuidFor(i) } }
@@ -72,38 +28,18 @@ function matchInteger(key, value) {
 }
 const withPayload = { selectorOptions: { case: 'enable', value: true } };
 
-// Canonical form: protobuf-es metadata and timings dropped, bigints as strings, floats rounded.
-function canonical(value) {
-  if (typeof value === 'bigint') return value.toString();
-  if (typeof value === 'number') return Number.isInteger(value) ? value : Number(value.toPrecision(6));
-  if (Array.isArray(value)) return value.map(canonical);
-  if (value instanceof Uint8Array) return Buffer.from(value).toString('base64');
-  if (value && typeof value === 'object') {
-    const out = {};
-    for (const key of Object.keys(value).sort()) {
-      if (key === '$typeName' || key === '$unknown' || key === 'time' || key === 'usage') continue;
-      out[key] = canonical(value[key]);
-    }
-    return out;
-  }
-  return value;
-}
-
-async function main() {
-  const args = parseArgs(process.argv.slice(2));
-  let emulator = null;
-  let target = args.target;
-  if (args.emulator) {
-    emulator = await startEmulator(args.emulator);
-    target = emulator.grpc;
-  }
-  const failures = [];
-  const expect = (condition, what) => { if (!condition) failures.push(what); };
-  const warnings = [];
-  const warn = console.warn;
-  console.warn = (...parts) => { warnings.push(parts.join(' ')); warn(...parts); };
-  const answers = {};
-  try {
+const args = parseArgs(process.argv.slice(2), 'target', 'HOST:PORT');
+runScenario({
+  args,
+  target: args.target,
+  emulatorFlags: [],
+  emulatorPort: 'grpc',
+  targetOf: (address) => address,
+  errorAnswer: (e) => {
+    const ce = ConnectError.from(e);
+    return { code: ce.code, message: ce.rawMessage };
+  },
+  async scenario({ target, answers, expect, error }) {
     const [host, port] = target.split(':');
     const client = new QdrantClient({ host, port: Number(port), timeout: 30_000 });
     const collections = client.api('collections');
@@ -192,15 +128,6 @@ async function main() {
     answers.list = await collections.list({});
     expect(answers.list.collections.some((c) => c.name === COLLECTION), 'list names the collection');
 
-    const error = async (name, call) => {
-      try {
-        await call();
-        failures.push(`${name}: expected an error`);
-      } catch (e) {
-        const ce = ConnectError.from(e);
-        answers[name] = { code: ce.code, message: ce.rawMessage };
-      }
-    };
     await error('errorCreateExisting', () => collections.create({
       collectionName: COLLECTION,
       vectorsConfig: { config: { case: 'params', value: { size: BigInt(DIM), distance: Distance.Cosine } } },
@@ -215,25 +142,5 @@ async function main() {
     expect(answers.deleteCollection.result === true, 'delete collection');
     // The constructor's version check runs in the background; let it settle before judging.
     await new Promise((resolve) => setTimeout(resolve, 100));
-    expect(!warnings.some((w) => /incompatible|Failed to obtain server version/.test(w)),
-           'client version check passes');
-  } catch (e) {
-    failures.push(`unexpected error: ${e.stack ?? e}`);
-  } finally {
-    console.warn = warn;
-    if (emulator) {
-      const exited = new Promise((resolve) => emulator.child.once('exit', resolve));
-      emulator.child.kill('SIGTERM');
-      await exited;
-    }
-  }
-  const text = JSON.stringify(canonical(answers), null, 1) + '\n';
-  if (args.out) writeFileSync(args.out, text); else process.stdout.write(text);
-  if (failures.length) {
-    console.error(`FAILED (${failures.length}):\n  ${failures.join('\n  ')}`);
-    process.exit(1);
-  }
-  console.error(`ok: ${Object.keys(answers).length} answers from ${target}`);
-}
-
-main().catch((e) => { console.error(e); process.exit(1); });
+  },
+}).catch((e) => { console.error(e); process.exit(1); });
