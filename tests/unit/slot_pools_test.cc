@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -24,29 +25,24 @@ class FakeConnection : public PoolConnection {
  public:
   explicit FakeConnection(PoolConnectionEvents& events) : events_(events) {}
   void Drain() override { drains++; }
-  void Abort() override {
-    if (closed_) return;
-    closed_ = true;
-    if (connected_) {
-      events_.OnClosed(this, absl::CancelledError("aborted"));
-    } else {
-      events_.OnConnectFailed(this, absl::CancelledError("aborted"));
-    }
-  }
+  void Abort() override { Finish(absl::CancelledError("aborted")); }
   void Connect() {
-    connected_ = true;
+    up_ = true;
     events_.OnConnected(this, 100);
   }
-  void Close() {
-    closed_ = true;
-    events_.OnClosed(this, absl::OkStatus());
-  }
+  void Close() { Finish(absl::OkStatus()); }
   int drains = 0;
 
  private:
+  // Reports the end once: a connection that never came up failed its connect.
+  void Finish(const absl::Status& status) {
+    if (std::exchange(done_, true)) return;
+    up_ ? events_.OnClosed(this, status) : events_.OnConnectFailed(this, status);
+  }
+
   PoolConnectionEvents& events_;
-  bool connected_ = false;
-  bool closed_ = false;
+  bool up_ = false;
+  bool done_ = false;
 };
 
 // What the fakes made and were told, shared by every slot's factory.
@@ -109,8 +105,7 @@ class SlotPoolsTest : public ::testing::Test {
   FakeEventLoop loop_;
   FakeRandom random_;
   PendingBudget budget_{100, 0};
-  SlotPools pools_{std::make_unique<FakeParts>(record_, max_connections_), budget_, loop_,
-                   random_};
+  SlotPools pools_{std::make_unique<FakeParts>(record_, max_connections_), budget_, loop_, random_};
 };
 
 TEST_F(SlotPoolsTest, ActiveSlotsWithAnEndpointGetPoolsThatOpenOnStart) {
