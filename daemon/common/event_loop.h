@@ -1,6 +1,6 @@
 // The seam between time-driven logic (pool, calls) and the event loop that runs it.
 //
-// Production code uses the Asio implementation (daemon/server/asio_event_loop.h); unit tests use
+// Production code uses the Asio implementation (daemon/common/asio_event_loop.h); unit tests use
 // FakeEventLoop (tests/unit/fake_event_loop.h), which advances time by hand, so tests need neither
 // sleeps nor sockets.
 // Thread-safety: an EventLoop and its timers belong to one thread (one I/O worker); nothing here

@@ -12,6 +12,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/auth/api_keys.h"
 #include "daemon/metrics/method_class.h"
 #include "daemon/rest/fast_io.h"
 #include "daemon/rest/http_util.h"

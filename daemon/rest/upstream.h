@@ -34,6 +34,7 @@
 #include "daemon/config/config.h"
 #include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/node_pool.h"
+#include "daemon/pool/slot_pools.h"
 #include "daemon/rest/upstream_stream.h"
 #include "daemon/tls/client_tls.h"
 #include "daemon/tls/context_store.h"
@@ -117,7 +118,7 @@ class RestUpstreamConnection : public pool::PoolConnection,
 // Makes RestUpstreamConnections to one node's REST endpoint for one worker's REST pool.
 // `tls`: the REST pools' TLS contexts (null, or a node without TLS: cleartext); `node_index`
 // picks this node's. `metrics`: the endpoint's counters, or null. Both outlive the factory.
-class RestConnectionFactory : public pool::ConnectionFactory {
+class RestConnectionFactory : public pool::SlotConnectionFactory {
  public:
   RestConnectionFactory(boost::asio::io_context& io, config::NodeAddress node,
                         Duration connect_timeout, const tls::ContextStore* tls = nullptr,
@@ -129,11 +130,12 @@ class RestConnectionFactory : public pool::ConnectionFactory {
         node_index_(node_index),
         metrics_(metrics) {}
   std::shared_ptr<pool::PoolConnection> Connect(pool::PoolConnectionEvents& events) override;
-  // A config reload: connections opened from now on use node `node_index` of `tls` (null:
-  // cleartext). `tls` must outlive the factory. The pool's thread only.
-  void SetTls(const tls::ContextStore* tls, size_t node_index) {
-    tls_ = tls;
-    node_index_ = node_index;
+  // A config reload kept the slot's node: connections opened from now on use its REST context
+  // store (NodeSlot::rest_tls, null: cleartext) and index in it. The table must keep the store
+  // alive while the factory uses it. The pool's thread only.
+  void Update(const config::NodeSlot& slot) override {
+    tls_ = slot.rest_tls.get();
+    node_index_ = slot.tls_index;
   }
 
  private:

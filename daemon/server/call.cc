@@ -2,6 +2,7 @@
 
 #include "daemon/server/downstream_session.h"
 #include "daemon/server/grpc_wire.h"
+#include "daemon/server/proxy_counters.h"
 #include "daemon/server/worker.h"
 #include "spdlog/spdlog.h"
 

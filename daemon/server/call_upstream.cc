@@ -6,6 +6,7 @@
 #include "daemon/common/grpc_frame.h"
 #include "daemon/server/call.h"
 #include "daemon/server/grpc_wire.h"
+#include "daemon/server/proxy_counters.h"
 #include "daemon/server/upstream_connection.h"
 #include "daemon/server/worker.h"
 

@@ -9,6 +9,7 @@
 #include "absl/base/optimization.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/server/call.h"
+#include "daemon/server/proxy_counters.h"
 #include "daemon/server/small_alloc.h"
 #include "daemon/server/worker.h"
 #include "spdlog/spdlog.h"

@@ -8,6 +8,7 @@
 #include <boost/asio/post.hpp>
 #include <cstdlib>
 
+#include "daemon/server/worker.h"
 #include "spdlog/spdlog.h"
 
 namespace qpool::server {

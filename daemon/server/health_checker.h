@@ -28,13 +28,15 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/common/asio_event_loop.h"
 #include "daemon/config/config.h"
 #include "daemon/health/health_scheduler.h"
 #include "daemon/metrics/health_metrics.h"
 #include "daemon/server/health_probe.h"
-#include "daemon/server/worker.h"
 
 namespace qpool::server {
+
+class Worker;
 
 class HealthChecker : private health::ProbeRunner, private health::HealthSink {
  public:

@@ -17,9 +17,14 @@
 #include "absl/strings/str_join.h"
 #include "daemon/auth/api_keys.h"
 #include "daemon/config/loader.h"
+#include "daemon/config/node_table.h"
 #include "daemon/metrics/health_metrics.h"
+#include "daemon/metrics/scrape.h"
+#include "daemon/metrics/worker_metrics.h"
+#include "daemon/rest/rest_worker.h"
 #include "daemon/server/dns_discovery.h"
 #include "daemon/server/health_checker.h"
+#include "daemon/server/proxy_counters.h"
 #include "daemon/server/worker.h"
 #include "daemon/tls/context_store.h"
 #include "spdlog/spdlog.h"
@@ -28,6 +33,16 @@ namespace qpool::server {
 namespace {
 
 using boost::asio::ip::tcp;
+
+// Opens `acceptor` on `endpoint` (SO_REUSEADDR) and starts listening.
+boost::system::error_code Listen(tcp::acceptor& acceptor, const tcp::endpoint& endpoint) {
+  boost::system::error_code ec;
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(boost::asio::socket_base::max_listen_connections, ec);
+  return ec;
+}
 
 // The REST endpoints' TLS contexts (ALPN http/1.1); null when REST is off.
 absl::StatusOr<std::unique_ptr<tls::ContextStore>> RestTlsStore(const config::Config& config) {
@@ -139,11 +154,19 @@ class ProxyImpl : public Proxy {
   std::shared_ptr<Rendezvous> AskWorkers(absl::Duration timeout,
                                          std::function<void(Rendezvous&, size_t, Worker&)> fn);
 
-  void Accept();
-  void OnAccepted(Worker& target, const boost::system::error_code& ec, tcp::socket socket);
-  // REST (rest.listen): the same round robin over the same workers.
-  void AcceptRest();
-  void OnRestAccepted(Worker& target, const boost::system::error_code& ec, tcp::socket socket);
+  // A listening socket (server.listen, or rest.listen) on workers_[0]'s thread. Accepted
+  // connections go round robin to the workers, and count against server.max_client_connections
+  // whichever protocol they speak.
+  struct Listener {
+    std::unique_ptr<tcp::acceptor> acceptor;  // null: off
+    size_t next_worker = 0;
+    bool rest = false;  // hands connections to Worker::AdoptRest, else to Worker::Adopt
+  };
+  void Accept(Listener& listener);
+  void OnAccepted(Listener& listener, Worker& target, const boost::system::error_code& ec,
+                  tcp::socket socket);
+  // Closes both listeners; on workers_[0]'s thread.
+  void CloseListeners();
 
   // The secrets thread: every upstream.secrets_poll_interval, re-reads the key and certificate
   // files that changed. Workers pick new keys up themselves; when a node's TLS material changed,
@@ -183,6 +206,18 @@ class ProxyImpl : public Proxy {
   std::shared_ptr<const NodeTable> table() const {
     std::lock_guard<std::mutex> lock(table_mu_);
     return table_;
+  }
+  // The config in force and the secrets loaded for it, taken together under table_mu_: where a
+  // reload or a DNS answer starts from.
+  struct InForce {
+    std::shared_ptr<const config::Config> config;
+    std::shared_ptr<tls::ContextStore> tls_store;
+    std::shared_ptr<tls::ContextStore> rest_tls_store;
+    std::shared_ptr<auth::ApiKeyStore> key_store;
+  };
+  InForce in_force() const {
+    std::lock_guard<std::mutex> lock(table_mu_);
+    return InForce{live_config_, tls_store_, rest_tls_store_, key_store_};
   }
 
   // The start-up config: what cannot change live (listen addresses, workers).
@@ -232,11 +267,9 @@ class ProxyImpl : public Proxy {
   std::unique_ptr<HealthChecker> health_checker_;
   // Checkers a node set change replaced, stopped; freed after the workers (see above).
   std::vector<std::unique_ptr<HealthChecker>> retired_checkers_;
-  std::unique_ptr<tcp::acceptor> acceptor_;  // lives on workers_[0]'s thread
-  size_t next_worker_ = 0;
+  Listener listener_;  // gRPC; its acceptor is not open when REST-only
   std::atomic<uint16_t> port_{0};
-  std::unique_ptr<tcp::acceptor> rest_acceptor_;  // lives on workers_[0]'s thread; null: off
-  size_t next_rest_worker_ = 0;
+  Listener rest_listener_{nullptr, 0, true};
   std::atomic<uint16_t> rest_port_{0};
   bool started_ = false;
   bool stopped_ = false;
@@ -273,18 +306,13 @@ absl::Status ProxyImpl::Start() {
   }
   auto acceptor = std::make_unique<tcp::acceptor>(workers_[0]->io());
   if (grpc) {
-    const tcp::endpoint endpoint(address, listen.port);
-    acceptor->open(endpoint.protocol(), ec);
-    if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) acceptor->bind(endpoint, ec);
-    if (!ec) acceptor->listen(boost::asio::socket_base::max_listen_connections, ec);
-    if (ec) {
+    if (ec = Listen(*acceptor, tcp::endpoint(address, listen.port)); ec) {
       return absl::UnavailableError(
           absl::StrCat("cannot listen on ", listen.ToString(), ": ", ec.message()));
     }
     port_ = acceptor->local_endpoint().port();
   }
-  acceptor_ = std::move(acceptor);
+  listener_.acceptor = std::move(acceptor);
   if (const config::NodeAddress& rest = config_->rest.listen; !rest.host.empty()) {
     const auto rest_address = boost::asio::ip::make_address(rest.host, ec);
     if (ec) {
@@ -292,17 +320,12 @@ absl::Status ProxyImpl::Start() {
           absl::StrCat("rest.listen: ", rest.host, " is not an IP address: ", ec.message()));
     }
     auto rest_acceptor = std::make_unique<tcp::acceptor>(workers_[0]->io());
-    const tcp::endpoint rest_endpoint(rest_address, rest.port);
-    rest_acceptor->open(rest_endpoint.protocol(), ec);
-    if (!ec) rest_acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) rest_acceptor->bind(rest_endpoint, ec);
-    if (!ec) rest_acceptor->listen(boost::asio::socket_base::max_listen_connections, ec);
-    if (ec) {
+    if (ec = Listen(*rest_acceptor, tcp::endpoint(rest_address, rest.port)); ec) {
       return absl::UnavailableError(
           absl::StrCat("cannot listen on ", rest.ToString(), " (rest.listen): ", ec.message()));
     }
     rest_port_ = rest_acceptor->local_endpoint().port();
-    rest_acceptor_ = std::move(rest_acceptor);
+    rest_listener_.acceptor = std::move(rest_acceptor);
   }
   for (auto& worker : workers_) worker->Start();
   std::vector<Worker*> workers;
@@ -311,8 +334,8 @@ absl::Status ProxyImpl::Start() {
     std::lock_guard<std::mutex> lock(workers_mu_);
     RestartHealthChecker(*config_, *table_);
   }
-  if (grpc) workers_[0]->Post([this] { Accept(); });
-  if (rest_acceptor_ != nullptr) workers_[0]->Post([this] { AcceptRest(); });
+  if (grpc) workers_[0]->Post([this] { Accept(listener_); });
+  if (rest_listener_.acceptor != nullptr) workers_[0]->Post([this] { Accept(rest_listener_); });
   StartSecretsThread();
   running_.store(true, std::memory_order_release);
   // DNS discovery: its thread runs while upstream.dns_refresh is above 0 (a reload may turn it
@@ -396,22 +419,24 @@ void ProxyImpl::StopSecretsThread() {
   if (secrets_thread_.joinable()) secrets_thread_.join();
 }
 
-void ProxyImpl::Accept() {
-  Worker& target = *workers_[next_worker_];
-  next_worker_ = (next_worker_ + 1) % workers_.size();
-  acceptor_->async_accept(target.io(),
-                          [this, &target](const boost::system::error_code& ec, tcp::socket socket) {
-                            OnAccepted(target, ec, std::move(socket));
-                          });
+void ProxyImpl::Accept(Listener& listener) {
+  Worker& target = *workers_[listener.next_worker];
+  listener.next_worker = (listener.next_worker + 1) % workers_.size();
+  listener.acceptor->async_accept(
+      target.io(),
+      [this, &listener, &target](const boost::system::error_code& ec, tcp::socket socket) {
+        OnAccepted(listener, target, ec, std::move(socket));
+      });
 }
 
-void ProxyImpl::OnAccepted(Worker& target, const boost::system::error_code& ec,
+void ProxyImpl::OnAccepted(Listener& listener, Worker& target, const boost::system::error_code& ec,
                            tcp::socket socket) {
-  if (ec == boost::asio::error::operation_aborted || !acceptor_->is_open()) return;
+  if (ec == boost::asio::error::operation_aborted || !listener.acceptor->is_open()) return;
   if (ec) {
     // EMFILE and friends: log, and keep accepting; the kernel keeps the connection queued.
-    SPDLOG_WARN("accept failed: {}", ec.message());
+    SPDLOG_WARN("{}accept failed: {}", listener.rest ? "REST " : "", ec.message());
   } else {
+    // One bound on app connections, whichever protocol they speak.
     const bool refuse =
         counters_.downstream_open.load(std::memory_order_relaxed) >=
         static_cast<int64_t>(max_client_connections_.load(std::memory_order_relaxed));
@@ -423,41 +448,22 @@ void ProxyImpl::OnAccepted(Worker& target, const boost::system::error_code& ec,
     }
     // The socket belongs to the target worker's io_context; hand it over on that thread.
     auto shared_socket = std::make_shared<tcp::socket>(std::move(socket));
-    target.Post(
-        [&target, shared_socket, refuse] { target.Adopt(std::move(*shared_socket), refuse); });
+    target.Post([&target, shared_socket, refuse, rest = listener.rest] {
+      if (rest) {
+        target.AdoptRest(std::move(*shared_socket), refuse);
+      } else {
+        target.Adopt(std::move(*shared_socket), refuse);
+      }
+    });
   }
-  Accept();
+  Accept(listener);
 }
 
-void ProxyImpl::AcceptRest() {
-  Worker& target = *workers_[next_rest_worker_];
-  next_rest_worker_ = (next_rest_worker_ + 1) % workers_.size();
-  rest_acceptor_->async_accept(
-      target.io(), [this, &target](const boost::system::error_code& ec, tcp::socket socket) {
-        OnRestAccepted(target, ec, std::move(socket));
-      });
-}
-
-void ProxyImpl::OnRestAccepted(Worker& target, const boost::system::error_code& ec,
-                               tcp::socket socket) {
-  if (ec == boost::asio::error::operation_aborted || !rest_acceptor_->is_open()) return;
-  if (ec) {
-    SPDLOG_WARN("REST accept failed: {}", ec.message());
-  } else {
-    // One bound on app connections, whichever protocol they speak.
-    const bool refuse =
-        counters_.downstream_open.load(std::memory_order_relaxed) >=
-        static_cast<int64_t>(max_client_connections_.load(std::memory_order_relaxed));
-    if (refuse) {
-      counters_.downstream_refused.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      counters_.downstream_accepted.fetch_add(1, std::memory_order_relaxed);
-    }
-    auto shared_socket = std::make_shared<tcp::socket>(std::move(socket));
-    target.Post(
-        [&target, shared_socket, refuse] { target.AdoptRest(std::move(*shared_socket), refuse); });
+void ProxyImpl::CloseListeners() {
+  boost::system::error_code ignored;
+  for (Listener* listener : {&listener_, &rest_listener_}) {
+    if (listener->acceptor != nullptr) listener->acceptor->close(ignored);
   }
-  AcceptRest();
 }
 
 absl::Status ProxyImpl::Shutdown() {
@@ -466,11 +472,7 @@ absl::Status ProxyImpl::Shutdown() {
   const absl::Duration drain_timeout = absl::Nanoseconds(drain_timeout_.load());
   SPDLOG_INFO("draining: no new connections; waiting up to {} for calls in flight",
               absl::FormatDuration(drain_timeout));
-  workers_[0]->Post([this] {
-    boost::system::error_code ignored;
-    acceptor_->close(ignored);
-    if (rest_acceptor_ != nullptr) rest_acceptor_->close(ignored);
-  });
+  workers_[0]->Post([this] { CloseListeners(); });
   for (auto& worker : workers_) {
     Worker* w = worker.get();
     w->Post([this, w] {
@@ -500,11 +502,7 @@ void ProxyImpl::ShutdownNow() {
   stopped_ = true;
   running_.store(false, std::memory_order_release);
   if (!workers_.empty()) {
-    workers_[0]->Post([this] {
-      boost::system::error_code ignored;
-      acceptor_->close(ignored);
-      if (rest_acceptor_ != nullptr) rest_acceptor_->close(ignored);
-    });
+    workers_[0]->Post([this] { CloseListeners(); });
   }
   // The health thread stops first (it posts probes to the workers); it is freed only after the
   // workers are gone, since they may still post results to its io_context.
@@ -518,8 +516,8 @@ void ProxyImpl::ShutdownNow() {
     if (health_checker_ != nullptr) health_checker_->Stop();
   }
   for (auto& worker : workers_) worker->Stop();
-  acceptor_.reset();
-  rest_acceptor_.reset();
+  listener_.acceptor.reset();
+  rest_listener_.acceptor.reset();
   {
     std::lock_guard<std::mutex> lock(workers_mu_);
     workers_.clear();
@@ -826,17 +824,7 @@ void ProxyImpl::ApplyDnsAnswers(const DnsAnswers& answers) {
   std::lock_guard<std::mutex> reconfigure_lock(reconfigure_mu_);
   if (answers == answers_ || !running_.load(std::memory_order_acquire)) return;
   answers_ = answers;
-  std::shared_ptr<const config::Config> config;
-  std::shared_ptr<tls::ContextStore> tls_store;
-  std::shared_ptr<tls::ContextStore> rest_tls_store;
-  std::shared_ptr<auth::ApiKeyStore> key_store;
-  {
-    std::lock_guard<std::mutex> lock(table_mu_);
-    config = live_config_;
-    tls_store = tls_store_;
-    rest_tls_store = rest_tls_store_;
-    key_store = key_store_;
-  }
+  const auto [config, tls_store, rest_tls_store, key_store] = in_force();
   const std::vector<NodeSpec> specs = ExpandNodes(*config, answers_);
   std::shared_ptr<const NodeTable> current = table();
   if (SameNodes(*current, specs)) return;
@@ -871,17 +859,8 @@ absl::Status ProxyImpl::Reconfigure(std::shared_ptr<const config::Config> config
             : "upstream.nodes cannot become empty while qpoold runs (its gRPC listener is open; "
               "needs a restart)");
   }
-  std::shared_ptr<const config::Config> before;
-  std::shared_ptr<tls::ContextStore> tls_store;
-  std::shared_ptr<tls::ContextStore> rest_tls_store;
-  std::shared_ptr<auth::ApiKeyStore> key_store;
-  {
-    std::lock_guard<std::mutex> lock(table_mu_);
-    before = live_config_;
-    tls_store = tls_store_;
-    rest_tls_store = rest_tls_store_;
-    key_store = key_store_;
-  }
+  // Stores the new config does not replace stay as they are.
+  auto [before, tls_store, rest_tls_store, key_store] = in_force();
   const std::vector<std::string> changed = config::ChangedKeys(*before, *config);
   auto changed_any = [&changed](std::initializer_list<std::string_view> keys) {
     for (const std::string& key : changed) {

@@ -5,63 +5,26 @@
 
 #include <algorithm>
 #include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/auth/api_keys.h"
 #include "daemon/config/loader.h"
+#include "daemon/config/node_table.h"
 #include "daemon/health/health.h"
+#include "daemon/metrics/health_metrics.h"
+#include "daemon/metrics/scrape.h"
+#include "daemon/metrics/worker_metrics.h"
+#include "daemon/rest/rest_worker.h"
 #include "daemon/server/downstream_session.h"
 #include "daemon/server/health_probe.h"
+#include "daemon/server/proxy_counters.h"
 #include "daemon/server/upstream_connection.h"
 #include "daemon/tls/context_store.h"
 #include "spdlog/spdlog.h"
 
 namespace qpool::server {
 namespace {
-
-class AsioTimer : public Timer {
- public:
-  explicit AsioTimer(boost::asio::io_context& io) : timer_(io) {}
-  ~AsioTimer() override { Cancel(); }
-
-  void Arm(Duration after, std::function<void()> callback) override {
-    Cancel();
-    state_->armed = true;
-    state_->callback = std::move(callback);
-    timer_.expires_after(after);
-    // The handler holds the state, not the timer: a completion that raced with Cancel(), a later
-    // Arm() or the timer's destruction sees another generation and does nothing.
-    timer_.async_wait(
-        [state = state_, generation = state_->generation](const boost::system::error_code& ec) {
-          if (ec || generation != state->generation || !state->armed) return;
-          state->armed = false;
-          auto callback = std::move(state->callback);
-          callback();
-        });
-  }
-  void Cancel() override {
-    if (!state_->armed) return;
-    state_->armed = false;
-    state_->generation++;
-    state_->callback = nullptr;
-    timer_.cancel();
-  }
-  bool armed() const override { return state_->armed; }
-
- private:
-  struct State {
-    bool armed = false;
-    uint64_t generation = 0;
-    std::function<void()> callback;
-  };
-  boost::asio::steady_timer timer_;
-  std::shared_ptr<State> state_ = std::make_shared<State>();
-};
-
-// A worker's share of a per-node bound: `total` split over `count` workers, remainders first.
-uint32_t ShareOf(uint32_t total, uint32_t index, uint32_t count) {
-  return total / count + (index < total % count ? 1 : 0);
-}
 
 health::OutlierOptions OutlierOptionsOf(const config::HealthConfig& health) {
   health::OutlierOptions options;
@@ -75,12 +38,8 @@ health::OutlierOptions OutlierOptionsOf(const config::HealthConfig& health) {
 
 }  // namespace
 
-std::unique_ptr<Timer> AsioEventLoop::CreateTimer() { return std::make_unique<AsioTimer>(io_); }
-
-void AsioEventLoop::Post(std::function<void()> fn) { boost::asio::post(io_, std::move(fn)); }
-
 // Makes UpstreamConnections to one node for one worker's pool.
-class Worker::UpstreamFactory : public pool::ConnectionFactory {
+class Worker::UpstreamFactory : public pool::SlotConnectionFactory {
  public:
   UpstreamFactory(Worker& worker, config::NodeAddress node, size_t node_index)
       : worker_(worker), node_(std::move(node)), node_index_(node_index) {}
@@ -113,6 +72,45 @@ class Worker::NodeObserver : public metrics::PoolMetricsObserver {
  private:
   Worker& worker_;
   const size_t node_;
+};
+
+// The gRPC side of pool::SlotPools: a slot's gRPC endpoint, its pool options under upstream.*,
+// HTTP/2 connections to it (UpstreamConnection, TLS from the slot's store at connect time) and
+// an observer that keeps the node's readiness mirror and tells passive health of connect failures.
+class Worker::PoolParts : public pool::SlotPoolParts {
+ public:
+  explicit PoolParts(Worker& worker) : worker_(worker) {}
+
+  const config::NodeAddress& EndpointOf(const NodeSlot& slot) const override { return slot.grpc; }
+
+  pool::NodePoolOptions OptionsFor(const NodeSlot& slot) const override {
+    const config::UpstreamConfig& upstream = worker_.config_->upstream;
+    const uint32_t index = worker_.index_;
+    const uint32_t count = worker_.count_;
+    pool::NodePoolOptions options = pool::UpstreamPoolOptions(upstream, slot.grpc);
+    options.min_connections = pool::WorkerShare(upstream.min_connections, index, count);
+    options.max_connections = pool::WorkerShare(upstream.max_connections, index, count);
+    options.max_streams_per_connection = upstream.max_streams_per_connection;
+    options.idle_timeout = absl::ToChronoNanoseconds(upstream.idle_timeout);
+    options.max_connection_share = upstream.max_connection_share;
+    return options;
+  }
+
+  std::unique_ptr<pool::SlotConnectionFactory> NewFactory(size_t index,
+                                                          const NodeSlot& slot) override {
+    return std::make_unique<UpstreamFactory>(worker_, slot.grpc, index);
+  }
+
+  // Readiness is re-evaluated on a later turn of the loop, once the pool is done with the event.
+  std::unique_ptr<pool::PoolObserver> NewObserver(size_t index) override {
+    Worker& worker = worker_;
+    return std::make_unique<NodeObserver>(worker, index, [&worker, index] {
+      worker.loop_.Post([&worker, index] { worker.UpdateUsable(index); });
+    });
+  }
+
+ private:
+  Worker& worker_;
 };
 
 namespace {
@@ -219,6 +217,7 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
       retry_(PolicyOptions(config_->retry), BudgetOptions(config_->retry), table_->slots.size(),
              retry_reporter_.get()),
       read_buffer_(64 * 1024),
+      pools_(std::make_unique<PoolParts>(*this), pending_budget_, loop_, random_),
       health_(health),
       secrets_(secrets),
       ping_interval_(table_->slots.size(),
@@ -247,47 +246,11 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
         std::make_unique<rest::RestWorker>(*config_, index, count, io_, loop_, random_,
                                            pending_budget_, *this, rest_retry, metrics_, *table_);
   }
-  if (secrets_.keys != nullptr) key_cache_.emplace(*secrets_.keys);
-  pending_budget_.limit = ShareOf(config_->upstream.max_pending, index, count);
+  if (secrets_.keys != nullptr) key_cache_ = std::make_unique<auth::ApiKeyCache>(*secrets_.keys);
+  pending_budget_.limit = pool::WorkerShare(config_->upstream.max_pending, index, count);
   retry_.max_waiting_for_node = pending_budget_.limit;  // calls waiting for a node, as queued ones
-  const size_t slots = table_->slots.size();
-  observers_.resize(slots);
-  factories_.resize(slots);
-  pools_.resize(slots);
-  pool_generation_.resize(slots, 0);
-  for (size_t s = 0; s < slots; ++s) {
-    if (table_->slots[s].active) CreatePool(s);
-  }
+  pools_.Apply(*table_);
   RebuildRouter();
-}
-
-pool::NodePoolOptions Worker::PoolOptionsFor(const NodeSlot& slot) const {
-  const config::UpstreamConfig& upstream = config_->upstream;
-  pool::NodePoolOptions options;
-  options.node_name = slot.grpc.ToString();
-  options.min_connections = ShareOf(upstream.min_connections, index_, count_);
-  options.max_connections = ShareOf(upstream.max_connections, index_, count_);
-  options.max_streams_per_connection = upstream.max_streams_per_connection;
-  options.acquire_timeout = absl::ToChronoNanoseconds(upstream.acquire_timeout);
-  options.connect_backoff_base = absl::ToChronoNanoseconds(upstream.connect_backoff_base);
-  options.connect_backoff_max = absl::ToChronoNanoseconds(upstream.connect_backoff_max);
-  options.max_connection_age = absl::ToChronoNanoseconds(upstream.max_connection_age);
-  options.max_requests_per_connection = upstream.max_requests_per_connection;
-  options.idle_timeout = absl::ToChronoNanoseconds(upstream.idle_timeout);
-  options.max_connection_share = upstream.max_connection_share;
-  return options;
-}
-
-void Worker::CreatePool(size_t s) {
-  const NodeSlot& slot = table_->slots[s];
-  pool_generation_[s] = slot.generation;
-  if (slot.grpc.host.empty()) return;  // REST-only
-  // Readiness is re-evaluated on a later turn of the loop, once the pool is done with the event.
-  observers_[s] = std::make_unique<NodeObserver>(
-      *this, s, [this, s] { loop_.Post([this, s] { UpdateUsable(s); }); });
-  factories_[s] = std::make_unique<UpstreamFactory>(*this, slot.grpc, s);
-  pools_[s] = std::make_unique<pool::NodePool>(PoolOptionsFor(slot), pending_budget_,
-                                               *factories_[s], loop_, random_, observers_[s].get());
 }
 
 void Worker::RebuildRouter() {
@@ -316,7 +279,7 @@ void Worker::Reconfigure(std::shared_ptr<const config::Config> config,
   table_ = std::move(table);
   if (secrets.keys != secrets_.keys) {
     key_cache_.reset();
-    if (secrets.keys != nullptr) key_cache_.emplace(*secrets.keys);
+    if (secrets.keys != nullptr) key_cache_ = std::make_unique<auth::ApiKeyCache>(*secrets.keys);
   }
   secrets_ = secrets;
   // Retry: the policy and classes apply to the next decision; budgets keep their tokens (capped)
@@ -339,39 +302,13 @@ void Worker::Reconfigure(std::shared_ptr<const config::Config> config,
     retry_.budgets.emplace_back(BudgetOptions(config_->retry));
   }
   retry_.unreachable_wait = absl::ToChronoNanoseconds(retry_config.unreachable_wait);
-  pending_budget_.limit = ShareOf(config_->upstream.max_pending, index_, count_);
+  pending_budget_.limit = pool::WorkerShare(config_->upstream.max_pending, index_, count_);
   retry_.max_waiting_for_node = pending_budget_.limit;
   const Duration ping = config_->health.enabled && config_->health.fast_enabled
                             ? absl::ToChronoNanoseconds(config_->health.fast_interval)
                             : Duration::zero();
   ping_interval_.assign(slots, ping);
-  if (observers_.size() < slots) {
-    observers_.resize(slots);
-    factories_.resize(slots);
-    pools_.resize(slots);
-    pool_generation_.resize(slots, 0);
-  }
-  for (size_t s = 0; s < slots; ++s) {
-    const NodeSlot& slot = table_->slots[s];
-    pool::NodePool* pool = pools_[s].get();
-    if (pool != nullptr && (!slot.active || pool_generation_[s] != slot.generation)) {
-      if (pool_generation_[s] != slot.generation && pool->gone()) {
-        // The slot went to another node after this pool drained: free it.
-        pools_[s].reset();
-        factories_[s].reset();
-        observers_[s].reset();
-        pool = nullptr;
-      } else {
-        pool->Retire();
-      }
-    } else if (pool != nullptr) {
-      pool->UpdateOptions(PoolOptionsFor(slot));
-    }
-    if (slot.active && pool_generation_[s] != slot.generation && pools_[s] == nullptr) {
-      CreatePool(s);
-      if (pools_[s] != nullptr) pools_[s]->Start();
-    }
-  }
+  pools_.Apply(*table_);  // new slots get pools, removed ones retire, the rest update
   RebuildRouter();
   if (rest_ != nullptr) {
     // The REST side reads the worker's retry context (RestRetryContext::context): nothing to copy.
@@ -381,15 +318,13 @@ void Worker::Reconfigure(std::shared_ptr<const config::Config> config,
 
 std::vector<bool> Worker::DrainedSlots() const {
   std::vector<bool> drained(table_->slots.size(), true);
-  for (size_t s = 0; s < drained.size() && s < pools_.size(); ++s) {
-    if (pools_[s] != nullptr && !pools_[s]->gone()) drained[s] = false;
-  }
-  if (rest_ != nullptr) {
-    const std::vector<bool> rest = rest_->DrainedSlots();
-    for (size_t s = 0; s < drained.size() && s < rest.size(); ++s) {
-      drained[s] = drained[s] && rest[s];
+  auto both = [&drained](const std::vector<bool>& these) {
+    for (size_t s = 0; s < drained.size() && s < these.size(); ++s) {
+      drained[s] = drained[s] && these[s];
     }
-  }
+  };
+  both(pools_.DrainedSlots());
+  if (rest_ != nullptr) both(rest_->slot_pools().DrainedSlots());
   return drained;
 }
 
@@ -406,6 +341,20 @@ std::shared_ptr<const auth::ApiKeys> Worker::RestApiKeys() {
   return key_cache_->Snapshot();
 }
 
+const auth::ApiKeys* Worker::api_keys() { return key_cache_ ? &key_cache_->Get() : nullptr; }
+
+std::shared_ptr<const auth::ApiKeys> Worker::api_key_snapshot() {
+  return key_cache_ ? key_cache_->Snapshot() : nullptr;
+}
+
+bool Worker::keys_apply_to_calls() const {
+  return secrets_.keys != nullptr && secrets_.keys->applies_to_calls();
+}
+
+auth::KeyMode Worker::key_mode() const {
+  return secrets_.keys != nullptr ? secrets_.keys->mode() : auth::KeyMode::kIfAbsent;
+}
+
 void Worker::RecycleTlsNodes(const tls::ContextStore* store, const std::vector<size_t>& nodes,
                              bool rest) {
   // `nodes` are indexes in `store`; the slots whose endpoint uses one of them (DNS discovery may
@@ -416,9 +365,9 @@ void Worker::RecycleTlsNodes(const tls::ContextStore* store, const std::vector<s
     if ((rest ? slot.rest_tls.get() : slot.tls.get()) != store) continue;
     if (std::find(nodes.begin(), nodes.end(), slot.tls_index) == nodes.end()) continue;
     if (rest) {
-      if (rest_ != nullptr) rest_->RecycleNode(s, kTlsRecycleSpread);
-    } else if (s < pools_.size() && pools_[s] != nullptr) {
-      pools_[s]->RecycleAll(kTlsRecycleSpread);
+      if (rest_ != nullptr) rest_->slot_pools().RecycleAll(s, kTlsRecycleSpread);
+    } else {
+      pools_.RecycleAll(s, kTlsRecycleSpread);
     }
   }
 }
@@ -426,9 +375,7 @@ void Worker::RecycleTlsNodes(const tls::ContextStore* store, const std::vector<s
 void Worker::Start() {
   running_ = true;
   Post([this] {
-    for (auto& pool : pools_) {
-      if (pool != nullptr) pool->Start();
-    }
+    pools_.Start();
     // The sweep looks at every app connection once a period: a quarter of the shorter timeout,
     // between 50 ms and 1 s, so a timeout fires at most a period late; one timer per worker
     // rather than one per connection, and nothing on the data path.
@@ -486,45 +433,54 @@ metrics::NodeMetrics* Worker::NodeMetricsOf(const pool::NodePool* pool) {
   return node < 0 ? nullptr : &metrics_.node(static_cast<size_t>(node));
 }
 
-int Worker::NodeIndexOf(const pool::NodePool* pool) const {
-  if (pool == nullptr) return -1;
-  for (size_t i = 0; i < pools_.size(); ++i) {
-    if (pools_[i].get() == pool) return static_cast<int>(i);
-  }
-  return -1;
-}
+int Worker::NodeIndexOf(const pool::NodePool* pool) const { return pools_.SlotOf(pool); }
 
-std::vector<metrics::NodePoolGauges> Worker::PoolGauges() const {
-  std::vector<metrics::NodePoolGauges> gauges;
-  for (const auto& pool : pools_) {
-    metrics::NodePoolGauges g;
+namespace {
+
+// The gauges of `pools`, by slot, for the scrape and /pool; `usable` answers for slot s's pool.
+template <typename Usable>
+std::vector<metrics::NodePoolGauges> GaugesOf(const pool::SlotPools& pools, Usable usable) {
+  std::vector<metrics::NodePoolGauges> gauges(pools.size());
+  for (size_t s = 0; s < pools.size(); ++s) {
+    const pool::NodePool* pool = pools.pool(s);
+    metrics::NodePoolGauges& g = gauges[s];
     if (pool == nullptr || pool->gone()) {
       g.present = false;
-      gauges.push_back(g);
       continue;
     }
     g.removed = pool->retired();
-    const pool::NodePoolStats stats = pool->stats();
-    g.connecting = stats.connecting;
-    g.ready = stats.ready;
-    g.busy = stats.busy;
-    g.draining = stats.draining;
-    g.streams_in_flight = stats.streams_in_flight;
-    g.waiting = stats.waiting;
-    g.consecutive_connect_failures = stats.consecutive_connect_failures;
-    g.usable = metrics_.node(gauges.size()).UsableHere();
+    const pool::NodePoolStats st = pool->stats();
+    std::tie(g.connecting, g.ready, g.busy, g.draining, g.streams_in_flight, g.waiting,
+             g.consecutive_connect_failures) =
+        std::tie(st.connecting, st.ready, st.busy, st.draining, st.streams_in_flight, st.waiting,
+                 st.consecutive_connect_failures);
+    g.usable = usable(s, *pool);
     g.longest_wait_seconds = std::chrono::duration<double>(pool->LongestWait()).count();
     for (const pool::NodePool::ConnectionInfo& c : pool->Connections()) {
       g.connections.push_back({pool::ConnectionStateName(c.state), c.streams, c.stream_cap});
     }
-    gauges.push_back(g);
   }
   return gauges;
 }
 
+}  // namespace
+
+std::vector<metrics::NodePoolGauges> Worker::PoolGauges() const {
+  // A gRPC node's readiness is the worker's mirror (UpdateUsable), as /readyz reads it.
+  return GaugesOf(
+      pools_, [this](size_t s, const pool::NodePool&) { return metrics_.node(s).UsableHere(); });
+}
+
+std::vector<metrics::NodePoolGauges> Worker::RestPoolGauges() const {
+  if (rest_ == nullptr) return {};
+  return GaugesOf(rest_->slot_pools(),
+                  [](size_t, const pool::NodePool& pool) { return pool.usable(); });
+}
+
 void Worker::UpdateUsable(size_t node) {
-  if (node >= pools_.size() || pools_[node] == nullptr) return;  // stopping, or freed
-  const pool::NodePool& pool = *pools_[node];
+  const pool::NodePool* const found = pools_.pool(node);
+  if (found == nullptr) return;  // stopping, or freed
+  const pool::NodePool& pool = *found;
   // See NodeMetrics::live / failing: a node in backoff between failed attempts stays "failing"
   // rather than flapping with every attempt.
   const bool live = pool.has_live_connection();
@@ -533,29 +489,9 @@ void Worker::UpdateUsable(size_t node) {
                                     std::memory_order_relaxed);
 }
 
-void Worker::RefreshRouter() {
-  for (size_t i = 0; i < active_.size(); ++i) {
-    const size_t s = active_[i];
-    health::NodeRouter::NodeState& state = router_->node(i);
-    state.healthy = health_ == nullptr || health_->healthy(s);
-    // A pool that never opened a connection (a node just added, min_connections 0) counts as
-    // up: else the router, which prefers nodes with a connection up, would never send it a call.
-    state.live = pools_[s]->has_live_connection() || pools_[s]->never_connected();
-    state.usable = pools_[s]->usable();
-    state.load = pools_[s]->load();
-  }
-}
-
 pool::NodePool& Worker::PickPool() {
   // The loader admits no empty node set, and a reload keeps the old set rather than an empty one.
-  if (active_.size() == 1) return *pools_[active_.front()];
-  // docs/architecture.md, "Balancing": health first, then a connection up, then power of two
-  // choices on streams in flight plus calls waiting.
-  RefreshRouter();
-  bool panic = false;
-  const size_t node = router_->Pick(loop_.Now(), &panic);
-  if (panic) metrics_.AddPanicRoute();
-  return *pools_[active_[node]];
+  return *pools_.pool(PickSlot(pools_.pools()));
 }
 
 void Worker::OnAttemptEnd(size_t node, bool failed) {
@@ -580,14 +516,15 @@ void Worker::OnNodeFailure(size_t node) {
 
 void Worker::StartProbe(size_t node, const ProbeSpec& spec, Duration timeout,
                         std::function<void(health::ProbeResult)> done) {
-  if (node >= pools_.size() || pools_[node] == nullptr || pools_[node]->retired()) {
+  pool::NodePool* pool = pools_.pool(node);
+  if (pool == nullptr || pool->retired()) {
     health::ProbeResult result;
     result.detail = node >= pools_.size() ? "qpoold is stopping" : "not in the node set";
     done(result);
     return;
   }
-  auto probe = std::make_unique<HealthProbe>(*this, *pools_[node], table_->slots[node].name, spec,
-                                             timeout, std::move(done));
+  auto probe = std::make_unique<HealthProbe>(*this, *pool, table_->slots[node].name, spec, timeout,
+                                             std::move(done));
   HealthProbe* raw = probe.get();
   probes_.emplace(raw, std::move(probe));
   raw->Start();
@@ -617,12 +554,9 @@ void Worker::BackOffPings(size_t node) {
 pool::NodePool* Worker::PickPoolOtherThan(const pool::NodePool* except) {
   const int except_node = NodeIndexOf(except);
   if (except_node < 0) return nullptr;
-  RefreshRouter();
-  // A removed node's pool (not in the router) has every active node as an alternative.
-  const int except_index = RouterIndexOf(static_cast<size_t>(except_node));
-  const std::optional<size_t> node = router_->PickOtherThan(
-      except_index < 0 ? router_->size() : static_cast<size_t>(except_index), loop_.Now());
-  return node ? pools_[active_[*node]].get() : nullptr;
+  const std::optional<size_t> node =
+      PickSlotOtherThan(static_cast<size_t>(except_node), pools_.pools());
+  return node ? pools_.pool(*node) : nullptr;
 }
 
 void Worker::OnSessionClosed(DownstreamSession* session) {
@@ -676,26 +610,24 @@ void Worker::OnRestSessionClosed() {
   CheckDrained();
 }
 
-std::vector<metrics::NodePoolGauges> Worker::RestPoolGauges() const {
-  if (rest_ == nullptr) return {};
-  return rest_->PoolGauges();
-}
-
 void Worker::RefreshRouterFrom(const std::vector<pool::NodePool*>& pools) {
   for (size_t i = 0; i < active_.size(); ++i) {
     const size_t s = active_[i];
     health::NodeRouter::NodeState& state = router_->node(i);
     state.healthy = health_ == nullptr || health_->healthy(s);
     const pool::NodePool* pool = s < pools.size() ? pools[s] : nullptr;
-    state.live =
-        pool != nullptr && (pool->has_live_connection() || pool->never_connected());  // see above
+    // A pool that never opened a connection (a node just added, min_connections 0) counts as
+    // up: else the router, which prefers nodes with a connection up, would never send it a call.
+    state.live = pool != nullptr && (pool->has_live_connection() || pool->never_connected());
     state.usable = pool != nullptr && pool->usable();
     state.load = pool != nullptr ? pool->load() : 0;
   }
 }
 
-size_t Worker::PickRestNode(const std::vector<pool::NodePool*>& pools) {
+size_t Worker::PickSlot(const std::vector<pool::NodePool*>& pools) {
   if (active_.size() == 1) return active_.front();
+  // docs/architecture.md, "Balancing": health first, then a connection up, then power of two
+  // choices on streams in flight plus calls waiting.
   RefreshRouterFrom(pools);
   bool panic = false;
   const size_t node = router_->Pick(loop_.Now(), &panic);
@@ -703,10 +635,11 @@ size_t Worker::PickRestNode(const std::vector<pool::NodePool*>& pools) {
   return active_[node];
 }
 
-std::optional<size_t> Worker::PickRestNodeOtherThan(size_t except,
-                                                    const std::vector<pool::NodePool*>& pools) {
+std::optional<size_t> Worker::PickSlotOtherThan(size_t except,
+                                                const std::vector<pool::NodePool*>& pools) {
   if (except >= pools.size()) return std::nullopt;
   RefreshRouterFrom(pools);
+  // A removed node's pool (not in the router) has every active node as an alternative.
   const int except_index = RouterIndexOf(except);
   const std::optional<size_t> node = router_->PickOtherThan(
       except_index < 0 ? router_->size() : static_cast<size_t>(except_index), loop_.Now());
@@ -743,11 +676,8 @@ void Worker::Stop() {
     for (auto& session : sessions) session->Abort();
     if (sweep_timer_) sweep_timer_->Cancel();
     if (rest_ != nullptr) rest_->Stop();
-    for (auto& pool : pools_) {
-      if (pool != nullptr) pool->Shutdown();
-    }
-    pools_.clear();   // aborts what is still open
-    probes_.clear();  // after their pools: a pool forgets its queued waiters on destruction
+    pools_.Shutdown();  // aborts what is still open
+    probes_.clear();    // after their pools: a pool forgets its queued waiters on destruction
     finished_probes_.clear();
     io_.stop();
   });

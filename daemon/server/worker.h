@@ -4,7 +4,6 @@
 #ifndef QPOOL_DAEMON_SERVER_WORKER_H_
 #define QPOOL_DAEMON_SERVER_WORKER_H_
 
-#include <array>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -12,27 +11,37 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <random>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
-#include "daemon/auth/api_keys.h"
-#include "daemon/common/event_loop.h"
-#include "daemon/config/config.h"
-#include "daemon/config/node_table.h"
-#include "daemon/health/health.h"
-#include "daemon/health/health_scheduler.h"
-#include "daemon/metrics/health_metrics.h"
-#include "daemon/metrics/scrape.h"
-#include "daemon/metrics/worker_metrics.h"
-#include "daemon/pool/node_pool.h"
-#include "daemon/rest/rest_worker.h"
+#include "daemon/common/asio_event_loop.h"
+#include "daemon/pool/slot_pools.h"
+#include "daemon/rest/rest_host.h"
 #include "daemon/retry/retry_context.h"
-#include "daemon/server/abuse_budget.h"
-#include "daemon/server/stream_guard.h"
 
-namespace qpool::tls {
+namespace qpool::auth {
+class ApiKeyCache;  // api_keys.h
+class ApiKeyStore;
+}  // namespace qpool::auth
+
+namespace qpool::health {
+class NodeRouter;    // health.h
+struct ProbeResult;  // health_scheduler.h
+}  // namespace qpool::health
+
+namespace qpool::metrics {  // worker_metrics.h, health_metrics.h, scrape.h
+class HealthMetrics;
+struct NodeMetrics;
+struct NodePoolGauges;
+class WorkerMetrics;
+}  // namespace qpool::metrics
+
+namespace qpool::rest {
+class RestWorker;  // rest_worker.h
+}  // namespace qpool::rest
+
+namespace qpool::tls {  // client_tls.h, context_store.h
 class ClientContext;
 class ContextStore;
 }  // namespace qpool::tls
@@ -42,50 +51,7 @@ namespace qpool::server {
 class DownstreamSession;
 class HealthProbe;
 struct ProbeSpec;
-
-// Counters shared by all workers; relaxed atomics, read by status and metrics.
-struct ProxyCounters {
-  std::atomic<uint64_t> downstream_accepted{0};
-  std::atomic<uint64_t> downstream_refused{0};          // over server.max_client_connections
-  std::atomic<uint64_t> downstream_protocol_errors{0};  // garbage, HTTP/1.1, bad preface
-  std::atomic<int64_t> downstream_open{0};
-  std::atomic<uint64_t> calls_started{0};
-  std::atomic<uint64_t> local_replies{0};  // answered by qpoold itself (limits, deadlines, errors)
-  std::atomic<int64_t> buffered_bytes{0};  // message bytes held in calls, both directions
-  std::atomic<uint64_t> transparent_retries{0};  // refused by Qdrant unprocessed, sent again
-  std::atomic<int64_t> replay_bytes{0};  // request copies kept for transparent replay, all calls
-  // Hostile clients (docs/security.md): connections closed with GOAWAY(ENHANCE_YOUR_CALM), by
-  // AbuseReason; streams answered RESOURCE_EXHAUSTED for [0] server.max_header_list_size,
-  // [1] server.max_headers; connections closed by server.handshake_timeout and
-  // server.idle_timeout.
-  std::array<std::atomic<uint64_t>, kAbuseReasonCount> downstream_abuse{};
-  std::array<std::atomic<uint64_t>, 2> downstream_header_limit_rejections{};
-  std::atomic<uint64_t> downstream_handshake_timeouts{0};
-  std::atomic<uint64_t> downstream_idle_timeouts{0};
-  // App streams reset on both sides, by StreamResetReason (stream_guard.h).
-  std::array<std::atomic<uint64_t>, kStreamResetReasonCount> downstream_stream_resets{};
-};
-
-// The EventLoop seam over Asio.
-class AsioEventLoop : public EventLoop {
- public:
-  explicit AsioEventLoop(boost::asio::io_context& io) : io_(io) {}
-  MonoTime Now() const override { return MonoClock::now(); }
-  std::unique_ptr<Timer> CreateTimer() override;
-  void Post(std::function<void()> fn) override;
-
- private:
-  boost::asio::io_context& io_;
-};
-
-class StdRandom : public Random {
- public:
-  StdRandom() : engine_(std::random_device{}()) {}
-  double Uniform01() override { return std::uniform_real_distribution<double>(0, 1)(engine_); }
-
- private:
-  std::mt19937_64 engine_;
-};
+struct ProxyCounters;  // proxy_counters.h
 
 using config::NodeSlot;
 using config::NodeTable;
@@ -102,6 +68,12 @@ struct UpstreamSecrets {
 // at a moment drawn uniformly in this window, so they do not all reconnect at once.
 inline constexpr Duration kTlsRecycleSpread = std::chrono::seconds(2);
 
+// A worker's parts: its io_context and thread; its app connections (DownstreamSession, and the
+// REST ones in its RestWorker); its gRPC pools, one per node slot (`pools_`, a pool::SlotPools:
+// created, retired and updated on reloads; the RestWorker holds the REST pools the same way);
+// the router (health::NodeRouter) that picks among the active slots for both protocols; the
+// retry context its calls share; its probes. Thread-safety: Post() and Stop() from any thread;
+// everything else on the worker's thread (where marked, or as RestHost).
 class Worker : public rest::RestHost {
  public:
   // `index` of `count` workers: the worker takes its share of each node's connection bounds.
@@ -164,9 +136,13 @@ class Worker : public rest::RestHost {
   // The REST pools' gauges now, in config order; empty when REST is off.
   std::vector<metrics::NodePoolGauges> RestPoolGauges() const;
   // rest::RestHost.
-  size_t PickRestNode(const std::vector<pool::NodePool*>& pools) override;
+  size_t PickRestNode(const std::vector<pool::NodePool*>& pools) override {
+    return PickSlot(pools);
+  }
   std::optional<size_t> PickRestNodeOtherThan(size_t except,
-                                              const std::vector<pool::NodePool*>& pools) override;
+                                              const std::vector<pool::NodePool*>& pools) override {
+    return PickSlotOtherThan(except, pools);
+  }
   void OnRestAttemptEnd(size_t node, bool failed) override { OnAttemptEnd(node, failed); }
   void OnRestSessionClosed() override;
   void OnRestIdle() override { CheckDrained(); }
@@ -202,9 +178,7 @@ class Worker : public rest::RestHost {
   // The slot of the node `pool` serves; -1 for a pool not of this worker.
   int NodeIndexOf(const pool::NodePool* pool) const;
   // The pool of node slot `node`; null when the slot has none.
-  pool::NodePool* PoolOf(size_t node) {
-    return node < pools_.size() ? pools_[node].get() : nullptr;
-  }
+  pool::NodePool* PoolOf(size_t node) { return pools_.pool(node); }
   // Node slots that take new calls (more than one: a choice to make).
   size_t active_nodes() const { return active_.size(); }
   // What this worker's calls consult and report to when an attempt fails (docs/retries.md).
@@ -220,40 +194,33 @@ class Worker : public rest::RestHost {
   std::shared_ptr<const tls::ClientContext> TlsContextOf(size_t node) const;
   // The API keys qpoold holds now (one relaxed load when they did not change); null when it holds
   // none. Worker thread only.
-  const auth::ApiKeys* api_keys() { return key_cache_ ? &key_cache_->Get() : nullptr; }
+  const auth::ApiKeys* api_keys();
   // The same, as a snapshot a call keeps for all of its attempts; null when it holds none.
-  std::shared_ptr<const auth::ApiKeys> api_key_snapshot() {
-    return key_cache_ ? key_cache_->Snapshot() : nullptr;
-  }
+  std::shared_ptr<const auth::ApiKeys> api_key_snapshot();
   // Whether qpoold's key goes on the apps' calls, and how (upstream.api_key_mode).
-  bool keys_apply_to_calls() const {
-    return secrets_.keys != nullptr && secrets_.keys->applies_to_calls();
-  }
-  auth::KeyMode key_mode() const {
-    return secrets_.keys != nullptr ? secrets_.keys->mode() : auth::KeyMode::kIfAbsent;
-  }
+  bool keys_apply_to_calls() const;
+  auth::KeyMode key_mode() const;
 
  private:
   class UpstreamFactory;
   class NodeObserver;
+  class PoolParts;
   class RetryReporter;
   void CheckDrained();
   // Every sweep period: closes app connections past server.handshake_timeout or
   // server.idle_timeout, frees idle ones' write buffers, and resets streams stalled past
   // server.stream_idle_timeout.
   void SweepSessions();
-  // Sets the router's view of each node (health, connection up, load) from the pools, now.
-  void RefreshRouter();
-  // Sets the router's view of each node from `pools` (the REST pools), as RefreshRouter does from
-  // the gRPC ones.
+  // Sets the router's view of each active slot (health, connection up, load) from `pools` (the
+  // gRPC or the REST ones, by slot), now.
   void RefreshRouterFrom(const std::vector<pool::NodePool*>& pools);
+  // The router's pick among the active slots, by the state of `pools` (PickPool, PickRestNode);
+  // and the hedge's or retry's pick of another slot than `except` (null: none).
+  size_t PickSlot(const std::vector<pool::NodePool*>& pools);
+  std::optional<size_t> PickSlotOtherThan(size_t except, const std::vector<pool::NodePool*>& pools);
   // Returns free heap memory to the OS after many app connections closed.
   void MaybeTrimMemory();
   void OnNodeFailure(size_t node);
-  // The pool options of node slot `slot` under config_.
-  pool::NodePoolOptions PoolOptionsFor(const NodeSlot& slot) const;
-  // Creates the pool (and factory, observer) for slot `s` of table_.
-  void CreatePool(size_t s);
   // Rebuilds the router over the active slots (active_), after a node set change.
   void RebuildRouter();
   // The router's index of slot `node`; -1 when the slot is not active.
@@ -263,9 +230,8 @@ class Worker : public rest::RestHost {
 
   std::shared_ptr<const config::Config> config_;
   std::shared_ptr<const NodeTable> table_;
-  std::vector<uint64_t> pool_generation_;  // per slot: the generation its pool was made for
-  std::vector<size_t> active_;             // router index -> slot
-  std::vector<int> router_index_;          // slot -> router index, -1 when inactive
+  std::vector<size_t> active_;     // router index -> slot
+  std::vector<int> router_index_;  // slot -> router index, -1 when inactive
   const uint32_t index_;
   const uint32_t count_;
   ProxyCounters& counters_;
@@ -276,14 +242,11 @@ class Worker : public rest::RestHost {
   std::unique_ptr<RetryReporter> retry_reporter_;  // before retry_, which reports to it
   retry::RetryContext retry_;
   std::vector<uint8_t> read_buffer_;
-  pool::PendingBudget pending_budget_;
-  std::vector<std::unique_ptr<UpstreamFactory>> factories_;
-  // Declared before pools_: a pool reports to its observer until it is destroyed.
-  std::vector<std::unique_ptr<metrics::PoolMetricsObserver>> observers_;
-  std::vector<std::unique_ptr<pool::NodePool>> pools_;
+  pool::PendingBudget pending_budget_;  // upstream.max_pending: the gRPC and REST pools share it
+  pool::SlotPools pools_;               // the gRPC pools, by node slot
   const metrics::HealthMetrics* const health_;
   UpstreamSecrets secrets_;
-  std::optional<auth::ApiKeyCache> key_cache_;
+  std::unique_ptr<auth::ApiKeyCache> key_cache_;  // null: qpoold holds no key
   std::unique_ptr<health::NodeRouter> router_;
   std::vector<Duration> ping_interval_;  // per node
   // Probes in flight, and those finished this turn (deleted on the next).

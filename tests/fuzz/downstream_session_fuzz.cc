@@ -29,6 +29,7 @@
 
 #include "daemon/config/config.h"
 #include "daemon/metrics/worker_metrics.h"
+#include "daemon/server/proxy_counters.h"
 #include "daemon/server/worker.h"
 #include "spdlog/spdlog.h"
 
