@@ -9,7 +9,8 @@
 //    test TLS node (TlsH2Stub) sees, and sessions still resume.
 //  - RestTls*: REST over TLS (keys per read/write class, each bad certificate a 503 with its
 //    reason, a server without ALPN), session resumption on reconnects (REST and gRPC), a new CA
-//    file recycling open connections under load without a failed call, the node moved to a
+//    file, and then a reload naming another CA file, each recycling open connections under load
+//    without a failed call, the node moved to a
 //    certificate from a new CA under REST and gRPC load (no failed call; new connections shown
 //    the new chain, in qpoold's log and in the emulator's counters), gentle closes ending with a
 //    close_notify the emulator counts, a retry keeping the key its call started with.
@@ -735,11 +736,38 @@ TEST_F(RestTlsE2eTest, NewCaFileRecyclesOpenConnectionsUnderLoadWithoutFailingAC
   // Some more calls on the new connections.
   const int at_recycle = ok.load();
   WaitFor([&] { return ok.load() >= at_recycle + 200; }, absl::Seconds(10));
+  // 2. A reload that names another CA file (the same CAs, at a new path): the node's TLS settings
+  // changed, so its open connections are recycled as for a changed file, and no call fails.
+  const double grpc_recycled_before_reload =
+      Metric("qpool_upstream_disconnects_total", ",reason=\"recycled\"");
+  const double rest_recycled_before_reload =
+      RestMetric("qpool_upstream_disconnects_total", ",reason=\"recycled\"");
+  const std::string moved = dir_ + "/moved-ca.pem";
+  Replace(moved, ReadFileOrEmpty(ca));
+  std::string yaml = ReadFileOrEmpty(config_path_);
+  const std::string ca_line = "ca_file: " + ca + "\n";
+  ASSERT_NE(yaml.find(ca_line), std::string::npos) << yaml;
+  yaml.replace(yaml.find(ca_line), ca_line.size(), "ca_file: " + moved + "\n");
+  Replace(config_path_, yaml);
+  EXPECT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  const bool reload_recycled = WaitFor(
+      [&] {
+        return Metric("qpool_upstream_disconnects_total", ",reason=\"recycled\"") >
+                   grpc_recycled_before_reload &&
+               RestMetric("qpool_upstream_disconnects_total", ",reason=\"recycled\"") >
+                   rest_recycled_before_reload;
+      },
+      absl::Seconds(20), absl::Milliseconds(100));
+  const int at_reload = ok.load();
+  WaitFor([&] { return ok.load() >= at_reload + 200; }, absl::Seconds(10));
   stop = true;
   for (std::thread& t : clients) t.join();
   EXPECT_TRUE(recycled) << "the open connections were not recycled after the CA file changed";
+  EXPECT_TRUE(reload_recycled)
+      << "the open connections were not recycled after a reload changed upstream.tls.ca_file";
   EXPECT_EQ(failed.load(), 0);
   EXPECT_THAT(ReadFileOrEmpty(log_path_), HasSubstr("open ones are recycled"));
+  EXPECT_THAT(ReadFileOrEmpty(log_path_), HasSubstr("TLS settings changed by the reload"));
   std::cerr << "CA change under load: " << ok.load() << " calls, " << failed.load()
             << " failed; recycled gRPC "
             << Metric("qpool_upstream_disconnects_total", ",reason=\"recycled\"") << ", REST "
