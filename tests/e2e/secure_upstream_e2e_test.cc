@@ -813,7 +813,7 @@ TEST_F(RestTlsE2eTest, NodeMovedToANewCaUnderLoadFailsNoCallAndNewConnectionsSee
       TlsYaml("    ca_file: " + bundle + "\n") +
           "  min_connections: 2\n  max_connection_age: 1s\n  secrets_poll_interval: 100ms\n"
           "  acquire_timeout: 5s\n",
-      "health:\n  enabled: false\n"));
+      "health:\n  enabled: false\nlog:\n  level: debug\n"));
   ASSERT_TRUE(Exists().ok());
   ASSERT_EQ(Rest("GET", "/collections").status, 200);
   EXPECT_GE(EmulatorCount("rest_tls_certs_presented", "server"), 1);
