@@ -94,6 +94,34 @@ void Replace(const std::string& path, const std::string& text) {
   ASSERT_EQ(std::rename((path + ".tmp").c_str(), path.c_str()), 0) << std::strerror(errno);
 }
 
+// Client threads that call until Stop() or their bound; counts the calls that succeeded and
+// those that failed.
+class CallLoad {
+ public:
+  ~CallLoad() { Stop(); }
+  // Adds `clients` threads, each making at most `max_calls` calls of `call` (true: it succeeded).
+  void Add(int clients, int max_calls, const std::function<bool()>& call) {
+    for (int c = 0; c < clients; ++c) {
+      threads_.emplace_back([this, max_calls, call] {
+        for (int i = 0; i < max_calls && !stop_.load(); ++i) (call() ? ok_ : failed_).fetch_add(1);
+      });
+    }
+  }
+  void Stop() {
+    stop_ = true;
+    for (std::thread& t : threads_) t.join();
+    threads_.clear();
+  }
+  int ok() const { return ok_.load(); }
+  int failed() const { return failed_.load(); }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<int> ok_{0};
+  std::atomic<int> failed_{0};
+  std::vector<std::thread> threads_;
+};
+
 class SecureUpstreamE2eTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -605,24 +633,10 @@ class RestTlsE2eTest : public TlsE2eTest {
     RecycleLoad result;
     EXPECT_TRUE(Exists().ok());
     EXPECT_EQ(Rest("GET", "/collections").status, 200);
-    std::atomic<bool> stop{false};
-    std::atomic<int> ok{0};
-    std::atomic<int> failed{0};
-    std::vector<std::thread> clients;
-    for (int c = 0; c < 8; ++c) {
-      clients.emplace_back([&] {
-        for (int i = 0; i < 3000 && !stop.load(); ++i) {
-          grpc::Status status = Exists();
-          (status.ok() ? ok : failed).fetch_add(1);
-        }
-      });
-      clients.emplace_back([&] {
-        for (int i = 0; i < 3000 && !stop.load(); ++i) {
-          (Rest("GET", "/collections").status == 200 ? ok : failed).fetch_add(1);
-        }
-      });
-    }
-    EXPECT_TRUE(WaitFor([&] { return ok.load() >= 400; }, absl::Seconds(20)));
+    CallLoad load;
+    load.Add(8, 3000, [this] { return Exists().ok(); });
+    load.Add(8, 3000, [this] { return Rest("GET", "/collections").status == 200; });
+    EXPECT_TRUE(WaitFor([&] { return load.ok() >= 400; }, absl::Seconds(20)));
     auto recycled = [&] {
       return std::make_pair(Metric("qpool_upstream_disconnects_total", ",reason=\"recycled\""),
                             RestMetric("qpool_upstream_disconnects_total", ",reason=\"recycled\""));
@@ -635,12 +649,11 @@ class RestTlsE2eTest : public TlsE2eTest {
           return now.first > 0 && now.second > 0;
         },
         absl::Seconds(20), absl::Milliseconds(100));
-    const int at_recycle = ok.load();
-    WaitFor([&] { return ok.load() >= at_recycle + 200; }, absl::Seconds(10));
-    stop = true;
-    for (std::thread& t : clients) t.join();
-    result.ok = ok.load();
-    result.failed = failed.load();
+    const int at_recycle = load.ok();
+    WaitFor([&] { return load.ok() >= at_recycle + 200; }, absl::Seconds(10));
+    load.Stop();
+    result.ok = load.ok();
+    result.failed = load.failed();
     const auto counts = recycled();
     std::cerr << "recycled: gRPC " << counts.first << ", REST " << counts.second << "\n";
     return result;
@@ -1014,35 +1027,23 @@ TEST_F(KeysE2eTest, KeyFileRotatedUnderLoadFailsNoCall) {
   ASSERT_NO_FATAL_FAILURE(
       StartQpoold(false, "  api_key_file: " + full + "\n  secrets_poll_interval: 100ms\n",
                   "health:\n  enabled: false\n"));
-  std::atomic<bool> stop{false};
-  std::atomic<int> ok{0};
-  std::atomic<int> failed{0};
-  std::vector<std::thread> clients;
-  for (int c = 0; c < 8; ++c) {
-    clients.emplace_back([&] {
-      // Bounded: at most 2,000 calls per client, or until told to stop.
-      for (int i = 0; i < 2000 && !stop.load(); ++i) {
-        grpc::Status status = Exists();
-        (status.ok() ? ok : failed).fetch_add(1);
-      }
-    });
-  }
-  ASSERT_TRUE(WaitFor([&] { return ok.load() >= 200; }, absl::Seconds(20)));
+  CallLoad load;
+  load.Add(8, 2000, [this] { return Exists().ok(); });  // bounded: 2,000 calls per client
+  ASSERT_TRUE(WaitFor([&] { return load.ok() >= 200; }, absl::Seconds(20)));
   EXPECT_GT(KeyCount("read_only"), 0);
   Replace(full, "new-key-3\n");
   const bool switched =
       WaitFor([&] { return KeyCount("full") >= 100; }, absl::Seconds(15), absl::Milliseconds(50));
-  stop = true;
-  for (std::thread& t : clients) t.join();
+  load.Stop();
   EXPECT_TRUE(switched);
-  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(load.failed(), 0);
   EXPECT_EQ(KeyCount("refused"), 0);
   // From now on only the new key.
   ResetCounters();
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(Exists().ok());
   EXPECT_EQ(KeyCount("full"), 20);
   EXPECT_EQ(KeyCount("read_only"), 0);
-  std::cerr << "rotation under load: " << ok.load() << " calls, " << failed.load() << " failed\n";
+  std::cerr << "rotation under load: " << load.ok() << " calls, " << load.failed() << " failed\n";
 }
 
 TEST_F(KeysE2eTest, NoKeyLeaksIntoLogsMetricsPoolErrorsOrCheckConfig) {
