@@ -33,6 +33,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "daemon/common/access_log.h"
 #include "daemon/common/logging.h"
 #include "daemon/config/config.h"
 #include "daemon/config/loader.h"
@@ -131,6 +132,7 @@ void Reload(const qpool::config::CommandLine& command_line,
       spdlog::error("config reload: log.format: {}", status.ToString());
     }
   }
+  qpool::SetAccessLogSample(built->log.access_log_sample);
   std::vector<std::string> descriptions;
   for (const std::string& key : changed) {
     descriptions.push_back(qpool::config::DescribeChange(*current, *built, key));
@@ -243,6 +245,7 @@ int Run(int argc, char** argv) {
     PrintError(status);
     return 1;
   }
+  qpool::SetAccessLogSample(config->log.access_log_sample);
 
   // Signals are taken synchronously by this thread (sigwait below). The mask is set before any
   // thread exists, so every worker the proxy starts inherits it and none is interrupted.

@@ -1,7 +1,9 @@
 #include "daemon/common/logging.h"
 
+#include <stdio.h>
 #include <time.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -215,6 +217,29 @@ class JsonFormatter : public spdlog::formatter {
   }
 };
 
+// Appends `value` as a logfmt value: bare when it has no space, '"', '=' or control character
+// and is not empty, else quoted with '"' and '\' escaped (control characters as JSON does).
+void AppendLogfmtValue(std::string_view value, spdlog::memory_buf_t& dest) {
+  bool bare = !value.empty();
+  for (char c : value) {
+    if (c == ' ' || c == '"' || c == '=' || c == '\\' || static_cast<unsigned char>(c) < 0x20 ||
+        c == 0x7F) {
+      bare = false;
+      break;
+    }
+  }
+  if (bare) {
+    Append(value, dest);
+    return;
+  }
+  dest.push_back('"');
+  AppendJsonEscaped(value, dest);
+  dest.push_back('"');
+}
+
+// Whether the installed format is json (WriteFieldsLine); follows SetupLogging and SetLogFormat.
+std::atomic<bool> g_json_format{false};
+
 // The sink SetupLogging installed, for SetLogFormat; set once, before other threads log.
 std::shared_ptr<spdlog::sinks::stderr_sink_mt>& InstalledSink() {
   static auto* sink = new std::shared_ptr<spdlog::sinks::stderr_sink_mt>();
@@ -256,6 +281,7 @@ absl::Status SetupLogging(std::string_view level, std::string_view format) {
   logger->set_level(*spdlog_level);
   spdlog::set_default_logger(std::move(logger));
   InstalledSink() = std::move(sink);
+  g_json_format.store(format == "json", std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
@@ -272,7 +298,58 @@ absl::Status SetLogFormat(std::string_view format) {
   if (!formatter.ok()) return formatter.status();
   if (InstalledSink() == nullptr) return absl::FailedPreconditionError("logging is not set up");
   InstalledSink()->set_formatter(*std::move(formatter));  // under the sink's own mutex
+  g_json_format.store(format == "json", std::memory_order_relaxed);
   return absl::OkStatus();
+}
+
+std::string FormatFieldsLine(std::string_view format, std::chrono::system_clock::time_point time,
+                             std::string_view logger, absl::Span<const LogField> fields) {
+  spdlog::memory_buf_t dest;
+  const auto log_time = std::chrono::time_point_cast<spdlog::log_clock::duration>(time);
+  if (format == "json") {
+    Append("{\"time\":\"", dest);
+    AppendTimestamp(log_time, dest, 6);
+    Append("\",\"severity\":\"INFO\",\"msg\":\"", dest);
+    AppendJsonEscaped(logger, dest);
+    Append("\",\"logger\":\"", dest);
+    AppendJsonEscaped(logger, dest);
+    dest.push_back('"');
+    for (const LogField& field : fields) {
+      Append(",\"", dest);
+      AppendJsonEscaped(field.name, dest);
+      Append("\":", dest);
+      if (field.number) {
+        Append(field.value, dest);
+      } else {
+        dest.push_back('"');
+        AppendJsonEscaped(field.value, dest);
+        dest.push_back('"');
+      }
+    }
+    Append("}\n", dest);
+  } else {
+    AppendTimestamp(log_time, dest);
+    Append(" info ", dest);
+    Append(logger, dest);
+    for (const LogField& field : fields) {
+      dest.push_back(' ');
+      Append(field.name, dest);
+      dest.push_back('=');
+      AppendLogfmtValue(field.value, dest);
+    }
+    dest.push_back('\n');
+  }
+  return std::string(dest.data(), dest.size());
+}
+
+void WriteFieldsLine(std::string_view logger, absl::Span<const LogField> fields) {
+  const std::string line =
+      FormatFieldsLine(g_json_format.load(std::memory_order_relaxed) ? "json" : "text",
+                       std::chrono::system_clock::now(), logger, fields);
+  // One fwrite and a flush, as spdlog's stderr sink writes its lines: stdio holds the stream's
+  // lock for the whole write, so lines never interleave.
+  std::fwrite(line.data(), 1, line.size(), stderr);
+  std::fflush(stderr);
 }
 
 }  // namespace qpool

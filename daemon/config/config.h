@@ -297,6 +297,10 @@ struct LogConfig {
   std::string level = "info";
   // log.format: text or json (one JSON object per line). Default text.
   std::string format = "text";
+  // log.access_log_sample: the fraction of finished calls (gRPC and REST) that get an access log
+  // line (method, retry class, status, duration, node, attempts, app address), 0 to 1; written
+  // whatever log.level is (docs/operations.md, "Access log"). Default 0: off.
+  double access_log_sample = 0;
 };
 
 // YAML section `admin`: the admin HTTP endpoint (/metrics, /livez, /readyz, /startupz, /pool).

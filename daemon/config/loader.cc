@@ -269,9 +269,9 @@ Reason FractionReason(double value, bool allow_zero) {
                       value);
 }
 
-// A number in (0, 1] ("0.1").
+// A number in (0, 1] ("0.1"); in [0, 1] when `allow_zero`.
 template <typename Field>
-Key FractionKey(absl::string_view name, Field field) {
+Key FractionKey(absl::string_view name, Field field, bool allow_zero = false) {
   return Key{
       name,
       [=](const YAML::Node& node, Config& config) -> std::optional<Problem> {
@@ -279,11 +279,11 @@ Key FractionKey(absl::string_view name, Field field) {
         if (!node.IsScalar() || node.Tag() == "!" || !absl::SimpleAtod(node.Scalar(), &value)) {
           return ProblemAt(node, absl::StrCat("expected a number such as 0.1, got ", KindOf(node)));
         }
-        if (Reason reason = FractionReason(value, false)) return ProblemAt(node, *reason);
+        if (Reason reason = FractionReason(value, allow_zero)) return ProblemAt(node, *reason);
         field(config) = value;
         return std::nullopt;
       },
-      [=](const Config& config) { return FractionReason(field(config), false); },
+      [=](const Config& config) { return FractionReason(field(config), allow_zero); },
       [=](const Config& config) { return absl::StrCat(field(config)); }};
 }
 
@@ -916,6 +916,9 @@ const std::vector<Key>& Keys() {
       OneOfKey("log.level", [](auto& c) -> auto& { return c.log.level; },
                {"trace", "debug", "info", "warn", "error", "off"}),
       OneOfKey("log.format", [](auto& c) -> auto& { return c.log.format; }, {"text", "json"}),
+      FractionKey(
+          "log.access_log_sample", [](auto& c) -> auto& { return c.log.access_log_sample; },
+          /*allow_zero=*/true),
       AddressKey(
           "admin.listen", [](auto& c) -> auto& { return c.admin.listen; }),
       BoolKey(

@@ -27,6 +27,9 @@ const char* MethodClassName(MethodClass method_class);
 // The class of a gRPC method from its :path ("/package.Service/Method"). No allocation.
 MethodClass ClassifyPath(std::string_view path);
 
+// The class of a Qdrant method (FindQdrantMethod); kOther for null.
+MethodClass ClassifyMethod(const QdrantMethod* method);
+
 // The class of a REST call from its route (daemon/common/qdrant_methods.h): its gRPC twin's, or
 // the route's own kind; kOther for an unknown route (null). Never from the raw path.
 MethodClass ClassifyRestRoute(const QdrantRestRoute* route);

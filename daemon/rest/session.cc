@@ -11,8 +11,10 @@
 #include <cerrno>
 #include <limits>
 
+#include "absl/base/optimization.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/auth/api_keys.h"
+#include "daemon/common/access_log.h"
 #include "daemon/metrics/method_class.h"
 #include "daemon/rest/fast_io.h"
 #include "daemon/rest/http_util.h"
@@ -1018,11 +1020,32 @@ void RestSession::LocalReply(unsigned status, const std::string& message, bool c
 void RestSession::FinishRequest(unsigned status) {
   if (!request_active_) return;
   request_active_ = false;
+  const Duration duration = worker_.loop().Now() - request_started_;
+  // Before End(), which forgets the attempts.
+  if (ABSL_PREDICT_FALSE(AccessLogSampled(worker_.random()))) LogAccess(status, duration);
   attempts_.End();  // the request stops counting as active
   deadline_.reset();
   ReleaseReplay();
-  worker_.metrics().RecordRestCall(metrics::ClassifyRestRoute(route_), status,
-                                   worker_.loop().Now() - request_started_);
+  worker_.metrics().RecordRestCall(metrics::ClassifyRestRoute(route_), status, duration);
+}
+
+void RestSession::LogAccess(unsigned status, Duration duration) {
+  AccessRecord record;
+  record.protocol = "rest";
+  const auto verb = parser_ ? parser_->get().method_string() : boost::beast::string_view();
+  record.method = verb.empty() ? std::string_view("-") : std::string_view(verb.data(), verb.size());
+  record.route = route_ != nullptr ? route_->pattern : std::string_view("other");
+  record.retry_class = retry::RetryClassName(retry_class_);
+  record.status = static_cast<int>(status);
+  record.duration = duration;
+  record.attempts = attempts_.attempts();
+  if (record.attempts > 0) record.node = worker_.node_name(exchanges_[answer_slot_].node);
+  error_code ec;
+  const tcp::endpoint peer = socket_.remote_endpoint(ec);
+  const std::string peer_text =
+      ec ? "unknown" : absl::StrCat(peer.address().to_string(), ":", peer.port());
+  record.peer = peer_text;
+  WriteAccessLine(record);
 }
 
 void RestSession::ReleaseReplay() {

@@ -152,8 +152,10 @@ class RestSession : public RestExchanges, public std::enable_shared_from_this<Re
   // it (the request's body was not read, or the input is broken).
   void LocalReply(unsigned status, const std::string& message, bool close,
                   std::optional<int> retry_after_seconds = std::nullopt);
-  // The request is over (answered either way): releases its replay copy and counts it.
+  // The request is over (answered either way): releases its replay copy, counts it, and writes
+  // its access log line when sampled (access_log.h).
   void FinishRequest(unsigned status);
+  void LogAccess(unsigned status, Duration duration);
   void ArmTimer(Duration after, TimerRole role);
   void CancelTimer();
   void OnTimer(TimerRole role);

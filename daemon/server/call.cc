@@ -1,5 +1,9 @@
 #include "daemon/server/call.h"
 
+#include <string>
+
+#include "absl/base/optimization.h"
+#include "daemon/common/access_log.h"
 #include "daemon/server/downstream_session.h"
 #include "daemon/server/grpc_wire.h"
 #include "daemon/server/proxy_counters.h"
@@ -37,7 +41,10 @@ void Call::OnRequestHeader(nghttp2_rcbuf* name_buf, nghttp2_rcbuf* value_buf) {
   const std::string_view name = HeaderRefs::View(name_buf);
   const std::string_view value = HeaderRefs::View(value_buf);
   if (!ForwardableRequestHeader(name, value)) return;
-  if (name == ":path") method_class_ = metrics::ClassifyPath(value);
+  if (name == ":path") {
+    method_ = FindQdrantMethod(value);
+    method_class_ = metrics::ClassifyMethod(method_);
+  }
   if (name == "grpc-timeout") {
     if (std::optional<Duration> timeout = ParseGrpcTimeout(value)) {
       deadline_ = downstream_.worker().loop().Now() + *timeout;
@@ -164,8 +171,41 @@ void Call::RecordCallEnd() {
   if (upstream_.request_state() == CallUpstream::RequestState::kHeaders) {
     return;  // never became a call
   }
-  downstream_.worker().metrics().RecordCall(method_class_, grpc_code_,
-                                            downstream_.worker().loop().Now() - started_at_);
+  Worker& worker = downstream_.worker();
+  const Duration duration = worker.loop().Now() - started_at_;
+  worker.metrics().RecordCall(method_class_, grpc_code_, duration);
+  if (ABSL_PREDICT_FALSE(AccessLogSampled(worker.random()))) LogAccess(duration);
+}
+
+void Call::LogAccess(Duration duration) {
+  Worker& worker = downstream_.worker();
+  std::string path = "other";
+  if (method_ != nullptr) {
+    path = std::string("/").append(method_->service).append("/").append(method_->method);
+  }
+  // The class the retry logic decided, or the one the method has whatever its body; "-" for a
+  // write whose class depends on its body and was never needed.
+  std::string_view retry_class = "-";
+  const retry::MethodClassifier& classifier = worker.retry().classifier;
+  if (std::optional<retry::RetryClass> decided = upstream_.retry_class()) {
+    retry_class = retry::RetryClassName(*decided);
+  } else if (method_ != nullptr && !classifier.NeedsFirstMessage(path)) {
+    retry_class = retry::RetryClassName(classifier.Classify(path, {}, {}));
+  }
+  const int node = upstream_.last_node();
+  const NodeTable& nodes = worker.nodes();
+  AccessRecord record;
+  record.protocol = "grpc";
+  record.method = path;
+  record.retry_class = retry_class;
+  record.status = grpc_code_;
+  record.duration = duration;
+  if (node >= 0 && static_cast<size_t>(node) < nodes.slots.size()) {
+    record.node = nodes.slots[node].name;
+  }
+  record.attempts = upstream_.attempts();
+  record.peer = downstream_.peer();
+  WriteAccessLine(record);
 }
 
 }  // namespace qpool::server

@@ -120,8 +120,10 @@ class Call {
 
   void OnDeadline();
   void ResumeDownstream();
-  // Metrics (docs/metrics.md): the end of the call.
+  // Metrics (docs/metrics.md) and the access log (access_log.h): the end of the call.
   void RecordCallEnd();
+  // Writes the call's access log line (a sampled call only).
+  void LogAccess(Duration duration);
 
   DownstreamSession& downstream_;
   const int32_t downstream_id_;
@@ -133,6 +135,7 @@ class Call {
   std::unique_ptr<Timer> deadline_timer_;
 
   // Metrics: what the call records when it ends (a few relaxed counter updates, no locks).
+  const QdrantMethod* method_ = nullptr;  // from :path; null: not a Qdrant method
   metrics::MethodClass method_class_ = metrics::MethodClass::kOther;  // from :path
   int grpc_code_ = -1;     // the final grpc-status, upstream's or qpoold's; -1: none (reset)
   MonoTime started_at_{};  // request headers complete

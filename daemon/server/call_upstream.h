@@ -129,6 +129,12 @@ class CallUpstream final : public retry::AttemptHost {
   // The app took `n` bytes of the answer: the primary's stream may receive as many more.
   void ConsumeResponse(size_t n);
   RequestState request_state() const { return request_state_; }
+  // For the access log, once the call is over: the retry class if the retry logic decided it,
+  // upstream attempts sent (hedges not included), the node of the answer's slot's last attempt
+  // (-1: none was started).
+  std::optional<retry::RetryClass> retry_class() const { return retry_class_; }
+  uint32_t attempts() const { return controller_.attempts(); }
+  int last_node() const { return attempts_[controller_.primary()].node; }
 
   // From the attempts. ------------------------------------------------------------------------
   bool IsPrimary(const Attempt& a) const { return a.slot == controller_.primary(); }

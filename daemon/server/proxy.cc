@@ -861,6 +861,7 @@ absl::Status ProxyImpl::Reconfigure(std::shared_ptr<const config::Config> config
   }
   // Stores the new config does not replace stay as they are.
   auto [before, tls_store, rest_tls_store, key_store] = in_force();
+  const std::shared_ptr<tls::ContextStore> tls_before = tls_store, rest_tls_before = rest_tls_store;
   const std::vector<std::string> changed = config::ChangedKeys(*before, *config);
   auto changed_any = [&changed](std::initializer_list<std::string_view> keys) {
     for (const std::string& key : changed) {
@@ -897,6 +898,7 @@ absl::Status ProxyImpl::Reconfigure(std::shared_ptr<const config::Config> config
   ResolveMissing(*config);
   const std::vector<NodeSpec> specs = ExpandNodes(*config, answers_);
   std::shared_ptr<const NodeTable> next = table();
+  const std::shared_ptr<const NodeTable> previous = next;
   const bool nodes_changed =
       tls_store != tls_store_ || rest_tls_store != rest_tls_store_ || !SameNodes(*next, specs);
   if (nodes_changed) {
@@ -933,6 +935,15 @@ absl::Status ProxyImpl::Reconfigure(std::shared_ptr<const config::Config> config
   PostToWorkers(config, next,
                 UpstreamSecrets{tls_store.get(), key_store.get(), rest_tls_store.get()},
                 health_changed);
+  // Nodes whose TLS settings changed recycle their open connections, as for a file change.
+  for (const bool rest : {false, true}) {
+    for (size_t s :
+         tls::SlotsWithNewTlsSettings(*previous, *next, (rest ? rest_tls_before : tls_before).get(),
+                                      (rest ? rest_tls_store : tls_store).get(), rest)) {
+      const NodeSlot& slot = next->slots[s];
+      RecycleTlsNodes(rest ? slot.rest_tls.get() : slot.tls.get(), {slot.tls_index}, rest);
+    }
+  }
   if (config->upstream.dns_refresh > absl::ZeroDuration() && dns_ != nullptr) dns_->Start();
   StartSecretsThread();
   return absl::OkStatus();

@@ -1,5 +1,7 @@
 #include "daemon/tls/context_store.h"
 
+#include <optional>
+
 #include "spdlog/spdlog.h"
 
 namespace qpool::tls {
@@ -72,6 +74,30 @@ std::shared_ptr<const ClientContext> ContextStore::Get(size_t node) const {
   return nodes_[node].context;
 }
 
+bool ContextStore::SameSettings(size_t node, const ContextStore& other, size_t other_node) const {
+  if (&other == this) return node == other_node;
+  // Not both locks at once: nothing needs the two stores consistent with each other.
+  std::optional<Node> theirs;
+  {
+    absl::MutexLock lock(&other.mu_);
+    if (other_node >= other.nodes_.size()) return false;
+    const Node& n = other.nodes_[other_node];
+    theirs.emplace();
+    theirs->host = n.host;
+    theirs->options = n.options;
+    theirs->prints = n.prints;
+  }
+  absl::MutexLock lock(&mu_);
+  if (node >= nodes_.size()) return false;
+  const Node& mine = nodes_[node];
+  const config::TlsOptions& a = mine.options;
+  const config::TlsOptions& b = theirs->options;
+  if (!a.enabled || !b.enabled) return a.enabled == b.enabled;
+  return mine.host == theirs->host && a.ca_file == b.ca_file && a.server_name == b.server_name &&
+         a.verify == b.verify && a.cert_file == b.cert_file && a.key_file == b.key_file &&
+         mine.prints == theirs->prints;
+}
+
 int ContextStore::Reload(std::vector<size_t>* replaced_nodes) {
   if (!any_enabled_) return 0;
   // Stat and build without the lock (a connect may want Get() meanwhile); only this thread
@@ -119,6 +145,27 @@ int ContextStore::Reload(std::vector<size_t>* replaced_nodes) {
     if (replaced_nodes != nullptr) replaced_nodes->push_back(i);
   }
   return static_cast<int>(replaced.size());
+}
+
+std::vector<size_t> SlotsWithNewTlsSettings(const config::NodeTable& was,
+                                            const config::NodeTable& now,
+                                            const ContextStore* before, const ContextStore* after,
+                                            bool rest) {
+  std::vector<size_t> changed;
+  if (before == nullptr || after == nullptr || before == after) return changed;
+  for (size_t s = 0; s < now.slots.size() && s < was.slots.size(); ++s) {
+    const config::NodeSlot& slot = now.slots[s];
+    const config::NodeSlot& old = was.slots[s];
+    if (!slot.active || !old.active || slot.generation != old.generation) continue;
+    if ((rest ? slot.rest : slot.grpc).host.empty()) continue;  // no such endpoint
+    if (after->SameSettings(slot.tls_index, *before, old.tls_index)) continue;
+    SPDLOG_INFO(
+        "upstream {}{}: TLS settings changed by the reload; new connections use them, open ones "
+        "are recycled",
+        rest ? "REST " : "", (rest ? slot.rest : slot.grpc).ToString());
+    changed.push_back(s);
+  }
+  return changed;
 }
 
 }  // namespace qpool::tls

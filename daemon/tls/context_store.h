@@ -24,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "daemon/common/file_fingerprint.h"
 #include "daemon/config/config.h"
+#include "daemon/config/node_table.h"
 #include "daemon/tls/client_tls.h"
 
 namespace qpool::tls {
@@ -48,6 +49,13 @@ class ContextStore {
   int Reload(std::vector<size_t>* replaced = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
   // Whether some node is reached over TLS.
   bool any_enabled() const { return any_enabled_; }
+  // Whether endpoint `node` of this store is reached as endpoint `other_node` of `other` is: both
+  // in cleartext, or both over TLS with the same host, options (CA, server name, verify, client
+  // certificate and key) and files as last read. False for an index either store does not have.
+  // A reload that replaces a store recycles the open connections of each endpoint for which this
+  // is false (Proxy::Reconfigure), as a file change does.
+  bool SameSettings(size_t node, const ContextStore& other, size_t other_node) const
+      ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Node {
@@ -65,6 +73,17 @@ class ContextStore {
   mutable absl::Mutex mu_;
   std::vector<Node> nodes_ ABSL_GUARDED_BY(mu_);
 };
+
+// After a reload replaced the store `before` with `after` (the gRPC endpoints', or with `rest` the
+// REST endpoints'; the same store or a null one: nothing changed), the slots of `now` that are
+// the same node as in `was` (active in both, same generation) and whose endpoint `after` reaches
+// differently from `before` (ContextStore::SameSettings: TLS turned on or off, another CA, server
+// name, verify or client certificate, or files that changed). Each is logged. The caller recycles
+// their open connections gently, as for a file change (Worker::RecycleTlsNodes).
+std::vector<size_t> SlotsWithNewTlsSettings(const config::NodeTable& was,
+                                            const config::NodeTable& now,
+                                            const ContextStore* before, const ContextStore* after,
+                                            bool rest);
 
 }  // namespace qpool::tls
 

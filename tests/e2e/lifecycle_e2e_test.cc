@@ -4,6 +4,7 @@
 // its config is written at run time with free loopback ports. Every load is bounded in calls and
 // time.
 #include <arpa/inet.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -44,6 +45,28 @@
 
 namespace qpool::testing {
 namespace {
+
+// A unary call to `method` with an empty message, whatever the upstream serves (the test upstream
+// answers a path it does not serve with UNIMPLEMENTED).
+grpc::Status CallPath(const std::shared_ptr<grpc::Channel>& channel, const std::string& method) {
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue queue;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  grpc::ByteBuffer request;
+  grpc::ByteBuffer response;
+  grpc::Status status;
+  auto call = stub.PrepareUnaryCall(&ctx, method, request, &queue);
+  call->StartCall();
+  call->Finish(&response, &status, nullptr);
+  void* tag = nullptr;
+  bool ok = false;
+  queue.Next(&tag, &ok);
+  queue.Shutdown();
+  while (queue.Next(&tag, &ok)) {
+  }
+  return status;
+}
 
 // Writes bytes that are not HTTP/2 to 127.0.0.1:`port`, so qpoold closes that connection with a
 // protocol error (logged at debug level) and counts it.
@@ -612,6 +635,96 @@ TEST_F(LifecycleTest, RestOnlyReloadAddsAndRemovesEndpointsUnderLoadWithoutAFail
   EXPECT_EQ(load.failed(), 0) << load.first_failure();
   EXPECT_GT(load.ok(), 400);
   EXPECT_FALSE(Exited());
+}
+
+// --- access log ---------------------------------------------------------------------------------
+
+// Lines of `log` that contain `text`.
+int CountLines(const std::string& log, const std::string& text) {
+  int n = 0;
+  for (size_t at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++n;
+  return n;
+}
+
+TEST_F(LifecycleTest, AccessLogHasALinePerGrpcAndRestCallWhileOnAndNoneWhileOff) {
+  ASSERT_NO_FATAL_FAILURE(StartUpstream());
+  auto rest = RestTestUpstream::Start();
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  const std::string rest_node = absl::StrCat("127.0.0.1:", (*rest)->port());
+  rest_nodes_ = {rest_node};
+  rest_port_ = PickFreePort();
+  ASSERT_NE(rest_port_, 0);
+  // On from the start, every call (sample 1), at log.level warn: access lines do not need info.
+  ASSERT_NO_FATAL_FAILURE(StartQpoold("log:\n  level: warn\n  access_log_sample: 1\n"));
+  auto stub = TestService::NewStub(OwnChannel(listen_port_));
+  auto access_lines = [&] { return CountLines(ReadFileOrEmpty(log_path_), " info access "); };
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Echo(*stub, "logged").ok());
+  EXPECT_EQ(CallPath(OwnChannel(listen_port_), "/qdrant.Points/Search").error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(HttpRequest(rest_port_, "GET", "/collections/c/points/7").status, 200);
+  }
+  ASSERT_TRUE(WaitFor([&] { return access_lines() >= 6; }, absl::Seconds(5)));
+  std::string log = ReadFileOrEmpty(log_path_);
+  EXPECT_EQ(access_lines(), 6) << log;
+  // A method not in Qdrant's table is "other"; its retry class was never needed.
+  EXPECT_EQ(CountLines(log, " info access protocol=grpc method=other retry_class=- status=0 "), 3);
+  EXPECT_EQ(CountLines(log, absl::StrCat(" node=", node_, " attempts=1 peer=127.0.0.1:")), 4);
+  EXPECT_EQ(CountLines(log,
+                       " info access protocol=grpc method=/qdrant.Points/Search "
+                       "retry_class=read status=12 duration_ms="),
+            1);
+  // REST: the route template, never the path with the collection and the id.
+  EXPECT_EQ(CountLines(log,
+                       " info access protocol=rest method=GET route=/collections/{}/points/{} "
+                       "retry_class=read status=200 duration_ms="),
+            2);
+  EXPECT_EQ(CountLines(log, absl::StrCat(" node=", rest_node, " attempts=1 peer=127.0.0.1:")), 2);
+  EXPECT_EQ(log.find("/collections/c/points/7"), std::string::npos);
+
+  // Reload: JSON lines.
+  WriteConfig(ConfigText("log:\n  level: warn\n  format: json\n  access_log_sample: 1\n"));
+  ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("success") == 1; }, absl::Seconds(5), absl::Milliseconds(20)));
+  ASSERT_TRUE(Echo(*stub, "json").ok());
+  EXPECT_EQ(HttpRequest(rest_port_, "GET", "/collections/c/points/8").status, 200);
+  auto json_lines = [&] {
+    return CountLines(ReadFileOrEmpty(log_path_), R"("msg":"access","logger":"access")");
+  };
+  ASSERT_TRUE(WaitFor([&] { return json_lines() >= 2; }, absl::Seconds(5)));
+  log = ReadFileOrEmpty(log_path_);
+  EXPECT_EQ(CountLines(log, R"("severity":"INFO","msg":"access","logger":"access",)"
+                            R"("protocol":"grpc","method":"other","retry_class":"-","status":0,)"),
+            1)
+      << log;
+  EXPECT_EQ(
+      CountLines(log, R"("protocol":"rest","method":"GET","route":"/collections/{}/points/{}",)"
+                      R"("retry_class":"read","status":200,"duration_ms":)"),
+      1)
+      << log;
+
+  // Reload: off. No line for the calls made meanwhile: the one line after turning it on again
+  // is the only new one (one worker writes them in order).
+  WriteConfig(ConfigText("log:\n  level: warn\n  access_log_sample: 0\n"));
+  ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("success") == 2; }, absl::Seconds(5), absl::Milliseconds(20)));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Echo(*stub, "not logged").ok());
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(HttpRequest(rest_port_, "GET", "/collections/c/points/9").status, 200);
+  }
+  const int text_lines_off = access_lines();
+  WriteConfig(ConfigText("log:\n  level: warn\n  access_log_sample: 1\n"));
+  ASSERT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  ASSERT_TRUE(
+      WaitFor([&] { return Reloads("success") == 3; }, absl::Seconds(5), absl::Milliseconds(20)));
+  ASSERT_TRUE(Echo(*stub, "logged again").ok());
+  ASSERT_TRUE(WaitFor([&] { return access_lines() > text_lines_off; }, absl::Seconds(5)));
+  EXPECT_EQ(access_lines(), text_lines_off + 1);
+  EXPECT_EQ(text_lines_off, 6) << "calls were logged while the access log was off";
+  EXPECT_EQ(json_lines(), 2);
+  EXPECT_EQ(Reloads("failure"), 0);
 }
 
 // DNS discovery with the system's resolver: "localhost" resolves to loopback addresses (127.0.0.1,

@@ -9,7 +9,8 @@
 //    test TLS node (TlsH2Stub) sees, and sessions still resume.
 //  - RestTls*: REST over TLS (keys per read/write class, each bad certificate a 503 with its
 //    reason, a server without ALPN), session resumption on reconnects (REST and gRPC), a new CA
-//    file recycling open connections under load without a failed call, the node moved to a
+//    file, or a reload naming another CA file, recycling open connections under load without a
+//    failed call, the node moved to a
 //    certificate from a new CA under REST and gRPC load (no failed call; new connections shown
 //    the new chain, in qpoold's log and in the emulator's counters), gentle closes ending with a
 //    close_notify the emulator counts, a retry keeping the key its call started with.
@@ -34,6 +35,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -571,6 +573,50 @@ class RestTlsE2eTest : public TlsE2eTest {
   }
   std::string CaYaml() { return TlsYaml("    ca_file: " + TestCert("ca.pem") + "\n"); }
   static constexpr char kVectors[] = R"({"vectors":{"size":4,"distance":"Cosine"}})";
+
+  // The upstream keys for RecycleUnderLoad: TLS with `ca`, two connections kept, files polled
+  // every 100 ms; connections are recycled for nothing else (max_connection_age 30m).
+  static std::string RecycleYaml(const std::string& ca) {
+    return TlsYaml("    ca_file: " + ca + "\n") +
+           "  min_connections: 2\n  secrets_poll_interval: 100ms\n  acquire_timeout: 5s\n";
+  }
+  struct RecycleLoad {
+    bool recycled = false;  // the gRPC and the REST pool each recycled a connection
+    int ok = 0;
+    int failed = 0;
+    std::string first_failure;
+  };
+  // Runs `change` while 8 gRPC and 8 REST clients call (at most 3,000 calls each), then waits up
+  // to 20 s for both pools to recycle a connection, and for 200 more calls on the new ones.
+  // Nothing was recycled before `change` (checked).
+  RecycleLoad RecycleUnderLoad(const std::function<void()>& change) {
+    RecycleLoad result;
+    EXPECT_TRUE(Exists().ok());
+    EXPECT_EQ(Rest("GET", "/collections").status, 200);
+    std::unique_ptr<ThreadedLoad> load = Load(16, 3000, /*rest_too=*/true);
+    EXPECT_TRUE(WaitFor([&] { return load->ok() >= 400; }, absl::Seconds(20)));
+    auto recycled = [&] {
+      return std::make_pair(Metric("qpool_upstream_disconnects_total", ",reason=\"recycled\""),
+                            RestMetric("qpool_upstream_disconnects_total", ",reason=\"recycled\""));
+    };
+    EXPECT_EQ(recycled(), std::make_pair(0.0, 0.0)) << "recycled before the change";
+    change();
+    result.recycled = WaitFor(
+        [&] {
+          const auto now = recycled();
+          return now.first > 0 && now.second > 0;
+        },
+        absl::Seconds(20), absl::Milliseconds(100));
+    const int at_recycle = load->ok();
+    WaitFor([&] { return load->ok() >= at_recycle + 200; }, absl::Seconds(10));
+    load->Stop();
+    result.ok = load->ok();
+    result.failed = load->failed();
+    result.first_failure = load->first_failure();
+    const auto counts = recycled();
+    std::cerr << "recycled: gRPC " << counts.first << ", REST " << counts.second << "\n";
+    return result;
+  }
 };
 
 TEST_F(RestTlsE2eTest, RestReadsGoWithTheReadOnlyKeyAndWritesWithTheFullKeyOverTls) {
@@ -674,39 +720,41 @@ TEST_F(RestTlsE2eTest, NewCaFileRecyclesOpenConnectionsUnderLoadWithoutFailingAC
   ASSERT_NO_FATAL_FAILURE(StartRestTlsEmulator("server"));
   const std::string ca = dir_ + "/ca.pem";
   Replace(ca, ReadFileOrEmpty(TestCert("ca.pem")));
-  ASSERT_NO_FATAL_FAILURE(StartQpooldRest(
-      true,
-      TlsYaml("    ca_file: " + ca + "\n") +
-          "  min_connections: 2\n  secrets_poll_interval: 100ms\n  acquire_timeout: 5s\n",
-      "health:\n  enabled: false\n"));
-  ASSERT_TRUE(Exists().ok());
-  ASSERT_EQ(Rest("GET", "/collections").status, 200);
-  // Eight clients of each protocol, at most 3,000 calls each.
-  std::unique_ptr<ThreadedLoad> load = Load(16, 3000, /*rest_too=*/true);
-  ASSERT_TRUE(WaitFor([&] { return load->ok() >= 400; }, absl::Seconds(20)));
-  const double grpc_recycled = Metric("qpool_upstream_disconnects_total", ",reason=\"recycled\"");
-  const double rest_recycled =
-      RestMetric("qpool_upstream_disconnects_total", ",reason=\"recycled\"");
+  ASSERT_NO_FATAL_FAILURE(StartQpooldRest(true, RecycleYaml(ca), "health:\n  enabled: false\n"));
   // New material that still verifies the node: the CA bundle gains a second CA.
-  Replace(ca, ReadFileOrEmpty(TestCert("ca.pem")) + ReadFileOrEmpty(TestCert("other_ca.pem")));
-  const bool recycled = WaitFor(
-      [&] {
-        return Metric("qpool_upstream_disconnects_total", ",reason=\"recycled\"") > grpc_recycled &&
-               RestMetric("qpool_upstream_disconnects_total", ",reason=\"recycled\"") >
-                   rest_recycled;
-      },
-      absl::Seconds(20), absl::Milliseconds(100));
-  // Some more calls on the new connections.
-  const int at_recycle = load->ok();
-  WaitFor([&] { return load->ok() >= at_recycle + 200; }, absl::Seconds(10));
-  load->Stop();
-  EXPECT_TRUE(recycled) << "the open connections were not recycled after the CA file changed";
-  EXPECT_EQ(load->failed(), 0) << load->first_failure();
+  const RecycleLoad load = RecycleUnderLoad([&] {
+    Replace(ca, ReadFileOrEmpty(TestCert("ca.pem")) + ReadFileOrEmpty(TestCert("other_ca.pem")));
+  });
+  EXPECT_TRUE(load.recycled) << "the open connections were not recycled after the CA file changed";
+  EXPECT_EQ(load.failed, 0) << load.first_failure;
   EXPECT_THAT(ReadFileOrEmpty(log_path_), HasSubstr("open ones are recycled"));
-  std::cerr << "CA change under load: " << load->ok() << " calls, " << load->failed()
-            << " failed; recycled gRPC "
-            << Metric("qpool_upstream_disconnects_total", ",reason=\"recycled\"") << ", REST "
-            << RestMetric("qpool_upstream_disconnects_total", ",reason=\"recycled\"") << "\n";
+  std::cerr << "CA change under load: " << load.ok << " calls, " << load.failed << " failed\n";
+}
+
+TEST_F(RestTlsE2eTest,
+       ReloadNamingAnotherCaFileRecyclesOpenConnectionsUnderLoadWithoutFailingACall) {
+  ASSERT_NO_FATAL_FAILURE(StartRestTlsEmulator("server"));
+  const std::string ca = dir_ + "/ca.pem";
+  Replace(ca, ReadFileOrEmpty(TestCert("ca.pem")));
+  ASSERT_NO_FATAL_FAILURE(StartQpooldRest(true, RecycleYaml(ca), "health:\n  enabled: false\n"));
+  // The same CA at another path: upstream.tls changed, the files did not.
+  const std::string moved = dir_ + "/moved-ca.pem";
+  Replace(moved, ReadFileOrEmpty(ca));
+  const RecycleLoad load = RecycleUnderLoad([&] {
+    std::string yaml = ReadFileOrEmpty(config_path_);
+    const std::string line = "ca_file: " + ca + "\n";
+    const size_t at = yaml.find(line);
+    if (at != std::string::npos) yaml.replace(at, line.size(), "ca_file: " + moved + "\n");
+    Replace(config_path_, yaml);
+    EXPECT_TRUE(qpoold_->Signal(SIGHUP).ok());
+  });
+  EXPECT_TRUE(load.recycled)
+      << "the open connections were not recycled after a reload changed upstream.tls.ca_file";
+  EXPECT_EQ(load.failed, 0) << load.first_failure;
+  EXPECT_THAT(ReadFileOrEmpty(log_path_), HasSubstr("TLS settings changed by the reload"));
+  EXPECT_THAT(ReadFileOrEmpty(log_path_), HasSubstr("config reloaded"));
+  std::cerr << "upstream.tls reload under load: " << load.ok << " calls, " << load.failed
+            << " failed\n";
 }
 
 TEST_F(RestTlsE2eTest, NodeMovedToANewCaUnderLoadFailsNoCallAndNewConnectionsSeeTheNewChain) {

@@ -91,6 +91,7 @@ void ExpectSameSettings(const Config& actual, const Config& expected) {
   EXPECT_EQ(actual.retry.methods, expected.retry.methods);
   EXPECT_EQ(actual.log.level, expected.log.level);
   EXPECT_EQ(actual.log.format, expected.log.format);
+  EXPECT_EQ(actual.log.access_log_sample, expected.log.access_log_sample);
   const HealthConfig& a = actual.health;
   const HealthConfig& e = expected.health;
   EXPECT_EQ(a.enabled, e.enabled);
@@ -192,6 +193,7 @@ TEST(ConfigTest, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(config.upstream.idle_timeout, absl::Minutes(5));
   EXPECT_EQ(config.log.level, "info");
   EXPECT_EQ(config.log.format, "text");
+  EXPECT_EQ(config.log.access_log_sample, 0);
 }
 
 TEST(ConfigTest, EveryKeyParses) {
@@ -227,6 +229,7 @@ upstream:
 log:
   level: debug
   format: json
+  access_log_sample: 0.01
 )",
                                               "test.yaml");
   ASSERT_TRUE(config.ok()) << config.status();
@@ -259,6 +262,7 @@ log:
   EXPECT_EQ(config->upstream.idle_timeout, absl::Milliseconds(250));
   EXPECT_EQ(config->log.level, "debug");
   EXPECT_EQ(config->log.format, "json");
+  EXPECT_EQ(config->log.access_log_sample, 0.01);
   EXPECT_TRUE(Validate(*config).ok()) << Validate(*config);
 }
 
@@ -472,6 +476,10 @@ TEST(ConfigTest, BadEnumIsRefused) {
             "\"loud\"");
   EXPECT_EQ(ParseError("log:\n  format: xml\n"),
             "test.yaml:2: log.format: must be one of text, json, got \"xml\"");
+  EXPECT_EQ(ParseError("log:\n  access_log_sample: 1.5\n"),
+            "test.yaml:2: log.access_log_sample: must be between 0 and at most 1, got 1.5");
+  EXPECT_EQ(ParseError("log:\n  access_log_sample: -0.1\n"),
+            "test.yaml:2: log.access_log_sample: must be between 0 and at most 1, got -0.1");
 }
 
 TEST(ConfigTest, DuplicateKeyIsRefused) {
@@ -1088,6 +1096,7 @@ TEST(EnvironmentTest, FlagsBeatEnvironmentWhichBeatsTheFileWhichBeatsDefaults) {
                      {"QPOOL_SERVER_DRAIN_DELAY", "5s"},
                      {"QPOOL_ADMIN_READINESS_INCLUDES_UPSTREAM", "true"},
                      {"QPOOL_RETRY_ON", "[unavailable]"},
+                     {"QPOOL_LOG_ACCESS_LOG_SAMPLE", "0.25"},
                      {"PATH", "/usr/bin"}};
   absl::StatusOr<Config> config = BuildConfig(command_line, env);
   ASSERT_TRUE(config.ok()) << config.status();
@@ -1100,6 +1109,7 @@ TEST(EnvironmentTest, FlagsBeatEnvironmentWhichBeatsTheFileWhichBeatsDefaults) {
   EXPECT_EQ(config->server.drain_delay, absl::Seconds(5));
   EXPECT_TRUE(config->admin.readiness_includes_upstream);
   EXPECT_THAT(config->retry.on, testing::ElementsAre("unavailable"));
+  EXPECT_EQ(config->log.access_log_sample, 0.25);
 }
 
 TEST(EnvironmentTest, ABadValueNamesTheVariableAndTheKey) {
@@ -1203,6 +1213,7 @@ TEST(ReloadTest, ChangedKeysNamesWhatDiffersAndWhichCanChangeLive) {
   EXPECT_EQ(DescribeChange(before, after, "log.level"), "log.level: \"info\" -> \"debug\"");
   EXPECT_TRUE(ReloadableKey("log.level"));
   EXPECT_TRUE(ReloadableKey("log.format"));
+  EXPECT_TRUE(ReloadableKey("log.access_log_sample"));
   EXPECT_TRUE(ReloadableKey("server.drain_delay"));
   EXPECT_TRUE(ReloadableKey("admin.readiness_includes_upstream"));
   EXPECT_TRUE(ReloadableKey("config.watch_interval"));

@@ -1,8 +1,11 @@
 #include "daemon/common/logging.h"
 
+#include <chrono>
 #include <regex>
 #include <string>
+#include <vector>
 
+#include "daemon/common/access_log.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "spdlog/spdlog.h"
@@ -121,6 +124,130 @@ TEST(LoggingTest, UnknownFormatIsRefused) {
   absl::Status status = SetupLogging("info", "xml");
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(status.message()), HasSubstr("xml"));
+}
+
+// --- The access log (access_log.h) -----------------------------------------------------------
+
+// 2026-11-27T03:20:56.123456Z
+std::chrono::system_clock::time_point FixedTime() {
+  return std::chrono::system_clock::time_point(std::chrono::seconds(1795749656)) +
+         std::chrono::microseconds(123456);
+}
+
+AccessRecord GrpcRecord() {
+  AccessRecord record;
+  record.protocol = "grpc";
+  record.method = "/qdrant.Points/Search";
+  record.retry_class = "read";
+  record.status = 0;
+  record.duration = std::chrono::microseconds(412);
+  record.node = "10.0.0.7:6334";
+  record.attempts = 1;
+  record.peer = "127.0.0.1:51234";
+  return record;
+}
+
+AccessRecord RestRecord() {
+  AccessRecord record;
+  record.protocol = "rest";
+  record.method = "POST";
+  record.route = "/collections/{}/points/search";
+  record.retry_class = "read";
+  record.status = 503;
+  record.duration = std::chrono::microseconds(1250);
+  record.attempts = 3;
+  record.node = "10.0.0.8:6333";
+  record.peer = "127.0.0.1:40112";
+  return record;
+}
+
+TEST(AccessLogTest, TextLineIsLogfmtAfterTimeLevelAndLogger) {
+  EXPECT_EQ(FormatAccessLine(GrpcRecord(), "text", FixedTime()),
+            "2026-11-27T03:20:56.123Z info access protocol=grpc method=/qdrant.Points/Search "
+            "retry_class=read status=0 duration_ms=0.412 node=10.0.0.7:6334 attempts=1 "
+            "peer=127.0.0.1:51234\n");
+  EXPECT_EQ(FormatAccessLine(RestRecord(), "text", FixedTime()),
+            "2026-11-27T03:20:56.123Z info access protocol=rest method=POST "
+            "route=/collections/{}/points/search retry_class=read status=503 duration_ms=1.250 "
+            "node=10.0.0.8:6333 attempts=3 peer=127.0.0.1:40112\n");
+}
+
+TEST(AccessLogTest, JsonLineHasTimeSeverityMsgAndTypedFields) {
+  EXPECT_EQ(FormatAccessLine(RestRecord(), "json", FixedTime()),
+            R"({"time":"2026-11-27T03:20:56.123456Z","severity":"INFO","msg":"access",)"
+            R"("logger":"access","protocol":"rest","method":"POST",)"
+            R"("route":"/collections/{}/points/search","retry_class":"read","status":503,)"
+            R"("duration_ms":1.250,"node":"10.0.0.8:6333","attempts":3,)"
+            R"("peer":"127.0.0.1:40112"})"
+            "\n");
+  // A gRPC line has no route; a call reset before any status is -1; no attempt sent: node "-".
+  AccessRecord reset = GrpcRecord();
+  reset.status = -1;
+  reset.node = "";
+  reset.attempts = 0;
+  const std::string line = FormatAccessLine(reset, "json", FixedTime());
+  EXPECT_THAT(line, Not(HasSubstr("\"route\"")));
+  EXPECT_THAT(line, HasSubstr(R"("status":-1,"duration_ms":0.412,"node":"-","attempts":0,)"));
+}
+
+TEST(AccessLogTest, TextQuotesAndJsonEscapesOddValues) {
+  AccessRecord record = GrpcRecord();
+  record.peer = "";
+  record.method = "say \"hi\"";
+  EXPECT_THAT(FormatAccessLine(record, "text", FixedTime()), HasSubstr(R"( method="say \"hi\"" )"));
+  EXPECT_THAT(FormatAccessLine(record, "text", FixedTime()), HasSubstr(" peer=\"\"\n"));
+  EXPECT_THAT(FormatAccessLine(record, "json", FixedTime()), HasSubstr(R"("method":"say \"hi\"")"));
+}
+
+// Hands out the draws the test lists, and counts them.
+class ScriptedRandom : public Random {
+ public:
+  explicit ScriptedRandom(std::vector<double> draws) : draws_(std::move(draws)) {}
+  double Uniform01() override { return draws_[calls_++ % draws_.size()]; }
+  size_t calls() const { return calls_; }
+
+ private:
+  std::vector<double> draws_;
+  size_t calls_ = 0;
+};
+
+TEST(AccessLogTest, OffDrawsNothingAndLogsNothing) {
+  SetAccessLogSample(0);
+  ScriptedRandom random({0.0});
+  for (int i = 0; i < 100; ++i) EXPECT_FALSE(AccessLogSampled(random));
+  EXPECT_EQ(random.calls(), 0u);
+}
+
+TEST(AccessLogTest, AFractionLogsTheCallsWhoseDrawIsBelowIt) {
+  SetAccessLogSample(0.25);
+  ScriptedRandom random({0.1, 0.3, 0.2499, 0.25, 0.9});
+  std::vector<bool> sampled;
+  for (int i = 0; i < 5; ++i) sampled.push_back(AccessLogSampled(random));
+  EXPECT_THAT(sampled, testing::ElementsAre(true, false, true, false, false));
+  // 1 logs every call (draws are below 1); a later change applies to the next call.
+  SetAccessLogSample(1);
+  ScriptedRandom highest({0.999999});
+  EXPECT_TRUE(AccessLogSampled(highest));
+  SetAccessLogSample(0);
+  EXPECT_FALSE(AccessLogSampled(highest));
+}
+
+TEST(AccessLogTest, WriteFollowsTheLogFormatWhateverTheLevel) {
+  const std::string text = LoggedBy("off", "text", [] { WriteAccessLine(GrpcRecord()); });
+  EXPECT_TRUE(std::regex_match(
+      text, std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z info access protocol=grpc .*)"
+                       R"( peer=127\.0\.0\.1:51234\n)")))
+      << text;
+  std::string json;
+  {
+    ASSERT_TRUE(SetupLogging("error", "text").ok());
+    ASSERT_TRUE(SetLogFormat("json").ok());
+    testing::internal::CaptureStderr();
+    WriteAccessLine(RestRecord());
+    json = testing::internal::GetCapturedStderr();
+  }
+  EXPECT_THAT(json, HasSubstr(R"(,"severity":"INFO","msg":"access","logger":"access",)"
+                              R"("protocol":"rest","method":"POST",)"));
 }
 
 }  // namespace

@@ -494,5 +494,52 @@ TEST_F(TlsTest, StoreGivesCleartextNodesNoContextAndAppliesPerNodeOverrides) {
   EXPECT_EQ((*store)->Get(1)->server_name(), "localhost");
 }
 
+// A reload's new store against the old one: only the nodes reached differently are recycled.
+TEST_F(TlsTest, ReloadRecyclesOnlyTheNodesWhoseTlsSettingsChanged) {
+  config::UpstreamConfig upstream;
+  for (uint16_t port : {6334, 6335, 6336, 6337}) upstream.nodes.push_back({"127.0.0.1", port});
+  upstream.tls.defaults = Options();
+  config::TlsOverride cleartext;
+  cleartext.enabled = false;
+  upstream.tls.nodes["127.0.0.1:6337"] = cleartext;
+  auto before = ContextStore::Create(upstream, "h2");
+  ASSERT_TRUE(before.ok()) << before.status();
+  // Node 0 as it was; node 1 another server name; node 2 TLS off; node 3 TLS on.
+  config::UpstreamConfig next = upstream;
+  config::TlsOverride named;
+  named.server_name = "localhost";
+  next.tls.nodes["127.0.0.1:6335"] = named;
+  next.tls.nodes["127.0.0.1:6336"] = cleartext;
+  next.tls.nodes.erase("127.0.0.1:6337");
+  auto after = ContextStore::Create(next, "h2");
+  ASSERT_TRUE(after.ok()) << after.status();
+  config::NodeTable was;
+  for (size_t i = 0; i < 4; ++i) {
+    config::NodeSlot slot;
+    slot.active = true;
+    slot.generation = i + 1;
+    slot.grpc = upstream.nodes[i];
+    slot.name = slot.grpc.ToString();
+    slot.tls_index = i;
+    was.slots.push_back(slot);
+  }
+  config::NodeTable now = was;
+  EXPECT_THAT(SlotsWithNewTlsSettings(was, now, before->get(), after->get(), false),
+              ::testing::ElementsAre(1, 2, 3));
+  EXPECT_TRUE((*after)->SameSettings(0, **before, 0));
+  // The same store, or none: nothing changed. A slot given to another node (new generation) or
+  // no longer active is not recycled; a node moved in upstream.nodes is compared by its entry.
+  EXPECT_TRUE(SlotsWithNewTlsSettings(was, now, before->get(), before->get(), false).empty());
+  EXPECT_TRUE(SlotsWithNewTlsSettings(was, now, nullptr, after->get(), false).empty());
+  now.slots[1].generation = 99;
+  now.slots[2].active = false;
+  now.slots[3].tls_index = 0;  // now upstream.nodes[0]'s settings, as node 3 had none of TLS
+  EXPECT_THAT(SlotsWithNewTlsSettings(was, now, before->get(), after->get(), false),
+              ::testing::ElementsAre(3));
+  now.slots[3].tls_index = 3;
+  now.slots[3].active = false;
+  EXPECT_TRUE(SlotsWithNewTlsSettings(was, now, before->get(), after->get(), false).empty());
+}
+
 }  // namespace
 }  // namespace qpool::tls
