@@ -1032,8 +1032,8 @@ void RestSession::FinishRequest(unsigned status) {
 void RestSession::LogAccess(unsigned status, Duration duration) {
   AccessRecord record;
   record.protocol = "rest";
-  const auto verb = parser_ ? parser_->get().method_string() : boost::beast::string_view();
-  record.method = verb.empty() ? std::string_view("-") : std::string_view(verb.data(), verb.size());
+  const std::string_view verb = request_head_.method_string;
+  record.method = verb.empty() ? std::string_view("-") : verb;
   record.route = route_ != nullptr ? route_->pattern : std::string_view("other");
   record.retry_class = retry::RetryClassName(retry_class_);
   record.status = static_cast<int>(status);
