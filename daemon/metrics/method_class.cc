@@ -42,17 +42,7 @@ MethodClass ClassifyPath(std::string_view path) {
   // Id- and filter-scoped writes are both "write": which one a call is depends on its payload,
   // and labels never come from payloads.
   const QdrantMethod* method = FindQdrantMethod(path);
-  if (method == nullptr) return MethodClass::kOther;
-  switch (method->kind) {
-    case MethodKind::kRead:
-      return MethodClass::kRead;
-    case MethodKind::kSelectorWrite:
-    case MethodKind::kFilterWrite:
-      return MethodClass::kWrite;
-    case MethodKind::kAdmin:
-      return MethodClass::kAdmin;
-  }
-  return MethodClass::kOther;
+  return method == nullptr ? MethodClass::kOther : ClassOfKind(method->kind);
 }
 
 }  // namespace qpool::metrics
