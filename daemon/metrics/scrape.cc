@@ -469,8 +469,7 @@ const std::vector<FamilyDef>& Table() {
       Def("qpool_calls_total", kCounter,
           "Calls finished, by protocol, method class and status: the gRPC status (RESET: ended by "
           "RST_STREAM or a lost connection, with no status) or the HTTP status of a REST call "
-          "(none: "
-          "no answer completed).",
+          "(none: no answer completed).",
           {"protocol", "class", "code"}, ReadCalls),
       Def("qpool_local_replies_total", kCounter,
           "Calls answered by qpoold itself (pool limits, unreachable node, deadline, upstream "
@@ -499,8 +498,7 @@ const std::vector<FamilyDef>& Table() {
           WorkerByEnum(kReplayLimitCount, ReplayLimitName, &WorkerMetrics::replay_refusals)),
       Def("qpool_hedges_total", kCounter,
           "Hedged reads: second attempts started on another node after retry.hedge_delay without "
-          "an "
-          "answer.",
+          "an answer.",
           {}, WorkerTotal(&WorkerMetrics::hedges)),
       Def("qpool_hedges_won_total", kCounter,
           "Hedges that became the call's attempt: their answer came first, or the first attempt "
@@ -518,8 +516,7 @@ const std::vector<FamilyDef>& Table() {
       // --- calls: durations and bytes ---
       Def("qpool_call_duration_seconds", kHistogram,
           "Call duration in qpoold, request headers to the end of the answer, by protocol and "
-          "method "
-          "class.",
+          "method class.",
           {"protocol", "class"}, ReadCallDurations),
       Def("qpool_request_bytes_total", kCounter,
           "gRPC message bytes (HTTP/2 DATA payload) received from apps.", {},
@@ -532,8 +529,7 @@ const std::vector<FamilyDef>& Table() {
       // --- upstream pools, per node (the REST pools' gauges first, as before the table) ---
       Def("qpool_rest_upstream_connections", kGauge,
           "Upstream REST connections now, by node (its REST endpoint) and state (connecting, "
-          "ready, "
-          "busy, draining); busy ones carry a request.",
+          "ready, busy, draining); busy ones carry a request.",
           {"node", "state"}, PoolConnections(/*rest=*/true), RestOn),
       Def("qpool_rest_calls_waiting", kGauge,
           "REST requests waiting for a free upstream connection now, by node.", {"node"},
@@ -554,8 +550,7 @@ const std::vector<FamilyDef>& Table() {
       // nodes and (rest.listen on) each node's REST endpoint, which is a `node` of its own.
       Def("qpool_upstream_connects_total", kCounter,
           "Upstream connections that finished their handshake (HTTP/2 SETTINGS; for a REST "
-          "endpoint "
-          "the TCP or TLS handshake), by node.",
+          "endpoint the TCP or TLS handshake), by node.",
           {"node"}, NodeCounter(Scope::kEndpoints, &N::connects)),
       Def("qpool_upstream_connect_failures_total", kCounter,
           "Upstream connects that failed or timed out, by node and reason: a TLS reason (as "
@@ -595,8 +590,7 @@ const std::vector<FamilyDef>& Table() {
           NodeHistogram(Scope::kNodes, &N::wait_duration)),
       Def("qpool_pool_queue_overflows_total", kCounter,
           "Calls refused with RESOURCE_EXHAUSTED because upstream.max_pending calls already "
-          "waited, "
-          "by node.",
+          "waited, by node.",
           {"node"}, NodeCounter(Scope::kNodes, &N::queue_overflows)),
       Def("qpool_pool_acquire_timeouts_total", kCounter,
           "Calls that waited upstream.acquire_timeout for a stream and got UNAVAILABLE, by node.",
@@ -631,8 +625,7 @@ const std::vector<FamilyDef>& Table() {
           {"tier"}, ReadHealthCheckDurations),
       Def("qpool_upstream_ejections_total", kCounter,
           "Times a node was ejected by passive health checking (health.consecutive_failures "
-          "failures "
-          "in a row on one I/O worker), by node.",
+          "failures in a row on one I/O worker), by node.",
           {"node"}, NodeCounter(Scope::kNodes, &N::ejections)),
       Def("qpool_upstream_panic_total", kCounter,
           "Calls routed in panic mode: no node was both healthy and not ejected, so every node was "
@@ -640,8 +633,7 @@ const std::vector<FamilyDef>& Table() {
           {}, WorkerTotal(&WorkerMetrics::panic_routes)),
       Def("qpool_upstream_info", kGauge,
           "The version each node reported in its last qdrant.Qdrant/HealthCheck answer; the value "
-          "is "
-          "always 1.",
+          "is always 1.",
           {"node", "version"}, ReadUpstreamInfo),
       // --- process state ---
       Def("qpool_ready", kGauge, "1 when /readyz answers 200.", {},
