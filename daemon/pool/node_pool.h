@@ -144,6 +144,7 @@ enum class CloseReason {
   kIdle,      // drained by the pool after idle_timeout with no stream
 };
 inline constexpr size_t kCloseReasonCount = 5;
+static_assert(static_cast<size_t>(CloseReason::kIdle) + 1 == kCloseReasonCount);
 // "goaway", "error", ... "idle": also the `reason` label of qpool_upstream_disconnects_total.
 const char* CloseReasonName(CloseReason reason);
 
