@@ -4,19 +4,17 @@
 //   ConfigReloadMetrics reloads;            // owned by main, outlives the admin server
 //   reloads.RecordSuccess(absl::Now());     // the start-up load counts as the first success
 //   reloads.RecordFailure();                // a reload that kept the old config
-//   BuildReloadFamilies(reloads);           // the two families, at scrape time
+//   RenderScrapeText(input, version, &reloads);   // the two families, at scrape time (scrape.h)
 //
-// Thread-safety: Record* from the thread that reloads; BuildReloadFamilies from any thread
-// (relaxed atomics; each value is read on its own).
+// Thread-safety: Record* from the thread that reloads; the getters from any thread (relaxed
+// atomics; each value is read on its own).
 #ifndef QPOOL_DAEMON_METRICS_RELOAD_METRICS_H_
 #define QPOOL_DAEMON_METRICS_RELOAD_METRICS_H_
 
 #include <atomic>
 #include <cstdint>
-#include <vector>
 
 #include "absl/time/time.h"
-#include "prometheus/metric_family.h"
 
 namespace qpool::metrics {
 
@@ -45,10 +43,6 @@ class ConfigReloadMetrics {
   std::atomic<uint64_t> failures_{0};
   std::atomic<double> last_success_seconds_{0};  // Unix time; 0 before the first load
 };
-
-// qpool_config_reloads_total{result="success"|"failure"} and
-// qpool_config_last_reload_success_timestamp_seconds.
-std::vector<prometheus::MetricFamily> BuildReloadFamilies(const ConfigReloadMetrics& reloads);
 
 }  // namespace qpool::metrics
 

@@ -8,7 +8,7 @@
 //
 // No prometheus-cpp here: this header reaches the data path (worker.h), so the metric families
 // themselves are declared in scrape_families.h, which only the scrape code and its tests include.
-// Metric names and meanings are listed in docs/metrics.md; keep the two in sync.
+// Metric names and meanings are listed in docs/metrics.md; monitoring_test keeps the two in sync.
 #ifndef QPOOL_DAEMON_METRICS_SCRAPE_H_
 #define QPOOL_DAEMON_METRICS_SCRAPE_H_
 
@@ -20,6 +20,7 @@
 
 #include "daemon/metrics/health_metrics.h"
 #include "daemon/metrics/worker_metrics.h"
+#include "daemon/pool/node_pool.h"
 
 namespace qpool::metrics {
 
@@ -46,17 +47,11 @@ struct DownstreamCounts {
   std::vector<std::pair<std::string, uint64_t>> stream_resets;
 };
 
-// One worker's pool for one node, as the worker saw it when asked.
-struct NodePoolGauges {
+// One worker's pool for one node, as the worker saw it when asked: the pool's own counts
+// (pool::NodePoolStats) and what the worker adds.
+struct NodePoolGauges : pool::NodePoolStats {
   bool present = true;   // the worker holds a pool for the slot (false: nothing to show)
   bool removed = false;  // the node left the node set; its pool drains (/pool: "removed")
-  uint32_t connecting = 0;
-  uint32_t ready = 0;
-  uint32_t busy = 0;
-  uint32_t draining = 0;
-  uint32_t streams_in_flight = 0;
-  uint32_t waiting = 0;
-  uint32_t consecutive_connect_failures = 0;
   bool usable = true;
   double longest_wait_seconds = 0;  // the oldest waiting call's wait so far
   struct Connection {
@@ -93,9 +88,9 @@ struct ScrapeInput {
 
 class ConfigReloadMetrics;
 
-// The Prometheus text exposition of every qpool_* family (BuildFamilies),
-// qpool_build_info{version}, the config reload families when `reloads` is set (BuildReloadFamilies)
-// and the process_* families (CollectProcessMetrics).
+// The Prometheus text exposition of every qpool_* family (BuildFamilies), qpool_build_info{version},
+// the config reload families when `reloads` is set (all declared in scrape.cc's family table) and
+// the process_* families (CollectProcessMetrics).
 std::string RenderScrapeText(const ScrapeInput& input, const std::string& version,
                              const ConfigReloadMetrics* reloads = nullptr);
 

@@ -11,22 +11,6 @@ std::string HttpStatusSlotName(size_t slot) {
   return std::to_string(slot + kMinHttpStatus);
 }
 
-const char* DisconnectReasonName(DisconnectReason reason) {
-  switch (reason) {
-    case DisconnectReason::kGoaway:
-      return "goaway";
-    case DisconnectReason::kError:
-      return "error";
-    case DisconnectReason::kShutdown:
-      return "shutdown";
-    case DisconnectReason::kRecycled:
-      return "recycled";
-    case DisconnectReason::kIdle:
-      return "idle";
-  }
-  return "error";
-}
-
 const char* RetryRefusalName(RetryRefusal refusal) {
   switch (refusal) {
     case RetryRefusal::kMaxAttempts:
@@ -104,25 +88,7 @@ void PoolMetricsObserver::OnConnectFailed(const absl::Status& reason) {
 }
 
 void PoolMetricsObserver::OnConnectionClosed(pool::CloseReason reason, const absl::Status& status) {
-  DisconnectReason why = DisconnectReason::kError;
-  switch (reason) {
-    case pool::CloseReason::kGoAway:
-      why = DisconnectReason::kGoaway;
-      break;
-    case pool::CloseReason::kError:
-      why = DisconnectReason::kError;
-      break;
-    case pool::CloseReason::kShutdown:
-      why = DisconnectReason::kShutdown;
-      break;
-    case pool::CloseReason::kRecycled:
-      why = DisconnectReason::kRecycled;
-      break;
-    case pool::CloseReason::kIdle:
-      why = DisconnectReason::kIdle;
-      break;
-  }
-  metrics_.disconnects[static_cast<size_t>(why)].Add();
+  metrics_.disconnects[static_cast<size_t>(reason)].Add();
   if (on_change_) on_change_();
 }
 

@@ -29,19 +29,6 @@
 
 namespace qpool::metrics {
 
-// Why an upstream connection went away after it was up: the `reason` label of
-// qpool_upstream_disconnects_total (pool::CloseReason, as the pool classified it).
-enum class DisconnectReason : uint8_t {
-  kGoaway = 0,
-  kError = 1,
-  kShutdown = 2,
-  kRecycled = 3,
-  kIdle = 4
-};
-inline constexpr size_t kDisconnectReasonCount = 5;
-// "goaway", "error", "shutdown", "recycled", "idle"
-const char* DisconnectReasonName(DisconnectReason reason);
-
 // Why a retryable failure was not retried (docs/retries.md): qpool_retries_refused_total{reason}.
 using retry::kRetryRefusalCount;
 using retry::RetryRefusal;  // declared with the retry policy
@@ -89,7 +76,8 @@ struct NodeMetrics {
   RelaxedCounter tls_handshakes;
   RelaxedCounter tls_resumptions;
   RelaxedCounter tls_unverified_connects;
-  std::array<RelaxedCounter, kDisconnectReasonCount> disconnects;
+  // Connections gone after they were up, by pool::CloseReason (as the pool classified it).
+  std::array<RelaxedCounter, pool::kCloseReasonCount> disconnects;
   DurationHistogram connect_duration{WaitBounds()};  // connect start -> peer SETTINGS
   DurationHistogram wait_duration{WaitBounds()};     // per stream acquired; 0 when not queued
   RelaxedCounter queue_overflows;                    // upstream.max_pending reached

@@ -143,7 +143,10 @@ enum class CloseReason {
   kRecycled,  // drained by the pool at max_connection_age or max_requests_per_connection
   kIdle,      // drained by the pool after idle_timeout with no stream
 };
-const char* CloseReasonName(CloseReason reason);  // "goaway", "error", ... "idle"
+inline constexpr size_t kCloseReasonCount = 5;
+static_assert(static_cast<size_t>(CloseReason::kIdle) + 1 == kCloseReasonCount);
+// "goaway", "error", ... "idle": also the `reason` label of qpool_upstream_disconnects_total.
+const char* CloseReasonName(CloseReason reason);
 
 // Metric hooks; every method has an empty default. Invoked on the worker's thread.
 class PoolObserver {

@@ -22,8 +22,7 @@ TEST_P(HealthPingTest, BacksOffOnTooManyPings) {
   metrics::ScrapeInput input = proxy_->Scrape(absl::Seconds(1));
   ASSERT_EQ(input.workers.size(), 1u);
   const metrics::NodeMetrics& node = input.workers[0]->node(0);
-  const uint64_t goaways =
-      node.disconnects[static_cast<size_t>(metrics::DisconnectReason::kGoaway)].Get();
+  const uint64_t goaways = node.disconnects[static_cast<size_t>(pool::CloseReason::kGoAway)].Get();
   const uint64_t pings = node.pings_ok.Get();
   // Without back-off a connection lasts about 3 PINGs (150 ms): some 25 GOAWAYs in 4 s. Doubling
   // from 50 ms, the connections last about 150, 300, 600, 1200, 2400 ms: at most 5.

@@ -58,7 +58,7 @@ class RecycleTest : public RouteTest {
   }
 
   // qpoold's count of upstream connections closed for `reason`, over all workers.
-  uint64_t Disconnects(metrics::DisconnectReason reason) {
+  uint64_t Disconnects(pool::CloseReason reason) {
     const metrics::ScrapeInput input = proxy_->Scrape(absl::Seconds(1));
     uint64_t total = 0;
     for (const metrics::WorkerMetrics* worker : input.workers) {
@@ -85,9 +85,9 @@ TEST_P(RecycleTest, MaxConnectionAgeTurnsConnectionsOverUnderLoadWithoutFailingC
   EXPECT_GT(result.ok, 100);
   // Each connection lives 0.9-1.1 s: over 4 s the pool (bound 2) goes through several.
   EXPECT_GT((*upstream)->stats().DistinctPeers(), 2) << "the connections never turned over";
-  EXPECT_TRUE(WaitFor([&] { return Disconnects(metrics::DisconnectReason::kRecycled) >= 2; },
-                      absl::Seconds(5)));
-  EXPECT_EQ(Disconnects(metrics::DisconnectReason::kError), 0u);
+  EXPECT_TRUE(
+      WaitFor([&] { return Disconnects(pool::CloseReason::kRecycled) >= 2; }, absl::Seconds(5)));
+  EXPECT_EQ(Disconnects(pool::CloseReason::kError), 0u);
 }
 
 TEST_P(RecycleTest, MaxRequestsPerConnectionOpensAConnectionPerNCallsWithoutFailingCalls) {
@@ -111,11 +111,11 @@ TEST_P(RecycleTest, MaxRequestsPerConnectionOpensAConnectionPerNCallsWithoutFail
   EXPECT_GE((*upstream)->stats().DistinctPeers(), kThreads * kCallsPerThread / kMaxRequests);
   EXPECT_TRUE(WaitFor(
       [&] {
-        return Disconnects(metrics::DisconnectReason::kRecycled) >=
+        return Disconnects(pool::CloseReason::kRecycled) >=
                static_cast<uint64_t>(kThreads * kCallsPerThread / kMaxRequests);
       },
       absl::Seconds(5)));
-  EXPECT_EQ(Disconnects(metrics::DisconnectReason::kError), 0u);
+  EXPECT_EQ(Disconnects(pool::CloseReason::kError), 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(ThroughQpoold, RecycleTest, ::testing::Values(Route::kThroughQpoold),

@@ -252,23 +252,23 @@ TEST_F(PoolMetricsTest, DisconnectReasons) {
   MakePool(/*min_connections=*/1, /*max_connections=*/1);
   factory_.conn(0).Connect();
   factory_.conn(0).Close(absl::UnavailableError("reset by peer"));
-  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kError)].Get(), 1u);
+  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(pool::CloseReason::kError)].Get(), 1u);
 
   ASSERT_EQ(factory_.made(), 2u);  // min_connections reopens it
   factory_.conn(1).Connect();
   factory_.conn(1).GoAway();
   factory_.conn(1).Close(absl::OkStatus());  // the drain after GOAWAY finished
-  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kGoaway)].Get(), 1u);
+  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(pool::CloseReason::kGoAway)].Get(), 1u);
 
   ASSERT_EQ(factory_.made(), 3u);
   factory_.conn(2).Connect();
   pool_->Shutdown();
   factory_.conn(2).Close(absl::OkStatus());
-  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kShutdown)].Get(), 1u);
-  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kError)].Get(), 1u);
-  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kGoaway)].Get(), 1u);
-  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kRecycled)].Get(), 0u);
-  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kIdle)].Get(), 0u);
+  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(pool::CloseReason::kShutdown)].Get(), 1u);
+  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(pool::CloseReason::kError)].Get(), 1u);
+  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(pool::CloseReason::kGoAway)].Get(), 1u);
+  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(pool::CloseReason::kRecycled)].Get(), 0u);
+  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(pool::CloseReason::kIdle)].Get(), 0u);
 }
 
 TEST_F(PoolMetricsTest, RecycledAndIdleDisconnectsAreCountedAsSuch) {
@@ -295,15 +295,15 @@ TEST_F(PoolMetricsTest, RecycledAndIdleDisconnectsAreCountedAsSuch) {
   loop_.Advance(1min);  // both idle; one is above the floor
   ASSERT_EQ(pool_->stats().draining, 1u);
   factory_.conn(1).Close(absl::OkStatus());
-  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kIdle)].Get(), 1u);
+  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(pool::CloseReason::kIdle)].Get(), 1u);
 
   loop_.Advance(10min);  // FakeRandom's 0.5 draws no jitter: conn(0) reaches its age
   ASSERT_EQ(pool_->stats().draining, 1u);
   factory_.conn(0).Close(absl::OkStatus());
-  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kRecycled)].Get(), 1u);
-  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(DisconnectReason::kGoaway)].Get(), 0u);
-  EXPECT_EQ(DisconnectReasonName(DisconnectReason::kRecycled), std::string("recycled"));
-  EXPECT_EQ(DisconnectReasonName(DisconnectReason::kIdle), std::string("idle"));
+  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(pool::CloseReason::kRecycled)].Get(), 1u);
+  EXPECT_EQ(metrics_.disconnects[static_cast<size_t>(pool::CloseReason::kGoAway)].Get(), 0u);
+  EXPECT_EQ(pool::CloseReasonName(pool::CloseReason::kRecycled), std::string("recycled"));
+  EXPECT_EQ(pool::CloseReasonName(pool::CloseReason::kIdle), std::string("idle"));
 }
 
 TEST_F(PoolMetricsTest, WaitTimeIsZeroWhenAStreamIsFreeAndTheQueueTimeOtherwise) {

@@ -1,19 +1,24 @@
 // Drift tests for deploy/monitoring/ and the metrics docs: the PrometheusRule carries exactly the
-// rules of prometheus-rules.yaml; every metric the rules and the dashboard query exists; every
-// family qpoold exports is in docs/metrics.md; every alert has its runbook in docs/operations.md.
+// rules of prometheus-rules.yaml; every metric the rules and the dashboard query exists; the
+// scrape's family table (scrape_families.h) and docs/metrics.md's tables list the same families
+// with the same types and labels, and a scrape shows only declared families; every alert has its
+// runbook in docs/operations.md.
 // (ctest also runs `promtool check rules` and `promtool test rules` on the rules.)
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <string>
 #include <string_view>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "daemon/metrics/health_metrics.h"
 #include "daemon/metrics/process_metrics.h"
-#include "daemon/metrics/reload_metrics.h"
 #include "daemon/metrics/scrape.h"
 #include "daemon/metrics/scrape_families.h"
 #include "yaml-cpp/yaml.h"
@@ -32,18 +37,59 @@ std::string ReadFile(const std::string& path) {
 
 const std::string kDir = QPOOL_SOURCE_DIR;
 
-// Every family name qpoold exports (one node, one worker that answered).
+const char* TypeName(prometheus::MetricType type) {
+  switch (type) {
+    case prometheus::MetricType::Counter:
+      return "counter";
+    case prometheus::MetricType::Gauge:
+      return "gauge";
+    case prometheus::MetricType::Histogram:
+      return "histogram";
+    default:
+      return "other";
+  }
+}
+
+// A family as "type | labels", the way docs/metrics.md's table rows give it.
+using Shapes = std::map<std::string, std::string>;
+
+// Every family /metrics can show: the scrape's table, and process_* (all present on Linux).
+Shapes DeclaredShapes() {
+  Shapes out;
+  for (const DeclaredFamily& family : DeclaredFamilies()) {
+    out[family.name] =
+        absl::StrCat(TypeName(family.type), " | ", absl::StrJoin(family.labels, ", "));
+  }
+  for (const auto& family : CollectProcessMetrics()) {
+    out[family.name] = absl::StrCat(TypeName(family.type), " | ");
+  }
+  return out;
+}
+
+// The rows of docs/metrics.md's tables: "| `name` | type | label, label | meaning |".
+Shapes DocumentedShapes(const std::string& doc) {
+  Shapes out;
+  std::istringstream lines(doc);
+  std::string line;
+  const std::regex row(R"(^\| `([a-z_]+)` \| ([a-z]+) \| ([a-z_, ]*?) *\| .*)");
+  while (std::getline(lines, line)) {
+    if (line.rfind("| `qpool_", 0) != 0 && line.rfind("| `process_", 0) != 0) continue;
+    std::smatch m;
+    if (!std::regex_match(line, m, row)) {
+      ADD_FAILURE() << "docs/metrics.md: a family row not of the form "
+                       "| `name` | type | labels | meaning |: "
+                    << line;
+      continue;
+    }
+    EXPECT_EQ(out.count(m[1].str()), 0u) << "docs/metrics.md lists " << m[1] << " twice";
+    out[m[1].str()] = absl::StrCat(m[2].str(), " | ", m[3].str());
+  }
+  return out;
+}
+
 std::set<std::string> ExportedFamilies() {
-  WorkerMetrics worker(1);
-  ScrapeInput input;
-  input.node_names = {"n:1"};
-  input.workers = {&worker};
-  input.pools = {std::vector<NodePoolGauges>(1)};
   std::set<std::string> names;
-  for (const auto& family : BuildFamilies(input)) names.insert(family.name);
-  names.insert(BuildInfoFamily("x").name);
-  for (const auto& family : BuildReloadFamilies(ConfigReloadMetrics())) names.insert(family.name);
-  for (const auto& family : CollectProcessMetrics()) names.insert(family.name);
+  for (const auto& [name, shape] : DeclaredShapes()) names.insert(name);
   return names;
 }
 
@@ -85,11 +131,61 @@ TEST(MonitoringTest, RulesAndDashboardQueryOnlyExportedMetrics) {
   }
 }
 
-TEST(MonitoringTest, MetricsDocListsEveryExportedFamily) {
-  const std::string doc = ReadFile(kDir + "/docs/metrics.md");
-  for (const std::string& name : ExportedFamilies()) {
-    EXPECT_THAT(doc, HasSubstr("`" + name + "`")) << name;
+TEST(MonitoringTest, MetricsDocListsEveryDeclaredFamilyWithItsTypeAndLabels) {
+  const Shapes documented = DocumentedShapes(ReadFile(kDir + "/docs/metrics.md"));
+  for (const auto& [name, shape] : DeclaredShapes()) {
+    auto it = documented.find(name);
+    if (it == documented.end()) {
+      ADD_FAILURE() << name << " (" << shape << ") is not in docs/metrics.md";
+      continue;
+    }
+    EXPECT_EQ(it->second, shape) << name << ": docs/metrics.md says type | labels differently";
   }
+}
+
+TEST(MonitoringTest, MetricsDocListsOnlyDeclaredFamilies) {
+  const Shapes declared = DeclaredShapes();
+  for (const auto& [name, shape] : DocumentedShapes(ReadFile(kDir + "/docs/metrics.md"))) {
+    EXPECT_EQ(declared.count(name), 1u)
+        << "docs/metrics.md lists " << name << ", which the scrape does not declare";
+  }
+}
+
+// A scrape with every family shown (REST on, health checked, a node version known) shows only
+// declared families, each with its declared type and HELP, and samples with its declared labels.
+TEST(MonitoringTest, ScrapeShowsTheDeclaredFamiliesAndLabels) {
+  WorkerMetrics worker(2);
+  worker.RecordCall(MethodClass::kRead, 14, std::chrono::milliseconds(1));
+  worker.RecordRestCall(MethodClass::kWrite, 200, std::chrono::milliseconds(1));
+  HealthMetrics health(2);
+  health.SetVersion(0, "1.2.3");
+  ScrapeInput input;
+  input.node_names = {"n:1", "m:2"};
+  input.rest_node_names = {"n:6333", "m:6333"};
+  input.workers = {&worker};
+  input.health = &health;
+  input.downstream.abuse = {{"rapid_reset", 1}};
+  input.downstream.stream_resets = {{"stream_idle", 1}};
+  input.pools = {std::vector<NodePoolGauges>(2)};
+  input.rest_pools = {std::vector<NodePoolGauges>(2)};
+  std::map<std::string, DeclaredFamily> declared;
+  for (const DeclaredFamily& family : DeclaredFamilies()) declared.emplace(family.name, family);
+  size_t shown = 0;
+  for (const auto& family : BuildFamilies(input)) {
+    auto it = declared.find(family.name);
+    ASSERT_NE(it, declared.end()) << family.name;
+    EXPECT_EQ(family.type, it->second.type) << family.name;
+    EXPECT_EQ(family.help, it->second.help) << family.name;
+    EXPECT_FALSE(family.metric.empty()) << family.name << " has no samples";
+    for (const auto& metric : family.metric) {
+      std::vector<std::string> labels;
+      for (const auto& label : metric.label) labels.push_back(label.name);
+      EXPECT_EQ(labels, it->second.labels) << family.name;
+    }
+    shown++;
+  }
+  // All but qpool_build_info and the two config reload families, which RenderScrapeText adds.
+  EXPECT_EQ(shown, declared.size() - 3);
 }
 
 // The runbook base in the shipped rules: a placeholder under .invalid (RFC 2606), never resolvable.
