@@ -31,9 +31,7 @@ TEST(AnnotateTest, OkStaysOkWithoutContext) {
   EXPECT_EQ(annotated.message(), "");
 }
 
-absl::Status FailsWhen(bool fail) {
-  return fail ? absl::InternalError("broke") : absl::OkStatus();
-}
+absl::Status FailsWhen(bool fail) { return fail ? absl::InternalError("broke") : absl::OkStatus(); }
 absl::StatusOr<int> ValueUnless(bool fail) {
   if (fail) return absl::InvalidArgumentError("no value");
   return 7;
@@ -61,8 +59,7 @@ TEST(GrpcCodeNameTest, NamesEveryCodeAsTheSpecSpellsIt) {
   // The numbering is absl::StatusCode's.
   for (int code = kGrpcOk; code <= kGrpcUnauthenticated; ++code) {
     ASSERT_NE(GrpcCodeName(code), nullptr) << code;
-    EXPECT_EQ(GrpcCodeName(code),
-              absl::StatusCodeToString(static_cast<absl::StatusCode>(code)))
+    EXPECT_EQ(GrpcCodeName(code), absl::StatusCodeToString(static_cast<absl::StatusCode>(code)))
         << code;
   }
 }

@@ -30,8 +30,7 @@ class OneShotServer {
     address.sin_family = AF_INET;
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t length = sizeof(address);
-    if (::bind(fd_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
-        ::listen(fd_, 4) != 0 ||
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&address), length) != 0 || ::listen(fd_, 4) != 0 ||
         ::getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
       ADD_FAILURE() << "cannot listen";
       return;
@@ -92,8 +91,8 @@ TEST(HttpCheckTest, AUrlWithoutAPathAsksForTheRoot) {
 
 TEST(HttpCheckTest, AnotherStatusIsAFailedPreconditionWithTheBodysFirstLine) {
   const std::string body = "not ready: draining\nmore\n";
-  OneShotServer server(absl::StrCat("HTTP/1.1 503 Service Unavailable\r\nContent-Length: ",
-                                    body.size(), "\r\n\r\n", body));
+  OneShotServer server(absl::StrCat(
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Length: ", body.size(), "\r\n\r\n", body));
   const absl::Status status = HttpCheck(server.Url("/readyz"), absl::Seconds(5));
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(status.message(), HasSubstr("HTTP 503: not ready: draining"));
@@ -127,8 +126,8 @@ TEST(HttpCheckTest, AnUnresolvableHostIsUnavailable) {
 TEST(HttpCheckTest, UnusableUrlsAreInvalidArguments) {
   for (const std::string url :
        {"https://127.0.0.1/readyz", "127.0.0.1:6336/readyz", "http://[::1/readyz",
-        "http://127.0.0.1:0/", "http://127.0.0.1:65536/", "http://127.0.0.1:port/",
-        "http://:6336/", "http:///readyz"}) {
+        "http://127.0.0.1:0/", "http://127.0.0.1:65536/", "http://127.0.0.1:port/", "http://:6336/",
+        "http:///readyz"}) {
     const absl::Status status = HttpCheck(url, absl::Seconds(1));
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << url << ": " << status;
   }
