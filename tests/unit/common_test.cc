@@ -1,8 +1,9 @@
 // daemon/common's small pieces: Annotate, gRPC code names, file fingerprints and ReadSmallFile.
-#include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -70,20 +71,24 @@ TEST(GrpcCodeNameTest, NumbersOutsideTheSpecHaveNoName) {
   EXPECT_EQ(GrpcCodeName(1000), nullptr);
 }
 
+// Each test gets a fresh directory under the test's temporary directory.
 class FileTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string dir = ::testing::TempDir() + "/qpool_common_XXXXXX";
-    ASSERT_NE(mkdtemp(dir.data()), nullptr);
-    dir_ = dir;
+  FileTest() {
+    const std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    dir_ = ::testing::TempDir() + "/qpool_common_" + name;
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
   }
-  void TearDown() override { std::system(("rm -rf " + dir_).c_str()); }
+  ~FileTest() override { std::filesystem::remove_all(dir_); }
+
+  // A file with `text`, truncated first when it exists; its path.
   std::string Write(const std::string& name, const std::string& text) {
     const std::string path = dir_ + "/" + name;
-    std::ofstream(path + ".tmp") << text;
-    std::rename((path + ".tmp").c_str(), path.c_str());
+    std::ofstream(path, std::ios::trunc) << text;
     return path;
   }
+
   std::string dir_;
 };
 
