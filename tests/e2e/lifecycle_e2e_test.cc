@@ -168,7 +168,12 @@ class LifecycleTest : public ::testing::Test {
 
   void TearDown() override {
     if (HasFailure()) std::cerr << "qpoold's log:\n" << ReadFileOrEmpty(log_path_) << "\n";
-    if (qpoold_ != nullptr) qpoold_.reset();  // SIGKILLs it if it still runs
+    if (qpoold_ != nullptr) {
+      // Stopped, not killed, so that a coverage build writes qpoold's counters (scripts/coverage).
+      (void)qpoold_->Signal(SIGTERM);
+      if (!qpoold_->WaitForExit(absl::Seconds(10))) qpoold_->Kill();
+      qpoold_.reset();
+    }
     if (upstream_ != nullptr) upstream_->Shutdown(absl::ZeroDuration());
   }
 

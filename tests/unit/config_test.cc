@@ -366,6 +366,17 @@ TEST(ConfigTest, WrongTypeIsRefused) {
   EXPECT_EQ(ParseError("server: 5\n"), "test.yaml:1: server: expected a map of keys, got \"5\"");
 }
 
+TEST(ConfigTest, WrongTypeMessagesNameMapsAndListsForEveryKind) {
+  EXPECT_EQ(ParseError("upstream:\n  max_connections: {a: 1}\n"),
+            "test.yaml:2: upstream.max_connections: expected an integer, got a map");
+  EXPECT_EQ(ParseError("upstream:\n  connect_timeout: [1s]\n"),
+            "test.yaml:2: upstream.connect_timeout: expected a duration such as \"250ms\", "
+            "\"1s\" or \"2m\", got a list");
+  EXPECT_EQ(ParseError("server:\n  stream_window: {}\n"),
+            "test.yaml:2: server.stream_window: expected a size in bytes such as 65536, "
+            "\"64KiB\" or \"1MiB\", got a map");
+}
+
 TEST(ConfigTest, QuotedNumberIsRefused) {
   EXPECT_THAT(ParseError("server:\n  workers: \"2\"\n"),
               StartsWith("test.yaml:2: server.workers: expected an integer, got the quoted"));

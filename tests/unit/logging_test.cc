@@ -248,6 +248,44 @@ TEST(AccessLogTest, WriteFollowsTheLogFormatWhateverTheLevel) {
   }
   EXPECT_THAT(json, HasSubstr(R"(,"severity":"INFO","msg":"access","logger":"access",)"
                               R"("protocol":"rest","method":"POST",)"));
+TEST(LoggingTest, TextLinesNameEveryLevelAsTheConfigDoes) {
+  const std::string lines = LoggedBy("trace", "text", [] {
+    spdlog::trace("t");
+    spdlog::debug("d");
+    spdlog::error("e");
+    spdlog::critical("c");
+  });
+  for (const char* expected : {"Z trace qpoold t\n", "Z debug qpoold d\n", "Z error qpoold e\n",
+                               "Z critical qpoold c\n"}) {
+    EXPECT_THAT(lines, HasSubstr(expected));
+  }
+}
+
+TEST(LoggingTest, JsonReplacesOverlongSurrogateAndOutOfRangeSequences) {
+  // Each invalid lead byte becomes U+FFFD; its continuation bytes then stand alone and do too.
+  const std::string line = LoggedBy("info", "json", [] {
+    spdlog::info("a\xe0\x80\xafg\xed\xa0\x80h\xf0\x80\x80\xafi\xf4\x90\x80\x80j\xc0\xafz");
+  });
+  EXPECT_THAT(line, HasSubstr("\"msg\":\"a\\ufffd\\ufffd\\ufffdg\\ufffd\\ufffd\\ufffdh"
+                              "\\ufffd\\ufffd\\ufffd\\ufffdi\\ufffd\\ufffd\\ufffd\\ufffdj"
+                              "\\ufffd\\ufffdz\","));
+  // Valid 3- and 4-byte sequences, and DEL (escaped), pass.
+  const std::string valid =
+      LoggedBy("info", "json", [] { spdlog::info("\xe2\x82\xac \xf0\x9f\x98\x80 \x7f"); });
+  EXPECT_THAT(valid, HasSubstr("\"msg\":\"\xe2\x82\xac \xf0\x9f\x98\x80 \\u007f\","));
+}
+
+TEST(LoggingTest, RuntimeChangesRefuseUnknownValuesAndKeepTheOldOnes) {
+  ASSERT_TRUE(SetupLogging("info", "text").ok());
+  EXPECT_EQ(SetLogLevel("loud").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SetLogFormat("xml").code(), absl::StatusCode::kInvalidArgument);
+  testing::internal::CaptureStderr();
+  spdlog::debug("hidden");
+  spdlog::info("still text");
+  spdlog::default_logger()->flush();
+  const std::string output = testing::internal::GetCapturedStderr();
+  EXPECT_THAT(output, Not(HasSubstr("hidden")));                          // still at info
+  EXPECT_THAT(output, ::testing::EndsWith(" info qpoold still text\n"));  // still text
 }
 
 }  // namespace

@@ -415,6 +415,27 @@ TEST_F(TlsTest, BadFilesAreRefusedAtCreateNamingTheFile) {
   EXPECT_THAT(std::string(mismatch.status().message()), HasSubstr("does not match"));
 }
 
+TEST_F(TlsTest, UnloadableCertificateOrKeyFilesAreNamedWithoutTheirContent) {
+  config::TlsOptions options = Options();
+  options.cert_file = Cert("no-such-client.pem");
+  options.key_file = Cert("client.key");
+  auto no_cert = ClientContext::Create(options, "127.0.0.1", "h2");
+  EXPECT_EQ(no_cert.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(no_cert.status().message()),
+              HasSubstr("upstream.tls.cert_file " + Cert("no-such-client.pem") + ": cannot load"));
+  // A key file that is no PEM key at all: named, and nothing of it quoted.
+  const std::string garbage = Cert("garbage.key");
+  std::ofstream(garbage) << "not-a-key-SECRET-BYTES\n";
+  options.cert_file = Cert("client.pem");
+  options.key_file = garbage;
+  auto bad_key = ClientContext::Create(options, "127.0.0.1", "h2");
+  EXPECT_EQ(bad_key.status().code(), absl::StatusCode::kInvalidArgument);
+  const std::string message(bad_key.status().message());
+  EXPECT_THAT(message, HasSubstr("upstream.tls.key_file " + garbage +
+                                 ": cannot load the private key (PEM, unencrypted)"));
+  EXPECT_THAT(message, ::testing::Not(HasSubstr("SECRET")));
+}
+
 // A Kubernetes Secret mount: ca.crt -> ..data/ca.crt, ..data -> a timestamped directory that is
 // swapped in one rename.
 class SecretMount {
