@@ -88,9 +88,9 @@ struct ScrapeInput {
 
 class ConfigReloadMetrics;
 
-// The Prometheus text exposition of every qpool_* family (BuildFamilies), qpool_build_info{version},
-// the config reload families when `reloads` is set (all declared in scrape.cc's family table) and
-// the process_* families (CollectProcessMetrics).
+// The Prometheus text exposition of every qpool_* family (BuildFamilies),
+// qpool_build_info{version}, the config reload families when `reloads` is set (all declared in
+// scrape.cc's family table) and the process_* families (CollectProcessMetrics).
 std::string RenderScrapeText(const ScrapeInput& input, const std::string& version,
                              const ConfigReloadMetrics* reloads = nullptr);
 

@@ -231,7 +231,7 @@ bool AttemptController::WaitForRetryPlace(int node, const RetryDecision& decisio
     return false;
   }
   const MonoTime now = loop_.Now();
-  pending_retry_ = PendingRetry{node, decision, retry_class, took, now + decision.delay,
+  pending_retry_ = PendingRetry{node,         decision,   retry_class, took, now + decision.delay,
                                 final_status, /*polls=*/0};
   const std::optional<MonoTime> end = RetryPlaceWaitEnd();
   if (!end || *end - now < std::chrono::milliseconds(1)) {
@@ -249,8 +249,9 @@ void AttemptController::ArmRetryPlacePoll(MonoTime end) {
   // end. A place frees when a retry's attempt ends, fails, or finds its node unreachable.
   const Duration backoff = std::max<Duration>(
       context_.policy.Backoff(++pending_retry_->polls, random_), std::chrono::milliseconds(1));
-  TimerOf(retry_timer_).Arm(std::min<Duration>(backoff, end - loop_.Now()),
-                            [this] { OnRetryPlacePoll(); });
+  TimerOf(retry_timer_).Arm(std::min<Duration>(backoff, end - loop_.Now()), [this] {
+    OnRetryPlacePoll();
+  });
 }
 
 std::optional<MonoTime> AttemptController::RetryPlaceWaitEnd() const {
@@ -301,16 +302,16 @@ void AttemptController::OnRetryPlacePoll() {
   if (context_.events != nullptr) context_.events->OnRetryRefused(*refusal);
   if (!status.ok()) {
     const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - started_at_);
-    status = absl::Status(
-        status.code(),
-        *refusal == RetryRefusal::kInFlight
-            ? absl::StrCat(status.message(),
-                           "; not retried: no place among the retries in flight "
-                           "(retry.min_retries_in_flight) after ",
-                           waited.count(), " ms")
-            : absl::StrCat(status.message(),
-                           "; not retried: the node's retry tokens ran out meanwhile "
-                           "(retry.budget_max_tokens)"));
+    status =
+        absl::Status(status.code(),
+                     *refusal == RetryRefusal::kInFlight
+                         ? absl::StrCat(status.message(),
+                                        "; not retried: no place among the retries in flight "
+                                        "(retry.min_retries_in_flight) after ",
+                                        waited.count(), " ms")
+                         : absl::StrCat(status.message(),
+                                        "; not retried: the node's retry tokens ran out meanwhile "
+                                        "(retry.budget_max_tokens)"));
   }
   FinishWithoutRetry(status);
 }

@@ -211,8 +211,8 @@ class AttemptController {
     int node = -1;  // whose budget
     RetryDecision decision;
     RetryClass retry_class = RetryClass::kRead;
-    Duration took{};         // the failed attempt's duration: the retry needs as long
-    MonoTime due{};          // the failure plus the decision's delay: the retry starts no earlier
+    Duration took{};  // the failed attempt's duration: the retry needs as long
+    MonoTime due{};   // the failure plus the decision's delay: the retry starts no earlier
     absl::Status final_status;  // the app's answer if the wait ends without a place
     uint32_t polls = 0;         // looks at the budget so far (the backoff between them grows)
   };

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <boost/asio/post.hpp>
-#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "daemon/auth/api_keys.h"
@@ -449,11 +448,7 @@ std::vector<metrics::NodePoolGauges> GaugesOf(const pool::SlotPools& pools, Usab
       continue;
     }
     g.removed = pool->retired();
-    const pool::NodePoolStats st = pool->stats();
-    std::tie(g.connecting, g.ready, g.busy, g.draining, g.streams_in_flight, g.waiting,
-             g.consecutive_connect_failures) =
-        std::tie(st.connecting, st.ready, st.busy, st.draining, st.streams_in_flight, st.waiting,
-                 st.consecutive_connect_failures);
+    static_cast<pool::NodePoolStats&>(g) = pool->stats();
     g.usable = usable(s, *pool);
     g.longest_wait_seconds = std::chrono::duration<double>(pool->LongestWait()).count();
     for (const pool::NodePool::ConnectionInfo& c : pool->Connections()) {

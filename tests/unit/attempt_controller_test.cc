@@ -122,8 +122,8 @@ class AttemptControllerTest : public ::testing::Test {
     }
   }
   // Moves the clock in 1 ms steps while `go_on()`: each attempt a call of calls_ starts from now
-  // on is handed to `answer(i)` for the test to play the node. Returns the most retries in flight seen on
-  // node 0's budget meanwhile.
+  // on is handed to `answer(i)` for the test to play the node. Returns the most retries in flight
+  // seen on node 0's budget meanwhile.
   uint32_t DriveCalls(const std::function<bool()>& go_on, const std::function<void(int)>& answer) {
     std::vector<size_t> handled(calls_.size(), 0);
     for (size_t i = 0; i < calls_.size(); ++i) handled[i] = hosts_[i]->started.size();
@@ -146,7 +146,7 @@ class AttemptControllerTest : public ::testing::Test {
   RetryContext context_{RetryPolicyOptions{}, RetryBudget::Options{}, /*nodes=*/2, &events_};
   FakeHost host_{loop_};
   std::unique_ptr<AttemptController> controller_;
-  std::vector<RetryTicket> places_;                // TakeEveryRetryPlace
+  std::vector<RetryTicket> places_;               // TakeEveryRetryPlace
   std::vector<std::unique_ptr<FakeHost>> hosts_;  // StartCalls
   std::vector<std::unique_ptr<AttemptController>> calls_;
 };
@@ -560,8 +560,8 @@ TEST_F(AttemptControllerTest, NodeAnsweringUnavailableFastGetsBoundedRetries) {
     calls_[i]->OnAttemptEnded(0, Outcome(Failure::kNone), absl::OkStatus());
   };
   for (int i = 0; i < kCalls; ++i) unavailable(i);  // the first attempts
-  const uint32_t most_in_flight = DriveCalls(
-      [&] { return !all_answered() && loop_.Now() < start + 20s; }, unavailable);
+  const uint32_t most_in_flight =
+      DriveCalls([&] { return !all_answered() && loop_.Now() < start + 20s; }, unavailable);
   EXPECT_TRUE(all_answered());
   EXPECT_LT(loop_.Now(), start + 2s);        // failed fast
   EXPECT_LE(attempts, size_t{kCalls + 50});  // at most half the tokens' worth of retries

@@ -248,6 +248,8 @@ TEST(AccessLogTest, WriteFollowsTheLogFormatWhateverTheLevel) {
   }
   EXPECT_THAT(json, HasSubstr(R"(,"severity":"INFO","msg":"access","logger":"access",)"
                               R"("protocol":"rest","method":"POST",)"));
+}
+
 TEST(LoggingTest, TextLinesNameEveryLevelAsTheConfigDoes) {
   const std::string lines = LoggedBy("trace", "text", [] {
     spdlog::trace("t");

@@ -417,16 +417,17 @@ TEST_F(TlsTest, BadFilesAreRefusedAtCreateNamingTheFile) {
 
 TEST_F(TlsTest, UnloadableCertificateOrKeyFilesAreNamedWithoutTheirContent) {
   config::TlsOptions options = Options();
-  options.cert_file = Cert("no-such-client.pem");
-  options.key_file = Cert("client.key");
+  options.cert_file = TestCert("no-such-client.pem");
+  options.key_file = TestCert("client.key");
   auto no_cert = ClientContext::Create(options, "127.0.0.1", "h2");
   EXPECT_EQ(no_cert.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(no_cert.status().message()),
-              HasSubstr("upstream.tls.cert_file " + Cert("no-such-client.pem") + ": cannot load"));
+  EXPECT_THAT(
+      std::string(no_cert.status().message()),
+      HasSubstr("upstream.tls.cert_file " + TestCert("no-such-client.pem") + ": cannot load"));
   // A key file that is no PEM key at all: named, and nothing of it quoted.
-  const std::string garbage = Cert("garbage.key");
+  const std::string garbage = TestCert("garbage.key");
   std::ofstream(garbage) << "not-a-key-SECRET-BYTES\n";
-  options.cert_file = Cert("client.pem");
+  options.cert_file = TestCert("client.pem");
   options.key_file = garbage;
   auto bad_key = ClientContext::Create(options, "127.0.0.1", "h2");
   EXPECT_EQ(bad_key.status().code(), absl::StatusCode::kInvalidArgument);
