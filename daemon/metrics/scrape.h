@@ -24,7 +24,9 @@
 
 namespace qpool::metrics {
 
-// The downstream counters (server::ProxyStats, copied here to keep this library below the server).
+// The app-side counters since start (server::ProxyStats is this struct; it lives here to keep this
+// library below the server). Hostile-client counts are (reason, count) in the server's reason
+// order.
 struct DownstreamCounts {
   uint64_t accepted = 0;
   uint64_t refused = 0;

@@ -103,32 +103,29 @@ class ProxyImpl : public Proxy {
   uint16_t port() const override { return port_.load(); }
   uint16_t rest_port() const override { return rest_port_.load(); }
   ProxyStats stats() const override {
+    auto load = [](const auto& counter) { return counter.load(std::memory_order_relaxed); };
     ProxyStats stats;
-    stats.downstream_accepted = counters_.downstream_accepted.load(std::memory_order_relaxed);
-    stats.downstream_refused = counters_.downstream_refused.load(std::memory_order_relaxed);
-    stats.downstream_protocol_errors =
-        counters_.downstream_protocol_errors.load(std::memory_order_relaxed);
-    stats.downstream_open = counters_.downstream_open.load(std::memory_order_relaxed);
-    stats.calls_started = counters_.calls_started.load(std::memory_order_relaxed);
-    stats.local_replies = counters_.local_replies.load(std::memory_order_relaxed);
-    stats.transparent_retries = counters_.transparent_retries.load(std::memory_order_relaxed);
-    stats.replay_bytes = counters_.replay_bytes.load(std::memory_order_relaxed);
-    stats.buffered_bytes = counters_.buffered_bytes.load(std::memory_order_relaxed);
-    static_assert(std::tuple_size_v<decltype(stats.downstream_abuse)> == kAbuseReasonCount);
+    stats.accepted = load(counters_.downstream_accepted);
+    stats.refused = load(counters_.downstream_refused);
+    stats.protocol_errors = load(counters_.downstream_protocol_errors);
+    stats.open = load(counters_.downstream_open);
+    stats.calls_started = load(counters_.calls_started);
+    stats.local_replies = load(counters_.local_replies);
+    stats.transparent_retries = load(counters_.transparent_retries);
+    stats.replay_bytes = load(counters_.replay_bytes);
+    stats.buffered_bytes = load(counters_.buffered_bytes);
     for (size_t i = 0; i < kAbuseReasonCount; ++i) {
-      stats.downstream_abuse[i] = counters_.downstream_abuse[i].load(std::memory_order_relaxed);
+      stats.abuse.emplace_back(std::string(AbuseReasonName(static_cast<AbuseReason>(i))),
+                               load(counters_.downstream_abuse[i]));
     }
-    stats.header_list_size_rejections =
-        counters_.downstream_header_limit_rejections[0].load(std::memory_order_relaxed);
-    stats.header_count_rejections =
-        counters_.downstream_header_limit_rejections[1].load(std::memory_order_relaxed);
-    stats.handshake_timeouts =
-        counters_.downstream_handshake_timeouts.load(std::memory_order_relaxed);
-    stats.idle_timeouts = counters_.downstream_idle_timeouts.load(std::memory_order_relaxed);
-    static_assert(std::tuple_size_v<decltype(stats.stream_resets)> == kStreamResetReasonCount);
+    stats.header_list_size_rejections = load(counters_.downstream_header_limit_rejections[0]);
+    stats.header_count_rejections = load(counters_.downstream_header_limit_rejections[1]);
+    stats.handshake_timeouts = load(counters_.downstream_handshake_timeouts);
+    stats.idle_timeouts = load(counters_.downstream_idle_timeouts);
     for (size_t i = 0; i < kStreamResetReasonCount; ++i) {
-      stats.stream_resets[i] =
-          counters_.downstream_stream_resets[i].load(std::memory_order_relaxed);
+      stats.stream_resets.emplace_back(
+          std::string(StreamResetReasonName(static_cast<StreamResetReason>(i))),
+          load(counters_.downstream_stream_resets[i]));
     }
     return stats;
   }
@@ -587,28 +584,7 @@ metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
   const std::shared_ptr<const NodeTable> nodes = table();
   for (const auto& worker : worker_metrics_) input.workers.push_back(worker.get());
   input.health = &health_metrics_;
-  const ProxyStats s = stats();
-  input.downstream.accepted = s.downstream_accepted;
-  input.downstream.refused = s.downstream_refused;
-  input.downstream.protocol_errors = s.downstream_protocol_errors;
-  input.downstream.open = s.downstream_open;
-  input.downstream.calls_started = s.calls_started;
-  input.downstream.local_replies = s.local_replies;
-  input.downstream.buffered_bytes = s.buffered_bytes;
-  input.downstream.transparent_retries = s.transparent_retries;
-  input.downstream.replay_bytes = s.replay_bytes;
-  for (size_t i = 0; i < kAbuseReasonCount; ++i) {
-    input.downstream.abuse.emplace_back(std::string(AbuseReasonName(static_cast<AbuseReason>(i))),
-                                        s.downstream_abuse[i]);
-  }
-  input.downstream.header_list_size_rejections = s.header_list_size_rejections;
-  input.downstream.header_count_rejections = s.header_count_rejections;
-  input.downstream.handshake_timeouts = s.handshake_timeouts;
-  input.downstream.idle_timeouts = s.idle_timeouts;
-  for (size_t i = 0; i < kStreamResetReasonCount; ++i) {
-    input.downstream.stream_resets.emplace_back(
-        std::string(StreamResetReasonName(static_cast<StreamResetReason>(i))), s.stream_resets[i]);
-  }
+  input.downstream = stats();
   input.started = running_.load(std::memory_order_acquire);
   input.draining = draining_.load(std::memory_order_relaxed);
   input.ready = NotReadyReason().empty();

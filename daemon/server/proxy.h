@@ -23,35 +23,15 @@
 #include "absl/status/statusor.h"
 #include "daemon/config/config.h"
 #include "daemon/metrics/admin_server.h"
+#include "daemon/metrics/scrape.h"
 
 namespace qpool::server {
 
 class Resolver;
 
-// Counters since start, for status pages, metrics and tests.
-struct ProxyStats {
-  uint64_t downstream_accepted = 0;
-  uint64_t downstream_refused = 0;          // over server.max_client_connections
-  uint64_t downstream_protocol_errors = 0;  // garbage, HTTP/1.1, a bad preface, broken HTTP/2
-  int64_t downstream_open = 0;
-  uint64_t calls_started = 0;
-  uint64_t local_replies = 0;        // answered by qpoold itself (limits, deadline, lost upstream)
-  uint64_t transparent_retries = 0;  // refused by Qdrant unprocessed, and sent again
-  int64_t replay_bytes = 0;          // request copies kept for retries right now
-  int64_t buffered_bytes = 0;        // message bytes held in calls right now, both directions
-  // Hostile clients (docs/security.md). App connections closed with GOAWAY(ENHANCE_YOUR_CALM), by
-  // reason (AbuseReason order, names from AbuseReasonName()).
-  std::array<uint64_t, 7> downstream_abuse{};
-  // Streams answered RESOURCE_EXHAUSTED for request headers over server.max_header_list_size, and
-  // over server.max_headers.
-  uint64_t header_list_size_rejections = 0;
-  uint64_t header_count_rejections = 0;
-  uint64_t handshake_timeouts = 0;  // closed by server.handshake_timeout
-  uint64_t idle_timeouts = 0;       // closed by server.idle_timeout
-  // App streams reset on both sides, by reason (StreamResetReason order): buffer_limit,
-  // stream_idle, message_size.
-  std::array<uint64_t, 3> stream_resets{};
-};
+// Counters since start, for status pages, metrics and tests: the snapshot the scrape reads,
+// declared once in the metrics library (below the server).
+using ProxyStats = metrics::DownstreamCounts;
 
 class Proxy : public metrics::AdminBackend {
  public:

@@ -449,7 +449,7 @@ class HostileTest : public RouteTest {
 
   uint64_t AbuseSince(AbuseReason reason) const {
     const size_t i = static_cast<size_t>(reason);
-    return proxy_->stats().downstream_abuse[i] - stats_before_.downstream_abuse[i];
+    return proxy_->stats().abuse[i].second - stats_before_.abuse[i].second;
   }
 
   // Expects `conn` closed with GOAWAY(ENHANCE_YOUR_CALM) for `reason`, counted once.
@@ -746,7 +746,7 @@ TEST_P(HostileTest, ZeroWindowReaderHoldsNoMoreThanTheConnectionBufferLimit) {
   ASSERT_TRUE(attacker.Send(frames));
   // The streams that took the connection over its limit are reset; the rest stay parked.
   const auto resets = [&] {
-    return proxy_->stats().stream_resets[0] - stats_before_.stream_resets[0];
+    return proxy_->stats().stream_resets[0].second - stats_before_.stream_resets[0].second;
   };
   ASSERT_TRUE(WaitFor([&] { return resets() >= kStreams - 3; }, absl::Seconds(10)))
       << resets() << " streams reset";
@@ -846,7 +846,7 @@ TEST_P(HostileTest, StalledReaderIsResetOnBothSidesAfterStreamIdleTimeout) {
   EXPECT_GE(absl::Now() - sent, absl::Milliseconds(400)) << "reset before the timeout";
   EXPECT_EQ(attacker.ResetCode(1), kCancel);
   EXPECT_EQ(attacker.ResetCode(3), kCancel);
-  EXPECT_EQ(proxy_->stats().stream_resets[1], stats_before_.stream_resets[1] + 2);
+  EXPECT_EQ(proxy_->stats().stream_resets[1].second, stats_before_.stream_resets[1].second + 2);
   EXPECT_TRUE(WaitFor([&] { return upstream_stats().Cancellations() >= cancelled_before + 2; },
                       absl::Seconds(5)))
       << "the upstream streams were not cancelled";
@@ -876,7 +876,8 @@ TEST_P(HostileTest, HeadersOnlyStreamsAreResetAfterStreamIdleTimeout) {
       },
       absl::Seconds(10)));
   for (int i = 0; i < kStreams; ++i) EXPECT_EQ(attacker.ResetCode(1 + 2 * i), kCancel) << i;
-  EXPECT_EQ(proxy_->stats().stream_resets[1], stats_before_.stream_resets[1] + kStreams);
+  EXPECT_EQ(proxy_->stats().stream_resets[1].second,
+            stats_before_.stream_resets[1].second + kStreams);
   // A well-behaved call on the same connection still works.
   ASSERT_TRUE(attacker.Send(HeaderFrames(201, RequestBlock(), false) + EmptyMessage(201)));
   ASSERT_TRUE(attacker.ReadUntil([&] { return attacker.Ended(201); }, absl::Seconds(5)));
@@ -1001,7 +1002,7 @@ TEST_P(HostileTest, MessageOverMaxMessageSizeIsAnsweredResourceExhausted) {
   EXPECT_EQ(app.GrpcStatus(1), "8");
   EXPECT_NE(app.GrpcMessage(1).find("server.max_message_size"), std::string::npos)
       << app.GrpcMessage(1);
-  EXPECT_EQ(proxy_->stats().stream_resets[2], stats_before_.stream_resets[2] + 1);
+  EXPECT_EQ(proxy_->stats().stream_resets[2].second, stats_before_.stream_resets[2].second + 1);
   // A message under the limit on the same connection goes through.
   ASSERT_TRUE(app.Send(HeaderFrames(3, RequestBlock(), false) + SizedRequest(3, 1000)));
   ASSERT_TRUE(app.ReadUntil([&] { return app.Ended(3); }, absl::Seconds(5)));

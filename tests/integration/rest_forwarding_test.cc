@@ -507,7 +507,7 @@ TEST_F(RestForwardingTest, GarbageAndHttp2CostOnlyTheirOwnConnection) {
   const Reply reply = good.Read();
   ASSERT_TRUE(reply.ok) << reply.error;
   EXPECT_EQ(reply.status, 200u);
-  EXPECT_GE(proxy_->stats().downstream_protocol_errors, 2u);
+  EXPECT_GE(proxy_->stats().protocol_errors, 2u);
 }
 
 TEST_F(RestForwardingTest, SlowHeadersCloseAtTheHeaderTimeout) {

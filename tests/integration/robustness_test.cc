@@ -98,7 +98,7 @@ class RobustnessTest : public RouteTest {
     // Another app, connected before the bad peer and after it.
     auto other = TestService::NewStub(NewChannel(/*own_connection=*/true));
     ASSERT_TRUE(CallOnce(*other).ok());
-    const uint64_t errors_before = proxy_->stats().downstream_protocol_errors;
+    const uint64_t errors_before = proxy_->stats().protocol_errors;
 
     RawConnection bad(proxy_->port());
     ASSERT_TRUE(bad.connected());
@@ -106,9 +106,8 @@ class RobustnessTest : public RouteTest {
     std::string received;
     EXPECT_TRUE(bad.ReadUntilClosed(absl::Seconds(5), &received))
         << "qpoold kept a connection that sent garbage";
-    EXPECT_TRUE(
-        WaitFor([&] { return proxy_->stats().downstream_protocol_errors == errors_before + 1; },
-                absl::Seconds(5)));
+    EXPECT_TRUE(WaitFor([&] { return proxy_->stats().protocol_errors == errors_before + 1; },
+                        absl::Seconds(5)));
 
     EXPECT_TRUE(CallOnce(*other).ok());
     EXPECT_TRUE(CallOnce(*stub_).ok());
@@ -146,7 +145,7 @@ TEST_P(RobustnessTest, ConnectionOverMaxClientConnectionsIsRefusedWithGoAwayAndC
   RawConnection second(proxy_->port());
   first.Send(preface);
   second.Send(preface);
-  ASSERT_TRUE(WaitFor([&] { return proxy_->stats().downstream_open == 2; }, absl::Seconds(5)));
+  ASSERT_TRUE(WaitFor([&] { return proxy_->stats().open == 2; }, absl::Seconds(5)));
 
   RawConnection third(proxy_->port());
   ASSERT_TRUE(third.connected());
@@ -156,7 +155,7 @@ TEST_P(RobustnessTest, ConnectionOverMaxClientConnectionsIsRefusedWithGoAwayAndC
   EXPECT_EQ(GoAwayErrorCode(received), 7) << "expected GOAWAY(REFUSED_STREAM)";
   EXPECT_NE(received.find("server.max_client_connections"), std::string::npos)
       << "the GOAWAY debug data should name the limit";
-  EXPECT_EQ(proxy_->stats().downstream_refused, 1u);
+  EXPECT_EQ(proxy_->stats().refused, 1u);
 }
 
 TEST_P(RobustnessTest, SlowReaderDoesNotMakeQpooldBufferWithoutBound) {
