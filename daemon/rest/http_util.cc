@@ -107,14 +107,13 @@ void HeaderFields::Add(http::field name, std::string_view value) {
 }
 
 void HeaderFields::Add(std::string_view name_string, std::string_view value) {
-  Add(http::string_to_field(boost::beast::string_view(name_string.data(), name_string.size())),
-      name_string, value);
+  Add(http::string_to_field(BeastView(name_string)), name_string, value);
 }
 
 bool HeaderFields::Named(const Entry& e, std::string_view name) const {
   return e.name_size == name.size() &&
          boost::beast::iequals(boost::beast::string_view(text_.get() + e.at, e.name_size),
-                               boost::beast::string_view(name.data(), name.size()));
+                               BeastView(name));
 }
 
 std::optional<std::string_view> HeaderFields::Get(http::field name) const {
@@ -229,13 +228,9 @@ void HttpHead::Clear() {
 bool HttpHead::KeepAlive() const {
   const std::optional<std::string_view> connection = fields.Get(http::field::connection);
   if (version < 11) {
-    return connection &&
-           http::token_list(boost::beast::string_view(connection->data(), connection->size()))
-               .exists("keep-alive");
+    return connection && http::token_list(BeastView(*connection)).exists("keep-alive");
   }
-  return !connection ||
-         !http::token_list(boost::beast::string_view(connection->data(), connection->size()))
-              .exists("close");
+  return !connection || !http::token_list(BeastView(*connection)).exists("close");
 }
 
 void HttpHead::SetKeepAlive(bool keep_alive) {
@@ -243,8 +238,7 @@ void HttpHead::SetKeepAlive(bool keep_alive) {
   if (!add && fields.Count(http::field::connection) == 0) return;  // nothing to say, nothing said
   std::string value;
   if (const std::optional<std::string_view> connection = fields.Get(http::field::connection)) {
-    for (auto token :
-         http::token_list(boost::beast::string_view(connection->data(), connection->size()))) {
+    for (auto token : http::token_list(BeastView(*connection))) {
       if (boost::beast::iequals(token, "close") || boost::beast::iequals(token, "keep-alive")) {
         continue;
       }
@@ -266,7 +260,7 @@ void HttpHead::SetKeepAlive(bool keep_alive) {
 bool HttpHead::Chunked() const {
   const std::optional<std::string_view> te = fields.Get(http::field::transfer_encoding);
   if (!te) return false;
-  const http::token_list tokens(boost::beast::string_view(te->data(), te->size()));
+  const http::token_list tokens(BeastView(*te));
   for (auto it = tokens.begin(); it != tokens.end();) {
     const auto next = std::next(it);
     if (next == tokens.end()) return boost::beast::iequals(*it, "chunked");
@@ -303,7 +297,7 @@ bool StripHopByHop(HeaderFields& fields) {
     switch (e.name) {
       case http::field::connection: {
         const std::string_view value = fields.FieldOf(e).value;
-        for (auto token : http::token_list(boost::beast::string_view(value.data(), value.size()))) {
+        for (auto token : http::token_list(BeastView(value))) {
           if (!boost::beast::iequals(token, "close") &&
               !boost::beast::iequals(token, "keep-alive")) {
             named_others = true;
@@ -313,8 +307,7 @@ bool StripHopByHop(HeaderFields& fields) {
       }
       case http::field::te: {
         const std::string_view value = fields.FieldOf(e).value;
-        te_trailers =
-            te_trailers || ListsTrailers(boost::beast::string_view(value.data(), value.size()));
+        te_trailers = te_trailers || ListsTrailers(BeastView(value));
         break;
       }
       case http::field::keep_alive:
@@ -335,8 +328,7 @@ bool StripHopByHop(HeaderFields& fields) {
   std::vector<std::string> named;
   fields.ForEach([&](const HeaderFields::Field& field) {
     if (field.name != http::field::connection) return;
-    for (auto token :
-         http::token_list(boost::beast::string_view(field.value.data(), field.value.size()))) {
+    for (auto token : http::token_list(BeastView(field.value))) {
       named.emplace_back(token);
     }
   });
@@ -412,9 +404,7 @@ namespace {
 
 void CopyFields(const HeaderFields& fields, http::fields& out) {
   fields.ForEach([&](const HeaderFields::Field& field) {
-    out.insert(field.name,
-               boost::beast::string_view(field.name_string.data(), field.name_string.size()),
-               boost::beast::string_view(field.value.data(), field.value.size()));
+    out.insert(field.name, BeastView(field.name_string), BeastView(field.value));
   });
 }
 

@@ -37,6 +37,10 @@
 
 namespace qpool::rest {
 
+// A std::string_view as Beast's own string_view (Boost's), for Beast's helpers (token_list,
+// iequals, string_to_field).
+inline boost::beast::string_view BeastView(std::string_view s) { return {s.data(), s.size()}; }
+
 // Qdrant's REST error shape, `message` JSON-escaped: {"status":{"error":"..."},"time":0.0}.
 std::string ErrorBody(std::string_view message);
 

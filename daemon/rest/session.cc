@@ -217,8 +217,7 @@ void RestSession::OnRequestHeader(const error_code& ec) {
     return;
   }
   if (const std::optional<std::string_view> expect = request.fields.Get(http::field::expect)) {
-    if (!boost::beast::iequals(boost::beast::string_view(expect->data(), expect->size()),
-                               "100-continue")) {
+    if (!boost::beast::iequals(BeastView(*expect), "100-continue")) {
       LocalReply(417, absl::StrCat("unsupported Expect: ", std::string(*expect)), true);
       return;
     }
