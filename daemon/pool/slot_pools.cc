@@ -91,14 +91,6 @@ void SlotPools::Shutdown() {
   pools_.clear();
 }
 
-int SlotPools::SlotOf(const NodePool* pool) const {
-  if (pool == nullptr) return -1;
-  for (size_t i = 0; i < pools_.size(); ++i) {
-    if (pools_[i] == pool) return static_cast<int>(i);
-  }
-  return -1;
-}
-
 std::vector<bool> SlotPools::DrainedSlots() const {
   std::vector<bool> drained(pools_.size(), true);
   for (size_t i = 0; i < pools_.size(); ++i) {

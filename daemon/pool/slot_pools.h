@@ -90,8 +90,6 @@ class SlotPools {
   // Every slot's pool, by slot; null where a slot has none.
   const std::vector<NodePool*>& pools() const { return pools_; }
   size_t size() const { return pools_.size(); }
-  // The slot `pool` serves; -1 for a pool not of these.
-  int SlotOf(const NodePool* pool) const;
   // "host:port" of slot `index`'s endpoint when its pool was made; empty before.
   const std::string& endpoint_name(size_t index) const { return slots_[index].endpoint_name; }
   // Per slot: no pool, or a retired one with no connection and no waiter left.

@@ -1,5 +1,6 @@
-// What a worker's REST side (RestWorker) asks of its worker: what both protocols share.
-// Implemented by server::Worker.
+// What a worker's REST side (RestWorker) asks of its worker: app connection bookkeeping and the API
+// keys. (Node picks and passive health go to the worker's pool::Balancer, which the RestWorker is
+// handed directly.) Implemented by server::Worker.
 //
 // Thread-safety: called on the worker's thread only.
 #ifndef QPOOL_DAEMON_REST_REST_HOST_H_
@@ -8,32 +9,17 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <optional>
-#include <vector>
 
 namespace qpool::auth {
 struct ApiKeys;
 enum class KeyMode : uint8_t;
 }  // namespace qpool::auth
 
-namespace qpool::pool {
-class NodePool;
-}  // namespace qpool::pool
-
 namespace qpool::rest {
 
 class RestHost {
  public:
   virtual ~RestHost() = default;
-  // The node for a new REST request: the worker's NodeRouter (health, ejection, connection up,
-  // power of two choices) over the REST pools' state (`pools`, by slot).
-  virtual size_t PickRestNode(const std::vector<pool::NodePool*>& pools) = 0;
-  // For a retry: a healthy, not ejected node other than `except` with a connection up.
-  virtual std::optional<size_t> PickRestNodeOtherThan(
-      size_t except, const std::vector<pool::NodePool*>& pools) = 0;
-  // Passive health: an attempt on `node` ended; `failed` for a lost or refused connection or a
-  // 503 (connect failures too).
-  virtual void OnRestAttemptEnd(size_t node, bool failed) = 0;
   // A REST app connection closed (the process-wide count of app connections).
   virtual void OnRestSessionClosed() = 0;
   // The REST side has no app connection left (drain bookkeeping).

@@ -23,15 +23,16 @@ std::vector<config::NodeAddress> RestNodesOf(const config::Config& config) {
 // failures, as for the gRPC pools.
 class RestWorker::PoolObserver : public metrics::PoolMetricsObserver {
  public:
-  PoolObserver(RestHost& host, size_t node, metrics::NodeMetrics& metrics, EventLoop& loop)
-      : PoolMetricsObserver(metrics, loop, [] {}), host_(host), node_(node) {}
+  PoolObserver(pool::Balancer& balancer, size_t node, metrics::NodeMetrics& metrics,
+               EventLoop& loop)
+      : PoolMetricsObserver(metrics, loop, [] {}), balancer_(balancer), node_(node) {}
   void OnConnectFailed(const absl::Status& reason) override {
     PoolMetricsObserver::OnConnectFailed(reason);
-    host_.OnRestAttemptEnd(node_, true);
+    balancer_.OnAttemptEnd(node_, /*failed=*/true);
   }
 
  private:
-  RestHost& host_;
+  pool::Balancer& balancer_;
   const size_t node_;
 };
 
@@ -70,8 +71,8 @@ class RestWorker::PoolParts : public pool::SlotPoolParts {
         slot.tls_index, &worker_.metrics_.rest_node(index));
   }
   std::unique_ptr<pool::PoolObserver> NewObserver(size_t index) override {
-    return std::make_unique<PoolObserver>(worker_.host_, index, worker_.metrics_.rest_node(index),
-                                          worker_.loop_);
+    return std::make_unique<PoolObserver>(worker_.balancer_, index,
+                                          worker_.metrics_.rest_node(index), worker_.loop_);
   }
 
  private:
@@ -80,7 +81,8 @@ class RestWorker::PoolParts : public pool::SlotPoolParts {
 
 RestWorker::RestWorker(const config::Config& config, uint32_t index, uint32_t count,
                        boost::asio::io_context& io, EventLoop& loop, Random& random,
-                       pool::PendingBudget& pending_budget, RestHost& host, RestRetryContext retry,
+                       pool::PendingBudget& pending_budget, RestHost& host,
+                       pool::Balancer& balancer, RestRetryContext retry,
                        metrics::WorkerMetrics& metrics, const config::NodeTable& table)
     : config_(&config),
       index_(index),
@@ -89,6 +91,7 @@ RestWorker::RestWorker(const config::Config& config, uint32_t index, uint32_t co
       loop_(loop),
       random_(random),
       host_(host),
+      balancer_(balancer),
       retry_(retry),
       metrics_(metrics),
       pools_(std::make_unique<PoolParts>(*this), pending_budget, loop, random) {

@@ -1,10 +1,12 @@
 // One I/O worker's REST side: its share of each node's REST pool (a pool::NodePool of keep-alive
 // HTTP/1.1 connections, one request each), and the app REST connections (RestSession) it was
-// handed. It runs on the worker's io_context and thread, and asks the worker (RestHost) for what
-// both protocols share: the node router (health verdicts, ejection, balancing), passive health,
-// the retry budgets per node, and the process-wide counters.
+// handed. It runs on the worker's io_context and thread, and shares with the worker's gRPC side
+// what both protocols share: the balancer (pool::Balancer: health verdicts, ejection, picks,
+// passive health), the retry budgets per node, the API keys and the process-wide counters
+// (RestHost).
 //
-//   RestWorker rest(config, index, count, io, loop, random, pending_budget, host);
+//   RestWorker rest(config, index, count, io, loop, random, pending_budget, host, balancer, retry,
+//                   metrics, table);
 //   rest.Start();                      // on the worker's thread: pools open rest.min_connections
 //   rest.Adopt(std::move(socket));     // an accepted REST app connection
 //
@@ -26,6 +28,7 @@
 #include "daemon/config/config.h"
 #include "daemon/config/node_table.h"
 #include "daemon/metrics/worker_metrics.h"
+#include "daemon/pool/balancer.h"
 #include "daemon/pool/slot_pools.h"
 #include "daemon/rest/rest_host.h"
 #include "daemon/retry/retry_context.h"
@@ -61,11 +64,14 @@ class RestWorker {
   // `table`: the node slots; a slot with a REST endpoint (NodeSlot::rest) gets a pool, reached
   // over TLS when the slot has a REST context store (NodeSlot::rest_tls, ALPN http/1.1). Pools,
   // and their counters in `metrics` (rest_node(slot)), are by slot. Everything passed must
-  // outlive the RestWorker (`config` and `table` until the next Reconfigure).
+  // outlive the RestWorker (`config` and `table` until the next Reconfigure). Its requests' nodes
+  // are picked by `balancer` over slot_pools() (pool::Protocol::kRest; the caller hands it the
+  // pools).
   RestWorker(const config::Config& config, uint32_t index, uint32_t count,
              boost::asio::io_context& io, EventLoop& loop, Random& random,
-             pool::PendingBudget& pending_budget, RestHost& host, RestRetryContext retry,
-             metrics::WorkerMetrics& metrics, const config::NodeTable& table);
+             pool::PendingBudget& pending_budget, RestHost& host, pool::Balancer& balancer,
+             RestRetryContext retry, metrics::WorkerMetrics& metrics,
+             const config::NodeTable& table);
   ~RestWorker();
 
   RestWorker(const RestWorker&) = delete;
@@ -98,6 +104,7 @@ class RestWorker {
   const std::string& node_name(size_t i) const { return pools_.endpoint_name(i); }
   const RestLimits& limits() const { return limits_; }
   RestHost& host() { return host_; }
+  pool::Balancer& balancer() { return balancer_; }
   RestRetryContext& retry() { return retry_; }
   EventLoop& loop() { return loop_; }
   Random& random() { return random_; }
@@ -119,6 +126,7 @@ class RestWorker {
   EventLoop& loop_;
   Random& random_;
   RestHost& host_;
+  pool::Balancer& balancer_;
   RestRetryContext retry_;
   metrics::WorkerMetrics& metrics_;
   RestLimits limits_;

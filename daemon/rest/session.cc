@@ -419,16 +419,16 @@ void RestSession::SetApiKey(HeaderFields& request) {
 void RestSession::StartExchange(int slot, int node, int avoid_node) {
   if (closed_) return;
   Exchange& ex = exchanges_[slot];
-  RestHost& host = worker_.host();
+  pool::Balancer& balancer = worker_.balancer();
   if (node >= 0) {
     ex.node = static_cast<size_t>(node);
   } else {
     // The balancer's choice; a retry goes to another node when there is one to go to.
     std::optional<size_t> other;
     if (avoid_node >= 0) {
-      other = host.PickRestNodeOtherThan(static_cast<size_t>(avoid_node), worker_.pools());
+      other = balancer.PickOtherThan(pool::Protocol::kRest, static_cast<size_t>(avoid_node));
     }
-    ex.node = other ? *other : host.PickRestNode(worker_.pools());
+    ex.node = other ? *other : balancer.Pick(pool::Protocol::kRest);
   }
   ex.generation++;
   // The previous try's io when no operation of it is pending any more (its buffers are reused),
@@ -756,7 +756,7 @@ void RestSession::CancelExchange(int slot) { EndExchange(exchanges_[slot], false
 
 int RestSession::PickOtherNode(int node) {
   const std::optional<size_t> other =
-      worker_.host().PickRestNodeOtherThan(static_cast<size_t>(node), worker_.pools());
+      worker_.balancer().PickOtherThan(pool::Protocol::kRest, static_cast<size_t>(node));
   return other ? static_cast<int>(*other) : -1;
 }
 
@@ -840,7 +840,7 @@ void RestSession::RelayResponseChunk() {
       // Half an answer is out: the app sees its connection end.
       const size_t node = ex.node;
       self->EndUpstream(/*failed=*/true);
-      self->worker_.host().OnRestAttemptEnd(node, true);
+      self->worker_.balancer().OnAttemptEnd(node, /*failed=*/true);
       self->FinishRequest(502);
       self->Close();
       return;

@@ -4,10 +4,11 @@
 
 #include "absl/base/optimization.h"
 #include "daemon/common/access_log.h"
+#include "daemon/metrics/worker_metrics.h"
+#include "daemon/retry/retry_context.h"
 #include "daemon/server/downstream_session.h"
 #include "daemon/server/grpc_wire.h"
 #include "daemon/server/proxy_counters.h"
-#include "daemon/server/worker.h"
 #include "spdlog/spdlog.h"
 
 namespace qpool::server {
@@ -21,12 +22,12 @@ bool ForwardableRequestHeader(std::string_view name, std::string_view value) {
 
 }  // namespace
 
-Call::Call(DownstreamSession& downstream, int32_t stream_id)
-    : downstream_(downstream),
+Call::Call(CallContext& context, DownstreamSession& downstream, int32_t stream_id)
+    : context_(context),
+      downstream_(downstream),
       downstream_id_(stream_id),
-      response_body_(&downstream.worker().counters().buffered_bytes,
-                     downstream.response_bytes_held()),
-      upstream_(*this, downstream.worker()) {}
+      response_body_(&context.counters.buffered_bytes, downstream.response_bytes_held()),
+      upstream_(*this, context) {}
 
 Call::~Call() {
   // The session deletes a call only after OnDownstreamClosed, which let go of everything.
@@ -47,25 +48,24 @@ void Call::OnRequestHeader(nghttp2_rcbuf* name_buf, nghttp2_rcbuf* value_buf) {
   }
   if (name == "grpc-timeout") {
     if (std::optional<Duration> timeout = ParseGrpcTimeout(value)) {
-      deadline_ = downstream_.worker().loop().Now() + *timeout;
+      deadline_ = context_.loop.Now() + *timeout;
     }
   }
   upstream_.AddRequestHeader(name_buf, value_buf);
 }
 
 void Call::OnRequestHeadersEnd() {
-  Worker& worker = downstream_.worker();
-  worker.counters().calls_started.fetch_add(1, std::memory_order_relaxed);
-  started_at_ = worker.loop().Now();
+  context_.counters.calls_started.fetch_add(1, std::memory_order_relaxed);
+  started_at_ = context_.loop.Now();
   if (deadline_) {
-    deadline_timer_ = worker.loop().CreateTimer();
-    deadline_timer_->Arm(*deadline_ - worker.loop().Now(), [this] { OnDeadline(); });
+    deadline_timer_ = context_.loop.CreateTimer();
+    deadline_timer_->Arm(*deadline_ - context_.loop.Now(), [this] { OnDeadline(); });
   }
   upstream_.Start(started_at_, deadline_);
 }
 
 void Call::OnRequestData(const uint8_t* data, size_t len) {
-  downstream_.worker().metrics().AddRequestBytes(len);
+  context_.metrics.AddRequestBytes(len);
   upstream_.OnRequestData(data, len);
 }
 
@@ -121,7 +121,7 @@ void Call::EndResponse() {
 void Call::FinishLocally(const absl::Status& status) {
   if (response_state_ == ResponseState::kClosed) return;
   upstream_.DropRequest();
-  downstream_.worker().counters().local_replies.fetch_add(1, std::memory_order_relaxed);
+  context_.counters.local_replies.fetch_add(1, std::memory_order_relaxed);
   grpc_code_ = GrpcCode(status);
   SPDLOG_DEBUG("stream {} answered by qpoold: {}", downstream_id_, status.ToString());
   const std::string code = std::to_string(grpc_code_);
@@ -171,14 +171,12 @@ void Call::RecordCallEnd() {
   if (upstream_.request_state() == CallUpstream::RequestState::kHeaders) {
     return;  // never became a call
   }
-  Worker& worker = downstream_.worker();
-  const Duration duration = worker.loop().Now() - started_at_;
-  worker.metrics().RecordCall(method_class_, grpc_code_, duration);
-  if (ABSL_PREDICT_FALSE(AccessLogSampled(worker.random()))) LogAccess(duration);
+  const Duration duration = context_.loop.Now() - started_at_;
+  context_.metrics.RecordCall(method_class_, grpc_code_, duration);
+  if (ABSL_PREDICT_FALSE(AccessLogSampled(context_.random))) LogAccess(duration);
 }
 
 void Call::LogAccess(Duration duration) {
-  Worker& worker = downstream_.worker();
   std::string path = "other";
   if (method_ != nullptr) {
     path = std::string("/").append(method_->service).append("/").append(method_->method);
@@ -186,14 +184,14 @@ void Call::LogAccess(Duration duration) {
   // The class the retry logic decided, or the one the method has whatever its body; "-" for a
   // write whose class depends on its body and was never needed.
   std::string_view retry_class = "-";
-  const retry::MethodClassifier& classifier = worker.retry().classifier;
+  const retry::MethodClassifier& classifier = context_.retry.classifier;
   if (std::optional<retry::RetryClass> decided = upstream_.retry_class()) {
     retry_class = retry::RetryClassName(*decided);
   } else if (method_ != nullptr && !classifier.NeedsFirstMessage(path)) {
     retry_class = retry::RetryClassName(classifier.Classify(path, {}, {}));
   }
   const int node = upstream_.last_node();
-  const NodeTable& nodes = worker.nodes();
+  const config::NodeTable& nodes = *context_.nodes;
   AccessRecord record;
   record.protocol = "grpc";
   record.method = path;

@@ -39,6 +39,7 @@
 #include "daemon/common/byte_queue.h"
 #include "daemon/common/event_loop.h"
 #include "daemon/metrics/method_class.h"
+#include "daemon/server/call_context.h"
 #include "daemon/server/call_upstream.h"
 #include "daemon/server/header_block.h"
 #include "daemon/server/stream_guard.h"
@@ -49,7 +50,8 @@ class DownstreamSession;
 
 class Call {
  public:
-  Call(DownstreamSession& downstream, int32_t stream_id);
+  // `context` (the worker's) and `downstream` must outlive the call.
+  Call(CallContext& context, DownstreamSession& downstream, int32_t stream_id);
   ~Call();
 
   Call(const Call&) = delete;
@@ -125,6 +127,7 @@ class Call {
   // Writes the call's access log line (a sampled call only).
   void LogAccess(Duration duration);
 
+  CallContext& context_;
   DownstreamSession& downstream_;
   const int32_t downstream_id_;
   ResponseState response_state_ = ResponseState::kNone;

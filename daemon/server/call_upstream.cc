@@ -4,11 +4,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/common/grpc_frame.h"
+#include "daemon/pool/balancer.h"
+#include "daemon/retry/retry_context.h"
 #include "daemon/server/call.h"
 #include "daemon/server/grpc_wire.h"
 #include "daemon/server/proxy_counters.h"
 #include "daemon/server/upstream_connection.h"
-#include "daemon/server/worker.h"
 
 namespace qpool::server {
 namespace {
@@ -61,7 +62,7 @@ void Attempt::OnResponseTrailersEnd() {
 
 void Attempt::OnResponseData(const uint8_t* data, size_t len) {
   Call& call = owner_.call();
-  owner_.worker().metrics().AddResponseBytes(len);
+  owner_.context().metrics.AddResponseBytes(len);
   if (call.finished() || !owner_.IsPrimary(*this)) {
     if (attached()) connection->ConsumeResponseData(id, len);
     return;
@@ -89,7 +90,7 @@ ssize_t Attempt::ReadRequestBody(uint8_t* buf, size_t length, uint32_t* data_fla
 
 void Attempt::Release(uint32_t h2_error_code) {
   if (attached()) {
-    EndMetrics(owner_.worker().loop().Now());
+    EndMetrics(owner_.context().loop.Now());
     connection->ResetStream(id, h2_error_code);
   } else if (pool != nullptr) {
     pool->CancelWait(*this);  // still queued for a stream
@@ -120,19 +121,17 @@ void Attempt::EndMetrics(MonoTime now) {
 
 // --- CallUpstream: the request -------------------------------------------------------------------
 
-CallUpstream::CallUpstream(Call& call, Worker& worker)
+CallUpstream::CallUpstream(Call& call, CallContext& context)
     : call_(call),
-      worker_(worker),
-      request_body_(&worker.counters().buffered_bytes),
-      replay_(worker.retry().replay, worker.retry().events),
-      controller_(worker.retry(), worker.loop(), worker.random(), *this) {}
+      context_(context),
+      request_body_(&context.counters.buffered_bytes),
+      replay_(context.retry.replay, context.retry.events),
+      controller_(context.retry, context.loop, context.random, *this) {}
 
 void CallUpstream::Start(MonoTime now, std::optional<MonoTime> deadline) {
   request_state_ = RequestState::kBody;
   deadline_ = deadline;
-  const config::Config& config = worker_.config();
-  start_at_bytes_ =
-      std::min<size_t>(config.retry.replay_buffer_per_call, config.server.stream_window / 2);
+  start_at_bytes_ = context_.start_at_bytes;
   start_pending_ = true;
   MaybeStartAttempts();
 }
@@ -142,7 +141,7 @@ void CallUpstream::MaybeStartAttempts() {
   if (request_state_ == RequestState::kBody && request_body_.size() < start_at_bytes_) return;
   start_pending_ = false;
   if (request_state_ == RequestState::kDropped) return;  // answered meanwhile
-  controller_.Start(worker_.loop().Now(), deadline_);
+  controller_.Start(context_.loop.Now(), deadline_);
 }
 
 void CallUpstream::OnRequestData(const uint8_t* data, size_t len) {
@@ -219,20 +218,22 @@ void CallUpstream::AcknowledgeRequestBytes(size_t n) {
 
 void CallUpstream::StartAttempt(int slot, retry::AttemptKind kind, int node, int avoid_node) {
   Attempt& a = attempts_[slot];
-  pool::NodePool* pool = nullptr;
+  pool::Balancer& balancer = context_.balancer;
   if (kind == retry::AttemptKind::kHedge) {
-    pool = worker_.PoolOf(static_cast<size_t>(node));
     a.reads_own_copy = true;
     hedge_copy_.Clear();
     hedge_copy_.AppendCopyOf(replay_.bytes());
   } else {
     // The balancer's choice; a retry goes to another node when there is one to go to.
-    pool = &worker_.PickPool();
-    if (avoid_node >= 0 && pool == worker_.PoolOf(static_cast<size_t>(avoid_node))) {
-      if (pool::NodePool* other = worker_.PickPoolOtherThan(pool)) pool = other;
+    size_t slot = balancer.Pick(pool::Protocol::kGrpc);
+    if (avoid_node >= 0 && slot == static_cast<size_t>(avoid_node)) {
+      if (std::optional<size_t> other = balancer.PickOtherThan(pool::Protocol::kGrpc, slot)) {
+        slot = *other;
+      }
     }
-    node = worker_.NodeIndexOf(pool);
+    node = static_cast<int>(slot);
   }
+  pool::NodePool* const pool = balancer.pool(pool::Protocol::kGrpc, static_cast<size_t>(node));
   a.set_account(&call_.share_account());  // fair sharing between app connections
   const pool::NodePool::AcquireResult result = pool->Acquire(a);
   if (result.outcome == pool::NodePool::AcquireOutcome::kFailed) {
@@ -258,8 +259,8 @@ void CallUpstream::OnAcquireFailed(Attempt& a, const absl::Status& status) {
 }
 
 std::string_view CallUpstream::ApiKeyFor() {
-  if (!worker_.keys_apply_to_calls()) return {};
-  if (keys_ == nullptr) keys_ = worker_.api_key_snapshot();
+  if (context_.call_keys == nullptr) return {};
+  if (keys_ == nullptr) keys_ = context_.call_keys->Snapshot();
   if (keys_ == nullptr) return {};
   return keys_->For(call_.method_class() == metrics::MethodClass::kRead);
 }
@@ -268,14 +269,14 @@ void CallUpstream::Open(Attempt& a, UpstreamConnection& conn) {
   // Headers as received, with grpc-timeout lowered by the time spent in qpoold so far, and the
   // API key qpoold holds (auth::ApiKeys) when it has one for this call.
   const std::string_view our_key = ApiKeyFor();
-  const bool replace_key = !our_key.empty() && worker_.key_mode() == auth::KeyMode::kOverride;
+  const bool replace_key = !our_key.empty() && context_.key_mode == auth::KeyMode::kOverride;
   const bool secure = conn.secure();
   bool app_key = false;
   std::string remaining;
   NvArray nva;
   request_headers_.ForEach([&](std::string_view name, std::string_view value) {
     if (name == "grpc-timeout" && deadline_) {
-      remaining = FormatGrpcTimeout(*deadline_ - worker_.loop().Now());
+      remaining = FormatGrpcTimeout(*deadline_ - context_.loop.Now());
       nva.push_back(MakeNv(name, remaining));
     } else if (secure && name == ":scheme") {
       nva.push_back(MakeNv(name, "https"));
@@ -305,8 +306,8 @@ void CallUpstream::Open(Attempt& a, UpstreamConnection& conn) {
   a.connection = &conn;
   a.connection_ref = conn.shared_from_this();
   a.id = stream_id;
-  a.started_at = worker_.loop().Now();
-  a.node_metrics = &worker_.metrics().node(static_cast<size_t>(a.node));
+  a.started_at = context_.loop.Now();
+  a.node_metrics = &context_.metrics.node(static_cast<size_t>(a.node));
   conn.ScheduleFlush();
   controller_.OnAttemptSent(a.slot, a.node, a.started_at);
 }
@@ -335,7 +336,7 @@ void CallUpstream::OnResponseHeadersEnd(Attempt& a, bool end_stream) {
 }
 
 void CallUpstream::OnAttemptClosed(Attempt& a, uint32_t h2_error_code, bool connection_lost) {
-  a.EndMetrics(worker_.loop().Now());
+  a.EndMetrics(context_.loop.Now());
   if (call_.finished()) {
     // The answer is complete (or settled): the stream's end changes nothing.
     a.Detach();
@@ -377,15 +378,15 @@ void CallUpstream::CancelAttempt(int slot) { attempts_[slot].Release(NGHTTP2_CAN
 
 int CallUpstream::PickHedgeNode(int node) {
   if (node < 0) return -1;
-  const pool::NodePool* other =
-      worker_.PickPoolOtherThan(worker_.PoolOf(static_cast<size_t>(node)));
-  return other != nullptr ? worker_.NodeIndexOf(other) : -1;
+  const std::optional<size_t> other =
+      context_.balancer.PickOtherThan(pool::Protocol::kGrpc, static_cast<size_t>(node));
+  return other ? static_cast<int>(*other) : -1;
 }
 
 retry::RetryClass CallUpstream::ClassifyRequest() {
   if (retry_class_) return *retry_class_;
   const std::string_view path = request_headers_.Find(":path");
-  const retry::MethodClassifier& classifier = worker_.retry().classifier;
+  const retry::MethodClassifier& classifier = context_.retry.classifier;
   std::string first_message;
   // A class read from part of a message is the safe one (filter-scoped) and not kept: the rest of
   // the message may still come.

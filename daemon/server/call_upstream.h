@@ -32,6 +32,7 @@
 #include "daemon/pool/node_pool.h"
 #include "daemon/retry/attempt_controller.h"
 #include "daemon/retry/replay_buffer.h"
+#include "daemon/server/call_context.h"
 #include "daemon/server/header_block.h"
 
 namespace qpool::server {
@@ -39,7 +40,6 @@ namespace qpool::server {
 class Call;
 class CallUpstream;
 class UpstreamConnection;
-class Worker;
 
 // Links a call into its session's list, and an attempt into its connection's; a link removes
 // itself when its owner is destroyed.
@@ -108,7 +108,8 @@ class CallUpstream final : public retry::AttemptHost {
     kDropped,  // the call is answered: bytes are acknowledged and dropped as they arrive
   };
 
-  explicit CallUpstream(Call& call, Worker& worker);
+  // `context` (the worker's) must outlive the call.
+  CallUpstream(Call& call, CallContext& context);
 
   // The request, from the downstream half. -----------------------------------------------------
   void AddRequestHeader(nghttp2_rcbuf* name, nghttp2_rcbuf* value) {
@@ -139,7 +140,7 @@ class CallUpstream final : public retry::AttemptHost {
   // From the attempts. ------------------------------------------------------------------------
   bool IsPrimary(const Attempt& a) const { return a.slot == controller_.primary(); }
   Call& call() { return call_; }
-  Worker& worker() { return worker_; }
+  CallContext& context() { return context_; }
   ByteQueue& hedge_copy() { return hedge_copy_; }
   // Opens `a`'s stream on `conn` (a slot there is reserved for it).
   void Open(Attempt& a, UpstreamConnection& conn);
@@ -172,7 +173,7 @@ class CallUpstream final : public retry::AttemptHost {
   std::string_view ApiKeyFor();
 
   Call& call_;
-  Worker& worker_;
+  CallContext& context_;
   Attempt attempts_[retry::AttemptController::kSlots] = {{*this, 0}, {*this, 1}};
   RequestState request_state_ = RequestState::kHeaders;
   HeaderRefs request_headers_;

@@ -389,7 +389,7 @@ int DownstreamSession::OnBeginHeadersCallback(nghttp2_session* session, const ng
   self->over_limit_stream_ = 0;  // a block nghttp2 itself rejected left it set
   if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   self->stream_opened_ = true;
-  auto* call = new Call(*self, frame->hd.stream_id);
+  auto* call = new Call(self->worker().call_context(), *self, frame->hd.stream_id);
   nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, call);
   self->calls_.push_back(*call);
   return 0;

@@ -3,7 +3,7 @@
 // node n it posts the probe to worker n % workers, which runs it on its own pool for the node
 // (HealthProbe) and posts the result back here. Verdicts are published in metrics::HealthMetrics:
 // an atomic `healthy` flag per node that each worker reads when it routes a call
-// (Worker::PickPool), and that /readyz reads.
+// (pool::Balancer::Pick), and that /readyz reads.
 //
 //   HealthChecker checker(config, health_metrics, {worker0, worker1});
 //   checker.Start();   // after the workers started

@@ -10,7 +10,6 @@
 #include "daemon/auth/api_keys.h"
 #include "daemon/config/loader.h"
 #include "daemon/config/node_table.h"
-#include "daemon/health/health.h"
 #include "daemon/metrics/health_metrics.h"
 #include "daemon/metrics/scrape.h"
 #include "daemon/metrics/worker_metrics.h"
@@ -23,20 +22,6 @@
 #include "spdlog/spdlog.h"
 
 namespace qpool::server {
-namespace {
-
-health::OutlierOptions OutlierOptionsOf(const config::HealthConfig& health) {
-  health::OutlierOptions options;
-  options.consecutive_failures = health.consecutive_failures;
-  options.base_ejection_time = absl::ToChronoNanoseconds(health.base_ejection_time);
-  options.max_ejection_time = absl::ToChronoNanoseconds(health.max_ejection_time);
-  options.max_ejection_percent = health.max_ejection_percent;
-  options.jitter = health.jitter_percent / 100.0;
-  return options;
-}
-
-}  // namespace
-
 // Makes UpstreamConnections to one node for one worker's pool.
 class Worker::UpstreamFactory : public pool::SlotConnectionFactory {
  public:
@@ -64,7 +49,7 @@ class Worker::NodeObserver : public metrics::PoolMetricsObserver {
         node_(node) {}
   void OnConnectFailed(const absl::Status& reason) override {
     PoolMetricsObserver::OnConnectFailed(reason);
-    worker_.OnNodeFailure(node_);
+    worker_.balancer_.OnAttemptEnd(node_, /*failed=*/true);
     if (worker_.connect_failure_hook_) worker_.connect_failure_hook_();
   }
 
@@ -158,7 +143,7 @@ class Worker::RetryReporter : public retry::RetryEvents {
   }
   void OnHedge(bool won) override { worker_.metrics_.RecordHedge(won); }
   void OnAttemptResult(size_t node, bool node_fault, double tokens) override {
-    worker_.OnAttemptEnd(node, node_fault);
+    worker_.balancer_.OnAttemptEnd(node, node_fault);
     worker_.metrics_.node(node).retry_tokens.store(tokens, std::memory_order_relaxed);
   }
   void OnReplayRefused(retry::ReplayLimit limit) override {
@@ -217,8 +202,9 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
              retry_reporter_.get()),
       read_buffer_(64 * 1024),
       pools_(std::make_unique<PoolParts>(*this), pending_budget_, loop_, random_),
-      health_(health),
+      balancer_(loop_, random_, metrics_, health),
       secrets_(secrets),
+      call_context_{loop_, random_, counters_, metrics_, retry_, balancer_},
       ping_interval_(table_->slots.size(),
                      config_->health.enabled && config_->health.fast_enabled
                          ? absl::ToChronoNanoseconds(config_->health.fast_interval)
@@ -241,34 +227,28 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
     rest_retry.protocol_errors = &counters_.downstream_protocol_errors;
     rest_retry.calls_started = &counters_.calls_started;
     // The REST pools share the gRPC pools' upstream.max_pending budget.
-    rest_ =
-        std::make_unique<rest::RestWorker>(*config_, index, count, io_, loop_, random_,
-                                           pending_budget_, *this, rest_retry, metrics_, *table_);
+    rest_ = std::make_unique<rest::RestWorker>(*config_, index, count, io_, loop_, random_,
+                                               pending_budget_, static_cast<rest::RestHost&>(*this),
+                                               balancer_, rest_retry, metrics_, *table_);
+    balancer_.SetPools(pool::Protocol::kRest, &rest_->slot_pools());
   }
   if (secrets_.keys != nullptr) key_cache_ = std::make_unique<auth::ApiKeyCache>(*secrets_.keys);
   pending_budget_.limit = pool::WorkerShare(config_->upstream.max_pending, index, count);
   retry_.max_waiting_for_node = pending_budget_.limit;  // calls waiting for a node, as queued ones
   pools_.Apply(*table_);
-  RebuildRouter();
+  balancer_.SetPools(pool::Protocol::kGrpc, &pools_);
+  balancer_.Rebuild(*table_, config_->health);
+  UpdateCallContext();
 }
 
-void Worker::RebuildRouter() {
-  active_.clear();
-  router_index_.assign(table_->slots.size(), -1);
-  for (size_t s = 0; s < table_->slots.size(); ++s) {
-    if (!table_->slots[s].active) continue;
-    router_index_[s] = static_cast<int>(active_.size());
-    active_.push_back(s);
-  }
-  // Ejections start over: a node set change is rare, and a still failing node is ejected again
-  // after health.consecutive_failures.
-  router_ = std::make_unique<health::NodeRouter>(
-      active_.size(), OutlierOptionsOf(config_->health),
-      config_->health.enabled && config_->health.passive_enabled, random_);
-}
-
-int Worker::RouterIndexOf(size_t node) const {
-  return node < router_index_.size() ? router_index_[node] : -1;
+void Worker::UpdateCallContext() {
+  call_context_.nodes = table_.get();
+  call_context_.start_at_bytes =
+      std::min<size_t>(config_->retry.replay_buffer_per_call, config_->server.stream_window / 2);
+  call_context_.call_keys =
+      secrets_.keys != nullptr && secrets_.keys->applies_to_calls() ? key_cache_.get() : nullptr;
+  call_context_.key_mode =
+      secrets_.keys != nullptr ? secrets_.keys->mode() : auth::KeyMode::kIfAbsent;
 }
 
 void Worker::Reconfigure(std::shared_ptr<const config::Config> config,
@@ -308,7 +288,8 @@ void Worker::Reconfigure(std::shared_ptr<const config::Config> config,
                             : Duration::zero();
   ping_interval_.assign(slots, ping);
   pools_.Apply(*table_);  // new slots get pools, removed ones retire, the rest update
-  RebuildRouter();
+  balancer_.Rebuild(*table_, config_->health);
+  UpdateCallContext();
   if (rest_ != nullptr) {
     // The REST side reads the worker's retry context (RestRetryContext::context): nothing to copy.
     rest_->Reconfigure(*config_, table_.get());
@@ -336,23 +317,10 @@ std::shared_ptr<const tls::ClientContext> Worker::TlsContextOf(size_t node) cons
 }
 
 std::shared_ptr<const auth::ApiKeys> Worker::RestApiKeys() {
-  if (!keys_apply_to_calls() || !key_cache_) return nullptr;
-  return key_cache_->Snapshot();
+  return call_context_.call_keys != nullptr ? call_context_.call_keys->Snapshot() : nullptr;
 }
 
 const auth::ApiKeys* Worker::api_keys() { return key_cache_ ? &key_cache_->Get() : nullptr; }
-
-std::shared_ptr<const auth::ApiKeys> Worker::api_key_snapshot() {
-  return key_cache_ ? key_cache_->Snapshot() : nullptr;
-}
-
-bool Worker::keys_apply_to_calls() const {
-  return secrets_.keys != nullptr && secrets_.keys->applies_to_calls();
-}
-
-auth::KeyMode Worker::key_mode() const {
-  return secrets_.keys != nullptr ? secrets_.keys->mode() : auth::KeyMode::kIfAbsent;
-}
 
 void Worker::RecycleTlsNodes(const tls::ContextStore* store, const std::vector<size_t>& nodes,
                              bool rest) {
@@ -427,13 +395,6 @@ void Worker::BeginDrain(std::function<void()> on_idle) {
   CheckDrained();
 }
 
-metrics::NodeMetrics* Worker::NodeMetricsOf(const pool::NodePool* pool) {
-  const int node = NodeIndexOf(pool);
-  return node < 0 ? nullptr : &metrics_.node(static_cast<size_t>(node));
-}
-
-int Worker::NodeIndexOf(const pool::NodePool* pool) const { return pools_.SlotOf(pool); }
-
 namespace {
 
 // The gauges of `pools`, by slot, for the scrape and /pool; `usable` answers for slot s's pool.
@@ -484,31 +445,6 @@ void Worker::UpdateUsable(size_t node) {
                                     std::memory_order_relaxed);
 }
 
-pool::NodePool& Worker::PickPool() {
-  // The loader admits no empty node set, and a reload keeps the old set rather than an empty one.
-  return *pools_.pool(PickSlot(pools_.pools()));
-}
-
-void Worker::OnAttemptEnd(size_t node, bool failed) {
-  const int index = RouterIndexOf(node);
-  if (index < 0) return;  // removed from the node set meanwhile
-  if (failed) {
-    OnNodeFailure(node);
-  } else {
-    router_->OnAttemptEnd(static_cast<size_t>(index), false, loop_.Now());
-  }
-}
-
-void Worker::OnNodeFailure(size_t node) {
-  const int index = RouterIndexOf(node);
-  if (index < 0 || router_->size() < 2) return;  // one node: nowhere else to go
-  if (router_->OnAttemptEnd(static_cast<size_t>(index), true, loop_.Now())) {
-    metrics_.node(node).ejections.Add();
-    SPDLOG_WARN("upstream {}: ejected after {} failures in a row (health.consecutive_failures)",
-                table_->slots[node].name, config_->health.consecutive_failures);
-  }
-}
-
 void Worker::StartProbe(size_t node, const ProbeSpec& spec, Duration timeout,
                         std::function<void(health::ProbeResult)> done) {
   pool::NodePool* pool = pools_.pool(node);
@@ -544,14 +480,6 @@ void Worker::BackOffPings(size_t node) {
                 table_->slots[node].name, absl::FormatDuration(absl::FromChrono(next)));
   }
   ping_interval_[node] = next;
-}
-
-pool::NodePool* Worker::PickPoolOtherThan(const pool::NodePool* except) {
-  const int except_node = NodeIndexOf(except);
-  if (except_node < 0) return nullptr;
-  const std::optional<size_t> node =
-      PickSlotOtherThan(static_cast<size_t>(except_node), pools_.pools());
-  return node ? pools_.pool(*node) : nullptr;
 }
 
 void Worker::OnSessionClosed(DownstreamSession* session) {
@@ -603,43 +531,6 @@ void Worker::AdoptRest(boost::asio::ip::tcp::socket socket, bool refuse) {
 void Worker::OnRestSessionClosed() {
   counters_.downstream_open.fetch_sub(1, std::memory_order_relaxed);
   CheckDrained();
-}
-
-void Worker::RefreshRouterFrom(const std::vector<pool::NodePool*>& pools) {
-  for (size_t i = 0; i < active_.size(); ++i) {
-    const size_t s = active_[i];
-    health::NodeRouter::NodeState& state = router_->node(i);
-    state.healthy = health_ == nullptr || health_->healthy(s);
-    const pool::NodePool* pool = s < pools.size() ? pools[s] : nullptr;
-    // A pool that never opened a connection (a node just added, min_connections 0) counts as
-    // up: else the router, which prefers nodes with a connection up, would never send it a call.
-    state.live = pool != nullptr && (pool->has_live_connection() || pool->never_connected());
-    state.usable = pool != nullptr && pool->usable();
-    state.load = pool != nullptr ? pool->load() : 0;
-  }
-}
-
-size_t Worker::PickSlot(const std::vector<pool::NodePool*>& pools) {
-  if (active_.size() == 1) return active_.front();
-  // docs/architecture.md, "Balancing": health first, then a connection up, then power of two
-  // choices on streams in flight plus calls waiting.
-  RefreshRouterFrom(pools);
-  bool panic = false;
-  const size_t node = router_->Pick(loop_.Now(), &panic);
-  if (panic) metrics_.AddPanicRoute();
-  return active_[node];
-}
-
-std::optional<size_t> Worker::PickSlotOtherThan(size_t except,
-                                                const std::vector<pool::NodePool*>& pools) {
-  if (except >= pools.size()) return std::nullopt;
-  RefreshRouterFrom(pools);
-  // A removed node's pool (not in the router) has every active node as an alternative.
-  const int except_index = RouterIndexOf(except);
-  const std::optional<size_t> node = router_->PickOtherThan(
-      except_index < 0 ? router_->size() : static_cast<size_t>(except_index), loop_.Now());
-  if (!node) return std::nullopt;
-  return active_[*node];
 }
 
 void Worker::MaybeTrimMemory() {

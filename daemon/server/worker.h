@@ -16,9 +16,11 @@
 #include <vector>
 
 #include "daemon/common/asio_event_loop.h"
+#include "daemon/pool/balancer.h"
 #include "daemon/pool/slot_pools.h"
 #include "daemon/rest/rest_host.h"
 #include "daemon/retry/retry_context.h"
+#include "daemon/server/call_context.h"
 
 namespace qpool::auth {
 class ApiKeyCache;  // api_keys.h
@@ -26,7 +28,6 @@ class ApiKeyStore;
 }  // namespace qpool::auth
 
 namespace qpool::health {
-class NodeRouter;    // health.h
 struct ProbeResult;  // health_scheduler.h
 }  // namespace qpool::health
 
@@ -71,10 +72,11 @@ inline constexpr Duration kTlsRecycleSpread = std::chrono::seconds(2);
 // A worker's parts: its io_context and thread; its app connections (DownstreamSession, and the
 // REST ones in its RestWorker); its gRPC pools, one per node slot (`pools_`, a pool::SlotPools:
 // created, retired and updated on reloads; the RestWorker holds the REST pools the same way);
-// the router (health::NodeRouter) that picks among the active slots for both protocols; the
-// retry context its calls share; its probes. Thread-safety: Post() and Stop() from any thread;
-// everything else on the worker's thread (where marked, or as RestHost).
-class Worker : public rest::RestHost {
+// its balancer (pool::Balancer) that picks among the active slots for both protocols; the retry
+// context its calls share, and the CallContext it hands them (a call never sees the Worker); its
+// probes. Thread-safety: Post() and Stop() from any thread; everything else on the worker's thread
+// (where marked, or as RestHost).
+class Worker : private rest::RestHost {
  public:
   // `index` of `count` workers: the worker takes its share of each node's connection bounds.
   // `metrics` (this worker's counters, written only on its thread) must outlive the worker.
@@ -106,16 +108,6 @@ class Worker : public rest::RestHost {
   void Adopt(boost::asio::ip::tcp::socket socket, bool refuse);
   // Sends GOAWAY to every app connection; calls `on_idle` (on this thread) once none is left.
   void BeginDrain(std::function<void()> on_idle);
-  // Picks a node pool for a new call (health::NodeRouter): among the nodes healthy by active
-  // checks and not ejected by passive ones (all of them in panic mode, counted), those with a
-  // connection up, else those that may still connect; of two picked at random, the less loaded.
-  pool::NodePool& PickPool();
-  // A node pool other than `except` for a hedge: the least loaded of the healthy, not ejected
-  // nodes with a connection up; null when there is none.
-  pool::NodePool* PickPoolOtherThan(const pool::NodePool* except);
-  // Passive health: an upstream attempt on node `node` ended; `failed` for a reset, a lost
-  // connection or UNAVAILABLE (connect failures are counted by the pool's observer).
-  void OnAttemptEnd(size_t node, bool failed);
   // Health, medium and deep tiers: probes node `node` on this worker's pool for it; `done` runs
   // once, on this thread.
   void StartProbe(size_t node, const ProbeSpec& spec, Duration timeout,
@@ -135,19 +127,6 @@ class Worker : public rest::RestHost {
   rest::RestWorker* rest() { return rest_.get(); }
   // The REST pools' gauges now, in config order; empty when REST is off.
   std::vector<metrics::NodePoolGauges> RestPoolGauges() const;
-  // rest::RestHost.
-  size_t PickRestNode(const std::vector<pool::NodePool*>& pools) override {
-    return PickSlot(pools);
-  }
-  std::optional<size_t> PickRestNodeOtherThan(size_t except,
-                                              const std::vector<pool::NodePool*>& pools) override {
-    return PickSlotOtherThan(except, pools);
-  }
-  void OnRestAttemptEnd(size_t node, bool failed) override { OnAttemptEnd(node, failed); }
-  void OnRestSessionClosed() override;
-  void OnRestIdle() override { CheckDrained(); }
-  std::shared_ptr<const auth::ApiKeys> RestApiKeys() override;
-  auth::KeyMode RestKeyMode() const override { return key_mode(); }
   // New TLS material in `store` for its nodes `nodes` (store indexes, NodeSlot::tls_index; the
   // REST endpoints' store when `rest`): the connections of the slots using them are recycled
   // gently (NodePool::RecycleAll over kTlsRecycleSpread).
@@ -167,41 +146,33 @@ class Worker : public rest::RestHost {
   // Worker thread: per slot, whether this worker holds nothing for it any more (no pool, or a
   // retired pool with no connection and no waiter, gRPC and REST alike).
   std::vector<bool> DrainedSlots() const;
-  const NodeTable& nodes() const { return *table_; }
   boost::asio::io_context& io() { return io_; }
   EventLoop& loop() { return loop_; }
   const config::Config& config() const { return *config_; }
   ProxyCounters& counters() { return counters_; }
   metrics::WorkerMetrics& metrics() { return metrics_; }
-  // The counters of the node `pool` serves; null for a pool not of this worker.
-  metrics::NodeMetrics* NodeMetricsOf(const pool::NodePool* pool);
-  // The slot of the node `pool` serves; -1 for a pool not of this worker.
-  int NodeIndexOf(const pool::NodePool* pool) const;
-  // The pool of node slot `node`; null when the slot has none.
-  pool::NodePool* PoolOf(size_t node) { return pools_.pool(node); }
-  // Node slots that take new calls (more than one: a choice to make).
-  size_t active_nodes() const { return active_.size(); }
-  // What this worker's calls consult and report to when an attempt fails (docs/retries.md).
-  retry::RetryContext& retry() { return retry_; }
-  Random& random() { return random_; }
+  // Where this worker's calls (gRPC and REST) pick their nodes, and report passive health to.
+  pool::Balancer& balancer() { return balancer_; }
+  // What this worker's gRPC calls use of it (call_context.h).
+  CallContext& call_context() { return call_context_; }
   // Worker thread: each node slot's pool gauges now, by slot (a slot with no pool: present false).
   std::vector<metrics::NodePoolGauges> PoolGauges() const;
   // A buffer for reads, shared by all of this worker's connections: a read is consumed by nghttp2
   // before the next one starts.
   std::vector<uint8_t>& read_buffer() { return read_buffer_; }
-  uint32_t index() const { return index_; }
   // Node `node`'s TLS context for a new connection; null when it is reached in cleartext.
   std::shared_ptr<const tls::ClientContext> TlsContextOf(size_t node) const;
   // The API keys qpoold holds now (one relaxed load when they did not change); null when it holds
   // none. Worker thread only.
   const auth::ApiKeys* api_keys();
-  // The same, as a snapshot a call keeps for all of its attempts; null when it holds none.
-  std::shared_ptr<const auth::ApiKeys> api_key_snapshot();
-  // Whether qpoold's key goes on the apps' calls, and how (upstream.api_key_mode).
-  bool keys_apply_to_calls() const;
-  auth::KeyMode key_mode() const;
 
  private:
+  // rest::RestHost: what the RestWorker asks of this worker.
+  void OnRestSessionClosed() override;
+  void OnRestIdle() override { CheckDrained(); }
+  std::shared_ptr<const auth::ApiKeys> RestApiKeys() override;
+  auth::KeyMode RestKeyMode() const override { return call_context_.key_mode; }
+
   class UpstreamFactory;
   class NodeObserver;
   class PoolParts;
@@ -211,27 +182,15 @@ class Worker : public rest::RestHost {
   // server.idle_timeout, frees idle ones' write buffers, and resets streams stalled past
   // server.stream_idle_timeout.
   void SweepSessions();
-  // Sets the router's view of each active slot (health, connection up, load) from `pools` (the
-  // gRPC or the REST ones, by slot), now.
-  void RefreshRouterFrom(const std::vector<pool::NodePool*>& pools);
-  // The router's pick among the active slots, by the state of `pools` (PickPool, PickRestNode);
-  // and the hedge's or retry's pick of another slot than `except` (null: none).
-  size_t PickSlot(const std::vector<pool::NodePool*>& pools);
-  std::optional<size_t> PickSlotOtherThan(size_t except, const std::vector<pool::NodePool*>& pools);
   // Returns free heap memory to the OS after many app connections closed.
   void MaybeTrimMemory();
-  void OnNodeFailure(size_t node);
-  // Rebuilds the router over the active slots (active_), after a node set change.
-  void RebuildRouter();
-  // The router's index of slot `node`; -1 when the slot is not active.
-  int RouterIndexOf(size_t node) const;
+  // The call context's reloadable settings, from config_, table_ and secrets_.
+  void UpdateCallContext();
   // Re-evaluates node `node`'s readiness mirror (NodeMetrics::usable).
   void UpdateUsable(size_t node);
 
   std::shared_ptr<const config::Config> config_;
   std::shared_ptr<const NodeTable> table_;
-  std::vector<size_t> active_;     // router index -> slot
-  std::vector<int> router_index_;  // slot -> router index, -1 when inactive
   const uint32_t index_;
   const uint32_t count_;
   ProxyCounters& counters_;
@@ -244,10 +203,10 @@ class Worker : public rest::RestHost {
   std::vector<uint8_t> read_buffer_;
   pool::PendingBudget pending_budget_;  // upstream.max_pending: the gRPC and REST pools share it
   pool::SlotPools pools_;               // the gRPC pools, by node slot
-  const metrics::HealthMetrics* const health_;
+  pool::Balancer balancer_;             // picks among pools_ and the REST pools
   UpstreamSecrets secrets_;
   std::unique_ptr<auth::ApiKeyCache> key_cache_;  // null: qpoold holds no key
-  std::unique_ptr<health::NodeRouter> router_;
+  CallContext call_context_;
   std::vector<Duration> ping_interval_;  // per node
   // Probes in flight, and those finished this turn (deleted on the next).
   std::unordered_map<HealthProbe*, std::unique_ptr<HealthProbe>> probes_;

@@ -3,6 +3,7 @@
 #ifndef QPOOL_TESTS_UNIT_FAKE_EVENT_LOOP_H_
 #define QPOOL_TESTS_UNIT_FAKE_EVENT_LOOP_H_
 
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <limits>
@@ -96,6 +97,19 @@ class FakeRandom : public Random {
 
  private:
   double value_;
+};
+
+// Cycles through values spread over [0, 1): random picks that visit every choice.
+class SweepRandom : public Random {
+ public:
+  double Uniform01() override {
+    const double value = (next_ % 101) / 101.0;
+    next_ += 37;
+    return value;
+  }
+
+ private:
+  uint64_t next_ = 0;
 };
 
 }  // namespace qpool::testing

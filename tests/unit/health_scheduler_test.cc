@@ -19,6 +19,7 @@ namespace {
 using namespace std::chrono_literals;
 using qpool::testing::FakeEventLoop;
 using qpool::testing::FakeRandom;
+using qpool::testing::SweepRandom;
 
 // Records each probe; the test answers them (or not).
 class FakeRunner : public ProbeRunner {
@@ -74,19 +75,6 @@ SchedulerOptions MediumOnly(size_t nodes) {
   options.healthy_threshold = 2;
   return options;
 }
-
-// Cycles through values spread over [0, 1).
-class SweepRandom : public Random {
- public:
-  double Uniform01() override {
-    const double value = (next_ % 101) / 101.0;
-    next_ += 37;
-    return value;
-  }
-
- private:
-  uint64_t next_ = 0;
-};
 
 TEST(HealthSchedulerTest, IntervalsStayWithinTheJitterBounds) {
   FakeEventLoop loop;
@@ -249,7 +237,7 @@ TEST(HealthSchedulerTest, StopCancelsEverything) {
   EXPECT_EQ(loop.NextTimerIn(), Duration::max());
 }
 
-// --- NodeRouter: PickPool's choice ---------------------------------------------------------
+// --- NodeRouter: the Balancer's choice --------------------------------------------
 
 OutlierOptions TwoFailures() {
   OutlierOptions options;

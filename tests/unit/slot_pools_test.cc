@@ -118,8 +118,6 @@ TEST_F(SlotPoolsTest, ActiveSlotsWithAnEndpointGetPoolsThatOpenOnStart) {
   EXPECT_EQ(pools_.pool(2), nullptr);  // no endpoint in this protocol
   EXPECT_EQ(pools_.pool(7), nullptr);
   EXPECT_EQ(pools_.endpoint_name(0), "a:6334");
-  EXPECT_EQ(pools_.SlotOf(pools_.pool(0)), 0);
-  EXPECT_EQ(pools_.SlotOf(nullptr), -1);
   EXPECT_EQ(pools_.pools(), (std::vector<NodePool*>{pools_.pool(0), nullptr, nullptr}));
   EXPECT_TRUE(record_.connections.empty());  // nothing opens before Start()
   pools_.Start();
