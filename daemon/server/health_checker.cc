@@ -79,9 +79,10 @@ void HealthChecker::Run(size_t index, health::Tier tier, Duration timeout,
   boost::asio::io_context* io = &io_;
   // The worker runs the probe and posts its result back to this thread.
   worker->Post([worker, node, spec, timeout, done = std::move(done), io]() mutable {
-    worker->StartProbe(node, spec, timeout, [io, done = std::move(done)](health::ProbeResult r) {
-      boost::asio::post(*io, [done, r = std::move(r)] { done(r); });
-    });
+    worker->probes().StartProbe(node, spec, timeout,
+                                [io, done = std::move(done)](health::ProbeResult r) {
+                                  boost::asio::post(*io, [done, r = std::move(r)] { done(r); });
+                                });
   });
 }
 

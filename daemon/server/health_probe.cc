@@ -308,7 +308,7 @@ void HealthProbe::Finish(health::ProbeResult result) {
   }
   Done done = std::move(done_);
   done(std::move(result));
-  worker_.OnProbeDone(this);
+  worker_.probes().OnProbeDone(this);
 }
 
 }  // namespace qpool::server

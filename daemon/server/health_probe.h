@@ -4,10 +4,11 @@
 // within max_connections), sends one request message, and judges the answer.
 //
 //   ProbeSpec spec = ProbeSpec::QdrantHealthCheck();
-//   worker.StartProbe(node, spec, timeout, [](health::ProbeResult r) { ... });  // worker thread
+//   // on the worker's thread:
+//   worker.probes().StartProbe(node, spec, timeout, [](health::ProbeResult r) { ... });
 //
-// Ownership: the Worker owns its probes (Worker::StartProbe / OnProbeDone). A probe reports once
-// through its callback, then asks the worker to delete it on a later turn.
+// Ownership: the worker's NodeProbes owns its probes (StartProbe / OnProbeDone). A probe reports
+// once through its callback, then asks the worker to delete it on a later turn.
 // Thread-safety: none; a probe lives on one worker's thread.
 #ifndef QPOOL_DAEMON_SERVER_HEALTH_PROBE_H_
 #define QPOOL_DAEMON_SERVER_HEALTH_PROBE_H_

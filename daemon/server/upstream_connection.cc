@@ -200,7 +200,7 @@ void UpstreamConnection::OnPingTimer() {
     CloseTransport(absl::UnavailableError(why));
     return;
   }
-  const Duration interval = w.PingInterval(node_index_);
+  const Duration interval = w.probes().PingInterval(node_index_);
   if (frame_seen_) {
     ArmPingTimer(interval);  // not idle: look again one interval later
     return;
@@ -221,7 +221,7 @@ void UpstreamConnection::OnPingAck() {
   Worker& w = worker();
   w.metrics().node(node_index_).pings_ok.Add();
   w.metrics().ObservePing(w.loop().Now() - ping_sent_at_);
-  ArmPingTimer(w.PingInterval(node_index_));
+  ArmPingTimer(w.probes().PingInterval(node_index_));
 }
 
 void UpstreamConnection::ResetStream(int32_t stream_id, uint32_t h2_error_code) {
@@ -362,7 +362,7 @@ int UpstreamConnection::OnFrameRecvCallback(nghttp2_session* session, const nght
         self->handshake_done_ = true;
         self->connect_timer_.cancel();
         SPDLOG_DEBUG("upstream {}: connected (peer max streams {})", self->node_name_, max_streams);
-        const Duration ping_interval = self->worker().PingInterval(self->node_index_);
+        const Duration ping_interval = self->worker().probes().PingInterval(self->node_index_);
         if (ping_interval > Duration::zero()) self->ArmPingTimer(ping_interval);
         if (self->events_ != nullptr) self->events_->OnConnected(self, max_streams);
       } else if (self->events_ != nullptr) {
@@ -377,7 +377,7 @@ int UpstreamConnection::OnFrameRecvCallback(nghttp2_session* session, const nght
           std::string_view(reinterpret_cast<const char*>(frame->goaway.opaque_data),
                            frame->goaway.opaque_data_len)
                   .find("too_many_pings") != std::string_view::npos) {
-        self->worker().BackOffPings(self->node_index_);
+        self->worker().probes().BackOffPings(self->node_index_);
       }
       self->draining_ = true;
       if (self->events_ != nullptr) self->events_->OnGoAway(self);

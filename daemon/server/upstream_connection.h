@@ -5,7 +5,7 @@
 // Health, fast tier: once connected, a connection that received no frame for health.fast_interval
 // sends an HTTP/2 PING; no ack within health.fast_timeout closes it (OnClosed with UNAVAILABLE, so
 // the pool opens a replacement when it needs one). A GOAWAY ENHANCE_YOUR_CALM "too_many_pings"
-// doubles the node's PING interval on this worker (Worker::BackOffPings).
+// doubles the node's PING interval on this worker (NodeProbes::BackOffPings).
 // Health, medium and deep tiers: a probe (ProbeStream) opens a stream of its own on a pooled
 // connection, like a call does, but outside the Call machinery.
 // TLS (upstream.tls): after the TCP connect comes the TLS handshake (ALPN h2, the node's

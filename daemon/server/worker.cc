@@ -205,10 +205,8 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
       balancer_(loop_, random_, metrics_, health),
       secrets_(secrets),
       call_context_{loop_, random_, counters_, metrics_, retry_, balancer_},
-      ping_interval_(table_->slots.size(),
-                     config_->health.enabled && config_->health.fast_enabled
-                         ? absl::ToChronoNanoseconds(config_->health.fast_interval)
-                         : Duration::zero()) {
+      probes_(*this, pools_) {
+  probes_.Configure(config_->health, *table_);
   const config::RetryConfig& retry = config_->retry;
   retry_.policy_retries = retry.enabled;
   retry_.per_try_timeout = absl::ToChronoNanoseconds(retry.per_try_timeout);
@@ -283,10 +281,7 @@ void Worker::Reconfigure(std::shared_ptr<const config::Config> config,
   retry_.unreachable_wait = absl::ToChronoNanoseconds(retry_config.unreachable_wait);
   pending_budget_.limit = pool::WorkerShare(config_->upstream.max_pending, index_, count_);
   retry_.max_waiting_for_node = pending_budget_.limit;
-  const Duration ping = config_->health.enabled && config_->health.fast_enabled
-                            ? absl::ToChronoNanoseconds(config_->health.fast_interval)
-                            : Duration::zero();
-  ping_interval_.assign(slots, ping);
+  probes_.Configure(config_->health, *table_);
   pools_.Apply(*table_);  // new slots get pools, removed ones retire, the rest update
   balancer_.Rebuild(*table_, config_->health);
   UpdateCallContext();
@@ -445,43 +440,6 @@ void Worker::UpdateUsable(size_t node) {
                                     std::memory_order_relaxed);
 }
 
-void Worker::StartProbe(size_t node, const ProbeSpec& spec, Duration timeout,
-                        std::function<void(health::ProbeResult)> done) {
-  pool::NodePool* pool = pools_.pool(node);
-  if (pool == nullptr || pool->retired()) {
-    health::ProbeResult result;
-    result.detail = node >= pools_.size() ? "qpoold is stopping" : "not in the node set";
-    done(result);
-    return;
-  }
-  auto probe = std::make_unique<HealthProbe>(*this, *pool, table_->slots[node].name, spec, timeout,
-                                             std::move(done));
-  HealthProbe* raw = probe.get();
-  probes_.emplace(raw, std::move(probe));
-  raw->Start();
-}
-
-void Worker::OnProbeDone(HealthProbe* probe) {
-  auto it = probes_.find(probe);
-  if (it == probes_.end()) return;
-  if (finished_probes_.empty()) {
-    Post([this] { finished_probes_.clear(); });
-  }
-  finished_probes_.push_back(std::move(it->second));
-  probes_.erase(it);
-}
-
-void Worker::BackOffPings(size_t node) {
-  if (node >= ping_interval_.size() || ping_interval_[node] == Duration::zero()) return;
-  const Duration ceiling = absl::ToChronoNanoseconds(config_->health.fast_interval) * 32;
-  const Duration next = std::min(ping_interval_[node] * 2, ceiling);
-  if (next != ping_interval_[node]) {
-    SPDLOG_WARN("upstream {}: GOAWAY too_many_pings; health PING interval now {}",
-                table_->slots[node].name, absl::FormatDuration(absl::FromChrono(next)));
-  }
-  ping_interval_[node] = next;
-}
-
 void Worker::OnSessionClosed(DownstreamSession* session) {
   counters_.downstream_open.fetch_sub(1, std::memory_order_relaxed);
   // Keep the session alive until the current event is done with it.
@@ -563,8 +521,7 @@ void Worker::Stop() {
     if (sweep_timer_) sweep_timer_->Cancel();
     if (rest_ != nullptr) rest_->Stop();
     pools_.Shutdown();  // aborts what is still open
-    probes_.clear();    // after their pools: a pool forgets its queued waiters on destruction
-    finished_probes_.clear();
+    probes_.Clear();    // after their pools: a pool forgets its queued waiters on destruction
     io_.stop();
   });
   if (thread_.joinable()) thread_.join();

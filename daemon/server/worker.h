@@ -21,6 +21,7 @@
 #include "daemon/rest/rest_host.h"
 #include "daemon/retry/retry_context.h"
 #include "daemon/server/call_context.h"
+#include "daemon/server/node_probes.h"
 
 namespace qpool::auth {
 class ApiKeyCache;  // api_keys.h
@@ -108,16 +109,8 @@ class Worker : private rest::RestHost {
   void Adopt(boost::asio::ip::tcp::socket socket, bool refuse);
   // Sends GOAWAY to every app connection; calls `on_idle` (on this thread) once none is left.
   void BeginDrain(std::function<void()> on_idle);
-  // Health, medium and deep tiers: probes node `node` on this worker's pool for it; `done` runs
-  // once, on this thread.
-  void StartProbe(size_t node, const ProbeSpec& spec, Duration timeout,
-                  std::function<void(health::ProbeResult)> done);
-  // A probe reported; it is deleted on a later turn.
-  void OnProbeDone(HealthProbe* probe);
-  // Health, fast tier: the PING interval for idle connections to `node` (zero: no PINGs), and
-  // its back-off after a GOAWAY too_many_pings (doubles, up to 32x health.fast_interval).
-  Duration PingInterval(size_t node) const { return ping_interval_[node]; }
-  void BackOffPings(size_t node);
+  // Health: the probes it runs for the health thread, and the PING intervals (node_probes.h).
+  NodeProbes& probes() { return probes_; }
   void OnSessionClosed(DownstreamSession* session);
 
   // REST (daemon/rest), worker thread only. ------------------------------------------------------
@@ -207,10 +200,7 @@ class Worker : private rest::RestHost {
   UpstreamSecrets secrets_;
   std::unique_ptr<auth::ApiKeyCache> key_cache_;  // null: qpoold holds no key
   CallContext call_context_;
-  std::vector<Duration> ping_interval_;  // per node
-  // Probes in flight, and those finished this turn (deleted on the next).
-  std::unordered_map<HealthProbe*, std::unique_ptr<HealthProbe>> probes_;
-  std::vector<std::unique_ptr<HealthProbe>> finished_probes_;
+  NodeProbes probes_;  // on pools_
   std::unordered_map<DownstreamSession*, std::shared_ptr<DownstreamSession>> sessions_;
   std::function<void()> on_drained_;
   std::function<void()> connect_failure_hook_;
