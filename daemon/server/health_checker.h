@@ -10,7 +10,7 @@
 //   checker.Stop();    // before the workers stop; joins the thread
 //
 // The fast tier (PING) runs on the workers themselves (UpstreamConnection); passive ejection too
-// (Worker::OnAttemptEnd). Neither needs this thread.
+// (pool::Balancer::OnAttemptEnd). Neither needs this thread.
 //
 // Thread-safety: Start and Stop from the controlling thread (the Proxy's). Everything else runs on
 // the health thread; the workers reach it only through boost::asio::post on its io_context, which
