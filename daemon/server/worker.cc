@@ -259,6 +259,9 @@ void Worker::Reconfigure(std::shared_ptr<const config::Config> config,
     if (secrets.keys != nullptr) key_cache_ = std::make_unique<auth::ApiKeyCache>(*secrets.keys);
   }
   secrets_ = secrets;
+  // First, before anything runs that may read them: the old key cache and table are gone.
+  UpdateCallContext();
+  balancer_.Rebuild(*table_, config_->health);
   // Retry: the policy and classes apply to the next decision; budgets keep their tokens (capped)
   // and their retries in flight.
   const config::RetryConfig& retry_config = config_->retry;
@@ -283,8 +286,6 @@ void Worker::Reconfigure(std::shared_ptr<const config::Config> config,
   retry_.max_waiting_for_node = pending_budget_.limit;
   probes_.Configure(config_->health, *table_);
   pools_.Apply(*table_);  // new slots get pools, removed ones retire, the rest update
-  balancer_.Rebuild(*table_, config_->health);
-  UpdateCallContext();
   if (rest_ != nullptr) {
     // The REST side reads the worker's retry context (RestRetryContext::context): nothing to copy.
     rest_->Reconfigure(*config_, table_.get());
