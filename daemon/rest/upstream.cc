@@ -182,9 +182,13 @@ void RestUpstreamConnection::FailConnect(const absl::Status& reason) {
 }
 
 void RestUpstreamConnection::WatchIdle() {
+  if (stream_.tls() == nullptr) {
+    WatchIdleByRead();
+    return;
+  }
   const uint64_t generation = ++watch_generation_;
   auto self = shared_from_this();
-  // Left pending through the next exchange (BeginExchange only changes the generation): the
+  // TLS: left pending through the next exchange (BeginExchange only changes the generation): the
   // answer's read then queues behind it and Asio tries no read before the answer is there.
   stream_.socket().async_wait(tcp::socket::wait_read, [self, generation](
                                                           const boost::system::error_code& ec) {
@@ -213,6 +217,54 @@ void RestUpstreamConnection::WatchIdle() {
   });
 }
 
+void RestUpstreamConnection::WatchIdleByRead() {
+  if (watch_read_pending_) return;  // an exchange ended before it read: the watch goes on
+  watch_read_pending_ = true;
+  // The read's completion must not keep the connection alive through the handler an exchange
+  // left in answer_read_ (which holds the connection): destroyed unrun (the io_context went
+  // away), it drops that handler.
+  struct Owner {
+    explicit Owner(std::shared_ptr<RestUpstreamConnection> c) : connection(std::move(c)) {}
+    Owner(Owner&&) = default;
+    Owner& operator=(Owner&&) = delete;
+    ~Owner() {
+      if (connection != nullptr) connection->answer_read_.Reset();
+    }
+    std::shared_ptr<RestUpstreamConnection> connection;
+  };
+  // Asio tries no read first while it knows the socket drained (the last answer's read took
+  // less than it asked for), and a read needs no epoll_ctl: the watch costs no system call.
+  stream_.socket().async_read_some(buffer_.prepare(ReadSize(buffer_)),
+                                   [owner = Owner(shared_from_this())](
+                                       const boost::system::error_code& ec, size_t bytes) mutable {
+                                     std::shared_ptr<RestUpstreamConnection> self =
+                                         std::move(owner.connection);
+                                     self->OnWatchRead(ec, bytes);
+                                   });
+}
+
+void RestUpstreamConnection::OnWatchRead(const boost::system::error_code& ec, size_t bytes) {
+  watch_read_pending_ = false;
+  buffer_.commit(bytes);
+  if (answer_read_) {
+    answer_read_(ec);  // the exchange's answer read took this one over
+    return;
+  }
+  if (events_ == nullptr || ec == boost::asio::error::operation_aborted) return;
+  if (in_exchange_) {
+    // The answer (or its start) came before the exchange read: it waits in buffer_, or the end
+    // of the stream is reported to the exchange's first read.
+    if (ec) watch_error_ = ec;
+    return;
+  }
+  // Readable while idle: the server closed the connection (its keep-alive timeout), reset it,
+  // or sent what nobody asked for. Either way it cannot carry a request any more.
+  Close(ec && ec != boost::asio::error::eof
+            ? absl::UnavailableError(absl::StrCat("REST connection to ", node_name_,
+                                                  " lost while idle: ", ec.message()))
+            : absl::OkStatus());
+}
+
 void RestUpstreamConnection::BeginExchange() {
   in_exchange_ = true;
   exchanges_++;
@@ -225,7 +277,9 @@ void RestUpstreamConnection::EndExchange(bool reusable, bool failed) {
   if (events_ == nullptr) return;
   // Decided before the pool hears of the free slot: OnStreamClosed may hand the connection to the
   // next waiting request at once.
-  if (!reusable || draining_ || !stream_.socket().is_open()) {
+  // watch_error_: the idle watch's read found the stream ended, and no read of this exchange
+  // took it.
+  if (!reusable || draining_ || !stream_.socket().is_open() || watch_error_) {
     // The slot goes with the connection (the pool forgets its streams on OnClosed). A drain after
     // a clean exchange is a gentle close.
     Close(failed

@@ -4,11 +4,17 @@
 //
 // A request (RestSession) that got the slot calls BeginExchange(), writes its request and reads
 // the answer on stream() / buffer() itself (Beast; on a cleartext connection, socket() directly
-// with fast_io), then EndExchange(reusable). Between
+// with fast_io's writes and reader() for the answer), then EndExchange(reusable). Between
 // exchanges the connection watches its socket: readable while idle means the server closed it
 // (Qdrant's keep-alive timeout) or sent bytes nobody asked for, and the connection goes (over
 // TLS, a record with no application data, such as a TLS 1.3 session ticket, is taken in and the
 // connection stays).
+//
+// The cleartext watch is a read into buffer(), left pending into the next exchange, whose answer
+// read (reader()) takes it over instead of starting its own: Asio starts a read without a system
+// call (no epoll_ctl, as an async_wait costs, and no recv that finds nothing while it knows the
+// socket drained), so an exchange costs its send and the one recv of the answer. Over TLS the
+// watch is an async_wait (TakeIdleInput), and the answer is read through stream().
 //
 // TLS (upstream.tls): the connection is up once the TLS handshake is done (ALPN http/1.1, or none
 // from a server that does not negotiate it; the certificate verified); a failed handshake is a
@@ -35,6 +41,8 @@
 #include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/node_pool.h"
 #include "daemon/pool/slot_pools.h"
+#include "daemon/rest/fast_io.h"
+#include "daemon/rest/inline_handler.h"
 #include "daemon/rest/upstream_stream.h"
 #include "daemon/tls/client_tls.h"
 #include "daemon/tls/context_store.h"
@@ -73,6 +81,24 @@ class RestUpstreamConnection : public pool::PoolConnection,
   // The TCP socket under stream(); for raw I/O only when cleartext().
   boost::asio::ip::tcp::socket& socket() { return stream_.socket(); }
   boost::beast::flat_buffer& buffer() { return buffer_; }
+
+  // fast_io's ReadUntil source for a cleartext connection's answer: reads into buffer(), taking
+  // over the idle watch's read when it is still pending. A cheap handle; the connection outlives
+  // its reads (the caller's handler holds it).
+  class AnswerReader {
+   public:
+    explicit AnswerReader(RestUpstreamConnection& connection) : connection_(&connection) {}
+    boost::beast::flat_buffer& buffer() const { return connection_->buffer_; }
+    template <class Handler>
+    void ReadSome(Handler&& handler) const {
+      connection_->ReadSome(std::forward<Handler>(handler));
+    }
+
+   private:
+    RestUpstreamConnection* connection_;
+  };
+  // Cleartext only, during an exchange.
+  AnswerReader reader() { return AnswerReader(*this); }
   // Exchanges begun on this connection, the current one included: above 1, the connection was
   // reused, and a close before any byte of the answer means the server closed it idle.
   uint64_t exchanges() const { return exchanges_; }
@@ -91,6 +117,13 @@ class RestUpstreamConnection : public pool::PoolConnection,
   void OnUp();
   void FailConnect(const absl::Status& reason);
   void WatchIdle();
+  // The cleartext idle watch: a read into buffer_ (WatchIdle's comment).
+  void WatchIdleByRead();
+  void OnWatchRead(const boost::system::error_code& ec, size_t bytes);
+  // AnswerReader::ReadSome: appends what arrives next to buffer_ and calls handler(ec) from the
+  // event loop.
+  template <class Handler>
+  void ReadSome(Handler&& handler);
   // Closes the socket and reports OnClosed(`reason`) (OnConnectFailed while still connecting).
   // `close_notify`: a gentle close of a TLS connection in a clean state (between exchanges): a
   // TLS close_notify goes out first (RestStream::CloseGracefully); the report is not delayed.
@@ -113,7 +146,32 @@ class RestUpstreamConnection : public pool::PoolConnection,
   bool draining_ = false;
   uint64_t exchanges_ = 0;
   uint64_t watch_generation_ = 0;  // a stale idle-watch completion sees another generation
+
+  // The cleartext watch's read into buffer_ is pending.
+  bool watch_read_pending_ = false;
+  // The exchange's answer read that took over the pending watch read: run by its completion.
+  // Sized for session.cc's ReadUntil handlers (a larger one does not compile).
+  InlineHandler<256> answer_read_;
+  // The watch read ended the stream (EOF, reset) during an exchange before the exchange read: the
+  // exchange's first read reports it.
+  boost::system::error_code watch_error_;
 };
+
+template <class Handler>
+void RestUpstreamConnection::ReadSome(Handler&& handler) {
+  if (watch_read_pending_) {
+    answer_read_.Emplace(std::forward<Handler>(handler));
+    return;
+  }
+  if (watch_error_) {
+    const boost::system::error_code ec = watch_error_;
+    watch_error_ = {};
+    boost::asio::post(stream_.get_executor(),
+                      [ec, handler = std::forward<Handler>(handler)]() mutable { handler(ec); });
+    return;
+  }
+  SocketReader(stream_.socket(), buffer_).ReadSome(std::forward<Handler>(handler));
+}
 
 // Makes RestUpstreamConnections to one node's REST endpoint for one worker's REST pool.
 // `tls`: the REST pools' TLS contexts (null, or a node without TLS: cleartext); `node_index`

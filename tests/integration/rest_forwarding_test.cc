@@ -941,6 +941,45 @@ TEST_F(RestRawUpstreamTest, ADeleteByFilterAvoidsAConnectionTheNodeClosedIdle) {
   EXPECT_FALSE(raw_->NextRequest(absl::Milliseconds(1)).has_value());  // sent once
 }
 
+// The node closes a keep-alive connection while it is idle (its keep-alive timeout): qpoold's
+// idle watch sees the close and the pool drops the connection at once, so the next request goes
+// out on a new connection the first time (no replay of a request lost on the closed one).
+void ExpectAnIdleCloseDropsTheConnection(RawHttpUpstream& raw, server::Proxy& proxy,
+                                         uint16_t port) {
+  Client client(port);
+  raw.Script({"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", ""});
+  ASSERT_TRUE(client.Send(Request("GET", "/collections")));
+  ASSERT_TRUE(client.Read().ok);
+  ASSERT_TRUE(WaitFor([&] { return raw.connections_closed() == 1; }, absl::Seconds(5)));
+  const std::string node = absl::StrCat("127.0.0.1:", raw.port());
+  auto open = [&] {
+    const std::vector<prometheus::MetricFamily> families =
+        metrics::BuildFamilies(proxy.Scrape(absl::Seconds(5)));
+    double total = 0;
+    for (const char* state : {"connecting", "ready", "busy", "draining"}) {
+      total +=
+          Sample(families, "qpool_rest_upstream_connections", {{"node", node}, {"state", state}});
+    }
+    return total;
+  };
+  EXPECT_TRUE(WaitFor([&] { return open() == 0; }, absl::Seconds(5)))
+      << "the pool kept the connection the node closed";
+  ASSERT_TRUE(client.Send(Request("GET", "/collections")));
+  const Reply reply = client.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.status, 200u) << reply.body;
+  EXPECT_EQ(raw.connections_accepted(), 2);
+  EXPECT_EQ(proxy.stats().transparent_retries, 0u);
+}
+
+TEST_F(RestRawUpstreamTest, AConnectionTheNodeClosedIdleLeavesThePoolAtOnce) {
+  ExpectAnIdleCloseDropsTheConnection(*raw_, *proxy_, port_);
+}
+
+TEST_F(RestRawTlsUpstreamTest, AConnectionTheNodeClosedIdleLeavesThePoolAtOnceOverTls) {
+  ExpectAnIdleCloseDropsTheConnection(*raw_, *proxy_, port_);
+}
+
 // The node's interim answer and its final one arrive in one read: the final head is parsed from
 // the connection's buffer without a read (fast_io inline), and taken up from the event loop; the
 // app gets the final answer once, and the connection goes on.
