@@ -183,7 +183,7 @@ void RestUpstreamConnection::FailConnect(const absl::Status& reason) {
 
 void RestUpstreamConnection::WatchIdle() {
   if (stream_.tls() == nullptr) {
-    WatchIdleByRead();
+    WatchCleartext();
     return;
   }
   const uint64_t generation = ++watch_generation_;
@@ -217,10 +217,10 @@ void RestUpstreamConnection::WatchIdle() {
   });
 }
 
-void RestUpstreamConnection::WatchIdleByRead() {
-  if (watch_read_pending_) return;  // an exchange ended before it read: the watch goes on
-  watch_read_pending_ = true;
-  // The read's completion must not keep the connection alive through the handler an exchange
+void RestUpstreamConnection::WatchCleartext() {
+  if (watch_pending_) return;  // an exchange ended before it read: the watch goes on
+  watch_pending_ = true;
+  // The wait's completion must not keep the connection alive through the handler an exchange
   // left in answer_read_ (which holds the connection): destroyed unrun (the io_context went
   // away), it drops that handler.
   struct Owner {
@@ -232,37 +232,37 @@ void RestUpstreamConnection::WatchIdleByRead() {
     }
     std::shared_ptr<RestUpstreamConnection> connection;
   };
-  // Asio tries no read first while it knows the socket drained (the last answer's read took
-  // less than it asked for), and a read needs no epoll_ctl: the watch costs no system call.
-  stream_.socket().async_read_some(buffer_.prepare(ReadSize(buffer_)),
-                                   [owner = Owner(shared_from_this())](
-                                       const boost::system::error_code& ec, size_t bytes) mutable {
-                                     std::shared_ptr<RestUpstreamConnection> self =
-                                         std::move(owner.connection);
-                                     self->OnWatchRead(ec, bytes);
-                                   });
+  stream_.socket().async_wait(
+      tcp::socket::wait_read,
+      [owner = Owner(shared_from_this())](const boost::system::error_code& ec) mutable {
+        std::shared_ptr<RestUpstreamConnection> self = std::move(owner.connection);
+        self->OnCleartextReadable(ec);
+      });
 }
 
-void RestUpstreamConnection::OnWatchRead(const boost::system::error_code& ec, size_t bytes) {
-  watch_read_pending_ = false;
-  buffer_.commit(bytes);
+void RestUpstreamConnection::OnCleartextReadable(boost::system::error_code ec) {
+  watch_pending_ = false;
   if (answer_read_) {
-    answer_read_(ec);  // the exchange's answer read took this one over
+    // The exchange's read took the wait over: the one recv of what arrived (the socket is
+    // non-blocking).
+    if (!ec && events_ != nullptr) {
+      const size_t bytes = stream_.socket().read_some(buffer_.prepare(ReadSize(buffer_)), ec);
+      buffer_.commit(bytes);
+      if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
+        WatchCleartext();  // readable with nothing to read after all: wait again
+        return;
+      }
+    }
+    answer_read_(ec);
     return;
   }
-  if (events_ == nullptr || ec == boost::asio::error::operation_aborted) return;
-  if (in_exchange_) {
-    // The answer (or its start) came before the exchange read: it waits in buffer_, or the end
-    // of the stream is reported to the exchange's first read.
-    if (ec) watch_error_ = ec;
-    return;
-  }
+  // Readable during an exchange that has not read yet: its read finds what came.
+  if (events_ == nullptr || ec == boost::asio::error::operation_aborted || in_exchange_) return;
   // Readable while idle: the server closed the connection (its keep-alive timeout), reset it,
   // or sent what nobody asked for. Either way it cannot carry a request any more.
-  Close(ec && ec != boost::asio::error::eof
-            ? absl::UnavailableError(absl::StrCat("REST connection to ", node_name_,
-                                                  " lost while idle: ", ec.message()))
-            : absl::OkStatus());
+  Close(ec ? absl::UnavailableError(absl::StrCat("REST connection to ", node_name_,
+                                                 " lost while idle: ", ec.message()))
+           : absl::OkStatus());
 }
 
 void RestUpstreamConnection::BeginExchange() {
@@ -277,9 +277,7 @@ void RestUpstreamConnection::EndExchange(bool reusable, bool failed) {
   if (events_ == nullptr) return;
   // Decided before the pool hears of the free slot: OnStreamClosed may hand the connection to the
   // next waiting request at once.
-  // watch_error_: the idle watch's read found the stream ended, and no read of this exchange
-  // took it.
-  if (!reusable || draining_ || !stream_.socket().is_open() || watch_error_) {
+  if (!reusable || draining_ || !stream_.socket().is_open()) {
     // The slot goes with the connection (the pool forgets its streams on OnClosed). A drain after
     // a clean exchange is a gentle close.
     Close(failed

@@ -10,11 +10,13 @@
 // TLS, a record with no application data, such as a TLS 1.3 session ticket, is taken in and the
 // connection stays).
 //
-// The cleartext watch is a read into buffer(), left pending into the next exchange, whose answer
-// read (reader()) takes it over instead of starting its own: Asio starts a read without a system
-// call (no epoll_ctl, as an async_wait costs, and no recv that finds nothing while it knows the
-// socket drained), so an exchange costs its send and the one recv of the answer. Over TLS the
-// watch is an async_wait (TakeIdleInput), and the answer is read through stream().
+// The cleartext watch is an async_wait left pending into the next exchange, whose first answer
+// read (reader()) takes it over instead of starting an Asio read of its own: when the socket
+// turns readable, one non-blocking recv into buffer() feeds the answer. An exchange then costs
+// its send, the wait's epoll_ctl and the one recv of the answer, with one Asio operation instead
+// of two (a read started on its own would first try a recv that finds nothing: Boost 1.74's
+// reactor marks a socket drained only after a read of 0 bytes). Over TLS the watch is the same
+// wait (TakeIdleInput when it fires idle), and the answer is read through stream().
 //
 // TLS (upstream.tls): the connection is up once the TLS handshake is done (ALPN http/1.1, or none
 // from a server that does not negotiate it; the certificate verified); a failed handshake is a
@@ -117,9 +119,9 @@ class RestUpstreamConnection : public pool::PoolConnection,
   void OnUp();
   void FailConnect(const absl::Status& reason);
   void WatchIdle();
-  // The cleartext idle watch: a read into buffer_ (WatchIdle's comment).
-  void WatchIdleByRead();
-  void OnWatchRead(const boost::system::error_code& ec, size_t bytes);
+  // The cleartext idle watch (the class comment): a wait that an exchange's read may take over.
+  void WatchCleartext();
+  void OnCleartextReadable(boost::system::error_code ec);
   // AnswerReader::ReadSome: appends what arrives next to buffer_ and calls handler(ec) from the
   // event loop.
   template <class Handler>
@@ -147,27 +149,18 @@ class RestUpstreamConnection : public pool::PoolConnection,
   uint64_t exchanges_ = 0;
   uint64_t watch_generation_ = 0;  // a stale idle-watch completion sees another generation
 
-  // The cleartext watch's read into buffer_ is pending.
-  bool watch_read_pending_ = false;
-  // The exchange's answer read that took over the pending watch read: run by its completion.
-  // Sized for session.cc's ReadUntil handlers (a larger one does not compile).
+  // The cleartext watch's wait is pending.
+  bool watch_pending_ = false;
+  // The exchange's answer read that took over the pending wait: its completion reads once into
+  // buffer_ and runs it. Sized for session.cc's ReadUntil handlers (a larger one does not
+  // compile).
   InlineHandler<256> answer_read_;
-  // The watch read ended the stream (EOF, reset) during an exchange before the exchange read: the
-  // exchange's first read reports it.
-  boost::system::error_code watch_error_;
 };
 
 template <class Handler>
 void RestUpstreamConnection::ReadSome(Handler&& handler) {
-  if (watch_read_pending_) {
+  if (watch_pending_) {
     answer_read_.Emplace(std::forward<Handler>(handler));
-    return;
-  }
-  if (watch_error_) {
-    const boost::system::error_code ec = watch_error_;
-    watch_error_ = {};
-    boost::asio::post(stream_.get_executor(),
-                      [ec, handler = std::forward<Handler>(handler)]() mutable { handler(ec); });
     return;
   }
   SocketReader(stream_.socket(), buffer_).ReadSome(std::forward<Handler>(handler));
