@@ -973,10 +973,16 @@ void ExpectAnIdleCloseDropsTheConnection(RawHttpUpstream& raw, server::Proxy& pr
 }
 
 TEST_F(RestRawUpstreamTest, AConnectionTheNodeClosedIdleLeavesThePoolAtOnce) {
+  // Only the idle watch may close it: qpoold's own idle close (rest.idle_timeout) comes later.
+  edit_ = [](config::Config& c) { c.rest.idle_timeout = absl::Minutes(1); };
+  SetUp();
   ExpectAnIdleCloseDropsTheConnection(*raw_, *proxy_, port_);
 }
 
 TEST_F(RestRawTlsUpstreamTest, AConnectionTheNodeClosedIdleLeavesThePoolAtOnceOverTls) {
+  // Only the idle watch may close it: qpoold's own idle close (rest.idle_timeout) comes later.
+  edit_ = [](config::Config& c) { c.rest.idle_timeout = absl::Minutes(1); };
+  SetUp();
   ExpectAnIdleCloseDropsTheConnection(*raw_, *proxy_, port_);
 }
 
