@@ -3,8 +3,9 @@
 // write goes out with one non-blocking send when the socket takes it (almost always: answers are
 // small), so a request costs its four system calls and no completion handler beyond the two
 // reads that must wait. Only when the socket would block does an Asio operation start. The reads
-// are async_read_some, whose speculative attempt Asio skips while the socket is known drained
-// (edge-triggered epoll), so waiting costs no epoll_ctl, as Asio's async_wait would.
+// are async_read_some through a Reader (SocketReader; an upstream connection's AnswerReader takes
+// over its idle watch): a read costs no epoll_ctl, as Asio's async_wait does, but Boost 1.74 tries
+// a recv first unless the last read returned 0 bytes.
 //
 //   ReadUntil(socket, buffer, parser, HeaderDone{}, [self](error_code ec, size_t) { ... });
 //   WriteAll(socket, serializer, [self](error_code ec, size_t) { ... });

@@ -245,7 +245,8 @@ void RestUpstreamConnection::OnCleartextReadable(boost::system::error_code ec) {
   if (answer_read_) {
     // The exchange's read took the wait over: the one recv of what arrived (the socket is
     // non-blocking).
-    if (!ec && events_ != nullptr) {
+    if (!ec && events_ == nullptr) ec = boost::asio::error::operation_aborted;  // closed
+    if (!ec) {
       const size_t bytes = stream_.socket().read_some(buffer_.prepare(ReadSize(buffer_)), ec);
       buffer_.commit(bytes);
       if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {

@@ -85,7 +85,7 @@ class RestUpstreamConnection : public pool::PoolConnection,
   boost::beast::flat_buffer& buffer() { return buffer_; }
 
   // fast_io's ReadUntil source for a cleartext connection's answer: reads into buffer(), taking
-  // over the idle watch's read when it is still pending. A cheap handle; the connection outlives
+  // over the idle watch's wait when it is still pending. A cheap handle; the connection outlives
   // its reads (the caller's handler holds it).
   class AnswerReader {
    public:
