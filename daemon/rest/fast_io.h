@@ -71,13 +71,15 @@ boost::system::error_code ParseBuffered(boost::beast::flat_buffer& buffer,
   return ec;
 }
 
-// ReadUntil's source of bytes on a socket: each ReadSome is one async_read_some into `buffer`
-// (ReadSize bytes asked), committed before the handler runs. A cheap handle, copied into the
-// pending handler; the socket and the buffer outlive the read.
-class SocketReader {
+// ReadUntil's source of bytes on a stream (a socket, or any AsyncReadStream whose handlers do not
+// run inline): each ReadSome is one async_read_some into `buffer` (ReadSize bytes asked),
+// committed before the handler runs. A cheap handle, copied into the pending handler; the stream
+// and the buffer outlive the read.
+template <class Stream>
+class StreamReader {
  public:
-  SocketReader(boost::asio::ip::tcp::socket& socket, boost::beast::flat_buffer& buffer)
-      : socket_(&socket), buffer_(&buffer) {}
+  StreamReader(Stream& stream, boost::beast::flat_buffer& buffer)
+      : stream_(&stream), buffer_(&buffer) {}
 
   boost::beast::flat_buffer& buffer() const { return *buffer_; }
 
@@ -85,7 +87,7 @@ class SocketReader {
   // peer closed). buffer() must have room (ReadSize above 0).
   template <class Handler>
   void ReadSome(Handler&& handler) const {
-    socket_->async_read_some(buffer_->prepare(ReadSize(*buffer_)),
+    stream_->async_read_some(buffer_->prepare(ReadSize(*buffer_)),
                              [buffer = buffer_, handler = std::forward<Handler>(handler)](
                                  boost::system::error_code ec, size_t bytes) mutable {
                                buffer->commit(bytes);
@@ -94,9 +96,10 @@ class SocketReader {
   }
 
  private:
-  boost::asio::ip::tcp::socket* socket_;
+  Stream* stream_;
   boost::beast::flat_buffer* buffer_;
 };
+using SocketReader = StreamReader<boost::asio::ip::tcp::socket>;
 
 // Parses until `done(parser)`, reading through `reader` into reader.buffer() as needed. A Reader
 // is a cheap handle (copied into pending handlers) with SocketReader's buffer() and ReadSome().

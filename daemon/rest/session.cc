@@ -856,9 +856,9 @@ void RestSession::RelayResponseChunk() {
     self->WriteResponseChunk();
   };
   if (!ex.upstream->cleartext()) {
-    // TLS: Beast reads through the connection's stream until the chunk is full (need_buffer) or
-    // the answer ends.
-    http::async_read(ex.upstream->stream(), ex.upstream->buffer(), parser, std::move(on_read));
+    // TLS: the same through the connection's stream, which decrypts: what arrived goes on.
+    ReadUntil(StreamReader<RestStream>(ex.upstream->stream(), ex.upstream->buffer()), parser,
+              got_some, std::move(on_read));
     return;
   }
   // Cleartext: the connection's reader (its idle watch's read, taken over, or a read of its own).

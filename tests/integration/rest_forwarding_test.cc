@@ -818,10 +818,12 @@ TEST_F(RestRawUpstreamTest, RequestTrailersFollowAStreamedBody) {
   ExpectStreamedRequestTrailersReachTheNode(300 * 1024);
 }
 
-TEST_F(RestRawUpstreamTest, AnswerTrailersReachTheAppWholeAndInParts) {
-  Client client(port_);
+// An answer's trailers reach the app, the answer read whole and in parts (each part forwarded
+// as it arrives, before the next is sent).
+void ExpectAnswerTrailersWholeAndInParts(RawHttpUpstream& upstream, uint16_t port) {
+  Client client(port);
   // The whole answer in one piece: read at once with the head.
-  raw_->Script(
+  upstream.Script(
       {"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
        "Trailer: X-Checksum\r\n\r\n2\r\n{}\r\n0\r\nX-Checksum: abc\r\n\r\n"});
   ASSERT_TRUE(client.Send(Request("GET", "/collections")));
@@ -831,13 +833,13 @@ TEST_F(RestRawUpstreamTest, AnswerTrailersReachTheAppWholeAndInParts) {
             "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Checksum: abc\r\n\r\n");
 
   // In three parts: the head and a chunk, another chunk, the last chunk with two trailers.
-  raw_->Script({"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
-                "4\r\ndefg\r\n", "0\r\nX-Sum: 7\r\nX-Sum: 8\r\n\r\n"});
+  upstream.Script({"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+                   "4\r\ndefg\r\n", "0\r\nX-Sum: 7\r\nX-Sum: 8\r\n\r\n"});
   ASSERT_TRUE(client.Send(Request("GET", "/collections")));
   raw = client.ReadRawUntil("3\r\nabc\r\n");
-  raw_->Release();
+  upstream.Release();
   raw += client.ReadRawUntil("4\r\ndefg\r\n");
-  raw_->Release();
+  upstream.Release();
   raw += client.ReadRawUntil("0\r\nX-Sum: 7\r\nX-Sum: 8\r\n\r\n");
   EXPECT_EQ(raw,
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n"
@@ -845,17 +847,22 @@ TEST_F(RestRawUpstreamTest, AnswerTrailersReachTheAppWholeAndInParts) {
 
   // No trailers, the last chunk alone: one last chunk reaches the app, nothing after it (the
   // next answer on the connection parses).
-  raw_->Script({"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", "0\r\n\r\n"});
+  upstream.Script(
+      {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", "0\r\n\r\n"});
   ASSERT_TRUE(client.Send(Request("GET", "/collections")));
   raw = client.ReadRawUntil("3\r\nabc\r\n");
-  raw_->Release();
+  upstream.Release();
   raw += client.ReadRawUntil("0\r\n\r\n");
   EXPECT_EQ(raw, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
   ASSERT_TRUE(client.Send(Request("GET", "/collections")));
   const Reply next = client.Read();
   ASSERT_TRUE(next.ok) << next.error;
   EXPECT_EQ(next.raw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
-  EXPECT_EQ(raw_->connections_accepted(), 1);
+  EXPECT_EQ(upstream.connections_accepted(), 1);
+}
+
+TEST_F(RestRawUpstreamTest, AnswerTrailersReachTheAppWholeAndInParts) {
+  ExpectAnswerTrailersWholeAndInParts(*raw_, port_);
 }
 
 TEST_F(RestRawUpstreamTest, AnHttp10AppGetsTheBodyWithoutTheTrailers) {
@@ -912,6 +919,11 @@ TEST_F(RestRawTlsUpstreamTest, TrailersGoBothWaysOverTls) {
   EXPECT_TRUE(absl::EndsWith(answer, "\r\n0\r\nX-Sum: 7\r\nX-Sum: 8\r\n\r\n")) << answer;
   EXPECT_EQ(BodyOfWhole<false>(answer), "abcdefg") << answer;
   EXPECT_EQ(raw_->connections_accepted(), 1);  // one TLS connection carried both
+}
+
+// Over TLS too: a part of a chunked answer reaches the app before the node sends the next.
+TEST_F(RestRawTlsUpstreamTest, AnswerTrailersReachTheAppWholeAndInPartsOverTls) {
+  ExpectAnswerTrailersWholeAndInParts(*raw_, port_);
 }
 
 TEST_F(RestRawTlsUpstreamTest, RequestTrailersFollowAStreamedBodyOverTls) {
