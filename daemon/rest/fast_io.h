@@ -3,8 +3,9 @@
 // write goes out with one non-blocking send when the socket takes it (almost always: answers are
 // small), so a request costs its four system calls and no completion handler beyond the two
 // reads that must wait. Only when the socket would block does an Asio operation start. The reads
-// are async_read_some, whose speculative attempt Asio skips while the socket is known drained
-// (edge-triggered epoll), so waiting costs no epoll_ctl, as Asio's async_wait would.
+// are async_read_some through a Reader (SocketReader; an upstream connection's AnswerReader takes
+// over its idle watch): a read costs no epoll_ctl, as Asio's async_wait does, but Boost 1.74 tries
+// a recv first unless the last read returned 0 bytes.
 //
 //   ReadUntil(socket, buffer, parser, HeaderDone{}, [self](error_code ec, size_t) { ... });
 //   WriteAll(socket, serializer, [self](error_code ec, size_t) { ... });
@@ -70,43 +71,78 @@ boost::system::error_code ParseBuffered(boost::beast::flat_buffer& buffer,
   return ec;
 }
 
-// Parses until `done(parser)`, reading from `socket` into `buffer` as needed (ReadSize). Calls
-// handler(ec, 0) once (Beast's handler signature; the count is not kept).
-template <bool kIsRequest, class Done, class Handler>
-void ReadUntil(boost::asio::ip::tcp::socket& socket, boost::beast::flat_buffer& buffer,
-               boost::beast::http::basic_parser<kIsRequest>& parser, Done done, Handler&& handler) {
+// ReadUntil's source of bytes on a stream (a socket, or any AsyncReadStream whose handlers do not
+// run inline): each ReadSome is one async_read_some into `buffer` (ReadSize bytes asked),
+// committed before the handler runs. A cheap handle, copied into the pending handler; the stream
+// and the buffer outlive the read.
+template <class Stream>
+class StreamReader {
+ public:
+  StreamReader(Stream& stream, boost::beast::flat_buffer& buffer)
+      : stream_(&stream), buffer_(&buffer) {}
+
+  boost::beast::flat_buffer& buffer() const { return *buffer_; }
+
+  // Appends what arrives next to buffer() and calls handler(ec) from the event loop (eof: the
+  // peer closed). buffer() must have room (ReadSize above 0).
+  template <class Handler>
+  void ReadSome(Handler&& handler) const {
+    stream_->async_read_some(buffer_->prepare(ReadSize(*buffer_)),
+                             [buffer = buffer_, handler = std::forward<Handler>(handler)](
+                                 boost::system::error_code ec, size_t bytes) mutable {
+                               buffer->commit(bytes);
+                               handler(ec);
+                             });
+  }
+
+ private:
+  Stream* stream_;
+  boost::beast::flat_buffer* buffer_;
+};
+using SocketReader = StreamReader<boost::asio::ip::tcp::socket>;
+
+// Parses until `done(parser)`, reading through `reader` into reader.buffer() as needed. A Reader
+// is a cheap handle (copied into pending handlers) with SocketReader's buffer() and ReadSome().
+// Calls handler(ec, 0) once (Beast's handler signature; the count is not kept).
+template <class Reader, bool kIsRequest, class Done, class Handler>
+void ReadUntil(Reader reader, boost::beast::http::basic_parser<kIsRequest>& parser, Done done,
+               Handler&& handler) {
   namespace http = boost::beast::http;
+  boost::beast::flat_buffer& buffer = reader.buffer();
   boost::system::error_code ec = ParseBuffered(buffer, parser, done);
   if (ec != http::error::need_more) {
     handler(ec, size_t{0});
     return;
   }
-  const size_t size = ReadSize(buffer);
-  if (size == 0) {
+  if (ReadSize(buffer) == 0) {
     handler(http::error::buffer_overflow, size_t{0});
     return;
   }
-  socket.async_read_some(
-      buffer.prepare(size),
-      [&socket, &buffer, &parser, done, handler = std::forward<Handler>(handler)](
-          boost::system::error_code ec, size_t bytes) mutable {
-        buffer.commit(bytes);
-        if (ec == boost::asio::error::eof) {
-          if (!parser.got_some()) {
-            handler(http::error::end_of_stream, size_t{0});
-            return;
-          }
-          ec = {};
-          parser.put_eof(ec);  // a body delimited by the close ends here; anything else is partial
-          handler(ec, size_t{0});
-          return;
-        }
-        if (ec) {
-          handler(ec, size_t{0});
-          return;
-        }
-        ReadUntil(socket, buffer, parser, done, std::move(handler));
-      });
+  reader.ReadSome([reader, &parser, done,
+                   handler = std::forward<Handler>(handler)](boost::system::error_code ec) mutable {
+    if (ec == boost::asio::error::eof) {
+      if (!parser.got_some()) {
+        handler(http::error::end_of_stream, size_t{0});
+        return;
+      }
+      ec = {};
+      parser.put_eof(ec);  // a body delimited by the close ends here; anything else is partial
+      handler(ec, size_t{0});
+      return;
+    }
+    if (ec) {
+      handler(ec, size_t{0});
+      return;
+    }
+    ReadUntil(reader, parser, done, std::move(handler));
+  });
+}
+
+// ReadUntil reading `socket` into `buffer` (SocketReader).
+template <bool kIsRequest, class Done, class Handler>
+void ReadUntil(boost::asio::ip::tcp::socket& socket, boost::beast::flat_buffer& buffer,
+               boost::beast::http::basic_parser<kIsRequest>& parser, Done done, Handler&& handler) {
+  ReadUntil(SocketReader(socket, buffer), parser, std::move(done), std::forward<Handler>(handler));
 }
 
 // Writes what `serializer` has: non-blocking sends while the socket takes them, then

@@ -697,7 +697,7 @@ void RestSession::ReadResponseHeader(Exchange& ex) {
   // one, or bytes a server sent unasked) is taken up from the event loop: this may run inside the
   // attempt controller's StartAttempt, which the answer must not re-enter.
   head_read_inline_ = true;
-  ReadUntil(ex.upstream->socket(), ex.upstream->buffer(), *io.response, HeaderDone{},
+  ReadUntil(ex.upstream->reader(), *io.response, HeaderDone{},
             [self, on_header = std::move(on_header)](const error_code& ec, size_t) mutable {
               if (self->head_read_inline_) {
                 boost::asio::post(self->worker_.io(), [on_header = std::move(on_header),
@@ -856,12 +856,13 @@ void RestSession::RelayResponseChunk() {
     self->WriteResponseChunk();
   };
   if (!ex.upstream->cleartext()) {
-    // TLS: Beast reads through the connection's stream until the chunk is full (need_buffer) or
-    // the answer ends.
-    http::async_read(ex.upstream->stream(), ex.upstream->buffer(), parser, std::move(on_read));
+    // TLS: the same through the connection's stream, which decrypts: what arrived goes on.
+    ReadUntil(StreamReader<RestStream>(ex.upstream->stream(), ex.upstream->buffer()), parser,
+              got_some, std::move(on_read));
     return;
   }
-  ReadUntil(ex.upstream->socket(), ex.upstream->buffer(), parser, got_some, std::move(on_read));
+  // Cleartext: the connection's reader (its idle watch's read, taken over, or a read of its own).
+  ReadUntil(ex.upstream->reader(), parser, got_some, std::move(on_read));
 }
 
 void RestSession::WriteResponseChunk() {

@@ -182,9 +182,13 @@ void RestUpstreamConnection::FailConnect(const absl::Status& reason) {
 }
 
 void RestUpstreamConnection::WatchIdle() {
+  if (stream_.tls() == nullptr) {
+    WatchCleartext();
+    return;
+  }
   const uint64_t generation = ++watch_generation_;
   auto self = shared_from_this();
-  // Left pending through the next exchange (BeginExchange only changes the generation): the
+  // TLS: left pending through the next exchange (BeginExchange only changes the generation): the
   // answer's read then queues behind it and Asio tries no read before the answer is there.
   stream_.socket().async_wait(tcp::socket::wait_read, [self, generation](
                                                           const boost::system::error_code& ec) {
@@ -211,6 +215,55 @@ void RestUpstreamConnection::WatchIdle() {
                                                          " lost while idle: ", ec.message()))
                    : absl::OkStatus());
   });
+}
+
+void RestUpstreamConnection::WatchCleartext() {
+  if (watch_pending_) return;  // an exchange ended before it read: the watch goes on
+  watch_pending_ = true;
+  // The wait's completion must not keep the connection alive through the handler an exchange
+  // left in answer_read_ (which holds the connection): destroyed unrun (the io_context went
+  // away), it drops that handler.
+  struct Owner {
+    explicit Owner(std::shared_ptr<RestUpstreamConnection> c) : connection(std::move(c)) {}
+    Owner(Owner&&) = default;
+    Owner& operator=(Owner&&) = delete;
+    ~Owner() {
+      if (connection != nullptr) connection->answer_read_.Reset();
+    }
+    std::shared_ptr<RestUpstreamConnection> connection;
+  };
+  stream_.socket().async_wait(
+      tcp::socket::wait_read,
+      [owner = Owner(shared_from_this())](const boost::system::error_code& ec) mutable {
+        std::shared_ptr<RestUpstreamConnection> self = std::move(owner.connection);
+        self->OnCleartextReadable(ec);
+      });
+}
+
+void RestUpstreamConnection::OnCleartextReadable(boost::system::error_code ec) {
+  watch_pending_ = false;
+  if (answer_read_) {
+    // The exchange's read took the wait over: the one recv of what arrived (the socket is
+    // non-blocking).
+    if (!ec && events_ == nullptr) ec = boost::asio::error::operation_aborted;  // closed
+    if (!ec) {
+      const size_t bytes = stream_.socket().read_some(buffer_.prepare(ReadSize(buffer_)), ec);
+      buffer_.commit(bytes);
+      if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
+        WatchCleartext();  // readable with nothing to read after all: wait again
+        return;
+      }
+    }
+    answer_read_(ec);
+    return;
+  }
+  // Readable during an exchange that has not read yet: its read finds what came.
+  if (events_ == nullptr || ec == boost::asio::error::operation_aborted || in_exchange_) return;
+  // Readable while idle: the server closed the connection (its keep-alive timeout), reset it,
+  // or sent what nobody asked for. Either way it cannot carry a request any more.
+  Close(ec ? absl::UnavailableError(absl::StrCat("REST connection to ", node_name_,
+                                                 " lost while idle: ", ec.message()))
+           : absl::OkStatus());
 }
 
 void RestUpstreamConnection::BeginExchange() {

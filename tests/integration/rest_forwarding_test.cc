@@ -818,10 +818,12 @@ TEST_F(RestRawUpstreamTest, RequestTrailersFollowAStreamedBody) {
   ExpectStreamedRequestTrailersReachTheNode(300 * 1024);
 }
 
-TEST_F(RestRawUpstreamTest, AnswerTrailersReachTheAppWholeAndInParts) {
-  Client client(port_);
+// An answer's trailers reach the app, the answer read whole and in parts (each part forwarded
+// as it arrives, before the next is sent).
+void ExpectAnswerTrailersWholeAndInParts(RawHttpUpstream& upstream, uint16_t port) {
+  Client client(port);
   // The whole answer in one piece: read at once with the head.
-  raw_->Script(
+  upstream.Script(
       {"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
        "Trailer: X-Checksum\r\n\r\n2\r\n{}\r\n0\r\nX-Checksum: abc\r\n\r\n"});
   ASSERT_TRUE(client.Send(Request("GET", "/collections")));
@@ -831,13 +833,13 @@ TEST_F(RestRawUpstreamTest, AnswerTrailersReachTheAppWholeAndInParts) {
             "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Checksum: abc\r\n\r\n");
 
   // In three parts: the head and a chunk, another chunk, the last chunk with two trailers.
-  raw_->Script({"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
-                "4\r\ndefg\r\n", "0\r\nX-Sum: 7\r\nX-Sum: 8\r\n\r\n"});
+  upstream.Script({"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+                   "4\r\ndefg\r\n", "0\r\nX-Sum: 7\r\nX-Sum: 8\r\n\r\n"});
   ASSERT_TRUE(client.Send(Request("GET", "/collections")));
   raw = client.ReadRawUntil("3\r\nabc\r\n");
-  raw_->Release();
+  upstream.Release();
   raw += client.ReadRawUntil("4\r\ndefg\r\n");
-  raw_->Release();
+  upstream.Release();
   raw += client.ReadRawUntil("0\r\nX-Sum: 7\r\nX-Sum: 8\r\n\r\n");
   EXPECT_EQ(raw,
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n"
@@ -845,17 +847,22 @@ TEST_F(RestRawUpstreamTest, AnswerTrailersReachTheAppWholeAndInParts) {
 
   // No trailers, the last chunk alone: one last chunk reaches the app, nothing after it (the
   // next answer on the connection parses).
-  raw_->Script({"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", "0\r\n\r\n"});
+  upstream.Script(
+      {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", "0\r\n\r\n"});
   ASSERT_TRUE(client.Send(Request("GET", "/collections")));
   raw = client.ReadRawUntil("3\r\nabc\r\n");
-  raw_->Release();
+  upstream.Release();
   raw += client.ReadRawUntil("0\r\n\r\n");
   EXPECT_EQ(raw, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
   ASSERT_TRUE(client.Send(Request("GET", "/collections")));
   const Reply next = client.Read();
   ASSERT_TRUE(next.ok) << next.error;
   EXPECT_EQ(next.raw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
-  EXPECT_EQ(raw_->connections_accepted(), 1);
+  EXPECT_EQ(upstream.connections_accepted(), 1);
+}
+
+TEST_F(RestRawUpstreamTest, AnswerTrailersReachTheAppWholeAndInParts) {
+  ExpectAnswerTrailersWholeAndInParts(*raw_, port_);
 }
 
 TEST_F(RestRawUpstreamTest, AnHttp10AppGetsTheBodyWithoutTheTrailers) {
@@ -914,6 +921,11 @@ TEST_F(RestRawTlsUpstreamTest, TrailersGoBothWaysOverTls) {
   EXPECT_EQ(raw_->connections_accepted(), 1);  // one TLS connection carried both
 }
 
+// Over TLS too: a part of a chunked answer reaches the app before the node sends the next.
+TEST_F(RestRawTlsUpstreamTest, AnswerTrailersReachTheAppWholeAndInPartsOverTls) {
+  ExpectAnswerTrailersWholeAndInParts(*raw_, port_);
+}
+
 TEST_F(RestRawTlsUpstreamTest, RequestTrailersFollowAStreamedBodyOverTls) {
   ExpectStreamedRequestTrailersReachTheNode(100 * 1024);
 }
@@ -939,6 +951,51 @@ TEST_F(RestRawUpstreamTest, ADeleteByFilterAvoidsAConnectionTheNodeClosedIdle) {
   EXPECT_TRUE(absl::EndsWith(*raw, filter));
   EXPECT_EQ(raw_->connections_accepted(), 2);
   EXPECT_FALSE(raw_->NextRequest(absl::Milliseconds(1)).has_value());  // sent once
+}
+
+// The node closes a keep-alive connection while it is idle (its keep-alive timeout): qpoold's
+// idle watch sees the close and the pool drops the connection at once, so the next request goes
+// out on a new connection the first time (no replay of a request lost on the closed one).
+void ExpectAnIdleCloseDropsTheConnection(RawHttpUpstream& raw, server::Proxy& proxy,
+                                         uint16_t port) {
+  Client client(port);
+  raw.Script({"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", ""});
+  ASSERT_TRUE(client.Send(Request("GET", "/collections")));
+  ASSERT_TRUE(client.Read().ok);
+  ASSERT_TRUE(WaitFor([&] { return raw.connections_closed() == 1; }, absl::Seconds(5)));
+  const std::string node = absl::StrCat("127.0.0.1:", raw.port());
+  auto open = [&] {
+    const std::vector<prometheus::MetricFamily> families =
+        metrics::BuildFamilies(proxy.Scrape(absl::Seconds(5)));
+    double total = 0;
+    for (const char* state : {"connecting", "ready", "busy", "draining"}) {
+      total +=
+          Sample(families, "qpool_rest_upstream_connections", {{"node", node}, {"state", state}});
+    }
+    return total;
+  };
+  EXPECT_TRUE(WaitFor([&] { return open() == 0; }, absl::Seconds(5)))
+      << "the pool kept the connection the node closed";
+  ASSERT_TRUE(client.Send(Request("GET", "/collections")));
+  const Reply reply = client.Read();
+  ASSERT_TRUE(reply.ok) << reply.error;
+  EXPECT_EQ(reply.status, 200u) << reply.body;
+  EXPECT_EQ(raw.connections_accepted(), 2);
+  EXPECT_EQ(proxy.stats().transparent_retries, 0u);
+}
+
+TEST_F(RestRawUpstreamTest, AConnectionTheNodeClosedIdleLeavesThePoolAtOnce) {
+  // Only the idle watch may close it: qpoold's own idle close (rest.idle_timeout) comes later.
+  edit_ = [](config::Config& c) { c.rest.idle_timeout = absl::Minutes(1); };
+  SetUp();
+  ExpectAnIdleCloseDropsTheConnection(*raw_, *proxy_, port_);
+}
+
+TEST_F(RestRawTlsUpstreamTest, AConnectionTheNodeClosedIdleLeavesThePoolAtOnceOverTls) {
+  // Only the idle watch may close it: qpoold's own idle close (rest.idle_timeout) comes later.
+  edit_ = [](config::Config& c) { c.rest.idle_timeout = absl::Minutes(1); };
+  SetUp();
+  ExpectAnIdleCloseDropsTheConnection(*raw_, *proxy_, port_);
 }
 
 // The node's interim answer and its final one arrive in one read: the final head is parsed from

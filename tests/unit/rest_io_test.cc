@@ -19,8 +19,10 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "daemon/rest/fast_io.h"
+#include "daemon/rest/inline_handler.h"
 #include "daemon/rest/lazy_timer.h"
 
 namespace qpool::rest {
@@ -366,6 +368,43 @@ TEST(FastIoTest, ReadUntilReportsEndOfStreamBeforeAnyByte) {
   io.run_for(5s);
   ASSERT_TRUE(done);
   EXPECT_EQ(got, http::error::end_of_stream);
+}
+
+TEST(InlineHandlerTest, RunsOnceAndMayHoldTheNextFromInside) {
+  InlineHandler<64> pending;
+  EXPECT_FALSE(pending);
+  std::vector<int> runs;
+  auto held = std::make_shared<int>(1);
+  pending.Emplace([&, held](boost::system::error_code ec) {
+    runs.push_back(ec ? 1 : 0);
+    pending.Emplace([&](boost::system::error_code) { runs.push_back(2); });
+  });
+  EXPECT_TRUE(pending);
+  EXPECT_EQ(held.use_count(), 2);
+  pending(boost::asio::error::eof);
+  EXPECT_EQ(runs, (std::vector<int>{1}));
+  EXPECT_EQ(held.use_count(), 1);  // the first handler is gone once it ran
+  EXPECT_TRUE(pending);            // the one it left
+  pending({});
+  pending({});  // empty: nothing
+  EXPECT_EQ(runs, (std::vector<int>{1, 2}));
+  EXPECT_FALSE(pending);
+}
+
+TEST(InlineHandlerTest, ResetAndDestructionDropTheHandlerUnrun) {
+  auto held = std::make_shared<int>(1);
+  bool ran = false;
+  {
+    InlineHandler<64> pending;
+    pending.Emplace([&ran, held](boost::system::error_code) { ran = true; });
+    pending.Reset();
+    EXPECT_FALSE(pending);
+    EXPECT_EQ(held.use_count(), 1);
+    pending.Emplace([&ran, held](boost::system::error_code) { ran = true; });
+    EXPECT_EQ(held.use_count(), 2);
+  }
+  EXPECT_EQ(held.use_count(), 1);
+  EXPECT_FALSE(ran);
 }
 
 }  // namespace
