@@ -193,9 +193,18 @@ void* SessionMalloc(size_t size, void* user) {
   NoteBlock(static_cast<SessionPages*>(user), ptr, size);
   return ptr;
 }
+void* SessionCalloc(size_t count, size_t size, void* user) {
+  void* ptr = SmallCalloc(count, size);
+  auto* pages = static_cast<SessionPages*>(user);
+  if (count * size == SessionPages::kStreamMapBytes && pages->stream_map == nullptr) {
+    pages->stream_map = ptr;
+  }
+  return ptr;
+}
 void SessionFree(void* ptr, void* user) {
   auto* pages = static_cast<SessionPages*>(user);
   if (ptr != nullptr && ptr == pages->frame_buffer) pages->frame_buffer = nullptr;
+  if (ptr != nullptr && ptr == pages->stream_map) pages->stream_map = nullptr;
   SmallFree(ptr);
 }
 void* SessionRealloc(void* ptr, size_t size, void* user) {
@@ -205,6 +214,8 @@ void* SessionRealloc(void* ptr, size_t size, void* user) {
     NoteBlock(pages, grown, size);  // nghttp2's buffers start as a realloc of null
   } else if (ptr == pages->frame_buffer) {
     pages->frame_buffer = grown;
+  } else if (ptr == pages->stream_map) {
+    pages->stream_map = grown;
   }
   return grown;
 }
@@ -275,11 +286,20 @@ size_t PageBlockBytes(const void* ptr) {
 }
 
 nghttp2_mem Nghttp2SessionAlloc(SessionPages* pages) {
-  return nghttp2_mem{pages, &SessionMalloc, &SessionFree, &Nghttp2Calloc, &SessionRealloc};
+  return nghttp2_mem{pages, &SessionMalloc, &SessionFree, &SessionCalloc, &SessionRealloc};
 }
 
 void ReleaseIdlePages(const SessionPages& pages) {
   if (IsPageBlock(pages.frame_buffer)) PageBlocks::Get().Release(pages.frame_buffer);
+  if (IsPageBlock(pages.stream_map)) {
+    // Read as words: a page never written reads from the kernel's zero page and stays free.
+    const auto* words = static_cast<const uint64_t*>(pages.stream_map);
+    uint64_t any = 0;
+    for (size_t i = 0; i < PageBlocks::Get().BytesOf(pages.stream_map) / sizeof(uint64_t); ++i) {
+      any |= words[i];
+    }
+    if (any == 0) PageBlocks::Get().Release(pages.stream_map);
+  }
 }
 
 }  // namespace qpool::server

@@ -39,10 +39,14 @@ size_t PageBlockBytes(const void* ptr);
 
 // What one nghttp2 session keeps that can be handed back while it is idle: its frame buffer (the
 // first block of kFrameBufferMinBytes or more it allocates: nghttp2 keeps that one chunk of its
-// outbound buffer for the session's lifetime and writes every frame there).
+// outbound buffer for the session's lifetime and writes every frame there), and its stream map
+// (the first block of kStreamMapBytes it callocs), which reads as zeros again once its streams
+// are gone.
 struct SessionPages {
   static constexpr size_t kFrameBufferMinBytes = 16384;
+  static constexpr size_t kStreamMapBytes = 4096;
   void* frame_buffer = nullptr;
+  void* stream_map = nullptr;
 };
 
 // Like Nghttp2SmallAlloc(), and also remembers the session's frame buffer in `pages` (which must
@@ -52,7 +56,8 @@ nghttp2_mem Nghttp2SessionAlloc(SessionPages* pages);
 // Hands the pages of the session's frame buffer back to the kernel (they read as zeros when next
 // touched). Only while nghttp2 holds nothing in it: no frame queued or half sent
 // (nghttp2_session_want_write() is 0 and what nghttp2_session_mem_send() returned was copied out).
-// A no-op when the frame buffer is not a page block.
+// The stream map's page goes back too when it holds only zeros (then nothing changes for
+// nghttp2: it reads the same zeros). A no-op for blocks that are not page blocks.
 void ReleaseIdlePages(const SessionPages& pages);
 
 }  // namespace qpool::server

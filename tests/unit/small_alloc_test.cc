@@ -15,6 +15,7 @@
 #include <map>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -308,10 +309,37 @@ TEST(SmallAllocTest, AnIdleHandshakedServerSessionHoldsAtMostTheBound) {
   ASSERT_EQ(n, 17);
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(out) + 9, 8), "pingpong");
   EXPECT_EQ(out[4], 1);  // ACK
+
+  // After a call, the stream map reads as zeros again and its page goes back too.
+  std::string block;
+  for (const auto& [name, value] : {std::pair<std::string, std::string>{":method", "POST"},
+                                    {":scheme", "http"},
+                                    {":path", "/qdrant.Qdrant/HealthCheck"},
+                                    {":authority", "q"}}) {
+    block += '\0';  // a literal field without indexing, lengths under 127
+    block += static_cast<char>(name.size()) + name + static_cast<char>(value.size()) + value;
+  }
+  const std::string headers =
+      std::string{0, 0, static_cast<char>(block.size()), 1, 5, 0, 0, 0, 1} + block;
+  ASSERT_EQ(nghttp2_session_mem_recv(session, reinterpret_cast<const uint8_t*>(headers.data()),
+                                     headers.size()),
+            static_cast<ssize_t>(headers.size()));
+  const nghttp2_nv status = {const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>(":status")),
+                             const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>("200")), 7, 3,
+                             NGHTTP2_NV_FLAG_NONE};
+  ASSERT_EQ(nghttp2_submit_response(session, 1, &status, 1, nullptr), 0);
+  ASSERT_NE(pages.stream_map, nullptr);
+  EXPECT_GT(RegionRss(probe), region_before);  // the stream was in the map
+  SendAll(session);
+  ASSERT_EQ(nghttp2_session_find_stream(session, 1), nullptr);  // closed
+  ASSERT_EQ(nghttp2_session_want_write(session), 0);
+  ReleaseIdlePages(pages);
+  EXPECT_EQ(RegionRss(probe), region_before) << "a page block stayed resident after a call";
   nghttp2_session_del(session);
   nghttp2_session_callbacks_del(callbacks);
   EXPECT_TRUE(counting.live.empty());
   EXPECT_EQ(pages.frame_buffer, nullptr);
+  EXPECT_EQ(pages.stream_map, nullptr);
 }
 
 }  // namespace
