@@ -49,8 +49,9 @@ struct SessionPages {
   void* stream_map = nullptr;
 };
 
-// Like Nghttp2SmallAlloc(), and also remembers the session's frame buffer in `pages` (which must
-// outlive the session). nghttp2 copies the struct: pass its address to nghttp2_session_*_new3.
+// Like Nghttp2SmallAlloc(), and also remembers the session's frame buffer and stream map in
+// `pages` (which must outlive the session). nghttp2 copies the struct: pass its address to
+// nghttp2_session_*_new3.
 nghttp2_mem Nghttp2SessionAlloc(SessionPages* pages);
 
 // Hands the pages of the session's frame buffer back to the kernel (they read as zeros when next
