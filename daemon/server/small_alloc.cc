@@ -135,11 +135,19 @@ class PageBlocks {
       kClasses[kNumClasses - 1].offset + kClasses[kNumClasses - 1].span;
 
   PageBlocks() {
-    // Address space only (MAP_NORESERVE): pages become resident as they are written.
+    // Address space only (MAP_NORESERVE): pages become resident as they are written. A
+    // PROT_NONE page on each side keeps the range a mapping of its own (/proc/PID/smaps shows
+    // its RSS apart; no neighbour merges into it).
     if (sysconf(_SC_PAGESIZE) != static_cast<long>(kPage)) return;
-    void* base = mmap(nullptr, kTotal, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (base != MAP_FAILED) base_ = static_cast<char*>(base);
+    void* reserved = mmap(nullptr, kTotal + 2 * kPage, PROT_NONE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (reserved == MAP_FAILED) return;
+    char* base = static_cast<char*>(reserved) + kPage;
+    if (mprotect(base, kTotal, PROT_READ | PROT_WRITE) != 0) {
+      munmap(reserved, kTotal + 2 * kPage);
+      return;
+    }
+    base_ = base;
   }
 
   static int ClassFor(size_t size) {
