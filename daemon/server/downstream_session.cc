@@ -50,8 +50,8 @@ bool DownstreamSession::CreateSession() {
   // ENHANCE_YOUR_CALM); nghttp2's (Debian's 1.52 carries the 1.57 one) stays as a backstop above.
   nghttp2_option_set_stream_reset_rate_limit(option, 2 * kResetBudget.burst,
                                              2 * kResetBudget.per_second);
-  const int rv =
-      nghttp2_session_server_new3(&session_, Callbacks(), this, option, Nghttp2SmallAlloc());
+  nghttp2_mem allocator = session_allocator();
+  const int rv = nghttp2_session_server_new3(&session_, Callbacks(), this, option, &allocator);
   nghttp2_option_del(option);
   if (rv != 0) {
     CloseTransport(absl::InternalError(nghttp2_strerror(rv)));
@@ -216,7 +216,7 @@ void DownstreamSession::DetachCall(Call& call) {
 }
 
 void DownstreamSession::TrimIdle() {
-  if (calls_.empty()) TrimWriteBuffer();
+  if (calls_.empty()) TrimIdleMemory();
 }
 
 DownstreamSession::TimeoutAction DownstreamSession::CheckTimeouts(MonoTime now) {

@@ -79,7 +79,8 @@ class DownstreamSession : public H2Transport {
   TimeoutAction CheckTimeouts(MonoTime now);
   // Carries out what CheckTimeouts() returned: closes the connection, and counts it.
   void OnTimeout(TimeoutAction action);
-  // The connection has nothing in flight: its write buffer's memory goes back to the allocator.
+  // The connection has nothing in flight: its write buffer's memory goes back to the allocator,
+  // and nghttp2's frame buffer's pages to the kernel (H2Transport::TrimIdleMemory).
   void TrimIdle();
   bool has_calls() const { return !calls_.empty(); }
   // Resets (on both sides, counted) the streams that waited on the app with no progress for

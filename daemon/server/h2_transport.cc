@@ -177,6 +177,7 @@ void H2Transport::Flush() {
       }
       if (n == 0) break;
       out_.insert(out_.end(), data, data + n);
+      frames_written_ = true;
     }
     if (tls_ != nullptr) {
       // The gathered frames become TLS records (with whatever the engine has to say itself).
@@ -260,8 +261,13 @@ void H2Transport::FlushAndClose(const absl::Status& reason) {
   CloseTransport(reason);
 }
 
-void H2Transport::TrimWriteBuffer() {
-  if (out_offset_ == out_.size() && out_.capacity() > 0) std::vector<uint8_t>().swap(out_);
+void H2Transport::TrimIdleMemory() {
+  if (Pending() != 0) return;
+  if (out_.capacity() > 0) std::vector<uint8_t>().swap(out_);
+  if (frames_written_ && session_ != nullptr && !nghttp2_session_want_write(session_)) {
+    ReleaseIdlePages(session_pages_);
+    frames_written_ = false;
+  }
 }
 
 void H2Transport::CloseTransport(const absl::Status& reason) {

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "daemon/server/small_alloc.h"
 
 namespace qpool::tls {
 class TlsEngine;
@@ -82,8 +83,13 @@ class H2Transport : public std::enable_shared_from_this<H2Transport> {
   // stops at once (return NGHTTP2_ERR_CALLBACK_FAILURE from the callback) and the rest happens
   // when nghttp2 has returned.
   void FlushAndClose(const absl::Status& reason);
-  // Frees the write buffer when nothing waits in it (an idle connection owns no buffer).
-  void TrimWriteBuffer();
+  // An idle connection's memory goes back: the write buffer is freed when nothing waits in it,
+  // and the pages of nghttp2's frame buffer and empty stream map (when the session was created
+  // with session_allocator() and wrote frames since the last trim) are handed back to the
+  // kernel when nghttp2 has nothing queued either (small_alloc.h, ReleaseIdlePages).
+  void TrimIdleMemory();
+  // An allocator for nghttp2_session_*_new3 that lets TrimIdleMemory() find those blocks.
+  nghttp2_mem session_allocator() { return Nghttp2SessionAlloc(&session_pages_); }
 
   // nghttp2 options both sides share: no automatic WINDOW_UPDATE, since calls acknowledge bytes as
   // they pass them on. The caller deletes the option after creating its session.
@@ -132,6 +138,9 @@ class H2Transport : public std::enable_shared_from_this<H2Transport> {
   std::vector<uint8_t> tls_out_;         // TLS records waiting for the socket
   size_t tls_out_offset_ = 0;
   bool tls_handshaking_ = false;
+  // session_allocator()'s; outlives session_ (the destructor's body deletes it).
+  SessionPages session_pages_;
+  bool frames_written_ = false;  // nghttp2 wrote frames since the last TrimIdleMemory()
   bool flush_posted_ = false;
   bool in_read_ = false;  // inside nghttp2_session_mem_recv: a Flush() follows
   bool waiting_writable_ = false;

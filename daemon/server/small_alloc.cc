@@ -1,9 +1,17 @@
 #include "daemon/server/small_alloc.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <new>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 
 namespace qpool::server {
 namespace {
@@ -64,8 +72,114 @@ class ThreadCache {
 
 thread_local ThreadCache cache;
 
+// The page blocks (small_alloc.h): one reserved range, a part of it per class, each part handed
+// out front to back and reused through its free list. Never destroyed (blocks may be freed late).
+class PageBlocks {
+ public:
+  static constexpr size_t kPage = 4096;
+
+  static PageBlocks& Get() {
+    static PageBlocks* blocks = new PageBlocks();
+    return *blocks;
+  }
+
+  // A block for `size` bytes, zero-filled; null when `size` is no page block's or none is left.
+  void* Alloc(size_t size) {
+    const int c = ClassFor(size);
+    if (c < 0 || base_ == nullptr) return nullptr;
+    absl::MutexLock lock(&mu_);
+    std::vector<char*>& free_list = free_[c];
+    if (!free_list.empty()) {
+      char* block = free_list.back();
+      free_list.pop_back();
+      return block;
+    }
+    if (used_[c] + kClasses[c].block_bytes > kClasses[c].span) return nullptr;
+    char* block = base_ + kClasses[c].offset + used_[c];
+    used_[c] += kClasses[c].block_bytes;
+    return block;
+  }
+
+  // Hands the block's pages back to the kernel and keeps the block for reuse.
+  void Free(void* ptr) {
+    const size_t c = ClassOf(ptr);
+    madvise(ptr, kClasses[c].block_bytes, MADV_DONTNEED);
+    absl::MutexLock lock(&mu_);
+    free_[c].push_back(static_cast<char*>(ptr));
+  }
+
+  // The pages stay the block's; only their contents go (they read as zeros when next touched).
+  void Release(void* ptr) { madvise(ptr, kClasses[ClassOf(ptr)].block_bytes, MADV_DONTNEED); }
+
+  bool Contains(const void* ptr) const {
+    const char* p = static_cast<const char*>(ptr);
+    return base_ != nullptr && p >= base_ && p < base_ + kTotal;
+  }
+  size_t BytesOf(const void* ptr) const { return kClasses[ClassOf(ptr)].block_bytes; }
+
+ private:
+  struct Class {
+    size_t min_bytes;    // requests of min_bytes..block_bytes bytes take a block of this class
+    size_t block_bytes;  // a whole number of pages
+    size_t offset;       // where its part of the range starts
+    size_t span;         // its part's length
+  };
+  // nghttp2's stream map (4,096 bytes) and its frame buffer (16,394 bytes). A session's other
+  // blocks (its 2.9 KB state, written through at once) pack better in malloc's heap.
+  static constexpr Class kClasses[] = {
+      {3 * 1024 + 1, 4 * 1024, 0, size_t{256} << 20},
+      {12 * 1024 + 1, 20 * 1024, size_t{256} << 20, size_t{1} << 30},
+  };
+  static constexpr size_t kNumClasses = std::size(kClasses);
+  static constexpr size_t kTotal =
+      kClasses[kNumClasses - 1].offset + kClasses[kNumClasses - 1].span;
+
+  PageBlocks() {
+    // Address space only (MAP_NORESERVE): pages become resident as they are written. A
+    // PROT_NONE page on each side keeps the range a mapping of its own (/proc/PID/smaps shows
+    // its RSS apart; no neighbour merges into it).
+    if (sysconf(_SC_PAGESIZE) != static_cast<long>(kPage)) return;
+    void* reserved = mmap(nullptr, kTotal + 2 * kPage, PROT_NONE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (reserved == MAP_FAILED) return;
+    char* base = static_cast<char*>(reserved) + kPage;
+    if (mprotect(base, kTotal, PROT_READ | PROT_WRITE) != 0) {
+      munmap(reserved, kTotal + 2 * kPage);
+      return;
+    }
+    base_ = base;
+  }
+
+  static int ClassFor(size_t size) {
+    for (size_t c = 0; c < kNumClasses; ++c) {
+      if (size >= kClasses[c].min_bytes && size <= kClasses[c].block_bytes)
+        return static_cast<int>(c);
+    }
+    return -1;
+  }
+  size_t ClassOf(const void* ptr) const {
+    const size_t offset = static_cast<size_t>(static_cast<const char*>(ptr) - base_);
+    size_t c = 0;
+    while (c + 1 < kNumClasses && offset >= kClasses[c + 1].offset) ++c;
+    return c;
+  }
+
+  char* base_ = nullptr;
+  absl::Mutex mu_;
+  size_t used_[kNumClasses] ABSL_GUARDED_BY(mu_) = {};
+  std::vector<char*> free_[kNumClasses] ABSL_GUARDED_BY(mu_);
+};
+
+// Whether `ptr` is a page block: page blocks are page-aligned, a cached or malloc'd block (16
+// bytes past a header) rarely is, so the common case costs one test.
+bool IsPageBlock(const void* ptr) {
+  return (reinterpret_cast<uintptr_t>(ptr) & (PageBlocks::kPage - 1)) == 0 &&
+         PageBlocks::Get().Contains(ptr);
+}
+
 size_t ClassOf(size_t size) { return size == 0 ? 0 : (size - 1) / kAlign; }
 
+// Capacity of a block that is not a page block.
 size_t Capacity(const BlockHeader* header) {
   return header->size_class < kClasses ? ThreadCache::ClassBytes(header->size_class)
                                        : header->large_size;
@@ -75,6 +189,44 @@ void* Nghttp2Malloc(size_t size, void*) { return SmallAlloc(size); }
 void Nghttp2Free(void* ptr, void*) { SmallFree(ptr); }
 void* Nghttp2Calloc(size_t count, size_t size, void*) { return SmallCalloc(count, size); }
 void* Nghttp2Realloc(void* ptr, size_t size, void*) { return SmallRealloc(ptr, size); }
+
+// The per-session allocator: remembers the frame buffer (the first block of its size).
+void NoteBlock(SessionPages* pages, void* ptr, size_t size) {
+  if (size >= SessionPages::kFrameBufferMinBytes && pages->frame_buffer == nullptr) {
+    pages->frame_buffer = ptr;
+  }
+}
+void* SessionMalloc(size_t size, void* user) {
+  void* ptr = SmallAlloc(size);
+  NoteBlock(static_cast<SessionPages*>(user), ptr, size);
+  return ptr;
+}
+void* SessionCalloc(size_t count, size_t size, void* user) {
+  void* ptr = SmallCalloc(count, size);
+  auto* pages = static_cast<SessionPages*>(user);
+  if (count * size == SessionPages::kStreamMapBytes && pages->stream_map == nullptr) {
+    pages->stream_map = ptr;
+  }
+  return ptr;
+}
+void SessionFree(void* ptr, void* user) {
+  auto* pages = static_cast<SessionPages*>(user);
+  if (ptr != nullptr && ptr == pages->frame_buffer) pages->frame_buffer = nullptr;
+  if (ptr != nullptr && ptr == pages->stream_map) pages->stream_map = nullptr;
+  SmallFree(ptr);
+}
+void* SessionRealloc(void* ptr, size_t size, void* user) {
+  auto* pages = static_cast<SessionPages*>(user);
+  void* grown = SmallRealloc(ptr, size);
+  if (ptr == nullptr) {
+    NoteBlock(pages, grown, size);  // nghttp2's buffers start as a realloc of null
+  } else if (ptr == pages->frame_buffer) {
+    pages->frame_buffer = grown;
+  } else if (ptr == pages->stream_map) {
+    pages->stream_map = grown;
+  }
+  return grown;
+}
 
 }  // namespace
 
@@ -88,6 +240,7 @@ void* SmallAlloc(size_t size) {
     header->size_class = static_cast<uint32_t>(size_class);
     return header + 1;
   }
+  if (void* block = PageBlocks::Get().Alloc(size)) return block;
   void* raw = std::malloc(sizeof(BlockHeader) + size);
   if (raw == nullptr) return nullptr;
   auto* header = static_cast<BlockHeader*>(raw);
@@ -98,6 +251,10 @@ void* SmallAlloc(size_t size) {
 
 void SmallFree(void* ptr) {
   if (ptr == nullptr) return;
+  if (IsPageBlock(ptr)) {
+    PageBlocks::Get().Free(ptr);
+    return;
+  }
   BlockHeader* header = ThreadCache::HeaderOf(ptr);
   if (header->size_class < kClasses && cache.Push(header->size_class, ptr)) return;
   std::free(header);
@@ -106,7 +263,8 @@ void SmallFree(void* ptr) {
 void* SmallCalloc(size_t count, size_t size) {
   if (size != 0 && count > SIZE_MAX / size) return nullptr;
   void* ptr = SmallAlloc(count * size);
-  if (ptr != nullptr) std::memset(ptr, 0, count * size);
+  // A page block reads as zeros already: its pages are untouched, and left so.
+  if (ptr != nullptr && !IsPageBlock(ptr)) std::memset(ptr, 0, count * size);
   return ptr;
 }
 
@@ -116,7 +274,8 @@ void* SmallRealloc(void* ptr, size_t size) {
     SmallFree(ptr);
     return nullptr;
   }
-  const size_t capacity = Capacity(ThreadCache::HeaderOf(ptr));
+  const size_t capacity =
+      IsPageBlock(ptr) ? PageBlocks::Get().BytesOf(ptr) : Capacity(ThreadCache::HeaderOf(ptr));
   if (size <= capacity) return ptr;
   void* grown = SmallAlloc(size);
   if (grown == nullptr) return nullptr;
@@ -128,6 +287,27 @@ void* SmallRealloc(void* ptr, size_t size) {
 nghttp2_mem* Nghttp2SmallAlloc() {
   static nghttp2_mem mem{nullptr, &Nghttp2Malloc, &Nghttp2Free, &Nghttp2Calloc, &Nghttp2Realloc};
   return &mem;
+}
+
+size_t PageBlockBytes(const void* ptr) {
+  return IsPageBlock(ptr) ? PageBlocks::Get().BytesOf(ptr) : 0;
+}
+
+nghttp2_mem Nghttp2SessionAlloc(SessionPages* pages) {
+  return nghttp2_mem{pages, &SessionMalloc, &SessionFree, &SessionCalloc, &SessionRealloc};
+}
+
+void ReleaseIdlePages(const SessionPages& pages) {
+  if (IsPageBlock(pages.frame_buffer)) PageBlocks::Get().Release(pages.frame_buffer);
+  if (IsPageBlock(pages.stream_map)) {
+    // Read as words: a page never written reads from the kernel's zero page and stays free.
+    const auto* words = static_cast<const uint64_t*>(pages.stream_map);
+    uint64_t any = 0;
+    for (size_t i = 0; i < PageBlocks::Get().BytesOf(pages.stream_map) / sizeof(uint64_t); ++i) {
+      any |= words[i];
+    }
+    if (any == 0) PageBlocks::Get().Release(pages.stream_map);
+  }
 }
 
 }  // namespace qpool::server

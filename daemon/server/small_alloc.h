@@ -6,8 +6,17 @@
 // kMaxCachedBytesPerClass bytes per 16-byte size class, on the thread that frees them; blocks over
 // kMaxSmall bytes go straight to malloc.
 //
+// Page blocks: the two large blocks every nghttp2 session keeps for its lifetime, its stream map
+// (4 KiB) and its frame buffer (16 KiB), are served page-aligned from a reserved range instead of
+// malloc, so that (1) calloc needs no memset (the pages are fresh or were handed back, so they read
+// as zeros) and a map no stream ever touched costs no RSS, (2) a freed block's pages go back to the
+// kernel at once (madvise), not into malloc's arenas, and (3) an idle session's frame buffer can be
+// handed back while it holds nothing (ReleaseIdlePages). Page blocks are shared by all threads
+// (one mutex, taken once per session created or destroyed); when the range is used up, or could
+// not be reserved, such blocks come from malloc as before.
+//
 // Thread-safety: each thread has its own cache; a block may be freed on another thread than the
-// one that allocated it (it then joins that thread's cache).
+// one that allocated it (it then joins that thread's cache, or the shared page-block lists).
 #ifndef QPOOL_DAEMON_SERVER_SMALL_ALLOC_H_
 #define QPOOL_DAEMON_SERVER_SMALL_ALLOC_H_
 
@@ -24,6 +33,33 @@ void* SmallRealloc(void* ptr, size_t size);
 
 // An nghttp2 allocator backed by the cache; pass it to nghttp2_session_*_new3.
 nghttp2_mem* Nghttp2SmallAlloc();
+
+// The bytes of the page block `ptr` points to (a whole number of pages); 0 when it is not one.
+size_t PageBlockBytes(const void* ptr);
+
+// What one nghttp2 session keeps that can be handed back while it is idle: its frame buffer (the
+// first block of kFrameBufferMinBytes or more it allocates: nghttp2 keeps that one chunk of its
+// outbound buffer for the session's lifetime and writes every frame there), and its stream map
+// (the first block of kStreamMapBytes it callocs), which reads as zeros again once its streams
+// are gone.
+struct SessionPages {
+  static constexpr size_t kFrameBufferMinBytes = 16384;
+  static constexpr size_t kStreamMapBytes = 4096;
+  void* frame_buffer = nullptr;
+  void* stream_map = nullptr;
+};
+
+// Like Nghttp2SmallAlloc(), and also remembers the session's frame buffer and stream map in
+// `pages` (which must outlive the session). nghttp2 copies the struct: pass its address to
+// nghttp2_session_*_new3.
+nghttp2_mem Nghttp2SessionAlloc(SessionPages* pages);
+
+// Hands the pages of the session's frame buffer back to the kernel (they read as zeros when next
+// touched). Only while nghttp2 holds nothing in it: no frame queued or half sent
+// (nghttp2_session_want_write() is 0 and what nghttp2_session_mem_send() returned was copied out).
+// The stream map's page goes back too when it holds only zeros (then nothing changes for
+// nghttp2: it reads the same zeros). A no-op for blocks that are not page blocks.
+void ReleaseIdlePages(const SessionPages& pages);
 
 }  // namespace qpool::server
 

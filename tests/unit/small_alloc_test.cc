@@ -1,11 +1,21 @@
 // The data path's small-block cache (daemon/server/small_alloc): blocks are reused per size
 // class on the freeing thread, calloc zeroes and refuses overflow, realloc keeps the bytes, and
-// nghttp2's allocator goes through it.
+// nghttp2's allocator goes through it. Page blocks: nghttp2's stream map and frame buffer on
+// pages of their own, zero and not resident until written, handed back when freed or idle; an
+// idle handshaked server session stays under kIdleSessionBound (docs/security.md).
 #include "daemon/server/small_alloc.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <iterator>
+#include <map>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -119,6 +129,217 @@ TEST(SmallAllocTest, Nghttp2AllocatorUsesTheCache) {
   ASSERT_EQ(nghttp2_session_client_new3(&session, callbacks, nullptr, nullptr, mem), 0);
   nghttp2_session_del(session);
   nghttp2_session_callbacks_del(callbacks);
+}
+
+// Resident bytes of the page-aligned range [ptr, ptr + bytes), by mincore.
+size_t ResidentBytes(void* ptr, size_t bytes) {
+  const size_t page = 4096;
+  std::vector<unsigned char> vec((bytes + page - 1) / page);
+  if (mincore(ptr, bytes, vec.data()) != 0) return bytes;
+  size_t resident = 0;
+  for (unsigned char v : vec) resident += (v & 1) ? page : 0;
+  return resident;
+}
+
+TEST(SmallAllocTest, PageBlocksArePageAlignedZeroedAndReused) {
+  // nghttp2's stream map (4,096 bytes) and frame buffer (16,394 bytes) sizes.
+  char* map = static_cast<char*>(SmallCalloc(256, 16));
+  ASSERT_NE(map, nullptr);
+  ASSERT_EQ(PageBlockBytes(map), 4096u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(map) % 4096, 0u);
+  EXPECT_EQ(ResidentBytes(map, 4096), 0u) << "calloc touched the page";
+  std::memset(map, 'x', 4096);
+  EXPECT_EQ(ResidentBytes(map, 4096), 4096u);
+  SmallFree(map);
+  EXPECT_EQ(ResidentBytes(map, 4096), 0u) << "a freed page block stayed resident";
+  char* again = static_cast<char*>(SmallCalloc(1, 4096));
+  EXPECT_EQ(again, map);
+  for (int i = 0; i < 4096; ++i) ASSERT_EQ(again[i], 0) << i;
+  SmallFree(again);
+
+  char* frame_buffer = static_cast<char*>(SmallAlloc(16394));
+  ASSERT_NE(frame_buffer, nullptr);
+  EXPECT_EQ(PageBlockBytes(frame_buffer), 20480u);
+  frame_buffer[0] = 'x';
+  EXPECT_EQ(SmallRealloc(frame_buffer, 20000), frame_buffer);  // fits its pages
+  char* grown = static_cast<char*>(SmallRealloc(frame_buffer, 40000));
+  ASSERT_NE(grown, nullptr);
+  EXPECT_EQ(PageBlockBytes(grown), 0u);  // over 20 KiB: malloc's
+  EXPECT_EQ(grown[0], 'x');
+  SmallFree(grown);
+  // Other sizes are not page blocks.
+  for (size_t size : {size_t{1024}, size_t{2928}, size_t{5000}, size_t{12288}, size_t{20481}}) {
+    void* block = SmallAlloc(size);
+    EXPECT_EQ(PageBlockBytes(block), 0u) << size;
+    SmallFree(block);
+  }
+}
+
+// The resident bytes (smaps' Rss: pages written, not the zero page mapped by a read) of the
+// mapping that holds `ptr`: for a page block, all page blocks of the process.
+size_t RegionRss(const void* ptr) {
+  std::FILE* smaps = std::fopen("/proc/self/smaps", "r");
+  if (smaps == nullptr) return SIZE_MAX;
+  char line[512];
+  bool inside = false;
+  size_t rss = SIZE_MAX;
+  const auto address = reinterpret_cast<uintptr_t>(ptr);
+  while (std::fgets(line, sizeof(line), smaps) != nullptr) {
+    unsigned long start = 0, end = 0;
+    if (std::sscanf(line, "%lx-%lx ", &start, &end) == 2 && std::strchr(line, ':') != nullptr &&
+        std::strchr(line, '-') < std::strchr(line, ' ')) {
+      inside = address >= start && address < end;
+      continue;
+    }
+    size_t kib = 0;
+    if (inside && std::sscanf(line, "Rss: %zu kB", &kib) == 1) {
+      rss = kib * 1024;
+      break;
+    }
+  }
+  std::fclose(smaps);
+  return rss;
+}
+
+// A counting nghttp2_mem in front of the session allocator: the blocks a session holds.
+struct CountingAlloc {
+  nghttp2_mem inner;
+  std::map<void*, size_t> live;
+
+  static CountingAlloc& Of(void* user) { return *static_cast<CountingAlloc*>(user); }
+  static void* Malloc(size_t n, void* user) {
+    CountingAlloc& c = Of(user);
+    void* ptr = c.inner.malloc(n, c.inner.mem_user_data);
+    if (ptr != nullptr) c.live[ptr] = n;
+    return ptr;
+  }
+  static void Free(void* ptr, void* user) {
+    CountingAlloc& c = Of(user);
+    c.live.erase(ptr);
+    c.inner.free(ptr, c.inner.mem_user_data);
+  }
+  static void* Calloc(size_t count, size_t n, void* user) {
+    CountingAlloc& c = Of(user);
+    void* ptr = c.inner.calloc(count, n, c.inner.mem_user_data);
+    if (ptr != nullptr) c.live[ptr] = count * n;
+    return ptr;
+  }
+  static void* Realloc(void* ptr, size_t n, void* user) {
+    CountingAlloc& c = Of(user);
+    void* grown = c.inner.realloc(ptr, n, c.inner.mem_user_data);
+    c.live.erase(ptr);
+    if (grown != nullptr) c.live[grown] = n;
+    return grown;
+  }
+
+  // What the blocks cost in RSS at most: any block but a page block its whole size (malloc's
+  // heap is written through); the page blocks are counted by RegionRss().
+  size_t HeapBytes() const {
+    size_t total = 0;
+    for (const auto& [ptr, n] : live) total += PageBlockBytes(ptr) > 0 ? 0 : n;
+    return total;
+  }
+};
+
+// docs/security.md, "Memory per connection": what nghttp2's session of an idle app connection
+// that finished the handshake holds once qpoold trimmed it (26 KB allocated before page blocks,
+// all of it but the frame buffer's untouched pages resident).
+constexpr size_t kIdleSessionBound = 7 * 1024;
+
+void SendAll(nghttp2_session* session) {
+  const uint8_t* out = nullptr;
+  while (nghttp2_session_mem_send(session, &out) > 0) {
+  }
+}
+
+TEST(SmallAllocTest, AnIdleHandshakedServerSessionHoldsAtMostTheBound) {
+  SessionPages pages;
+  CountingAlloc counting{Nghttp2SessionAlloc(&pages), {}};
+  nghttp2_mem mem{&counting, &CountingAlloc::Malloc, &CountingAlloc::Free, &CountingAlloc::Calloc,
+                  &CountingAlloc::Realloc};
+  nghttp2_session_callbacks* callbacks = nullptr;
+  ASSERT_EQ(nghttp2_session_callbacks_new(&callbacks), 0);
+  nghttp2_option* option = nullptr;
+  ASSERT_EQ(nghttp2_option_new(&option), 0);
+  nghttp2_option_set_no_auto_window_update(option, 1);
+  // Page blocks of earlier tests were handed back when freed: the region holds only this
+  // session's from here on.
+  void* probe = SmallAlloc(4096);
+  ASSERT_NE(PageBlockBytes(probe), 0u);
+  SmallFree(probe);
+  const size_t region_before = RegionRss(probe);
+  nghttp2_session* session = nullptr;
+  ASSERT_EQ(nghttp2_session_server_new3(&session, callbacks, nullptr, option, &mem), 0);
+  nghttp2_option_del(option);
+  // As DownstreamSession::CreateSession sets it up.
+  const nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 1000},
+                                             {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
+                                             {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
+                                             {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 16384}};
+  ASSERT_EQ(nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, settings, std::size(settings)), 0);
+  ASSERT_EQ(nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0, 1 << 30), 0);
+  SendAll(session);
+  // The client's preface and an empty SETTINGS frame.
+  const std::string preface =
+      std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") + std::string("\0\0\0\4\0\0\0\0\0", 9);
+  ASSERT_EQ(nghttp2_session_mem_recv(session, reinterpret_cast<const uint8_t*>(preface.data()),
+                                     preface.size()),
+            static_cast<ssize_t>(preface.size()));
+  SendAll(session);  // the SETTINGS ack
+  ASSERT_EQ(nghttp2_session_want_write(session), 0);
+  ASSERT_NE(pages.frame_buffer, nullptr);
+  EXPECT_EQ(PageBlockBytes(pages.frame_buffer), 20480u);
+  EXPECT_GT(RegionRss(probe), region_before);  // frames were written in the frame buffer
+
+  ReleaseIdlePages(pages);
+  const size_t held = counting.HeapBytes() + (RegionRss(probe) - region_before);
+  std::printf(
+      "an idle handshaked session holds %zu bytes: %zu in malloc's heap, %zu in page "
+      "blocks (bound %zu)\n",
+      held, counting.HeapBytes(), RegionRss(probe) - region_before, kIdleSessionBound);
+  EXPECT_LE(held, kIdleSessionBound);
+
+  // The session goes on after the release: a PING is answered from the zeroed buffer.
+  const std::string ping = std::string("\0\0\x08\x06\0\0\0\0\0", 9) + "pingpong";
+  ASSERT_EQ(
+      nghttp2_session_mem_recv(session, reinterpret_cast<const uint8_t*>(ping.data()), ping.size()),
+      static_cast<ssize_t>(ping.size()));
+  const uint8_t* out = nullptr;
+  const ssize_t n = nghttp2_session_mem_send(session, &out);
+  ASSERT_EQ(n, 17);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(out) + 9, 8), "pingpong");
+  EXPECT_EQ(out[4], 1);  // ACK
+
+  // After a call, the stream map reads as zeros again and its page goes back too.
+  std::string block;
+  for (const auto& [name, value] : {std::pair<std::string, std::string>{":method", "POST"},
+                                    {":scheme", "http"},
+                                    {":path", "/qdrant.Qdrant/HealthCheck"},
+                                    {":authority", "q"}}) {
+    block += '\0';  // a literal field without indexing, lengths under 127
+    block += static_cast<char>(name.size()) + name + static_cast<char>(value.size()) + value;
+  }
+  const std::string headers =
+      std::string{0, 0, static_cast<char>(block.size()), 1, 5, 0, 0, 0, 1} + block;
+  ASSERT_EQ(nghttp2_session_mem_recv(session, reinterpret_cast<const uint8_t*>(headers.data()),
+                                     headers.size()),
+            static_cast<ssize_t>(headers.size()));
+  const nghttp2_nv status = {const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>(":status")),
+                             const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>("200")), 7, 3,
+                             NGHTTP2_NV_FLAG_NONE};
+  ASSERT_EQ(nghttp2_submit_response(session, 1, &status, 1, nullptr), 0);
+  ASSERT_NE(pages.stream_map, nullptr);
+  EXPECT_GT(RegionRss(probe), region_before);  // the stream was in the map
+  SendAll(session);
+  ASSERT_EQ(nghttp2_session_find_stream(session, 1), nullptr);  // closed
+  ASSERT_EQ(nghttp2_session_want_write(session), 0);
+  ReleaseIdlePages(pages);
+  EXPECT_EQ(RegionRss(probe), region_before) << "a page block stayed resident after a call";
+  nghttp2_session_del(session);
+  nghttp2_session_callbacks_del(callbacks);
+  EXPECT_TRUE(counting.live.empty());
+  EXPECT_EQ(pages.frame_buffer, nullptr);
+  EXPECT_EQ(pages.stream_map, nullptr);
 }
 
 }  // namespace
