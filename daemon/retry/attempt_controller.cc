@@ -9,7 +9,7 @@ namespace qpool::retry {
 
 void AttemptController::Start(MonoTime now, std::optional<MonoTime> deadline,
                               bool callers_deadline) {
-  context_.active_calls++;
+  context_.OnCallStarted();
   deadline_ = deadline;
   callers_deadline_ = callers_deadline && deadline.has_value();
   started_at_ = now;
@@ -150,6 +150,7 @@ EndVerdict AttemptController::OnAttemptEnded(int slot, AttemptOutcome outcome,
 
 void AttemptController::Stop() {
   SetWaitingForNode(false);
+  RetryBudget::StopWaiting(*this);
   pending_retry_.reset();
   if (retry_timer_) retry_timer_->Cancel();
   retry_ticket_.Release();
@@ -231,8 +232,8 @@ bool AttemptController::WaitForRetryPlace(int node, const RetryDecision& decisio
     return false;
   }
   const MonoTime now = loop_.Now();
-  pending_retry_ = PendingRetry{node,         decision,   retry_class, took, now + decision.delay,
-                                final_status, /*polls=*/0};
+  pending_retry_ =
+      PendingRetry{node, decision, retry_class, took, now + decision.delay, final_status};
   const std::optional<MonoTime> end = RetryPlaceWaitEnd();
   if (!end || *end - now < std::chrono::milliseconds(1)) {
     pending_retry_.reset();
@@ -240,18 +241,27 @@ bool AttemptController::WaitForRetryPlace(int node, const RetryDecision& decisio
   }
   SetWaitingForNode(true);
   state_ = State::kBackoff;
-  ArmRetryPlacePoll(*end);
+  QueueForRetryPlace(*end);
   return true;
 }
 
-void AttemptController::ArmRetryPlacePoll(MonoTime end) {
-  // Looks again after a growing, jittered backoff (at least 1 ms), the last look at the window's
-  // end. A place frees when a retry's attempt ends, fails, or finds its node unreachable.
-  const Duration backoff = std::max<Duration>(
-      context_.policy.Backoff(++pending_retry_->polls, random_), std::chrono::milliseconds(1));
-  TimerOf(retry_timer_).Arm(std::min<Duration>(backoff, end - loop_.Now()), [this] {
-    OnRetryPlacePoll();
-  });
+void AttemptController::QueueForRetryPlace(MonoTime end) {
+  // A place frees when a retry's attempt ends, fails, or finds its node unreachable; the budget
+  // then wakes the first call in line (OnRetryPlaceFreed). The timer ends the wait.
+  context_.budgets[static_cast<size_t>(pending_retry_->node)].Wait(*this);
+  TimerOf(retry_timer_).Arm(end - loop_.Now(), [this] { OnRetryPlaceLook(); });
+}
+
+bool AttemptController::OnRetryPlaceFreed() {
+  RetryBudget& budget = context_.budgets[static_cast<size_t>(pending_retry_->node)];
+  const std::optional<RetryRefusal> refusal = budget.Refusal(context_.active_calls);
+  if (refusal == RetryRefusal::kInFlight) return false;  // still none: first in line still
+  // The place is this call's from now (retry_ticket_ is empty while the call waits: Fail released
+  // it). Out of the queue, the timer goes on (no time passes): starting the retry calls the host,
+  // which the call that freed the place, still on the stack, must not see happen.
+  if (!refusal) retry_ticket_ = RetryTicket(budget);
+  TimerOf(retry_timer_).Arm(Duration::zero(), [this] { OnRetryPlaceLook(); });
+  return true;
 }
 
 std::optional<MonoTime> AttemptController::RetryPlaceWaitEnd() const {
@@ -273,15 +283,20 @@ std::optional<MonoTime> AttemptController::RetryPlaceWaitEnd() const {
   return end;
 }
 
-void AttemptController::OnRetryPlacePoll() {
+void AttemptController::OnRetryPlaceLook() {
   const MonoTime now = loop_.Now();
   RetryBudget& budget = context_.budgets[static_cast<size_t>(pending_retry_->node)];
-  const std::optional<RetryRefusal> refusal = budget.Refusal(context_.active_calls);
+  RetryBudget::StopWaiting(*this);
+  std::optional<RetryRefusal> refusal;
+  if (!retry_ticket_.held()) {
+    // At the window's end, or woken because the tokens ran out: one last look.
+    refusal = budget.Refusal(context_.active_calls);
+    if (!refusal) retry_ticket_ = RetryTicket(budget);
+  }
   if (!refusal) {
     const PendingRetry retry = std::move(*pending_retry_);
     pending_retry_.reset();
     SetWaitingForNode(false);
-    retry_ticket_ = RetryTicket(budget);
     if (context_.events != nullptr) {
       context_.events->OnRetry(retry.retry_class, retry.decision.reason);
     }
@@ -289,9 +304,10 @@ void AttemptController::OnRetryPlacePoll() {
     return;
   }
   if (*refusal == RetryRefusal::kInFlight) {
+    // The tokens that woke the call came back meanwhile: it waits on, at the end of the line.
     const std::optional<MonoTime> end = RetryPlaceWaitEnd();
     if (end && *end - now >= std::chrono::milliseconds(1)) {
-      ArmRetryPlacePoll(*end);
+      QueueForRetryPlace(*end);
       return;
     }
   }

@@ -24,7 +24,9 @@
 // host from a host call it is not answering, except from its own timers.
 // A call waits, without an attempt out, for an unreachable node (OnNodeUnreachable) or for a place
 // among its node's retries in flight (WaitForRetryPlace); both waits count as waiting for a node
-// (RetryContext::waiting_for_node) and end with Stop().
+// (RetryContext::waiting_for_node) and end with Stop(). The second waits in its budget's queue
+// (RetryPlaceWaiter) and is woken when a place frees; it takes the place there and starts the
+// retry from a timer armed for then (no time passes), never from inside the call that freed it.
 // Timers are created on first use: a call that neither retries nor hedges allocates none.
 // Thread-safety: none; one call, one worker thread.
 #ifndef QPOOL_DAEMON_RETRY_ATTEMPT_CONTROLLER_H_
@@ -87,7 +89,7 @@ enum class EndVerdict : uint8_t {
   kPassOnClose,  // no retry: pass the way the upstream ended the exchange on (its reset)
 };
 
-class AttemptController {
+class AttemptController final : private RetryPlaceWaiter {
  public:
   static constexpr int kSlots = 2;
 
@@ -95,6 +97,7 @@ class AttemptController {
   AttemptController(RetryContext& context, EventLoop& loop, Random& random, AttemptHost& host)
       : context_(context), loop_(loop), random_(random), host_(host) {}
   ~AttemptController() {
+    RetryBudget::StopWaiting(*this);  // never woken from here on
     if (state_ != State::kIdle) context_.active_calls--;
     if (waiting_for_node_) context_.waiting_for_node--;
   }
@@ -164,11 +167,15 @@ class AttemptController {
   // (WaitForRetryPlace) when the call may wait, and returns true; false: the call fails now.
   bool WaitForRetryPlace(int node, const RetryDecision& decision, RetryClass retry_class,
                          Duration took, const absl::Status& final_status);
-  // The wait for a place: the retry starts once the budget allows it, the wait goes on while the
-  // limit still says no and the window allows, or the call fails as the refusal says.
-  void OnRetryPlacePoll();
-  // Arms the next look for a place, at the latest at `end` (RetryPlaceWaitEnd).
-  void ArmRetryPlacePoll(MonoTime end);
+  // The budget woke this call, first in its queue (RetryPlaceWaiter): it takes the place if
+  // there is one now, and arms retry_timer_ to go on (OnRetryPlaceLook) with no delay.
+  bool OnRetryPlaceFreed() override;
+  // From retry_timer_, after a wake or at the window's end: the retry starts if the call holds a
+  // place or one is free, the wait goes on while the limit still says no and the window allows,
+  // or the call fails as the refusal says.
+  void OnRetryPlaceLook();
+  // Queues the call for a place in its node's budget, the window's end (RetryPlaceWaitEnd) armed.
+  void QueueForRetryPlace(MonoTime end);
   // Until when a retry waiting for a budget place may still start: the caller's deadline (less the
   // failed attempt's duration and the answer's margin), else retry.unreachable_wait from the
   // call's start; none (no wait) when neither applies.
@@ -214,14 +221,13 @@ class AttemptController {
     Duration took{};  // the failed attempt's duration: the retry needs as long
     MonoTime due{};   // the failure plus the decision's delay: the retry starts no earlier
     absl::Status final_status;  // the app's answer if the wait ends without a place
-    uint32_t polls = 0;         // looks at the budget so far (the backoff between them grows)
   };
   std::optional<PendingRetry> pending_retry_;
   std::optional<MonoTime> deadline_;
   bool callers_deadline_ = false;  // deadline_ is the caller's own
   MonoTime started_at_{};
-  // Backoff before the next attempt, the next look for a retry place, or the per-try timeout of
-  // the current attempt (never two at once).
+  // Backoff before the next attempt, the end of the wait for a retry place (or the look after a
+  // wake), or the per-try timeout of the current attempt (never two at once).
   std::unique_ptr<Timer> retry_timer_;
   std::unique_ptr<Timer> hedge_timer_;
 };

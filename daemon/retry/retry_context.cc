@@ -4,6 +4,8 @@ namespace qpool::retry {
 
 RetryContext::RetryContext(const RetryPolicyOptions& policy_options,
                            const RetryBudget::Options& budget, size_t nodes, RetryEvents* events)
-    : policy(policy_options), budgets(nodes, RetryBudget(budget)), events(events) {}
+    : policy(policy_options), events(events) {
+  for (size_t i = 0; i < nodes; ++i) budgets.emplace_back(budget);
+}
 
 }  // namespace qpool::retry

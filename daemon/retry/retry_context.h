@@ -14,7 +14,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <vector>
+#include <deque>
 
 #include "daemon/common/event_loop.h"
 #include "daemon/retry/method_class.h"
@@ -70,10 +70,21 @@ struct RetryContext {
     }
   }
   size_t nodes() const { return budgets.size(); }
+  // A call started (active_calls grew, and the budgets' ratio limits with it): calls waiting for a
+  // retry place are woken if one opened.
+  void OnCallStarted() {
+    active_calls++;
+    if (waiting_for_node == 0) return;
+    for (RetryBudget& budget : budgets) {
+      if (budget.has_waiters()) budget.WakeWaiters();
+    }
+  }
 
   RetryPolicy policy;
   MethodClassifier classifier;
-  std::vector<RetryBudget> budgets;  // per node, config order
+  // Per node, config order. A deque: a reload adding nodes appends budgets without moving the
+  // others, which the retry tickets and waiters of calls in flight point at.
+  std::deque<RetryBudget> budgets;
   RetryEvents* events;
   bool policy_retries = true;  // retry.enabled
   Duration per_try_timeout{};  // zero: off

@@ -135,6 +135,35 @@ class RetryPolicy {
   RetryPolicyOptions options_;
 };
 
+class RetryBudget;
+
+// A call waiting for a place among a budget's retries in flight, in the budget's FIFO queue
+// (RetryBudget::Wait). Intrusive: the queue allocates nothing, and a waiter leaves it with
+// StopWaiting (AttemptController does on Stop and on destruction), after which it is never woken.
+class RetryPlaceWaiter {
+ public:
+  RetryPlaceWaiter() = default;
+  RetryPlaceWaiter(const RetryPlaceWaiter&) = delete;
+  RetryPlaceWaiter& operator=(const RetryPlaceWaiter&) = delete;
+
+  // Something that may let this waiter (the first in line) go happened on its budget: a place
+  // freed, the limits changed, the calls in flight grew, or the tokens ran out. Returns true to
+  // leave the queue (it took the place, or must fail), false to stay first in line (still no
+  // place: nobody behind it is woken either).
+  // Called from inside whatever changed the budget (another call's ticket being released, on the
+  // same worker thread): it must not call out (no host call), only take its place and arm a timer.
+  virtual bool OnRetryPlaceFreed() = 0;
+
+ protected:
+  ~RetryPlaceWaiter() = default;  // the owner leaves the queue first (StopWaiting)
+
+ private:
+  friend class RetryBudget;
+  RetryBudget* budget_ = nullptr;  // whose queue it is in; null: in none
+  RetryPlaceWaiter* prev_ = nullptr;
+  RetryPlaceWaiter* next_ = nullptr;
+};
+
 // Storm control: how many retries may run, per node and per process.
 //  - A token bucket per node, as gRPC's retryThrottling: it starts full (max_tokens); each failed
 //    attempt takes 1, each success gives back token_ratio; retries are allowed only while more than
@@ -142,8 +171,11 @@ class RetryPolicy {
 //    node sees at most ~max_tokens/2 extra attempts, not max_attempts x the traffic.
 //  - Retries in flight at once: at most max(min_concurrent, ratio x active calls). A retry this
 //    limit alone refuses waits for a place when its call has time to (AttemptController): the
-//    limit bounds how many retries run at once, the tokens how many a failing node gets.
-// Thread-safety: none; one per worker (and node), used on its thread.
+//    limit bounds how many retries run at once, the tokens how many a failing node gets. Waiting
+//    calls queue here, first come first served, and are woken (WakeWaiters) when a place frees:
+//    the first in line takes it on the spot, so a retry starting meanwhile cannot take it first.
+// Thread-safety: none; one per worker (and node), used on its thread. Neither copyable nor movable
+// (tickets and waiters point at it): RetryContext keeps its budgets in a std::deque.
 class RetryBudget {
  public:
   struct Options {
@@ -153,26 +185,39 @@ class RetryBudget {
     double concurrent_ratio = 0.2;  // retry.budget.retries_in_flight_ratio
   };
   explicit RetryBudget(Options options) : options_(options), tokens_(options.max_tokens) {}
+  RetryBudget(const RetryBudget&) = delete;
+  RetryBudget& operator=(const RetryBudget&) = delete;
+  ~RetryBudget();
   // A config reload: new limits from now on; the tokens are capped at the new maximum and the
-  // retries in flight carry over.
-  void SetOptions(Options options) {
-    options_ = options;
-    tokens_ = std::min(tokens_, options_.max_tokens);
-  }
+  // retries in flight carry over. Waiters are woken (a higher limit has room for them).
+  void SetOptions(Options options);
 
   void OnAttemptSucceeded() {
     tokens_ = std::min(options_.max_tokens, tokens_ + options_.token_ratio);
   }
-  void OnAttemptFailed() { tokens_ = std::max(0.0, tokens_ - 1); }
+  // Takes a token; when that leaves half or less, the waiters are woken (they fail: no retry).
+  void OnAttemptFailed();
 
   // True when a retry may start now with `active_calls` calls in flight; the caller then calls
   // RetryStarted() and, when the retry attempt ends, RetryEnded().
   bool MayRetry(uint64_t active_calls) const;
   void RetryStarted() { retries_in_flight_++; }
-  void RetryEnded() { retries_in_flight_--; }
+  // The place goes to the first waiter in line, if any (WakeWaiters).
+  void RetryEnded();
   // Whether a retry may start now, and if not which limit says no (kBudget: the tokens;
   // kInFlight: the retries already running).
   std::optional<RetryRefusal> Refusal(uint64_t active_calls) const;
+
+  // Queues `waiter` (not queued anywhere) at the end of the line for a place.
+  void Wait(RetryPlaceWaiter& waiter);
+  // Takes `waiter` out of the line if it is in it (idempotent): it is not woken afterwards.
+  static void StopWaiting(RetryPlaceWaiter& waiter);
+  // Asks the waiters, first in line first, whether they can go now (OnRetryPlaceFreed), until
+  // one says it cannot or none is left. Called by the budget itself when a place frees, the
+  // limits change or the tokens run out, and by the owner of the active-calls count when it grows
+  // (the ratio limit with it).
+  void WakeWaiters();
+  bool has_waiters() const { return first_waiter_ != nullptr; }
 
   double tokens() const { return tokens_; }
   uint32_t retries_in_flight() const { return retries_in_flight_; }
@@ -181,6 +226,9 @@ class RetryBudget {
   Options options_;
   double tokens_;
   uint32_t retries_in_flight_ = 0;
+  // The calls waiting for a place, oldest first (an intrusive doubly linked list).
+  RetryPlaceWaiter* first_waiter_ = nullptr;
+  RetryPlaceWaiter* last_waiter_ = nullptr;
 };
 
 // One retry (or hedge) in flight on a node's budget: RetryStarted() when taken, RetryEnded() when

@@ -62,8 +62,14 @@ struct Answer {
 // (beast::tcp_stream's timeouts do not apply to its synchronous operations).
 class Client {
  public:
-  explicit Client(const std::string& address) : stream_(io_) {
+  // `receive_buffer`: the socket's receive buffer, when > 0 (a small one makes the server's write
+  // of a large answer wait for this client to read).
+  explicit Client(const std::string& address, int receive_buffer = 0) : stream_(io_) {
     beast::error_code ec;
+    if (receive_buffer > 0) {
+      stream_.socket().open(tcp::v4(), ec);
+      stream_.socket().set_option(asio::socket_base::receive_buffer_size(receive_buffer), ec);
+    }
     stream_.expires_after(kIoTimeout);
     stream_.async_connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), PortOf(address)),
                           [&](beast::error_code e) { ec = e; });
@@ -521,6 +527,32 @@ TEST_F(EmulatorRestTest, GoawayClosesIdleConnections) {
   rest_->CloseConnections(CloseMode::kGoaway);
   EXPECT_TRUE(client.ClosedByPeer());
   EXPECT_EQ(Once(http::verb::get, "/collections").status, 200);  // New connections are served.
+}
+
+// The race that hung this file under ASan (fixed in 66f8d34, made certain here): a goaway that
+// comes while an answer is being written must close the connection once it is out. The answer
+// is 6 MiB and the client reads none of it until after the goaway, so the server's write is
+// still under way when the goaway runs (the call was counted, and it is answered in the same
+// handler). Before the fix the connection went back to reading requests, and a client waiting
+// for the close waited forever.
+TEST_F(EmulatorRestTest, GoawayWhileAnAnswerIsWrittenClosesAfterIt) {
+  ASSERT_EQ(Once(http::verb::put, "/collections/c", kCreate).status, 200);
+  const std::string blob(6u << 20, 'x');  // more than the server's send buffer (4 MiB at most)
+  ASSERT_EQ(Once(http::verb::put, "/collections/c/points?wait=true",
+                 absl::StrCat(R"({"points":[{"id":1,"vector":[1,0],"payload":{"blob":")", blob,
+                              R"("}}]})"))
+                .status,
+            200);
+  faults_.ResetCounters();
+  Client client(rest_->address(), /*receive_buffer=*/64 << 10);
+  client.Write("GET /collections/c/points/1 HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(WaitFor([&] { return faults_.counters().rest_requests() == 1; }, absl::Seconds(10)));
+  rest_->CloseConnections(CloseMode::kGoaway);
+  Answer answer = client.Read();
+  EXPECT_EQ(answer.status, 200);
+  EXPECT_TRUE(answer.keep_alive);  // the head went out before the goaway
+  EXPECT_GT(answer.body.size(), blob.size());
+  EXPECT_TRUE(client.ClosedByPeer());
 }
 
 TEST_F(EmulatorRestTest, CloseAfterCallsGoawayAnswersThenCloses) {

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <iostream>
 #include <random>
+#include <vector>
 
 #include "emulator/filter.h"
 #include "gmock/gmock.h"
@@ -284,29 +286,53 @@ TEST(StorageTest, DeleteByIdsAndByFilter) {
   EXPECT_EQ(out[3].id().num(), 2u);
 }
 
-TEST(StorageTest, ExactSearchOver10kVectorsOf128DimsTakesFewMilliseconds) {
+// An exact search costs about one scoring pass over the vectors: no copy of a point, no
+// allocation per point, no sort of every hit. Measured as a ratio to that pass (Score over the
+// same vectors, laid out flat as the collection keeps them), not in milliseconds: the bound then
+// holds on a slow or busy machine and under ASan, where everything is slower alike.
+TEST(StorageTest, ExactSearchCostsAboutOneScoringPass) {
+  constexpr size_t kPoints = 10000;
+  constexpr size_t kDim = 128;
   Storage storage;
-  ASSERT_TRUE(storage.CreateCollection("c", Params(128, qdrant::Cosine)).ok());
+  ASSERT_TRUE(storage.CreateCollection("c", Params(kDim, qdrant::Cosine)).ok());
   auto collection = *storage.GetCollection("c");
   std::mt19937 rng(1);
   google::protobuf::RepeatedPtrField<qdrant::PointStruct> points;
-  for (uint64_t i = 0; i < 10000; ++i) *points.Add() = MakePoint(i, RandomVector(rng, 128));
+  std::vector<float> flat;  // the vectors as stored (normalised for Cosine), one after another
+  flat.reserve(kPoints * kDim);
+  for (uint64_t i = 0; i < kPoints; ++i) {
+    std::vector<float> vector = RandomVector(rng, kDim);
+    *points.Add() = MakePoint(i, vector);
+    std::vector<float> stored = *collection->PrepareQuery(std::move(vector));
+    flat.insert(flat.end(), stored.begin(), stored.end());
+  }
   ASSERT_TRUE(collection->Upsert(points).ok());
   SearchParams params;
-  params.vector = *collection->PrepareQuery(RandomVector(rng, 128));
+  params.vector = *collection->PrepareQuery(RandomVector(rng, kDim));
   params.limit = 10;
-  double best_ms = 1e9;
+  using Ms = std::chrono::duration<double, std::milli>;
+  // Best of 5 of each, interleaved, so that a busy moment of the machine hits both alike.
+  double best_search_ms = 1e9;
+  double best_pass_ms = 1e9;
   for (int round = 0; round < 5; ++round) {
     google::protobuf::RepeatedPtrField<qdrant::ScoredPoint> out;
     auto start = std::chrono::steady_clock::now();
     ASSERT_TRUE(collection->Search(params, Projection{}, &out).ok());
-    best_ms = std::min(
-        best_ms, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-                     .count());
+    best_search_ms = std::min(best_search_ms, Ms(std::chrono::steady_clock::now() - start).count());
     ASSERT_EQ(out.size(), 10);
+    start = std::chrono::steady_clock::now();
+    float pass_best = -1e9f;
+    for (size_t slot = 0; slot < kPoints; ++slot) {
+      pass_best = std::max(pass_best,
+                           Score(qdrant::Cosine, params.vector.data(), &flat[slot * kDim], kDim));
+    }
+    best_pass_ms = std::min(best_pass_ms, Ms(std::chrono::steady_clock::now() - start).count());
+    EXPECT_FLOAT_EQ(out[0].score(), pass_best);  // the same vectors, the same best hit
   }
-  std::cout << "search 10k x 128d, best of 5: " << best_ms << " ms\n";
-  EXPECT_LT(best_ms, 20.0);
+  const double ratio = best_search_ms / best_pass_ms;
+  std::cout << "search 10k x 128d, best of 5: " << best_search_ms << " ms; one scoring pass "
+            << best_pass_ms << " ms; ratio " << ratio << "\n";
+  EXPECT_LT(ratio, 4.0);
 }
 
 }  // namespace

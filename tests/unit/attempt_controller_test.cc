@@ -474,10 +474,12 @@ TEST_F(AttemptControllerTest, AppCancellingEndsTheWaitForARetryPlaceAtOnce) {
   EXPECT_EQ(context_.waiting_for_node, 1u);
   c.Stop();
   EXPECT_EQ(context_.waiting_for_node, 0u);
+  EXPECT_FALSE(budget(0).has_waiters());
+  places_.pop_back();  // not for the stopped call
   loop_.Advance(20s);
   EXPECT_EQ(host_.started.size(), 1u);
   EXPECT_FALSE(host_.finished.has_value());
-  EXPECT_EQ(budget(0).retries_in_flight(), 3u);
+  EXPECT_EQ(budget(0).retries_in_flight(), 2u);
 }
 
 TEST_F(AttemptControllerTest, TokensRunningOutEndTheWaitForARetryPlace) {
@@ -495,6 +497,75 @@ TEST_F(AttemptControllerTest, CallsWaitingForARetryPlaceAreBoundedLikeQueuedOnes
   CallRefusedARetryPlace();
   ASSERT_TRUE(host_.finished.has_value());  // no room to wait: refused at once
   EXPECT_EQ(events_.refused[static_cast<int>(RetryRefusal::kInFlight)], 1);
+}
+
+// Issue 14 leftover: a waiting retry is woken when a place frees, not found by a later look (the
+// looks backed off up to retry.backoff_max, 1 s). No time passes between the two.
+TEST_F(AttemptControllerTest, WaitingRetryStartsInTheLoopTurnThePlaceFreesIn) {
+  CallRefusedARetryPlace();
+  loop_.Advance(3s);  // past the retry's backoff, well into the wait
+  ASSERT_EQ(host_.started.size(), 1u);
+  const MonoTime freed_at = loop_.Now();
+  places_.pop_back();  // another call's retry ended
+  loop_.Advance(0ms);  // what the loop runs before its clock moves
+  ASSERT_EQ(host_.started.size(), 2u);
+  EXPECT_EQ(host_.started[1].kind, AttemptKind::kRetry);
+  EXPECT_EQ(host_.started[1].at, freed_at);
+  EXPECT_EQ(budget(0).retries_in_flight(), 3u);
+  EXPECT_FALSE(budget(0).has_waiters());
+  EXPECT_EQ(context_.waiting_for_node, 0u);
+}
+
+// Calls that wait for a place get one in the order they started to wait, whatever their
+// timers. (The looks did not: the later waiter could look first after a place freed.)
+TEST_F(AttemptControllerTest, WaitingRetriesGetPlacesFirstComeFirstServed) {
+  context_.unreachable_wait = 10s;
+  TakeEveryRetryPlace();
+  StartCalls(2);
+  for (auto& call : calls_) call->OnAttemptSent(0, 0, loop_.Now());
+  calls_[1]->OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  loop_.Advance(300ms);
+  calls_[0]->OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  loop_.Advance(500ms);
+  places_.pop_back();
+  const MonoTime limit = loop_.Now() + 2s;
+  while (hosts_[0]->started.size() == 1 && hosts_[1]->started.size() == 1 && loop_.Now() < limit) {
+    loop_.Advance(1ms);
+  }
+  EXPECT_EQ(hosts_[1]->started.size(), 2u);  // the first to wait
+  EXPECT_EQ(hosts_[0]->started.size(), 1u);
+  places_.pop_back();
+  loop_.Advance(0ms);
+  EXPECT_EQ(hosts_[0]->started.size(), 2u);
+  EXPECT_EQ(budget(0).retries_in_flight(), 3u);  // one left of TakeEveryRetryPlace, two retries
+}
+
+TEST_F(AttemptControllerTest, WaiterDestroyedWhileWaitingIsNeverWoken) {
+  context_.unreachable_wait = 10s;
+  TakeEveryRetryPlace();
+  StartCalls(2);
+  for (auto& call : calls_) {
+    call->OnAttemptSent(0, 0, loop_.Now());
+    call->OnAttemptEnded(0, Outcome(Failure::kUnavailable), absl::UnavailableError("lost"));
+  }
+  loop_.Advance(1s);
+  calls_[0].reset();  // the first in line goes (its app went away), without Stop()
+  EXPECT_EQ(context_.waiting_for_node, 1u);
+  places_.pop_back();
+  loop_.Advance(0ms);
+  EXPECT_EQ(hosts_[0]->started.size(), 1u);
+  EXPECT_EQ(hosts_[1]->started.size(), 2u);  // the place went to the next in line
+  EXPECT_EQ(budget(0).retries_in_flight(), 3u);
+  EXPECT_FALSE(budget(0).has_waiters());
+}
+
+TEST_F(AttemptControllerTest, MoreCallsInFlightOpenAPlaceForAWaitingRetry) {
+  CallRefusedARetryPlace();  // 1 call in flight: the floor (3) is the limit
+  loop_.Advance(1s);
+  StartCalls(19);  // 20 calls: 20% of them is 4 places
+  loop_.Advance(0ms);
+  EXPECT_EQ(host_.started.size(), 2u);
+  EXPECT_EQ(budget(0).retries_in_flight(), 4u);
 }
 
 TEST_F(AttemptControllerTest, RetryFindingItsNodeUnreachableGivesItsPlaceBack) {
