@@ -6,7 +6,6 @@
 #include "daemon/common/access_log.h"
 #include "daemon/metrics/worker_metrics.h"
 #include "daemon/retry/retry_context.h"
-#include "daemon/server/downstream_session.h"
 #include "daemon/server/grpc_wire.h"
 #include "daemon/server/proxy_counters.h"
 #include "spdlog/spdlog.h"
@@ -22,7 +21,7 @@ bool ForwardableRequestHeader(std::string_view name, std::string_view value) {
 
 }  // namespace
 
-Call::Call(CallContext& context, DownstreamSession& downstream, int32_t stream_id)
+Call::Call(CallContext& context, CallDownstream& downstream, int32_t stream_id)
     : context_(context),
       downstream_(downstream),
       downstream_id_(stream_id),

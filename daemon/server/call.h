@@ -21,8 +21,10 @@
 // (WINDOW_UPDATE, per stream) only when the other side's data source has taken them, so a slow
 // reader slows its writer and a call never buffers more than one stream window per direction.
 //
-// Ownership: the DownstreamSession owns its calls (created on request HEADERS, deleted when the
-// downstream stream closes). A call holds its upstream half, and that its attempts, by value.
+// Ownership: the app connection (DownstreamSession, seen by the call only as a CallDownstream)
+// owns its calls (created on request HEADERS, deleted when the downstream stream closes). A call
+// holds its upstream half, and that its attempts, by value. A unit test hands a call a fake
+// CallDownstream and a CallContext built from fakes (tests/unit/call_test.cc).
 // Thread-safety: none; a call lives on one worker's thread.
 #ifndef QPOOL_DAEMON_SERVER_CALL_H_
 #define QPOOL_DAEMON_SERVER_CALL_H_
@@ -33,6 +35,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -46,12 +49,39 @@
 
 namespace qpool::server {
 
-class DownstreamSession;
+class Call;
+
+// What a call asks of the app connection its stream is on (DownstreamSession implements it): the
+// answer's frames, the request's flow control, and the connection's shares. Every method names
+// the call's own stream.
+class CallDownstream {
+ public:
+  // Response HEADERS; with `has_body` the body and trailers follow from the call's data source
+  // (Call::ReadResponseBody), otherwise the HEADERS frame ends the stream (trailers-only).
+  virtual int SubmitResponse(Call& call, const nghttp2_nv* nva, size_t nvlen, bool has_body) = 0;
+  // The answer's trailers; from inside the call's data source, at the end of the body.
+  virtual int SubmitTrailers(Call& call, const nghttp2_nv* nva, size_t nvlen) = 0;
+  // More of the answer is queued (or it is complete): the data source may be read again.
+  virtual void ResumeResponseData(Call& call) = 0;
+  // RST_STREAM(`h2_error_code`) to the app.
+  virtual void ResetStream(Call& call, uint32_t h2_error_code) = 0;
+  // The call passed `n` request bytes on: the app may send that much more.
+  virtual void ConsumeRequestData(Call& call, size_t n) = 0;
+  // The connection's unread response bytes, all its calls together (ByteQueue's `local` total).
+  virtual int64_t* response_bytes_held() = 0;
+  // What the connection's calls hold of the worker's pools (fair sharing, NodePool).
+  virtual pool::ShareAccount& share_account() = 0;
+  // The app's address, for the access log.
+  virtual const std::string& peer() const = 0;
+
+ protected:
+  ~CallDownstream() = default;  // not owned through this interface
+};
 
 class Call {
  public:
   // `context` (the worker's) and `downstream` must outlive the call.
-  Call(CallContext& context, DownstreamSession& downstream, int32_t stream_id);
+  Call(CallContext& context, CallDownstream& downstream, int32_t stream_id);
   ~Call();
 
   Call(const Call&) = delete;
@@ -100,6 +130,8 @@ class Call {
   pool::ShareAccount& share_account();
   // The method's class, from :path (known once the request headers are complete).
   metrics::MethodClass method_class() const { return method_class_; }
+  // Tests only: the upstream half, to deliver its attempts' events by hand.
+  CallUpstream& upstream_for_testing() { return upstream_; }
 
   CallHook downstream_hook;  // DownstreamSession's list of its calls
   // The session's watch for server.stream_idle_timeout, and its check of the request's message
@@ -128,7 +160,7 @@ class Call {
   void LogAccess(Duration duration);
 
   CallContext& context_;
-  DownstreamSession& downstream_;
+  CallDownstream& downstream_;
   const int32_t downstream_id_;
   ResponseState response_state_ = ResponseState::kNone;
   HeaderBlock trailers_;

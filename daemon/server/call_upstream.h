@@ -136,6 +136,8 @@ class CallUpstream final : public retry::AttemptHost {
   std::optional<retry::RetryClass> retry_class() const { return retry_class_; }
   uint32_t attempts() const { return controller_.attempts(); }
   int last_node() const { return attempts_[controller_.primary()].node; }
+  // Tests only: attempt slot `slot` (0 or 1), to deliver its stream's events by hand.
+  Attempt& attempt_for_testing(int slot) { return attempts_[slot]; }
 
   // From the attempts. ------------------------------------------------------------------------
   bool IsPrimary(const Attempt& a) const { return a.slot == controller_.primary(); }

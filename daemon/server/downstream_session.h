@@ -36,7 +36,9 @@
 
 namespace qpool::server {
 
-class DownstreamSession : public H2Transport {
+// What the connection's calls ask of it is the CallDownstream interface (call.h); `final`, so its
+// own uses of those methods are direct calls.
+class DownstreamSession final : public H2Transport, public CallDownstream {
  public:
   DownstreamSession(Worker& worker, boost::asio::ip::tcp::socket socket);
   ~DownstreamSession() override;
@@ -54,23 +56,17 @@ class DownstreamSession : public H2Transport {
   // Closes at once; in-flight calls are cancelled upstream.
   void Abort();
 
-  // For calls. ---------------------------------------------------------------------------------
-  // Response HEADERS; with `has_body` the body and trailers follow from the call's data source,
-  // otherwise the HEADERS frame ends the stream (a trailers-only response).
-  int SubmitResponse(Call& call, const nghttp2_nv* nva, size_t nvlen, bool has_body);
-  int SubmitTrailers(Call& call, const nghttp2_nv* nva, size_t nvlen);
-  void ResumeResponseData(Call& call);
-  void ResetStream(Call& call, uint32_t h2_error_code);
-  // The call passed `n` request bytes on: let the app send that much more on the stream (and on
-  // the connection).
-  void ConsumeRequestData(Call& call, size_t n);
-
-  const std::string& peer() const { return peer_; }
-  // The connection's unread response bytes, all calls together: the calls' response queues keep
-  // it up to date (ByteQueue's `local` total).
-  int64_t* response_bytes_held() { return &response_bytes_; }
-  // What this connection's calls hold of the worker's pools: fair sharing (NodePool).
-  pool::ShareAccount& share_account() { return share_account_; }
+  // CallDownstream: for calls (call.h says what each does). ----------------------------------
+  int SubmitResponse(Call& call, const nghttp2_nv* nva, size_t nvlen, bool has_body) override;
+  int SubmitTrailers(Call& call, const nghttp2_nv* nva, size_t nvlen) override;
+  void ResumeResponseData(Call& call) override;
+  void ResetStream(Call& call, uint32_t h2_error_code) override;
+  // Also gives the connection's window back (the app may send that much more on it too).
+  void ConsumeRequestData(Call& call, size_t n) override;
+  // The calls' response queues keep it up to date.
+  int64_t* response_bytes_held() override { return &response_bytes_; }
+  pool::ShareAccount& share_account() override { return share_account_; }
+  const std::string& peer() const override { return peer_; }
 
   // For the worker's periodic sweep.
   // ---------------------------------------------------------------
