@@ -28,12 +28,13 @@ constexpr uint8_t kDrainPingPayload[8] = {'q', 'p', 'd', 'r', 'a', 'i', 'n', '!'
 
 DownstreamSession::DownstreamSession(Worker& worker, tcp::socket socket)
     : H2Transport(worker, std::move(socket)),
-      max_header_list_size_(worker.config().server.max_header_list_size),
-      max_headers_(worker.config().server.max_headers),
-      accepted_at_(worker.loop().Now()),
-      connection_buffer_limit_(worker.config().server.connection_buffer_limit),
-      max_message_size_(worker.config().server.max_message_size),
-      stream_idle_timeout_(absl::ToChronoNanoseconds(worker.config().server.stream_idle_timeout)) {
+      max_header_list_size_(worker.connection_context().config->server.max_header_list_size),
+      max_headers_(worker.connection_context().config->server.max_headers),
+      accepted_at_(worker.connection_context().loop.Now()),
+      connection_buffer_limit_(worker.connection_context().config->server.connection_buffer_limit),
+      max_message_size_(worker.connection_context().config->server.max_message_size),
+      stream_idle_timeout_(absl::ToChronoNanoseconds(
+          worker.connection_context().config->server.stream_idle_timeout)) {
   boost::system::error_code ec;
   const tcp::endpoint endpoint = socket_.remote_endpoint(ec);
   peer_ = ec ? "unknown" : absl::StrCat(endpoint.address().to_string(), ":", endpoint.port());
@@ -57,7 +58,7 @@ bool DownstreamSession::CreateSession() {
     CloseTransport(absl::InternalError(nghttp2_strerror(rv)));
     return false;
   }
-  const config::ServerConfig& server = worker().config().server;
+  const config::ServerConfig& server = worker().connection_context().config->server;
   const nghttp2_settings_entry settings[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, server.max_concurrent_streams},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, server.stream_window},
@@ -159,8 +160,10 @@ void DownstreamSession::EnforceBufferLimit() {
 
 void DownstreamSession::ResetCall(Call& call, uint32_t h2_error_code, StreamResetReason reason) {
   const int32_t stream_id = call.downstream_stream_id();
-  worker().counters().downstream_stream_resets[static_cast<size_t>(reason)].fetch_add(
-      1, std::memory_order_relaxed);
+  worker()
+      .connection_context()
+      .counters.downstream_stream_resets[static_cast<size_t>(reason)]
+      .fetch_add(1, std::memory_order_relaxed);
   DetachCall(call);
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, h2_error_code);
   call.OnDownstreamClosed(h2_error_code);  // cancels the upstream stream, or the wait for one
@@ -221,7 +224,7 @@ void DownstreamSession::TrimIdle() {
 
 DownstreamSession::TimeoutAction DownstreamSession::CheckTimeouts(MonoTime now) {
   if (closed() || refused_) return TimeoutAction::kNone;
-  const config::ServerConfig& server = worker().config().server;
+  const config::ServerConfig& server = worker().connection_context().config->server;
   if (!handshake_done_) {
     if (server.handshake_timeout > absl::ZeroDuration() &&
         now - accepted_at_ >= absl::ToChronoNanoseconds(server.handshake_timeout)) {
@@ -247,7 +250,7 @@ DownstreamSession::TimeoutAction DownstreamSession::CheckTimeouts(MonoTime now) 
 
 void DownstreamSession::OnTimeout(TimeoutAction action) {
   if (closed()) return;
-  ProxyCounters& counters = worker().counters();
+  ProxyCounters& counters = worker().connection_context().counters;
   timed_out_ = true;
   if (action == TimeoutAction::kHandshakeTimeout) {
     counters.downstream_handshake_timeouts.fetch_add(1, std::memory_order_relaxed);
@@ -278,7 +281,7 @@ void DownstreamSession::OnTimeout(TimeoutAction action) {
 }
 
 bool DownstreamSession::Spend(TokenBucket& budget, AbuseReason reason) {
-  if (budget.Take(worker().loop().Now())) return true;
+  if (budget.Take(worker().connection_context().loop.Now())) return true;
   CloseForAbuse(reason);
   return false;
 }
@@ -286,7 +289,7 @@ bool DownstreamSession::Spend(TokenBucket& budget, AbuseReason reason) {
 void DownstreamSession::CloseForAbuse(AbuseReason reason) {
   if (abusive_ || closed()) return;
   abusive_ = true;
-  worker().counters().downstream_abuse[static_cast<size_t>(reason)].fetch_add(
+  worker().connection_context().counters.downstream_abuse[static_cast<size_t>(reason)].fetch_add(
       1, std::memory_order_relaxed);
   const std::string why = absl::StrCat("qpool: ", std::string(AbuseReasonName(reason)));
   SPDLOG_DEBUG("client {}: closing: GOAWAY(ENHANCE_YOUR_CALM) {}", peer_, why);
@@ -309,8 +312,10 @@ int DownstreamSession::OnHeaderOverLimit(nghttp2_session* session, const nghttp2
   if (over_limit_stream_ == stream_id) return 0;  // the rest of the block: decoded, not stored
   over_limit_stream_ = stream_id;
   over_limit_count_ = block_headers_ > max_headers_;
-  worker().counters().downstream_header_limit_rejections[over_limit_count_ ? 1 : 0].fetch_add(
-      1, std::memory_order_relaxed);
+  worker()
+      .connection_context()
+      .counters.downstream_header_limit_rejections[over_limit_count_ ? 1 : 0]
+      .fetch_add(1, std::memory_order_relaxed);
   // The call lets go of what it stored (and of its upstream stream, for trailers).
   if (Call* call = CallOf(session, stream_id)) {
     DetachCall(*call);
@@ -340,11 +345,12 @@ void DownstreamSession::AnswerOverLimit(const nghttp2_frame* frame) {
                             MakeNv("grpc-status", "8"),  // RESOURCE_EXHAUSTED
                             MakeNv("grpc-message", message)};
   nghttp2_submit_response(session_, stream_id, nva, std::size(nva), nullptr);
-  worker().counters().local_replies.fetch_add(1, std::memory_order_relaxed);
+  worker().connection_context().counters.local_replies.fetch_add(1, std::memory_order_relaxed);
 }
 
 void DownstreamSession::OnProtocolError(int nghttp2_error) {
-  worker().counters().downstream_protocol_errors.fetch_add(1, std::memory_order_relaxed);
+  worker().connection_context().counters.downstream_protocol_errors.fetch_add(
+      1, std::memory_order_relaxed);
   SPDLOG_DEBUG("client {}: closing: HTTP/2 protocol error: {}", peer_,
                nghttp2_strerror(nghttp2_error));
   H2Transport::OnProtocolError(nghttp2_error);
@@ -520,8 +526,8 @@ void DownstreamSession::RejectOversizeMessage(Call& call, uint64_t declared) {
   }
   const int32_t stream_id = call.downstream_stream_id();
   worker()
-      .counters()
-      .downstream_stream_resets[static_cast<size_t>(StreamResetReason::kMessageSize)]
+      .connection_context()
+      .counters.downstream_stream_resets[static_cast<size_t>(StreamResetReason::kMessageSize)]
       .fetch_add(1, std::memory_order_relaxed);
   DetachCall(call);
   call.OnDownstreamClosed(NGHTTP2_CANCEL);  // cancels the upstream stream, or the wait for one
@@ -533,7 +539,7 @@ void DownstreamSession::RejectOversizeMessage(Call& call, uint64_t declared) {
                             MakeNv("grpc-status", "8"),  // RESOURCE_EXHAUSTED
                             MakeNv("grpc-message", message)};
   nghttp2_submit_response(session_, stream_id, nva, std::size(nva), nullptr);
-  worker().counters().local_replies.fetch_add(1, std::memory_order_relaxed);
+  worker().connection_context().counters.local_replies.fetch_add(1, std::memory_order_relaxed);
   ScheduleFlush();
 }
 
@@ -562,7 +568,8 @@ int DownstreamSession::OnFrameSendCallback(nghttp2_session* session, const nghtt
   // violation) with a GOAWAY carrying the error code, then winds the connection down.
   if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR &&
       !self->refused_ && !self->abusive_ && !self->timed_out_) {
-    self->worker().counters().downstream_protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    self->worker().connection_context().counters.downstream_protocol_errors.fetch_add(
+        1, std::memory_order_relaxed);
     SPDLOG_DEBUG("client {}: closing: HTTP/2 connection error {}: {}", self->peer_,
                  nghttp2_http2_strerror(frame->goaway.error_code), self->last_error_);
   }

@@ -114,7 +114,7 @@ void H2Transport::OnReadable(const boost::system::error_code& ec) {
     CloseTransport(absl::UnavailableError(absl::StrCat("wait for read: ", ec.message())));
     return;
   }
-  std::vector<uint8_t>& buffer = worker_.read_buffer();
+  std::vector<uint8_t>& buffer = worker_.connection_context().read_buffer;
   // A few reads per wake-up at most, so one busy connection cannot starve the others.
   for (int i = 0; i < 4; ++i) {
     boost::system::error_code read_ec;

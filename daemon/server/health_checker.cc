@@ -8,6 +8,7 @@
 #include <boost/asio/post.hpp>
 #include <cstdlib>
 
+#include "daemon/server/node_probes.h"
 #include "daemon/server/worker.h"
 #include "spdlog/spdlog.h"
 

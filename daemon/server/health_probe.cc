@@ -8,6 +8,7 @@
 #include "daemon/common/grpc_frame.h"
 #include "daemon/server/grpc_wire.h"
 #include "daemon/server/header_block.h"
+#include "daemon/server/node_probes.h"
 #include "daemon/server/worker.h"
 #include "spdlog/spdlog.h"
 
@@ -198,7 +199,7 @@ HealthProbe::HealthProbe(Worker& worker, pool::NodePool& pool, std::string autho
       spec_(std::move(spec)),
       timeout_(timeout),
       done_(std::move(done)),
-      timer_(worker.loop().CreateTimer()) {
+      timer_(worker.connection_context().loop.CreateTimer()) {
   request_body = GrpcFrame(spec_.message);
   set_probe();  // never waits behind app calls in the pool's queue (docs/security.md)
 }

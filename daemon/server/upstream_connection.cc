@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/server/call_upstream.h"
+#include "daemon/server/node_probes.h"
 #include "daemon/server/small_alloc.h"
 #include "daemon/server/worker.h"
 #include "daemon/tls/client_tls.h"
@@ -37,7 +38,7 @@ UpstreamConnection::UpstreamConnection(Worker& worker, const config::NodeAddress
 UpstreamConnection::~UpstreamConnection() = default;
 
 void UpstreamConnection::Connect() {
-  const config::UpstreamConfig& options = worker().config().upstream;
+  const config::UpstreamConfig& options = worker().connection_context().config->upstream;
   connect_timer_.expires_after(absl::ToChronoNanoseconds(options.connect_timeout));
   auto self = std::static_pointer_cast<UpstreamConnection>(shared_from_this());
   connect_timer_.async_wait([self](const boost::system::error_code& ec) {
@@ -82,7 +83,7 @@ void UpstreamConnection::OnTcpConnected(const boost::system::error_code& ec) {
 }
 
 void UpstreamConnection::OnTlsHandshakeDone() {
-  metrics::NodeMetrics& m = worker().metrics().node(node_index_);
+  metrics::NodeMetrics& m = worker().connection_context().metrics.node(node_index_);
   m.tls_handshakes.Add();
   if (tls()->resumed()) m.tls_resumptions.Add();
   if (!worker().TlsContextOf(node_index_)->verify()) m.tls_unverified_connects.Add();
@@ -97,7 +98,7 @@ void UpstreamConnection::StartHttp2() {
   nghttp2_option_set_no_http_messaging(option, 1);
   nghttp2_session_client_new3(&session_, Callbacks(), this, option, Nghttp2SmallAlloc());
   nghttp2_option_del(option);
-  const config::Config& config = worker().config();
+  const config::Config& config = *worker().connection_context().config;
   const nghttp2_settings_entry settings[] = {
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, config.server.stream_window},
@@ -111,12 +112,12 @@ void UpstreamConnection::StartHttp2() {
 
 void UpstreamConnection::OnConnectTimeout() {
   if (handshake_done_ || events_ == nullptr) return;
-  FailConnect(
-      tls::WithConnectFailure(absl::UnavailableError(absl::StrCat(
-                                  "connect timed out after ",
-                                  absl::FormatDuration(worker().config().upstream.connect_timeout),
-                                  " (upstream.connect_timeout)")),
-                              tls::ConnectFailure::kTimeout));
+  FailConnect(tls::WithConnectFailure(
+      absl::UnavailableError(absl::StrCat(
+          "connect timed out after ",
+          absl::FormatDuration(worker().connection_context().config->upstream.connect_timeout),
+          " (upstream.connect_timeout)")),
+      tls::ConnectFailure::kTimeout));
 }
 
 void UpstreamConnection::FailConnect(const absl::Status& reason) {
@@ -192,9 +193,10 @@ void UpstreamConnection::OnPingTimer() {
   Worker& w = worker();
   if (ping_outstanding_) {
     ping_outstanding_ = false;
-    w.metrics().node(node_index_).pings_failed.Add();
+    w.connection_context().metrics.node(node_index_).pings_failed.Add();
     const std::string why =
-        absl::StrCat("no PING ack within ", absl::FormatDuration(w.config().health.fast_timeout),
+        absl::StrCat("no PING ack within ",
+                     absl::FormatDuration(w.connection_context().config->health.fast_timeout),
                      " (health.fast_timeout): connection closed, the pool replaces it");
     SPDLOG_WARN("upstream {}: {}", node_name_, why);
     CloseTransport(absl::UnavailableError(why));
@@ -210,17 +212,17 @@ void UpstreamConnection::OnPingTimer() {
     return;
   }
   ping_outstanding_ = true;
-  ping_sent_at_ = w.loop().Now();
+  ping_sent_at_ = w.connection_context().loop.Now();
   ScheduleFlush();
-  ArmPingTimer(absl::ToChronoNanoseconds(w.config().health.fast_timeout));
+  ArmPingTimer(absl::ToChronoNanoseconds(w.connection_context().config->health.fast_timeout));
 }
 
 void UpstreamConnection::OnPingAck() {
   if (!ping_outstanding_) return;  // not ours (nghttp2 acks the peer's PINGs itself)
   ping_outstanding_ = false;
   Worker& w = worker();
-  w.metrics().node(node_index_).pings_ok.Add();
-  w.metrics().ObservePing(w.loop().Now() - ping_sent_at_);
+  w.connection_context().metrics.node(node_index_).pings_ok.Add();
+  w.connection_context().metrics.ObservePing(w.connection_context().loop.Now() - ping_sent_at_);
   ArmPingTimer(w.probes().PingInterval(node_index_));
 }
 

@@ -13,9 +13,13 @@
 #include "daemon/metrics/health_metrics.h"
 #include "daemon/metrics/scrape.h"
 #include "daemon/metrics/worker_metrics.h"
+#include "daemon/pool/balancer.h"
+#include "daemon/pool/slot_pools.h"
 #include "daemon/rest/rest_worker.h"
+#include "daemon/retry/retry_context.h"
 #include "daemon/server/downstream_session.h"
 #include "daemon/server/health_probe.h"
+#include "daemon/server/node_probes.h"
 #include "daemon/server/proxy_counters.h"
 #include "daemon/server/upstream_connection.h"
 #include "daemon/tls/context_store.h"
@@ -49,7 +53,7 @@ class Worker::NodeObserver : public metrics::PoolMetricsObserver {
         node_(node) {}
   void OnConnectFailed(const absl::Status& reason) override {
     PoolMetricsObserver::OnConnectFailed(reason);
-    worker_.balancer_.OnAttemptEnd(node_, /*failed=*/true);
+    worker_.balancer_->OnAttemptEnd(node_, /*failed=*/true);
     if (worker_.connect_failure_hook_) worker_.connect_failure_hook_();
   }
 
@@ -143,7 +147,7 @@ class Worker::RetryReporter : public retry::RetryEvents {
   }
   void OnHedge(bool won) override { worker_.metrics_.RecordHedge(won); }
   void OnAttemptResult(size_t node, bool node_fault, double tokens) override {
-    worker_.balancer_.OnAttemptEnd(node, node_fault);
+    worker_.balancer_->OnAttemptEnd(node, node_fault);
     worker_.metrics_.node(node).retry_tokens.store(tokens, std::memory_order_relaxed);
   }
   void OnReplayRefused(retry::ReplayLimit limit) override {
@@ -198,48 +202,54 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
       metrics_(metrics),
       loop_(io_),
       retry_reporter_(std::make_unique<RetryReporter>(*this)),
-      retry_(PolicyOptions(config_->retry), BudgetOptions(config_->retry), table_->slots.size(),
-             retry_reporter_.get()),
+      retry_(std::make_unique<retry::RetryContext>(PolicyOptions(config_->retry),
+                                                   BudgetOptions(config_->retry),
+                                                   table_->slots.size(), retry_reporter_.get())),
       read_buffer_(64 * 1024),
-      pools_(std::make_unique<PoolParts>(*this), pending_budget_, loop_, random_),
-      balancer_(loop_, random_, metrics_, health),
+      pending_budget_(std::make_unique<pool::PendingBudget>()),
+      pools_(std::make_unique<pool::SlotPools>(std::make_unique<PoolParts>(*this), *pending_budget_,
+                                               loop_, random_)),
+      balancer_(std::make_unique<pool::Balancer>(loop_, random_, metrics_, health)),
       secrets_(secrets),
-      call_context_{loop_, random_, counters_, metrics_, retry_, balancer_},
-      probes_(*this, pools_) {
-  probes_.Configure(config_->health, *table_);
+      call_context_{loop_, random_, counters_, metrics_, *retry_, *balancer_},
+      connection_context_{io_, loop_, counters_, metrics_, read_buffer_, config_.get()},
+      probes_(std::make_unique<NodeProbes>(*this, *pools_)) {
+  probes_->Configure(config_->health, *table_);
   const config::RetryConfig& retry = config_->retry;
-  retry_.policy_retries = retry.enabled;
-  retry_.per_try_timeout = absl::ToChronoNanoseconds(retry.per_try_timeout);
-  retry_.hedge_delay = absl::ToChronoNanoseconds(retry.hedge_delay);
-  retry_.unreachable_wait = absl::ToChronoNanoseconds(retry.unreachable_wait);
-  retry_.replay.per_call = retry.replay_buffer_per_call;
-  retry_.replay.total = retry.replay_buffer_total;
-  retry_.replay.total_bytes = &counters_.replay_bytes;
+  retry_->policy_retries = retry.enabled;
+  retry_->per_try_timeout = absl::ToChronoNanoseconds(retry.per_try_timeout);
+  retry_->hedge_delay = absl::ToChronoNanoseconds(retry.hedge_delay);
+  retry_->unreachable_wait = absl::ToChronoNanoseconds(retry.unreachable_wait);
+  retry_->replay.per_call = retry.replay_buffer_per_call;
+  retry_->replay.total = retry.replay_buffer_total;
+  retry_->replay.total_bytes = &counters_.replay_bytes;
   for (const auto& [path, name] : retry.methods) {
-    retry_.classifier.Override(path, RetryClassNamed(name));
+    retry_->classifier.Override(path, RetryClassNamed(name));
   }
   if (!config_->rest.listen.host.empty()) {
     rest::RestRetryContext rest_retry;
-    rest_retry.context = &retry_;
+    rest_retry.context = retry_.get();
     rest_retry.local_replies = &counters_.local_replies;
     rest_retry.protocol_errors = &counters_.downstream_protocol_errors;
     rest_retry.calls_started = &counters_.calls_started;
     // The REST pools share the gRPC pools' upstream.max_pending budget.
-    rest_ = std::make_unique<rest::RestWorker>(*config_, index, count, io_, loop_, random_,
-                                               pending_budget_, static_cast<rest::RestHost&>(*this),
-                                               balancer_, rest_retry, metrics_, *table_);
-    balancer_.SetPools(pool::Protocol::kRest, &rest_->slot_pools());
+    rest_ = std::make_unique<rest::RestWorker>(
+        *config_, index, count, io_, loop_, random_, *pending_budget_,
+        static_cast<rest::RestHost&>(*this), *balancer_, rest_retry, metrics_, *table_);
+    balancer_->SetPools(pool::Protocol::kRest, &rest_->slot_pools());
   }
   if (secrets_.keys != nullptr) key_cache_ = std::make_unique<auth::ApiKeyCache>(*secrets_.keys);
-  pending_budget_.limit = pool::WorkerShare(config_->upstream.max_pending, index, count);
-  retry_.max_waiting_for_node = pending_budget_.limit;  // calls waiting for a node, as queued ones
-  pools_.Apply(*table_);
-  balancer_.SetPools(pool::Protocol::kGrpc, &pools_);
-  balancer_.Rebuild(*table_, config_->health);
-  UpdateCallContext();
+  pending_budget_->limit = pool::WorkerShare(config_->upstream.max_pending, index, count);
+  retry_->max_waiting_for_node =
+      pending_budget_->limit;  // calls waiting for a node, as queued ones
+  pools_->Apply(*table_);
+  balancer_->SetPools(pool::Protocol::kGrpc, pools_.get());
+  balancer_->Rebuild(*table_, config_->health);
+  UpdateContexts();
 }
 
-void Worker::UpdateCallContext() {
+void Worker::UpdateContexts() {
+  connection_context_.config = config_.get();
   call_context_.nodes = table_.get();
   call_context_.start_at_bytes =
       std::min<size_t>(config_->retry.replay_buffer_per_call, config_->server.stream_window / 2);
@@ -260,32 +270,32 @@ void Worker::Reconfigure(std::shared_ptr<const config::Config> config,
   }
   secrets_ = secrets;
   // First, before anything runs that may read them: the old key cache and table are gone.
-  UpdateCallContext();
-  balancer_.Rebuild(*table_, config_->health);
+  UpdateContexts();
+  balancer_->Rebuild(*table_, config_->health);
   // Retry: the policy and classes apply to the next decision; budgets keep their tokens (capped)
   // and their retries in flight.
   const config::RetryConfig& retry_config = config_->retry;
-  retry_.policy = retry::RetryPolicy(PolicyOptions(retry_config));
-  retry_.classifier = retry::MethodClassifier();
+  retry_->policy = retry::RetryPolicy(PolicyOptions(retry_config));
+  retry_->classifier = retry::MethodClassifier();
   for (const auto& [path, name] : retry_config.methods) {
-    retry_.classifier.Override(path, RetryClassNamed(name));
+    retry_->classifier.Override(path, RetryClassNamed(name));
   }
-  retry_.policy_retries = retry_config.enabled;
-  retry_.per_try_timeout = absl::ToChronoNanoseconds(retry_config.per_try_timeout);
-  retry_.hedge_delay = absl::ToChronoNanoseconds(retry_config.hedge_delay);
-  retry_.replay.per_call = retry_config.replay_buffer_per_call;
-  retry_.replay.total = retry_config.replay_buffer_total;
+  retry_->policy_retries = retry_config.enabled;
+  retry_->per_try_timeout = absl::ToChronoNanoseconds(retry_config.per_try_timeout);
+  retry_->hedge_delay = absl::ToChronoNanoseconds(retry_config.hedge_delay);
+  retry_->replay.per_call = retry_config.replay_buffer_per_call;
+  retry_->replay.total = retry_config.replay_buffer_total;
   const size_t slots = table_->slots.size();
-  for (retry::RetryBudget& budget : retry_.budgets)
+  for (retry::RetryBudget& budget : retry_->budgets)
     budget.SetOptions(BudgetOptions(config_->retry));
-  while (retry_.budgets.size() < slots) {
-    retry_.budgets.emplace_back(BudgetOptions(config_->retry));
+  while (retry_->budgets.size() < slots) {
+    retry_->budgets.emplace_back(BudgetOptions(config_->retry));
   }
-  retry_.unreachable_wait = absl::ToChronoNanoseconds(retry_config.unreachable_wait);
-  pending_budget_.limit = pool::WorkerShare(config_->upstream.max_pending, index_, count_);
-  retry_.max_waiting_for_node = pending_budget_.limit;
-  probes_.Configure(config_->health, *table_);
-  pools_.Apply(*table_);  // new slots get pools, removed ones retire, the rest update
+  retry_->unreachable_wait = absl::ToChronoNanoseconds(retry_config.unreachable_wait);
+  pending_budget_->limit = pool::WorkerShare(config_->upstream.max_pending, index_, count_);
+  retry_->max_waiting_for_node = pending_budget_->limit;
+  probes_->Configure(config_->health, *table_);
+  pools_->Apply(*table_);  // new slots get pools, removed ones retire, the rest update
   if (rest_ != nullptr) {
     // The REST side reads the worker's retry context (RestRetryContext::context): nothing to copy.
     rest_->Reconfigure(*config_, table_.get());
@@ -299,7 +309,7 @@ std::vector<bool> Worker::DrainedSlots() const {
       drained[s] = drained[s] && these[s];
     }
   };
-  both(pools_.DrainedSlots());
+  both(pools_->DrainedSlots());
   if (rest_ != nullptr) both(rest_->slot_pools().DrainedSlots());
   return drained;
 }
@@ -330,7 +340,7 @@ void Worker::RecycleTlsNodes(const tls::ContextStore* store, const std::vector<s
     if (rest) {
       if (rest_ != nullptr) rest_->slot_pools().RecycleAll(s, kTlsRecycleSpread);
     } else {
-      pools_.RecycleAll(s, kTlsRecycleSpread);
+      pools_->RecycleAll(s, kTlsRecycleSpread);
     }
   }
 }
@@ -338,7 +348,7 @@ void Worker::RecycleTlsNodes(const tls::ContextStore* store, const std::vector<s
 void Worker::Start() {
   running_ = true;
   Post([this] {
-    pools_.Start();
+    pools_->Start();
     // The sweep looks at every app connection once a period: a quarter of the shorter timeout,
     // between 50 ms and 1 s, so a timeout fires at most a period late; one timer per worker
     // rather than one per connection, and nothing on the data path.
@@ -420,7 +430,7 @@ std::vector<metrics::NodePoolGauges> GaugesOf(const pool::SlotPools& pools, Usab
 std::vector<metrics::NodePoolGauges> Worker::PoolGauges() const {
   // A gRPC node's readiness is the worker's mirror (UpdateUsable), as /readyz reads it.
   return GaugesOf(
-      pools_, [this](size_t s, const pool::NodePool&) { return metrics_.node(s).UsableHere(); });
+      *pools_, [this](size_t s, const pool::NodePool&) { return metrics_.node(s).UsableHere(); });
 }
 
 std::vector<metrics::NodePoolGauges> Worker::RestPoolGauges() const {
@@ -430,7 +440,7 @@ std::vector<metrics::NodePoolGauges> Worker::RestPoolGauges() const {
 }
 
 void Worker::UpdateUsable(size_t node) {
-  const pool::NodePool* const found = pools_.pool(node);
+  const pool::NodePool* const found = pools_->pool(node);
   if (found == nullptr) return;  // stopping, or freed
   const pool::NodePool& pool = *found;
   // See NodeMetrics::live / failing: a node in backoff between failed attempts stays "failing"
@@ -521,8 +531,8 @@ void Worker::Stop() {
     for (auto& session : sessions) session->Abort();
     if (sweep_timer_) sweep_timer_->Cancel();
     if (rest_ != nullptr) rest_->Stop();
-    pools_.Shutdown();  // aborts what is still open
-    probes_.Clear();    // after their pools: a pool forgets its queued waiters on destruction
+    pools_->Shutdown();  // aborts what is still open
+    probes_->Clear();    // after their pools: a pool forgets its queued waiters on destruction
     io_.stop();
   });
   if (thread_.joinable()) thread_.join();

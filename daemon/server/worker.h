@@ -16,12 +16,9 @@
 #include <vector>
 
 #include "daemon/common/asio_event_loop.h"
-#include "daemon/pool/balancer.h"
-#include "daemon/pool/slot_pools.h"
 #include "daemon/rest/rest_host.h"
-#include "daemon/retry/retry_context.h"
 #include "daemon/server/call_context.h"
-#include "daemon/server/node_probes.h"
+#include "daemon/server/connection_context.h"
 
 namespace qpool::auth {
 class ApiKeyCache;  // api_keys.h
@@ -39,9 +36,19 @@ struct NodePoolGauges;
 class WorkerMetrics;
 }  // namespace qpool::metrics
 
+namespace qpool::pool {  // node_pool.h, slot_pools.h, balancer.h
+class Balancer;
+struct PendingBudget;
+class SlotPools;
+}  // namespace qpool::pool
+
 namespace qpool::rest {
 class RestWorker;  // rest_worker.h
 }  // namespace qpool::rest
+
+namespace qpool::retry {
+struct RetryContext;  // retry_context.h
+}  // namespace qpool::retry
 
 namespace qpool::tls {  // client_tls.h, context_store.h
 class ClientContext;
@@ -52,6 +59,7 @@ namespace qpool::server {
 
 class DownstreamSession;
 class HealthProbe;
+class NodeProbes;  // node_probes.h
 struct ProbeSpec;
 struct ProxyCounters;  // proxy_counters.h
 
@@ -110,7 +118,7 @@ class Worker : private rest::RestHost {
   // Sends GOAWAY to every app connection; calls `on_idle` (on this thread) once none is left.
   void BeginDrain(std::function<void()> on_idle);
   // Health: the probes it runs for the health thread, and the PING intervals (node_probes.h).
-  NodeProbes& probes() { return probes_; }
+  NodeProbes& probes() { return *probes_; }
   void OnSessionClosed(DownstreamSession* session);
 
   // REST (daemon/rest), worker thread only. ------------------------------------------------------
@@ -139,20 +147,14 @@ class Worker : private rest::RestHost {
   // Worker thread: per slot, whether this worker holds nothing for it any more (no pool, or a
   // retired pool with no connection and no waiter, gRPC and REST alike).
   std::vector<bool> DrainedSlots() const;
+  // The io_context the worker's sockets and timers are bound to (an accepted socket, first).
   boost::asio::io_context& io() { return io_; }
-  EventLoop& loop() { return loop_; }
-  const config::Config& config() const { return *config_; }
-  ProxyCounters& counters() { return counters_; }
-  metrics::WorkerMetrics& metrics() { return metrics_; }
-  // Where this worker's calls (gRPC and REST) pick their nodes, and report passive health to.
-  pool::Balancer& balancer() { return balancer_; }
+  // What this worker's connections use of it (connection_context.h).
+  ConnectionContext& connection_context() { return connection_context_; }
   // What this worker's gRPC calls use of it (call_context.h).
   CallContext& call_context() { return call_context_; }
   // Worker thread: each node slot's pool gauges now, by slot (a slot with no pool: present false).
   std::vector<metrics::NodePoolGauges> PoolGauges() const;
-  // A buffer for reads, shared by all of this worker's connections: a read is consumed by nghttp2
-  // before the next one starts.
-  std::vector<uint8_t>& read_buffer() { return read_buffer_; }
   // Node `node`'s TLS context for a new connection; null when it is reached in cleartext.
   std::shared_ptr<const tls::ClientContext> TlsContextOf(size_t node) const;
   // The API keys qpoold holds now (one relaxed load when they did not change); null when it holds
@@ -177,8 +179,8 @@ class Worker : private rest::RestHost {
   void SweepSessions();
   // Returns free heap memory to the OS after many app connections closed.
   void MaybeTrimMemory();
-  // The call context's reloadable settings, from config_, table_ and secrets_.
-  void UpdateCallContext();
+  // The call and connection contexts' reloadable settings, from config_, table_ and secrets_.
+  void UpdateContexts();
   // Re-evaluates node `node`'s readiness mirror (NodeMetrics::usable).
   void UpdateUsable(size_t node);
 
@@ -192,15 +194,21 @@ class Worker : private rest::RestHost {
   AsioEventLoop loop_;
   StdRandom random_;
   std::unique_ptr<RetryReporter> retry_reporter_;  // before retry_, which reports to it
-  retry::RetryContext retry_;
+  // The parts below are held by pointer, made once in the constructor and never replaced (so
+  // this header needs only their declarations); calls reach them through call_context_.
+  std::unique_ptr<retry::RetryContext> retry_;
   std::vector<uint8_t> read_buffer_;
-  pool::PendingBudget pending_budget_;  // upstream.max_pending: the gRPC and REST pools share it
-  pool::SlotPools pools_;               // the gRPC pools, by node slot
-  pool::Balancer balancer_;             // picks among pools_ and the REST pools
+  // upstream.max_pending: the gRPC and REST pools share it.
+  std::unique_ptr<pool::PendingBudget> pending_budget_;
+  std::unique_ptr<pool::SlotPools> pools_;  // the gRPC pools, by node slot
+  // Where this worker's calls (gRPC and REST) pick their nodes among pools_ and the REST pools,
+  // and report passive health to.
+  std::unique_ptr<pool::Balancer> balancer_;
   UpstreamSecrets secrets_;
   std::unique_ptr<auth::ApiKeyCache> key_cache_;  // null: qpoold holds no key
   CallContext call_context_;
-  NodeProbes probes_;  // on pools_
+  ConnectionContext connection_context_;
+  std::unique_ptr<NodeProbes> probes_;  // on pools_
   std::unordered_map<DownstreamSession*, std::shared_ptr<DownstreamSession>> sessions_;
   std::function<void()> on_drained_;
   std::function<void()> connect_failure_hook_;
