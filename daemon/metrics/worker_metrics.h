@@ -2,7 +2,7 @@
 // (RelaxedCounter: no locks, no read-modify-write); the admin thread reads and sums over workers at
 // scrape time. The objects live in the Proxy, so they outlive the workers that write them.
 //
-//   WorkerMetrics& m = worker.metrics();
+//   WorkerMetrics& m = context.metrics;  // a CallContext or ConnectionContext
 //   m.RecordCall(MethodClass::kRead, /*grpc_code=*/0, call_duration);   // at a call's end
 //   m.node(0).attempt_duration.Observe(attempt);                          // at an attempt's end
 //   PoolMetricsObserver observer(m.node(0), loop, on_change);             // passed to NodePool
