@@ -181,7 +181,7 @@ class SessionSlabs {
  public:
   static constexpr size_t kSlabBytes = 64 * 1024;
   // Under the stream map's 4,096 bytes, which stays a page block.
-  static constexpr size_t kMaxBlock = 3 * 1024;
+  static constexpr size_t kMaxBlock = kSessionSlabMaxBytes;
   static constexpr size_t kRangeBytes = size_t{256} << 20;  // room for ~50,000 sessions
 
   static SessionSlabs& Get() {
@@ -333,9 +333,12 @@ void NoteBlock(SessionPages* pages, void* ptr, size_t size) {
     pages->frame_buffer = ptr;
   }
 }
-// A block for a session being created: from the slabs when it is one of theirs.
+// A block for a session being created: from the slabs when it is one of theirs (under the stream
+// map's 4,096 bytes, which stays a page block).
+constexpr size_t kMaxSessionSlabBlock = 3 * 1024;
 void* SlabAlloc(const SessionPages& pages, size_t size) {
-  return pages.from_slabs ? SessionSlabs::Get().Alloc(size) : nullptr;
+  return pages.from_slabs && size <= kMaxSessionSlabBlock ? SessionSlabs::Get().Alloc(size)
+                                                          : nullptr;
 }
 void* SessionMalloc(size_t size, void* user) {
   auto* pages = static_cast<SessionPages*>(user);
@@ -461,6 +464,19 @@ size_t PageBlockBytes(const void* ptr) {
 
 nghttp2_mem Nghttp2SessionAlloc(SessionPages* pages) {
   return nghttp2_mem{pages, &SessionMalloc, &SessionFree, &SessionCalloc, &SessionRealloc};
+}
+
+void* SessionSlabAlloc(size_t size) {
+  if (void* ptr = SessionSlabs::Get().Alloc(size)) return ptr;
+  return std::malloc(size);
+}
+
+void SessionSlabFree(void* ptr) {
+  if (SessionSlabs::Contains(ptr)) {
+    SessionSlabs::Get().Free(ptr);
+  } else {
+    std::free(ptr);
+  }
 }
 
 size_t SessionSlabResidentBytes() { return SessionSlabs::Get().ResidentBytes(); }

@@ -32,6 +32,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include <cstddef>
+#include <new>
 
 namespace qpool::server {
 
@@ -66,6 +67,32 @@ struct SessionPages {
 // `pages` (which must outlive the session). nghttp2 copies the struct: pass its address to
 // nghttp2_session_*_new3.
 nghttp2_mem Nghttp2SessionAlloc(SessionPages* pages);
+
+// A block from the session slabs for an object that lives as long as its connection (up to
+// kSessionSlabMaxBytes; larger, or with the slabs used up, from malloc). Free it with
+// SessionSlabFree, on any thread.
+inline constexpr size_t kSessionSlabMaxBytes = 8 * 1024;
+void* SessionSlabAlloc(size_t size);
+void SessionSlabFree(void* ptr);
+
+// For std::allocate_shared: the object and its control block in a session slab.
+template <typename T>
+struct SessionSlabAllocator {
+  using value_type = T;
+  SessionSlabAllocator() = default;
+  template <typename U>
+  explicit SessionSlabAllocator(const SessionSlabAllocator<U>& /*other*/) {}
+  T* allocate(size_t n) {
+    void* ptr = SessionSlabAlloc(n * sizeof(T));
+    if (ptr == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(ptr);
+  }
+  void deallocate(T* ptr, size_t /*n*/) { SessionSlabFree(ptr); }
+  template <typename U>
+  bool operator==(const SessionSlabAllocator<U>& /*other*/) const {
+    return true;
+  }
+};
 
 // The bytes of the session slabs' pages that are resident (mincore), for tests and diagnostics.
 size_t SessionSlabResidentBytes();
