@@ -189,10 +189,12 @@ class SessionSlabs {
     return *slabs;
   }
 
-  // Whether `ptr` came from a slab: one subtraction and one comparison.
+  // Whether `ptr` came from a slab: one subtraction and one comparison (before the range exists,
+  // until the range exists, base_address is kUnset, and no pointer lies within kRangeBytes past
+  // it).
   static bool Contains(const void* ptr) {
-    const uintptr_t base = base_address.load(std::memory_order_relaxed);
-    return base != 0 && reinterpret_cast<uintptr_t>(ptr) - base < kRangeBytes;
+    return reinterpret_cast<uintptr_t>(ptr) - base_address.load(std::memory_order_relaxed) <
+           kRangeBytes;
   }
 
   // A block of `size` bytes (not zeroed); null when `size` is over kMaxBlock or no slab is left.
@@ -298,7 +300,8 @@ class SessionSlabs {
     base_address.store(reinterpret_cast<uintptr_t>(base_), std::memory_order_relaxed);
   }
 
-  static inline std::atomic<uintptr_t> base_address{0};
+  static constexpr uintptr_t kUnset = UINTPTR_MAX - kRangeBytes;
+  static inline std::atomic<uintptr_t> base_address{kUnset};
   char* base_ = nullptr;
   Slab* slabs_ = nullptr;
   absl::Mutex mu_;
@@ -349,7 +352,7 @@ void* SessionMalloc(size_t size, void* user) {
 }
 void* SessionCalloc(size_t count, size_t size, void* user) {
   auto* pages = static_cast<SessionPages*>(user);
-  if (size != 0 && count <= SIZE_MAX / size) {
+  if (pages->from_slabs && size != 0 && count <= SIZE_MAX / size) {
     if (void* ptr = SlabAlloc(*pages, count * size)) return std::memset(ptr, 0, count * size);
   }
   void* ptr = SmallCalloc(count, size);
