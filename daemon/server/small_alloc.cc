@@ -189,9 +189,8 @@ class SessionSlabs {
     return *slabs;
   }
 
-  // Whether `ptr` came from a slab: one subtraction and one comparison (before the range exists,
-  // until the range exists, base_address is kUnset, and no pointer lies within kRangeBytes past
-  // it).
+  // Whether `ptr` came from a slab: one subtraction and one comparison (until the range exists,
+  // base_address is kUnset, and no pointer lies within kRangeBytes past it).
   static bool Contains(const void* ptr) {
     return reinterpret_cast<uintptr_t>(ptr) - base_address.load(std::memory_order_relaxed) <
            kRangeBytes;
