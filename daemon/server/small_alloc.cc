@@ -302,7 +302,7 @@ class SessionSlabs {
   static constexpr uintptr_t kUnset = UINTPTR_MAX - kRangeBytes;
   static inline std::atomic<uintptr_t> base_address{kUnset};
   char* base_ = nullptr;
-  Slab* slabs_ = nullptr;
+  Slab* slabs_ ABSL_PT_GUARDED_BY(mu_) = nullptr;
   absl::Mutex mu_;
   uint32_t fresh_ ABSL_GUARDED_BY(mu_) = 0;  // slabs past it were never used
   std::vector<uint32_t> open_[kNumClasses] ABSL_GUARDED_BY(mu_);
