@@ -53,6 +53,7 @@ bool DownstreamSession::CreateSession() {
                                              2 * kResetBudget.per_second);
   nghttp2_mem allocator = session_allocator();
   const int rv = nghttp2_session_server_new3(&session_, Callbacks(), this, option, &allocator);
+  SessionCreated();
   nghttp2_option_del(option);
   if (rv != 0) {
     CloseTransport(absl::InternalError(nghttp2_strerror(rv)));

@@ -88,8 +88,15 @@ class H2Transport : public std::enable_shared_from_this<H2Transport> {
   // with session_allocator() and wrote frames since the last trim) are handed back to the
   // kernel when nghttp2 has nothing queued either (small_alloc.h, ReleaseIdlePages).
   void TrimIdleMemory();
-  // An allocator for nghttp2_session_*_new3 that lets TrimIdleMemory() find those blocks.
-  nghttp2_mem session_allocator() { return Nghttp2SessionAlloc(&session_pages_); }
+  // An allocator for nghttp2_session_*_new3 that lets TrimIdleMemory() find those blocks. Until
+  // SessionCreated(), nghttp2's blocks (those it keeps for the session's lifetime) come from the
+  // session slabs (small_alloc.h), so that they go back to the kernel once a crowd leaves.
+  nghttp2_mem session_allocator() {
+    session_pages_.from_slabs = true;
+    return Nghttp2SessionAlloc(&session_pages_);
+  }
+  // nghttp2_session_*_new3 returned: the session's later blocks come from the cache.
+  void SessionCreated() { session_pages_.from_slabs = false; }
 
   // nghttp2 options both sides share: no automatic WINDOW_UPDATE, since calls acknowledge bytes as
   // they pass them on. The caller deletes the option after creating its session.

@@ -3,6 +3,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -170,6 +172,143 @@ class PageBlocks {
   std::vector<char*> free_[kNumClasses] ABSL_GUARDED_BY(mu_);
 };
 
+// The session slabs (small_alloc.h): slabs of kSlabBytes from one reserved range, each holding
+// blocks of one 16-byte size class, with a free list and a count of live blocks. A slab that
+// empties hands its pages back to the kernel, except one per class kept as a spare, so that one
+// connection opened and closed over and over does not fault the same pages in each time. Never
+// destroyed.
+class SessionSlabs {
+ public:
+  static constexpr size_t kSlabBytes = 64 * 1024;
+  // Under the stream map's 4,096 bytes, which stays a page block.
+  static constexpr size_t kMaxBlock = kSessionSlabMaxBytes;
+  static constexpr size_t kRangeBytes = size_t{256} << 20;  // room for ~50,000 sessions
+
+  static SessionSlabs& Get() {
+    static SessionSlabs* slabs = new SessionSlabs();
+    return *slabs;
+  }
+
+  // Whether `ptr` came from a slab: one subtraction and one comparison (until the range exists,
+  // base_address is kUnset, and no pointer lies within kRangeBytes past it).
+  static bool Contains(const void* ptr) {
+    return reinterpret_cast<uintptr_t>(ptr) - base_address.load(std::memory_order_relaxed) <
+           kRangeBytes;
+  }
+
+  // A block of `size` bytes (not zeroed); null when `size` is over kMaxBlock or no slab is left.
+  void* Alloc(size_t size) {
+    if (size == 0 || size > kMaxBlock || base_ == nullptr) return nullptr;
+    const size_t c = (size - 1) / kAlign;
+    const size_t bytes = (c + 1) * kAlign;
+    absl::MutexLock lock(&mu_);
+    std::vector<uint32_t>& open = open_[c];
+    while (!open.empty()) {
+      const uint32_t index = open.back();
+      Slab& slab = slabs_[index];
+      void* block = nullptr;
+      if (slab.free != nullptr) {
+        block = slab.free;
+        slab.free = slab.free->next;
+      } else if (slab.bump + bytes <= kSlabBytes) {
+        block = base_ + index * kSlabBytes + slab.bump;
+        slab.bump += static_cast<uint32_t>(bytes);
+      } else {
+        slab.open = false;  // full: back on the list when a block is freed
+        open.pop_back();
+        continue;
+      }
+      if (slab.live++ == 0 && spare_[c] == index + 1) spare_[c] = 0;
+      return block;
+    }
+    if (fresh_ == kNumSlabs) return nullptr;
+    const uint32_t index = fresh_++;
+    Slab& slab = slabs_[index];
+    slab.size_class = static_cast<uint32_t>(c);
+    slab.bump = static_cast<uint32_t>(bytes);
+    slab.live = 1;
+    slab.open = true;
+    open.push_back(index);
+    return base_ + index * kSlabBytes;
+  }
+
+  void Free(void* ptr) {
+    const auto index = static_cast<uint32_t>((static_cast<char*>(ptr) - base_) / kSlabBytes);
+    absl::MutexLock lock(&mu_);
+    Slab& slab = slabs_[index];
+    auto* block = static_cast<FreeBlock*>(ptr);
+    block->next = slab.free;
+    slab.free = block;
+    if (!slab.open) {
+      slab.open = true;
+      open_[slab.size_class].push_back(index);
+    }
+    if (--slab.live > 0) return;
+    uint32_t& spare = spare_[slab.size_class];
+    if (spare == 0) {
+      spare = index + 1;  // kept resident, free list and all
+      return;
+    }
+    // Empty: its pages go back; it starts over (reads as zeros, handed out front to back).
+    madvise(base_ + index * kSlabBytes, kSlabBytes, MADV_DONTNEED);
+    slab.free = nullptr;
+    slab.bump = 0;
+  }
+
+  size_t BytesOf(const void* ptr) {
+    const size_t index = static_cast<size_t>(static_cast<const char*>(ptr) - base_) / kSlabBytes;
+    absl::MutexLock lock(&mu_);
+    return (slabs_[index].size_class + 1) * kAlign;
+  }
+
+  size_t ResidentBytes() {
+    size_t slabs = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      slabs = fresh_;
+    }
+    if (slabs == 0) return 0;
+    std::vector<unsigned char> pages(slabs * kSlabBytes / PageBlocks::kPage);
+    if (mincore(base_, slabs * kSlabBytes, pages.data()) != 0) return 0;
+    size_t resident = 0;
+    for (const unsigned char page : pages) resident += (page & 1) * PageBlocks::kPage;
+    return resident;
+  }
+
+ private:
+  static constexpr size_t kNumSlabs = kRangeBytes / kSlabBytes;
+  static constexpr size_t kNumClasses = kMaxBlock / kAlign;
+
+  struct Slab {
+    FreeBlock* free;
+    uint32_t bump;  // bytes handed out front to back
+    uint32_t live;
+    uint32_t size_class;
+    bool open;  // on open_[size_class]: it may have room
+  };
+
+  SessionSlabs() {
+    // Address space only, as for the page blocks; the slabs' records too (zeros: empty slabs).
+    void* range = mmap(nullptr, kRangeBytes, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void* records = mmap(nullptr, kNumSlabs * sizeof(Slab), PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (range == MAP_FAILED || records == MAP_FAILED) return;
+    base_ = static_cast<char*>(range);
+    slabs_ = static_cast<Slab*>(records);
+    base_address.store(reinterpret_cast<uintptr_t>(base_), std::memory_order_relaxed);
+  }
+
+  static constexpr uintptr_t kUnset = UINTPTR_MAX - kRangeBytes;
+  static inline std::atomic<uintptr_t> base_address{kUnset};
+  char* base_ = nullptr;
+  Slab* slabs_ ABSL_PT_GUARDED_BY(mu_) = nullptr;
+  absl::Mutex mu_;
+  uint32_t fresh_ ABSL_GUARDED_BY(mu_) = 0;  // slabs past it were never used
+  std::vector<uint32_t> open_[kNumClasses] ABSL_GUARDED_BY(mu_);
+  uint32_t spare_[kNumClasses] ABSL_GUARDED_BY(mu_) = {};  // index + 1 of an empty slab kept
+};
+
 // Whether `ptr` is a page block: page blocks are page-aligned, a cached or malloc'd block (16
 // bytes past a header) rarely is, so the common case costs one test.
 bool IsPageBlock(const void* ptr) {
@@ -196,14 +335,26 @@ void NoteBlock(SessionPages* pages, void* ptr, size_t size) {
     pages->frame_buffer = ptr;
   }
 }
+// A block for a session being created: from the slabs when it is one of theirs (under the stream
+// map's 4,096 bytes, which stays a page block).
+constexpr size_t kMaxSessionSlabBlock = 3 * 1024;
+void* SlabAlloc(const SessionPages& pages, size_t size) {
+  return pages.from_slabs && size <= kMaxSessionSlabBlock ? SessionSlabs::Get().Alloc(size)
+                                                          : nullptr;
+}
 void* SessionMalloc(size_t size, void* user) {
+  auto* pages = static_cast<SessionPages*>(user);
+  if (void* ptr = SlabAlloc(*pages, size)) return ptr;
   void* ptr = SmallAlloc(size);
-  NoteBlock(static_cast<SessionPages*>(user), ptr, size);
+  NoteBlock(pages, ptr, size);
   return ptr;
 }
 void* SessionCalloc(size_t count, size_t size, void* user) {
-  void* ptr = SmallCalloc(count, size);
   auto* pages = static_cast<SessionPages*>(user);
+  if (pages->from_slabs && size != 0 && count <= SIZE_MAX / size) {
+    if (void* ptr = SlabAlloc(*pages, count * size)) return std::memset(ptr, 0, count * size);
+  }
+  void* ptr = SmallCalloc(count, size);
   if (count * size == SessionPages::kStreamMapBytes && pages->stream_map == nullptr) {
     pages->stream_map = ptr;
   }
@@ -213,10 +364,30 @@ void SessionFree(void* ptr, void* user) {
   auto* pages = static_cast<SessionPages*>(user);
   if (ptr != nullptr && ptr == pages->frame_buffer) pages->frame_buffer = nullptr;
   if (ptr != nullptr && ptr == pages->stream_map) pages->stream_map = nullptr;
+  if (SessionSlabs::Contains(ptr)) {
+    SessionSlabs::Get().Free(ptr);
+    return;
+  }
   SmallFree(ptr);
 }
 void* SessionRealloc(void* ptr, size_t size, void* user) {
   auto* pages = static_cast<SessionPages*>(user);
+  if (SessionSlabs::Contains(ptr)) {
+    const size_t capacity = SessionSlabs::Get().BytesOf(ptr);
+    if (size != 0 && size <= capacity) return ptr;
+    void* grown = nullptr;
+    if (size != 0) {
+      grown = SlabAlloc(*pages, size);
+      if (grown == nullptr) grown = SmallAlloc(size);
+      if (grown == nullptr) return nullptr;
+      std::memcpy(grown, ptr, std::min(capacity, size));
+    }
+    SessionSlabs::Get().Free(ptr);
+    return grown;
+  }
+  if (ptr == nullptr) {
+    if (void* block = SlabAlloc(*pages, size)) return block;
+  }
   void* grown = SmallRealloc(ptr, size);
   if (ptr == nullptr) {
     NoteBlock(pages, grown, size);  // nghttp2's buffers start as a realloc of null
@@ -296,6 +467,21 @@ size_t PageBlockBytes(const void* ptr) {
 nghttp2_mem Nghttp2SessionAlloc(SessionPages* pages) {
   return nghttp2_mem{pages, &SessionMalloc, &SessionFree, &SessionCalloc, &SessionRealloc};
 }
+
+void* SessionSlabAlloc(size_t size) {
+  if (void* ptr = SessionSlabs::Get().Alloc(size)) return ptr;
+  return std::malloc(size);
+}
+
+void SessionSlabFree(void* ptr) {
+  if (SessionSlabs::Contains(ptr)) {
+    SessionSlabs::Get().Free(ptr);
+  } else {
+    std::free(ptr);
+  }
+}
+
+size_t SessionSlabResidentBytes() { return SessionSlabs::Get().ResidentBytes(); }
 
 void ReleaseIdlePages(const SessionPages& pages) {
   if (IsPageBlock(pages.frame_buffer)) PageBlocks::Get().Release(pages.frame_buffer);

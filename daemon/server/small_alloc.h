@@ -15,6 +15,15 @@
 // (one mutex, taken once per session created or destroyed); when the range is used up, or could
 // not be reserved, such blocks come from malloc as before.
 //
+// Session slabs: the blocks an nghttp2 session makes while it is created (its 2.9 KB state, its two
+// HPACK tables, a few small blocks), which it keeps for its lifetime, come from slabs of 64 KiB
+// cut from a reserved range of their own, one size class per slab, not from malloc's heap. When a
+// crowd of connections leaves, its sessions' slabs empty and their pages go back to the kernel
+// (madvise) at once; in malloc's heap the same blocks left free gaps pinned between small blocks
+// that stay allocated (Boost.Asio keeps every socket's reactor state for reuse), which
+// malloc_trim could not hand back. Shared by all threads (one mutex, taken a few times per session
+// created or destroyed); when the range is used up, such blocks come from the cache as before.
+//
 // Thread-safety: each thread has its own cache; a block may be freed on another thread than the
 // one that allocated it (it then joins that thread's cache, or the shared page-block lists).
 #ifndef QPOOL_DAEMON_SERVER_SMALL_ALLOC_H_
@@ -23,6 +32,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include <cstddef>
+#include <new>
 
 namespace qpool::server {
 
@@ -47,12 +57,45 @@ struct SessionPages {
   static constexpr size_t kStreamMapBytes = 4096;
   void* frame_buffer = nullptr;
   void* stream_map = nullptr;
+  // While true, the session's new blocks come from the session slabs: set it around
+  // nghttp2_session_*_new3 (the blocks made then live as long as the session), not after (a
+  // call's blocks come and go: the cache serves them without the slabs' mutex).
+  bool from_slabs = false;
 };
 
 // Like Nghttp2SmallAlloc(), and also remembers the session's frame buffer and stream map in
 // `pages` (which must outlive the session). nghttp2 copies the struct: pass its address to
 // nghttp2_session_*_new3.
 nghttp2_mem Nghttp2SessionAlloc(SessionPages* pages);
+
+// A block from the session slabs for an object that lives as long as its connection (up to
+// kSessionSlabMaxBytes; larger, or with the slabs used up, from malloc). Free it with
+// SessionSlabFree, on any thread.
+inline constexpr size_t kSessionSlabMaxBytes = 8 * 1024;
+void* SessionSlabAlloc(size_t size);
+void SessionSlabFree(void* ptr);
+
+// For std::allocate_shared: the object and its control block in a session slab.
+template <typename T>
+struct SessionSlabAllocator {
+  using value_type = T;
+  SessionSlabAllocator() = default;
+  template <typename U>
+  explicit SessionSlabAllocator(const SessionSlabAllocator<U>& /*other*/) {}
+  T* allocate(size_t n) {
+    void* ptr = SessionSlabAlloc(n * sizeof(T));
+    if (ptr == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(ptr);
+  }
+  void deallocate(T* ptr, size_t /*n*/) { SessionSlabFree(ptr); }
+  template <typename U>
+  bool operator==(const SessionSlabAllocator<U>& /*other*/) const {
+    return true;
+  }
+};
+
+// The bytes of the session slabs' pages that are resident (mincore), for tests and diagnostics.
+size_t SessionSlabResidentBytes();
 
 // Hands the pages of the session's frame buffer back to the kernel (they read as zeros when next
 // touched). Only while nghttp2 holds nothing in it: no frame queued or half sent

@@ -21,6 +21,7 @@
 #include "daemon/server/health_probe.h"
 #include "daemon/server/node_probes.h"
 #include "daemon/server/proxy_counters.h"
+#include "daemon/server/small_alloc.h"
 #include "daemon/server/upstream_connection.h"
 #include "daemon/tls/context_store.h"
 #include "spdlog/spdlog.h"
@@ -378,7 +379,9 @@ void Worker::Start() {
 void Worker::Post(std::function<void()> fn) { boost::asio::post(io_, std::move(fn)); }
 
 void Worker::Adopt(boost::asio::ip::tcp::socket socket, bool refuse) {
-  auto session = std::make_shared<DownstreamSession>(*this, std::move(socket));
+  // In a session slab (small_alloc.h): it goes back to the kernel with its crowd.
+  auto session = std::allocate_shared<DownstreamSession>(SessionSlabAllocator<DownstreamSession>(),
+                                                         *this, std::move(socket));
   sessions_.emplace(session.get(), session);
   counters_.downstream_open.fetch_add(1, std::memory_order_relaxed);
   if (refuse) {
