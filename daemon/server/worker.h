@@ -190,7 +190,11 @@ class Worker : private rest::RestHost {
   const uint32_t count_;
   ProxyCounters& counters_;
   metrics::WorkerMetrics& metrics_;
-  boost::asio::io_context io_{1};  // run by one thread: its own posts skip the queue lock
+  // Run by one thread: its own posts skip the queue lock (as with a hint of 1), and the reactor
+  // takes no per-socket lock, since every operation on this worker's sockets starts, runs and is
+  // cancelled on that thread (other threads only Post, and the acceptor only registers a new
+  // socket: both still locked).
+  boost::asio::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   AsioEventLoop loop_;
   StdRandom random_;
   std::unique_ptr<RetryReporter> retry_reporter_;  // before retry_, which reports to it
