@@ -80,11 +80,7 @@ RetryDecision RetryPolicy::Decide(RetryClass retry_class, uint32_t attempts_made
   return decision;
 }
 
-RetryBudget::~RetryBudget() {
-  // The context outlives its calls, so none should wait here any more; if one does, it is told
-  // nothing more.
-  while (first_waiter_ != nullptr) StopWaiting(*first_waiter_);
-}
+RetryBudget::~RetryBudget() = default;  // the queue's hooks are left unlinked: told nothing more
 
 void RetryBudget::SetOptions(Options options) {
   options_ = options;
@@ -102,42 +98,18 @@ void RetryBudget::RetryEnded() {
   WakeWaiters();
 }
 
-void RetryBudget::Wait(RetryPlaceWaiter& waiter) {
-  waiter.budget_ = this;
-  waiter.prev_ = last_waiter_;
-  waiter.next_ = nullptr;
-  if (last_waiter_ != nullptr) {
-    last_waiter_->next_ = &waiter;
-  } else {
-    first_waiter_ = &waiter;
-  }
-  last_waiter_ = &waiter;
-}
+void RetryBudget::Wait(RetryPlaceWaiter& waiter) { waiters_.push_back(waiter); }
 
 void RetryBudget::StopWaiting(RetryPlaceWaiter& waiter) {
-  RetryBudget* budget = waiter.budget_;
-  if (budget == nullptr) return;
-  if (waiter.prev_ != nullptr) {
-    waiter.prev_->next_ = waiter.next_;
-  } else {
-    budget->first_waiter_ = waiter.next_;
-  }
-  if (waiter.next_ != nullptr) {
-    waiter.next_->prev_ = waiter.prev_;
-  } else {
-    budget->last_waiter_ = waiter.prev_;
-  }
-  waiter.budget_ = nullptr;
-  waiter.prev_ = nullptr;
-  waiter.next_ = nullptr;
+  if (waiter.hook_.is_linked()) waiter.hook_.unlink();
 }
 
 void RetryBudget::WakeWaiters() {
   // A waiter that goes takes its place (RetryStarted) from inside OnRetryPlaceFreed, which does
   // not come back here: the loop ends when the first in line finds no place, normally the one
   // after the waiter that took the freed place.
-  while (first_waiter_ != nullptr) {
-    RetryPlaceWaiter& first = *first_waiter_;
+  while (!waiters_.empty()) {
+    RetryPlaceWaiter& first = waiters_.front();
     if (!first.OnRetryPlaceFreed()) return;
     StopWaiting(first);
   }

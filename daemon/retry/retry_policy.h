@@ -16,6 +16,7 @@
 #define QPOOL_DAEMON_RETRY_RETRY_POLICY_H_
 
 #include <algorithm>
+#include <boost/intrusive/list.hpp>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -138,8 +139,9 @@ class RetryPolicy {
 class RetryBudget;
 
 // A call waiting for a place among a budget's retries in flight, in the budget's FIFO queue
-// (RetryBudget::Wait). Intrusive: the queue allocates nothing, and a waiter leaves it with
-// StopWaiting (AttemptController does on Stop and on destruction), after which it is never woken.
+// (RetryBudget::Wait). Intrusive (Boost.Intrusive, auto-unlink): the queue allocates nothing, and a
+// waiter leaves it with StopWaiting (AttemptController does on Stop and on destruction; the hook
+// would too when destroyed), after which it is never woken.
 class RetryPlaceWaiter {
  public:
   RetryPlaceWaiter() = default;
@@ -159,9 +161,9 @@ class RetryPlaceWaiter {
 
  private:
   friend class RetryBudget;
-  RetryBudget* budget_ = nullptr;  // whose queue it is in; null: in none
-  RetryPlaceWaiter* prev_ = nullptr;
-  RetryPlaceWaiter* next_ = nullptr;
+  // Linked while in a budget's queue.
+  boost::intrusive::list_member_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>>
+      hook_;
 };
 
 // Storm control: how many retries may run, per node and per process.
@@ -217,7 +219,7 @@ class RetryBudget {
   // limits change or the tokens run out, and by the owner of the active-calls count when it grows
   // (the ratio limit with it).
   void WakeWaiters();
-  bool has_waiters() const { return first_waiter_ != nullptr; }
+  bool has_waiters() const { return !waiters_.empty(); }
 
   double tokens() const { return tokens_; }
   uint32_t retries_in_flight() const { return retries_in_flight_; }
@@ -226,9 +228,13 @@ class RetryBudget {
   Options options_;
   double tokens_;
   uint32_t retries_in_flight_ = 0;
-  // The calls waiting for a place, oldest first (an intrusive doubly linked list).
-  RetryPlaceWaiter* first_waiter_ = nullptr;
-  RetryPlaceWaiter* last_waiter_ = nullptr;
+  // The calls waiting for a place, oldest first.
+  boost::intrusive::list<
+      RetryPlaceWaiter,
+      boost::intrusive::member_hook<RetryPlaceWaiter, decltype(RetryPlaceWaiter::hook_),
+                                    &RetryPlaceWaiter::hook_>,
+      boost::intrusive::constant_time_size<false>>
+      waiters_;
 };
 
 // One retry (or hedge) in flight on a node's budget: RetryStarted() when taken, RetryEnded() when
