@@ -15,6 +15,7 @@
 #include <cstring>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <utility>
@@ -342,6 +343,82 @@ TEST(SmallAllocTest, AnIdleHandshakedServerSessionHoldsAtMostTheBound) {
   EXPECT_TRUE(counting.live.empty());
   EXPECT_EQ(pages.frame_buffer, nullptr);
   EXPECT_EQ(pages.stream_map, nullptr);
+}
+
+// The session allocator's slab blocks (made while a session is created, from_slabs set): realloc
+// keeps a block while it fits its 16-byte class, moves it with its bytes when it grows (to another
+// slab block while from_slabs is set, to the cache or malloc after), and frees it at size 0; calloc
+// clears a reused slab block. 2,390 bytes: a class (2,400) no session block of nghttp2's uses.
+TEST(SmallAllocTest, SessionSlabBlocksReallocInPlaceWhileTheyFitTheirClassAndCopyWhenTheyGrow) {
+  SessionPages pages;
+  pages.from_slabs = true;
+  nghttp2_mem mem = Nghttp2SessionAlloc(&pages);
+  void* const user = mem.mem_user_data;
+  // A slab block's capacity is its class's 2,400 bytes; a block from malloc would have 2,390.
+  char* block = static_cast<char*>(mem.malloc(2390, user));
+  ASSERT_NE(block, nullptr);
+  EXPECT_EQ(PageBlockBytes(block), 0u);
+  std::memset(block, 'a', 2390);
+  EXPECT_EQ(mem.realloc(block, 2400, user), block) << "a slab block moved within its class";
+  EXPECT_EQ(mem.realloc(block, 100, user), block) << "shrinking moved a slab block";
+  // Grown while the session is being created: another slab block (class 3,008), bytes kept.
+  char* grown = static_cast<char*>(mem.realloc(block, 3000, user));
+  ASSERT_NE(grown, nullptr);
+  EXPECT_NE(grown, block);
+  EXPECT_EQ(std::string(grown, 2390).find_first_not_of('a'), std::string::npos);
+  EXPECT_EQ(mem.realloc(grown, 3008, user), grown);
+  // Grown after: malloc's (5,000 bytes: no page block), the slab's 3,008 bytes copied.
+  pages.from_slabs = false;
+  std::memset(grown, 'b', 3008);
+  char* large = static_cast<char*>(mem.realloc(grown, 5000, user));
+  ASSERT_NE(large, nullptr);
+  EXPECT_NE(large, grown);
+  EXPECT_EQ(std::string(large, 3008).find_first_not_of('b'), std::string::npos);
+  mem.free(large, user);
+
+  // calloc of a slab block freed dirty: the block comes back (its slab's free list), cleared. A
+  // second block keeps the slab from emptying (an empty slab's pages would read as zeros anyway).
+  pages.from_slabs = true;
+  void* keeper = mem.malloc(2390, user);
+  char* dirty = static_cast<char*>(mem.malloc(2390, user));
+  ASSERT_NE(keeper, nullptr);
+  ASSERT_NE(dirty, nullptr);
+  std::memset(dirty, 0xAB, 2390);
+  mem.free(dirty, user);
+  char* cleared = static_cast<char*>(mem.calloc(239, 10, user));
+  ASSERT_EQ(cleared, dirty);
+  for (int i = 0; i < 2390; ++i) ASSERT_EQ(cleared[i], 0) << i;
+  EXPECT_EQ(mem.realloc(cleared, 0, user), nullptr);  // frees
+  mem.free(keeper, user);
+}
+
+// Objects that live as long as their connection (SessionSlabAllocator, as Worker makes each
+// DownstreamSession): up to kSessionSlabMaxBytes from the slabs, larger from malloc, each freed
+// where it came from.
+TEST(SmallAllocTest, SessionSlabAllocatorTakesObjectsOverTheSlabLimitFromMalloc) {
+  struct Small {
+    char bytes[4000];
+  };
+  struct Large {
+    char bytes[kSessionSlabMaxBytes + 1];
+  };
+  const size_t before = SessionSlabResidentBytes();
+  {
+    std::shared_ptr<Large> large = std::allocate_shared<Large>(SessionSlabAllocator<Large>());
+    std::memset(large->bytes, 'x', sizeof(large->bytes));
+    EXPECT_EQ(SessionSlabResidentBytes(), before) << "a block over the limit came from a slab";
+  }
+  std::vector<std::shared_ptr<Small>> smalls;
+  for (int i = 0; i < 16; ++i) {
+    smalls.push_back(std::allocate_shared<Small>(SessionSlabAllocator<Small>()));
+    std::memset(smalls.back()->bytes, 'y', sizeof(Small::bytes));
+  }
+  // 16 blocks of ~4 KB written: at least 15 pages of slabs newly resident.
+  EXPECT_GE(SessionSlabResidentBytes(), before + 15 * 4096);
+  for (const std::shared_ptr<Small>& small : smalls) {
+    EXPECT_EQ(small->bytes[0], 'y');
+    EXPECT_EQ(small->bytes[sizeof(Small::bytes) - 1], 'y');
+  }
 }
 
 // The process's resident bytes (VmRSS).
