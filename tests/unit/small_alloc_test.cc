@@ -178,6 +178,35 @@ TEST(SmallAllocTest, PageBlocksArePageAlignedZeroedAndReused) {
   }
 }
 
+// ReleaseIdlePages on a session whose stream map still holds a stream (an open call while nothing
+// is queued to send): the frame buffer's pages go, the stream map keeps its bytes; once it holds
+// zeros only, its page goes too.
+TEST(SmallAllocTest, ReleaseIdlePagesKeepsAStreamMapThatHoldsStreams) {
+  SessionPages pages;
+  nghttp2_mem mem = Nghttp2SessionAlloc(&pages);
+  void* const user = mem.mem_user_data;
+  auto* frame_buffer = static_cast<char*>(mem.malloc(16394, user));
+  auto* map = static_cast<uint64_t*>(mem.calloc(256, 16, user));
+  ASSERT_EQ(pages.frame_buffer, frame_buffer);
+  ASSERT_EQ(pages.stream_map, map);
+  ASSERT_EQ(PageBlockBytes(frame_buffer), 20480u);
+  ASSERT_EQ(PageBlockBytes(map), 4096u);
+  std::memset(frame_buffer, 'f', 16394);
+  map[300] = 0x1234;  // one entry in the middle of the page
+  ReleaseIdlePages(pages);
+  EXPECT_EQ(ResidentBytes(frame_buffer, 20480), 0u) << "the idle frame buffer stayed resident";
+  EXPECT_EQ(frame_buffer[0], 0);
+  EXPECT_EQ(map[300], 0x1234u) << "a stream map holding a stream was handed back";
+  EXPECT_EQ(ResidentBytes(map, 4096), 4096u);
+  map[300] = 0;
+  ReleaseIdlePages(pages);
+  EXPECT_EQ(ResidentBytes(map, 4096), 0u) << "an all-zero stream map stayed resident";
+  mem.free(map, user);
+  mem.free(frame_buffer, user);
+  EXPECT_EQ(pages.stream_map, nullptr);
+  EXPECT_EQ(pages.frame_buffer, nullptr);
+}
+
 // The resident bytes (smaps' Rss: pages written, not the zero page mapped by a read) of the
 // mapping that holds `ptr`: for a page block, all page blocks of the process.
 size_t RegionRss(const void* ptr) {
