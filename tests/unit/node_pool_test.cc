@@ -4,6 +4,7 @@
 #include "daemon/pool/node_pool.h"
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <random>
@@ -193,6 +194,11 @@ class NodePoolTest : public ::testing::Test {
     return *waiters_.back();
   }
 
+  // A share account that outlives every waiter (declared before waiters_): a waiter destroyed
+  // while it holds a slot gives its account's share back (StreamWaiter's destructor).
+  ShareAccount& NewAccount() { return accounts_.emplace_back(); }
+
+  std::deque<ShareAccount> accounts_;
   std::vector<std::unique_ptr<RecordingWaiter>> waiters_;
   RecordingObserver observer_;
   FakeEventLoop loop_;
@@ -879,7 +885,8 @@ TEST_F(NodePoolTest, QueuedProbeTimesOutAndCancelsLikeAnyWaiter) {
 
 TEST_F(NodePoolTest, QueueServesAccountsInTurnNotInArrivalOrder) {
   NodePool& pool = MakeBusyPool();
-  ShareAccount a, b;
+  ShareAccount& a = NewAccount();
+  ShareAccount& b = NewAccount();
   std::vector<int> order;
   for (int i = 1; i <= 3; ++i) {
     RecordingWaiter& w = NewWaiter(i, &order);  // 1, 2, 3: connection a
@@ -902,7 +909,8 @@ TEST_F(NodePoolTest, QueueServesAccountsInTurnNotInArrivalOrder) {
 
 TEST_F(NodePoolTest, OneAccountsDeepQueueDelaysAnotherByOneTurnAtMost) {
   NodePool& pool = MakeBusyPool();
-  ShareAccount flood, app;
+  ShareAccount& flood = NewAccount();
+  ShareAccount& app = NewAccount();
   for (int i = 0; i < 500; ++i) {
     RecordingWaiter& w = NewWaiter();
     w.set_account(&flood);
@@ -924,7 +932,8 @@ TEST_F(NodePoolTest, AnAccountAtItsStreamShareWaitsWhileOthersGoAhead) {
   options.max_connection_share = 0.5;  // 2 of the 4 slots per connection
   NodePool& pool = MakeReadyPool(options);
   EXPECT_EQ(pool.StreamShareCap(), 2u);
-  ShareAccount a, b;
+  ShareAccount& a = NewAccount();
+  ShareAccount& b = NewAccount();
   RecordingWaiter& a1 = NewWaiter(1);
   RecordingWaiter& a2 = NewWaiter(2);
   RecordingWaiter& a3 = NewWaiter(3);
@@ -956,7 +965,8 @@ TEST_F(NodePoolTest, AnAccountPastItsQueueShareIsRefusedNamingTheKey) {
   budget_.limit = 4;  // 2 queue places per account
   NodePool& pool = MakeReadyPool(options);
   AcquireNow(pool);
-  ShareAccount a, b;
+  ShareAccount& a = NewAccount();
+  ShareAccount& b = NewAccount();
   for (int i = 0; i < 2; ++i) {
     RecordingWaiter& w = NewWaiter();
     w.set_account(&a);
@@ -975,7 +985,7 @@ TEST_F(NodePoolTest, AnAccountPastItsQueueShareIsRefusedNamingTheKey) {
 
 TEST_F(NodePoolTest, AWaiterGoneWhileHoldingASlotGivesItsShareBack) {
   NodePool& pool = MakeReadyPool();
-  ShareAccount a;
+  ShareAccount& a = NewAccount();
   {
     RecordingWaiter w;
     w.set_account(&a);
