@@ -73,5 +73,32 @@ TEST(ProbeJudgeTest, TruncatedOrCompressedRepliesFail) {
   EXPECT_FALSE(JudgeProbeAnswer(ProbeSpec::QdrantHealthCheck(), 0, "", framed).success);
 }
 
+// The probe's own protobuf reader on hand-made replies: 32-bit fields (wire type 5) are skipped
+// like 64-bit ones (a newer Qdrant may add either); a fixed field cut short, a group or another
+// unknown wire type, or a varint cut short fails the probe as a malformed reply.
+TEST(ProbeJudgeTest, ThirtyTwoBitFieldsAreSkippedAndMalformedWireDataFails) {
+  const ProbeSpec spec = ProbeSpec::QdrantHealthCheck();
+  const std::string version = std::string("\x12\x05") + "1.2.3";  // field 2, 5 bytes
+  // Field 9 as fixed32 (key 0x4D) and field 10 as fixed64 (key 0x51) ahead of the version.
+  const std::string skipped = std::string("\x4D\x01\x02\x03\x04", 5) +
+                              std::string("\x51\x01\x02\x03\x04\x05\x06\x07\x08", 9);
+  health::ProbeResult result = JudgeProbeAnswer(spec, 0, "", GrpcFrame(skipped + version));
+  EXPECT_TRUE(result.success) << result.detail;
+  EXPECT_EQ(result.version, "1.2.3");
+  for (const std::string& malformed : {
+           version + std::string("\x4D\x01\x02", 3),          // fixed32 cut short
+           version + std::string("\x51\x01\x02\x03\x04", 5),  // fixed64 cut short
+           version + std::string("\x4B\x00", 2),              // a group (wire type 3)
+           version + std::string("\x4E\x00", 2),              // wire type 6
+           version + std::string("\x08\x80\x80", 3),          // a varint cut short
+           version + std::string("\x12\x80"),                 // a length varint cut short
+       }) {
+    result = JudgeProbeAnswer(spec, 0, "", GrpcFrame(malformed));
+    EXPECT_FALSE(result.success) << testing::PrintToString(malformed);
+    EXPECT_EQ(result.detail, "qdrant.Qdrant/HealthCheck: malformed reply")
+        << testing::PrintToString(malformed);
+  }
+}
+
 }  // namespace
 }  // namespace qpool::server
