@@ -2,7 +2,8 @@
 # Shared by loadtest/rest-cpu and loadtest/rest-syscalls: the REST proxies they compare, each with
 # one worker thread in front of the emulator's REST port $EMU: qpoold (REST-only, server.workers
 # 1), nginx (proxy_pass to an upstream keepalive pool) and HAProxy (mode http, http-reuse always).
-# Usage: source after loadtest/lib.sh, with WORK, EMU, BIN (and BASE_BIN for qpoold-base) set.
+# Usage: source after loadtest/lib.sh, with WORK, EMU, BIN (and BASE_BIN for qpoold-base) set;
+# REST_MAX_CONNECTIONS, when set, is qpoold's rest.max_connections (else its default, 16).
 
 # Writes the proxy's config for `port` and prints its command line (one word per line).
 proxy_command() {  # name port
@@ -15,7 +16,8 @@ server:
 upstream:
   rest_nodes: ["$EMU"]
 rest:
-  listen: "127.0.0.1:$port"
+  listen: "127.0.0.1:$port"${REST_MAX_CONNECTIONS:+
+  max_connections: $REST_MAX_CONNECTIONS}
 admin:
   listen: "127.0.0.1:0"
 log:
