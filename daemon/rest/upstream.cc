@@ -293,18 +293,9 @@ void RestUpstreamConnection::EndExchange(bool reusable, bool failed) {
         absl::StrCat("REST node ", node_name_, " sent bytes after a complete answer")));
     return;
   }
-  auto self = shared_from_this();  // the pool may drop its reference in the calls below
-  if (!cleartext()) {
-    WatchIdle();
-    events_->OnStreamClosed(this);
-    return;
-  }
-  // Cleartext: a request waiting in the pool's queue may take the connection at once (inside
-  // OnStreamClosed). Its answer read then starts with no watch to take over and tries a recv
-  // first, which finds the answer when the node answered while the request's send was preempted
-  // by it (on one host). Only a connection left idle starts the watch.
+  WatchIdle();
+  auto self = shared_from_this();  // the pool may drop its reference in the call below
   events_->OnStreamClosed(this);
-  if (events_ != nullptr && !in_exchange_) WatchIdle();
 }
 
 void RestUpstreamConnection::Drain() {

@@ -15,12 +15,8 @@
 // turns readable, one non-blocking recv into buffer() feeds the answer. An exchange then costs
 // its send, the wait's epoll_ctl and the one recv of the answer, with one Asio operation instead
 // of two (a read started on its own would first try a recv that finds nothing: Boost 1.74's
-// reactor marks a socket drained only after a read of 0 bytes). A connection that passes
-// straight from one exchange to a request waiting in the pool's queue starts no watch: that
-// exchange's answer read tries its recv at once, which on one host often finds the answer (the
-// node, woken by the send, ran before the send returned), and otherwise waits without an
-// epoll_ctl. Over TLS the watch is the same wait (TakeIdleInput when it fires idle), started on
-// every exchange's end, and the answer is read through stream().
+// reactor marks a socket drained only after a read of 0 bytes). Over TLS the watch is the same
+// wait (TakeIdleInput when it fires idle), and the answer is read through stream().
 //
 // TLS (upstream.tls): the connection is up once the TLS handshake is done (ALPN http/1.1, or none
 // from a server that does not negotiate it; the certificate verified); a failed handshake is a

@@ -992,8 +992,9 @@ TEST_F(RestRawUpstreamTest, AConnectionTheNodeClosedIdleLeavesThePoolAtOnce) {
 }
 
 // A connection freed while a request waits in the pool's queue passes straight to that request
-// (its answer read starts without the idle watch); once that exchange ends and nothing waits, the
-// connection is idle and watched again: the node's close takes it out of the pool at once.
+// (its answer read takes over the watch the previous exchange's end started); once that exchange
+// ends and nothing waits, the connection is idle and still watched: the node's close takes it out
+// of the pool at once.
 TEST_F(RestRawUpstreamTest, AConnectionPassedToAQueuedRequestIsWatchedOnceIdle) {
   edit_ = [](config::Config& c) {
     c.rest.max_connections = 1;
