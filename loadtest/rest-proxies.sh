@@ -1,8 +1,10 @@
 # shellcheck shell=bash
 # Shared by loadtest/rest-cpu and loadtest/rest-syscalls: the REST proxies they compare, each with
 # one worker thread in front of the emulator's REST port $EMU: qpoold (REST-only, server.workers
-# 1), nginx (proxy_pass to an upstream keepalive pool) and HAProxy (mode http, http-reuse always).
-# Usage: source after loadtest/lib.sh, with WORK, EMU, BIN (and BASE_BIN for qpoold-base) set.
+# 1), nginx (proxy_pass to an upstream keepalive pool) and HAProxy (mode http, http-reuse always;
+# haproxy-bounded: with qpoold's bound on connections to the node, server maxconn).
+# Usage: source after loadtest/lib.sh, with WORK, EMU, BIN (and BASE_BIN for qpoold-base) set;
+# REST_MAX_CONNECTIONS, when set, is qpoold's rest.max_connections (else its default, 16).
 
 # Writes the proxy's config for `port` and prints its command line (one word per line).
 proxy_command() {  # name port
@@ -15,7 +17,8 @@ server:
 upstream:
   rest_nodes: ["$EMU"]
 rest:
-  listen: "127.0.0.1:$port"
+  listen: "127.0.0.1:$port"${REST_MAX_CONNECTIONS:+
+  max_connections: $REST_MAX_CONNECTIONS}
 admin:
   listen: "127.0.0.1:0"
 log:
@@ -58,7 +61,11 @@ http {
 EOF
       printf '%s\n' nginx -p "$WORK/nginx-$port" -c "$WORK/nginx-$port/nginx.conf"
       ;;
-    haproxy)
+    haproxy|haproxy-bounded)
+      # haproxy-bounded: at most REST_MAX_CONNECTIONS (default 16, qpoold's) connections to the
+      # node, the requests above it queued in HAProxy, as qpoold's pool queues them.
+      local maxconn=""
+      [[ $name == haproxy-bounded ]] && maxconn=" maxconn ${REST_MAX_CONNECTIONS:-16}"
       cat >"$WORK/haproxy-$port.cfg" <<EOF
 global
   nbthread 1
@@ -73,7 +80,7 @@ frontend fe
   bind 127.0.0.1:$port
   default_backend be
 backend be
-  server emu $EMU
+  server emu $EMU$maxconn
 EOF
       printf '%s\n' haproxy -db -f "$WORK/haproxy-$port.cfg"
       ;;

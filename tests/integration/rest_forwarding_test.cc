@@ -991,6 +991,51 @@ TEST_F(RestRawUpstreamTest, AConnectionTheNodeClosedIdleLeavesThePoolAtOnce) {
   ExpectAnIdleCloseDropsTheConnection(*raw_, *proxy_, port_);
 }
 
+// A connection freed while a request waits in the pool's queue passes straight to that request
+// (its answer read takes over the watch the previous exchange's end started); once that exchange
+// ends and nothing waits, the connection is idle and still watched: the node's close takes it out
+// of the pool at once.
+TEST_F(RestRawUpstreamTest, AConnectionPassedToAQueuedRequestIsWatchedOnceIdle) {
+  edit_ = [](config::Config& c) {
+    c.rest.max_connections = 1;
+    c.rest.idle_timeout = absl::Minutes(1);  // only the idle watch may close it
+  };
+  SetUp();
+  Client first(port_), queued(port_);
+  raw_->Script({"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", "{}"});  // held until Release
+  raw_->Script({"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", ""});  // then closed idle
+  ASSERT_TRUE(first.Send(Request("GET", "/collections")));
+  ASSERT_TRUE(raw_->NextRequest(absl::Seconds(5)).has_value());
+  ASSERT_TRUE(queued.Send(Request("GET", "/collections")));
+  const std::string node = absl::StrCat("127.0.0.1:", raw_->port());
+  auto sample = [&](const char* name, std::map<std::string, std::string> labels) {
+    return Sample(metrics::BuildFamilies(proxy_->Scrape(absl::Seconds(5))), name, labels);
+  };
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return sample("qpool_rest_calls_waiting", {{"node", node}}) == 1;
+      },
+      absl::Seconds(10)));
+  raw_->Release();  // the first answer ends: the connection goes to the queued request
+  const Reply first_reply = first.Read();
+  ASSERT_TRUE(first_reply.ok) << first_reply.error;
+  const Reply queued_reply = queued.Read();
+  ASSERT_TRUE(queued_reply.ok) << queued_reply.error;
+  EXPECT_EQ(queued_reply.status, 200u);
+  ASSERT_TRUE(raw_->NextRequest(absl::Seconds(5)).has_value());
+  EXPECT_EQ(raw_->connections_accepted(), 1);  // both requests went out on the one connection
+  ASSERT_TRUE(WaitFor([&] { return raw_->connections_closed() == 1; }, absl::Seconds(5)));
+  auto open = [&] {
+    double total = 0;
+    for (const char* state : {"connecting", "ready", "busy", "draining"}) {
+      total += sample("qpool_rest_upstream_connections", {{"node", node}, {"state", state}});
+    }
+    return total;
+  };
+  EXPECT_TRUE(WaitFor([&] { return open() == 0; }, absl::Seconds(5)))
+      << "the pool kept the connection the node closed";
+}
+
 TEST_F(RestRawTlsUpstreamTest, AConnectionTheNodeClosedIdleLeavesThePoolAtOnceOverTls) {
   // Only the idle watch may close it: qpoold's own idle close (rest.idle_timeout) comes later.
   edit_ = [](config::Config& c) { c.rest.idle_timeout = absl::Minutes(1); };
