@@ -2,9 +2,9 @@
 // connection whose peer allows one stream: the pool hands it to one request at a time, and it
 // reports its life through PoolConnectionEvents like the HTTP/2 connections do.
 //
-// A request (RestSession) that got the slot calls BeginExchange(), writes its request and reads
-// the answer on stream() / buffer() itself (Beast; on a cleartext connection, socket() directly
-// with fast_io's writes and reader() for the answer), then EndExchange(reusable). Between
+// A request's exchange (RestExchange) that got the slot calls BeginExchange(), writes its request
+// and reads the answer on stream() / buffer() itself (Beast; on a cleartext connection, socket()
+// directly with fast_io's writes and reader() for the answer), then EndExchange(reusable). Between
 // exchanges the connection watches its socket: readable while idle means the server closed it
 // (Qdrant's keep-alive timeout) or sent bytes nobody asked for, and the connection goes (over
 // TLS, a record with no application data, such as a TLS 1.3 session ticket, is taken in and the
