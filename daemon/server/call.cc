@@ -35,7 +35,7 @@ Call::~Call() {
 // --- Downstream events -------------------------------------------------------------------------
 
 void Call::OnRequestHeader(nghttp2_rcbuf* name_buf, nghttp2_rcbuf* value_buf) {
-  if (upstream_.request_state() != CallUpstream::RequestState::kHeaders) {
+  if (upstream_.request().state() != UpstreamRequest::State::kHeaders) {
     return;  // request trailers: gRPC has none; dropped
   }
   const std::string_view name = HeaderRefs::View(name_buf);
@@ -50,7 +50,7 @@ void Call::OnRequestHeader(nghttp2_rcbuf* name_buf, nghttp2_rcbuf* value_buf) {
       deadline_ = context_.loop.Now() + *timeout;
     }
   }
-  upstream_.AddRequestHeader(name_buf, value_buf);
+  upstream_.request().AddHeader(name_buf, value_buf);
 }
 
 void Call::OnRequestHeadersEnd() {
@@ -65,10 +65,12 @@ void Call::OnRequestHeadersEnd() {
 
 void Call::OnRequestData(const uint8_t* data, size_t len) {
   context_.metrics.AddRequestBytes(len);
-  upstream_.OnRequestData(data, len);
+  if (upstream_.request().Append(data, len)) upstream_.OnRequestMore();
 }
 
-void Call::OnRequestEnd() { upstream_.OnRequestEnd(); }
+void Call::OnRequestEnd() {
+  if (upstream_.request().End()) upstream_.OnRequestMore();
+}
 
 void Call::OnDownstreamClosed(uint32_t /*h2_error_code*/) {
   response_state_ = ResponseState::kClosed;
@@ -119,7 +121,7 @@ void Call::EndResponse() {
 
 void Call::FinishLocally(const absl::Status& status) {
   if (response_state_ == ResponseState::kClosed) return;
-  upstream_.DropRequest();
+  upstream_.request().Drop();
   context_.counters.local_replies.fetch_add(1, std::memory_order_relaxed);
   grpc_code_ = GrpcCode(status);
   SPDLOG_DEBUG("stream {} answered by qpoold: {}", downstream_id_, status.ToString());
@@ -167,7 +169,7 @@ void Call::ResumeDownstream() {
 }
 
 void Call::RecordCallEnd() {
-  if (upstream_.request_state() == CallUpstream::RequestState::kHeaders) {
+  if (upstream_.request().state() == UpstreamRequest::State::kHeaders) {
     return;  // never became a call
   }
   const Duration duration = context_.loop.Now() - started_at_;
@@ -184,7 +186,7 @@ void Call::LogAccess(Duration duration) {
   // write whose class depends on its body and was never needed.
   std::string_view retry_class = "-";
   const retry::MethodClassifier& classifier = context_.retry.classifier;
-  if (std::optional<retry::RetryClass> decided = upstream_.retry_class()) {
+  if (std::optional<retry::RetryClass> decided = upstream_.request().retry_class()) {
     retry_class = retry::RetryClassName(*decided);
   } else if (method_ != nullptr && !classifier.NeedsFirstMessage(path)) {
     retry_class = retry::RetryClassName(classifier.Classify(path, {}, {}));

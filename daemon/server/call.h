@@ -12,8 +12,9 @@
 //      the copy goes, and headers, DATA and trailers flow back unchanged;
 //   5. it ends when the downstream stream closes; the upstream stream is cancelled if still open.
 // An attempt that fails before the commit point may be tried again, or raced by a hedge
-// (docs/retries.md): retry::AttemptController decides, CallUpstream acts. This class, the
-// downstream half, sees one answer and never learns how many attempts it took.
+// (docs/retries.md): retry::AttemptController decides, CallUpstream acts, and each Attempt runs
+// one upstream stream. This class, the downstream half, sees one answer and never learns how many
+// attempts it took.
 // qpoold answers by itself (a trailers-only response) only when no upstream answer can be had:
 // pool limits, unreachable node, deadline, or an upstream connection lost before the answer.
 //
@@ -23,8 +24,9 @@
 //
 // Ownership: the app connection (DownstreamSession, seen by the call only as a CallDownstream)
 // owns its calls (created on request HEADERS, deleted when the downstream stream closes). A call
-// holds its upstream half, and that its attempts, by value. A unit test hands a call a fake
-// CallDownstream and a CallContext built from fakes (tests/unit/call_test.cc).
+// holds its upstream half, and that the request (UpstreamRequest) and its attempts, by value. A
+// unit test hands a call a fake CallDownstream and a CallContext built from fakes
+// (tests/unit/call_test.cc).
 // Thread-safety: none; a call lives on one worker's thread.
 #ifndef QPOOL_DAEMON_SERVER_CALL_H_
 #define QPOOL_DAEMON_SERVER_CALL_H_
@@ -46,6 +48,7 @@
 #include "daemon/server/call_upstream.h"
 #include "daemon/server/header_block.h"
 #include "daemon/server/stream_guard.h"
+#include "daemon/server/upstream_request.h"
 
 namespace qpool::server {
 
@@ -78,7 +81,7 @@ class CallDownstream {
   ~CallDownstream() = default;  // not owned through this interface
 };
 
-class Call {
+class Call final : public RequestWindow {
  public:
   // `context` (the worker's) and `downstream` must outlive the call.
   Call(CallContext& context, CallDownstream& downstream, int32_t stream_id);
@@ -115,8 +118,9 @@ class Call {
   void FinishLocally(const absl::Status& status);
   // The upstream reset the stream before its answer was complete: so is the app's.
   void PassOnReset(uint32_t h2_error_code);
-  // Lets the app send `n` more bytes on this stream.
-  void AcknowledgeRequestBytes(size_t n);
+  // RequestWindow: lets the app send `n` more bytes on this stream (the request's bytes went
+  // upstream, or were dropped).
+  void AcknowledgeRequestBytes(size_t n) override;
   // The answer to the app is settled (complete, reset, or the app went away).
   bool finished() const { return response_state_ >= ResponseState::kComplete; }
 

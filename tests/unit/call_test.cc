@@ -11,6 +11,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -202,6 +203,25 @@ class CallTest : public ::testing::Test {
   // Calls waiting in the node's queue for a stream.
   uint32_t Waiting() const { return pools_.pool(0)->stats().waiting; }
 
+  // A call on stream 1 whose app sent a whole Upsert (`timeout`: its grpc-timeout, empty: none),
+  // its attempt waiting in the node's queue by the time it returns.
+  Call& StartUpsert(const std::string& timeout) {
+    request_.emplace(Upsert(timeout));
+    Call& call = call_.emplace(context_, downstream_, 1);
+    request_->DeliverTo(call);
+    loop_.RunPosted();
+    return call;
+  }
+
+  // `call`'s attempt, out of the node's queue as if the pool had given it a stream: a test then
+  // delivers that stream's events as UpstreamConnection does.
+  static Attempt& AttemptOnAStream(Call& call) {
+    Attempt& attempt = call.upstream_for_testing().attempt_for_testing(0);
+    EXPECT_NE(attempt.pool, nullptr);
+    if (attempt.pool != nullptr) attempt.pool->CancelWait(attempt);
+    return attempt;
+  }
+
   FakeEventLoop loop_;
   SweepRandom random_;
   ProxyCounters counters_;
@@ -215,13 +235,13 @@ class CallTest : public ::testing::Test {
   pool::Balancer balancer_{loop_, random_, metrics_, nullptr};
   CallContext context_{loop_, random_, counters_, metrics_, retry_, balancer_};
   FakeDownstream downstream_;
+  // StartUpsert's: the call holds references into the request's decoded headers, so it goes first.
+  std::optional<DecodedRequest> request_;
+  std::optional<Call> call_;
 };
 
 TEST_F(CallTest, DeadlineBeforeTheAnswerAnswersDeadlineExceededAndCancelsTheAttempt) {
-  DecodedRequest request(Upsert("1S"));
-  Call call(context_, downstream_, 1);
-  request.DeliverTo(call);
-  loop_.RunPosted();
+  Call& call = StartUpsert("1S");
   ASSERT_EQ(Waiting(), 1u);
 
   loop_.Advance(999ms);
@@ -242,10 +262,7 @@ TEST_F(CallTest, DeadlineBeforeTheAnswerAnswersDeadlineExceededAndCancelsTheAtte
 }
 
 TEST_F(CallTest, DeadlineAfterTheResponseHeadersEndsWithTrailersAfterTheData) {
-  DecodedRequest request(Upsert("1S"));
-  Call call(context_, downstream_, 1);
-  request.DeliverTo(call);
-  loop_.RunPosted();
+  Call& call = StartUpsert("1S");
   // Headers and some data went out already (as an attempt would have passed them on).
   const nghttp2_nv nva[] = {MakeNv(":status", "200"), MakeNv("content-type", "application/grpc")};
   call.SendResponseHeaders(nva, 2, /*end_stream=*/false, -1);
@@ -267,10 +284,7 @@ TEST_F(CallTest, DeadlineAfterTheResponseHeadersEndsWithTrailersAfterTheData) {
 }
 
 TEST_F(CallTest, AppResetCancelsTheAttempt) {
-  DecodedRequest request(Upsert(""));
-  Call call(context_, downstream_, 1);
-  request.DeliverTo(call);
-  loop_.RunPosted();
+  Call& call = StartUpsert("");
   ASSERT_EQ(Waiting(), 1u);
 
   call.OnDownstreamClosed(NGHTTP2_CANCEL);
@@ -282,15 +296,9 @@ TEST_F(CallTest, AppResetCancelsTheAttempt) {
 }
 
 TEST_F(CallTest, UpstreamResetBeforeTheAnswerIsPassedOnAsTheSameReset) {
-  DecodedRequest request(Upsert("10S"));
-  Call call(context_, downstream_, 1);
-  request.DeliverTo(call);
-  loop_.RunPosted();
-  Attempt& attempt = call.upstream_for_testing().attempt_for_testing(0);
-  ASSERT_NE(attempt.pool, nullptr);
+  Call& call = StartUpsert("10S");
   // Its stream, once open, is reset by Qdrant before any answer.
-  attempt.pool->CancelWait(attempt);
-  attempt.OnClosed(NGHTTP2_INTERNAL_ERROR, /*connection_lost=*/false);
+  AttemptOnAStream(call).OnClosed(NGHTTP2_INTERNAL_ERROR, /*connection_lost=*/false);
 
   EXPECT_TRUE(downstream_.responses.empty());
   EXPECT_EQ(downstream_.resets, std::vector<uint32_t>{NGHTTP2_INTERNAL_ERROR});
@@ -302,14 +310,8 @@ TEST_F(CallTest, UpstreamResetBeforeTheAnswerIsPassedOnAsTheSameReset) {
 }
 
 TEST_F(CallTest, UpstreamConnectionLostBeforeTheAnswerAnswersUnavailable) {
-  DecodedRequest request(Upsert(""));
-  Call call(context_, downstream_, 1);
-  request.DeliverTo(call);
-  loop_.RunPosted();
-  Attempt& attempt = call.upstream_for_testing().attempt_for_testing(0);
-  ASSERT_NE(attempt.pool, nullptr);
-  attempt.pool->CancelWait(attempt);
-  attempt.OnClosed(NGHTTP2_NO_ERROR, /*connection_lost=*/true);
+  Call& call = StartUpsert("");
+  AttemptOnAStream(call).OnClosed(NGHTTP2_NO_ERROR, /*connection_lost=*/true);
 
   ASSERT_EQ(downstream_.responses.size(), 1u);
   EXPECT_FALSE(downstream_.responses[0].has_body);
