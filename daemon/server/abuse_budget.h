@@ -6,10 +6,15 @@
 // (qpool_downstream_abuse_total{reason}, docs/metrics.md). The limits and why they are safe for
 // gRPC clients are in docs/security.md.
 //
-//   TokenBucket pings(kPingBudget);
-//   if (!pings.Take(loop.Now())) CloseForAbuse(AbuseReason::kPingFlood);
+// AbuseGuard holds one connection's budgets and decides; the connection acts on its answers:
 //
-// Thread-safety: none; a bucket belongs to one connection, on one worker's thread.
+//   AbuseGuard abuse;
+//   if (!abuse.TakeFreePing() && !abuse.Spend(AbuseReason::kPingFlood, loop.Now()) &&
+//       abuse.MarkAbusive()) {
+//     ...  // count, GOAWAY(ENHANCE_YOUR_CALM), close
+//   }
+//
+// Thread-safety: none; a guard and its buckets belong to one connection, on one worker's thread.
 #ifndef QPOOL_DAEMON_SERVER_ABUSE_BUDGET_H_
 #define QPOOL_DAEMON_SERVER_ABUSE_BUDGET_H_
 
@@ -19,6 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
+#include <utility>
 
 #include "daemon/common/event_loop.h"
 
@@ -101,6 +107,37 @@ class TokenBucket {
   BudgetSpec spec_;
   uint32_t tokens_;
   MonoTime last_{};
+};
+
+// One app connection's abuse budgets, one TokenBucket per budgeted AbuseReason (all but
+// kHeaderBlockFlood, which closes at once), and the rule that makes a PING after response frames
+// free.
+class AbuseGuard {
+ public:
+  // Takes one token from the budget for `reason` (not kHeaderBlockFlood) at `now`; false when it
+  // is spent: the connection closes for `reason`.
+  bool Spend(AbuseReason reason, MonoTime now) {
+    return budgets_[static_cast<size_t>(reason)].Take(now);
+  }
+  // The app sent a PING (not an ack): true when it is free, as qpoold sent HEADERS or DATA since
+  // the app's last PING (gRPC's BDP probes); otherwise it must Spend(kPingFlood). No clock read.
+  bool TakeFreePing() { return std::exchange(sent_since_ping_, false); }
+  // qpoold sent HEADERS or DATA.
+  void OnResponseFrameSent() { sent_since_ping_ = true; }
+  // The connection closes as abusive: true the first time only (count it and say GOAWAY then).
+  bool MarkAbusive() { return !std::exchange(abusive_, true); }
+  bool abusive() const { return abusive_; }
+
+ private:
+  static_assert(static_cast<size_t>(AbuseReason::kHeaderBlockFlood) == kAbuseReasonCount - 1,
+                "every reason but the last has a budget");
+  // By AbuseReason, in its order.
+  std::array<TokenBucket, kAbuseReasonCount - 1> budgets_{
+      TokenBucket(kResetBudget),      TokenBucket(kPingBudget),
+      TokenBucket(kSettingsBudget),   TokenBucket(kPriorityBudget),
+      TokenBucket(kEmptyFrameBudget), TokenBucket(kHeaderLimitBudget)};
+  bool sent_since_ping_ = false;  // HEADERS or DATA went out since the app's last PING
+  bool abusive_ = false;          // closing with GOAWAY(ENHANCE_YOUR_CALM)
 };
 
 }  // namespace qpool::server

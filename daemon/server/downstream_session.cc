@@ -8,10 +8,11 @@
 
 #include "absl/base/optimization.h"
 #include "absl/strings/str_cat.h"
+#include "daemon/config/config.h"
 #include "daemon/server/call.h"
+#include "daemon/server/call_context.h"
 #include "daemon/server/proxy_counters.h"
 #include "daemon/server/small_alloc.h"
-#include "daemon/server/worker.h"
 #include "spdlog/spdlog.h"
 
 namespace qpool::server {
@@ -26,15 +27,14 @@ constexpr uint8_t kDrainPingPayload[8] = {'q', 'p', 'd', 'r', 'a', 'i', 'n', '!'
 
 }  // namespace
 
-DownstreamSession::DownstreamSession(Worker& worker, tcp::socket socket)
-    : H2Transport(worker, std::move(socket)),
-      max_header_list_size_(worker.connection_context().config->server.max_header_list_size),
-      max_headers_(worker.connection_context().config->server.max_headers),
-      accepted_at_(worker.connection_context().loop.Now()),
-      connection_buffer_limit_(worker.connection_context().config->server.connection_buffer_limit),
-      max_message_size_(worker.connection_context().config->server.max_message_size),
-      stream_idle_timeout_(absl::ToChronoNanoseconds(
-          worker.connection_context().config->server.stream_idle_timeout)) {
+DownstreamSession::DownstreamSession(ConnectionContext& context, tcp::socket socket)
+    : H2Transport(context, std::move(socket)),
+      header_guard_(context.config->server.max_header_list_size,
+                    context.config->server.max_headers),
+      timeouts_(context.loop.Now()),
+      connection_buffer_limit_(context.config->server.connection_buffer_limit),
+      max_message_size_(context.config->server.max_message_size),
+      stream_idle_timeout_(absl::ToChronoNanoseconds(context.config->server.stream_idle_timeout)) {
   boost::system::error_code ec;
   const tcp::endpoint endpoint = socket_.remote_endpoint(ec);
   peer_ = ec ? "unknown" : absl::StrCat(endpoint.address().to_string(), ":", endpoint.port());
@@ -59,7 +59,7 @@ bool DownstreamSession::CreateSession() {
     CloseTransport(absl::InternalError(nghttp2_strerror(rv)));
     return false;
   }
-  const config::ServerConfig& server = worker().connection_context().config->server;
+  const config::ServerConfig& server = context().config->server;
   const nghttp2_settings_entry settings[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, server.max_concurrent_streams},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, server.stream_window},
@@ -134,7 +134,7 @@ void DownstreamSession::ResumeResponseData(Call& call) {
   if (ABSL_PREDICT_FALSE(connection_buffer_limit_ > 0 &&
                          response_bytes_ > connection_buffer_limit_ && !buffer_check_posted_)) {
     buffer_check_posted_ = true;
-    boost::asio::post(worker().io(), [self = shared_from_this()] {
+    boost::asio::post(context().io, [self = shared_from_this()] {
       auto* session = static_cast<DownstreamSession*>(self.get());
       session->buffer_check_posted_ = false;
       session->EnforceBufferLimit();
@@ -161,10 +161,8 @@ void DownstreamSession::EnforceBufferLimit() {
 
 void DownstreamSession::ResetCall(Call& call, uint32_t h2_error_code, StreamResetReason reason) {
   const int32_t stream_id = call.downstream_stream_id();
-  worker()
-      .connection_context()
-      .counters.downstream_stream_resets[static_cast<size_t>(reason)]
-      .fetch_add(1, std::memory_order_relaxed);
+  context().counters.downstream_stream_resets[static_cast<size_t>(reason)].fetch_add(
+      1, std::memory_order_relaxed);
   DetachCall(call);
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, h2_error_code);
   call.OnDownstreamClosed(h2_error_code);  // cancels the upstream stream, or the wait for one
@@ -225,33 +223,15 @@ void DownstreamSession::TrimIdle() {
 
 DownstreamSession::TimeoutAction DownstreamSession::CheckTimeouts(MonoTime now) {
   if (closed() || refused_) return TimeoutAction::kNone;
-  const config::ServerConfig& server = worker().connection_context().config->server;
-  if (!handshake_done_) {
-    if (server.handshake_timeout > absl::ZeroDuration() &&
-        now - accepted_at_ >= absl::ToChronoNanoseconds(server.handshake_timeout)) {
-      return TimeoutAction::kHandshakeTimeout;
-    }
-    return TimeoutAction::kNone;
-  }
-  if (!calls_.empty() || stream_opened_ || draining_) {
-    stream_opened_ = false;
-    idle_since_ = MonoTime{};
-    return TimeoutAction::kNone;
-  }
-  if (idle_since_ == MonoTime{}) {
-    idle_since_ = now;
-    return TimeoutAction::kNone;
-  }
-  if (server.idle_timeout > absl::ZeroDuration() &&
-      now - idle_since_ >= absl::ToChronoNanoseconds(server.idle_timeout)) {
-    return TimeoutAction::kIdleTimeout;
-  }
-  return TimeoutAction::kNone;
+  const config::ServerConfig& server = context().config->server;
+  return timeouts_.Check(now, !calls_.empty() || draining_,
+                         absl::ToChronoNanoseconds(server.handshake_timeout),
+                         absl::ToChronoNanoseconds(server.idle_timeout));
 }
 
 void DownstreamSession::OnTimeout(TimeoutAction action) {
   if (closed()) return;
-  ProxyCounters& counters = worker().connection_context().counters;
+  ProxyCounters& counters = context().counters;
   timed_out_ = true;
   if (action == TimeoutAction::kHandshakeTimeout) {
     counters.downstream_handshake_timeouts.fetch_add(1, std::memory_order_relaxed);
@@ -281,16 +261,15 @@ void DownstreamSession::OnTimeout(TimeoutAction action) {
   }
 }
 
-bool DownstreamSession::Spend(TokenBucket& budget, AbuseReason reason) {
-  if (budget.Take(worker().connection_context().loop.Now())) return true;
+bool DownstreamSession::Spend(AbuseReason reason) {
+  if (abuse_.Spend(reason, context().loop.Now())) return true;
   CloseForAbuse(reason);
   return false;
 }
 
 void DownstreamSession::CloseForAbuse(AbuseReason reason) {
-  if (abusive_ || closed()) return;
-  abusive_ = true;
-  worker().connection_context().counters.downstream_abuse[static_cast<size_t>(reason)].fetch_add(
+  if (closed() || !abuse_.MarkAbusive()) return;
+  context().counters.downstream_abuse[static_cast<size_t>(reason)].fetch_add(
       1, std::memory_order_relaxed);
   const std::string why = absl::StrCat("qpool: ", std::string(AbuseReasonName(reason)));
   SPDLOG_DEBUG("client {}: closing: GOAWAY(ENHANCE_YOUR_CALM) {}", peer_, why);
@@ -304,18 +283,17 @@ void DownstreamSession::CloseForAbuse(AbuseReason reason) {
 
 int DownstreamSession::OnHeaderOverLimit(nghttp2_session* session, const nghttp2_frame* frame) {
   const int32_t stream_id = frame->hd.stream_id;
-  if (block_bytes_ > uint64_t{kHeaderBlockCloseFactor} * max_header_list_size_ ||
-      block_headers_ > kHeaderBlockCloseFactor * max_headers_) {
-    // Past this, decoding the rest to keep HPACK in step would cost what the peer decides.
-    CloseForAbuse(AbuseReason::kHeaderBlockFlood);
-    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  switch (header_guard_.OnOverLimit(stream_id)) {
+    case HeaderBlockGuard::OverLimit::kFlood:
+      CloseForAbuse(AbuseReason::kHeaderBlockFlood);
+      return NGHTTP2_ERR_CALLBACK_FAILURE;
+    case HeaderBlockGuard::OverLimit::kRest:
+      return 0;
+    case HeaderBlockGuard::OverLimit::kFirst:
+      break;
   }
-  if (over_limit_stream_ == stream_id) return 0;  // the rest of the block: decoded, not stored
-  over_limit_stream_ = stream_id;
-  over_limit_count_ = block_headers_ > max_headers_;
-  worker()
-      .connection_context()
-      .counters.downstream_header_limit_rejections[over_limit_count_ ? 1 : 0]
+  context()
+      .counters.downstream_header_limit_rejections[header_guard_.over_count() ? 1 : 0]
       .fetch_add(1, std::memory_order_relaxed);
   // The call lets go of what it stored (and of its upstream stream, for trailers).
   if (Call* call = CallOf(session, stream_id)) {
@@ -323,35 +301,20 @@ int DownstreamSession::OnHeaderOverLimit(nghttp2_session* session, const nghttp2
     call->OnDownstreamClosed(NGHTTP2_CANCEL);
     delete call;
   }
-  if (!Spend(header_limit_budget_, AbuseReason::kHeaderLimit)) {
-    return NGHTTP2_ERR_CALLBACK_FAILURE;
-  }
-  return 0;
+  return Spend(AbuseReason::kHeaderLimit) ? 0 : NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
-void DownstreamSession::AnswerOverLimit(const nghttp2_frame* frame) {
-  const int32_t stream_id = frame->hd.stream_id;
-  over_limit_stream_ = 0;
-  if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
-    // Trailers: the call is gone and the answer may be under way; the stream ends here.
-    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_ENHANCE_YOUR_CALM);
-    return;
-  }
-  const std::string message = absl::StrCat(
-      "qpool: request headers over ",
-      over_limit_count_
-          ? absl::StrCat("server.max_headers (", max_headers_, " fields)")
-          : absl::StrCat("server.max_header_list_size (", max_header_list_size_, " bytes)"));
+void DownstreamSession::ReplyResourceExhausted(int32_t stream_id, const std::string& message) {
   const nghttp2_nv nva[] = {MakeNv(":status", "200"), MakeNv("content-type", "application/grpc"),
                             MakeNv("grpc-status", "8"),  // RESOURCE_EXHAUSTED
                             MakeNv("grpc-message", message)};
   nghttp2_submit_response(session_, stream_id, nva, std::size(nva), nullptr);
-  worker().connection_context().counters.local_replies.fetch_add(1, std::memory_order_relaxed);
+  context().counters.local_replies.fetch_add(1, std::memory_order_relaxed);
+  ScheduleFlush();
 }
 
 void DownstreamSession::OnProtocolError(int nghttp2_error) {
-  worker().connection_context().counters.downstream_protocol_errors.fetch_add(
-      1, std::memory_order_relaxed);
+  context().counters.downstream_protocol_errors.fetch_add(1, std::memory_order_relaxed);
   SPDLOG_DEBUG("client {}: closing: HTTP/2 protocol error: {}", peer_,
                nghttp2_strerror(nghttp2_error));
   H2Transport::OnProtocolError(nghttp2_error);
@@ -365,7 +328,7 @@ void DownstreamSession::OnTransportClosed(const absl::Status& reason) {
     call->OnDownstreamClosed(NGHTTP2_CANCEL);
     delete call;
   }
-  worker().OnSessionClosed(this);
+  context().host.OnSessionClosed(this);
 }
 
 // --- nghttp2 callbacks -------------------------------------------------------------------------
@@ -391,12 +354,10 @@ int DownstreamSession::OnBeginHeadersCallback(nghttp2_session* session, const ng
                                               void* user_data) {
   if (frame->hd.type != NGHTTP2_HEADERS) return 0;
   DownstreamSession* self = Self(user_data);
-  self->block_bytes_ = 0;
-  self->block_headers_ = 0;
-  self->over_limit_stream_ = 0;  // a block nghttp2 itself rejected left it set
+  self->header_guard_.BeginBlock();
   if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
-  self->stream_opened_ = true;
-  auto* call = new Call(self->worker().call_context(), *self, frame->hd.stream_id);
+  self->timeouts_.OnStreamOpened();
+  auto* call = new Call(self->context().calls, *self, frame->hd.stream_id);
   nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, call);
   self->calls_.push_back(*call);
   return 0;
@@ -407,10 +368,8 @@ int DownstreamSession::OnHeaderCallback(nghttp2_session* session, const nghttp2_
                                         void* user_data) {
   if (frame->hd.type != NGHTTP2_HEADERS) return 0;
   DownstreamSession* self = Self(user_data);
-  // RFC 9113 6.5.2: a field counts its name and value octets plus 32.
-  self->block_bytes_ += nghttp2_rcbuf_get_buf(name).len + nghttp2_rcbuf_get_buf(value).len + 32;
-  if (ABSL_PREDICT_FALSE(++self->block_headers_ > self->max_headers_ ||
-                         self->block_bytes_ > self->max_header_list_size_)) {
+  if (ABSL_PREDICT_FALSE(!self->header_guard_.Add(nghttp2_rcbuf_get_buf(name).len,
+                                                  nghttp2_rcbuf_get_buf(value).len))) {
     return self->OnHeaderOverLimit(session, frame);
   }
   Call* call = CallOf(session, frame->hd.stream_id);
@@ -424,8 +383,15 @@ int DownstreamSession::OnFrameRecvCallback(nghttp2_session* session, const nghtt
   DownstreamSession* self = Self(user_data);
   switch (frame->hd.type) {
     case NGHTTP2_HEADERS: {
-      if (frame->hd.stream_id == self->over_limit_stream_) {
-        self->AnswerOverLimit(frame);
+      if (ABSL_PREDICT_FALSE(self->header_guard_.over_limit(frame->hd.stream_id))) {
+        self->header_guard_.EndOverLimit();
+        if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+          self->ReplyResourceExhausted(frame->hd.stream_id, self->header_guard_.message());
+        } else {
+          // Trailers: the call is gone and the answer may be under way; the stream ends here.
+          nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                    NGHTTP2_ENHANCE_YOUR_CALM);
+        }
         break;
       }
       Call* call = CallOf(session, frame->hd.stream_id);
@@ -439,8 +405,7 @@ int DownstreamSession::OnFrameRecvCallback(nghttp2_session* session, const nghtt
     case NGHTTP2_DATA: {
       if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
         // A DATA frame with nothing in it (padding aside) that does not end the stream.
-        if (frame->hd.length == frame->data.padlen &&
-            !self->Spend(self->empty_frame_budget_, AbuseReason::kEmptyFrames)) {
+        if (frame->hd.length == frame->data.padlen && !self->Spend(AbuseReason::kEmptyFrames)) {
           return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
         break;
@@ -453,9 +418,7 @@ int DownstreamSession::OnFrameRecvCallback(nghttp2_session* session, const nghtt
       if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
         // A PING after qpoold sent HEADERS or DATA is free (gRPC's BDP probes); keepalives and
         // anything faster spend the budget.
-        if (self->sent_since_ping_) {
-          self->sent_since_ping_ = false;
-        } else if (!self->Spend(self->ping_budget_, AbuseReason::kPingFlood)) {
+        if (!self->abuse_.TakeFreePing() && !self->Spend(AbuseReason::kPingFlood)) {
           return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
         break;
@@ -472,13 +435,13 @@ int DownstreamSession::OnFrameRecvCallback(nghttp2_session* session, const nghtt
       break;
     case NGHTTP2_SETTINGS:
       if (frame->hd.flags & NGHTTP2_FLAG_ACK) break;
-      self->handshake_done_ = true;  // nghttp2 checked the preface before this frame
-      if (!self->Spend(self->settings_budget_, AbuseReason::kSettingsFlood)) {
+      self->timeouts_.OnHandshakeDone();  // nghttp2 checked the preface before this frame
+      if (!self->Spend(AbuseReason::kSettingsFlood)) {
         return NGHTTP2_ERR_CALLBACK_FAILURE;
       }
       break;
     case NGHTTP2_RST_STREAM:
-      if (!self->Spend(self->reset_budget_, AbuseReason::kRapidReset)) {
+      if (!self->Spend(AbuseReason::kRapidReset)) {
         return NGHTTP2_ERR_CALLBACK_FAILURE;
       }
       break;
@@ -494,9 +457,7 @@ int DownstreamSession::OnBeginFrameCallback(nghttp2_session*, const nghttp2_fram
   // counted here, as they begin.
   if (hd->type != NGHTTP2_PRIORITY) return 0;
   DownstreamSession* self = Self(user_data);
-  return self->Spend(self->priority_budget_, AbuseReason::kPriorityFlood)
-             ? 0
-             : NGHTTP2_ERR_CALLBACK_FAILURE;
+  return self->Spend(AbuseReason::kPriorityFlood) ? 0 : NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
 int DownstreamSession::OnDataChunkRecvCallback(nghttp2_session* session, uint8_t, int32_t stream_id,
@@ -526,22 +487,15 @@ void DownstreamSession::RejectOversizeMessage(Call& call, uint64_t declared) {
     return;
   }
   const int32_t stream_id = call.downstream_stream_id();
-  worker()
-      .connection_context()
+  context()
       .counters.downstream_stream_resets[static_cast<size_t>(StreamResetReason::kMessageSize)]
       .fetch_add(1, std::memory_order_relaxed);
   DetachCall(call);
   call.OnDownstreamClosed(NGHTTP2_CANCEL);  // cancels the upstream stream, or the wait for one
   delete &call;
-  const std::string message =
-      absl::StrCat("qpool: request message of ", declared,
-                   " bytes is over server.max_message_size (", max_message_size_, " bytes)");
-  const nghttp2_nv nva[] = {MakeNv(":status", "200"), MakeNv("content-type", "application/grpc"),
-                            MakeNv("grpc-status", "8"),  // RESOURCE_EXHAUSTED
-                            MakeNv("grpc-message", message)};
-  nghttp2_submit_response(session_, stream_id, nva, std::size(nva), nullptr);
-  worker().connection_context().counters.local_replies.fetch_add(1, std::memory_order_relaxed);
-  ScheduleFlush();
+  ReplyResourceExhausted(stream_id, absl::StrCat("qpool: request message of ", declared,
+                                                 " bytes is over server.max_message_size (",
+                                                 max_message_size_, " bytes)"));
 }
 
 int DownstreamSession::OnStreamCloseCallback(nghttp2_session* session, int32_t stream_id,
@@ -559,7 +513,7 @@ int DownstreamSession::OnFrameSendCallback(nghttp2_session* session, const nghtt
                                            void* user_data) {
   DownstreamSession* self = Self(user_data);
   if (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) {
-    self->sent_since_ping_ = true;
+    self->abuse_.OnResponseFrameSent();
     if (frame->hd.type == NGHTTP2_DATA) {
       if (Call* call = CallOf(session, frame->hd.stream_id)) call->stall_watch.OnProgress();
     }
@@ -568,9 +522,8 @@ int DownstreamSession::OnFrameSendCallback(nghttp2_session* session, const nghtt
   // nghttp2 answers a connection error (a broken frame, a bad header block, a flow-control
   // violation) with a GOAWAY carrying the error code, then winds the connection down.
   if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR &&
-      !self->refused_ && !self->abusive_ && !self->timed_out_) {
-    self->worker().connection_context().counters.downstream_protocol_errors.fetch_add(
-        1, std::memory_order_relaxed);
+      !self->refused_ && !self->abuse_.abusive() && !self->timed_out_) {
+    self->context().counters.downstream_protocol_errors.fetch_add(1, std::memory_order_relaxed);
     SPDLOG_DEBUG("client {}: closing: HTTP/2 connection error {}: {}", self->peer_,
                  nghttp2_http2_strerror(frame->goaway.error_code), self->last_error_);
   }

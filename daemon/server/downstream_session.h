@@ -1,17 +1,18 @@
 // One app connection: the HTTP/2 server side (cleartext, prior knowledge, as gRPC clients speak
 // it). It owns the calls the app opens on it.
 //
-// Defences against hostile clients (docs/security.md):
-//   - header limits: a request header block over server.max_header_list_size (RFC 9113 sizes) or
-//     server.max_headers is not stored past the limit and its stream is answered
-//     RESOURCE_EXHAUSTED once the block ends; a block over kHeaderBlockCloseFactor times either
-//     limit closes the connection then and there (an HPACK bomb costs a bounded decode);
-//   - abuse budgets (abuse_budget.h): resets, PINGs, SETTINGS, PRIORITY, empty DATA frames and
-//     over-limit header blocks beyond their budget close the connection with
+// Defences against hostile clients (docs/security.md); each guard decides, the session acts:
+//   - header limits (header_block_guard.h): a request header block over
+//     server.max_header_list_size (RFC 9113 sizes) or server.max_headers is not stored past the
+//     limit and its stream is answered RESOURCE_EXHAUSTED once the block ends; a block over
+//     kHeaderBlockCloseFactor times either limit closes the connection then and there (an HPACK
+//     bomb costs a bounded decode);
+//   - abuse budgets (abuse_budget.h, AbuseGuard): resets, PINGs, SETTINGS, PRIORITY, empty DATA
+//     frames and over-limit header blocks beyond their budget close the connection with
 //     GOAWAY(ENHANCE_YOUR_CALM);
-//   - timeouts: the worker's sweep (CheckTimeouts) closes a connection whose preface and SETTINGS
-//     did not arrive within server.handshake_timeout, or that had no stream open for
-//     server.idle_timeout (GOAWAY(NO_ERROR));
+//   - timeouts (connection_timeouts.h): the worker's sweep (CheckTimeouts) closes a connection
+//     whose preface and SETTINGS did not arrive within server.handshake_timeout, or that had no
+//     stream open for server.idle_timeout (GOAWAY(NO_ERROR));
 //   - memory and slots held by a reader that stops (stream_guard.h): the unread response bytes of
 //     all the connection's calls are kept under server.connection_buffer_limit (over it, the
 //     stream holding the most is reset on both sides), and the sweep (CheckStreams) resets a
@@ -32,7 +33,9 @@
 #include "absl/base/attributes.h"
 #include "daemon/server/abuse_budget.h"
 #include "daemon/server/call.h"
+#include "daemon/server/connection_timeouts.h"
 #include "daemon/server/h2_transport.h"
+#include "daemon/server/header_block_guard.h"
 
 namespace qpool::server {
 
@@ -40,7 +43,7 @@ namespace qpool::server {
 // own uses of those methods are direct calls.
 class DownstreamSession final : public H2Transport, public CallDownstream {
  public:
-  DownstreamSession(Worker& worker, boost::asio::ip::tcp::socket socket);
+  DownstreamSession(ConnectionContext& context, boost::asio::ip::tcp::socket socket);
   ~DownstreamSession() override;
 
   // Starts serving. The nghttp2 session (and the server preface) waits for the app's first
@@ -70,7 +73,7 @@ class DownstreamSession final : public H2Transport, public CallDownstream {
 
   // For the worker's periodic sweep.
   // ---------------------------------------------------------------
-  enum class TimeoutAction { kNone, kHandshakeTimeout, kIdleTimeout };
+  using TimeoutAction = ConnectionTimeouts::Action;
   // What is due at `now`; acts on nothing, so the caller may walk its sessions while asking.
   TimeoutAction CheckTimeouts(MonoTime now);
   // Carries out what CheckTimeouts() returned: closes the connection, and counts it.
@@ -103,17 +106,17 @@ class DownstreamSession final : public H2Transport, public CallDownstream {
   void OnTransportClosed(const absl::Status& reason) override;
   void OnProtocolError(int nghttp2_error) override;
 
-  // A header of the block being decoded went over a limit: stops storing, and the first time
-  // for this block drops the stream's call; returns what the header callback returns.
-  // Kept out of line: the header callback stays small on the happy path.
+  // A header of the block being decoded went over a limit: acts on the guard's verdict (drops
+  // the stream's call the first time, closes the connection on a flood); returns what the header
+  // callback returns. Kept out of line: the header callback stays small on the happy path.
   ABSL_ATTRIBUTE_NOINLINE int OnHeaderOverLimit(nghttp2_session* session,
                                                 const nghttp2_frame* frame);
-  // The over-limit block `frame` ended: answers its stream (RESOURCE_EXHAUSTED, or a reset for
-  // trailers).
-  void AnswerOverLimit(const nghttp2_frame* frame);
-  // Takes one token from `budget`; when it is spent, closes the connection for `reason` and
-  // returns false.
-  bool Spend(TokenBucket& budget, AbuseReason reason);
+  // Answers stream `stream_id`, whose call is gone, with RESOURCE_EXHAUSTED and `message`; counted
+  // as a local reply.
+  void ReplyResourceExhausted(int32_t stream_id, const std::string& message);
+  // Takes one token from the budget for `reason`; when it is spent, closes the connection for
+  // `reason` and returns false.
+  bool Spend(AbuseReason reason);
   // GOAWAY(ENHANCE_YOUR_CALM) naming `reason`, then closes; counted.
   void CloseForAbuse(AbuseReason reason);
   // Ends `call` on both sides now: RST_STREAM(`h2_error_code`) to the app, its upstream stream
@@ -137,34 +140,12 @@ class DownstreamSession final : public H2Transport, public CallDownstream {
   bool draining_ = false;
   bool final_goaway_sent_ = false;
   bool refused_ = false;
-  bool abusive_ = false;    // closing with GOAWAY(ENHANCE_YOUR_CALM)
   bool timed_out_ = false;  // closing for server.handshake_timeout or server.idle_timeout
   std::string last_error_;  // nghttp2's words for the last protocol error, for the log
 
-  // Header limits (server.max_header_list_size, server.max_headers), and the header block being
-  // decoded: its size as RFC 9113 counts it and its field count. nghttp2 decodes one header block
-  // at a time, so one set serves every stream.
-  const uint32_t max_header_list_size_;
-  const uint32_t max_headers_;
-  uint64_t block_bytes_ = 0;
-  uint32_t block_headers_ = 0;
-  int32_t over_limit_stream_ = 0;  // the stream whose block went over a limit; 0: none
-  bool over_limit_count_ = false;  // it went over server.max_headers (else the size)
-
-  // Abuse budgets (abuse_budget.h).
-  TokenBucket reset_budget_{kResetBudget};
-  TokenBucket ping_budget_{kPingBudget};
-  TokenBucket settings_budget_{kSettingsBudget};
-  TokenBucket priority_budget_{kPriorityBudget};
-  TokenBucket empty_frame_budget_{kEmptyFrameBudget};
-  TokenBucket header_limit_budget_{kHeaderLimitBudget};
-  bool sent_since_ping_ = false;  // HEADERS or DATA went out since the app's last PING
-
-  // Timeouts (the worker's sweep).
-  const MonoTime accepted_at_;
-  MonoTime idle_since_{};        // the sweep first saw no stream open; zero: not idle
-  bool handshake_done_ = false;  // the app's preface and first SETTINGS arrived
-  bool stream_opened_ = false;   // a stream opened since the last sweep
+  HeaderBlockGuard header_guard_;  // server.max_header_list_size, server.max_headers
+  AbuseGuard abuse_;
+  ConnectionTimeouts timeouts_;  // the worker's sweep
 
   // server.connection_buffer_limit (0: off) and the bytes it bounds; server.stream_idle_timeout
   // (zero: off).

@@ -3,7 +3,6 @@
 #include <boost/asio/post.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "daemon/server/worker.h"
 #include "daemon/tls/client_tls.h"
 #include "daemon/tls/graceful_close.h"
 
@@ -11,8 +10,8 @@ namespace qpool::server {
 
 using boost::asio::ip::tcp;
 
-H2Transport::H2Transport(Worker& worker, tcp::socket socket)
-    : socket_(std::move(socket)), worker_(worker) {}
+H2Transport::H2Transport(ConnectionContext& context, tcp::socket socket)
+    : socket_(std::move(socket)), context_(context) {}
 
 H2Transport::~H2Transport() {
   if (session_ != nullptr) nghttp2_session_del(session_);
@@ -40,7 +39,7 @@ void H2Transport::ScheduleFlush() {
   // While this transport handles a read, OnReadable() flushes it at the end anyway.
   if (flush_posted_ || closed_ || in_read_) return;
   flush_posted_ = true;
-  boost::asio::post(worker_.io(), [self = shared_from_this()] {
+  boost::asio::post(context_.io, [self = shared_from_this()] {
     self->flush_posted_ = false;
     self->Flush();
   });
@@ -114,7 +113,7 @@ void H2Transport::OnReadable(const boost::system::error_code& ec) {
     CloseTransport(absl::UnavailableError(absl::StrCat("wait for read: ", ec.message())));
     return;
   }
-  std::vector<uint8_t>& buffer = worker_.connection_context().read_buffer;
+  std::vector<uint8_t>& buffer = context_.read_buffer;
   // A few reads per wake-up at most, so one busy connection cannot starve the others.
   for (int i = 0; i < 4; ++i) {
     boost::system::error_code read_ec;

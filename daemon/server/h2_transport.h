@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "daemon/server/connection_context.h"
 #include "daemon/server/small_alloc.h"
 
 namespace qpool::tls {
@@ -41,13 +42,12 @@ class TlsEngine;
 
 namespace qpool::server {
 
-class Worker;
-
 class H2Transport : public std::enable_shared_from_this<H2Transport> {
  public:
   static constexpr size_t kMaxWriteBatch = 64 * 1024;
 
-  H2Transport(Worker& worker, boost::asio::ip::tcp::socket socket);
+  // `context` (its worker's) must outlive the transport.
+  H2Transport(ConnectionContext& context, boost::asio::ip::tcp::socket socket);
   virtual ~H2Transport();
 
   H2Transport(const H2Transport&) = delete;
@@ -62,7 +62,8 @@ class H2Transport : public std::enable_shared_from_this<H2Transport> {
   // TLS: whether the client's side of the handshake has completed.
   bool tls_established() const { return tls_ != nullptr && !tls_handshaking_; }
   nghttp2_session* session() const { return session_; }
-  Worker& worker() const { return worker_; }
+  // What the connection uses of its worker (connection_context.h).
+  ConnectionContext& context() const { return context_; }
 
  protected:
   // Starts the read loop; the subclass has created session_ first.
@@ -138,7 +139,7 @@ class H2Transport : public std::enable_shared_from_this<H2Transport> {
   // TLS: takes `n` bytes read from the socket; false when the transport closed.
   bool OnTlsBytes(const uint8_t* data, size_t n);
 
-  Worker& worker_;
+  ConnectionContext& context_;
   std::vector<uint8_t> out_;
   size_t out_offset_ = 0;
   std::unique_ptr<tls::TlsEngine> tls_;  // null: cleartext

@@ -7,10 +7,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/metrics/worker_metrics.h"
 #include "daemon/server/call_upstream.h"
 #include "daemon/server/node_probes.h"
 #include "daemon/server/small_alloc.h"
-#include "daemon/server/worker.h"
 #include "daemon/tls/client_tls.h"
 #include "spdlog/spdlog.h"
 
@@ -24,21 +24,21 @@ UpstreamConnection* Self(void* user_data) { return static_cast<UpstreamConnectio
 
 }  // namespace
 
-UpstreamConnection::UpstreamConnection(Worker& worker, const config::NodeAddress& node,
+UpstreamConnection::UpstreamConnection(ConnectionContext& context, const config::NodeAddress& node,
                                        size_t node_index, pool::PoolConnectionEvents& events)
-    : H2Transport(worker, tcp::socket(worker.io())),
+    : H2Transport(context, tcp::socket(context.io)),
       node_(node),
       node_name_(node.ToString()),
       node_index_(node_index),
       events_(&events),
-      resolver_(worker.io()),
-      connect_timer_(worker.io()),
-      ping_timer_(worker.io()) {}
+      resolver_(context.io),
+      connect_timer_(context.io),
+      ping_timer_(context.io) {}
 
 UpstreamConnection::~UpstreamConnection() = default;
 
 void UpstreamConnection::Connect() {
-  const config::UpstreamConfig& options = worker().connection_context().config->upstream;
+  const config::UpstreamConfig& options = context().config->upstream;
   connect_timer_.expires_after(absl::ToChronoNanoseconds(options.connect_timeout));
   auto self = std::static_pointer_cast<UpstreamConnection>(shared_from_this());
   connect_timer_.async_wait([self](const boost::system::error_code& ec) {
@@ -69,8 +69,9 @@ void UpstreamConnection::OnTcpConnected(const boost::system::error_code& ec) {
                                 tls::ConnectFailure::kConnect));
     return;
   }
-  if (std::shared_ptr<const tls::ClientContext> context = worker().TlsContextOf(node_index_)) {
-    absl::StatusOr<std::unique_ptr<tls::TlsEngine>> engine = context->NewEngine();
+  if (std::shared_ptr<const tls::ClientContext> tls_context =
+          context().host.TlsContextOf(node_index_)) {
+    absl::StatusOr<std::unique_ptr<tls::TlsEngine>> engine = tls_context->NewEngine();
     if (!engine.ok()) {
       FailConnect(tls::WithFailureReason(absl::UnavailableError(engine.status().message()),
                                          tls::FailureReason::kHandshake));
@@ -83,10 +84,10 @@ void UpstreamConnection::OnTcpConnected(const boost::system::error_code& ec) {
 }
 
 void UpstreamConnection::OnTlsHandshakeDone() {
-  metrics::NodeMetrics& m = worker().connection_context().metrics.node(node_index_);
+  metrics::NodeMetrics& m = context().metrics.node(node_index_);
   m.tls_handshakes.Add();
   if (tls()->resumed()) m.tls_resumptions.Add();
-  if (!worker().TlsContextOf(node_index_)->verify()) m.tls_unverified_connects.Add();
+  if (!context().host.TlsContextOf(node_index_)->verify()) m.tls_unverified_connects.Add();
   SPDLOG_DEBUG("upstream {}: TLS up ({})", node_name_, tls()->PeerSummary());
   StartHttp2();
 }
@@ -98,7 +99,7 @@ void UpstreamConnection::StartHttp2() {
   nghttp2_option_set_no_http_messaging(option, 1);
   nghttp2_session_client_new3(&session_, Callbacks(), this, option, Nghttp2SmallAlloc());
   nghttp2_option_del(option);
-  const config::Config& config = *worker().connection_context().config;
+  const config::Config& config = *context().config;
   const nghttp2_settings_entry settings[] = {
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, config.server.stream_window},
@@ -112,12 +113,12 @@ void UpstreamConnection::StartHttp2() {
 
 void UpstreamConnection::OnConnectTimeout() {
   if (handshake_done_ || events_ == nullptr) return;
-  FailConnect(tls::WithConnectFailure(
-      absl::UnavailableError(absl::StrCat(
-          "connect timed out after ",
-          absl::FormatDuration(worker().connection_context().config->upstream.connect_timeout),
-          " (upstream.connect_timeout)")),
-      tls::ConnectFailure::kTimeout));
+  FailConnect(
+      tls::WithConnectFailure(absl::UnavailableError(absl::StrCat(
+                                  "connect timed out after ",
+                                  absl::FormatDuration(context().config->upstream.connect_timeout),
+                                  " (upstream.connect_timeout)")),
+                              tls::ConnectFailure::kTimeout));
 }
 
 void UpstreamConnection::FailConnect(const absl::Status& reason) {
@@ -190,19 +191,18 @@ void UpstreamConnection::ArmPingTimer(Duration after) {
 
 void UpstreamConnection::OnPingTimer() {
   if (closed()) return;
-  Worker& w = worker();
+  ConnectionContext& c = context();
   if (ping_outstanding_) {
     ping_outstanding_ = false;
-    w.connection_context().metrics.node(node_index_).pings_failed.Add();
+    c.metrics.node(node_index_).pings_failed.Add();
     const std::string why =
-        absl::StrCat("no PING ack within ",
-                     absl::FormatDuration(w.connection_context().config->health.fast_timeout),
+        absl::StrCat("no PING ack within ", absl::FormatDuration(c.config->health.fast_timeout),
                      " (health.fast_timeout): connection closed, the pool replaces it");
     SPDLOG_WARN("upstream {}: {}", node_name_, why);
     CloseTransport(absl::UnavailableError(why));
     return;
   }
-  const Duration interval = w.probes().PingInterval(node_index_);
+  const Duration interval = c.probes.PingInterval(node_index_);
   if (frame_seen_) {
     ArmPingTimer(interval);  // not idle: look again one interval later
     return;
@@ -212,18 +212,18 @@ void UpstreamConnection::OnPingTimer() {
     return;
   }
   ping_outstanding_ = true;
-  ping_sent_at_ = w.connection_context().loop.Now();
+  ping_sent_at_ = c.loop.Now();
   ScheduleFlush();
-  ArmPingTimer(absl::ToChronoNanoseconds(w.connection_context().config->health.fast_timeout));
+  ArmPingTimer(absl::ToChronoNanoseconds(c.config->health.fast_timeout));
 }
 
 void UpstreamConnection::OnPingAck() {
   if (!ping_outstanding_) return;  // not ours (nghttp2 acks the peer's PINGs itself)
   ping_outstanding_ = false;
-  Worker& w = worker();
-  w.connection_context().metrics.node(node_index_).pings_ok.Add();
-  w.connection_context().metrics.ObservePing(w.connection_context().loop.Now() - ping_sent_at_);
-  ArmPingTimer(w.probes().PingInterval(node_index_));
+  ConnectionContext& c = context();
+  c.metrics.node(node_index_).pings_ok.Add();
+  c.metrics.ObservePing(c.loop.Now() - ping_sent_at_);
+  ArmPingTimer(c.probes.PingInterval(node_index_));
 }
 
 void UpstreamConnection::ResetStream(int32_t stream_id, uint32_t h2_error_code) {
@@ -268,7 +268,7 @@ void UpstreamConnection::CheckDrained() {
   if (!draining_ || !streams_.empty() || !probes_.empty() || close_posted_ || closed()) return;
   close_posted_ = true;
   // Close on a later turn: this may run inside an nghttp2 callback. GOAWAY, then close.
-  boost::asio::post(worker().io(), [self = shared_from_this(), this] {
+  boost::asio::post(context().io, [self = shared_from_this(), this] {
     if (closed()) return;
     nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, nullptr, 0);
     Flush();
@@ -364,7 +364,7 @@ int UpstreamConnection::OnFrameRecvCallback(nghttp2_session* session, const nght
         self->handshake_done_ = true;
         self->connect_timer_.cancel();
         SPDLOG_DEBUG("upstream {}: connected (peer max streams {})", self->node_name_, max_streams);
-        const Duration ping_interval = self->worker().probes().PingInterval(self->node_index_);
+        const Duration ping_interval = self->context().probes.PingInterval(self->node_index_);
         if (ping_interval > Duration::zero()) self->ArmPingTimer(ping_interval);
         if (self->events_ != nullptr) self->events_->OnConnected(self, max_streams);
       } else if (self->events_ != nullptr) {
@@ -379,7 +379,7 @@ int UpstreamConnection::OnFrameRecvCallback(nghttp2_session* session, const nght
           std::string_view(reinterpret_cast<const char*>(frame->goaway.opaque_data),
                            frame->goaway.opaque_data_len)
                   .find("too_many_pings") != std::string_view::npos) {
-        self->worker().probes().BackOffPings(self->node_index_);
+        self->context().probes.BackOffPings(self->node_index_);
       }
       self->draining_ = true;
       if (self->events_ != nullptr) self->events_->OnGoAway(self);

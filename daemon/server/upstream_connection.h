@@ -55,7 +55,7 @@ inline constexpr uint32_t kRequestNotSent = 0x7fff0001;
 class UpstreamConnection : public H2Transport, public pool::PoolConnection {
  public:
   // `node_index`: the node's position in upstream.nodes (for the worker's per-node state).
-  UpstreamConnection(Worker& worker, const config::NodeAddress& node, size_t node_index,
+  UpstreamConnection(ConnectionContext& context, const config::NodeAddress& node, size_t node_index,
                      pool::PoolConnectionEvents& events);
   ~UpstreamConnection() override;
 

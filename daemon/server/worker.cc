@@ -34,7 +34,8 @@ class Worker::UpstreamFactory : public pool::SlotConnectionFactory {
       : worker_(worker), node_(std::move(node)), node_index_(node_index) {}
 
   std::shared_ptr<pool::PoolConnection> Connect(pool::PoolConnectionEvents& events) override {
-    auto conn = std::make_shared<UpstreamConnection>(worker_, node_, node_index_, events);
+    auto conn = std::make_shared<UpstreamConnection>(worker_.connection_context_, node_,
+                                                     node_index_, events);
     conn->Connect();
     return conn;
   }
@@ -212,9 +213,10 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
                                                loop_, random_)),
       balancer_(std::make_unique<pool::Balancer>(loop_, random_, metrics_, health)),
       secrets_(secrets),
+      probes_(std::make_unique<NodeProbes>(*this, *pools_)),
       call_context_{loop_, random_, counters_, metrics_, *retry_, *balancer_},
-      connection_context_{io_, loop_, counters_, metrics_, read_buffer_, config_.get()},
-      probes_(std::make_unique<NodeProbes>(*this, *pools_)) {
+      connection_context_{io_,           loop_,    counters_, metrics_,     read_buffer_,
+                          call_context_, *probes_, *this,     config_.get()} {
   probes_->Configure(config_->health, *table_);
   const config::RetryConfig& retry = config_->retry;
   retry_->policy_retries = retry.enabled;
@@ -381,7 +383,7 @@ void Worker::Post(std::function<void()> fn) { boost::asio::post(io_, std::move(f
 void Worker::Adopt(boost::asio::ip::tcp::socket socket, bool refuse) {
   // In a session slab (small_alloc.h): it goes back to the kernel with its crowd.
   auto session = std::allocate_shared<DownstreamSession>(SessionSlabAllocator<DownstreamSession>(),
-                                                         *this, std::move(socket));
+                                                         connection_context_, std::move(socket));
   sessions_.emplace(session.get(), session);
   counters_.downstream_open.fetch_add(1, std::memory_order_relaxed);
   if (refuse) {

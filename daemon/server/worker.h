@@ -82,10 +82,11 @@ inline constexpr Duration kTlsRecycleSpread = std::chrono::seconds(2);
 // REST ones in its RestWorker); its gRPC pools, one per node slot (`pools_`, a pool::SlotPools:
 // created, retired and updated on reloads; the RestWorker holds the REST pools the same way);
 // its balancer (pool::Balancer) that picks among the active slots for both protocols; the retry
-// context its calls share, and the CallContext it hands them (a call never sees the Worker); its
-// probes. Thread-safety: Post() and Stop() from any thread; everything else on the worker's thread
-// (where marked, or as RestHost).
-class Worker : private rest::RestHost {
+// context its calls share, and the CallContext it hands them (a call never sees the Worker); the
+// ConnectionContext it hands its connections (nor does a connection); its probes.
+// Thread-safety: Post() and Stop() from any thread; everything else on the worker's thread (where
+// marked, or as RestHost and ConnectionHost).
+class Worker : private rest::RestHost, private ConnectionHost {
  public:
   // `index` of `count` workers: the worker takes its share of each node's connection bounds.
   // `metrics` (this worker's counters, written only on its thread) must outlive the worker.
@@ -119,7 +120,6 @@ class Worker : private rest::RestHost {
   void BeginDrain(std::function<void()> on_idle);
   // Health: the probes it runs for the health thread, and the PING intervals (node_probes.h).
   NodeProbes& probes() { return *probes_; }
-  void OnSessionClosed(DownstreamSession* session);
 
   // REST (daemon/rest), worker thread only. ------------------------------------------------------
   // Takes an accepted REST app connection; null rest() (rest.listen off) closes it.
@@ -155,8 +155,6 @@ class Worker : private rest::RestHost {
   CallContext& call_context() { return call_context_; }
   // Worker thread: each node slot's pool gauges now, by slot (a slot with no pool: present false).
   std::vector<metrics::NodePoolGauges> PoolGauges() const;
-  // Node `node`'s TLS context for a new connection; null when it is reached in cleartext.
-  std::shared_ptr<const tls::ClientContext> TlsContextOf(size_t node) const;
   // The API keys qpoold holds now (one relaxed load when they did not change); null when it holds
   // none. Worker thread only.
   const auth::ApiKeys* api_keys();
@@ -167,6 +165,9 @@ class Worker : private rest::RestHost {
   void OnRestIdle() override { CheckDrained(); }
   std::shared_ptr<const auth::ApiKeys> RestApiKeys() override;
   auth::KeyMode RestKeyMode() const override { return call_context_.key_mode; }
+  // ConnectionHost: what its connections ask of this worker (connection_context.h).
+  void OnSessionClosed(DownstreamSession* session) override;
+  std::shared_ptr<const tls::ClientContext> TlsContextOf(size_t node) const override;
 
   class UpstreamFactory;
   class NodeObserver;
@@ -210,9 +211,9 @@ class Worker : private rest::RestHost {
   std::unique_ptr<pool::Balancer> balancer_;
   UpstreamSecrets secrets_;
   std::unique_ptr<auth::ApiKeyCache> key_cache_;  // null: qpoold holds no key
+  std::unique_ptr<NodeProbes> probes_;            // on pools_
   CallContext call_context_;
   ConnectionContext connection_context_;
-  std::unique_ptr<NodeProbes> probes_;  // on pools_
   std::unordered_map<DownstreamSession*, std::shared_ptr<DownstreamSession>> sessions_;
   std::function<void()> on_drained_;
   std::function<void()> connect_failure_hook_;

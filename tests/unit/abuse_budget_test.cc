@@ -1,4 +1,5 @@
-// The per-connection abuse budgets' token bucket (daemon/server/abuse_budget.h).
+// The per-connection abuse budgets (daemon/server/abuse_budget.h): the token bucket, and the
+// AbuseGuard that holds one connection's budgets.
 #include "daemon/server/abuse_budget.h"
 
 #include <chrono>
@@ -53,6 +54,43 @@ TEST(TokenBucketTest, SteadyRateBelowTheBudgetNeverRunsDry) {
 TEST(TokenBucketTest, ReasonNamesAreTheMetricLabels) {
   EXPECT_EQ(AbuseReasonName(AbuseReason::kRapidReset), "rapid_reset");
   EXPECT_EQ(AbuseReasonName(AbuseReason::kHeaderBlockFlood), "header_block_flood");
+}
+
+TEST(AbuseGuardTest, EachReasonSpendsItsOwnBudget) {
+  AbuseGuard guard;
+  for (uint32_t i = 0; i < kSettingsBudget.burst; ++i) {
+    ASSERT_TRUE(guard.Spend(AbuseReason::kSettingsFlood, kStart)) << i;
+  }
+  EXPECT_FALSE(guard.Spend(AbuseReason::kSettingsFlood, kStart));
+  // The others are untouched: a full burst each.
+  for (uint32_t i = 0; i < kHeaderLimitBudget.burst; ++i) {
+    ASSERT_TRUE(guard.Spend(AbuseReason::kHeaderLimit, kStart)) << i;
+  }
+  EXPECT_FALSE(guard.Spend(AbuseReason::kHeaderLimit, kStart));
+  for (uint32_t i = 0; i < kResetBudget.burst; ++i) {
+    ASSERT_TRUE(guard.Spend(AbuseReason::kRapidReset, kStart)) << i;
+  }
+  EXPECT_FALSE(guard.Spend(AbuseReason::kRapidReset, kStart));
+  EXPECT_TRUE(guard.Spend(AbuseReason::kPriorityFlood, kStart));
+  EXPECT_TRUE(guard.Spend(AbuseReason::kEmptyFrames, kStart));
+  EXPECT_TRUE(guard.Spend(AbuseReason::kPingFlood, kStart));
+}
+
+TEST(AbuseGuardTest, APingAfterResponseFramesIsFreeOnce) {
+  AbuseGuard guard;
+  EXPECT_FALSE(guard.TakeFreePing());  // nothing sent yet: a keepalive pays
+  guard.OnResponseFrameSent();
+  guard.OnResponseFrameSent();
+  EXPECT_TRUE(guard.TakeFreePing());   // a BDP probe after data
+  EXPECT_FALSE(guard.TakeFreePing());  // the next one pays again
+}
+
+TEST(AbuseGuardTest, MarkAbusiveIsTrueOnlyTheFirstTime) {
+  AbuseGuard guard;
+  EXPECT_FALSE(guard.abusive());
+  EXPECT_TRUE(guard.MarkAbusive());
+  EXPECT_TRUE(guard.abusive());
+  EXPECT_FALSE(guard.MarkAbusive());
 }
 
 }  // namespace
