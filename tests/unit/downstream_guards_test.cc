@@ -161,13 +161,8 @@ TEST(ConnectionTimeoutsTest, AStreamOrBusinessSinceTheLastSweepRestartsTheIdleCl
 
 using Headers = std::map<std::string, std::string>;
 
-Headers ToMap(const nghttp2_nv* nva, size_t nvlen) {
-  Headers headers;
-  for (size_t i = 0; i < nvlen; ++i) {
-    headers[std::string(reinterpret_cast<const char*>(nva[i].name), nva[i].namelen)] =
-        std::string(reinterpret_cast<const char*>(nva[i].value), nva[i].valuelen);
-  }
-  return headers;
+std::string Text(const uint8_t* data, size_t len) {
+  return std::string(reinterpret_cast<const char*>(data), len);
 }
 
 // The app connection as the defences see it (what they ask, recorded) and as its calls see it.
@@ -178,7 +173,10 @@ class FakeConnection : public DefendedConnection, public CallDownstream {
     resets.emplace_back(stream_id, h2_error_code);
   }
   void SubmitLocalReply(int32_t stream_id, const nghttp2_nv* nva, size_t nvlen) override {
-    replies[stream_id] = ToMap(nva, nvlen);
+    Headers& reply = replies[stream_id];
+    for (const nghttp2_nv* nv = nva; nv != nva + nvlen; ++nv) {
+      reply[Text(nv->name, nv->namelen)] = Text(nv->value, nv->valuelen);
+    }
   }
   void EndCall(Call& call, uint32_t h2_error_code) override {
     ended.emplace_back(call.downstream_stream_id(), h2_error_code);
