@@ -16,8 +16,7 @@
 //     app with no progress that long.
 // It asks the connection through DefendedConnection (DownstreamSession implements it): reset a
 // stream, submit a local reply, end a call, ask nghttp2 whether a stream waits on the app, close
-// with GOAWAY. A unit test hands it a fake one
-// (tests/unit/downstream_guards_test.cc).
+// with GOAWAY. A unit test hands it a fake one (tests/unit/downstream_guards_test.cc).
 //
 //   ConnectionDefences defences(connection, counters, loop, config.server, peer);
 //   defences.BeginHeaderBlock();                         // HEADERS begins
@@ -114,7 +113,8 @@ class ConnectionDefences {
   bool OnPing() { return abuse_.TakeFreePing() || Spend(AbuseReason::kPingFlood); }
   // qpoold sent response HEADERS or DATA.
   void OnResponseFrameSent() { abuse_.OnResponseFrameSent(); }
-  // Closing as abusive (GOAWAY(ENHANCE_YOUR_CALM) said, counted).
+  // A budget ran dry: the connection closes with GOAWAY(ENHANCE_YOUR_CALM), counted (unless it
+  // had closed already, for another reason).
   bool abusive() const { return abuse_.abusive(); }
 
   // Memory and slots held by a stream. -----------------------------------------------------------
