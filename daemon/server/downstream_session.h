@@ -1,7 +1,8 @@
 // One app connection: the HTTP/2 server side (cleartext, prior knowledge, as gRPC clients speak
-// it). It owns the calls the app opens on it.
+// it). It owns the calls the app opens on it (in its DownstreamCalls).
 //
-// Defences against hostile clients (docs/security.md); each guard decides, the session acts:
+// Defences against hostile clients (docs/security.md); each guard decides, ConnectionDefences (the
+// session, for the timeouts) acts:
 //   - header limits (header_block_guard.h): a request header block over
 //     server.max_header_list_size (RFC 9113 sizes) or server.max_headers is not stored past the
 //     limit and its stream is answered RESOURCE_EXHAUSTED once the block ends; a block over
@@ -23,25 +24,35 @@
 //     so the request bytes held for all the connection's calls stay under the limit too.
 // Each is counted (ProxyCounters). On the happy path they cost a few compares per header and per
 // frame, and no clock reads.
+//
+// The session is the connection's HTTP/2 server and its life (start, refuse, drain, timeouts,
+// close), and the nghttp2 callbacks, which hand each event to one of its parts:
+//   - DownstreamCalls (downstream_calls.h): the calls, and the CallDownstream they see (their
+//     frames submitted, their request's flow control, the shares);
+//   - ConnectionDefences (connection_defences.h): the defences above but the timeouts, carried out
+//     through the DefendedConnection interface the session implements (reset a stream, submit a
+//     local reply, end a call, close with GOAWAY);
+//   - ConnectionTimeouts (connection_timeouts.h): what the sweep's timeouts decide.
 // Thread-safety: none; lives on one worker's thread.
 #ifndef QPOOL_DAEMON_SERVER_DOWNSTREAM_SESSION_H_
 #define QPOOL_DAEMON_SERVER_DOWNSTREAM_SESSION_H_
 
-#include <memory>
+#include <cstddef>
+#include <cstdint>
 #include <string>
+#include <string_view>
 
-#include "absl/base/attributes.h"
-#include "daemon/server/abuse_budget.h"
+#include "absl/status/status.h"
 #include "daemon/server/call.h"
+#include "daemon/server/connection_defences.h"
 #include "daemon/server/connection_timeouts.h"
+#include "daemon/server/downstream_calls.h"
 #include "daemon/server/h2_transport.h"
-#include "daemon/server/header_block_guard.h"
 
 namespace qpool::server {
 
-// What the connection's calls ask of it is the CallDownstream interface (call.h); `final`, so its
-// own uses of those methods are direct calls.
-class DownstreamSession final : public H2Transport, public CallDownstream {
+// The calls see DownstreamCalls (their CallDownstream), not the session.
+class DownstreamSession final : public H2Transport, public DefendedConnection {
  public:
   DownstreamSession(ConnectionContext& context, boost::asio::ip::tcp::socket socket);
   ~DownstreamSession() override;
@@ -59,18 +70,6 @@ class DownstreamSession final : public H2Transport, public CallDownstream {
   // Closes at once; in-flight calls are cancelled upstream.
   void Abort();
 
-  // CallDownstream: for calls (call.h says what each does). ----------------------------------
-  int SubmitResponse(Call& call, const nghttp2_nv* nva, size_t nvlen, bool has_body) override;
-  int SubmitTrailers(Call& call, const nghttp2_nv* nva, size_t nvlen) override;
-  void ResumeResponseData(Call& call) override;
-  void ResetStream(Call& call, uint32_t h2_error_code) override;
-  // Also gives the connection's window back (the app may send that much more on it too).
-  void ConsumeRequestData(Call& call, size_t n) override;
-  // The calls' response queues keep it up to date.
-  int64_t* response_bytes_held() override { return &response_bytes_; }
-  pool::ShareAccount& share_account() override { return share_account_; }
-  const std::string& peer() const override { return peer_; }
-
   // For the worker's periodic sweep.
   // ---------------------------------------------------------------
   using TimeoutAction = ConnectionTimeouts::Action;
@@ -87,74 +86,38 @@ class DownstreamSession final : public H2Transport, public CallDownstream {
   void CheckStreams(MonoTime now);
 
  private:
+  // The nghttp2 callbacks (the library's entry points), built once; each hands its event to a
+  // part, or to OnFrame().
   static nghttp2_session_callbacks* Callbacks();
-  static int OnBeginFrameCallback(nghttp2_session*, const nghttp2_frame_hd*, void*);
-  static int OnBeginHeadersCallback(nghttp2_session*, const nghttp2_frame*, void*);
-  static int OnHeaderCallback(nghttp2_session*, const nghttp2_frame*, nghttp2_rcbuf*,
-                              nghttp2_rcbuf*, uint8_t, void*);
-  static int OnFrameRecvCallback(nghttp2_session*, const nghttp2_frame*, void*);
-  static int OnDataChunkRecvCallback(nghttp2_session*, uint8_t, int32_t, const uint8_t*, size_t,
-                                     void*);
-  static int OnStreamCloseCallback(nghttp2_session*, int32_t, uint32_t, void*);
-  static int OnFrameSendCallback(nghttp2_session*, const nghttp2_frame*, void*);
-  static int ErrorCallback(nghttp2_session*, int, const char*, size_t, void*);
-  static ssize_t ReadResponseCallback(nghttp2_session*, int32_t, uint8_t*, size_t, uint32_t*,
-                                      nghttp2_data_source*, void*);
+  // A whole frame arrived (nghttp2's on_frame_recv): the end of a request's headers or body, the
+  // budgets of PING, SETTINGS, RST_STREAM and empty DATA, the drain's PING coming back.
+  int OnFrame(const nghttp2_frame& frame);
 
-  bool CreateSession();
-  bool CreateSessionLate() override { return CreateSession(); }
+  // H2Transport: the nghttp2 session is created once the app has spoken (or to refuse it).
+  bool CreateSessionLate() override;
   void OnTransportClosed(const absl::Status& reason) override;
   void OnProtocolError(int nghttp2_error) override;
 
-  // A header of the block being decoded went over a limit: acts on the guard's verdict (drops
-  // the stream's call the first time, closes the connection on a flood); returns what the header
-  // callback returns. Kept out of line: the header callback stays small on the happy path.
-  ABSL_ATTRIBUTE_NOINLINE int OnHeaderOverLimit(nghttp2_session* session,
-                                                const nghttp2_frame* frame);
-  // Answers stream `stream_id`, whose call is gone, with RESOURCE_EXHAUSTED and `message`; counted
-  // as a local reply.
-  void ReplyResourceExhausted(int32_t stream_id, const std::string& message);
-  // Takes one token from the budget for `reason`; when it is spent, closes the connection for
-  // `reason` and returns false.
-  bool Spend(AbuseReason reason);
-  // GOAWAY(ENHANCE_YOUR_CALM) naming `reason`, then closes; counted.
-  void CloseForAbuse(AbuseReason reason);
-  // Ends `call` on both sides now: RST_STREAM(`h2_error_code`) to the app, its upstream stream
-  // (or its wait for one) cancelled, its buffers freed; counted for `reason`. Not for use from
-  // inside the call's own methods (it deletes the call).
-  void ResetCall(Call& call, uint32_t h2_error_code, StreamResetReason reason);
-  // Takes `call` out of the session (its list, its stream's user data) and gives the connection
-  // window its unforwarded request bytes held back to the app. The caller ends and deletes it.
-  void DetachCall(Call& call);
-  // Over server.connection_buffer_limit: resets the streams holding the most until under it. Runs
-  // on a turn of the loop of its own (posted), outside any call's method.
-  void EnforceBufferLimit();
-  // A request message of `call` declared more than server.max_message_size: answers the stream
-  // RESOURCE_EXHAUSTED (a reset if the response has started); the call and its upstream side go.
-  ABSL_ATTRIBUTE_NOINLINE void RejectOversizeMessage(Call& call, uint64_t declared);
+  // DefendedConnection: for the defences (connection_defences.h says what each does). ----------
+  void SubmitReset(int32_t stream_id, uint32_t h2_error_code) override;
+  void SubmitLocalReply(int32_t stream_id, const nghttp2_nv* nva, size_t nvlen) override;
+  void EndCall(Call& call, uint32_t h2_error_code) override { calls_.End(call, h2_error_code); }
+  bool WaitingOnApp(const Call& call) override;
+  // Also used for server.idle_timeout (NO_ERROR): the GOAWAY is the final one.
+  bool CloseWithGoaway(uint32_t h2_error_code, std::string_view why,
+                       const absl::Status& reason) override;
 
   std::string peer_;
-  // The calls of this connection, owned here: created on request HEADERS, deleted when their
-  // stream closes (or the connection does). nghttp2's stream user data points at them too.
-  DownstreamCallList calls_;
   bool draining_ = false;
   bool final_goaway_sent_ = false;
   bool refused_ = false;
   bool timed_out_ = false;  // closing for server.handshake_timeout or server.idle_timeout
   std::string last_error_;  // nghttp2's words for the last protocol error, for the log
 
-  HeaderBlockGuard header_guard_;  // server.max_header_list_size, server.max_headers
-  AbuseGuard abuse_;
   ConnectionTimeouts timeouts_;  // the worker's sweep
-
-  // server.connection_buffer_limit (0: off) and the bytes it bounds; server.stream_idle_timeout
-  // (zero: off).
-  const int64_t connection_buffer_limit_;
-  const uint32_t max_message_size_;  // server.max_message_size; 0: off
-  const Duration stream_idle_timeout_;
-  int64_t response_bytes_ = 0;
-  bool buffer_check_posted_ = false;
-  pool::ShareAccount share_account_;  // outlives the calls: they go in the destructor's body
+  ConnectionDefences defences_;
+  // Last: its calls report to the defences (response bytes) until they go.
+  DownstreamCalls calls_;
 };
 
 }  // namespace qpool::server

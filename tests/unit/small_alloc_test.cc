@@ -303,7 +303,7 @@ TEST(SmallAllocTest, AnIdleHandshakedServerSessionHoldsAtMostTheBound) {
   nghttp2_session* session = nullptr;
   ASSERT_EQ(nghttp2_session_server_new3(&session, callbacks, nullptr, option, &mem), 0);
   nghttp2_option_del(option);
-  // As DownstreamSession::CreateSession sets it up.
+  // As DownstreamSession::CreateSessionLate sets it up.
   const nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 1000},
                                              {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
                                              {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
@@ -481,7 +481,7 @@ TEST(SmallAllocTest, ACrowdOfSessionsGoesBackToTheKernelWhenItLeaves) {
   malloc_trim(0);
   const size_t before = ProcessRss();
   for (Crowd& member : crowd) {
-    // As H2Transport::session_allocator() and DownstreamSession::CreateSession do it.
+    // As H2Transport::session_allocator() and DownstreamSession::CreateSessionLate do it.
     member.pages.from_slabs = true;
     nghttp2_mem mem = Nghttp2SessionAlloc(&member.pages);
     ASSERT_EQ(nghttp2_session_server_new3(&member.session, callbacks, nullptr, nullptr, &mem), 0);
