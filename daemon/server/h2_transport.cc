@@ -4,36 +4,23 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/tls/client_tls.h"
-#include "daemon/tls/graceful_close.h"
 
 namespace qpool::server {
 
 using boost::asio::ip::tcp;
 
+namespace {
+
+absl::Status WriteError(const boost::system::error_code& ec) {
+  return absl::UnavailableError(absl::StrCat("write: ", ec.message()));
+}
+
+}  // namespace
+
 H2Transport::H2Transport(ConnectionContext& context, tcp::socket socket)
     : socket_(std::move(socket)), context_(context) {}
 
-H2Transport::~H2Transport() {
-  if (session_ != nullptr) nghttp2_session_del(session_);
-}
-
-nghttp2_option* H2Transport::NewSessionOption() {
-  nghttp2_option* option;
-  nghttp2_option_new(&option);
-  nghttp2_option_set_no_auto_window_update(option, 1);
-  return option;
-}
-
-void H2Transport::OpenConnectionWindow(int32_t window) {
-  nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, window);
-}
-
-void* H2Transport::TakeDataChunk(nghttp2_session* session, int32_t stream_id, size_t len) {
-  nghttp2_session_consume_connection(session, len);
-  void* holder = nghttp2_session_get_stream_user_data(session, stream_id);
-  if (holder == nullptr) nghttp2_session_consume_stream(session, stream_id, len);
-  return holder;
-}
+H2Transport::~H2Transport() = default;
 
 void H2Transport::ScheduleFlush() {
   // While this transport handles a read, OnReadable() flushes it at the end anyway.
@@ -53,48 +40,13 @@ void H2Transport::StartReading() {
 }
 
 void H2Transport::StartTls(std::unique_ptr<tls::TlsEngine> engine) {
-  tls_ = std::move(engine);
-  tls_handshaking_ = true;
-  absl::StatusOr<bool> done = tls_->Handshake();  // the ClientHello
-  if (!done.ok()) {
-    CloseTransport(done.status());
+  const absl::Status started = tls_.Start(std::move(engine));
+  if (!started.ok()) {
+    CloseTransport(started);
     return;
   }
   StartReading();
   Flush();
-}
-
-bool H2Transport::OnTlsBytes(const uint8_t* data, size_t n) {
-  tls_->FeedInput(data, n);
-  if (tls_handshaking_) {
-    absl::StatusOr<bool> done = tls_->Handshake();
-    if (!done.ok()) {
-      CloseTransport(done.status());
-      return false;
-    }
-    if (!*done) return true;  // the caller's Flush() sends what the handshake wrote
-    tls_handshaking_ = false;
-    OnTlsHandshakeDone();
-    if (closed_) return false;
-  }
-  // Whole records now buffered in the engine, decrypted and fed to nghttp2.
-  uint8_t plain[16 * 1024];
-  for (;;) {
-    absl::StatusOr<size_t> got = tls_->Read(plain, sizeof(plain));
-    if (!got.ok()) {
-      CloseTransport(got.status());
-      return false;
-    }
-    if (*got == 0 || session_ == nullptr) return true;
-    in_read_ = true;
-    const ssize_t rv = nghttp2_session_mem_recv(session_, plain, *got);
-    in_read_ = false;
-    if (closed_) return false;
-    if (rv < 0) {
-      OnProtocolError(static_cast<int>(rv));
-      return false;
-    }
-  }
 }
 
 void H2Transport::WaitReadable() {
@@ -125,27 +77,52 @@ void H2Transport::OnReadable(const boost::system::error_code& ec) {
                          : absl::UnavailableError(absl::StrCat("read: ", read_ec.message())));
       return;
     }
-    if (tls_ != nullptr) {
-      if (!OnTlsBytes(buffer.data(), n)) return;
-    } else {
-      if (session_ == nullptr && !CreateSessionLate()) return;
-      in_read_ = true;
-      const ssize_t rv = nghttp2_session_mem_recv(session_, buffer.data(), n);
-      in_read_ = false;
-      if (closed_) return;  // a callback closed us
-      if (close_pending_) {
-        FlushAndClose(close_reason_);
-        return;
-      }
-      if (rv < 0) {
-        OnProtocolError(static_cast<int>(rv));
-        return;
-      }
-    }
+    if (!Receive(buffer.data(), n)) return;
     if (n < buffer.size()) break;
   }
   Flush();
   WaitReadable();
+}
+
+bool H2Transport::Receive(const uint8_t* data, size_t n) {
+  // One read (or one TLS record's plaintext) into nghttp2; false when reading stops.
+  auto feed = [this](const uint8_t* bytes, size_t len) {
+    in_read_ = true;
+    const ssize_t rv = nghttp2_session_mem_recv(session_, bytes, len);
+    in_read_ = false;
+    if (closed_) return false;  // a callback closed us
+    if (close_pending_) {
+      FlushAndClose(close_reason_);
+      return false;
+    }
+    if (rv < 0) {
+      OnProtocolError(static_cast<int>(rv));
+      return false;
+    }
+    return true;
+  };
+  if (!tls_.active()) {
+    if (session_ == nullptr && !CreateSessionLate()) return false;
+    return feed(data, n);
+  }
+  absl::StatusOr<bool> handshake_done = tls_.TakeInput(data, n);
+  if (!handshake_done.ok()) {
+    CloseTransport(handshake_done.status());
+    return false;
+  }
+  if (tls_.handshaking()) return true;  // the caller's Flush() sends what the handshake wrote
+  if (*handshake_done) {
+    OnTlsHandshakeDone();
+    if (closed_) return false;
+  }
+  if (session_ == nullptr) return true;
+  // Whole records now buffered in the engine, decrypted and fed to nghttp2.
+  absl::StatusOr<bool> fed = tls_.Decrypt(feed);
+  if (!fed.ok()) {
+    CloseTransport(fed.status());
+    return false;
+  }
+  return *fed;
 }
 
 bool H2Transport::CreateSessionLate() {
@@ -162,12 +139,14 @@ void H2Transport::OnProtocolError(int nghttp2_error) {
 
 void H2Transport::Flush() {
   if (closed_ || waiting_writable_) return;
-  if (session_ == nullptr && tls_ == nullptr) return;  // a TLS handshake has bytes to send
+  if (session_ == nullptr && !tls_.active()) return;  // a TLS handshake has bytes to send
+  // The wire bytes: the gathered frames, or with TLS the records made of them.
+  WireBuffer& wire = tls_.active() ? tls_.records() : out_;
   for (;;) {
     // Gather what nghttp2 wants to send into one buffer, up to the batch limit.
-    while (session_ != nullptr && Pending() < kMaxWriteBatch) {
+    while (session_ != nullptr && out_.pending() + tls_.records().pending() < kMaxWriteBatch) {
       const uint8_t* data = nullptr;
-      const ssize_t n = nghttp2_session_mem_send(session_, &data);
+      const ssize_t n = SendFrames(&data);
       if (closed_) return;  // a data source callback closed us
       if (n < 0) {
         CloseTransport(
@@ -175,61 +154,37 @@ void H2Transport::Flush() {
         return;
       }
       if (n == 0) break;
-      out_.insert(out_.end(), data, data + n);
-      frames_written_ = true;
+      out_.Append(data, static_cast<size_t>(n));
     }
-    if (tls_ != nullptr) {
+    if (tls_.active()) {
       // The gathered frames become TLS records (with whatever the engine has to say itself).
-      if (out_offset_ < out_.size()) {
-        const absl::Status status =
-            tls_->Write(out_.data() + out_offset_, out_.size() - out_offset_);
-        out_.clear();
-        out_offset_ = 0;
-        if (!status.ok()) {
-          CloseTransport(status);
-          return;
-        }
+      const absl::Status sealed = tls_.Seal(out_);
+      if (!sealed.ok()) {
+        CloseTransport(sealed);
+        return;
       }
-      tls_->TakeOutput(tls_out_);
     }
-    if (Pending() == 0) break;
-    if (!WriteSome()) return;
-    if (Pending() > 0) {
-      WaitWritable();
+    if (wire.pending() == 0) break;
+    if (const boost::system::error_code ec = wire.WriteTo(socket_)) {
+      CloseTransport(WriteError(ec));
+      return;
+    }
+    if (wire.pending() > 0) {
+      // The socket is full: the rest when it is writable again.
+      waiting_writable_ = true;
+      socket_.async_wait(tcp::socket::wait_write,
+                         [self = shared_from_this()](const boost::system::error_code& ec) {
+                           self->OnWritable(ec);
+                         });
       return;
     }
   }
-  if (out_.capacity() > kMaxWriteBatch * 2) std::vector<uint8_t>().swap(out_);
-  if (tls_out_.capacity() > kMaxWriteBatch * 2) std::vector<uint8_t>().swap(tls_out_);
+  out_.ShrinkTo(kMaxWriteBatch * 2);
+  tls_.records().ShrinkTo(kMaxWriteBatch * 2);
   if (session_ != nullptr && !nghttp2_session_want_read(session_) &&
       !nghttp2_session_want_write(session_)) {
     CloseTransport(absl::OkStatus());
   }
-}
-
-bool H2Transport::WriteSome() {
-  std::vector<uint8_t>& wire = tls_ != nullptr ? tls_out_ : out_;
-  size_t& offset = tls_ != nullptr ? tls_out_offset_ : out_offset_;
-  boost::system::error_code ec;
-  const size_t n =
-      socket_.write_some(boost::asio::buffer(wire.data() + offset, wire.size() - offset), ec);
-  if (ec && ec != boost::asio::error::would_block) {
-    CloseTransport(absl::UnavailableError(absl::StrCat("write: ", ec.message())));
-    return false;
-  }
-  offset += n;
-  if (offset == wire.size()) {
-    wire.clear();
-    offset = 0;
-  }
-  return true;
-}
-
-void H2Transport::WaitWritable() {
-  waiting_writable_ = true;
-  socket_.async_wait(
-      tcp::socket::wait_write,
-      [self = shared_from_this()](const boost::system::error_code& ec) { self->OnWritable(ec); });
 }
 
 void H2Transport::OnWritable(const boost::system::error_code& ec) {
@@ -250,36 +205,34 @@ void H2Transport::FlushAndClose(const absl::Status& reason) {
     return;
   }
   // Gather what nghttp2 queued and write once; a peer that does not read loses the rest.
-  while (session_ != nullptr && out_.size() - out_offset_ < kMaxWriteBatch) {
+  while (session_ != nullptr && out_.pending() < kMaxWriteBatch) {
     const uint8_t* data = nullptr;
-    const ssize_t n = nghttp2_session_mem_send(session_, &data);
+    const ssize_t n = SendFrames(&data);
     if (closed_ || n <= 0) break;
-    out_.insert(out_.end(), data, data + n);
+    out_.Append(data, static_cast<size_t>(n));
   }
-  if (!closed_ && out_offset_ < out_.size()) WriteSome();
+  WireBuffer& wire = tls_.active() ? tls_.records() : out_;
+  if (!closed_ && wire.pending() > 0) {
+    if (const boost::system::error_code ec = wire.WriteTo(socket_)) CloseTransport(WriteError(ec));
+  }
   CloseTransport(reason);
 }
 
 void H2Transport::TrimIdleMemory() {
-  if (Pending() != 0) return;
-  if (out_.capacity() > 0) std::vector<uint8_t>().swap(out_);
-  if (frames_written_ && session_ != nullptr && !nghttp2_session_want_write(session_)) {
-    ReleaseIdlePages(session_pages_);
-    frames_written_ = false;
-  }
+  if (out_.pending() + tls_.records().pending() != 0) return;
+  out_.ShrinkTo(0);
+  ReleaseIdleSessionPages();
 }
 
 void H2Transport::CloseTransport(const absl::Status& reason) {
   if (closed_) return;
   closed_ = true;
   boost::system::error_code ignored;
-  if (reason.ok() && tls_ != nullptr && !tls_handshaking_) {
+  if (reason.ok() && tls_.active() && !tls_.handshaking()) {
     // A gentle close over TLS (a drain finished): what is still owed (a GOAWAY) and a close_notify
     // go out on their own, bounded, while the owner reports the close now.
-    std::vector<uint8_t> unsent(tls_out_.begin() + static_cast<ptrdiff_t>(tls_out_offset_),
-                                tls_out_.end());
     socket_.cancel(ignored);  // our waits complete as aborted, and see closed_
-    tls::CloseGracefully(std::move(socket_), std::move(tls_), std::move(unsent));
+    tls_.CloseGracefully(std::move(socket_));
   } else {
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);

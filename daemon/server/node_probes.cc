@@ -18,6 +18,7 @@ NodeProbes::~NodeProbes() = default;
 void NodeProbes::Configure(const config::HealthConfig& health, const config::NodeTable& table) {
   table_ = &table;
   fast_interval_ = absl::ToChronoNanoseconds(health.fast_interval);
+  fast_timeout_ = absl::ToChronoNanoseconds(health.fast_timeout);
   const Duration ping = health.enabled && health.fast_enabled ? fast_interval_ : Duration::zero();
   ping_interval_.assign(table.slots.size(), ping);
 }

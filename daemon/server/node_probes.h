@@ -22,6 +22,7 @@
 #include "daemon/config/config.h"
 #include "daemon/config/node_table.h"
 #include "daemon/pool/slot_pools.h"
+#include "daemon/server/ping_keepalive.h"
 
 namespace qpool::health {
 struct ProbeResult;  // health_scheduler.h
@@ -33,7 +34,7 @@ class HealthProbe;  // health_probe.h
 struct ProbeSpec;
 class Worker;
 
-class NodeProbes {
+class NodeProbes final : public PingSchedule {
  public:
   // `worker` runs the probes (their loop, API keys, deferred deletion) and `pools` are its gRPC
   // pools, by slot; both must outlive this. PINGs are off until Configure().
@@ -57,9 +58,11 @@ class NodeProbes {
   // Frees every probe; after the pools shut down (a pool forgets its queued waiters then).
   void Clear();
 
-  // Fast tier: the PING interval for idle connections to `node` (zero: no PINGs), and its
-  // back-off after a GOAWAY too_many_pings (doubles, up to 32x health.fast_interval).
-  Duration PingInterval(size_t node) const { return ping_interval_[node]; }
+  // Fast tier (PingSchedule, for each UpstreamConnection's PingKeepalive): the PING interval for
+  // idle connections to `node` (zero: no PINGs), its back-off after a GOAWAY too_many_pings
+  // (doubles, up to 32x health.fast_interval), and health.fast_timeout.
+  Duration PingInterval(size_t node) const override { return ping_interval_[node]; }
+  Duration PingTimeout() const override { return fast_timeout_; }
   void BackOffPings(size_t node);
 
  private:
@@ -67,6 +70,7 @@ class NodeProbes {
   const pool::SlotPools& pools_;
   const config::NodeTable* table_ = nullptr;
   Duration fast_interval_{};
+  Duration fast_timeout_{};
   std::vector<Duration> ping_interval_;  // by slot
   // Probes in flight, and those finished this turn (deleted on the next).
   std::unordered_map<HealthProbe*, std::unique_ptr<HealthProbe>> probes_;

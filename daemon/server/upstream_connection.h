@@ -1,6 +1,15 @@
-// A pooled HTTP/2 client connection to one Qdrant node: TCP connect (with timeout), the HTTP/2
-// handshake, and the upstream half of every call riding on it. It reports its life to its
-// NodePool through PoolConnectionEvents.
+// A pooled HTTP/2 client connection to one Qdrant node: the HTTP/2 session over its transport
+// (H2Transport), the upstream half of every call riding on it (each stream's nghttp2 user data is
+// the call's Attempt), and its life reported to its NodePool through PoolConnectionEvents. Its
+// parts, each in a file of its own:
+//   UpstreamConnector (upstream_connector.h)  resolve, TCP connect, the TLS engine, and the
+//                                             upstream.connect_timeout deadline over the handshakes
+//   PingKeepalive (ping_keepalive.h)          the fast health tier: PING when idle, close when
+//                                             unanswered
+//   ProbeStreams (probe_streams.h)            the streams of the medium and deep tiers' probes
+// This class wires them to the nghttp2 session (one static callback table, Callbacks(), whose
+// entries forward to the Attempt, the ProbeStreams or the few members below) and owns the
+// connection's state: the handshake, the drain, the close.
 //
 // Health, fast tier: once connected, a connection that received no frame for health.fast_interval
 // sends an HTTP/2 PING; no ack within health.fast_timeout closes it (OnClosed with UNAVAILABLE, so
@@ -15,35 +24,19 @@
 #ifndef QPOOL_DAEMON_SERVER_UPSTREAM_CONNECTION_H_
 #define QPOOL_DAEMON_SERVER_UPSTREAM_CONNECTION_H_
 
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <memory>
+#include <cstddef>
+#include <cstdint>
 #include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
 
 #include "daemon/config/config.h"
 #include "daemon/pool/node_pool.h"
-#include "daemon/server/call_upstream.h"
+#include "daemon/server/attempt.h"
 #include "daemon/server/h2_transport.h"
+#include "daemon/server/ping_keepalive.h"
+#include "daemon/server/probe_streams.h"
+#include "daemon/server/upstream_connector.h"
 
 namespace qpool::server {
-
-// A stream qpoold opens for itself (a health probe), not for an app's call. Its request body is
-// `request_body`, sent whole. Exactly one OnProbeClosed ends it, unless the probe resets it
-// first (UpstreamConnection::ResetProbe), after which nothing more is called.
-class ProbeStream {
- public:
-  virtual ~ProbeStream() = default;
-  // Response headers and trailers alike.
-  virtual void OnProbeHeader(std::string_view name, std::string_view value) = 0;
-  virtual void OnProbeData(const uint8_t* data, size_t len) = 0;
-  virtual void OnProbeClosed(uint32_t h2_error_code, bool connection_lost) = 0;
-
-  std::string request_body;
-  size_t request_sent = 0;
-};
 
 // What OnUpstreamClosed reports as the close code of a request the upstream session itself would
 // not send (nghttp2 refuses a header block over its 64 KiB send limit, and closes the stream as
@@ -88,54 +81,33 @@ class UpstreamConnection : public H2Transport, public pool::PoolConnection {
   void Abort() override;
 
  private:
+  // nghttp2's entry points, one table for every upstream connection; each entry forwards to the
+  // stream's Attempt, to probes_, or to a member below.
   static nghttp2_session_callbacks* Callbacks();
-  static int OnHeaderCallback(nghttp2_session*, const nghttp2_frame*, nghttp2_rcbuf*,
-                              nghttp2_rcbuf*, uint8_t, void*);
-  static int OnFrameRecvCallback(nghttp2_session*, const nghttp2_frame*, void*);
-  static int OnDataChunkRecvCallback(nghttp2_session*, uint8_t, int32_t, const uint8_t*, size_t,
-                                     void*);
-  static int OnStreamCloseCallback(nghttp2_session*, int32_t, uint32_t, void*);
-  static int OnFrameNotSendCallback(nghttp2_session*, const nghttp2_frame*, int, void*);
-  static ssize_t ReadRequestCallback(nghttp2_session*, int32_t, uint8_t*, size_t, uint32_t*,
-                                     nghttp2_data_source*, void*);
-  static ssize_t ReadProbeCallback(nghttp2_session*, int32_t, uint8_t*, size_t, uint32_t*,
-                                   nghttp2_data_source*, void*);
+  // Connection-level frames (SETTINGS, PING acks, GOAWAY) and the ends of a call's response.
+  void OnFrame(const nghttp2_frame& frame);
+  void OnStreamClose(int32_t stream_id, uint32_t error_code);
 
-  // The probe with a stream `stream_id` here, or null.
-  ProbeStream* ProbeOf(int32_t stream_id) const;
-  ProbeStream* TakeProbe(int32_t stream_id);
-
-  // Fast tier: (re)arms the PING timer `after` from now.
-  void ArmPingTimer(Duration after);
-  void OnPingTimer();
-  void OnPingAck();
-
-  void OnTcpConnected(const boost::system::error_code& ec);
-  // TLS done (or none): creates the client session and sends the connection preface.
+  // TCP (and TLS, when any) is up: creates the client session and sends the connection preface.
   void StartHttp2();
   void OnTlsHandshakeDone() override;
-  void OnConnectTimeout();
-  void FailConnect(const absl::Status& reason);
   void OnTransportClosed(const absl::Status& reason) override;
+  // Draining, and no stream left: GOAWAY and close, on a later turn.
   void CheckDrained();
 
   const config::NodeAddress node_;
   const std::string node_name_;
   const size_t node_index_;
   pool::PoolConnectionEvents* events_;  // null once the final event was reported
-  boost::asio::ip::tcp::resolver resolver_;
-  boost::asio::steady_timer connect_timer_;
-  bool handshake_done_ = false;
+  UpstreamConnector connector_;
+  bool handshake_done_ = false;  // the peer's first SETTINGS arrived
+  bool http2_started_ = false;   // the preface went out (after TLS, when any)
   bool draining_ = false;
   bool close_posted_ = false;
   int32_t not_sent_stream_ = 0;  // the request HEADERS nghttp2 last refused to send; 0: none
   AttemptList streams_;          // calls' streams open here
-  std::vector<std::pair<int32_t, ProbeStream*>> probes_;  // health probes with a stream open here
-
-  boost::asio::steady_timer ping_timer_;
-  bool frame_seen_ = false;        // a frame arrived since the PING timer was last armed
-  bool ping_outstanding_ = false;  // a health PING waits for its ack
-  MonoTime ping_sent_at_{};
+  ProbeStreams probes_;          // health probes with a stream open here
+  PingKeepalive keepalive_;
 };
 
 }  // namespace qpool::server

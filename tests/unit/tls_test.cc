@@ -21,6 +21,7 @@
 #include <string>
 #include <thread>
 
+#include "daemon/server/transport_tls.h"
 #include "daemon/tls/client_tls.h"
 #include "daemon/tls/context_store.h"
 #include "daemon/tls/graceful_close.h"
@@ -388,6 +389,72 @@ TEST_F(TlsTest, RestAcceptsAServerThatTakesNoPartInAlpnButGrpcDoesNot) {
       EXPECT_EQ((*engine)->alpn_selected(), "");
     }
   }
+}
+
+// H2Transport's TLS half (server::TransportTls) on the same memory-BIO server: the handshake
+// advanced by what the socket would read, the gathered frames sealed into records the server
+// decrypts, and the server's answer decrypted for nghttp2.
+TEST_F(TlsTest, TransportTlsHandshakesSealsFramesAndDecryptsTheAnswer) {
+  auto context = ClientContext::Create(Options(), "127.0.0.1", "h2");
+  ASSERT_TRUE(context.ok()) << context.status();
+  auto engine = (*context)->NewEngine();
+  ASSERT_TRUE(engine.ok());
+  TestServer server("server", "h2");
+  SSL* ssl = server.NewConnection();
+  // What the server's socket would receive: the records, sent in full.
+  auto to_server = [&](server::TransportTls& tls) {
+    server::WireBuffer& records = tls.records();
+    BIO_write(SSL_get_rbio(ssl), records.unsent(), static_cast<int>(records.pending()));
+    records.Clear();
+  };
+  auto from_server = [&] {
+    BIO* out = SSL_get_wbio(ssl);
+    std::vector<uint8_t> bytes(BIO_ctrl_pending(out));
+    if (!bytes.empty()) BIO_read(out, bytes.data(), static_cast<int>(bytes.size()));
+    return bytes;
+  };
+  server::TransportTls tls;
+  server::WireBuffer frames;
+  ASSERT_TRUE(tls.Start(*std::move(engine)).ok());
+  EXPECT_TRUE(tls.active());
+  bool done = false;
+  for (int round = 0; round < 20 && !done; ++round) {
+    ASSERT_TRUE(tls.Seal(frames).ok());  // the handshake's own messages
+    to_server(tls);
+    SSL_do_handshake(ssl);
+    const std::vector<uint8_t> answer = from_server();
+    if (answer.empty()) continue;
+    absl::StatusOr<bool> completed = tls.TakeInput(answer.data(), answer.size());
+    ASSERT_TRUE(completed.ok()) << completed.status();
+    done = *completed;
+  }
+  ASSERT_TRUE(done) << "the handshake did not complete";
+  EXPECT_FALSE(tls.handshaking());
+
+  const std::string preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  frames.Append(reinterpret_cast<const uint8_t*>(preface.data()), preface.size());
+  ASSERT_TRUE(tls.Seal(frames).ok());
+  EXPECT_EQ(frames.pending(), 0u) << "the frames became records";
+  to_server(tls);
+  char got[64];
+  size_t n = 0;
+  ASSERT_EQ(SSL_read_ex(ssl, got, sizeof(got), &n), 1);
+  EXPECT_EQ(std::string(got, n), preface);
+
+  ASSERT_EQ(SSL_write(ssl, "settings", 8), 8);
+  const std::vector<uint8_t> answer = from_server();
+  absl::StatusOr<bool> completed = tls.TakeInput(answer.data(), answer.size());
+  ASSERT_TRUE(completed.ok()) << completed.status();
+  EXPECT_FALSE(*completed) << "the handshake completes once";
+  std::string plain;
+  absl::StatusOr<bool> decrypted = tls.Decrypt([&](const uint8_t* data, size_t len) {
+    plain.append(reinterpret_cast<const char*>(data), len);
+    return true;
+  });
+  ASSERT_TRUE(decrypted.ok()) << decrypted.status();
+  EXPECT_TRUE(*decrypted);
+  EXPECT_EQ(plain, "settings");
+  SSL_free(ssl);
 }
 
 TEST(ConnectFailureTest, SlotsNameTlsReasonsThenConnectTimeoutAndOther) {
