@@ -10,12 +10,10 @@
 #include "daemon/config/loader.h"
 #include "daemon/config/node_table.h"
 #include "daemon/metrics/health_metrics.h"
-#include "daemon/metrics/scrape.h"
 #include "daemon/metrics/worker_metrics.h"
 #include "daemon/pool/balancer.h"
 #include "daemon/rest/rest_worker.h"
 #include "daemon/retry/retry_context.h"
-#include "daemon/server/downstream_session.h"
 #include "daemon/server/health_probe.h"
 #include "daemon/server/node_probes.h"
 #include "daemon/server/proxy_counters.h"
@@ -136,7 +134,6 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
     : config_(std::move(config)),
       table_(table != nullptr ? std::move(table) : DefaultTable(*config_, secrets)),
       index_(index),
-      count_(count),
       counters_(counters),
       metrics_(metrics),
       loop_(io_),

@@ -153,7 +153,6 @@ class Worker : private rest::RestHost, private ConnectionHost {
   std::shared_ptr<const config::Config> config_;
   std::shared_ptr<const NodeTable> table_;
   const uint32_t index_;
-  const uint32_t count_;
   ProxyCounters& counters_;
   metrics::WorkerMetrics& metrics_;
   // Run by one thread: its own posts skip the queue lock (as with a hint of 1), and the reactor
