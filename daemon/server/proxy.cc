@@ -26,6 +26,7 @@
 #include "daemon/server/health_checker.h"
 #include "daemon/server/proxy_counters.h"
 #include "daemon/server/worker.h"
+#include "daemon/server/worker_pools.h"
 #include "daemon/tls/context_store.h"
 #include "spdlog/spdlog.h"
 
@@ -157,7 +158,7 @@ class ProxyImpl : public Proxy {
   struct Listener {
     std::unique_ptr<tcp::acceptor> acceptor;  // null: off
     size_t next_worker = 0;
-    bool rest = false;  // hands connections to Worker::AdoptRest, else to Worker::Adopt
+    bool rest = false;  // hands connections to Worker::Adopt as REST ones
   };
   void Accept(Listener& listener);
   void OnAccepted(Listener& listener, Worker& target, const boost::system::error_code& ec,
@@ -167,7 +168,7 @@ class ProxyImpl : public Proxy {
 
   // The secrets thread: every upstream.secrets_poll_interval, re-reads the key and certificate
   // files that changed. Workers pick new keys up themselves; when a node's TLS material changed,
-  // each worker is asked to recycle that node's connections (Worker::RecycleTlsNodes).
+  // each worker is asked to recycle that node's connections (WorkerPools::RecycleTlsNodes).
   void StartSecretsThread();
   void StopSecretsThread();
   void RecycleTlsNodes(const tls::ContextStore* store, const std::vector<size_t>& nodes, bool rest);
@@ -287,7 +288,7 @@ absl::Status ProxyImpl::Start() {
           config_, i, count, counters_, *worker_metrics_[i], &health_metrics_,
           UpstreamSecrets{tls_store_.get(), key_store_.get(), rest_tls_store_.get()}, table_));
       // A node that refuses connections may have moved: DNS discovery looks again soon.
-      workers_.back()->SetConnectFailureHook([this] {
+      workers_.back()->pools().SetConnectFailureHook([this] {
         if (DnsDiscovery* dns = dns_ptr_.load(std::memory_order_acquire)) dns->Nudge();
       });
     }
@@ -403,7 +404,8 @@ void ProxyImpl::RecycleTlsNodes(const tls::ContextStore* store, const std::vecto
   for (auto& worker : workers_) {
     Worker* target = worker.get();
     // `store` is only compared: a store a reload replaced is kept (retired_secrets_) anyway.
-    target->Post([target, store, nodes, rest] { target->RecycleTlsNodes(store, nodes, rest); });
+    target->Post(
+        [target, store, nodes, rest] { target->pools().RecycleTlsNodes(store, nodes, rest); });
   }
 }
 
@@ -446,11 +448,7 @@ void ProxyImpl::OnAccepted(Listener& listener, Worker& target, const boost::syst
     // The socket belongs to the target worker's io_context; hand it over on that thread.
     auto shared_socket = std::make_shared<tcp::socket>(std::move(socket));
     target.Post([&target, shared_socket, refuse, rest = listener.rest] {
-      if (rest) {
-        target.AdoptRest(std::move(*shared_socket), refuse);
-      } else {
-        target.Adopt(std::move(*shared_socket), refuse);
-      }
+      target.Adopt(std::move(*shared_socket), refuse, rest);
     });
   }
   Accept(listener);
@@ -594,8 +592,8 @@ metrics::ScrapeInput ProxyImpl::Scrape(absl::Duration timeout) {
     // Gauges are read where they live, on each worker's thread; the counters above need no
     // worker.
     auto rendezvous = AskWorkers(timeout, [](Rendezvous& r, size_t i, Worker& worker) {
-      r.pools[i] = worker.PoolGauges();
-      if (worker.rest() != nullptr) r.rest_pools[i] = worker.RestPoolGauges();
+      r.pools[i] = worker.pools().PoolGauges();
+      if (worker.rest() != nullptr) r.rest_pools[i] = worker.pools().RestPoolGauges();
     });
     std::lock_guard<std::mutex> lock(rendezvous->mu);
     raw_pools = rendezvous->pools;
@@ -664,7 +662,7 @@ void ProxyImpl::RestartHealthChecker(const config::Config& config, const NodeTab
 
 std::vector<bool> ProxyImpl::DrainedEverywhere(size_t slots) {
   auto rendezvous = AskWorkers(absl::Seconds(2), [](Rendezvous& r, size_t i, Worker& worker) {
-    r.drained[i] = worker.DrainedSlots();
+    r.drained[i] = worker.pools().DrainedSlots();
   });
   std::lock_guard<std::mutex> lock(rendezvous->mu);
   std::vector<bool> drained(slots, true);

@@ -12,7 +12,6 @@
 #include <memory>
 #include <optional>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include "daemon/common/asio_event_loop.h"
@@ -29,17 +28,13 @@ namespace qpool::health {
 struct ProbeResult;  // health_scheduler.h
 }  // namespace qpool::health
 
-namespace qpool::metrics {  // worker_metrics.h, health_metrics.h, scrape.h
+namespace qpool::metrics {  // worker_metrics.h, health_metrics.h
 class HealthMetrics;
-struct NodeMetrics;
-struct NodePoolGauges;
 class WorkerMetrics;
 }  // namespace qpool::metrics
 
-namespace qpool::pool {  // node_pool.h, slot_pools.h, balancer.h
-class Balancer;
-struct PendingBudget;
-class SlotPools;
+namespace qpool::pool {
+class Balancer;  // balancer.h
 }  // namespace qpool::pool
 
 namespace qpool::rest {
@@ -62,6 +57,8 @@ class HealthProbe;
 class NodeProbes;  // node_probes.h
 struct ProbeSpec;
 struct ProxyCounters;  // proxy_counters.h
+class SessionSet;      // session_set.h
+class WorkerPools;     // worker_pools.h
 
 using config::NodeSlot;
 using config::NodeTable;
@@ -74,16 +71,14 @@ struct UpstreamSecrets {
   const tls::ContextStore* rest_tls = nullptr;  // the REST endpoints' (ALPN http/1.1); null: none
 };
 
-// How long the connections of a node whose TLS material changed take to be recycled: each drains
-// at a moment drawn uniformly in this window, so they do not all reconnect at once.
-inline constexpr Duration kTlsRecycleSpread = std::chrono::seconds(2);
-
-// A worker's parts: its io_context and thread; its app connections (DownstreamSession, and the
-// REST ones in its RestWorker); its gRPC pools, one per node slot (`pools_`, a pool::SlotPools:
-// created, retired and updated on reloads; the RestWorker holds the REST pools the same way);
-// its balancer (pool::Balancer) that picks among the active slots for both protocols; the retry
-// context its calls share, and the CallContext it hands them (a call never sees the Worker); the
-// ConnectionContext it hands its connections (nor does a connection); its probes.
+// A worker's parts: its io_context and thread; its gRPC app connections (a SessionSet,
+// session_set.h: adopted, swept for timeouts, drained) and the REST ones (its RestWorker); its
+// upstream pools (a WorkerPools, worker_pools.h: the gRPC pools by node slot, the pending budget
+// both protocols share, the gauges, drained slots and TLS recycling over both; the RestWorker holds
+// the REST pools); its balancer (pool::Balancer) that picks among the active slots for both
+// protocols; the retry context its calls share, and the CallContext it hands them (a call never
+// sees the Worker); the ConnectionContext it hands its connections (nor does a connection); its
+// probes. The Worker wires them together, starts and stops them, and applies reloads.
 // Thread-safety: Post() and Stop() from any thread; everything else on the worker's thread (where
 // marked, or as RestHost and ConnectionHost).
 class Worker : private rest::RestHost, private ConnectionHost {
@@ -103,92 +98,61 @@ class Worker : private rest::RestHost, private ConnectionHost {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // Starts the thread. The pools open their min_connections.
+  // Starts the thread. The pools open their min_connections. (A connect failure hook goes on
+  // pools() before.)
   void Start();
-  // Runs `hook` (on this worker's thread) after each failed connect to a node; set before
-  // Start(). The Proxy nudges DNS discovery with it. It must be cheap and thread-safe.
-  void SetConnectFailureHook(std::function<void()> hook) {
-    connect_failure_hook_ = std::move(hook);
-  }
   // Runs `fn` on the worker's thread.
   void Post(std::function<void()> fn);
-
-  // Worker thread only. ------------------------------------------------------------------------
-  // Takes an accepted app connection (already bound to this worker's io_context).
-  void Adopt(boost::asio::ip::tcp::socket socket, bool refuse);
-  // Sends GOAWAY to every app connection; calls `on_idle` (on this thread) once none is left.
-  void BeginDrain(std::function<void()> on_idle);
-  // Health: the probes it runs for the health thread, and the PING intervals (node_probes.h).
-  NodeProbes& probes() { return *probes_; }
-
-  // REST (daemon/rest), worker thread only. ------------------------------------------------------
-  // Takes an accepted REST app connection; null rest() (rest.listen off) closes it.
-  void AdoptRest(boost::asio::ip::tcp::socket socket, bool refuse);
-  // This worker's REST side; null when rest.listen is off.
-  rest::RestWorker* rest() { return rest_.get(); }
-  // The REST pools' gauges now, in config order; empty when REST is off.
-  std::vector<metrics::NodePoolGauges> RestPoolGauges() const;
-  // New TLS material in `store` for its nodes `nodes` (store indexes, NodeSlot::tls_index; the
-  // REST endpoints' store when `rest`): the connections of the slots using them are recycled
-  // gently (NodePool::RecycleAll over kTlsRecycleSpread).
-  void RecycleTlsNodes(const tls::ContextStore* store, const std::vector<size_t>& nodes, bool rest);
-
   // Stops everything and joins the thread. Call from outside the worker.
   void Stop();
 
-  // Worker thread: a config reload or a node set change (docs/operations.md, "Reload"). The new
-  // config, node table and secrets apply at once to what starts from now on: slots that became
-  // active get pools (opening min_connections), slots no longer active retire theirs (no new
-  // calls; calls in flight and queued finish there), surviving pools take the new bounds and
-  // timings, the router, retry policy, budgets' limits and PING intervals follow. Nothing in
-  // flight fails. `config` keeps server.listen/workers/rest.listen (the caller refuses those).
+  // Worker thread only. ------------------------------------------------------------------------
+  // Takes an accepted app connection (already bound to this worker's io_context): a gRPC one, or
+  // a REST one when `rest` (closed when rest.listen is off). `refuse`: refused at once
+  // (server.max_client_connections reached).
+  void Adopt(boost::asio::ip::tcp::socket socket, bool refuse, bool rest = false);
+  // Sends GOAWAY to every app connection; calls `on_idle` (on this thread) once none is left.
+  void BeginDrain(std::function<void()> on_idle);
+  // A config reload or a node set change (docs/operations.md, "Reload"). The new config, node
+  // table and secrets apply at once to what starts from now on: slots that became active get
+  // pools (opening min_connections), slots no longer active retire theirs (no new calls; calls in
+  // flight and queued finish there), surviving pools take the new bounds and timings, the router,
+  // retry policy, budgets' limits and PING intervals follow. Nothing in flight fails. `config`
+  // keeps server.listen/workers/rest.listen (the caller refuses those).
   void Reconfigure(std::shared_ptr<const config::Config> config,
                    std::shared_ptr<const NodeTable> table, UpstreamSecrets secrets);
-  // Worker thread: per slot, whether this worker holds nothing for it any more (no pool, or a
-  // retired pool with no connection and no waiter, gRPC and REST alike).
-  std::vector<bool> DrainedSlots() const;
+
+  // Its parts. -----------------------------------------------------------------------------------
   // The io_context the worker's sockets and timers are bound to (an accepted socket, first).
   boost::asio::io_context& io() { return io_; }
   // What this worker's connections use of it (connection_context.h).
   ConnectionContext& connection_context() { return connection_context_; }
-  // What this worker's gRPC calls use of it (call_context.h).
-  CallContext& call_context() { return call_context_; }
-  // Worker thread: each node slot's pool gauges now, by slot (a slot with no pool: present false).
-  std::vector<metrics::NodePoolGauges> PoolGauges() const;
+  // Its upstream pools (worker_pools.h): gauges, drained slots and TLS recycling for the admin,
+  // reload and secrets threads (through Post()), the connect failure hook (before Start()).
+  WorkerPools& pools() { return *pools_; }
+  // Health: the probes it runs for the health thread, and the PING intervals (node_probes.h).
+  NodeProbes& probes() { return *probes_; }
+  // This worker's REST side; null when rest.listen is off.
+  rest::RestWorker* rest() { return rest_.get(); }
   // The API keys qpoold holds now (one relaxed load when they did not change); null when it holds
-  // none. Worker thread only.
+  // none.
   const auth::ApiKeys* api_keys();
 
  private:
   // rest::RestHost: what the RestWorker asks of this worker.
   void OnRestSessionClosed() override;
-  void OnRestIdle() override { CheckDrained(); }
+  void OnRestIdle() override;
   std::shared_ptr<const auth::ApiKeys> RestApiKeys() override;
   auth::KeyMode RestKeyMode() const override { return call_context_.key_mode; }
   // ConnectionHost: what its connections ask of this worker (connection_context.h).
   void OnSessionClosed(DownstreamSession* session) override;
   std::shared_ptr<const tls::ClientContext> TlsContextOf(size_t node) const override;
 
-  class UpstreamFactory;
-  class NodeObserver;
-  class PoolParts;
   class RetryReporter;
-  void CheckDrained();
-  // Every sweep period: closes app connections past server.handshake_timeout or
-  // server.idle_timeout, frees idle ones' write buffers, and resets streams stalled past
-  // server.stream_idle_timeout.
-  void SweepSessions();
-  // Returns free heap memory to the OS after many app connections closed.
-  void MaybeTrimMemory();
-  // The call and connection contexts' reloadable settings, from config_, table_ and secrets_.
-  void UpdateContexts();
-  // Re-evaluates node `node`'s readiness mirror (NodeMetrics::usable).
-  void UpdateUsable(size_t node);
 
   std::shared_ptr<const config::Config> config_;
   std::shared_ptr<const NodeTable> table_;
   const uint32_t index_;
-  const uint32_t count_;
   ProxyCounters& counters_;
   metrics::WorkerMetrics& metrics_;
   // Run by one thread: its own posts skip the queue lock (as with a hint of 1), and the reactor
@@ -203,27 +167,19 @@ class Worker : private rest::RestHost, private ConnectionHost {
   // this header needs only their declarations); calls reach them through call_context_.
   std::unique_ptr<retry::RetryContext> retry_;
   std::vector<uint8_t> read_buffer_;
-  // upstream.max_pending: the gRPC and REST pools share it.
-  std::unique_ptr<pool::PendingBudget> pending_budget_;
-  std::unique_ptr<pool::SlotPools> pools_;  // the gRPC pools, by node slot
-  // Where this worker's calls (gRPC and REST) pick their nodes among pools_ and the REST pools,
+  std::unique_ptr<WorkerPools> pools_;  // the gRPC pools by node slot, the pending budget
+  // Where this worker's calls (gRPC and REST) pick their nodes among the gRPC and the REST pools,
   // and report passive health to.
   std::unique_ptr<pool::Balancer> balancer_;
   UpstreamSecrets secrets_;
   std::unique_ptr<auth::ApiKeyCache> key_cache_;  // null: qpoold holds no key
-  std::unique_ptr<NodeProbes> probes_;            // on pools_
+  std::unique_ptr<NodeProbes> probes_;            // on the gRPC pools
   CallContext call_context_;
   ConnectionContext connection_context_;
-  std::unordered_map<DownstreamSession*, std::shared_ptr<DownstreamSession>> sessions_;
-  std::function<void()> on_drained_;
-  std::function<void()> connect_failure_hook_;
-  std::unique_ptr<Timer> sweep_timer_;  // SweepSessions(); null when both timeouts are off
-  Duration sweep_period_{};
+  std::unique_ptr<SessionSet> sessions_;  // the gRPC app connections
   // The REST side (null when rest.listen is off). Declared after everything it uses (the loop,
   // the budgets, the router), so that it goes first.
   std::unique_ptr<rest::RestWorker> rest_;
-  size_t peak_sessions_ = 0;  // most app connections held since the last trim
-  bool draining_ = false;
   std::thread thread_;
   std::atomic<bool> running_{false};
 };

@@ -79,7 +79,7 @@ class ContextStore {
 // the same node as in `was` (active in both, same generation) and whose endpoint `after` reaches
 // differently from `before` (ContextStore::SameSettings: TLS turned on or off, another CA, server
 // name, verify or client certificate, or files that changed). Each is logged. The caller recycles
-// their open connections gently, as for a file change (Worker::RecycleTlsNodes).
+// their open connections gently, as for a file change (WorkerPools::RecycleTlsNodes).
 std::vector<size_t> SlotsWithNewTlsSettings(const config::NodeTable& was,
                                             const config::NodeTable& now,
                                             const ContextStore* before, const ContextStore* after,
