@@ -32,6 +32,9 @@ class H2Session {
   H2Session(const H2Session&) = delete;
   H2Session& operator=(const H2Session&) = delete;
 
+  // The nghttp2 session; null until the connection created it (the app side: on its first bytes).
+  nghttp2_session* session() const { return session_; }
+
  protected:
   H2Session() = default;
   ~H2Session();
