@@ -89,7 +89,6 @@ RestWorker::RestWorker(const config::Config& config, uint32_t index, uint32_t co
       count_(count),
       io_(io),
       loop_(loop),
-      random_(random),
       host_(host),
       balancer_(balancer),
       retry_(retry),

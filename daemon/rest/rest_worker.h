@@ -89,7 +89,6 @@ class RestWorker {
   uint32_t count_;
   boost::asio::io_context& io_;
   EventLoop& loop_;
-  Random& random_;
   RestHost& host_;
   pool::Balancer& balancer_;
   RestRetryContext retry_;

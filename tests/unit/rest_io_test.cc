@@ -105,7 +105,7 @@ TEST(LazyTimerTest, ReArmingFromTheCallbackWorks) {
   EXPECT_EQ(again->fired, 3);
 }
 
-struct TimersOwner : SessionTimersOwner, std::enable_shared_from_this<TimersOwner> {
+struct TimersOwner final : SessionTimersOwner, std::enable_shared_from_this<TimersOwner> {
   explicit TimersOwner(boost::asio::io_context& io) : timers(io, *this) {}
   std::shared_ptr<void> Hold() override { return shared_from_this(); }
   void OnPhaseTimeout(SessionPhase phase) override { phases.push_back(phase); }
@@ -174,7 +174,7 @@ TEST(SessionTimersTest, StopReleasesTheOwnerAtOnce) {
   EXPECT_EQ(owner->deadlines, 0);
 }
 
-struct ConnectorOwner : RestConnectorOwner {
+struct ConnectorOwner final : RestConnectorOwner {
   void OnConnectorUp(std::unique_ptr<tls::TlsEngine> tls) override {
     ups++;
     up_with_tls = tls != nullptr;
