@@ -6,9 +6,8 @@
 
 #include "daemon/rest/fast_io.h"
 #include "daemon/rest/http_util.h"
+#include "daemon/rest/request_reader.h"
 #include "daemon/rest/rest_exchange.h"
-#include "daemon/rest/rest_worker.h"
-#include "daemon/rest/session.h"
 
 namespace qpool::rest {
 namespace {
@@ -27,15 +26,13 @@ void AnswerWriter::Reset() {
   message_.reset();
   chunk_size_ = 0;
   upstream_reusable_ = false;
+  close_after_ = false;
 }
 
 void AnswerWriter::Forward(RestExchange& exchange) {
-  RestSession& session = session_;
-  const RestRequest& request = session.reader_.request();
+  const RestRequest& request = request_;
   exchange_ = &exchange;
   RestExchange::ResponseParser& parser = exchange.response();
-  session.response_started_ = true;
-  session.deadline_timer_.Disarm();
   HttpHead& response = parser.head();
   upstream_reusable_ = response.KeepAlive();
   const auto length = parser.content_length();
@@ -52,13 +49,13 @@ void AnswerWriter::Forward(RestExchange& exchange) {
     // Chunked from Qdrant, or delimited by its close: chunked to a 1.1 app, close-delimited to
     // a 1.0 one.
     if (old_client) {
-      session.close_after_ = true;
+      close_after_ = true;
     } else {
       response.SetChunked();
     }
   }
-  if (session.draining_) session.close_after_ = true;
-  response.SetKeepAlive(request.keep_alive && !session.close_after_ && request.parser->is_done());
+  if (app_.draining) close_after_ = true;
+  response.SetKeepAlive(request.keep_alive && !close_after_ && request.parser->is_done());
   RelayChunk();  // the serializer, if one is needed, comes with the first write
 }
 
@@ -84,22 +81,21 @@ void AnswerWriter::RelayChunk() {
   body.data = chunk_.get();
   body.size = chunk_size_;
   const uint64_t generation = ex.generation();
-  auto self = session_.shared_from_this();
   // Some of the body (whatever the upstream buffer holds, else what the next read brings), or
   // the end of the answer.
   auto got_some = [&parser, size = chunk_size_](const auto& basic) {
     return basic.is_done() || parser.body().size < size;
   };
-  ex.ReadAnswerBody(got_some, [self, this, &ex, generation](error_code ec, size_t) {
-    if (generation != ex.generation() || self->closed_) return;
+  ex.ReadAnswerBody(got_some, [self = owner_.Hold(), this, &ex, generation](error_code ec, size_t) {
+    if (generation != ex.generation() || app_.closed) return;
     if (ec == http::error::need_buffer) ec = {};
     if (ec) {
       // Half an answer is out: the app sees its connection end.
       const size_t node = ex.node();
-      self->EndUpstream(/*failed=*/true);
-      self->worker_.balancer().OnAttemptEnd(node, /*failed=*/true);
-      self->FinishRequest(502);
-      self->Close();
+      owner_.EndUpstream(/*failed=*/true);
+      balancer_.OnAttemptEnd(node, /*failed=*/true);
+      owner_.FinishRequest(502);
+      owner_.Close();
       return;
     }
     RestExchange::ResponseParser& parser = ex.response();
@@ -118,14 +114,14 @@ void AnswerWriter::WriteChunk() {
   RestExchange& ex = *exchange_;
   RestExchange::ResponseParser& parser = ex.response();
   const uint64_t generation = ex.generation();
-  auto self = session_.shared_from_this();
+  auto self = owner_.Hold();
   const HttpHead& response = parser.head();
   if (!serializer_ && parser.is_done() && !response.Chunked()) {
     // The whole answer was read, and it goes out framed as it came (Content-Length, no body, or
     // the close): its head and body in one send, without a body serializer.
     SerializeResponseHead(response, wire_head_);
     const size_t size = body_.data == nullptr ? 0 : body_.size;  // what RelayChunk read
-    WriteHeadAndBody(session_.socket_, boost::asio::buffer(wire_head_),
+    WriteHeadAndBody(app_.socket, boost::asio::buffer(wire_head_),
                      boost::asio::buffer(body_.data, size),
                      [self, this, &ex, generation](error_code ec, size_t) {
                        if (Written(ex, generation, ec)) Done();
@@ -138,7 +134,7 @@ void AnswerWriter::WriteChunk() {
     serializer_.emplace(*message_);
   }
   message_->body() = body_;
-  WriteAll(session_.socket_, *serializer_, [self, this, &ex, generation](error_code ec, size_t) {
+  WriteAll(app_.socket, *serializer_, [self, this, &ex, generation](error_code ec, size_t) {
     if (ec == http::error::need_buffer) ec = {};
     if (!Written(ex, generation, ec)) return;
     if (serializer_->is_done()) {
@@ -167,28 +163,26 @@ void AnswerWriter::WriteTail(size_t got) {
   const std::array<boost::asio::const_buffer, 3> buffers{boost::asio::buffer(wire_head_),
                                                          boost::asio::buffer(chunk_.get(), got),
                                                          boost::asio::buffer(tail_)};
-  auto self = session_.shared_from_this();
-  WriteBuffers(session_.socket_, buffers, [self, this, &ex, generation](error_code ec, size_t) {
-    if (Written(ex, generation, ec)) Done();
-  });
+  WriteBuffers(app_.socket, buffers,
+               [self = owner_.Hold(), this, &ex, generation](error_code ec, size_t) {
+                 if (Written(ex, generation, ec)) Done();
+               });
 }
 
 bool AnswerWriter::Written(const RestExchange& exchange, uint64_t generation,
                            const error_code& ec) {
-  RestSession& session = session_;
-  if (generation != exchange.generation() || session.closed_) return false;
+  if (generation != exchange.generation() || app_.closed) return false;
   if (ec) {
     // The app went away mid-answer: the request ends, and so does its connection.
-    session.EndUpstream(/*failed=*/false);
-    session.FinishRequest(499);
-    session.Close();
+    owner_.EndUpstream(/*failed=*/false);
+    owner_.FinishRequest(499);
+    owner_.Close();
     return false;
   }
   return true;
 }
 
 void AnswerWriter::Done() {
-  RestSession& session = session_;
   RestExchange& ex = *exchange_;
   const RestExchange::ResponseParser& parser = ex.response();
   const unsigned status = parser.head().status;
@@ -198,13 +192,13 @@ void AnswerWriter::Done() {
     chunk_.reset();
     chunk_capacity_ = 0;
   }
-  const RestRequest& request = session.reader_.request();
-  const bool close = session.close_after_ || !request.keep_alive || !request.parser->is_done();
-  session.FinishRequest(status);
+  const RestRequest& request = request_;
+  const bool close = close_after_ || !request.keep_alive || !request.parser->is_done();
+  owner_.FinishRequest(status);
   if (close) {
-    session.Close();
+    owner_.Close();
   } else {
-    session.ReadRequest();
+    owner_.ReadRequest();
   }
 }
 

@@ -12,9 +12,14 @@
 // connection; a read from Qdrant that fails mid-answer ends it with 502 (the app sees its
 // connection end).
 //
-// Ownership: part of a RestSession (by value); writes on the session's socket. Its chunk buffer
-// stays for the connection's next answers when small (16 KiB). Thread-safety: none; the session's
-// thread.
+// What it asks of its session (AnswerWriterOwner): a reference for a pending operation, the
+// request's end (FinishRequest), then the next request or the close; upstream ended when the
+// answer cannot go on. It writes on the session's app connection (AppConnection), reads the
+// request's framing (RestRequest) and reports a node that fails mid-answer to the balancer; all are
+// passed in at construction.
+//
+// Ownership: part of a RestSession (by value). Its chunk buffer stays for the connection's next
+// answers when small (16 KiB). Thread-safety: none; the session's thread.
 #ifndef QPOOL_DAEMON_REST_ANSWER_WRITER_H_
 #define QPOOL_DAEMON_REST_ANSWER_WRITER_H_
 
@@ -27,20 +32,44 @@
 #include <optional>
 #include <string>
 
+#include "daemon/pool/balancer.h"
+#include "daemon/rest/app_connection.h"
+
 namespace qpool::rest {
 
 class RestExchange;
-class RestSession;
+struct RestRequest;
+
+// What an AnswerWriter asks of its session.
+class AnswerWriterOwner {
+ public:
+  // A reference that keeps the session (and the writer) alive while a read or write is pending.
+  virtual std::shared_ptr<void> Hold() = 0;
+  // Ends the request's exchanges and attempts (RestSession::EndUpstream).
+  virtual void EndUpstream(bool failed) = 0;
+  // The request is over, answered with `status` (metrics, access log).
+  virtual void FinishRequest(unsigned status) = 0;
+  // The answer is out and the connection stays: the next request is read.
+  virtual void ReadRequest() = 0;
+  // The connection closes now.
+  virtual void Close() = 0;
+
+ protected:
+  ~AnswerWriterOwner() = default;
+};
 
 class AnswerWriter {
  public:
-  explicit AnswerWriter(RestSession& session) : session_(session) {}
+  AnswerWriter(AnswerWriterOwner& owner, AppConnection& app, const RestRequest& request,
+               pool::Balancer& balancer)
+      : owner_(owner), app_(app), request_(request), balancer_(balancer) {}
   AnswerWriter(const AnswerWriter&) = delete;
   AnswerWriter& operator=(const AnswerWriter&) = delete;
 
   // Forgets the previous answer (a new request is read).
   void Reset();
-  // Relays `exchange`'s answer (its head read, its body not) to the app.
+  // Relays `exchange`'s answer (its head read, its body not) to the app. (The session has stopped
+  // the request's deadline: the answer starts.)
   void Forward(RestExchange& exchange);
 
  private:
@@ -61,7 +90,10 @@ class AnswerWriter {
   // The whole answer is out: the connection back to its pool, the request finished.
   void Done();
 
-  RestSession& session_;
+  AnswerWriterOwner& owner_;
+  AppConnection& app_;
+  const RestRequest& request_;
+  pool::Balancer& balancer_;
   RestExchange* exchange_ = nullptr;  // the exchange whose answer goes out
   // The answer when it streams or goes chunked (Beast's serializer over a copy of its head); an
   // answer read whole goes out without them.
@@ -74,6 +106,7 @@ class AnswerWriter {
   size_t chunk_capacity_ = 0;       // chunk_'s size
   size_t chunk_size_ = 0;           // this answer's part of it (64 KiB or less); 0: unset
   bool upstream_reusable_ = false;  // Qdrant's answer allows another request on its connection
+  bool close_after_ = false;        // the connection closes after this answer
 };
 
 }  // namespace qpool::rest

@@ -35,24 +35,36 @@ namespace {
 
 }  // namespace
 
-// --- HeaderFields ------------------------------------------------------------------------------
+// --- FieldText ---------------------------------------------------------------------------------
 
-HeaderFields& HeaderFields::operator=(const HeaderFields& other) {
+FieldText& FieldText::operator=(const FieldText& other) {
   if (this == &other) return *this;
-  text_size_ = 0;
-  if (other.text_size_ != 0) {
-    std::memcpy(Grow(other.text_size_), other.text_.get(), other.text_size_);
-  }
-  entries_ = other.entries_;
-  live_ = other.live_;
+  size_ = 0;
+  if (other.size_ != 0) std::memcpy(Grow(other.size_), other.data_.get(), other.size_);
   return *this;
 }
+
+FieldText& FieldText::operator=(FieldText&& other) noexcept {
+  if (this == &other) return *this;
+  data_ = std::move(other.data_);
+  size_ = std::exchange(other.size_, 0);
+  capacity_ = std::exchange(other.capacity_, 0);
+  return *this;
+}
+
+void FieldText::Reallocate(size_t needed) {
+  const size_t capacity = std::max<size_t>({needed, 2 * capacity_, 512});
+  std::unique_ptr<char[]> data(new char[capacity]);
+  if (size_ != 0) std::memcpy(data.get(), data_.get(), size_);
+  data_ = std::move(data);
+  capacity_ = capacity;
+}
+
+// --- HeaderFields ------------------------------------------------------------------------------
 
 HeaderFields& HeaderFields::operator=(HeaderFields&& other) noexcept {
   if (this == &other) return *this;
   text_ = std::move(other.text_);
-  text_size_ = std::exchange(other.text_size_, 0);
-  text_capacity_ = std::exchange(other.text_capacity_, 0);
   entries_ = std::move(other.entries_);
   other.entries_.clear();
   live_ = std::exchange(other.live_, 0);
@@ -60,21 +72,13 @@ HeaderFields& HeaderFields::operator=(HeaderFields&& other) noexcept {
 }
 
 void HeaderFields::Clear() {
-  text_size_ = 0;
+  text_.Clear();
   entries_.clear();
   live_ = 0;
 }
 
-void HeaderFields::Reallocate(size_t needed) {
-  const size_t capacity = std::max<size_t>({needed, 2 * text_capacity_, 512});
-  std::unique_ptr<char[]> text(new char[capacity]);
-  if (text_size_ != 0) std::memcpy(text.get(), text_.get(), text_size_);
-  text_ = std::move(text);
-  text_capacity_ = capacity;
-}
-
 void HeaderFields::Add(http::field name, std::string_view name_string, std::string_view value) {
-  if (Inside(name_string) || Inside(value)) {
+  if (text_.Contains(name_string) || text_.Contains(value)) {
     // A view of this object's own text (Set(x, *Get(y))): copied first, the text may move.
     const std::string name_copy(name_string);
     const std::string value_copy(value);
@@ -84,10 +88,10 @@ void HeaderFields::Add(http::field name, std::string_view name_string, std::stri
   Entry e;
   e.name = name;
   e.erased = false;
-  e.at = static_cast<uint32_t>(text_size_);
+  e.at = static_cast<uint32_t>(text_.size());
   e.name_size = static_cast<uint32_t>(name_string.size());
   e.value_size = static_cast<uint32_t>(value.size());
-  char* out = Grow(name_string.size() + 2 + value.size() + 2);
+  char* out = text_.Grow(name_string.size() + 2 + value.size() + 2);
   std::memcpy(out, name_string.data(), name_string.size());
   out += name_string.size();
   out[0] = ':';
@@ -112,7 +116,7 @@ void HeaderFields::Add(std::string_view name_string, std::string_view value) {
 
 bool HeaderFields::Named(const Entry& e, std::string_view name) const {
   return e.name_size == name.size() &&
-         boost::beast::iequals(boost::beast::string_view(text_.get() + e.at, e.name_size),
+         boost::beast::iequals(boost::beast::string_view(text_.data() + e.at, e.name_size),
                                BeastView(name));
 }
 
@@ -192,13 +196,13 @@ char* HeaderFields::WriteTo(char* out, bool skip_host) const {
   for (const Entry& e : entries_) {
     if (e.erased || (skip_host && e.name == http::field::host)) continue;
     if (e.at != run_end) {
-      if (run_end != run_at) std::memcpy(out, text_.get() + run_at, run_end - run_at);
+      if (run_end != run_at) std::memcpy(out, text_.data() + run_at, run_end - run_at);
       out += run_end - run_at;
       run_at = e.at;
     }
     run_end = e.at + e.name_size + 2 + e.value_size + 2;
   }
-  if (run_end != run_at) std::memcpy(out, text_.get() + run_at, run_end - run_at);
+  if (run_end != run_at) std::memcpy(out, text_.data() + run_at, run_end - run_at);
   out += run_end - run_at;
   out[0] = '\r';
   out[1] = '\n';

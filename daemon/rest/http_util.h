@@ -1,7 +1,8 @@
 // HTTP/1.1 helpers of the REST front door: Beast's parser recording a message's header flat
-// (HeadParser into an HttpHead: HeaderFields), hop-by-hop header removal (RFC 9110, section
-// 7.6.1), the head as it goes on the wire, Qdrant's error document, the request deadline a REST
-// call gets, and chunked trailers (RFC 9112, section 7.1.2) kept apart and passed on.
+// (HeadParser into an HttpHead: HeaderFields, its bytes in a FieldText), hop-by-hop header removal
+// (RFC 9110, section 7.6.1), the head as it goes on the wire, Qdrant's error document, the request
+// deadline a REST call gets, and chunked trailers (RFC 9112, section 7.1.2) kept apart and passed
+// on.
 //
 //   HttpHead head;  // the session's, reused
 //   HeadParser<true> parser(head);  parser.put(buffer, ec);  ...  head.fields.Get(field::host)
@@ -44,17 +45,53 @@ inline boost::beast::string_view BeastView(std::string_view s) { return {s.data(
 // Qdrant's REST error shape, `message` JSON-escaped: {"status":{"error":"..."},"time":0.0}.
 std::string ErrorBody(std::string_view message);
 
+// The bytes of a HeaderFields: one buffer, appended to, and cleared for the next message without
+// giving its memory back (bounded by the header size limits); not zeroed. A copy gets the bytes in
+// its own buffer (its capacity reused); a moved-from FieldText is empty and usable.
+// Thread-safety: none.
+class FieldText {
+ public:
+  FieldText() = default;
+  FieldText(const FieldText& other) { *this = other; }
+  FieldText& operator=(const FieldText& other);
+  FieldText(FieldText&& other) noexcept { *this = std::move(other); }
+  FieldText& operator=(FieldText&& other) noexcept;
+
+  const char* data() const { return data_.get(); }
+  size_t size() const { return size_; }
+  void Clear() { size_ = 0; }
+  // Room for `more` bytes at the end (the size grows by them); returns where they go. The text may
+  // move: views into it are invalid afterwards.
+  char* Grow(size_t more) {
+    if (size_ + more > capacity_) Reallocate(size_ + more);
+    char* at = data_.get() + size_;
+    size_ += more;
+    return at;
+  }
+  // `view` points into the text (to be copied before a Grow).
+  bool Contains(std::string_view view) const {
+    return !view.empty() && view.data() >= data_.get() && view.data() < data_.get() + size_;
+  }
+
+ private:
+  void Reallocate(size_t needed);
+
+  std::unique_ptr<char[]> data_;
+  size_t size_ = 0;
+  size_t capacity_ = 0;
+};
+
 // The fields of a message's header, or of its trailer section, as parsed: in order, each kept as
 // its "name: value\r\n" run in one flat buffer that is reused from message to message (no
 // allocation per field once it has grown, no ordered index: a message has a handful of fields,
 // and a lookup is a scan). Names compare case-insensitively, as Beast's fields do. Erasing marks
-// a field gone; Set erases every field of the name and appends one, as Beast's set does.
-// Thread-safety: none.
+// a field gone; Set erases every field of the name and appends one, as Beast's set does. The
+// runs are kept in a FieldText. Thread-safety: none.
 class HeaderFields {
  public:
   HeaderFields() = default;
-  HeaderFields(const HeaderFields& other) { *this = other; }
-  HeaderFields& operator=(const HeaderFields& other);
+  HeaderFields(const HeaderFields& other) = default;
+  HeaderFields& operator=(const HeaderFields& other) = default;
   // A moved-from object is empty and usable.
   HeaderFields(HeaderFields&& other) noexcept { *this = std::move(other); }
   HeaderFields& operator=(HeaderFields&& other) noexcept;
@@ -108,26 +145,12 @@ class HeaderFields {
   friend bool StripHopByHop(HeaderFields& fields);
 
   Field FieldOf(const Entry& e) const {
-    return {e.name, std::string_view(text_.get() + e.at, e.name_size),
-            std::string_view(text_.get() + e.at + e.name_size + 2, e.value_size)};
+    return {e.name, std::string_view(text_.data() + e.at, e.name_size),
+            std::string_view(text_.data() + e.at + e.name_size + 2, e.value_size)};
   }
   bool Named(const Entry& e, std::string_view name) const;
-  // Room for `more` bytes of text (its size grows by them); returns where they go.
-  char* Grow(size_t more) {
-    if (text_size_ + more > text_capacity_) Reallocate(text_size_ + more);
-    char* at = text_.get() + text_size_;
-    text_size_ += more;
-    return at;
-  }
-  void Reallocate(size_t needed);
-  bool Inside(std::string_view view) const {
-    return !view.empty() && view.data() >= text_.get() && view.data() < text_.get() + text_size_;
-  }
 
-  // The runs, back to back; not zeroed, never shrunk (bounded by the header size limits).
-  std::unique_ptr<char[]> text_;
-  size_t text_size_ = 0;
-  size_t text_capacity_ = 0;
+  FieldText text_;  // the runs, back to back
   std::vector<Entry> entries_;
   size_t live_ = 0;
 };

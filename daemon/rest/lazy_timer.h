@@ -42,9 +42,15 @@ class LazyTimer {
   // (enable_shared_from_this) is kept alive by the Asio wait, when one has to start.
   template <class Owner>
   void ArmAt(MonoTime at, Owner& owner) {
+    ArmAtHolding(at, [&owner] { return owner.shared_from_this(); });
+  }
+  // The same for an owner reached through an interface: `hold()` returns the reference the Asio
+  // wait keeps (a shared_ptr), and is called only when a wait has to start.
+  template <class Hold>
+  void ArmAtHolding(MonoTime at, Hold&& hold) {
     expiry_ = at;
     if (pending_ && pending_at_ <= at) return;  // that wait completes first and waits again
-    StartWait(at, owner.shared_from_this());
+    StartWait(at, hold());
   }
   // Nothing runs until the next ArmAt.
   void Disarm() { expiry_.reset(); }

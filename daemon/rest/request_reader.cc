@@ -8,8 +8,7 @@
 #include "daemon/auth/api_keys.h"
 #include "daemon/metrics/method_class.h"
 #include "daemon/rest/fast_io.h"
-#include "daemon/rest/rest_worker.h"
-#include "daemon/rest/session.h"
+#include "daemon/rest/rest_attempts.h"
 
 namespace qpool::rest {
 namespace {
@@ -21,8 +20,8 @@ using boost::system::error_code;
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
 // Bytes every request's replay copy holds in the process (both protocols).
-int64_t ReplayBytesHeld(RestWorker& worker) {
-  const std::atomic<int64_t>* total = worker.retry().context->replay.total_bytes;
+int64_t ReplayBytesHeld(const RestSessionContext& context) {
+  const std::atomic<int64_t>* total = context.retry.context->replay.total_bytes;
   return total != nullptr ? total->load(std::memory_order_relaxed) : 0;
 }
 
@@ -50,18 +49,17 @@ void SetApiKey(RestHost& host, const QdrantRestRoute* route, HeaderFields& reque
 }  // namespace
 
 void RequestReader::ReadNext() {
-  RestSession& session = session_;
   RestRequest& request = request_;
   request.parser.emplace(request.head);
-  request.parser->header_limit(session.worker_.limits().max_header_bytes);
-  request.parser->body_limit(session.worker_.limits().max_body_bytes);
+  request.parser->header_limit(context_.limits.max_header_bytes);
+  request.parser->body_limit(context_.limits.max_body_bytes);
   // A large body's buffer goes back to the allocator: idle keep-alive connections hold little.
   if (request.body.capacity() > kChunkBytes) {
     std::string().swap(request.body);
   } else {
     request.body.clear();
   }
-  boost::beast::flat_buffer& in_buffer = session.in_buffer_;
+  boost::beast::flat_buffer& in_buffer = app_.in_buffer;
   if (in_buffer.size() == 0 && in_buffer.capacity() > 16 * 1024) in_buffer.shrink_to_fit();
   request.route = nullptr;
   request.retry_class = retry::RetryClass::kNeverRepeat;
@@ -75,105 +73,101 @@ void RequestReader::ReadNext() {
   // Idle between requests, for keepalive_timeout. A connection that never sent a byte waits
   // without a buffer (async_wait); afterwards the buffer is there anyway, and a read is cheaper
   // than a wait (Asio re-registers the socket with epoll for every wait).
-  session.ArmTimer(session.worker_.limits().keepalive_timeout, RestSession::TimerRole::kIdle);
-  auto self = session.shared_from_this();
+  timers_.ArmPhase(context_.limits.keepalive_timeout, SessionPhase::kIdle);
+  auto self = owner_.Hold();
   if (in_buffer.capacity() == 0) {
-    session.socket_.async_wait(tcp::socket::wait_read, [self](const error_code& ec) {
-      if (self->closed_) return;
-      self->CancelTimer();
+    app_.socket.async_wait(tcp::socket::wait_read, [self, this](const error_code& ec) {
+      if (app_.closed) return;
+      timers_.CancelPhase();
       if (ec) {
-        self->Close();
+        owner_.Close();
         return;
       }
-      self->reader_.ReadHeader();
+      ReadHeader();
     });
     return;
   }
-  session.socket_.async_read_some(in_buffer.prepare(ReadSize(in_buffer)),
-                                  [self](const error_code& ec, size_t bytes) {
-                                    self->in_buffer_.commit(bytes);
-                                    if (self->closed_) return;
-                                    self->CancelTimer();
-                                    if (ec) {
-                                      self->Close();  // the app closed its idle connection
-                                      return;
-                                    }
-                                    self->reader_.ReadHeader();
-                                  });
+  app_.socket.async_read_some(in_buffer.prepare(ReadSize(in_buffer)),
+                              [self, this](const error_code& ec, size_t bytes) {
+                                app_.in_buffer.commit(bytes);
+                                if (app_.closed) return;
+                                timers_.CancelPhase();
+                                if (ec) {
+                                  owner_.Close();  // the app closed its idle connection
+                                  return;
+                                }
+                                ReadHeader();
+                              });
 }
 
 void RequestReader::ReadHeader() {
-  session_.ArmTimer(session_.worker_.limits().header_timeout, RestSession::TimerRole::kHeader);
-  auto self = session_.shared_from_this();
-  ReadUntil(session_.socket_, session_.in_buffer_, *request_.parser, HeaderDone{},
-            [self](const error_code& ec, size_t) { self->reader_.OnHeader(ec); });
+  timers_.ArmPhase(context_.limits.header_timeout, SessionPhase::kHeader);
+  ReadUntil(app_.socket, app_.in_buffer, *request_.parser, HeaderDone{},
+            [self = owner_.Hold(), this](const error_code& ec, size_t) { OnHeader(ec); });
 }
 
 void RequestReader::OnHeader(const error_code& ec) {
-  RestSession& session = session_;
-  if (session.closed_) return;
-  session.CancelTimer();
+  if (app_.closed) return;
+  timers_.CancelPhase();
   HttpHead& head = request_.head;
   // The app's HTTP version, kept: the request goes on as HTTP/1.1 (BeginUpstream).
   request_.app_version = head.version == 10 ? 10 : 11;
-  RestWorker& worker = session.worker_;
-  const RestLimits& limits = worker.limits();
+  const RestLimits& limits = context_.limits;
   if (ec) {
     if (ec == http::error::end_of_stream || ec == boost::asio::error::eof ||
         ec == boost::asio::error::connection_reset || ec == boost::asio::error::operation_aborted) {
-      session.Close();  // the app went away between requests (or mid-headers)
+      owner_.Close();  // the app went away between requests (or mid-headers)
       return;
     }
-    session.request_active_ = true;
-    session.request_started_ = worker.loop().Now();
+    owner_.OnRequestHead();
     if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
-      session.LocalReply(431,
-                         absl::StrCat("request headers larger than rest.max_header_bytes (",
-                                      limits.max_header_bytes, " bytes)"),
-                         /*close=*/true);
+      owner_.LocalReply(431,
+                        absl::StrCat("request headers larger than rest.max_header_bytes (",
+                                     limits.max_header_bytes, " bytes)"),
+                        /*close=*/true, std::nullopt);
     } else if (ec == http::error::body_limit) {
-      session.LocalReply(413,
-                         absl::StrCat("request body larger than rest.max_body_bytes (",
-                                      limits.max_body_bytes, " bytes)"),
-                         /*close=*/true);
+      owner_.LocalReply(413,
+                        absl::StrCat("request body larger than rest.max_body_bytes (",
+                                     limits.max_body_bytes, " bytes)"),
+                        /*close=*/true, std::nullopt);
     } else {
-      worker.retry().protocol_errors->fetch_add(1, std::memory_order_relaxed);
-      session.LocalReply(400, absl::StrCat("malformed HTTP/1.1 request: ", ec.message()),
-                         /*close=*/true);
+      context_.retry.protocol_errors->fetch_add(1, std::memory_order_relaxed);
+      owner_.LocalReply(400, absl::StrCat("malformed HTTP/1.1 request: ", ec.message()),
+                        /*close=*/true, std::nullopt);
     }
     return;
   }
-  session.request_active_ = true;
-  session.request_started_ = worker.loop().Now();
-  if (worker.retry().calls_started != nullptr) {
-    worker.retry().calls_started->fetch_add(1, std::memory_order_relaxed);
+  owner_.OnRequestHead();
+  if (context_.retry.calls_started != nullptr) {
+    context_.retry.calls_started->fetch_add(1, std::memory_order_relaxed);
   }
-  if (!session.refuse_message_.empty()) {
-    session.LocalReply(503, session.refuse_message_, /*close=*/true);
+  if (!refuse_message_.empty()) {
+    owner_.LocalReply(503, refuse_message_, /*close=*/true, std::nullopt);
     return;
   }
   if (head.version != 11 && head.version != 10) {
     // "PRI * HTTP/2.0" (an HTTP/2 client with prior knowledge) lands here.
-    worker.retry().protocol_errors->fetch_add(1, std::memory_order_relaxed);
-    session.LocalReply(
+    context_.retry.protocol_errors->fetch_add(1, std::memory_order_relaxed);
+    owner_.LocalReply(
         400,
         absl::StrCat("qpoold's REST port (rest.listen) speaks HTTP/1.1, got HTTP/",
                      head.version / 10, ".", head.version % 10, "; gRPC goes to server.listen"),
-        /*close=*/true);
+        /*close=*/true, std::nullopt);
     return;
   }
   const size_t fields = head.fields.size();
   if (fields > limits.max_headers) {
-    session.LocalReply(
+    owner_.LocalReply(
         431,
         absl::StrCat("request has ", fields, " header fields, more than rest.max_headers (",
                      limits.max_headers, ")"),
-        /*close=*/true);
+        /*close=*/true, std::nullopt);
     return;
   }
   if (const std::optional<std::string_view> expect = head.fields.Get(http::field::expect)) {
     if (!boost::beast::iequals(BeastView(*expect), "100-continue")) {
-      session.LocalReply(417, absl::StrCat("unsupported Expect: ", std::string(*expect)), true);
+      owner_.LocalReply(417, absl::StrCat("unsupported Expect: ", std::string(*expect)),
+                        /*close=*/true, std::nullopt);
       return;
     }
     // qpoold answers 100 Continue itself when it is ready for the body; Qdrant gets the body
@@ -190,26 +184,22 @@ void RequestReader::OnHeader(const error_code& ec) {
   // The deadline: rest.request_timeout, or the request's own ?timeout= plus a second when that
   // asks Qdrant to work longer.
   Duration budget = limits.request_timeout;
-  session.callers_deadline_ = false;
+  bool callers = false;
   if (std::optional<Duration> asked = QueryTimeout(target);
       asked && budget > Duration::zero() && *asked + std::chrono::seconds(1) > budget) {
     budget = *asked + std::chrono::seconds(1);
-    session.callers_deadline_ = true;  // the app's own: a node that cannot be reached is waited for
+    callers = true;  // the app's own: a node that cannot be reached is waited for
   }
-  if (budget > Duration::zero()) {
-    session.deadline_ = worker.loop().Now() + budget;
-    session.deadline_budget_ = budget;
-    session.deadline_timer_.ArmAt(*session.deadline_, session);
-  }
+  timers_.StartDeadline(context_.loop.Now(), budget, callers);
   if (request_.parser->is_done()) {  // no body
     BeginUpstream();
     return;
   }
   // The body is kept whole for a retry or a hedge when it fits the replay limits (the same as a
   // gRPC call's: retry.replay_buffer_per_call, retry.replay_buffer_total).
-  const retry::ReplayLimits& replay = worker.retry().context->replay;
+  const retry::ReplayLimits& replay = context_.retry.context->replay;
   const auto length = request_.parser->content_length();
-  const int64_t held = ReplayBytesHeld(worker);
+  const int64_t held = ReplayBytesHeld(context_);
   std::optional<retry::ReplayLimit> refused;
   if (replay.per_call == 0 || (length && *length > replay.per_call)) {
     refused = retry::ReplayLimit::kPerCall;
@@ -221,31 +211,26 @@ void RequestReader::OnHeader(const error_code& ec) {
     return;
   }
   if (length) request_.body.reserve(*length);
-  ContinueThen([](RestSession& owner) { owner.reader_.ReadBodyIntoReplay(); });
+  ContinueThen([this] { ReadBodyIntoReplay(); });
 }
 
-void RequestReader::ContinueThen(void (*next)(RestSession&)) {
-  if (!request_.expect_continue || request_.continue_sent) {
-    next(session_);
-    return;
-  }
+void RequestReader::SendContinue(std::function<void()> next) {
   request_.continue_sent = true;
-  auto self = session_.shared_from_this();
-  boost::asio::async_write(session_.socket_,
-                           boost::asio::buffer(kContinue.data(), kContinue.size()),
-                           [self, next](const error_code& ec, size_t) {
-                             if (self->closed_) return;
-                             if (ec) {
-                               self->Close();
-                               return;
-                             }
-                             next(*self);
-                           });
+  boost::asio::async_write(
+      app_.socket, boost::asio::buffer(kContinue.data(), kContinue.size()),
+      [self = owner_.Hold(), this, next = std::move(next)](const error_code& ec, size_t) {
+        if (app_.closed) return;
+        if (ec) {
+          owner_.Close();
+          return;
+        }
+        next();
+      });
 }
 
 void RequestReader::StreamBody(retry::ReplayLimit limit) {
   request_.streaming = true;
-  if (retry::RetryEvents* events = session_.worker_.retry().context->events) {
+  if (retry::RetryEvents* events = context_.retry.context->events) {
     events->OnReplayRefused(limit);
   }
   BeginUpstream();
@@ -253,7 +238,7 @@ void RequestReader::StreamBody(retry::ReplayLimit limit) {
 
 void RequestReader::ReadBodyIntoReplay() {
   std::string& body_copy = request_.body;
-  const size_t per_call = session_.worker_.retry().context->replay.per_call;
+  const size_t per_call = context_.retry.context->replay.per_call;
   // One byte past the per-call limit tells a body that does not fit.
   const size_t room = per_call + 1 - std::min(body_copy.size(), per_call);
   const size_t chunk = std::min(kChunkBytes, room);
@@ -262,58 +247,55 @@ void RequestReader::ReadBodyIntoReplay() {
   auto& body = request_.parser->body();
   body.data = body_copy.data() + old_size;
   body.size = chunk;
-  session_.ArmTimer(session_.worker_.limits().keepalive_timeout, RestSession::TimerRole::kBody);
-  auto self = session_.shared_from_this();
-  ReadUntil(session_.socket_, session_.in_buffer_, *request_.parser, MessageDone{},
-            [self, old_size, chunk](error_code ec, size_t) {
-              if (self->closed_) return;
-              self->CancelTimer();
-              RequestReader& reader = self->reader_;
-              RestRequest& request = reader.request_;
+  timers_.ArmPhase(context_.limits.keepalive_timeout, SessionPhase::kBody);
+  ReadUntil(app_.socket, app_.in_buffer, *request_.parser, MessageDone{},
+            [self = owner_.Hold(), this, old_size, chunk](error_code ec, size_t) {
+              if (app_.closed) return;
+              timers_.CancelPhase();
+              RestRequest& request = request_;
               request.body.resize(old_size + chunk - request.parser->body().size);
               if (ec == http::error::need_buffer) ec = {};
               if (ec == http::error::body_limit) {
-                self->LocalReply(413,
-                                 absl::StrCat("request body larger than rest.max_body_bytes (",
-                                              self->worker_.limits().max_body_bytes, " bytes)"),
-                                 /*close=*/true);
+                owner_.LocalReply(413,
+                                  absl::StrCat("request body larger than rest.max_body_bytes (",
+                                               context_.limits.max_body_bytes, " bytes)"),
+                                  /*close=*/true, std::nullopt);
                 return;
               }
               if (ec == http::error::buffer_overflow) {
                 // Only a chunked body's trailer section fills the buffer: it is parsed whole.
-                self->LocalReply(431,
-                                 absl::StrCat("request trailer fields larger than "
-                                              "rest.max_header_bytes (",
-                                              self->worker_.limits().max_header_bytes, " bytes)"),
-                                 /*close=*/true);
+                owner_.LocalReply(431,
+                                  absl::StrCat("request trailer fields larger than "
+                                               "rest.max_header_bytes (",
+                                               context_.limits.max_header_bytes, " bytes)"),
+                                  /*close=*/true, std::nullopt);
                 return;
               }
               if (ec) {
-                self->Close();  // the app went away, or sent a broken body
+                owner_.Close();  // the app went away, or sent a broken body
                 return;
               }
               const int64_t added = static_cast<int64_t>(request.body.size() - old_size);
-              const retry::ReplayLimits& replay = self->worker_.retry().context->replay;
+              const retry::ReplayLimits& replay = context_.retry.context->replay;
               request.replay_held += added;
               if (replay.total_bytes != nullptr) {
                 replay.total_bytes->fetch_add(added, std::memory_order_relaxed);
               }
               if (request.parser->is_done()) {
-                reader.BeginUpstream();
+                BeginUpstream();
               } else if (request.body.size() > replay.per_call) {
-                reader.StreamBody(
-                    retry::ReplayLimit::kPerCall);  // what was read goes first, the rest streams
-              } else if (request.replay_held + ReplayBytesHeld(self->worker_) > replay.total) {
-                reader.StreamBody(retry::ReplayLimit::kTotal);
+                StreamBody(retry::ReplayLimit::kPerCall);  // what was read goes first, the rest
+                                                           // streams
+              } else if (request.replay_held + ReplayBytesHeld(context_) > replay.total) {
+                StreamBody(retry::ReplayLimit::kTotal);
               } else {
-                reader.ReadBodyIntoReplay();
+                ReadBodyIntoReplay();
               }
             });
 }
 
 void RequestReader::BeginUpstream() {
-  RestWorker& worker = session_.worker_;
-  const retry::MethodClassifier& classifier = worker.retry().context->classifier;
+  const retry::MethodClassifier& classifier = context_.retry.context->classifier;
   RestRequest& request = request_;
   if (!request.streaming) {
     const std::string_view encoding =
@@ -328,7 +310,7 @@ void RequestReader::BeginUpstream() {
   // when qpoold holds the whole body, chunked when it streams one of unknown length; qpoold's
   // API key, set once here, so every attempt of the request carries the key it started with.
   HttpHead& head = request.head;
-  SetApiKey(worker.host(), request.route, head.fields);
+  SetApiKey(context_.host, request.route, head.fields);
   const auto length = request.parser->content_length();
   const bool chunked = request.parser->chunked();
   const bool te_trailers = StripHopByHop(head.fields);
@@ -352,13 +334,13 @@ void RequestReader::BeginUpstream() {
   } else if (length) {
     head.SetContentLength(*length);
   }
-  session_.attempts_.Begin(session_.deadline_, session_.callers_deadline_, request.retry_class,
-                           /*replayable=*/!request.streaming);
+  attempts_.Begin(timers_.deadline(), timers_.callers_deadline(), request.retry_class,
+                  /*replayable=*/!request.streaming);
 }
 
 void RequestReader::ReleaseReplay() {
   if (request_.replay_held == 0) return;
-  if (std::atomic<int64_t>* total = session_.worker_.retry().context->replay.total_bytes) {
+  if (std::atomic<int64_t>* total = context_.retry.context->replay.total_bytes) {
     total->fetch_sub(request_.replay_held, std::memory_order_relaxed);
   }
   request_.replay_held = 0;

@@ -6,7 +6,7 @@
 // (hop-by-hop fields, framing, qpoold's API key) before RestAttempts::Begin starts the first
 // exchange.
 //
-//   RequestReader reader(session);
+//   RequestReader reader(owner, app, timers, attempts, context);
 //   reader.ReadNext();   // -> RestAttempts::Begin (the request goes upstream) or a local reply
 //   reader.request();    // what the exchanges write upstream and the answer's framing reads
 //
@@ -14,24 +14,34 @@
 // (rest_exchange.h) writes its head, body and trailers upstream, the answer (answer_writer.h)
 // takes the app's HTTP version and keep-alive from it.
 //
-// Ownership: part of a RestSession (by value); works on the session's socket, read buffer, timer
-// and deadline, and answers through its LocalReply. Thread-safety: none; the session's thread.
+// What it asks of its session (RequestReaderOwner): a reference for a pending operation, notice
+// that a request became active, qpoold's own answer and the close. It reads on the session's
+// app connection (AppConnection), arms its phase timer and starts its deadline (SessionTimers),
+// and hands a request read to its RestAttempts; all are passed in at construction.
+//
+// Ownership: part of a RestSession (by value). Thread-safety: none; the session's thread.
 #ifndef QPOOL_DAEMON_REST_REQUEST_READER_H_
 #define QPOOL_DAEMON_REST_REQUEST_READER_H_
 
 #include <boost/system/error_code.hpp>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "daemon/common/qdrant_methods.h"
+#include "daemon/rest/app_connection.h"
 #include "daemon/rest/http_util.h"
+#include "daemon/rest/session_context.h"
+#include "daemon/rest/session_timers.h"
 #include "daemon/retry/method_class.h"
 #include "daemon/retry/retry_context.h"
 
 namespace qpool::rest {
 
-class RestSession;
+class RestAttempts;
 
 // The request in flight, from its head to the end of its answer (reset by RequestReader::ReadNext).
 struct RestRequest {
@@ -59,9 +69,29 @@ struct RestRequest {
   bool head_only = false;     // a HEAD request: the answer has no body
 };
 
+// What a RequestReader asks of its session.
+class RequestReaderOwner {
+ public:
+  // A reference that keeps the session (and the reader) alive while a read or write is pending.
+  virtual std::shared_ptr<void> Hold() = 0;
+  // A request's head arrived, or failed to: the request is active (counted, timed) from now on.
+  virtual void OnRequestHead() = 0;
+  // qpoold's own answer to the request (RestSession::LocalReply); `close`: the connection closes
+  // after it.
+  virtual void LocalReply(unsigned status, const std::string& message, bool close,
+                          std::optional<int> retry_after_seconds) = 0;
+  // The app went away, or its input cannot go on: the connection closes now.
+  virtual void Close() = 0;
+
+ protected:
+  ~RequestReaderOwner() = default;
+};
+
 class RequestReader {
  public:
-  explicit RequestReader(RestSession& session) : session_(session) {}
+  RequestReader(RequestReaderOwner& owner, AppConnection& app, SessionTimers& timers,
+                RestAttempts& attempts, const RestSessionContext& context)
+      : owner_(owner), app_(app), timers_(timers), attempts_(attempts), context_(context) {}
   RequestReader(const RequestReader&) = delete;
   RequestReader& operator=(const RequestReader&) = delete;
 
@@ -71,13 +101,25 @@ class RequestReader {
   // Forgets the previous request and reads the next: from the read buffer when it is pipelined
   // there, else after an idle wait (rest.keepalive_timeout, then the connection closes).
   void ReadNext();
-  // Sends "100 Continue" once when the app asked for it, then runs next(session).
-  void ContinueThen(void (*next)(RestSession&));
+  // Sends "100 Continue" once when the app asked for it, then runs next() (at once when it is
+  // not to be sent).
+  template <class Next>
+  void ContinueThen(Next&& next) {
+    if (!request_.expect_continue || request_.continue_sent) {
+      next();
+      return;
+    }
+    SendContinue(std::forward<Next>(next));
+  }
+  // Every request is answered 503 `message`, and the connection closes
+  // (server.max_client_connections, or qpoold shutting down).
+  void Refuse(std::string message) { refuse_message_ = std::move(message); }
   // Uncounts the replay copy from the process's replay bytes (the request is over, or its body
   // streams on). Idempotent.
   void ReleaseReplay();
 
  private:
+  void SendContinue(std::function<void()> next);
   void ReadHeader();
   void OnHeader(const boost::system::error_code& ec);
   void ReadBodyIntoReplay();
@@ -87,8 +129,13 @@ class RequestReader {
   // The head as Qdrant gets it, the retry class, then RestAttempts::Begin.
   void BeginUpstream();
 
-  RestSession& session_;
+  RequestReaderOwner& owner_;
+  AppConnection& app_;
+  SessionTimers& timers_;
+  RestAttempts& attempts_;
+  const RestSessionContext& context_;
   RestRequest request_;
+  std::string refuse_message_;  // non-empty: answer 503 with it, then close
 };
 
 }  // namespace qpool::rest

@@ -13,8 +13,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "daemon/rest/rest_worker.h"
-#include "daemon/rest/session.h"
+#include "daemon/rest/rest_attempts.h"
 
 namespace qpool::rest {
 namespace {
@@ -37,8 +36,7 @@ bool PeerClosed(tcp::socket& socket) {
 }  // namespace
 
 void RestExchange::Start(size_t node) {
-  RestSession& session = session_;
-  const RestRequest& request = session.reader_.request();
+  const RestRequest& request = parts_.reader.request();
   node_ = node;
   generation_++;
   // The previous try's io when no operation of it is pending any more (its buffers are reused),
@@ -51,11 +49,11 @@ void RestExchange::Start(size_t node) {
   io_->tail_written = false;
   if (request.streaming) {
     io_->request.emplace(ToBeastRequest(request.head));
-    io_->request->set(http::field::host, session.worker_.node_name(node_));
+    io_->request->set(http::field::host, parts_.context.node_name(node_));
   } else {
     io_->request.reset();
   }
-  pool::NodePool& pool = session.worker_.pool(node_);
+  pool::NodePool& pool = parts_.context.pool(node_);
   const pool::NodePool::AcquireResult result = pool.Acquire(*this);
   switch (result.outcome) {
     case pool::NodePool::AcquireOutcome::kReady:
@@ -76,12 +74,12 @@ void RestExchange::OnAcquireFailed(const absl::Status& status) { OnRefused(statu
 
 void RestExchange::OnRefused(const absl::Status& status) {
   queued_on_ = nullptr;
-  if (session_.closed_) return;
+  if (parts_.app.closed) return;
   // Nothing was sent. A node that cannot be reached at all is tried again (another one, or this
   // one after a backoff) within max_attempts or the deadline; any other refusal is answered.
   const bool unreachable =
-      status.code() == absl::StatusCode::kUnavailable && !session_.worker_.pool(node_).usable();
-  session_.attempts_.OnNotStarted(slot_, static_cast<int>(node_), status, unreachable);
+      status.code() == absl::StatusCode::kUnavailable && !parts_.context.pool(node_).usable();
+  parts_.attempts.OnNotStarted(slot_, static_cast<int>(node_), status, unreachable);
 }
 
 void RestExchange::OnReady(pool::PoolConnection* conn) {
@@ -89,54 +87,52 @@ void RestExchange::OnReady(pool::PoolConnection* conn) {
   auto* connection = static_cast<RestUpstreamConnection*>(conn);
   upstream_ = connection->shared_from_this();
   upstream_->BeginExchange();
-  RestSession& session = session_;
-  if (session.closed_) {
+  if (parts_.app.closed) {
     End(/*reusable=*/true, /*failed=*/false);
     return;
   }
-  session.attempts_.OnSent(slot_, static_cast<int>(node_));
-  const RestRequest& request = session.reader_.request();
+  parts_.attempts.OnSent(slot_, static_cast<int>(node_));
+  const RestRequest& request = parts_.reader.request();
   if (request.OnceOnly() && upstream_->exchanges() > 1 && PeerClosed(upstream_->socket())) {
     // The node closed this idle connection (or went away) before the request was written: nothing
     // was sent, the request goes again.
-    const std::string message = absl::StrCat("REST node ", session.worker_.node_name(node_),
+    const std::string message = absl::StrCat("REST node ", parts_.context.node_name(node_),
                                              " had closed the idle connection");
     End(false, true);
-    session.attempts_.OnLost(slot_, /*never_reached=*/true, message);
+    parts_.attempts.OnLost(slot_, /*never_reached=*/true, message);
     return;
   }
   if (request.streaming && request.expect_continue) {
-    // A streamed body is one exchange, in slot 0.
-    session.reader_.ContinueThen([](RestSession& owner) { owner.exchanges_[0].WriteRequest(); });
+    // A streamed body is one exchange, in slot 0: this one.
+    parts_.reader.ContinueThen([this] { WriteRequest(); });
     return;
   }
   WriteRequest();
 }
 
 void RestExchange::WriteRequest() {
-  RestSession& session = session_;
-  if (session.closed_ || upstream_ == nullptr) return;
-  RestRequest& request = session.reader_.request();
+  if (parts_.app.closed || upstream_ == nullptr) return;
+  RestRequest& request = parts_.reader.request();
   Io& io = *io_;
   const uint64_t generation = ++generation_;
-  auto self = session.shared_from_this();
-  auto on_written = [self, this, generation, io = io_, conn = upstream_](error_code ec, size_t) {
-    if (generation != generation_ || self->closed_) return;
+  auto on_written = [self = owner_.Hold(), this, generation, io = io_, conn = upstream_](
+                        error_code ec, size_t) {
+    if (generation != generation_ || parts_.app.closed) return;
     if (ec == http::error::need_buffer) ec = {};
     if (ec) {
       // Nothing of an answer yet: on a reused connection the server had closed it idle.
       const bool never_reached = upstream_->exchanges() > 1;
       const std::string message =
-          absl::StrCat("lost the connection to REST node ", self->worker_.node_name(node_),
+          absl::StrCat("lost the connection to REST node ", parts_.context.node_name(node_),
                        " while sending the request: ", ec.message());
       End(false, true);
-      self->attempts_.OnLost(slot_, never_reached, message);
+      parts_.attempts.OnLost(slot_, never_reached, message);
       return;
     }
-    if (self->reader_.request().streaming) {
+    if (parts_.reader.request().streaming) {
       // Sent: the rest of the body reuses the buffer chunk by chunk.
-      self->reader_.request().body.clear();
-      self->reader_.ReleaseReplay();
+      parts_.reader.request().body.clear();
+      parts_.reader.ReleaseReplay();
       if (!io->serializer->is_done()) {
         RelayRequestChunk();
         return;
@@ -149,7 +145,7 @@ void RestExchange::WriteRequest() {
     // The whole request is here (framed by its Content-Length, or bodiless): its head (with this
     // node's Host in place of the app's, the request itself untouched) and body in one send. A
     // retry or a hedge writes the same request again.
-    SerializeRequestHead(request.head, io.head, session.worker_.node_name(node_));
+    SerializeRequestHead(request.head, io.head, parts_.context.node_name(node_));
     if (!request.tail.empty()) {
       // Trailer fields: the body as one chunk, then the last chunk with them.
       if (!body.empty()) AppendChunkHeader(body.size(), io.head);
@@ -187,34 +183,33 @@ void RestExchange::WriteRequest() {
 }
 
 void RestExchange::RelayRequestChunk() {
-  RestSession& session = session_;
-  RestRequest& request = session.reader_.request();
+  RestRequest& request = parts_.reader.request();
   request.body.resize(kChunkBytes);
   auto& body = request.parser->body();
   body.data = request.body.data();
   body.size = kChunkBytes;
-  session.ArmTimer(session.worker_.limits().keepalive_timeout, RestSession::TimerRole::kBody);
+  parts_.timers.ArmPhase(parts_.context.limits.keepalive_timeout, SessionPhase::kBody);
   const uint64_t generation = generation_;
-  auto self = session.shared_from_this();
+  auto self = owner_.Hold();
   http::async_read(
-      session.socket_, session.in_buffer_, *request.parser,
+      parts_.app.socket, parts_.app.in_buffer, *request.parser,
       [self, this, generation](error_code ec, size_t) {
-        if (generation != generation_ || self->closed_) return;
-        self->CancelTimer();
+        if (generation != generation_ || parts_.app.closed) return;
+        parts_.timers.CancelPhase();
         if (ec == http::error::need_buffer) ec = {};
         if (ec) {
-          self->EndUpstream(/*failed=*/false);  // Qdrant has half a request: that connection goes
+          owner_.EndUpstream(/*failed=*/false);  // Qdrant has half a request: that connection goes
           if (ec == http::error::body_limit) {
-            self->LocalReply(413,
-                             absl::StrCat("request body larger than rest.max_body_bytes (",
-                                          self->worker_.limits().max_body_bytes, " bytes)"),
-                             /*close=*/true);
+            owner_.LocalReply(413,
+                              absl::StrCat("request body larger than rest.max_body_bytes (",
+                                           parts_.context.limits.max_body_bytes, " bytes)"),
+                              /*close=*/true, std::nullopt);
           } else {
-            self->Close();
+            owner_.Close();
           }
           return;
         }
-        RestRequest& request = self->reader_.request();
+        RestRequest& request = parts_.reader.request();
         const size_t got = kChunkBytes - request.parser->body().size;
         if (request.parser->is_done() && request.head.has_trailers) {
           WriteRequestTail(got);
@@ -228,18 +223,18 @@ void RestExchange::RelayRequestChunk() {
         http::async_write(
             upstream_->stream(), *io_->serializer,
             [self, this, generation, io = io_, conn = upstream_](error_code ec, size_t) {
-              if (generation != generation_ || self->closed_) return;
+              if (generation != generation_ || parts_.app.closed) return;
               if (ec == http::error::need_buffer) ec = {};
               if (ec) {
                 const std::string message = absl::StrCat(
-                    "lost the connection to REST node ", self->worker_.node_name(node_),
+                    "lost the connection to REST node ", parts_.context.node_name(node_),
                     " while sending the request body: ", ec.message());
-                self->EndUpstream(/*failed=*/true);
-                self->LocalReply(502, message, /*close=*/true);
+                owner_.EndUpstream(/*failed=*/true);
+                owner_.LocalReply(502, message, /*close=*/true, std::nullopt);
                 return;
               }
               if (io->serializer->is_done()) {
-                std::string& body = self->reader_.request().body;
+                std::string& body = parts_.reader.request().body;
                 body.clear();
                 body.shrink_to_fit();
                 ReadResponseHeader();
@@ -251,8 +246,7 @@ void RestExchange::RelayRequestChunk() {
 }
 
 void RestExchange::WriteRequestTail(size_t got) {
-  RestSession& session = session_;
-  RestRequest& request = session.reader_.request();
+  RestRequest& request = parts_.reader.request();
   Io& io = *io_;
   io.head.clear();  // a streamed request's head went out with its serializer: free for this
   request.tail.clear();
@@ -265,21 +259,20 @@ void RestExchange::WriteRequestTail(size_t got) {
       boost::asio::buffer(io.head), boost::asio::buffer(request.body.data(), got),
       boost::asio::buffer(request.tail)};
   const uint64_t generation = generation_;
-  auto self = session.shared_from_this();
   boost::asio::async_write(
       upstream_->stream(), buffers,
-      [self, this, generation, io = io_, conn = upstream_](error_code ec, size_t) {
-        if (generation != generation_ || self->closed_) return;
+      [self = owner_.Hold(), this, generation, io = io_, conn = upstream_](error_code ec, size_t) {
+        if (generation != generation_ || parts_.app.closed) return;
         if (ec) {
           const std::string message =
-              absl::StrCat("lost the connection to REST node ", self->worker_.node_name(node_),
+              absl::StrCat("lost the connection to REST node ", parts_.context.node_name(node_),
                            " while sending the request body: ", ec.message());
-          self->EndUpstream(/*failed=*/true);
-          self->LocalReply(502, message, /*close=*/true);
+          owner_.EndUpstream(/*failed=*/true);
+          owner_.LocalReply(502, message, /*close=*/true, std::nullopt);
           return;
         }
         io->tail_written = true;
-        std::string& body = self->reader_.request().body;
+        std::string& body = parts_.reader.request().body;
         body.clear();
         body.shrink_to_fit();
         ReadResponseHeader();
@@ -292,12 +285,11 @@ void RestExchange::ReadResponseHeader() {
   io.response->header_limit(kMaxResponseHeaderBytes);
   // Streamed through, never held whole: no limit.
   io.response->body_limit(std::numeric_limits<std::uint64_t>::max());
-  if (session_.reader_.request().head_only) io.response->skip(true);
+  if (parts_.reader.request().head_only) io.response->skip(true);
   const uint64_t generation = generation_;
-  auto self = session_.shared_from_this();
-  auto on_header = [self, this, generation, io = io_, conn = upstream_](const error_code& ec,
-                                                                        size_t) {
-    if (generation != generation_ || self->closed_) return;
+  auto on_header = [self = owner_.Hold(), this, generation, io = io_, conn = upstream_](
+                       const error_code& ec, size_t) {
+    if (generation != generation_ || parts_.app.closed) return;
     OnResponseHeader(ec);
   };
   if (!upstream_->cleartext()) {
@@ -313,8 +305,8 @@ void RestExchange::ReadResponseHeader() {
   ReadUntil(upstream_->reader(), *io.response, HeaderDone{},
             [this, on_header = std::move(on_header)](const error_code& ec, size_t) mutable {
               if (head_read_inline_) {
-                boost::asio::post(session_.worker_.io(), [on_header = std::move(on_header),
-                                                          ec]() mutable { on_header(ec, 0); });
+                boost::asio::post(parts_.context.io, [on_header = std::move(on_header),
+                                                      ec]() mutable { on_header(ec, 0); });
                 return;
               }
               on_header(ec, 0);
@@ -323,7 +315,6 @@ void RestExchange::ReadResponseHeader() {
 }
 
 void RestExchange::OnResponseHeader(const error_code& ec) {
-  RestSession& session = session_;
   ResponseParser& parser = *io_->response;
   if (ec) {
     // Closed before any byte of the answer on a connection that carried a request before: the
@@ -337,21 +328,21 @@ void RestExchange::OnResponseHeader(const error_code& ec) {
     // the node may have taken it before it closed (it crashed or was killed while working on
     // it), so it is not replayed.
     const bool never_reached =
-        nothing && upstream_->exchanges() > 1 && !session.reader_.request().OnceOnly();
+        nothing && upstream_->exchanges() > 1 && !parts_.reader.request().OnceOnly();
     const std::string message =
-        absl::StrCat("REST node ", session.worker_.node_name(node_),
+        absl::StrCat("REST node ", parts_.context.node_name(node_),
                      " closed the connection before answering: ", ec.message());
     End(false, true);
-    session.attempts_.OnLost(slot_, never_reached, message);
+    parts_.attempts.OnLost(slot_, never_reached, message);
     return;
   }
   const HttpHead& response = parser.head();
   const unsigned status = response.status;
   if (status >= 100 && status < 200) {
     if (status == 101) {  // no protocol switch through qpoold
-      session.EndUpstream(/*failed=*/true);
-      session.LocalReply(502, "REST node switched protocols (101); qpoold does not pass upgrades",
-                         true);
+      owner_.EndUpstream(/*failed=*/true);
+      owner_.LocalReply(502, "REST node switched protocols (101); qpoold does not pass upgrades",
+                        /*close=*/true, std::nullopt);
       return;
     }
     ReadResponseHeader();  // an interim answer: the final one follows
@@ -365,11 +356,11 @@ void RestExchange::OnResponseHeader(const error_code& ec) {
     }
   }
   // Forwarded (ForwardAnswer), held for a retry, or dropped (the exchange lost a race).
-  session.attempts_.OnAnswerHead(slot_, status, retry_after);
+  parts_.attempts.OnAnswerHead(slot_, status, retry_after);
 }
 
 bool RestExchange::RequestSent() const {
-  return !session_.reader_.request().streaming || io_->tail_written ||
+  return !parts_.reader.request().streaming || io_->tail_written ||
          (io_->serializer && io_->serializer->is_done());
 }
 

@@ -14,6 +14,12 @@
 // exchange ended with an operation pending can start another try at once; the handlers of an
 // ended try see another generation() and do nothing.
 //
+// What it asks of its session (RestExchangeOwner): a reference for a pending operation, and, when
+// the request cannot go on, the end of upstream, qpoold's own answer or the close. It reads a
+// streamed body on the session's app connection (AppConnection, under the phase timer of
+// SessionTimers), takes the request from the RequestReader, reports to RestAttempts, and gets its
+// pools and node names from the RestSessionContext; all are passed in at construction.
+//
 // Ownership: part of a RestSession (two, by value); holds its connection (shared with the pool)
 // from the pool's grant to End. Thread-safety: none; the session's thread.
 #ifndef QPOOL_DAEMON_REST_REST_EXCHANGE_H_
@@ -30,20 +36,51 @@
 
 #include "absl/status/status.h"
 #include "daemon/pool/node_pool.h"
+#include "daemon/rest/app_connection.h"
 #include "daemon/rest/fast_io.h"
 #include "daemon/rest/http_util.h"
+#include "daemon/rest/request_reader.h"
+#include "daemon/rest/session_context.h"
+#include "daemon/rest/session_timers.h"
 #include "daemon/rest/upstream.h"
 #include "daemon/rest/upstream_stream.h"
 
 namespace qpool::rest {
 
-class RestSession;
+class RestAttempts;
+
+// What a RestExchange asks of its session.
+class RestExchangeOwner {
+ public:
+  // A reference that keeps the session (and the exchange) alive while a read or write is pending.
+  virtual std::shared_ptr<void> Hold() = 0;
+  // Ends the request's exchanges and attempts (RestSession::EndUpstream).
+  virtual void EndUpstream(bool failed) = 0;
+  // qpoold's own answer to the request; `close`: the connection closes after it.
+  virtual void LocalReply(unsigned status, const std::string& message, bool close,
+                          std::optional<int> retry_after_seconds) = 0;
+  // The app connection closes now.
+  virtual void Close() = 0;
+
+ protected:
+  ~RestExchangeOwner() = default;
+};
+
+// The parts of its session an exchange works with, besides its owner.
+struct RestExchangeParts {
+  AppConnection& app;
+  RequestReader& reader;  // the request in flight; 100 Continue
+  SessionTimers& timers;  // the phase timer, while a streamed body is read
+  RestAttempts& attempts;
+  const RestSessionContext& context;
+};
 
 class RestExchange final : public pool::StreamWaiter {
  public:
   using ResponseParser = HeadParser</*kIsRequest=*/false>;
 
-  RestExchange(RestSession& session, int slot) : slot_(slot), session_(session) {}
+  RestExchange(RestExchangeOwner& owner, const RestExchangeParts& parts, int slot)
+      : slot_(slot), owner_(owner), parts_(parts) {}
 
   // pool::StreamWaiter: the pool's grant or refusal of a connection.
   void OnStreamReady(pool::PoolConnection* conn) override;
@@ -101,7 +138,8 @@ class RestExchange final : public pool::StreamWaiter {
   void OnResponseHeader(const boost::system::error_code& ec);
 
   const int slot_;
-  RestSession& session_;
+  RestExchangeOwner& owner_;
+  const RestExchangeParts parts_;
   size_t node_ = 0;
   pool::NodePool* queued_on_ = nullptr;
   std::shared_ptr<RestUpstreamConnection> upstream_;

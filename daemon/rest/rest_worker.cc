@@ -89,12 +89,16 @@ RestWorker::RestWorker(const config::Config& config, uint32_t index, uint32_t co
       count_(count),
       io_(io),
       loop_(loop),
-      random_(random),
       host_(host),
       balancer_(balancer),
       retry_(retry),
       metrics_(metrics),
-      pools_(std::make_unique<PoolParts>(*this), pending_budget, loop, random) {
+      pools_(std::make_unique<PoolParts>(*this), pending_budget, loop, random),
+      context_{io,       loop,
+               random,   host,
+               balancer, pools_,
+               retry_,   limits_,
+               metrics,  [this](RestSession* session) { OnSessionClosed(session); }} {
   SetLimits(config.rest);
   pools_.Apply(table);
 }
@@ -120,7 +124,7 @@ RestWorker::~RestWorker() { Stop(); }
 void RestWorker::Start() { pools_.Start(); }
 
 void RestWorker::Adopt(boost::asio::ip::tcp::socket socket, bool refuse) {
-  auto session = std::make_shared<RestSession>(*this, std::move(socket));
+  auto session = std::make_shared<RestSession>(context_, std::move(socket));
   sessions_.emplace(session.get(), session);
   if (refuse) {
     session->Refuse(absl::StrCat("qpool: server.max_client_connections (",
@@ -145,7 +149,7 @@ void RestWorker::Stop() {
   stopped_ = true;
   std::vector<std::shared_ptr<RestSession>> sessions;
   for (auto& [ptr, session] : sessions_) sessions.push_back(session);
-  for (auto& session : sessions) session->Abort();
+  for (auto& session : sessions) session->Close();
   pools_.Shutdown();
 }
 

@@ -3,7 +3,8 @@
 // handed. It runs on the worker's io_context and thread, and shares with the worker's gRPC side
 // what both protocols share: the balancer (pool::Balancer: health verdicts, ejection, picks,
 // passive health), the retry budgets per node, the API keys and the process-wide counters
-// (RestHost).
+// (RestHost). Its sessions see none of it but a RestSessionContext (session_context.h): what a
+// session uses of its worker.
 //
 //   RestWorker rest(config, index, count, io, loop, random, pending_budget, host, balancer, retry,
 //                   metrics, table);
@@ -14,7 +15,6 @@
 #ifndef QPOOL_DAEMON_REST_REST_WORKER_H_
 #define QPOOL_DAEMON_REST_REST_WORKER_H_
 
-#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <cstdint>
@@ -31,32 +31,12 @@
 #include "daemon/pool/balancer.h"
 #include "daemon/pool/slot_pools.h"
 #include "daemon/rest/rest_host.h"
+#include "daemon/rest/session_context.h"
 #include "daemon/retry/retry_context.h"
 
 namespace qpool::rest {
 
 class RestSession;
-
-// What REST requests share with the worker's gRPC calls (docs/retries.md): the retry context (one
-// policy, one classifier, one budget per node, the replay limits, where retry events go) and the
-// process-wide counters.
-struct RestRetryContext {
-  retry::RetryContext* context = nullptr;
-  std::atomic<uint64_t>* local_replies = nullptr;
-  std::atomic<uint64_t>* protocol_errors = nullptr;
-  // qpool_calls_started_total: REST requests whose headers arrived count with gRPC calls.
-  std::atomic<uint64_t>* calls_started = nullptr;
-};
-
-// The app-side limits of rest.* in the units the sessions use.
-struct RestLimits {
-  uint32_t max_header_bytes = 64 << 10;
-  uint32_t max_headers = 100;
-  uint64_t max_body_bytes = 32 << 20;
-  Duration header_timeout = std::chrono::seconds(10);
-  Duration keepalive_timeout = std::chrono::seconds(60);
-  Duration request_timeout = std::chrono::seconds(60);  // zero: none
-};
 
 class RestWorker {
  public:
@@ -92,45 +72,30 @@ class RestWorker {
   // others). `config` and `table` must outlive the RestWorker or the next Reconfigure.
   void Reconfigure(const config::Config& config, const config::NodeTable* table);
   bool idle() const { return sessions_.empty(); }
-  bool draining() const { return draining_; }
 
   // The REST pools, by node slot (DrainedSlots, gauges, TLS recycling: pool::SlotPools).
   pool::SlotPools& slot_pools() { return pools_; }
   const pool::SlotPools& slot_pools() const { return pools_; }
-  // The REST pool of node slot `node` (by slot; null entries in pools() for slots without one).
-  pool::NodePool& pool(size_t node) { return *pools_.pool(node); }
-  const std::vector<pool::NodePool*>& pools() const { return pools_.pools(); }
-  // "host:port" of node `i`'s REST endpoint, for Host and messages.
-  const std::string& node_name(size_t i) const { return pools_.endpoint_name(i); }
-  const RestLimits& limits() const { return limits_; }
-  RestHost& host() { return host_; }
-  pool::Balancer& balancer() { return balancer_; }
-  RestRetryContext& retry() { return retry_; }
-  EventLoop& loop() { return loop_; }
-  Random& random() { return random_; }
-  boost::asio::io_context& io() { return io_; }
-  metrics::WorkerMetrics& metrics() { return metrics_; }
-  const config::Config& config() const { return *config_; }
-  // A session ended; it is freed on a later turn.
-  void OnSessionClosed(RestSession* session);
 
  private:
   class PoolParts;
   class PoolObserver;
   void SetLimits(const config::RestConfig& rest);
+  // A session ended (RestSessionContext::on_closed); it is freed on a later turn.
+  void OnSessionClosed(RestSession* session);
 
   const config::Config* config_;
   uint32_t index_;
   uint32_t count_;
   boost::asio::io_context& io_;
   EventLoop& loop_;
-  Random& random_;
   RestHost& host_;
   pool::Balancer& balancer_;
   RestRetryContext retry_;
   metrics::WorkerMetrics& metrics_;
   RestLimits limits_;
-  pool::SlotPools pools_;  // its parts read the members above
+  pool::SlotPools pools_;             // its parts read the members above
+  const RestSessionContext context_;  // the sessions' view of the members above
   std::unordered_map<RestSession*, std::shared_ptr<RestSession>> sessions_;
   bool draining_ = false;
   bool stopped_ = false;

@@ -6,7 +6,6 @@
 #include "absl/strings/str_cat.h"
 #include "daemon/common/access_log.h"
 #include "daemon/metrics/method_class.h"
-#include "daemon/rest/rest_worker.h"
 #include "spdlog/spdlog.h"
 
 namespace qpool::rest {
@@ -44,62 +43,62 @@ void LogAccess(const RestRequest& request, const RestAttempts& attempts, const s
 
 }  // namespace
 
-RestSession::RestSession(RestWorker& worker, tcp::socket socket)
-    : worker_(worker),
-      socket_(std::move(socket)),
-      in_buffer_(worker.limits().max_header_bytes + kChunkBytes),
-      timer_(worker.io(),
-             [this] {
-               if (!closed_) OnTimer(timer_role_);
-             }),
-      deadline_timer_(worker.io(), [this] { OnDeadline(); }),
-      reader_(*this),
-      answer_(*this),
-      attempts_(*worker.retry().context, worker.loop(), worker.random(), *this) {}
+RestSession::RestSession(const RestSessionContext& context, tcp::socket socket)
+    : context_(context),
+      app_(std::move(socket), context.limits.max_header_bytes),
+      timers_(context.io, *this),
+      reader_(*this, app_, timers_, attempts_, context),
+      answer_(*this, app_, reader_.request(), context.balancer),
+      attempts_(*context.retry.context, context.loop, context.random, *this) {}
 
 RestSession::~RestSession() { reader_.ReleaseReplay(); }
 
 void RestSession::Start() {
   error_code ignored;
-  socket_.set_option(tcp::no_delay(true), ignored);
-  socket_.non_blocking(true, ignored);  // fast_io's writes: a full socket returns, never blocks
+  app_.socket.set_option(tcp::no_delay(true), ignored);
+  app_.socket.non_blocking(true, ignored);  // fast_io's writes: a full socket returns, never blocks
   ReadRequest();
 }
 
 void RestSession::Refuse(std::string message) {
-  refuse_message_ = std::move(message);
+  reader_.Refuse(std::move(message));
   error_code ignored;
-  socket_.non_blocking(true, ignored);
+  app_.socket.non_blocking(true, ignored);
   ReadRequest();
 }
 
 void RestSession::BeginDrain() {
-  draining_ = true;
+  app_.draining = true;
   if (!request_active_) Close();
 }
 
-void RestSession::Abort() { Close(); }
+std::shared_ptr<void> RestSession::Hold() { return shared_from_this(); }
 
 void RestSession::ReadRequest() {
-  if (closed_) return;
-  if (draining_) {
+  if (app_.closed) return;
+  if (app_.draining) {
     Close();
     return;
   }
   answer_.Reset();
   local_reply_.reset();
   answer_slot_ = 0;
-  deadline_.reset();
+  timers_.ForgetDeadline();
   response_started_ = close_after_ = false;
   reader_.ReadNext();
+}
+
+void RestSession::OnRequestHead() {
+  request_active_ = true;
+  request_started_ = context_.loop.Now();
 }
 
 // --- the request's exchanges (RestAttempts' decisions) ------------------------------------------
 
 void RestSession::StartExchange(int slot, int node, int avoid_node) {
-  if (closed_) return;
+  if (app_.closed) return;
   RestExchange& ex = exchanges_[slot];
-  pool::Balancer& balancer = worker_.balancer();
+  pool::Balancer& balancer = context_.balancer;
   size_t node_index;
   if (node >= 0) {
     node_index = static_cast<size_t>(node);
@@ -118,12 +117,14 @@ void RestSession::CancelExchange(int slot) { exchanges_[slot].End(false, false);
 
 int RestSession::PickOtherNode(int node) {
   const std::optional<size_t> other =
-      worker_.balancer().PickOtherThan(pool::Protocol::kRest, static_cast<size_t>(node));
+      context_.balancer.PickOtherThan(pool::Protocol::kRest, static_cast<size_t>(node));
   return other ? static_cast<int>(*other) : -1;
 }
 
 void RestSession::ForwardAnswer(int slot) {
   answer_slot_ = slot;
+  response_started_ = true;
+  timers_.DisarmDeadline();
   answer_.Forward(exchanges_[slot]);
 }
 
@@ -142,24 +143,24 @@ void RestSession::EndUpstream(bool failed) {
 }
 
 void RestSession::OnDeadline() {
-  if (closed_ || !request_active_ || response_started_) return;
+  if (app_.closed || !request_active_ || response_started_) return;
   EndUpstream(/*failed=*/true);
   const RestRequest& request = reader_.request();
-  LocalReply(
-      504,
-      absl::StrCat("no answer from Qdrant within the request deadline (", Millis(deadline_budget_),
-                   ": rest.request_timeout, or the request's timeout parameter plus 1s)"),
-      /*close=*/request.streaming || !request.parser->is_done());
+  LocalReply(504,
+             absl::StrCat("no answer from Qdrant within the request deadline (",
+                          Millis(timers_.deadline_budget()),
+                          ": rest.request_timeout, or the request's timeout parameter plus 1s)"),
+             /*close=*/request.streaming || !request.parser->is_done(), std::nullopt);
 }
 
 void RestSession::LocalReply(unsigned status, const std::string& message, bool close,
                              std::optional<int> retry_after_seconds) {
-  if (closed_) return;
+  if (app_.closed) return;
   EndUpstream(/*failed=*/true);
-  deadline_timer_.Disarm();
+  timers_.DisarmDeadline();
   response_started_ = true;
-  worker_.retry().local_replies->fetch_add(1, std::memory_order_relaxed);
-  if (draining_) close = true;
+  context_.retry.local_replies->fetch_add(1, std::memory_order_relaxed);
+  if (app_.draining) close = true;
   close_after_ = close;
   const RestRequest& request = reader_.request();
   local_reply_ =
@@ -173,8 +174,8 @@ void RestSession::LocalReply(unsigned status, const std::string& message, bool c
   local_reply_->prepare_payload();
   SPDLOG_DEBUG("REST local reply {}: {}", status, message);
   auto self = shared_from_this();
-  http::async_write(socket_, *local_reply_, [self, status](const error_code& ec, size_t) {
-    if (self->closed_) return;
+  http::async_write(app_.socket, *local_reply_, [self, status](const error_code& ec, size_t) {
+    if (self->app_.closed) return;
     self->FinishRequest(status);
     if (ec || self->close_after_ || !self->reader_.request().keep_alive) {
       self->Close();
@@ -187,43 +188,37 @@ void RestSession::LocalReply(unsigned status, const std::string& message, bool c
 void RestSession::FinishRequest(unsigned status) {
   if (!request_active_) return;
   request_active_ = false;
-  const Duration duration = worker_.loop().Now() - request_started_;
+  const Duration duration = context_.loop.Now() - request_started_;
   // Before End(), which forgets the attempts.
-  if (ABSL_PREDICT_FALSE(AccessLogSampled(worker_.random()))) {
+  if (ABSL_PREDICT_FALSE(AccessLogSampled(context_.random))) {
     const std::string* node =
-        attempts_.attempts() > 0 ? &worker_.node_name(exchanges_[answer_slot_].node()) : nullptr;
-    LogAccess(reader_.request(), attempts_, node, socket_, status, duration);
+        attempts_.attempts() > 0 ? &context_.node_name(exchanges_[answer_slot_].node()) : nullptr;
+    LogAccess(reader_.request(), attempts_, node, app_.socket, status, duration);
   }
   attempts_.End();  // the request stops counting as active
-  deadline_.reset();
+  timers_.ForgetDeadline();
   reader_.ReleaseReplay();
-  worker_.metrics().RecordRestCall(metrics::ClassifyRestRoute(reader_.request().route), status,
-                                   duration);
+  context_.metrics.RecordRestCall(metrics::ClassifyRestRoute(reader_.request().route), status,
+                                  duration);
 }
 
-// --- timers and close ------------------------------------------------------------------------
+// --- timeouts and close ------------------------------------------------------------------------
 
-void RestSession::ArmTimer(Duration after, TimerRole role) {
-  timer_role_ = role;
-  timer_.ArmAt(MonoClock::now() + after, *this);
-}
-
-void RestSession::CancelTimer() { timer_.Disarm(); }
-
-void RestSession::OnTimer(TimerRole role) {
-  switch (role) {
-    case TimerRole::kNone:
+void RestSession::OnPhaseTimeout(SessionPhase phase) {
+  if (app_.closed) return;
+  switch (phase) {
+    case SessionPhase::kNone:
       return;
-    case TimerRole::kIdle:
+    case SessionPhase::kIdle:
       Close();  // rest.keepalive_timeout: an idle app connection
       return;
-    case TimerRole::kHeader:
+    case SessionPhase::kHeader:
       // rest.header_timeout: headers trickling in (slowloris). The peer loses its connection.
       SPDLOG_DEBUG("REST app connection: no complete request headers within rest.header_timeout");
-      worker_.retry().protocol_errors->fetch_add(1, std::memory_order_relaxed);
+      context_.retry.protocol_errors->fetch_add(1, std::memory_order_relaxed);
       Close();
       return;
-    case TimerRole::kBody:
+    case SessionPhase::kBody:
       // A body that stalls for rest.keepalive_timeout.
       EndUpstream(/*failed=*/false);
       Close();
@@ -232,16 +227,15 @@ void RestSession::OnTimer(TimerRole role) {
 }
 
 void RestSession::Close() {
-  if (closed_) return;
-  closed_ = true;
+  if (app_.closed) return;
+  app_.closed = true;
   EndUpstream(/*failed=*/request_active_);
   FinishRequest(499);
-  timer_.Stop();
-  deadline_timer_.Stop();
+  timers_.Stop();
   error_code ignored;
-  socket_.shutdown(tcp::socket::shutdown_both, ignored);
-  socket_.close(ignored);
-  worker_.OnSessionClosed(this);
+  app_.socket.shutdown(tcp::socket::shutdown_both, ignored);
+  app_.socket.close(ignored);
+  context_.on_closed(this);
 }
 
 }  // namespace qpool::rest

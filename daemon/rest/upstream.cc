@@ -1,10 +1,6 @@
 #include "daemon/rest/upstream.h"
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/write.hpp>
-
 #include "absl/strings/str_cat.h"
-#include "spdlog/spdlog.h"
 
 namespace qpool::rest {
 
@@ -17,163 +13,28 @@ RestUpstreamConnection::RestUpstreamConnection(boost::asio::io_context& io,
                                                std::shared_ptr<const tls::ClientContext> tls,
                                                metrics::NodeMetrics* metrics)
     : node_name_(node.ToString()),
-      node_(node),
-      connect_timeout_(connect_timeout),
       events_(&events),
-      tls_context_(std::move(tls)),
-      metrics_(metrics),
-      resolver_(io),
       stream_(io),
-      connect_timer_(io) {}
+      connector_(io, node, node_name_, connect_timeout, stream_, std::move(tls), metrics, *this) {}
 
 RestUpstreamConnection::~RestUpstreamConnection() {
   boost::system::error_code ignored;
   stream_.socket().close(ignored);
 }
 
-void RestUpstreamConnection::Connect() {
-  auto self = shared_from_this();
-  connect_timer_.expires_after(connect_timeout_);
-  connect_timer_.async_wait([self](const boost::system::error_code& ec) {
-    if (ec || self->connected_ || self->events_ == nullptr) return;
-    self->FailConnect(tls::WithConnectFailure(
-        absl::UnavailableError(absl::StrCat(
-            "REST connect to ", self->node_name_, " timed out after ",
-            std::chrono::duration_cast<std::chrono::milliseconds>(self->connect_timeout_).count(),
-            " ms (upstream.connect_timeout)")),
-        tls::ConnectFailure::kTimeout));
-  });
-  resolver_.async_resolve(
-      node_.host, std::to_string(node_.port),
-      [self](const boost::system::error_code& ec, tcp::resolver::results_type results) {
-        self->OnResolved(ec, std::move(results));
-      });
-}
+void RestUpstreamConnection::Connect() { connector_.Start(shared_from_this()); }
 
-void RestUpstreamConnection::OnResolved(const boost::system::error_code& ec,
-                                        tcp::resolver::results_type results) {
+void RestUpstreamConnection::OnConnectorUp(std::unique_ptr<tls::TlsEngine> tls) {
   if (events_ == nullptr) return;
-  if (ec) {
-    FailConnect(
-        tls::WithConnectFailure(absl::UnavailableError(absl::StrCat(
-                                    "cannot resolve REST node ", node_name_, ": ", ec.message())),
-                                tls::ConnectFailure::kConnect));
-    return;
-  }
-  auto self = shared_from_this();
-  boost::asio::async_connect(
-      stream_.socket(), results, [self](const boost::system::error_code& ec, const tcp::endpoint&) {
-        if (self->events_ == nullptr) return;
-        if (ec) {
-          self->FailConnect(tls::WithConnectFailure(
-              absl::UnavailableError(
-                  absl::StrCat("REST connect to ", self->node_name_, " failed: ", ec.message())),
-              tls::ConnectFailure::kConnect));
-          return;
-        }
-        self->OnTcpConnected();
-      });
-}
-
-void RestUpstreamConnection::OnTcpConnected() {
-  boost::system::error_code ignored;
-  stream_.socket().set_option(tcp::no_delay(true), ignored);
-  if (tls_context_ == nullptr) {
-    // Cleartext: the session reads and writes the socket itself (fast_io), whose writes never
-    // block the worker. A TLS connection stays blocking: its bytes go through RestStream only.
-    stream_.socket().non_blocking(true, ignored);
-    OnUp();
-    return;
-  }
-  absl::StatusOr<std::unique_ptr<tls::TlsEngine>> engine = tls_context_->NewEngine();
-  if (!engine.ok()) {
-    FailConnect(tls::WithFailureReason(absl::UnavailableError(engine.status().message()),
-                                       tls::FailureReason::kHandshake));
-    return;
-  }
-  handshake_ = *std::move(engine);
-  TlsHandshakeStep();
-}
-
-void RestUpstreamConnection::TlsHandshakeStep() {
-  if (events_ == nullptr) return;
-  absl::StatusOr<bool> done = handshake_->Handshake();
-  if (!done.ok()) {
-    FailConnect(tls::WithFailureReason(
-        absl::UnavailableError(
-            absl::StrCat("REST node ", node_name_, ": ", done.status().message())),
-        tls::FailureReasonOf(done.status()).value_or(tls::FailureReason::kHandshake)));
-    return;
-  }
-  handshake_bytes_.clear();
-  handshake_->TakeOutput(handshake_bytes_);
-  auto self = shared_from_this();
-  auto next = [self, finished = *done]() {
-    if (finished) {
-      self->OnUp();
-      return;
-    }
-    // The node's next flight.
-    self->handshake_bytes_.resize(17 * 1024);
-    self->stream_.socket().async_read_some(
-        boost::asio::buffer(self->handshake_bytes_),
-        [self](const boost::system::error_code& ec, size_t n) {
-          if (self->events_ == nullptr) return;
-          if (ec) {
-            self->FailConnect(tls::WithFailureReason(
-                absl::UnavailableError(absl::StrCat("REST node ", self->node_name_,
-                                                    ": TLS handshake: the node closed the "
-                                                    "connection (",
-                                                    ec.message(), ")")),
-                tls::FailureReason::kHandshake));
-            return;
-          }
-          self->handshake_->FeedInput(self->handshake_bytes_.data(), n);
-          self->TlsHandshakeStep();
-        });
-  };
-  if (handshake_bytes_.empty()) {
-    next();
-    return;
-  }
-  boost::asio::async_write(
-      stream_.socket(), boost::asio::buffer(handshake_bytes_),
-      [self, next](const boost::system::error_code& ec, size_t) {
-        if (self->events_ == nullptr) return;
-        if (ec) {
-          self->FailConnect(tls::WithFailureReason(
-              absl::UnavailableError(absl::StrCat("REST node ", self->node_name_,
-                                                  ": TLS handshake: write failed: ", ec.message())),
-              tls::FailureReason::kHandshake));
-          return;
-        }
-        next();
-      });
-}
-
-void RestUpstreamConnection::OnUp() {
-  if (events_ == nullptr) return;
-  connect_timer_.cancel();
-  if (handshake_ != nullptr) {
-    if (metrics_ != nullptr) {
-      metrics_->tls_handshakes.Add();
-      if (handshake_->resumed()) metrics_->tls_resumptions.Add();
-      if (!tls_context_->verify()) metrics_->tls_unverified_connects.Add();
-    }
-    SPDLOG_DEBUG("upstream REST {}: TLS up ({})", node_name_, handshake_->PeerSummary());
-    std::vector<uint8_t>().swap(handshake_bytes_);
-    stream_.UseTls(std::move(handshake_));
-  }
+  if (tls != nullptr) stream_.UseTls(std::move(tls));
   connected_ = true;
   WatchIdle();
   // HTTP/1.1: one request at a time on a connection.
   events_->OnConnected(this, 1);
 }
 
-void RestUpstreamConnection::FailConnect(const absl::Status& reason) {
+void RestUpstreamConnection::OnConnectorFailed(const absl::Status& reason) {
   if (events_ == nullptr) return;
-  connect_timer_.cancel();
-  resolver_.cancel();
   boost::system::error_code ignored;
   stream_.socket().close(ignored);
   pool::PoolConnectionEvents* events = events_;
@@ -307,7 +168,7 @@ void RestUpstreamConnection::Drain() {
 void RestUpstreamConnection::Abort() {
   if (events_ == nullptr) return;
   if (!connected_) {
-    FailConnect(absl::CancelledError("REST connection aborted while connecting"));
+    connector_.Fail(absl::CancelledError("REST connection aborted while connecting"));
     return;
   }
   Close(absl::CancelledError("REST connection aborted"));
@@ -316,6 +177,7 @@ void RestUpstreamConnection::Abort() {
 void RestUpstreamConnection::Close(const absl::Status& reason, bool close_notify) {
   if (events_ == nullptr) return;
   watch_generation_++;
+  if (!connected_) connector_.Stop();  // closed while connecting (a drain)
   if (close_notify && connected_ && stream_.tls() != nullptr) {
     stream_.CloseGracefully();
   } else {

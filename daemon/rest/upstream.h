@@ -18,6 +18,10 @@
 // reactor marks a socket drained only after a read of 0 bytes). Over TLS the watch is the same
 // wait (TakeIdleInput when it fires idle), and the answer is read through stream().
 //
+// Connecting is a part of its own (RestConnector, upstream_connector.h): resolve, TCP, and over
+// TLS the handshake, within upstream.connect_timeout; the connection hears once that it is up
+// (with the TLS engine) or failed (RestConnectorOwner).
+//
 // TLS (upstream.tls): the connection is up once the TLS handshake is done (ALPN http/1.1, or none
 // from a server that does not negotiate it; the certificate verified); a failed handshake is a
 // connect failure whose status carries its tls::FailureReason. The context is the one in force
@@ -31,7 +35,6 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <cstdint>
 #include <memory>
@@ -45,6 +48,7 @@
 #include "daemon/pool/slot_pools.h"
 #include "daemon/rest/fast_io.h"
 #include "daemon/rest/inline_handler.h"
+#include "daemon/rest/upstream_connector.h"
 #include "daemon/rest/upstream_stream.h"
 #include "daemon/tls/client_tls.h"
 #include "daemon/tls/context_store.h"
@@ -52,6 +56,7 @@
 namespace qpool::rest {
 
 class RestUpstreamConnection : public pool::PoolConnection,
+                               public RestConnectorOwner,
                                public std::enable_shared_from_this<RestUpstreamConnection> {
  public:
   // `tls`: the node's TLS context, null for cleartext. `metrics`: the REST endpoint's connection
@@ -104,20 +109,15 @@ class RestUpstreamConnection : public pool::PoolConnection,
   // Exchanges begun on this connection, the current one included: above 1, the connection was
   // reused, and a close before any byte of the answer means the server closed it idle.
   uint64_t exchanges() const { return exchanges_; }
-  const std::string& node_name() const { return node_name_; }
 
   // pool::PoolConnection.
   void Drain() override;
   void Abort() override;
 
  private:
-  void OnResolved(const boost::system::error_code& ec,
-                  boost::asio::ip::tcp::resolver::results_type results);
-  void OnTcpConnected();
-  // The TLS handshake, one flight at a time: run the engine, write what it made, read the reply.
-  void TlsHandshakeStep();
-  void OnUp();
-  void FailConnect(const absl::Status& reason);
+  // RestConnectorOwner: up (the idle watch starts, the pool hears of one stream), or not.
+  void OnConnectorUp(std::unique_ptr<tls::TlsEngine> tls) override;
+  void OnConnectorFailed(const absl::Status& reason) override;
   void WatchIdle();
   // The cleartext idle watch (the class comment): a wait that an exchange's read may take over.
   void WatchCleartext();
@@ -132,16 +132,9 @@ class RestUpstreamConnection : public pool::PoolConnection,
   void Close(const absl::Status& reason, bool close_notify = false);
 
   const std::string node_name_;
-  const config::NodeAddress node_;
-  const Duration connect_timeout_;
   pool::PoolConnectionEvents* events_;  // null once the final event was reported
-  std::shared_ptr<const tls::ClientContext> tls_context_;
-  metrics::NodeMetrics* const metrics_;
-  boost::asio::ip::tcp::resolver resolver_;
   RestStream stream_;
-  std::unique_ptr<tls::TlsEngine> handshake_;  // during the TLS handshake only
-  std::vector<uint8_t> handshake_bytes_;
-  boost::asio::steady_timer connect_timer_;
+  RestConnector connector_;  // until the connection is up (or failed)
   boost::beast::flat_buffer buffer_;
   bool connected_ = false;
   bool in_exchange_ = false;

@@ -1,9 +1,10 @@
 // The REST hot path's building blocks: LazyTimer (re-arming later costs nothing, earlier re-arms,
-// Disarm and Stop) and fast_io's re-entrant paths: a read that completes inline (all buffered)
-// or only after waits (the message arrives in pieces), a pipelined second message left in the
-// buffer and parsed without a read, a peer closing mid-body, writes a tiny socket buffer takes
-// in parts (WriteAll, WriteBuffers). Real io_context, loopback sockets; every run is bounded by
-// run_for.
+// Disarm and Stop), a session's SessionTimers (the phase timer, the request deadline), an
+// upstream connection's RestConnector (up, refused, given up) and fast_io's re-entrant paths: a
+// read that completes inline (all buffered) or only after waits (the message arrives in pieces), a
+// pipelined second message left in the buffer and parsed without a read, a peer closing mid-body,
+// writes a tiny socket buffer takes in parts (WriteAll, WriteBuffers). Real io_context, loopback
+// sockets; every run is bounded by run_for.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -24,6 +25,8 @@
 #include "daemon/rest/fast_io.h"
 #include "daemon/rest/inline_handler.h"
 #include "daemon/rest/lazy_timer.h"
+#include "daemon/rest/session_timers.h"
+#include "daemon/rest/upstream_connector.h"
 
 namespace qpool::rest {
 namespace {
@@ -100,6 +103,140 @@ TEST(LazyTimerTest, ReArmingFromTheCallbackWorks) {
   again->timer.ArmAt(MonoClock::now() + 1ms, *again);
   io.run_for(5s);
   EXPECT_EQ(again->fired, 3);
+}
+
+struct TimersOwner final : SessionTimersOwner, std::enable_shared_from_this<TimersOwner> {
+  explicit TimersOwner(boost::asio::io_context& io) : timers(io, *this) {}
+  std::shared_ptr<void> Hold() override { return shared_from_this(); }
+  void OnPhaseTimeout(SessionPhase phase) override { phases.push_back(phase); }
+  void OnDeadline() override { deadlines++; }
+  SessionTimers timers;
+  std::vector<SessionPhase> phases;
+  int deadlines = 0;
+};
+
+TEST(SessionTimersTest, ThePhaseTimerReportsItsPhaseAndACancelledOneNothing) {
+  boost::asio::io_context io;
+  auto owner = std::make_shared<TimersOwner>(io);
+  owner->timers.ArmPhase(10s, SessionPhase::kIdle);
+  owner->timers.ArmPhase(5ms, SessionPhase::kHeader);  // re-armed for another phase, earlier
+  io.run_for(5s);
+  EXPECT_EQ(owner->phases, std::vector<SessionPhase>{SessionPhase::kHeader});
+
+  io.restart();
+  owner->timers.ArmPhase(5ms, SessionPhase::kBody);
+  owner->timers.CancelPhase();
+  io.run_for(5s);
+  EXPECT_EQ(owner->phases.size(), 1u);
+  EXPECT_EQ(owner->deadlines, 0);
+}
+
+TEST(SessionTimersTest, TheDeadlineFiresOnceAndAZeroBudgetSetsNone) {
+  boost::asio::io_context io;
+  auto owner = std::make_shared<TimersOwner>(io);
+  owner->timers.StartDeadline(MonoClock::now(), Duration::zero(), /*callers=*/true);
+  EXPECT_FALSE(owner->timers.deadline().has_value());
+  EXPECT_TRUE(owner->timers.callers_deadline());
+
+  const MonoTime now = MonoClock::now();
+  owner->timers.StartDeadline(now, 5ms, /*callers=*/false);
+  ASSERT_TRUE(owner->timers.deadline().has_value());
+  EXPECT_EQ(*owner->timers.deadline(), now + 5ms);
+  EXPECT_EQ(owner->timers.deadline_budget(), 5ms);
+  EXPECT_FALSE(owner->timers.callers_deadline());
+  io.run_for(5s);
+  EXPECT_EQ(owner->deadlines, 1);
+  EXPECT_TRUE(owner->phases.empty());
+
+  // Disarmed (the answer started): nothing fires, and the deadline stays for the attempts.
+  io.restart();
+  owner->timers.StartDeadline(MonoClock::now(), 5ms, false);
+  owner->timers.DisarmDeadline();
+  io.run_for(5s);
+  EXPECT_EQ(owner->deadlines, 1);
+  EXPECT_TRUE(owner->timers.deadline().has_value());
+  owner->timers.ForgetDeadline();
+  EXPECT_FALSE(owner->timers.deadline().has_value());
+}
+
+TEST(SessionTimersTest, StopReleasesTheOwnerAtOnce) {
+  boost::asio::io_context io;
+  auto owner = std::make_shared<TimersOwner>(io);
+  owner->timers.ArmPhase(10s, SessionPhase::kIdle);
+  owner->timers.StartDeadline(MonoClock::now(), 10s, false);
+  EXPECT_EQ(owner.use_count(), 3);  // each pending wait holds the owner
+  owner->timers.Stop();
+  const MonoTime before = MonoClock::now();
+  io.run_for(5s);
+  EXPECT_LT(MonoClock::now(), before + 5s);
+  EXPECT_EQ(owner.use_count(), 1);
+  EXPECT_TRUE(owner->phases.empty());
+  EXPECT_EQ(owner->deadlines, 0);
+}
+
+struct ConnectorOwner final : RestConnectorOwner {
+  void OnConnectorUp(std::unique_ptr<tls::TlsEngine> tls) override {
+    ups++;
+    up_with_tls = tls != nullptr;
+  }
+  void OnConnectorFailed(const absl::Status& reason) override { failures.push_back(reason); }
+  int ups = 0;
+  bool up_with_tls = false;
+  std::vector<absl::Status> failures;
+};
+
+TEST(RestConnectorTest, ACleartextConnectionComesUpNonBlockingWithoutTls) {
+  boost::asio::io_context io;
+  tcp::acceptor acceptor(io, tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0));
+  const config::NodeAddress node{"127.0.0.1", acceptor.local_endpoint().port()};
+  const std::string name = node.ToString();
+  RestStream stream(io);
+  ConnectorOwner owner;
+  RestConnector connector(io, node, name, 5s, stream, nullptr, nullptr, owner);
+  auto keep = std::make_shared<int>(0);
+  connector.Start(keep);
+  EXPECT_EQ(owner.ups, 0);  // never from inside Start
+  io.run_for(5s);           // the connect timer was cancelled: nothing keeps the loop busy
+  EXPECT_EQ(owner.ups, 1);
+  EXPECT_FALSE(owner.up_with_tls);
+  EXPECT_TRUE(owner.failures.empty());
+  EXPECT_TRUE(stream.socket().is_open());
+  EXPECT_TRUE(stream.socket().non_blocking());
+  EXPECT_EQ(keep.use_count(), 1);  // no operation holds it any more
+}
+
+TEST(RestConnectorTest, ARefusedConnectAndAGiveUpAreReportedOnce) {
+  boost::asio::io_context io;
+  uint16_t closed_port;
+  {
+    tcp::acceptor acceptor(io, tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0));
+    closed_port = acceptor.local_endpoint().port();
+  }
+  const config::NodeAddress node{"127.0.0.1", closed_port};
+  const std::string name = node.ToString();
+  RestStream stream(io);
+  ConnectorOwner owner;
+  RestConnector refused(io, node, name, 5s, stream, nullptr, nullptr, owner);
+  refused.Start(nullptr);
+  io.run_for(5s);
+  ASSERT_EQ(owner.failures.size(), 1u);
+  EXPECT_EQ(owner.failures[0].code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(owner.failures[0].message().find(name), std::string::npos);
+  EXPECT_EQ(owner.ups, 0);
+
+  // Given up while connecting: reported now, and what was pending does nothing.
+  io.restart();
+  RestStream other(io);
+  ConnectorOwner gave_up;
+  RestConnector connector(io, node, name, 5s, other, nullptr, nullptr, gave_up);
+  connector.Start(nullptr);
+  connector.Fail(absl::CancelledError("aborted"));
+  ASSERT_EQ(gave_up.failures.size(), 1u);
+  EXPECT_EQ(gave_up.failures[0].code(), absl::StatusCode::kCancelled);
+  connector.Fail(absl::CancelledError("again"));  // done: no second report
+  io.run_for(5s);
+  EXPECT_EQ(gave_up.failures.size(), 1u);
+  EXPECT_EQ(gave_up.ups, 0);
 }
 
 TEST(FastIoTest, WriteAllFinishesAMessageTheSocketCannotTakeAtOnce) {

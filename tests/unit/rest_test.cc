@@ -1,13 +1,15 @@
 // The REST front door's pure parts: the one route table (daemon/common/qdrant_methods) and the
 // retry classes it gives REST calls (gzip bodies included), the flat header parser (HeadParser,
-// HeaderFields, HttpHead: edits and wire bytes as Beast's), hop-by-hop header removal, Qdrant's
-// error shape, the ?timeout= reading, and chunked trailers (kept apart, passed on).
+// HeaderFields and its FieldText, HttpHead: edits and wire bytes as Beast's), hop-by-hop header
+// removal, Qdrant's error shape, the ?timeout= reading, and chunked trailers (kept apart, passed
+// on).
 #include <gtest/gtest.h>
 #include <zlib.h>
 
 #include <boost/beast/core/buffers_range.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/http/fields.hpp>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <utility>
@@ -317,6 +319,37 @@ TEST(RestHttpTest, HeaderFieldsEditLikeBeastsFields) {
 }
 
 // HttpHead's keep-alive, chunked and length edits give what Beast's message gives.
+TEST(RestHttpTest, FieldTextCopiesIntoItsOwnBufferAndMovesOutEmpty) {
+  rest::FieldText text;
+  EXPECT_EQ(text.size(), 0u);
+  std::memcpy(text.Grow(5), "hello", 5);
+  std::memcpy(text.Grow(2000), std::string(2000, 'x').data(), 2000);  // reallocates, keeps
+  ASSERT_EQ(text.size(), 2005u);
+  EXPECT_EQ(std::string_view(text.data(), 5), "hello");
+  EXPECT_TRUE(text.Contains(std::string_view(text.data() + 3, 2)));
+  EXPECT_FALSE(text.Contains(std::string_view("hello")));
+  EXPECT_FALSE(text.Contains(std::string_view()));
+
+  rest::FieldText copy;
+  std::memcpy(copy.Grow(3), "old", 3);
+  copy = text;
+  ASSERT_EQ(copy.size(), text.size());
+  EXPECT_NE(copy.data(), text.data());  // its own buffer
+  EXPECT_EQ(std::string_view(copy.data(), copy.size()), std::string_view(text.data(), 2005));
+
+  const char* bytes = text.data();
+  rest::FieldText moved(std::move(text));
+  EXPECT_EQ(moved.data(), bytes);  // the buffer itself moved
+  EXPECT_EQ(moved.size(), 2005u);
+  EXPECT_EQ(text.size(), 0u);  // NOLINT(bugprone-use-after-move): empty and usable
+  std::memcpy(text.Grow(2), "ok", 2);
+  EXPECT_EQ(std::string_view(text.data(), text.size()), "ok");
+
+  moved.Clear();
+  EXPECT_EQ(moved.size(), 0u);
+  EXPECT_EQ(moved.Grow(4), bytes);  // cleared, not freed: the memory is reused
+}
+
 TEST(RestHttpTest, HttpHeadFramingMatchesBeastsMessage) {
   for (const unsigned version : {10u, 11u}) {
     for (const char* connection : {"", "close", "keep-alive", "Upgrade, close", "x-hop"}) {
