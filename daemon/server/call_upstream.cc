@@ -2,7 +2,6 @@
 
 #include "daemon/pool/balancer.h"
 #include "daemon/retry/retry_context.h"
-#include "daemon/server/call.h"
 #include "daemon/server/grpc_wire.h"
 #include "daemon/server/proxy_counters.h"
 
@@ -10,15 +9,19 @@ namespace qpool::server {
 
 // --- From the downstream half --------------------------------------------------------------------
 
-CallUpstream::CallUpstream(Call& call, CallContext& context)
-    : call_(call),
-      context_(context),
-      request_(call, &context.counters.buffered_bytes, context.retry.replay, context.retry.events),
-      controller_(context.retry, context.loop, context.random, *this) {}
+CallUpstream::CallUpstream(CallContext& context, UpstreamRequest& request, AnswerSink& answer,
+                           pool::ShareAccount& account)
+    : context_(context),
+      request_(request),
+      answer_(answer),
+      controller_(context.retry, context.loop, context.random, *this) {
+  setup_.account = &account;
+}
 
-void CallUpstream::Start(MonoTime /*now*/, std::optional<MonoTime> deadline) {
+void CallUpstream::Start(std::optional<MonoTime> deadline, bool read) {
   request_.EndHeaders();
-  deadline_ = deadline;
+  setup_.deadline = deadline;
+  setup_.read = read;
   start_at_bytes_ = context_.start_at_bytes;
   start_pending_ = true;
   OnRequestMore();
@@ -33,7 +36,7 @@ void CallUpstream::OnRequestMore() {
   if (state == UpstreamRequest::State::kBody && request_.unsent_bytes() < start_at_bytes_) return;
   start_pending_ = false;
   if (state == UpstreamRequest::State::kDropped) return;  // answered meanwhile
-  controller_.Start(context_.loop.Now(), deadline_);
+  controller_.Start(context_.loop.Now(), setup_.deadline);
 }
 
 void CallUpstream::Stop() {
@@ -42,6 +45,15 @@ void CallUpstream::Stop() {
   held_answer_.Clear();
   // A normal close after the full answer finds the stream closed already.
   attempts_[controller_.primary()].Release(NGHTTP2_CANCEL);
+}
+
+void CallUpstream::DescribeForLog(AccessRecord& record) const {
+  record.attempts = controller_.attempts();
+  const int node = attempts_[controller_.primary()].node;
+  const config::NodeTable& nodes = *context_.nodes;
+  if (node >= 0 && static_cast<size_t>(node) < nodes.slots.size()) {
+    record.node = nodes.slots[node].name;
+  }
 }
 
 // --- retry::AttemptHost --------------------------------------------------------------------------
@@ -83,11 +95,13 @@ void CallUpstream::PassOnHeldAnswer() {
   request_.Drop();
   request_.Commit();
   NvArray nva = held_answer_.ToNv();
-  call_.SendResponseHeaders(nva.data(), nva.size(), /*end_stream=*/true,
-                            GrpcStatusIn(held_answer_));
+  answer_.SendHeaders(nva.data(), nva.size(), /*end_stream=*/true, GrpcStatusIn(held_answer_));
   held_answer_.Clear();
 }
 
-void CallUpstream::FinishWith(const absl::Status& status) { call_.FinishLocally(status); }
+void CallUpstream::FinishWith(const absl::Status& status) {
+  request_.Drop();  // nothing more goes upstream (a no-op for the app once its stream is gone)
+  answer_.FinishLocally(status);
+}
 
 }  // namespace qpool::server
