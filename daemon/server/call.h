@@ -18,15 +18,27 @@
 // qpoold answers by itself (a trailers-only response) only when no upstream answer can be had:
 // pool limits, unreachable node, deadline, or an upstream connection lost before the answer.
 //
+// A call is three parts, each in its own file, and this class joins them to the app's stream:
+//   - UpstreamRequest (upstream_request.h): the request as qpoold holds it, filled from the app's
+//     HEADERS and DATA here, read by the attempts; its window credit comes back here
+//     (RequestWindow) and goes to the app connection;
+//   - CallAnswer (call_answer.h): the answer to the app, its state, the body held for the app and
+//     the trailers; the upstream half hands it what Qdrant answered, or a local answer, through
+//     AnswerSink, and the app connection reads it through ReadResponseBody;
+//   - CallUpstream (call_upstream.h): the attempts and the retry decisions carried out.
+// The call itself keeps the caller's deadline (its one timer), the method (for the metrics and the
+// access log), and records the call's end.
+//
 // Flow control is end to end: bytes received on one side are acknowledged to their sender
 // (WINDOW_UPDATE, per stream) only when the other side's data source has taken them, so a slow
 // reader slows its writer and a call never buffers more than one stream window per direction.
 //
-// Ownership: the app connection (DownstreamSession, seen by the call only as a CallDownstream)
-// owns its calls (created on request HEADERS, deleted when the downstream stream closes). A call
-// holds its upstream half, and that the request (UpstreamRequest) and its attempts, by value. A
-// unit test hands a call a fake CallDownstream and a CallContext built from fakes
-// (tests/unit/call_test.cc).
+// Ownership: the app connection (DownstreamSession, seen by the call only as a CallDownstream,
+// call_downstream.h) owns its calls (created on request HEADERS, deleted when the downstream stream
+// closes). A call holds its answer, its request and its upstream half by value, and that its
+// attempts. A unit test hands a call a fake CallDownstream and a CallContext built from fakes, and
+// its attempt waits in a real pool of fake connections (tests/unit/call_test.cc); the parts are
+// tested alone (call_test's CallAnswerTest, upstream_request_test, attempt_test).
 // Thread-safety: none; a call lives on one worker's thread.
 #ifndef QPOOL_DAEMON_SERVER_CALL_H_
 #define QPOOL_DAEMON_SERVER_CALL_H_
