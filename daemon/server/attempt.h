@@ -9,10 +9,11 @@
 //
 // What it asks of its call goes through AttemptOwner (implemented by CallUpstream): its reports,
 // in the controller's terms, and the controller's verdicts on them. It also works with the
-// call's request, its answer and its StreamSetup, given at construction; a unit test builds one
+// call's request and its answer (AttemptShared, given at construction); a unit test builds one
 // with a fake owner and a fake answer (tests/unit/attempt_test.cc).
 //
-//   Attempt attempt(owner, context, request, answer, setup, /*slot=*/0);
+//   AttemptShared shared{owner, context, request, answer, deadline, read, &account, nullptr};
+//   Attempt attempt(shared, /*slot=*/0);
 //   attempt.Acquire(pool, node);          // -> owner.OnAttemptSent or OnAttemptNotStarted
 //   attempt.OnResponseHeadersEnd(false);  // -> owner.OnAttemptHeaders: forwarded to the answer?
 //   attempt.OnClosed(code, lost);         // -> owner.OnAttemptEnded (or OnAttemptFinished)
@@ -74,9 +75,14 @@ class AttemptOwner {
   ~AttemptOwner() = default;  // not owned through this interface
 };
 
-// What every attempt of a call opens its stream with, kept by the call (CallUpstream) and shared
-// by its attempts.
-struct StreamSetup {
+// What a call's attempts share, kept by their CallUpstream (one per call, so an attempt holds one
+// reference): whom they report to, the worker's context, the request they send, where the
+// primary's answer goes, and what every stream opens with.
+struct AttemptShared {
+  AttemptOwner& owner;
+  CallContext& context;
+  UpstreamRequest& request;
+  AnswerSink& answer;
   std::optional<MonoTime> deadline;       // the caller's: grpc-timeout is lowered to what is left
   bool read = false;                      // a read: qpoold's read-only API key, when set, goes
   pool::ShareAccount* account = nullptr;  // the app connection's share of the pools
@@ -91,15 +97,8 @@ using CallHook =
 
 class Attempt : public pool::StreamWaiter {
  public:
-  // All but `slot` must outlive the attempt.
-  Attempt(AttemptOwner& owner, CallContext& context, UpstreamRequest& request, AnswerSink& answer,
-          StreamSetup& setup, int slot)
-      : slot(slot),
-        owner_(owner),
-        context_(context),
-        request_(request),
-        answer_(answer),
-        setup_(setup) {}
+  // `shared` (and what it refers to) must outlive the attempt.
+  Attempt(AttemptShared& shared, int slot) : slot(slot), shared_(shared) {}
   Attempt(const Attempt&) = delete;
   Attempt& operator=(const Attempt&) = delete;
 
@@ -156,11 +155,7 @@ class Attempt : public pool::StreamWaiter {
   // Metrics: the attempt's time on its stream (docs/metrics.md), once.
   void EndMetrics(MonoTime now);
 
-  AttemptOwner& owner_;
-  CallContext& context_;
-  UpstreamRequest& request_;
-  AnswerSink& answer_;
-  StreamSetup& setup_;
+  AttemptShared& shared_;
 };
 
 // The attempt an upstream session's stream is: nghttp2's stream user data.

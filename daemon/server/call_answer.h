@@ -25,18 +25,18 @@
 #include "daemon/common/byte_queue.h"
 #include "daemon/server/call_downstream.h"
 #include "daemon/server/header_block.h"
+#include "daemon/server/proxy_counters.h"
 
 namespace qpool::server {
-
-struct ProxyCounters;  // proxy_counters.h
 
 // What the upstream half of a call does with the call's answer (CallAnswer implements it; a unit
 // test passes a fake, tests/unit/attempt_test.cc). Events after finished() are the caller's to
 // drop.
 class AnswerSink {
  public:
-  // The answer to the app is settled (complete, reset, or the app went away).
-  virtual bool finished() const = 0;
+  // The answer to the app is settled (complete, reset, or the app went away). Read on every
+  // upstream frame, so a plain flag the implementation keeps rather than a virtual call.
+  bool finished() const { return finished_; }
   // Response headers (`end_stream`: a trailers-only answer with grpc-status `grpc_code`).
   virtual void SendHeaders(const nghttp2_nv* nva, size_t nvlen, bool end_stream, int grpc_code) = 0;
   virtual void AppendData(const uint8_t* data, size_t len) = 0;
@@ -51,15 +51,20 @@ class AnswerSink {
 
  protected:
   ~AnswerSink() = default;  // not owned through this interface
+
+  bool finished_ = false;  // once set, stays set
 };
 
 class CallAnswer final : public AnswerSink {
  public:
   // `call`, `downstream` and `counters` must outlive the answer.
-  CallAnswer(Call& call, CallDownstream& downstream, ProxyCounters& counters);
+  CallAnswer(Call& call, CallDownstream& downstream, ProxyCounters& counters)
+      : call_(call),
+        downstream_(downstream),
+        counters_(counters),
+        body_(&counters.buffered_bytes, downstream.response_bytes_held()) {}
 
   // AnswerSink. ----------------------------------------------------------------------------------
-  bool finished() const override { return state_ >= State::kComplete; }
   void SendHeaders(const nghttp2_nv* nva, size_t nvlen, bool end_stream, int grpc_code) override;
   void AppendData(const uint8_t* data, size_t len) override {
     body_.Append(data, len);
@@ -78,7 +83,7 @@ class CallAnswer final : public AnswerSink {
   // held and more is to come.
   ssize_t Read(uint8_t* buf, size_t length, uint32_t* data_flags);
   // The downstream stream is gone: nothing more goes to the app.
-  void Close() { state_ = State::kClosed; }
+  void Close() { Set(State::kClosed); }
   bool closed() const { return state_ == State::kClosed; }
   // Something went to the app already (response HEADERS, or a reset).
   bool started() const { return state_ != State::kNone; }
@@ -96,6 +101,10 @@ class CallAnswer final : public AnswerSink {
     kClosed,       // the downstream stream is gone
   };
 
+  void Set(State state) {
+    state_ = state;
+    finished_ = state >= State::kComplete;
+  }
   // Tells the app connection the data source has more (or its end) when the headers went out.
   void Resume();
 
@@ -107,6 +116,24 @@ class CallAnswer final : public AnswerSink {
   HeaderBlock trailers_;
   ByteQueue body_;
 };
+
+// Inline: the app stream's data source, read at least once per call (as it was inside Call).
+inline ssize_t CallAnswer::Read(uint8_t* buf, size_t length, uint32_t* data_flags) {
+  const size_t n = body_.Read(buf, length);
+  if (body_.empty()) {
+    if (state_ == State::kComplete) {
+      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+      if (!trailers_.empty()) {
+        *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        NvArray nva = trailers_.ToNv();
+        downstream_.SubmitTrailers(call_, nva.data(), nva.size());
+      }
+    } else if (n == 0) {
+      return NGHTTP2_ERR_DEFERRED;
+    }
+  }
+  return static_cast<ssize_t>(n);
+}
 
 }  // namespace qpool::server
 

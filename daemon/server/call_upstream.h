@@ -33,7 +33,7 @@
 
 namespace qpool::server {
 
-class CallUpstream final : public retry::AttemptHost, private AttemptOwner {
+class CallUpstream final : private AttemptOwner, public retry::AttemptHost {
  public:
   // All must outlive the call's upstream half; `account`: the app connection's share of the pools.
   CallUpstream(CallContext& context, UpstreamRequest& request, AnswerSink& answer,
@@ -62,10 +62,12 @@ class CallUpstream final : public retry::AttemptHost, private AttemptOwner {
   void CancelAttempt(int slot) override { attempts_[slot].Release(NGHTTP2_CANCEL); }
   int PickHedgeNode(int node) override;
   retry::RetryClass ClassifyRequest() override {
-    return request_.Classify(context_.retry.classifier);
+    return shared_.request.Classify(shared_.context.retry.classifier);
   }
-  bool CanReplay() const override { return request_.CanReplay(); }
-  bool WholeRequestHeld() const override { return request_.CanReplay() && request_.AllSent(); }
+  bool CanReplay() const override { return shared_.request.CanReplay(); }
+  bool WholeRequestHeld() const override {
+    return shared_.request.CanReplay() && shared_.request.AllSent();
+  }
   void HoldAnswer(int slot) override { held_answer_.TakeFrom(attempts_[slot].response_headers); }
   void RewindRequest() override;
   void PassOnHeldAnswer() override;
@@ -91,13 +93,9 @@ class CallUpstream final : public retry::AttemptHost, private AttemptOwner {
   void OnAttemptFinished(int slot) override { controller_.OnAttemptFinished(slot); }
   bool IsPrimary(int slot) const override { return slot == controller_.primary(); }
 
-  CallContext& context_;
-  UpstreamRequest& request_;
-  AnswerSink& answer_;
-  StreamSetup setup_;  // what the attempts open their streams with
-  Attempt attempts_[retry::AttemptController::kSlots] = {
-      {*this, context_, request_, answer_, setup_, 0},
-      {*this, context_, request_, answer_, setup_, 1}};
+  // The context, the request, the answer, and what the attempts open their streams with.
+  AttemptShared shared_;
+  Attempt attempts_[retry::AttemptController::kSlots] = {{shared_, 0}, {shared_, 1}};
   bool start_pending_ = false;  // Start() came; the controller waits for the request
   size_t start_at_bytes_ = 0;   // ... to end or to hold this many bytes
   // A trailers-only answer from Qdrant with a retryable status, held while the controller decides.

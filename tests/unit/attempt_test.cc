@@ -66,7 +66,7 @@ class FakeOwner : public AttemptOwner {
 // The call's answer, as the attempt sees it: records what reaches it.
 class FakeAnswer : public AnswerSink {
  public:
-  bool finished() const override { return settled; }
+  void Settle() { finished_ = true; }
   void SendHeaders(const nghttp2_nv*, size_t, bool end_stream, int) override {
     headers.push_back(end_stream);
   }
@@ -76,7 +76,6 @@ class FakeAnswer : public AnswerSink {
   void FinishLocally(const absl::Status& status) override { local = status; }
   void PassOnReset(uint32_t h2_error_code) override { resets.push_back(h2_error_code); }
 
-  bool settled = false;
   std::vector<bool> headers;  // end_stream of each
   size_t data = 0;
   int trailers = 0;
@@ -111,9 +110,11 @@ class AttemptTest : public ::testing::Test {
   FakeOwner owner_;
   FakeAnswer answer_;
   FakeWindow window_;
+  pool::ShareAccount account_;
   UpstreamRequest request_{window_, &counters_.buffered_bytes, retry_.replay, nullptr};
-  StreamSetup setup_;
-  Attempt attempt_{owner_, context_, request_, answer_, setup_, /*slot=*/0};
+  AttemptShared shared_{owner_,          context_,       request_,  answer_,
+                        /*deadline=*/{}, /*read=*/false, &account_, /*keys=*/nullptr};
+  Attempt attempt_{shared_, /*slot=*/0};
 };
 
 TEST_F(AttemptTest, UpstreamResetBeforeTheAnswerIsPassedOnWhenTheOwnerSaysSo) {
@@ -156,7 +157,7 @@ TEST_F(AttemptTest, RefusedStreamIsReportedNeverReached) {
 }
 
 TEST_F(AttemptTest, StreamEndAfterTheAnswerIsFinishedAndDropsTheRequest) {
-  answer_.settled = true;
+  answer_.Settle();
   attempt_.OnClosed(NGHTTP2_NO_ERROR, /*connection_lost=*/false);
 
   EXPECT_EQ(owner_.reports, std::vector<std::string>{"finished 0"});
@@ -199,7 +200,7 @@ TEST_F(AttemptTest, AnswerOfAnAttemptThatIsNotThePrimaryGoesNowhere) {
 }
 
 TEST_F(AttemptTest, NothingReachesASettledAnswer) {
-  answer_.settled = true;
+  answer_.Settle();
   const uint8_t data[] = {1, 2, 3};
   attempt_.OnResponseHeadersEnd(/*end_stream=*/false);
   attempt_.OnResponseData(data, sizeof(data));
