@@ -4,8 +4,6 @@
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
-#include "daemon/server/call.h"
-#include "daemon/server/call_upstream.h"
 #include "daemon/server/grpc_wire.h"
 #include "daemon/server/upstream_connection.h"
 
@@ -13,14 +11,13 @@ namespace qpool::server {
 namespace {
 
 // The key qpoold sends on a call (the read-only one for a read, when set); empty: none. The keys
-// are taken from `context` when the call's first attempt opens and kept in `keys` for its retries
-// and hedges.
-std::string_view CallApiKey(CallContext& context, std::shared_ptr<const auth::ApiKeys>& keys,
-                            bool read) {
-  if (context.call_keys == nullptr) return {};
-  if (keys == nullptr) keys = context.call_keys->Snapshot();
-  if (keys == nullptr) return {};
-  return keys->For(read);
+// are taken from the worker's context when the call's first attempt opens and kept in `shared`
+// for its retries and hedges.
+std::string_view CallApiKey(AttemptShared& shared) {
+  if (shared.context.call_keys == nullptr) return {};
+  if (shared.keys == nullptr) shared.keys = shared.context.call_keys->Snapshot();
+  if (shared.keys == nullptr) return {};
+  return shared.keys->For(shared.read);
 }
 
 }  // namespace
@@ -28,7 +25,7 @@ std::string_view CallApiKey(CallContext& context, std::shared_ptr<const auth::Ap
 // --- Getting a stream ----------------------------------------------------------------------------
 
 void Attempt::Acquire(pool::NodePool& pool_to_use, int at_node) {
-  set_account(&owner_.call_.share_account());  // fair sharing between app connections
+  set_account(shared_.account);  // fair sharing between app connections
   const pool::NodePool::AcquireResult result = pool_to_use.Acquire(*this);
   if (result.outcome == pool::NodePool::AcquireOutcome::kFailed) {
     const bool unreachable =
@@ -55,25 +52,22 @@ void Attempt::OnAcquireFailed(const absl::Status& status) {
 
 void Attempt::NotStarted(int at_node, const absl::Status& status, bool node_unreachable) {
   Detach();
-  owner_.controller_.OnAttemptNotStarted(slot, at_node, status, node_unreachable);
+  shared_.owner.OnAttemptNotStarted(slot, at_node, status, node_unreachable);
 }
 
 void Attempt::Open(UpstreamConnection& conn) {
-  CallContext& context = owner_.context_;
-  const UpstreamRequest& request = owner_.request_;
   // Headers as received, with grpc-timeout lowered by the time spent in qpoold so far, and the
   // API key qpoold holds (auth::ApiKeys) when it has one for this call.
-  const std::string_view our_key =
-      CallApiKey(context, owner_.keys_, owner_.call_.method_class() == metrics::MethodClass::kRead);
-  const bool replace_key = !our_key.empty() && context.key_mode == auth::KeyMode::kOverride;
+  const std::string_view our_key = CallApiKey(shared_);
+  const bool replace_key = !our_key.empty() && shared_.context.key_mode == auth::KeyMode::kOverride;
   const bool secure = conn.secure();
-  const std::optional<MonoTime>& deadline = owner_.deadline_;
+  const std::optional<MonoTime>& deadline = shared_.deadline;
   bool app_key = false;
   std::string remaining;
   NvArray nva;
-  request.headers().ForEach([&](std::string_view name, std::string_view value) {
+  shared_.request.headers().ForEach([&](std::string_view name, std::string_view value) {
     if (name == "grpc-timeout" && deadline) {
-      remaining = FormatGrpcTimeout(*deadline - context.loop.Now());
+      remaining = FormatGrpcTimeout(*deadline - shared_.context.loop.Now());
       nva.push_back(MakeNv(name, remaining));
     } else if (secure && name == ":scheme") {
       nva.push_back(MakeNv(name, "https"));
@@ -85,8 +79,8 @@ void Attempt::Open(UpstreamConnection& conn) {
     }
   });
   if (!our_key.empty() && (replace_key || !app_key)) nva.push_back(ApiKeyNv(our_key));
-  const int32_t stream_id =
-      conn.SubmitRequest(*this, nva.data(), nva.size(), request.HasBodyToSend(reads_own_copy));
+  const int32_t stream_id = conn.SubmitRequest(*this, nva.data(), nva.size(),
+                                               shared_.request.HasBodyToSend(reads_own_copy));
   if (stream_id < 0) {
     pool->ReleaseUnused(&conn);
     NotStarted(
@@ -99,31 +93,25 @@ void Attempt::Open(UpstreamConnection& conn) {
   connection = &conn;
   connection_ref = conn.shared_from_this();
   id = stream_id;
-  started_at = context.loop.Now();
-  node_metrics = &context.metrics.node(static_cast<size_t>(node));
+  started_at = shared_.context.loop.Now();
+  node_metrics = &shared_.context.metrics.node(static_cast<size_t>(node));
   conn.ScheduleFlush();
-  owner_.controller_.OnAttemptSent(slot, node, started_at);
+  shared_.owner.OnAttemptSent(slot, node, started_at);
 }
 
 // --- The stream ----------------------------------------------------------------------------------
 
-bool Attempt::IsPrimary() const { return slot == owner_.controller_.primary(); }
-
 void Attempt::OnResponseHeader(bool trailers, nghttp2_rcbuf* name, nghttp2_rcbuf* value) {
-  Call& call = owner_.call_;
-  if (call.finished()) return;
+  if (shared_.answer.finished()) return;
   if (!trailers) {
     response_headers.Add(name, value);
-  } else if (IsPrimary()) {  // a hedge is promoted or gone by its headers' end
-    call.AddResponseTrailer(HeaderRefs::View(name), HeaderRefs::View(value));
+  } else if (shared_.owner.IsPrimary(slot)) {  // a hedge is promoted or gone by its headers' end
+    shared_.answer.AddTrailer(HeaderRefs::View(name), HeaderRefs::View(value));
   }
 }
 
 void Attempt::OnResponseHeadersEnd(bool end_stream) {
-  Call& call = owner_.call_;
-  if (call.finished()) return;
-  UpstreamRequest& request = owner_.request_;
-  retry::AttemptController& controller = owner_.controller_;
+  if (shared_.answer.finished()) return;
   int code = -1;
   retry::AttemptOutcome outcome;
   if (end_stream) {  // trailers-only: a whole answer
@@ -131,48 +119,43 @@ void Attempt::OnResponseHeadersEnd(bool end_stream) {
     outcome.failure = FailureOfGrpcStatus(code);
     outcome.pushback = PushbackIn(response_headers);
   }
-  if (controller.OnResponseHeaders(slot, outcome, end_stream, request.AllSent()) !=
+  if (shared_.owner.OnAttemptHeaders(slot, outcome, end_stream, shared_.request.AllSent()) !=
       retry::HeadersVerdict::kForward) {
     return;
   }
-  // The commit point: this attempt's answer is the call's; the replay copy goes.
-  Attempt& winner = owner_.attempts_[controller.primary()];
-  request.Commit();
-  NvArray nva = winner.response_headers.ToNv();
-  call.SendResponseHeaders(nva.data(), nva.size(), end_stream, code);
-  winner.response_headers.Clear();
+  // The commit point: this attempt's answer is the call's (the controller made it the primary,
+  // if it was the hedge); the replay copy goes.
+  shared_.request.Commit();
+  NvArray nva = response_headers.ToNv();
+  shared_.answer.SendHeaders(nva.data(), nva.size(), end_stream, code);
+  response_headers.Clear();
 }
 
 void Attempt::OnResponseTrailersEnd() {
-  Call& call = owner_.call_;
-  if (!call.finished() && IsPrimary()) call.EndResponse();
+  if (!shared_.answer.finished() && shared_.owner.IsPrimary(slot)) shared_.answer.End();
 }
 
 void Attempt::OnResponseData(const uint8_t* data, size_t len) {
-  Call& call = owner_.call_;
-  owner_.context_.metrics.AddResponseBytes(len);
-  if (call.finished() || !IsPrimary()) {
+  shared_.context.metrics.AddResponseBytes(len);
+  if (shared_.answer.finished() || !shared_.owner.IsPrimary(slot)) {
     if (attached()) connection->ConsumeResponseData(id, len);
     return;
   }
-  call.AppendResponseData(data, len);
+  shared_.answer.AppendData(data, len);
 }
 
 void Attempt::OnResponseEnd() {
   // DATA with END_STREAM and no trailers: not gRPC, but pass it on as the end of the response.
-  Call& call = owner_.call_;
-  if (!call.finished() && IsPrimary()) call.EndResponse();
+  if (!shared_.answer.finished() && shared_.owner.IsPrimary(slot)) shared_.answer.End();
 }
 
 void Attempt::OnClosed(uint32_t h2_error_code, bool connection_lost) {
-  Call& call = owner_.call_;
-  retry::AttemptController& controller = owner_.controller_;
-  EndMetrics(owner_.context_.loop.Now());
-  if (call.finished()) {
+  EndMetrics(shared_.context.loop.Now());
+  if (shared_.answer.finished()) {
     // The answer is complete (or settled): the stream's end changes nothing.
     Detach();
-    controller.OnAttemptFinished(slot);
-    owner_.request_.Drop();
+    shared_.owner.OnAttemptFinished(slot);
+    shared_.request.Drop();
     return;
   }
   const std::string node_name = attached() ? connection->node_name() : "";
@@ -197,17 +180,17 @@ void Attempt::OnClosed(uint32_t h2_error_code, bool connection_lost) {
     outcome.failure =
         h2_error_code != NGHTTP2_NO_ERROR ? retry::Failure::kAborted : retry::Failure::kOther;
   }
-  if (controller.OnAttemptEnded(slot, outcome, final_status) == retry::EndVerdict::kPassOnClose) {
+  if (shared_.owner.OnAttemptEnded(slot, outcome, final_status) ==
+      retry::EndVerdict::kPassOnClose) {
     // Passed on as the app would have seen it talking to Qdrant directly.
-    owner_.request_.Drop();
-    call.PassOnReset(h2_error_code);
+    shared_.request.Drop();
+    shared_.answer.PassOnReset(h2_error_code);
   }
 }
 
 ssize_t Attempt::ReadRequestBody(uint8_t* buf, size_t length, uint32_t* data_flags) {
-  UpstreamRequest& request = owner_.request_;
-  return reads_own_copy ? request.ReadHedgeCopy(buf, length, data_flags)
-                        : request.Read(buf, length, data_flags);
+  return reads_own_copy ? shared_.request.ReadHedgeCopy(buf, length, data_flags)
+                        : shared_.request.Read(buf, length, data_flags);
 }
 
 void Attempt::ResumeRequest() {
@@ -222,7 +205,7 @@ void Attempt::ConsumeResponse(size_t n) {
 
 void Attempt::Release(uint32_t h2_error_code) {
   if (attached()) {
-    EndMetrics(owner_.context_.loop.Now());
+    EndMetrics(shared_.context.loop.Now());
     connection->ResetStream(id, h2_error_code);
   } else if (pool != nullptr) {
     pool->CancelWait(*this);  // still queued for a stream
@@ -233,7 +216,7 @@ void Attempt::Release(uint32_t h2_error_code) {
 void Attempt::Detach() {
   if (reads_own_copy) {
     reads_own_copy = false;  // the next attempt in this slot may be a primary
-    owner_.request_.ClearHedgeCopy();
+    shared_.request.ClearHedgeCopy();
   }
   response_headers.Clear();  // references into the upstream session
   hook.unlink();

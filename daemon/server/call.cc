@@ -8,7 +8,6 @@
 #include "daemon/retry/retry_context.h"
 #include "daemon/server/grpc_wire.h"
 #include "daemon/server/proxy_counters.h"
-#include "spdlog/spdlog.h"
 
 namespace qpool::server {
 namespace {
@@ -25,8 +24,9 @@ Call::Call(CallContext& context, CallDownstream& downstream, int32_t stream_id)
     : context_(context),
       downstream_(downstream),
       downstream_id_(stream_id),
-      response_body_(&context.counters.buffered_bytes, downstream.response_bytes_held()),
-      upstream_(*this, context) {}
+      answer_(*this, downstream, context.counters),
+      request_(*this, &context.counters.buffered_bytes, context.retry.replay, context.retry.events),
+      upstream_(context, request_, answer_, downstream.share_account()) {}
 
 Call::~Call() {
   // The session deletes a call only after OnDownstreamClosed, which let go of everything.
@@ -35,7 +35,7 @@ Call::~Call() {
 // --- Downstream events -------------------------------------------------------------------------
 
 void Call::OnRequestHeader(nghttp2_rcbuf* name_buf, nghttp2_rcbuf* value_buf) {
-  if (upstream_.request().state() != UpstreamRequest::State::kHeaders) {
+  if (request_.state() != UpstreamRequest::State::kHeaders) {
     return;  // request trailers: gRPC has none; dropped
   }
   const std::string_view name = HeaderRefs::View(name_buf);
@@ -50,7 +50,7 @@ void Call::OnRequestHeader(nghttp2_rcbuf* name_buf, nghttp2_rcbuf* value_buf) {
       deadline_ = context_.loop.Now() + *timeout;
     }
   }
-  upstream_.request().AddHeader(name_buf, value_buf);
+  request_.AddHeader(name_buf, value_buf);
 }
 
 void Call::OnRequestHeadersEnd() {
@@ -60,20 +60,20 @@ void Call::OnRequestHeadersEnd() {
     deadline_timer_ = context_.loop.CreateTimer();
     deadline_timer_->Arm(*deadline_ - context_.loop.Now(), [this] { OnDeadline(); });
   }
-  upstream_.Start(started_at_, deadline_);
+  upstream_.Start(deadline_, method_class_ == metrics::MethodClass::kRead);
 }
 
 void Call::OnRequestData(const uint8_t* data, size_t len) {
   context_.metrics.AddRequestBytes(len);
-  if (upstream_.request().Append(data, len)) upstream_.OnRequestMore();
+  if (request_.Append(data, len)) upstream_.OnRequestMore();
 }
 
 void Call::OnRequestEnd() {
-  if (upstream_.request().End()) upstream_.OnRequestMore();
+  if (request_.End()) upstream_.OnRequestMore();
 }
 
 void Call::OnDownstreamClosed(uint32_t /*h2_error_code*/) {
-  response_state_ = ResponseState::kClosed;
+  answer_.Close();
   if (deadline_timer_) deadline_timer_->Cancel();
   // An app's RST_STREAM (or lost connection) cancels the upstream stream or the wait for one; a
   // normal close after the full answer finds the upstream stream closed already.
@@ -82,73 +82,13 @@ void Call::OnDownstreamClosed(uint32_t /*h2_error_code*/) {
 }
 
 ssize_t Call::ReadResponseBody(uint8_t* buf, size_t length, uint32_t* data_flags) {
-  const size_t n = response_body_.Read(buf, length);
-  if (n > 0) upstream_.ConsumeResponse(n);
-  if (response_body_.empty()) {
-    if (response_state_ == ResponseState::kComplete) {
-      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-      if (!trailers_.empty()) {
-        *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        NvArray nva = trailers_.ToNv();
-        downstream_.SubmitTrailers(*this, nva.data(), nva.size());
-      }
-    } else if (n == 0) {
-      return NGHTTP2_ERR_DEFERRED;
-    }
-  }
-  return static_cast<ssize_t>(n);
-}
-
-// --- The answer ----------------------------------------------------------------------------------
-
-void Call::SendResponseHeaders(const nghttp2_nv* nva, size_t nvlen, bool end_stream,
-                               int grpc_code) {
-  if (end_stream) {
-    // Trailers-only: one HEADERS frame with the status; forwarded as it is.
-    grpc_code_ = grpc_code;
-    response_state_ = ResponseState::kComplete;
-  } else {
-    response_state_ = ResponseState::kHeadersSent;
-  }
-  downstream_.SubmitResponse(*this, nva, nvlen, /*has_body=*/!end_stream);
-}
-
-void Call::EndResponse() {
-  grpc_code_ = GrpcStatusIn(trailers_);  // -1 when the answer ended without trailers
-  response_state_ = ResponseState::kComplete;
-  ResumeDownstream();
-}
-
-void Call::FinishLocally(const absl::Status& status) {
-  if (response_state_ == ResponseState::kClosed) return;
-  upstream_.request().Drop();
-  context_.counters.local_replies.fetch_add(1, std::memory_order_relaxed);
-  grpc_code_ = GrpcCode(status);
-  SPDLOG_DEBUG("stream {} answered by qpoold: {}", downstream_id_, status.ToString());
-  const std::string code = std::to_string(grpc_code_);
-  const std::string message = PercentEncodeGrpcMessage(status.message());
-  if (response_state_ == ResponseState::kNone) {
-    response_state_ = ResponseState::kComplete;
-    const nghttp2_nv nva[] = {MakeNv(":status", "200"), MakeNv("content-type", "application/grpc"),
-                              MakeNv("grpc-status", code), MakeNv("grpc-message", message)};
-    downstream_.SubmitResponse(*this, nva, 4, /*has_body=*/false);
-    return;
-  }
-  // Headers went out already: end with trailers after whatever data is queued.
-  response_state_ = ResponseState::kComplete;
-  trailers_.Clear();
-  trailers_.Add("grpc-status", code);
-  trailers_.Add("grpc-message", message);
-  ResumeDownstream();
-}
-
-void Call::PassOnReset(uint32_t h2_error_code) {
-  response_state_ = ResponseState::kReset;
-  downstream_.ResetStream(*this, h2_error_code);
+  const ssize_t n = answer_.Read(buf, length, data_flags);
+  if (n > 0) upstream_.ConsumeResponse(static_cast<size_t>(n));
+  return n;
 }
 
 void Call::AcknowledgeRequestBytes(size_t n) {
-  if (response_state_ != ResponseState::kClosed) downstream_.ConsumeRequestData(*this, n);
+  if (!answer_.closed()) downstream_.ConsumeRequestData(*this, n);
 }
 
 // --- Internals -----------------------------------------------------------------------------------
@@ -158,22 +98,16 @@ pool::ShareAccount& Call::share_account() { return downstream_.share_account(); 
 void Call::OnDeadline() {
   if (finished()) return;
   upstream_.Stop();
-  FinishLocally(absl::DeadlineExceededError("qpool: deadline exceeded (grpc-timeout)"));
-}
-
-void Call::ResumeDownstream() {
-  if (response_state_ == ResponseState::kHeadersSent ||
-      response_state_ == ResponseState::kComplete) {
-    downstream_.ResumeResponseData(*this);
-  }
+  request_.Drop();  // answered: nothing more goes upstream
+  answer_.FinishLocally(absl::DeadlineExceededError("qpool: deadline exceeded (grpc-timeout)"));
 }
 
 void Call::RecordCallEnd() {
-  if (upstream_.request().state() == UpstreamRequest::State::kHeaders) {
+  if (request_.state() == UpstreamRequest::State::kHeaders) {
     return;  // never became a call
   }
   const Duration duration = context_.loop.Now() - started_at_;
-  context_.metrics.RecordCall(method_class_, grpc_code_, duration);
+  context_.metrics.RecordCall(method_class_, answer_.grpc_code(), duration);
   if (ABSL_PREDICT_FALSE(AccessLogSampled(context_.random))) LogAccess(duration);
 }
 
@@ -186,23 +120,18 @@ void Call::LogAccess(Duration duration) {
   // write whose class depends on its body and was never needed.
   std::string_view retry_class = "-";
   const retry::MethodClassifier& classifier = context_.retry.classifier;
-  if (std::optional<retry::RetryClass> decided = upstream_.request().retry_class()) {
+  if (std::optional<retry::RetryClass> decided = request_.retry_class()) {
     retry_class = retry::RetryClassName(*decided);
   } else if (method_ != nullptr && !classifier.NeedsFirstMessage(path)) {
     retry_class = retry::RetryClassName(classifier.Classify(path, {}, {}));
   }
-  const int node = upstream_.last_node();
-  const config::NodeTable& nodes = *context_.nodes;
   AccessRecord record;
   record.protocol = "grpc";
   record.method = path;
   record.retry_class = retry_class;
-  record.status = grpc_code_;
+  record.status = answer_.grpc_code();
   record.duration = duration;
-  if (node >= 0 && static_cast<size_t>(node) < nodes.slots.size()) {
-    record.node = nodes.slots[node].name;
-  }
-  record.attempts = upstream_.attempts();
+  upstream_.DescribeForLog(record);
   record.peer = downstream_.peer();
   WriteAccessLine(record);
 }

@@ -18,16 +18,28 @@
 // qpoold answers by itself (a trailers-only response) only when no upstream answer can be had:
 // pool limits, unreachable node, deadline, or an upstream connection lost before the answer.
 //
+// A call is three parts, each in its own file, and this class joins them to the app's stream:
+//   - UpstreamRequest (upstream_request.h): the request as qpoold holds it, filled from the app's
+//     HEADERS and DATA here, read by the attempts; its window credit comes back here
+//     (RequestWindow) and goes to the app connection;
+//   - CallAnswer (call_answer.h): the answer to the app, its state, the body held for the app and
+//     the trailers; the upstream half hands it what Qdrant answered, or a local answer, through
+//     AnswerSink, and the app connection reads it through ReadResponseBody;
+//   - CallUpstream (call_upstream.h): the attempts and the retry decisions carried out.
+// The call itself keeps the caller's deadline (its one timer), the method (for the metrics and the
+// access log), and records the call's end.
+//
 // Flow control is end to end: bytes received on one side are acknowledged to their sender
 // (WINDOW_UPDATE, per stream) only when the other side's data source has taken them, so a slow
 // reader slows its writer and a call never buffers more than one stream window per direction.
 //
-// Ownership: the app connection (DownstreamSession, seen by the call only as a CallDownstream)
-// owns its calls (created on request HEADERS, deleted when the downstream stream closes). A call
-// holds its upstream half, and that the request (UpstreamRequest) and its attempts, by value. A
-// unit test hands a call a fake CallDownstream and a CallContext built from fakes
-// (tests/unit/call_test.cc).
-// Thread-safety: none; a call lives on one worker's thread.
+// Ownership: the app connection (DownstreamSession, in its DownstreamCalls, seen by the call only
+// as a CallDownstream, call_downstream.h) owns its calls (created on request HEADERS, deleted when
+// the downstream stream closes). A call holds its answer, its request and its upstream half by
+// value, and that its attempts. A unit test hands a call a fake CallDownstream and a CallContext
+// built from fakes, and its attempt waits in a real pool of fake connections
+// (tests/unit/call_test.cc); the parts are tested alone (call_test's CallAnswerTest,
+// upstream_request_test, attempt_test). Thread-safety: none; a call lives on one worker's thread.
 #ifndef QPOOL_DAEMON_SERVER_CALL_H_
 #define QPOOL_DAEMON_SERVER_CALL_H_
 
@@ -40,46 +52,16 @@
 #include <string>
 #include <string_view>
 
-#include "absl/status/status.h"
-#include "daemon/common/byte_queue.h"
 #include "daemon/common/event_loop.h"
 #include "daemon/metrics/method_class.h"
+#include "daemon/server/call_answer.h"
 #include "daemon/server/call_context.h"
+#include "daemon/server/call_downstream.h"
 #include "daemon/server/call_upstream.h"
-#include "daemon/server/header_block.h"
 #include "daemon/server/stream_guard.h"
 #include "daemon/server/upstream_request.h"
 
 namespace qpool::server {
-
-class Call;
-
-// What a call asks of the app connection its stream is on (DownstreamSession implements it): the
-// answer's frames, the request's flow control, and the connection's shares. Every method names
-// the call's own stream.
-class CallDownstream {
- public:
-  // Response HEADERS; with `has_body` the body and trailers follow from the call's data source
-  // (Call::ReadResponseBody), otherwise the HEADERS frame ends the stream (trailers-only).
-  virtual int SubmitResponse(Call& call, const nghttp2_nv* nva, size_t nvlen, bool has_body) = 0;
-  // The answer's trailers; from inside the call's data source, at the end of the body.
-  virtual int SubmitTrailers(Call& call, const nghttp2_nv* nva, size_t nvlen) = 0;
-  // More of the answer is queued (or it is complete): the data source may be read again.
-  virtual void ResumeResponseData(Call& call) = 0;
-  // RST_STREAM(`h2_error_code`) to the app.
-  virtual void ResetStream(Call& call, uint32_t h2_error_code) = 0;
-  // The call passed `n` request bytes on: the app may send that much more.
-  virtual void ConsumeRequestData(Call& call, size_t n) = 0;
-  // The connection's unread response bytes, all its calls together (ByteQueue's `local` total).
-  virtual int64_t* response_bytes_held() = 0;
-  // What the connection's calls hold of the worker's pools (fair sharing, NodePool).
-  virtual pool::ShareAccount& share_account() = 0;
-  // The app's address, for the access log.
-  virtual const std::string& peer() const = 0;
-
- protected:
-  ~CallDownstream() = default;  // not owned through this interface
-};
 
 class Call final : public RequestWindow {
  public:
@@ -101,43 +83,22 @@ class Call final : public RequestWindow {
   // The downstream response data source.
   ssize_t ReadResponseBody(uint8_t* buf, size_t length, uint32_t* data_flags);
 
-  // The answer, from the upstream half. -----------------------------------------------------------
-  // Response headers (`end_stream`: a trailers-only answer with grpc-status `grpc_code`).
-  void SendResponseHeaders(const nghttp2_nv* nva, size_t nvlen, bool end_stream, int grpc_code);
-  void AppendResponseData(const uint8_t* data, size_t len) {
-    response_body_.Append(data, len);
-    ResumeDownstream();
-  }
-  void AddResponseTrailer(std::string_view name, std::string_view value) {
-    trailers_.Add(name, value);
-  }
-  // The upstream answer is complete: trailers (if any) follow the data queued.
-  void EndResponse();
-  // Answers the app with `status` and no upstream answer: trailers-only if no response headers
-  // went out yet, else trailers after the data already queued.
-  void FinishLocally(const absl::Status& status);
-  // The upstream reset the stream before its answer was complete: so is the app's.
-  void PassOnReset(uint32_t h2_error_code);
   // RequestWindow: lets the app send `n` more bytes on this stream (the request's bytes went
   // upstream, or were dropped).
   void AcknowledgeRequestBytes(size_t n) override;
   // The answer to the app is settled (complete, reset, or the app went away).
-  bool finished() const { return response_state_ >= ResponseState::kComplete; }
+  bool finished() const { return answer_.finished(); }
 
   int32_t downstream_stream_id() const { return downstream_id_; }
   // Response bytes held for the app and not taken by it yet.
-  size_t response_buffered() const { return response_body_.size(); }
+  size_t response_buffered() const { return answer_.buffered(); }
   // Something went to the app already (response HEADERS, or a reset): a local answer now has to
   // be a reset.
-  bool response_started() const { return response_state_ != ResponseState::kNone; }
+  bool response_started() const { return answer_.started(); }
   // The app connection's share of the pool (fair sharing between app connections).
   pool::ShareAccount& share_account();
-  // The method's class, from :path (known once the request headers are complete).
-  metrics::MethodClass method_class() const { return method_class_; }
-  // Tests only: the upstream half, to deliver its attempts' events by hand.
-  CallUpstream& upstream_for_testing() { return upstream_; }
 
-  CallHook downstream_hook;  // DownstreamSession's list of its calls
+  CallHook downstream_hook;  // DownstreamCalls' list of the connection's calls
   // The session's watch for server.stream_idle_timeout, and its check of the request's message
   // sizes for server.max_message_size (stream_guard.h).
   StreamStallWatch stall_watch;
@@ -148,16 +109,7 @@ class Call final : public RequestWindow {
   size_t request_window_held = 0;
 
  private:
-  enum class ResponseState : uint8_t {
-    kNone,         // nothing sent to the app yet
-    kHeadersSent,  // response HEADERS submitted; body and trailers to come
-    kComplete,     // the whole answer is queued (ends with trailers, or END_STREAM)
-    kReset,        // the stream was reset toward the app
-    kClosed,       // the downstream stream is gone
-  };
-
   void OnDeadline();
-  void ResumeDownstream();
   // Metrics (docs/metrics.md) and the access log (access_log.h): the end of the call.
   void RecordCallEnd();
   // Writes the call's access log line (a sampled call only).
@@ -166,9 +118,8 @@ class Call final : public RequestWindow {
   CallContext& context_;
   CallDownstream& downstream_;
   const int32_t downstream_id_;
-  ResponseState response_state_ = ResponseState::kNone;
-  HeaderBlock trailers_;
-  ByteQueue response_body_;
+  CallAnswer answer_;        // the answer to the app
+  UpstreamRequest request_;  // the request as qpoold holds it on its way upstream
 
   std::optional<MonoTime> deadline_;
   std::unique_ptr<Timer> deadline_timer_;
@@ -176,8 +127,7 @@ class Call final : public RequestWindow {
   // Metrics: what the call records when it ends (a few relaxed counter updates, no locks).
   const QdrantMethod* method_ = nullptr;  // from :path; null: not a Qdrant method
   metrics::MethodClass method_class_ = metrics::MethodClass::kOther;  // from :path
-  int grpc_code_ = -1;     // the final grpc-status, upstream's or qpoold's; -1: none (reset)
-  MonoTime started_at_{};  // request headers complete
+  MonoTime started_at_{};                                             // request headers complete
 
   CallUpstream upstream_;  // last: it reports to the members above
 };

@@ -2,7 +2,6 @@
 
 #include "daemon/pool/balancer.h"
 #include "daemon/retry/retry_context.h"
-#include "daemon/server/call.h"
 #include "daemon/server/grpc_wire.h"
 #include "daemon/server/proxy_counters.h"
 
@@ -10,16 +9,17 @@ namespace qpool::server {
 
 // --- From the downstream half --------------------------------------------------------------------
 
-CallUpstream::CallUpstream(Call& call, CallContext& context)
-    : call_(call),
-      context_(context),
-      request_(call, &context.counters.buffered_bytes, context.retry.replay, context.retry.events),
+CallUpstream::CallUpstream(CallContext& context, UpstreamRequest& request, AnswerSink& answer,
+                           pool::ShareAccount& account)
+    : shared_{*this,           context, request, answer, /*deadline=*/{}, /*read=*/false, &account,
+              /*keys=*/nullptr},
       controller_(context.retry, context.loop, context.random, *this) {}
 
-void CallUpstream::Start(MonoTime /*now*/, std::optional<MonoTime> deadline) {
-  request_.EndHeaders();
-  deadline_ = deadline;
-  start_at_bytes_ = context_.start_at_bytes;
+void CallUpstream::Start(std::optional<MonoTime> deadline, bool read) {
+  shared_.request.EndHeaders();
+  shared_.deadline = deadline;
+  shared_.read = read;
+  start_at_bytes_ = shared_.context.start_at_bytes;
   start_pending_ = true;
   OnRequestMore();
 }
@@ -29,11 +29,12 @@ void CallUpstream::OnRequestMore() {
     attempts_[controller_.primary()].ResumeRequest();
     return;
   }
-  const UpstreamRequest::State state = request_.state();
-  if (state == UpstreamRequest::State::kBody && request_.unsent_bytes() < start_at_bytes_) return;
+  const UpstreamRequest::State state = shared_.request.state();
+  if (state == UpstreamRequest::State::kBody && shared_.request.unsent_bytes() < start_at_bytes_)
+    return;
   start_pending_ = false;
   if (state == UpstreamRequest::State::kDropped) return;  // answered meanwhile
-  controller_.Start(context_.loop.Now(), deadline_);
+  controller_.Start(shared_.context.loop.Now(), shared_.deadline);
 }
 
 void CallUpstream::Stop() {
@@ -44,14 +45,23 @@ void CallUpstream::Stop() {
   attempts_[controller_.primary()].Release(NGHTTP2_CANCEL);
 }
 
+void CallUpstream::DescribeForLog(AccessRecord& record) const {
+  record.attempts = controller_.attempts();
+  const int node = attempts_[controller_.primary()].node;
+  const config::NodeTable& nodes = *shared_.context.nodes;
+  if (node >= 0 && static_cast<size_t>(node) < nodes.slots.size()) {
+    record.node = nodes.slots[node].name;
+  }
+}
+
 // --- retry::AttemptHost --------------------------------------------------------------------------
 
 void CallUpstream::StartAttempt(int slot, retry::AttemptKind kind, int node, int avoid_node) {
   Attempt& a = attempts_[slot];
-  pool::Balancer& balancer = context_.balancer;
+  pool::Balancer& balancer = shared_.context.balancer;
   if (kind == retry::AttemptKind::kHedge) {
     a.reads_own_copy = true;
-    request_.CopyForHedge();
+    shared_.request.CopyForHedge();
   } else {
     // The balancer's choice; a retry goes to another node when there is one to go to.
     size_t pick = balancer.Pick(pool::Protocol::kGrpc);
@@ -68,26 +78,30 @@ void CallUpstream::StartAttempt(int slot, retry::AttemptKind kind, int node, int
 int CallUpstream::PickHedgeNode(int node) {
   if (node < 0) return -1;
   const std::optional<size_t> other =
-      context_.balancer.PickOtherThan(pool::Protocol::kGrpc, static_cast<size_t>(node));
+      shared_.context.balancer.PickOtherThan(pool::Protocol::kGrpc, static_cast<size_t>(node));
   return other ? static_cast<int>(*other) : -1;
 }
 
 void CallUpstream::RewindRequest() {
   // The failed attempt's bytes go back in front of what the app has sent since.
-  request_.Rewind();
+  shared_.request.Rewind();
   held_answer_.Clear();
 }
 
 void CallUpstream::PassOnHeldAnswer() {
   // Qdrant's own answer, as it was; nothing more goes upstream.
-  request_.Drop();
-  request_.Commit();
+  shared_.request.Drop();
+  shared_.request.Commit();
   NvArray nva = held_answer_.ToNv();
-  call_.SendResponseHeaders(nva.data(), nva.size(), /*end_stream=*/true,
-                            GrpcStatusIn(held_answer_));
+  shared_.answer.SendHeaders(nva.data(), nva.size(), /*end_stream=*/true,
+                             GrpcStatusIn(held_answer_));
   held_answer_.Clear();
 }
 
-void CallUpstream::FinishWith(const absl::Status& status) { call_.FinishLocally(status); }
+void CallUpstream::FinishWith(const absl::Status& status) {
+  shared_.request
+      .Drop();  // nothing more goes upstream (a no-op for the app once its stream is gone)
+  shared_.answer.FinishLocally(status);
+}
 
 }  // namespace qpool::server

@@ -1,10 +1,12 @@
 // Call, the downstream half of a gRPC call, with a fake app connection (CallDownstream), the fake
 // clock and a real pool whose one connection never finishes connecting, so the call's attempt
 // waits in the pool's queue; no sockets. The caller's deadline passing before an answer: a
-// DEADLINE_EXCEEDED answer (trailers-only, or trailers after the headers already sent) and the
-// attempt cancelled; the app's reset cancels the attempt; an upstream reset before the answer is
-// passed on as the same reset, a lost upstream connection as UNAVAILABLE (docs/architecture.md,
-// "When qpoold answers by itself").
+// DEADLINE_EXCEEDED answer and the attempt cancelled; no stream within the pool's wait: an
+// UNAVAILABLE answer; the app's reset cancels the attempt. The call's answer (CallAnswer) on the
+// same fake app connection: a local answer after the response headers is trailers after the data
+// already queued; an upstream reset is passed on as the same reset (docs/architecture.md, "When
+// qpoold answers by itself"). What an attempt does with its stream's events (an upstream reset, a
+// lost connection) is tests/unit/attempt_test.cc's.
 #include "daemon/server/call.h"
 
 #include <nghttp2/nghttp2.h>
@@ -98,6 +100,8 @@ class ConnectingFactory : public pool::SlotConnectionFactory {
 
 class GrpcParts : public pool::SlotPoolParts {
  public:
+  Duration acquire_timeout = 1h;  // the caller's deadline comes first
+
   const config::NodeAddress& EndpointOf(const config::NodeSlot& slot) const override {
     return slot.grpc;
   }
@@ -105,7 +109,7 @@ class GrpcParts : public pool::SlotPoolParts {
     pool::NodePoolOptions options;
     options.node_name = slot.name;
     options.min_connections = 0;
-    options.acquire_timeout = 1h;  // the caller's deadline comes first
+    options.acquire_timeout = acquire_timeout;
     return options;
   }
   std::unique_ptr<pool::SlotConnectionFactory> NewFactory(size_t,
@@ -213,15 +217,6 @@ class CallTest : public ::testing::Test {
     return call;
   }
 
-  // `call`'s attempt, out of the node's queue as if the pool had given it a stream: a test then
-  // delivers that stream's events as UpstreamConnection does.
-  static Attempt& AttemptOnAStream(Call& call) {
-    Attempt& attempt = call.upstream_for_testing().attempt_for_testing(0);
-    EXPECT_NE(attempt.pool, nullptr);
-    if (attempt.pool != nullptr) attempt.pool->CancelWait(attempt);
-    return attempt;
-  }
-
   FakeEventLoop loop_;
   SweepRandom random_;
   ProxyCounters counters_;
@@ -231,7 +226,8 @@ class CallTest : public ::testing::Test {
   pool::PendingBudget budget_{100, 0};
   config::NodeTable table_;
   config::HealthConfig health_config_;
-  pool::SlotPools pools_{std::make_unique<GrpcParts>(), budget_, loop_, random_};
+  GrpcParts* parts_ = new GrpcParts;  // owned by pools_
+  pool::SlotPools pools_{std::unique_ptr<GrpcParts>(parts_), budget_, loop_, random_};
   pool::Balancer balancer_{loop_, random_, metrics_, nullptr};
   CallContext context_{loop_, random_, counters_, metrics_, retry_, balancer_};
   FakeDownstream downstream_;
@@ -261,28 +257,6 @@ TEST_F(CallTest, DeadlineBeforeTheAnswerAnswersDeadlineExceededAndCancelsTheAtte
   call.OnDownstreamClosed(NGHTTP2_NO_ERROR);
 }
 
-TEST_F(CallTest, DeadlineAfterTheResponseHeadersEndsWithTrailersAfterTheData) {
-  Call& call = StartUpsert("1S");
-  // Headers and some data went out already (as an attempt would have passed them on).
-  const nghttp2_nv nva[] = {MakeNv(":status", "200"), MakeNv("content-type", "application/grpc")};
-  call.SendResponseHeaders(nva, 2, /*end_stream=*/false, -1);
-  const uint8_t data[] = {0, 0, 0, 0, 0};
-  call.AppendResponseData(data, sizeof(data));
-
-  loop_.Advance(1s);
-  EXPECT_EQ(downstream_.responses.size(), 1u);  // no second HEADERS
-  EXPECT_EQ(Waiting(), 0u);
-  EXPECT_TRUE(downstream_.trailers.empty());  // after the data queued
-  uint8_t buf[64];
-  uint32_t flags = 0;
-  EXPECT_EQ(call.ReadResponseBody(buf, sizeof(buf), &flags), 5);
-  EXPECT_TRUE(flags & NGHTTP2_DATA_FLAG_EOF);
-  EXPECT_TRUE(flags & NGHTTP2_DATA_FLAG_NO_END_STREAM);
-  ASSERT_EQ(downstream_.trailers.size(), 1u);
-  EXPECT_EQ(downstream_.trailers[0]["grpc-status"], "4");
-  call.OnDownstreamClosed(NGHTTP2_NO_ERROR);
-}
-
 TEST_F(CallTest, AppResetCancelsTheAttempt) {
   Call& call = StartUpsert("");
   ASSERT_EQ(Waiting(), 1u);
@@ -295,29 +269,76 @@ TEST_F(CallTest, AppResetCancelsTheAttempt) {
   EXPECT_TRUE(downstream_.responses.empty());
 }
 
-TEST_F(CallTest, UpstreamResetBeforeTheAnswerIsPassedOnAsTheSameReset) {
+TEST_F(CallTest, NoStreamWithinThePoolsWaitAnswersUnavailable) {
+  parts_->acquire_timeout = 2s;
+  pools_.Apply(table_);
   Call& call = StartUpsert("10S");
-  // Its stream, once open, is reset by Qdrant before any answer.
-  AttemptOnAStream(call).OnClosed(NGHTTP2_INTERNAL_ERROR, /*connection_lost=*/false);
+  ASSERT_EQ(Waiting(), 1u);
+
+  loop_.Advance(2s);
+  EXPECT_EQ(Waiting(), 0u);
+  ASSERT_EQ(downstream_.responses.size(), 1u);
+  EXPECT_FALSE(downstream_.responses[0].has_body);                   // trailers-only
+  EXPECT_EQ(downstream_.responses[0].headers["grpc-status"], "14");  // UNAVAILABLE
+  EXPECT_NE(downstream_.responses[0].headers["grpc-message"].find("acquire_timeout"),
+            std::string::npos);
+  EXPECT_TRUE(call.finished());
+  EXPECT_EQ(counters_.local_replies.load(), 1u);
+  loop_.Advance(10s);  // the deadline no longer answers
+  EXPECT_EQ(downstream_.responses.size(), 1u);
+  call.OnDownstreamClosed(NGHTTP2_NO_ERROR);
+}
+
+// The call's answer alone, on the same fake app connection (its Call only names the stream).
+class CallAnswerTest : public CallTest {
+ protected:
+  CallAnswerTest() : call_for_answer_(context_, downstream_, 3) {}
+
+  Call call_for_answer_;
+  CallAnswer answer_{call_for_answer_, downstream_, counters_};
+};
+
+TEST_F(CallAnswerTest, LocalAnswerAfterTheResponseHeadersEndsWithTrailersAfterTheData) {
+  // Headers and some data went out already (as an attempt would have passed them on).
+  const nghttp2_nv nva[] = {MakeNv(":status", "200"), MakeNv("content-type", "application/grpc")};
+  answer_.SendHeaders(nva, 2, /*end_stream=*/false, -1);
+  const uint8_t data[] = {0, 0, 0, 0, 0};
+  answer_.AppendData(data, sizeof(data));
+  EXPECT_TRUE(answer_.started());
+  EXPECT_FALSE(answer_.finished());
+
+  answer_.FinishLocally(absl::DeadlineExceededError("qpool: deadline exceeded (grpc-timeout)"));
+  EXPECT_TRUE(answer_.finished());
+  EXPECT_EQ(downstream_.responses.size(), 1u);  // no second HEADERS
+  EXPECT_TRUE(downstream_.trailers.empty());    // after the data queued
+  uint8_t buf[64];
+  uint32_t flags = 0;
+  EXPECT_EQ(answer_.Read(buf, sizeof(buf), &flags), 5);
+  EXPECT_TRUE(flags & NGHTTP2_DATA_FLAG_EOF);
+  EXPECT_TRUE(flags & NGHTTP2_DATA_FLAG_NO_END_STREAM);
+  ASSERT_EQ(downstream_.trailers.size(), 1u);
+  EXPECT_EQ(downstream_.trailers[0]["grpc-status"], "4");
+  EXPECT_EQ(answer_.grpc_code(), 4);
+  EXPECT_EQ(counters_.local_replies.load(), 1u);
+}
+
+TEST_F(CallAnswerTest, UpstreamResetIsPassedOnAsTheSameReset) {
+  answer_.PassOnReset(NGHTTP2_INTERNAL_ERROR);
 
   EXPECT_TRUE(downstream_.responses.empty());
   EXPECT_EQ(downstream_.resets, std::vector<uint32_t>{NGHTTP2_INTERNAL_ERROR});
-  EXPECT_TRUE(call.finished());
-  loop_.Advance(10s);  // the deadline no longer answers
-  EXPECT_TRUE(downstream_.responses.empty());
-  EXPECT_EQ(downstream_.resets.size(), 1u);
-  call.OnDownstreamClosed(NGHTTP2_INTERNAL_ERROR);
+  EXPECT_TRUE(answer_.finished());
+  EXPECT_TRUE(answer_.started());  // a local answer now has to be a reset
+  EXPECT_EQ(answer_.grpc_code(), -1);
 }
 
-TEST_F(CallTest, UpstreamConnectionLostBeforeTheAnswerAnswersUnavailable) {
-  Call& call = StartUpsert("");
-  AttemptOnAStream(call).OnClosed(NGHTTP2_NO_ERROR, /*connection_lost=*/true);
+TEST_F(CallAnswerTest, NothingGoesToTheAppOnceItsStreamClosed) {
+  answer_.Close();
+  answer_.FinishLocally(absl::UnavailableError("qpool: too late"));
 
-  ASSERT_EQ(downstream_.responses.size(), 1u);
-  EXPECT_FALSE(downstream_.responses[0].has_body);
-  EXPECT_EQ(downstream_.responses[0].headers["grpc-status"], "14");  // UNAVAILABLE
-  EXPECT_TRUE(downstream_.resets.empty());
-  call.OnDownstreamClosed(NGHTTP2_NO_ERROR);
+  EXPECT_TRUE(answer_.closed());
+  EXPECT_TRUE(downstream_.responses.empty());
+  EXPECT_EQ(counters_.local_replies.load(), 0u);
 }
 
 }  // namespace
