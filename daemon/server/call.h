@@ -95,6 +95,9 @@ class Call final : public RequestWindow {
   // Something went to the app already (response HEADERS, or a reset): a local answer now has to
   // be a reset.
   bool response_started() const { return answer_.started(); }
+  // The answer to the app, as the upstream half writes it (AnswerSink); the connection's
+  // defences' tests hand a call response bytes through it.
+  AnswerSink& answer() { return answer_; }
   // The app connection's share of the pool (fair sharing between app connections).
   pool::ShareAccount& share_account();
 

@@ -246,7 +246,7 @@ class ConnectionDefencesTest : public ::testing::Test {
     auto* call = new Call(context_, connection_, stream_id);
     connection_.calls.push_back(*call);
     const std::string bytes(unread, 'x');
-    call->AppendResponseData(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    call->answer().AppendData(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
     return *call;
   }
   std::vector<int32_t> OpenStreams() const {
@@ -365,7 +365,7 @@ TEST_F(ConnectionDefencesTest, AnOversizeMessageIsAnsweredResourceExhaustedAndIt
 
 TEST_F(ConnectionDefencesTest, AnOversizeMessageAfterTheResponseStartedIsAReset) {
   Call& call = OpenCall(1);
-  call.SendResponseHeaders(nullptr, 0, /*end_stream=*/false, 0);
+  call.answer().SendHeaders(nullptr, 0, /*end_stream=*/false, 0);
   ASSERT_TRUE(call.response_started());
   const std::vector<uint8_t> over = Prefix(1000);
   ASSERT_FALSE(Defences().MessageSizeOk(call, over.data(), over.size()));
