@@ -7,8 +7,9 @@
 //
 // A call has at most two attempts at a time, in two slots: the primary, and a hedge racing it.
 // The host owns the attempt objects (a stream, a connection); the controller tracks each slot's
-// phase, node and start time, and the budget ticket a hedge holds. The first response headers of
-// either decide the race; the primary() slot is the winner from then on.
+// phase, node and start time, and the budget ticket a hedge holds (in its AttemptSlots). The
+// first response headers of either decide the race; the primary() slot is the winner from then
+// on.
 //
 //   controller.Start(now, deadline);            // -> host.StartAttempt(0, kFirst, ...)
 //   controller.OnAttemptSent(0, node, now);     // request headers went out
@@ -22,6 +23,7 @@
 // Contract with the host: StartAttempt reports back (now or later) with OnAttemptSent or
 // OnAttemptNotStarted; CancelAttempt is final (no report follows). The controller never calls the
 // host from a host call it is not answering, except from its own timers.
+//
 // The controller decides retries and gives up; its parts, each with its own header, do the rest:
 //  - AttemptSlots: the two slots' phases, nodes and send times, and the hedge (its delay, start,
 //    promotion, drop);

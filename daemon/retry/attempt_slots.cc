@@ -4,12 +4,6 @@
 
 namespace qpool::retry {
 
-void AttemptSlots::Cancel(int slot) {
-  if (tries_[slot].phase == Phase::kFree) return;
-  tries_[slot].phase = Phase::kFree;
-  host_.CancelAttempt(slot);
-}
-
 void AttemptSlots::ArmHedge(Duration delay) {
   hedge_timer_.Arm(delay, [this] { OnHedgeDelay(); });
 }

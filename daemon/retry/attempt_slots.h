@@ -54,7 +54,11 @@ class AttemptSlots {
   // `slot`'s attempt is over on the host's side (it ended, never started, or finished): free.
   void Released(int slot) { tries_[slot].phase = Phase::kFree; }
   // Stops `slot`'s attempt, if it has one, with the host (CancelAttempt): free.
-  void Cancel(int slot);
+  void Cancel(int slot) {
+    if (tries_[slot].phase == Phase::kFree) return;
+    tries_[slot].phase = Phase::kFree;
+    host_.CancelAttempt(slot);
+  }
 
   // The primary's request went out: the hedge may start after `delay`.
   void ArmHedge(Duration delay);

@@ -25,7 +25,8 @@ bool RetryPlaceWait::Begin(const CallWindow& window, int node, const RetryDecisi
   return true;
 }
 
-void RetryPlaceWait::Stop() {
+void RetryPlaceWait::Abandon() {
+  count_.Set(false);
   RetryBudget::StopWaiting(*this);
   pending_.reset();
   timer_.Cancel();

@@ -66,9 +66,11 @@ class RetryPlaceWait final : private RetryPlaceWaiter {
   // without a place. Not while waiting().
   bool Begin(const CallWindow& window, int node, const RetryDecision& decision,
              RetryClass retry_class, Duration took, const absl::Status& final_status);
-  // The call is over: out of the queue, the timer stopped, a place taken given back; the owner
-  // hears nothing. Idempotent.
-  void Stop();
+  // The call is over: out of the queue (and of the waiting calls' count), the timer stopped, a
+  // place taken given back; the owner hears nothing. Idempotent.
+  void Stop() {
+    if (pending_) Abandon();  // not waiting: not queued, no timer, no place (nothing to do)
+  }
   bool waiting() const { return pending_.has_value(); }
 
  private:
@@ -83,6 +85,8 @@ class RetryPlaceWait final : private RetryPlaceWaiter {
     absl::Status final_status;  // the app's answer if the wait ends without a place
   };
 
+  // Stop's work while waiting.
+  void Abandon();
   // The budget woke this call, first in its queue: it takes the place if there is one now, and
   // arms the timer to go on (OnLook) with no delay.
   bool OnRetryPlaceFreed() override;
