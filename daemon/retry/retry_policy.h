@@ -9,7 +9,7 @@
 // Outcomes are protocol-neutral (Failure): the gRPC path and an HTTP/1.1 path both map onto them.
 // Either kind is refused when it could not finish before the caller's deadline, when the call has
 // used max_attempts, or when the retry budget (RetryBudget) says no (its in-flight limit alone
-// makes the call wait for a place instead, when it can: AttemptController).
+// makes the call wait for a place instead, when it can: RetryPlaceWait).
 //
 // Thread-safety: RetryPolicy is immutable; Decide() is a pure function of its arguments.
 #ifndef QPOOL_DAEMON_RETRY_RETRY_POLICY_H_
@@ -34,9 +34,9 @@ namespace qpool::retry {
 inline constexpr uint32_t kMaxStaleConnectionAttempts = 16;
 
 // How long before the caller's deadline a call that waits for an unreachable node stops trying
-// (AttemptController): the UNAVAILABLE answer naming the reason has that long to reach the caller,
-// whose clock started before qpoold read grpc-timeout. A twentieth of the call's timeout, at most
-// 250 ms: 100 ms for a 2 s deadline.
+// (UnreachableWait, RetryPlaceWait): the UNAVAILABLE answer naming the reason has that long to
+// reach the caller, whose clock started before qpoold read grpc-timeout. A twentieth of the call's
+// timeout, at most 250 ms: 100 ms for a 2 s deadline.
 inline Duration UnreachableAnswerMargin(Duration timeout) {
   return std::clamp<Duration>(timeout / 20, Duration::zero(), std::chrono::milliseconds(250));
 }
@@ -140,7 +140,7 @@ class RetryBudget;
 
 // A call waiting for a place among a budget's retries in flight, in the budget's FIFO queue
 // (RetryBudget::Wait). Intrusive (Boost.Intrusive, auto-unlink): the queue allocates nothing, and a
-// waiter leaves it with StopWaiting (AttemptController does on Stop and on destruction; the hook
+// waiter leaves it with StopWaiting (RetryPlaceWait does on Stop and on destruction; the hook
 // would too when destroyed), after which it is never woken.
 class RetryPlaceWaiter {
  public:
@@ -172,7 +172,7 @@ class RetryPlaceWaiter {
 //    half the tokens remain. Under a total outage the bucket drains and retries stop, so a dead
 //    node sees at most ~max_tokens/2 extra attempts, not max_attempts x the traffic.
 //  - Retries in flight at once: at most max(min_concurrent, ratio x active calls). A retry this
-//    limit alone refuses waits for a place when its call has time to (AttemptController): the
+//    limit alone refuses waits for a place when its call has time to (RetryPlaceWait): the
 //    limit bounds how many retries run at once, the tokens how many a failing node gets. Waiting
 //    calls queue here, first come first served, and are woken (WakeWaiters) when a place frees:
 //    the first in line takes it on the spot, so a retry starting meanwhile cannot take it first.
