@@ -111,6 +111,23 @@ std::shared_ptr<const NodeTable> DefaultTable(const config::Config& config,
   return table;
 }
 
+// The retry settings the worker's calls read at each decision (config retry.*): the policy, the
+// methods' classes, retries on or off, the per-try timeout, the hedge delay, the unreachable wait
+// and the replay limits. The budgets are the caller's (they keep their tokens over a reload).
+void SetRetrySettings(const config::RetryConfig& retry, retry::RetryContext& context) {
+  context.policy = retry::RetryPolicy(PolicyOptions(retry));
+  context.classifier = retry::MethodClassifier();
+  for (const auto& [path, name] : retry.methods) {
+    context.classifier.Override(path, RetryClassNamed(name));
+  }
+  context.policy_retries = retry.enabled;
+  context.per_try_timeout = absl::ToChronoNanoseconds(retry.per_try_timeout);
+  context.hedge_delay = absl::ToChronoNanoseconds(retry.hedge_delay);
+  context.unreachable_wait = absl::ToChronoNanoseconds(retry.unreachable_wait);
+  context.replay.per_call = retry.replay_buffer_per_call;
+  context.replay.total = retry.replay_buffer_total;
+}
+
 // The call and connection contexts' reloadable settings, from the config, node table and secrets
 // in force and the key cache made for them.
 void SetReloadable(const config::Config& config, const NodeTable& table,
@@ -162,17 +179,8 @@ Worker::Worker(std::shared_ptr<const config::Config> config, uint32_t index, uin
       sessions_(std::make_unique<SessionSet>(
           connection_context_, [this] { return rest_ == nullptr || rest_->idle(); })) {
   probes_->Configure(config_->health, *table_);
-  const config::RetryConfig& retry = config_->retry;
-  retry_->policy_retries = retry.enabled;
-  retry_->per_try_timeout = absl::ToChronoNanoseconds(retry.per_try_timeout);
-  retry_->hedge_delay = absl::ToChronoNanoseconds(retry.hedge_delay);
-  retry_->unreachable_wait = absl::ToChronoNanoseconds(retry.unreachable_wait);
-  retry_->replay.per_call = retry.replay_buffer_per_call;
-  retry_->replay.total = retry.replay_buffer_total;
+  SetRetrySettings(config_->retry, *retry_);
   retry_->replay.total_bytes = &counters_.replay_bytes;
-  for (const auto& [path, name] : retry.methods) {
-    retry_->classifier.Override(path, RetryClassNamed(name));
-  }
   if (!config_->rest.listen.host.empty()) {
     rest::RestRetryContext rest_retry;
     rest_retry.context = retry_.get();
@@ -210,24 +218,13 @@ void Worker::Reconfigure(std::shared_ptr<const config::Config> config,
   balancer_->Rebuild(*table_, config_->health);
   // Retry: the policy and classes apply to the next decision; budgets keep their tokens (capped)
   // and their retries in flight.
-  const config::RetryConfig& retry_config = config_->retry;
-  retry_->policy = retry::RetryPolicy(PolicyOptions(retry_config));
-  retry_->classifier = retry::MethodClassifier();
-  for (const auto& [path, name] : retry_config.methods) {
-    retry_->classifier.Override(path, RetryClassNamed(name));
-  }
-  retry_->policy_retries = retry_config.enabled;
-  retry_->per_try_timeout = absl::ToChronoNanoseconds(retry_config.per_try_timeout);
-  retry_->hedge_delay = absl::ToChronoNanoseconds(retry_config.hedge_delay);
-  retry_->replay.per_call = retry_config.replay_buffer_per_call;
-  retry_->replay.total = retry_config.replay_buffer_total;
+  SetRetrySettings(config_->retry, *retry_);
   const size_t slots = table_->slots.size();
   for (retry::RetryBudget& budget : retry_->budgets)
     budget.SetOptions(BudgetOptions(config_->retry));
   while (retry_->budgets.size() < slots) {
     retry_->budgets.emplace_back(BudgetOptions(config_->retry));
   }
-  retry_->unreachable_wait = absl::ToChronoNanoseconds(retry_config.unreachable_wait);
   probes_->Configure(config_->health, *table_);
   // The pending budget's share; new slots get pools, removed ones retire, the rest update.
   pools_->Apply(config_, table_);
